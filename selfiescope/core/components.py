@@ -1,0 +1,125 @@
+"""Base classes for the things plugins provide: sources, chain steps, storage, features.
+
+Each component has a unique ``name`` (what settings refer to) and an ``Options``
+pydantic model; options come from ``[plugins.NAME]`` and can be overridden per pipeline
+in ``[pipelines.P.options.NAME]``. Unknown option keys are errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from .context import RunContext
+    from .events import ImageEvent
+    from .settings import ScrapePipeline
+
+
+class Options(BaseModel):
+    """Base for component options: strict about unknown keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component:
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[Options]] = Options
+
+    def __init__(self, options: Options, run: "RunContext") -> None:
+        self.options = options
+        self.run = run
+
+    async def open(self) -> None:
+        """Acquire resources before the first event (models, connections)."""
+
+    async def close(self) -> None:
+        """Release resources; called once, also after a cancelled run."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work of a source: a hashtag, a folder, a gallery URL."""
+
+    source: str
+    target: str
+    label: str
+    limit: int | None = None
+
+
+class Source(Component):
+    """Yields image events for a job. Jobs of one run run concurrently."""
+
+    def jobs(self, pipeline: "ScrapePipeline") -> list[Job]:
+        return [
+            Job(self.name, target, pipeline.label, pipeline.limit) for target in pipeline.targets()
+        ]
+
+    def events(self, job: Job) -> AsyncIterator["ImageEvent"]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Step(Component):
+    """One link of the image chain.
+
+    Implement ``process(event)``: synchronous methods run in a worker thread (for CPU
+    work such as decoding and detection: OpenCV and Pillow release the GIL, so several
+    images in flight use every core); ``async def process`` runs on the event loop (for
+    I/O such as writing files). Raise :class:`~selfiescope.core.events.Reject` to drop
+    the image.
+    """
+
+    def process(self, event: "ImageEvent") -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass
+class StoredImage:
+    id: str
+    label: str
+    location: str
+    content_hash: str | None = None
+
+
+class Storage(Component):
+    """Where accepted images go."""
+
+    async def write(self, event: "ImageEvent") -> str:  # pragma: no cover - abstract
+        """Store ``event.data`` under ``event.label``/``event.id``; return its location."""
+        raise NotImplementedError
+
+    async def exists(self, image_id: str, label: str) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def iterate(self, label: str | None = None) -> Iterator[StoredImage]:  # pragma: no cover
+        raise NotImplementedError
+
+    async def read(self, stored: StoredImage) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class FeatureExtractor:
+    """Computes one named group of numeric features.
+
+    ``extract`` receives the decoded RGB image and a dict of face annotations (box,
+    area fraction, number of faces) and returns ``{feature_name: float}``; features
+    that cannot be computed are ``nan``. ``version`` goes into the cache key.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    Options: ClassVar[type[Options]] = Options
+
+    def __init__(self, options: Options | None = None) -> None:
+        self.options = options or self.Options()
+
+    def feature_names(self) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extract(self, image: "np.ndarray", face: dict[str, Any]) -> dict[str, float]:  # pragma: no cover
+        raise NotImplementedError

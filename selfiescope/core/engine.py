@@ -1,0 +1,156 @@
+"""The asyncio engine: sources -> bounded queue -> workers -> chain -> manifest.
+
+The engine only moves events between named components. Sources run one task per job
+and ``await queue.put`` (so a slow chain pauses them: memory stays flat); workers take
+events, run the chain steps in the order settings give (synchronous steps in a thread
+pool, off the loop) and record each decision in the manifest. A per-job limit counts
+images already stored for that job, so rerunning a command after a crash finishes the
+job instead of starting over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .components import Job, Source, Step
+from .context import RunContext
+from .events import Decision, ImageEvent, Reject
+
+log = logging.getLogger("selfiescope.engine")
+_DONE = object()
+
+
+@dataclass
+class _JobState:
+    job: Job
+    accepted: int = 0
+    inflight: int = 0
+    cond: asyncio.Condition | None = None
+
+    def full(self) -> bool:
+        return self.job.limit is not None and self.accepted >= self.job.limit
+
+    def saturated(self) -> bool:
+        return self.job.limit is not None and self.accepted + self.inflight >= self.job.limit
+
+
+async def run_chain(event: ImageEvent, steps: Sequence[Step], run: RunContext) -> ImageEvent:
+    """Run one event through ``steps``; a rejection or an error stops the chain for it."""
+    loop = asyncio.get_running_loop()
+    for step in steps:
+        try:
+            if inspect.iscoroutinefunction(step.process):
+                await step.process(event)
+            else:
+                await loop.run_in_executor(run.executor, step.process, event)
+        except Reject as rej:
+            event.reject(step.name, rej.code, rej.reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a plugin bug must not stop the run
+            log.warning("step %s failed on %s: %s: %s", step.name, event.describe(), type(exc).__name__, exc)
+            event.reject(step.name, "error", f"{type(exc).__name__}: {exc}")
+        if event.decision is Decision.REJECTED:
+            return event
+    event.decision = Decision.ACCEPTED
+    return event
+
+
+class Engine:
+    def __init__(self, run: RunContext, source: Source, steps: Sequence[Step], jobs: Sequence[Job]) -> None:
+        self.run = run
+        self.source = source
+        self.steps = list(steps)
+        self.jobs = list(jobs)
+        self.queue: asyncio.Queue[object] = asyncio.Queue(maxsize=run.settings.engine.queue_size)
+        self.states = {self._key(j): _JobState(j) for j in self.jobs}
+
+    @staticmethod
+    def _key(job: Job) -> str:
+        return f"{job.source}:{job.target}"
+
+    def _already_stored(self, job: Job) -> int:
+        rows = self.run.manifest.query(
+            "SELECT COUNT(*) n FROM images WHERE decision='accepted' AND source=? AND job=? AND label=?",
+            (job.source, job.target, job.label),
+        )
+        return int(rows[0]["n"])
+
+    async def _produce(self, state: _JobState) -> None:
+        assert state.cond is not None
+        if state.full():
+            return
+        agen = self.source.events(state.job)
+        try:
+            async for event in agen:
+                async with state.cond:
+                    while state.saturated() and not state.full():
+                        await state.cond.wait()
+                    if state.full():
+                        break
+                    state.inflight += 1
+                await self.queue.put((state, event))
+                self.run.stats.queue_peak = max(self.run.stats.queue_peak, self.queue.qsize())
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            item = await self.queue.get()
+            try:
+                if item is _DONE:
+                    return
+                state, event = item  # type: ignore[misc]
+                await run_chain(event, self.steps, self.run)
+                await loop.run_in_executor(self.run.executor, self.run.manifest.record, event, self.run.run_id)
+                ok = event.decision is Decision.ACCEPTED
+                self.run.stats.count(state.job.target, "accepted" if ok else "rejected", event.reject_code, event.size)
+                if ok:
+                    self.run.hook.selfiescope_image_accepted(event=event, run=self.run)
+                else:
+                    self.run.hook.selfiescope_image_rejected(event=event, run=self.run)
+                async with state.cond:
+                    state.inflight -= 1
+                    state.accepted += ok
+                    state.cond.notify_all()
+                event.image = None  # free the decoded pixels early
+            finally:
+                self.queue.task_done()
+
+    async def execute(self) -> None:
+        """Run every job to completion (or its limit). Cancellation stops cleanly."""
+        loop = asyncio.get_running_loop()
+        for state in self.states.values():
+            state.cond = asyncio.Condition()
+            state.accepted = await loop.run_in_executor(self.run.executor, self._already_stored, state.job)
+        n_workers = self.run.settings.engine.workers
+        workers = [asyncio.create_task(self._work(), name=f"worker-{i}") for i in range(n_workers)]
+        producers = [asyncio.create_task(self._produce(s), name=f"job-{k}") for k, s in self.states.items()]
+        try:
+            results = await asyncio.gather(*producers, return_exceptions=True)
+            for state, res in zip(self.states.values(), results):
+                if isinstance(res, BaseException):
+                    if isinstance(res, asyncio.CancelledError):
+                        raise res
+                    log.error("source %s failed on %s: %s", state.job.source, state.job.target, res)
+                    self.run.stats.per_job.setdefault(state.job.target, Counter())["failed"] += 1
+                    self.run.stats.errors.append(f"{state.job.source} {state.job.target}: {res}")
+            for _ in workers:
+                await self.queue.put(_DONE)
+            await asyncio.gather(*workers)
+        except asyncio.CancelledError:
+            for t in producers:
+                t.cancel()
+            # Let in-flight images finish their step so nothing is left half-written.
+            for t in workers:
+                t.cancel()
+            await asyncio.gather(*producers, *workers, return_exceptions=True)
+            raise

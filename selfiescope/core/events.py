@@ -1,0 +1,108 @@
+"""The image event: one object per image, flowing source -> chain -> storage."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Decision(str, Enum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class Reject(Exception):
+    """Raised by a chain step to drop the current image with a reason.
+
+    ``code`` is a short stable key for statistics (``"corrupt"``, ``"no_face"``,
+    ``"duplicate"``); ``reason`` is the human-readable detail.
+    """
+
+    def __init__(self, code: str, reason: str | None = None) -> None:
+        super().__init__(reason or code)
+        self.code = code
+        self.reason = reason or code
+
+
+@dataclass
+class Origin:
+    """Where an image came from. Everything here is metadata, never trusted for paths."""
+
+    source: str  # name of the source plugin ("instagram", "folder", ...)
+    job: str = ""  # hashtag, gallery tag, or folder
+    post_id: str | None = None
+    post_url: str | None = None
+    image_url: str | None = None
+    path: str | None = None  # local file the bytes came from (folder source)
+    extra: dict[str, Any] = field(default_factory=dict)  # caption, owner, timestamp, ...
+
+
+@dataclass
+class FaceBox:
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    def as_list(self) -> list[int]:
+        return [self.x, self.y, self.w, self.h]
+
+
+@dataclass
+class ImageEvent:
+    """One image on its way through the chain.
+
+    ``data`` holds the original bytes (kept untouched for storage); ``image`` is the
+    decoded RGB ``numpy`` array once the ``decode`` step ran (never serialised).
+    Steps annotate the event; the engine records the decision.
+    """
+
+    origin: Origin
+    label: str
+    data: bytes
+    image: Any = None  # numpy.ndarray (H, W, 3) uint8 RGB after decode
+    format: str | None = None  # "jpeg", "png", "webp", ...
+    width: int | None = None
+    height: int | None = None
+    content_hash: str = ""
+    phash: str | None = None  # hex perceptual hash
+    faces: list[FaceBox] = field(default_factory=list)
+    face_area: float | None = None  # largest face area / image area
+    id: str | None = None  # stable storage id, set by the chain (content or post id)
+    location: str | None = None  # where storage put it
+    decision: Decision = Decision.PENDING
+    rejected_by: str | None = None
+    reject_code: str | None = None
+    reject_reason: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)  # free annotations by steps
+    created: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if not self.content_hash:
+            self.content_hash = hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def largest_face(self) -> FaceBox | None:
+        return max(self.faces, key=lambda f: f.area, default=None)
+
+    def reject(self, step: str, code: str, reason: str) -> None:
+        self.decision = Decision.REJECTED
+        self.rejected_by = step
+        self.reject_code = code
+        self.reject_reason = reason
+
+    def describe(self) -> str:
+        o = self.origin
+        return o.post_url or o.image_url or o.path or self.content_hash[:12]

@@ -1,0 +1,93 @@
+"""The whole extension surface of selfiescope.
+
+Every built-in feature (the folder and Instagram sources, the decode, face-area, dedup
+and store steps, the files backend, the feature groups) is a plugin implementing these
+hooks, registered exactly like a third-party plugin. A third-party package exposes a
+module in the ``selfiescope`` entry-point group and implements any of them::
+
+    from selfiescope import hookimpl
+
+    @hookimpl
+    def selfiescope_steps():
+        return [MyFilter]
+
+Registration hooks (``selfiescope_sources``, ``selfiescope_steps``,
+``selfiescope_storage``, ``selfiescope_features``) return *classes*; settings pick
+components by their ``name`` and the engine instantiates them per run with validated
+options. We register classes rather than calling one hook per image because settings
+choose *which* steps run and in *what order*, per pipeline; a plain pluggy hook call
+would run every implementation in registration order.
+
+Set ``SELFIESCOPE_TRACE_PLUGINS=1`` to log every hook call and its result.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "selfiescope"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def selfiescope_sources():
+    """Return a list of :class:`~selfiescope.core.components.Source` subclasses.
+
+    A source turns a pipeline's targets (hashtags, folders, URLs) into jobs and
+    yields :class:`~selfiescope.core.events.ImageEvent` objects for each job. Jobs of
+    one run execute concurrently; the engine applies backpressure, so a source simply
+    ``yield``s and is paused while the chain is busy.
+    """
+
+
+@hookspec
+def selfiescope_steps():
+    """Return a list of :class:`~selfiescope.core.components.Step` subclasses.
+
+    A step is one link of the image chain. Its ``process(event)`` may annotate the
+    event, or drop the image by raising :class:`~selfiescope.core.events.Reject` with a
+    reason; the rest of the chain is then skipped for that image. Any other exception
+    rejects the image too (code ``"error"``, the exception as reason) and the run goes
+    on. Synchronous ``process`` methods run in a worker thread, off the event loop.
+    """
+
+
+@hookspec
+def selfiescope_storage():
+    """Return a list of :class:`~selfiescope.core.components.Storage` subclasses.
+
+    A storage backend writes accepted images (``write``), answers whether an id is
+    already stored (``exists``) and lists what it holds (``iterate``). The settings key
+    ``storage.backend`` chooses one by name.
+    """
+
+
+@hookspec
+def selfiescope_features():
+    """Return a list of :class:`~selfiescope.core.components.FeatureExtractor` subclasses.
+
+    Each extractor computes one named group of numeric features from a decoded image
+    and its face annotations, for training and prediction. Its ``version`` is part of
+    the feature-cache key and of a trained model's schema.
+    """
+
+
+@hookspec
+def selfiescope_run_started(run):
+    """Called once when a run starts. ``run`` is the :class:`~selfiescope.core.context.RunContext`."""
+
+
+@hookspec
+def selfiescope_image_accepted(event, run):
+    """Called after an image passed the whole chain (and was stored, if ``store`` is in it)."""
+
+
+@hookspec
+def selfiescope_image_rejected(event, run):
+    """Called when a step rejected an image; ``event.rejected_by`` and ``event.reject_reason`` say why."""
+
+
+@hookspec
+def selfiescope_run_finished(run, stats):
+    """Called once when a run ends, normally or cancelled. ``stats`` is a :class:`~selfiescope.core.stats.RunStats`."""

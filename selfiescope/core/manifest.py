@@ -1,0 +1,208 @@
+"""The SQLite manifest at ``<storage root>/manifest.sqlite`` (WAL mode).
+
+One file records every decision (accepted and rejected images), the posts each source
+has seen (resume), the perceptual-hash index (dedup), rate-limit budgets, the feature
+cache, and runs. It is shared by the engine's worker threads behind one lock: SQLite
+has a single writer anyway, and each statement is short.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .events import ImageEvent
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    content_hash TEXT PRIMARY KEY,
+    id TEXT,
+    source TEXT, job TEXT, post_id TEXT, post_url TEXT, image_url TEXT, origin_path TEXT,
+    label TEXT,
+    phash TEXT,
+    format TEXT, width INTEGER, height INTEGER, size INTEGER,
+    face_box TEXT, face_area REAL, n_faces INTEGER,
+    decision TEXT NOT NULL,
+    rejected_by TEXT, reject_code TEXT, reason TEXT,
+    location TEXT,
+    run_id INTEGER,
+    first_seen REAL, updated REAL
+);
+CREATE INDEX IF NOT EXISTS images_label ON images(label, decision);
+CREATE INDEX IF NOT EXISTS images_id ON images(id);
+CREATE TABLE IF NOT EXISTS rejections (
+    rowid INTEGER PRIMARY KEY,
+    content_hash TEXT, source TEXT, job TEXT, post_id TEXT, label TEXT,
+    rejected_by TEXT, reject_code TEXT, reason TEXT, run_id INTEGER, at REAL
+);
+CREATE TABLE IF NOT EXISTS posts_seen (
+    source TEXT NOT NULL, post_id TEXT NOT NULL, job TEXT, label TEXT, at REAL,
+    PRIMARY KEY (source, post_id)
+);
+CREATE TABLE IF NOT EXISTS conflicts (
+    content_hash TEXT, other_hash TEXT, label TEXT, other_label TEXT, distance INTEGER, at REAL
+);
+CREATE TABLE IF NOT EXISTS budgets (
+    key TEXT PRIMARY KEY, tokens REAL, updated REAL
+);
+CREATE TABLE IF NOT EXISTS features (
+    content_hash TEXT NOT NULL, extractor TEXT NOT NULL, version TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (content_hash, extractor, version)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, pipeline TEXT, settings_hash TEXT, started REAL, finished REAL,
+    status TEXT, stats TEXT
+);
+"""
+
+
+class Manifest:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    @classmethod
+    def at_root(cls, root: Path | str) -> "Manifest":
+        return cls(Path(root) / "manifest.sqlite")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, params)
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # --- runs -------------------------------------------------------------------------
+    def start_run(self, pipeline: str, settings_hash: str) -> int:
+        cur = self.execute(
+            "INSERT INTO runs(pipeline, settings_hash, started, status) VALUES (?,?,?,?)",
+            (pipeline, settings_hash, time.time(), "running"),
+        )
+        return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, status: str, stats: dict[str, Any]) -> None:
+        self.execute(
+            "UPDATE runs SET finished=?, status=?, stats=? WHERE id=?",
+            (time.time(), status, json.dumps(stats), run_id),
+        )
+
+    # --- posts (resume) ----------------------------------------------------------------
+    def post_seen(self, source: str, post_id: str) -> bool:
+        return bool(self.query("SELECT 1 FROM posts_seen WHERE source=? AND post_id=?", (source, post_id)))
+
+    def mark_post(self, source: str, post_id: str, job: str = "", label: str = "") -> None:
+        self.execute(
+            "INSERT OR IGNORE INTO posts_seen(source, post_id, job, label, at) VALUES (?,?,?,?,?)",
+            (source, post_id, job, label, time.time()),
+        )
+
+    # --- images ------------------------------------------------------------------------
+    def get_image(self, content_hash: str) -> sqlite3.Row | None:
+        rows = self.query("SELECT * FROM images WHERE content_hash=?", (content_hash,))
+        return rows[0] if rows else None
+
+    def is_stored(self, content_hash: str) -> bool:
+        return bool(
+            self.query("SELECT 1 FROM images WHERE content_hash=? AND decision='accepted'", (content_hash,))
+        )
+
+    def record(self, event: ImageEvent, run_id: int | None = None) -> None:
+        """Record the final decision for an image (upsert on content hash).
+
+        An accepted image is never downgraded by a later rejection of the same bytes
+        (e.g. the copy met again is rejected as a duplicate of itself); rejections are
+        also appended to ``rejections`` so every decision is kept.
+        """
+        o = event.origin
+        now = time.time()
+        face = event.largest_face
+        row = dict(
+            content_hash=event.content_hash, id=event.id, source=o.source, job=o.job,
+            post_id=o.post_id, post_url=o.post_url, image_url=o.image_url, origin_path=o.path,
+            label=event.label, phash=event.phash, format=event.format, width=event.width,
+            height=event.height, size=event.size,
+            face_box=json.dumps(face.as_list()) if face else None,
+            face_area=event.face_area, n_faces=len(event.faces),
+            decision=event.decision.value, rejected_by=event.rejected_by,
+            reject_code=event.reject_code, reason=event.reject_reason, location=event.location,
+            run_id=run_id, first_seen=now, updated=now,
+        )
+        cols = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        updates = ", ".join(f"{k}=excluded.{k}" for k in row if k not in ("content_hash", "first_seen"))
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                if event.decision.value == "rejected":
+                    self._db.execute(
+                        "INSERT INTO rejections(content_hash, source, job, post_id, label, rejected_by,"
+                        " reject_code, reason, run_id, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (event.content_hash, o.source, o.job, o.post_id, event.label,
+                         event.rejected_by, event.reject_code, event.reject_reason, run_id, now),
+                    )
+                self._db.execute(
+                    f"INSERT INTO images({cols}) VALUES ({marks}) ON CONFLICT(content_hash) DO UPDATE SET"
+                    f" {updates} WHERE images.decision != 'accepted'",
+                    row,
+                )
+                if o.post_id:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO posts_seen(source, post_id, job, label, at) VALUES (?,?,?,?,?)",
+                        (o.source, o.post_id, o.job, event.label, now),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def accepted(self, label: str | None = None) -> Iterator[sqlite3.Row]:
+        sql = "SELECT * FROM images WHERE decision='accepted'"
+        params: tuple[Any, ...] = ()
+        if label:
+            sql += " AND label=?"
+            params = (label,)
+        yield from self.query(sql + " ORDER BY first_seen", params)
+
+    def counts(self) -> dict[str, int]:
+        rows = self.query("SELECT decision, COUNT(*) n FROM images GROUP BY decision")
+        return {r["decision"]: r["n"] for r in rows}
+
+    # --- feature cache -----------------------------------------------------------------
+    def get_features(self, content_hash: str, extractor: str, version: str) -> dict[str, float] | None:
+        rows = self.query(
+            "SELECT data FROM features WHERE content_hash=? AND extractor=? AND version=?",
+            (content_hash, extractor, version),
+        )
+        return json.loads(rows[0]["data"]) if rows else None
+
+    def put_features(self, content_hash: str, extractor: str, version: str, data: dict[str, float]) -> None:
+        self.execute(
+            "INSERT OR REPLACE INTO features(content_hash, extractor, version, data) VALUES (?,?,?,?)",
+            (content_hash, extractor, version, json.dumps(data)),
+        )

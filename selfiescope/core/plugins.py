@@ -1,0 +1,146 @@
+"""The plugin manager.
+
+Built-in plugins are modules listed in :data:`DEFAULT_PLUGINS` and registered exactly
+like third-party ones, which load from the ``selfiescope`` entry-point group. Set
+``SELFIESCOPE_TRACE_PLUGINS=1`` to log every hook call with its arguments and result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel
+
+from . import hookspecs
+from .components import Component, FeatureExtractor, Options, Source, Step, Storage
+
+log = logging.getLogger("selfiescope.plugins")
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "selfiescope.plugins.folder",
+    "selfiescope.plugins.decode",
+    "selfiescope.plugins.face_area",
+    "selfiescope.plugins.dedup",
+    "selfiescope.plugins.store",
+    "selfiescope.plugins.files_storage",
+    "selfiescope.plugins.instagram",
+    "selfiescope.plugins.gallery",
+    "selfiescope.plugins.features",
+    "selfiescope.plugins.embed",
+)
+
+
+def _new_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    if os.environ.get("SELFIESCOPE_TRACE_PLUGINS"):
+        trace_log = logging.getLogger("selfiescope.trace")
+
+        def before(hook_name: str, hook_impls: list[Any], kwargs: dict[str, Any]) -> None:
+            names = [impl.plugin_name for impl in hook_impls]
+            trace_log.warning("hook %s(%s) -> %s", hook_name, ", ".join(kwargs), names)
+
+        def after(outcome: Any, hook_name: str, hook_impls: list[Any], kwargs: dict[str, Any]) -> None:
+            trace_log.warning("hook %s returned %r", hook_name, outcome.get_result())
+
+        pm.add_hookcall_monitoring(before, after)
+    return pm
+
+
+def load_plugin_manager(
+    extra: list[Any] | None = None, entrypoints: bool | None = None
+) -> pluggy.PluginManager:
+    """Register the built-ins, then installed third-party plugins, then ``extra`` objects."""
+    pm = _new_manager()
+    for modname in DEFAULT_PLUGINS:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name == modname:  # a built-in not present in this build
+                continue
+            raise
+        pm.register(mod, name=modname)
+    if entrypoints is None:
+        entrypoints = not os.environ.get("SELFIESCOPE_NO_ENTRYPOINTS")
+    if entrypoints:
+        pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+    for obj in extra or []:
+        pm.register(obj)
+    return pm
+
+
+@dataclass
+class ComponentInfo:
+    name: str
+    kind: str
+    cls: type
+    plugin: str
+    dist: str | None
+
+
+@dataclass
+class Registry:
+    """Every named component the loaded plugins provide, by kind."""
+
+    pm: pluggy.PluginManager
+    sources: dict[str, type[Source]] = field(default_factory=dict)
+    steps: dict[str, type[Step]] = field(default_factory=dict)
+    storage: dict[str, type[Storage]] = field(default_factory=dict)
+    features: dict[str, type[FeatureExtractor]] = field(default_factory=dict)
+    info: list[ComponentInfo] = field(default_factory=list)
+
+    @classmethod
+    def from_manager(cls, pm: pluggy.PluginManager) -> "Registry":
+        reg = cls(pm)
+        dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+        kinds = (
+            ("source", pm.hook.selfiescope_sources, reg.sources),
+            ("step", pm.hook.selfiescope_steps, reg.steps),
+            ("storage", pm.hook.selfiescope_storage, reg.storage),
+            ("features", pm.hook.selfiescope_features, reg.features),
+        )
+        for kind, hook, target in kinds:
+            for impl in hook.get_hookimpls():  # registration order
+                for comp in impl.function() or []:
+                    if not comp.name:
+                        raise TypeError(f"{comp!r} from plugin {impl.plugin_name} has no name")
+                    if comp.name in target:
+                        prev = next(i for i in reg.info if i.kind == kind and i.name == comp.name)
+                        raise ValueError(
+                            f"{kind} {comp.name!r} is provided twice: by {prev.plugin} and {impl.plugin_name}"
+                        )
+                    target[comp.name] = comp
+                    dist = dists.get(id(impl.plugin))
+                    reg.info.append(
+                        ComponentInfo(
+                            comp.name, kind, comp, impl.plugin_name,
+                            f"{dist.project_name} {dist.version}" if dist else None,
+                        )
+                    )
+        return reg
+
+    def all_names(self) -> set[str]:
+        return {*self.sources, *self.steps, *self.storage, *self.features}
+
+    def options_model(self, name: str) -> type[BaseModel]:
+        for table in (self.steps, self.sources, self.storage, self.features):
+            if name in table:
+                return table[name].Options
+        return Options
+
+    def hooks_of(self, plugin_name: str) -> list[str]:
+        plugin = self.pm.get_plugin(plugin_name)
+        return sorted(impl.name for impl in self.pm.get_hookcallers(plugin) or [])
+
+
+def load_registry(extra: list[Any] | None = None, entrypoints: bool | None = None) -> Registry:
+    return Registry.from_manager(load_plugin_manager(extra, entrypoints))
+
+
+def make_component(cls: type[Component], options: dict[str, Any], run: Any) -> Component:
+    return cls(cls.Options.model_validate(options), run)

@@ -1,0 +1,314 @@
+"""settings.toml: the one documented home of every setting.
+
+The file is read with :mod:`tomllib`, environment variables ``SELFIESCOPE_A__B=value``
+override ``[a] b`` (values parsed as TOML where they parse, strings otherwise), and the
+result is validated by pydantic. Unknown keys are errors. Component options
+(``[plugins.NAME]`` and ``[pipelines.P.options.NAME]``) are validated against the
+component's own ``Options`` model once plugins are loaded (:func:`check_components`).
+Secrets never live here: credentials come from the environment or a session file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plugins import Registry
+
+ENV_PREFIX = "SELFIESCOPE_"
+# Environment variables with our prefix that are not setting overrides.
+RESERVED_ENV = {
+    "SELFIESCOPE_TRACE_PLUGINS",
+    "SELFIESCOPE_SETTINGS",
+    "SELFIESCOPE_INSTAGRAM_USERNAME",
+    "SELFIESCOPE_INSTAGRAM_PASSWORD",
+    "SELFIESCOPE_NO_ENTRYPOINTS",
+}
+SECRET_WORDS = ("password", "passwd", "secret", "token", "cookie", "username")
+
+
+class SettingsError(Exception):
+    """A settings problem, already phrased for the user (key path: problem)."""
+
+    def __init__(self, problems: list[str], source: str = "settings") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def render(self) -> str:
+        lines = [f"Invalid settings in {self.source}:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class StorageSettings(Strict):
+    root: Path = Path("data")
+    backend: str = "files"
+
+
+class BrowserSettings(Strict):
+    executable: str = "auto"  # a path, or "auto"
+    headless: bool = True
+    max_contexts: int = Field(4, ge=1, le=64)
+    recycle_after: int = Field(50, ge=1, description="navigations before a page is recycled")
+    block: list[Literal["font", "media", "image", "stylesheet", "trackers"]] = ["font", "media", "trackers"]
+    session_file: Path = Path("~/.config/selfiescope/instagram-session.json")
+    timeout_s: float = Field(30.0, gt=0)
+    extra_args: list[str] = []
+
+
+class EngineSettings(Strict):
+    workers: int = Field(4, ge=1, le=256, description="images processed concurrently")
+    queue_size: int = Field(32, ge=1, description="events buffered between sources and workers")
+    threads: int = Field(0, ge=0, description="worker threads for CPU steps; 0 = number of cores")
+
+
+class LoggingSettings(Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    file: Path | None = None
+
+
+class ComputeSettings(Strict):
+    engine: Literal["local", "dask"] = "local"
+    scheduler: str = "local"
+    workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    batch_size: int = Field(64, ge=1)
+
+
+class PipelineBase(Strict):
+    description: str = ""
+    options: dict[str, dict[str, Any]] = {}
+
+
+class ScrapePipeline(PipelineBase):
+    """Collect images from a source through the chain into storage."""
+
+    kind: Literal["scrape", "import"]
+    source: str
+    hashtags: list[str] = []
+    paths: list[Path] = []
+    urls: list[str] = []
+    label: str
+    limit: int | None = Field(None, ge=1)
+    chain: list[str] = ["decode", "face_area", "dedup", "store"]
+
+    @field_validator("label")
+    @classmethod
+    def _safe_label(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_" for c in v):
+            raise ValueError("label must be letters, digits, '-' or '_' (it becomes a folder name)")
+        return v
+
+    @field_validator("hashtags")
+    @classmethod
+    def _strip_hash(cls, v: list[str]) -> list[str]:
+        return [t.lstrip("#").strip() for t in v]
+
+    def targets(self) -> list[str]:
+        return [*self.hashtags, *(str(p) for p in self.paths), *self.urls]
+
+
+class TrainPipeline(PipelineBase):
+    """Build features from the stored dataset and train a classifier."""
+
+    kind: Literal["train"]
+    labels: list[str] = ["selfie", "portrait"]
+    features: list[str] = ["geometry", "landmarks", "embedding", "image"]
+    folds: int = Field(5, ge=2)
+    model_dir: Path = Path("models/latest")
+    params: dict[str, Any] = {}
+    report: bool = True
+    seed: int = 0
+
+
+class DemoPipeline(PipelineBase):
+    kind: Literal["demo"]
+
+
+Pipeline = Annotated[Union[ScrapePipeline, TrainPipeline, DemoPipeline], Field(discriminator="kind")]
+
+
+class Settings(Strict):
+    storage: StorageSettings = StorageSettings()
+    browser: BrowserSettings = BrowserSettings()
+    engine: EngineSettings = EngineSettings()
+    logging: LoggingSettings = LoggingSettings()
+    compute: ComputeSettings = ComputeSettings()
+    plugins: dict[str, dict[str, Any]] = {}
+    pipelines: dict[str, Pipeline] = {}
+
+    def component_options(self, name: str, pipeline: PipelineBase | None = None) -> dict[str, Any]:
+        merged = dict(self.plugins.get(name, {}))
+        if pipeline is not None:
+            merged.update(pipeline.options.get(name, {}))
+        return merged
+
+    def pipeline(self, name: str) -> PipelineBase:
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            known = ", ".join(sorted(self.pipelines)) or "none defined"
+            raise SettingsError([f"pipelines.{name}: no such pipeline (known: {known})"]) from None
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("scrape", "import", "train", "demo") and out.count(".") >= 1:
+            continue  # discriminator tag that pydantic inserts into the path
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = _format_loc(tuple(e["loc"]))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown pipeline kind {e.get('input', {}).get('kind')!r} (expected scrape, import, train or demo)"
+        elif e["type"] == "union_tag_not_found":
+            msg = "missing key 'kind' (scrape, import, train or demo)"
+        elif "input" in e and not isinstance(e["input"], dict | list):
+            msg = f"{msg} (got {e['input']!r})"
+        problems.append(f"{loc}: {msg}")
+    return problems
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """``SELFIESCOPE_BROWSER__MAX_CONTEXTS=2`` -> ``{"browser": {"max_contexts": 2}}``."""
+    environ = os.environ if environ is None else environ
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in RESERVED_ENV or "__" not in key:
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _parse_env_value(raw)
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _reject_secrets(data: dict[str, Any], path: str = "") -> list[str]:
+    problems = []
+    for k, v in data.items():
+        here = f"{path}.{k}" if path else k
+        if isinstance(v, dict):
+            problems += _reject_secrets(v, here)
+        elif any(w in k.lower() for w in SECRET_WORDS) and k.lower() != "session_file":
+            problems.append(
+                f"{here}: credentials do not belong in settings; use the environment variables "
+                "SELFIESCOPE_INSTAGRAM_USERNAME / SELFIESCOPE_INSTAGRAM_PASSWORD or `selfiescope login`"
+            )
+    return problems
+
+
+def load_settings(path: Path | str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read, merge with the environment and validate. Raises :class:`SettingsError`."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = environ.get("SELFIESCOPE_SETTINGS", "settings.toml")
+    path = Path(path)
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError([f"not valid TOML: {exc}"], str(path)) from None
+        except UnicodeDecodeError:
+            raise SettingsError(["not a UTF-8 text file"], str(path)) from None
+    elif path.name != "settings.toml" or path.parent != Path("."):
+        raise SettingsError(["file not found"], str(path))
+    data = _deep_merge(data, env_overrides(environ))
+    if problems := _reject_secrets(data):
+        raise SettingsError(problems, str(path))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(format_validation_error(exc), str(path)) from None
+
+
+def settings_from_dict(data: dict[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(format_validation_error(exc)) from None
+
+
+def check_components(settings: Settings, registry: "Registry") -> list[str]:
+    """Validate names and options that only the loaded plugins know. Returns problems."""
+    problems: list[str] = []
+    known_all = registry.all_names()
+    for name, opts in settings.plugins.items():
+        if name not in known_all:
+            problems.append(f"plugins.{name}: no plugin provides a component named {name!r}")
+            continue
+        problems += _check_options(registry.options_model(name), opts, f"plugins.{name}")
+    if settings.storage.backend not in registry.storage:
+        problems.append(
+            f"storage.backend: unknown backend {settings.storage.backend!r} "
+            f"(available: {', '.join(sorted(registry.storage))})"
+        )
+    for pname, p in settings.pipelines.items():
+        base = f"pipelines.{pname}"
+        if isinstance(p, ScrapePipeline):
+            if p.source not in registry.sources:
+                problems.append(f"{base}.source: unknown source {p.source!r} (available: {', '.join(sorted(registry.sources))})")
+            if not p.targets():
+                problems.append(f"{base}: give at least one of hashtags, paths or urls")
+            for i, step in enumerate(p.chain):
+                if step not in registry.steps:
+                    problems.append(f"{base}.chain[{i}]: unknown plugin {step!r} (available: {', '.join(sorted(registry.steps))})")
+            if len(set(p.chain)) != len(p.chain):
+                problems.append(f"{base}.chain: a step is listed twice")
+        if isinstance(p, TrainPipeline):
+            for i, group in enumerate(p.features):
+                if group not in registry.features:
+                    problems.append(f"{base}.features[{i}]: unknown feature group {group!r} (available: {', '.join(sorted(registry.features))})")
+        for cname, opts in p.options.items():
+            if cname not in known_all:
+                problems.append(f"{base}.options.{cname}: no plugin provides a component named {cname!r}")
+                continue
+            merged = settings.component_options(cname, p)
+            problems += _check_options(registry.options_model(cname), merged, f"{base}.options.{cname}")
+    return problems
+
+
+def _check_options(model: type[BaseModel], opts: dict[str, Any], where: str) -> list[str]:
+    try:
+        model.model_validate(opts)
+    except ValidationError as exc:
+        return [f"{where}.{p}" for p in format_validation_error(exc)]
+    return []

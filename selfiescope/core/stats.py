@@ -1,0 +1,60 @@
+"""Per-run statistics."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunStats:
+    seen: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    bytes_in: int = 0
+    bytes_stored: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    per_job: dict[str, Counter[str]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    status: str = "running"
+    queue_peak: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def images_per_s(self) -> float:
+        return self.seen / self.elapsed if self.elapsed > 0 else 0.0
+
+    def count(self, job: str, outcome: str, code: str | None = None, size: int = 0) -> None:
+        self.seen += 1
+        self.bytes_in += size
+        jc = self.per_job.setdefault(job, Counter())
+        jc[outcome] += 1
+        if outcome == "accepted":
+            self.accepted += 1
+            self.bytes_stored += size
+        else:
+            self.rejected += 1
+            self.rejected_by_reason[code or "unknown"] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "seen": self.seen,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "rejected_by_reason": dict(self.rejected_by_reason),
+            "per_job": {k: dict(v) for k, v in self.per_job.items()},
+            "bytes_in": self.bytes_in,
+            "bytes_stored": self.bytes_stored,
+            "elapsed_s": round(self.elapsed, 3),
+            "images_per_s": round(self.images_per_s, 2),
+            "queue_peak": self.queue_peak,
+            "errors": list(self.errors),
+        }

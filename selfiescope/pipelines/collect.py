@@ -1,0 +1,88 @@
+"""The collect pipeline (kinds ``scrape`` and ``import``): source -> chain -> storage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..core.components import Component
+from ..core.context import RunContext, default_threads
+from ..core.engine import Engine
+from ..core.manifest import Manifest
+from ..core.plugins import Registry, load_registry
+from ..core.settings import ScrapePipeline, Settings, SettingsError, check_components
+from ..core.stats import RunStats
+
+log = logging.getLogger("selfiescope.collect")
+
+
+def prepare(settings: Settings, registry: Registry | None = None, extra_plugins: list[Any] | None = None) -> Registry:
+    registry = registry or load_registry(extra_plugins)
+    if problems := check_components(settings, registry):
+        raise SettingsError(problems)
+    return registry
+
+
+async def collect(
+    settings: Settings,
+    pipeline_name: str,
+    *,
+    registry: Registry | None = None,
+    extra_plugins: list[Any] | None = None,
+    pipeline: ScrapePipeline | None = None,
+) -> RunStats:
+    """Run a scrape/import pipeline to the end (or its limits) and return its stats.
+
+    ``pipeline`` may be given directly (the CLI's ``import`` and ``scrape`` commands
+    build one on the fly); otherwise it is ``settings.pipelines[pipeline_name]``.
+    """
+    registry = prepare(settings, registry, extra_plugins)
+    if pipeline is None:
+        p = settings.pipeline(pipeline_name)
+        if not isinstance(p, ScrapePipeline):
+            raise SettingsError([f"pipelines.{pipeline_name}.kind: {p.kind!r} is not a collect pipeline"])
+        pipeline = p
+    manifest = Manifest.at_root(settings.storage.root)
+    executor = ThreadPoolExecutor(max_workers=default_threads(settings), thread_name_prefix="selfiescope")
+    run = RunContext(settings, registry, pipeline_name, pipeline, manifest, executor=executor)
+    run.run_id = manifest.start_run(pipeline_name, run.settings_hash())
+    opened: list[Component] = []
+    try:
+        run.storage = run.component("storage", settings.storage.backend)
+        source = run.component("sources", pipeline.source)
+        steps = [run.component("steps", name) for name in pipeline.chain]
+        for comp in (run.storage, source, *steps):
+            await comp.open()
+            opened.append(comp)
+        run.hook.selfiescope_run_started(run=run)
+        engine = Engine(run, source, steps, source.jobs(pipeline))
+        await engine.execute()
+        run.stats.status = "finished" if not run.stats.errors else "finished_with_errors"
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        run.stats.status = "cancelled"
+        raise
+    except BaseException:
+        run.stats.status = "failed"
+        raise
+    finally:
+        for comp in reversed(opened):
+            try:
+                await comp.close()
+            except Exception as exc:  # closing must not mask the run's outcome
+                log.warning("closing %s failed: %s", comp.name, exc)
+        for closer in reversed(run.closers):
+            try:
+                res = closer()
+                if asyncio.iscoroutine(res):
+                    await res
+            except Exception as exc:
+                log.warning("closing a service failed: %s", exc)
+        run.stats.finished = time.monotonic()
+        manifest.finish_run(run.run_id, run.stats.status, run.stats.as_dict())
+        run.hook.selfiescope_run_finished(run=run, stats=run.stats)
+        executor.shutdown(wait=True, cancel_futures=True)
+        manifest.close()
+    return run.stats
