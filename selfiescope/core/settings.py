@@ -83,6 +83,13 @@ class ComputeSettings(Strict):
     workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     batch_size: int = Field(64, ge=1)
+    worker_steps: list[str] = Field(
+        ["decode", "face_area"],
+        description="chain steps that may run on Dask workers (pure: no manifest, no storage); "
+        "the longest leading run of these in a chain runs there, the rest on the client",
+    )
+    dashboard: str = Field("", description="LocalCluster dashboard address such as ':8787' (needs bokeh); '' = off")
+    connect_timeout_s: float = Field(30.0, gt=0)
 
 
 class PipelineBase(Strict):
@@ -282,27 +289,35 @@ def check_components(settings: Settings, registry: "Registry") -> list[str]:
             f"(available: {', '.join(sorted(registry.storage))})"
         )
     for pname, p in settings.pipelines.items():
-        base = f"pipelines.{pname}"
-        if isinstance(p, ScrapePipeline):
-            if p.source not in registry.sources:
-                problems.append(f"{base}.source: unknown source {p.source!r} (available: {', '.join(sorted(registry.sources))})")
-            if not p.targets():
-                problems.append(f"{base}: give at least one of hashtags, paths or urls")
-            for i, step in enumerate(p.chain):
-                if step not in registry.steps:
-                    problems.append(f"{base}.chain[{i}]: unknown plugin {step!r} (available: {', '.join(sorted(registry.steps))})")
-            if len(set(p.chain)) != len(p.chain):
-                problems.append(f"{base}.chain: a step is listed twice")
-        if isinstance(p, TrainPipeline):
-            for i, group in enumerate(p.features):
-                if group not in registry.features:
-                    problems.append(f"{base}.features[{i}]: unknown feature group {group!r} (available: {', '.join(sorted(registry.features))})")
-        for cname, opts in p.options.items():
-            if cname not in known_all:
-                problems.append(f"{base}.options.{cname}: no plugin provides a component named {cname!r}")
-                continue
-            merged = settings.component_options(cname, p)
-            problems += _check_options(registry.options_model(cname), merged, f"{base}.options.{cname}")
+        problems += check_pipeline(settings, registry, pname, p)
+    return problems
+
+
+def check_pipeline(settings: Settings, registry: "Registry", pname: str, p: PipelineBase) -> list[str]:
+    """Problems with one pipeline's component names and options."""
+    problems: list[str] = []
+    known_all = registry.all_names()
+    base = f"pipelines.{pname}"
+    if isinstance(p, ScrapePipeline):
+        if p.source not in registry.sources:
+            problems.append(f"{base}.source: unknown source {p.source!r} (available: {', '.join(sorted(registry.sources))})")
+        if not p.targets():
+            problems.append(f"{base}: give at least one of hashtags, paths or urls")
+        for i, step in enumerate(p.chain):
+            if step not in registry.steps:
+                problems.append(f"{base}.chain[{i}]: unknown plugin {step!r} (available: {', '.join(sorted(registry.steps))})")
+        if len(set(p.chain)) != len(p.chain):
+            problems.append(f"{base}.chain: a step is listed twice")
+    if isinstance(p, TrainPipeline):
+        for i, group in enumerate(p.features):
+            if group not in registry.features:
+                problems.append(f"{base}.features[{i}]: unknown feature group {group!r} (available: {', '.join(sorted(registry.features))})")
+    for cname in p.options:
+        if cname not in known_all:
+            problems.append(f"{base}.options.{cname}: no plugin provides a component named {cname!r}")
+            continue
+        merged = settings.component_options(cname, p)
+        problems += _check_options(registry.options_model(cname), merged, f"{base}.options.{cname}")
     return problems
 
 

@@ -13,15 +13,24 @@ from ..core.context import RunContext, default_threads
 from ..core.engine import Engine
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, load_registry
-from ..core.settings import ScrapePipeline, Settings, SettingsError, check_components
+from ..core.settings import ScrapePipeline, Settings, SettingsError, check_components, check_pipeline
 from ..core.stats import RunStats
 
 log = logging.getLogger("selfiescope.collect")
 
 
-def prepare(settings: Settings, registry: Registry | None = None, extra_plugins: list[Any] | None = None) -> Registry:
+def prepare(
+    settings: Settings,
+    registry: Registry | None = None,
+    extra_plugins: list[Any] | None = None,
+    adhoc: tuple[str, ScrapePipeline] | None = None,
+) -> Registry:
+    """Load plugins and check every name and option settings use (plus an ad-hoc pipeline)."""
     registry = registry or load_registry(extra_plugins)
-    if problems := check_components(settings, registry):
+    problems = check_components(settings, registry)
+    if adhoc is not None:
+        problems += check_pipeline(settings, registry, *adhoc)
+    if problems:
         raise SettingsError(problems)
     return registry
 
@@ -39,7 +48,7 @@ async def collect(
     ``pipeline`` may be given directly (the CLI's ``import`` and ``scrape`` commands
     build one on the fly); otherwise it is ``settings.pipelines[pipeline_name]``.
     """
-    registry = prepare(settings, registry, extra_plugins)
+    registry = prepare(settings, registry, extra_plugins, (pipeline_name, pipeline) if pipeline else None)
     if pipeline is None:
         p = settings.pipeline(pipeline_name)
         if not isinstance(p, ScrapePipeline):

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FACES = REPO.parent / "shared" / "faces"
+
+
+@pytest.fixture
+def faces_dir() -> Path:
+    if not FACES.is_dir():
+        pytest.skip(f"real face photos not available: {FACES} (../shared/faces) is absent")
+    return FACES
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("SELFIESCOPE_"):
+            monkeypatch.delenv(key, raising=False)

@@ -1,0 +1,253 @@
+"""The engine and plugin system, with test-local plugins (no browser, no face detection)."""
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from selfiescope import hookimpl
+from selfiescope.core.components import Job, Options, Source, Step
+from selfiescope.core.events import ImageEvent, Origin, Reject
+from selfiescope.core.manifest import Manifest
+from selfiescope.core.plugins import load_plugin_manager, load_registry
+from selfiescope.core.settings import ScrapePipeline, settings_from_dict
+from selfiescope.pipelines.collect import collect
+
+
+class CounterOptions(Options):
+    count: int = 50
+    delay_s: float = 0.0
+
+
+class CountingSource(Source):
+    """Yields ``count`` distinct events per job, and remembers how many it produced."""
+
+    name = "counting"
+    Options = CounterOptions
+    produced = 0
+
+    async def events(self, job: Job) -> AsyncIterator[ImageEvent]:
+        for i in range(self.options.count):
+            type(self).produced += 1
+            await asyncio.sleep(self.options.delay_s)
+            data = f"{job.target}-{i}".encode()
+            yield ImageEvent(origin=Origin(source=self.name, job=job.target, post_id=f"{job.target}-{i}"),
+                             label=job.label, data=data)
+
+
+class Trail(Step):
+    """Appends its name to event.notes['trail'] (to check ordering)."""
+
+    name = "trail_a"
+
+    def process(self, event: ImageEvent) -> None:
+        event.notes.setdefault("trail", []).append(self.name)
+
+
+class TrailB(Trail):
+    name = "trail_b"
+
+
+class SlowOptions(Options):
+    delay_s: float = 0.01
+
+
+class Slow(Step):
+    name = "slow"
+    Options = SlowOptions
+    in_chain = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def process(self, event: ImageEvent) -> None:
+        with self.lock:
+            type(self).in_chain += 1
+            type(self).peak = max(type(self).peak, type(self).in_chain)
+        time.sleep(self.options.delay_s)
+        with self.lock:
+            type(self).in_chain -= 1
+
+
+class Picky(Step):
+    """Raises a bug on every 3rd image, rejects every 5th."""
+
+    name = "picky"
+
+    def process(self, event: ImageEvent) -> None:
+        n = int(event.origin.post_id.rsplit("-", 1)[1])
+        if n % 3 == 0:
+            raise ZeroDivisionError("plugin bug")
+        if n % 5 == 0:
+            raise Reject("multiple_of_five", f"image {n} is a multiple of 5")
+
+
+class Record(Step):
+    name = "record"
+    seen: list[str] = []
+
+    async def process(self, event: ImageEvent) -> None:
+        event.notes["final_trail"] = list(event.notes.get("trail", []))
+        type(self).seen.append(event.origin.post_id)
+
+
+class TestPlugin:
+    @hookimpl
+    def selfiescope_sources(self):
+        return [CountingSource]
+
+    @hookimpl
+    def selfiescope_steps(self):
+        return [Trail, TrailB, Slow, Picky, Record]
+
+
+class Observer:
+    def __init__(self):
+        self.accepted, self.rejected, self.started, self.finished = [], [], 0, None
+
+    @hookimpl
+    def selfiescope_run_started(self, run):
+        self.started += 1
+
+    @hookimpl
+    def selfiescope_image_accepted(self, event, run):
+        self.accepted.append(event)
+
+    @hookimpl
+    def selfiescope_image_rejected(self, event, run):
+        self.rejected.append(event)
+
+    @hookimpl
+    def selfiescope_run_finished(self, run, stats):
+        self.finished = stats
+
+
+def settings_for(tmp_path, **engine):
+    return settings_from_dict({"storage": {"root": str(tmp_path / "data")}, "engine": engine})
+
+
+def pipeline(chain, targets=("a",), limit=None, **options):
+    return ScrapePipeline(kind="scrape", source="counting", urls=list(targets), label="selfie",
+                          chain=chain, limit=limit, options=options)
+
+
+def run(tmp_path, chain, observer=None, engine=None, **kw):
+    settings = settings_for(tmp_path, **(engine or {}))
+    extra = [TestPlugin()] + ([observer] if observer else [])
+    return asyncio.run(collect(settings, "t", pipeline=pipeline(chain, **kw), extra_plugins=extra)), settings
+
+
+def test_builtins_are_registered_like_third_party_plugins():
+    pm = load_plugin_manager(entrypoints=False)
+    names = [name for name, _ in pm.list_name_plugin()]
+    assert "selfiescope.plugins.folder" in names
+    assert load_registry(entrypoints=False).sources["folder"].__module__ == "selfiescope.plugins.folder"
+
+
+def test_chain_runs_in_the_order_settings_give(tmp_path):
+    Record.seen = []
+    obs = Observer()
+    run(tmp_path, ["trail_b", "trail_a", "record"], obs, options={"counting": {"count": 5}})
+    assert [e.notes["final_trail"] for e in obs.accepted] == [["trail_b", "trail_a"]] * 5
+    obs2 = Observer()
+    run(tmp_path / "2", ["trail_a", "trail_b", "record"], obs2, options={"counting": {"count": 5}})
+    assert {tuple(e.notes["final_trail"]) for e in obs2.accepted} == {("trail_a", "trail_b")}
+
+
+def test_a_plugin_that_raises_rejects_that_image_and_the_run_goes_on(tmp_path):
+    obs = Observer()
+    stats, settings = run(tmp_path, ["picky", "record"], obs, options={"counting": {"count": 30}})
+    assert stats.seen == 30
+    errors = [e for e in obs.rejected if e.reject_code == "error"]
+    fives = [e for e in obs.rejected if e.reject_code == "multiple_of_five"]
+    assert len(errors) == 10 and all(e.reject_reason == "ZeroDivisionError: plugin bug" for e in errors)
+    assert all(e.rejected_by == "picky" for e in errors)
+    assert len(fives) == 4  # 5, 10, 20, 25 (0, 15 are multiples of 3 too)
+    assert stats.accepted == 16 and "final_trail" not in errors[0].notes  # rest of chain skipped
+    m = Manifest.at_root(settings.storage.root)
+    reasons = {r["reason"] for r in m.query("SELECT reason FROM images WHERE decision='rejected'")}
+    assert "ZeroDivisionError: plugin bug" in reasons
+    assert obs.started == 1 and obs.finished is stats and stats.status == "finished"
+
+
+def test_backpressure_keeps_the_queue_bounded(tmp_path):
+    CountingSource.produced = 0
+    Slow.peak = 0
+    obs = Observer()
+    engine = {"queue_size": 4, "workers": 2}
+    stats, _ = run(tmp_path, ["slow"], obs, engine=engine, options={"counting": {"count": 400}, "slow": {"delay_s": 0.002}})
+    assert stats.seen == 400 and stats.accepted == 400
+    assert stats.queue_peak <= 4
+    assert Slow.peak <= 2
+
+
+def test_backpressure_pauses_the_source(tmp_path):
+    """While the chain is stuck, the source is not drained beyond queue + workers."""
+    CountingSource.produced = 0
+    settings = settings_for(tmp_path, queue_size=3, workers=2)
+    gate = threading.Event()
+
+    class Stuck(Step):
+        name = "stuck"
+
+        def process(self, event):
+            gate.wait(10)
+
+    class P:
+        @hookimpl
+        def selfiescope_steps(self):
+            return [Stuck]
+
+    async def main():
+        task = asyncio.create_task(collect(settings, "t", pipeline=pipeline(["stuck"], options={"counting": {"count": 1000}}),
+                                           extra_plugins=[TestPlugin(), P()]))
+        await asyncio.sleep(0.5)
+        produced_while_stuck = CountingSource.produced
+        gate.set()
+        stats = await task
+        return produced_while_stuck, stats
+
+    produced_while_stuck, stats = asyncio.run(main())
+    # 2 in the workers + 3 in the queue + 1 waiting in put()
+    assert produced_while_stuck <= 2 + 3 + 1
+    assert stats.accepted == 1000
+
+
+def test_limit_is_exact_and_counts_what_is_already_stored(tmp_path):
+    obs = Observer()
+    stats, settings = run(tmp_path, ["record"], obs, targets=("a", "b"), limit=7, options={"counting": {"count": 50}})
+    assert stats.per_job["a"]["accepted"] == 7 and stats.per_job["b"]["accepted"] == 7
+    # a rerun with the same limit has nothing left to do
+    stats2, _ = run(tmp_path, ["record"], Observer(), targets=("a", "b"), limit=7, options={"counting": {"count": 50}})
+    assert stats2.seen == 0
+
+
+def test_cancellation_is_clean_and_saves_what_was_done(tmp_path):
+    settings = settings_for(tmp_path, queue_size=4, workers=2)
+    obs = Observer()
+
+    async def main():
+        task = asyncio.create_task(collect(settings, "t", pipeline=pipeline(["slow", "record"], options={
+            "counting": {"count": 10_000}, "slow": {"delay_s": 0.005}}), extra_plugins=[TestPlugin(), obs]))
+        await asyncio.sleep(1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    m = Manifest.at_root(settings.storage.root)
+    (run_row,) = m.query("SELECT status, stats FROM runs")
+    assert run_row["status"] == "cancelled"
+    stored = m.query("SELECT COUNT(*) n FROM images WHERE decision='accepted'")[0]["n"]
+    assert 0 < stored < 10_000
+    assert stored == len(obs.accepted)  # every image reported accepted is in the manifest
+    assert obs.finished is not None and obs.finished.status == "cancelled"
+
+
+def test_trace_env_var_logs_hook_calls(monkeypatch, caplog):
+    monkeypatch.setenv("SELFIESCOPE_TRACE_PLUGINS", "1")
+    with caplog.at_level(logging.WARNING, logger="selfiescope.trace"):
+        load_registry(entrypoints=False)
+    assert any("hook selfiescope_sources" in r.getMessage() for r in caplog.records)
