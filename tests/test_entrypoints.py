@@ -1,0 +1,61 @@
+"""A third-party plugin package, installed through its entry point, appears and acts."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+EXAMPLE = Path(__file__).parent / "example_plugin"
+
+
+@pytest.fixture(scope="module")
+def installed_example(tmp_path_factory) -> dict[str, str]:
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(EXAMPLE)],
+        check=True, capture_output=True,
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
+    return env
+
+
+def cli(env, *args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "selfiescope", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_example_plugin_is_listed(installed_example):
+    proc = cli(installed_example, "plugins", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["plugin"]: r for r in json.loads(proc.stdout)}
+    row = rows["sizegate"]
+    assert row["origin"] == "selfiescope-sizegate 1.0.0"
+    assert row["components"] == ["step:sizegate"] and row["hooks"] == ["selfiescope_steps"]
+
+
+def test_example_plugin_is_absent_without_the_install():
+    proc = cli(dict(os.environ), "plugins", "--json")
+    assert "sizegate" not in {r["plugin"] for r in json.loads(proc.stdout)}
+
+
+def test_example_plugin_acts_in_a_run(installed_example, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (400, 400), (200, 120, 90)).save(photos / "big.bmp")  # ~480 kB
+    Image.new("RGB", (8, 8)).save(photos / "small.png")  # ~100 bytes
+    (tmp_path / "settings.toml").write_text(
+        f'[storage]\nroot = "{tmp_path / "data"}"\n[plugins.sizegate]\nmin_bytes = 5000\n'
+    )
+    proc = cli(installed_example, "import", str(photos), "--label", "selfie", "--chain", "decode,sizegate,store",
+               "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert stats["accepted"] == 1 and stats["rejected_by_reason"] == {"too_few_bytes": 1}
+    stored = list((tmp_path / "data" / "selfie").iterdir())
+    assert len(stored) == 1 and stored[0].stat().st_size > 5000
