@@ -116,13 +116,16 @@ def print_stats(stats: dict[str, Any], title: str) -> None:
     out.print(table)
 
 
-def run_collect(settings: Settings, name: str, pipeline: ScrapePipeline | None, as_json: bool) -> None:
+def run_collect(
+    settings: Settings, name: str, pipeline: ScrapePipeline | None, as_json: bool,
+    together: list[ScrapePipeline] | None = None,
+) -> None:
     from .pipelines.collect import collect
 
     with _progress(not as_json) as progress:
         observer = ProgressObserver(progress)
         try:
-            stats = asyncio.run(collect(settings, name, pipeline=pipeline, extra_plugins=[observer]))
+            stats = asyncio.run(collect(settings, name, pipeline=pipeline, together=together, extra_plugins=[observer]))
         except SettingsError as exc:
             console.print(exc.render(), highlight=False, markup=False)
             raise typer.Exit(EXIT_USAGE) from None
@@ -142,24 +145,29 @@ def run_collect(settings: Settings, name: str, pipeline: ScrapePipeline | None, 
 # --- run, pipelines ------------------------------------------------------------------
 @app.command()
 def run(
-    pipeline: str = typer.Argument(..., help="a [pipelines.NAME] from settings.toml"),
+    pipelines: list[str] = typer.Argument(..., help="one or more pipeline names from settings.toml"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Run a pipeline defined in settings.toml."""
+    """Run pipelines defined in settings.toml (several scrape pipelines with the same source
+    and chain run together, concurrently, in one run)."""
     settings = load(settings_path)
     try:
-        p = settings.pipeline(pipeline)
+        chosen = [settings.pipeline(name) for name in pipelines]
     except SettingsError as exc:
         raise fail(exc.problems[0]) from None
-    if isinstance(p, ScrapePipeline):
-        run_collect(settings, pipeline, None, as_json)
-    elif p.kind == "train":
+    first = chosen[0]
+    if all(isinstance(p, ScrapePipeline) for p in chosen):
+        run_collect(settings, "+".join(pipelines), first, as_json, together=chosen[1:])
+        return
+    if len(chosen) > 1:
+        raise fail("only scrape/import pipelines can run together; run the others one by one")
+    if first.kind == "train":
         from .pipelines.train import train
 
-        result = train(settings, pipeline)
+        result = train(settings, pipelines[0])
         emit_json(result) if as_json else out.print(result)
-    elif p.kind == "demo":
+    elif first.kind == "demo":
         from .pipelines.demo import demo
 
         raise typer.Exit(demo(settings, as_json=as_json))

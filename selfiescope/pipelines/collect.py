@@ -35,6 +35,13 @@ def prepare(
     return registry
 
 
+def collect_pipeline(settings: Settings, name: str) -> ScrapePipeline:
+    p = settings.pipeline(name)
+    if not isinstance(p, ScrapePipeline):
+        raise SettingsError([f"pipelines.{name}.kind: {p.kind!r} is not a scrape/import pipeline"])
+    return p
+
+
 async def collect(
     settings: Settings,
     pipeline_name: str,
@@ -42,18 +49,22 @@ async def collect(
     registry: Registry | None = None,
     extra_plugins: list[Any] | None = None,
     pipeline: ScrapePipeline | None = None,
+    together: list[ScrapePipeline] | None = None,
 ) -> RunStats:
     """Run a scrape/import pipeline to the end (or its limits) and return its stats.
 
     ``pipeline`` may be given directly (the CLI's ``import`` and ``scrape`` commands
     build one on the fly); otherwise it is ``settings.pipelines[pipeline_name]``.
+    ``together`` adds the jobs of more pipelines with the same source and chain (other
+    hashtags, other labels) to the same run: one browser, one dedup index, so the same
+    photo met under a selfie tag and a portrait tag at once is caught as a conflict.
     """
     registry = prepare(settings, registry, extra_plugins, (pipeline_name, pipeline) if pipeline else None)
     if pipeline is None:
-        p = settings.pipeline(pipeline_name)
-        if not isinstance(p, ScrapePipeline):
-            raise SettingsError([f"pipelines.{pipeline_name}.kind: {p.kind!r} is not a collect pipeline"])
-        pipeline = p
+        pipeline = collect_pipeline(settings, pipeline_name)
+    for other in together or []:
+        if (other.source, other.chain) != (pipeline.source, pipeline.chain):
+            raise SettingsError([f"pipelines run together need the same source and chain ({pipeline_name})"])
     manifest = Manifest.at_root(settings.storage.root)
     executor = ThreadPoolExecutor(max_workers=default_threads(settings), thread_name_prefix="selfiescope")
     run = RunContext(settings, registry, pipeline_name, pipeline, manifest, executor=executor)
@@ -67,7 +78,8 @@ async def collect(
             await comp.open()
             opened.append(comp)
         run.hook.selfiescope_run_started(run=run)
-        engine = Engine(run, source, steps, source.jobs(pipeline))
+        jobs = [job for p in (pipeline, *(together or [])) for job in source.jobs(p)]
+        engine = Engine(run, source, steps, jobs)
         await engine.execute()
         run.stats.status = "finished" if not run.stats.errors else "finished_with_errors"
     except (asyncio.CancelledError, KeyboardInterrupt):
