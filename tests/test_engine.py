@@ -128,9 +128,9 @@ def settings_for(tmp_path, **engine):
     return settings_from_dict({"storage": {"root": str(tmp_path / "data")}, "engine": engine})
 
 
-def pipeline(chain, targets=("a",), limit=None, **options):
+def pipeline(chain, targets=("a",), limit=None, options=None):
     return ScrapePipeline(kind="scrape", source="counting", urls=list(targets), label="selfie",
-                          chain=chain, limit=limit, options=options)
+                          chain=chain, limit=limit, options=options or {})
 
 
 def run(tmp_path, chain, observer=None, engine=None, **kw):

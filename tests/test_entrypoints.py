@@ -48,7 +48,7 @@ def test_example_plugin_acts_in_a_run(installed_example, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.new("RGB", (400, 400), (200, 120, 90)).save(photos / "big.bmp")  # ~480 kB
-    Image.new("RGB", (8, 8)).save(photos / "small.png")  # ~100 bytes
+    Image.new("RGB", (100, 100)).save(photos / "small.png")  # ~300 bytes
     (tmp_path / "settings.toml").write_text(
         f'[storage]\nroot = "{tmp_path / "data"}"\n[plugins.sizegate]\nmin_bytes = 5000\n'
     )

@@ -106,7 +106,11 @@ class Registry:
         )
         for kind, hook, target in kinds:
             for impl in hook.get_hookimpls():  # registration order
-                for comp in impl.function() or []:
+                # Called through pluggy (one plugin at a time, to know who provides what),
+                # so SELFIESCOPE_TRACE_PLUGINS sees these calls too.
+                others = [p for p in pm.get_plugins() if p is not impl.plugin]
+                results = pm.subset_hook_caller(hook.name, others)()
+                for comp in (c for result in results for c in (result or [])):
                     if not comp.name:
                         raise TypeError(f"{comp!r} from plugin {impl.plugin_name} has no name")
                     if comp.name in target:
