@@ -542,6 +542,8 @@ def mock_site_command(
     """Serve the local Instagram-like site with synthetic photos until Ctrl-C (for demos and scraper tests)."""
     from .testing.site import MockInstagram
 
+    if language not in ("en", "fr", "de"):
+        raise fail(f"--language: expected en, fr or de, not {language!r}")
     try:
         site = MockInstagram(
             seed=seed, latency_ms=latency_ms, page_size=page_size, require_login=not no_login, username=username,

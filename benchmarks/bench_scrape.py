@@ -1,0 +1,228 @@
+"""Scraping throughput with 1 vs. N browser contexts, and peak memory over 2,000 images.
+
+Both parts run the ``instagram`` source end to end (real Chromium, the engine, the
+chain, the manifest, files on disk) against the local Instagram-like site.
+
+Part 1: ``--tags`` hashtags of ``--per-tag`` posts each, every response delayed by
+``--latency-ms``, scraped once with 1 context and once with ``--contexts`` contexts,
+side by side in this run. A context downloads one image at a time, so with latency L
+the bound is ``contexts / L`` images/s (a little lower: feed pages cost requests too).
+Printed: images/s over the whole run (with the browser start) and in steady state
+(first to last image), beside that bound.
+
+Part 2: ``--memory-images`` images (4 hashtags, one context each) at a low latency;
+the peak memory of this Python process (RSS), of Chromium (PSS summed over all its
+processes: RSS would count shared pages once per process) and of Playwright's driver,
+sampled every 0.5 s, and the memory after each quarter of the images, to show whether
+it keeps growing.
+
+The site serves small images here (a unique 96 px JPEG per post, instead of rendering
+1080 px faces) so that the site itself, in this same process and on the same cores, is
+not what is measured. The chain is ``decode,store`` unless ``--chain`` says otherwise.
+
+    .venv/bin/python benchmarks/bench_scrape.py [--latency-ms 50] [--tags 4] [--per-tag 60]
+        [--contexts 4] [--memory-images 2000] [--skip-memory]
+
+The machine's CPU is shared with other work while this runs (2 cores): figures vary by run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from selfiescope import hookimpl  # noqa: E402
+from selfiescope.core.browser import save_session  # noqa: E402
+from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
+from selfiescope.pipelines.collect import collect  # noqa: E402
+from selfiescope.testing.site import MockInstagram, Post, TagSpec  # noqa: E402
+
+MB = 1024 * 1024
+
+
+def small_jpeg(post: Post, width: int) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(int(post.id) % 2**32)
+    pixels = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+class Timeline:
+    """Timestamps of every image leaving the chain."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    @hookimpl
+    def selfiescope_image_accepted(self, event: Any, run: Any) -> None:
+        self.times.append(time.monotonic())
+
+    @hookimpl
+    def selfiescope_image_rejected(self, event: Any, run: Any) -> None:
+        self.times.append(time.monotonic())
+
+
+def proportional_memory(p: psutil.Process) -> int:
+    """PSS where the OS gives it (shared pages split between the processes sharing them), else RSS."""
+    try:
+        return getattr(p.memory_full_info(), "pss", None) or p.memory_info().rss
+    except psutil.AccessDenied:
+        return p.memory_info().rss
+
+
+class MemorySampler(threading.Thread):
+    """Samples (t, Python RSS, Chromium PSS summed over its processes, Playwright driver RSS)."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.samples: list[tuple[float, int, int, int]] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self.stop_event.is_set():
+            chromium = driver = 0
+            for p in me.children(recursive=True):
+                try:
+                    if "chrom" in p.name().lower():
+                        chromium += proportional_memory(p)
+                    else:
+                        driver += p.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.samples.append((time.monotonic(), me.memory_info().rss, chromium, driver))
+            self.stop_event.wait(self.interval)
+
+    def at(self, t: float) -> tuple[float, int, int, int]:
+        return min(self.samples, key=lambda s: abs(s[0] - t))
+
+
+def make_site(tags: int, per_tag: int, latency_ms: float) -> MockInstagram:
+    spec = {f"tag{i}": TagSpec(per_tag, "mixed", noface=0, small_face=0) for i in range(tags)}
+    site = MockInstagram(tags=spec, latency_ms=latency_ms, page_size=24)
+    site.media_bytes = small_jpeg  # type: ignore[method-assign]
+    site.start()
+    return site
+
+
+async def scrape_once(site: MockInstagram, root: Path, contexts: int, chain: list[str], workers: int) -> dict[str, Any]:
+    cookie = {"name": "sessionid", "value": site.login_session(), "domain": "127.0.0.1", "path": "/",
+              "expires": -1, "httpOnly": True, "secure": False, "sameSite": "Lax"}
+    save_session(root / "session.json", {"cookies": [cookie], "origins": []})
+    settings = settings_from_dict({
+        "storage": {"root": str(root)},
+        "browser": {"session_file": str(root / "session.json"), "max_contexts": contexts},
+        "engine": {"workers": workers},
+        "plugins": {"instagram": {"base_url": site.base_url, "requests_per_minute": 1e6, "jitter_s": 0,
+                                  "scroll_pause_s": 2.0, "max_idle_scrolls": 2}},
+    })
+    pipeline = ScrapePipeline(kind="scrape", source="instagram", hashtags=list(site.tags), label="bench", chain=chain)
+    timeline = Timeline()
+    t0 = time.monotonic()
+    stats = await collect(settings, "bench", pipeline=pipeline, extra_plugins=[timeline])
+    total = time.monotonic() - t0
+    n = len(timeline.times)
+    steady = (n - 1) / (timeline.times[-1] - timeline.times[0]) if n > 1 else 0.0
+    first = timeline.times[0] - t0 if n else total
+    tail = t0 + total - timeline.times[-1] if n else 0.0
+    return {"images": stats.seen, "errors": stats.errors, "total_s": total, "overall_per_s": stats.seen / total,
+            "steady_per_s": steady, "first_image_s": first, "after_last_image_s": tail, "times": timeline.times}
+
+
+def part_throughput(args: argparse.Namespace, chain: list[str]) -> dict[str, Any]:
+    site = make_site(args.tags, args.per_tag, args.latency_ms)
+    results: dict[str, Any] = {}
+    try:
+        for contexts in (1, args.contexts):
+            with tempfile.TemporaryDirectory() as tmp:
+                r = asyncio.run(scrape_once(site, Path(tmp), contexts, chain, workers=max(4, contexts)))
+            r.pop("times")
+            r["bound_per_s"] = contexts / (args.latency_ms / 1000)
+            results[f"{contexts}_contexts"] = r
+    finally:
+        site.stop()
+    one, many = results["1_contexts"], results[f"{args.contexts}_contexts"]
+    print(f"\nPart 1: {args.tags} hashtags x {args.per_tag} posts, latency {args.latency_ms:g} ms per response, "
+          f"chain {','.join(chain)}")
+    print(f"{'contexts':>8} {'images':>7} {'total s':>8} {'img/s overall':>14} {'img/s steady':>13} "
+          f"{'bound img/s':>12} {'steady/bound':>13}")
+    for contexts, r in ((1, one), (args.contexts, many)):
+        print(f"{contexts:>8} {r['images']:>7} {r['total_s']:>8.1f} {r['overall_per_s']:>14.1f} "
+              f"{r['steady_per_s']:>13.1f} {r['bound_per_s']:>12.1f} {r['steady_per_s'] / r['bound_per_s']:>13.0%}")
+        print(f"{'':>8} first image after {r['first_image_s']:.1f} s (browser start, feed pages, pop-ups); "
+              f"{r['after_last_image_s']:.1f} s from the last image to the end (closing)")
+        if r["errors"]:
+            print("   errors:", r["errors"])
+    print(f"speed-up {args.contexts} vs 1 context: overall x{many['overall_per_s'] / one['overall_per_s']:.2f}, "
+          f"steady x{many['steady_per_s'] / one['steady_per_s']:.2f} (bound x{args.contexts})")
+    return results
+
+
+def part_memory(args: argparse.Namespace, chain: list[str]) -> dict[str, Any]:
+    tags = 4
+    site = make_site(tags, -(-args.memory_images // tags), args.memory_latency_ms)
+    sampler = MemorySampler()
+    sampler.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = asyncio.run(scrape_once(site, Path(tmp), tags, chain, workers=4))
+    finally:
+        sampler.stop_event.set()
+        sampler.join()
+        site.stop()
+    s = sampler.samples
+    peak = {"python": max(x[1] for x in s), "chromium": max(x[2] for x in s), "driver": max(x[3] for x in s)}
+    times = r.pop("times")
+    quarters = [sampler.at(times[max(0, int(len(times) * q) - 1)]) for q in (0.25, 0.5, 0.75, 1.0)]
+    print(f"\nPart 2: {r['images']} images, {tags} hashtags at once, latency {args.memory_latency_ms:g} ms, "
+          f"{r['total_s']:.1f} s ({r['overall_per_s']:.1f} img/s)")
+    print(f"peak memory: Python {peak['python'] / MB:.0f} MB (RSS), Chromium {peak['chromium'] / MB:.0f} MB "
+          f"(PSS summed over its processes), Playwright driver {peak['driver'] / MB:.0f} MB (RSS)")
+    print("after 25/50/75/100% of the images (Python | Chromium), MB: "
+          + ", ".join(f"{q[1] / MB:.0f} | {q[2] / MB:.0f}" for q in quarters))
+    if r["errors"]:
+        print("   errors:", r["errors"])
+    return {**r, "peak_rss_mb": {k: round(v / MB, 1) for k, v in peak.items()},
+            "quarters_mb": [(round(q[1] / MB, 1), round(q[2] / MB, 1)) for q in quarters]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--latency-ms", type=float, default=50.0)
+    ap.add_argument("--tags", type=int, default=4)
+    ap.add_argument("--per-tag", type=int, default=60)
+    ap.add_argument("--contexts", type=int, default=4)
+    ap.add_argument("--memory-images", type=int, default=2000)
+    ap.add_argument("--memory-latency-ms", type=float, default=5.0)
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--chain", default="decode,store")
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = ap.parse_args()
+    chain = [c.strip() for c in args.chain.split(",") if c.strip()]
+    print(f"CPU: {psutil.cpu_count()} cores, shared with other work while this runs; figures vary by run.")
+    results = {"throughput": part_throughput(args, chain)}
+    if not args.skip_memory:
+        results["memory"] = part_memory(args, chain)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""One Chromium per run, shared by every job through isolated browser contexts.
+
+A job leases a context (its own cookies and pages); at most ``browser.max_contexts``
+leases are out at once. Pages are replaced after ``browser.recycle_after``
+navigations, because a long-lived page is where a scraper's browser memory grows. If
+Chromium dies, :meth:`BrowserPool.recover` relaunches it once for everyone; a source
+then reruns the job, and since posts already recorded are skipped nothing is lost or
+fetched twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psutil
+
+from .browser_lookup import find_chromium
+from .settings import BrowserSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from playwright.async_api import Browser, BrowserContext, Page, Playwright, Response, Route
+
+    from .context import RunContext
+
+log = logging.getLogger("selfiescope.browser")
+T = TypeVar("T")
+
+LAUNCH_ARGS = [
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+TRACKER_MARKERS = (
+    "google-analytics.com", "googletagmanager.com", "doubleclick.net", "connect.facebook.net",
+    "facebook.com/tr", "scorecardresearch.com", "/logging_client_events", "/ajax/bz", "/api/v1/web/logging",
+)
+RESOURCE_TYPES = {"font": "font", "media": "media", "image": "image", "stylesheet": "stylesheet"}
+
+
+class BrowserCrashed(RuntimeError):
+    """Chromium went away during a job and could not be brought back."""
+
+
+def is_tracker(url: str) -> bool:
+    return any(marker in url for marker in TRACKER_MARKERS)
+
+
+class Lease:
+    """A job's browser context, with a page that is replaced every ``recycle_after`` navigations."""
+
+    def __init__(self, context: "BrowserContext", generation: int, recycle_after: int,
+                 storage_state: dict[str, Any] | None = None) -> None:
+        self.context = context
+        self.storage_state = storage_state  # the saved session the context started with
+        self.generation = generation
+        self.recycle_after = recycle_after
+        self.navigations = 0
+        self.pages_opened = 0
+        self._page: "Page | None" = None
+        self._page_navigations = 0
+
+    @property
+    def request(self):  # noqa: ANN201 - APIRequestContext; shares the context's cookies
+        return self.context.request
+
+    async def page(self) -> "Page":
+        if self._page is None or self._page.is_closed():
+            self._page = await self.context.new_page()
+            self._page_navigations = 0
+            self.pages_opened += 1
+        return self._page
+
+    async def goto(self, url: str) -> "Response | None":
+        """Navigate the job's page, replacing the page first when it has served its turn."""
+        if self._page is not None and self._page_navigations >= self.recycle_after:
+            await self._page.close()
+            self._page = None
+        page = await self.page()
+        self.navigations += 1
+        self._page_navigations += 1
+        return await page.goto(url, wait_until="domcontentloaded")
+
+
+class BrowserPool:
+    def __init__(self, settings: BrowserSettings, *, headless: bool | None = None) -> None:
+        self.settings = settings
+        self.headless = settings.headless if headless is None else headless
+        self.generation = 0  # bumped on every launch; a lease remembers the one it ran under
+        self.launches = 0
+        self._slots = asyncio.Semaphore(settings.max_contexts)
+        self._lock = asyncio.Lock()
+        self._playwright: "Playwright | None" = None
+        self._browser: "Browser | None" = None
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._browser is not None and self._browser.is_connected()
+
+    async def start(self) -> "Browser":
+        async with self._lock:
+            if not self.connected:
+                await self._launch()
+            assert self._browser is not None
+            return self._browser
+
+    async def _launch(self) -> None:
+        if self._closed:
+            raise BrowserCrashed("the browser pool is closed")
+        from playwright.async_api import async_playwright
+
+        executable = find_chromium(self.settings.executable)
+        if self._playwright is None:
+            self._playwright = await async_playwright().start()
+        if self._browser is not None:  # a dead one: drop it
+            try:
+                await self._browser.close()
+            except Exception:  # noqa: BLE001 - it is gone already
+                pass
+        args = [*LAUNCH_ARGS, *self.settings.extra_args]
+        if hasattr(os, "geteuid") and os.geteuid() == 0 and "--no-sandbox" not in args:
+            args.append("--no-sandbox")  # Chromium refuses to start as root with its sandbox
+        self._browser = await self._playwright.chromium.launch(
+            executable_path=executable, headless=self.headless, args=args,
+            timeout=self.settings.timeout_s * 1000,
+        )
+        self.generation += 1
+        self.launches += 1
+        log.info("browser launched (%s, generation %d)", executable, self.generation)
+
+    async def recover(self, generation: int) -> bool:
+        """After a failure in a lease of ``generation``: relaunch if the browser died.
+
+        Returns True when the job should be retried on a fresh browser, False when the
+        browser is fine (the failure was the job's own). Several jobs failing at once
+        relaunch it only once.
+        """
+        async with self._lock:
+            if self.generation != generation:
+                return True  # someone already relaunched it
+            if self.connected:
+                return False
+            log.warning("browser crashed; relaunching and resuming the unfinished jobs")
+            await self._launch()
+            return True
+
+    async def close(self) -> None:
+        self._closed = True
+        async with self._lock:
+            if self._browser is not None:
+                try:
+                    await self._browser.close()
+                except Exception:  # noqa: BLE001 - already dead
+                    pass
+                self._browser = None
+            if self._playwright is not None:
+                await self._playwright.stop()
+                self._playwright = None
+
+    # --- leases ------------------------------------------------------------------------
+    @asynccontextmanager
+    async def lease(self, storage_state: dict[str, Any] | None = None,
+                    block: list[str] | None = None) -> AsyncIterator[Lease]:
+        """A fresh browser context for one job; ``block`` adds to ``browser.block``."""
+        async with self._slots:
+            browser = await self.start()
+            generation = self.generation
+            context = await browser.new_context(storage_state=storage_state)  # type: ignore[arg-type]
+            context.set_default_timeout(self.settings.timeout_s * 1000)
+            blocked = {*self.settings.block, *(block or [])}
+            if blocked:
+                await context.route("**/*", _blocker(blocked))
+            lease = Lease(context, generation, self.settings.recycle_after, storage_state)
+            try:
+                yield lease
+            finally:
+                try:
+                    await context.close()
+                except Exception:  # noqa: BLE001 - the browser may be gone
+                    pass
+
+    # --- observation (benchmarks, tests) -------------------------------------------------
+    def browser_processes(self) -> list[psutil.Process]:
+        """Chromium processes started by this Python process (through Playwright's driver)."""
+        procs = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if "chrom" in p.name().lower():
+                    procs.append(p)
+            except psutil.Error:
+                continue
+        return procs
+
+    def browser_pid(self) -> int | None:
+        """The main Chromium process (whose parent is not itself Chromium)."""
+        procs = self.browser_processes()
+        pids = {p.pid for p in procs}
+        for p in procs:
+            try:
+                if p.ppid() not in pids:
+                    return p.pid
+            except psutil.Error:
+                continue
+        return None
+
+
+def _blocker(blocked: set[str]):  # noqa: ANN202
+    types = {RESOURCE_TYPES[b] for b in blocked if b in RESOURCE_TYPES}
+    trackers = "trackers" in blocked
+
+    async def handle(route: "Route") -> None:
+        req = route.request
+        if req.resource_type in types or (trackers and is_tracker(req.url)):
+            await route.abort()
+        else:
+            await route.fallback()
+
+    return handle
+
+
+def browser_pool(run: "RunContext") -> BrowserPool:
+    """The run's shared pool (created on first use, closed when the run ends)."""
+
+    def make() -> BrowserPool:
+        pool = BrowserPool(run.settings.browser)
+        run.closers.append(pool.close)
+        return pool
+
+    return run.service("browser", make)
+
+
+# --- saved sessions ------------------------------------------------------------------------
+def session_path(settings: BrowserSettings) -> Path:
+    return Path(settings.session_file).expanduser()
+
+
+def load_session(path: Path) -> dict[str, Any] | None:
+    """A saved Playwright storage state, or None. A file others can read is tightened first."""
+    if not path.is_file():
+        return None
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("session file %s was readable by others (mode %o); setting it to 600", path, mode)
+        os.chmod(path, 0o600)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable session file %s: %s", path, type(exc).__name__)
+        return None
+
+
+def save_session(path: Path, state: dict[str, Any]) -> None:
+    """Write the storage state readable by the owner only (0600, folder 0700)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(state, fh)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+async def leased_events(
+    pool: BrowserPool,
+    make_events: Callable[[Lease], AsyncIterator[T]],
+    *,
+    storage_state: Callable[[], dict[str, Any] | None] = lambda: None,
+    block: list[str] | None = None,
+    max_restarts: int = 2,
+    what: str = "job",
+) -> AsyncIterator[T]:
+    """Run ``make_events(lease)`` in a fresh context; if Chromium dies, relaunch and rerun it.
+
+    The rerun starts the job's page iteration over; the source skips what it already
+    yielded (and the manifest what earlier runs recorded), so nothing is duplicated.
+    """
+    from playwright.async_api import Error as PlaywrightError
+
+    restarts = 0
+    while True:
+        generation = pool.generation  # a crash while the context opens counts against this one
+        try:
+            async with pool.lease(storage_state(), block) as lease:
+                generation = lease.generation
+                async with aclosing(make_events(lease)) as events:
+                    async for item in events:
+                        yield item
+            return
+        except PlaywrightError as exc:
+            if restarts >= max_restarts or not await pool.recover(generation):
+                raise
+            restarts += 1
+            log.warning("%s: browser lost (%s); resuming on a new browser (restart %d of %d)",
+                        what, str(exc).splitlines()[0], restarts, max_restarts)

@@ -1,0 +1,316 @@
+"""The HTTP handler of :class:`~selfiescope.testing.site.MockInstagram` (routes and pages)."""
+
+from __future__ import annotations
+
+import base64
+import http.cookies
+import json
+import secrets
+import time
+from html import escape
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from . import pages
+from .site import MEDIA_WIDTHS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .site import MockInstagram
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"QVFD:{offset}".encode()).decode().rstrip("=")
+
+
+def _offset(cursor: str) -> int | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, num = raw.partition(":")
+        return int(num) if prefix == "QVFD" and int(num) >= 0 else None
+    except ValueError:
+        return None
+
+
+def _safe_next(url: str | None) -> str:
+    """Only same-site paths are followed after login (no open redirect)."""
+    if url and url.startswith("/") and not url.startswith("//") and "\\" not in url:
+        return url
+    return "/"
+
+
+class Handler(BaseHTTPRequestHandler):
+    site: MockInstagram
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without this every keep-alive
+    # response waits ~40 ms for a delayed ACK.
+    disable_nagle_algorithm = True
+    server_version = "MockInstagram/1.0"
+    timeout = 30
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.open_sockets.add(self.connection)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.open_sockets.discard(self.connection)  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
+        pass
+
+    # -- helpers ------------------------------------------------------------------
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        jar = http.cookies.SimpleCookie()
+        try:
+            jar.load(self.headers.get("Cookie", ""))
+        except http.cookies.CookieError:
+            return {}
+        return {k: m.value for k, m in jar.items()}
+
+    def send(self, status: int, body: bytes | str = b"", ctype: str = "text/html; charset=utf-8",
+             headers: dict[str, str] | None = None, cookies: list[str] = ()) -> None:
+        if self.site.latency_ms:
+            time.sleep(self.site.latency_ms / 1000)
+        data = body.encode() if isinstance(body, str) else body
+        with self.site._lock:  # logged before the client can see the answer
+            self.site.requests.append((self.command, self.path, int(status)))
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store" if not ctype.startswith("image/") else "max-age=3600")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        for c in cookies:
+            self.send_header("Set-Cookie", c)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None, cookies: list[str] = ()) -> None:
+        self.send(status, json.dumps(obj), "application/json; charset=utf-8", headers, cookies)
+
+    def redirect(self, location: str, cookies: list[str] = ()) -> None:
+        self.send(HTTPStatus.FOUND, b"", headers={"Location": location}, cookies=cookies)
+
+    def html(self, title: str, body: str, *, status: int = 200, dialogs: list[str] | None = None,
+             config: dict[str, Any] | None = None, cookies: list[str] = ()) -> None:
+        site = self.site
+        lang = site.consent_language
+        shown = list(dialogs or [])  # later in the document = on top: consent, then save-login, then these
+        session = site._session(self.cookies)
+        if session is not None and session.save_prompt:
+            session.save_prompt = False
+            shown.append(pages.save_login_dialog(lang, site.classes))
+        if "consent" not in self.cookies:
+            shown.append(pages.consent_dialog(lang, site.classes))
+        text = pages.page(title, body, site.classes, dialogs=shown, config=config, lang=lang)
+        self.send(status, text, cookies=cookies)
+
+    def not_found(self) -> None:
+        self.html("Page not found • Instagram", "<h1>Sorry, this page isn't available.</h1>"
+                  '<p>The link you followed may be broken, or the page may have been removed.</p>', status=404)
+
+    def read_form(self) -> dict[str, str]:
+        try:
+            length = max(int(self.headers.get("Content-Length") or 0), 0)
+        except ValueError:
+            length = 0
+        raw = self.rfile.read(min(length, 1 << 20)).decode("utf-8", "replace")
+        if self.headers.get("Content-Type", "").startswith("application/json"):
+            try:
+                data = json.loads(raw)
+                return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+            except json.JSONDecodeError:
+                return {}
+        return {k: v[0] for k, v in parse_qs(raw).items()}
+
+    def logged_in(self) -> bool:
+        return not self.site.require_login or self.site._session(self.cookies) is not None
+
+    # -- routing ------------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        parts = [p for p in url.path.split("/") if p]
+        try:
+            if not parts:
+                return self.home()
+            if parts[0] == "static" and len(parts) == 2:
+                return self.static(parts[1])
+            if parts[0] == "media" and len(parts) == 2:
+                return self.media(parts[1])
+            if parts[:2] == ["accounts", "login"] and len(parts) == 2:
+                return self.login_page(query.get("next"))
+            if parts[:3] == ["accounts", "login", "two_factor"]:
+                return self.two_factor_page(query.get("next"))
+            if parts[:2] == ["accounts", "logout"]:
+                return self.redirect("/", cookies=["sessionid=; Path=/; Max-Age=0; HttpOnly"])
+            if parts == ["challenge"]:
+                return self.challenge()
+            if parts[:2] == ["explore", "tags"] and len(parts) == 3:
+                return self.tag_page(parts[2])
+            if parts[0] == "p" and len(parts) == 2:
+                return self.post_page(parts[1])
+            if parts[:3] == ["api", "v1", "tags"] and len(parts) == 5 and parts[4] == "sections":
+                return self.tag_api(parts[3], query.get("max_id", ""))
+            return self.not_found()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception as exc:  # a bug here must show as a 500, not a dropped connection
+            self.send(500, f"{type(exc).__name__}: {exc}", "text/plain; charset=utf-8")
+
+    do_HEAD = do_GET  # noqa: N815
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = urlsplit(self.path).path
+        try:
+            if path in ("/accounts/login/ajax/", "/accounts/login/"):
+                return self.login_submit(self.read_form())
+            if path == "/accounts/login/two_factor/":
+                return self.two_factor_submit(self.read_form())
+            self.read_form()
+            return self.send_json(405, {"message": "method not allowed", "status": "fail"})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    # -- pages --------------------------------------------------------------------
+
+    def home(self) -> None:
+        links = "".join(f'<li><a href="/explore/tags/{quote(t)}/">#{t}</a></li>' for t in self.site.tags)
+        who = self.site._session(self.cookies)
+        greeting = f"<p>Logged in as {who.username}</p>" if who else '<p><a href="/accounts/login/">Log in</a></p>'
+        self.html("Instagram", f"<h1>Instagram</h1>{greeting}<ul>{links}</ul>")
+
+    def static(self, name: str) -> None:
+        types = {"site.js": "text/javascript; charset=utf-8", "site.css": "text/css; charset=utf-8"}
+        if name not in types:
+            return self.not_found()
+        data = resources.files("selfiescope.testing").joinpath("static", name).read_bytes()
+        self.send(200, data, types[name])
+
+    def login_page(self, next_url: str | None, error: str | None = None) -> None:
+        if error is None and self.site._session(self.cookies) is not None:
+            return self.redirect(_safe_next(next_url))
+        self.html("Login • Instagram", pages.login_form(self.site.classes, _safe_next(next_url), error))
+
+    def login_submit(self, form: dict[str, str]) -> None:
+        site, next_url = self.site, _safe_next(form.get("next"))
+        ajax = self.headers.get("X-Requested-With") == "XMLHttpRequest"
+        if form.get("username") != site.username or form.get("password") != site.password:
+            if ajax:
+                return self.send_json(400, {"authenticated": False, "message": "Sorry, your password was incorrect.", "status": "fail"})
+            return self.login_page(next_url, "Sorry, your password was incorrect. Please double-check your password.")
+        if site.two_factor_code:
+            token = secrets.token_hex(16)
+            with site._lock:
+                site._pending_2fa[token] = site.username
+            cookie = f"ss_2fa={token}; Path=/; HttpOnly; SameSite=Lax"
+            if ajax:
+                return self.send_json(400, {"two_factor_required": True, "message": "", "status": "fail"}, cookies=[cookie])
+            return self.redirect(f"/accounts/login/two_factor/?next={quote(next_url)}", cookies=[cookie])
+        self.logged_in_redirect(next_url, ajax)
+
+    def logged_in_redirect(self, next_url: str, ajax: bool) -> None:
+        cookie = f"sessionid={self.site.login_session()}; Path=/; HttpOnly; SameSite=Lax"
+        if ajax:
+            return self.send_json(200, {"authenticated": True, "user": True, "status": "ok"}, cookies=[cookie])
+        self.redirect(next_url, cookies=[cookie])
+
+    def two_factor_page(self, next_url: str | None, error: str | None = None) -> None:
+        if self.cookies.get("ss_2fa") not in self.site._pending_2fa:
+            return self.redirect("/accounts/login/")
+        self.html("Security code • Instagram", pages.two_factor_form(self.site.classes, _safe_next(next_url), error))
+
+    def two_factor_submit(self, form: dict[str, str]) -> None:
+        token = self.cookies.get("ss_2fa", "")
+        if token not in self.site._pending_2fa:
+            return self.redirect("/accounts/login/")
+        if form.get("verificationCode", "").strip() != self.site.two_factor_code:
+            return self.two_factor_page(form.get("next"), "Please check the security code and try again.")
+        with self.site._lock:
+            self.site._pending_2fa.pop(token, None)
+        self.logged_in_redirect(_safe_next(form.get("next")), False)
+
+    def challenge(self) -> None:
+        self.html("Challenge • Instagram", "<h1>We detected an unusual login attempt</h1>"
+                  "<p>Help us confirm it's you. To secure your account, we need you to verify your identity.</p>")
+
+    def tag_page(self, tag: str) -> None:
+        site = self.site
+        if not self.logged_in():
+            return self.redirect(f"/accounts/login/?next={quote(self.path)}")
+        if site.trigger_challenge:
+            return self.redirect("/challenge/")
+        if tag not in site.tags:
+            return self.not_found()
+        feed = site._feeds[tag]
+        first = feed[: site.page_size]
+        tiles = [pages.Tile(p.shortcode, p.username, [(p.media_path(w), w) for w in sorted(MEDIA_WIDTHS)]) for p in first]
+        dialogs = []
+        session = site._session(self.cookies)
+        if session is not None and session.notifications_prompt:
+            session.notifications_prompt = False
+            dialogs.append(pages.notifications_dialog(site.consent_language, site.classes))
+        more = len(feed) > len(first)
+        config = {"tag": tag, "next_max_id": _cursor(len(first)) if more else None, "more_available": more}
+        self.html(f"#{tag} hashtag on Instagram • Photos and videos", pages.tag_body(tag, len(feed), tiles, site.classes),
+                  dialogs=dialogs, config=config)
+
+    def post_page(self, code: str) -> None:
+        if not self.logged_in():
+            return self.redirect(f"/accounts/login/?next={quote(self.path)}")
+        post = self.site._by_code.get(code)
+        if post is None:
+            return self.not_found()
+        body = (
+            f'<article class="post"><img src="{post.media_path(1080)}" alt="Photo by {escape(post.username)}" '
+            f'width="{post.width}" height="{post.height}"><h1>{escape(post.username)}</h1>'
+            f"<p>{escape(post.caption)}</p><time datetime=\"{post.taken_at}\"></time></article>"
+        )
+        self.html(f"{post.username} on Instagram", body)
+
+    def tag_api(self, tag: str, max_id: str) -> None:
+        site = self.site
+        if not self.logged_in():
+            return self.send_json(401, {"message": "login_required", "status": "fail"})
+        if site.trigger_challenge:
+            return self.send_json(400, {"message": "checkpoint_required", "checkpoint_url": "/challenge/", "status": "fail"})
+        if site._next_api_is_limited():
+            return self.send_json(
+                429, {"message": "Please wait a few minutes before you try again.", "status": "fail"},
+                headers={"Retry-After": f"{site.retry_after_s:g}"},
+            )
+        if tag not in site.tags:
+            return self.send_json(404, {"message": "tag not found", "status": "fail"})
+        start = _offset(max_id) if max_id else 0
+        if start is None:
+            return self.send_json(400, {"message": "invalid max_id", "status": "fail"})
+        feed = site._feeds[tag]
+        chunk = feed[start : start + site.page_size]
+        end = start + len(chunk)
+        more = end < len(feed)
+        medias = [{"media": p.media_json(site.base_url)} for p in chunk]
+        self.send_json(200, {
+            "sections": [{"layout_type": "media_grid", "layout_content": {"medias": medias}}] if medias else [],
+            "more_available": more,
+            "next_max_id": _cursor(end) if more else None,
+            "status": "ok",
+        })
+
+    def media(self, name: str) -> None:
+        stem, _, ext = name.partition(".")
+        post_id, _, width = stem.rpartition("_")
+        post = self.site._by_id.get(post_id)
+        if ext != "jpg" or post is None or not width.isdigit() or int(width) not in MEDIA_WIDTHS:
+            return self.send(404, b"not found", "text/plain")
+        if self.site._next_media_fails(self.path):
+            return self.send(500, b"temporary media error", "text/plain")
+        self.send(200, self.site.media_bytes(post, int(width)), "image/jpeg")

@@ -1,0 +1,154 @@
+"""HTML of the mock Instagram site (see :mod:`selfiescope.testing.site`).
+
+Markup follows Instagram's shape where scrapers look (roles, accessible names, the
+grid of ``<article>`` tiles); class names are random strings chosen per site, so a
+scraper that works here relies on roles and names, as it must on the real site.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "consent_title": "Allow the use of cookies from Instagram on this browser?",
+        "consent_allow": "Allow all cookies",
+        "consent_decline": "Decline optional cookies",
+        "save_title": "Save your login info?",
+        "save_yes": "Save info",
+        "save_no": "Not now",
+        "notif_title": "Turn on Notifications",
+        "notif_body": "Know right away when people follow you or like and comment on your photos.",
+        "notif_yes": "Turn On",
+        "notif_no": "Not Now",
+    },
+    "fr": {
+        "consent_title": "Autoriser l’utilisation des cookies d’Instagram sur ce navigateur ?",
+        "consent_allow": "Autoriser tous les cookies",
+        "consent_decline": "Refuser les cookies optionnels",
+        "save_title": "Enregistrer vos identifiants ?",
+        "save_yes": "Enregistrer les identifiants",
+        "save_no": "Plus tard",
+        "notif_title": "Activer les notifications",
+        "notif_body": "Sachez tout de suite quand des personnes vous suivent ou aiment vos photos.",
+        "notif_yes": "Activer",
+        "notif_no": "Plus tard",
+    },
+    "de": {
+        "consent_title": "Erlauben, dass Cookies von Instagram in diesem Browser verwendet werden?",
+        "consent_allow": "Alle Cookies erlauben",
+        "consent_decline": "Optionale Cookies ablehnen",
+        "save_title": "Anmeldeinformationen speichern?",
+        "save_yes": "Informationen speichern",
+        "save_no": "Jetzt nicht",
+        "notif_title": "Benachrichtigungen aktivieren",
+        "notif_body": "Erfahre sofort, wenn dir jemand folgt oder deine Fotos mit „Gefällt mir“ markiert.",
+        "notif_yes": "Aktivieren",
+        "notif_no": "Jetzt nicht",
+    },
+}
+
+CLASS_KEYS = ("article", "link", "img", "grid", "dialog", "panel", "button", "header", "form")
+
+
+@dataclass
+class Tile:
+    shortcode: str
+    username: str
+    srcset: list[tuple[str, int]]  # (url, width), smallest first
+
+
+def dialog(label: str, body: str, buttons: list[tuple[str, str | None]], cls: dict[str, str]) -> str:
+    """A blocking overlay; each button closes it and may set a cookie (``name=value``)."""
+    rendered = "".join(
+        f'<button type="button" class="{cls["button"]}" data-close'
+        + (f' data-cookie="{escape(cookie)}"' if cookie else "")
+        + (" data-secondary" if i else "")
+        + f">{escape(text)}</button>"
+        for i, (text, cookie) in enumerate(buttons)
+    )
+    return (
+        f'<div role="dialog" aria-modal="true" aria-label="{escape(label)}" class="{cls["dialog"]}">'
+        f'<div class="{cls["panel"]}"><h2>{escape(label)}</h2>'
+        + (f"<p>{escape(body)}</p>" if body else "")
+        + f"{rendered}</div></div>"
+    )
+
+
+def consent_dialog(lang: str, cls: dict[str, str]) -> str:
+    t = TEXTS[lang]
+    return dialog(
+        t["consent_title"], "",
+        [(t["consent_allow"], "consent=all"), (t["consent_decline"], "consent=essential")], cls,
+    )
+
+
+def save_login_dialog(lang: str, cls: dict[str, str]) -> str:
+    t = TEXTS[lang]
+    return dialog(t["save_title"], "", [(t["save_yes"], "ss_saved=1"), (t["save_no"], None)], cls)
+
+
+def notifications_dialog(lang: str, cls: dict[str, str]) -> str:
+    t = TEXTS[lang]
+    return dialog(t["notif_title"], t["notif_body"], [(t["notif_yes"], None), (t["notif_no"], None)], cls)
+
+
+def page(title: str, body: str, cls: dict[str, str], *, dialogs: list[str] = (), config: dict[str, Any] | None = None,
+         lang: str = "en") -> str:
+    conf = json.dumps({"classes": cls, **(config or {})}).replace("</", "<\\/")
+    return (
+        f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<title>{escape(title)}</title><link rel="stylesheet" href="/static/site.css"></head>'
+        f'<body><header class="{cls["header"]}"><a href="/">Instagram</a>'
+        '<a href="/explore/tags/selfie/">#selfie</a><a href="/explore/tags/portrait/">#portrait</a></header>'
+        f"<main>{body}</main>{''.join(dialogs)}"
+        f'<script type="application/json" id="ss-config">{conf}</script>'
+        '<script src="/static/site.js" defer></script></body></html>'
+    )
+
+
+def login_form(cls: dict[str, str], next_url: str, error: str | None = None) -> str:
+    alert = f'<p role="alert">{escape(error)}</p>' if error else ""
+    return (
+        f'<form class="{cls["form"]}" method="post" action="/accounts/login/ajax/">'
+        "<h1>Instagram</h1>"
+        '<input name="username" autocomplete="username" aria-label="Phone number, username, or email" '
+        'placeholder="Phone number, username, or email">'
+        '<input name="password" type="password" autocomplete="current-password" aria-label="Password" placeholder="Password">'
+        f'<input type="hidden" name="next" value="{escape(next_url)}">'
+        f'<button type="submit" class="{cls["button"]}">Log in</button>{alert}</form>'
+    )
+
+
+def two_factor_form(cls: dict[str, str], next_url: str, error: str | None = None) -> str:
+    alert = f'<p role="alert">{escape(error)}</p>' if error else ""
+    return (
+        f'<form class="{cls["form"]}" method="post" action="/accounts/login/two_factor/">'
+        "<h1>Enter Security code</h1><p>Enter the 6-digit code we sent to your phone.</p>"
+        '<input name="verificationCode" inputmode="numeric" autocomplete="one-time-code" aria-label="Security Code" '
+        'placeholder="Security code">'
+        f'<input type="hidden" name="next" value="{escape(next_url)}">'
+        f'<button type="submit" class="{cls["button"]}">Confirm</button>{alert}</form>'
+    )
+
+
+def tile_html(tile: Tile, cls: dict[str, str]) -> str:
+    srcset = ", ".join(f"{url} {w}w" for url, w in tile.srcset)
+    return (
+        f'<article class="{cls["article"]}"><a class="{cls["link"]}" href="/p/{escape(tile.shortcode)}/">'
+        f'<img class="{cls["img"]}" src="{escape(tile.srcset[0][0])}" srcset="{escape(srcset)}" '
+        f'sizes="(max-width: 735px) 33vw, 293px" alt="Photo by {escape(tile.username)}" loading="lazy"></a></article>'
+    )
+
+
+def tag_body(tag: str, total: int, tiles: list[Tile], cls: dict[str, str]) -> str:
+    grid = "".join(tile_html(t, cls) for t in tiles)
+    return (
+        f"<h1>#{escape(tag)}</h1><p><span>{total}</span> posts</p>"
+        f'<h2>Recent</h2><div class="{cls["grid"]}" data-grid data-count="{len(tiles)}">{grid}</div>'
+        '<div id="ss-sentinel"></div><div id="ss-status" aria-live="polite"></div>'
+    )

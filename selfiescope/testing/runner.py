@@ -1,0 +1,184 @@
+"""Run named chain steps on given images in-process, the way a real run does.
+
+This is what the ``selfiescope_run`` pytest fixture calls. Steps come from the same
+plugin registry as in a run (built-ins, installed plugins, and ``plugins=`` objects
+registered on the spot), get their options validated by their ``Options`` model, are
+opened and closed, and each image goes through :func:`~selfiescope.core.engine.run_chain`,
+is recorded in a real manifest and fires the accepted/rejected hooks. Calls sharing a
+``root`` share the manifest and storage, so a second call sees what the first stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..core.components import Component
+from ..core.context import RunContext
+from ..core.engine import run_chain
+from ..core.events import Decision, ImageEvent, Origin
+from ..core.manifest import Manifest
+from ..core.plugins import Registry, load_plugin_manager
+from ..core.settings import ScrapePipeline, settings_from_dict
+
+ImageInput = bytes | Path | str | ImageEvent | Any  # Any: a numpy RGB/gray array
+
+
+class ChainResult(list[ImageEvent]):
+    """The events, in input order, with shortcuts for assertions."""
+
+    def __init__(self, events: Iterable[ImageEvent], run: RunContext) -> None:
+        super().__init__(events)
+        self.run = run
+        self.root: Path = run.settings.storage.root
+
+    @property
+    def accepted(self) -> list[ImageEvent]:
+        return [e for e in self if e.decision is Decision.ACCEPTED]
+
+    @property
+    def rejected(self) -> list[ImageEvent]:
+        return [e for e in self if e.decision is Decision.REJECTED]
+
+    @property
+    def codes(self) -> list[str | None]:
+        """``reject_code`` per event (``None`` for accepted ones)."""
+        return [e.reject_code for e in self]
+
+    def manifest(self) -> Manifest:
+        """A fresh connection to the run's manifest (close it when done)."""
+        return Manifest.at_root(self.root)
+
+
+def _to_bytes(image: Any) -> tuple[bytes, str | None]:
+    if isinstance(image, bytes | bytearray | memoryview):
+        return bytes(image), None
+    if isinstance(image, str | Path):
+        path = Path(image)
+        return path.read_bytes(), str(path)
+    if hasattr(image, "__array_interface__"):
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")  # lossless: the step sees these exact pixels
+        return buf.getvalue(), None
+    raise TypeError(f"cannot make an image event from {type(image).__name__}: give bytes, a path or an array")
+
+
+def make_event(image: ImageInput, label: str, index: int) -> ImageEvent:
+    if isinstance(image, ImageEvent):
+        return image
+    data, path = _to_bytes(image)
+    origin = Origin(source="selfiescope_run", job="selfiescope_run", path=path, post_id=f"test-{index}")
+    return ImageEvent(origin=origin, label=label, data=data)
+
+
+def _registry(plugins: Sequence[Any], entrypoints: bool | None) -> Registry:
+    pm = load_plugin_manager(entrypoints=entrypoints)
+    for obj in plugins:
+        if not pm.is_registered(obj):  # already loaded through its entry point
+            pm.register(obj)
+    return Registry.from_manager(pm)
+
+
+async def run_steps(
+    steps: Sequence[str],
+    images: Iterable[ImageInput],
+    *,
+    root: Path | str,
+    label: str = "selfie",
+    options: dict[str, dict[str, Any]] | None = None,
+    settings: dict[str, Any] | None = None,
+    plugins: Sequence[Any] = (),
+    entrypoints: bool | None = None,
+    concurrent: bool = False,
+) -> ChainResult:
+    """Run ``steps`` (names) on ``images`` and return the finished events.
+
+    ``options``: per-component options, as ``[plugins.NAME]`` in settings.toml;
+    ``settings``: any other settings as a dict (``storage.root`` defaults to ``root``);
+    ``plugins``: extra plugin objects (modules or instances with hookimpls);
+    ``concurrent``: run all images at once (as the engine's workers do) instead of in order.
+    """
+    data = dict(settings or {})
+    data["storage"] = {"root": str(root), **data.get("storage", {})}
+    data["plugins"] = {**data.get("plugins", {}), **(options or {})}
+    cfg = settings_from_dict(data)
+    registry = _registry(plugins, entrypoints)
+    unknown = [s for s in steps if s not in registry.steps]
+    if unknown:
+        raise ValueError(f"unknown step(s) {', '.join(unknown)} (available: {', '.join(sorted(registry.steps))})")
+    pipeline = ScrapePipeline(kind="import", source="selfiescope_run", label=label, chain=list(steps), paths=[Path(root)])
+    manifest = Manifest.at_root(cfg.storage.root)
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="selfiescope_run")
+    run = RunContext(cfg, registry, "selfiescope_run", pipeline, manifest, executor=executor)
+    run.run_id = manifest.start_run("selfiescope_run", run.settings_hash())
+    events = [make_event(img, label, i) for i, img in enumerate(images)]
+    opened: list[Component] = []
+    loop = asyncio.get_running_loop()
+
+    async def one(event: ImageEvent) -> None:
+        await run_chain(event, chain, run)
+        await loop.run_in_executor(executor, manifest.record, event, run.run_id)
+        ok = event.decision is Decision.ACCEPTED
+        run.stats.count(label, "accepted" if ok else "rejected", event.reject_code, event.size)
+        if ok:
+            run.hook.selfiescope_image_accepted(event=event, run=run)
+        else:
+            run.hook.selfiescope_image_rejected(event=event, run=run)
+
+    try:
+        if cfg.storage.backend in registry.storage:
+            run.storage = run.component("storage", cfg.storage.backend)
+            await run.storage.open()
+            opened.append(run.storage)
+        chain = [run.component("steps", name) for name in steps]
+        for step in chain:
+            await step.open()
+            opened.append(step)
+        run.hook.selfiescope_run_started(run=run)
+        if concurrent:
+            await asyncio.gather(*(one(e) for e in events))
+        else:
+            for event in events:
+                await one(event)
+        run.stats.status = "finished"
+    except BaseException:
+        run.stats.status = "failed"
+        raise
+    finally:
+        for comp in reversed(opened):
+            await comp.close()
+        for closer in reversed(run.closers):
+            res = closer()
+            if asyncio.iscoroutine(res):
+                await res
+        run.stats.finished = time.monotonic()
+        manifest.finish_run(run.run_id, run.stats.status, run.stats.as_dict())
+        run.hook.selfiescope_run_finished(run=run, stats=run.stats)
+        executor.shutdown(wait=True)
+        manifest.close()
+    return ChainResult(events, run)
+
+
+class StepRunner:
+    """The ``selfiescope_run`` fixture: ``runner(steps, images, **kw)`` or ``await runner.arun(...)``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    async def arun(self, steps: Sequence[str], images: Iterable[ImageInput], **kwargs: Any) -> ChainResult:
+        kwargs.setdefault("root", self.root / "data")
+        return await run_steps(steps, images, **kwargs)
+
+    def __call__(self, steps: Sequence[str], images: Iterable[ImageInput], **kwargs: Any) -> ChainResult:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.arun(steps, images, **kwargs))
+        raise RuntimeError("selfiescope_run(...) called inside a running event loop; use `await selfiescope_run.arun(...)`")
