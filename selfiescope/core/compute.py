@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .settings import ComputeSettings, Settings
+from .settings import ComputeSettings, Settings, SettingsError
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -23,8 +23,14 @@ log = logging.getLogger("selfiescope.compute")
 INSTALL_HINT = "install the Dask extra: pip install 'selfiescope[dask]'"
 
 
-class ComputeError(Exception):
-    """The cluster cannot be used (Dask missing, scheduler unreachable); phrased for the user."""
+class ComputeError(SettingsError):
+    """The cluster cannot be used (Dask missing, scheduler unreachable); phrased for the user.
+
+    A :class:`SettingsError` (about ``[compute]``), so every command reports it the same way.
+    """
+
+    def __init__(self, problem: str) -> None:
+        super().__init__([problem], "[compute]")
 
 
 def with_scheduler(settings: Settings, scheduler: str | None) -> Settings:
@@ -43,7 +49,7 @@ def _import_distributed() -> Any:
     try:
         import distributed
     except ImportError as exc:
-        raise ComputeError(f"[compute] engine = 'dask' needs Dask ({exc.name} is missing); {INSTALL_HINT}") from None
+        raise ComputeError(f"compute.engine: 'dask' needs Dask ({exc.name} is missing); {INSTALL_HINT}") from None
     return distributed
 
 
@@ -53,7 +59,7 @@ def start_local_cluster(compute: ComputeSettings) -> Any:
         n_workers=compute.workers,
         threads_per_worker=compute.threads_per_worker,
         processes=True,
-        dashboard_address=compute.dashboard or None,
+        dashboard_address=compute.dashboard or ":0",  # ":0": no fixed port to collide with
         silence_logs=logging.ERROR,
     )
 
@@ -72,7 +78,7 @@ def dask_client(compute: ComputeSettings) -> Iterator["Client"]:
     except OSError as exc:  # includes TimeoutError: no scheduler at that address
         if cluster is not None:
             cluster.close()
-        raise ComputeError(f"cannot reach the Dask scheduler at {compute.scheduler}: {exc}") from None
+        raise ComputeError(f"compute.scheduler: cannot reach the Dask scheduler at {compute.scheduler}: {exc}") from None
     log.info("dask: %s (dashboard %s)", client.scheduler.address, client.dashboard_link if compute.dashboard else "off")
     try:
         yield client

@@ -70,6 +70,14 @@ def selfiescope_features():
     Each extractor computes one named group of numeric features from a decoded image
     and its face annotations, for training and prediction. Its ``version`` is part of
     the feature-cache key and of a trained model's schema.
+
+    ``extract(image, face)`` gets the decoded RGB ``uint8`` array (EXIF-oriented, as the
+    ``decode`` step made it) and ``face``, a dict with ``box`` ([x, y, w, h] of the
+    largest face, or ``None``), ``face_area`` (its share of the image area),
+    ``n_faces`` and ``exif`` (the original file's raw EXIF block, or ``None``). It
+    returns ``{name: float}`` for every name in ``feature_names()`` (``nan`` where a
+    value cannot be computed). Extraction runs in worker processes, so an extractor
+    must be picklable and should load heavy models lazily.
     """
 
 

@@ -14,9 +14,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .events import ImageEvent
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -47,6 +50,9 @@ CREATE TABLE IF NOT EXISTS posts_seen (
 CREATE TABLE IF NOT EXISTS conflicts (
     content_hash TEXT, other_hash TEXT, label TEXT, other_label TEXT, distance INTEGER, at REAL
 );
+CREATE TABLE IF NOT EXISTS phashes (
+    content_hash TEXT PRIMARY KEY, phash INTEGER NOT NULL, label TEXT, added REAL, centre INTEGER
+);
 CREATE TABLE IF NOT EXISTS budgets (
     key TEXT PRIMARY KEY, tokens REAL, updated REAL
 );
@@ -59,6 +65,15 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT, stats TEXT
 );
 """
+
+
+def phash_to_int(hex_hash: str) -> int:
+    """A 16-hex-digit perceptual hash as an unsigned 64-bit int."""
+    return int(hex_hash, 16)
+
+
+def _signed64(value: int) -> int:  # SQLite INTEGER is signed
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 class Manifest:
@@ -206,3 +221,55 @@ class Manifest:
             "INSERT OR REPLACE INTO features(content_hash, extractor, version, data) VALUES (?,?,?,?)",
             (content_hash, extractor, version, json.dumps(data)),
         )
+
+    # --- perceptual-hash index (dedup) --------------------------------------------------
+    def add_phash(self, content_hash: str, phash: int, label: str, centre: int | None = None) -> int:
+        """Add a stored image's perceptual hashes (whole, centre); returns its row id in ``phashes``."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO phashes(content_hash, phash, label, added, centre) VALUES (?,?,?,?,?)",
+                (content_hash, _signed64(phash), label, time.time(), None if centre is None else _signed64(centre)),
+            )
+            return int(self._db.execute("SELECT rowid FROM phashes WHERE content_hash=?", (content_hash,)).fetchone()[0])
+
+    def add_phashes(self, rows: list[tuple[str, int, str, int | None]]) -> None:
+        now = time.time()
+        self.executemany(
+            "INSERT OR IGNORE INTO phashes(content_hash, phash, label, added, centre) VALUES (?,?,?,?,?)",
+            [(h, _signed64(p), label, now, None if c is None else _signed64(c)) for h, p, label, c in rows],
+        )
+
+    def load_phash_arrays(self) -> tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray"]:
+        """``(rowids, phashes, centre phashes, has_centre)`` of every stored image.
+
+        Accepted images whose hash is in ``images`` but not in ``phashes`` (a crash between
+        the two writes) are added first, with their whole-image hash only.
+        """
+        import numpy as np
+
+        missing = self.query(
+            "SELECT content_hash, phash, label FROM images WHERE decision='accepted' AND phash IS NOT NULL"
+            " AND content_hash NOT IN (SELECT content_hash FROM phashes)"
+        )
+        if missing:
+            self.add_phashes([(r[0], phash_to_int(r[1]), r[2], None) for r in missing])
+        with self._lock:
+            cur = self._db.cursor()
+            cur.row_factory = None  # plain tuples: 10x faster for a million rows
+            rows = cur.execute("SELECT rowid, phash, centre IS NOT NULL, IFNULL(centre, 0) FROM phashes").fetchall()
+        data = np.array(rows, dtype=np.int64).reshape(-1, 4)
+        return data[:, 0].copy(), data[:, 1].copy().view(np.uint64), data[:, 3].copy().view(np.uint64), data[:, 2] == 1
+
+    def add_conflict(self, content_hash: str, other_hash: str, label: str, other_label: str, distance: int) -> None:
+        """Record that one photo came under two labels (once per pair and label)."""
+        with self._lock:
+            seen = self._db.execute(
+                "SELECT 1 FROM conflicts WHERE content_hash=? AND other_hash=? AND label=?",
+                (content_hash, other_hash, label),
+            ).fetchone()
+            if not seen:
+                self._db.execute(
+                    "INSERT INTO conflicts(content_hash, other_hash, label, other_label, distance, at)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (content_hash, other_hash, label, other_label, distance, time.time()),
+                )

@@ -90,6 +90,9 @@ class ComputeSettings(Strict):
     )
     dashboard: str = Field("", description="LocalCluster dashboard address such as ':8787' (needs bokeh); '' = off")
     connect_timeout_s: float = Field(30.0, gt=0)
+    min_rows_per_worker: int = Field(
+        1000, ge=1, description="LightGBM on Dask: rows per worker below which fewer workers train"
+    )
 
 
 class PipelineBase(Strict):
@@ -136,6 +139,10 @@ class TrainPipeline(PipelineBase):
     params: dict[str, Any] = {}
     report: bool = True
     seed: int = 0
+    dataset_root: Path | None = Field(None, description="folder holding manifest.sqlite; default storage.root")
+    group_distance: int = Field(8, ge=0, le=64, description="pHash distance within which images share a CV group")
+    early_stopping_rounds: int = Field(50, ge=1)
+    workers: int = Field(0, ge=0, description="feature-extraction processes; 0 = number of cores")
 
 
 class DemoPipeline(PipelineBase):

@@ -58,7 +58,13 @@ async def collect(
     ``together`` adds the jobs of more pipelines with the same source and chain (other
     hashtags, other labels) to the same run: one browser, one dedup index, so the same
     photo met under a selfie tag and a portrait tag at once is caught as a conflict.
+    With ``[compute] engine = "dask"`` the run goes to :mod:`.dask_collect`.
     """
+    if settings.compute.engine == "dask":
+        from .dask_collect import collect_on_dask
+
+        return await collect_on_dask(settings, pipeline_name, registry=registry, extra_plugins=extra_plugins,
+                                     pipeline=pipeline, together=together)
     registry = prepare(settings, registry, extra_plugins, (pipeline_name, pipeline) if pipeline else None)
     if pipeline is None:
         pipeline = collect_pipeline(settings, pipeline_name)

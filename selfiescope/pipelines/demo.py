@@ -41,16 +41,23 @@ def _demo_credentials(username: str, password: str) -> Iterator[None]:
 
 def demo_settings(settings: Settings, base_url: str, out_dir: Path, per_tag: int) -> tuple[Settings, list[ScrapePipeline], TrainPipeline]:
     plugins = dict(settings.plugins)
-    plugins["instagram"] = {**plugins.get("instagram", {}), "base_url": base_url}
+    # Our own local site: a generous request budget (the real site's default is 60/min).
+    plugins["instagram"] = {**plugins.get("instagram", {}), "base_url": base_url,
+                            "requests_per_minute": 3000, "jitter_s": 0.05, "scroll_pause_s": 1.0}
     s = settings.model_copy(update={
         "storage": settings.storage.model_copy(update={"root": out_dir / "data"}),
         "browser": settings.browser.model_copy(update={"session_file": out_dir / "session.json"}),
         "plugins": plugins,
     })
     chain = ["decode", "face_area", "dedup", "store"]
+    # Every synthetic rendering is the same photo of the same person, re-framed: at the
+    # default distance many would rightly count as near-duplicates, so the demo only
+    # drops (near-)identical copies, such as the photo the site reposts under two tags.
+    options = {"dedup": {"max_distance": 3}}
     scrape = [
-        ScrapePipeline(kind="scrape", source="instagram", hashtags=SELFIE_TAGS, label="selfie", limit=per_tag, chain=chain),
-        ScrapePipeline(kind="scrape", source="instagram", hashtags=PORTRAIT_TAGS, label="portrait", limit=per_tag, chain=chain),
+        ScrapePipeline(kind="scrape", source="instagram", hashtags=tags, label=label, limit=per_tag, chain=chain,
+                       options=options)
+        for label, tags in (("selfie", SELFIE_TAGS), ("portrait", PORTRAIT_TAGS))
     ]
     train = TrainPipeline(kind="train", labels=["selfie", "portrait"], folds=3, model_dir=out_dir / "model",
                           features=["geometry", "landmarks", "image"])

@@ -1,0 +1,178 @@
+"""Features and LightGBM training on a Dask cluster.
+
+Two pieces plug into the local train pipeline (:mod:`.train`, :mod:`.dataset`), which
+stays in charge of everything else (dataset listing, the feature cache, grouped CV,
+metrics, the artifacts folder):
+
+- :func:`feature_runner`: runs the feature tasks on the workers, in batches, with the
+  dataset module's own per-image function, so the values are the local ones; the client
+  stays the only writer of the feature cache.
+- :func:`dask_fit`: fits ``lightgbm.dask.DaskLGBMClassifier`` on the cluster and returns
+  its local twin (``to_local()``), so the saved model is the usual ``model.txt`` and
+  ``predict`` needs no cluster. Distributed LightGBM has no early stopping (workers would
+  stop at different rounds), so the best round is chosen afterwards on the validation
+  set, with the same rule as LightGBM's early-stopping callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import math
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..core.components import FeatureExtractor, Step
+from ..core.compute import dask_client, worker_count
+from ..core.plugins import Registry
+from ..core.settings import Settings
+from . import dataset
+from .dataset import Progress, Task
+from .train import Fitted, TrainResult, _balance, train
+
+if TYPE_CHECKING:  # pragma: no cover
+    from distributed import Client
+
+log = logging.getLogger("selfiescope.dask")
+OnResult = Callable[[str, "dict[str, dict[str, float]] | None", "str | None"], None]
+
+# --- features ----------------------------------------------------------------------------
+_init_lock = threading.Lock()
+_initialised: dict[str, Any] = {}
+
+
+def feature_batch(key: str, decode: tuple[type[Step], dict[str, Any]], extractors: list[FeatureExtractor],
+                  tasks: Sequence[Task]) -> list[tuple[str, dict[str, dict[str, float]] | None, str | None]]:
+    """The task Dask runs: the dataset module's per-image function over one batch."""
+    with _init_lock:  # one decode step and one set of extractors per worker process and run
+        if _initialised.get("key") != key:
+            dataset._init_worker(decode[0], decode[1], extractors)
+            _initialised["key"] = key
+    return [dataset._run_task(task) for task in tasks]
+
+
+def config_key(decode: tuple[type[Step], dict[str, Any]], extractors: Sequence[FeatureExtractor]) -> str:
+    """Identifies the decode step and extractors a worker process has set up."""
+    blob = [f"{decode[0].__module__}.{decode[0].__qualname__}", decode[1],
+            [(type(e).__module__, e.name, e.version, dataset.extractor_options(e)) for e in extractors]]
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def feature_runner(client: "Client", batch_size: int) -> Callable[..., None]:
+    """A drop-in for :func:`selfiescope.pipelines.dataset.run_tasks` that runs on the cluster."""
+    from distributed import as_completed
+
+    def run(tasks: list[Task], decode: tuple[type[Step], dict[str, Any]], extractors: list[FeatureExtractor],
+            workers: int, on_result: OnResult) -> None:
+        if not tasks:
+            return
+        key = config_key(decode, extractors)
+        [decode_f, extractors_f] = client.scatter([decode, extractors], broadcast=True)
+        batches = [tasks[i:i + batch_size] for i in range(0, len(tasks), batch_size)]
+        window = 2 * worker_count(client)
+        todo = iter(batches)
+        by_future: dict[Any, list[Task]] = {}
+
+        def submit(batch: list[Task]) -> Any:
+            fut = client.submit(feature_batch, key, decode_f, extractors_f, batch, pure=False, retries=2)
+            by_future[fut] = batch
+            return fut
+
+        running = as_completed([submit(b) for b in itertools.islice(todo, window)])
+        for fut in running:
+            batch = by_future.pop(fut)
+            try:
+                results = fut.result()
+            except Exception as exc:  # the cluster gave up on it: compute it here, lose nothing
+                log.warning("a feature batch failed on the cluster (%s: %s); running it here", type(exc).__name__, exc)
+                dataset.run_tasks(batch, decode, extractors, 1, on_result)
+            else:
+                for result in results:
+                    on_result(*result)
+            nxt = next(todo, None)
+            if nxt is not None:
+                running.add(submit(nxt))
+
+    return run
+
+
+# --- LightGBM ----------------------------------------------------------------------------
+def _to_dask(client: "Client", X: np.ndarray, y: np.ndarray, min_rows: int) -> tuple[Any, Any]:
+    """One row partition per worker, each of at least ``min_rows`` rows: data-parallel LightGBM
+    on a few dozen rows per worker scores far below a local fit, so a small table is one
+    partition (docs/scaling.md)."""
+    import dask.array as da
+
+    parts = max(1, min(len(client.nthreads()), len(y) // min_rows))
+    rows = math.ceil(len(y) / parts)
+    dX = da.from_array(X, chunks=(rows, X.shape[1]))
+    dy = da.from_array(y, chunks=(rows,))
+    dX, dy = client.persist([dX, dy])
+    return dX, dy
+
+
+def best_round(model: Any, X_valid: np.ndarray, y_valid: np.ndarray, patience: int) -> int:
+    """The round LightGBM's early stopping would keep: lowest validation log-loss, stopping
+    at the first ``patience`` rounds without improvement."""
+    booster = model.booster_
+    raw = np.zeros(len(y_valid))
+    best, best_loss = 1, math.inf
+    for i in range(booster.num_trees()):
+        raw += booster.predict(X_valid, raw_score=True, start_iteration=i, num_iteration=1)
+        p = np.clip(1.0 / (1.0 + np.exp(-raw)), 1e-15, 1 - 1e-15)
+        loss = float(-np.mean(y_valid * np.log(p) + (1 - y_valid) * np.log(1 - p)))
+        if loss < best_loss:
+            best, best_loss = i + 1, loss
+        elif i + 1 - best >= patience:
+            break
+    return best
+
+
+def dask_fit(client: "Client", min_rows_per_worker: int = 1000) -> Callable[..., Fitted]:
+    """A drop-in for :func:`selfiescope.pipelines.train.fit_model` that trains on the cluster."""
+
+    def fit(X: np.ndarray, y: np.ndarray, params: dict[str, Any], *, columns: list[str],
+            X_valid: np.ndarray | None = None, y_valid: np.ndarray | None = None,
+            early_stopping_rounds: int = 50) -> Fitted:
+        from lightgbm.dask import DaskLGBMClassifier
+
+        opts = {k: v for k, v in _balance(params, y).items() if k != "n_jobs"}  # a worker uses its own threads
+        estimator = DaskLGBMClassifier(client=client, **opts)
+        dX, dy = _to_dask(client, X, y, min_rows_per_worker)
+        with warnings.catch_warnings():  # lightgbm.dask sets the threads itself and says so
+            warnings.filterwarnings("ignore", "Parameter n_jobs will be ignored")
+            estimator.fit(dX, dy, feature_name=[c.replace(" ", "_") for c in columns])
+        model = estimator.to_local()
+        if X_valid is not None and y_valid is not None and len(np.unique(y_valid)) == 2:
+            return Fitted(model, best_round(model, X_valid, y_valid, early_stopping_rounds))
+        return Fitted(model, int(model.n_estimators_))
+
+    return fit
+
+
+# --- the pipeline ------------------------------------------------------------------------
+def train_on_dask(
+    settings: Settings,
+    pipeline_name: str,
+    *,
+    client: "Client | None" = None,
+    registry: Registry | None = None,
+    extra_plugins: list[Any] | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """:func:`selfiescope.pipelines.train.train` with features and fits on the cluster."""
+    if client is None:
+        with dask_client(settings.compute) as own:
+            return train_on_dask(settings, pipeline_name, client=own, registry=registry,
+                                 extra_plugins=extra_plugins, progress=progress)
+    return train(
+        settings, pipeline_name, registry=registry, extra_plugins=extra_plugins, progress=progress,
+        runner=feature_runner(client, settings.compute.batch_size),
+        fit=dask_fit(client, settings.compute.min_rows_per_worker),
+    )

@@ -1,0 +1,340 @@
+"""The ``dedup`` step: drop exact and near duplicates of anything already stored.
+
+Exact copies are found by content hash; near copies (resized, re-encoded, slightly
+cropped) by the Hamming distance between 64-bit perceptual hashes (imagehash pHash). Each
+image gets two: of the whole picture and of its centre (5% off each side), and two images
+match when any pair of their hashes is within ``max_distance``, which catches crops that
+the whole-image hash alone misses without merging more different photos (measured in
+``benchmarks/bench_dedup.py``). The index is persistent (the manifest's ``phashes`` table) and searched in memory with
+multi-index hashing: the hash is split into ``m`` bands, and by the pigeonhole principle
+a hash within distance ``d`` of the query is within ``d // m`` bits of it on at least one
+band, so a lookup probes a few hundred band values instead of scanning every hash.
+
+Images accepted earlier in the same run count too: a hash is reserved atomically when an
+image passes dedup and released if a later step rejects that image.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import imagehash
+import numpy as np
+from PIL import Image
+from pydantic import Field
+
+from ..core.components import Options, Step
+from ..core.events import ImageEvent, Reject
+from ..core.hookspecs import hookimpl
+from ..core.manifest import Manifest, phash_to_int
+
+SERVICE = "dedup.index"
+CENTRE_MARGIN = 0.05
+
+
+class DedupOptions(Options):
+    max_distance: int = Field(
+        8, ge=0, le=31, description="pHash Hamming distance at or below which two images are the same photo"
+    )
+    across_labels: bool = Field(True, description="a match under another label is a label_conflict, not a new image")
+
+
+def compute_phash(image_rgb: np.ndarray) -> str:
+    """imagehash pHash (hex) of a decoded RGB image; downscaled with area averaging first."""
+    grey = image_rgb if image_rgb.ndim == 2 else cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
+    return str(imagehash.phash(Image.fromarray(small)))
+
+
+def centre_crop(image: np.ndarray, margin: float = CENTRE_MARGIN) -> np.ndarray:
+    height, width = image.shape[:2]
+    dy, dx = int(height * margin), int(width * margin)
+    return image[dy : height - dy, dx : width - dx]
+
+
+def compute_phashes(image_rgb: np.ndarray) -> tuple[str, str]:
+    """pHash of the whole image and of its centre (5% off each side).
+
+    A copy cropped by a few percent hashes close to the original's centre (or the other
+    way round), which the whole-image hash alone misses: see benchmarks/bench_dedup.py.
+    """
+    return compute_phash(image_rgb), compute_phash(centre_crop(image_rgb))
+
+
+def annotate_phashes(event: ImageEvent) -> None:
+    """Set ``event.phash`` and ``event.notes["phash_centre"]`` from the decoded pixels: what
+    dedup needs, for code that hashes where the pixels are (Dask workers) and dedups elsewhere."""
+    event.phash, event.notes["phash_centre"] = compute_phashes(event.image)
+
+
+def _bands(max_distance: int) -> list[tuple[int, int, np.ndarray]]:
+    """Split 64 bits into ``m`` bands and list, per band, the XOR masks to probe.
+
+    By the pigeonhole principle two hashes within ``max_distance`` differ in at most
+    ``max_distance // m`` bits on at least one band. Three bands of ~21 bits keep both the
+    probes (254 for distance 8) and the candidates per probe (N / 2**21) small up to
+    millions of hashes; larger distances take more bands so the probes stay few.
+    """
+    m = max(3, (max_distance + 4) // 4)
+    radius = max_distance // m
+    base, extra = divmod(64, m)
+    bands, start = [], 0
+    for i in range(m):
+        length = base + (1 if i < extra else 0)
+        masks = [sum(1 << b for b in bits) for r in range(radius + 1) for bits in itertools.combinations(range(length), r)]
+        bands.append((start, length, np.array(masks, dtype=np.uint32)))
+        start += length
+    return bands
+
+
+class HammingIndex:
+    """64-bit hashes searchable by Hamming distance (multi-index hashing).
+
+    All bands share one CSR table: every (band, band value) owns a bucket of slots, so a
+    probe costs two array reads wherever the index has a thousand hashes or millions.
+    Hashes added since the last merge sit in a buffer that is scanned directly and merged
+    into the table (a linear pass, no re-sort) when it holds ``MERGE_EVERY`` hashes or 1/32
+    of the table, at most 65536: a merge costs a pass over the whole table.
+    Each slot carries an int64 ``payload`` (the caller's row id).
+    """
+
+    MERGE_EVERY = 2048
+
+    def __init__(self, max_distance: int) -> None:
+        self.max_distance = max_distance
+        bands = _bands(max_distance)
+        sizes = [1 << length for _, length, _ in bands]
+        bases = np.cumsum([0, *sizes[:-1]])
+        self._band_of = [(np.uint64(start), np.uint64((1 << length) - 1), int(base)) for (start, length, _), base in zip(bands, bases)]
+        self._shifts = np.concatenate([np.full(len(p), start, np.uint64) for start, _, p in bands])
+        self._masks = np.concatenate([np.full(len(p), (1 << length) - 1, np.uint64) for _, length, p in bands])
+        self._probes = np.concatenate([p.astype(np.uint64) for _, _, p in bands])
+        self._bases = np.concatenate([np.full(len(p), base, np.int64) for (_, _, p), base in zip(bands, bases)])
+        self._offsets = np.zeros(sum(sizes) + 1, dtype=np.int32)  # 32 MB for the default 3 bands
+        self._order = np.zeros(0, dtype=np.int32)
+        self._hashes = np.zeros(1024, dtype=np.uint64)
+        self._payload = np.zeros(1024, dtype=np.int64)
+        self._alive = np.zeros(1024, dtype=bool)
+        self._n = 0
+        self._built = 0
+
+    def __len__(self) -> int:
+        return int(self._alive[: self._n].sum())
+
+    def _grow(self, need: int) -> None:
+        if need <= len(self._hashes):
+            return
+        size = max(need, 2 * len(self._hashes))
+        for name in ("_hashes", "_payload", "_alive"):
+            old = getattr(self, name)
+            new = np.zeros(size, dtype=old.dtype)
+            new[: self._n] = old[: self._n]
+            setattr(self, name, new)
+
+    def add_many(self, values: np.ndarray, payloads: np.ndarray) -> None:
+        count = len(values)
+        self._grow(self._n + count)
+        self._hashes[self._n : self._n + count] = values
+        self._payload[self._n : self._n + count] = payloads
+        self._alive[self._n : self._n + count] = True
+        self._n += count
+        self._merge()
+
+    def add(self, value: int, payload: int) -> int:
+        slot = self._n
+        self._grow(slot + 1)
+        self._hashes[slot] = np.uint64(value)
+        self._payload[slot] = payload
+        self._alive[slot] = True
+        self._n += 1
+        if self._n - self._built >= max(self.MERGE_EVERY, min(self._built // 32, 65536)):
+            self._merge()
+        return slot
+
+    def set_payload(self, slot: int, payload: int) -> None:
+        self._payload[slot] = payload
+
+    def remove(self, slot: int) -> None:
+        self._alive[slot] = False
+
+    def _merge(self) -> None:
+        """Move the buffer into the CSR table: each new slot goes to the end of its buckets."""
+        if self._n == self._built:
+            return
+        hashes = self._hashes[self._built : self._n]
+        slots = np.arange(self._built, self._n, dtype=np.int64)
+        keys = np.concatenate([((hashes >> start) & mask).astype(np.int64) + base for start, mask, base in self._band_of])
+        order = np.argsort(keys, kind="stable")
+        keys, slots = keys[order], np.tile(slots, len(self._band_of))[order].astype(np.int32)
+        self._order = np.insert(self._order, self._offsets[keys + 1], slots)
+        self._offsets[1:] += np.cumsum(np.bincount(keys, minlength=len(self._offsets) - 1)).astype(np.int32)
+        self._built = self._n
+
+    def nearest(self, value: int) -> tuple[int, int, int] | None:
+        """``(distance, slot, payload)`` of the closest live hash within ``max_distance``, or None."""
+        query = np.uint64(value)
+        keys = (((query >> self._shifts) & self._masks) ^ self._probes).astype(np.int64) + self._bases
+        starts = self._offsets[keys]
+        counts = self._offsets[keys + 1] - starts
+        total = int(counts.sum())
+        slots = self._order[np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)]
+        if self._n > self._built:
+            slots = np.concatenate([slots, np.arange(self._built, self._n, dtype=np.int32)])
+        slots = slots[self._alive[slots]]
+        if not len(slots):
+            return None
+        dist = np.bitwise_count(self._hashes[slots] ^ query)
+        best = int(np.argmin(dist))
+        if dist[best] > self.max_distance:
+            return None
+        slot = int(slots[best])
+        return int(dist[best]), slot, int(self._payload[slot])
+
+
+@dataclass
+class Entry:
+    content_hash: str
+    phash: int
+    label: str
+    centre: int | None = None
+    pending: bool = False  # reserved in this run, not stored yet
+
+
+class DedupIndex:
+    """Every stored image's two hashes (loaded from the manifest) plus this run's
+    reservations, behind one lock.
+
+    Stored hashes live in memory only as numbers (64-bit hash + manifest row id), so a
+    million images take a few tens of MB; details are read back from SQLite on a match.
+    """
+
+    def __init__(self, manifest: Manifest, max_distance: int) -> None:
+        self.manifest = manifest
+        self._lock = threading.Lock()
+        self._index = HammingIndex(max_distance)
+        self._pending: dict[str, tuple[list[int], Entry]] = {}
+        self._pending_slots: dict[int, Entry] = {}
+        rowids, values, centres, has_centre = manifest.load_phash_arrays()
+        self._index.add_many(np.concatenate([values, centres[has_centre]]), np.concatenate([rowids, rowids[has_centre]]))
+
+    def _stored_entry(self, rowid: int) -> Entry:
+        row = self.manifest.query("SELECT content_hash, phash, label FROM phashes WHERE rowid=?", (rowid,))[0]
+        return Entry(row[0], row[1] & 0xFFFFFFFFFFFFFFFF, row[2])
+
+    def check_and_reserve(
+        self, content_hash: str, phash: int, label: str, centre: int | None = None
+    ) -> tuple[str, int, Entry] | None:
+        """Return ``(kind, distance, match)`` for a duplicate, else reserve this image and return None."""
+        with self._lock:
+            if content_hash in self._pending:
+                return "exact", 0, self._pending[content_hash][1]
+            rows = self.manifest.query("SELECT rowid FROM phashes WHERE content_hash=?", (content_hash,))
+            if rows:
+                return "exact", 0, self._stored_entry(rows[0][0])
+            hits = [hit for value in (phash, centre) if value is not None and (hit := self._index.nearest(value))]
+            if hits:
+                distance, slot, rowid = min(hits)
+                entry = self._pending_slots.get(slot) or self._stored_entry(rowid)
+                return "near", distance, entry
+            entry = Entry(content_hash, phash, label, centre, pending=True)
+            slots = [self._index.add(value, -1) for value in (phash, centre) if value is not None]
+            self._pending[content_hash] = (slots, entry)
+            for slot in slots:
+                self._pending_slots[slot] = entry
+            return None
+
+    def release(self, content_hash: str) -> None:
+        with self._lock:
+            item = self._pending.pop(content_hash, None)
+            for slot in item[0] if item else []:
+                self._pending_slots.pop(slot, None)
+                self._index.remove(slot)
+
+    def commit(self, content_hash: str) -> None:
+        with self._lock:
+            item = self._pending.pop(content_hash, None)
+            if not item:
+                return
+            slots, entry = item
+            rowid = self.manifest.add_phash(entry.content_hash, entry.phash, entry.label, entry.centre)
+            for slot in slots:
+                self._index.set_payload(slot, rowid)
+                self._pending_slots.pop(slot, None)
+            entry.pending = False
+
+
+class DedupStep(Step):
+    """Sets ``event.phash``; rejects ``duplicate``, ``near_duplicate`` or ``label_conflict``."""
+
+    name = "dedup"
+    Options = DedupOptions
+
+    async def open(self) -> None:
+        self.index: DedupIndex = self.run.service(
+            SERVICE, lambda: DedupIndex(self.run.manifest, self.options.max_distance)
+        )
+
+    def _stored_without_phash(self, event: ImageEvent) -> tuple[str, int, Entry] | None:
+        """Same bytes accepted by a run whose chain had no dedup (so the index lacks them)."""
+        row = self.run.manifest.get_image(event.content_hash)
+        if row is None or row["decision"] != "accepted" or row["phash"]:
+            return None
+        return "exact", 0, Entry(event.content_hash, 0, row["label"])
+
+    def process(self, event: ImageEvent) -> None:
+        if event.phash is None:  # set already when the pixels were hashed elsewhere (Dask workers)
+            if event.image is None:
+                raise Reject("not_decoded", "dedup needs the decode step before it in the chain")
+            annotate_phashes(event)
+        elif event.image is not None and "phash_centre" not in event.notes:
+            event.notes["phash_centre"] = compute_phash(centre_crop(event.image))
+        centre = event.notes.get("phash_centre")
+        found = self._stored_without_phash(event) or self.index.check_and_reserve(
+            event.content_hash, phash_to_int(event.phash), event.label, phash_to_int(centre) if centre else None
+        )
+        if found is None:
+            event.notes["dedup_reserved"] = True
+            return
+        kind, distance, match = found
+        where = "stored" if not match.pending else "accepted earlier in this run"
+        if match.label != event.label and self.options.across_labels:
+            self.run.manifest.add_conflict(event.content_hash, match.content_hash, event.label, match.label, distance)
+            raise Reject(
+                "label_conflict",
+                f"same photo (pHash distance {distance}) already {where} under label {match.label!r} "
+                f"as {match.content_hash[:16]}",
+            )
+        if kind == "exact":
+            raise Reject("duplicate", f"same bytes already {where} ({match.label}/{match.content_hash[:16]})")
+        raise Reject(
+            "near_duplicate",
+            f"pHash distance {distance} <= {self.options.max_distance} to {match.label}/{match.content_hash[:16]} ({where})",
+        )
+
+
+def _index_of(run: Any) -> DedupIndex | None:
+    services = getattr(run, "services", None) or {}
+    return services.get(SERVICE)
+
+
+@hookimpl
+def selfiescope_steps():
+    return [DedupStep]
+
+
+@hookimpl
+def selfiescope_image_accepted(event, run):
+    index = _index_of(run)
+    if index is not None and event.notes.get("dedup_reserved"):
+        index.commit(event.content_hash)
+
+
+@hookimpl
+def selfiescope_image_rejected(event, run):
+    index = _index_of(run)
+    if index is not None and event.notes.get("dedup_reserved"):
+        index.release(event.content_hash)

@@ -1,0 +1,117 @@
+"""The ``files`` storage backend: ``<root>/<label>/<id>.<ext>``, written atomically.
+
+Bytes go to a temp file ``.<id>.tmp-<random>`` in the target folder, are flushed to disk
+and renamed over the final name with :func:`os.replace`, so a crash leaves either the
+whole file or a temp file, which :meth:`FilesStorage.open` removes on the next run. Ids
+and labels are checked against a strict alphabet: nothing from a remote name ever
+reaches a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiofiles
+
+from ..core.components import Options, Storage, StoredImage
+from ..core.events import ImageEvent
+from ..core.hookspecs import hookimpl
+from .decode import EXTENSIONS
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+TEMP_MARK = ".tmp-"
+
+
+class FilesOptions(Options):
+    fsync: bool = True  # flush file contents to disk before the rename
+
+
+def safe_name(value: str, what: str) -> str:
+    if not SAFE_NAME.match(value or ""):
+        raise ValueError(f"unsafe {what} {value!r}: only letters, digits, '-' and '_' (max 128)")
+    return value
+
+
+class FilesStorage(Storage):
+    name = "files"
+    Options = FilesOptions
+
+    @property
+    def root(self) -> Path:
+        return Path(self.run.settings.storage.root)
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self.remove_stale_temps)
+
+    def remove_stale_temps(self) -> int:
+        """Delete temp files a killed run left behind. Returns how many."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for folder in self.root.iterdir():
+            if folder.is_dir() and not folder.name.startswith("."):
+                for tmp in folder.glob(f".*{TEMP_MARK}*"):
+                    tmp.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def relative_location(self, image_id: str, label: str, fmt: str | None) -> str:
+        ext = EXTENSIONS.get(fmt or "", "bin")
+        return f"{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.{ext}"
+
+    async def write(self, event: ImageEvent) -> str:
+        """Write ``event.data``; idempotent: an id already stored with the same size is not rewritten."""
+        if not event.id:
+            raise ValueError("event.id must be set before storage.write")
+        location = self.relative_location(event.id, event.label, event.format)
+        final = self.root / location
+        if final.is_file() and final.stat().st_size == len(event.data):
+            return location
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{event.id}{TEMP_MARK}{secrets.token_hex(4)}"
+        try:
+            async with aiofiles.open(tmp, "wb") as fh:
+                await fh.write(event.data)
+                await fh.flush()
+                if self.options.fsync:
+                    await asyncio.to_thread(os.fsync, fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return location
+
+    async def exists(self, image_id: str, label: str) -> bool:
+        folder = self.root / safe_name(label, "label")
+        return any(folder.glob(f"{safe_name(image_id, 'id')}.*"))
+
+    def iterate(self, label: str | None = None) -> Iterator[StoredImage]:
+        if not self.root.is_dir():
+            return
+        folders = [self.root / safe_name(label, "label")] if label else sorted(self.root.iterdir())
+        for folder in folders:
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and not path.name.startswith(".") and SAFE_NAME.match(path.stem):
+                    yield StoredImage(path.stem, folder.name, f"{folder.name}/{path.name}")
+
+    def path_of(self, stored: StoredImage) -> Path:
+        path = (self.root / stored.location).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"location {stored.location!r} is outside the storage root")
+        return path
+
+    async def read(self, stored: StoredImage) -> bytes:
+        async with aiofiles.open(self.path_of(stored), "rb") as fh:
+            return await fh.read()
+
+
+@hookimpl
+def selfiescope_storage():
+    return [FilesStorage]
