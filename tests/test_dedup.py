@@ -105,8 +105,10 @@ async def test_same_photo_under_two_labels_is_a_recorded_conflict(tmp_path: Path
     conflicts = rows(root, "SELECT label, other_label, distance FROM conflicts")
     assert [(r[0], r[1]) for r in conflicts] == [("portrait", "selfie")]
     assert len(list((root / "portrait").iterdir())) == 1  # only the other photo landed in portrait
-    again = await run_folder(root, a, "selfie")  # rerun: nothing new
-    assert again.accepted == 0 and again.rejected_by_reason == {"duplicate": 1}
+    again = await run_folder(root, a, "selfie")  # rerun: the stored file is skipped by the source
+    assert again.seen == 0 and again.accepted == 0
+    b_again = await run_folder(root, b, "portrait")  # the conflicting copy is met again
+    assert b_again.rejected_by_reason == {"label_conflict": 1}
 
 
 async def test_a_reservation_is_released_when_a_later_step_rejects(tmp_path: Path) -> None:

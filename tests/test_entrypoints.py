@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,11 @@ EXAMPLE = Path(__file__).parent / "example_plugin"
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory) -> dict[str, str]:
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / "example_plugin"
+    shutil.copytree(EXAMPLE, source)  # the build leaves files beside the sources
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
+         "--target", str(target), str(source)],
         check=True, capture_output=True,
     )
     env = dict(os.environ)

@@ -262,7 +262,7 @@ class DaskCollector:
     client_seconds: float = 0.0  # time spent in the client half of the chain and the manifest
 
     async def items(self, job: Job) -> AsyncIterator[WorkItem]:
-        list_files = getattr(self.source, "list_files", None) or getattr(self.source, "_files", None)
+        list_files = getattr(self.source, "list_files", None)
         if self.source.name == "folder" and list_files is not None:
             files = await asyncio.to_thread(list_files, Path(job.target).expanduser())
             max_bytes = getattr(self.source.options, "max_bytes", None)

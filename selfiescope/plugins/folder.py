@@ -25,7 +25,8 @@ class FolderSource(Source):
     name = "folder"
     Options = FolderOptions
 
-    def _files(self, root: Path) -> list[Path]:
+    def list_files(self, root: Path) -> list[Path]:
+        """The image files a job over ``root`` reads, in a stable order."""
         if root.is_file():
             return [root]
         if not root.is_dir():
@@ -40,7 +41,7 @@ class FolderSource(Source):
 
     async def events(self, job: Job) -> AsyncIterator[ImageEvent]:
         root = Path(job.target).expanduser()
-        files = await asyncio.to_thread(self._files, root)
+        files = await asyncio.to_thread(self.list_files, root)
         for path in files:
             size = path.stat().st_size
             if size > self.options.max_bytes:
@@ -52,6 +53,8 @@ class FolderSource(Source):
             event = ImageEvent(origin=origin, label=job.label, data=data)
             if size > self.options.max_bytes:
                 event.notes["oversize"] = size
+            elif self.run.manifest.is_stored(event.content_hash):
+                continue  # already in the dataset (a rerun resumes where it stopped)
             yield event
 
 
