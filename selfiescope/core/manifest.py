@@ -142,10 +142,12 @@ class Manifest:
         rows = self.query("SELECT * FROM images WHERE content_hash=?", (content_hash,))
         return rows[0] if rows else None
 
-    def is_stored(self, content_hash: str) -> bool:
-        return bool(
-            self.query("SELECT 1 FROM images WHERE content_hash=? AND decision='accepted'", (content_hash,))
-        )
+    def is_stored(self, content_hash: str, before_run: int | None = None) -> bool:
+        """Whether these bytes are in the dataset (stored by a run before ``before_run``)."""
+        sql = "SELECT 1 FROM images WHERE content_hash=? AND decision='accepted'"
+        if before_run is None:
+            return bool(self.query(sql, (content_hash,)))
+        return bool(self.query(sql + " AND (run_id IS NULL OR run_id < ?)", (content_hash, before_run)))
 
     def record(self, event: ImageEvent, run_id: int | None = None) -> None:
         """Record the final decision for an image (upsert on content hash).

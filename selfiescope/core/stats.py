@@ -22,6 +22,7 @@ class RunStats:
     status: str = "running"
     queue_peak: int = 0
     errors: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # engine-specific figures
 
     @property
     def elapsed(self) -> float:
@@ -57,4 +58,5 @@ class RunStats:
             "images_per_s": round(self.images_per_s, 2),
             "queue_peak": self.queue_peak,
             "errors": list(self.errors),
+            **self.extra,
         }

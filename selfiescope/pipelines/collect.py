@@ -6,6 +6,8 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from ..core.components import Component
@@ -42,51 +44,49 @@ def collect_pipeline(settings: Settings, name: str) -> ScrapePipeline:
     return p
 
 
-async def collect(
+def resolve(
     settings: Settings,
     pipeline_name: str,
-    *,
-    registry: Registry | None = None,
-    extra_plugins: list[Any] | None = None,
-    pipeline: ScrapePipeline | None = None,
-    together: list[ScrapePipeline] | None = None,
-) -> RunStats:
-    """Run a scrape/import pipeline to the end (or its limits) and return its stats.
-
-    ``pipeline`` may be given directly (the CLI's ``import`` and ``scrape`` commands
-    build one on the fly); otherwise it is ``settings.pipelines[pipeline_name]``.
-    ``together`` adds the jobs of more pipelines with the same source and chain (other
-    hashtags, other labels) to the same run: one browser, one dedup index, so the same
-    photo met under a selfie tag and a portrait tag at once is caught as a conflict.
-    With ``[compute] engine = "dask"`` the run goes to :mod:`.dask_collect`.
-    """
-    if settings.compute.engine == "dask":
-        from .dask_collect import collect_on_dask
-
-        return await collect_on_dask(settings, pipeline_name, registry=registry, extra_plugins=extra_plugins,
-                                     pipeline=pipeline, together=together)
+    registry: Registry | None,
+    extra_plugins: list[Any] | None,
+    pipeline: ScrapePipeline | None,
+    together: list[ScrapePipeline] | None,
+) -> tuple[Registry, ScrapePipeline, list[ScrapePipeline]]:
+    """Check settings against the loaded plugins and find the pipelines to run."""
     registry = prepare(settings, registry, extra_plugins, (pipeline_name, pipeline) if pipeline else None)
     if pipeline is None:
         pipeline = collect_pipeline(settings, pipeline_name)
-    for other in together or []:
+    pipelines = [pipeline, *(together or [])]
+    for other in pipelines[1:]:
         if (other.source, other.chain) != (pipeline.source, pipeline.chain):
             raise SettingsError([f"pipelines run together need the same source and chain ({pipeline_name})"])
+    return registry, pipeline, pipelines
+
+
+OpenComponent = Callable[[str, str], Awaitable[Component]]
+
+
+@asynccontextmanager
+async def managed_run(
+    settings: Settings, registry: Registry, pipeline_name: str, pipeline: ScrapePipeline
+) -> AsyncIterator[tuple[RunContext, OpenComponent]]:
+    """One run's lifecycle, for every engine: manifest, thread pool, storage, the run
+    record and its status, closing what was opened (also when cancelled), the hooks."""
     manifest = Manifest.at_root(settings.storage.root)
     executor = ThreadPoolExecutor(max_workers=default_threads(settings), thread_name_prefix="selfiescope")
     run = RunContext(settings, registry, pipeline_name, pipeline, manifest, executor=executor)
     run.run_id = manifest.start_run(pipeline_name, run.settings_hash())
     opened: list[Component] = []
+
+    async def open_component(kind: str, name: str) -> Component:
+        comp = run.component(kind, name)
+        await comp.open()
+        opened.append(comp)
+        return comp
+
     try:
-        run.storage = run.component("storage", settings.storage.backend)
-        source = run.component("sources", pipeline.source)
-        steps = [run.component("steps", name) for name in pipeline.chain]
-        for comp in (run.storage, source, *steps):
-            await comp.open()
-            opened.append(comp)
-        run.hook.selfiescope_run_started(run=run)
-        jobs = [job for p in (pipeline, *(together or [])) for job in source.jobs(p)]
-        engine = Engine(run, source, steps, jobs)
-        await engine.execute()
+        run.storage = await open_component("storage", settings.storage.backend)
+        yield run, open_component
         run.stats.status = "finished" if not run.stats.errors else "finished_with_errors"
     except (asyncio.CancelledError, KeyboardInterrupt):
         run.stats.status = "cancelled"
@@ -112,4 +112,36 @@ async def collect(
         run.hook.selfiescope_run_finished(run=run, stats=run.stats)
         executor.shutdown(wait=True, cancel_futures=True)
         manifest.close()
+
+
+async def collect(
+    settings: Settings,
+    pipeline_name: str,
+    *,
+    registry: Registry | None = None,
+    extra_plugins: list[Any] | None = None,
+    pipeline: ScrapePipeline | None = None,
+    together: list[ScrapePipeline] | None = None,
+) -> RunStats:
+    """Run a scrape/import pipeline to the end (or its limits) and return its stats.
+
+    ``pipeline`` may be given directly (the CLI's ``import`` and ``scrape`` commands
+    build one on the fly); otherwise it is ``settings.pipelines[pipeline_name]``.
+    ``together`` adds the jobs of more pipelines with the same source and chain (other
+    hashtags, other labels) to the same run: one browser, one dedup index, so the same
+    photo met under a selfie tag and a portrait tag at once is caught as a conflict.
+    With ``[compute] engine = "dask"`` the run goes to :mod:`.dask_collect`.
+    """
+    if settings.compute.engine == "dask":
+        from .dask_collect import collect_on_dask
+
+        return await collect_on_dask(settings, pipeline_name, registry=registry, extra_plugins=extra_plugins,
+                                     pipeline=pipeline, together=together)
+    registry, pipeline, pipelines = resolve(settings, pipeline_name, registry, extra_plugins, pipeline, together)
+    async with managed_run(settings, registry, pipeline_name, pipeline) as (run, open_component):
+        source = await open_component("sources", pipeline.source)
+        steps = [await open_component("steps", name) for name in pipeline.chain]
+        run.hook.selfiescope_run_started(run=run)
+        jobs = [job for p in pipelines for job in source.jobs(p)]
+        await Engine(run, source, steps, jobs).execute()
     return run.stats

@@ -25,21 +25,20 @@ import time
 import types
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.components import Component, Job, Source, Step
+from ..core.components import Job, Source, Step
 from ..core.compute import dask_client, worker_count
-from ..core.context import RunContext, default_threads
+from ..core.context import RunContext
 from ..core.engine import run_chain
 from ..core.events import Decision, FaceBox, ImageEvent, Origin
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, load_registry
-from ..core.settings import ScrapePipeline, Settings, SettingsError
+from ..core.settings import ScrapePipeline, Settings
 from ..core.stats import RunStats
-from .collect import collect_pipeline, prepare
+from .collect import managed_run, resolve
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -423,26 +422,11 @@ async def collect_on_dask(
         finally:
             await asyncio.to_thread(cm.__exit__, None, None, None)
 
-    registry = prepare(settings, registry, extra_plugins, (pipeline_name, pipeline) if pipeline else None)
-    if pipeline is None:
-        pipeline = collect_pipeline(settings, pipeline_name)
-    for other in together or []:
-        if (other.source, other.chain) != (pipeline.source, pipeline.chain):
-            raise SettingsError([f"pipelines run together need the same source and chain ({pipeline_name})"])
+    registry, pipeline, pipelines = resolve(settings, pipeline_name, registry, extra_plugins, pipeline, together)
     worker_names, client_names = split_chain(pipeline.chain, settings.compute.worker_steps)
-    manifest = Manifest.at_root(settings.storage.root)
-    executor = ThreadPoolExecutor(max_workers=default_threads(settings), thread_name_prefix="selfiescope")
-    run = RunContext(settings, registry, pipeline_name, pipeline, manifest, executor=executor)
-    run.run_id = manifest.start_run(pipeline_name, run.settings_hash())
-    opened: list[Component] = []
-    collector: DaskCollector | None = None
-    try:
-        run.storage = run.component("storage", settings.storage.backend)
-        source = run.component("sources", pipeline.source)
-        client_steps = [run.component("steps", name) for name in client_names]
-        for comp in (run.storage, source, *client_steps):
-            await comp.open()
-            opened.append(comp)
+    async with managed_run(settings, registry, pipeline_name, pipeline) as (run, open_component):
+        source = await open_component("sources", pipeline.source)
+        client_steps = [await open_component("steps", name) for name in client_names]
         run.hook.selfiescope_run_started(run=run)
         spec = make_spec(settings, pipeline_name, pipeline, worker_names, client_names, extra_plugins or ())
         collector = DaskCollector(
@@ -451,35 +435,11 @@ async def collect_on_dask(
             window=2 * worker_count(client),
         )
         log.info("dask run %s: workers run %s, the client runs %s", run.run_id, worker_names, client_names)
-        await collector.execute([job for p in (pipeline, *(together or [])) for job in source.jobs(p)])
-        run.stats.status = "finished" if not run.stats.errors else "finished_with_errors"
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        run.stats.status = "cancelled"
-        raise
-    except BaseException:
-        run.stats.status = "failed"
-        raise
-    finally:
-        for comp in reversed(opened):
-            try:
-                await comp.close()
-            except Exception as exc:
-                log.warning("closing %s failed: %s", comp.name, exc)
-        for closer in reversed(run.closers):
-            try:
-                res = closer()
-                if asyncio.iscoroutine(res):
-                    await res
-            except Exception as exc:
-                log.warning("closing a service failed: %s", exc)
-        run.stats.finished = time.monotonic()
-        stats = run.stats.as_dict()
-        if collector is not None:
-            stats["dask"] = {"scheduler": client.scheduler.address, "workers": len(client.nthreads()),
-                             "batches_run_on_client": collector.fallbacks,
-                             "client_s": round(collector.client_seconds, 3)}
-        manifest.finish_run(run.run_id, run.stats.status, stats)
-        run.hook.selfiescope_run_finished(run=run, stats=run.stats)
-        executor.shutdown(wait=True, cancel_futures=True)
-        manifest.close()
+        try:
+            await collector.execute([job for p in pipelines for job in source.jobs(p)])
+        finally:
+            run.stats.extra["dask"] = {
+                "scheduler": client.scheduler.address, "workers": len(client.nthreads()),
+                "batches_run_on_client": collector.fallbacks, "client_s": round(collector.client_seconds, 3),
+            }
     return run.stats

@@ -53,8 +53,8 @@ class FolderSource(Source):
             event = ImageEvent(origin=origin, label=job.label, data=data)
             if size > self.options.max_bytes:
                 event.notes["oversize"] = size
-            elif self.run.manifest.is_stored(event.content_hash):
-                continue  # already in the dataset (a rerun resumes where it stopped)
+            elif self.run.manifest.is_stored(event.content_hash, before_run=self.run.run_id):
+                continue  # stored by an earlier run: a rerun resumes where it stopped
             yield event
 
 
