@@ -8,6 +8,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FACES = REPO.parent / "shared" / "faces"
 
+# The example plugin package has its own tests, run against its installed copy by test_entrypoints.
+collect_ignore = ["example_plugin"]
+
 
 @pytest.fixture
 def faces_dir() -> Path:

@@ -25,6 +25,7 @@ def installed_example(tmp_path_factory) -> dict[str, str]:
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
+    env["EXAMPLE_SOURCE"] = str(source)
     return env
 
 
@@ -62,3 +63,12 @@ def test_example_plugin_acts_in_a_run(installed_example, tmp_path):
     assert stats["accepted"] == 1 and stats["rejected_by_reason"] == {"too_few_bytes": 1}
     stored = list((tmp_path / "data" / "selfie").iterdir())
     assert len(stored) == 1 and stored[0].stat().st_size > 5000
+
+
+def test_example_plugin_own_tests_pass_against_the_installed_copy(installed_example):
+    """What a plugin author runs: unit tests plus the selfiescope_run fixture."""
+    source = Path(installed_example["EXAMPLE_SOURCE"])
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_sizegate.py"],
+                          cwd=source, env=installed_example, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 passed" in proc.stdout

@@ -1,10 +1,11 @@
 """How a plugin author tests a step in-process (run with pytest from this folder)."""
 
-from selfiescope.core.events import ImageEvent, Origin
-from selfiescope_sizegate import SizeGate, SizeGateOptions
-
+import numpy as np
 import pytest
-from selfiescope.core.events import Reject
+import selfiescope_sizegate
+from selfiescope.core.events import ImageEvent, Origin, Reject
+from selfiescope.testing.synth import encode_jpeg, render_selfie
+from selfiescope_sizegate import SizeGate, SizeGateOptions
 
 
 def test_small_file_is_rejected():
@@ -19,3 +20,11 @@ def test_large_file_passes():
     event = ImageEvent(origin=Origin(source="test"), label="x", data=b"x" * 100)
     step.process(event)
     assert event.notes["sizegate"] == "passed"
+
+
+def test_sizegate_in_the_chain(selfiescope_run):
+    photo = encode_jpeg(render_selfie(np.random.default_rng(0)))
+    result = selfiescope_run(["sizegate", "decode", "face_area"], [photo, b"tiny"],
+                             options={"sizegate": {"min_bytes": 100}}, plugins=[selfiescope_sizegate])
+    assert result.codes == [None, "too_few_bytes"]
+    assert result[0].face_area > 0.15
