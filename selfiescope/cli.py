@@ -195,10 +195,7 @@ def run(
     if len(chosen) > 1:
         raise fail("only scrape/import pipelines can run together; run the others one by one")
     if first.kind == "train":
-        from .pipelines.train import train
-
-        result = train(settings, pipelines[0])
-        emit_json(result) if as_json else out.print(result)
+        run_train(settings, pipelines[0], as_json)
     elif first.kind == "demo":
         from .pipelines.demo import demo
 

@@ -95,8 +95,14 @@ def demo(settings: Settings, *, as_json: bool = False, out_dir: Path = Path("dem
             console.print("training pipeline not installed; skipping")
         else:
             console.print("training the selfie/portrait classifier...")
-            result["train"] = run_train(s, "demo_train")
-            console.print(f"model and report in {train_p.model_dir}")
+            summary = run_train(s, "demo_train").summary()
+            result["train"] = summary
+            console.print(
+                f"{summary['images']} images {summary['per_label']}, {summary['folds']}-fold grouped CV: "
+                f"ROC-AUC {summary['roc_auc']:.3f} (face area alone: {summary['baseline_roc_auc']:.3f}), "
+                f"accuracy {summary['accuracy']:.3f}"
+            )
+            console.print(f"model in {train_p.model_dir}, report {train_p.model_dir / 'report.html'}")
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
     if as_json:
         import json

@@ -1,0 +1,75 @@
+"""Near-duplicate clusters for grouped cross-validation: pHashes within a Hamming distance, union-find.
+
+Two copies of one photo (resized, re-encoded, lightly cropped) must never sit on both
+sides of a split, or cross-validation flatters the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _close_pairs_brute(values: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    block = max(1, min(2048, 20_000_000 // len(values)))  # at most ~20M distances (160 MB) at once
+    firsts, seconds = [], []
+    for start in range(0, len(values), block):
+        dist = np.bitwise_count(values[start:start + block, None] ^ values[None, start:])
+        a, b = np.nonzero(dist <= max_distance)
+        keep = a + start < b + start
+        firsts.append(a[keep] + start)
+        seconds.append(b[keep] + start)
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def _close_pairs_banded(values: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-index hashing: split the 64 bits into ``max_distance + 1`` bands; two hashes within
+    ``max_distance`` bits agree exactly on at least one band (pigeonhole), so only pairs that
+    share a band value are compared."""
+    bands = max_distance + 1
+    edges = np.linspace(0, 64, bands + 1).astype(int)
+    firsts, seconds = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        keys = (values >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        cuts = np.flatnonzero(np.diff(sorted_keys)) + 1
+        for bucket in np.split(order, cuts):
+            if len(bucket) < 2:
+                continue
+            if len(bucket) > 4096:  # a skewed band: fall back to blocks for this bucket
+                a, b = _close_pairs_brute(values[bucket], max_distance)
+            else:
+                dist = np.bitwise_count(values[bucket, None] ^ values[None, bucket])
+                a, b = np.nonzero(np.triu(dist <= max_distance, k=1))
+            firsts.append(bucket[a])
+            seconds.append(bucket[b])
+    if not firsts:
+        return np.array([], int), np.array([], int)
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def near_duplicate_groups(phashes: Sequence[str | None], max_distance: int) -> np.ndarray:
+    """Cluster ids: images whose pHashes are within ``max_distance`` bits share one (union-find,
+    so clusters are transitive). An image without a hash is a cluster of its own."""
+    n = len(phashes)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    known = np.array([i for i, h in enumerate(phashes) if h], dtype=np.int64)
+    if len(known) > 1:
+        values = np.array([int(phashes[i], 16) & 0xFFFFFFFFFFFFFFFF for i in known], dtype=np.uint64)
+        pairs = (_close_pairs_banded if max_distance < 16 else _close_pairs_brute)(values, max_distance)
+        for i, j in zip(*pairs):
+            ri, rj = find(int(known[i])), find(int(known[j]))
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    roots = np.array([find(i) for i in range(n)])
+    _, ids = np.unique(roots, return_inverse=True)
+    return ids

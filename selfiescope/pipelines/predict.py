@@ -1,0 +1,186 @@
+"""Predict with a trained model folder: files -> decode + face_area (the chain) -> features -> LightGBM.
+
+Prediction sees exactly what training saw: images go through the installed ``decode``
+and ``face_area`` steps with the plugin options saved in the model's ``settings.json``,
+and the features come from the installed extractors, checked against the model's
+``schema.json`` when the model is loaded. Every input gets a result: ``ok`` with a
+label and probability, ``no_face`` when the face filter found no usable face, or
+``error`` with the reason (unreadable file, not an image, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.components import FeatureExtractor, Step
+from ..core.context import RunContext
+from ..core.engine import run_chain
+from ..core.events import Decision, ImageEvent, Origin
+from ..core.manifest import Manifest
+from ..core.plugins import Registry, load_registry
+from ..core.settings import Settings, settings_from_dict
+from .dataset import columns_of, event_face_dict, extract_features
+
+BATCH = 16
+
+
+class ModelError(Exception):
+    """The model folder cannot be used (missing files, or features that no longer match); phrased for the user."""
+
+
+@dataclass
+class Prediction:
+    path: str
+    status: str  # "ok", "no_face" or "error"
+    label: str | None = None
+    probability: float | None = None  # of the positive label
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path.parent}: not a model folder ({path.name} is missing; train one with `selfiescope train`)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable ({exc})") from None
+
+
+def check_schema(schema: dict[str, Any], registry: Registry) -> list[FeatureExtractor]:
+    """The installed extractors for the model's feature groups; ModelError if any differs."""
+    extractors, problems = [], []
+    for group in schema["groups"]:
+        name = group["name"]
+        cls = registry.features.get(name)
+        if cls is None:
+            problems.append(f"feature group {name!r} is not installed (available: {', '.join(sorted(registry.features)) or 'none'})")
+            continue
+        if str(cls.version) != str(group["version"]):
+            problems.append(f"feature group {name!r} is version {cls.version}, the model was trained with version {group['version']}")
+            continue
+        extractor = cls(cls.Options.model_validate(group.get("options", {})))
+        if extractor.feature_names() != group["features"]:
+            problems.append(f"feature group {name!r} computes different features than the model was trained on")
+            continue
+        extractors.append(extractor)
+    if not problems and columns_of(extractors) != schema["columns"]:
+        problems.append("the model's feature columns do not match the installed extractors")
+    if problems:
+        raise ModelError("the model does not match the installed feature extractors: " + "; ".join(problems)
+                         + ". Retrain it with `selfiescope train`.")
+    return extractors
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders recursively (image suffixes only, hidden files skipped)."""
+    from ..plugins.folder import IMAGE_SUFFIXES
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                          and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
+class Model:
+    """A trained model folder, ready to predict. Use :func:`selfiescope.load_model`."""
+
+    def __init__(self, path: Path, *, extra_plugins: list[Any] | None = None) -> None:
+        from .train import lightgbm
+
+        lgb = lightgbm()
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise ModelError(f"{self.path}: no such model folder")
+        self.schema = _read_json(self.path / "schema.json")
+        saved = _read_json(self.path / "settings.json")
+        self.settings: Settings = settings_from_dict(saved["settings"])
+        self.registry = load_registry(extra_plugins)
+        self.extractors = check_schema(self.schema, self.registry)
+        for step in self.schema.get("steps", ["decode", "face_area"]):
+            if step not in self.registry.steps:
+                raise ModelError(f"the chain step {step!r} that prediction needs is not installed")
+        try:
+            self.booster = lgb.Booster(model_file=str(self.path / "model.txt"))
+        except lgb.basic.LightGBMError as exc:
+            raise ModelError(f"{self.path / 'model.txt'}: cannot load the LightGBM model ({exc})") from None
+        self.labels: list[str] = self.schema["labels"]
+        self.threshold = float(self.schema.get("threshold", 0.5))
+
+    def predict(self, paths: Sequence[str | Path] | str | Path) -> list[Prediction]:
+        """One :class:`Prediction` per image file (folders are expanded), in order."""
+        return asyncio.run(self.apredict(paths))
+
+    async def apredict(self, paths: Sequence[str | Path] | str | Path) -> list[Prediction]:
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        files = expand_paths(paths)
+        manifest = Manifest(":memory:")  # the chain's steps get a manifest; nothing is recorded
+        executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="selfiescope-predict")
+        run = RunContext(self.settings, self.registry, "predict", None, manifest, executor=executor)
+        steps: list[Step] = []
+        try:
+            for name in self.schema.get("steps", ["decode", "face_area"]):
+                step = run.component("steps", name)
+                await step.open()
+                steps.append(step)
+            results: list[Prediction] = []
+            for start in range(0, len(files), BATCH):
+                batch = files[start:start + BATCH]
+                results += await asyncio.gather(*(self._one(path, steps, run) for path in batch))
+            return results
+        finally:
+            for step in reversed(steps):
+                await step.close()
+            executor.shutdown(wait=True)
+            manifest.close()
+
+    async def _one(self, path: Path, steps: list[Step], run: RunContext) -> Prediction:
+        from ..plugins.features import exif_block
+
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(run.executor, path.read_bytes)
+        except OSError as exc:
+            return Prediction(str(path), "error", reason=f"cannot read: {exc.strerror or exc}")
+        event = ImageEvent(origin=Origin(source="predict", path=str(path)), label="", data=data)
+        await run_chain(event, steps, run)
+        if event.decision is Decision.REJECTED:
+            if event.rejected_by == "decode" or event.image is None:
+                return Prediction(str(path), "error", reason=f"{event.reject_code}: {event.reject_reason}")
+            return Prediction(str(path), "no_face", reason=f"{event.reject_code}: {event.reject_reason}")
+        face = event_face_dict(event, exif_block(data))
+        try:
+            values = await loop.run_in_executor(run.executor, extract_features, event.image, face, self.extractors)
+        except Exception as exc:  # noqa: BLE001 - one image's failure is its own result
+            return Prediction(str(path), "error", reason=f"features failed: {type(exc).__name__}: {exc}")
+        prob = float(self.predict_features(np.array([[values[c] for c in self.schema["columns"]]]))[0])
+        label = self.labels[0] if prob >= self.threshold else self.labels[1]
+        return Prediction(str(path), "ok", label=label, probability=prob)
+
+    def predict_features(self, X: np.ndarray) -> np.ndarray:
+        """Probability of the positive label for rows of features in ``schema["columns"]`` order."""
+        return np.asarray(self.booster.predict(np.asarray(X, dtype=np.float64)))
+
+
+def load_model(path: str | Path, *, extra_plugins: list[Any] | None = None) -> Model:
+    """Load a model folder written by ``selfiescope train``; ModelError if it cannot be used."""
+    return Model(Path(path), extra_plugins=extra_plugins)
+
+
+def predict(model_path: str | Path, paths: Sequence[str | Path]) -> list[Prediction]:
+    return load_model(model_path).predict(paths)

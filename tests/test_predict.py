@@ -1,0 +1,136 @@
+"""Prediction: every input gets a result, the model's schema is checked, and predict sees what training saw."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from train_helpers import build_dataset, render, train_settings, write_pictures
+from typer.testing import CliRunner
+
+import selfiescope
+from selfiescope.cli import app
+from selfiescope.pipelines.predict import ModelError, load_model
+from selfiescope.pipelines.train import train
+
+CHEAP = ["geometry", "image"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict_ds")
+    files = {
+        "selfie": write_pictures(root / "in" / "selfie", "selfie", 25, seed=3),
+        "portrait": write_pictures(root / "in" / "portrait", "portrait", 25, seed=4),
+    }
+    build_dataset(root, files)
+    return train(train_settings(root, root / "model", CHEAP, folds=3, report=False), "t")
+
+
+@pytest.fixture()
+def inputs(tmp_path) -> dict[str, Path]:
+    rng = np.random.default_rng(5)
+    good = tmp_path / "good.jpg"
+    Image.fromarray(render("selfie", rng)).save(good)
+    nofaces = tmp_path / "noface.png"
+    ramp = np.linspace(0, 255, 256, dtype=np.uint8)
+    Image.fromarray(np.stack([np.tile(ramp, (256, 1))] * 3, axis=2)).save(nofaces)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(good.read_bytes()[:600])
+    text = tmp_path / "page.jpg"
+    text.write_text("<html><body>login required</body></html>")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    return {"good": good, "noface": nofaces, "corrupt": corrupt, "text": text, "empty": empty,
+            "missing": tmp_path / "gone.jpg"}
+
+
+def test_every_input_gets_a_clear_result_and_the_rest_go_on(trained, inputs):
+    order = ["corrupt", "good", "noface", "text", "empty", "missing"]
+    results = selfiescope.load_model(trained.model_dir).predict([inputs[k] for k in order])
+    by = dict(zip(order, results))
+    assert [r.path for r in results] == [str(inputs[k]) for k in order]
+    assert by["good"].status == "ok" and by["good"].label == "selfie" and by["good"].probability > 0.5
+    assert by["noface"].status == "no_face" and "no_face" in by["noface"].reason
+    assert by["corrupt"].status == "error" and "truncated" in by["corrupt"].reason.lower()
+    assert by["text"].status == "error" and "HTML" in by["text"].reason
+    assert by["empty"].status == "error" and "zero bytes" in by["empty"].reason
+    assert by["missing"].status == "error" and "cannot read" in by["missing"].reason
+    assert all(r.label is None and r.probability is None for r in results if r.status != "ok")
+
+
+def test_folders_are_expanded(trained, inputs, tmp_path):
+    results = load_model(trained.model_dir).predict(tmp_path)
+    assert {Path(r.path).name for r in results} == {"good.jpg", "noface.png", "corrupt.jpg", "page.jpg", "empty.png"}
+
+
+def test_predict_sees_exactly_what_training_saw(trained):
+    model = load_model(trained.model_dir)
+    rows = trained.table.rows[:6]
+    results = model.predict([r.path for r in rows])
+    expected = trained.final.booster.predict(trained.table.X[:6], num_iteration=trained.final.best_iteration)
+    assert [r.status for r in results] == ["ok"] * 6
+    np.testing.assert_allclose([r.probability for r in results], expected, rtol=1e-9)
+
+
+def _edited_model(trained, tmp_path: Path, edit) -> Path:
+    copy = tmp_path / "model_copy"
+    shutil.copytree(trained.model_dir, copy)
+    schema = json.loads((copy / "schema.json").read_text())
+    edit(schema)
+    (copy / "schema.json").write_text(json.dumps(schema))
+    return copy
+
+
+def test_schema_mismatch_is_a_clear_error(trained, tmp_path):
+    def bump(schema):
+        schema["groups"][0]["version"] = "999"
+
+    with pytest.raises(ModelError, match="'geometry' is version 1, the model was trained with version 999"):
+        load_model(_edited_model(trained, tmp_path / "a", bump))
+
+    def unknown(schema):
+        schema["groups"][1]["name"] = "vanished"
+
+    with pytest.raises(ModelError, match="'vanished' is not installed"):
+        load_model(_edited_model(trained, tmp_path / "b", unknown))
+
+    def renamed(schema):
+        schema["groups"][0]["features"][0] = "old_name"
+
+    with pytest.raises(ModelError, match="different features.*Retrain"):
+        load_model(_edited_model(trained, tmp_path / "c", renamed))
+
+
+def test_unusable_model_folders(trained, tmp_path):
+    with pytest.raises(ModelError, match="no such model folder"):
+        load_model(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="schema.json is missing"):
+        load_model(tmp_path / "empty")
+    copy = tmp_path / "broken"
+    shutil.copytree(trained.model_dir, copy)
+    (copy / "model.txt").write_text("garbage")
+    with pytest.raises(ModelError, match="cannot load the LightGBM model"):
+        load_model(copy)
+
+
+def test_cli_predict_table_json_and_exit_codes(trained, inputs, tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["predict", str(trained.model_dir), str(inputs["good"]), str(inputs["noface"]), "--json"])
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.stdout)
+    assert data["counts"] == {"ok": 1, "no_face": 1, "error": 0}
+    assert data["predictions"][0]["label"] == "selfie"
+    bad = runner.invoke(app, ["predict", str(trained.model_dir), str(inputs["good"]), str(inputs["corrupt"])])
+    assert bad.exit_code == 1
+    assert "selfie" in bad.stdout and "error" in bad.stdout
+    schema_bad = _edited_model(trained, tmp_path / "x", lambda s: s["groups"][0].update(version="0"))
+    mismatch = runner.invoke(app, ["predict", str(schema_bad), str(inputs["good"])])
+    assert mismatch.exit_code == 2 and "Retrain" in mismatch.output
+    nothing = runner.invoke(app, ["predict", str(trained.model_dir), str(tmp_path / "no_such_dir_here")])
+    assert nothing.exit_code == 1 and "cannot read" in nothing.stdout
