@@ -171,9 +171,9 @@ def _frame_scale(w: int, h: int, fraction: float) -> float:
 
 
 def render_selfie(rng: np.random.Generator, size: Size = 640) -> np.ndarray:
-    """Close, wide-angle, off-centre, tilted; face box ~30-55 % of the frame."""
+    """Close, wide-angle, off-centre, tilted; face box ~22-55 % of the frame."""
     w, h = _wh(size)
-    fraction = rng.uniform(0.40, 0.54)
+    fraction = rng.uniform(0.30, 0.54)
     scale = _frame_scale(w, h, fraction)
     face_out = FACE_SIDE / scale
     slack_x, slack_y = max((w - face_out) / 2 * 0.7, 0), max((h - face_out) / 2 * 0.7, 0)
@@ -187,9 +187,9 @@ def render_selfie(rng: np.random.Generator, size: Size = 640) -> np.ndarray:
 
 
 def render_portrait(rng: np.random.Generator, size: Size = 640) -> np.ndarray:
-    """Farther, centred, level, no lens distortion; face box ~17-28 % of the frame."""
+    """Farther, centred, level, no lens distortion; face box ~17-35 % of the frame."""
     w, h = _wh(size)
-    fraction = rng.uniform(0.19, 0.25)
+    fraction = rng.uniform(0.19, 0.32)
     scale = _frame_scale(w, h, fraction)
     centre_out = (w / 2 + rng.uniform(-0.05, 0.05) * w, h * rng.uniform(0.38, 0.48))
     maps = _remap(
