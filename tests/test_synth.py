@@ -40,10 +40,12 @@ def test_faces_are_found_with_the_promised_area(fractions, kind, low, high):
     assert low <= np.median(found) <= high and min(found) >= low - 0.02 and max(found) <= high + 0.02, sorted(found)
 
 
-def test_selfies_have_larger_faces_than_portraits(fractions):
+def test_selfies_have_larger_faces_than_portraits_but_the_ranges_overlap(fractions):
+    """Face area alone must not separate the classes: the other geometry has to matter."""
     selfie = [f for f in fractions["selfie"] if f is not None]
     portrait = [f for f in fractions["portrait"] if f is not None]
-    assert min(selfie) > np.median(portrait) and np.median(selfie) > max(portrait)
+    assert np.median(selfie) > np.median(portrait) + 0.05
+    assert min(selfie) < max(portrait)
 
 
 def test_small_faces_stay_under_ten_percent(fractions):
