@@ -110,7 +110,7 @@ async def managed_run(
         run.stats.finished = time.monotonic()
         manifest.finish_run(run.run_id, run.stats.status, run.stats.as_dict())
         run.hook.selfiescope_run_finished(run=run, stats=run.stats)
-        executor.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown(wait=True)  # queued manifest writes finish: files and manifest agree
         manifest.close()
 
 
