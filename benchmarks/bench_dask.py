@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import shutil
 import sqlite3
@@ -191,8 +190,6 @@ def main() -> None:
             remote = asyncio.run(collect_on_dask(dask_settings, "bench", pipeline=pipeline, client=client))
             dask_s = time.perf_counter() - started
             client_cpu = sum(me.cpu_times()[:2]) - cpu  # this process only: the workers are other processes
-            run_stats = json.loads(sqlite3.connect(dask_root / "manifest.sqlite").execute(
-                "SELECT stats FROM runs ORDER BY id DESC").fetchone()[0])
 
             from selfiescope.pipelines.dask_train import feature_runner
 

@@ -1,7 +1,6 @@
 """The CLI as a user meets it: real subprocesses, real signals."""
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
