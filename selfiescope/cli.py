@@ -553,16 +553,16 @@ def mock_site_command(
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     tags = list(site.tags)
-    if as_json:
-        print(json.dumps({"base_url": base_url, "tags": tags, "require_login": not no_login}), flush=True)
-    else:
-        login_note = "no login needed" if no_login else f"log in as {username!r}"
-        out.print(f"Mock Instagram at {base_url} ({login_note}); hashtags: {', '.join(tags)}. Ctrl-C stops it.")
-        sys.stdout.flush()
-    try:
+    try:  # a Ctrl-C right after the address is printed must stop cleanly too
+        if as_json:
+            print(json.dumps({"base_url": base_url, "tags": tags, "require_login": not no_login}), flush=True)
+        else:
+            login_note = "no login needed" if no_login else f"log in as {username!r}"
+            out.print(f"Mock Instagram at {base_url} ({login_note}); hashtags: {', '.join(tags)}. Ctrl-C stops it.")
+            sys.stdout.flush()
         site.serve_forever()
     except KeyboardInterrupt:
-        pass
+        site.stop()
 # --- end mock-site ---------------------------------------------------------------------------
 
 
