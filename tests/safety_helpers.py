@@ -19,8 +19,9 @@ from selfiescope.core.manifest import Manifest
 
 
 def project(tmp_path: Path, root: str = "data", extra: str = "") -> Path:
-    """A settings.toml in ``tmp_path`` with its storage root there."""
-    settings = tmp_path / "settings.toml"
+    """A settings file in ``tmp_path`` with its storage root there (a new file each call)."""
+    n = len(list(tmp_path.glob("settings*.toml")))
+    settings = tmp_path / (f"settings-{n}.toml" if n else "settings.toml")
     settings.write_text(f'[storage]\nroot = "{tmp_path / root}"\n{extra}')
     return settings
 

@@ -286,9 +286,9 @@ def test_path_problems_exit_2_without_traceback(tmp_path: Path, monkeypatch) -> 
         (["import", folder, "-l", "s", "-s", empty_root], "storage.root"),
         (["import", tmp_path / "nonexistent", "-l", "s", "-s", project(tmp_path, root="fresh")], "not found"),
     ]
-    for args, expected in cases:
+    for i, (args, expected) in enumerate(cases):
         result = cli(*args)
-        assert result.exit_code == 2, (args, result.output)
+        assert result.exit_code == 2, (i, result.output[-300:])
         assert expected in result.output, (args, result.output)
         assert no_traceback(result), (args, result.exception)
     assert not (tmp_path / "fresh").exists()  # `import /nonexistent` created nothing
