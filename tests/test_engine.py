@@ -105,7 +105,7 @@ class TestPlugin:
 
 class Observer:
     def __init__(self):
-        self.accepted, self.rejected, self.started, self.finished = [], [], 0, None
+        self.accepted, self.rejected, self.failed, self.started, self.finished = [], [], [], 0, None
 
     @hookimpl
     def selfiescope_run_started(self, run):
@@ -118,6 +118,10 @@ class Observer:
     @hookimpl
     def selfiescope_image_rejected(self, event, run):
         self.rejected.append(event)
+
+    @hookimpl
+    def selfiescope_image_failed(self, event, run):
+        self.failed.append(event)
 
     @hookimpl
     def selfiescope_run_finished(self, run, stats):
@@ -156,20 +160,23 @@ def test_chain_runs_in_the_order_settings_give(tmp_path):
     assert {tuple(e.notes["final_trail"]) for e in obs2.accepted} == {("trail_a", "trail_b")}
 
 
-def test_a_plugin_that_raises_rejects_that_image_and_the_run_goes_on(tmp_path):
+def test_a_plugin_that_raises_fails_that_image_and_the_run_goes_on(tmp_path):
+    """A plugin's exception is a failure, not a decision: the image is not marked rejected (a
+    rerun retries it), the run goes on and ends with errors."""
     obs = Observer()
     stats, settings = run(tmp_path, ["picky", "record"], obs, options={"counting": {"count": 30}})
     assert stats.seen == 30
-    errors = [e for e in obs.rejected if e.reject_code == "error"]
+    errors = obs.failed
     fives = [e for e in obs.rejected if e.reject_code == "multiple_of_five"]
     assert len(errors) == 10 and all(e.reject_reason == "ZeroDivisionError: plugin bug" for e in errors)
-    assert all(e.rejected_by == "picky" for e in errors)
+    assert all(e.rejected_by == "picky" and e.reject_code == "error" for e in errors)
     assert len(fives) == 4  # 5, 10, 20, 25 (0, 15 are multiples of 3 too)
     assert stats.accepted == 16 and "final_trail" not in errors[0].notes  # rest of chain skipped
+    assert stats.failed == 10 and stats.error_lines() == ["10 images failed (error): ZeroDivisionError: plugin bug"]
     m = Manifest.at_root(settings.storage.root)
-    reasons = {r["reason"] for r in m.query("SELECT reason FROM images WHERE decision='rejected'")}
-    assert "ZeroDivisionError: plugin bug" in reasons
-    assert obs.started == 1 and obs.finished is stats and stats.status == "finished"
+    assert not m.query("SELECT 1 FROM images WHERE reason LIKE 'ZeroDivisionError%'")
+    assert m.query("SELECT COUNT(*) FROM failures WHERE step='picky'")[0][0] == 10
+    assert obs.started == 1 and obs.finished is stats and stats.status == "finished_with_errors"
 
 
 def test_backpressure_keeps_the_queue_bounded(tmp_path):
@@ -215,13 +222,20 @@ def test_backpressure_pauses_the_source(tmp_path):
     assert stats.accepted == 1000
 
 
-def test_limit_is_exact_and_counts_what_is_already_stored(tmp_path):
+def test_limit_is_exact_and_counts_only_what_is_stored(tmp_path):
     obs = Observer()
     stats, settings = run(tmp_path, ["record"], obs, targets=("a", "b"), limit=7, options={"counting": {"count": 50}})
     assert stats.per_job["a"]["accepted"] == 7 and stats.per_job["b"]["accepted"] == 7
-    # a rerun with the same limit has nothing left to do
+    # this chain stores nothing, so nothing counts as done: a rerun does the job again
     stats2, _ = run(tmp_path, ["record"], Observer(), targets=("a", "b"), limit=7, options={"counting": {"count": 50}})
-    assert stats2.seen == 0
+    assert stats2.per_job["a"]["accepted"] == 7 and stats2.per_job["b"]["accepted"] == 7
+    m = Manifest.at_root(settings.storage.root)
+    try:  # as if a storing step had stored five of job a: the rerun tops it up to the limit
+        m.execute("UPDATE images SET location='x' WHERE rowid IN (SELECT rowid FROM images WHERE job='a' LIMIT 5)")
+    finally:
+        m.close()
+    stats3, _ = run(tmp_path, ["record"], Observer(), targets=("a",), limit=7, options={"counting": {"count": 50}})
+    assert stats3.per_job["a"]["accepted"] == 2
 
 
 def test_cancellation_is_clean_and_saves_what_was_done(tmp_path):

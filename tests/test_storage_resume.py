@@ -164,6 +164,6 @@ def test_resume_after_sigkill_loses_nothing_and_rewrites_nothing(tmp_path: Path)
         assert {Path(r["origin_path"]).name for r in accepted} == {f"img{i:03d}.jpg" for i in range(n)}
         assert manifest.query("SELECT COUNT(*) FROM phashes")[0][0] == n
         runs = manifest.query("SELECT status FROM runs ORDER BY id")
-        assert [r["status"] for r in runs] == ["running", "finished"]  # the killed run never finished
+        assert [r["status"] for r in runs] == ["interrupted", "finished"]  # the killed run never finished
     finally:
         manifest.close()

@@ -75,7 +75,7 @@ class StorageSettings(Strict):
         if isinstance(v, str | Path):
             if not str(v).strip():
                 raise ValueError("must not be empty (a folder such as \"data\")")
-            return Path(v).expanduser()
+            return str(Path(v).expanduser())  # a str: JSON-mode validation (Dask workers) takes no Path
         return v
 
 
@@ -105,7 +105,7 @@ class LoggingSettings(Strict):
     def _expand_file(cls, v: Any) -> Any:
         if isinstance(v, str) and not v.strip():
             return None
-        return Path(v).expanduser() if isinstance(v, str | Path) else v
+        return str(Path(v).expanduser()) if isinstance(v, str | Path) else v
 
 
 class ComputeSettings(Strict):

@@ -17,7 +17,9 @@ from typing import Any, Iterator
 
 from rich.console import Console
 
-from ..core.settings import ScrapePipeline, Settings, TrainPipeline
+from ..core.settings import ScrapePipeline, Settings, SettingsError, TrainPipeline
+
+DEMO_MARK = ".selfiescope-demo"
 
 SELFIE_TAGS = ["selfie", "selfies"]
 PORTRAIT_TAGS = ["portrait", "portraitphotography"]
@@ -71,9 +73,14 @@ def demo(settings: Settings, *, as_json: bool = False, out_dir: Path = Path("dem
     from .collect import collect
 
     console = Console(stderr=True, quiet=as_json)
+    out_dir = Path(out_dir).expanduser()
     if fresh and out_dir.exists():
-        shutil.rmtree(out_dir)
+        if not (out_dir / DEMO_MARK).is_file() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            raise SettingsError([f"--output {out_dir}: exists and was not written by `selfiescope demo`; "
+                                 "refusing to replace it. Choose a new folder."])
+        shutil.rmtree(out_dir)  # our own earlier demo output (marked)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / DEMO_MARK).write_text("written by `selfiescope demo`; the next demo run replaces this folder\n")
     result: dict[str, Any] = {"output": str(out_dir.resolve()), "synthetic": True}
     t0 = time.monotonic()
     with MockInstagram(latency_ms=20, rate_limit_every=25, retry_after_s=1) as site:
@@ -87,7 +94,9 @@ def demo(settings: Settings, *, as_json: bool = False, out_dir: Path = Path("dem
         f"scraped {stats.seen} images: {stats.accepted} stored, {stats.rejected} rejected "
         f"{dict(stats.rejected_by_reason)} in {stats.elapsed:.1f}s"
     )
-    status = 0 if not stats.errors else 1
+    status = 1 if stats.error_lines() else 0
+    for line in stats.error_lines():
+        console.print(f"[red]error:[/red] {line}", highlight=False)
     if train:
         try:
             from .train import train as run_train

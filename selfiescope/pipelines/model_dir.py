@@ -58,7 +58,8 @@ def owned_files(schema: dict[str, Any]) -> set[str]:
 
 def check_target(model_dir: Path, protected: list[Path]) -> None:
     """Refuse a model folder that is not ours to replace. ``protected``: folders (the storage
-    root, the dataset) that must neither be the model folder nor lie inside it."""
+    root, the dataset) that must neither be the model folder nor lie inside it (a folder inside
+    them is refused by the marker check unless it is a model)."""
     if not model_dir.name or model_dir.name in (".", ".."):
         raise ModelDirError(f"--model-dir {model_dir}: name a folder of its own, such as models/latest")
     resolved = model_dir.resolve()
@@ -67,7 +68,7 @@ def check_target(model_dir: Path, protected: list[Path]) -> None:
         raise ModelDirError(f"--model-dir {model_dir}: is the current folder or holds it; name a folder of its own")
     for folder in protected:
         folder = folder.resolve()
-        if resolved == folder or folder.is_relative_to(resolved) or resolved.is_relative_to(folder):
+        if resolved == folder or folder.is_relative_to(resolved):
             raise ModelDirError(f"--model-dir {model_dir}: overlaps the dataset folder {folder}; choose another folder")
     for parent in model_dir.parents:
         if parent.exists() and not parent.is_dir():
