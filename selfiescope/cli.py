@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -449,9 +450,12 @@ def run_train(settings: Settings, name: str, as_json: bool) -> None:
         return
     table = Table(title=f"{name}: model written to {summary['model_dir']}", show_header=False)
     for key, value in summary.items():
-        if key != "model_dir":
+        if key not in ("model_dir", "warnings"):
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     out.print(table)
+    for warning in summary["warnings"]:  # confounders: the figures above may describe the sources, not the photos
+        console.print(f"[bold red]warning:[/bold red] {rich_escape(warning)}", highlight=False)
+    out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}")
 
 
 @app.command("train")
