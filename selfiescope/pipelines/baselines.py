@@ -11,7 +11,9 @@ and the report and the CLI say so.
   original method's criterion; content, not a confounder, but the bar to beat).
 - ``image_size``: width, height, aspect ratio and pixel count, from the file's header.
 - ``file_format``: container format, JPEG quality (estimated from the quantisation
-  tables), chroma subsampling, progressive encoding and bytes per pixel.
+  tables), chroma subsampling and progressive encoding. Not bytes per pixel: how well a
+  picture compresses depends on what it shows (a face at the edge or in the middle of a
+  synthetic scene was enough to give it AUC 0.87), so it would measure content too.
 
 Also here: bootstrap confidence intervals over near-duplicate groups and per-source
 (hashtag / job) metrics.
@@ -73,7 +75,6 @@ class FileFacts:
     quality: float = math.nan
     subsampling: float = math.nan
     progressive: float = math.nan
-    bytes_per_pixel: float = math.nan
 
     def size_features(self) -> list[float]:
         aspect = self.width / self.height if self.height else math.nan
@@ -81,11 +82,11 @@ class FileFacts:
         return [self.width, self.height, aspect, pixels]
 
     def file_features(self) -> list[float]:
-        return [self.format, self.quality, self.subsampling, self.progressive, self.bytes_per_pixel]
+        return [self.format, self.quality, self.subsampling, self.progressive]
 
 
 SIZE_COLUMNS = ["width", "height", "aspect", "log10_pixels"]
-FILE_COLUMNS = ["format", "jpeg_quality", "chroma_subsampling", "progressive", "bytes_per_pixel"]
+FILE_COLUMNS = ["format", "jpeg_quality", "chroma_subsampling", "progressive"]
 
 
 def file_facts(path: Path) -> FileFacts:
@@ -93,7 +94,6 @@ def file_facts(path: Path) -> FileFacts:
     from PIL import Image, JpegImagePlugin
 
     try:
-        size = path.stat().st_size
         with Image.open(path) as im:
             width, height = im.size
             if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: the picture is turned
@@ -103,7 +103,6 @@ def file_facts(path: Path) -> FileFacts:
                 facts.quality = jpeg_quality(getattr(im, "quantization", None))
                 facts.subsampling = float(JpegImagePlugin.get_sampling(im))
                 facts.progressive = float(bool(im.info.get("progressive") or im.info.get("progression")))
-            facts.bytes_per_pixel = size / max(1, width * height)
             return facts
     except Exception:  # noqa: BLE001 - a missing file only loses its baseline features
         return FileFacts()
