@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS images (
     label TEXT,
     phash TEXT,
     format TEXT, width INTEGER, height INTEGER, size INTEGER,
-    face_box TEXT, face_area REAL, n_faces INTEGER,
+    face_box TEXT, face_area REAL, n_faces INTEGER, face_detector TEXT,
     decision TEXT NOT NULL,
     rejected_by TEXT, reject_code TEXT, reason TEXT,
     location TEXT,
@@ -86,6 +86,18 @@ class Manifest:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._add_columns("images", {"face_detector": "TEXT"})
+
+    def _add_columns(self, table: str, columns: dict[str, str]) -> None:
+        """Columns added after a manifest was first written (older manifests lack them)."""
+        have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name not in have:
+                try:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     @classmethod
     def at_root(cls, root: Path | str) -> "Manifest":
@@ -165,7 +177,7 @@ class Manifest:
             label=event.label, phash=event.phash, format=event.format, width=event.width,
             height=event.height, size=event.size,
             face_box=json.dumps(face.as_list()) if face else None,
-            face_area=event.face_area, n_faces=len(event.faces),
+            face_area=event.face_area, n_faces=len(event.faces), face_detector=event.notes.get("face_detector"),
             decision=event.decision.value, rejected_by=event.rejected_by,
             reject_code=event.reject_code, reason=event.reject_reason, location=event.location,
             run_id=run_id, first_seen=now, updated=now,
