@@ -339,6 +339,39 @@ def clean_command(
         raise typer.Exit(EXIT_FAILED)
 
 
+# --- stats: choose the face-area threshold with data ---------------------------------------
+@app.command("stats")
+def stats_command(
+    root: Optional[Path] = typer.Option(None, "--root", help="dataset folder holding manifest.sqlite (default: storage.root)"),
+    plot: Optional[Path] = typer.Option(None, "--face-area-plot", help="PNG to write (default: ROOT/face-area-thresholds.png)"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """How many images per label each face-area threshold keeps (a table and a PNG plot)."""
+    from .pipelines.face_stats import face_area_stats
+
+    settings = load(settings_path)
+    root = Path(root or settings.storage.root)
+    if not (root / "manifest.sqlite").is_file():
+        raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect or import images first)")
+    current = settings.component_options("face_area").get("min_face_area", 0.15)
+    result = face_area_stats(root, plot or root / "face-area-thresholds.png", float(current))
+    if as_json:
+        emit_json(result)
+        return
+    if not result["kept"]:
+        out.print("no image has been through the face filter yet")
+        return
+    columns = list(next(iter(result["kept"].values())))
+    table = Table(title=f"images kept per face-area threshold, {root}")
+    for col in ("label", "judged", *columns):
+        table.add_column(col)
+    for key, kept in result["kept"].items():
+        table.add_row(key, str(result["judged"][key]), *(str(kept[c]) for c in columns))
+    out.print(table)
+    out.print(f"plot: {result['plot']}")
+
+
 # --- demo ------------------------------------------------------------------------------
 @app.command("demo")
 def demo_command(

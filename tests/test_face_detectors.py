@@ -99,3 +99,34 @@ def test_each_detector_keeps_a_close_real_portrait(faces_dir: Path, detector: st
     event.image = image
     FaceAreaStep(FaceAreaOptions(detector=detector, min_face_area=0.1), run=None).process(event)  # type: ignore[arg-type]
     assert event.face_area and event.face_area > 0.1
+
+
+async def test_stats_counts_what_each_threshold_keeps_and_plots_it(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from selfiescope.cli import app
+
+    root = tmp_path / "data"
+    big, wide = head(), np.ascontiguousarray(astronaut()[:400, 60:460])  # face ~25% / ~6% of the picture
+    for label, images in {"selfie": [big, big[:, ::-1]], "portrait": [wide, np.full((200, 200, 3), 90, np.uint8)]}.items():
+        folder = tmp_path / label
+        folder.mkdir()
+        for i, im in enumerate(images):
+            Image.fromarray(np.ascontiguousarray(im)).save(folder / f"{i}.jpg", quality=95)
+        settings = settings_from_dict({"storage": {"root": str(root)}, "plugins": {"face_area": {"min_face_area": 0.15}}})
+        pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label=label,
+                                  chain=["decode", "face_area", "store"])
+        await collect(settings, "import", pipeline=pipeline)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["stats", "--root", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["judged"] == {"portrait": 2, "selfie": 2}
+    # the wide shot (rejected at 15%) would be kept at 5%; the blank never
+    assert data["kept"]["portrait"]["5%"] == 1 and data["kept"]["portrait"]["15%"] == 0
+    assert data["kept"]["selfie"]["15%"] == 2 and data["kept"]["selfie"]["30%"] == 0
+    assert Path(data["plot"]).read_bytes()[:4] == b"\x89PNG"
+    missing = CliRunner().invoke(app, ["stats", "--root", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no dataset" in missing.output
