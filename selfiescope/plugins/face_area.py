@@ -125,6 +125,13 @@ def _downscaled_rgb(image: np.ndarray, side: int | None) -> np.ndarray:
 def _detect_dlib(image_rgb: np.ndarray, options: FaceAreaOptions) -> list[FaceBox]:
     height, width = image_rgb.shape[:2]
     small = _downscaled_rgb(image_rgb, options.detect_side)
+    # dlib's cost grows with the pixels (MMOD's steeply): detect at the smallest size where a
+    # face of min_size_ratio of the threshold is still as large as the detector can see.
+    smallest = threshold_side(small.shape[1], small.shape[0], options) * options.min_size_ratio
+    shrink = DLIB_MIN_FACE[options.detector] / smallest
+    if shrink < 1:
+        size = (max(1, round(small.shape[1] * shrink)), max(1, round(small.shape[0] * shrink)))
+        small = cv2.resize(small, size, interpolation=cv2.INTER_AREA)
     small_h, small_w = small.shape[:2]
     wanted = threshold_side(small_w, small_h, options)
     upsample = 0
