@@ -33,7 +33,7 @@ class Assessment:
 
 
 def assess(table: "FeatureTable", cv: "CVResult", labels: list[str], threshold: float, seed: int,
-           score: Any) -> Assessment:
+           score: Any, normalized: bool = False) -> Assessment:
     """``score(y, prob, threshold)`` is the metric function the model itself is scored with."""
     y, groups = table.y, table.groups
     probs = {"face_area": cv.baseline_oof,
@@ -46,7 +46,7 @@ def assess(table: "FeatureTable", cv: "CVResult", labels: list[str], threshold: 
     for name, prob in curves.items():
         ci = bootstrap_auc_ci(y, prob, groups, seed=seed) if len(np.unique(y)) == 2 else None
         intervals[name] = list(ci) if ci else None
-    warnings = confounder_warnings(model_auc, scored)
+    warnings = confounder_warnings(model_auc, scored, normalized)
     jobs = [r.job for r in table.rows]
     metrics = {
         "baselines": scored,
@@ -57,3 +57,16 @@ def assess(table: "FeatureTable", cv: "CVResult", labels: list[str], threshold: 
         "per_source": per_source(jobs, labels, y, calibration.calibrated_oof, threshold),
     }
     return Assessment(probs, calibration, metrics, warnings)
+
+
+def summary_fields(m: dict[str, Any]) -> dict[str, Any]:
+    """The honesty figures of ``metrics.json`` that the CLI's summary shows."""
+    cv = m["cv"]
+    out: dict[str, Any] = {f"baseline_{k}_roc_auc": v["roc_auc"] for k, v in cv.get("baselines", {}).items()
+                           if k != "face_area"}
+    if "without_normalize" in cv:
+        out["roc_auc_without_normalize"] = cv["without_normalize"]["roc_auc"]
+    if "calibration" in cv:
+        out.update(calibration=cv["calibration"]["method"], brier_before_calibration=cv["calibration"]["brier_before"],
+                   brier_after_calibration=cv["calibration"]["brier_after"])
+    return out

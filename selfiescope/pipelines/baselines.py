@@ -191,10 +191,15 @@ def bootstrap_auc_ci(
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
-def confounder_warnings(model_auc: float | None, baselines: dict[str, dict[str, Any]]) -> list[str]:
+def confounder_warnings(
+    model_auc: float | None, baselines: dict[str, dict[str, Any]], normalized: bool = False,
+) -> list[str]:
     """Plain-language warnings for confounder baselines within WARN_MARGIN AUC of the model."""
     if model_auc is None:
         return []
+    advice = ("re-encoding every image the same way (normalize = true) did not close the gap: the aspect ratio and "
+              "what each source shows remain; collect both labels from the same sources" if normalized else
+              "collect both labels from the same sources, or train with [pipelines.<name>] normalize = true and compare")
     out = []
     for name, what in CONFOUNDERS.items():
         auc = (baselines.get(name) or {}).get("roc_auc")
@@ -202,8 +207,7 @@ def confounder_warnings(model_auc: float | None, baselines: dict[str, dict[str, 
             out.append(
                 f"The classes differ by camera or file, not only by content: a baseline that sees only the "
                 f"{what} reaches AUC {auc:.3f} (the model: {model_auc:.3f}). The model's figures cannot show "
-                f"that it recognises selfies; collect both labels from the same sources, or train with "
-                f"[pipelines.<name>] normalize = true and compare."
+                f"that it recognises selfies; {advice}."
             )
     return out
 

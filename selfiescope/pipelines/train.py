@@ -34,9 +34,10 @@ import numpy as np
 
 from ..core.plugins import Registry, load_registry
 from ..core.settings import Settings, SettingsError, TrainPipeline, check_components
-from .assessment import assess
+from .assessment import assess, summary_fields
 from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
 from .model_card import dataset_facts, write_model_card
+from .normalize import unnormalized_score
 
 log = logging.getLogger("selfiescope.train")
 
@@ -249,11 +250,7 @@ class TrainResult:
             "roc_auc": m["cv"]["lightgbm"]["roc_auc"],
             "accuracy": m["cv"]["lightgbm"]["accuracy"],
             "baseline_roc_auc": m["cv"]["baseline_face_area"]["roc_auc"],
-            **{f"baseline_{k}_roc_auc": v["roc_auc"] for k, v in m["cv"].get("baselines", {}).items() if k != "face_area"},
-            **({"roc_auc_without_normalize": m["cv"]["without_normalize"]["roc_auc"]} if "without_normalize" in m["cv"] else {}),
-            "calibration": m["cv"]["calibration"]["method"],
-            "brier_before_calibration": m["cv"]["calibration"]["brier_before"],
-            "brier_after_calibration": m["cv"]["calibration"]["brier_after"],
+            **summary_fields(m),
             "elapsed_s": m["elapsed_s"],
             "warnings": m.get("warnings", []),
         }
@@ -315,7 +312,7 @@ def train(
     params = training_params(pipeline, len(table.y))
     cv = cross_validate(table, params, pipeline, fit=fit)
     threshold = 0.5
-    cv.assessment = assess(table, cv, list(pipeline.labels), threshold, pipeline.seed, score)
+    cv.assessment = assess(table, cv, list(pipeline.labels), threshold, pipeline.seed, score, pipeline.normalize)
     n_final = max(10, int(np.median(cv.best_iterations)))
     final = fit(table.X, table.y, {**params, "n_estimators": n_final}, columns=table.columns)
     metrics = {
@@ -407,13 +404,3 @@ def _write_predictions(path: Path, table: FeatureTable, cv: CVResult) -> None:
             writer.writerow([r.content_hash, r.label, r.job, str(r.path), int(table.groups[i]),
                              f"{cv.oof[i]:.6f}", f"{cv.baseline_oof[i]:.6f}", f"{calibrated[i]:.6f}"])
 
-
-def unnormalized_score(
-    settings: Settings, pipeline: TrainPipeline, registry: Registry, progress: Progress | None,
-    runner: Callable[..., None] | None, fit: FitFn,
-) -> dict[str, Any]:
-    """The same cross-validation on the files as they are, for the report's side-by-side."""
-    raw = pipeline.model_copy(update={"normalize": False})
-    table = build_feature_table(settings, raw, registry, progress=progress, runner=runner)
-    cv = cross_validate(table, training_params(raw, len(table.y)), raw, fit=fit)
-    return score(table.y, cv.oof)
