@@ -55,6 +55,15 @@ def _ci(ci: list[float] | None) -> str:
     return f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "n/a"
 
 
+def single_label_note(per_source: dict[str, dict[str, Any]]) -> str:
+    single = [job for job, m in per_source.items() if min(m["per_label"].values()) == 0]
+    if per_source and len(single) == len(per_source):
+        return ("- **Every source job holds one label only** (" + ", ".join(single) + "): label and source coincide,"
+                " so nothing here shows that the model separates the labels within one source.")
+    return ("- A source job that holds one label only cannot show whether the model separates the labels within"
+            " it; prefer sources that hold both.")
+
+
 def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
     ds, cv = metrics["dataset"], metrics["cv"]
     pos, neg = schema["labels"]
@@ -118,8 +127,7 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
         "- Cross-validated figures describe photos like the training photos. When each label comes from its"
         " own sources, the model can learn the source (camera, size, compression, era) instead of the"
         " pose; the confounder baselines above measure how far that alone goes.",
-        "- A source job that holds one label only cannot show whether the model separates the labels within"
-        " it; prefer sources that hold both.",
+        single_label_note(cv.get("per_source", {})),
         "- The face filter sees frontal faces only; profiles, heavy occlusion and small faces never reach the model.",
         "- Near-duplicates are grouped by perceptual hash (mirrored copies are caught at collection);"
         " heavier edits (large crops, strong rotations) can still leak across folds.",
