@@ -539,10 +539,12 @@ def predict_command(
     results = loaded.predict(paths)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "error")}
     if as_json:
-        emit_json({"model": str(model), "positive": loaded.labels[0], "counts": counts,
+        emit_json({"model": str(model), "positive": loaded.labels[0], "threshold": loaded.threshold,
+                   "calibration": loaded.calibrator.method, "counts": counts,
                    "predictions": [r.as_dict() for r in results]})
     else:
-        table = Table(title=f"{len(results)} images, model {model}")
+        table = Table(title=f"{len(results)} images, model {model}: {loaded.labels[0]} when the calibrated "
+                            f"p >= {loaded.threshold:g}")
         for col in ("path", "result", f"p({loaded.labels[0]})", "detail"):
             table.add_column(col)
         for r in results:

@@ -130,6 +130,8 @@ def test_cli_predict_table_json_and_exit_codes(trained, inputs, tmp_path):
     data = json.loads(ok.stdout)
     assert data["counts"] == {"ok": 1, "no_face": 1, "error": 0}
     assert data["predictions"][0]["label"] == "selfie"
+    assert data["threshold"] == 0.5 and data["predictions"][0]["threshold"] == 0.5
+    assert data["calibration"] in ("platt", "isotonic") and data["predictions"][0]["raw_probability"] is not None
     bad = runner.invoke(app, ["predict", str(trained.model_dir), str(inputs["good"]), str(inputs["corrupt"])])
     assert bad.exit_code == 1
     assert "selfie" in bad.stdout and "error" in bad.stdout
