@@ -8,7 +8,7 @@ picture is large, detection runs on a downscaled grey copy with a matching ``min
 
 ``detector`` chooses the face detector: ``haar`` (OpenCV's frontal cascade, the original
 method and the default), ``hog`` (dlib's frontal HOG + linear SVM) or ``cnn`` (dlib's MMOD
-CNN from face-recognition-models; most faces found, ~50x slower than HOG on a CPU). The
+CNN from face-recognition-models; ~25x the CPU time of HOG, see benchmarks/bench_detectors.py). The
 rule is the same for all three: the largest box's share of the image area. dlib's boxes
 are tighter than Haar's, so the same threshold keeps a different share of photos:
 ``selfiescope stats --face-area-plot`` shows how many each threshold keeps per label.
