@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 from PIL import Image
 
 from selfiescope.core.manifest import Manifest
@@ -251,3 +252,27 @@ async def test_mirrored_real_selfies_are_caught(faces_dir: Path, tmp_path: Path)
         (folder / f"{i}-b-mirror.jpg").write_bytes(jpeg(mirrored(Image.open(path)), 80))
     stats = await run_folder(tmp_path / "data", folder, "selfie", workers=1)
     assert stats.accepted == len(originals) and stats.rejected_by_reason == {"near_duplicate": len(originals)}
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), quality=st.integers(40, 95), scale=st.floats(0.4, 1.0))
+def test_any_mirrored_copy_is_found_and_an_unrelated_photo_is_not(tmp_path_factory, seed, quality, scale):
+    from selfiescope.plugins.dedup import compute_mirror_phashes, compute_phashes
+
+    def keys(im: Image.Image) -> tuple[int, int, tuple[int, int]]:
+        arr = np.asarray(im.convert("RGB"))
+        whole, centre = (int(h, 16) for h in compute_phashes(arr))
+        return whole, centre, tuple(int(h, 16) for h in compute_mirror_phashes(arr))
+
+    manifest = Manifest(tmp_path_factory.mktemp("prop") / "m.sqlite")
+    index = DedupIndex(manifest, 8)
+    original = pattern(seed)
+    whole, centre, mirror = keys(original)
+    assert index.check_and_reserve("a", whole, "selfie", centre, mirror=mirror) is None
+    copy = Image.open(io.BytesIO(jpeg(mirrored(original).resize((int(256 * scale),) * 2, Image.LANCZOS), quality)))
+    whole, centre, mirror = keys(copy)
+    found = index.check_and_reserve("b", whole, "selfie", centre, mirror=mirror)
+    assert found is not None and found[0] == "near" and found[2].content_hash == "a"
+    whole, centre, mirror = keys(pattern(seed + 20_000))
+    assert index.check_and_reserve("c", whole, "selfie", centre, mirror=mirror) is None
+    manifest.close()
