@@ -1,8 +1,10 @@
 """Dedup: the distance threshold on real photos, and index speed at 10k, 100k and 1M hashes.
 
-Part 1 (needs ../shared/faces) prints the share of resized / re-encoded / cropped copies
-caught at several distances, with the whole-image pHash alone and with the whole + centre
-pHash pair that dedup uses, and how many pairs of different photos each would merge:
+Part 1 (needs ../shared/faces) prints the share of transformed copies (resized, re-encoded,
+cropped on all or one side, mirrored, rotated, brighter/darker) caught at the default
+distance, with the whole-image pHash alone, with the whole + centre pair, and with the
+mirror's hashes looked up too (what dedup does), next to imagededup's PHash in the same
+run when imagededup is installed; and how many pairs of different photos each would merge:
 this is how the default ``max_distance`` was chosen.
 
 Part 2 inserts N images' random 64-bit hash pairs into the manifest's ``phashes`` table
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,7 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfiescope.core.manifest import Manifest  # noqa: E402
 from selfiescope.plugins.decode import DecodeOptions, decode_image  # noqa: E402
-from selfiescope.plugins.dedup import DedupIndex, DedupOptions, HammingIndex, compute_phashes  # noqa: E402
+from selfiescope.plugins.dedup import (  # noqa: E402
+    DedupIndex, DedupOptions, HammingIndex, compute_mirror_phashes, compute_phashes,
+)
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
 
@@ -51,8 +56,22 @@ def _crop(im: np.ndarray, f: float) -> np.ndarray:
     return im[dy : h - dy, dx : w - dx]
 
 
+def _crop_left(im: np.ndarray, f: float) -> np.ndarray:
+    return im[:, int(im.shape[1] * f) :]
+
+
 def _half(im: np.ndarray) -> np.ndarray:
     return cv2.resize(im, (im.shape[1] // 2, im.shape[0] // 2), interpolation=cv2.INTER_AREA)
+
+
+def _rotate(im: np.ndarray, degrees: float) -> np.ndarray:
+    h, w = im.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(im, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+def _brightness(im: np.ndarray, factor: float) -> np.ndarray:
+    return np.clip(im.astype(np.float32) * factor, 0, 255).astype(np.uint8)
 
 
 TRANSFORMS = {
@@ -62,43 +81,104 @@ TRANSFORMS = {
     "cropped 3% each side": lambda im: _crop(im, 0.03),
     "cropped 5% each side": lambda im: _crop(im, 0.05),
     "resized+cropped 3%+JPEG 75": lambda im: _jpeg(_crop(_half(im), 0.03), 75),
+    "mirrored (horizontal flip)": lambda im: np.ascontiguousarray(im[:, ::-1]),
+    "mirrored + JPEG 75": lambda im: _jpeg(np.ascontiguousarray(im[:, ::-1]), 75),
+    "rotated 3 degrees": lambda im: _rotate(im, 3),
+    "rotated 8 degrees": lambda im: _rotate(im, 8),
+    "cropped 10% off the left only": lambda im: _crop_left(im, 0.10),
+    "cropped 20% off the left only": lambda im: _crop_left(im, 0.20),
+    "brightness +20%": lambda im: _brightness(im, 1.2),
+    "brightness -30%": lambda im: _brightness(im, 0.7),
 }
 
 
-def _min_dual(a: tuple[int, int], b: tuple[int, int]) -> int:
-    return min((x ^ y).bit_count() for x in a for y in b)
+def imagededup_phash() -> Any | None:
+    """imagededup's own PHash, or None when it is not installed.
+
+    imagededup declares torch as a dependency, for its CNN method only; install it for this
+    benchmark with ``pip install --no-deps imagededup && pip install PyWavelets tqdm``. Its
+    package ``__init__`` files import the CNN code (and so torch): they are bypassed, and
+    the hashing module is imported from the installed package as it is.
+    """
+    import importlib.util
+    import types
+
+    spec = importlib.util.find_spec("imagededup")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations)))
+    for name in ("imagededup.utils", "imagededup.methods", "imagededup.handlers", "imagededup.handlers.search"):
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            module.__path__ = [str(root.joinpath(*name.split(".")[1:]))]
+            sys.modules[name] = module
+    try:
+        from imagededup.methods.hashing import PHash
+    except ImportError as exc:
+        print(f"  imagededup present but unusable ({exc}): compared without it")
+        return None
+    import logging
+
+    logging.getLogger("imagededup").setLevel(logging.ERROR)
+    return PHash(verbose=False)
+
+
+Hashes = tuple[int, ...]  # whole, centre[, mirror whole, mirror centre]
+
+
+def our_hashes(im: np.ndarray) -> Hashes:
+    return tuple(int(h, 16) for h in (*compute_phashes(im), *compute_mirror_phashes(im)))
+
+
+def _dist(stored: Hashes, query: Hashes, mode: str) -> int:
+    """Distance dedup sees between a stored image and a new one, per method."""
+    if mode == "alone":
+        return (stored[0] ^ query[0]).bit_count()
+    if mode == "centre":  # whole + centre (dedup before mirror lookups)
+        return min((x ^ y).bit_count() for x in stored[:2] for y in query[:2])
+    return min((x ^ y).bit_count() for x in stored[:2] for y in query)  # + the query's mirror hashes
+
+
+MODES = ("alone", "centre", "mirror")
 
 
 def threshold_report(threshold: int) -> None:
     paths = sorted(p for p in FACES.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     images = [decode_image(p.read_bytes(), DecodeOptions(min_side=1)).image for p in paths]
-    hashes = [tuple(int(h, 16) for h in compute_phashes(im)) for im in images]
+    hashes = [our_hashes(im) for im in images]
+    idd = imagededup_phash()
+    idd_threshold = 10  # imagededup's default max_distance_threshold
+    idd_hashes = [int(idd.encode_image(image_array=im), 16) for im in images] if idd else []
     print(f"Part 1: {len(images)} photos from {FACES}; default max_distance = {threshold}")
-    print("  share of copies caught: whole-image pHash alone | whole + centre pHash (what dedup does)")
+    print(f"  share of copies caught at distance <= {threshold} (imagededup PHash at its default <= {idd_threshold} and at {threshold})")
+    head = f"  {'transform':<30} {'pHash alone':>11} {'+centre':>8} {'+mirror (dedup)':>16}"
+    print(head + (f" {'imagededup<=10':>15} {'imagededup<=8':>14}" if idd else "   imagededup: not installed"))
     for name, fn in TRANSFORMS.items():
-        single, dual = [], []
-        for im, h in zip(images, hashes):
-            q = tuple(int(x, 16) for x in compute_phashes(fn(im)))
-            single.append((q[0] ^ h[0]).bit_count())
-            dual.append(_min_dual(q, h))
-        s, d = np.array(single), np.array(dual)
-        print(
-            f"  {name:<28} alone: <=8 {np.mean(s <= 8):6.1%} <=10 {np.mean(s <= 10):6.1%}  |"
-            f"  with centre: <=8 {np.mean(d <= 8):6.1%} <=10 {np.mean(d <= 10):6.1%}"
-        )
-    pairs = sorted(
-        (_min_dual(hashes[i], hashes[j]), (hashes[i][0] ^ hashes[j][0]).bit_count(), paths[i].name, paths[j].name)
-        for i in range(len(hashes)) for j in range(i + 1, len(hashes))
-    )
-    same_photo = [p for p in pairs if p[1] == 0]
-    different = [p for p in pairs if p[1] > 0]
-    print(f"  {len(pairs)} pairs of files; {len(same_photo)} are the same photo at other sizes (distance 0)")
+        d = {m: [] for m in MODES}
+        di = []
+        for k, (im, h) in enumerate(zip(images, hashes)):
+            copy = fn(im)
+            q = our_hashes(copy)
+            for m in MODES:
+                d[m].append(_dist(h, q, m))
+            if idd:
+                di.append((idd_hashes[k] ^ int(idd.encode_image(image_array=copy), 16)).bit_count())
+        caught = [f"{np.mean(np.array(d[m]) <= threshold):>{w}.1%}" for m, w in zip(MODES, (11, 8, 16))]
+        extra = f" {np.mean(np.array(di) <= idd_threshold):>15.1%} {np.mean(np.array(di) <= threshold):>14.1%}" if idd else ""
+        print(f"  {name:<30} {' '.join(caught)}{extra}")
+    n = len(hashes)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    same = {(i, j) for i, j in pairs if (hashes[i][0] ^ hashes[j][0]).bit_count() == 0}
+    different = [p for p in pairs if p not in same]
+    print(f"  {len(pairs)} pairs of files; {len(same)} are the same photo at other sizes (distance 0)")
     for t in (6, 8, 10):
-        print(
-            f"  pairs of different photos merged at <= {t}: alone {sum(p[1] <= t for p in different)},"
-            f" with centre {sum(p[0] <= t for p in different)}"
-        )
-    print("  closest pairs of different photos (with centre):", ", ".join(f"{a}~{b}={d}" for d, _, a, b in different[:6]))
+        merged = {m: [p for p in different if min(_dist(hashes[p[0]], hashes[p[1]], m), _dist(hashes[p[1]], hashes[p[0]], m)) <= t]
+                  for m in MODES}
+        extra = f", imagededup {sum((idd_hashes[i] ^ idd_hashes[j]).bit_count() <= t for i, j in different)}" if idd else ""
+        print(f"  pairs of different photos merged at <= {t}: alone {len(merged['alone'])}, with centre "
+              f"{len(merged['centre'])}, with centre + mirror {len(merged['mirror'])}{extra}")
+        if t == threshold:
+            print("    merged with centre + mirror:", ", ".join(f"{paths[i].name}~{paths[j].name}" for i, j in merged["mirror"]))
 
 
 def flip_bits(value: int, n: int, rng: np.random.Generator) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.markup import escape
 from rich.table import Table
@@ -396,6 +397,39 @@ def clean_command(
     raise typer.Exit(code_for(result["errors"]))
 
 
+# --- stats: choose the face-area threshold with data ---------------------------------------
+@app.command("stats")
+def stats_command(
+    root: Optional[Path] = typer.Option(None, "--root", help="dataset folder holding manifest.sqlite (default: storage.root)"),
+    plot: Optional[Path] = typer.Option(None, "--face-area-plot", help="PNG to write (default: ROOT/face-area-thresholds.png)"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """How many images per label each face-area threshold keeps (a table and a PNG plot)."""
+    from .pipelines.face_stats import face_area_stats
+
+    settings = load(settings_path)
+    root = Path(root or settings.storage.root)
+    if not (root / "manifest.sqlite").is_file():
+        raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect or import images first)")
+    current = settings.component_options("face_area").get("min_face_area", 0.15)
+    result = face_area_stats(root, plot or root / "face-area-thresholds.png", float(current))
+    if as_json:
+        emit_json(result)
+        return
+    if not result["kept"]:
+        out.print("no image has been through the face filter yet")
+        return
+    columns = list(next(iter(result["kept"].values())))
+    table = Table(title=f"images kept per face-area threshold, {root}")
+    for col in ("label", "judged", *columns):
+        table.add_column(col)
+    for key, kept in result["kept"].items():
+        table.add_row(key, str(result["judged"][key]), *(str(kept[c]) for c in columns))
+    out.print(table)
+    out.print(f"plot: {result['plot']}")
+
+
 # --- demo ------------------------------------------------------------------------------
 @app.command("demo")
 def demo_command(
@@ -508,9 +542,12 @@ def run_train(settings: Settings, name: str, as_json: bool) -> None:
         return
     table = Table(title=f"{name}: model written to {summary['model_dir']}", show_header=False)
     for key, value in summary.items():
-        if key != "model_dir":
+        if key not in ("model_dir", "warnings"):
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     out.print(table)
+    for warning in summary["warnings"]:  # confounders: the figures above may describe the sources, not the photos
+        console.print(f"[bold red]warning:[/bold red] {rich_escape(warning)}", highlight=False)
+    out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}")
 
 
 @app.command("train")
@@ -561,10 +598,12 @@ def predict_command(
     results = loaded.predict(paths)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "error")}
     if as_json:
-        emit_json({"model": str(model), "positive": loaded.labels[0], "counts": counts,
+        emit_json({"model": str(model), "positive": loaded.labels[0], "threshold": loaded.threshold,
+                   "calibration": loaded.calibrator.method, "counts": counts,
                    "predictions": [r.as_dict() for r in results]})
     else:
-        table = Table(title=f"{len(results)} images, model {model}")
+        table = Table(title=f"{len(results)} images, model {model}: {loaded.labels[0]} when the calibrated "
+                            f"p >= {loaded.threshold:g}")
         for col in ("path", "result", f"p({loaded.labels[0]})", "detail"):
             table.add_column(col)
         for r in results:

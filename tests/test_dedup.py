@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 from PIL import Image
 
 from selfiescope.core.manifest import Manifest
@@ -211,4 +212,67 @@ def test_a_hash_computed_elsewhere_is_used_without_pixels(tmp_path: Path) -> Non
     with pytest.raises(Reject) as info:
         step.process(second)
     assert info.value.code == "near_duplicate" and "distance 1" in info.value.reason
+    manifest.close()
+
+
+def mirrored(im: Image.Image) -> Image.Image:
+    return im.transpose(Image.FLIP_LEFT_RIGHT)
+
+
+async def test_mirrored_copies_are_caught_distinct_photos_kept(tmp_path: Path) -> None:
+    """Front cameras mirror selfies: a flipped (and re-encoded, resized) copy is a near duplicate."""
+    stored, new = tmp_path / "a", tmp_path / "b"
+    stored.mkdir()
+    new.mkdir()
+    for seed in range(6):
+        im = pattern(seed)
+        # the flip alone defeats a plain pHash: the test would pass vacuously otherwise
+        far = (int(compute_phash(np.asarray(im)), 16) ^ int(compute_phash(np.asarray(mirrored(im))), 16)).bit_count()
+        assert far > 10, far
+        (stored / f"{seed}.jpg").write_bytes(jpeg(im))
+        (new / f"{seed}-mirror.jpg").write_bytes(jpeg(mirrored(im), 70))
+        (new / f"{seed}-mirror-small.jpg").write_bytes(jpeg(mirrored(im).resize((150, 150), Image.LANCZOS)))
+    for seed in range(100, 103):
+        (new / f"{seed}-new.jpg").write_bytes(jpeg(pattern(seed)))
+    root = tmp_path / "data"
+    assert (await run_folder(root, stored, "selfie")).accepted == 6
+    second = await run_folder(root, new, "selfie")  # a new run: stored hashes come from SQLite
+    assert second.accepted == 3 and second.rejected_by_reason == {"near_duplicate": 12}, second.as_dict()
+    accepted = rows(root, "SELECT origin_path FROM images WHERE decision='accepted'")
+    assert sorted(Path(r[0]).name for r in accepted if "new" in r[0]) == ["100-new.jpg", "101-new.jpg", "102-new.jpg"]
+
+
+@pytest.mark.faces
+async def test_mirrored_real_selfies_are_caught(faces_dir: Path, tmp_path: Path) -> None:
+    originals = sorted((faces_dir / "selfie").glob("*.jpg"))[:8]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, path in enumerate(originals):
+        (folder / f"{i}-a.jpg").write_bytes(path.read_bytes())
+        (folder / f"{i}-b-mirror.jpg").write_bytes(jpeg(mirrored(Image.open(path)), 80))
+    stats = await run_folder(tmp_path / "data", folder, "selfie", workers=1)
+    assert stats.accepted == len(originals) and stats.rejected_by_reason == {"near_duplicate": len(originals)}
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), quality=st.integers(40, 95), scale=st.floats(0.4, 1.0))
+def test_any_mirrored_copy_is_found_and_an_unrelated_photo_is_not(tmp_path_factory, seed, quality, scale):
+    from selfiescope.plugins.dedup import compute_mirror_phashes, compute_phashes
+
+    def keys(im: Image.Image) -> tuple[int, int, tuple[int, int]]:
+        arr = np.asarray(im.convert("RGB"))
+        whole, centre = (int(h, 16) for h in compute_phashes(arr))
+        return whole, centre, tuple(int(h, 16) for h in compute_mirror_phashes(arr))
+
+    manifest = Manifest(tmp_path_factory.mktemp("prop") / "m.sqlite")
+    index = DedupIndex(manifest, 8)
+    original = pattern(seed)
+    whole, centre, mirror = keys(original)
+    assert index.check_and_reserve("a", whole, "selfie", centre, mirror=mirror) is None
+    copy = Image.open(io.BytesIO(jpeg(mirrored(original).resize((int(256 * scale),) * 2, Image.LANCZOS), quality)))
+    whole, centre, mirror = keys(copy)
+    found = index.check_and_reserve("b", whole, "selfie", centre, mirror=mirror)
+    assert found is not None and found[0] == "near" and found[2].content_hash == "a"
+    whole, centre, mirror = keys(pattern(seed + 20_000))
+    assert index.check_and_reserve("c", whole, "selfie", centre, mirror=mirror) is None
     manifest.close()

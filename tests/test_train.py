@@ -162,6 +162,9 @@ def test_train_and_predict_on_real_photos(tmp_path):
     result = train(settings, "t")
     assert result.metrics["dataset"]["failed"] == 0
     assert result.metrics["cv"]["lightgbm"]["roc_auc"] is not None
+    # 306x306 Instagram selfies vs 448x296 Caltech portraits: the sizes alone separate them, and the run says so
+    assert result.metrics["cv"]["baselines"]["image_size"]["roc_auc"] > 0.9
+    assert any("image size" in w for w in result.metrics["warnings"])
     assert np.isfinite(result.table.X[:, result.table.columns.index("landmarks.yaw")]).mean() > 0.8
     model = load_model(result.model_dir)
     unseen = selfies[34:37] + portraits[30:33] + [FACES / "group" / "t1.jpg"]

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS images (
     label TEXT,
     phash TEXT,
     format TEXT, width INTEGER, height INTEGER, size INTEGER,
-    face_box TEXT, face_area REAL, n_faces INTEGER,
+    face_box TEXT, face_area REAL, n_faces INTEGER, face_detector TEXT,
     decision TEXT NOT NULL,
     rejected_by TEXT, reject_code TEXT, reason TEXT,
     location TEXT,
@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS runs (
 
 
 # Columns added after the first release: (table, column, type). Older manifests get them on open.
-MIGRATIONS = [("rejections", "origin_path", "TEXT")]
+MIGRATIONS = [("rejections", "origin_path", "TEXT"), ("images", "face_detector", "TEXT")]
 
 
 def _text(value: object) -> str | None:
@@ -104,7 +104,11 @@ class Manifest:
         for table, column, kind in MIGRATIONS:
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                try:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     @classmethod
     def at_root(cls, root: Path | str) -> "Manifest":
@@ -211,7 +215,7 @@ class Manifest:
             label=event.label, phash=event.phash, format=event.format, width=event.width,
             height=event.height, size=event.size,
             face_box=json.dumps(face.as_list()) if face else None,
-            face_area=event.face_area, n_faces=len(event.faces),
+            face_area=event.face_area, n_faces=len(event.faces), face_detector=event.notes.get("face_detector"),
             decision=event.decision.value, rejected_by=event.rejected_by,
             reject_code=event.reject_code, reason=_text(event.reject_reason), location=event.location,
             run_id=run_id, first_seen=now, updated=now,

@@ -193,6 +193,11 @@ class TrainPipeline(PipelineBase):
     group_distance: int = Field(8, ge=0, le=64, description="pHash distance within which images share a CV group")
     early_stopping_rounds: int = Field(50, ge=1)
     workers: int = Field(0, ge=0, description="feature-extraction processes; 0 = number of cores")
+    normalize: bool = Field(
+        False, description="re-encode every image to one size and JPEG quality before features (the report shows both)"
+    )
+    normalize_side: int = Field(320, ge=64, le=4096, description="normalize: longer side in pixels")
+    normalize_quality: int = Field(85, ge=10, le=100, description="normalize: JPEG quality")
 
     @field_validator("labels")
     @classmethod

@@ -34,6 +34,7 @@ from ..core.manifest import Manifest
 from ..core.plugins import Registry
 from ..core.settings import Settings, SettingsError, TrainPipeline
 from .groups import near_duplicate_groups
+from .normalize import cache_suffix
 
 log = logging.getLogger("selfiescope.dataset")
 NAN = float("nan")
@@ -159,6 +160,7 @@ class Task:
     path: Path
     face: dict[str, Any]  # without exif: the worker reads it from the file
     groups: list[str]  # names of the groups to compute (the others are cached)
+    normalize: tuple[int, int] | None = None  # (side, JPEG quality): re-encode before features
 
 
 _worker_state: dict[str, Any] = {}
@@ -198,10 +200,15 @@ def _run_task(task: Task) -> tuple[str, dict[str, dict[str, float]] | None, str 
         data = task.path.read_bytes()
         event = decode_with_step(_worker_state["decode"], data)
         face = {**task.face, "exif": exif_block(data)}
+        image = event.image
+        if task.normalize:
+            from .normalize import normalize_image
+
+            image, face = normalize_image(image, face, *task.normalize)
         out = {}
         for name in task.groups:
             extractor = _worker_state["extractors"][name]
-            values = extractor.extract(event.image, face)
+            values = extractor.extract(image, face)
             out[name] = {k: float(values.get(k, NAN)) for k in extractor.feature_names()}
         return task.content_hash, out, None
     except Reject as rej:
@@ -286,7 +293,10 @@ def _build(
     extractors = make_extractors(registry, settings, pipeline)
     rows = load_rows(manifest, pipeline.labels, root)
     features: dict[str, dict[str, dict[str, float]]] = {r.content_hash: {} for r in rows}
-    versions = {r.content_hash: {e.name: cache_version(e, face_dict(r.box, r.face_area, r.n_faces, None)) for e in extractors} for r in rows}
+    normalize = (pipeline.normalize_side, pipeline.normalize_quality) if pipeline.normalize else None
+    suffix = cache_suffix(*normalize) if normalize else ""
+    versions = {r.content_hash: {e.name: cache_version(e, face_dict(r.box, r.face_area, r.n_faces, None)) + suffix
+                                 for e in extractors} for r in rows}
     marks = ",".join("?" * len(extractors))
     wanted = {(h, name, v) for h, vs in versions.items() for name, v in vs.items()}
     for rec in manifest.query(
@@ -300,7 +310,7 @@ def _build(
     for r in rows:
         missing = [e.name for e in extractors if e.name not in features[r.content_hash]]
         if missing:
-            tasks.append(Task(r.content_hash, r.path, face_dict(r.box, r.face_area, r.n_faces, None), missing))
+            tasks.append(Task(r.content_hash, r.path, face_dict(r.box, r.face_area, r.n_faces, None), missing, normalize))
     failed: dict[str, str] = {}
     batch: list[tuple[str, str, str, str]] = []
     done = 0

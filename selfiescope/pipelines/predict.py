@@ -32,6 +32,8 @@ from ..core.settings import Settings, settings_from_dict
 from ..core.text import printable
 from .dataset import columns_of, event_face_dict, extract_features
 from .model_dir import ModelDirError, verify
+from .calibration import Calibrator
+from .normalize import normalize_image
 
 BATCH = 16
 MAX_BYTES = 50 * 1024 * 1024  # as the folder source's default max_bytes
@@ -65,8 +67,10 @@ class Prediction:
     path: str
     status: str  # "ok", "no_face" or "error"
     label: str | None = None
-    probability: float | None = None  # of the positive label
+    probability: float | None = None  # of the positive label, calibrated (see pipelines/calibration.py)
     reason: str | None = None
+    raw_probability: float | None = None  # the booster's own score, before calibration
+    threshold: float | None = None  # label = positive when probability >= threshold
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,6 +152,11 @@ class Model:
             raise ModelError(f"{self.path / 'model.txt'}: cannot load the LightGBM model ({exc})") from None
         self.labels: list[str] = self.schema["labels"]
         self.threshold = float(self.schema.get("threshold", 0.5))
+        try:
+            self.calibrator = Calibrator.from_dict(self.schema.get("calibration"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{self.path / 'schema.json'}: unusable calibration ({exc})") from None
+        self.normalize = self.schema.get("normalize")  # {"side", "jpeg_quality"} or None
 
     def predict(self, paths: Sequence[str | Path] | str | Path) -> list[Prediction]:
         """One :class:`Prediction` per image file (folders are expanded), in order."""
@@ -197,17 +206,25 @@ class Model:
         if event.decision is Decision.FAILED:
             return Prediction(shown, "error", reason=f"{event.rejected_by} failed: {event.reject_reason}")
         face = event_face_dict(event, exif_block(data))
+        image = event.image
+        if self.normalize:  # the model was trained on re-encoded images: see them the same way
+            image, face = normalize_image(image, face, int(self.normalize["side"]), int(self.normalize["jpeg_quality"]))
         try:
-            values = await loop.run_in_executor(run.executor, extract_features, event.image, face, self.extractors)
+            values = await loop.run_in_executor(run.executor, extract_features, image, face, self.extractors)
         except Exception as exc:  # noqa: BLE001 - one image's failure is its own result
             return Prediction(shown, "error", reason=f"features failed: {type(exc).__name__}: {exc}")
-        prob = float(self.predict_features(np.array([[values[c] for c in self.schema["columns"]]]))[0])
+        raw = float(self.predict_raw(np.array([[values[c] for c in self.schema["columns"]]]))[0])
+        prob = float(self.calibrator(np.array([raw]))[0])
         label = self.labels[0] if prob >= self.threshold else self.labels[1]
-        return Prediction(shown, "ok", label=label, probability=prob)
+        return Prediction(shown, "ok", label=label, probability=prob, raw_probability=raw, threshold=self.threshold)
+
+    def predict_raw(self, X: np.ndarray) -> np.ndarray:
+        """The booster's score for rows of features in ``schema["columns"]`` order (uncalibrated)."""
+        return np.asarray(self.booster.predict(np.asarray(X, dtype=np.float64)))
 
     def predict_features(self, X: np.ndarray) -> np.ndarray:
-        """Probability of the positive label for rows of features in ``schema["columns"]`` order."""
-        return np.asarray(self.booster.predict(np.asarray(X, dtype=np.float64)))
+        """Calibrated probability of the positive label for rows of features in ``schema["columns"]`` order."""
+        return self.calibrator(self.predict_raw(X))
 
 
 def load_model(path: str | Path, *, extra_plugins: list[Any] | None = None) -> Model:

@@ -69,16 +69,18 @@ def confusion_png(path: Path, cm: list[list[int]], labels: list[str]) -> None:
     _save(fig, path)
 
 
-def calibration_png(path: Path, y: np.ndarray, prob: np.ndarray) -> None:
+def calibration_png(path: Path, y: np.ndarray, curves: dict[str, np.ndarray]) -> None:
+    """Reliability curves (quantile bins), one per named set of probabilities."""
     from sklearn.calibration import calibration_curve
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 5))
     bins = max(2, min(10, len(y) // 10))
-    frac, mean = calibration_curve(y, prob, n_bins=bins, strategy="quantile")
-    ax.plot(mean, frac, "o-", label="LightGBM")
+    for name, prob in curves.items():
+        frac, mean = calibration_curve(y, prob, n_bins=bins, strategy="quantile")
+        ax.plot(mean, frac, "o-", label=f"{name} (Brier {np.mean((prob - y) ** 2):.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
-    ax.set(xlabel="predicted probability", ylabel="observed frequency", title="calibration (out-of-fold)")
+    ax.set(xlabel="predicted probability", ylabel="observed frequency", title="reliability (out-of-fold)")
     ax.legend(loc="upper left")
     _save(fig, path)
 
@@ -177,15 +179,46 @@ def _png_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def _metrics_table(metrics: dict[str, Any]) -> str:
-    lgbm, base = metrics["cv"]["lightgbm"], metrics["cv"]["baseline_face_area"]
+    from .assessment import BASELINE_TITLES
+
+    cv = metrics["cv"]
+    columns = {"LightGBM": cv["lightgbm"]}
+    if "lightgbm_calibrated" in cv:
+        columns[f"LightGBM calibrated ({cv['calibration']['method']})"] = cv["lightgbm_calibrated"]
+    if "without_normalize" in cv:
+        columns["LightGBM, files as stored (no normalize)"] = cv["without_normalize"]
+    baselines = cv.get("baselines") or {"face_area": cv["baseline_face_area"]}
+    columns.update({f"baseline: {BASELINE_TITLES.get(k, k)}": v for k, v in baselines.items()})
     keys = ["roc_auc", "average_precision", "accuracy", "balanced_accuracy", "f1", "precision", "recall", "brier", "log_loss"]
+    cis = cv.get("roc_auc_ci95", {})
+    ci_keys = ["lightgbm", *(["lightgbm_calibrated"] if "lightgbm_calibrated" in cv else []),
+               *(["(none)"] if "without_normalize" in cv else []), *baselines]
+    body = "".join(f"<tr><td>{k}</td>{''.join(f'<td>{_fmt(m[k])}</td>' for m in columns.values())}</tr>" for k in keys)
+    ci_row = "".join(f"<td>{'%.3f-%.3f' % tuple(cis[k]) if cis.get(k) else 'n/a'}</td>" for k in ci_keys)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    return (f"<table><tr><th>metric</th>{head}</tr>{body}<tr><td>ROC AUC 95% CI</td>{ci_row}</tr></table>"
+            f"<p><small>{html.escape(cv.get('ci_method', ''))}</small></p>")
 
-    def fmt(v: Any) -> str:
-        return "n/a" if v is None else f"{v:.3f}"
 
-    body = "".join(f"<tr><td>{k}</td><td>{fmt(lgbm[k])}</td><td>{fmt(base[k])}</td></tr>" for k in keys)
-    return f"<table><tr><th>metric</th><th>LightGBM</th><th>baseline: face area only</th></tr>{body}</table>"
+def _warnings_html(metrics: dict[str, Any]) -> str:
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in metrics.get("warnings", []))
+    return f'<div class="warn"><h2>These figures cannot be trusted as they are</h2><ul>{items}</ul></div>' if items else ""
+
+
+def _per_source_html(metrics: dict[str, Any], labels: list[str]) -> str:
+    rows = []
+    for job, m in metrics["cv"].get("per_source", {}).items():
+        counts = "".join(f"<td>{m['per_label'].get(label, 0)}</td>" for label in labels)
+        rows.append(f"<tr><td>{html.escape(job)}</td><td>{m['images']}</td>{counts}<td>{_fmt(m['accuracy'])}</td>"
+                    f"<td>{_fmt(m['mean_probability'])}</td><td>{_fmt(m['roc_auc'])}</td></tr>")
+    head = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
+    return (f"<table><tr><th>source job</th><th>images</th>{head}<th>accuracy</th><th>mean p({html.escape(labels[0])})</th>"
+            f"<th>AUC</th></tr>{''.join(rows)}</table>")
 
 
 def write_report(
@@ -195,11 +228,18 @@ def write_report(
     labels = schema["labels"]
     y = table.y
     pngs: dict[str, Path] = {}
+    assessment = cv.assessment
     if len(np.unique(y)) == 2:
+        from .assessment import BASELINE_TITLES
+
         pngs["roc"] = out_dir / "roc.png"
-        roc_png(pngs["roc"], y, {"LightGBM": cv.oof, "face area only": cv.baseline_oof})
+        baselines = assessment.baselines if assessment else {"face_area": cv.baseline_oof}
+        roc_png(pngs["roc"], y, {"LightGBM": cv.oof, **{BASELINE_TITLES.get(k, k): p for k, p in baselines.items()}})
         pngs["calibration"] = out_dir / "calibration.png"
-        calibration_png(pngs["calibration"], y, cv.oof)
+        curves = {"before calibration": cv.oof}
+        if assessment:
+            curves[f"after ({assessment.calibration.calibrator.method})"] = assessment.calibration.calibrated_oof
+        calibration_png(pngs["calibration"], y, curves)
     pngs["confusion"] = out_dir / "confusion.png"
     confusion_png(pngs["confusion"], metrics["cv"]["lightgbm"]["confusion_matrix"], labels)
     pngs["importance"] = out_dir / "importance.png"
@@ -236,13 +276,16 @@ table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px soli
 td:first-child, th:first-child {{ text-align: left; }}
 .row {{ display: flex; flex-wrap: wrap; gap: .6em; }} figure {{ margin: 0; width: {THUMB}px; font-size: .8em; }}
 .charts img {{ max-width: 48%; vertical-align: top; }}
+.warn {{ border: 2px solid #b00; background: #fff0f0; padding: .5em 1em; margin: 1em 0; }}
 </style></head><body>
 <h1>selfiescope model report: {html.escape(metrics["pipeline"])}</h1>
 <p>{ds["images"]} images ({", ".join(f"{html.escape(k)}: {v}" for k, v in ds["per_label"].items())}),
 {ds["groups"]} near-duplicate groups, {ds["failed"]} unusable; {metrics["cv"]["folds"]}-fold cross-validation
 grouped by {html.escape(metrics["cv"]["grouped_by"])}; {len(table.columns)} features from groups
 {", ".join(html.escape(g["name"]) for g in schema["groups"])}. Positive label: <b>{html.escape(labels[0])}</b>.</p>
+{_warnings_html(metrics)}
 <h2>Out-of-fold metrics</h2>{_metrics_table(metrics)}
+<h2>Per source (hashtag / folder job), calibrated out-of-fold</h2>{_per_source_html(metrics, labels)}
 <div class="charts">{img("roc", "ROC curve")}{img("calibration", "calibration curve")}
 {img("confusion", "confusion matrix")}{img("balance", "class balance per hashtag")}</div>
 <h2>Feature importance</h2>{img("importance", "feature importance")}

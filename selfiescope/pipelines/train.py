@@ -5,7 +5,12 @@ one photo never sit on both sides of a split. Each fold stops early on an inner,
 likewise grouped, validation split; class imbalance is handled with
 ``scale_pos_weight``. The final model is fit on everything with the median best
 iteration of the folds. A one-feature baseline (logistic regression on the face's area
-share) is scored on the same folds so the report shows what the other features add.
+share) is scored on the same folds so the report shows what the other features add, and
+so are the confounder baselines (image size, file format: :mod:`.assessment`), which
+warn when the classes can be told apart by camera or file alone. The probabilities are
+calibrated on the out-of-fold predictions (:mod:`.calibration`); ``normalize = true``
+re-encodes every image to one size and JPEG quality before features and reports the
+un-normalized figures beside them. MODEL.md (:mod:`.model_card`) sums it all up.
 
 :func:`fit_model` is the only place that knows the estimator; another engine can pass
 its own ``fit`` to :func:`cross_validate`.
@@ -29,8 +34,11 @@ import numpy as np
 
 from ..core.plugins import Registry, load_registry
 from ..core.settings import Settings, SettingsError, TrainPipeline, check_components
+from .assessment import assess, summary_fields
 from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
 from .model_dir import check_target, remove_stale, seal, swap_in
+from .model_card import dataset_facts, write_model_card
+from .normalize import unnormalized_score
 
 log = logging.getLogger("selfiescope.train")
 
@@ -156,6 +164,8 @@ class CVResult:
     best_iterations: list[int]
     folds: int
     fold_auc: list[float] = field(default_factory=list)
+    splits: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    assessment: Any = None  # an assessment.Assessment once train() has made one
 
 
 def cross_validate(
@@ -183,7 +193,7 @@ def cross_validate(
         baseline[test_idx] = fit_baseline(face_area[train_idx], y[train_idx])(face_area[test_idx])
         if len(np.unique(y[test_idx])) == 2:
             fold_auc.append(float(roc_auc_score(y[test_idx], oof[test_idx])))
-    return CVResult(oof, baseline, best_iterations, len(splits), fold_auc)
+    return CVResult(oof, baseline, best_iterations, len(splits), fold_auc, splits)
 
 
 def baseline_feature(table: FeatureTable) -> np.ndarray:
@@ -241,7 +251,9 @@ class TrainResult:
             "roc_auc": m["cv"]["lightgbm"]["roc_auc"],
             "accuracy": m["cv"]["lightgbm"]["accuracy"],
             "baseline_roc_auc": m["cv"]["baseline_face_area"]["roc_auc"],
+            **summary_fields(m),
             "elapsed_s": m["elapsed_s"],
+            "warnings": m.get("warnings", []),
         }
 
 
@@ -301,9 +313,10 @@ def train(
         )
     params = training_params(pipeline, len(table.y))
     cv = cross_validate(table, params, pipeline, fit=fit)
+    threshold = 0.5
+    cv.assessment = assess(table, cv, list(pipeline.labels), threshold, pipeline.seed, score, pipeline.normalize)
     n_final = max(10, int(np.median(cv.best_iterations)))
     final = fit(table.X, table.y, {**params, "n_estimators": n_final}, columns=table.columns)
-    threshold = 0.5
     metrics = {
         "pipeline": pipeline_name,
         "labels": {"positive": pipeline.labels[0], "negative": pipeline.labels[1]},
@@ -317,10 +330,16 @@ def train(
             "lightgbm": score(table.y, cv.oof, threshold),
             "baseline_face_area": score(table.y, cv.baseline_oof, threshold),
             "fold_roc_auc": cv.fold_auc, "best_iterations": cv.best_iterations,
+            **cv.assessment.metrics,
         },
         "final": {"n_estimators": n_final, "features": len(table.columns)},
+        "warnings": cv.assessment.warnings,
         "elapsed_s": None,
     }
+    metrics["dataset"].update(dataset_facts(table, pipeline, settings))
+    if pipeline.normalize:
+        metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality}
+        metrics["cv"]["without_normalize"] = unnormalized_score(settings, pipeline, registry, progress, runner, fit)
     extractors = make_extractors(registry, settings, pipeline)
     schema = {
         "format": SCHEMA_FORMAT,
@@ -333,6 +352,8 @@ def train(
             for e in extractors
         ],
         "steps": ["decode", "face_area"],
+        "calibration": cv.assessment.calibration.calibrator.to_dict(),
+        "normalize": metrics.get("normalize"),
     }
     metrics["elapsed_s"] = round(time.monotonic() - started, 2)
     model_dir = write_artifacts(settings, pipeline, pipeline_name, table, cv, final, schema, metrics)
@@ -371,6 +392,7 @@ def write_artifacts(
         from .report import write_report
 
         write_report(tmp, table=table, cv=cv, final=final, schema=schema, metrics=metrics)
+    write_model_card(tmp / "MODEL.md", metrics, schema)
     seal(tmp, schema)
     swap_in(tmp, model_dir)
     return model_dir
@@ -381,7 +403,10 @@ def _write_predictions(path: Path, table: FeatureTable, cv: CVResult) -> None:
 
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["content_hash", "label", "job", "path", "group", "oof_probability", "baseline_probability"])
+        calibrated = cv.assessment.calibration.calibrated_oof if cv.assessment else cv.oof
+        writer.writerow(["content_hash", "label", "job", "path", "group", "oof_probability", "baseline_probability",
+                         "calibrated_oof_probability"])
         for i, r in enumerate(table.rows):
             writer.writerow([r.content_hash, r.label, r.job, str(r.path), int(table.groups[i]),
-                             f"{cv.oof[i]:.6f}", f"{cv.baseline_oof[i]:.6f}"])
+                             f"{cv.oof[i]:.6f}", f"{cv.baseline_oof[i]:.6f}", f"{calibrated[i]:.6f}"])
+

@@ -5,7 +5,12 @@ cropped) by the Hamming distance between 64-bit perceptual hashes (imagehash pHa
 image gets two: of the whole picture and of its centre (5% off each side), and two images
 match when any pair of their hashes is within ``max_distance``, which catches crops that
 the whole-image hash alone misses without merging more different photos (measured in
-``benchmarks/bench_dedup.py``). The index is persistent (the manifest's ``phashes`` table) and searched in memory with
+``benchmarks/bench_dedup.py``). Front cameras mirror selfies and re-posts are often
+flipped, and a pHash of a mirrored picture shares nothing with the original's, so a new
+image is also looked up by the two hashes of its horizontal mirror (only the unmirrored
+hashes are stored: a mirrored copy of a stored photo then matches once, not twice).
+
+The index is persistent (the manifest's ``phashes`` table) and searched in memory with
 multi-index hashing: the hash is split into ``m`` bands, and by the pigeonhole principle
 a hash within distance ``d`` of the query is within ``d // m`` bits of it on at least one
 band, so a lookup probes a few hundred band values instead of scanning every hash.
@@ -65,10 +70,20 @@ def compute_phashes(image_rgb: np.ndarray) -> tuple[str, str]:
     return compute_phash(image_rgb), compute_phash(centre_crop(image_rgb))
 
 
+def compute_mirror_phashes(image_rgb: np.ndarray) -> tuple[str, str]:
+    """The two hashes of the horizontally mirrored image (the lookup keys for flipped copies).
+
+    The centre crop is symmetric, so the mirror's centre is the centre's mirror.
+    """
+    return compute_phashes(np.ascontiguousarray(image_rgb[:, ::-1]))
+
+
 def annotate_phashes(event: ImageEvent) -> None:
-    """Set ``event.phash`` and ``event.notes["phash_centre"]`` from the decoded pixels: what
-    dedup needs, for code that hashes where the pixels are (Dask workers) and dedups elsewhere."""
+    """Set ``event.phash`` and ``event.notes["phash_centre"]`` (and the mirror's hashes,
+    ``phash_mirror`` / ``phash_mirror_centre``) from the decoded pixels: what dedup needs,
+    for code that hashes where the pixels are (Dask workers) and dedups elsewhere."""
     event.phash, event.notes["phash_centre"] = compute_phashes(event.image)
+    event.notes["phash_mirror"], event.notes["phash_mirror_centre"] = compute_mirror_phashes(event.image)
 
 
 def _bands(max_distance: int) -> list[tuple[int, int, np.ndarray]]:
@@ -226,16 +241,21 @@ class DedupIndex:
         return Entry(row[0], row[1] & 0xFFFFFFFFFFFFFFFF, row[2])
 
     def check_and_reserve(
-        self, content_hash: str, phash: int, label: str, centre: int | None = None
+        self, content_hash: str, phash: int, label: str, centre: int | None = None,
+        mirror: tuple[int, ...] = (),
     ) -> tuple[str, int, Entry] | None:
-        """Return ``(kind, distance, match)`` for a duplicate, else reserve this image and return None."""
+        """Return ``(kind, distance, match)`` for a duplicate, else reserve this image and return None.
+
+        ``mirror``: hashes of the horizontally mirrored image, looked up but not stored.
+        """
         with self._lock:
             if content_hash in self._pending:
                 return "exact", 0, self._pending[content_hash][1]
             rows = self.manifest.query("SELECT rowid FROM phashes WHERE content_hash=?", (content_hash,))
             if rows:
                 return "exact", 0, self._stored_entry(rows[0][0])
-            hits = [hit for value in (phash, centre) if value is not None and (hit := self._index.nearest(value))]
+            queries = (phash, centre, *mirror)
+            hits = [hit for value in queries if value is not None and (hit := self._index.nearest(value))]
             if hits:
                 distance, slot, rowid = min(hits)
                 entry = self._pending_slots.get(slot) or self._stored_entry(rowid)
@@ -297,9 +317,13 @@ class DedupStep(Step):
             annotate_phashes(event)
         elif event.image is not None and "phash_centre" not in event.notes:
             event.notes["phash_centre"] = compute_phash(centre_crop(event.image))
+        if event.image is not None and "phash_mirror" not in event.notes:
+            event.notes["phash_mirror"], event.notes["phash_mirror_centre"] = compute_mirror_phashes(event.image)
         centre = event.notes.get("phash_centre")
+        mirror = tuple(phash_to_int(h) for key in ("phash_mirror", "phash_mirror_centre") if (h := event.notes.get(key)))
         found = self._stored_without_phash(event) or self.index.check_and_reserve(
-            event.content_hash, phash_to_int(event.phash), event.label, phash_to_int(centre) if centre else None
+            event.content_hash, phash_to_int(event.phash), event.label, phash_to_int(centre) if centre else None,
+            mirror=mirror,
         )
         if found is None:
             event.notes["dedup_reserved"] = True

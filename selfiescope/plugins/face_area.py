@@ -5,6 +5,15 @@ pixel count that only fitted 150x150 thumbnails. Here the threshold is the face'
 of the image area, detections are grouped, and because a face that covers 15% of the
 picture is large, detection runs on a downscaled grey copy with a matching ``minSize``
 (see ``benchmarks/bench_face_filter.py`` for speed and agreement with full resolution).
+
+``detector`` chooses the face detector: ``haar`` (OpenCV's frontal cascade, the original
+method and the default), ``hog`` (dlib's frontal HOG + linear SVM) or ``cnn`` (dlib's MMOD
+CNN from face-recognition-models; ~25x the CPU time of HOG, see benchmarks/bench_detectors.py). The
+rule is the same for all three: the largest box's share of the image area. dlib's boxes
+are tighter than Haar's, so the same threshold keeps a different share of photos:
+``selfiescope stats --face-area-plot`` shows how many each threshold keeps per label.
+The detector's name is recorded with every decision (``notes["face_detector"]``, the
+manifest's ``face_detector`` column, and the reject reason).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import math
 import threading
 from pathlib import Path
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -24,7 +34,15 @@ from ..core.hookspecs import hookimpl
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 
 
+Detector = Literal["haar", "hog", "cnn"]
+# Smallest face each dlib detector finds without upsampling (HOG's 80x80 window; MMOD's
+# pyramid starts near 40 px, and finds them more reliably from ~50): the image is upsampled
+# when a face at the threshold would be smaller.
+DLIB_MIN_FACE = {"hog": 80, "cnn": 50}
+
+
 class FaceAreaOptions(Options):
+    detector: Detector = Field("haar", description="haar (OpenCV, the original method) | hog (dlib) | cnn (dlib MMOD)")
     min_face_area: float = Field(0.15, gt=0, lt=1, description="largest face area / image area to keep")
     scale_factor: float = Field(1.1, gt=1.0, le=2.0)
     min_neighbors: int = Field(5, ge=0, description="grouping: 0 keeps raw, ungrouped detections")
@@ -78,12 +96,71 @@ def _downscaled_grey(image: np.ndarray, side: int | None, scale_factor: float) -
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
+def _dlib_detector(kind: str) -> Any:
+    """dlib's HOG or MMOD detector, one per thread (dlib objects are not shared across threads)."""
+    cache: dict[str, Any] = _local.__dict__.setdefault("dlib", {})
+    if kind not in cache:
+        import dlib
+
+        if kind == "hog":
+            cache[kind] = dlib.get_frontal_face_detector()
+        else:
+            from .landmarks import model_file  # finds face-recognition-models' files without importing it
+
+            cache[kind] = dlib.cnn_face_detection_model_v1(str(model_file("mmod_human_face_detector.dat")))
+    return cache[kind]
+
+
+def _downscaled_rgb(image: np.ndarray, side: int | None) -> np.ndarray:
+    height, width = image.shape[:2]
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if side and max(width, height) > side:
+        scale = side / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image)
+
+
+def _detect_dlib(image_rgb: np.ndarray, options: FaceAreaOptions) -> list[FaceBox]:
+    height, width = image_rgb.shape[:2]
+    small = _downscaled_rgb(image_rgb, options.detect_side)
+    # dlib's cost grows with the pixels (MMOD's steeply): detect at the smallest size where a
+    # face of min_size_ratio of the threshold is still as large as the detector can see.
+    smallest = threshold_side(small.shape[1], small.shape[0], options) * options.min_size_ratio
+    shrink = DLIB_MIN_FACE[options.detector] / smallest
+    if shrink < 1:
+        size = (max(1, round(small.shape[1] * shrink)), max(1, round(small.shape[0] * shrink)))
+        small = cv2.resize(small, size, interpolation=cv2.INTER_AREA)
+    small_h, small_w = small.shape[:2]
+    wanted = threshold_side(small_w, small_h, options)
+    upsample = 0
+    while wanted * 2 ** upsample < DLIB_MIN_FACE[options.detector] and upsample < 2:
+        upsample += 1
+    found = _dlib_detector(options.detector)(small, upsample)
+    rects = [getattr(d, "rect", d) for d in found]  # MMOD returns (rect, confidence) pairs
+    sx, sy = width / small_w, height / small_h
+    min_side = threshold_side(width, height, options) * options.min_size_ratio
+    boxes = []
+    for r in rects:  # dlib's boxes may reach past the border: clip them, as Haar's never do
+        x0, y0 = max(0, r.left()), max(0, r.top())
+        x1, y1 = min(small_w, r.right() + 1), min(small_h, r.bottom() + 1)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        box = FaceBox(round(x0 * sx), round(y0 * sy), round((x1 - x0) * sx), round((y1 - y0) * sy))
+        if math.sqrt(box.area) >= min_side:
+            boxes.append(box)
+    return sorted(boxes, key=lambda b: b.area, reverse=True)
+
+
 def detect_faces(image_rgb: np.ndarray, options: FaceAreaOptions | None = None) -> list[FaceBox]:
     """Frontal faces at least ``min_size_ratio`` of the threshold's side, largest first.
 
     Boxes are in the pixel coordinates of ``image_rgb`` whatever size detection ran at.
     """
     options = options or FaceAreaOptions()
+    if options.detector != "haar":
+        return _detect_dlib(image_rgb, options)
     height, width = image_rgb.shape[:2]
     grey = _downscaled_grey(image_rgb, options.detect_side, options.scale_factor)
     small_h, small_w = grey.shape[:2]
@@ -129,22 +206,29 @@ class FaceAreaStep(Step):
     Options = FaceAreaOptions
 
     async def open(self) -> None:
-        cascade_path(self.options.cascade)  # fail at start, not on every image
+        if self.options.detector == "haar":
+            cascade_path(self.options.cascade)  # fail at start, not on every image
+        else:
+            _dlib_detector(self.options.detector)
 
     def process(self, event: ImageEvent) -> None:
         if event.image is None:
             raise Reject("not_decoded", "face_area needs the decode step before it in the chain")
         height, width = event.image.shape[:2]
+        detector = self.options.detector
+        event.notes["face_detector"] = detector
         faces = detect_faces(event.image, self.options)
         event.faces = faces
         event.face_area = face_area_fraction(faces, width, height)
         wanted = self.options.min_face_area
         if not faces:
-            raise Reject("no_face", f"no frontal face of {wanted * self.options.min_size_ratio ** 2:.1%}+ of the image found")
+            raise Reject("no_face", f"no frontal face of {wanted * self.options.min_size_ratio ** 2:.1%}+ of the image "
+                                    f"found ({detector} detector)")
         if event.face_area <= wanted:
             raise Reject(
                 "face_too_small",
-                f"largest face covers {event.face_area:.1%} of the image (needs more than {wanted:.0%}); {len(faces)} face(s)",
+                f"largest face covers {event.face_area:.1%} of the image (needs more than {wanted:.0%}); "
+                f"{len(faces)} face(s) ({detector} detector)",
             )
 
 

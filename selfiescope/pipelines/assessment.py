@@ -1,0 +1,72 @@
+"""How far the cross-validated figures can be trusted: baselines, intervals, calibration, sources.
+
+:func:`assess` takes the feature table and the model's out-of-fold predictions and adds,
+on the same grouped folds: the confounder baselines (:mod:`.baselines`), bootstrap
+intervals over near-duplicate groups for every AUC, the calibrator
+(:mod:`.calibration`), metrics per source job, and the plain-language warnings the
+report, the model card and the CLI show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .baselines import CONFOUNDERS, baseline_oof, bootstrap_auc_ci, confounder_matrices, confounder_warnings, per_source
+from .calibration import CalibrationResult, calibrate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dataset import FeatureTable
+    from .train import CVResult
+
+BASELINE_TITLES = {"face_area": "face area only", **{k: f"{v} only" for k, v in CONFOUNDERS.items()}}
+
+
+@dataclass
+class Assessment:
+    baselines: dict[str, np.ndarray]  # name -> out-of-fold probabilities (face_area included)
+    calibration: CalibrationResult
+    metrics: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def assess(table: "FeatureTable", cv: "CVResult", labels: list[str], threshold: float, seed: int,
+           score: Any, normalized: bool = False) -> Assessment:
+    """``score(y, prob, threshold)`` is the metric function the model itself is scored with."""
+    y, groups = table.y, table.groups
+    probs = {"face_area": cv.baseline_oof,
+             **baseline_oof(confounder_matrices([r.path for r in table.rows]), y, cv.splits)}
+    calibration = calibrate(cv.oof, y, groups, seed)
+    scored = {name: score(y, p, threshold) for name, p in probs.items()}
+    model_auc = score(y, cv.oof, threshold)["roc_auc"]
+    curves = {"lightgbm": cv.oof, "lightgbm_calibrated": calibration.calibrated_oof, **probs}
+    intervals = {}
+    for name, prob in curves.items():
+        ci = bootstrap_auc_ci(y, prob, groups, seed=seed) if len(np.unique(y)) == 2 else None
+        intervals[name] = list(ci) if ci else None
+    warnings = confounder_warnings(model_auc, scored, normalized)
+    jobs = [r.job for r in table.rows]
+    metrics = {
+        "baselines": scored,
+        "lightgbm_calibrated": score(y, calibration.calibrated_oof, threshold),
+        "roc_auc_ci95": intervals,
+        "ci_method": "percentile bootstrap over near-duplicate groups, 400 resamples",
+        "calibration": calibration.summary(),
+        "per_source": per_source(jobs, labels, y, calibration.calibrated_oof, threshold),
+    }
+    return Assessment(probs, calibration, metrics, warnings)
+
+
+def summary_fields(m: dict[str, Any]) -> dict[str, Any]:
+    """The honesty figures of ``metrics.json`` that the CLI's summary shows."""
+    cv = m["cv"]
+    out: dict[str, Any] = {f"baseline_{k}_roc_auc": v["roc_auc"] for k, v in cv.get("baselines", {}).items()
+                           if k != "face_area"}
+    if "without_normalize" in cv:
+        out["roc_auc_without_normalize"] = cv["without_normalize"]["roc_auc"]
+    if "calibration" in cv:
+        out.update(calibration=cv["calibration"]["method"], brier_before_calibration=cv["calibration"]["brier_before"],
+                   brier_after_calibration=cv["calibration"]["brier_after"])
+    return out

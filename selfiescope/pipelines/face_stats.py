@@ -1,0 +1,71 @@
+"""How many images per label each face-area threshold keeps: data for choosing ``min_face_area``.
+
+The face filter records the largest face's area share for every image it looked at,
+kept or rejected (``no_face`` records 0), so one collection at a permissive threshold
+shows what any stricter one would keep. Detections go down to ``min_size_ratio``² of
+the threshold in use (3.75% of the image at the default 15%): the curve below that is
+a lower bound.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.manifest import Manifest
+
+THRESHOLDS = np.round(np.arange(0.0, 0.505, 0.01), 2)
+TABLE_THRESHOLDS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
+
+
+def face_areas(manifest: Manifest) -> dict[str, np.ndarray]:
+    """``"label (detector)"`` -> area shares of every image the face filter judged
+    (accepted, or rejected by the face filter itself; later steps' rejections are duplicates)."""
+    rows = manifest.query(
+        "SELECT label, face_detector, face_area FROM images WHERE face_area IS NOT NULL"
+        " AND (decision='accepted' OR rejected_by='face_area')"
+    )
+    detectors = {r["face_detector"] for r in rows}
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        key = r["label"] if len(detectors) < 2 else f"{r['label']} ({r['face_detector'] or 'haar'})"
+        out.setdefault(key, []).append(float(r["face_area"]))
+    return {k: np.array(v) for k, v in sorted(out.items())}
+
+
+def kept_per_threshold(areas: dict[str, np.ndarray], thresholds: np.ndarray = THRESHOLDS) -> dict[str, list[int]]:
+    """Images each threshold keeps (area share strictly above it, the filter's rule)."""
+    return {k: [int((v > t).sum()) for t in thresholds] for k, v in areas.items()}
+
+
+def threshold_plot(path: Path, areas: dict[str, np.ndarray], current: float | None = None) -> Path:
+    from .report import _plt, _save
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, counts in kept_per_threshold(areas).items():
+        ax.plot(THRESHOLDS * 100, counts, label=f"{key} ({len(areas[key])} judged)")
+    if current is not None:
+        ax.axvline(current * 100, color="k", ls=":", lw=1, label=f"min_face_area now ({current:.0%})")
+    ax.set(xlabel="min_face_area (% of the image)", ylabel="images kept",
+           title="images kept per label at each face-area threshold")
+    ax.legend(loc="upper right", fontsize=8)
+    _save(fig, path)
+    return path
+
+
+def face_area_stats(root: Path, plot: Path | None, current: float | None) -> dict[str, Any]:
+    manifest = Manifest.at_root(root)
+    try:
+        areas = face_areas(manifest)
+    finally:
+        manifest.close()
+    table = {k: dict(zip((f"{t:.0%}" for t in TABLE_THRESHOLDS), kept_per_threshold(areas, np.array(TABLE_THRESHOLDS))[k]))
+             for k in areas}
+    result: dict[str, Any] = {"root": str(root), "judged": {k: len(v) for k, v in areas.items()}, "kept": table,
+                              "plot": None}
+    if plot is not None and areas:
+        result["plot"] = str(threshold_plot(plot, areas, current))
+    return result
