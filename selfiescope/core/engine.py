@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from .components import Job, Source, Step
 from .context import RunContext
 from .events import Decision, ImageEvent, Reject
+from .privacy import forget_reason, forgotten
 
 log = logging.getLogger("selfiescope.engine")
 _DONE = object()
@@ -109,8 +110,13 @@ class Engine:
                 if item is _DONE:
                     return
                 state, event = item  # type: ignore[misc]
-                await run_chain(event, self.steps, self.run)
-                await loop.run_in_executor(self.run.executor, self.run.manifest.record, event, self.run.run_id)
+                privacy = self.run.settings.privacy
+                if await loop.run_in_executor(self.run.executor, forgotten, event, self.run.manifest,
+                                              privacy.store_captions):
+                    event.reject(*forget_reason())  # counted, never recorded: it leaves no trace
+                else:
+                    await run_chain(event, self.steps, self.run)
+                    await loop.run_in_executor(self.run.executor, self.run.manifest.record, event, self.run.run_id)
                 ok = event.decision is Decision.ACCEPTED
                 self.run.stats.count(state.job.target, "accepted" if ok else "rejected", event.reject_code, event.size)
                 if ok:

@@ -35,6 +35,7 @@ from ..core.context import RunContext
 from ..core.engine import run_chain
 from ..core.events import Decision, FaceBox, ImageEvent, Origin
 from ..core.manifest import Manifest
+from ..core.privacy import forget_reason, forgotten, scrub_origin
 from ..core.plugins import Registry, load_registry
 from ..core.settings import ScrapePipeline, Settings
 from ..core.stats import RunStats
@@ -270,6 +271,8 @@ class DaskCollector:
                 yield WorkItem(origin, job.label, path=str(path), max_bytes=max_bytes)
             return
         async for event in self.source.events(job):  # downloads happen here; bytes travel with the task
+            # Owners are pseudonymised before the bytes leave for a worker (the client's gate re-checks).
+            scrub_origin(event.origin, self.run.manifest.keyring, self.run.settings.privacy.store_captions)
             yield WorkItem(event.origin, event.label, data=event.data, notes=_plain(event.notes))
 
     async def batches(self, jobs: Sequence[Job]) -> AsyncIterator[_Batch]:
@@ -345,10 +348,14 @@ class DaskCollector:
                 state.skipped_over_limit += 1
                 continue
             event = await self._client_event(item, result)
-            if event.decision is not Decision.REJECTED:
-                event.decision = Decision.PENDING
-                await run_chain(event, self.client_steps, self.run)
-            await loop.run_in_executor(self.run.executor, self.run.manifest.record, event, self.run.run_id)
+            if await loop.run_in_executor(self.run.executor, forgotten, event, self.run.manifest,
+                                          self.run.settings.privacy.store_captions):
+                event.reject(*forget_reason())  # counted, never recorded
+            else:
+                if event.decision is not Decision.REJECTED:
+                    event.decision = Decision.PENDING
+                    await run_chain(event, self.client_steps, self.run)
+                await loop.run_in_executor(self.run.executor, self.run.manifest.record, event, self.run.run_id)
             ok = event.decision is Decision.ACCEPTED
             state.accepted += ok
             self.run.stats.count(batch.job.target, "accepted" if ok else "rejected", event.reject_code, event.size)

@@ -30,6 +30,7 @@ import numpy as np
 from ..core.plugins import Registry, load_registry
 from ..core.settings import Settings, SettingsError, TrainPipeline, check_components
 from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
+from .forget import record_training_set, register_model
 
 log = logging.getLogger("selfiescope.train")
 
@@ -357,6 +358,7 @@ def write_artifacts(
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (tmp / "versions.json").write_text(json.dumps(_versions(), indent=2))
     _write_predictions(tmp / "predictions.csv", table, cv)
+    record_training_set(tmp, [r.content_hash for r in table.rows])  # `forget` lists models that used an image
     if pipeline.report:
         from .report import write_report
 
@@ -367,6 +369,7 @@ def write_artifacts(
     tmp.rename(model_dir)
     if old.exists():
         shutil.rmtree(old)
+    register_model(model_dir, Path(pipeline.dataset_root or settings.storage.root), pipeline_name, len(table.rows))
     return model_dir
 
 
