@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JsonOpt, SettingsOpt, app, console, emit_json, fail, load, out
@@ -75,7 +76,7 @@ def forget_command(
         console.print("nothing removed (no answer: pass --yes to confirm without a prompt)")
         raise typer.Exit(EXIT_FAILED) from None
     except (ForgetError, PrivacyError) as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     except SettingsError as exc:
         console.print(exc.render(), highlight=False, markup=False)
         raise typer.Exit(2) from None
@@ -131,7 +132,7 @@ def export_command(
     try:
         result = asyncio.run(export(settings, directory, fmt, include_urls=include_urls))  # type: ignore[arg-type]
     except ExportError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     if as_json:
         emit_json(result.as_dict())
     else:
