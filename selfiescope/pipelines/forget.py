@@ -148,7 +148,8 @@ def plan_forget(manifest: Manifest, request: ForgetRequest) -> ForgetPlan:
 
     for value in request.posts:
         code = post_code(value)
-        add(_rows(manifest, "post_id=? OR post_url=?", (code, value)))
+        # By id (indexed); a URL whose id is not the source's post id is matched by URL.
+        add(_rows(manifest, "post_id=?", (code,)) or _rows(manifest, "post_url=?", (value,)))
         whole_posts.add(code)
         if manifest.query("SELECT 1 FROM posts_seen WHERE post_id=? LIMIT 1", (code,)):
             plan.posts.add(code)
