@@ -21,7 +21,7 @@ from .core.settings import SettingsError
 SHOWN = 50  # matched images listed on the terminal (--json lists them all)
 
 
-def _print_forget(result, verb: str) -> None:  # noqa: ANN001 - ForgetResult
+def _print_forget(result, verb: str, to=out) -> None:  # noqa: ANN001 - ForgetResult, Console
     if result.resumed:
         console.print(f"finished an interrupted forget first ({result.resumed} entries)")
     if not result.removed_anything:
@@ -33,12 +33,12 @@ def _print_forget(result, verb: str) -> None:  # noqa: ANN001 - ForgetResult
         table.add_row(m.id or m.content_hash[:16], m.label or "", m.location or "", m.decision)
     if len(result.images) > SHOWN:
         table.add_row(f"... and {len(result.images) - SHOWN} more", "", "", "")
-    out.print(table)
+    to.print(table)
     if not result.dry_run:
         removed = ", ".join(f"{k} {v}" for k, v in result.removed.items() if v)
-        out.print(f"removed: {removed or 'nothing more'}; tombstones added: {result.tombstones}")
+        to.print(f"removed: {removed or 'nothing more'}; tombstones added: {result.tombstones}")
     for use in result.models:
-        out.print(f"[yellow]model[/yellow] {use.path} was trained on {use.images} of these images: "
+        to.print(f"[yellow]model[/yellow] {escape(use.path)} was trained on {use.images} of these images: "
                   f"retrain it (`{use.retrain}`) so it no longer includes them", highlight=False)
 
 
@@ -67,7 +67,7 @@ def forget_command(
         if not (yes or dry_run):
             preview = asyncio.run(forget(settings, request, dry_run=True))
             if preview.images or preview.posts:
-                _print_forget(preview, "would forget")
+                _print_forget(preview, "would forget", console if as_json else out)  # stdout stays JSON
                 if not typer.confirm(f"Forget these {len(preview.images)} images for good?", default=False, err=True):
                     console.print("nothing removed")
                     raise typer.Exit(EXIT_FAILED)

@@ -168,8 +168,10 @@ def test_dry_run_and_prompt_change_nothing_until_confirmed(dataset: Path) -> Non
     m = Manifest.at_root(dataset)
     assert m.query("SELECT COUNT(*) FROM tombstones")[0][0] == 0
     m.close()
-    confirmed = forget_cli(dataset, "--owner", "user_0", input="y\n")
+    confirmed = forget_cli(dataset, "--owner", "user_0", "--json", input="y\n")
     assert confirmed.exit_code == 0, confirmed.output
+    # The preview and prompt go to stderr (CliRunner echoes the typed answer into stdout, a terminal does not).
+    assert json.loads(confirmed.stdout.removeprefix(" y\n"))["removed"]["files"] == 3
     assert len(stored_files(dataset)) == len(files) - 3
 
 
