@@ -83,6 +83,9 @@ def forget_command(
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: run the same command again to finish the forget")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except OSError as exc:  # a file could not be removed: the tombstones and the to-do list are saved
+        raise fail(escape(f"{exc}; what was done is saved: run the same command again to finish the forget"),
+                   EXIT_FAILED) from None
     if as_json:
         emit_json(result.as_dict())
     else:

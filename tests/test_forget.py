@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from privacy_helpers import (
     FakePost, accepted_locations, collect_posts, import_folder, jpeg, settings_for, stored_files, table_hashes,
     write_settings,
@@ -306,3 +307,43 @@ def test_models_that_included_the_image_are_listed(tmp_path: Path) -> None:
     shutil.rmtree(model)  # a model deleted since: not listed, no error
     third = forget_cli(root, "--label", "portrait", "--yes", "--json")
     assert third.exit_code == 0 and json.loads(third.stdout)["models"] == []
+
+
+@hsettings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(crash=st.integers(0, 4), key=st.sampled_from(["--owner", "--label"]))
+def test_a_crash_anywhere_in_forget_is_finished_by_a_rerun(tmp_path_factory, crash: int, key: str) -> None:
+    """crash 0-2: on the n-th file; 3: in the rows' transaction; 4: in the tombstones' transaction."""
+    root = tmp_path_factory.mktemp("crash") / "data"
+    collect_posts(settings_for(root), "tagA", "selfie", posts())
+    value = {"--owner": "user_1", "--label": "selfie"}[key]
+    expected_left = N - (3 if key == "--owner" else N)
+    real_delete, real_tx = FilesStorage.delete, Manifest.transaction
+    calls = {"delete": 0, "tx": 0}
+
+    async def delete(self, stored):  # noqa: ANN001
+        calls["delete"] += 1
+        if calls["delete"] == crash + 1 and crash <= 2:
+            raise OSError(5, "I/O error")
+        return await real_delete(self, stored)
+
+    def transaction(self):  # noqa: ANN001
+        calls["tx"] += 1
+        if (crash == 4 and calls["tx"] == 1) or (crash == 3 and calls["tx"] == 2):
+            raise KeyboardInterrupt
+        return real_tx(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FilesStorage, "delete", delete)
+        mp.setattr(Manifest, "transaction", transaction)
+        first = forget_cli(root, key, value, "--yes")
+    assert first.exit_code in (1, 130), first.output
+    if crash <= 3:  # the tombstones were committed: nothing can come back meanwhile
+        again = collect_posts(settings_for(root), "tagA", "selfie", posts())
+        assert again.accepted == 0
+    rerun = forget_cli(root, key, value, "--yes")
+    assert rerun.exit_code in (0, 1), rerun.output
+    assert stored_files(root) == accepted_locations(root)
+    assert len(stored_files(root)) == expected_left
+    m = Manifest.at_root(root)
+    assert m.query("SELECT COUNT(*) FROM forget_pending")[0][0] == 0
+    m.close()
