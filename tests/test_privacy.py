@@ -86,16 +86,21 @@ def test_a_widened_key_is_narrowed_and_a_damaged_or_unwritable_one_is_a_clear_er
     (tmp_path / KEY_FILE).write_text("not hex")
     with pytest.raises(PrivacyError, match="damaged"):
         load_or_create_key(tmp_path)
-    if os.geteuid() == 0:
-        pytest.skip("root can write anywhere: the unwritable-root case cannot be staged")
+    # A root where the key cannot be created (read-only disk, wrong owner): a clear error, no key half-made.
     ro = tmp_path / "ro"
     ro.mkdir()
-    os.chmod(ro, 0o500)
+
+    def refuse(*a, **k):  # noqa: ANN002, ANN003 - root may write anywhere: refuse like a read-only disk
+        raise OSError(30, "Read-only file system")
+
+    real_open = os.open
+    os.open = refuse
     try:
-        with pytest.raises(PrivacyError, match="cannot create the dataset key .*writable"):
+        with pytest.raises(PrivacyError, match="cannot create the dataset key .*Read-only.*writable"):
             load_or_create_key(ro)
     finally:
-        os.chmod(ro, 0o700)
+        os.open = real_open
+    assert not (ro / KEY_FILE).exists()
 
 
 def test_unwritable_key_is_a_clear_cli_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
