@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from privacy_helpers import (
-    FakePost, accepted_locations, collect_posts, import_folder, jpeg, settings_for, stored_files, table_hashes,
+    CHAIN, FakePost, accepted_locations, collect_posts, import_folder, jpeg, settings_for, stored_files, table_hashes,
     write_settings,
 )
 from typer.testing import CliRunner
@@ -347,3 +347,51 @@ def test_a_crash_anywhere_in_forget_is_finished_by_a_rerun(tmp_path_factory, cra
     m = Manifest.at_root(root)
     assert m.query("SELECT COUNT(*) FROM forget_pending")[0][0] == 0
     m.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_tombstones_are_honoured_on_dask_too(tmp_path: Path) -> None:
+    """The Dask engine calls the same gate: forgotten photos and owners are not stored, names never travel."""
+    pytest.importorskip("distributed")
+    from privacy_helpers import POSTS, PostsPlugin
+
+    from selfiescope.core.settings import ComputeSettings, settings_from_dict
+    from selfiescope.pipelines.dask_collect import collect_on_dask
+
+    root, folder = tmp_path / "data", tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"p{i}.jpg").write_bytes(jpeg(300 + i))
+    local = settings_for(root)
+    import_folder(local, folder, "selfie")
+    collect_posts(local, "tagA", "selfie", posts())
+    assert forget_cli(root, "--image", str(folder / "p2.jpg"), "--owner", "user_1", "--yes").exit_code == 0
+    shutil.rmtree(root / "selfie")  # start the files over; the manifest keeps resume rows, so drop those too
+    m = Manifest.at_root(root)
+    m.execute("DELETE FROM images")
+    m.execute("DELETE FROM posts_seen")
+    m.execute("DELETE FROM phashes")
+    m.close()
+
+    settings = settings_from_dict({"storage": {"root": str(root)}, "engine": {"workers": 1},
+                                   "compute": {"engine": "dask", "workers": 1, "batch_size": 2}})
+    from selfiescope.core.compute import start_local_cluster
+
+    import distributed
+
+    cluster = start_local_cluster(ComputeSettings(engine="dask", workers=1, threads_per_worker=1))
+    try:
+        with distributed.Client(cluster) as client:
+            pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="selfie", chain=CHAIN)
+            stats = asyncio.run(collect_on_dask(settings, "import", pipeline=pipeline, client=client))
+            assert stats.accepted == 3 and stats.rejected_by_reason == {"forgotten": 1}, stats.as_dict()
+            POSTS["tagA"] = posts()
+            pipeline = ScrapePipeline(kind="scrape", source="posts", hashtags=["tagA"], label="selfie", chain=CHAIN)
+            stats = asyncio.run(collect_on_dask(settings, "s", pipeline=pipeline, client=client,
+                                                extra_plugins=[PostsPlugin()]))
+    finally:
+        cluster.close()
+    assert stats.accepted == N - 3, stats.as_dict()  # user_1's three posts: skipped before any download
+    assert stored_files(root) == accepted_locations(root) and len(stored_files(root)) == 3 + N - 3
+    assert b"user_1" not in (root / "manifest.sqlite").read_bytes().lower()
