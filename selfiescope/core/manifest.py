@@ -89,6 +89,8 @@ ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS conflicts_other ON conflicts(other_hash)",
     "CREATE INDEX IF NOT EXISTS rejections_post ON rejections(post_id)",
     "CREATE INDEX IF NOT EXISTS posts_seen_post ON posts_seen(post_id)",
+    # The dataset card counts per source, job and label at the end of every run: an index-only scan.
+    "CREATE INDEX IF NOT EXISTS images_card ON images(decision, source, job, label, first_seen)",
 )
 
 

@@ -74,16 +74,21 @@ def known_biases(face_area: dict[str, Any], dedup: dict[str, Any]) -> list[str]:
 
 def build_card(settings: Settings, manifest: Manifest, registry: Registry | None = None) -> dict[str, Any]:
     q = manifest.query
-    labels = {r[0]: r[1] for r in q("SELECT label, COUNT(*) FROM images WHERE decision='accepted' GROUP BY label")}
-    sources = []
-    for r in q("SELECT source, COUNT(*) n, MIN(first_seen) a, MAX(first_seen) b FROM images"
-               " WHERE decision='accepted' GROUP BY source ORDER BY source"):
-        jobs = q("SELECT job, label, COUNT(*) n FROM images WHERE decision='accepted' AND source=?"
-                 " GROUP BY job, label ORDER BY job", (r["source"],))
-        sources.append({
-            "source": r["source"], "images": r["n"], "first": _iso(r["a"]), "last": _iso(r["b"]),
-            "jobs": [{"job": j["job"], "label": j["label"], "images": j["n"]} for j in jobs],
-        })
+    # One pass over the accepted images: counts and dates per (source, job, label).
+    groups = q("SELECT source, job, label, COUNT(*) n, MIN(first_seen) a, MAX(first_seen) b FROM images"
+               " WHERE decision='accepted' GROUP BY source, job, label ORDER BY source, job, label")
+    labels: dict[str, int] = {}
+    by_source: dict[str, dict[str, Any]] = {}
+    for g in groups:
+        labels[g["label"]] = labels.get(g["label"], 0) + g["n"]
+        src = by_source.setdefault(g["source"], {"source": g["source"], "images": 0, "a": g["a"], "b": g["b"], "jobs": []})
+        src["images"] += g["n"]
+        src["a"], src["b"] = min(src["a"], g["a"]), max(src["b"], g["b"])
+        src["jobs"].append({"job": g["job"], "label": g["label"], "images": g["n"]})
+    sources = [
+        {"source": s["source"], "images": s["images"], "first": _iso(s["a"]), "last": _iso(s["b"]), "jobs": s["jobs"]}
+        for s in by_source.values()
+    ]
     rejections = {
         f"{r[0] or '?'}/{r[1] or '?'}": r[2]
         for r in q("SELECT rejected_by, reject_code, COUNT(*) FROM rejections GROUP BY 1, 2 ORDER BY 3 DESC")
