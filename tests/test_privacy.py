@@ -328,3 +328,42 @@ def test_after_any_sequence_of_import_and_forget_files_and_manifest_agree(ops: l
         phashes = {r[0] for r in m.query("SELECT content_hash FROM phashes")}
         assert phashes <= {r[0] for r in m.query("SELECT content_hash FROM images WHERE decision='accepted'")}
         m.close()
+
+
+def test_a_file_whose_location_cannot_be_removed_is_not_stored(tmp_path: Path) -> None:
+    folder, root = tmp_path / "photos", tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / "geo.tif", exif=gps_exif())
+    (folder / "ok.jpg").write_bytes(jpeg(42, exif=gps_exif()))
+    stats = import_folder(settings_for(root), folder, "selfie")
+    assert stats.accepted == 1 and stats.rejected_by_reason == {"location_metadata": 1}, stats.as_dict()
+    m = Manifest.at_root(root)
+    reason = m.query("SELECT reason FROM images WHERE reject_code='location_metadata'")[0][0]
+    m.close()
+    assert "strip_metadata" in reason
+    assert import_folder(settings_for(tmp_path / "raw", strip_metadata="none"), folder, "selfie").accepted == 2
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(fmt=st.sampled_from(["JPEG", "PNG", "WEBP"]), cuts=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)),
+                                                                   max_size=4))
+def test_stripping_damaged_containers_never_raises_nor_changes_pixels(fmt: str, cuts: list[tuple[int, int]]) -> None:
+    """Random bytes overwritten in the metadata area (lengths, chunk sizes, markers)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(
+        buf, fmt, exif=gps_exif(), **({"lossless": True} if fmt == "WEBP" else {}))
+    data = bytearray(buf.getvalue())
+    for pos, value in cuts:
+        data[pos % min(len(data), 400)] = value
+    data = bytes(data)
+    out = strip_metadata(data, fmt.lower(), "location")
+    try:
+        before = pixels(data)
+    except Exception:
+        return  # decode would have rejected it: never stored
+    try:
+        after = pixels(out)
+    except Exception:
+        after = None
+    assert after is not None and np.array_equal(before, after), "stripping broke an image that decodes"

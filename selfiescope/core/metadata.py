@@ -9,7 +9,8 @@ lens tags are features), and so are XMP packets that carry GPS or place fields a
 IPTC/Photoshop blocks (they hold city/country fields).
 ``all``: EXIF, XMP, IPTC, comments and text chunks go; only the EXIF orientation is
 kept (it decides which way up the pixels are shown), with the colour profile.
-Other formats (GIF, BMP, TIFF, AVIF, HEIC) are stored unchanged: see docs/architecture.md.
+Other formats (GIF, BMP, TIFF, AVIF, HEIC) are returned unchanged; the ``store`` step refuses a
+file that still has a GPS directory (see docs/architecture.md).
 """
 
 from __future__ import annotations

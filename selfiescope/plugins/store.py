@@ -16,7 +16,7 @@ from typing import Literal
 from ..core.components import Options, Step
 from ..core.events import ImageEvent, Reject
 from ..core.hookspecs import hookimpl
-from ..core.metadata import strip_metadata
+from ..core.metadata import has_location, strip_metadata
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -50,6 +50,9 @@ class StoreStep(Step):
             if stripped != event.data:
                 event.notes["metadata_removed"] = len(event.data) - len(stripped)
                 event.data = stripped
+            if has_location(stripped):  # a format or a damaged file we cannot rewrite losslessly
+                raise Reject("location_metadata", f"its {event.format} file keeps GPS metadata that cannot be removed "
+                             "without re-encoding; set [privacy] strip_metadata = \"none\" to store such files as they are")
         event.location = await self.run.storage.write(event)
 
 
