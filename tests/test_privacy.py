@@ -367,3 +367,30 @@ def test_stripping_damaged_containers_never_raises_nor_changes_pixels(fmt: str, 
     except Exception:
         after = None
     assert after is not None and np.array_equal(before, after), "stripping broke an image that decodes"
+
+
+def test_a_real_phone_photo_loses_its_gps_and_keeps_its_id(faces_dir: Path, tmp_path: Path) -> None:
+    src = faces_dir / "portrait" / "knn_examples__test__alex_lacamoire1.jpg"
+    if not src.is_file() or not has_location(src.read_bytes()):
+        pytest.skip(f"{src} (a real photo with GPS EXIF) is not available")
+    import hashlib
+
+    folder, root = tmp_path / "in", tmp_path / "data"
+    folder.mkdir()
+    (folder / src.name).write_bytes(src.read_bytes())
+    settings = settings_for(root)
+    pipeline_chain = ["decode", "dedup", "store"]  # its face is small: the face filter is not the point here
+    from selfiescope.core.settings import ScrapePipeline
+    from selfiescope.pipelines.collect import collect
+    import asyncio
+
+    pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="portrait", chain=pipeline_chain)
+    stats = asyncio.run(collect(settings, "import", pipeline=pipeline))
+    assert stats.accepted == 1, stats.as_dict()
+    m = Manifest.at_root(root)
+    r = dict(m.query("SELECT * FROM images")[0])
+    m.close()
+    stored = (root / r["location"]).read_bytes()
+    assert r["id"] == hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    assert not has_location(stored) and np.array_equal(pixels(stored), pixels(src.read_bytes()))
+    assert Image.open(io.BytesIO(stored)).getexif().get(0x010F)  # the camera make is still there (a feature)
