@@ -664,6 +664,9 @@ def mock_site_command(
 # --- end mock-site ---------------------------------------------------------------------------
 
 
+from . import cli_privacy  # noqa: E402,F401  (registers forget, card, export on app)
+
+
 def main() -> None:
     app()
 

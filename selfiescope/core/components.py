@@ -110,6 +110,13 @@ class Storage(Component):
     async def read(self, stored: StoredImage) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    async def delete(self, stored: StoredImage) -> bool:  # pragma: no cover - abstract
+        """Remove a stored image (``selfiescope forget``); True if it was there.
+
+        Must be idempotent: an interrupted forget calls it again for the same image.
+        """
+        raise NotImplementedError
+
 
 class FeatureExtractor:
     """Computes one named group of numeric features.

@@ -48,3 +48,22 @@ async def settle(run: "RunContext", event: ImageEvent, job: str) -> None:
     except Exception as exc:  # noqa: BLE001 - an observer's bug must not stop the run
         log.error("a plugin's %s hook failed on %s: %s: %s", outcome.value, event.describe(), type(exc).__name__, exc)
         run.stats.errors.append(f"an observer plugin failed on {event.describe()}: {type(exc).__name__}: {exc}")
+
+
+async def admit(run: "RunContext", event: ImageEvent, job: str) -> bool:
+    """The privacy gate before the chain (every executor calls it): pseudonymise the event's
+    owner and drop its caption; False for an image or post that ``forget`` removed, which is
+    then counted as rejected (``forgotten``) and never recorded, so it leaves no trace."""
+    from .privacy import forget_reason, forgotten
+
+    loop = asyncio.get_running_loop()
+    if not await loop.run_in_executor(run.executor, forgotten, event, run.manifest,
+                                      run.settings.privacy.store_captions):
+        return True
+    event.reject(*forget_reason())
+    run.stats.count(job, "rejected", event.reject_code, event.size)
+    try:
+        run.hook.selfiescope_image_rejected(event=event, run=run)
+    except Exception as exc:  # noqa: BLE001 - an observer's bug must not stop the run
+        log.error("a plugin's rejected hook failed on %s: %s: %s", event.describe(), type(exc).__name__, exc)
+    return False

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .components import Job, Source, Step
 from .context import RunContext
-from .decisions import settle
+from .decisions import admit, settle
 from .events import Decision, ImageEvent, Reject
 from .text import printable
 
@@ -112,8 +112,9 @@ class Engine:
                 state, event = item  # type: ignore[misc]
                 ok = False
                 try:
-                    await run_chain(event, self.steps, self.run)
-                    await settle(self.run, event, state.job.target)
+                    if await admit(self.run, event, state.job.target):
+                        await run_chain(event, self.steps, self.run)
+                        await settle(self.run, event, state.job.target)
                     ok = event.decision is Decision.ACCEPTED
                 except asyncio.CancelledError:
                     raise

@@ -13,10 +13,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .events import Decision, ImageEvent
+from .privacy import Keyring, describe_extra, scrub_origin
 from .text import printable, redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,7 +72,32 @@ CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, pipeline TEXT, settings_hash TEXT, started REAL, finished REAL,
     status TEXT, stats TEXT
 );
+CREATE TABLE IF NOT EXISTS tombstones (
+    key TEXT PRIMARY KEY, kind TEXT NOT NULL, at REAL
+);
+CREATE TABLE IF NOT EXISTS forget_pending (
+    kind TEXT NOT NULL, value TEXT NOT NULL, label TEXT, location TEXT, at REAL,
+    PRIMARY KEY (kind, value)
+);
+CREATE TABLE IF NOT EXISTS models (
+    path TEXT PRIMARY KEY, pipeline TEXT, trained REAL, images INTEGER
+);
 """
+# Columns added after the first release: existing manifests get them on open.
+ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "images": [("owner", "TEXT"), ("owner_id", "TEXT"), ("caption", "TEXT"), ("taken_at", "REAL")],
+}
+ADDED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS images_owner ON images(owner)",
+    "CREATE INDEX IF NOT EXISTS images_post ON images(post_id)",
+    "CREATE INDEX IF NOT EXISTS rejections_hash ON rejections(content_hash)",
+    "CREATE INDEX IF NOT EXISTS conflicts_hash ON conflicts(content_hash)",
+    "CREATE INDEX IF NOT EXISTS conflicts_other ON conflicts(other_hash)",
+    "CREATE INDEX IF NOT EXISTS rejections_post ON rejections(post_id)",
+    "CREATE INDEX IF NOT EXISTS posts_seen_post ON posts_seen(post_id)",
+    # The dataset card counts per source, job and label at the end of every run: an index-only scan.
+    "CREATE INDEX IF NOT EXISTS images_card ON images(decision, source, job, label, first_seen)",
+)
 
 
 # Columns added after the first release: (table, column, type). Older manifests get them on open.
@@ -91,6 +118,13 @@ def _signed64(value: int) -> int:  # SQLite INTEGER is signed
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def _number(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 class Manifest:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -101,14 +135,27 @@ class Manifest:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
-        for table, column, kind in MIGRATIONS:
-            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                try:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-                except sqlite3.OperationalError as exc:  # another process added it first
-                    if "duplicate column" not in str(exc):
-                        raise
+        self._migrate()
+        self.keyring = Keyring(self.path.parent)  # the key is read (or made) on first use only
+
+    def _migrate(self) -> None:
+        """Additive schema changes, safe on a manifest of any earlier version."""
+        with self._lock:
+            for table, columns in ADDED_COLUMNS.items():
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns:
+                    if name not in have:
+                        try:
+                            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                        except sqlite3.OperationalError as exc:  # another process added it first
+                            if "duplicate column" not in str(exc):
+                                raise
+            for sql in ADDED_INDEXES:
+                self._db.execute(sql)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
 
     @classmethod
     def at_root(cls, root: Path | str) -> "Manifest":
@@ -127,6 +174,18 @@ class Manifest:
             self._db.execute("BEGIN")
             try:
                 self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (taken at once: no other writer can slip in between)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -157,7 +216,20 @@ class Manifest:
 
     # --- posts (resume) ----------------------------------------------------------------
     def post_seen(self, source: str, post_id: str) -> bool:
-        return bool(self.query("SELECT 1 FROM posts_seen WHERE source=? AND post_id=?", (source, post_id)))
+        """Whether a source need not fetch this post: met before, or forgotten (tombstone)."""
+        if self.query("SELECT 1 FROM posts_seen WHERE source=? AND post_id=?", (source, post_id)):
+            return True
+        return self.has_tombstones() and self.tombstoned([self.keyring.post(post_id)])
+
+    # --- tombstones (selfiescope forget) -------------------------------------------------
+    def has_tombstones(self) -> bool:
+        return bool(self.query("SELECT 1 FROM tombstones LIMIT 1"))
+
+    def tombstoned(self, keys: list[str]) -> bool:
+        if not keys:
+            return False
+        marks = ",".join("?" * len(keys))
+        return bool(self.query(f"SELECT 1 FROM tombstones WHERE key IN ({marks}) LIMIT 1", tuple(keys)))
 
     def mark_post(self, source: str, post_id: str, job: str = "", label: str = "") -> None:
         self.execute(
@@ -198,6 +270,8 @@ class Manifest:
         it goes to ``failures`` only, and the image stays free to be processed again.
         """
         o = event.origin
+        scrub_origin(o, self.keyring)  # a no-op after the engine's gate; a guard for direct callers
+        extra = describe_extra(o.extra)
         now = time.time()
         if event.decision is Decision.FAILED:
             self.execute(
@@ -219,6 +293,8 @@ class Manifest:
             decision=event.decision.value, rejected_by=event.rejected_by,
             reject_code=event.reject_code, reason=_text(event.reject_reason), location=event.location,
             run_id=run_id, first_seen=now, updated=now,
+            owner=extra.get("owner"), owner_id=extra.get("owner_id"),
+            caption=extra.get("caption"), taken_at=_number(extra.get("taken_at")),
         )
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)

@@ -126,6 +126,15 @@ class ComputeSettings(Strict):
     )
 
 
+class PrivacySettings(Strict):
+    """What the dataset keeps about the people in it (docs/architecture.md, "Privacy")."""
+
+    store_captions: bool = Field(False, description="keep post captions in the manifest")
+    strip_metadata: Literal["location", "all", "none"] = Field(
+        "location", description="metadata removed from stored copies (ids stay those of the original bytes)"
+    )
+
+
 class PipelineBase(Strict):
     description: str = ""
     options: dict[str, dict[str, Any]] = {}
@@ -220,6 +229,7 @@ class Settings(Strict):
     engine: EngineSettings = EngineSettings()
     logging: LoggingSettings = LoggingSettings()
     compute: ComputeSettings = ComputeSettings()
+    privacy: PrivacySettings = PrivacySettings()
     plugins: dict[str, dict[str, Any]] = {}
     pipelines: dict[str, Pipeline] = {}
 

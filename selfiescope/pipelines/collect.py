@@ -20,6 +20,8 @@ from ..core.settings import (
     ScrapePipeline, Settings, SettingsError, check_components, check_paths, check_pipeline,
 )
 from ..core.stats import RunStats
+from .card import refresh_card
+from .forget import complete_pending, pending_count
 
 log = logging.getLogger("selfiescope.collect")
 
@@ -99,6 +101,8 @@ async def managed_run(
 
     try:
         run.storage = await open_component("storage", settings.storage.backend)
+        if pending_count(manifest):  # an interrupted `forget`: finish it before collecting anything
+            await complete_pending(manifest, run.storage)
         yield run, open_component
         run.stats.status = "finished" if run.stats.ok else "finished_with_errors"
     except (asyncio.CancelledError, KeyboardInterrupt):
@@ -124,6 +128,7 @@ async def managed_run(
         manifest.finish_run(run.run_id, run.stats.status, run.stats.as_dict())
         run.hook.selfiescope_run_finished(run=run, stats=run.stats)
         executor.shutdown(wait=True)  # queued manifest writes finish: files and manifest agree
+        refresh_card(settings, manifest, registry)
         manifest.close()
         lock.release()
 

@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 from ..core.components import Job, Source, Step
 from ..core.compute import dask_client, worker_count
 from ..core.context import RunContext
-from ..core.decisions import settle
+from ..core.decisions import admit, settle
 from ..core.engine import run_chain
 from ..core.events import Decision, FaceBox, ImageEvent, Origin
 from ..core.manifest import Manifest
+from ..core.privacy import scrub_origin
 from ..core.plugins import Registry, load_registry
 from ..core.settings import ScrapePipeline, Settings
 from ..core.stats import RunStats
@@ -274,6 +275,8 @@ class DaskCollector:
                 yield WorkItem(origin, job.label, path=str(path), max_bytes=max_bytes)
             return
         async for event in self.source.events(job):  # downloads happen here; bytes travel with the task
+            # Owners are pseudonymised before the bytes leave for a worker (the client's gate re-checks).
+            scrub_origin(event.origin, self.run.manifest.keyring, self.run.settings.privacy.store_captions)
             yield WorkItem(event.origin, event.label, data=event.data, notes=_plain(event.notes))
 
     async def batches(self, jobs: Sequence[Job]) -> AsyncIterator[_Batch]:
@@ -351,10 +354,11 @@ class DaskCollector:
                 state.skipped_over_limit += 1
                 continue
             event = await self._client_event(item, result)
-            if event.decision not in (Decision.REJECTED, Decision.FAILED):
-                event.decision = Decision.PENDING
-                await run_chain(event, self.client_steps, self.run)
-            await settle(self.run, event, batch.job.target)
+            if await admit(self.run, event, batch.job.target):
+                if event.decision not in (Decision.REJECTED, Decision.FAILED):
+                    event.decision = Decision.PENDING
+                    await run_chain(event, self.client_steps, self.run)
+                await settle(self.run, event, batch.job.target)
             state.accepted += event.decision is Decision.ACCEPTED
 
     async def _client_event(self, item: WorkItem, result: ChainResult) -> ImageEvent:

@@ -39,6 +39,7 @@ from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, 
 from .model_dir import check_target, remove_stale, seal, swap_in
 from .model_card import dataset_facts, write_model_card
 from .normalize import unnormalized_score
+from .forget import record_training_set, register_model
 
 log = logging.getLogger("selfiescope.train")
 
@@ -388,6 +389,7 @@ def write_artifacts(
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (tmp / "versions.json").write_text(json.dumps(_versions(), indent=2))
     _write_predictions(tmp / "predictions.csv", table, cv)
+    record_training_set(tmp, [r.content_hash for r in table.rows])  # `forget` lists models that used an image
     if pipeline.report:
         from .report import write_report
 
@@ -395,6 +397,7 @@ def write_artifacts(
     write_model_card(tmp / "MODEL.md", metrics, schema)
     seal(tmp, schema)
     swap_in(tmp, model_dir)
+    register_model(model_dir, Path(pipeline.dataset_root or settings.storage.root), pipeline_name, len(table.rows))
     return model_dir
 
 

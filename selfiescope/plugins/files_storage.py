@@ -111,6 +111,30 @@ class FilesStorage(Storage):
         async with aiofiles.open(self.path_of(stored), "rb") as fh:
             return await fh.read()
 
+    async def delete(self, stored: StoredImage) -> bool:
+        """Unlink the file (and any temp copy of the same id); a missing file is not an error."""
+        path = self.path_of(stored)
+        if path.parent == self.root.resolve():
+            raise ValueError(f"location {stored.location!r} is not inside a label folder")
+        existed = path.is_file()
+        path.unlink(missing_ok=True)
+        for tmp in path.parent.glob(f".{path.stem}{TEMP_MARK}*"):
+            tmp.unlink(missing_ok=True)
+        if existed and self.options.fsync:  # the removal itself survives a power cut
+            await asyncio.to_thread(_fsync_dir, path.parent)
+        return existed
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 @hookimpl
 def selfiescope_storage():

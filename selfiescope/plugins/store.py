@@ -2,7 +2,10 @@
 
 The id comes from the content hash, or with ``id_from = "post"`` from the source and
 post id (plus a content prefix: one post can hold several images), always reduced to a
-safe alphabet; never from a remote file name.
+safe alphabet; never from a remote file name. Location metadata is removed from the
+stored copy (``[privacy] strip_metadata``) *after* the id is fixed: the id, the content
+hash and the pixels are those of the original bytes, so an image keeps its id across
+the strip and a rerun recognises it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from ..core.components import Options, Step, StorageError
 from ..core.events import ImageEvent, Reject
 from ..core.hookspecs import hookimpl
 from ..core.text import printable
+from ..core.metadata import has_location, strip_metadata
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -41,6 +45,15 @@ class StoreStep(Step):
         if event.format is None:
             raise Reject("not_decoded", "store needs the decode step earlier in the chain")
         event.id = event.id or image_id(event, self.options.id_from)
+        mode = self.run.settings.privacy.strip_metadata
+        if mode != "none":
+            stripped = strip_metadata(event.data, event.format, mode)
+            if stripped != event.data:
+                event.notes["metadata_removed"] = len(event.data) - len(stripped)
+                event.data = stripped
+            if has_location(stripped):  # a format or a damaged file we cannot rewrite losslessly
+                raise Reject("location_metadata", f"its {event.format} file keeps GPS metadata that cannot be removed "
+                             "without re-encoding; set [privacy] strip_metadata = \"none\" to store such files as they are")
         try:
             event.location = await self.run.storage.write(event)
         except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the image was not stored

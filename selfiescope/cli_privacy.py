@@ -1,0 +1,142 @@
+"""The privacy and provenance commands: ``forget``, ``card``, ``export`` (issue 12).
+
+Registered on :data:`selfiescope.cli.app` when :mod:`selfiescope.cli` is imported; like
+the rest of the CLI they parse, call a pipeline and print, with no logic of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JsonOpt, SettingsOpt, app, console, emit_json, fail, load, out
+from .core.privacy import PrivacyError
+from .core.settings import SettingsError
+
+SHOWN = 50  # matched images listed on the terminal (--json lists them all)
+
+
+def _print_forget(result, verb: str, to=out) -> None:  # noqa: ANN001 - ForgetResult, Console
+    if result.resumed:
+        console.print(f"finished an interrupted forget first ({result.resumed} entries)")
+    if not result.removed_anything:
+        return
+    table = Table(title=f"{verb}: {len(result.images)} images, {result.posts} posts")
+    for col in ("id", "label", "location", "decision"):
+        table.add_column(col)
+    for m in result.images[:SHOWN]:
+        table.add_row(m.id or m.content_hash[:16], m.label or "", m.location or "", m.decision)
+    if len(result.images) > SHOWN:
+        table.add_row(f"... and {len(result.images) - SHOWN} more", "", "", "")
+    to.print(table)
+    if not result.dry_run:
+        removed = ", ".join(f"{k} {v}" for k, v in result.removed.items() if v)
+        to.print(f"removed: {removed or 'nothing more'}; tombstones added: {result.tombstones}")
+    for use in result.models:
+        to.print(f"[yellow]model[/yellow] {escape(use.path)} was trained on {use.images} of these images: "
+                  f"retrain it (`{use.retrain}`) so it no longer includes them", highlight=False)
+
+
+@app.command("forget")
+def forget_command(
+    post: list[str] = typer.Option([], "--post", help="a post's shortcode or URL (repeatable)"),
+    owner: list[str] = typer.Option([], "--owner", help="an owner's user name (matched through its pseudonym)"),
+    image: list[str] = typer.Option([], "--image", help="an image id, content hash, stored file or original file"),
+    label: list[str] = typer.Option([], "--label", help="every image of a label"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed; change nothing"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Remove images everywhere (files, manifest, dedup index, features) and never collect them again.
+
+    Exit code 0 when something was removed (or would be, with --dry-run), 1 when nothing matched.
+    """
+    from .pipelines.forget import ForgetError, ForgetRequest, forget
+
+    request = ForgetRequest(list(post), list(owner), list(image), list(label))
+    if request.empty():
+        raise fail("say what to forget: --post, --owner, --image or --label")
+    settings = load(settings_path)
+    try:
+        if not (yes or dry_run):
+            preview = asyncio.run(forget(settings, request, dry_run=True))
+            if preview.images or preview.posts:
+                _print_forget(preview, "would forget", console if as_json else out)  # stdout stays JSON
+                if not typer.confirm(f"Forget these {len(preview.images)} images for good?", default=False, err=True):
+                    console.print("nothing removed")
+                    raise typer.Exit(EXIT_FAILED)
+        result = asyncio.run(forget(settings, request, dry_run=dry_run))
+    except typer.Abort:
+        console.print("nothing removed (no answer: pass --yes to confirm without a prompt)")
+        raise typer.Exit(EXIT_FAILED) from None
+    except (ForgetError, PrivacyError) as exc:
+        raise fail(escape(str(exc))) from None
+    except SettingsError as exc:
+        console.print(exc.render(), highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: run the same command again to finish the forget")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except OSError as exc:  # a file could not be removed: the tombstones and the to-do list are saved
+        raise fail(escape(f"{exc}; what was done is saved: run the same command again to finish the forget"),
+                   EXIT_FAILED) from None
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        _print_forget(result, "would forget" if dry_run else "forgot")
+        if not result.removed_anything:
+            note = " (a tombstone was recorded: future scrapes skip it)" if result.tombstones else ""
+            console.print(f"nothing matched{note}")
+    raise typer.Exit(EXIT_OK if result.removed_anything else EXIT_FAILED)
+
+
+@app.command("card")
+def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = JsonOpt) -> None:
+    """Write the dataset card (DATASET.md and datacard.json) in the storage root."""
+    from .core.manifest import Manifest
+    from .core.plugins import load_registry
+    from .pipelines.card import build_card, write_card
+
+    settings = load(settings_path)
+    root = Path(settings.storage.root)
+    if not (root / "manifest.sqlite").exists():
+        raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
+    manifest = Manifest.at_root(root)
+    try:
+        registry = load_registry()
+        md, js = write_card(settings, manifest, registry)
+        card = build_card(settings, manifest, registry)
+    finally:
+        manifest.close()
+    if as_json:
+        emit_json(card)
+    else:
+        out.print(f"wrote {md} and {js}: {card['images']} images, {card['rejections']['total']} rejections")
+
+
+@app.command("export")
+def export_command(
+    directory: Path = typer.Argument(..., help="a new (or empty) folder"),
+    fmt: str = typer.Option("imagefolder", "--format", "-f", help="imagefolder, csv or parquet"),
+    include_urls: bool = typer.Option(False, "--include-urls", help="also export post/image URLs and original paths"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Export the dataset: an imagefolder with metadata.csv, or a CSV/Parquet table. Never forgotten images."""
+    from .pipelines.export import ExportError, export
+
+    settings = load(settings_path)
+    try:
+        result = asyncio.run(export(settings, directory, fmt, include_urls=include_urls))  # type: ignore[arg-type]
+    except ExportError as exc:
+        raise fail(escape(str(exc))) from None
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        out.print(f"exported {result.images} images to {result.directory} ({result.format}: {', '.join(result.files)})")

@@ -1,0 +1,191 @@
+"""The dataset card: ``DATASET.md`` and ``datacard.json`` in the storage root.
+
+Written by ``selfiescope card`` and refreshed at the end of every run and every
+``forget``, from the manifest and the settings alone: what was collected, from where
+and when, how it was filtered, what was rejected and why, the known biases of the
+filters, how people are protected, and the terms the data comes with. It never holds
+an owner, a caption, a post id or the dataset key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..core.manifest import Manifest
+from ..core.plugins import Registry
+from ..core.settings import ScrapePipeline, Settings
+
+log = logging.getLogger("selfiescope.card")
+CARD_JSON = "datacard.json"
+CARD_MD = "DATASET.md"
+FORMAT = "selfiescope-datacard/1"
+
+LICENCE = (
+    "The images belong to the people who posted them and show their faces: they are personal data. "
+    "This dataset is for research by the person who collected it. Do not publish or redistribute the "
+    "images; share models and aggregate figures only. Honour every removal request with "
+    "`selfiescope forget` and retrain the models it lists. Collecting from a site may be restricted by "
+    "its terms of use and by data-protection law (e.g. the GDPR) where you and the people pictured live: "
+    "checking both is the collector's responsibility."
+)
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds") if ts else None
+
+
+def _options(settings: Settings, registry: Registry | None, name: str) -> dict[str, Any]:
+    values = settings.component_options(name)
+    if registry is not None and name in registry.all_names():
+        try:
+            return registry.options_model(name).model_validate(values).model_dump(mode="json")
+        except Exception:  # invalid options are reported by the run; the card shows what is set
+            pass
+    return values
+
+
+def _unpackaged(cls: type) -> str:
+    if cls.__module__.startswith("selfiescope."):
+        return f"selfiescope {__version__} (built-in)"
+    return f"{cls.__module__} (not an installed package)"
+
+
+def known_biases(face_area: dict[str, Any], dedup: dict[str, Any]) -> list[str]:
+    share = face_area.get("min_face_area", 0.15)
+    return [
+        "The face filter uses OpenCV's frontal Haar cascade: faces turned, tilted or partly hidden are often "
+        "not found, so those photos are dropped and under-represented.",
+        f"The face-area rule keeps a photo only if its largest face covers more than {share:.0%} of it: "
+        "full-body, group and wide shots are dropped, so portraits skew to head-and-shoulders framing.",
+        "Labels come from hashtags chosen by the posters: they are noisy (a #selfie is not always a selfie).",
+        "Hashtag feeds show what the site ranks first (popular, recent posts): who is pictured reflects who "
+        "posts under those tags, not any population.",
+        f"Near-duplicates (pHash distance <= {dedup.get('max_distance', 8)}) are kept once, under the first "
+        "label met; photos met under two labels are recorded as conflicts.",
+    ]
+
+
+def build_card(settings: Settings, manifest: Manifest, registry: Registry | None = None) -> dict[str, Any]:
+    q = manifest.query
+    # One pass over the accepted images: counts and dates per (source, job, label).
+    groups = q("SELECT source, job, label, COUNT(*) n, MIN(first_seen) a, MAX(first_seen) b FROM images"
+               " WHERE decision='accepted' GROUP BY source, job, label ORDER BY source, job, label")
+    labels: dict[str, int] = {}
+    by_source: dict[str, dict[str, Any]] = {}
+    for g in groups:
+        labels[g["label"]] = labels.get(g["label"], 0) + g["n"]
+        src = by_source.setdefault(g["source"], {"source": g["source"], "images": 0, "a": g["a"], "b": g["b"], "jobs": []})
+        src["images"] += g["n"]
+        src["a"], src["b"] = min(src["a"], g["a"]), max(src["b"], g["b"])
+        src["jobs"].append({"job": g["job"], "label": g["label"], "images": g["n"]})
+    sources = [
+        {"source": s["source"], "images": s["images"], "first": _iso(s["a"]), "last": _iso(s["b"]), "jobs": s["jobs"]}
+        for s in by_source.values()
+    ]
+    rejections = {
+        f"{r[0] or '?'}/{r[1] or '?'}": r[2]
+        for r in q("SELECT rejected_by, reject_code, COUNT(*) FROM rejections GROUP BY 1, 2 ORDER BY 3 DESC")
+    }
+    runs = q("SELECT COUNT(*) n, MIN(started) a, MAX(finished) b FROM runs")[0]
+    last = q("SELECT pipeline, status, finished FROM runs WHERE finished IS NOT NULL ORDER BY id DESC LIMIT 1")
+    face_area = _options(settings, registry, "face_area")
+    dedup = _options(settings, registry, "dedup")
+    chains = {name: p.chain for name, p in settings.pipelines.items() if isinstance(p, ScrapePipeline)}
+    plugins = [] if registry is None else [
+        {"component": i.name, "kind": i.kind, "plugin": i.plugin, "from": i.dist or _unpackaged(i.cls)}
+        for i in sorted(registry.info, key=lambda i: (i.kind, i.name))
+    ]
+    privacy = settings.privacy
+    return {
+        "format": FORMAT,
+        "generated": _iso(time.time()),
+        "tool": f"selfiescope {__version__}",
+        "images": sum(labels.values()),
+        "per_label": labels,
+        "per_source": {s["source"]: s["images"] for s in sources},
+        "sources": sources,
+        "collection": {
+            "runs": runs["n"], "first_run": _iso(runs["a"]), "last_run_finished": _iso(runs["b"]),
+            "last_run": dict(last[0]) | {"finished": _iso(last[0]["finished"])} if last else None,
+        },
+        "filters": {"chains": chains, "face_area": face_area, "dedup": dedup},
+        "plugins": plugins,
+        "rejections": {"total": sum(rejections.values()), "by_reason": rejections},
+        "conflicts": q("SELECT COUNT(*) FROM conflicts")[0][0],
+        "privacy": {
+            "owners": "pseudonymised: HMAC-SHA256 with a per-dataset key kept in the storage root (mode 0600)",
+            "captions_stored": privacy.store_captions,
+            "metadata_removed": privacy.strip_metadata,
+            "forgotten_tombstones": q("SELECT COUNT(*) FROM tombstones")[0][0],
+        },
+        "known_biases": known_biases(face_area, dedup),
+        "licence": LICENCE,
+    }
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    lines = [
+        "# Dataset card", "",
+        f"Generated {card['generated']} by {card['tool']}. Machine-readable: `{CARD_JSON}`.", "",
+        f"**{card['images']} images**: " + (", ".join(f"{k} {v}" for k, v in sorted(card["per_label"].items())) or "none"),
+        "", "## Sources", "",
+        "| source | job | label | images |", "|---|---|---|---|",
+    ]
+    for s in card["sources"]:
+        for j in s["jobs"]:
+            lines.append(f"| {s['source']} | {j['job']} | {j['label']} | {j['images']} |")
+    col = card["collection"]
+    lines += ["", "## Collection", "",
+              f"- runs: {col['runs']} (first {col['first_run']}, last finished {col['last_run_finished']})"]
+    for s in card["sources"]:
+        lines.append(f"- {s['source']}: images stored from {s['first']} to {s['last']}")
+    f = card["filters"]
+    lines += ["", "## Filters", ""]
+    lines += [f"- pipeline `{name}`: {' -> '.join(chain)}" for name, chain in f["chains"].items()]
+    lines += [f"- face_area: `{json.dumps(f['face_area'], sort_keys=True)}`",
+              f"- dedup: `{json.dumps(f['dedup'], sort_keys=True)}`"]
+    rej = card["rejections"]
+    lines += ["", f"## Rejections ({rej['total']})", ""]
+    lines += [f"- {reason}: {n}" for reason, n in rej["by_reason"].items()] or ["- none"]
+    lines += [f"- photos met under two labels (conflicts): {card['conflicts']}"]
+    lines += ["", "## Known biases", ""] + [f"- {b}" for b in card["known_biases"]]
+    p = card["privacy"]
+    lines += ["", "## Privacy", "",
+              f"- owners: {p['owners']}",
+              f"- captions stored: {'yes' if p['captions_stored'] else 'no'}",
+              f"- metadata removed from stored copies: {p['metadata_removed']}",
+              f"- removal requests honoured (tombstones): {p['forgotten_tombstones']}"]
+    if card["plugins"]:
+        lines += ["", "## Plugins", "", "| component | kind | from |", "|---|---|---|"]
+        lines += [f"| {c['component']} | {c['kind']} | {c['from']} |" for c in card["plugins"]]
+    lines += ["", "## Licence and terms of use", "", card["licence"], ""]
+    return "\n".join(lines)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_card(settings: Settings, manifest: Manifest, registry: Registry | None = None) -> tuple[Path, Path]:
+    card = build_card(settings, manifest, registry)
+    root = manifest.root
+    _write_atomic(root / CARD_JSON, json.dumps(card, indent=2, default=str) + "\n")
+    _write_atomic(root / CARD_MD, render_markdown(card))
+    return root / CARD_MD, root / CARD_JSON
+
+
+def refresh_card(settings: Settings, manifest: Manifest, registry: Registry | None = None) -> None:
+    """Rewrite the card after a run; a failure is logged, never the run's failure."""
+    try:
+        write_card(settings, manifest, registry)
+    except Exception as exc:
+        log.warning("could not refresh the dataset card in %s: %s", manifest.root, exc)

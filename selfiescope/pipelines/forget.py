@@ -1,0 +1,305 @@
+"""``selfiescope forget``: honour a removal request everywhere the dataset keeps an image.
+
+A request names posts (shortcode or URL), owners (user names: matched through their
+pseudonym), images (id, content hash, a stored file or the original file) or labels.
+Everything matched goes: the stored files (through the storage backend), the manifest
+rows (``images``, ``rejections``, ``phashes``, ``features``, ``conflicts``,
+``posts_seen``), and a tombstone is recorded per image, post and owner: a keyed hash, so
+the manifest no longer says what was there, yet later scrapes and imports skip it.
+
+Crash safety: the tombstones and a to-do list (``forget_pending``) are committed in one
+transaction before anything is deleted; then the files go; then, in one transaction, the
+rows and the to-do list. A forget that is interrupted anywhere leaves a to-do list that
+the next ``forget`` (or the next run) finishes, so files without rows or rows without
+files never outlive a rerun, and a forgotten image can never be collected again meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.components import Storage, StoredImage
+from ..core.context import RunContext
+from ..core.manifest import Manifest
+from ..core.plugins import Registry, load_registry
+from ..core.privacy import normalise_owner, post_code
+from ..core.settings import Settings, TrainPipeline
+from .card import refresh_card
+
+log = logging.getLogger("selfiescope.forget")
+TRAINED_ON = "trained_on.txt"  # beside model.txt: one content hash per line
+ROW_TABLES = ("images", "rejections", "phashes", "features", "conflicts", "posts_seen")
+_COLUMNS = "content_hash, id, label, location, decision, post_id, source"
+_HEX = re.compile(r"^[0-9a-f]{12,64}$")
+
+
+class ForgetError(Exception):
+    """A request that cannot be carried out (no dataset, no key): phrased for the user."""
+
+
+@dataclass
+class ForgetRequest:
+    posts: list[str] = field(default_factory=list)
+    owners: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.posts or self.owners or self.images or self.labels)
+
+
+@dataclass(frozen=True)
+class Match:
+    content_hash: str
+    id: str | None
+    label: str | None
+    location: str | None
+    decision: str
+    post_id: str | None
+    source: str | None
+
+
+@dataclass
+class ModelUse:
+    path: str
+    pipeline: str | None
+    images: int  # how many of the forgotten images it was trained on
+
+    @property
+    def retrain(self) -> str:
+        return f"selfiescope train {self.pipeline}" if self.pipeline else "selfiescope train PIPELINE"
+
+
+@dataclass
+class ForgetPlan:
+    images: dict[str, Match] = field(default_factory=dict)  # by content hash
+    posts: set[str] = field(default_factory=set)  # post ids whose posts_seen rows go
+    tombstones: dict[str, str] = field(default_factory=dict)  # key -> kind
+
+    @property
+    def empty(self) -> bool:
+        return not self.images and not self.posts
+
+
+@dataclass
+class ForgetResult:
+    dry_run: bool
+    images: list[Match]
+    posts: int
+    removed: dict[str, int]
+    tombstones: int
+    models: list[ModelUse]
+    resumed: int = 0  # to-do entries of an interrupted forget finished first
+
+    @property
+    def removed_anything(self) -> bool:
+        return bool(self.images or self.posts or self.resumed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "matched": {"images": len(self.images), "posts": self.posts,
+                        "stored_files": sum(1 for m in self.images if m.location)},
+            "images": [{"id": m.id, "label": m.label, "location": m.location, "decision": m.decision}
+                       for m in self.images],
+            "removed": self.removed,
+            "tombstones": self.tombstones,
+            "resumed": self.resumed,
+            "models": [{**asdict(u), "retrain": u.retrain} for u in self.models],
+        }
+
+
+# --- matching ----------------------------------------------------------------------------
+def _rows(manifest: Manifest, where: str, params: tuple[Any, ...]) -> list[Match]:
+    return [Match(*tuple(r)) for r in manifest.query(f"SELECT {_COLUMNS} FROM images WHERE {where}", params)]
+
+
+def _image_matches(manifest: Manifest, value: str) -> list[Match]:
+    """An id, a content hash (or a 12+ digit prefix), a stored file, or an original file."""
+    found = _rows(manifest, "id=? OR content_hash=?", (value, value.lower()))
+    if not found and _HEX.match(value.lower()):
+        found = _rows(manifest, "content_hash LIKE ?", (value.lower() + "%",))
+    path = Path(value).expanduser()
+    if path.is_file():
+        resolved = path.resolve()
+        root = manifest.root.resolve()
+        if resolved.is_relative_to(root):
+            found += _rows(manifest, "location=?", (resolved.relative_to(root).as_posix(),))
+        found += _rows(manifest, "origin_path IN (?, ?)", (str(path), str(resolved)))
+        digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
+        found += _rows(manifest, "content_hash=?", (digest,))
+    return found
+
+
+def plan_forget(manifest: Manifest, request: ForgetRequest) -> ForgetPlan:
+    keyring = manifest.keyring
+    plan = ForgetPlan()
+    whole_posts: set[str] = set()  # every image of these posts goes
+
+    def add(matches: list[Match]) -> None:
+        for m in matches:
+            plan.images.setdefault(m.content_hash, m)
+
+    for value in request.posts:
+        code = post_code(value)
+        # By id (indexed); a URL whose id is not the source's post id is matched by URL.
+        add(_rows(manifest, "post_id=?", (code,)) or _rows(manifest, "post_url=?", (value,)))
+        whole_posts.add(code)
+        if manifest.query("SELECT 1 FROM posts_seen WHERE post_id=? LIMIT 1", (code,)):
+            plan.posts.add(code)
+    for name in request.owners:
+        if not normalise_owner(name):
+            continue
+        pseudonym = keyring.owner(name)
+        matches = _rows(manifest, "owner=?", (pseudonym,))
+        add(matches)
+        whole_posts.update(m.post_id for m in matches if m.post_id)
+        plan.tombstones[pseudonym] = "owner"
+    for value in request.images:
+        add(_image_matches(manifest, value))
+    for label in request.labels:
+        add(_rows(manifest, "label=?", (label,)))
+    # A post whose every image goes is forgotten as a whole: its posts_seen row goes and a
+    # tombstone keeps sources from downloading it again.
+    for post_id in {m.post_id for m in plan.images.values() if m.post_id} - whole_posts:
+        kept = manifest.query("SELECT content_hash FROM images WHERE post_id=?", (post_id,))
+        if all(r[0] in plan.images for r in kept):
+            whole_posts.add(post_id)
+    for post_id in whole_posts:
+        plan.tombstones[keyring.post(post_id)] = "post"
+        if manifest.query("SELECT 1 FROM posts_seen WHERE post_id=? LIMIT 1", (post_id,)):
+            plan.posts.add(post_id)
+    for content_hash in plan.images:
+        plan.tombstones[keyring.content(content_hash)] = "content"
+    return plan
+
+
+# --- models ------------------------------------------------------------------------------
+def record_training_set(model_dir: Path, content_hashes: list[str]) -> None:
+    """Write ``trained_on.txt`` (the content hashes a model was trained on) beside model.txt."""
+    (model_dir / TRAINED_ON).write_text("".join(f"{h}\n" for h in sorted(set(content_hashes))))
+
+
+def register_model(model_dir: Path, dataset_root: Path, pipeline: str, n_images: int) -> None:
+    """Let the dataset know the model, so ``forget`` finds it wherever it was written."""
+    if not (Path(dataset_root) / "manifest.sqlite").exists():
+        return
+    manifest = Manifest.at_root(dataset_root)
+    try:
+        manifest.execute(
+            "INSERT OR REPLACE INTO models(path, pipeline, trained, images) VALUES (?,?,?,?)",
+            (str(Path(model_dir).resolve()), pipeline, time.time(), n_images),
+        )
+    finally:
+        manifest.close()
+
+
+def models_using(manifest: Manifest, settings: Settings | None, content_hashes: set[str]) -> list[ModelUse]:
+    """Every known model (registered, or a train pipeline's model_dir) trained on any of these."""
+    candidates: dict[str, str | None] = {r["path"]: r["pipeline"] for r in manifest.query("SELECT path, pipeline FROM models")}
+    for name, p in (settings.pipelines.items() if settings else []):
+        if isinstance(p, TrainPipeline):
+            candidates.setdefault(str(Path(p.model_dir).resolve()), name)
+    uses = []
+    for path, pipeline in sorted(candidates.items()):
+        listing = Path(path) / TRAINED_ON
+        try:
+            hashes = set(listing.read_text().split())
+        except OSError:
+            continue
+        if n := len(hashes & content_hashes):
+            uses.append(ModelUse(path, pipeline, n))
+    return uses
+
+
+# --- carrying it out -----------------------------------------------------------------------
+def _commit_intent(manifest: Manifest, plan: ForgetPlan) -> int:
+    """Tombstones and the to-do list, in one transaction, before anything is deleted."""
+    now = time.time()
+    before = manifest.query("SELECT COUNT(*) FROM tombstones")[0][0]
+    with manifest.transaction() as db:
+        db.executemany("INSERT OR IGNORE INTO tombstones(key, kind, at) VALUES (?,?,?)",
+                       [(k, kind, now) for k, kind in plan.tombstones.items()])
+        db.executemany("INSERT OR IGNORE INTO forget_pending(kind, value, label, location, at) VALUES (?,?,?,?,?)",
+                       [("content", m.content_hash, m.label, m.location, now) for m in plan.images.values()])
+        db.executemany("INSERT OR IGNORE INTO forget_pending(kind, value, label, location, at) VALUES (?,?,?,?,?)",
+                       [("post", p, None, None, now) for p in plan.posts])
+    return manifest.query("SELECT COUNT(*) FROM tombstones")[0][0] - before
+
+
+async def complete_pending(manifest: Manifest, storage: Storage) -> dict[str, int]:
+    """Finish the to-do list: files first (idempotent), then every row in one transaction."""
+    removed = dict.fromkeys(("files", *ROW_TABLES), 0)
+    todo = manifest.query("SELECT value, label, location FROM forget_pending WHERE kind='content' AND location IS NOT NULL")
+    for row in todo:
+        stored = StoredImage(Path(row["location"]).stem, row["label"] or "", row["location"], row["value"])
+        removed["files"] += bool(await storage.delete(stored))
+    pending_hashes = "SELECT value FROM forget_pending WHERE kind='content'"
+    pending_posts = "SELECT value FROM forget_pending WHERE kind='post'"
+    with manifest.transaction() as db:
+        for table in ("images", "rejections", "phashes", "features"):
+            removed[table] = db.execute(f"DELETE FROM {table} WHERE content_hash IN ({pending_hashes})").rowcount
+        removed["rejections"] += db.execute(f"DELETE FROM rejections WHERE post_id IN ({pending_posts})").rowcount
+        removed["conflicts"] = db.execute(
+            f"DELETE FROM conflicts WHERE content_hash IN ({pending_hashes}) OR other_hash IN ({pending_hashes})"
+        ).rowcount
+        removed["posts_seen"] = db.execute(f"DELETE FROM posts_seen WHERE post_id IN ({pending_posts})").rowcount
+        db.execute("DELETE FROM forget_pending")
+    return removed
+
+
+def pending_count(manifest: Manifest) -> int:
+    return int(manifest.query("SELECT COUNT(*) FROM forget_pending")[0][0])
+
+
+async def forget_with(
+    manifest: Manifest, storage: Storage, request: ForgetRequest, *, dry_run: bool = False,
+    settings: Settings | None = None,
+) -> ForgetResult:
+    """Plan and (unless ``dry_run``) carry out a request on an open manifest and storage."""
+    resumed = 0
+    removed = dict.fromkeys(("files", *ROW_TABLES), 0)
+    if not dry_run and (resumed := pending_count(manifest)):
+        log.warning("finishing an interrupted forget (%d entries) first", resumed)
+        removed = await complete_pending(manifest, storage)
+    plan = plan_forget(manifest, request)
+    models = models_using(manifest, settings, set(plan.images))
+    new_tombstones = 0
+    if not dry_run and not plan.empty:
+        new_tombstones = _commit_intent(manifest, plan)
+        for key, n in (await complete_pending(manifest, storage)).items():
+            removed[key] += n
+    elif not dry_run and plan.tombstones:  # an owner with nothing stored yet: still never collect them
+        new_tombstones = _commit_intent(manifest, plan)
+    matches = sorted(plan.images.values(), key=lambda m: (m.label or "", m.id or m.content_hash))
+    return ForgetResult(dry_run, matches, len(plan.posts), removed, new_tombstones, models, resumed)
+
+
+async def forget(
+    settings: Settings, request: ForgetRequest, *, dry_run: bool = False, registry: Registry | None = None,
+) -> ForgetResult:
+    """``selfiescope forget``: open the dataset of ``settings``, forget, refresh the card."""
+    root = Path(settings.storage.root)
+    if not (root / "manifest.sqlite").exists():
+        raise ForgetError(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
+    registry = registry or load_registry()
+    manifest = Manifest.at_root(root)
+    try:
+        run = RunContext(settings, registry, "forget", None, manifest)
+        storage = run.component("storage", settings.storage.backend)
+        await storage.open()
+        try:
+            result = await forget_with(manifest, storage, request, dry_run=dry_run, settings=settings)
+        finally:
+            await storage.close()
+        if not dry_run and (result.removed_anything or result.tombstones):
+            refresh_card(settings, manifest, registry)
+        return result
+    finally:
+        manifest.close()
