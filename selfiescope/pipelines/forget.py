@@ -16,6 +16,8 @@ files never outlive a rerun, and a forgotten image can never be collected again 
 
 from __future__ import annotations
 
+import asyncio
+
 import hashlib
 import logging
 import re
@@ -26,6 +28,7 @@ from typing import Any
 
 from ..core.components import Storage, StoredImage
 from ..core.context import RunContext
+from ..core.lock import RootLock
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, load_registry
 from ..core.privacy import normalise_owner, post_code
@@ -289,6 +292,8 @@ async def forget(
     if not (root / "manifest.sqlite").exists():
         raise ForgetError(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
     registry = registry or load_registry()
+    wait_s = settings.storage.lock_timeout_s if settings.storage.wait_for_lock else 0.0
+    lock = None if dry_run else await asyncio.to_thread(RootLock(root, wait_s=wait_s).acquire)  # one writer
     manifest = Manifest.at_root(root)
     try:
         run = RunContext(settings, registry, "forget", None, manifest)
@@ -303,3 +308,5 @@ async def forget(
         return result
     finally:
         manifest.close()
+        if lock is not None:
+            lock.release()
