@@ -21,6 +21,9 @@ def faces_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from selfiescope.core import secrets
+
     for key in list(os.environ):
         if key.startswith("SELFIESCOPE_"):
             monkeypatch.delenv(key, raising=False)
+    secrets.clear()

@@ -342,10 +342,10 @@ def test_train_on_dask_writes_a_model_that_predicts_without_a_cluster(
 
     assert {p.name for p in (tmp_path / "dask").iterdir()} >= {"model.txt", "schema.json", "metrics.json", "versions.json"}
     schema = json.loads((tmp_path / "dask" / "schema.json").read_text())
-    local = json.loads((tmp_path / "local" / "schema.json").read_text())
+    local_schema = json.loads((tmp_path / "local" / "schema.json").read_text())
     # the same model description; "files" records each folder's own bytes (timings, plots)
-    assert schema.pop("files").keys() == local.pop("files").keys()
-    assert schema == local
+    assert schema.pop("files").keys() == local_schema.pop("files").keys()
+    assert schema == local_schema
     lm, dm = local.metrics["cv"]["lightgbm"], remote.metrics["cv"]["lightgbm"]
     assert lm["roc_auc"] > 0.9 and dm["roc_auc"] > 0.9, (lm, dm)
     assert abs(dm["roc_auc"] - lm["roc_auc"]) <= 0.05 and abs(dm["accuracy"] - lm["accuracy"]) <= 0.1, (lm, dm)

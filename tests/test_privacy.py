@@ -111,7 +111,11 @@ def test_unwritable_key_is_a_clear_cli_error(tmp_path: Path, monkeypatch: pytest
     def refuse(*a, **k):  # noqa: ANN002, ANN003
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("selfiescope.core.privacy.os.open", refuse)
+    import types
+
+    only_here = types.SimpleNamespace(**{n: getattr(os, n) for n in dir(os) if not n.startswith("__")})
+    only_here.open = refuse  # the key's file only: the storage root's lock still opens its own
+    monkeypatch.setattr("selfiescope.core.privacy.os", only_here)
     result = runner.invoke(app, ["forget", "--settings", str(write_settings(root)), "--owner", "kwame_o", "--yes"])
     assert result.exit_code == 2
     assert "cannot create the dataset key" in result.output and "Permission denied" in result.output

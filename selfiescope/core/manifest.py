@@ -85,7 +85,9 @@ CREATE TABLE IF NOT EXISTS models (
 """
 # Columns added after the first release: existing manifests get them on open.
 ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "images": [("owner", "TEXT"), ("owner_id", "TEXT"), ("caption", "TEXT"), ("taken_at", "REAL")],
+    "images": [("owner", "TEXT"), ("owner_id", "TEXT"), ("caption", "TEXT"), ("taken_at", "REAL"),
+               ("face_detector", "TEXT")],
+    "rejections": [("origin_path", "TEXT")],
 }
 ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS images_owner ON images(owner)",
@@ -99,9 +101,6 @@ ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS images_card ON images(decision, source, job, label, first_seen)",
 )
 
-
-# Columns added after the first release: (table, column, type). Older manifests get them on open.
-MIGRATIONS = [("rejections", "origin_path", "TEXT"), ("images", "face_detector", "TEXT")]
 
 
 def _text(value: object) -> str | None:

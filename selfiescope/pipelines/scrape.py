@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.secrets import credential
 from ..core.browser import BrowserPool, save_session, session_path
 from ..core.settings import ScrapePipeline, Settings
 from ..core.stats import RunStats
@@ -60,8 +61,8 @@ async def login(settings: Settings, *, base_url: str | None = None, headless: bo
     """
     base = (base_url or instagram_base_url(settings)).rstrip("/")
     dismiss = [n for names in DISMISS_BUTTONS.values() for n in names]
-    username = os.environ.get(USERNAME_ENV) or (ask("Instagram username", False) if ask else "")
-    password = os.environ.get(PASSWORD_ENV) or (ask("Instagram password", True) if ask and username else "")
+    username = credential(USERNAME_ENV) or (ask("Instagram username", False) if ask else "")
+    password = credential(PASSWORD_ENV) or (ask("Instagram password", True) if ask and username else "")
     if headless and not (username and password):
         raise LoginError(f"no credentials: set {USERNAME_ENV} and {PASSWORD_ENV}, or log in with a visible browser")
     pool = BrowserPool(settings.browser, headless=headless)
