@@ -509,12 +509,13 @@ def doctor(
     if as_json:
         emit_json(report.as_dict())
     else:
-        table = Table("check", "result", "details", title=f"doctor {report.base_url} #{report.tag}")
         colour = {"pass": "green", "fail": "red", "skip": "yellow"}
-        for check in report.checks:
-            detail = escape(check.detail) + (f"\n[dim]found instead:[/dim] {escape(check.found)}" if check.found else "")
-            table.add_row(check.name, f"[{colour[check.status]}]{check.status}[/]", detail)
-        out.print(table)
+        out.print(f"doctor {escape(report.base_url)} #{escape(report.tag)}", highlight=False)
+        for check in report.checks:  # one line per check (and what was found instead): greppable
+            out.print(f"[{colour[check.status]}]{check.status:4}[/] {check.name:16} {escape(check.detail)}",
+                      soft_wrap=True, highlight=False)
+            if check.found:
+                out.print(f"     {'':16} found instead: {escape(check.found)}", soft_wrap=True, highlight=False)
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)
 # --- end record, replay, doctor ------------------------------------------------------------
