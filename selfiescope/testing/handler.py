@@ -184,6 +184,10 @@ class Handler(BaseHTTPRequestHandler):
                 return self.login_submit(self.read_form())
             if path == "/accounts/login/two_factor/":
                 return self.two_factor_submit(self.read_form())
+            parts = [p for p in path.split("/") if p]
+            if parts[:3] == ["api", "v1", "tags"] and len(parts) == 5 and parts[4] == "sections":
+                # the web app's own call: POST with max_id, page, tab, surface (docs/instagram.md)
+                return self.tag_api(parts[3], self.read_form().get("max_id", ""))
             self.read_form()
             return self.send_json(405, {"message": "method not allowed", "status": "fail"})
         except (BrokenPipeError, ConnectionResetError):
@@ -317,6 +321,7 @@ class Handler(BaseHTTPRequestHandler):
             "sections": [{"layout_type": "media_grid", "layout_content": {"medias": medias}}] if medias else [],
             "more_available": more,
             "next_max_id": _cursor(end) if more else None,
+            "next_page": start // site.page_size + 1 if more else None,
             "status": "ok",
         })
 
