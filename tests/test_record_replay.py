@@ -171,3 +171,47 @@ async def test_replay_aborts_what_the_har_does_not_hold(tmp_path: Path) -> None:
     stats = await collect(settings, "replay", pipeline=pipeline)
     assert stats.status == "finished_with_errors" and stats.seen == 0
     assert any("ERR_FAILED" in e or "net::" in e for e in stats.errors), stats.errors
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason="no Chromium (see scripts/ensure-chromium.sh)")
+def test_cli_record_then_scrape_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from selfiescope.cli import app
+
+    settings = tmp_path / "settings.toml"
+    settings.write_text(
+        f'[storage]\nroot = "{tmp_path / "data"}"\n[browser]\nsession_file = "{tmp_path / "session.json"}"\n'
+        'timeout_s = 15\n[plugins.instagram]\nscroll_pause_s = 1.0\nmax_idle_scrolls = 2\n'
+        'requests_per_minute = 6000\njitter_s = 0\n'
+    )
+    monkeypatch.setenv(USERNAME_ENV, USERNAME)
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    runner = CliRunner()
+    with MockInstagram(tags={"beta": TagSpec(6, "portrait", noface=0, small_face=0)}, page_size=4,
+                       username=USERNAME, password=PASSWORD) as site:
+        rec = runner.invoke(app, ["record", "beta", "--har", str(tmp_path / "beta.har"), "--base-url", site.base_url,
+                                  "--settings", str(settings), "--json"])
+    assert rec.exit_code == 0, rec.output
+    assert json.loads(rec.stdout)["posts"] == 6
+    assert not (tmp_path / "data").exists()  # recording leaves the dataset alone
+    monkeypatch.delenv(PASSWORD_ENV)
+    play = runner.invoke(app, ["scrape", "beta", "--label", "portrait", "--replay", str(tmp_path / "beta.har"),
+                               "--chain", "decode,store", "--settings", str(settings), "--json"])
+    assert play.exit_code == 0, play.output
+    assert json.loads(play.stdout)["accepted"] == 6
+    assert sorted(stored_at(tmp_path / "data")) == sorted(
+        p.shortcode for p in site.posts("beta"))
+    bad = runner.invoke(app, ["scrape", "beta", "--label", "x", "--replay", str(tmp_path / "nope.har"),
+                              "--settings", str(settings)])
+    assert bad.exit_code == 2 and "no such" in " ".join(bad.output.split())
+
+
+def stored_at(root: Path) -> list[str]:
+    m = Manifest.at_root(root)
+    try:
+        return [r["post_id"] for r in m.query("SELECT post_id FROM images WHERE source='instagram'")]
+    finally:
+        m.close()
