@@ -115,14 +115,24 @@ def collect_secrets(har: dict[str, Any]) -> set[str]:
                     else:
                         found.update(_cookie_values(str(header.get("value", ""))))
                 elif name in AUTH_HEADERS:
-                    found.add(str(header.get("value", "")))
-        post = entry.get("request", {}).get("postData") or {}
+                    value = str(header.get("value", ""))
+                    found.add(value)
+                    found.update(value.split())  # "Bearer TOKEN": the token alone is echoed elsewhere
+        request = entry.get("request", {})
+        query = parse_qsl(urlsplit(str(request.get("url", ""))).query, keep_blank_values=True)
+        query += [(str(q.get("name", "")), str(q.get("value", ""))) for q in request.get("queryString") or []]
+        found.update(v for k, v in query if k.lower() in SECRET_KEYS)
+        post = request.get("postData") or {}
         for param in post.get("params") or []:
             if str(param.get("name", "")).lower() in SECRET_KEYS:
                 found.add(str(param.get("value", "")))
         text = post.get("text")
         if isinstance(text, str):
             found.update(v for k, v in _form_or_json_pairs(text) if k.lower() in SECRET_KEYS)
+        content = entry.get("response", {}).get("content") or {}
+        body = content.get("text")
+        if isinstance(body, str) and _is_text(content.get("mimeType")) and content.get("encoding") != "base64":
+            found.update(m.group(2) for m in _JSON_SECRET.finditer(body))  # e.g. a page's "csrf_token":"…"
     return {s for s in found if len(s) >= MIN_SECRET_LEN and s != REDACTED}
 
 
