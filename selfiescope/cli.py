@@ -463,8 +463,8 @@ def record(
         result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit))
     except ValidationError as exc:
         raise fail("; ".join(format_validation_error(exc))) from None
-    except SettingsError as exc:
-        raise fail(exc.render()) from None
+    except (SettingsError, FileExistsError) as exc:
+        raise fail(exc.render() if isinstance(exc, SettingsError) else str(exc)) from None
     except BrowserNotFound as exc:
         raise fail(str(exc), EXIT_FAILED) from None
     except KeyboardInterrupt:

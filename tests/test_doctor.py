@@ -100,3 +100,16 @@ def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
     settings.write_text("")
     result = CliRunner().invoke(app, ["doctor", *base, "--settings", str(settings), *args])
     assert result.exit_code == 2, result.output
+
+
+def test_a_saved_session_is_used_and_the_login_form_still_checked(tmp_path: Path) -> None:
+    from selfiescope.core.browser import save_session
+
+    with MockInstagram(tags=TAGS, page_size=4) as site:
+        cookie = {"name": "sessionid", "value": site.login_session(), "domain": "127.0.0.1", "path": "/",
+                  "expires": -1, "httpOnly": True, "secure": False, "sameSite": "Lax"}
+        save_session(tmp_path / "session.json", {"cookies": [cookie], "origins": []})
+        code, out = doctor(tmp_path, site.base_url, "--tag", "alpha", "--json")
+    status = {c["name"]: c["status"] for c in json.loads(out)["checks"]}
+    assert code == 0, out
+    assert status["login_form"] == "pass" and status["login"] == "skip" and status["feed_json"] == "pass"

@@ -215,3 +215,18 @@ def stored_at(root: Path) -> list[str]:
         return [r["post_id"] for r in m.query("SELECT post_id FROM images WHERE source='instagram'")]
     finally:
         m.close()
+
+
+def test_record_never_overwrites_an_existing_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from selfiescope.cli import app
+
+    mine = tmp_path / "mine.har"
+    mine.write_text("my notes")
+    settings = tmp_path / "settings.toml"
+    settings.write_text("")
+    result = CliRunner().invoke(app, ["record", "x", "--har", str(mine), "--base-url", "http://127.0.0.1:9",
+                                      "--settings", str(settings)])
+    assert result.exit_code == 2 and "exists" in result.output
+    assert mine.read_text() == "my notes"

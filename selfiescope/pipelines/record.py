@@ -61,6 +61,8 @@ async def record(settings: Settings, tags: list[str], har_path: Path, *, source:
                  base_url: str | None = None, limit: int | None = 30, label: str = "recorded") -> Recording:
     """Scrape ``tags`` once through a real browser and save the session to ``har_path``."""
     har_path = Path(har_path)
+    if har_path.exists():  # never overwrite what the user owns
+        raise FileExistsError(f"{har_path} exists; choose another file name or remove it first")
     if har.parts_dir(har_path).exists():
         shutil.rmtree(har.parts_dir(har_path))
     scratch = Path(tempfile.mkdtemp(prefix="selfiescope-record-"))

@@ -133,9 +133,10 @@ class _Doctor:
         from playwright.async_api import Error as PlaywrightError
 
         pool = BrowserPool(self.settings.browser)
-        state = await asyncio.to_thread(load_session, session_path(self.settings.browser))
+        self.saved = await asyncio.to_thread(load_session, session_path(self.settings.browser))
         try:
-            async with pool.lease(storage_state=state, block=["image"]) as lease:
+            # no saved session at first: the login form is checked as a logged-out visitor sees it
+            async with pool.lease(block=["image"]) as lease:
                 page = await lease.page()
                 page.on("response", self._on_response)
                 steps = [self.check_login_form, self.check_login, self.check_tag_page, self.check_feed,
@@ -201,9 +202,11 @@ class _Doctor:
 
     # --- checks ------------------------------------------------------------------------------
     async def check_login_form(self, lease: Any, page: Any) -> None:
-        await self._goto(page, "/accounts/login/")
-        if urlparse(page.url).path.rstrip("/") != "/accounts/login":
-            self.add("login_form", "skip", f"already logged in (the login page went to {urlparse(page.url).path})")
+        response = await self._goto(page, "/accounts/login/")
+        if urlparse(page.url).path.rstrip("/") != "/accounts/login" or (response is not None and response.status >= 400):
+            status = response.status if response is not None else "no answer"
+            self.add("login_form", "fail", "the login page is gone",
+                     f"HTTP {status} at {urlparse(page.url).path}")
             return
         try:  # a form rendered by JavaScript may come late
             await page.locator("input:not([type=hidden])").first.wait_for(timeout=self.timeout_s * 1000)
@@ -236,9 +239,9 @@ class _Doctor:
 
     async def check_login(self, lease: Any, page: Any) -> None:
         username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
-        cookies = {c["name"] for c in await lease.context.cookies()}
-        if "sessionid" in cookies:
-            self.add("login", "skip", "a saved session is in use (selfiescope login)")
+        if self.saved and self.saved.get("cookies"):
+            await lease.context.add_cookies(self.saved["cookies"])
+            self.add("login", "skip", "the session saved by `selfiescope login` is used instead")
             return
         if not (username and password):
             self.add("login", "skip", f"no credentials: set {USERNAME_ENV} and {PASSWORD_ENV} to check logging in")
