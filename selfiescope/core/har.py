@@ -7,7 +7,7 @@ and :class:`ReplayRequest` close that gap: the first adds those downloads to the
 recording, the second answers them from the HAR, so a replayed run touches no network.
 
 A recorded session holds secrets: cookies, auth headers, CSRF tokens, the login form's
-username and password. :func:`scrub` removes them everywhere they can appear (headers,
+username and password. :func:`~selfiescope.core.har_scrub.scrub` removes them everywhere they can appear (headers,
 cookies, query strings, form bodies, response bodies) before the file is written.
 """
 
@@ -16,34 +16,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-REDACTED = "REDACTED"
-# Header names whose values authenticate (lower case). Cookie headers are handled apart.
-AUTH_HEADERS = {
-    "authorization", "proxy-authorization", "x-csrftoken", "x-csrf-token", "x-xsrf-token",
-    "x-ig-www-claim", "x-instagram-ajax", "x-mid", "ig-u-ds-user-id", "ig-u-rur", "ig-intended-user-id",
-    "x-ig-set-www-claim", "x-web-device-id", "x-ig-device-id", "x-fb-lsd", "x-asbd-id",
-}
-COOKIE_HEADERS = {"cookie", "set-cookie"}
-# Form, query and JSON keys whose values are credentials or tokens (lower case).
-SECRET_KEYS = {
-    "username", "password", "enc_password", "passwd", "pass", "verificationcode", "csrfmiddlewaretoken",
-    "csrf_token", "csrftoken", "sessionid", "ds_user_id", "mid", "ig_did", "fb_dtsg", "lsd", "jazoest",
-    "access_token", "token", "two_factor_identifier", "identifier",
-}
-# Secret values shorter than this are not replaced inside bodies (they would hit ordinary text).
-MIN_SECRET_LEN = 4
-_JSON_SECRET = re.compile(
-    r'("(?:' + "|".join(sorted(re.escape(k) for k in SECRET_KEYS)) + r')"\s*:\s*")([^"\\]*)(")', re.IGNORECASE
-)
-_TEXT_TYPES = ("text/", "application/json", "application/javascript", "application/x-www-form-urlencoded",
-               "application/xml", "+json", "+xml")
+from .har_scrub import REDACTED, _is_text, collect_secrets, scrub  # noqa: F401 - the module's API
 
 
 class HarError(ValueError):
@@ -80,191 +59,6 @@ def meta(har: dict[str, Any]) -> dict[str, Any]:
     """What selfiescope noted about the recording (``log._selfiescope``): base URL, targets."""
     value = har["log"].get("_selfiescope")
     return value if isinstance(value, dict) else {}
-
-
-# --- scrubbing ------------------------------------------------------------------------------
-def _is_text(mime: str | None) -> bool:
-    mime = (mime or "").lower()
-    return any(t in mime for t in _TEXT_TYPES)
-
-
-def _cookie_values(header_value: str) -> list[str]:
-    """Values of a ``Cookie`` or ``Set-Cookie`` header (attributes of Set-Cookie excluded)."""
-    values = []
-    parts = header_value.split(";") if "\n" not in header_value else header_value.splitlines()
-    for part in parts:
-        name, sep, value = part.strip().partition("=")
-        if sep and name.lower() not in ("path", "domain", "expires", "max-age", "samesite"):
-            values.append(value.strip().strip('"'))
-    return values
-
-
-def collect_secrets(har: dict[str, Any]) -> set[str]:
-    """Every cookie value, auth header value and credential form value found in ``har``."""
-    found: set[str] = set()
-    for entry in har["log"]["entries"]:
-        for part in (entry.get("request", {}), entry.get("response", {})):
-            for cookie in part.get("cookies") or []:
-                found.add(str(cookie.get("value", "")))
-            for header in part.get("headers") or []:
-                name = str(header.get("name", "")).lower()
-                if name in COOKIE_HEADERS:
-                    if name == "set-cookie":
-                        first = str(header.get("value", "")).split(";")[0]
-                        found.update(_cookie_values(first))
-                    else:
-                        found.update(_cookie_values(str(header.get("value", ""))))
-                elif name in AUTH_HEADERS:
-                    value = str(header.get("value", ""))
-                    found.add(value)
-                    found.update(value.split())  # "Bearer TOKEN": the token alone is echoed elsewhere
-        request = entry.get("request", {})
-        query = parse_qsl(urlsplit(str(request.get("url", ""))).query, keep_blank_values=True)
-        query += [(str(q.get("name", "")), str(q.get("value", ""))) for q in request.get("queryString") or []]
-        found.update(v for k, v in query if k.lower() in SECRET_KEYS)
-        post = request.get("postData") or {}
-        for param in post.get("params") or []:
-            if str(param.get("name", "")).lower() in SECRET_KEYS:
-                found.add(str(param.get("value", "")))
-        text = post.get("text")
-        if isinstance(text, str):
-            found.update(v for k, v in _form_or_json_pairs(text) if k.lower() in SECRET_KEYS)
-        content = entry.get("response", {}).get("content") or {}
-        body = content.get("text")
-        if isinstance(body, str) and _is_text(content.get("mimeType")) and content.get("encoding") != "base64":
-            found.update(m.group(2) for m in _JSON_SECRET.finditer(body))  # e.g. a page's "csrf_token":"…"
-    return {s for s in found if len(s) >= MIN_SECRET_LEN and s != REDACTED}
-
-
-def _form_or_json_pairs(text: str) -> list[tuple[str, str]]:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return parse_qsl(text, keep_blank_values=True)
-    return [(str(k), str(v)) for k, v in data.items()] if isinstance(data, dict) else []
-
-
-class _Scrubber:
-    def __init__(self, secrets: Iterable[str]) -> None:
-        # longest first, so a secret containing another is replaced whole
-        self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LEN}, key=len, reverse=True)
-        self.replaced = 0
-
-    def text(self, value: str) -> str:
-        for secret in self.secrets:
-            for form in {secret, quote(secret, safe=""), quote(secret)}:
-                if form in value:
-                    self.replaced += value.count(form)
-                    value = value.replace(form, REDACTED)
-        value, n = _JSON_SECRET.subn(lambda m: m.group(1) + REDACTED + m.group(3), value)
-        self.replaced += n
-        return value
-
-    def url(self, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.query:
-            pairs = [(k, REDACTED if k.lower() in SECRET_KEYS else self.text(v))
-                     for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-            parts = parts._replace(query=urlencode(pairs, safe="/:,"))
-        return self.text(urlunsplit(parts))
-
-    def headers(self, headers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for header in headers or []:
-            name = str(header.get("name", ""))
-            low = name.lower()
-            if low in COOKIE_HEADERS or low in AUTH_HEADERS:
-                out.append({**header, "value": REDACTED})
-                self.replaced += 1
-            else:
-                out.append({**header, "value": self.text(str(header.get("value", "")))})
-        return out
-
-    def cookies(self, cookies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        self.replaced += len(cookies or [])
-        return [{**c, "value": REDACTED} for c in cookies or []]
-
-    def post_data(self, post: dict[str, Any]) -> dict[str, Any]:
-        post = dict(post)
-        if post.get("params"):
-            post["params"] = [
-                {**p, "value": REDACTED if str(p.get("name", "")).lower() in SECRET_KEYS
-                 else self.text(str(p.get("value", "")))}
-                for p in post["params"]
-            ]
-        text = post.get("text")
-        if isinstance(text, str) and text:
-            mime = str(post.get("mimeType", "")).lower()
-            if "json" in mime:
-                try:
-                    data = json.loads(text)
-                except ValueError:
-                    data = None
-                if isinstance(data, dict):
-                    text = json.dumps({k: REDACTED if k.lower() in SECRET_KEYS else v for k, v in data.items()})
-            elif "x-www-form-urlencoded" in mime or ("=" in text and " " not in text):
-                pairs = parse_qsl(text, keep_blank_values=True)
-                if pairs:
-                    text = urlencode([(k, REDACTED if k.lower() in SECRET_KEYS else v) for k, v in pairs])
-            post["text"] = self.text(text)
-        return post
-
-    def content(self, content: dict[str, Any]) -> dict[str, Any]:
-        content = dict(content)
-        text = content.get("text")
-        if not isinstance(text, str) or not _is_text(content.get("mimeType")):
-            return content
-        if content.get("encoding") == "base64":
-            try:
-                decoded = base64.b64decode(text).decode("utf-8")
-            except (ValueError, UnicodeDecodeError):
-                return content
-            scrubbed = self.text(decoded)
-            if scrubbed != decoded:
-                content["text"] = base64.b64encode(scrubbed.encode()).decode()
-                content["size"] = len(scrubbed.encode())
-            return content
-        scrubbed = self.text(text)
-        if scrubbed != text:
-            content["text"] = scrubbed
-            content["size"] = len(scrubbed.encode())
-        return content
-
-
-def scrub(har: dict[str, Any], extra_secrets: Iterable[str] = ()) -> tuple[dict[str, Any], int]:
-    """A copy of ``har`` without cookies, auth headers, CSRF tokens or credentials.
-
-    Every value found in a cookie, an auth header or a credential field is also replaced
-    wherever else it appears (URLs, bodies, other headers), with ``extra_secrets`` (the
-    environment's password, a saved session's cookies). Returns the copy and the number
-    of replacements.
-    """
-    scrubber = _Scrubber({*collect_secrets(har), *extra_secrets})
-    entries = []
-    for entry in har["log"]["entries"]:
-        entry = dict(entry)
-        request = dict(entry.get("request") or {})
-        request["url"] = scrubber.url(str(request.get("url", "")))
-        request["headers"] = scrubber.headers(request.get("headers") or [])
-        request["cookies"] = scrubber.cookies(request.get("cookies") or [])
-        request["queryString"] = [
-            {**q, "value": REDACTED if str(q.get("name", "")).lower() in SECRET_KEYS
-             else scrubber.text(str(q.get("value", "")))}
-            for q in request.get("queryString") or []
-        ]
-        if request.get("postData"):
-            request["postData"] = scrubber.post_data(request["postData"])
-        response = dict(entry.get("response") or {})
-        response["headers"] = scrubber.headers(response.get("headers") or [])
-        response["cookies"] = scrubber.cookies(response.get("cookies") or [])
-        if response.get("redirectURL"):
-            response["redirectURL"] = scrubber.url(str(response["redirectURL"]))
-        if response.get("content"):
-            response["content"] = scrubber.content(response["content"])
-        entry["request"], entry["response"] = request, response
-        entries.append(entry)
-    log = {**har["log"], "entries": entries}
-    return {**har, "log": log}, scrubber.replaced
 
 
 # --- merging recordings ---------------------------------------------------------------------

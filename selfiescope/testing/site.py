@@ -16,6 +16,8 @@ Additions to the contract shared with the scraper (nothing in it changed):
 is a post page; ``GET /accounts/logout/``; the tag API answers a running checkpoint
 with 400 ``{"message": "checkpoint_required", "checkpoint_url": "/challenge/"}``.
 ``site.requests`` records ``(method, path with query, status)`` before the answer is sent.
+``breakage=[...]`` breaks one thing the instagram source relies on each (``BREAKAGES``), for
+``selfiescope doctor``; the feed API also answers the web app's POST form (docs/instagram.md).
 Pop-ups stack: cookie consent on top, then "Save your login info?", then notifications.
 Routes and pages live in :mod:`~selfiescope.testing.handler` and :mod:`~selfiescope.testing.pages`.
 """
