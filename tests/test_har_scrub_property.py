@@ -11,8 +11,13 @@ from hypothesis import strategies as st
 
 from selfiescope.core import har
 
-SECRET = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:%#!", min_size=12,
-                 max_size=40)
+# Tokens: long, with at least one digit (a cookie value like "essential" is not replaced in pages).
+SECRET = st.builds(
+    lambda text, digit, at: text[:at] + digit + text[at:],
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:%#!", min_size=11,
+            max_size=39),
+    st.sampled_from("0123456789"), st.integers(0, 39),
+)
 # Where a browser session puts a secret the first time (named by a cookie, a header or a form field).
 PLACES = ["cookie_header", "set_cookie", "cookie_list", "csrf_header", "authorization", "www_claim",
           "form_password", "form_username", "form_enc_password", "json_csrf", "query_csrf"]
@@ -73,3 +78,16 @@ def test_no_secret_survives_scrubbing(placed: list[tuple[str, str]]) -> None:
         assert quote(secret, safe="") not in text or quote(secret, safe="") == secret
     assert replaced >= len(placed)
     assert KEEP in text  # what is not a secret stays readable
+
+
+def test_an_ordinary_cookie_value_is_redacted_in_the_cookie_but_not_in_scripts() -> None:
+    entry = {"request": {"method": "GET", "url": "https://x.test/", "headers": [{"name": "Cookie", "value":
+                         "consent=essential; flag=undefined; sessionid=abc"}], "cookies": []},
+             "response": {"status": 200, "headers": [{"name": "Set-Cookie",
+                                                      "value": "a=1; Path=/\nsessionid=tok3n-Value-9; HttpOnly"}],
+                          "cookies": [], "content": {"mimeType": "text/javascript",
+                                                     "text": "if (x === undefined) c = 'essential'; s='tok3n-Value-9'"}}}
+    clean, _ = har.scrub({"log": {"entries": [entry]}})
+    body = clean["log"]["entries"][0]["response"]["content"]["text"]
+    assert body == "if (x === undefined) c = 'essential'; s='REDACTED'"
+    assert clean["log"]["entries"][0]["request"]["headers"][0]["value"] == "REDACTED"

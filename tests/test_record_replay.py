@@ -143,6 +143,10 @@ async def test_record_then_replay_offline_stores_the_same_posts(tmp_path: Path, 
     session_id = next(c["value"] for c in cookies if c["name"] == "sessionid")
     for secret in (PASSWORD, USERNAME, session_id):
         assert secret not in raw
+    for cookie in cookies:  # csrftoken and any other session cookie the site sets, too
+        if cookie["name"] in ("sessionid", "csrftoken", "ds_user_id", "mid", "ig_did") or any(
+                ch.isdigit() for ch in cookie["value"]) and len(cookie["value"]) >= 8:
+            assert cookie["value"] not in raw, cookie["name"]
     assert "Set-Cookie" in raw or "set-cookie" in raw.lower()  # the header is kept, its value is not
     # Offline: the site is gone, the user's saved session is gone; the same posts come back.
     monkeypatch.delenv(USERNAME_ENV)

@@ -22,6 +22,9 @@ AUTH_HEADERS = {
     "x-ig-set-www-claim", "x-web-device-id", "x-ig-device-id", "x-fb-lsd", "x-asbd-id",
 }
 COOKIE_HEADERS = {"cookie", "set-cookie"}
+# Cookies that identify the account or device (docs/instagram.md), whatever their values look like.
+SENSITIVE_COOKIES = {"sessionid", "csrftoken", "ds_user_id", "mid", "ig_did", "rur", "datr", "shbid", "shbts",
+                     "ig_nrcb", "ss_2fa"}
 # Form, query and JSON keys whose values are credentials or tokens (lower case).
 SECRET_KEYS = {
     "username", "password", "enc_password", "passwd", "pass", "verificationcode", "csrfmiddlewaretoken",
@@ -42,15 +45,29 @@ def _is_text(mime: str | None) -> bool:
     return any(t in mime for t in _TEXT_TYPES)
 
 
-def _cookie_values(header_value: str) -> list[str]:
-    """Values of a ``Cookie`` or ``Set-Cookie`` header (attributes of Set-Cookie excluded)."""
-    values = []
-    parts = header_value.split(";") if "\n" not in header_value else header_value.splitlines()
+def _cookie_pairs(header_value: str, set_cookie: bool) -> list[tuple[str, str]]:
+    """(name, value) of a ``Cookie`` header, or of each cookie of a ``Set-Cookie`` header
+    (several may be joined by newlines; their attributes are not cookies)."""
+    if set_cookie:
+        parts = [line.split(";")[0] for line in header_value.splitlines()]
+    else:
+        parts = header_value.split(";")
+    pairs = []
     for part in parts:
         name, sep, value = part.strip().partition("=")
-        if sep and name.lower() not in ("path", "domain", "expires", "max-age", "samesite"):
-            values.append(value.strip().strip('"'))
-    return values
+        if sep:
+            pairs.append((name.strip(), value.strip().strip('"')))
+    return pairs
+
+
+def _token_like(name: str, value: str) -> bool:
+    """Whether a cookie's value is replaced wherever it appears, not only in the cookie.
+
+    Session cookies are tokens (long, with digits); a value like ``essential`` or
+    ``undefined`` is not, and replacing it in pages and scripts would break the replay.
+    The cookie itself is always redacted.
+    """
+    return name.lower() in SENSITIVE_COOKIES or (len(value) >= 8 and any(c.isdigit() for c in value))
 
 
 def collect_secrets(har: dict[str, Any]) -> set[str]:
@@ -58,20 +75,16 @@ def collect_secrets(har: dict[str, Any]) -> set[str]:
     found: set[str] = set()
     for entry in har["log"]["entries"]:
         for part in (entry.get("request", {}), entry.get("response", {})):
-            for cookie in part.get("cookies") or []:
-                found.add(str(cookie.get("value", "")))
+            cookies = [(str(c.get("name", "")), str(c.get("value", ""))) for c in part.get("cookies") or []]
             for header in part.get("headers") or []:
                 name = str(header.get("name", "")).lower()
                 if name in COOKIE_HEADERS:
-                    if name == "set-cookie":
-                        first = str(header.get("value", "")).split(";")[0]
-                        found.update(_cookie_values(first))
-                    else:
-                        found.update(_cookie_values(str(header.get("value", ""))))
+                    cookies += _cookie_pairs(str(header.get("value", "")), name == "set-cookie")
                 elif name in AUTH_HEADERS:
                     value = str(header.get("value", ""))
                     found.add(value)
                     found.update(value.split())  # "Bearer TOKEN": the token alone is echoed elsewhere
+            found.update(value for name, value in cookies if _token_like(name, value))
         request = entry.get("request", {})
         query = parse_qsl(urlsplit(str(request.get("url", ""))).query, keep_blank_values=True)
         query += [(str(q.get("name", "")), str(q.get("value", ""))) for q in request.get("queryString") or []]
