@@ -96,8 +96,10 @@ def site():
 
 def fetch_json(site: MockInstagram, path: str, form: dict[str, str] | None = None) -> Any:
     data = "&".join(f"{k}={v}" for k, v in form.items()).encode() if form is not None else None
-    request = urllib.request.Request(site.base_url + path, data=data,
-                                     headers={"Cookie": f"sessionid={site.login_session()}"})
+    csrf = "dOcUmEnTeD0123456789csrf"  # as the documented client sends it: cookie and header agree
+    request = urllib.request.Request(site.base_url + path, data=data, headers={
+        "Cookie": f"sessionid={site.login_session()}; csrftoken={csrf}", "X-CSRFToken": csrf,
+        "X-IG-App-ID": "936619743392459", "X-Requested-With": "XMLHttpRequest"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
