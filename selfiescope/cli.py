@@ -7,6 +7,7 @@ Exit codes: 0 done; 1 the run failed or finished with errors; 2 bad usage or set
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sys
@@ -16,26 +17,64 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
 from .core.hookspecs import hookimpl
-from .core.settings import ScrapePipeline, Settings, SettingsError, check_components, load_settings
+from .core.settings import ScrapePipeline, Settings, SettingsError, check_components, check_paths, load_settings
+from .core.text import printable
+from .exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, classify, code_for
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+console = Console(stderr=True)
+out = Console()
 
-app = typer.Typer(
+
+def guarded(command):  # noqa: ANN001, ANN201 - wraps any typer command function
+    """Every command ends through :func:`selfiescope.exits.classify`: a known problem prints one
+    clear line (no traceback) and exits with its code; only a bug keeps its traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - classified below, re-raised when unknown
+            known = classify(exc)
+            if known is None:
+                raise
+            code, message = known
+            style = "yellow" if code == EXIT_INTERRUPTED else "red"
+            prefix = "" if code == EXIT_INTERRUPTED else "error: "
+            console.print(f"[{style}]{prefix}{escape(printable(message))}[/{style}]", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
+
+    return wrapper
+
+
+class GuardedTyper(typer.Typer):
+    """A Typer whose commands all end through :func:`guarded`."""
+
+    def command(self, *args: Any, **kwargs: Any):  # noqa: ANN201 - typer's decorator type
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn):  # noqa: ANN001, ANN202
+            register(guarded(fn))
+            return fn
+
+        return decorator
+
+
+app = GuardedTyper(
     name="selfiescope",
     help="Collect face photos and learn to tell selfies from other portraits.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-settings_app = typer.Typer(help="Inspect and check settings.toml.", no_args_is_help=True)
+settings_app = GuardedTyper(help="Inspect and check settings.toml.", no_args_is_help=True)
 app.add_typer(settings_app, name="settings")
-
-console = Console(stderr=True)
-out = Console()
 
 SettingsOpt = typer.Option(None, "--settings", "-s", help="settings file (default: ./settings.toml or $SELFIESCOPE_SETTINGS)")
 JsonOpt = typer.Option(False, "--json", help="print a JSON result on stdout (for scripts)")
@@ -53,6 +92,17 @@ def with_scheduler(settings: Settings, scheduler: Optional[str]) -> Settings:
 
     return apply(settings, scheduler)
 # --- end dask ----------------------------------------------------------------------------
+
+WaitOpt = typer.Option(
+    False, "--wait", help="if another run writes to the same storage root, wait for it (up to "
+    "storage.lock_timeout_s) instead of exiting with code 2",
+)
+
+
+def with_wait(settings: Settings, wait: bool) -> Settings:
+    if not wait:
+        return settings
+    return settings.model_copy(update={"storage": settings.storage.model_copy(update={"wait_for_lock": True})})
 
 
 def _version(value: bool) -> None:
@@ -93,6 +143,8 @@ def configure_logging(settings: Settings) -> None:
         for handler in logging.getLogger().handlers:
             handler.setLevel(max(logging.WARNING, logging.getLevelName(settings.logging.level)))
     if settings.logging.file:
+        if problems := [p for p in check_paths(settings) if p.startswith("logging.")]:
+            raise SettingsError(problems)
         settings.logging.file.parent.mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(settings.logging.file)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -119,11 +171,15 @@ class ProgressObserver:
     def selfiescope_image_rejected(self, event: Any, run: Any) -> None:
         self._advance(run)
 
+    @hookimpl
+    def selfiescope_image_failed(self, event: Any, run: Any) -> None:
+        self._advance(run)
+
     def _advance(self, run: Any) -> None:
         s = run.stats
         self.progress.update(
             self.task, advance=1,
-            description=f"accepted {s.accepted}  rejected {s.rejected}",
+            description=f"accepted {s.accepted}  rejected {s.rejected}" + (f"  [red]failed {s.failed}[/red]" if s.failed else ""),
         )
 
 
@@ -136,14 +192,14 @@ def _progress(enabled: bool) -> Progress:
 
 def print_stats(stats: dict[str, Any], title: str) -> None:
     table = Table(title=title, show_header=False)
-    for key in ("status", "seen", "accepted", "rejected", "images_per_s", "elapsed_s", "bytes_stored"):
+    for key in ("status", "seen", "accepted", "rejected", "failed", "images_per_s", "elapsed_s", "bytes_stored"):
         table.add_row(key, str(stats.get(key)))
     for reason, n in sorted(stats.get("rejected_by_reason", {}).items()):
         table.add_row(f"  rejected: {reason}", str(n))
     for job, counts in stats.get("per_job", {}).items():
-        table.add_row(f"  job {job}", ", ".join(f"{k} {v}" for k, v in counts.items()))
+        table.add_row(f"  job {escape(printable(job))}", ", ".join(f"{k} {v}" for k, v in counts.items()))
     for err in stats.get("errors", []):
-        table.add_row("[red]error[/red]", err)
+        table.add_row("[red]error[/red]", escape(printable(err)))
     out.print(table)
 
 
@@ -155,22 +211,14 @@ def run_collect(
 
     with _progress(not as_json) as progress:
         observer = ProgressObserver(progress)
-        try:
-            stats = asyncio.run(collect(settings, name, pipeline=pipeline, together=together, extra_plugins=[observer]))
-        except SettingsError as exc:
-            console.print(exc.render(), highlight=False, markup=False)
-            raise typer.Exit(EXIT_USAGE) from None
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/yellow]: what was done is saved; run the same command again to resume")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        stats = asyncio.run(collect(settings, name, pipeline=pipeline, together=together, extra_plugins=[observer]))
     data = stats.as_dict()
-    data["storage_root"] = str(settings.storage.root)
+    data["storage_root"] = printable(settings.storage.root)
     if as_json:
         emit_json(data)
     else:
-        print_stats(data, f"{name}: stored under {settings.storage.root}")
-    if stats.errors:
-        raise typer.Exit(EXIT_FAILED)
+        print_stats(data, f"{name}: stored under {escape(printable(settings.storage.root))}")
+    raise typer.Exit(code_for(data["errors"]))
 
 
 # --- run, pipelines ------------------------------------------------------------------
@@ -180,10 +228,11 @@ def run(
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
     scheduler: Optional[str] = SchedulerOpt,
+    wait: bool = WaitOpt,
 ) -> None:
     """Run pipelines defined in settings.toml (several scrape pipelines with the same source
     and chain run together, concurrently, in one run)."""
-    settings = with_scheduler(load(settings_path), scheduler)
+    settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
     try:
         chosen = [settings.pipeline(name) for name in pipelines]
     except SettingsError as exc:
@@ -252,7 +301,7 @@ def settings_check(settings_path: Optional[Path] = SettingsOpt, as_json: bool = 
     from .core.plugins import load_registry
 
     settings = load(settings_path)
-    problems = check_components(settings, load_registry())
+    problems = check_components(settings, load_registry()) + check_paths(settings)
     if as_json:
         emit_json({"ok": not problems, "problems": problems})
     elif problems:
@@ -279,9 +328,12 @@ def import_folder(
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
     scheduler: Optional[str] = SchedulerOpt,
+    wait: bool = WaitOpt,
 ) -> None:
     """Run every image under FOLDER through the chain into the dataset."""
-    settings = with_scheduler(load(settings_path), scheduler)
+    settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
+    if missing := [printable(f) for f in folder if not f.expanduser().exists()]:
+        raise fail(f"not found: {', '.join(missing)}")
     fields: dict[str, Any] = {"kind": "import", "source": "folder", "paths": folder, "label": label, "limit": limit}
     if chain:
         fields["chain"] = [c.strip() for c in chain.split(",") if c.strip()]
@@ -310,32 +362,38 @@ def clean_command(
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
     scheduler: Optional[str] = SchedulerOpt,
+    wait: bool = WaitOpt,
 ) -> None:
-    """Run decode + face filter (+ dedup) over FOLDER and report kept/rejected by reason."""
+    """Run decode + face filter (+ dedup) over FOLDER and report kept/rejected by reason.
+
+    Originals are moved or deleted only when asked, and only those a step rejected
+    (never one that failed to be read or stored)."""
     from .pipelines.clean import clean
 
-    settings = with_scheduler(load(settings_path), scheduler)
+    settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
     try:
         result = clean(
             settings, folder, output=output, dedup=not no_dedup, move_rejected_to=move_rejected_to,
             delete_rejected=delete_rejected, label=label,
         )
-    except SettingsError as exc:
-        raise fail(exc.render()) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: nothing of yours was moved or deleted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
         emit_json(result)
     else:
-        table = Table(title=f"clean {folder}" + (f" -> {output}" if output else " (report only)"), show_header=False)
-        for key in ("seen", "kept", "rejected", "moved", "deleted"):
+        title = f"clean {result['folder']}" + (f" -> {result['output']}" if output else " (report only)")
+        table = Table(title=escape(title), show_header=False)
+        for key in ("seen", "kept", "rejected", "failed", "moved", "deleted"):
             table.add_row(key, str(result[key]))
         for reason, n in result["rejected_by_reason"].items():
             table.add_row(f"  rejected: {reason}", str(n))
+        for line in result["skipped"]:
+            table.add_row("[yellow]left alone[/yellow]", escape(line))
+        for err in result["errors"]:
+            table.add_row("[red]error[/red]", escape(err))
         out.print(table)
-    if result["errors"]:
-        raise typer.Exit(EXIT_FAILED)
+    raise typer.Exit(code_for(result["errors"]))
 
 
 # --- demo ------------------------------------------------------------------------------
@@ -367,6 +425,7 @@ def scrape(
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
     scheduler: Optional[str] = SchedulerOpt,
+    wait: bool = WaitOpt,
 ) -> None:
     """Collect the images of HASHTAGS into the dataset (rerun the same command to resume)."""
     from pydantic import ValidationError
@@ -374,7 +433,7 @@ def scrape(
     from .core.settings import format_validation_error
     from .pipelines.scrape import scrape_pipeline
 
-    settings = with_scheduler(load(settings_path), scheduler)
+    settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
     if replay is not None:
         settings, base_url = replay_options(settings, replay, source, base_url)
     if contexts:

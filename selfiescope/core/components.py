@@ -86,8 +86,16 @@ class StoredImage:
     content_hash: str | None = None
 
 
+class StorageError(Exception):
+    """Writing to storage failed (disk full, no permission, a network error): a failure of
+    the run, never a rejection of the image. The engine reads ``code``."""
+
+    code = "store_failed"
+
+
 class Storage(Component):
-    """Where accepted images go."""
+    """Where accepted images go. Any exception from ``write`` is a failure to store: the
+    image is not counted as decided, the run ends with errors, and a rerun retries it."""
 
     async def write(self, event: "ImageEvent") -> str:  # pragma: no cover - abstract
         """Store ``event.data`` under ``event.label``/``event.id``; return its location."""

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 from .components import Job, Source, Step
 from .context import RunContext
+from .decisions import settle
 from .events import Decision, ImageEvent, Reject
+from .text import printable
 
 log = logging.getLogger("selfiescope.engine")
 _DONE = object()
@@ -40,9 +42,17 @@ class _JobState:
 
 
 async def run_chain(event: ImageEvent, steps: Sequence[Step], run: RunContext) -> ImageEvent:
-    """Run one event through ``steps``; a rejection or an error stops the chain for it."""
+    """Run one event through ``steps``.
+
+    A :class:`Reject` is a decision (``rejected``); any other exception is a failure
+    (``failed``: the image is retried by a rerun and the run ends with errors). Either
+    stops the chain for this image; the run goes on. An event that arrives failed (a
+    source could not read it) skips the chain.
+    """
     loop = asyncio.get_running_loop()
     for step in steps:
+        if event.decision in (Decision.REJECTED, Decision.FAILED):
+            return event
         try:
             if inspect.iscoroutinefunction(step.process):
                 await step.process(event)
@@ -52,12 +62,11 @@ async def run_chain(event: ImageEvent, steps: Sequence[Step], run: RunContext) -
             event.reject(step.name, rej.code, rej.reason)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a plugin bug must not stop the run
-            log.warning("step %s failed on %s: %s: %s", step.name, event.describe(), type(exc).__name__, exc)
-            event.reject(step.name, "error", f"{type(exc).__name__}: {exc}")
-        if event.decision is Decision.REJECTED:
-            return event
-    event.decision = Decision.ACCEPTED
+        except Exception as exc:  # a broken write or a plugin bug must not stop the run
+            code = getattr(exc, "code", None) or "error"
+            event.fail(step.name, code if isinstance(code, str) else "error", f"{type(exc).__name__}: {exc}")
+    if event.decision is Decision.PENDING:
+        event.decision = Decision.ACCEPTED
     return event
 
 
@@ -73,13 +82,6 @@ class Engine:
     @staticmethod
     def _key(job: Job) -> str:
         return f"{job.source}:{job.target}"
-
-    def _already_stored(self, job: Job) -> int:
-        rows = self.run.manifest.query(
-            "SELECT COUNT(*) n FROM images WHERE decision='accepted' AND source=? AND job=? AND label=?",
-            (job.source, job.target, job.label),
-        )
-        return int(rows[0]["n"])
 
     async def _produce(self, state: _JobState) -> None:
         assert state.cond is not None
@@ -102,25 +104,27 @@ class Engine:
                 await aclose()
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             item = await self.queue.get()
             try:
                 if item is _DONE:
                     return
                 state, event = item  # type: ignore[misc]
-                await run_chain(event, self.steps, self.run)
-                await loop.run_in_executor(self.run.executor, self.run.manifest.record, event, self.run.run_id)
-                ok = event.decision is Decision.ACCEPTED
-                self.run.stats.count(state.job.target, "accepted" if ok else "rejected", event.reject_code, event.size)
-                if ok:
-                    self.run.hook.selfiescope_image_accepted(event=event, run=self.run)
-                else:
-                    self.run.hook.selfiescope_image_rejected(event=event, run=self.run)
-                async with state.cond:
-                    state.inflight -= 1
-                    state.accepted += ok
-                    state.cond.notify_all()
+                ok = False
+                try:
+                    await run_chain(event, self.steps, self.run)
+                    await settle(self.run, event, state.job.target)
+                    ok = event.decision is Decision.ACCEPTED
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - never lose a worker: the queue would stall
+                    log.exception("unexpected error on %s", event.describe())
+                    self.run.stats.errors.append(f"{event.describe()}: {type(exc).__name__}: {exc}")
+                finally:
+                    async with state.cond:
+                        state.inflight -= 1
+                        state.accepted += ok
+                        state.cond.notify_all()
                 event.image = None  # free the decoded pixels early
             finally:
                 self.queue.task_done()
@@ -130,7 +134,9 @@ class Engine:
         loop = asyncio.get_running_loop()
         for state in self.states.values():
             state.cond = asyncio.Condition()
-            state.accepted = await loop.run_in_executor(self.run.executor, self._already_stored, state.job)
+            state.accepted = await loop.run_in_executor(
+                self.run.executor, self.run.manifest.stored_count, state.job.source, state.job.target, state.job.label
+            )
         n_workers = self.run.settings.engine.workers
         workers = [asyncio.create_task(self._work(), name=f"worker-{i}") for i in range(n_workers)]
         producers = [asyncio.create_task(self._produce(s), name=f"job-{k}") for k, s in self.states.items()]
@@ -140,9 +146,9 @@ class Engine:
                 if isinstance(res, BaseException):
                     if isinstance(res, asyncio.CancelledError):
                         raise res
-                    log.error("source %s failed on %s: %s", state.job.source, state.job.target, res)
-                    self.run.stats.per_job.setdefault(state.job.target, Counter())["failed"] += 1
-                    self.run.stats.errors.append(f"{state.job.source} {state.job.target}: {res}")
+                    log.error("source %s failed on %s: %s", state.job.source, printable(state.job.target), res)
+                    self.run.stats.per_job.setdefault(state.job.target, Counter())["job_failed"] += 1
+                    self.run.stats.errors.append(f"{state.job.source} {printable(state.job.target)}: {printable(res)}")
             for _ in workers:
                 await self.queue.put(_DONE)
             await asyncio.gather(*workers)

@@ -12,7 +12,8 @@ from typing import Any
 class Decision(str, Enum):
     PENDING = "pending"
     ACCEPTED = "accepted"
-    REJECTED = "rejected"
+    REJECTED = "rejected"  # a step decided against the image (a Reject): final, recorded
+    FAILED = "failed"  # something broke (a write, a read, a plugin bug): not a decision; a rerun retries it
 
 
 class Reject(Exception):
@@ -103,6 +104,20 @@ class ImageEvent:
         self.reject_code = code
         self.reject_reason = reason
 
+    def fail(self, step: str, code: str, reason: str) -> None:
+        """Mark the image as not processed because something broke (never a rejection)."""
+        self.decision = Decision.FAILED
+        self.rejected_by = step
+        self.reject_code = code
+        self.reject_reason = reason
+
+    @property
+    def stored(self) -> bool:
+        """Whether a storage backend holds these bytes now (the chain had a storing step)."""
+        return self.decision is Decision.ACCEPTED and self.location is not None
+
     def describe(self) -> str:
+        from .text import printable, redact_url
+
         o = self.origin
-        return o.post_url or o.image_url or o.path or self.content_hash[:12]
+        return printable(redact_url(o.post_url or o.image_url) or o.path or self.content_hash[:12])

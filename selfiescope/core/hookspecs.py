@@ -48,8 +48,10 @@ def selfiescope_steps():
     A step is one link of the image chain. Its ``process(event)`` may annotate the
     event, or drop the image by raising :class:`~selfiescope.core.events.Reject` with a
     reason; the rest of the chain is then skipped for that image. Any other exception
-    rejects the image too (code ``"error"``, the exception as reason) and the run goes
-    on. Synchronous ``process`` methods run in a worker thread, off the event loop.
+    is a *failure*, not a decision: the image is marked ``failed`` (code: the
+    exception's ``code`` attribute, else ``"error"``), the run goes on but ends with
+    errors (exit 1), and a rerun retries the image. Synchronous ``process`` methods run
+    in a worker thread, off the event loop.
     """
 
 
@@ -94,6 +96,14 @@ def selfiescope_image_accepted(event, run):
 @hookspec
 def selfiescope_image_rejected(event, run):
     """Called when a step rejected an image; ``event.rejected_by`` and ``event.reject_reason`` say why."""
+
+
+@hookspec
+def selfiescope_image_failed(event, run):
+    """Called when an image could not be processed: a step raised an error (a write that
+    failed, a plugin bug) or the source could not read it. ``event.rejected_by`` names the
+    step, ``event.reject_code`` and ``event.reject_reason`` say what broke. Nothing was
+    decided: the run ends with errors and a rerun retries the image."""
 
 
 @hookspec

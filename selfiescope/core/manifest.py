@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .events import ImageEvent
+from .events import Decision, ImageEvent
+from .text import printable, redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -41,7 +42,12 @@ CREATE INDEX IF NOT EXISTS images_id ON images(id);
 CREATE TABLE IF NOT EXISTS rejections (
     rowid INTEGER PRIMARY KEY,
     content_hash TEXT, source TEXT, job TEXT, post_id TEXT, label TEXT,
-    rejected_by TEXT, reject_code TEXT, reason TEXT, run_id INTEGER, at REAL
+    rejected_by TEXT, reject_code TEXT, reason TEXT, run_id INTEGER, at REAL, origin_path TEXT
+);
+CREATE TABLE IF NOT EXISTS failures (
+    rowid INTEGER PRIMARY KEY,
+    content_hash TEXT, source TEXT, job TEXT, post_id TEXT, origin_path TEXT, label TEXT,
+    step TEXT, code TEXT, reason TEXT, run_id INTEGER, at REAL
 );
 CREATE TABLE IF NOT EXISTS posts_seen (
     source TEXT NOT NULL, post_id TEXT NOT NULL, job TEXT, label TEXT, at REAL,
@@ -67,6 +73,15 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
+# Columns added after the first release: (table, column, type). Older manifests get them on open.
+MIGRATIONS = [("rejections", "origin_path", "TEXT")]
+
+
+def _text(value: object) -> str | None:
+    """A value as text SQLite can store (file names may hold undecodable bytes)."""
+    return None if value is None else printable(value)
+
+
 def phash_to_int(hex_hash: str) -> int:
     """A 16-hex-digit perceptual hash as an unsigned 64-bit int."""
     return int(hex_hash, 16)
@@ -86,6 +101,10 @@ class Manifest:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        for table, column, kind in MIGRATIONS:
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     @classmethod
     def at_root(cls, root: Path | str) -> "Manifest":
@@ -121,6 +140,11 @@ class Manifest:
         )
         return int(cur.lastrowid)
 
+    def mark_interrupted(self) -> int:
+        """Runs still marked ``running`` were killed (call while holding the root's lock). Returns how many."""
+        cur = self.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
+        return cur.rowcount
+
     def finish_run(self, run_id: int, status: str, stats: dict[str, Any]) -> None:
         self.execute(
             "UPDATE runs SET finished=?, status=?, stats=? WHERE id=?",
@@ -134,7 +158,7 @@ class Manifest:
     def mark_post(self, source: str, post_id: str, job: str = "", label: str = "") -> None:
         self.execute(
             "INSERT OR IGNORE INTO posts_seen(source, post_id, job, label, at) VALUES (?,?,?,?,?)",
-            (source, post_id, job, label, time.time()),
+            (source, post_id, _text(job), label, time.time()),
         )
 
     # --- images ------------------------------------------------------------------------
@@ -143,31 +167,53 @@ class Manifest:
         return rows[0] if rows else None
 
     def is_stored(self, content_hash: str, before_run: int | None = None) -> bool:
-        """Whether these bytes are in the dataset (stored by a run before ``before_run``)."""
-        sql = "SELECT 1 FROM images WHERE content_hash=? AND decision='accepted'"
+        """Whether these bytes are in the dataset (stored by a run before ``before_run``).
+
+        An image accepted by a chain that stores nothing has no location: it is not stored.
+        """
+        sql = "SELECT 1 FROM images WHERE content_hash=? AND decision='accepted' AND location IS NOT NULL"
         if before_run is None:
             return bool(self.query(sql, (content_hash,)))
         return bool(self.query(sql + " AND (run_id IS NULL OR run_id < ?)", (content_hash, before_run)))
 
-    def record(self, event: ImageEvent, run_id: int | None = None) -> None:
-        """Record the final decision for an image (upsert on content hash).
+    def stored_count(self, source: str, job: str, label: str) -> int:
+        """Images stored for one job (a per-job limit counts them, so a rerun finishes the job)."""
+        rows = self.query(
+            "SELECT COUNT(*) n FROM images WHERE decision='accepted' AND location IS NOT NULL"
+            " AND source=? AND job=? AND label=?",
+            (source, job, label),
+        )
+        return int(rows[0]["n"])
 
-        An accepted image is never downgraded by a later rejection of the same bytes
-        (e.g. the copy met again is rejected as a duplicate of itself); rejections are
-        also appended to ``rejections`` so every decision is kept.
+    def record(self, event: ImageEvent, run_id: int | None = None) -> None:
+        """Record the outcome for an image (upsert on content hash).
+
+        A stored image is never downgraded by a later rejection of the same bytes (e.g.
+        the copy met again is rejected as a duplicate of itself); rejections are also
+        appended to ``rejections`` so every decision is kept. A failure is not a decision:
+        it goes to ``failures`` only, and the image stays free to be processed again.
         """
         o = event.origin
         now = time.time()
+        if event.decision is Decision.FAILED:
+            self.execute(
+                "INSERT INTO failures(content_hash, source, job, post_id, origin_path, label, step, code, reason,"
+                " run_id, at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (event.content_hash, o.source, _text(o.job), o.post_id, _text(o.path), event.label,
+                 event.rejected_by, event.reject_code, _text(event.reject_reason), run_id, now),
+            )
+            return
         face = event.largest_face
         row = dict(
-            content_hash=event.content_hash, id=event.id, source=o.source, job=o.job,
-            post_id=o.post_id, post_url=o.post_url, image_url=o.image_url, origin_path=o.path,
+            content_hash=event.content_hash, id=event.id, source=o.source, job=_text(o.job),
+            post_id=o.post_id, post_url=redact_url(o.post_url), image_url=redact_url(o.image_url),
+            origin_path=_text(o.path),
             label=event.label, phash=event.phash, format=event.format, width=event.width,
             height=event.height, size=event.size,
             face_box=json.dumps(face.as_list()) if face else None,
             face_area=event.face_area, n_faces=len(event.faces),
             decision=event.decision.value, rejected_by=event.rejected_by,
-            reject_code=event.reject_code, reason=event.reject_reason, location=event.location,
+            reject_code=event.reject_code, reason=_text(event.reject_reason), location=event.location,
             run_id=run_id, first_seen=now, updated=now,
         )
         cols = ", ".join(row)
@@ -179,19 +225,19 @@ class Manifest:
                 if event.decision.value == "rejected":
                     self._db.execute(
                         "INSERT INTO rejections(content_hash, source, job, post_id, label, rejected_by,"
-                        " reject_code, reason, run_id, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (event.content_hash, o.source, o.job, o.post_id, event.label,
-                         event.rejected_by, event.reject_code, event.reject_reason, run_id, now),
+                        " reject_code, reason, run_id, at, origin_path) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (event.content_hash, o.source, row["job"], o.post_id, event.label,
+                         event.rejected_by, event.reject_code, row["reason"], run_id, now, row["origin_path"]),
                     )
                 self._db.execute(
                     f"INSERT INTO images({cols}) VALUES ({marks}) ON CONFLICT(content_hash) DO UPDATE SET"
-                    f" {updates} WHERE images.decision != 'accepted'",
+                    f" {updates} WHERE images.decision != 'accepted' OR images.location IS NULL",
                     row,
                 )
                 if o.post_id:
                     self._db.execute(
                         "INSERT OR IGNORE INTO posts_seen(source, post_id, job, label, at) VALUES (?,?,?,?,?)",
-                        (o.source, o.post_id, o.job, event.label, now),
+                        (o.source, o.post_id, row["job"], event.label, now),
                     )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -199,7 +245,8 @@ class Manifest:
                 raise
 
     def accepted(self, label: str | None = None) -> Iterator[sqlite3.Row]:
-        sql = "SELECT * FROM images WHERE decision='accepted'"
+        """Stored images (accepted, with a location), oldest first."""
+        sql = "SELECT * FROM images WHERE decision='accepted' AND location IS NOT NULL"
         params: tuple[Any, ...] = ()
         if label:
             sql += " AND label=?"
@@ -249,9 +296,15 @@ class Manifest:
         """
         import numpy as np
 
+        # Hashes of images that were never stored (a chain without storage, before that was
+        # kept apart) would make the photo a "duplicate of itself" forever: drop them.
+        self.execute(
+            "DELETE FROM phashes WHERE content_hash IN"
+            " (SELECT content_hash FROM images WHERE decision='accepted' AND location IS NULL)"
+        )
         missing = self.query(
             "SELECT content_hash, phash, label FROM images WHERE decision='accepted' AND phash IS NOT NULL"
-            " AND content_hash NOT IN (SELECT content_hash FROM phashes)"
+            " AND location IS NOT NULL AND content_hash NOT IN (SELECT content_hash FROM phashes)"
         )
         if missing:
             self.add_phashes([(r[0], phash_to_int(r[1]), r[2], None) for r in missing])

@@ -11,6 +11,7 @@ Secrets never live here: credentials come from the environment or a session file
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -30,6 +31,18 @@ RESERVED_ENV = {
     "SELFIESCOPE_NO_ENTRYPOINTS",
 }
 SECRET_WORDS = ("password", "passwd", "secret", "token", "cookie", "username")
+# A label becomes a folder name under the storage root and a column value everywhere:
+# plain ASCII, starting with a letter or digit, short. Checked where a label enters
+# (settings, CLI options), so nothing fails later at the first write.
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+LABEL_RULE = "1-64 ASCII letters, digits, '-' or '_', starting with a letter or digit (it becomes a folder name)"
+
+
+def check_label(value: str) -> str:
+    """``value`` if it is a valid label, else ValueError saying the rule."""
+    if not isinstance(value, str) or not LABEL_PATTERN.match(value):
+        raise ValueError(f"invalid label {value!r}: use {LABEL_RULE}")
+    return value
 
 
 class SettingsError(Exception):
@@ -53,6 +66,17 @@ class Strict(BaseModel):
 class StorageSettings(Strict):
     root: Path = Path("data")
     backend: str = "files"
+    wait_for_lock: bool = Field(False, description="wait for another run that writes to the same root (else exit 2)")
+    lock_timeout_s: float = Field(3600.0, gt=0, description="longest wait for the root's lock with wait_for_lock")
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _expand_root(cls, v: Any) -> Any:
+        if isinstance(v, str | Path):
+            if not str(v).strip():
+                raise ValueError("must not be empty (a folder such as \"data\")")
+            return Path(v).expanduser()
+        return v
 
 
 class BrowserSettings(Strict):
@@ -79,6 +103,13 @@ class LoggingSettings(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: Path | None = None
 
+    @field_validator("file", mode="before")
+    @classmethod
+    def _expand_file(cls, v: Any) -> Any:
+        if isinstance(v, str) and not v.strip():
+            return None
+        return Path(v).expanduser() if isinstance(v, str | Path) else v
+
 
 class ComputeSettings(Strict):
     engine: Literal["local", "dask"] = "local"
@@ -102,6 +133,15 @@ class PipelineBase(Strict):
     description: str = ""
     options: dict[str, dict[str, Any]] = {}
 
+    @field_validator("options")
+    @classmethod
+    def _no_credentials_in_urls(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        problems = [p for name, opts in v.items() for key, value in opts.items()
+                    for p in _urls_with_credentials(value, f"{name}.{key}")]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
 
 class ScrapePipeline(PipelineBase):
     """Collect images from a source through the chain into storage."""
@@ -118,14 +158,24 @@ class ScrapePipeline(PipelineBase):
     @field_validator("label")
     @classmethod
     def _safe_label(cls, v: str) -> str:
-        if not v or not all(c.isalnum() or c in "-_" for c in v):
-            raise ValueError("label must be letters, digits, '-' or '_' (it becomes a folder name)")
-        return v
+        return check_label(v)
 
     @field_validator("hashtags")
     @classmethod
     def _strip_hash(cls, v: list[str]) -> list[str]:
         return [t.lstrip("#").strip() for t in v]
+
+    @field_validator("urls")
+    @classmethod
+    def _no_credentials(cls, v: list[str]) -> list[str]:
+        if problems := _urls_with_credentials(v, "urls"):
+            raise ValueError("; ".join(problems))
+        return v
+
+    @field_validator("paths", mode="after")
+    @classmethod
+    def _expand_paths(cls, v: list[Path]) -> list[Path]:
+        return [p.expanduser() for p in v]
 
     def targets(self) -> list[str]:
         return [*self.hashtags, *(str(p) for p in self.paths), *self.urls]
@@ -146,6 +196,13 @@ class TrainPipeline(PipelineBase):
     group_distance: int = Field(8, ge=0, le=64, description="pHash distance within which images share a CV group")
     early_stopping_rounds: int = Field(50, ge=1)
     workers: int = Field(0, ge=0, description="feature-extraction processes; 0 = number of cores")
+
+    @field_validator("labels")
+    @classmethod
+    def _safe_labels(cls, v: list[str]) -> list[str]:
+        for label in v:
+            check_label(label)
+        return v  # exactly two, distinct: checked by the train pipeline, which says how
 
 
 class DemoPipeline(PipelineBase):
@@ -238,13 +295,26 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _urls_with_credentials(value: Any, here: str) -> list[str]:
+    from .text import has_userinfo
+
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _urls_with_credentials(item, f"{here}[{i}]")]
+    if isinstance(value, str) and has_userinfo(value):
+        return [f"{here}: the URL holds credentials (user:password@); remove them and use the environment "
+                "or `selfiescope login` instead"]
+    return []
+
+
 def _reject_secrets(data: dict[str, Any], path: str = "") -> list[str]:
     problems = []
     for k, v in data.items():
         here = f"{path}.{k}" if path else k
         if isinstance(v, dict):
             problems += _reject_secrets(v, here)
-        elif any(w in k.lower() for w in SECRET_WORDS) and k.lower() != "session_file":
+            continue
+        problems += _urls_with_credentials(v, here)
+        if any(w in k.lower() for w in SECRET_WORDS) and k.lower() != "session_file":
             problems.append(
                 f"{here}: credentials do not belong in settings; use the environment variables "
                 "SELFIESCOPE_INSTAGRAM_USERNAME / SELFIESCOPE_INSTAGRAM_PASSWORD or `selfiescope login`"
@@ -257,7 +327,7 @@ def load_settings(path: Path | str | None = None, environ: dict[str, str] | None
     environ = os.environ if environ is None else environ
     if path is None:
         path = environ.get("SELFIESCOPE_SETTINGS", "settings.toml")
-    path = Path(path)
+    path = Path(path).expanduser()
     data: dict[str, Any] = {}
     if path.exists():
         try:
@@ -266,6 +336,10 @@ def load_settings(path: Path | str | None = None, environ: dict[str, str] | None
             raise SettingsError([f"not valid TOML: {exc}"], str(path)) from None
         except UnicodeDecodeError:
             raise SettingsError(["not a UTF-8 text file"], str(path)) from None
+        except IsADirectoryError:
+            raise SettingsError(["is a folder, not a settings file"], str(path)) from None
+        except OSError as exc:
+            raise SettingsError([f"cannot be read: {exc.strerror or exc}"], str(path)) from None
     elif path.name != "settings.toml" or path.parent != Path("."):
         raise SettingsError(["file not found"], str(path))
     data = _deep_merge(data, env_overrides(environ))
@@ -282,6 +356,36 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(format_validation_error(exc)) from None
+
+
+def _path_problem(path: Path, want: Literal["dir", "file"]) -> str | None:
+    """Why ``path`` cannot be used as a folder (``dir``) or a file to append to (``file``), or None."""
+    if path.exists():
+        if want == "dir" and not path.is_dir():
+            return f"{path} is a file, not a folder"
+        if want == "file" and path.is_dir():
+            return f"{path} is a folder, not a file"
+        if not os.access(path, os.W_OK | (os.X_OK if want == "dir" else 0)):
+            return f"{path} is not writable"
+        return None
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{path} is under {parent}, which is a file"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"{path} cannot be created: {parent} is not writable"
+            return None
+    return None
+
+
+def check_paths(settings: Settings) -> list[str]:
+    """Problems with the paths settings name (the storage root, the log file), as ``key: problem``."""
+    problems = []
+    if why := _path_problem(Path(settings.storage.root), "dir"):
+        problems.append(f"storage.root: {why}")
+    if settings.logging.file is not None and (why := _path_problem(settings.logging.file, "file")):
+        problems.append(f"logging.file: {why}")
+    return problems
 
 
 def check_components(settings: Settings, registry: "Registry") -> list[str]:

@@ -1,4 +1,4 @@
-"""Per-run statistics."""
+"""Per-run statistics, and the run's error lines (what the summary prints and the exit code reads)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,31 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+# How a failure code reads in the summary ("3 images failed to store: ...").
+FAILURE_PHRASES = {
+    "store_failed": "failed to store",
+    "read_failed": "could not be read",
+    "record_failed": "could not be recorded in the manifest",
+}
+
 
 @dataclass
 class RunStats:
     seen: int = 0
     accepted: int = 0
     rejected: int = 0
+    failed: int = 0  # images that could not be processed (a write, a read, a plugin bug): errors, not decisions
     bytes_in: int = 0
     bytes_stored: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    failed_by_reason: Counter[str] = field(default_factory=Counter)
+    failure_examples: dict[str, str] = field(default_factory=dict)  # code -> first reason met
     per_job: dict[str, Counter[str]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     status: str = "running"
     queue_peak: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # run-level errors (a job that failed, ...)
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific figures
 
     @property
@@ -32,7 +42,8 @@ class RunStats:
     def images_per_s(self) -> float:
         return self.seen / self.elapsed if self.elapsed > 0 else 0.0
 
-    def count(self, job: str, outcome: str, code: str | None = None, size: int = 0) -> None:
+    def count(self, job: str, outcome: str, code: str | None = None, size: int = 0, reason: str | None = None) -> None:
+        """Count one image's outcome: ``accepted``, ``rejected`` or ``failed``."""
         self.seen += 1
         self.bytes_in += size
         jc = self.per_job.setdefault(job, Counter())
@@ -40,9 +51,27 @@ class RunStats:
         if outcome == "accepted":
             self.accepted += 1
             self.bytes_stored += size
+        elif outcome == "failed":
+            self.failed += 1
+            key = code or "error"
+            self.failed_by_reason[key] += 1
+            self.failure_examples.setdefault(key, reason or key)
         else:
             self.rejected += 1
             self.rejected_by_reason[code or "unknown"] += 1
+
+    def error_lines(self) -> list[str]:
+        """Every error of the run, one line each: image failures grouped by kind, then run errors."""
+        lines = []
+        for code, n in sorted(self.failed_by_reason.items()):
+            what = FAILURE_PHRASES.get(code, f"failed ({code})")
+            noun = "image" if n == 1 else "images"
+            lines.append(f"{n} {noun} {what}: {self.failure_examples.get(code, code)}")
+        return lines + list(self.errors)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.errors
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,13 +79,15 @@ class RunStats:
             "seen": self.seen,
             "accepted": self.accepted,
             "rejected": self.rejected,
+            "failed": self.failed,
             "rejected_by_reason": dict(self.rejected_by_reason),
+            "failed_by_reason": dict(self.failed_by_reason),
             "per_job": {k: dict(v) for k, v in self.per_job.items()},
             "bytes_in": self.bytes_in,
             "bytes_stored": self.bytes_stored,
             "elapsed_s": round(self.elapsed, 3),
             "images_per_s": round(self.images_per_s, 2),
             "queue_peak": self.queue_peak,
-            "errors": list(self.errors),
+            "errors": self.error_lines(),
             **self.extra,
         }

@@ -13,9 +13,12 @@ from typing import Any
 from ..core.components import Component
 from ..core.context import RunContext, default_threads
 from ..core.engine import Engine
+from ..core.lock import RootLock
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, load_registry
-from ..core.settings import ScrapePipeline, Settings, SettingsError, check_components, check_pipeline
+from ..core.settings import (
+    ScrapePipeline, Settings, SettingsError, check_components, check_paths, check_pipeline,
+)
 from ..core.stats import RunStats
 
 log = logging.getLogger("selfiescope.collect")
@@ -72,9 +75,19 @@ async def managed_run(
 ) -> AsyncIterator[tuple[RunContext, OpenComponent]]:
     """One run's lifecycle, for every engine: manifest, thread pool, storage, the run
     record and its status, closing what was opened (also when cancelled), the hooks."""
-    manifest = Manifest.at_root(settings.storage.root)
+    if problems := check_paths(settings):
+        raise SettingsError(problems)
+    wait_s = settings.storage.lock_timeout_s if settings.storage.wait_for_lock else 0.0
+    lock = await asyncio.to_thread(RootLock(settings.storage.root, wait_s=wait_s).acquire)
+    try:
+        manifest = Manifest.at_root(settings.storage.root)
+    except BaseException:
+        lock.release()
+        raise
     executor = ThreadPoolExecutor(max_workers=default_threads(settings), thread_name_prefix="selfiescope")
     run = RunContext(settings, registry, pipeline_name, pipeline, manifest, executor=executor)
+    if n := manifest.mark_interrupted():
+        log.info("%d earlier run(s) ended without finishing (killed); marked interrupted", n)
     run.run_id = manifest.start_run(pipeline_name, run.settings_hash())
     opened: list[Component] = []
 
@@ -87,7 +100,7 @@ async def managed_run(
     try:
         run.storage = await open_component("storage", settings.storage.backend)
         yield run, open_component
-        run.stats.status = "finished" if not run.stats.errors else "finished_with_errors"
+        run.stats.status = "finished" if run.stats.ok else "finished_with_errors"
     except (asyncio.CancelledError, KeyboardInterrupt):
         run.stats.status = "cancelled"
         raise
@@ -112,6 +125,7 @@ async def managed_run(
         run.hook.selfiescope_run_finished(run=run, stats=run.stats)
         executor.shutdown(wait=True)  # queued manifest writes finish: files and manifest agree
         manifest.close()
+        lock.release()
 
 
 async def collect(

@@ -32,12 +32,14 @@ from typing import TYPE_CHECKING, Any
 from ..core.components import Job, Source, Step
 from ..core.compute import dask_client, worker_count
 from ..core.context import RunContext
+from ..core.decisions import settle
 from ..core.engine import run_chain
 from ..core.events import Decision, FaceBox, ImageEvent, Origin
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, load_registry
 from ..core.settings import ScrapePipeline, Settings
 from ..core.stats import RunStats
+from ..core.text import printable
 from .collect import managed_run, resolve
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,6 +124,8 @@ class ChainResult:
         event.notes.update(self.notes)
         if self.decision == Decision.REJECTED.value:
             event.reject(self.rejected_by or "worker", self.reject_code or "error", self.reject_reason or "")
+        elif self.decision == Decision.FAILED.value:
+            event.fail(self.rejected_by or "worker", self.reject_code or "error", self.reject_reason or "")
         return event
 
 
@@ -298,7 +302,9 @@ class DaskCollector:
         loop = asyncio.get_running_loop()
         for job in jobs:
             state = self.progress[self._key(job)] = _JobProgress(job)
-            state.accepted = await loop.run_in_executor(self.run.executor, _already_stored, self.run.manifest, job)
+            state.accepted = await loop.run_in_executor(
+                self.run.executor, self.run.manifest.stored_count, job.source, job.target, job.label
+            )
         pending: deque[_Batch] = deque()
         source = self.batches(jobs)
         exhausted = False
@@ -345,20 +351,14 @@ class DaskCollector:
                 state.skipped_over_limit += 1
                 continue
             event = await self._client_event(item, result)
-            if event.decision is not Decision.REJECTED:
+            if event.decision not in (Decision.REJECTED, Decision.FAILED):
                 event.decision = Decision.PENDING
                 await run_chain(event, self.client_steps, self.run)
-            await loop.run_in_executor(self.run.executor, self.run.manifest.record, event, self.run.run_id)
-            ok = event.decision is Decision.ACCEPTED
-            state.accepted += ok
-            self.run.stats.count(batch.job.target, "accepted" if ok else "rejected", event.reject_code, event.size)
-            if ok:
-                self.run.hook.selfiescope_image_accepted(event=event, run=self.run)
-            else:
-                self.run.hook.selfiescope_image_rejected(event=event, run=self.run)
+            await settle(self.run, event, batch.job.target)
+            state.accepted += event.decision is Decision.ACCEPTED
 
     async def _client_event(self, item: WorkItem, result: ChainResult) -> ImageEvent:
-        needs_bytes = result.decision != Decision.REJECTED.value and self.client_steps
+        needs_bytes = result.decision not in (Decision.REJECTED.value, Decision.FAILED.value) and self.client_steps
         if not needs_bytes:
             return result.to_event(None)
         if item.data is not None:
@@ -368,21 +368,13 @@ class DaskCollector:
             data = await asyncio.to_thread(Path(item.path).read_bytes)
         except OSError as exc:
             event = result.to_event(None)
-            event.reject("read", "unreadable", f"cannot read {item.path} again: {exc.strerror or exc}")
+            event.fail("read", "read_failed", f"cannot read {printable(item.path)} again: {exc.strerror or exc}")
             return event
         if hashlib.sha256(data).hexdigest() != result.content_hash:
             event = result.to_event(None)
-            event.reject("read", "changed", f"{item.path} changed while it was being processed; run again")
+            event.fail("read", "read_failed", f"{printable(item.path)} changed while it was being processed; run again")
             return event
         return result.to_event(data)
-
-
-def _already_stored(manifest: Manifest, job: Job) -> int:
-    rows = manifest.query(
-        "SELECT COUNT(*) n FROM images WHERE decision='accepted' AND source=? AND job=? AND label=?",
-        (job.source, job.target, job.label),
-    )
-    return int(rows[0]["n"])
 
 
 def make_spec(settings: Settings, pipeline_name: str, pipeline: ScrapePipeline, worker_steps: Sequence[str],

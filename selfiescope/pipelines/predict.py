@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -27,9 +29,31 @@ from ..core.events import Decision, ImageEvent, Origin
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, load_registry
 from ..core.settings import Settings, settings_from_dict
+from ..core.text import printable
 from .dataset import columns_of, event_face_dict, extract_features
+from .model_dir import ModelDirError, verify
 
 BATCH = 16
+MAX_BYTES = 50 * 1024 * 1024  # as the folder source's default max_bytes
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; ValueError for anything else.
+
+    Opened without blocking and checked with fstat: a FIFO would wait forever for a
+    writer, and ``/dev/zero`` would be read until memory runs out.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > max_bytes:
+            raise ValueError(f"file of {st.st_size:,} bytes is over the {max_bytes:,}-byte limit")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"file grew over the {max_bytes:,}-byte limit while being read")
+    return data
 
 
 class ModelError(Exception):
@@ -107,6 +131,10 @@ class Model:
         if not self.path.is_dir():
             raise ModelError(f"{self.path}: no such model folder")
         self.schema = _read_json(self.path / "schema.json")
+        try:
+            verify(self.path, self.schema)
+        except ModelDirError as exc:
+            raise ModelError(str(exc)) from None
         saved = _read_json(self.path / "settings.json")
         self.settings: Settings = settings_from_dict(saved["settings"])
         self.registry = load_registry(extra_plugins)
@@ -153,24 +181,29 @@ class Model:
         from ..plugins.features import exif_block
 
         loop = asyncio.get_running_loop()
+        shown = printable(path)
         try:
-            data = await loop.run_in_executor(run.executor, path.read_bytes)
+            data = await loop.run_in_executor(run.executor, read_regular_file, path, MAX_BYTES)
         except OSError as exc:
-            return Prediction(str(path), "error", reason=f"cannot read: {exc.strerror or exc}")
+            return Prediction(shown, "error", reason=f"cannot read: {exc.strerror or exc}")
+        except ValueError as exc:
+            return Prediction(shown, "error", reason=str(exc))
         event = ImageEvent(origin=Origin(source="predict", path=str(path)), label="", data=data)
         await run_chain(event, steps, run)
         if event.decision is Decision.REJECTED:
             if event.rejected_by == "decode" or event.image is None:
-                return Prediction(str(path), "error", reason=f"{event.reject_code}: {event.reject_reason}")
-            return Prediction(str(path), "no_face", reason=f"{event.reject_code}: {event.reject_reason}")
+                return Prediction(shown, "error", reason=f"{event.reject_code}: {event.reject_reason}")
+            return Prediction(shown, "no_face", reason=f"{event.reject_code}: {event.reject_reason}")
+        if event.decision is Decision.FAILED:
+            return Prediction(shown, "error", reason=f"{event.rejected_by} failed: {event.reject_reason}")
         face = event_face_dict(event, exif_block(data))
         try:
             values = await loop.run_in_executor(run.executor, extract_features, event.image, face, self.extractors)
         except Exception as exc:  # noqa: BLE001 - one image's failure is its own result
-            return Prediction(str(path), "error", reason=f"features failed: {type(exc).__name__}: {exc}")
+            return Prediction(shown, "error", reason=f"features failed: {type(exc).__name__}: {exc}")
         prob = float(self.predict_features(np.array([[values[c] for c in self.schema["columns"]]]))[0])
         label = self.labels[0] if prob >= self.threshold else self.labels[1]
-        return Prediction(str(path), "ok", label=label, probability=prob)
+        return Prediction(shown, "ok", label=label, probability=prob)
 
     def predict_features(self, X: np.ndarray) -> np.ndarray:
         """Probability of the positive label for rows of features in ``schema["columns"]`` order."""

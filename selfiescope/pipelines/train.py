@@ -30,6 +30,7 @@ import numpy as np
 from ..core.plugins import Registry, load_registry
 from ..core.settings import Settings, SettingsError, TrainPipeline, check_components
 from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
+from .model_dir import check_target, remove_stale, seal, swap_in
 
 log = logging.getLogger("selfiescope.train")
 
@@ -290,6 +291,7 @@ def train(
     registry = registry or load_registry(extra_plugins)
     if problems := check_components(settings, registry):
         raise SettingsError(problems)
+    prepare_model_dir(settings, pipeline)
     table = build_feature_table(settings, pipeline, registry, progress=progress, runner=runner)
     counts = {label: int(sum(r.label == label for r in table.rows)) for label in pipeline.labels}
     if min(counts.values()) < MIN_PER_LABEL:
@@ -334,23 +336,31 @@ def train(
     }
     metrics["elapsed_s"] = round(time.monotonic() - started, 2)
     model_dir = write_artifacts(settings, pipeline, pipeline_name, table, cv, final, schema, metrics)
-    metrics["elapsed_s"] = round(time.monotonic() - started, 2)
-    (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return TrainResult(model_dir, metrics, table, cv, final)
+
+
+def prepare_model_dir(settings: Settings, pipeline: TrainPipeline) -> None:
+    """Before any work: the model folder must be ours to replace (ModelDirError otherwise);
+    tidy what a killed earlier train left beside it."""
+    model_dir = Path(pipeline.model_dir).expanduser()
+    protected = [Path(settings.storage.root).expanduser(), *([pipeline.dataset_root] if pipeline.dataset_root else [])]
+    check_target(model_dir, protected)
+    remove_stale(model_dir)
 
 
 def write_artifacts(
     settings: Settings, pipeline: TrainPipeline, pipeline_name: str, table: FeatureTable, cv: CVResult,
     final: Fitted, schema: dict[str, Any], metrics: dict[str, Any],
 ) -> Path:
-    """Write everything into a temporary sibling folder, then swap it in (a crash leaves the old model)."""
-    model_dir = Path(pipeline.model_dir)
+    """Write everything into a temporary sibling folder, seal it (schema.json with the marker and
+    every file's hash, written last), then swap it in: a crash leaves the old model."""
+    model_dir = Path(pipeline.model_dir).expanduser()
+    check_target(model_dir, [Path(settings.storage.root).expanduser()])  # again: it may have changed meanwhile
     tmp = model_dir.with_name(f".{model_dir.name}.tmp-{os.getpid()}")
     if tmp.exists():
-        shutil.rmtree(tmp)
+        shutil.rmtree(tmp)  # ours: named by this process's pid
     tmp.mkdir(parents=True)
     final.booster.save_model(str(tmp / "model.txt"), num_iteration=final.best_iteration)
-    (tmp / "schema.json").write_text(json.dumps(schema, indent=2))
     (tmp / "settings.json").write_text(json.dumps(
         {"pipeline": pipeline_name, "settings": settings.model_dump(mode="json")}, indent=2
     ))
@@ -361,12 +371,8 @@ def write_artifacts(
         from .report import write_report
 
         write_report(tmp, table=table, cv=cv, final=final, schema=schema, metrics=metrics)
-    old = model_dir.with_name(f".{model_dir.name}.old-{os.getpid()}")
-    if model_dir.exists():
-        model_dir.rename(old)
-    tmp.rename(model_dir)
-    if old.exists():
-        shutil.rmtree(old)
+    seal(tmp, schema)
+    swap_in(tmp, model_dir)
     return model_dir
 
 

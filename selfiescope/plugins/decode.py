@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,6 +20,10 @@ from pydantic import Field
 from ..core.components import Options, Step
 from ..core.events import ImageEvent, Reject
 from ..core.hookspecs import hookimpl
+
+# Pillow warns (on stderr, once per message) about damaged EXIF blocks; the picture is still
+# fine, and a broken EXIF block only costs its orientation, so keep the terminal quiet.
+warnings.filterwarnings("ignore", message=r"(?i).*(exif|metadata).*", module=r"PIL\..*")
 
 # Pillow format name -> our format name (MPO is a JPEG with extra frames, e.g. a phone's depth map).
 FORMATS = {
@@ -82,8 +87,20 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
 
 
 def decode_image(data: bytes, options: DecodeOptions | None = None) -> Decoded:
-    """Validate and decode image bytes. Raises :class:`Reject` with a stable code on bad input."""
-    options = options or DecodeOptions()
+    """Validate and decode image bytes. Raises :class:`Reject` with a stable code on bad input.
+
+    The bytes are untrusted: whatever a decoder raises on them is a rejection (``corrupt``),
+    never an error of the run.
+    """
+    try:
+        return _decode(data, options or DecodeOptions())
+    except (Reject, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a decoder's unexpected exception on hostile bytes
+        raise Reject("corrupt", f"cannot be decoded: {type(exc).__name__}: {exc}") from None
+
+
+def _decode(data: bytes, options: DecodeOptions) -> Decoded:
     if not data:
         raise Reject("empty", "zero bytes received")
     try:
@@ -96,7 +113,7 @@ def decode_image(data: bytes, options: DecodeOptions | None = None) -> Decoded:
             raise Reject("corrupt", f"{signed} signature but an unreadable header ({len(data)} bytes)") from None
         kind = _sniff_text(data)
         what = f"{kind} served instead of an image" if kind else "not a recognised image format"
-        raise Reject("not_image", f"{what} ({len(data)} bytes, starts {data[:16]!r})") from None
+        raise Reject("not_image", f"{what} ({len(data)} bytes)") from None  # never quote the bytes: they may be a secret
     except _DECODE_ERRORS as exc:
         raise Reject("corrupt", f"unreadable header: {type(exc).__name__}: {exc}") from None
     with im:

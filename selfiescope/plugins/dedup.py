@@ -254,8 +254,13 @@ class DedupIndex:
                 self._pending_slots.pop(slot, None)
                 self._index.remove(slot)
 
-    def commit(self, content_hash: str) -> None:
+    def commit(self, content_hash: str, *, persist: bool = True) -> None:
+        """The reserved image was accepted. ``persist``: it was stored, so its hashes join the
+        manifest's index; otherwise (a chain that stores nothing) they count for this run only,
+        so a later run that does store the photo is not told it is a duplicate of itself."""
         with self._lock:
+            if not persist:
+                return  # stays reserved in memory until the run ends
             item = self._pending.pop(content_hash, None)
             if not item:
                 return
@@ -281,7 +286,7 @@ class DedupStep(Step):
     def _stored_without_phash(self, event: ImageEvent) -> tuple[str, int, Entry] | None:
         """Same bytes accepted by a run whose chain had no dedup (so the index lacks them)."""
         row = self.run.manifest.get_image(event.content_hash)
-        if row is None or row["decision"] != "accepted" or row["phash"]:
+        if row is None or row["decision"] != "accepted" or row["phash"] or not row["location"]:
             return None
         return "exact", 0, Entry(event.content_hash, 0, row["label"])
 
@@ -330,7 +335,7 @@ def selfiescope_steps():
 def selfiescope_image_accepted(event, run):
     index = _index_of(run)
     if index is not None and event.notes.get("dedup_reserved"):
-        index.commit(event.content_hash)
+        index.commit(event.content_hash, persist=event.stored)
 
 
 @hookimpl
@@ -338,3 +343,8 @@ def selfiescope_image_rejected(event, run):
     index = _index_of(run)
     if index is not None and event.notes.get("dedup_reserved"):
         index.release(event.content_hash)
+
+
+@hookimpl
+def selfiescope_image_failed(event, run):
+    selfiescope_image_rejected(event, run)  # not stored: free the reservation, a rerun retries

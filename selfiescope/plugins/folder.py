@@ -1,8 +1,19 @@
-"""The ``folder`` source: every image file under a folder goes through the chain."""
+"""The ``folder`` source: every image file under a folder goes through the chain.
+
+What cannot be read (a file without read permission, a folder that cannot be listed) is
+reported as a failed image with the reason, and the rest of the folder goes on: the run
+ends with errors (exit 1), never silently short. A symbolic link whose target is also in
+the folder is read once, through the real file, so the link and its target can never be
+taken for duplicates of each other (``clean --delete-rejected`` would otherwise delete
+the one real copy). File names need not be valid UTF-8.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,8 +22,10 @@ import aiofiles
 from ..core.components import Job, Options, Source
 from ..core.events import ImageEvent, Origin
 from ..core.hookspecs import hookimpl
+from ..core.text import printable
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif", ".heic"}
+# Formats the decode step can read (HEIC needs a plugin Pillow does not ship: not listed).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif"}
 
 
 class FolderOptions(Options):
@@ -25,35 +38,101 @@ class FolderSource(Source):
     name = "folder"
     Options = FolderOptions
 
+    def _wanted(self, name: str) -> bool:
+        return not name.startswith(".") and (self.options.all_files or Path(name).suffix.lower() in IMAGE_SUFFIXES)
+
+    def scan(self, root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+        """The image files a job over ``root`` reads, in a stable order, and ``(path, problem)``
+        for everything under it that could not be listed."""
+        if root.is_file():
+            return [root], []
+        if not root.is_dir():
+            raise FileNotFoundError(f"folder not found: {printable(root)}")
+        problems: list[tuple[str, str]] = []
+
+        def unlistable(exc: OSError) -> None:
+            problems.append((exc.filename or str(root), f"cannot list folder: {exc.strerror or exc}"))
+
+        real: list[Path] = []
+        links: list[Path] = []
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable):
+            if not self.options.recursive:
+                dirnames.clear()
+            dirnames.sort()
+            for name in filenames:
+                path = Path(dirpath) / name
+                if not self._wanted(name):
+                    continue
+                try:
+                    mode = path.lstat().st_mode
+                except OSError as exc:
+                    problems.append((str(path), f"cannot read: {exc.strerror or exc}"))
+                    continue
+                if stat.S_ISLNK(mode):
+                    links.append(path)
+                elif stat.S_ISREG(mode):
+                    real.append(path)
+                # sockets, FIFOs and devices are not files to read: a FIFO would block forever
+        seen = {os.path.realpath(p) for p in real}
+        for link in links:
+            target = os.path.realpath(link)
+            if target in seen:
+                continue  # its target is read as itself
+            try:
+                if not stat.S_ISREG(os.stat(target).st_mode):
+                    continue
+            except OSError as exc:
+                problems.append((str(link), f"broken link: {exc.strerror or exc}"))
+                continue
+            seen.add(target)
+            real.append(link)
+        return sorted(real), problems
+
     def list_files(self, root: Path) -> list[Path]:
         """The image files a job over ``root`` reads, in a stable order."""
-        if root.is_file():
-            return [root]
-        if not root.is_dir():
-            raise FileNotFoundError(f"folder not found: {root}")
-        pattern = "**/*" if self.options.recursive else "*"
-        files = [
-            p for p in root.glob(pattern)
-            if p.is_file() and not p.name.startswith(".")
-            and (self.options.all_files or p.suffix.lower() in IMAGE_SUFFIXES)
-        ]
-        return sorted(files)
+        return self.scan(root)[0]
+
+    def _failed(self, job: Job, path: str, reason: str) -> ImageEvent:
+        event = ImageEvent(origin=Origin(source=self.name, job=job.target, path=path), label=job.label, data=b"")
+        event.fail(self.name, "read_failed", f"{printable(path)}: {reason}")
+        return event
+
+    async def _read(self, path: Path) -> tuple[bytes, int, str | None]:
+        """``(data, size, content hash)``: the bytes, or for an oversize file no bytes and its streamed hash."""
+        size = (await asyncio.to_thread(path.stat)).st_size
+        if size > self.options.max_bytes:
+            def digest() -> str:
+                with path.open("rb") as fh:
+                    return hashlib.file_digest(fh, "sha256").hexdigest()
+
+            return b"", size, await asyncio.to_thread(digest)
+        async with aiofiles.open(path, "rb") as fh:
+            data = await fh.read(self.options.max_bytes + 1)
+        return data, len(data), None
 
     async def events(self, job: Job) -> AsyncIterator[ImageEvent]:
         root = Path(job.target).expanduser()
-        files = await asyncio.to_thread(self.list_files, root)
+        files, problems = await asyncio.to_thread(self.scan, root)
+        for where, why in problems:
+            yield self._failed(job, where, why)
         for path in files:
-            size = path.stat().st_size
-            if size > self.options.max_bytes:
-                data = b""  # decode rejects it; the reason says why
-            else:
-                async with aiofiles.open(path, "rb") as fh:
-                    data = await fh.read()
+            try:
+                data, size, oversize_hash = await self._read(path)
+            except OSError as exc:
+                yield self._failed(job, str(path), f"cannot read: {exc.strerror or exc}")
+                continue
             origin = Origin(source=self.name, job=job.target, path=str(path), post_id=None)
-            event = ImageEvent(origin=origin, label=job.label, data=data)
-            if size > self.options.max_bytes:
+            if oversize_hash is not None:
+                event = ImageEvent(origin=origin, label=job.label, data=b"", content_hash=oversize_hash)
                 event.notes["oversize"] = size
-            elif self.run.manifest.is_stored(event.content_hash, before_run=self.run.run_id):
+            else:
+                event = ImageEvent(origin=origin, label=job.label, data=data)
+                if len(data) > self.options.max_bytes:  # it grew while being read
+                    event.notes["oversize"] = len(data)
+                    event.data = b""
+            if "oversize" not in event.notes and await asyncio.to_thread(
+                self.run.manifest.is_stored, event.content_hash, self.run.run_id
+            ):
                 continue  # stored by an earlier run: a rerun resumes where it stopped
             yield event
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from ..core.components import Options, Step
+from ..core.components import Options, Step, StorageError
 from ..core.events import ImageEvent, Reject
 from ..core.hookspecs import hookimpl
+from ..core.text import printable
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -40,7 +41,11 @@ class StoreStep(Step):
         if event.format is None:
             raise Reject("not_decoded", "store needs the decode step earlier in the chain")
         event.id = event.id or image_id(event, self.options.id_from)
-        event.location = await self.run.storage.write(event)
+        try:
+            event.location = await self.run.storage.write(event)
+        except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the image was not stored
+            detail = f"{type(exc).__name__}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+            raise StorageError(f"{detail} (writing under {printable(self.run.root)})") from exc
 
 
 @hookimpl

@@ -21,6 +21,7 @@ from typing import Any
 from ..core.components import Component
 from ..core.context import RunContext
 from ..core.engine import run_chain
+from ..core.decisions import settle
 from ..core.events import Decision, ImageEvent, Origin
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, load_plugin_manager
@@ -44,6 +45,11 @@ class ChainResult(list[ImageEvent]):
     @property
     def rejected(self) -> list[ImageEvent]:
         return [e for e in self if e.decision is Decision.REJECTED]
+
+    @property
+    def failed(self) -> list[ImageEvent]:
+        """Images that could not be processed (a step raised something other than Reject)."""
+        return [e for e in self if e.decision is Decision.FAILED]
 
     @property
     def codes(self) -> list[str | None]:
@@ -120,17 +126,10 @@ async def run_steps(
     run.run_id = manifest.start_run("selfiescope_run", run.settings_hash())
     events = [make_event(img, label, i) for i, img in enumerate(images)]
     opened: list[Component] = []
-    loop = asyncio.get_running_loop()
 
     async def one(event: ImageEvent) -> None:
         await run_chain(event, chain, run)
-        await loop.run_in_executor(executor, manifest.record, event, run.run_id)
-        ok = event.decision is Decision.ACCEPTED
-        run.stats.count(label, "accepted" if ok else "rejected", event.reject_code, event.size)
-        if ok:
-            run.hook.selfiescope_image_accepted(event=event, run=run)
-        else:
-            run.hook.selfiescope_image_rejected(event=event, run=run)
+        await settle(run, event, label)
 
     try:
         if cfg.storage.backend in registry.storage:
