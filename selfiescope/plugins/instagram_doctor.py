@@ -139,14 +139,15 @@ class _Doctor:
             async with pool.lease(block=["image"]) as lease:
                 page = await lease.page()
                 page.on("response", self._on_response)
-                steps = [self.check_login_form, self.check_login, self.check_tag_page, self.check_feed,
-                         self.check_candidates]
-                for step in steps:
+                steps = [("login_form", self.check_login_form), ("login", self.check_login),
+                         ("tag_page", self.check_tag_page), ("feed_json", self.check_feed),
+                         ("image_candidates", self.check_candidates)]
+                for name, step in steps:
                     try:
                         await step(lease, page)
                     except (PlaywrightError, asyncio.TimeoutError) as exc:
-                        name = step.__name__.removeprefix("check_")
-                        self.add(name, "fail", f"the browser failed: {str(exc).splitlines()[0] or type(exc).__name__}")
+                        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                        self.add(name, "fail", f"the browser failed: {reason}")
                 self.check_popups()
         except PlaywrightError as exc:
             self.add("browser", "fail", f"could not drive the browser: {str(exc).splitlines()[0]}")
