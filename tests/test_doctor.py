@@ -151,3 +151,11 @@ def test_a_site_that_never_answers_fails_instead_of_hanging(tmp_path: Path) -> N
     assert result.exit_code == 1 and report["ok"] is False
     first = report["checks"][0]
     assert first["name"] == "login_form" and first["status"] == "fail" and "Timeout" in first["detail"]
+
+
+def test_a_rate_limited_feed_is_reported_with_the_sites_message(tmp_path: Path) -> None:
+    with MockInstagram(tags=TAGS, page_size=4, require_login=False, rate_limit_every=1) as site:
+        code, out = doctor(tmp_path, site.base_url, "--tag", "alpha", "--json")
+    feed = next(c for c in json.loads(out)["checks"] if c["name"] == "feed_json")
+    assert code == 1 and feed["status"] == "fail"
+    assert "HTTP 429" in feed["detail"]  # (its message too, when the browser kept the body the page dropped)

@@ -123,7 +123,7 @@ class _Doctor:
         self._dismiss_pattern = _names(self.dismiss)
         self.closed: list[str] = []
         self.unclosable: list[str] = []
-        self.feed: list[tuple[str, int, Any]] = []  # (url, status, json or None)
+        self.feed: list[list[Any]] = []  # [url, status, json or None], in the order they came
         self._reads: set[asyncio.Task[None]] = set()
 
     def add(self, name: str, status: str, detail: str, found: str = "") -> None:
@@ -186,16 +186,17 @@ class _Doctor:
             return
         if response.request.resource_type not in ("fetch", "xhr"):
             return
-        task = asyncio.ensure_future(self._read(response))
+        answer = [response.url, response.status, None]  # the body comes later, if ever
+        self.feed.append(answer)
+        task = asyncio.ensure_future(self._read(response, answer))
         self._reads.add(task)
         task.add_done_callback(self._reads.discard)
 
-    async def _read(self, response: Any) -> None:
-        try:
-            data = await asyncio.wait_for(response.json(), self.timeout_s)
-        except Exception:  # noqa: BLE001 - not JSON, cancelled or hung: recorded as such
-            data = None
-        self.feed.append((response.url, response.status, data))
+    async def _read(self, response: Any, answer: list[Any]) -> None:
+        try:  # a body the page never read (a 429 it gave up on) may never come: bounded
+            answer[2] = await asyncio.wait_for(response.json(), self.timeout_s)
+        except Exception:  # noqa: BLE001 - not JSON, cancelled or hung: stays None
+            pass
 
     async def _settle(self) -> None:
         if self._reads:
@@ -303,8 +304,7 @@ class _Doctor:
             self.add("feed_json", "skip", "the tag page did not load (see tag_page)")
             return
         for _ in range(6):
-            await self._settle()
-            if any(data is not None for _, _, data in self.feed):
+            if self.feed:
                 break
             await self._close_popups(page)
             await scroll_and_wait(page, min(2.0, self.timeout_s))
