@@ -455,6 +455,7 @@ def scrape(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="the site to scrape, e.g. the local mock site's URL"),
     chain: Optional[str] = typer.Option(None, help="comma-separated steps (default: decode,face_area,dedup,store)"),
     contexts: Optional[int] = typer.Option(None, "--contexts", min=1, max=64, help="browser contexts at once (browser.max_contexts)"),
+    replay: Optional[Path] = typer.Option(None, "--replay", help="run offline against a HAR saved by `selfiescope record`"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
     scheduler: Optional[str] = SchedulerOpt,
@@ -467,6 +468,8 @@ def scrape(
     from .pipelines.scrape import scrape_pipeline
 
     settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
+    if replay is not None:
+        settings, base_url = replay_options(settings, replay, source, base_url)
     if contexts:
         settings = settings.model_copy(update={"browser": settings.browser.model_copy(update={"max_contexts": contexts})})
     steps = [c.strip() for c in chain.split(",") if c.strip()] if chain else None
@@ -516,6 +519,99 @@ def login(
     else:
         out.print(f"logged in; session saved to {path} (readable by you only)")
 # --- end scrape, login -------------------------------------------------------------------
+
+
+# --- record, replay, doctor (issue 9: docs/instagram.md) -----------------------------------
+def replay_options(settings: Settings, har_file: Path, source: str, base_url: Optional[str]) -> tuple[Settings, Optional[str]]:
+    from .core.har import HarError
+    from .pipelines.record import replay_settings
+
+    try:
+        settings, recorded_base = replay_settings(settings, har_file, source)
+    except HarError as exc:
+        raise fail(f"--replay: {exc}") from None
+    return settings, base_url or recorded_base
+
+
+@app.command()
+def record(
+    tags: list[str] = typer.Argument(..., help="hashtags to browse once (with or without #)"),
+    har_file: Path = typer.Option(..., "--har", help="the HAR file to write (scrubbed of secrets, mode 600)"),
+    limit: Optional[int] = typer.Option(30, min=1, help="stop after this many images per hashtag"),
+    source: str = typer.Option("instagram", help="source plugin"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="the site (default: plugins.instagram.base_url)"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Save one real browsing session of HASHTAGS as a HAR, with cookies, auth headers, CSRF
+    tokens and credentials scrubbed; replay it with `scrape TAG --replay FILE`."""
+    from pydantic import ValidationError
+
+    from .core.browser_lookup import BrowserNotFound
+    from .core.settings import format_validation_error
+    from .pipelines.record import record as do_record
+
+    settings = load(settings_path)
+    try:
+        result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit))
+    except ValidationError as exc:
+        raise fail("; ".join(format_validation_error(exc))) from None
+    except (SettingsError, FileExistsError) as exc:
+        raise fail(exc.render() if isinstance(exc, SettingsError) else str(exc)) from None
+    except BrowserNotFound as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: nothing was written")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    summary = result.summary()
+    if as_json:
+        emit_json(summary)
+    else:
+        out.print(f"recorded {summary['entries']} requests ({summary['posts']} posts) into {har_file}; "
+                  f"{summary['redactions']} secret values redacted")
+        for err in summary["errors"]:
+            console.print(f"[red]error[/red] {err}", highlight=False)
+    if summary["errors"] or not summary["posts"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def doctor(
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="the site (default: plugins.instagram.base_url)"),
+    tag: str = typer.Option("selfie", "--tag", help="a hashtag with more than one page of posts"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Check that the site still offers what the instagram source relies on: login form, tag page,
+    feed JSON, image candidates, pop-up buttons. Exit 1 when any check fails."""
+    from rich.markup import escape
+
+    from .core.browser_lookup import BrowserNotFound
+    from .pipelines.scrape import instagram_base_url
+    from .plugins.instagram_doctor import DoctorError, run_doctor
+
+    settings = load(settings_path)
+    try:
+        report = asyncio.run(run_doctor(settings, base_url or instagram_base_url(settings), tag.lstrip("#")))
+    except DoctorError as exc:
+        raise fail(str(exc)) from None
+    except BrowserNotFound as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        colour = {"pass": "green", "fail": "red", "skip": "yellow"}
+        out.print(f"doctor {escape(report.base_url)} #{escape(report.tag)}", highlight=False)
+        for check in report.checks:  # one line per check (and what was found instead): greppable
+            out.print(f"[{colour[check.status]}]{check.status:4}[/] {check.name:16} {escape(check.detail)}",
+                      soft_wrap=True, highlight=False)
+            if check.found:
+                out.print(f"     {'':16} found instead: {escape(check.found)}", soft_wrap=True, highlight=False)
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
+# --- end record, replay, doctor ------------------------------------------------------------
 
 
 # --- train, predict (issue 5) ------------------------------------------------------------

@@ -69,10 +69,11 @@ class Lease:
         self.pages_opened = 0
         self._page: "Page | None" = None
         self._page_navigations = 0
+        self.request_override: Any = None  # set when recording or replaying a HAR
 
     @property
     def request(self):  # noqa: ANN201 - APIRequestContext; shares the context's cookies
-        return self.context.request
+        return self.request_override if self.request_override is not None else self.context.request
 
     async def page(self) -> "Page":
         if self._page is None or self._page.is_closed():
@@ -103,6 +104,8 @@ class BrowserPool:
         self._playwright: "Playwright | None" = None
         self._browser: "Browser | None" = None
         self._closed = False
+        self._har_contexts = 0  # recording: one part file per context
+        self._replay: Any = None  # replaying: the HAR, loaded once
 
     # --- lifecycle ---------------------------------------------------------------------
     @property
@@ -177,19 +180,49 @@ class BrowserPool:
         async with self._slots:
             browser = await self.start()
             generation = self.generation
-            context = await browser.new_context(storage_state=storage_state)  # type: ignore[arg-type]
+            record = self._record_paths()
+            har_options = {"record_har_path": str(record[0]), "record_har_content": "embed"} if record else {}
+            context = await browser.new_context(storage_state=storage_state, **har_options)  # type: ignore[arg-type]
             context.set_default_timeout(self.settings.timeout_s * 1000)
+            if self.settings.replay_har is not None:  # before the blocker: routes added later run first
+                await asyncio.wait_for(context.route_from_har(self.settings.replay_har, not_found="abort"),
+                                       self.settings.timeout_s)
             blocked = {*self.settings.block, *(block or [])}
             if blocked:
                 await context.route("**/*", _blocker(blocked))
             lease = Lease(context, generation, self.settings.recycle_after, storage_state)
+            lease.request_override = await self._har_request(context, record is not None)
             try:
                 yield lease
             finally:
                 try:
-                    await context.close()
+                    await context.close()  # also writes the context's HAR part
                 except Exception:  # noqa: BLE001 - the browser may be gone
                     pass
+                if record is not None:
+                    lease.request_override.save(record[1])
+
+    def _record_paths(self) -> tuple[Path, Path] | None:
+        """This context's page recording and ``context.request`` recording, when recording."""
+        if self.settings.record_har is None:
+            return None
+        from .har import parts_dir
+
+        folder = parts_dir(Path(self.settings.record_har))
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._har_contexts += 1
+        return folder / f"page-{self._har_contexts:04d}.har", folder / f"api-{self._har_contexts:04d}.har"
+
+    async def _har_request(self, context: "BrowserContext", recording: bool) -> Any:
+        from . import har
+
+        if self.settings.replay_har is not None:
+            if self._replay is None:
+                self._replay = har.ReplayRequest(await asyncio.to_thread(har.load, Path(self.settings.replay_har)))
+            return self._replay
+        if recording:
+            return har.RecordingRequest(context.request, self.settings.timeout_s)
+        return None
 
     # --- observation (benchmarks, tests) -------------------------------------------------
     def browser_processes(self) -> list[psutil.Process]:

@@ -88,6 +88,9 @@ class BrowserSettings(Strict):
     session_file: Path = Path("~/.config/selfiescope/instagram-session.json")
     timeout_s: float = Field(30.0, gt=0)
     extra_args: list[str] = []
+    # Record / replay (selfiescope record, scrape --replay): see selfiescope/core/har.py.
+    record_har: Path | None = Field(None, description="record every context into parts next to this HAR file")
+    replay_har: Path | None = Field(None, description="answer every request from this HAR file, offline")
 
 
 class EngineSettings(Strict):

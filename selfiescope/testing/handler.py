@@ -41,6 +41,14 @@ def _safe_next(url: str | None) -> str:
     return "/"
 
 
+def _broken_media(media: dict[str, Any], breakage: set[str]) -> dict[str, Any]:
+    if "image_versions" in breakage:
+        media.pop("image_versions2", None)
+    elif "candidates" in breakage:
+        media["image_versions2"] = {"candidates": []}
+    return media
+
+
 class Handler(BaseHTTPRequestHandler):
     site: MockInstagram
     protocol_version = "HTTP/1.1"
@@ -102,7 +110,7 @@ class Handler(BaseHTTPRequestHandler):
     def html(self, title: str, body: str, *, status: int = 200, dialogs: list[str] | None = None,
              config: dict[str, Any] | None = None, cookies: list[str] = ()) -> None:
         site = self.site
-        lang = site.consent_language
+        lang = "xx-broken" if "popup_buttons" in site.breakage else site.consent_language
         shown = list(dialogs or [])  # later in the document = on top: consent, then save-login, then these
         session = site._session(self.cookies)
         if session is not None and session.save_prompt:
@@ -176,6 +184,10 @@ class Handler(BaseHTTPRequestHandler):
                 return self.login_submit(self.read_form())
             if path == "/accounts/login/two_factor/":
                 return self.two_factor_submit(self.read_form())
+            parts = [p for p in path.split("/") if p]
+            if parts[:3] == ["api", "v1", "tags"] and len(parts) == 5 and parts[4] == "sections":
+                # the web app's own call: POST with max_id, page, tab, surface (docs/instagram.md)
+                return self.tag_api(parts[3], self.read_form().get("max_id", ""))
             self.read_form()
             return self.send_json(405, {"message": "method not allowed", "status": "fail"})
         except (BrokenPipeError, ConnectionResetError):
@@ -199,10 +211,14 @@ class Handler(BaseHTTPRequestHandler):
     def login_page(self, next_url: str | None, error: str | None = None) -> None:
         if error is None and self.site._session(self.cookies) is not None:
             return self.redirect(_safe_next(next_url))
+        if "login_fields" in self.site.breakage:
+            return self.html("Login • Instagram", pages.unlabelled_login_form(self.site.classes, _safe_next(next_url)))
         self.html("Login • Instagram", pages.login_form(self.site.classes, _safe_next(next_url), error))
 
     def login_submit(self, form: dict[str, str]) -> None:
         site, next_url = self.site, _safe_next(form.get("next"))
+        if "login_fields" in site.breakage:  # the renamed fields of pages.unlabelled_login_form
+            form = {**form, "username": form.get("f_a8x1", ""), "password": form.get("f_b3k9", "")}
         ajax = self.headers.get("X-Requested-With") == "XMLHttpRequest"
         if form.get("username") != site.username or form.get("password") != site.password:
             if ajax:
@@ -249,7 +265,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.redirect(f"/accounts/login/?next={quote(self.path)}")
         if site.trigger_challenge:
             return self.redirect("/challenge/")
-        if tag not in site.tags:
+        if tag not in site.tags or "tag_page" in site.breakage:
             return self.not_found()
         feed = site._feeds[tag]
         first = feed[: site.page_size]
@@ -258,7 +274,8 @@ class Handler(BaseHTTPRequestHandler):
         session = site._session(self.cookies)
         if session is not None and session.notifications_prompt:
             session.notifications_prompt = False
-            dialogs.append(pages.notifications_dialog(site.consent_language, site.classes))
+            lang = "xx-broken" if "popup_buttons" in site.breakage else site.consent_language
+            dialogs.append(pages.notifications_dialog(lang, site.classes))
         more = len(feed) > len(first)
         config = {"tag": tag, "next_max_id": _cursor(len(first)) if more else None, "more_available": more}
         self.html(f"#{tag} hashtag on Instagram • Photos and videos", pages.tag_body(tag, len(feed), tiles, site.classes),
@@ -297,11 +314,14 @@ class Handler(BaseHTTPRequestHandler):
         chunk = feed[start : start + site.page_size]
         end = start + len(chunk)
         more = end < len(feed)
-        medias = [{"media": p.media_json(site.base_url)} for p in chunk]
+        medias = [{"media": _broken_media(p.media_json(site.base_url), site.breakage)} for p in chunk]
+        if "feed_shape" in site.breakage:
+            return self.send_json(200, {"items_v2": medias, "status": "ok"})
         self.send_json(200, {
             "sections": [{"layout_type": "media_grid", "layout_content": {"medias": medias}}] if medias else [],
             "more_available": more,
             "next_max_id": _cursor(end) if more else None,
+            "next_page": start // site.page_size + 1 if more else None,
             "status": "ok",
         })
 

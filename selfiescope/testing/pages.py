@@ -51,6 +51,11 @@ TEXTS: dict[str, dict[str, str]] = {
     },
 }
 
+# Pop-up texts for the ``popup_buttons`` breakage: buttons renamed to what no scraper knows.
+TEXTS["xx-broken"] = {**TEXTS["en"], "consent_allow": "Sounds good", "consent_decline": "Manage my choices",
+                      "save_yes": "Remember me", "save_no": "Skip for today", "notif_yes": "Enable",
+                      "notif_no": "Ask me another day"}
+
 CLASS_KEYS = ("article", "link", "img", "grid", "dialog", "panel", "button", "header", "form")
 
 
@@ -121,6 +126,16 @@ def login_form(cls: dict[str, str], next_url: str, error: str | None = None) -> 
         '<input name="password" type="password" autocomplete="current-password" aria-label="Password" placeholder="Password">'
         f'<input type="hidden" name="next" value="{escape(next_url)}">'
         f'<button type="submit" class="{cls["button"]}">Log in</button>{alert}</form>'
+    )
+
+
+def unlabelled_login_form(cls: dict[str, str], next_url: str) -> str:
+    """The ``login_fields`` breakage: renamed inputs with no label, placeholder or aria-label."""
+    return (
+        f'<form class="{cls["form"]}" method="post" action="/accounts/login/ajax/">'
+        '<h1>Instagram</h1><input name="f_a8x1"><input name="f_b3k9" type="password">'
+        f'<input type="hidden" name="next" value="{escape(next_url)}">'
+        f'<button type="submit" class="{cls["button"]}">Go</button></form>'
     )
 
 

@@ -16,6 +16,8 @@ Additions to the contract shared with the scraper (nothing in it changed):
 is a post page; ``GET /accounts/logout/``; the tag API answers a running checkpoint
 with 400 ``{"message": "checkpoint_required", "checkpoint_url": "/challenge/"}``.
 ``site.requests`` records ``(method, path with query, status)`` before the answer is sent.
+``breakage=[...]`` breaks one thing the instagram source relies on each (``BREAKAGES``), for
+``selfiescope doctor``; the feed API also answers the web app's POST form (docs/instagram.md).
 Pop-ups stack: cookie consent on top, then "Save your login info?", then notifications.
 Routes and pages live in :mod:`~selfiescope.testing.handler` and :mod:`~selfiescope.testing.pages`.
 """
@@ -38,6 +40,15 @@ import numpy as np
 from . import pages, synth
 
 MEDIA_WIDTHS = (1080, 640, 320, 150)
+# What ``breakage`` can break, one thing the instagram source relies on each (``selfiescope doctor``):
+BREAKAGES = {
+    "login_fields": "the login form's inputs are renamed and have no label, placeholder or aria-label",
+    "tag_page": "hashtag pages answer 404",
+    "feed_shape": "the feed JSON has no sections and no pagination fields",
+    "image_versions": "feed media have no image_versions2",
+    "candidates": "feed media have an empty image_versions2.candidates",
+    "popup_buttons": "pop-ups' buttons have names no scraper knows",
+}
 RENDER_WIDTH = 640  # rendered once per post, resized for the other widths
 _B64 = string.ascii_letters + string.digits + "-_"
 
@@ -135,7 +146,12 @@ class MockInstagram:
         retry_after_s: float = 1,
         consent_language: str = "en",
         image_error_every: int = 0,
+        breakage: tuple[str, ...] | list[str] | set[str] = (),
     ) -> None:
+        unknown = set(breakage) - set(BREAKAGES)
+        if unknown:
+            raise ValueError(f"unknown breakage {', '.join(sorted(unknown))}; known: {', '.join(BREAKAGES)}")
+        self.breakage = set(breakage)  # see BREAKAGES; may be changed while serving
         if consent_language not in pages.TEXTS:
             raise ValueError(f"consent_language must be one of {', '.join(pages.TEXTS)}, not {consent_language!r}")
         if page_size < 1:

@@ -1,0 +1,128 @@
+"""``selfiescope record`` and ``scrape --replay``: one real session as a scrubbed HAR, replayed offline.
+
+Recording runs the source as a scrape would, into a scratch dataset (so nothing already
+collected is skipped and the user's dataset is untouched), with every browser context
+recording into a part file (:mod:`selfiescope.core.har`). The parts are merged, reduced to
+one answer per request, scrubbed of secrets and written mode 600.
+
+Replaying sets ``browser.replay_har``: the pool answers every request from the file and
+aborts the rest, so the run never reaches the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core import har
+from ..core.browser import load_session, session_path
+from ..core.manifest import Manifest
+from ..core.settings import Settings
+from ..core.stats import RunStats
+from .collect import collect
+from .scrape import scrape_pipeline
+
+log = logging.getLogger("selfiescope.record")
+
+# Environment variables whose values are credentials: never in a recording.
+CREDENTIAL_ENV = ("SELFIESCOPE_INSTAGRAM_USERNAME", "SELFIESCOPE_INSTAGRAM_PASSWORD")
+# A replay sends nothing over the network: no reason to pace it like a live run.
+REPLAY_OPTIONS: dict[str, dict[str, Any]] = {"instagram": {"requests_per_minute": 60000.0, "jitter_s": 0.0}}
+
+
+@dataclass
+class Recording:
+    har_path: Path
+    stats: RunStats
+    entries: int
+    redactions: int
+    posts: list[str] = field(default_factory=list)  # post ids the session fetched
+
+    def summary(self) -> dict[str, Any]:
+        return {"har": str(self.har_path), "entries": self.entries, "redactions": self.redactions,
+                "posts": len(self.posts), "status": self.stats.status, "errors": list(self.stats.errors)}
+
+
+def _secrets(settings: Settings) -> set[str]:
+    """Values that must not survive in the file even where no header names them."""
+    found = {os.environ[k] for k in CREDENTIAL_ENV if os.environ.get(k)}
+    state = load_session(session_path(settings.browser))
+    for cookie in (state or {}).get("cookies", []):
+        found.add(str(cookie.get("value", "")))
+    return found
+
+
+async def record(settings: Settings, tags: list[str], har_path: Path, *, source: str = "instagram",
+                 base_url: str | None = None, limit: int | None = 30, label: str = "recorded") -> Recording:
+    """Scrape ``tags`` once through a real browser and save the session to ``har_path``."""
+    har_path = Path(har_path)
+    if har_path.exists():  # never overwrite what the user owns
+        raise FileExistsError(f"{har_path} exists; choose another file name or remove it first")
+    if har.parts_dir(har_path).exists():
+        shutil.rmtree(har.parts_dir(har_path))
+    scratch = Path(tempfile.mkdtemp(prefix="selfiescope-record-"))
+    try:
+        recording_settings = settings.model_copy(update={
+            "storage": settings.storage.model_copy(update={"root": scratch / "data"}),
+            "browser": settings.browser.model_copy(update={"record_har": har_path, "replay_har": None}),
+        })
+        pipeline = scrape_pipeline(tags, label, limit=limit, source=source, base_url=base_url,
+                                   chain=["decode", "store"])
+        stats = await collect(recording_settings, "record", pipeline=pipeline)
+        posts = _stored_posts(scratch / "data", source)
+        pages, api = har.read_parts(har_path)
+        note = {"source": source, "targets": tags, "base_url": _base_url(settings, source, base_url),
+                "limit": limit, "posts": posts}
+        merged = har.merge(pages, api, note)
+        scrubbed, redactions = har.scrub(merged, _secrets(settings))
+        har.save(har_path, scrubbed)
+        log.info("recorded %d requests into %s (%d values redacted)", len(scrubbed["log"]["entries"]),
+                 har_path, redactions)
+        return Recording(har_path, stats, len(scrubbed["log"]["entries"]), redactions, posts)
+    finally:
+        shutil.rmtree(har.parts_dir(har_path), ignore_errors=True)  # unscrubbed: never left behind
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _stored_posts(root: Path, source: str) -> list[str]:
+    manifest = Manifest.at_root(root)
+    try:
+        rows = manifest.query("SELECT DISTINCT post_id FROM images WHERE source=? ORDER BY post_id", (source,))
+        return [r["post_id"] for r in rows]
+    finally:
+        manifest.close()
+
+
+def _base_url(settings: Settings, source: str, base_url: str | None) -> str | None:
+    if base_url:
+        return base_url.rstrip("/")
+    value = settings.plugins.get(source, {}).get("base_url")
+    if value:
+        return str(value).rstrip("/")
+    if source == "instagram":
+        from ..plugins.instagram import InstagramOptions
+
+        return InstagramOptions().base_url
+    return None
+
+
+def replay_settings(settings: Settings, har_path: Path, source: str = "instagram") -> tuple[Settings, str | None]:
+    """Settings that answer every browser request from ``har_path``; and the recorded base URL.
+
+    Raises :class:`~selfiescope.core.har.HarError` for a file that is not a HAR.
+    """
+    data = har.load(Path(har_path))
+    plugins = dict(settings.plugins)
+    for name, options in REPLAY_OPTIONS.items():
+        if name == source:
+            plugins[name] = {**plugins.get(name, {}), **options}
+    updated = settings.model_copy(update={
+        "browser": settings.browser.model_copy(update={"replay_har": Path(har_path), "record_har": None}),
+        "plugins": plugins,
+    })
+    return updated, har.meta(data).get("base_url")

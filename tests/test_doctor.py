@@ -1,0 +1,161 @@
+"""`selfiescope doctor` against the local site, clean and with each thing the source relies on broken."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from selfiescope.cli import app
+from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
+from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
+from selfiescope.testing.site import BREAKAGES, MockInstagram, TagSpec
+
+try:
+    find_chromium("auto")
+except BrowserNotFound:
+    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
+
+pytestmark = pytest.mark.browser
+
+USERNAME, PASSWORD = "doc_user", "doc-Pass-8812"
+TAGS = {"alpha": TagSpec(9, "selfie", noface=0, small_face=0)}
+CHECKS = ["login_form", "login", "tag_page", "feed_json", "image_candidates", "popups"]
+# The check each breakage must fail (others may fail or be skipped as a consequence).
+BROKEN_CHECK = {
+    "login_fields": "login_form",
+    "tag_page": "tag_page",
+    "feed_shape": "feed_json",
+    "image_versions": "feed_json",
+    "candidates": "image_candidates",
+    "popup_buttons": "popups",
+}
+
+
+@pytest.fixture
+def creds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(USERNAME_ENV, USERNAME)
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+
+
+def doctor(tmp_path: Path, base_url: str, *args: str) -> tuple[int, str]:
+    settings = tmp_path / "settings.toml"
+    settings.write_text(f'[browser]\nsession_file = "{tmp_path / "session.json"}"\ntimeout_s = 6\n')
+    result = CliRunner().invoke(app, ["doctor", "--base-url", base_url, "--settings", str(settings), *args])
+    return result.exit_code, result.stdout
+
+
+def test_every_breakage_has_a_check() -> None:
+    assert set(BROKEN_CHECK) == set(BREAKAGES)
+
+
+def test_a_healthy_site_passes_every_check(tmp_path: Path, creds: None) -> None:
+    with MockInstagram(tags=TAGS, page_size=4, username=USERNAME, password=PASSWORD, consent_language="de") as site:
+        code, out = doctor(tmp_path, site.base_url, "--tag", "alpha", "--json")
+    report = json.loads(out)
+    assert code == 0, out
+    assert report["ok"] is True
+    assert {c["name"]: c["status"] for c in report["checks"]} == {name: "pass" for name in CHECKS}
+    popups = next(c for c in report["checks"] if c["name"] == "popups")
+    assert "Optionale Cookies ablehnen" in popups["detail"]  # the German consent, declined
+    assert PASSWORD not in out and USERNAME not in out
+
+
+@pytest.mark.parametrize("breakage", sorted(BROKEN_CHECK))
+def test_each_breakage_fails_its_check_and_says_what_it_found(tmp_path: Path, creds: None, breakage: str) -> None:
+    # No login wall where the breakage is the login form: the other checks still run.
+    with MockInstagram(tags=TAGS, page_size=4, username=USERNAME, password=PASSWORD, breakage=[breakage],
+                       require_login=breakage != "login_fields") as site:
+        code, out = doctor(tmp_path, site.base_url, "--tag", "alpha", "--json")
+    report = json.loads(out)
+    status = {c["name"]: c for c in report["checks"]}
+    broken = status[BROKEN_CHECK[breakage]]
+    assert code == 1 and report["ok"] is False
+    assert broken["status"] == "fail", broken
+    assert broken["found"], "a failure says what the site offers instead"
+    if breakage == "login_fields":
+        assert "f_a8x1" in broken["found"]  # the renamed field, shown to whoever updates the source
+        assert status["tag_page"]["status"] == "pass" and status["feed_json"]["status"] == "pass"
+    if breakage == "image_versions":
+        assert "image_versions2" in broken["detail"] and "'code'" in broken["found"]
+    if breakage == "popup_buttons":
+        assert "Manage my choices" in broken["found"]
+
+
+def test_plain_output_lists_each_check(tmp_path: Path) -> None:
+    with MockInstagram(tags=TAGS, page_size=4, breakage=["tag_page"], require_login=False) as site:
+        code, out = doctor(tmp_path, site.base_url, "--tag", "alpha")
+    assert code == 1
+    assert "tag_page" in out and "fail" in out and "HTTP 404" in out
+    assert "login_form" in out and "pass" in out
+
+
+@pytest.mark.parametrize("args", [["--base-url", "ftp://example.com"], ["--base-url", "127.0.0.1:80"],
+                                  ["--tag", "a/b"], ["--no-such-option"]])
+def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
+    base = [] if "--base-url" in args else ["--base-url", "http://127.0.0.1:9"]
+    settings = tmp_path / "settings.toml"
+    settings.write_text("")
+    result = CliRunner().invoke(app, ["doctor", *base, "--settings", str(settings), *args])
+    assert result.exit_code == 2, result.output
+
+
+def test_a_saved_session_is_used_and_the_login_form_still_checked(tmp_path: Path) -> None:
+    from selfiescope.core.browser import save_session
+
+    with MockInstagram(tags=TAGS, page_size=4) as site:
+        cookie = {"name": "sessionid", "value": site.login_session(), "domain": "127.0.0.1", "path": "/",
+                  "expires": -1, "httpOnly": True, "secure": False, "sameSite": "Lax"}
+        save_session(tmp_path / "session.json", {"cookies": [cookie], "origins": []})
+        code, out = doctor(tmp_path, site.base_url, "--tag", "alpha", "--json")
+    status = {c["name"]: c["status"] for c in json.loads(out)["checks"]}
+    assert code == 0, out
+    assert status["login_form"] == "pass" and status["login"] == "skip" and status["feed_json"] == "pass"
+
+
+def test_a_site_that_never_answers_fails_instead_of_hanging(tmp_path: Path) -> None:
+    """Accepts connections, never answers: every step hits its deadline and says so."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        settings = tmp_path / "settings.toml"
+        settings.write_text(f'[browser]\nsession_file = "{tmp_path / "session.json"}"\ntimeout_s = 2\n')
+        result = CliRunner().invoke(app, ["doctor", "--base-url", f"http://127.0.0.1:{server.getsockname()[1]}",
+                                          "--settings", str(settings), "--json"])
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
+    report = json.loads(result.stdout)
+    assert result.exit_code == 1 and report["ok"] is False
+    first = report["checks"][0]
+    assert first["name"] == "login_form" and first["status"] == "fail" and "Timeout" in first["detail"]
+
+
+def test_a_rate_limited_feed_is_reported_with_the_sites_message(tmp_path: Path) -> None:
+    with MockInstagram(tags=TAGS, page_size=4, require_login=False, rate_limit_every=1) as site:
+        code, out = doctor(tmp_path, site.base_url, "--tag", "alpha", "--json")
+    feed = next(c for c in json.loads(out)["checks"] if c["name"] == "feed_json")
+    assert code == 1 and feed["status"] == "fail"
+    assert "HTTP 429" in feed["detail"]  # (its message too, when the browser kept the body the page dropped)
