@@ -556,8 +556,8 @@ def record(
         result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit))
     except ValidationError as exc:
         raise fail("; ".join(format_validation_error(exc))) from None
-    except (SettingsError, FileExistsError) as exc:
-        raise fail(exc.render() if isinstance(exc, SettingsError) else str(exc)) from None
+    except FileExistsError as exc:
+        raise fail(str(exc)) from None
     except BrowserNotFound as exc:
         raise fail(str(exc), EXIT_FAILED) from None
     except KeyboardInterrupt:
@@ -624,9 +624,6 @@ def run_train(settings: Settings, name: str, as_json: bool) -> None:
         task = progress.add_task("features", total=None)
         try:
             result = train(settings, name, progress=lambda done, total: progress.update(task, completed=done, total=total))
-        except SettingsError as exc:
-            console.print(exc.render(), highlight=False, markup=False)
-            raise typer.Exit(EXIT_USAGE) from None
         except DatasetError as exc:
             raise fail(str(exc), EXIT_FAILED) from None
         except KeyboardInterrupt:

@@ -94,14 +94,10 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
 
 
 def _write_parquet(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ExportError(
-            "Parquet export needs pyarrow, which comes with the 'dask' extra: pip install 'selfiescope[dask]'"
-            " (or pip install pyarrow)"
-        ) from None
+    _write_parquet_check()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
     pq.write_table(table, path)
 
