@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from selfiescope import hookimpl
 from selfiescope.cli import app
+from selfiescope.core import secrets
 from selfiescope.core.browser import save_session
 from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
@@ -285,7 +286,8 @@ def test_cli_login_and_scrape(site: MockInstagram, tmp_path: Path, monkeypatch: 
     cookies = {c["name"]: c["value"] for c in json.loads((tmp_path / "s.json").read_text())["cookies"]}
     assert cookies["consent"] == "essential"  # "Optionale Cookies ablehnen" pressed
 
-    monkeypatch.delenv(PASSWORD_ENV)
+    assert PASSWORD_ENV not in os.environ  # taken into memory: Chromium and the driver never inherit it
+    secrets.clear()  # and now gone: the saved session alone must do
     result = runner.invoke(app, ["scrape", "#alpha", "beta", "--label", "selfie", "--limit", "2", "--chain",
                                  "decode,store", "--base-url", site.base_url, "-s", str(settings_file), "--json"])
     assert result.exit_code == 0, result.output
