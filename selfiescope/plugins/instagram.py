@@ -89,6 +89,7 @@ class InstagramOptions(Options):
     max_restarts: int = Field(2, ge=0, description="browser relaunches per job after a crash")
     languages: list[str] = Field(list(DISMISS_BUTTONS), description="languages of pop-up buttons to close")
     block_page_images: bool = Field(True, description="the page need not render images: they are downloaded")
+    stall_s: float = Field(60.0, gt=0, description="no new post for this long: reload the tag page once, then fail the job")
 
 
 @dataclass
