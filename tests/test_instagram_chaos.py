@@ -92,7 +92,7 @@ async def test_a_429_block_on_the_first_feed_page_is_waited_out_and_the_feed_rel
 
 async def test_a_job_that_ends_with_no_posts_is_an_error_that_says_what_to_do(tmp_path: Path) -> None:
     # Every feed answer hangs: the page never shows a post. Before, the job "finished" with 0.
-    with chaos_site(client_feed=True, hung_feed_every=1) as site:
+    with chaos_site(client_feed=True, hung_feed_always=True) as site:
         seed_session(site, tmp_path)
         stats = await bounded(scrape(settings_for(site, tmp_path, timeout_s=3, stall_s=4), ["gamma"]))
         assert stats.status == "finished_with_errors" and stats.seen == 0

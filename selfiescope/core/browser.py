@@ -23,6 +23,7 @@ import psutil
 
 from .browser_lookup import find_chromium
 from .settings import BrowserSettings
+from .web import within
 
 if TYPE_CHECKING:  # pragma: no cover
     from playwright.async_api import Browser, BrowserContext, Page, Playwright, Response, Route
@@ -60,8 +61,9 @@ class Lease:
     """A job's browser context, with a page that is replaced every ``recycle_after`` navigations."""
 
     def __init__(self, context: "BrowserContext", generation: int, recycle_after: int,
-                 storage_state: dict[str, Any] | None = None) -> None:
+                 storage_state: dict[str, Any] | None = None, timeout_s: float = 30.0) -> None:
         self.context = context
+        self.timeout_s = timeout_s  # the deadline of every call to the browser
         self.storage_state = storage_state  # the saved session the context started with
         self.generation = generation
         self.recycle_after = recycle_after
@@ -76,7 +78,7 @@ class Lease:
 
     async def page(self) -> "Page":
         if self._page is None or self._page.is_closed():
-            self._page = await self.context.new_page()
+            self._page = await within(self.timeout_s, self.context.new_page(), "opening a page")
             self._page_navigations = 0
             self.pages_opened += 1
         return self._page
@@ -84,12 +86,13 @@ class Lease:
     async def goto(self, url: str) -> "Response | None":
         """Navigate the job's page, replacing the page first when it has served its turn."""
         if self._page is not None and self._page_navigations >= self.recycle_after:
-            await self._page.close()
+            await within(self.timeout_s, self._page.close(), "closing a page")
             self._page = None
         page = await self.page()
         self.navigations += 1
         self._page_navigations += 1
-        return await page.goto(url, wait_until="domcontentloaded")
+        # goto has the context's default timeout; the outer deadline also covers a hung driver
+        return await within(self.timeout_s + 5, page.goto(url, wait_until="domcontentloaded"), f"loading {url}")
 
 
 class BrowserPool:
@@ -123,10 +126,10 @@ class BrowserPool:
 
         executable = find_chromium(self.settings.executable)
         if self._playwright is None:
-            self._playwright = await async_playwright().start()
+            self._playwright = await within(self.settings.timeout_s, async_playwright().start(), "starting Playwright")
         if self._browser is not None:  # a dead one: drop it
             try:
-                await self._browser.close()
+                await within(self.settings.timeout_s, self._browser.close(), "closing the browser")
             except Exception:  # noqa: BLE001 - it is gone already
                 pass
         args = [*LAUNCH_ARGS, *self.settings.extra_args]
@@ -161,12 +164,15 @@ class BrowserPool:
         async with self._lock:
             if self._browser is not None:
                 try:
-                    await self._browser.close()
+                    await within(self.settings.timeout_s, self._browser.close(), "closing the browser")
                 except Exception:  # noqa: BLE001 - already dead
                     pass
                 self._browser = None
             if self._playwright is not None:
-                await self._playwright.stop()
+                try:
+                    await within(self.settings.timeout_s, self._playwright.stop(), "stopping Playwright")
+                except TimeoutError:
+                    log.warning("Playwright did not stop within %g s", self.settings.timeout_s)
                 self._playwright = None
 
     # --- leases ------------------------------------------------------------------------
@@ -174,20 +180,22 @@ class BrowserPool:
     async def lease(self, storage_state: dict[str, Any] | None = None,
                     block: list[str] | None = None) -> AsyncIterator[Lease]:
         """A fresh browser context for one job; ``block`` adds to ``browser.block``."""
+        timeout_s = self.settings.timeout_s
         async with self._slots:
-            browser = await self.start()
+            browser = await within(timeout_s * 2, self.start(), "starting the browser")
             generation = self.generation
-            context = await browser.new_context(storage_state=storage_state)  # type: ignore[arg-type]
-            context.set_default_timeout(self.settings.timeout_s * 1000)
+            context = await within(timeout_s, browser.new_context(storage_state=storage_state),  # type: ignore[arg-type]
+                                   "opening a browser context")
+            context.set_default_timeout(timeout_s * 1000)
             blocked = {*self.settings.block, *(block or [])}
             if blocked:
-                await context.route("**/*", _blocker(blocked))
-            lease = Lease(context, generation, self.settings.recycle_after, storage_state)
+                await within(timeout_s, context.route("**/*", _blocker(blocked)), "routing requests")
+            lease = Lease(context, generation, self.settings.recycle_after, storage_state, timeout_s)
             try:
                 yield lease
             finally:
                 try:
-                    await context.close()
+                    await within(timeout_s, context.close(), "closing a browser context")
                 except Exception:  # noqa: BLE001 - the browser may be gone
                     pass
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass
@@ -23,6 +24,9 @@ class RunStats:
     queue_peak: int = 0
     errors: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific figures
+    job_states: dict[str, str] = field(default_factory=dict)  # what each job is doing now, in words
+    # called with (job, state) on every change: the CLI draws them; sources never know who listens
+    state_listeners: list[Callable[[str, str], None]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def elapsed(self) -> float:
@@ -43,6 +47,15 @@ class RunStats:
         else:
             self.rejected += 1
             self.rejected_by_reason[code or "unknown"] += 1
+
+    def set_state(self, job: str, state: str) -> None:
+        """A job's progress in words ("logging in", "12 posts found", "failed: ...")."""
+        if self.job_states.get(job) == state:
+            return
+        self.job_states[job] = state
+        logging.getLogger("selfiescope.progress").info("%s: %s", job, state)
+        for listener in list(self.state_listeners):
+            listener(job, state)
 
     def as_dict(self) -> dict[str, Any]:
         return {

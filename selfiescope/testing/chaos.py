@@ -41,6 +41,8 @@ class Chaos:
     """API calls need ``X-CSRFToken`` (the ``csrftoken`` cookie's value) and ``X-IG-App-ID``."""
     hung_feed_every: int = 0
     """Every n-th feed answer sends its headers and never its body (once per page of a tag)."""
+    hung_feed_always: bool = False
+    """Every feed answer hangs (a broken feed rather than a flaky one)."""
     slow_first_byte_ms: float = 0
     """Some answers (a third, at random) wait up to this long before their first byte."""
     drop_image_every: int = 0
