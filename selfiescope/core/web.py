@@ -292,7 +292,9 @@ ACCEPT = re.compile(r"accept|allow all|agree|autoriser tous|tout accepter|alle .
                     r"aceptar|permitir todas|accetta|consenti tutti|aceitar|turn on|activer|aktivieren|save info|"
                     r"enregistrer|speichern", re.IGNORECASE)
 CLOSE = re.compile(r"^(close|fermer|schlie(ß|ss)en|cerrar|chiudi|fechar|×|✕|x)$", re.IGNORECASE)
-_BUTTON_NAMES = """els => els.map(e => (e.getAttribute('aria-label') || e.innerText || e.textContent || '').trim())"""
+_BUTTONS = "button, [role=button], input[type=button], input[type=submit]"
+_DIALOG_BUTTONS = """(ds, sel) => ds.map(d => Array.from(d.querySelectorAll(sel)).map(
+  e => (e.getAttribute('aria-label') || e.innerText || e.value || e.textContent || '').trim()))"""
 
 
 def choose_dismiss_button(names: list[str], known: list[str]) -> int | None:
@@ -320,15 +322,15 @@ async def click_dialog_buttons(page: Any, names: list[str], rounds: int = 5, tim
     clicked: list[str] = []
     dialogs = page.get_by_role("dialog")
     for _ in range(rounds):
-        if not await within(timeout_s, dialogs.count(), "counting pop-ups"):
+        names_by_dialog = await within(timeout_s, dialogs.evaluate_all(_DIALOG_BUTTONS, _BUTTONS), "reading pop-ups")
+        # stacked pop-ups: the one on top comes last; one that cannot be closed is skipped
+        target = next(((i, c) for i in reversed(range(len(names_by_dialog)))
+                       if (c := choose_dismiss_button(names_by_dialog[i], names)) is not None), None)
+        if target is None:
             break
-        buttons = dialogs.last.get_by_role("button")  # stacked pop-ups: the one on top comes last
-        labels = await within(timeout_s, buttons.evaluate_all(_BUTTON_NAMES), "reading pop-up buttons")
-        choice = choose_dismiss_button(labels, names)
-        if choice is None:
-            break
-        await buttons.nth(choice).click(timeout=timeout_s * 1000)
-        clicked.append(labels[choice])
+        i, choice = target
+        await dialogs.nth(i).locator(_BUTTONS).nth(choice).click(timeout=timeout_s * 1000)
+        clicked.append(names_by_dialog[i][choice])
         await page.wait_for_timeout(50)
     if await within(timeout_s, dialogs.count(), "counting pop-ups"):
         for label in await within(timeout_s, dialogs.evaluate_all(

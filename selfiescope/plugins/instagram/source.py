@@ -223,13 +223,13 @@ class InstagramSource(Source):
                             yield event
                             watch.progress()  # the time the engine took to accept it is not a stall
                     self._check_feed(feed, tag)
-                    if ended:
-                        log.info("#%s: end of the feed", tag)
-                        break
-                    if feed.retry_after is not None:
+                    if feed.retry_after is not None:  # honoured even at the end: downloads share the budget
                         wait, feed.retry_after = feed.retry_after, None
                         self._note_429(tag, wait)
                         after_429, idle = True, 0
+                    if ended:
+                        log.info("#%s: end of the feed", tag)
+                        break
                     await watch.paused(within(self.options.max_retry_after_s + self.timeout_s, self.bucket.take(),
                                               "the request budget"))
                     if await watch.run("the feed to grow after a scroll",
