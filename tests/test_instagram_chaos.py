@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from typer.testing import CliRunner
+
+from selfiescope import hookimpl
+from selfiescope.cli import app
 from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import Settings, settings_from_dict
@@ -92,7 +97,7 @@ async def test_a_429_block_on_the_first_feed_page_is_waited_out_and_the_feed_rel
 
 async def test_a_job_that_ends_with_no_posts_is_an_error_that_says_what_to_do(tmp_path: Path) -> None:
     # Every feed answer hangs: the page never shows a post. Before, the job "finished" with 0.
-    with chaos_site(client_feed=True, hung_feed_always=True) as site:
+    with chaos_site(client_feed=True, hung_feed_tags=("gamma",)) as site:
         seed_session(site, tmp_path)
         stats = await bounded(scrape(settings_for(site, tmp_path, timeout_s=3, stall_s=4), ["gamma"]))
         assert stats.status == "finished_with_errors" and stats.seen == 0
@@ -150,3 +155,57 @@ async def test_a_cookie_dialog_with_unknown_buttons_is_declined(tmp_path: Path, 
         assert sorted(recorded(tmp_path)) == expected(site, "gamma")
         cookies = {c["name"]: c["value"] for c in json.loads((tmp_path / "session.json").read_text())["cookies"]}
         assert cookies.get("consent") == "essential"  # the least permissive choice, never "accept all"
+
+
+# --- the stall watchdog, progress, the exit code -----------------------------------------------
+class States:
+    """Records every job state the run reports (as the CLI's display gets them)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, str, str]] = []
+
+    @hookimpl
+    def selfiescope_run_started(self, run: Any) -> None:
+        run.stats.state_listeners.append(lambda job, state: self.seen.append((time.monotonic(), job, state)))
+
+
+async def test_a_stalled_job_reloads_once_then_fails_while_the_other_job_finishes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with chaos_site(hung_feed_tags=("gamma",)) as site:  # gamma's first page is in the HTML, the rest never comes
+        seed_session(site, tmp_path)
+        states = States()
+        started = time.monotonic()
+        stats = await bounded(scrape(settings_for(site, tmp_path, timeout_s=3, stall_s=6), ["gamma", "delta"],
+                                     plugins=[states]))
+        assert time.monotonic() - started < 60
+        assert stats.status == "finished_with_errors"
+        [error] = stats.errors
+        assert "gamma" in error and "stalled" in error and "waiting on" in error and "Rerun" in error
+        assert "Reloading the tag page" in caplog.text
+        got = recorded(tmp_path)
+        assert sorted(p for t, p in got if t == "delta") == [p for _, p in expected(site, "delta")]
+        assert sorted(p for t, p in got if t == "gamma") == sorted(p.shortcode for p in site.posts("gamma")[:4])
+        gamma = [s for _, job, s in states.seen if job == "gamma"]
+        assert gamma[:2] == ["waiting for the browser", "opening the tag page"]
+        assert any(s.startswith("stalled on") for s in gamma) and "reloading the tag page" in gamma
+        assert gamma[-1] == "failed" and [s for _, j, s in states.seen if j == "delta"][-1] == "done"
+        tag_loads = [p for _, p, _ in site.requests if p.startswith("/explore/tags/gamma")]
+        assert len(tag_loads) == 2  # one reload, not a loop
+
+
+def test_cli_exit_code_and_summary_name_the_failed_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with chaos_site(client_feed=True, hung_feed_tags=("gamma",)) as site:
+        seed_session(site, tmp_path)
+        settings_file = tmp_path / "settings.toml"
+        settings_file.write_text(
+            f'[storage]\nroot = "{tmp_path / "data"}"\n[browser]\nsession_file = "{tmp_path / "session.json"}"\n'
+            "timeout_s = 3\n[plugins.instagram]\nscroll_pause_s = 0.6\nmax_idle_scrolls = 2\n"
+            "requests_per_minute = 6000\njitter_s = 0\nstall_s = 5\n"
+        )
+        result = CliRunner().invoke(app, ["scrape", "gamma", "delta", "--label", "x", "--chain", "decode,store",
+                                          "--base-url", site.base_url, "-s", str(settings_file)])
+    assert result.exit_code == 1, result.output
+    assert "delta: opening the tag page" in result.output  # plain progress lines (not a terminal)
+    assert "gamma: failed" in result.output and "delta: done" in result.output
+    assert "instagram gamma:" in result.output and "Rerun" in result.output.replace("\n", " ")

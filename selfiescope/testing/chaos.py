@@ -3,7 +3,7 @@
 Every knob imitates something the real site (or its CDN) does to a scraper; all are
 off by default, so a plain ``MockInstagram()`` behaves well. Random choices (which
 answer is slow, which URL is stale) come from ``Chaos.seed``, so a failing seed
-replays. ``Chaos.parse("hung_beacons,url_ttl_s=5")`` reads the ``mock-site --chaos`` flag.
+replays. ``Chaos.parse("hung_beacons,url_ttl_s=5,hung_feed_tags=a+b")`` reads the ``mock-site --chaos`` flag.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ class Chaos:
     """API calls need ``X-CSRFToken`` (the ``csrftoken`` cookie's value) and ``X-IG-App-ID``."""
     hung_feed_every: int = 0
     """Every n-th feed answer sends its headers and never its body (once per page of a tag)."""
-    hung_feed_always: bool = False
-    """Every feed answer hangs (a broken feed rather than a flaky one)."""
+    hung_feed_tags: tuple[str, ...] = ()
+    """Every feed answer of these tags hangs (a broken feed rather than a flaky one)."""
     slow_first_byte_ms: float = 0
     """Some answers (a third, at random) wait up to this long before their first byte."""
     drop_image_every: int = 0
@@ -128,6 +128,8 @@ class Chaos:
                 if not isinstance(default, bool):
                     raise ValueError(f"chaos knob {name!r} needs a value ({name}=...)")
                 values[name] = True
+            elif isinstance(default, tuple):
+                values[name] = tuple(filter(None, (v.strip() for v in raw.split("+"))))
             elif isinstance(default, bool):
                 values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
             elif isinstance(default, (int, float)) and not isinstance(default, bool) or default is None:

@@ -376,7 +376,7 @@ class Handler(BaseHTTPRequestHandler):
         start = _offset(max_id) if max_id else 0
         if start is None:
             return self.send_json(400, {"message": "invalid max_id", "status": "fail"})
-        if site.chaos.hung_feed_always or site.chaos.every("hung_feed", site.chaos.hung_feed_every, f"{tag}:{start}"):
+        if tag in site.chaos.hung_feed_tags or site.chaos.every("hung_feed", site.chaos.hung_feed_every, f"{tag}:{start}"):
             return self.hang()
         feed = site._feeds[tag]
         chunk = feed[start : start + site.page_size]
