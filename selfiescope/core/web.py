@@ -225,7 +225,7 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
                 data = await within(timeout_s, resp.body(), f"reading {url.split('?')[0]}")
                 if len(data) > max_bytes:
                     raise DownloadError(url, f"too large ({len(data)} bytes > {max_bytes})", transient=False)
-                await resp.dispose()
+                await within(timeout_s, resp.dispose(), "releasing a response")
                 sniffed = sniff_image_type(data)
                 if sniffed is not None:
                     return Fetched(data, ctype if ctype.startswith("image/") else sniffed, attempt)
