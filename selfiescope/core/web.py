@@ -319,6 +319,8 @@ async def click_dialog_buttons(page: Any, names: list[str], rounds: int = 5, tim
     Roles and accessible names are what a site keeps stable for screen readers;
     generated class names change with every deploy (and with the language).
     """
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
     clicked: list[str] = []
     dialogs = page.get_by_role("dialog")
     for _ in range(rounds):
@@ -329,7 +331,10 @@ async def click_dialog_buttons(page: Any, names: list[str], rounds: int = 5, tim
         if target is None:
             break
         i, choice = target
-        await dialogs.nth(i).locator(_BUTTONS).nth(choice).click(timeout=timeout_s * 1000)
+        try:  # briefly: a pop-up that appears meanwhile covers the button; the next round sees it
+            await dialogs.nth(i).locator(_BUTTONS).nth(choice).click(timeout=min(timeout_s, 2.0) * 1000)
+        except PlaywrightTimeout:
+            continue
         clicked.append(names_by_dialog[i][choice])
         await page.wait_for_timeout(50)
     if await within(timeout_s, dialogs.count(), "counting pop-ups"):

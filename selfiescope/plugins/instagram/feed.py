@@ -179,9 +179,10 @@ class FeedReader:
 
     async def settle(self) -> None:
         """Wait until the feed answers seen so far are read (each read has its own deadline)."""
-        if self._tasks:
-            await within(self.timeout_s + 5, asyncio.gather(*list(self._tasks), return_exceptions=True),
-                         "reading feed answers")
+        if self._tasks:  # asyncio.wait: a deadline here leaves the reads running (each has its own)
+            _, pending = await asyncio.wait(list(self._tasks), timeout=self.timeout_s + 5)
+            if pending:
+                raise Deadline(f"reading feed answers: no answer within {self.timeout_s + 5:g} s")
 
     async def new_posts(self) -> tuple[list[Post], bool]:
         """Posts not returned before (the DOM's order, JSON data wherever the page loaded it),

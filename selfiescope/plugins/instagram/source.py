@@ -214,6 +214,7 @@ class InstagramSource(Source):
                     fresh = [p for p in posts if p.shortcode not in state.seen]
                     if fresh:
                         watch.progress()
+                        state.stall_reloaded = False  # the stall is over: a later one gets its own reload
                         state.seen.update(p.shortcode for p in fresh)
                         self._status(tag, f"{len(state.seen)} posts found")
                     for post in fresh:
