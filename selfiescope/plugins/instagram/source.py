@@ -10,8 +10,8 @@ shortcode; the numeric ``pk`` is kept in ``origin.extra``. Posts in the manifest
 skipped (resume); a post is marked done only when it is stored or gone for good.
 
 Nothing waits without a deadline, and no job ends quietly: a job with no new post for
-``stall_s`` reloads its tag page once (skipping what it has seen), then fails saying
-what it waited on; after a 429 the feed is reloaded once the wait is over; a job that
+``stall_s`` reloads its tag page once (skipping what it has seen), then, if still no new
+post comes, fails saying what it waited on; after a 429 the feed is reloaded once the wait is over; a job that
 found no post, or could not download some, ends with an error that says what to do.
 Each job's state goes to ``run.stats`` (the CLI shows it).
 
@@ -29,9 +29,9 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urlparse
 
 from pydantic import Field
@@ -42,9 +42,9 @@ from ...core.events import ImageEvent, Origin
 from ...core.web import DownloadError, TokenBucket, click_dialog_buttons, fetch_image, scroll_and_wait, within
 from .feed import FeedReader, Post, image_url_from_post_page
 from .login import CHALLENGE_PATHS, submit_login
+from .watchdog import JobRun, Stalled, Watchdog
 
 log = logging.getLogger("selfiescope.instagram")
-T = TypeVar("T")
 
 USERNAME_ENV = "SELFIESCOPE_INSTAGRAM_USERNAME"
 PASSWORD_ENV = "SELFIESCOPE_INSTAGRAM_PASSWORD"
@@ -71,12 +71,6 @@ class JobFailed(RuntimeError):
     """One hashtag could not be finished; the message says why and what to do. Other jobs go on."""
 
 
-class Stalled(Exception):
-    def __init__(self, waiting_on: str) -> None:
-        super().__init__(waiting_on)
-        self.waiting_on = waiting_on
-
-
 class InstagramOptions(Options):
     base_url: str = "https://www.instagram.com"
     login: bool = Field(True, description="log in with the environment's credentials at a login wall")
@@ -93,52 +87,6 @@ class InstagramOptions(Options):
     languages: list[str] = Field(list(DISMISS_BUTTONS), description="languages of pop-up buttons to close")
     block_page_images: bool = Field(True, description="the page need not render images: they are downloaded")
     stall_s: float = Field(60.0, gt=0, description="no new post for this long: reload the tag page once, then fail the job")
-
-
-class Watchdog:
-    """A job's stall clock: the time since its last new post, not counting time the job was
-    paused on purpose (the engine not taking events yet, a 429's wait)."""
-
-    def __init__(self, stall_s: float) -> None:
-        self.stall_s = stall_s
-        self.last = time.monotonic()
-        self.waiting_on = "starting"
-
-    def progress(self) -> None:
-        self.last = time.monotonic()
-
-    def remaining(self) -> float:
-        return self.stall_s - (time.monotonic() - self.last)
-
-    async def paused(self, awaitable: Awaitable[T]) -> T:
-        """Await without the time counting towards a stall."""
-        started = time.monotonic()
-        try:
-            return await awaitable
-        finally:
-            self.last += time.monotonic() - started
-
-    async def run(self, what: str, awaitable: Awaitable[T]) -> T:
-        """Await for at most what is left of the stall time; :class:`Stalled` after that."""
-        from playwright.async_api import TimeoutError as PlaywrightTimeout
-
-        self.waiting_on = what
-        try:
-            return await asyncio.wait_for(awaitable, max(0.05, self.remaining()))
-        except (TimeoutError, PlaywrightTimeout):
-            raise Stalled(what) from None
-
-
-class JobRun:
-    """What one job has found so far (for its end-of-job verdict)."""
-
-    def __init__(self, tag: str) -> None:
-        self.tag = tag
-        self.seen: set[str] = set()  # posts found in the feed (new or already stored)
-        self.failed: dict[str, str] = {}  # post -> why its download failed (not marked: a rerun retries it)
-        self.rate_reloads = 0
-        self.stall_reloaded = False
-        self.empty_reloaded = False
 
 
 class InstagramSource(Source):
