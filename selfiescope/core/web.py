@@ -234,7 +234,7 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
             raise DownloadError(url, f"{problem} after {attempt} attempts", transient=True)
         if not problem.startswith("HTTP 429"):
             delay = backoff_s * 2 ** (attempt - 1) * (1 + random.random() * 0.25)
-            log.info("download %s failed (%s); retry %d in %.1f s", url, problem, attempt, delay)
+            log.info("download %s failed (%s); retry %d in %.1f s", url.split("?")[0], problem, attempt, delay)
             await sleep(delay)
 
 
