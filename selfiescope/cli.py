@@ -574,8 +574,8 @@ def mock_site_command(
     except (TypeError, ValueError) as exc:
         raise fail(f"--chaos: {exc}") from None
     try:
-        site = MockInstagram(chaos=knobs, 
-            seed=seed, latency_ms=latency_ms, page_size=page_size, require_login=not no_login, username=username,
+        site = MockInstagram(
+            chaos=knobs, seed=seed, latency_ms=latency_ms, page_size=page_size, require_login=not no_login, username=username,
             password=password, two_factor_code=two_factor_code, rate_limit_every=rate_limit_every,
             retry_after_s=retry_after, consent_language=language, image_error_every=image_error_every,
         )

@@ -206,3 +206,12 @@ async def test_in_chromium_js_login_late_dialog_client_feed_and_virtual_grid() -
                 assert await articles.count() < 30  # rows far above the viewport left the DOM
             finally:
                 await browser.close()
+
+
+def test_mock_site_command_rejects_an_unknown_knob() -> None:
+    from typer.testing import CliRunner
+
+    from selfiescope.cli import app
+
+    result = CliRunner().invoke(app, ["mock-site", "--port", "0", "--chaos", "hung_beacons,teleport=1"])
+    assert result.exit_code == 2 and "unknown chaos knob 'teleport'" in result.output
