@@ -16,12 +16,20 @@ processes: RSS would count shared pages once per process) and of Playwright's dr
 sampled every 0.5 s, and the memory after each quarter of the images, to show whether
 it keeps growing.
 
+Part 3 (issue 9): the same scrape of a clean site and of a hostile one (seeded chaos:
+hung beacons and feed answers, cut-off and mislabelled images, expiring signed URLs,
+a per-account 429 block, late and unknown pop-ups, slow first bytes). Printed: the
+share of the posts gathered, images/s (first to last image) against the bound the
+latency and the rate budget allow (goal: >= 0.8 of it on the clean run), and, for a
+tag whose feed hangs, the seconds from its last new post to the stall's report and to
+the job's failure (``stall_s`` is the configured wait).
+
 The site serves small images here (a unique 96 px JPEG per post, instead of rendering
 1080 px faces) so that the site itself, in this same process and on the same cores, is
 not what is measured. The chain is ``decode,store`` unless ``--chain`` says otherwise.
 
     .venv/bin/python benchmarks/bench_scrape.py [--latency-ms 50] [--tags 4] [--per-tag 60]
-        [--contexts 4] [--memory-images 2000] [--skip-memory]
+        [--contexts 4] [--memory-images 2000] [--skip-memory] [--skip-throughput] [--skip-chaos]
 
 The machine's CPU is shared with other work while this runs (2 cores): figures vary by run.
 """
@@ -48,6 +56,7 @@ from selfiescope import hookimpl  # noqa: E402
 from selfiescope.core.browser import save_session  # noqa: E402
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
 from selfiescope.pipelines.collect import collect  # noqa: E402
+from selfiescope.testing.chaos import Chaos  # noqa: E402
 from selfiescope.testing.site import MockInstagram, Post, TagSpec  # noqa: E402
 
 MB = 1024 * 1024
@@ -114,29 +123,47 @@ class MemorySampler(threading.Thread):
         return min(self.samples, key=lambda s: abs(s[0] - t))
 
 
-def make_site(tags: int, per_tag: int, latency_ms: float) -> MockInstagram:
+def make_site(tags: int, per_tag: int, latency_ms: float, chaos: Chaos | None = None) -> MockInstagram:
     spec = {f"tag{i}": TagSpec(per_tag, "mixed", noface=0, small_face=0) for i in range(tags)}
-    site = MockInstagram(tags=spec, latency_ms=latency_ms, page_size=24)
+    site = MockInstagram(tags=spec, latency_ms=latency_ms, page_size=24, chaos=chaos)
     site.media_bytes = small_jpeg  # type: ignore[method-assign]
     site.start()
     return site
 
 
-async def scrape_once(site: MockInstagram, root: Path, contexts: int, chain: list[str], workers: int) -> dict[str, Any]:
+class States:
+    """Timestamps of every job state the run reports."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, str, str]] = []
+        self.images: list[tuple[float, str]] = []
+
+    @hookimpl
+    def selfiescope_run_started(self, run: Any) -> None:
+        run.stats.state_listeners.append(lambda job, state: self.seen.append((time.monotonic(), job, state)))
+
+    @hookimpl
+    def selfiescope_image_accepted(self, event: Any, run: Any) -> None:
+        self.images.append((time.monotonic(), event.origin.job))
+
+
+async def scrape_once(site: MockInstagram, root: Path, contexts: int, chain: list[str], workers: int,
+                      options: dict[str, Any] | None = None, timeout_s: float = 30.0,
+                      states: States | None = None) -> dict[str, Any]:
     cookie = {"name": "sessionid", "value": site.login_session(), "domain": "127.0.0.1", "path": "/",
               "expires": -1, "httpOnly": True, "secure": False, "sameSite": "Lax"}
     save_session(root / "session.json", {"cookies": [cookie], "origins": []})
     settings = settings_from_dict({
         "storage": {"root": str(root)},
-        "browser": {"session_file": str(root / "session.json"), "max_contexts": contexts},
+        "browser": {"session_file": str(root / "session.json"), "max_contexts": contexts, "timeout_s": timeout_s},
         "engine": {"workers": workers},
         "plugins": {"instagram": {"base_url": site.base_url, "requests_per_minute": 1e6, "jitter_s": 0,
-                                  "scroll_pause_s": 2.0, "max_idle_scrolls": 2}},
+                                  "scroll_pause_s": 2.0, "max_idle_scrolls": 2, **(options or {})}},
     })
     pipeline = ScrapePipeline(kind="scrape", source="instagram", hashtags=list(site.tags), label="bench", chain=chain)
     timeline = Timeline()
     t0 = time.monotonic()
-    stats = await collect(settings, "bench", pipeline=pipeline, extra_plugins=[timeline])
+    stats = await collect(settings, "bench", pipeline=pipeline, extra_plugins=[timeline, *([states] if states else [])])
     total = time.monotonic() - t0
     n = len(timeline.times)
     steady = (n - 1) / (timeline.times[-1] - timeline.times[0]) if n > 1 else 0.0
@@ -203,6 +230,61 @@ def part_memory(args: argparse.Namespace, chain: list[str]) -> dict[str, Any]:
             "quarters_mb": [(round(q[1] / MB, 1), round(q[2] / MB, 1)) for q in quarters]}
 
 
+CHAOS = dict(hung_beacons=True, hung_feed_every=3, drop_image_every=7, wrong_type_every=9, url_ttl_s=120.0,
+             stale_url_share=0.2, account_block_after=3, account_block_s=2.0, late_dialog_ms=1500,
+             unknown_consent=True, slow_first_byte_ms=150, require_api_headers=True)
+
+
+def part_chaos(args: argparse.Namespace, chain: list[str]) -> dict[str, Any]:
+    """Clean vs chaos: share gathered, images/s against the latency and rate-budget bound; stall to report."""
+    rate = args.rate_per_minute / 60
+    options = {"requests_per_minute": args.rate_per_minute, "burst": 1.0, "stall_s": args.stall_s}
+    tags, per_tag = args.tags, args.chaos_per_tag
+    pages_per_tag = -(-per_tag // 24)  # the tag page, then one feed call per further page
+    images = tags * per_tag
+    requests = images + tags * pages_per_tag
+    bound = min(args.contexts / (args.latency_ms / 1000), rate * images / requests)
+    results: dict[str, Any] = {"bound_per_s": bound}
+    print(f"\nPart 3: clean vs chaos, {tags} hashtags x {per_tag} posts, latency {args.latency_ms:g} ms, "
+          f"budget {args.rate_per_minute:g} requests/min (burst 1), {args.contexts} contexts")
+    print(f"bound: min({args.contexts} contexts / {args.latency_ms:g} ms, {rate:.1f} req/s x {images} images / "
+          f"{requests} requests) = {bound:.1f} images/s")
+    print(f"{'run':>6} {'gathered':>9} {'share':>6} {'total s':>8} {'img/s steady':>13} {'of bound':>9}  errors")
+    for name, chaos in (("clean", None), ("chaos", Chaos(seed=args.chaos_seed, **CHAOS))):
+        site = make_site(tags, per_tag, args.latency_ms, chaos)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = asyncio.run(scrape_once(site, Path(tmp), args.contexts, chain, max(4, args.contexts), options,
+                                            timeout_s=10.0))
+        finally:
+            site.stop()
+        r.pop("times")
+        r["share"] = r["images"] / images
+        r["of_bound"] = r["steady_per_s"] / bound
+        results[name] = r
+        print(f"{name:>6} {r['images']:>9} {r['share']:>6.0%} {r['total_s']:>8.1f} {r['steady_per_s']:>13.1f} "
+              f"{r['of_bound']:>9.0%}  {len(r['errors'])}" + (f" ({r['errors'][0][:100]}...)" if r["errors"] else ""))
+    # A tag whose feed hangs after its first page: seconds from its last new post to the report.
+    site = make_site(2, 40, args.latency_ms, Chaos(hung_feed_tags=("tag0",)))
+    states = States()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = asyncio.run(scrape_once(site, Path(tmp), 2, chain, 4, {**options, "requests_per_minute": 1e6},
+                                        timeout_s=10.0, states=states))
+    finally:
+        site.stop()
+    hung = [(t, s) for t, job, s in states.seen if job == "tag0"]
+    last_post = max(t for t, job in states.images if job == "tag0")
+    reported = min(t for t, s in hung if s.startswith("stalled on"))
+    failed = max(t for t, s in hung if s == "failed")
+    results["stall"] = {"stall_s": args.stall_s, "to_report_s": reported - last_post, "to_failure_s": failed - last_post,
+                        "other_job": [s for _, job, s in states.seen if job == "tag1"][-1]}
+    print(f"stall (stall_s {args.stall_s:g}, browser.timeout_s 10): report {reported - last_post:.1f} s after the "
+          f"last new post, job failed {failed - last_post:.1f} s after it; the other tag ended "
+          f"'{results['stall']['other_job']}'")
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency-ms", type=float, default=50.0)
@@ -212,12 +294,22 @@ def main() -> None:
     ap.add_argument("--memory-images", type=int, default=2000)
     ap.add_argument("--memory-latency-ms", type=float, default=5.0)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-chaos", action="store_true")
+    ap.add_argument("--chaos-per-tag", type=int, default=48)
+    ap.add_argument("--rate-per-minute", type=float, default=1200.0, help="the rate budget of part 3")
+    ap.add_argument("--stall-s", type=float, default=10.0)
+    ap.add_argument("--chaos-seed", type=int, default=7)
     ap.add_argument("--chain", default="decode,store")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args()
     chain = [c.strip() for c in args.chain.split(",") if c.strip()]
     print(f"CPU: {psutil.cpu_count()} cores, shared with other work while this runs; figures vary by run.")
-    results = {"throughput": part_throughput(args, chain)}
+    results: dict[str, Any] = {}
+    if not args.skip_throughput:
+        results["throughput"] = part_throughput(args, chain)
+    if not args.skip_chaos:
+        results["chaos"] = part_chaos(args, chain)
     if not args.skip_memory:
         results["memory"] = part_memory(args, chain)
     if args.json:

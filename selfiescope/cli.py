@@ -158,30 +158,51 @@ def emit_json(data: Any) -> None:
 
 
 class ProgressObserver:
-    """A plugin object the CLI registers for the duration of a run, to draw progress."""
+    """A plugin object the CLI registers for the duration of a run, to draw progress: a line
+    per job (its state, images kept) on a terminal, plain lines on stderr otherwise."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, plain: bool = False) -> None:
         self.progress = progress
+        self.plain = plain  # not a terminal: print each job's state changes as lines
         self.task = progress.add_task("images", total=None)
+        self.job_tasks: dict[str, Any] = {}
+        self.run: Any = None
+
+    @hookimpl
+    def selfiescope_run_started(self, run: Any) -> None:
+        self.run = run
+        run.stats.state_listeners.append(self.on_state)
+
+    def on_state(self, job: str, state: str) -> None:
+        kept = self.run.stats.per_job.get(job, {}).get("accepted", 0) if self.run else 0
+        if self.plain:
+            console.print(f"{job}: {state}" + (f" ({kept} images kept)" if kept else ""), highlight=False, markup=False)
+            return
+        if job not in self.job_tasks:
+            self.job_tasks[job] = self.progress.add_task("", total=None)
+        self.progress.update(self.job_tasks[job], description=f"  {job}: {state}  ·  {kept} kept")
 
     @hookimpl
     def selfiescope_image_accepted(self, event: Any, run: Any) -> None:
-        self._advance(run)
+        self._advance(run, event)
 
     @hookimpl
     def selfiescope_image_rejected(self, event: Any, run: Any) -> None:
-        self._advance(run)
+        self._advance(run, event)
 
     @hookimpl
     def selfiescope_image_failed(self, event: Any, run: Any) -> None:
-        self._advance(run)
+        self._advance(run, event)
 
-    def _advance(self, run: Any) -> None:
+    def _advance(self, run: Any, event: Any) -> None:
         s = run.stats
         self.progress.update(
             self.task, advance=1,
             description=f"accepted {s.accepted}  rejected {s.rejected}" + (f"  [red]failed {s.failed}[/red]" if s.failed else ""),
         )
+        job = getattr(getattr(event, "origin", None), "job", None)
+        if job in self.job_tasks and not self.plain:
+            self.on_state(job, s.job_states.get(job, ""))
 
 
 def _progress(enabled: bool) -> Progress:
@@ -211,7 +232,7 @@ def run_collect(
     from .pipelines.collect import collect
 
     with _progress(not as_json) as progress:
-        observer = ProgressObserver(progress)
+        observer = ProgressObserver(progress, plain=not as_json and not console.is_terminal)
         stats = asyncio.run(collect(settings, name, pipeline=pipeline, together=together, extra_plugins=[observer]))
     data = stats.as_dict()
     data["storage_root"] = printable(settings.storage.root)
@@ -725,16 +746,27 @@ def mock_site_command(
     username: str = typer.Option("demo", help="the mock site's (fake) account"),
     password: str = typer.Option("demo", help="the mock site's (fake) account password"),
     seed: int = typer.Option(0, help="seed of the generated posts and photos"),
+    chaos: str = typer.Option(
+        "", "--chaos",
+        help="misbehaviour knobs, comma-separated: e.g. hung_beacons,client_feed,url_ttl_s=30,stale_url_share=0.3,"
+        "account_block_after=0,login_variant=labels (all: selfiescope/testing/chaos.py)",
+    ),
+    chaos_seed: int = typer.Option(0, "--chaos-seed", help="seed of the chaos knobs' random choices"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON line with the URL once serving"),
 ) -> None:
     """Serve the local Instagram-like site with synthetic photos until Ctrl-C (for demos and scraper tests)."""
+    from .testing.chaos import Chaos
     from .testing.site import MockInstagram
 
     if language not in ("en", "fr", "de"):
         raise fail(f"--language: expected en, fr or de, not {language!r}")
     try:
+        knobs = Chaos.parse(chaos, seed=chaos_seed)
+    except (TypeError, ValueError) as exc:
+        raise fail(f"--chaos: {exc}") from None
+    try:
         site = MockInstagram(
-            seed=seed, latency_ms=latency_ms, page_size=page_size, require_login=not no_login, username=username,
+            chaos=knobs, seed=seed, latency_ms=latency_ms, page_size=page_size, require_login=not no_login, username=username,
             password=password, two_factor_code=two_factor_code, rate_limit_every=rate_limit_every,
             retry_after_s=retry_after, consent_language=language, image_error_every=image_error_every,
         )

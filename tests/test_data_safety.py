@@ -324,3 +324,28 @@ def test_credentials_in_urls_are_refused_and_never_stored(tmp_path: Path) -> Non
     finally:
         manifest.close()
     assert tuple(row) == ("https://h/p/1", "https://cdn/x.jpg")
+
+
+@pytest.mark.browser
+async def test_credentials_never_reach_the_drivers_or_chromiums_environment(monkeypatch) -> None:
+    import psutil
+
+    from selfiescope.core.browser import BrowserPool
+    from selfiescope.core.secrets import credential
+    from selfiescope.core.settings import BrowserSettings
+
+    canary = "pw-canary-7f3a9"
+    monkeypatch.setenv("SELFIESCOPE_INSTAGRAM_PASSWORD", canary)
+    pool = BrowserPool(BrowserSettings())
+    await pool.start()
+    try:
+        children = psutil.Process().children(recursive=True)
+        assert children, "the driver and Chromium run as child processes"
+        for child in children:
+            try:
+                assert canary not in " ".join(child.environ().values()), child.cmdline()[:1]
+            except psutil.NoSuchProcess:
+                continue
+        assert credential("SELFIESCOPE_INSTAGRAM_PASSWORD") == canary  # still ours, in memory
+    finally:
+        await pool.close()

@@ -23,6 +23,8 @@ import psutil
 
 from .browser_lookup import find_chromium
 from .settings import BrowserSettings
+from .secrets import child_environment, hide_from_children
+from .web import within
 
 if TYPE_CHECKING:  # pragma: no cover
     from playwright.async_api import Browser, BrowserContext, Page, Playwright, Response, Route
@@ -60,8 +62,9 @@ class Lease:
     """A job's browser context, with a page that is replaced every ``recycle_after`` navigations."""
 
     def __init__(self, context: "BrowserContext", generation: int, recycle_after: int,
-                 storage_state: dict[str, Any] | None = None) -> None:
+                 storage_state: dict[str, Any] | None = None, timeout_s: float = 30.0) -> None:
         self.context = context
+        self.timeout_s = timeout_s  # the deadline of every call to the browser
         self.storage_state = storage_state  # the saved session the context started with
         self.generation = generation
         self.recycle_after = recycle_after
@@ -77,7 +80,7 @@ class Lease:
 
     async def page(self) -> "Page":
         if self._page is None or self._page.is_closed():
-            self._page = await self.context.new_page()
+            self._page = await within(self.timeout_s, self.context.new_page(), "opening a page")
             self._page_navigations = 0
             self.pages_opened += 1
         return self._page
@@ -85,12 +88,13 @@ class Lease:
     async def goto(self, url: str) -> "Response | None":
         """Navigate the job's page, replacing the page first when it has served its turn."""
         if self._page is not None and self._page_navigations >= self.recycle_after:
-            await self._page.close()
+            await within(self.timeout_s, self._page.close(), "closing a page")
             self._page = None
         page = await self.page()
         self.navigations += 1
         self._page_navigations += 1
-        return await page.goto(url, wait_until="domcontentloaded")
+        # goto has the context's default timeout; the outer deadline also covers a hung driver
+        return await within(self.timeout_s + 5, page.goto(url, wait_until="domcontentloaded"), f"loading {url}")
 
 
 class BrowserPool:
@@ -126,18 +130,20 @@ class BrowserPool:
 
         executable = find_chromium(self.settings.executable)
         if self._playwright is None:
-            self._playwright = await async_playwright().start()
+            hide_from_children()  # the driver (node) copies our environment: no credential in it
+            self._playwright = await within(self.settings.timeout_s, async_playwright().start(), "starting Playwright")
         if self._browser is not None:  # a dead one: drop it
             try:
-                await self._browser.close()
+                await within(self.settings.timeout_s, self._browser.close(), "closing the browser")
             except Exception:  # noqa: BLE001 - it is gone already
                 pass
         args = [*LAUNCH_ARGS, *self.settings.extra_args]
         if hasattr(os, "geteuid") and os.geteuid() == 0 and "--no-sandbox" not in args:
             args.append("--no-sandbox")  # Chromium refuses to start as root with its sandbox
+        hide_from_children()
         self._browser = await self._playwright.chromium.launch(
             executable_path=executable, headless=self.headless, args=args,
-            timeout=self.settings.timeout_s * 1000,
+            timeout=self.settings.timeout_s * 1000, env=child_environment(),
         )
         self.generation += 1
         self.launches += 1
@@ -164,12 +170,15 @@ class BrowserPool:
         async with self._lock:
             if self._browser is not None:
                 try:
-                    await self._browser.close()
+                    await within(self.settings.timeout_s, self._browser.close(), "closing the browser")
                 except Exception:  # noqa: BLE001 - already dead
                     pass
                 self._browser = None
             if self._playwright is not None:
-                await self._playwright.stop()
+                try:
+                    await within(self.settings.timeout_s, self._playwright.stop(), "stopping Playwright")
+                except TimeoutError:
+                    log.warning("Playwright did not stop within %g s", self.settings.timeout_s)
                 self._playwright = None
 
     # --- leases ------------------------------------------------------------------------
@@ -177,26 +186,28 @@ class BrowserPool:
     async def lease(self, storage_state: dict[str, Any] | None = None,
                     block: list[str] | None = None) -> AsyncIterator[Lease]:
         """A fresh browser context for one job; ``block`` adds to ``browser.block``."""
+        timeout_s = self.settings.timeout_s
         async with self._slots:
-            browser = await self.start()
+            browser = await within(timeout_s * 2, self.start(), "starting the browser")
             generation = self.generation
             record = self._record_paths()
             har_options = {"record_har_path": str(record[0]), "record_har_content": "embed"} if record else {}
-            context = await browser.new_context(storage_state=storage_state, **har_options)  # type: ignore[arg-type]
-            context.set_default_timeout(self.settings.timeout_s * 1000)
+            context = await within(timeout_s, browser.new_context(storage_state=storage_state, **har_options),  # type: ignore[arg-type]
+                                   "opening a browser context")
+            context.set_default_timeout(timeout_s * 1000)
             if self.settings.replay_har is not None:  # before the blocker: routes added later run first
-                await asyncio.wait_for(context.route_from_har(self.settings.replay_har, not_found="abort"),
-                                       self.settings.timeout_s)
+                await within(timeout_s, context.route_from_har(self.settings.replay_har, not_found="abort"),
+                             "loading the HAR to replay")
             blocked = {*self.settings.block, *(block or [])}
             if blocked:
-                await context.route("**/*", _blocker(blocked))
-            lease = Lease(context, generation, self.settings.recycle_after, storage_state)
+                await within(timeout_s, context.route("**/*", _blocker(blocked)), "routing requests")
+            lease = Lease(context, generation, self.settings.recycle_after, storage_state, timeout_s)
             lease.request_override = await self._har_request(context, record is not None)
             try:
                 yield lease
             finally:
                 try:
-                    await context.close()  # also writes the context's HAR part
+                    await within(timeout_s, context.close(), "closing a browser context")  # also writes the HAR part
                 except Exception:  # noqa: BLE001 - the browser may be gone
                     pass
                 if record is not None:

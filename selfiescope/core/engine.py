@@ -147,9 +147,12 @@ class Engine:
                 if isinstance(res, BaseException):
                     if isinstance(res, asyncio.CancelledError):
                         raise res
+                    self.run.stats.set_state(state.job.target, "failed")
                     log.error("source %s failed on %s: %s", state.job.source, printable(state.job.target), res)
                     self.run.stats.per_job.setdefault(state.job.target, Counter())["job_failed"] += 1
                     self.run.stats.errors.append(f"{state.job.source} {printable(state.job.target)}: {printable(res)}")
+                else:
+                    self.run.stats.set_state(state.job.target, "done")
             for _ in workers:
                 await self.queue.put(_DONE)
             await asyncio.gather(*workers)

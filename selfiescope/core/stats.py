@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 # How a failure code reads in the summary ("3 images failed to store: ...").
 FAILURE_PHRASES = {
@@ -33,6 +34,9 @@ class RunStats:
     queue_peak: int = 0
     errors: list[str] = field(default_factory=list)  # run-level errors (a job that failed, ...)
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific figures
+    job_states: dict[str, str] = field(default_factory=dict)  # what each job is doing now, in words
+    # called with (job, state) on every change: the CLI draws them; sources never know who listens
+    state_listeners: list[Callable[[str, str], None]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def elapsed(self) -> float:
@@ -72,6 +76,15 @@ class RunStats:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.errors
+
+    def set_state(self, job: str, state: str) -> None:
+        """A job's progress in words ("logging in", "12 posts found", "failed: ...")."""
+        if self.job_states.get(job) == state:
+            return
+        self.job_states[job] = state
+        logging.getLogger("selfiescope.progress").info("%s: %s", job, state)
+        for listener in list(self.state_listeners):
+            listener(job, state)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -1,5 +1,6 @@
 """What every web source needs: a persisted request budget, downloads that retry the
-right failures, and reading ``srcset``. Sources (Instagram, gallery, third-party) build on it."""
+right failures, deadlines on every await that crosses to the browser or the network,
+closing pop-ups, and reading ``srcset``. Sources (Instagram, gallery, third-party) build on it."""
 
 from __future__ import annotations
 
@@ -9,12 +10,26 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 if TYPE_CHECKING:  # pragma: no cover
     from .manifest import Manifest
 
 log = logging.getLogger("selfiescope.web")
+T = TypeVar("T")
+
+
+class Deadline(TimeoutError):
+    """An await on the browser or the network did not finish in time; the message says which."""
+
+
+async def within(seconds: float, awaitable: Awaitable[T], what: str) -> T:
+    """``await awaitable`` for at most ``seconds``; :class:`Deadline` naming ``what`` after that."""
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        raise Deadline(f"{what}: no answer within {seconds:g} s") from None
 
 
 class RateLimited(Exception):
@@ -26,11 +41,17 @@ class RateLimited(Exception):
 class DownloadError(Exception):
     """A download that failed for good (after retries, or not worth retrying)."""
 
-    def __init__(self, url: str, reason: str, *, transient: bool) -> None:
-        super().__init__(f"{reason}: {url}")
+    def __init__(self, url: str, reason: str, *, transient: bool, status: int | None = None) -> None:
+        super().__init__(f"{reason}: {url.split('?')[0]}")  # a signed URL's query is noise (and a credential)
         self.url = url
         self.reason = reason
-        self.transient = transient  # worth trying again on a later run
+        self.transient = transient  # worth trying again (later, or with a fresh URL): never mark it done
+        self.status = status
+
+    @property
+    def refused(self) -> bool:
+        """401/403: an expired signed URL or a lost session. A fresh URL may work."""
+        return self.status in (401, 403)
 
 
 class TokenBucket:
@@ -154,9 +175,11 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
                       sleep: Callable[[float], Any] = asyncio.sleep) -> Fetched:
     """GET an image through a Playwright request context (so the browser's cookies apply).
 
-    5xx, 408 and timeouts are retried with exponential backoff; a 429 waits its
-    Retry-After (through the shared bucket); anything not ``image/*`` or larger than
-    ``max_bytes`` fails at once.
+    5xx, 408, timeouts, cut-off connections and answers that are not an image (an
+    HTML error page) are retried with exponential backoff; a 429 waits its Retry-After
+    (through the shared bucket). An image sent with a wrong content type is recognised
+    by its bytes. 401/403 (expired signed URL, lost session) fail at once but count as
+    transient (the caller may refresh the URL); 404/410 and too large fail for good.
     """
     from playwright.async_api import Error as PlaywrightError
 
@@ -167,10 +190,13 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
             await bucket.take()
         problem: str
         try:
-            resp = await request.get(url, timeout=timeout_s * 1000, fail_on_status_code=False)
+            resp = await within(timeout_s + 5, request.get(url, timeout=timeout_s * 1000, fail_on_status_code=False),
+                                f"GET {url.split('?')[0]}")
+        except Deadline:
+            problem = "timeout"
         except PlaywrightError as exc:
             text = str(exc).lower()
-            if ("closed" in text or "disposed" in text) and "timeout" not in text:
+            if ("has been closed" in text or "disposed" in text) and "timeout" not in text:
                 raise  # the browser or context went away: the caller recovers
             problem = "timeout" if "timeout" in text else f"network error ({str(exc).splitlines()[0]})"
         else:
@@ -185,26 +211,46 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
                 problem = "HTTP 429"
             elif status >= 500 or status == 408:
                 problem = f"HTTP {status}"
+            elif status in (401, 403):
+                reason = (await within(timeout_s, resp.text(), "reading a refusal")).strip()[:80]
+                raise DownloadError(url, f"HTTP {status}" + (f" ({reason})" if reason else ""), transient=True,
+                                    status=status)
             elif status >= 400:
-                raise DownloadError(url, f"HTTP {status}", transient=False)
+                raise DownloadError(url, f"HTTP {status}", transient=False, status=status)
             else:
                 ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-                if not ctype.startswith("image/"):
-                    raise DownloadError(url, f"not an image (content-type {ctype or 'missing'})", transient=False)
                 length = resp.headers.get("content-length")
                 if length and length.isdigit() and int(length) > max_bytes:
                     raise DownloadError(url, f"too large ({int(length)} bytes > {max_bytes})", transient=False)
-                data = await resp.body()
+                data = await within(timeout_s, resp.body(), f"reading {url.split('?')[0]}")
                 if len(data) > max_bytes:
                     raise DownloadError(url, f"too large ({len(data)} bytes > {max_bytes})", transient=False)
-                await resp.dispose()
-                return Fetched(data, ctype, attempt)
+                await within(timeout_s, resp.dispose(), "releasing a response")
+                sniffed = sniff_image_type(data)
+                if sniffed is not None:
+                    return Fetched(data, ctype if ctype.startswith("image/") else sniffed, attempt)
+                problem = f"not an image (content-type {ctype or 'missing'})"
         if attempt > retries:
             raise DownloadError(url, f"{problem} after {attempt} attempts", transient=True)
         if not problem.startswith("HTTP 429"):
             delay = backoff_s * 2 ** (attempt - 1) * (1 + random.random() * 0.25)
-            log.info("download %s failed (%s); retry %d in %.1f s", url, problem, attempt, delay)
+            log.info("download %s failed (%s); retry %d in %.1f s", url.split("?")[0], problem, attempt, delay)
             await sleep(delay)
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The image type the bytes say (JPEG, PNG, GIF, WebP, AVIF/HEIC), or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:4] == b"GIF8":
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"heic", b"heix", b"mif1"):
+        return "image/avif" if data[8:12] == b"avif" else "image/heic"
+    return None
 
 
 # --- pages ---------------------------------------------------------------------------------
@@ -215,12 +261,12 @@ _SCROLL = """() => {
 }"""
 
 
-async def scroll_and_wait(page: Any, pause_s: float) -> bool:
+async def scroll_and_wait(page: Any, pause_s: float, timeout_s: float = 30.0) -> bool:
     """Scroll to the bottom; True as soon as the page grows, False if it did not within ``pause_s``."""
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-    before = await page.evaluate(_HEIGHT)
-    await page.evaluate(_SCROLL)
+    before = await within(timeout_s, page.evaluate(_HEIGHT), "measuring the page")
+    await within(timeout_s, page.evaluate(_SCROLL), "scrolling")
     try:
         await page.wait_for_function(
             "h => document.documentElement.scrollHeight > h", arg=before,
@@ -231,28 +277,69 @@ async def scroll_and_wait(page: Any, pause_s: float) -> bool:
     return True
 
 
-async def click_dialog_buttons(page: Any, names: list[str], rounds: int = 5) -> list[str]:
-    """Close pop-ups: click buttons inside ``role=dialog`` whose accessible name is one of ``names``.
+# Buttons that close a pop-up granting the least, in words a redesign tends to keep
+# (decline, reject, only essential/necessary, not now, later, close), in the supported
+# languages. Anything that accepts or allows is never pressed.
+DECLINE = re.compile(
+    r"declin|reject|refus|deny|only (allow )?(essential|necessary|required)|(essential|necessary|required)"
+    r"( cookies)? only|not now|later|no,? thanks|skip|cancel|dismiss|ablehnen|nur (erforderliche|notwendige)"
+    r"|jetzt nicht|später|sp\u00e4ter|uniquement|plus tard|pas maintenant|non merci|rechaz|solo (las )?"
+    r"(necesarias|esenciales)|ahora no|rifiuta|solo (i )?(cookie )?(essenziali|necessari)|non ora|recusar"
+    r"|somente|apenas|agora n[aã]o",
+    re.IGNORECASE,
+)
+ACCEPT = re.compile(r"accept|allow all|agree|autoriser tous|tout accepter|alle .*(erlauben|akzeptieren)|"
+                    r"aceptar|permitir todas|accetta|consenti tutti|aceitar|turn on|activer|aktivieren|save info|"
+                    r"enregistrer|speichern", re.IGNORECASE)
+CLOSE = re.compile(r"^(close|fermer|schlie(ß|ss)en|cerrar|chiudi|fechar|×|✕|x)$", re.IGNORECASE)
+_BUTTONS = "button, [role=button], input[type=button], input[type=submit]"
+_DIALOG_BUTTONS = """(ds, sel) => ds.map(d => Array.from(d.querySelectorAll(sel)).map(
+  e => (e.getAttribute('aria-label') || e.innerText || e.value || e.textContent || '').trim()))"""
+
+
+def choose_dismiss_button(names: list[str], known: list[str]) -> int | None:
+    """Which of a dialog's buttons to press: a known name, else a decline-like name, else a close button."""
+    lowered = [n.lower() for n in names]
+    for want in known:
+        if want.lower() in lowered:
+            return lowered.index(want.lower())
+    for i, name in enumerate(names):
+        if DECLINE.search(name) and not ACCEPT.search(name):
+            return i
+    for i, name in enumerate(names):
+        if CLOSE.match(name):
+            return i
+    return None
+
+
+async def click_dialog_buttons(page: Any, names: list[str], rounds: int = 5, timeout_s: float = 10.0) -> list[str]:
+    """Close pop-ups: in the topmost ``role=dialog``, press the button named one of ``names``,
+    else one whose name declines (:data:`DECLINE`), else its close button.
 
     Roles and accessible names are what a site keeps stable for screen readers;
     generated class names change with every deploy (and with the language).
     """
-    if not names:
-        return []
-    pattern = re.compile("^(" + "|".join(re.escape(n) for n in names) + ")$", re.IGNORECASE)
-    buttons = page.get_by_role("dialog").get_by_role("button", name=pattern)
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
     clicked: list[str] = []
-    for _ in range(rounds):
-        if not await buttons.count():
-            break
-        button = buttons.last  # stacked pop-ups: the one on top comes last in the document
-        name = (await button.inner_text()).strip()
-        await button.click(timeout=10_000)
-        clicked.append(name)
-        await page.wait_for_timeout(50)
     dialogs = page.get_by_role("dialog")
-    if await dialogs.count():
-        for label in await dialogs.evaluate_all("ds => ds.map(d => d.getAttribute('aria-label') || d.innerText.slice(0, 60))"):
+    for _ in range(rounds):
+        names_by_dialog = await within(timeout_s, dialogs.evaluate_all(_DIALOG_BUTTONS, _BUTTONS), "reading pop-ups")
+        # stacked pop-ups: the one on top comes last; one that cannot be closed is skipped
+        target = next(((i, c) for i in reversed(range(len(names_by_dialog)))
+                       if (c := choose_dismiss_button(names_by_dialog[i], names)) is not None), None)
+        if target is None:
+            break
+        i, choice = target
+        try:  # briefly: a pop-up that appears meanwhile covers the button; the next round sees it
+            await dialogs.nth(i).locator(_BUTTONS).nth(choice).click(timeout=min(timeout_s, 2.0) * 1000)
+        except PlaywrightTimeout:
+            continue
+        clicked.append(names_by_dialog[i][choice])
+        await page.wait_for_timeout(50)
+    if await within(timeout_s, dialogs.count(), "counting pop-ups"):
+        for label in await within(timeout_s, dialogs.evaluate_all(
+                "ds => ds.map(d => d.getAttribute('aria-label') || d.innerText.slice(0, 60))"), "reading pop-ups"):
             if label not in _unclosable:
                 _unclosable.add(label)
                 log.warning("a pop-up with no button I know how to press: %r (add its button's name)", label)

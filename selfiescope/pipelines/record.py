@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import har
+from ..core.secrets import credential
 from ..core.browser import load_session, session_path
 from ..core.manifest import Manifest
 from ..core.settings import Settings
@@ -50,7 +51,7 @@ class Recording:
 
 def _secrets(settings: Settings) -> set[str]:
     """Values that must not survive in the file even where no header names them."""
-    found = {os.environ[k] for k in CREDENTIAL_ENV if os.environ.get(k)}
+    found = {value for k in CREDENTIAL_ENV if (value := credential(k))}
     state = load_session(session_path(settings.browser))
     for cookie in (state or {}).get("cookies", []):
         found.add(str(cookie.get("value", "")))

@@ -70,7 +70,8 @@ async def login(settings: Settings, *, base_url: str | None = None, headless: bo
         async with pool.lease(block=[]) as lease:
             page = await lease.page()
             if username and password:
-                outcome = await submit_login(page, base, username, password, dismiss)
+                outcome = await submit_login(page, base, username, password, dismiss,
+                                             timeout_s=settings.browser.timeout_s)
             else:
                 await page.goto(f"{base}/accounts/login/", wait_until="domcontentloaded")
                 outcome = "still on the login page"

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from ..core.secrets import credential
 from ..core.browser import BrowserPool, load_session, session_path
 from ..core.settings import Settings
 from ..core.web import scroll_and_wait
@@ -240,7 +241,7 @@ class _Doctor:
         return None, ""
 
     async def check_login(self, lease: Any, page: Any) -> None:
-        username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+        username, password = credential(USERNAME_ENV), credential(PASSWORD_ENV)
         if self.saved and self.saved.get("cookies"):
             await lease.context.add_cookies(self.saved["cookies"])
             self.add("login", "skip", "the session saved by `selfiescope login` is used instead")

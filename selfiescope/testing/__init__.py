@@ -1,6 +1,7 @@
 """Helpers for testing selfiescope and its plugins.
 
-- :class:`~selfiescope.testing.site.MockInstagram`: a local Instagram-like site;
+- :class:`~selfiescope.testing.site.MockInstagram`: a local Instagram-like site (misbehaving on
+  purpose with :class:`~selfiescope.testing.chaos.Chaos`);
 - :mod:`~selfiescope.testing.synth`: synthetic selfie / portrait / no-face photos;
 - :func:`~selfiescope.testing.runner.run_steps`: run named chain steps on images in-process;
 - the pytest plugin (fixtures ``mock_instagram`` and ``selfiescope_run``), loaded
@@ -16,6 +17,7 @@ from typing import Any
 
 _EXPORTS = {
     "MockInstagram": "site",
+    "Chaos": "chaos",
     "TagSpec": "site",
     "Post": "site",
     "run_steps": "runner",

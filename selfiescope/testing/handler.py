@@ -6,6 +6,7 @@ import base64
 import http.cookies
 import json
 import secrets
+import socket
 import time
 from html import escape
 from http import HTTPStatus
@@ -19,6 +20,9 @@ from .site import MEDIA_WIDTHS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .site import MockInstagram
+
+
+APP_ID = "936619743392459"
 
 
 def _cursor(offset: int) -> str:
@@ -84,8 +88,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def send(self, status: int, body: bytes | str = b"", ctype: str = "text/html; charset=utf-8",
              headers: dict[str, str] | None = None, cookies: list[str] = ()) -> None:
-        if self.site.latency_ms:
-            time.sleep(self.site.latency_ms / 1000)
+        self.delay()
         data = body.encode() if isinstance(body, str) else body
         with self.site._lock:  # logged before the client can see the answer
             self.site.requests.append((self.command, self.path, int(status)))
@@ -101,6 +104,59 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def delay(self) -> None:
+        wait = self.site.latency_ms / 1000 + self.site.chaos.first_byte_delay_s()
+        if wait:
+            time.sleep(wait)
+
+    def hang(self, ctype: str = "application/json; charset=utf-8") -> None:
+        """Send the headers and a few bytes of the body, then nothing (until the site stops)."""
+        self.delay()
+        with self.site._lock:
+            self.site.requests.append((self.command, self.path, 200))
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", "4096")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(b'{"status":')
+        self.wfile.flush()
+        self.site._stopping.wait(600)
+        self.close_connection = True
+
+    def cut_off(self, data: bytes, ctype: str) -> None:
+        """Send the headers and half the body, then close the connection."""
+        self.delay()
+        with self.site._lock:
+            self.site.requests.append((self.command, self.path, 200))
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def csrf_cookie(self) -> list[str]:
+        """Every page sets ``csrftoken`` (readable by scripts) when the browser has none."""
+        if "csrftoken" in self.cookies:
+            return []
+        return [f"csrftoken={secrets.token_hex(16)}; Path=/; SameSite=Lax"]
+
+    def api_headers_problem(self) -> str | None:
+        if not self.site.chaos.require_api_headers:
+            return None
+        token = self.cookies.get("csrftoken")
+        if not token or self.headers.get("X-CSRFToken") != token:
+            return "CSRF token missing or incorrect"
+        if self.headers.get("X-IG-App-ID") != APP_ID:
+            return "missing app id"
+        return None
+
     def send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None, cookies: list[str] = ()) -> None:
         self.send(status, json.dumps(obj), "application/json; charset=utf-8", headers, cookies)
 
@@ -108,7 +164,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send(HTTPStatus.FOUND, b"", headers={"Location": location}, cookies=cookies)
 
     def html(self, title: str, body: str, *, status: int = 200, dialogs: list[str] | None = None,
-             config: dict[str, Any] | None = None, cookies: list[str] = ()) -> None:
+             config: dict[str, Any] | None = None, cookies: list[str] = (), head: str = "") -> None:
         site = self.site
         lang = "xx-broken" if "popup_buttons" in site.breakage else site.consent_language
         shown = list(dialogs or [])  # later in the document = on top: consent, then save-login, then these
@@ -117,9 +173,12 @@ class Handler(BaseHTTPRequestHandler):
             session.save_prompt = False
             shown.append(pages.save_login_dialog(lang, site.classes))
         if "consent" not in self.cookies:
-            shown.append(pages.consent_dialog(lang, site.classes))
-        text = pages.page(title, body, site.classes, dialogs=shown, config=config, lang=lang)
-        self.send(status, text, cookies=cookies)
+            consent = pages.unknown_consent_dialog if site.chaos.unknown_consent else None
+            shown.append(consent(site.classes) if consent else pages.consent_dialog(lang, site.classes))
+        config = {**(config or {}), "chaos": site.chaos.client_config(), "app_id": APP_ID,
+                  "late_dialog": pages.notifications_dialog(site.chaos.late_dialog_language, site.classes)}
+        text = pages.page(title, body, site.classes, dialogs=shown, config=config, lang=lang, head=head)
+        self.send(status, text, cookies=[*cookies, *self.csrf_cookie()])
 
     def not_found(self) -> None:
         self.html("Page not found • Instagram", "<h1>Sorry, this page isn't available.</h1>"
@@ -153,8 +212,6 @@ class Handler(BaseHTTPRequestHandler):
                 return self.home()
             if parts[0] == "static" and len(parts) == 2:
                 return self.static(parts[1])
-            if parts[0] == "media" and len(parts) == 2:
-                return self.media(parts[1])
             if parts[:2] == ["accounts", "login"] and len(parts) == 2:
                 return self.login_page(query.get("next"))
             if parts[:3] == ["accounts", "login", "two_factor"]:
@@ -169,6 +226,10 @@ class Handler(BaseHTTPRequestHandler):
                 return self.post_page(parts[1])
             if parts[:3] == ["api", "v1", "tags"] and len(parts) == 5 and parts[4] == "sections":
                 return self.tag_api(parts[3], query.get("max_id", ""))
+            if parts == ["api", "v1", "web", "activity"]:
+                return self.hang()  # the page cancels this one
+            if parts[0] == "media" and len(parts) == 2:
+                return self.media(parts[1], query)
             return self.not_found()
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -188,6 +249,9 @@ class Handler(BaseHTTPRequestHandler):
             if parts[:3] == ["api", "v1", "tags"] and len(parts) == 5 and parts[4] == "sections":
                 # the web app's own call: POST with max_id, page, tab, surface (docs/instagram.md)
                 return self.tag_api(parts[3], self.read_form().get("max_id", ""))
+            if path == "/api/v1/web/consent/update/":  # a keepalive beacon whose answer never ends
+                self.read_form()
+                return self.hang()
             self.read_form()
             return self.send_json(405, {"message": "method not allowed", "status": "fail"})
         except (BrokenPipeError, ConnectionResetError):
@@ -211,16 +275,26 @@ class Handler(BaseHTTPRequestHandler):
     def login_page(self, next_url: str | None, error: str | None = None) -> None:
         if error is None and self.site._session(self.cookies) is not None:
             return self.redirect(_safe_next(next_url))
-        if "login_fields" in self.site.breakage:
-            return self.html("Login • Instagram", pages.unlabelled_login_form(self.site.classes, _safe_next(next_url)))
-        self.html("Login • Instagram", pages.login_form(self.site.classes, _safe_next(next_url), error))
+        site, safe = self.site, _safe_next(next_url)
+        if "login_fields" in site.breakage:
+            return self.html("Login • Instagram", pages.unlabelled_login_form(site.classes, safe))
+        if site.chaos.js_login and error is None:
+            body, config = pages.login_placeholder(site.chaos.login_variant, site.consent_language, safe)
+            return self.html("Login • Instagram", body, config=config)
+        if site.chaos.login_variant == "labels":
+            return self.html("Login • Instagram", pages.login_form_labels(site.classes, safe, site.consent_language, error))
+        self.html("Login • Instagram", pages.login_form(site.classes, safe, error))
 
     def login_submit(self, form: dict[str, str]) -> None:
         site, next_url = self.site, _safe_next(form.get("next"))
         if "login_fields" in site.breakage:  # the renamed fields of pages.unlabelled_login_form
             form = {**form, "username": form.get("f_a8x1", ""), "password": form.get("f_b3k9", "")}
         ajax = self.headers.get("X-Requested-With") == "XMLHttpRequest"
-        if form.get("username") != site.username or form.get("password") != site.password:
+        if ajax and (problem := self.api_headers_problem()):
+            return self.send_json(403, {"message": problem, "status": "fail"})
+        username = form.get("username", form.get("email"))
+        password = form.get("password", form.get("pass"))
+        if username != site.username or password != site.password:
             if ajax:
                 return self.send_json(400, {"authenticated": False, "message": "Sorry, your password was incorrect.", "status": "fail"})
             return self.login_page(next_url, "Sorry, your password was incorrect. Please double-check your password.")
@@ -268,8 +342,9 @@ class Handler(BaseHTTPRequestHandler):
         if tag not in site.tags or "tag_page" in site.breakage:
             return self.not_found()
         feed = site._feeds[tag]
-        first = feed[: site.page_size]
-        tiles = [pages.Tile(p.shortcode, p.username, [(p.media_path(w), w) for w in sorted(MEDIA_WIDTHS)]) for p in first]
+        first = [] if site.chaos.client_feed else feed[: site.page_size]  # the app loads its first page itself
+        tiles = [pages.Tile(p.shortcode, p.username, [(site.media_url(p, w), w) for w in sorted(MEDIA_WIDTHS)])
+                 for p in first]
         dialogs = []
         session = site._session(self.cookies)
         if session is not None and session.notifications_prompt:
@@ -277,7 +352,8 @@ class Handler(BaseHTTPRequestHandler):
             lang = "xx-broken" if "popup_buttons" in site.breakage else site.consent_language
             dialogs.append(pages.notifications_dialog(lang, site.classes))
         more = len(feed) > len(first)
-        config = {"tag": tag, "next_max_id": _cursor(len(first)) if more else None, "more_available": more}
+        config = {"tag": tag, "next_max_id": _cursor(len(first)) if more else None, "more_available": more,
+                  "first_from_api": bool(site.chaos.client_feed)}
         self.html(f"#{tag} hashtag on Instagram • Photos and videos", pages.tag_body(tag, len(feed), tiles, site.classes),
                   dialogs=dialogs, config=config)
 
@@ -287,12 +363,10 @@ class Handler(BaseHTTPRequestHandler):
         post = self.site._by_code.get(code)
         if post is None:
             return self.not_found()
-        body = (
-            f'<article class="post"><img src="{post.media_path(1080)}" alt="Photo by {escape(post.username)}" '
-            f'width="{post.width}" height="{post.height}"><h1>{escape(post.username)}</h1>'
-            f"<p>{escape(post.caption)}</p><time datetime=\"{post.taken_at}\"></time></article>"
-        )
-        self.html(f"{post.username} on Instagram", body)
+        image = self.site.media_url(post, 1080, fresh=True)  # a post page always gives a fresh URL
+        body = pages.post_body(image, post.username, post.caption, post.width, post.height, post.taken_at)
+        head = f'<meta property="og:image" content="{escape(image)}">'
+        self.html(f"{post.username} on Instagram", body, head=head)
 
     def tag_api(self, tag: str, max_id: str) -> None:
         site = self.site
@@ -300,6 +374,15 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(401, {"message": "login_required", "status": "fail"})
         if site.trigger_challenge:
             return self.send_json(400, {"message": "checkpoint_required", "checkpoint_url": "/challenge/", "status": "fail"})
+        if problem := self.api_headers_problem():
+            return self.send_json(403, {"message": problem, "status": "fail"})
+        session = site._session(self.cookies)
+        blocked = site._account_block_s(session.username if session else "anonymous")
+        if blocked:
+            return self.send_json(
+                429, {"message": "Please wait a few minutes before you try again.", "status": "fail"},
+                headers={"Retry-After": f"{max(1, round(blocked))}"},
+            )
         if site._next_api_is_limited():
             return self.send_json(
                 429, {"message": "Please wait a few minutes before you try again.", "status": "fail"},
@@ -310,11 +393,13 @@ class Handler(BaseHTTPRequestHandler):
         start = _offset(max_id) if max_id else 0
         if start is None:
             return self.send_json(400, {"message": "invalid max_id", "status": "fail"})
+        if tag in site.chaos.hung_feed_tags or site.chaos.every("hung_feed", site.chaos.hung_feed_every, f"{tag}:{start}"):
+            return self.hang()
         feed = site._feeds[tag]
         chunk = feed[start : start + site.page_size]
         end = start + len(chunk)
         more = end < len(feed)
-        medias = [{"media": _broken_media(p.media_json(site.base_url), site.breakage)} for p in chunk]
+        medias = [{"media": _broken_media(site.media_json(p), site.breakage)} for p in chunk]
         if "feed_shape" in site.breakage:
             return self.send_json(200, {"items_v2": medias, "status": "ok"})
         self.send_json(200, {
@@ -325,12 +410,23 @@ class Handler(BaseHTTPRequestHandler):
             "status": "ok",
         })
 
-    def media(self, name: str) -> None:
+    def media(self, name: str, query: dict[str, str]) -> None:
+        site, chaos = self.site, self.site.chaos
         stem, _, ext = name.partition(".")
         post_id, _, width = stem.rpartition("_")
-        post = self.site._by_id.get(post_id)
+        post = site._by_id.get(post_id)
         if ext != "jpg" or post is None or not width.isdigit() or int(width) not in MEDIA_WIDTHS:
             return self.send(404, b"not found", "text/plain")
-        if self.site._next_media_fails(self.path):
+        path = urlsplit(self.path).path
+        if problem := site.media_problem(path, query):
+            return self.send(403, problem.encode(), "text/plain")
+        if site._next_media_fails(path):
             return self.send(500, b"temporary media error", "text/plain")
-        self.send(200, self.site.media_bytes(post, int(width)), "image/jpeg")
+        data = site.media_bytes(post, int(width))
+        if chaos.every("drop", chaos.drop_image_every, path):
+            return self.cut_off(data, "image/jpeg")
+        if chaos.every("wrong_type", chaos.wrong_type_every, path):
+            if chaos.chance(0.5):
+                return self.send(200, data, "application/octet-stream")
+            return self.send(200, "<html><body>Something went wrong. Please try again.</body></html>")
+        self.send(200, data, "image/jpeg")

@@ -24,6 +24,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "notif_body": "Know right away when people follow you or like and comment on your photos.",
         "notif_yes": "Turn On",
         "notif_no": "Not Now",
+        "login_user": "Mobile number, username or email address",
+        "login_password": "Password",
+        "login_button": "Log in",
     },
     "fr": {
         "consent_title": "Autoriser l’utilisation des cookies d’Instagram sur ce navigateur ?",
@@ -36,6 +39,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "notif_body": "Sachez tout de suite quand des personnes vous suivent ou aiment vos photos.",
         "notif_yes": "Activer",
         "notif_no": "Plus tard",
+        "login_user": "Numéro de mobile, nom de profil ou adresse e-mail",
+        "login_password": "Mot de passe",
+        "login_button": "Se connecter",
     },
     "de": {
         "consent_title": "Erlauben, dass Cookies von Instagram in diesem Browser verwendet werden?",
@@ -48,6 +54,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "notif_body": "Erfahre sofort, wenn dir jemand folgt oder deine Fotos mit „Gefällt mir“ markiert.",
         "notif_yes": "Aktivieren",
         "notif_no": "Jetzt nicht",
+        "login_user": "Handynummer, Benutzername oder E-Mail-Adresse",
+        "login_password": "Passwort",
+        "login_button": "Anmelden",
     },
 }
 
@@ -91,6 +100,16 @@ def consent_dialog(lang: str, cls: dict[str, str]) -> str:
     )
 
 
+def unknown_consent_dialog(cls: dict[str, str]) -> str:
+    """A redesigned cookie dialog: button names no scraper list has, and a close button."""
+    close = f'<button type="button" class="{cls["button"]}" data-close data-secondary aria-label="Close">×</button>'
+    return dialog(
+        "Cookies on this site", "We use cookies to personalise content and to keep the service safe.",
+        [("Accept all and continue", "consent=all"), ("Continue with necessary cookies only", "consent=essential")],
+        cls,
+    ).replace("<h2>", close + "<h2>", 1)
+
+
 def save_login_dialog(lang: str, cls: dict[str, str]) -> str:
     t = TEXTS[lang]
     return dialog(t["save_title"], "", [(t["save_yes"], "ss_saved=1"), (t["save_no"], None)], cls)
@@ -102,10 +121,10 @@ def notifications_dialog(lang: str, cls: dict[str, str]) -> str:
 
 
 def page(title: str, body: str, cls: dict[str, str], *, dialogs: list[str] = (), config: dict[str, Any] | None = None,
-         lang: str = "en") -> str:
+         lang: str = "en", head: str = "") -> str:
     conf = json.dumps({"classes": cls, **(config or {})}).replace("</", "<\\/")
     return (
-        f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8">'
+        f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8">{head}'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>{escape(title)}</title><link rel="stylesheet" href="/static/site.css"></head>'
         f'<body><header class="{cls["header"]}"><a href="/">Instagram</a>'
@@ -139,6 +158,34 @@ def unlabelled_login_form(cls: dict[str, str], next_url: str) -> str:
     )
 
 
+def login_form_labels(cls: dict[str, str], next_url: str, lang: str, error: str | None = None) -> str:
+    """A redesigned login form: fields named by ``<label>`` only (no ``name=username``)."""
+    t = TEXTS[lang]
+    alert = f'<p role="alert">{escape(error)}</p>' if error else ""
+    return (
+        f'<form class="{cls["form"]}" method="post" action="/accounts/login/ajax/">'
+        "<h1>Instagram</h1>"
+        f'<label for="ss-f1">{escape(t["login_user"])}</label><input id="ss-f1" name="email" type="text">'
+        f'<label for="ss-f2">{escape(t["login_password"])}</label><input id="ss-f2" name="pass" type="password">'
+        f'<input type="hidden" name="next" value="{escape(next_url)}">'
+        f'<div role="button" tabindex="0" class="{cls["button"]}" data-submit>{escape(t["login_button"])}</div>'
+        f"{alert}</form>"
+    )
+
+
+def login_placeholder(variant: str, lang: str, next_url: str) -> tuple[str, dict[str, Any]]:
+    """A login page whose form site.js renders (the config says how)."""
+    t = TEXTS[lang]
+    labelled = variant == "labels"
+    form = {
+        "next": next_url, "labels": labelled,
+        "user": t["login_user"] if labelled else "Phone number, username, or email",
+        "password": t["login_password"] if labelled else "Password",
+        "button": t["login_button"] if labelled else "Log in",
+    }
+    return '<div id="ss-login"><p>Loading…</p></div>', {"login_form": form}
+
+
 def two_factor_form(cls: dict[str, str], next_url: str, error: str | None = None) -> str:
     alert = f'<p role="alert">{escape(error)}</p>' if error else ""
     return (
@@ -157,6 +204,14 @@ def tile_html(tile: Tile, cls: dict[str, str]) -> str:
         f'<article class="{cls["article"]}"><a class="{cls["link"]}" href="/p/{escape(tile.shortcode)}/">'
         f'<img class="{cls["img"]}" src="{escape(tile.srcset[0][0])}" srcset="{escape(srcset)}" '
         f'sizes="(max-width: 735px) 33vw, 293px" alt="Photo by {escape(tile.username)}" loading="lazy"></a></article>'
+    )
+
+
+def post_body(image_url: str, username: str, caption: str, width: int, height: int, taken_at: int) -> str:
+    return (
+        f'<article class="post"><img src="{escape(image_url)}" alt="Photo by {escape(username)}" '
+        f'width="{width}" height="{height}"><h1>{escape(username)}</h1>'
+        f"<p>{escape(caption)}</p><time datetime=\"{taken_at}\"></time></article>"
     )
 
 

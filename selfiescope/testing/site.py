@@ -18,12 +18,16 @@ with 400 ``{"message": "checkpoint_required", "checkpoint_url": "/challenge/"}``
 ``site.requests`` records ``(method, path with query, status)`` before the answer is sent.
 ``breakage=[...]`` breaks one thing the instagram source relies on each (``BREAKAGES``), for
 ``selfiescope doctor``; the feed API also answers the web app's POST form (docs/instagram.md).
+``chaos=Chaos(...)`` (:mod:`~selfiescope.testing.chaos`) adds seeded misbehaviour: hung
+bodies, beacons, signed URLs that expire, a per-account 429 block, login-form variants...
 Pop-ups stack: cookie consent on top, then "Save your login info?", then notifications.
 Routes and pages live in :mod:`~selfiescope.testing.handler` and :mod:`~selfiescope.testing.pages`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import random
 import secrets
 import signal
@@ -38,6 +42,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import pages, synth
+from .chaos import Chaos
 
 MEDIA_WIDTHS = (1080, 640, 320, 150)
 # What ``breakage`` can break, one thing the instagram source relies on each (``selfiescope doctor``):
@@ -147,6 +152,7 @@ class MockInstagram:
         consent_language: str = "en",
         image_error_every: int = 0,
         breakage: tuple[str, ...] | list[str] | set[str] = (),
+        chaos: Chaos | None = None,
     ) -> None:
         unknown = set(breakage) - set(BREAKAGES)
         if unknown:
@@ -173,6 +179,13 @@ class MockInstagram:
         self.consent_language = consent_language
         self.image_error_every = image_error_every
         self.trigger_challenge = False
+        self.chaos = chaos or Chaos()
+        if self.chaos.late_dialog_language not in pages.TEXTS:
+            raise ValueError(f"late_dialog_language must be one of {', '.join(pages.TEXTS)}")
+        self._secret = hashlib.sha256(f"mock-instagram-{seed}".encode()).digest()
+        self._stopping = threading.Event()  # releases answers that hang on purpose
+        self._feed_calls = 0
+        self._blocked_until: dict[str, float] = {}  # account -> time.time() the 429 block ends
         self.requests: list[tuple[str, str, int]] = []
         self.base_url = ""
         self._lock = threading.Lock()
@@ -194,6 +207,43 @@ class MockInstagram:
     def posts(self, tag: str) -> list[Post]:
         """The posts of ``tag``'s feed, newest first, as the site serves them."""
         return list(self._feeds[tag])
+
+    def media_url(self, post: Post, width: int, *, fresh: bool = False) -> str:
+        """The URL of ``post``'s image at ``width``: signed, with an expiry, when ``chaos.url_ttl_s`` is set;
+        already expired for a share of the URLs tag pages and feeds give (``chaos.stale_url_share``)."""
+        path = post.media_path(width)
+        ttl = self.chaos.url_ttl_s
+        if ttl is None:
+            return self.base_url + path
+        expires = time.time() + ttl
+        if not fresh and self.chaos.chance(self.chaos.stale_url_share):
+            expires = time.time() - 1
+        exp = f"{expires:.3f}"
+        return f"{self.base_url}{path}?se={exp}&sig={self._sign(path, exp)}"
+
+    def _sign(self, path: str, expires: str) -> str:
+        return hmac.new(self._secret, f"{path}|{expires}".encode(), "sha256").hexdigest()[:32]
+
+    def media_problem(self, path: str, query: dict[str, str]) -> str | None:
+        """Why a media request is refused (403), or None."""
+        if self.chaos.url_ttl_s is None:
+            return None
+        exp, sig = query.get("se", ""), query.get("sig", "")
+        if not exp or not hmac.compare_digest(sig, self._sign(path, exp)):
+            return "URL signature mismatch"
+        try:
+            if float(exp) < time.time():
+                return "URL signature expired"
+        except ValueError:
+            return "URL signature mismatch"
+        return None
+
+    def media_json(self, post: Post) -> dict[str, Any]:
+        data = post.media_json(self.base_url)
+        data["image_versions2"]["candidates"] = [
+            {"url": self.media_url(post, w), "width": w, "height": h} for w, h in post.sizes
+        ]
+        return data
 
     def post(self, post_id: str) -> Post:
         return self._by_id[post_id]
@@ -253,6 +303,7 @@ class MockInstagram:
         from .handler import Handler
 
         handler = type("Handler", (Handler,), {"site": self})
+        self._stopping.clear()
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._server.open_sockets = set()  # type: ignore[attr-defined]
@@ -265,6 +316,7 @@ class MockInstagram:
         server, self._server = self._server, None
         if server is None:
             return
+        self._stopping.set()
         server.shutdown()
         for sock in list(server.open_sockets):  # type: ignore[attr-defined]
             try:
@@ -302,6 +354,23 @@ class MockInstagram:
         with self._lock:
             self._counters.api += 1
             return bool(self.rate_limit_every) and self._counters.api % self.rate_limit_every == 0
+
+    def _account_block_s(self, account: str) -> float:
+        """Seconds left of ``account``'s 429 block (``chaos.account_block_after``), 0 when not blocked.
+        Counts the feed calls that were not blocked; the block starts once."""
+        after = self.chaos.account_block_after
+        if after is None:
+            return 0.0
+        with self._lock:
+            now = time.time()
+            until = self._blocked_until.get(account)
+            if until is not None:
+                return max(0.0, until - now)
+            if self._feed_calls >= after:
+                self._blocked_until[account] = now + self.chaos.account_block_s
+                return self.chaos.account_block_s
+            self._feed_calls += 1
+            return 0.0
 
     def _next_media_fails(self, path: str) -> bool:
         with self._lock:

@@ -1,0 +1,25 @@
+"""The ``instagram`` source (see :mod:`.source`): hashtags through a real browser.
+
+:mod:`.feed` reads posts from the feed JSON and the DOM; :mod:`.login` logs in through
+the web form; :mod:`.source` runs one job per hashtag.
+"""
+
+from __future__ import annotations
+
+from ...core.hookspecs import hookimpl
+from .feed import FeedReader, Post, find_medias, image_url_from_post_page, is_feed_url, post_from_media
+from .login import CHALLENGE_PATHS, login_outcome, submit_login
+from .source import (
+    DISMISS_BUTTONS, PASSWORD_ENV, USERNAME_ENV, InstagramOptions, InstagramSource, JobFailed, SourceStopped,
+)
+
+__all__ = [
+    "CHALLENGE_PATHS", "DISMISS_BUTTONS", "PASSWORD_ENV", "USERNAME_ENV", "FeedReader", "InstagramOptions",
+    "InstagramSource", "JobFailed", "Post", "SourceStopped", "find_medias", "image_url_from_post_page",
+    "is_feed_url", "login_outcome", "post_from_media", "submit_login",
+]
+
+
+@hookimpl
+def selfiescope_sources():
+    return [InstagramSource]

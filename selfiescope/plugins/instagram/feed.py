@@ -1,0 +1,206 @@
+"""Reading a hashtag feed: posts from the JSON the page loads and from its DOM.
+
+Only the feed endpoints' bodies are read (:func:`is_feed_url`), each with a deadline:
+the page also sends beacons, logging calls and fetches it cancels, whose bodies may
+never arrive, and waiting for them is how a run hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlparse
+
+from ...core.web import Deadline, largest_from_srcset, parse_retry_after, within
+
+log = logging.getLogger("selfiescope.instagram")
+
+SHORTCODE = re.compile(r"/(?:p|reel)/([A-Za-z0-9_-]+)")
+# The endpoints that carry a hashtag's posts (the web app has used each of these).
+FEED_PATHS = (
+    re.compile(r"^/api/v1/tags/[^/]+/sections/?$"),
+    re.compile(r"^/api/v1/tags/web_info/?$"),
+    re.compile(r"^/api/v1/feed/tag/[^/]+/?$"),
+    re.compile(r"^/graphql/query/?$"),
+    re.compile(r"^/api/graphql/?$"),
+)
+_DOM_POSTS = """() => {
+  const out = [];
+  for (const a of document.querySelectorAll('a[href*="/p/"], a[href*="/reel/"]')) {
+    if (a.dataset.ssSeen) continue;
+    const img = a.querySelector('img');
+    if (!img) continue;
+    a.dataset.ssSeen = '1';
+    out.push({href: a.getAttribute('href'), src: img.getAttribute('src'),
+              srcset: img.getAttribute('srcset'), alt: img.getAttribute('alt')});
+  }
+  return out;
+}"""
+_OG_IMAGE = re.compile(
+    r"""<meta[^>]+(?:property|name)=["']og:image["'][^>]*content=["']([^"']+)["']"""
+    r"""|<meta[^>]+content=["']([^"']+)["'][^>]*(?:property|name)=["']og:image["']""",
+    re.IGNORECASE,
+)
+_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_ATTR = re.compile(r"""(src|srcset)=["']([^"']+)["']""", re.IGNORECASE)
+
+
+def is_feed_url(url: str) -> bool:
+    return any(p.match(urlparse(url).path) for p in FEED_PATHS)
+
+
+@dataclass
+class Post:
+    shortcode: str
+    image_url: str
+    width: int | None = None
+    height: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def post_from_media(media: dict[str, Any]) -> Post | None:
+    """A post from one ``media`` object of Instagram's JSON (largest candidate)."""
+    code = media.get("code") or media.get("shortcode")
+    candidates = (media.get("image_versions2") or {}).get("candidates") or []
+    if not code or not candidates:
+        return None
+    best = max(candidates, key=lambda c: (c.get("width") or 0) * (c.get("height") or 0))
+    caption = media.get("caption") or {}
+    user = media.get("user") or media.get("owner") or {}
+    extra = {
+        "pk": str(media.get("pk") or media.get("id") or "").split("_")[0] or None,
+        "caption": caption.get("text") if isinstance(caption, dict) else caption,
+        "owner": user.get("username"),
+        "taken_at": media.get("taken_at"),
+        "width": media.get("original_width") or best.get("width"),
+        "height": media.get("original_height") or best.get("height"),
+    }
+    return Post(code, best["url"], best.get("width"), best.get("height"), extra)
+
+
+def find_medias(data: Any) -> list[dict[str, Any]]:
+    """Every object that looks like a post (has ``image_versions2``), wherever it is nested."""
+    found: list[dict[str, Any]] = []
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "image_versions2" in node:
+                found.append(node)
+                continue
+            stack.extend(reversed(list(node.values())))
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
+    return found
+
+
+def image_url_from_post_page(text: str, base_url: str) -> str | None:
+    """The image of a post page: ``og:image``, else the widest ``<img>`` candidate."""
+    if match := _OG_IMAGE.search(text):
+        return urljoin(base_url + "/", html.unescape(match.group(1) or match.group(2)))
+    best: tuple[int, str] | None = None
+    for tag in _IMG.findall(text):
+        attrs = {k.lower(): html.unescape(v) for k, v in _ATTR.findall(tag)}
+        url, width = largest_from_srcset(attrs.get("srcset"), attrs.get("src"))
+        if url and (best is None or (width or 0) > best[0]):
+            best = (width or 0, url)
+    return urljoin(base_url + "/", best[1]) if best else None
+
+
+class FeedReader:
+    """Collects posts from one tag page: feed JSON as it arrives, and the DOM."""
+
+    def __init__(self, events_from: Any, base_url: str, *, page: Any = None, timeout_s: float = 30.0) -> None:
+        self.events_from = events_from  # a page, or a job's browser context (all its pages)
+        self.page = page  # the page whose DOM is read
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self.json_posts: dict[str, Post] = {}
+        self.more_available: bool | None = None
+        self.pages_read = 0  # feed answers read whole (200, JSON)
+        self.unread = 0  # feed answers whose body did not arrive in time
+        self.retry_after: float | None = None
+        self.login_lost = False
+        self.challenged = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        events_from.on("response", self._on_response)
+
+    def reset(self) -> None:
+        """Forget the page's state before it is (re)loaded; posts already returned stay returned."""
+        for task in self._tasks:
+            task.cancel()
+        self.json_posts.clear()
+        self.more_available = None
+        self.unread = 0
+        self.retry_after = None
+
+    def detach(self) -> None:
+        self.events_from.remove_listener("response", self._on_response)
+        for task in self._tasks:
+            task.cancel()
+
+    def _on_response(self, response: Any) -> None:
+        if not is_feed_url(response.url):
+            return  # beacons, logging, media: their bodies are none of our business
+        task = asyncio.ensure_future(self._read(response))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, response: Any) -> None:
+        if response.status == 429:
+            header = await within(self.timeout_s, response.header_value("retry-after"), "reading a 429's headers")
+            self.retry_after = parse_retry_after(header, 30.0)
+            return
+        try:
+            data = await within(self.timeout_s, response.json(), f"reading {urlparse(response.url).path}")
+        except Deadline as exc:
+            self.unread += 1
+            log.warning("feed answer never finished: %s", exc)
+            data = None
+        except Exception:  # noqa: BLE001 - not JSON, or the page went away
+            data = None
+        message = data.get("message") if isinstance(data, dict) else None
+        if response.status in (401, 403) or message == "login_required":
+            self.login_lost = True
+        if message in ("checkpoint_required", "challenge_required"):
+            self.challenged = True
+        if response.status != 200 or data is None:
+            return
+        self.pages_read += 1
+        for media in find_medias(data):
+            if (post := post_from_media(media)) is not None:
+                self.json_posts.setdefault(post.shortcode, post)
+        if isinstance(data, dict) and "more_available" in data:
+            self.more_available = bool(data["more_available"])
+
+    async def settle(self) -> None:
+        """Wait until the feed answers seen so far are read (each read has its own deadline)."""
+        if self._tasks:  # asyncio.wait: a deadline here leaves the reads running (each has its own)
+            _, pending = await asyncio.wait(list(self._tasks), timeout=self.timeout_s + 5)
+            if pending:
+                raise Deadline(f"reading feed answers: no answer within {self.timeout_s + 5:g} s")
+
+    async def new_posts(self) -> tuple[list[Post], bool]:
+        """Posts not returned before (the DOM's order, JSON data wherever the page loaded it),
+        and whether they include the feed's last page."""
+        await self.settle()
+        ended = self.more_available is False  # before awaiting again: later JSON is still harvested below
+        posts: list[Post] = []
+        for item in await within(self.timeout_s, self.page.evaluate(_DOM_POSTS), "reading the grid"):
+            match = SHORTCODE.search(item.get("href") or "")
+            if not match:
+                continue
+            code = match.group(1)
+            if code in self.json_posts:
+                posts.append(self.json_posts.pop(code))
+                continue
+            url, width = largest_from_srcset(item.get("srcset"), item.get("src"))
+            if url:
+                posts.append(Post(code, urljoin(self.base_url + "/", url), width, None, {"alt": item.get("alt")}))
+        posts.extend(self.json_posts.values())  # loaded but not (yet) in the DOM
+        self.json_posts.clear()
+        return posts, ended

@@ -1,0 +1,97 @@
+"""Logging in through the web form, in a way that survives redesigns.
+
+Fields and the button are found by role and accessible name first (label, placeholder,
+aria-label, in the supported languages), CSS names only as a fallback; the button is
+pressed once it is enabled; the outcome is read from the URL and the cookies, never
+from page text in one language.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+from ...core.web import click_dialog_buttons, within
+
+CHALLENGE_PATHS = ("/challenge", "/checkpoint", "/accounts/suspended")
+USER_FIELD = re.compile(
+    r"user ?name|e-?mail|phone|mobile|nom d.utilisateur|nom de profil|identifiant|t[ée]l[ée]phone|"
+    r"benutzername|handynummer|telefonnummer|usuario|correo|nome utente|cellulare|usu[aá]rio|celular",
+    re.IGNORECASE,
+)
+PASSWORD_FIELD = re.compile(r"pass ?word|mot de passe|passwort|contrase[ñn]a|senha", re.IGNORECASE)
+SUBMIT = re.compile(r"^\s*(log ?in|sign in|se connecter|connexion|anmelden|einloggen|iniciar sesi[oó]n|entrar|"
+                    r"accedi)\s*$", re.IGNORECASE)
+_FIELDS = "input, textarea, [role=textbox], [contenteditable=true]"
+
+
+def _field(page: Any, pattern: re.Pattern[str], css: str) -> Any:
+    by_name = page.get_by_label(pattern).and_(page.locator(_FIELDS)).or_(page.get_by_placeholder(pattern))
+    return by_name.or_(page.locator(css)).first
+
+
+async def _wait_enabled(locator: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await within(timeout_s, locator.is_enabled(), "checking the login button"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the login button stayed disabled for {timeout_s:g} s")
+        await asyncio.sleep(0.1)
+
+
+async def submit_login(page: Any, base_url: str, username: str, password: str,
+                       dismiss: list[str], timeout_s: float = 30.0) -> str:
+    """Fill and send the login form. Returns ``ok``, ``two_factor``, ``challenge`` or a reason.
+
+    Errors are re-raised without the call details, which could quote the password.
+    """
+    from playwright.async_api import Error as PlaywrightError
+
+    try:
+        await within(timeout_s + 5, page.goto(f"{base_url}/accounts/login/", wait_until="domcontentloaded"),
+                     "loading the login page")
+        await click_dialog_buttons(page, dismiss, timeout_s=timeout_s)
+        user = _field(page, USER_FIELD, "input[name=username], input[autocomplete=username], input[type=email]")
+        secret = _field(page, PASSWORD_FIELD, "input[type=password]")
+        await user.wait_for(state="visible", timeout=timeout_s * 1000)  # a form rendered by script comes late
+        await click_dialog_buttons(page, dismiss, timeout_s=timeout_s)  # and so may a pop-up
+        await user.fill(username, timeout=timeout_s * 1000)
+        await secret.fill(password, timeout=timeout_s * 1000)
+        button = page.get_by_role("button", name=SUBMIT).or_(page.locator("form [type=submit]")).first
+        await _wait_enabled(button, timeout_s)
+        await button.click(timeout=timeout_s * 1000)
+    except (PlaywrightError, TimeoutError) as exc:
+        first = str(exc).splitlines()[0].replace(password, "***").replace(username, "***")
+        raise PlaywrightError(f"login form: {first}") from None
+    return await wait_for_outcome(page, dismiss, timeout_s)
+
+
+async def wait_for_outcome(page: Any, dismiss: list[str], timeout_s: float) -> str:
+    """Poll the URL and cookies until the login settles (or ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        outcome = await login_outcome(page, dismiss, settled=False)
+        if outcome != "pending" or time.monotonic() > deadline:
+            return "still on the login page" if outcome == "pending" else outcome
+        await asyncio.sleep(0.2)
+
+
+async def login_outcome(page: Any, dismiss: list[str], *, settled: bool = True, timeout_s: float = 30.0) -> str:
+    """``ok``, ``two_factor``, ``challenge``, a reason, or (``settled=False``) ``pending``."""
+    path = urlparse(page.url).path
+    if "two_factor" in path:
+        return "two_factor"
+    if path.startswith(CHALLENGE_PATHS):
+        return "challenge"
+    cookies = await within(timeout_s, page.context.cookies(), "reading cookies")
+    has_session = any(c["name"] == "sessionid" and c["value"] for c in cookies)
+    if path.startswith("/accounts/login"):
+        if await within(timeout_s, page.get_by_role("alert").count(), "reading the login page"):
+            return "the site rejected the username or password"
+        return "pending" if not settled else "still on the login page"
+    if not has_session:
+        return "pending" if not settled else "no session cookie after logging in"
+    await click_dialog_buttons(page, dismiss, timeout_s=timeout_s)
+    return "ok"

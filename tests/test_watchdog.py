@@ -1,0 +1,55 @@
+"""The stall clock of a job, and reading a post page for a fresh image URL (no browser)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from selfiescope.core.web import Deadline, within
+from selfiescope.plugins.instagram import image_url_from_post_page, is_feed_url
+from selfiescope.plugins.instagram.watchdog import Stalled, Watchdog
+
+
+async def test_a_step_that_outlasts_the_stall_time_is_a_stall_naming_what_it_waited_on() -> None:
+    watch = Watchdog(0.3)
+    started = time.monotonic()
+    with pytest.raises(Stalled) as exc:
+        await watch.run("the next feed page", asyncio.sleep(10))
+    assert exc.value.waiting_on == "the next feed page" and time.monotonic() - started < 1.0
+    assert watch.remaining() <= 0
+
+
+async def test_time_paused_on_purpose_does_not_count() -> None:
+    watch = Watchdog(0.3)
+    await watch.paused(asyncio.sleep(0.5))  # e.g. a 429's wait, or the engine not taking events
+    assert watch.remaining() > 0.2
+    assert await watch.run("quick", asyncio.sleep(0.01, result=7)) == 7
+    watch.progress()
+    assert watch.remaining() > 0.25
+
+
+async def test_within_names_what_did_not_answer() -> None:
+    with pytest.raises(Deadline, match="reading the grid: no answer within 0.1 s"):
+        await within(0.1, asyncio.sleep(5), "reading the grid")
+    assert isinstance(Deadline("x"), TimeoutError)
+
+
+def test_only_feed_endpoints_are_read() -> None:
+    assert is_feed_url("https://www.instagram.com/api/v1/tags/selfie/sections/?max_id=abc")
+    assert is_feed_url("https://www.instagram.com/api/v1/tags/web_info/?tag_name=selfie")
+    assert is_feed_url("https://www.instagram.com/graphql/query/")
+    for url in ("https://www.instagram.com/api/v1/web/consent/update/", "https://www.instagram.com/api/v1/web/activity/",
+                "https://www.instagram.com/ajax/bz", "https://scontent.cdninstagram.com/v/t51/x.jpg",
+                "https://www.instagram.com/logging/falco"):
+        assert not is_feed_url(url), url
+
+
+def test_fresh_image_url_from_a_post_page() -> None:
+    page = ('<html><head><meta content="https://cdn.example/a.jpg?se=9&amp;sig=ab" property="og:image"></head>'
+            '<body><img src="/small.jpg"></body></html>')
+    assert image_url_from_post_page(page, "https://x.test") == "https://cdn.example/a.jpg?se=9&sig=ab"
+    page = '<img src="/s.jpg" srcset="/s.jpg 150w, /l.jpg 1080w"><img src="/icon.png">'
+    assert image_url_from_post_page(page, "https://x.test") == "https://x.test/l.jpg"
+    assert image_url_from_post_page("<p>gone</p>", "https://x.test") is None
