@@ -159,8 +159,9 @@ async def test_limit_then_resume_with_the_saved_session(
     done_first = {code for _, code in recorded(tmp_path)}
     assert len(done_first) == 3
 
-    monkeypatch.delenv(USERNAME_ENV)
-    monkeypatch.delenv(PASSWORD_ENV)  # the saved session must be enough now
+    monkeypatch.delenv(USERNAME_ENV, raising=False)  # taken into memory by the first run...
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    secrets.clear()  # ...and now forgotten: the saved session must be enough
     start = len(site.requests)
     second = await scrape(settings, ["alpha"])
     assert second.status == "finished", second.errors

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from selfiescope.core import har
+from selfiescope.core import har, secrets
 from selfiescope.core.browser import save_session
 from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
@@ -149,8 +149,9 @@ async def test_record_then_replay_offline_stores_the_same_posts(tmp_path: Path, 
             assert cookie["value"] not in raw, cookie["name"]
     assert "Set-Cookie" in raw or "set-cookie" in raw.lower()  # the header is kept, its value is not
     # Offline: the site is gone, the user's saved session is gone; the same posts come back.
-    monkeypatch.delenv(USERNAME_ENV)
-    monkeypatch.delenv(PASSWORD_ENV)
+    monkeypatch.delenv(USERNAME_ENV, raising=False)  # taken into memory by the recording...
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    secrets.clear()  # ...and now forgotten
     play_root = tmp_path / "play"
     settings, recorded_base = replay_settings(settings_for(play_root), har_file)
     assert recorded_base == base_url
@@ -201,7 +202,8 @@ def test_cli_record_then_scrape_replay(tmp_path: Path, monkeypatch: pytest.Monke
     assert rec.exit_code == 0, rec.output
     assert json.loads(rec.stdout)["posts"] == 6
     assert not (tmp_path / "data").exists()  # recording leaves the dataset alone
-    monkeypatch.delenv(PASSWORD_ENV)
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    secrets.clear()
     play = runner.invoke(app, ["scrape", "beta", "--label", "portrait", "--replay", str(tmp_path / "beta.har"),
                                "--chain", "decode,store", "--settings", str(settings), "--json"])
     assert play.exit_code == 0, play.output

@@ -164,6 +164,8 @@ class InstagramSource(Source):
                     if fresh:
                         watch.progress()
                         state.stall_reloaded = False  # the stall is over: a later one gets its own reload
+                        state.rate_reloads = 0  # 429s are counted in a row: the site let posts through
+                        after_429 = False  # the page retried by itself and got through
                         state.seen.update(p.shortcode for p in fresh)
                         self._status(tag, f"{len(state.seen)} posts found")
                     for post in fresh:
@@ -190,6 +192,9 @@ class InstagramSource(Source):
                     if feed.retry_after is not None:
                         continue
                     idle += 1
+                    if after_429 and feed.more_available is False:  # the page's own retry reached the end:
+                        after_429 = False  # harvest what it brought; the feed's end ends the job
+                        continue
                     if after_429:  # the page does not retry by itself: reload it now the wait is over
                         state.rate_reloads += 1
                         if state.rate_reloads > MAX_RATE_RELOADS:
