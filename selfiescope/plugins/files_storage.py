@@ -74,8 +74,11 @@ class FilesStorage(Storage):
             return location
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{event.id}{TEMP_MARK}{secrets.token_hex(4)}"
+        # Create the temp file here, not in aiofiles' thread: a run cancelled while that thread
+        # opened it would unlink first and see the thread create it after (a stray temp file).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            async with aiofiles.open(tmp, "wb") as fh:
+            async with aiofiles.open(fd, "wb") as fh:
                 await fh.write(event.data)
                 await fh.flush()
                 if self.options.fsync:
