@@ -349,3 +349,13 @@ async def test_credentials_never_reach_the_drivers_or_chromiums_environment(monk
         assert credential("SELFIESCOPE_INSTAGRAM_PASSWORD") == canary  # still ours, in memory
     finally:
         await pool.close()
+
+
+def test_demo_never_replaces_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    (mine / "data").mkdir(parents=True)
+    (mine / "data" / "thesis.txt").write_text("mine")
+    result = cli("demo", "--output", mine, "--no-train", "-s", project(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert "not written by `selfiescope demo`" in result.output
+    assert (mine / "data" / "thesis.txt").read_text() == "mine"

@@ -20,6 +20,7 @@ from rich.console import Console
 from ..core.settings import ScrapePipeline, Settings, SettingsError, TrainPipeline
 
 DEMO_MARK = ".selfiescope-demo"
+DEMO_ENTRIES = {"data", "model", "session.json", DEMO_MARK}  # all a demo ever writes in its folder
 
 SELFIE_TAGS = ["selfie", "selfies"]
 PORTRAIT_TAGS = ["portrait", "portraitphotography"]
@@ -67,6 +68,25 @@ def demo_settings(settings: Settings, base_url: str, out_dir: Path, per_tag: int
     return s, scrape, train
 
 
+def _written_by_demo(folder: Path) -> bool:
+    """The marker, or (a demo from before the marker) only demo entries and a manifest whose
+    every run is the demo's."""
+    if not folder.is_dir():
+        return False
+    if (folder / DEMO_MARK).is_file():
+        return True
+    if not {p.name for p in folder.iterdir()} <= DEMO_ENTRIES or not (folder / "data" / "manifest.sqlite").is_file():
+        return False
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{folder / 'data' / 'manifest.sqlite'}?mode=ro", uri=True) as db:
+            pipelines = {row[0] for row in db.execute("SELECT pipeline FROM runs")}
+    except sqlite3.Error:
+        return False
+    return pipelines == {"demo"}
+
+
 def demo(settings: Settings, *, as_json: bool = False, out_dir: Path = Path("demo-output"),
          per_tag: int = 40, fresh: bool = True, train: bool = True) -> int:
     from ..testing.site import MockInstagram
@@ -75,7 +95,7 @@ def demo(settings: Settings, *, as_json: bool = False, out_dir: Path = Path("dem
     console = Console(stderr=True, quiet=as_json)
     out_dir = Path(out_dir).expanduser()
     if fresh and out_dir.exists():
-        if not (out_dir / DEMO_MARK).is_file() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        if not _written_by_demo(out_dir):
             raise SettingsError([f"--output {out_dir}: exists and was not written by `selfiescope demo`; "
                                  "refusing to replace it. Choose a new folder."])
         shutil.rmtree(out_dir)  # our own earlier demo output (marked)
