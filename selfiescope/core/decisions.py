@@ -28,25 +28,42 @@ async def settle(run: "RunContext", event: ImageEvent, job: str) -> None:
     """Record ``event``'s outcome in the manifest, count it under ``job`` and fire the hooks."""
     if event.decision is Decision.PENDING:  # the chain ran to its end
         event.decision = Decision.ACCEPTED
-    loop = asyncio.get_running_loop()
+    record = asyncio.get_running_loop().run_in_executor(run.executor, run.manifest.record, event, run.run_id)
     try:
-        await loop.run_in_executor(run.executor, run.manifest.record, event, run.run_id)
+        await asyncio.shield(record)
+    except asyncio.CancelledError:
+        # The thread records the image anyway: wait for it, so that what the manifest holds
+        # was also counted and seen by the observers (dedup commits its hashes there), then stop.
+        try:
+            await record
+        except Exception:  # noqa: BLE001 - not recorded: nothing to tell
+            raise asyncio.CancelledError from None
+        _count_and_notify(run, event, job)
+        raise
     except Exception as exc:  # noqa: BLE001 - a manifest problem is this image's failure, not the run's end
         log.error("cannot record %s in the manifest: %s: %s", event.describe(), type(exc).__name__, exc)
         event.fail("manifest", "record_failed", f"{type(exc).__name__}: {exc}")
-    outcome = event.decision
-    run.stats.count(job, outcome.value, event.reject_code, event.size, event.reject_reason)
-    if outcome is Decision.FAILED:
+    _count_and_notify(run, event, job)
+
+
+def _count_and_notify(run: "RunContext", event: ImageEvent, job: str) -> None:
+    run.stats.count(job, event.decision.value, event.reject_code, event.size, event.reject_reason)
+    if event.decision is Decision.FAILED:
         log.warning("%s failed in %s: %s", event.describe(), event.rejected_by, event.reject_reason)
+    _notify(run, event)
+
+
+def _notify(run: "RunContext", event: ImageEvent) -> None:
+    """Fire the observer hook of ``event``'s outcome; an observer's bug is a run error, not the run's end."""
     hook = {
         Decision.ACCEPTED: run.hook.selfiescope_image_accepted,
         Decision.REJECTED: run.hook.selfiescope_image_rejected,
         Decision.FAILED: run.hook.selfiescope_image_failed,
-    }[outcome]
+    }[event.decision]
     try:
         hook(event=event, run=run)
     except Exception as exc:  # noqa: BLE001 - an observer's bug must not stop the run
-        log.error("a plugin's %s hook failed on %s: %s: %s", outcome.value, event.describe(), type(exc).__name__, exc)
+        log.error("a plugin's %s hook failed on %s: %s: %s", event.decision.value, event.describe(), type(exc).__name__, exc)
         run.stats.errors.append(f"an observer plugin failed on {event.describe()}: {type(exc).__name__}: {exc}")
 
 
@@ -62,8 +79,5 @@ async def admit(run: "RunContext", event: ImageEvent, job: str) -> bool:
         return True
     event.reject(*forget_reason())
     run.stats.count(job, "rejected", event.reject_code, event.size)
-    try:
-        run.hook.selfiescope_image_rejected(event=event, run=run)
-    except Exception as exc:  # noqa: BLE001 - an observer's bug must not stop the run
-        log.error("a plugin's rejected hook failed on %s: %s: %s", event.describe(), type(exc).__name__, exc)
+    _notify(run, event)
     return False

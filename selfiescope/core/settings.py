@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .text import has_userinfo
+
 if TYPE_CHECKING:  # pragma: no cover
     from .plugins import Registry
 
@@ -311,8 +313,6 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _urls_with_credentials(value: Any, here: str) -> list[str]:
-    from .text import has_userinfo
-
     if isinstance(value, list):
         return [p for i, item in enumerate(value) for p in _urls_with_credentials(item, f"{here}[{i}]")]
     if isinstance(value, str) and has_userinfo(value):

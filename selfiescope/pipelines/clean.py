@@ -87,7 +87,8 @@ def _still_judged(path: Path, content_hash: str) -> bool:
         return False
 
 
-def _check(folder: Path, output: Path | None, move_to: Path | None, delete: bool, label: str) -> ScrapePipeline:
+def _check(folder: Path, output: Path | None, move_to: Path | None, delete: bool, label: str,
+           chain: list[str]) -> ScrapePipeline:
     problems = []
     if not folder.is_dir():
         problems.append(f"clean: folder not found: {printable(folder)}")
@@ -99,7 +100,7 @@ def _check(folder: Path, output: Path | None, move_to: Path | None, delete: bool
     if problems:
         raise SettingsError(problems)
     try:
-        return ScrapePipeline(kind="import", source="folder", paths=[folder], label=label, chain=[])
+        return ScrapePipeline(kind="import", source="folder", paths=[folder], label=label, chain=chain)
     except ValidationError as exc:
         raise SettingsError([p.replace("label:", "--label:", 1) for p in format_validation_error(exc)]) from None
 
@@ -122,8 +123,7 @@ def clean(
     output = Path(output).expanduser() if output is not None else None
     move_to = Path(move_rejected_to).expanduser() if move_rejected_to is not None else None
     chain = ["decode", "face_area", *(["dedup"] if dedup else []), *(["store"] if output else [])]
-    pipeline = _check(folder, output, move_to, delete_rejected, label or _label_for(folder))
-    pipeline = pipeline.model_copy(update={"chain": chain})
+    pipeline = _check(folder, output, move_to, delete_rejected, label or _label_for(folder), chain)
     registry = registry or load_registry()
     observer = _Decisions()
     registry.pm.register(observer)

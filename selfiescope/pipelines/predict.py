@@ -30,13 +30,14 @@ from ..core.manifest import Manifest
 from ..core.plugins import Registry, load_registry
 from ..core.settings import Settings, settings_from_dict
 from ..core.text import printable
+from ..plugins.folder import IMAGE_SUFFIXES, FolderOptions
 from .dataset import columns_of, event_face_dict, extract_features
 from .model_dir import ModelDirError, verify
 from .calibration import Calibrator
 from .normalize import normalize_image
 
 BATCH = 16
-MAX_BYTES = 50 * 1024 * 1024  # as the folder source's default max_bytes
+MAX_BYTES = FolderOptions().max_bytes  # what import would take, prediction takes
 
 
 def read_regular_file(path: Path, max_bytes: int) -> bytes:
@@ -112,8 +113,6 @@ def check_schema(schema: dict[str, Any], registry: Registry) -> list[FeatureExtr
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given; folders recursively (image suffixes only, hidden files skipped)."""
-    from ..plugins.folder import IMAGE_SUFFIXES
-
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
