@@ -93,8 +93,18 @@ class Lease:
         page = await self.page()
         self.navigations += 1
         self._page_navigations += 1
-        # goto has the context's default timeout; the outer deadline also covers a hung driver
-        return await within(self.timeout_s + 5, page.goto(url, wait_until="domcontentloaded"), f"loading {url}")
+        from playwright.async_api import Error as PlaywrightError
+
+        for attempt in (1, 2):
+            try:
+                # goto has the context's default timeout; the outer deadline also covers a hung driver
+                return await within(self.timeout_s + 5, page.goto(url, wait_until="domcontentloaded"), f"loading {url}")
+            except PlaywrightError as exc:
+                # A navigation still under way (one an earlier deadline gave up on, or the page's
+                # own script) cut this one short: the page is free now, go again once.
+                if attempt == 2 or "interrupted by another navigation" not in str(exc):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 class BrowserPool:
