@@ -7,6 +7,7 @@ same images for the same reasons, even when a worker is killed in the middle of 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -19,11 +20,12 @@ from typing import Any
 
 import pytest
 
-from selfiescope.core.components import Job, Source
+from selfiescope.core.components import Job, Source, Step
 from selfiescope.core.compute import ComputeError, dask_client, start_local_cluster, with_scheduler
 from selfiescope.core.events import ImageEvent, Origin
 from selfiescope.core.hookspecs import hookimpl
-from selfiescope.core.settings import ComputeSettings, ScrapePipeline, Settings, settings_from_dict
+from selfiescope.core.plugins import load_registry
+from selfiescope.core.settings import ComputeSettings, ScrapePipeline, Settings, check_components, settings_from_dict
 from selfiescope.pipelines.collect import collect
 from selfiescope.pipelines.dask_collect import collect_on_dask, split_chain
 
@@ -109,11 +111,22 @@ def local_run(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 
 # --- settings and client -----------------------------------------------------------------
-def test_split_chain_runs_the_leading_pure_steps_on_workers() -> None:
-    assert split_chain(["decode", "face_area", "dedup", "store"], ["decode", "face_area"]) == (
-        ["decode", "face_area"], ["dedup", "store"])
+def test_split_chain_runs_the_leading_worker_safe_steps_on_workers() -> None:
+    steps = load_registry(entrypoints=False).steps
+    steps = {**steps, "mystep": Step}  # a step that does not declare worker_safe
+    chain = ["decode", "face_area", "dedup", "store"]
+    assert split_chain(chain, steps) == (["decode", "face_area"], ["dedup", "store"])
+    # [compute] worker_steps narrows the worker-safe head
+    assert split_chain(chain, steps, ["decode"]) == (["decode"], ["face_area", "dedup", "store"])
     # a client-only step in front keeps everything after it on the client
-    assert split_chain(["mystep", "decode", "store"], ["decode"]) == ([], ["mystep", "decode", "store"])
+    assert split_chain(["mystep", "decode", "store"], steps) == ([], ["mystep", "decode", "store"])
+
+
+def test_worker_steps_naming_a_step_that_is_not_worker_safe_is_a_settings_error() -> None:
+    settings = settings_from_dict({"compute": {"worker_steps": ["decode", "dedup", "nosuch"]}})
+    problems = check_components(settings, load_registry(entrypoints=False))
+    assert any(p.startswith("compute.worker_steps[1]: step 'dedup' is not worker_safe") for p in problems), problems
+    assert any(p.startswith("compute.worker_steps[2]: unknown step 'nosuch'") for p in problems), problems
 
 
 def test_scheduler_option_switches_the_engine() -> None:
@@ -153,17 +166,35 @@ def test_import_on_dask_keeps_exactly_what_the_local_engine_keeps(
 
 
 def test_collect_dispatches_to_dask_by_settings(photo_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    """``engine = "dask"`` in settings is enough: collect() hands the run to the Dask pipeline."""
+    """``engine = "dask"`` in settings is enough: collect() runs the jobs with the executor
+    :data:`EXECUTORS` maps it to, inside the one lifecycle (a run record, the hooks)."""
+    from selfiescope.pipelines import lifecycle
+    from selfiescope.pipelines.dask_collect import DaskExecutor
+
+    assert lifecycle.executor_class("dask") is DaskExecutor
     seen: dict[str, Any] = {}
 
-    async def fake(settings, name, **kwargs):  # noqa: ANN001 - same signature as the real one
-        seen.update(kwargs, name=name)
-        return "dask-stats"
+    class Recorder:
+        def __init__(self, settings, extra_plugins):  # noqa: ANN001 - the executor signature
+            seen["made"] = settings.compute.engine
 
-    monkeypatch.setattr("selfiescope.pipelines.dask_collect.collect_on_dask", fake)
-    pipeline = import_pipeline(photo_dir)
-    assert asyncio.run(collect(settings_at(tmp_path), "import", pipeline=pipeline)) == "dask-stats"
-    assert seen["name"] == "import" and seen["pipeline"] is pipeline
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            seen["exited"] = True
+
+        def steps_here(self, registry, chain):  # noqa: ANN001
+            return [name for name in chain if not registry.steps[name].worker_safe]
+
+        async def execute(self, run, source, steps, jobs):  # noqa: ANN001
+            seen.update(run_id=run.run_id, steps=[s.name for s in steps], jobs=[j.target for j in jobs])
+
+    monkeypatch.setitem(lifecycle.EXECUTORS, "dask", Recorder)
+    stats = asyncio.run(collect(settings_at(tmp_path), "import", pipeline=import_pipeline(photo_dir)))
+    assert seen == {"made": "dask", "exited": True, "run_id": 1, "steps": ["dedup", "store"], "jobs": [str(photo_dir)]}
+    status = sqlite3.connect(tmp_path / "manifest.sqlite").execute("SELECT status FROM runs").fetchone()[0]
+    assert stats.status == status == "finished"
 
 
 class DownloadSource(Source):
@@ -363,3 +394,63 @@ def test_train_dispatches_to_dask_by_settings(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr("selfiescope.pipelines.dask_train.train_on_dask", lambda settings, name, **kw: ("dask", name))
     settings = with_scheduler(synth_settings(tmp_path, tmp_path / "model"), "tcp://10.0.0.1:8786")
     assert train(settings, "t") == ("dask", "t")
+
+
+# --- capabilities, not names ---------------------------------------------------------------
+class Observed:
+    def __init__(self) -> None:
+        self.accepted: list[ImageEvent] = []
+
+    @hookimpl
+    def selfiescope_image_accepted(self, event: Any, run: Any) -> None:
+        self.accepted.append(event)
+
+
+def test_a_third_party_worker_safe_step_and_precompute_run_on_the_workers(client: Any, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    import dask_worker_plugin
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    pipeline = ScrapePipeline(kind="import", source="folder", paths=[photos], label="selfie",
+                              chain=["decode", "worker_mark", "ahead", "store"])
+    observed = Observed()
+    stats = asyncio.run(collect_on_dask(settings_at(tmp_path / "data"), "i", pipeline=pipeline, client=client,
+                                        extra_plugins=[dask_worker_plugin, observed]))
+    assert stats.accepted == 6, stats.as_dict()
+    workers = set(client.run(os.getpid).values())
+    assert os.getpid() not in workers
+    for event in observed.accepted:
+        assert event.notes["worker_mark_pid"] in workers  # the worker_safe step ran on a worker
+        assert event.notes["ahead_pid"] in workers  # so did the client step's precompute
+        assert event.notes["ahead_precomputed"] is True  # and its process used what it found
+        assert event.notes["ahead_process_pid"] == os.getpid()
+
+
+def test_a_rerun_on_dask_skips_stored_files_as_the_local_engine_does(
+    client: Any, photo_dir: Path, local_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The folder source's resume skip runs on Dask too (its remote_items): a rerun does not
+    send stored files to the workers, nor record them again."""
+    local_root, _ = local_run
+    for name in ("local", "dask"):
+        shutil.copytree(local_root, tmp_path / name)
+    before = decisions(local_root)
+    local_settings = settings_at(tmp_path / "local").model_copy(update={"compute": ComputeSettings()})
+    local = asyncio.run(collect(local_settings, "import", pipeline=import_pipeline(photo_dir))).as_dict()
+    remote = asyncio.run(collect_on_dask(settings_at(tmp_path / "dask"), "import", pipeline=import_pipeline(photo_dir),
+                                         client=client)).as_dict()
+    stored_hashes = {h for h, row in before.items() if row[0] == "accepted"}
+    assert len(stored_hashes) > 10 and local["accepted"] == 0
+    for key in ("seen", "accepted", "rejected", "rejected_by_reason", "failed"):
+        assert remote.get(key) == local.get(key), key
+    files = [p for p in photo_dir.iterdir() if p.is_file()]
+    n_stored_files = sum(1 for p in files if hashlib.sha256(p.read_bytes()).hexdigest() in stored_hashes)
+    assert remote["seen"] == len(files) - n_stored_files  # every stored file skipped (copies too), nothing else
+    assert decisions(tmp_path / "dask") == decisions(tmp_path / "local") == before
+    assert stored_files(tmp_path / "dask") == stored_files(local_root)

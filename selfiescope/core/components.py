@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .context import RunContext
     from .events import ImageEvent
     from .settings import ScrapePipeline
+    from .work import WorkItem
 
 
 class Options(BaseModel):
@@ -63,6 +64,14 @@ class Source(Component):
     def events(self, job: Job) -> AsyncIterator["ImageEvent"]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # --- capabilities (issue 11, lifecycle): asked by executors, never a source's name ---
+    def remote_items(self, job: Job) -> AsyncIterator["WorkItem"] | None:
+        """The job as work items that remote workers load themselves (paths on a shared
+        filesystem), or None (the default): the executor takes :meth:`events` and the bytes
+        travel with the task. A source that implements it applies the same filters as its
+        :meth:`events` (e.g. the resume skip of images stored by an earlier run)."""
+        return None
+
 
 class Step(Component):
     """One link of the image chain.
@@ -76,6 +85,22 @@ class Step(Component):
 
     def process(self, event: "ImageEvent") -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # --- capabilities (issue 11, lifecycle): asked by executors, never a step's name ---
+    worker_safe: ClassVar[bool] = False
+    """Pure: uses neither the manifest, the storage nor a run-wide service, so it may run on a
+    remote (Dask) worker, in a process of its own, without :meth:`open` seeing a manifest.
+    The leading worker-safe steps of a chain run on the workers."""
+
+    def precompute(self, event: "ImageEvent") -> None:
+        """Pure work on the decoded image that may run ahead wherever the pixels are (a Dask
+        worker), before this step's :meth:`process` runs elsewhere; it annotates the event
+        (JSON-safe notes, known fields) and must not need :meth:`open`. ``process`` then uses
+        what is there. Default: nothing."""
+
+    @classmethod
+    def has_precompute(cls) -> bool:
+        return cls.precompute is not Step.precompute
 
 
 @dataclass

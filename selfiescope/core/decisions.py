@@ -16,6 +16,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from .components import Job
 from .events import Decision, ImageEvent
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,3 +82,19 @@ async def admit(run: "RunContext", event: ImageEvent, job: str) -> bool:
     run.stats.count(job, "rejected", event.reject_code, event.size)
     _notify(run, event)
     return False
+
+
+# --- what earlier runs already did (the resume checks every executor and source share) ---
+async def already_stored(run: "RunContext", content_hash: str) -> bool:
+    """Whether these bytes were stored by a run before this one: a source skips them, so a
+    rerun resumes where the last run stopped (whatever executor runs the chain)."""
+    return await asyncio.get_running_loop().run_in_executor(
+        run.executor, run.manifest.is_stored, content_hash, run.run_id
+    )
+
+
+async def stored_for_job(run: "RunContext", job: Job) -> int:
+    """Images already stored for ``job``: its limit counts them, so a rerun finishes the job."""
+    return await asyncio.get_running_loop().run_in_executor(
+        run.executor, run.manifest.stored_count, job.source, job.target, job.label
+    )

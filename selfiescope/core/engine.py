@@ -16,10 +16,11 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .components import Job, Source, Step
 from .context import RunContext
-from .decisions import admit, settle
+from .decisions import admit, settle, stored_for_job
 from .events import Decision, ImageEvent, Reject
 from .text import printable
 
@@ -132,12 +133,9 @@ class Engine:
 
     async def execute(self) -> None:
         """Run every job to completion (or its limit). Cancellation stops cleanly."""
-        loop = asyncio.get_running_loop()
         for state in self.states.values():
             state.cond = asyncio.Condition()
-            state.accepted = await loop.run_in_executor(
-                self.run.executor, self.run.manifest.stored_count, state.job.source, state.job.target, state.job.label
-            )
+            state.accepted = await stored_for_job(self.run, state.job)
         n_workers = self.run.settings.engine.workers
         workers = [asyncio.create_task(self._work(), name=f"worker-{i}") for i in range(n_workers)]
         producers = [asyncio.create_task(self._produce(s), name=f"job-{k}") for k, s in self.states.items()]
@@ -164,3 +162,22 @@ class Engine:
                 t.cancel()
             await asyncio.gather(*producers, *workers, return_exceptions=True)
             raise
+
+
+class LocalExecutor:
+    """``[compute] engine = "local"``: every step in this process, on the asyncio engine."""
+
+    def __init__(self, settings: Any, extra_plugins: Sequence[Any] = ()) -> None:
+        self.settings = settings
+
+    async def __aenter__(self) -> "LocalExecutor":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def steps_here(self, registry: Any, chain: Sequence[str]) -> list[str]:
+        return list(chain)
+
+    async def execute(self, run: RunContext, source: Source, steps: list[Step], jobs: list[Job]) -> None:
+        await Engine(run, source, steps, jobs).execute()

@@ -3,13 +3,20 @@
 Built-in plugins are modules listed in :data:`DEFAULT_PLUGINS` and registered exactly
 like third-party ones, which load from the ``selfiescope`` entry-point group. Set
 ``SELFIESCOPE_TRACE_PLUGINS=1`` to log every hook call with its arguments and result.
+
+Any plugin can be turned off, as pytest's ``-p no:NAME`` does: ``[plugins] disable`` in
+settings lists built-ins by their short name (the module's last part, :func:`builtin_alias`)
+or third-party plugins by their entry-point name. A disabled plugin's hooks never run and
+its components are unknown; settings that use one say which plugin provides it.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +25,7 @@ from pydantic import BaseModel
 
 from . import hookspecs
 from .components import Component, FeatureExtractor, Options, Source, Step, Storage
+from .settings import SettingsError
 
 log = logging.getLogger("selfiescope.plugins")
 
@@ -52,12 +60,35 @@ def _new_manager() -> pluggy.PluginManager:
     return pm
 
 
+def builtin_alias(modname: str) -> str:
+    """The short name of a built-in plugin module (what ``[plugins] disable`` lists)."""
+    return modname.rsplit(".", 1)[-1]
+
+
+BUILTIN_ALIASES: dict[str, str] = {builtin_alias(m): m for m in DEFAULT_PLUGINS}
+
+
+def plugin_module_name(name: str) -> str:
+    """The name a plugin is registered under: a built-in's alias -> its module; else as given."""
+    return BUILTIN_ALIASES.get(name, name)
+
+
+def installed_plugin_names() -> set[str]:
+    """Entry-point names of the installed third-party plugins (loaded or not)."""
+    return {ep.name for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT)}
+
+
 def load_plugin_manager(
-    extra: list[Any] | None = None, entrypoints: bool | None = None
+    extra: list[Any] | None = None, entrypoints: bool | None = None, disable: Iterable[str] = ()
 ) -> pluggy.PluginManager:
-    """Register the built-ins, then installed third-party plugins, then ``extra`` objects."""
+    """Register the built-ins, then installed third-party plugins, then ``extra`` objects;
+    the plugins ``disable`` names (aliases or entry-point names) are blocked, never imported."""
     pm = _new_manager()
+    for name in disable:
+        pm.set_blocked(plugin_module_name(name))
     for modname in DEFAULT_PLUGINS:
+        if pm.is_blocked(modname):
+            continue
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as exc:
@@ -93,6 +124,8 @@ class Registry:
     storage: dict[str, type[Storage]] = field(default_factory=dict)
     features: dict[str, type[FeatureExtractor]] = field(default_factory=dict)
     info: list[ComponentInfo] = field(default_factory=list)
+    disabled: dict[str, str] = field(default_factory=dict)  # disabled name -> registration name
+    disabled_components: dict[str, tuple[str, str]] = field(default_factory=dict)  # component -> (kind, plugin)
 
     @classmethod
     def from_manager(cls, pm: pluggy.PluginManager) -> "Registry":
@@ -128,6 +161,39 @@ class Registry:
                     )
         return reg
 
+    _TABLES = {"source": "sources", "step": "steps", "storage": "storage", "features": "features"}
+
+    def disable(self, names: Iterable[str]) -> list[str]:
+        """Turn off the plugins ``names`` (``[plugins] disable``): unregister their hooks and
+        forget their components, remembering which so :meth:`why_missing` can say so.
+        Idempotent. Returns problems (unknown names) phrased for settings."""
+        problems = []
+        for name in names:
+            if name in self.disabled:
+                continue
+            regname = plugin_module_name(name)
+            plugin = self.pm.get_plugin(regname)
+            if plugin is not None:
+                self.pm.unregister(name=regname)
+            elif not (self.pm.is_blocked(regname) or name in installed_plugin_names()):
+                known = sorted({*BUILTIN_ALIASES, *installed_plugin_names()})
+                problems.append(f"plugins.disable: unknown plugin {name!r} (known: {', '.join(known)})")
+                continue
+            self.pm.set_blocked(regname)
+            self.disabled[name] = regname
+            for info in [i for i in self.info if i.plugin == regname]:
+                getattr(self, self._TABLES[info.kind]).pop(info.name, None)
+                self.info.remove(info)
+                self.disabled_components[info.name] = (info.kind, name)
+        return problems
+
+    def why_missing(self, name: str) -> str | None:
+        """Why the component ``name`` is not available when a disabled plugin provides it, else None."""
+        if name not in self.disabled_components:
+            return None
+        kind, plugin = self.disabled_components[name]
+        return f"{kind} {name!r} is provided by plugin {plugin!r}, which [plugins] disable turns off"
+
     def all_names(self) -> set[str]:
         return {*self.sources, *self.steps, *self.storage, *self.features}
 
@@ -142,8 +208,24 @@ class Registry:
         return sorted(impl.name for impl in self.pm.get_hookcallers(plugin) or [])
 
 
-def load_registry(extra: list[Any] | None = None, entrypoints: bool | None = None) -> Registry:
-    return Registry.from_manager(load_plugin_manager(extra, entrypoints))
+def load_registry(
+    extra: list[Any] | None = None, entrypoints: bool | None = None, disable: Iterable[str] = ()
+) -> Registry:
+    """The loaded plugins' components, less those of the plugins ``disable`` names.
+
+    Loaded, then disabled (their hooks unregistered), so the registry still knows which
+    components a disabled plugin provides and a settings check can name it; an unknown name
+    is a :class:`~selfiescope.core.settings.SettingsError`.
+    """
+    registry = Registry.from_manager(load_plugin_manager(extra, entrypoints))
+    if problems := registry.disable(disable):
+        raise SettingsError(problems)
+    return registry
+
+
+def registry_for(settings: Any, extra: list[Any] | None = None, entrypoints: bool | None = None) -> Registry:
+    """The registry a command uses under ``settings``: its ``[plugins] disable`` applied."""
+    return load_registry(extra, entrypoints, settings.disabled_plugins)
 
 
 def make_component(cls: type[Component], options: dict[str, Any], run: Any) -> Component:

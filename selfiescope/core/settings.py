@@ -119,10 +119,10 @@ class ComputeSettings(Strict):
     workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     batch_size: int = Field(64, ge=1)
-    worker_steps: list[str] = Field(
-        ["decode", "face_area"],
-        description="chain steps that may run on Dask workers (pure: no manifest, no storage); "
-        "the longest leading run of these in a chain runs there, the rest on the client",
+    worker_steps: list[str] | None = Field(
+        None,
+        description="narrow the chain steps that run on Dask workers to these (each must be worker_safe); "
+        "default: the longest leading run of worker_safe steps runs there, the rest on the client",
     )
     dashboard: str = Field("", description="LocalCluster dashboard address such as ':8787' (needs bokeh); '' = off")
     connect_timeout_s: float = Field(30.0, gt=0)
@@ -235,8 +235,26 @@ class Settings(Strict):
     logging: LoggingSettings = LoggingSettings()
     compute: ComputeSettings = ComputeSettings()
     privacy: PrivacySettings = PrivacySettings()
-    plugins: dict[str, dict[str, Any]] = {}
+    plugins: dict[str, Any] = Field(
+        {}, description="[plugins.NAME] component options; [plugins] disable = [plugin names] turns plugins off"
+    )
     pipelines: dict[str, Pipeline] = {}
+
+    @field_validator("plugins")
+    @classmethod
+    def _plugin_tables(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, value in v.items():
+            if key == "disable":
+                if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+                    raise ValueError("disable: a list of plugin names, such as [\"gallery\"]")
+            elif not isinstance(value, dict):
+                raise ValueError(f"{key}: options of component {key!r} are a table ([plugins.{key}])")
+        return v
+
+    @property
+    def disabled_plugins(self) -> list[str]:
+        """``[plugins] disable``: plugin modules not to load (built-in aliases or entry-point names)."""
+        return list(self.plugins.get("disable", []))
 
     def component_options(self, name: str, pipeline: PipelineBase | None = None) -> dict[str, Any]:
         merged = dict(self.plugins.get(name, {}))
@@ -405,18 +423,26 @@ def check_paths(settings: Settings) -> list[str]:
 
 def check_components(settings: Settings, registry: "Registry") -> list[str]:
     """Validate names and options that only the loaded plugins know. Returns problems."""
-    problems: list[str] = []
+    problems: list[str] = registry.disable(settings.disabled_plugins)  # idempotent; unknown names are problems
     known_all = registry.all_names()
     for name, opts in settings.plugins.items():
+        if name == "disable":
+            continue
         if name not in known_all:
-            problems.append(f"plugins.{name}: no plugin provides a component named {name!r}")
+            problems.append(f"plugins.{name}: " + (registry.why_missing(name) or (
+                f"no plugin provides a component named {name!r}")))
             continue
         problems += _check_options(registry.options_model(name), opts, f"plugins.{name}")
-    if settings.storage.backend not in registry.storage:
-        problems.append(
-            f"storage.backend: unknown backend {settings.storage.backend!r} "
-            f"(available: {', '.join(sorted(registry.storage))})"
-        )
+    for i, step in enumerate(settings.compute.worker_steps or []):
+        if step in registry.steps and not registry.steps[step].worker_safe:
+            problems.append(f"compute.worker_steps[{i}]: step {step!r} is not worker_safe (it needs the manifest "
+                            "or storage), so it cannot run on Dask workers")
+        elif step not in registry.steps:
+            problems.append(f"compute.worker_steps[{i}]: unknown step {step!r} (available: {', '.join(sorted(registry.steps))})")
+    backend = settings.storage.backend
+    if backend not in registry.storage:
+        problems.append("storage.backend: " + (registry.why_missing(backend) or (
+            f"unknown backend {backend!r} (available: {', '.join(sorted(registry.storage))})")))
     for pname, p in settings.pipelines.items():
         problems += check_pipeline(settings, registry, pname, p)
     return problems
@@ -429,21 +455,25 @@ def check_pipeline(settings: Settings, registry: "Registry", pname: str, p: Pipe
     base = f"pipelines.{pname}"
     if isinstance(p, ScrapePipeline):
         if p.source not in registry.sources:
-            problems.append(f"{base}.source: unknown source {p.source!r} (available: {', '.join(sorted(registry.sources))})")
+            problems.append(f"{base}.source: " + (registry.why_missing(p.source) or (
+                f"unknown source {p.source!r} (available: {', '.join(sorted(registry.sources))})")))
         if not p.targets():
             problems.append(f"{base}: give at least one of hashtags, paths or urls")
         for i, step in enumerate(p.chain):
             if step not in registry.steps:
-                problems.append(f"{base}.chain[{i}]: unknown plugin {step!r} (available: {', '.join(sorted(registry.steps))})")
+                problems.append(f"{base}.chain[{i}]: " + (registry.why_missing(step) or (
+                    f"unknown plugin {step!r} (available: {', '.join(sorted(registry.steps))})")))
         if len(set(p.chain)) != len(p.chain):
             problems.append(f"{base}.chain: a step is listed twice")
     if isinstance(p, TrainPipeline):
         for i, group in enumerate(p.features):
             if group not in registry.features:
-                problems.append(f"{base}.features[{i}]: unknown feature group {group!r} (available: {', '.join(sorted(registry.features))})")
+                problems.append(f"{base}.features[{i}]: " + (registry.why_missing(group) or (
+                    f"unknown feature group {group!r} (available: {', '.join(sorted(registry.features))})")))
     for cname in p.options:
         if cname not in known_all:
-            problems.append(f"{base}.options.{cname}: no plugin provides a component named {cname!r}")
+            problems.append(f"{base}.options.{cname}: " + (registry.why_missing(cname) or (
+                f"no plugin provides a component named {cname!r}")))
             continue
         merged = settings.component_options(cname, p)
         problems += _check_options(registry.options_model(cname), merged, f"{base}.options.{cname}")

@@ -1,16 +1,19 @@
-"""The collect pipeline (``import``, ``scrape``, ``clean``) with the CPU work on a Dask cluster.
+"""The Dask executor of the collect pipeline (``import``, ``scrape``, ``clean``).
 
-The chain is split in two. Its leading pure steps (``[compute] worker_steps``, by default
-``decode`` and ``face_area``) run on the workers, in batches, with the same step classes
-and :func:`~selfiescope.core.engine.run_chain` as the local engine; the workers also compute
-the perceptual hash. Each worker sends back a small record per image (hashes, size, face
-boxes, decision), never pixels. The remaining steps (``dedup``, ``store``) and every
-manifest write run on the client, one result at a time and in input order: SQLite keeps a
-single writer, dedup sees images in the same order as a one-worker local run, and a batch
-that a dead worker leaves behind is recomputed by Dask and still recorded once.
+The chain is split in two by what its steps declare. Its leading ``worker_safe`` steps
+(``[compute] worker_steps`` may name a shorter list) run on the workers, in batches, with
+the same step classes and :func:`~selfiescope.core.engine.run_chain` as the local engine;
+the workers also run the ``precompute`` of the remaining steps (dedup's hashes). Each
+worker sends back a small record per image (hashes, size, face boxes, decision), never
+pixels. The remaining steps and every manifest write run on the client, one result at a
+time and in input order: SQLite keeps a single writer, dedup sees images in the same order
+as a one-worker local run, and a batch that a dead worker leaves behind is recomputed by
+Dask and still recorded once.
 
-A folder source on a shared filesystem sends paths (workers read the files); any other
-source sends the bytes it downloaded along with the task.
+A source with ``remote_items`` (the folder source, on a shared filesystem) sends paths and
+applies its own filters, such as the resume skip, on the client; any other source sends
+the bytes it downloaded along with the task. Start, finish and cancel are
+:mod:`.lifecycle`'s, as for the local engine.
 """
 
 from __future__ import annotations
@@ -32,16 +35,16 @@ from typing import TYPE_CHECKING, Any
 from ..core.components import Job, Source, Step
 from ..core.compute import dask_client, worker_count
 from ..core.context import RunContext
-from ..core.decisions import admit, settle
+from ..core.decisions import admit, settle, stored_for_job
 from ..core.engine import run_chain
 from ..core.events import Decision, FaceBox, ImageEvent, Origin
-from ..core.manifest import Manifest
 from ..core.privacy import scrub_origin
 from ..core.plugins import Registry, load_registry
 from ..core.settings import ScrapePipeline, Settings
 from ..core.stats import RunStats
 from ..core.text import printable
-from .collect import managed_run, resolve
+from ..core.work import WorkItem
+from .lifecycle import run_collect
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -49,40 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("selfiescope.dask")
 
 
-# --- what travels to and from the workers ------------------------------------------------
-@dataclass
-class WorkItem:
-    """One image to process: a path the workers can read, or the bytes themselves."""
-
-    origin: Origin
-    label: str
-    path: str | None = None
-    data: bytes | None = None
-    max_bytes: int | None = None
-    notes: dict[str, Any] = field(default_factory=dict)  # what the source noted (JSON-safe part)
-
-    def load(self) -> ImageEvent:
-        notes: dict[str, Any] = dict(self.notes)
-        if self.data is not None:
-            data = self.data
-        else:
-            assert self.path is not None
-            path = Path(self.path)
-            try:
-                size = path.stat().st_size
-                if self.max_bytes is not None and size > self.max_bytes:
-                    data, notes["oversize"] = b"", size  # decode rejects it; the reason says why
-                else:
-                    data = path.read_bytes()
-            except OSError as exc:
-                event = ImageEvent(origin=self.origin, label=self.label, data=b"")
-                event.reject("read", "unreadable", f"cannot read {self.path}: {exc.strerror or exc}")
-                return event
-        event = ImageEvent(origin=self.origin, label=self.label, data=data)
-        event.notes.update(notes)
-        return event
-
-
+# --- what travels to and from the workers (WorkItem: selfiescope.core.work) --------------
 @dataclass
 class ChainResult:
     """What a worker learnt about one image (no pixels)."""
@@ -161,13 +131,13 @@ class ChainSpec:
     pipeline_json: str
     pipeline_name: str
     steps: tuple[str, ...]
-    phash: bool
+    precompute: tuple[str, ...] = ()  # client steps whose ``precompute`` runs on the workers
     plugins: tuple[str, ...] = ()  # extra plugin modules to register on the workers
 
     @property
     def key(self) -> str:
         blob = "\0".join([self.settings_json, self.pipeline_json, self.pipeline_name, *self.steps,
-                          str(self.phash), *self.plugins])
+                          "|", *self.precompute, "|", *self.plugins])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -184,23 +154,34 @@ class WorkerChain:
         self.spec = spec
         self.loop = asyncio.new_event_loop()
         if registry is None:
-            registry = load_registry([importlib.import_module(name) for name in spec.plugins])
+            registry = load_registry([importlib.import_module(name) for name in spec.plugins],
+                                     disable=settings.disabled_plugins)
         self.run = RunContext(settings, registry, spec.pipeline_name, pipeline, manifest=None)  # type: ignore[arg-type]
         self.steps: list[Step] = [self.run.component("steps", name) for name in spec.steps]
         for step in self.steps:
             self.loop.run_until_complete(step.open())
+        # Never opened: precompute is pure and needs no manifest (Step.precompute's contract).
+        self.ahead: list[Step] = [self.run.component("steps", name) for name in spec.precompute]
 
     def process(self, items: Sequence[WorkItem]) -> list[ChainResult]:
         results = []
         for item in items:
             event = item.load()
-            if event.decision is not Decision.REJECTED:
+            if event.decision not in (Decision.REJECTED, Decision.FAILED):
                 self.loop.run_until_complete(run_chain(event, self.steps, self.run))
-            if self.spec.phash and event.decision is Decision.ACCEPTED and event.phash is None and event.image is not None:
-                dedup_hashes(event)
+            if event.decision is Decision.ACCEPTED and event.image is not None:
+                self._precompute(event)
             event.image = None
             results.append(ChainResult.of(event))
         return results
+
+    def _precompute(self, event: ImageEvent) -> None:
+        for step in self.ahead:
+            try:
+                step.precompute(event)
+            except Exception as exc:  # a plugin bug: this image's failure, as in run_chain
+                event.fail(step.name, "error", f"{type(exc).__name__}: {exc}")
+                return
 
 
 _local = threading.local()
@@ -215,20 +196,16 @@ def run_batch(spec: ChainSpec, items: Sequence[WorkItem]) -> list[ChainResult]:
     return chain.process(items)
 
 
-def dedup_hashes(event: ImageEvent) -> None:
-    """The perceptual hashes dedup uses, computed where the pixels are (dedup then only looks
-    them up): ``event.phash`` and ``event.notes["phash_centre"]``."""
-    from ..plugins.dedup import annotate_phashes
-
-    annotate_phashes(event)
-
-
 # --- the client side ---------------------------------------------------------------------
-def split_chain(chain: Sequence[str], worker_steps: Iterable[str]) -> tuple[list[str], list[str]]:
-    """The longest leading run of worker-safe steps goes to the workers, the rest stays here."""
-    allowed = set(worker_steps)
+def split_chain(
+    chain: Sequence[str], steps: dict[str, type[Step]], worker_steps: Iterable[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """The longest leading run of ``worker_safe`` steps goes to the workers, the rest stays
+    here. ``worker_steps`` (``[compute] worker_steps``) narrows the worker-safe steps to those
+    it names (checked against the capability by the settings check)."""
+    allowed = None if worker_steps is None else set(worker_steps)
     n = 0
-    while n < len(chain) and chain[n] in allowed:
+    while n < len(chain) and steps[chain[n]].worker_safe and (allowed is None or chain[n] in allowed):
         n += 1
     return list(chain[:n]), list(chain[n:])
 
@@ -266,18 +243,24 @@ class DaskCollector:
     client_seconds: float = 0.0  # time spent in the client half of the chain and the manifest
 
     async def items(self, job: Job) -> AsyncIterator[WorkItem]:
-        list_files = getattr(self.source, "list_files", None)
-        if self.source.name == "folder" and list_files is not None:
-            files = await asyncio.to_thread(list_files, Path(job.target).expanduser())
-            max_bytes = getattr(self.source.options, "max_bytes", None)
-            for path in files:
-                origin = Origin(source=self.source.name, job=job.target, path=str(path))
-                yield WorkItem(origin, job.label, path=str(path), max_bytes=max_bytes)
+        remote = self.source.remote_items(job)
+        if remote is not None:  # the source lists and filters; the workers load the bytes
+            try:
+                async for item in remote:
+                    scrub_origin(item.origin, self.run.manifest.keyring, self.run.settings.privacy.store_captions)
+                    yield item
+            finally:
+                await remote.aclose()  # type: ignore[attr-defined]
             return
         async for event in self.source.events(job):  # downloads happen here; bytes travel with the task
             # Owners are pseudonymised before the bytes leave for a worker (the client's gate re-checks).
             scrub_origin(event.origin, self.run.manifest.keyring, self.run.settings.privacy.store_captions)
-            yield WorkItem(event.origin, event.label, data=event.data, notes=_plain(event.notes))
+            if event.decision is Decision.FAILED and event.rejected_by:  # the source could not read it
+                yield WorkItem(event.origin, event.label, failure=(event.rejected_by, event.reject_code or "error",
+                                                                   event.reject_reason or ""))
+                continue
+            yield WorkItem(event.origin, event.label, data=event.data, notes=_plain(event.notes),
+                           content_hash=event.content_hash)
 
     async def batches(self, jobs: Sequence[Job]) -> AsyncIterator[_Batch]:
         for job in jobs:
@@ -302,12 +285,9 @@ class DaskCollector:
         return f"{job.source}:{job.target}"
 
     async def execute(self, jobs: Sequence[Job]) -> None:
-        loop = asyncio.get_running_loop()
         for job in jobs:
             state = self.progress[self._key(job)] = _JobProgress(job)
-            state.accepted = await loop.run_in_executor(
-                self.run.executor, self.run.manifest.stored_count, job.source, job.target, job.label
-            )
+            state.accepted = await stored_for_job(self.run, job)
         pending: deque[_Batch] = deque()
         source = self.batches(jobs)
         exhausted = False
@@ -382,16 +362,62 @@ class DaskCollector:
 
 
 def make_spec(settings: Settings, pipeline_name: str, pipeline: ScrapePipeline, worker_steps: Sequence[str],
-              client_steps: Sequence[str], extra_plugins: Sequence[Any] = ()) -> ChainSpec:
+              client_steps: Sequence[Step], extra_plugins: Sequence[Any] = ()) -> ChainSpec:
     """Extra plugins that are importable modules are registered on the workers too."""
     return ChainSpec(
         settings_json=settings.model_dump_json(),
         pipeline_json=pipeline.model_dump_json(),
         pipeline_name=pipeline_name,
         steps=tuple(worker_steps),
-        phash="dedup" in client_steps,
+        precompute=tuple(step.name for step in client_steps if step.has_precompute()),
         plugins=tuple(p.__name__ for p in extra_plugins if isinstance(p, types.ModuleType)),
     )
+
+
+class DaskExecutor:
+    """``[compute] engine = "dask"``: the chain's worker-safe head on a Dask cluster.
+
+    ``client`` is an already connected :class:`distributed.Client`; without one, a client
+    is made from ``[compute]`` when the run starts (and a LocalCluster started when
+    ``scheduler = "local"``), and closed when it ends.
+    """
+
+    def __init__(self, settings: Settings, extra_plugins: Sequence[Any] = (), client: "Client | None" = None) -> None:
+        self.settings = settings
+        self.extra_plugins = list(extra_plugins)
+        self.client = client
+        self._own: Any = None
+        self.worker_names: list[str] = []
+
+    async def __aenter__(self) -> "DaskExecutor":
+        if self.client is None:
+            self._own = dask_client(self.settings.compute)
+            self.client = await asyncio.to_thread(self._own.__enter__)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._own is not None:
+            own, self._own, self.client = self._own, None, None
+            await asyncio.to_thread(own.__exit__, None, None, None)
+
+    def steps_here(self, registry: Registry, chain: Sequence[str]) -> list[str]:
+        self.worker_names, client_names = split_chain(chain, registry.steps, self.settings.compute.worker_steps)
+        return client_names
+
+    async def execute(self, run: RunContext, source: Source, steps: list[Step], jobs: list[Job]) -> None:
+        assert self.client is not None and isinstance(run.pipeline, ScrapePipeline)
+        spec = make_spec(run.settings, run.pipeline_name, run.pipeline, self.worker_names, steps, self.extra_plugins)
+        collector = DaskCollector(run, self.client, source, spec, steps, batch_size=run.settings.compute.batch_size,
+                                  window=2 * worker_count(self.client))
+        log.info("dask run %s: workers run %s (precompute %s), the client runs %s", run.run_id,
+                 self.worker_names, list(spec.precompute), [s.name for s in steps])
+        try:
+            await collector.execute(jobs)
+        finally:
+            run.stats.extra["dask"] = {
+                "scheduler": self.client.scheduler.address, "workers": len(self.client.nthreads()),
+                "batches_run_on_client": collector.fallbacks, "client_s": round(collector.client_seconds, 3),
+            }
 
 
 async def collect_on_dask(
@@ -404,38 +430,7 @@ async def collect_on_dask(
     together: list[ScrapePipeline] | None = None,
     client: "Client | None" = None,
 ) -> RunStats:
-    """Like :func:`~selfiescope.pipelines.collect.collect`, with the worker steps on Dask.
-
-    ``client`` is an already connected :class:`distributed.Client`; without one, a client
-    is made from ``[compute]`` (and a LocalCluster started when ``scheduler = "local"``).
-    """
-    if client is None:
-        cm = dask_client(settings.compute)
-        own_client = await asyncio.to_thread(cm.__enter__)
-        try:
-            return await collect_on_dask(settings, pipeline_name, registry=registry, extra_plugins=extra_plugins,
-                                         pipeline=pipeline, together=together, client=own_client)
-        finally:
-            await asyncio.to_thread(cm.__exit__, None, None, None)
-
-    registry, pipeline, pipelines = resolve(settings, pipeline_name, registry, extra_plugins, pipeline, together)
-    worker_names, client_names = split_chain(pipeline.chain, settings.compute.worker_steps)
-    async with managed_run(settings, registry, pipeline_name, pipeline) as (run, open_component):
-        source = await open_component("sources", pipeline.source)
-        client_steps = [await open_component("steps", name) for name in client_names]
-        run.hook.selfiescope_run_started(run=run)
-        spec = make_spec(settings, pipeline_name, pipeline, worker_names, client_names, extra_plugins or ())
-        collector = DaskCollector(
-            run, client, source, spec, client_steps,
-            batch_size=settings.compute.batch_size,
-            window=2 * worker_count(client),
-        )
-        log.info("dask run %s: workers run %s, the client runs %s", run.run_id, worker_names, client_names)
-        try:
-            await collector.execute([job for p in pipelines for job in source.jobs(p)])
-        finally:
-            run.stats.extra["dask"] = {
-                "scheduler": client.scheduler.address, "workers": len(client.nthreads()),
-                "batches_run_on_client": collector.fallbacks, "client_s": round(collector.client_seconds, 3),
-            }
-    return run.stats
+    """Like :func:`~selfiescope.pipelines.collect.collect`, on Dask whatever ``[compute] engine`` says."""
+    executor = DaskExecutor(settings, extra_plugins or [], client=client)
+    return await run_collect(settings, pipeline_name, executor=executor, registry=registry,
+                             extra_plugins=extra_plugins, pipeline=pipeline, together=together)

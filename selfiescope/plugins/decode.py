@@ -154,6 +154,7 @@ class DecodeStep(Step):
     """Sets ``event.image`` (RGB, EXIF-oriented), ``format``, ``width`` and ``height``."""
 
     name = "decode"
+    worker_safe = True  # pure: bytes in, pixels out
     Options = DecodeOptions
 
     def process(self, event: ImageEvent) -> None:

@@ -310,8 +310,13 @@ class DedupStep(Step):
             return None
         return "exact", 0, Entry(event.content_hash, 0, row["label"])
 
+    def precompute(self, event: ImageEvent) -> None:
+        """The hashes, where the pixels are (a Dask worker): ``process`` then only looks them up."""
+        if event.phash is None and event.image is not None:
+            annotate_phashes(event)
+
     def process(self, event: ImageEvent) -> None:
-        if event.phash is None:  # set already when the pixels were hashed elsewhere (Dask workers)
+        if event.phash is None:  # set already when the pixels were hashed elsewhere (precompute)
             if event.image is None:
                 raise Reject("not_decoded", "dedup needs the decode step before it in the chain")
             annotate_phashes(event)

@@ -203,6 +203,7 @@ class FaceAreaStep(Step):
     """Sets ``event.faces`` and ``event.face_area``; rejects ``no_face`` / ``face_too_small``."""
 
     name = "face_area"
+    worker_safe = True  # pure: pixels in, face boxes out
     Options = FaceAreaOptions
 
     async def open(self) -> None:

@@ -20,9 +20,11 @@ from pathlib import Path
 import aiofiles
 
 from ..core.components import Job, Options, Source
+from ..core.decisions import already_stored
 from ..core.events import ImageEvent, Origin
 from ..core.hookspecs import hookimpl
 from ..core.text import printable
+from ..core.work import WorkItem
 
 # Formats the decode step can read (HEIC needs a plugin Pillow does not ship: not listed).
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif"}
@@ -130,11 +132,38 @@ class FolderSource(Source):
                 if len(data) > self.options.max_bytes:  # it grew while being read
                     event.notes["oversize"] = len(data)
                     event.data = b""
-            if "oversize" not in event.notes and await asyncio.to_thread(
-                self.run.manifest.is_stored, event.content_hash, self.run.run_id
-            ):
+            if "oversize" not in event.notes and await already_stored(self.run, event.content_hash):
                 continue  # stored by an earlier run: a rerun resumes where it stopped
             yield event
+
+    async def remote_items(self, job: Job) -> AsyncIterator[WorkItem]:
+        """The same files, problems and resume skip as :meth:`events`, as paths that workers
+        on a shared filesystem read themselves: only the content hash is computed here."""
+        root = Path(job.target).expanduser()
+        files, problems = await asyncio.to_thread(self.scan, root)
+        for where, why in problems:
+            yield self._failed_item(job, where, why)
+        for path in files:
+            origin = Origin(source=self.name, job=job.target, path=str(path), post_id=None)
+            try:
+                size, content_hash = await asyncio.to_thread(self._digest, path)
+            except OSError as exc:
+                yield self._failed_item(job, str(path), f"cannot read: {exc.strerror or exc}")
+                continue
+            if size <= self.options.max_bytes and await already_stored(self.run, content_hash):
+                continue  # stored by an earlier run, exactly as events() skips it
+            yield WorkItem(origin, job.label, path=str(path), max_bytes=self.options.max_bytes,
+                           content_hash=content_hash)
+
+    @staticmethod
+    def _digest(path: Path) -> tuple[int, str]:
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            return size, hashlib.file_digest(fh, "sha256").hexdigest()
+
+    def _failed_item(self, job: Job, path: str, reason: str) -> WorkItem:
+        return WorkItem(Origin(source=self.name, job=job.target, path=path), job.label,
+                        failure=(self.name, "read_failed", f"{printable(path)}: {reason}"))
 
 
 @hookimpl

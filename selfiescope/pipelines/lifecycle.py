@@ -1,0 +1,203 @@
+"""One collect run's lifecycle, whatever executes the chain.
+
+A run is: check settings against the loaded plugins, start (the root's lock, the
+manifest, the run record, storage opened, an interrupted ``forget`` completed), open the
+source and the steps that run in this process, execute the jobs, then finish or cancel
+(close what was opened, record the status and stats, fire ``selfiescope_run_finished``,
+refresh the dataset card, release the lock). Each image is admitted, settled and checked
+against earlier runs by :mod:`selfiescope.core.decisions`, which every executor calls.
+
+Executors are chosen by ``[compute] engine`` through :data:`EXECUTORS`: ``local`` (the
+asyncio engine in this process) and ``dask`` (the chain's worker-safe head on a Dask
+cluster). An executor module imports this one, never the other way round: the mapping
+names them by import path, resolved when a run asks for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from ..core.components import Component, Job, Source, Step
+from ..core.context import RunContext, default_threads
+from ..core.lock import RootLock
+from ..core.manifest import Manifest
+from ..core.plugins import Registry, load_registry
+from ..core.settings import (
+    ScrapePipeline, Settings, SettingsError, check_components, check_paths, check_pipeline,
+)
+from ..core.stats import RunStats
+from .card import refresh_card
+from .forget import complete_pending, pending_count
+
+log = logging.getLogger("selfiescope.collect")
+
+OpenComponent = Callable[[str, str], Awaitable[Component]]
+
+
+class Executor(Protocol):
+    """Runs a collect run's jobs. Made per run as ``cls(settings, extra_plugins)``; entered
+    (``async with``) around the run, for what it holds longer than the run (a Dask client)."""
+
+    async def __aenter__(self) -> "Executor": ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def steps_here(self, registry: Registry, chain: Sequence[str]) -> list[str]:
+        """The chain steps this process opens and runs (the rest run elsewhere)."""
+        ...
+
+    async def execute(self, run: RunContext, source: Source, steps: list[Step], jobs: list[Job]) -> None: ...
+
+
+# ``[compute] engine`` -> the executor class, by import path (no import cycle, Dask optional).
+EXECUTORS: dict[str, str | type] = {
+    "local": "selfiescope.core.engine:LocalExecutor",
+    "dask": "selfiescope.pipelines.dask_collect:DaskExecutor",
+}
+
+
+def executor_class(engine: str) -> type:
+    try:
+        target = EXECUTORS[engine]
+    except KeyError:
+        raise SettingsError([f"compute.engine: no executor {engine!r} (known: {', '.join(sorted(EXECUTORS))})"]) from None
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        target = getattr(importlib.import_module(module), attr)
+    return target
+
+
+def prepare(
+    settings: Settings,
+    registry: Registry | None = None,
+    extra_plugins: list[Any] | None = None,
+    adhoc: tuple[str, ScrapePipeline] | None = None,
+) -> Registry:
+    """Load plugins (less those settings disable) and check every name and option settings
+    use (plus an ad-hoc pipeline)."""
+    registry = registry or load_registry(extra_plugins)
+    problems = check_components(settings, registry)
+    if adhoc is not None:
+        problems += check_pipeline(settings, registry, *adhoc)
+    if problems:
+        raise SettingsError(problems)
+    return registry
+
+
+def collect_pipeline(settings: Settings, name: str) -> ScrapePipeline:
+    p = settings.pipeline(name)
+    if not isinstance(p, ScrapePipeline):
+        raise SettingsError([f"pipelines.{name}.kind: {p.kind!r} is not a scrape/import pipeline"])
+    return p
+
+
+def resolve(
+    settings: Settings,
+    pipeline_name: str,
+    registry: Registry | None,
+    extra_plugins: list[Any] | None,
+    pipeline: ScrapePipeline | None,
+    together: list[ScrapePipeline] | None,
+) -> tuple[Registry, ScrapePipeline, list[ScrapePipeline]]:
+    """Check settings against the loaded plugins and find the pipelines to run."""
+    registry = prepare(settings, registry, extra_plugins, (pipeline_name, pipeline) if pipeline else None)
+    if pipeline is None:
+        pipeline = collect_pipeline(settings, pipeline_name)
+    pipelines = [pipeline, *(together or [])]
+    for other in pipelines[1:]:
+        if (other.source, other.chain) != (pipeline.source, pipeline.chain):
+            raise SettingsError([f"pipelines run together need the same source and chain ({pipeline_name})"])
+    return registry, pipeline, pipelines
+
+
+@asynccontextmanager
+async def managed_run(
+    settings: Settings, registry: Registry, pipeline_name: str, pipeline: ScrapePipeline
+) -> AsyncIterator[tuple[RunContext, OpenComponent]]:
+    """Start, finish and cancel: manifest, thread pool, storage, the run record and its
+    status, closing what was opened (also when cancelled), the hooks."""
+    if problems := check_paths(settings):
+        raise SettingsError(problems)
+    wait_s = settings.storage.lock_timeout_s if settings.storage.wait_for_lock else 0.0
+    lock = await asyncio.to_thread(RootLock(settings.storage.root, wait_s=wait_s).acquire)
+    try:
+        manifest = Manifest.at_root(settings.storage.root)
+    except BaseException:
+        lock.release()
+        raise
+    executor = ThreadPoolExecutor(max_workers=default_threads(settings), thread_name_prefix="selfiescope")
+    run = RunContext(settings, registry, pipeline_name, pipeline, manifest, executor=executor)
+    if n := manifest.mark_interrupted():
+        log.info("%d earlier run(s) ended without finishing (killed); marked interrupted", n)
+    run.run_id = manifest.start_run(pipeline_name, run.settings_hash())
+    opened: list[Component] = []
+
+    async def open_component(kind: str, name: str) -> Component:
+        comp = run.component(kind, name)
+        await comp.open()
+        opened.append(comp)
+        return comp
+
+    try:
+        run.storage = await open_component("storage", settings.storage.backend)
+        if pending_count(manifest):  # an interrupted `forget`: finish it before collecting anything
+            await complete_pending(manifest, run.storage)
+        yield run, open_component
+        run.stats.status = "finished" if run.stats.ok else "finished_with_errors"
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        run.stats.status = "cancelled"
+        raise
+    except BaseException:
+        run.stats.status = "failed"
+        raise
+    finally:
+        for comp in reversed(opened):
+            try:
+                await comp.close()
+            except Exception as exc:  # closing must not mask the run's outcome
+                log.warning("closing %s failed: %s", comp.name, exc)
+        for closer in reversed(run.closers):
+            try:
+                res = closer()
+                if asyncio.iscoroutine(res):
+                    await res
+            except Exception as exc:
+                log.warning("closing a service failed: %s", exc)
+        run.stats.finished = time.monotonic()
+        manifest.finish_run(run.run_id, run.stats.status, run.stats.as_dict())
+        run.hook.selfiescope_run_finished(run=run, stats=run.stats)
+        executor.shutdown(wait=True)  # queued manifest writes finish: files and manifest agree
+        refresh_card(settings, manifest, registry)
+        manifest.close()
+        lock.release()
+
+
+async def run_collect(
+    settings: Settings,
+    pipeline_name: str,
+    *,
+    executor: Executor | None = None,
+    registry: Registry | None = None,
+    extra_plugins: list[Any] | None = None,
+    pipeline: ScrapePipeline | None = None,
+    together: list[ScrapePipeline] | None = None,
+) -> RunStats:
+    """Run a scrape/import pipeline with ``executor`` (default: the one ``[compute] engine`` names)."""
+    registry, pipeline, pipelines = resolve(settings, pipeline_name, registry, extra_plugins, pipeline, together)
+    if executor is None:
+        executor = executor_class(settings.compute.engine)(settings, extra_plugins or [])
+    async with executor:
+        async with managed_run(settings, registry, pipeline_name, pipeline) as (run, open_component):
+            source = await open_component("sources", pipeline.source)
+            steps = [await open_component("steps", name) for name in executor.steps_here(registry, pipeline.chain)]
+            run.hook.selfiescope_run_started(run=run)
+            jobs = [job for p in pipelines for job in source.jobs(p)]
+            await executor.execute(run, source, steps, jobs)  # type: ignore[arg-type]
+    return run.stats
