@@ -72,3 +72,19 @@ def test_example_plugin_own_tests_pass_against_the_installed_copy(installed_exam
                           cwd=source, env=installed_example, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3 passed" in proc.stdout
+
+
+def test_a_third_party_plugin_can_be_disabled_by_its_entry_point_name(installed_example, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (400, 400), (200, 120, 90)).save(photos / "big.bmp")
+    (tmp_path / "settings.toml").write_text(f'[storage]\nroot = "{tmp_path / "data"}"\n[plugins]\ndisable = ["sizegate"]\n')
+    proc = cli(installed_example, "import", str(photos), "--label", "selfie", "--chain", "decode,sizegate,store",
+               "--json", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "step 'sizegate' is provided by plugin 'sizegate', which [plugins] disable turns off" in proc.stderr
+    assert not (tmp_path / "data" / "selfie").exists()  # nothing ran
+    proc = cli(installed_example, "import", str(photos), "--label", "selfie", "--chain", "decode,store",
+               "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["accepted"] == 1

@@ -154,6 +154,14 @@ class PipelineBase(Strict):
         return v
 
 
+# Built-in defaults by role (the only place core and pipelines name built-in components):
+# the source that reads a folder, the filter steps, the dedup step, the step that stores.
+FOLDER_SOURCE = "folder"
+FILTER_STEPS = ("decode", "face_area")
+DEDUP_STEP = "dedup"
+STORE_STEP = "store"
+
+
 class ScrapePipeline(PipelineBase):
     """Collect images from a source through the chain into storage."""
 
@@ -164,7 +172,7 @@ class ScrapePipeline(PipelineBase):
     urls: list[str] = []
     label: str
     limit: int | None = Field(None, ge=1)
-    chain: list[str] = ["decode", "face_area", "dedup", "store"]
+    chain: list[str] = [*FILTER_STEPS, DEDUP_STEP, STORE_STEP]
 
     @field_validator("label")
     @classmethod

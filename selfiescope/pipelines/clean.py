@@ -28,9 +28,13 @@ from pydantic import ValidationError
 
 from ..core.events import ImageEvent
 from ..core.hookspecs import hookimpl
-from ..core.plugins import Registry, load_registry
-from ..core.settings import ScrapePipeline, Settings, SettingsError, format_validation_error
+from ..core.plugins import Registry, registry_for
+from ..core.settings import (
+    DEDUP_STEP, FILTER_STEPS, FOLDER_SOURCE, STORE_STEP, ScrapePipeline, Settings, SettingsError,
+    format_validation_error,
+)
 from ..core.text import printable
+from .collect import collect
 
 
 class _Decisions:
@@ -100,7 +104,7 @@ def _check(folder: Path, output: Path | None, move_to: Path | None, delete: bool
     if problems:
         raise SettingsError(problems)
     try:
-        return ScrapePipeline(kind="import", source="folder", paths=[folder], label=label, chain=chain)
+        return ScrapePipeline(kind="import", source=FOLDER_SOURCE, paths=[folder], label=label, chain=chain)
     except ValidationError as exc:
         raise SettingsError([p.replace("label:", "--label:", 1) for p in format_validation_error(exc)]) from None
 
@@ -117,14 +121,12 @@ def clean(
     label: str | None = None,
 ) -> dict[str, Any]:
     """Clean ``folder``; return counts by reason and the outcome for every file."""
-    from .collect import collect
-
     folder = Path(folder).expanduser()
     output = Path(output).expanduser() if output is not None else None
     move_to = Path(move_rejected_to).expanduser() if move_rejected_to is not None else None
-    chain = ["decode", "face_area", *(["dedup"] if dedup else []), *(["store"] if output else [])]
+    chain = [*FILTER_STEPS, *([DEDUP_STEP] if dedup else []), *([STORE_STEP] if output else [])]
     pipeline = _check(folder, output, move_to, delete_rejected, label or _label_for(folder), chain)
-    registry = registry or load_registry()
+    registry = registry or registry_for(settings)
     observer = _Decisions()
     registry.pm.register(observer)
     try:

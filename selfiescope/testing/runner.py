@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..core.components import Component
 from ..core.context import RunContext
+from ..core.decisions import admit, settle
 from ..core.engine import run_chain
-from ..core.decisions import settle
 from ..core.events import Decision, ImageEvent, Origin
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, load_plugin_manager
-from ..core.settings import ScrapePipeline, settings_from_dict
+from ..core.settings import ScrapePipeline, SettingsError, settings_from_dict
+from ..pipelines.lifecycle import managed_run
 
 ImageInput = bytes | Path | str | ImageEvent | Any  # Any: a numpy RGB/gray array
 
@@ -116,52 +114,30 @@ async def run_steps(
     data["plugins"] = {**data.get("plugins", {}), **(options or {})}
     cfg = settings_from_dict(data)
     registry = _registry(plugins, entrypoints)
+    if problems := registry.disable(cfg.disabled_plugins):  # [plugins] disable, as in a run
+        raise SettingsError(problems)
     unknown = [s for s in steps if s not in registry.steps]
     if unknown:
         raise ValueError(f"unknown step(s) {', '.join(unknown)} (available: {', '.join(sorted(registry.steps))})")
     pipeline = ScrapePipeline(kind="import", source="selfiescope_run", label=label, chain=list(steps), paths=[Path(root)])
-    manifest = Manifest.at_root(cfg.storage.root)
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="selfiescope_run")
-    run = RunContext(cfg, registry, "selfiescope_run", pipeline, manifest, executor=executor)
-    run.run_id = manifest.start_run("selfiescope_run", run.settings_hash())
     events = [make_event(img, label, i) for i, img in enumerate(images)]
-    opened: list[Component] = []
 
-    async def one(event: ImageEvent) -> None:
-        await run_chain(event, chain, run)
-        await settle(run, event, label)
-
-    try:
-        if cfg.storage.backend in registry.storage:
-            run.storage = run.component("storage", cfg.storage.backend)
-            await run.storage.open()
-            opened.append(run.storage)
-        chain = [run.component("steps", name) for name in steps]
-        for step in chain:
-            await step.open()
-            opened.append(step)
+    # The run's lifecycle is a real run's (lock, manifest, run record, storage, hooks, close);
+    # each image is admitted and settled by the same functions as in every executor.
+    async with managed_run(cfg, registry, "selfiescope_run", pipeline) as (run, open_component):
+        chain = [await open_component("steps", name) for name in steps]
         run.hook.selfiescope_run_started(run=run)
+
+        async def one(event: ImageEvent) -> None:
+            if await admit(run, event, label):
+                await run_chain(event, chain, run)
+                await settle(run, event, label)
+
         if concurrent:
             await asyncio.gather(*(one(e) for e in events))
         else:
             for event in events:
                 await one(event)
-        run.stats.status = "finished"
-    except BaseException:
-        run.stats.status = "failed"
-        raise
-    finally:
-        for comp in reversed(opened):
-            await comp.close()
-        for closer in reversed(run.closers):
-            res = closer()
-            if asyncio.iscoroutine(res):
-                await res
-        run.stats.finished = time.monotonic()
-        manifest.finish_run(run.run_id, run.stats.status, run.stats.as_dict())
-        run.hook.selfiescope_run_finished(run=run, stats=run.stats)
-        executor.shutdown(wait=True)
-        manifest.close()
     return ChainResult(events, run)
 
 
