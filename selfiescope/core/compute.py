@@ -8,6 +8,7 @@ of an existing scheduler (``tcp://host:8786``). Dask is an optional extra
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,3 +92,16 @@ def dask_client(compute: ComputeSettings) -> Iterator["Client"]:
 def worker_count(client: "Client") -> int:
     """Threads across the cluster: how many tasks run at once."""
     return max(1, sum(client.nthreads().values()))
+
+
+def load_target(target: str | Any) -> Any:
+    """``"package.module:attr"`` -> that object (anything else is returned as is).
+
+    Engines name their executors by import path: the executor module imports the generic
+    one, never the other way round (no import cycle), and an engine whose extra is not
+    installed costs nothing until a run asks for it.
+    """
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .components import Job
 from .events import Decision, ImageEvent
+from .privacy import forget_reason, forgotten
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import RunContext
@@ -72,8 +73,6 @@ async def admit(run: "RunContext", event: ImageEvent, job: str) -> bool:
     """The privacy gate before the chain (every executor calls it): pseudonymise the event's
     owner and drop its caption; False for an image or post that ``forget`` removed, which is
     then counted as rejected (``forgotten``) and never recorded, so it leaves no trace."""
-    from .privacy import forget_reason, forgotten
-
     loop = asyncio.get_running_loop()
     if not await loop.run_in_executor(run.executor, forgotten, event, run.manifest,
                                       run.settings.privacy.store_captions):

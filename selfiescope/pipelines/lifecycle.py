@@ -16,7 +16,6 @@ names them by import path, resolved when a run asks for one.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -25,6 +24,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from ..core.components import Component, Job, Source, Step
+from ..core.compute import load_target
 from ..core.context import RunContext, default_threads
 from ..core.lock import RootLock
 from ..core.manifest import Manifest
@@ -68,10 +68,7 @@ def executor_class(engine: str) -> type:
         target = EXECUTORS[engine]
     except KeyError:
         raise SettingsError([f"compute.engine: no executor {engine!r} (known: {', '.join(sorted(EXECUTORS))})"]) from None
-    if isinstance(target, str):
-        module, _, attr = target.partition(":")
-        target = getattr(importlib.import_module(module), attr)
-    return target
+    return load_target(target)
 
 
 def prepare(

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.compute import load_target
 from ..core.plugins import Registry, load_registry
 from ..core.settings import Settings, SettingsError, TrainPipeline, check_components
 from .assessment import assess, summary_fields
@@ -279,6 +280,11 @@ def train_pipeline(settings: Settings, pipeline_name: str) -> TrainPipeline:
     return p
 
 
+# ``[compute] engine`` -> what runs a training elsewhere, by import path: dask_train imports
+# this module (it reuses train() with its own runner and fit), never the other way round.
+TRAIN_ENGINES: dict[str, str] = {"dask": "selfiescope.pipelines.dask_train:train_on_dask"}
+
+
 def train(
     settings: Settings,
     pipeline_name: str,
@@ -294,11 +300,9 @@ def train(
     ``runner`` (feature tasks) and ``fit`` (the estimator) let another engine do the work;
     ``[compute] engine = "dask"`` sends the whole run to :mod:`.dask_train`.
     """
-    if settings.compute.engine == "dask" and runner is None:
-        from .dask_train import train_on_dask
-
-        return train_on_dask(settings, pipeline_name, registry=registry, extra_plugins=extra_plugins,
-                             progress=progress)
+    if settings.compute.engine in TRAIN_ENGINES and runner is None:
+        return load_target(TRAIN_ENGINES[settings.compute.engine])(
+            settings, pipeline_name, registry=registry, extra_plugins=extra_plugins, progress=progress)
     started = time.monotonic()
     pipeline = train_pipeline(settings, pipeline_name)
     registry = registry or load_registry(extra_plugins)
