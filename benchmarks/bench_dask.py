@@ -41,7 +41,7 @@ from selfiescope.pipelines.collect import collect  # noqa: E402
 from selfiescope.core.components import Job  # noqa: E402
 from selfiescope.core.context import RunContext  # noqa: E402
 from selfiescope.pipelines.dask_collect import (  # noqa: E402
-    ChainSpec, DaskCollector, WorkerChain, WorkItem, _Batch, _JobProgress, collect_on_dask, make_spec,
+    ChainSpec, DaskCollector, WorkerChain, WorkItem, _Batch, _JobProgress, collect_on_dask, make_spec, split_chain,
 )
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
@@ -80,9 +80,14 @@ def decisions(root: Path) -> dict[str, str]:
     return out
 
 
+def split(pipeline: ScrapePipeline) -> tuple[list[str], list[str]]:
+    """The chain's worker half and client half, as the Dask executor splits it (by capability)."""
+    return split_chain(pipeline.chain, load_registry().steps)
+
+
 def worker_cost(settings, pipeline: ScrapePipeline, folder: Path) -> float:  # noqa: ANN001
     """CPU seconds per image of the worker half (decode, face_area, pHash), in this process."""
-    spec: ChainSpec = make_spec(settings, "bench", pipeline, ["decode", "face_area"], ["dedup", "store"])
+    spec: ChainSpec = make_spec(settings, "bench", pipeline, *split(pipeline))
     chain = WorkerChain(spec)
     items = [WorkItem(Origin("folder", str(folder), path=str(p)), "selfie", path=str(p)) for p in sorted(folder.iterdir())]
     started = time.process_time()
@@ -97,7 +102,7 @@ async def _client_half(settings, pipeline: ScrapePipeline, items: list[WorkItem]
     run = RunContext(settings, registry, "bench", pipeline, manifest, executor=executor)
     run.storage = run.component("storage", settings.storage.backend)
     await run.storage.open()
-    steps = [run.component("steps", name) for name in ("dedup", "store")]
+    steps = [run.component("steps", name) for name in split(pipeline)[1]]
     for step in steps:
         await step.open()
     collector = DaskCollector(run, None, None, None, steps, batch_size=8, window=1)  # type: ignore[arg-type]
@@ -115,7 +120,7 @@ async def _client_half(settings, pipeline: ScrapePipeline, items: list[WorkItem]
 def client_half_cost(settings, pipeline: ScrapePipeline, folder: Path) -> float:  # noqa: ANN001
     """CPU seconds per image of the client half alone (dedup, store, manifest write), from
     results computed beforehand: what bounds one client, whatever the number of workers."""
-    spec = make_spec(settings, "bench", pipeline, ["decode", "face_area"], ["dedup", "store"])
+    spec = make_spec(settings, "bench", pipeline, *split(pipeline))
     items = [WorkItem(Origin("folder", str(folder), path=str(p)), "selfie", path=str(p)) for p in sorted(folder.iterdir())]
     results = WorkerChain(spec).process(items)
     return asyncio.run(_client_half(settings, pipeline, items, results))

@@ -362,14 +362,16 @@ class DaskCollector:
 
 
 def make_spec(settings: Settings, pipeline_name: str, pipeline: ScrapePipeline, worker_steps: Sequence[str],
-              client_steps: Sequence[Step], extra_plugins: Sequence[Any] = ()) -> ChainSpec:
-    """Extra plugins that are importable modules are registered on the workers too."""
+              client_steps: Sequence[str], extra_plugins: Sequence[Any] = (), registry: Registry | None = None) -> ChainSpec:
+    """The client steps with a ``precompute`` have it run on the workers. Extra plugins that
+    are importable modules are registered on the workers too."""
+    registry = registry or load_registry(list(extra_plugins), disable=settings.disabled_plugins)
     return ChainSpec(
         settings_json=settings.model_dump_json(),
         pipeline_json=pipeline.model_dump_json(),
         pipeline_name=pipeline_name,
         steps=tuple(worker_steps),
-        precompute=tuple(step.name for step in client_steps if step.has_precompute()),
+        precompute=tuple(name for name in client_steps if registry.steps[name].has_precompute()),
         plugins=tuple(p.__name__ for p in extra_plugins if isinstance(p, types.ModuleType)),
     )
 
@@ -406,7 +408,8 @@ class DaskExecutor:
 
     async def execute(self, run: RunContext, source: Source, steps: list[Step], jobs: list[Job]) -> None:
         assert self.client is not None and isinstance(run.pipeline, ScrapePipeline)
-        spec = make_spec(run.settings, run.pipeline_name, run.pipeline, self.worker_names, steps, self.extra_plugins)
+        spec = make_spec(run.settings, run.pipeline_name, run.pipeline, self.worker_names, [s.name for s in steps],
+                         self.extra_plugins, run.registry)
         collector = DaskCollector(run, self.client, source, spec, steps, batch_size=run.settings.compute.batch_size,
                                   window=2 * worker_count(self.client))
         log.info("dask run %s: workers run %s (precompute %s), the client runs %s", run.run_id,
