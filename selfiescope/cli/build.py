@@ -14,8 +14,11 @@ import pluggy
 import typer
 
 from .. import __version__
-from . import collect, info, model, privacy  # noqa: F401  (register the built-in commands on core_app)
+from . import collect, info, model, privacy
 from .common import GuardedTyper, console, core_app, out
+
+# Imported for their side effect: each registers its built-in commands on ``core_app``.
+BUILT_IN_COMMAND_MODULES = (collect, info, model, privacy)
 
 log = logging.getLogger("selfiescope.cli")
 
@@ -44,10 +47,19 @@ class CommandsInfo:
     problems: list[str] = field(default_factory=list)
 
 
+def entry_name(entry: Any) -> str | None:
+    """The name a user types for a registered command (``CommandInfo``) or group (``TyperInfo``),
+    as typer derives it when none was given."""
+    if getattr(entry, "typer_instance", None) is not None:
+        return entry.name or entry.typer_instance.info.name
+    if entry.name:
+        return entry.name
+    return entry.callback.__name__.lower().replace("_", "-") if entry.callback else None
+
+
 def command_names(app: typer.Typer) -> list[str]:
     """The names of the commands and command groups registered on ``app``, as typed."""
-    names = [c.name or c.callback.__name__.lower().replace("_", "-") for c in app.registered_commands if c.callback]
-    names += [g.name or g.typer_instance.info.name for g in app.registered_groups]
+    names = [entry_name(e) for e in [*app.registered_commands, *app.registered_groups]]
     return [n for n in names if isinstance(n, str)]
 
 
@@ -86,7 +98,7 @@ def build_app(pm: pluggy.PluginManager, disabled: list[str] | None = None) -> tu
     app.registered_callback = core_app.registered_callback
     app.registered_commands = list(core_app.registered_commands)
     app.registered_groups = list(core_app.registered_groups)
-    info = CommandsInfo(disabled=list(disabled or []))
+    result = CommandsInfo(disabled=list(disabled or []))
     owner = {name: "selfiescope" for name in command_names(app)}
     hook = pm.hook.selfiescope_commands
     for impl in hook.get_hookimpls():
@@ -95,20 +107,21 @@ def build_app(pm: pluggy.PluginManager, disabled: list[str] | None = None) -> tu
         pm.subset_hook_caller(hook.name, others)(app=app)  # through pluggy: traced like every hook
         new_commands = app.registered_commands[commands:]
         new_groups = app.registered_groups[groups:]
-        kept_commands = [c for c in new_commands if _claim(c, owner, impl.plugin_name, info, group=False)]
-        kept_groups = [g for g in new_groups if _claim(g, owner, impl.plugin_name, info, group=True)]
+        kept_commands = [c for c in new_commands if _claim(c, owner, impl.plugin_name, result)]
+        kept_groups = [g for g in new_groups if _claim(g, owner, impl.plugin_name, result)]
         app.registered_commands[commands:] = kept_commands
         app.registered_groups[groups:] = kept_groups
         added = [owner_name for owner_name, who in owner.items() if who == impl.plugin_name]
         if added:
-            info.by_plugin[impl.plugin_name] = added
-    return app, info
+            result.by_plugin[impl.plugin_name] = added
+    return app, result
 
 
-def _claim(entry: Any, owner: dict[str, str], plugin: str, info: CommandsInfo, group: bool) -> bool:
-    name = entry.name or (entry.typer_instance.info.name if group else entry.callback.__name__.lower().replace("_", "-"))
+def _claim(entry: Any, owner: dict[str, str], plugin: str, result: CommandsInfo) -> bool:
+    """Record ``plugin`` as the owner of ``entry``'s name; False (and a problem) if it is taken."""
+    name = entry_name(entry) or "?"
     if name in owner:
-        info.problems.append(f"plugin {plugin} adds the command {name!r}, which {owner[name]} already provides: left out")
+        result.problems.append(f"plugin {plugin} adds the command {name!r}, which {owner[name]} already provides: left out")
         return False
     owner[name] = plugin
     return True
@@ -161,7 +174,7 @@ def __getattr__(name: str) -> Any:  # PEP 562: ``app`` and ``commands_info`` are
 
 
 def main() -> None:
-    app, info = current(startup_settings_path(sys.argv[1:]))
-    for problem in info.problems:
+    app, built = current(startup_settings_path(sys.argv[1:]))
+    for problem in built.problems:
         console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
     app()

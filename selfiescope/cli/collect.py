@@ -15,7 +15,7 @@ from rich.table import Table
 from ..core.hookspecs import hookimpl
 from ..core.settings import ScrapePipeline, Settings, SettingsError
 from ..core.text import printable
-from ..exits import code_for
+from ..exits import EXIT_INTERRUPTED, code_for
 from .common import (
     JsonOpt, SchedulerOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load, out, with_scheduler,
     with_wait,
