@@ -137,3 +137,21 @@ def test_plugins_lists_a_disabled_plugin_as_disabled(tmp_path, monkeypatch):
     assert all(r["status"] == "loaded" for r in rows[:-2]) and rows[-1]["components"] == []
     table = runner.invoke(app, ["plugins", "--settings", str(tmp_path / "settings.toml")], env={"COLUMNS": "160"})
     assert "disabled" in table.stdout and "login" not in table.stdout
+
+
+def test_only_the_help_and_plugin_commands_load_plugins_at_startup():
+    from selfiescope.cli.build import needs_plugin_commands
+
+    assert needs_plugin_commands([]) and needs_plugin_commands(["--help"]) and needs_plugin_commands(["-v", "--help"])
+    assert needs_plugin_commands(["login", "--help"]) and needs_plugin_commands(["nope"])
+    assert not needs_plugin_commands(["--version"]) and not needs_plugin_commands(["-v", "import", "x", "-l", "y"])
+    assert not needs_plugin_commands(["settings", "show"])
+
+
+def test_a_plugin_command_runs_from_the_console_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "selfiescope", "doctor", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--tag" in proc.stdout, proc.stderr
+    version = subprocess.run([sys.executable, "-m", "selfiescope", "--version"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+    assert version.returncode == 0 and version.stdout.startswith("selfiescope ")

@@ -89,10 +89,11 @@ def plugin_manager(disabled: list[str], extra: list[Any] | None = None) -> plugg
     return pm
 
 
-def build_app(pm: pluggy.PluginManager, disabled: list[str] | None = None) -> tuple[GuardedTyper, CommandsInfo]:
-    """A fresh application: the built-in commands, then each plugin's, in registration order.
-    A name that is already taken is not replaced: the later plugin's command is left out and
-    the problem is reported (``selfiescope plugins``, and a warning when the CLI starts)."""
+def build_app(pm: pluggy.PluginManager | None, disabled: list[str] | None = None) -> tuple[GuardedTyper, CommandsInfo]:
+    """A fresh application: the built-in commands, then each plugin's, in registration order
+    (none without ``pm``). A name that is already taken is not replaced: the later plugin's
+    command is left out and the problem is reported (``selfiescope plugins``, and a warning when
+    the CLI starts)."""
     app = GuardedTyper(**{k: getattr(core_app.info, k) for k in ("name", "help", "no_args_is_help")},
                        pretty_exceptions_enable=False, add_completion=False)
     app.registered_callback = core_app.registered_callback
@@ -100,6 +101,8 @@ def build_app(pm: pluggy.PluginManager, disabled: list[str] | None = None) -> tu
     app.registered_groups = list(core_app.registered_groups)
     result = CommandsInfo(disabled=list(disabled or []))
     owner = {name: "selfiescope" for name in command_names(app)}
+    if pm is None:
+        return app, result
     hook = pm.hook.selfiescope_commands
     for impl in hook.get_hookimpls():
         commands, groups = len(app.registered_commands), len(app.registered_groups)
@@ -173,8 +176,22 @@ def __getattr__(name: str) -> Any:  # PEP 562: ``app`` and ``commands_info`` are
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def needs_plugin_commands(argv: list[str]) -> bool:
+    """Whether this command line can reach a plugin's command: the top-level help (which lists
+    them) or a command that is not built in. A built-in command (or ``--version``) is served
+    without importing any plugin module here (the pipeline it calls loads what it needs)."""
+    command = next((a for a in argv if not a.startswith("-")), None)  # top-level options take no value
+    if command is None:
+        return not argv or "--help" in argv
+    return command not in command_names(core_app)
+
+
 def main() -> None:
-    app, built = current(startup_settings_path(sys.argv[1:]))
+    argv = sys.argv[1:]
+    if not needs_plugin_commands(argv):
+        build_app(None)[0]()
+        return
+    app, built = current(startup_settings_path(argv))
     for problem in built.problems:
         console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
     app()
