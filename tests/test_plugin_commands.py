@@ -155,3 +155,27 @@ def test_a_plugin_command_runs_from_the_console_entry_point(tmp_path):
     version = subprocess.run([sys.executable, "-m", "selfiescope", "--version"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and version.stdout.startswith("selfiescope ")
+
+
+def test_scrape_base_url_goes_where_the_source_says():
+    """``--base-url`` sets the source's ``url_option``; no pipeline knows a source by name."""
+    import pytest
+
+    from selfiescope.pipelines.scrape import scrape_pipeline
+
+    assert scrape_pipeline(["a"], "x", base_url="http://127.0.0.1:9").options == {"instagram": {"base_url": "http://127.0.0.1:9"}}
+    gallery = scrape_pipeline(["a"], "x", source="gallery", base_url="http://127.0.0.1:9/t/{tag}/")
+    assert gallery.options == {"gallery": {"url_template": "http://127.0.0.1:9/t/{tag}/"}}
+    with pytest.raises(ValueError, match="the folder source takes no site URL"):
+        scrape_pipeline(["a"], "x", source="folder", base_url="http://127.0.0.1:9")
+    assert scrape_pipeline(["a"], "x", source="nowhere", base_url="http://127.0.0.1:9").options == {}
+
+
+def test_cli_scrape_refuses_a_base_url_the_source_cannot_take(tmp_path):
+    from selfiescope.cli import app
+
+    (tmp_path / "settings.toml").write_text(f'[storage]\nroot = "{tmp_path / "data"}"\n')
+    result = runner.invoke(app, ["scrape", "a", "-l", "x", "--source", "folder", "--base-url", "http://127.0.0.1:9",
+                                 "--settings", str(tmp_path / "settings.toml")])
+    assert result.exit_code == 2 and "the folder source takes no site URL" in result.output
+    assert not (tmp_path / "data").exists()

@@ -32,7 +32,6 @@ from .scrape import scrape_pipeline
 log = logging.getLogger("selfiescope.record")
 
 
-
 def source_class(source: str) -> type[Source] | None:
     """The class of source ``source``; what record and replay need of it are its capabilities
     (``credential_env``, ``replay_options``, ``url_option``), never its name."""
@@ -112,7 +111,9 @@ def _base_url(settings: Settings, source: str, base_url: str | None) -> str | No
     cls = source_class(source)
     if cls is None or not cls.url_option:
         return None
-    value = settings.plugins.get(source, {}).get(cls.url_option) or getattr(cls.Options(), cls.url_option, None)
+    field = cls.Options.model_fields.get(cls.url_option)
+    default = None if field is None or field.is_required() else field.default
+    value = settings.plugins.get(source, {}).get(cls.url_option) or default
     return str(value).rstrip("/") if value else None
 
 
