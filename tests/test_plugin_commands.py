@@ -32,7 +32,9 @@ class Greeter:
         tools = typer.Typer(help="Greeter tools.")
 
         @tools.command("wave")
-        def wave() -> None:
+        def wave(broken: bool = False) -> None:
+            if broken:
+                raise SettingsError(["greeter.wave: broken"])
             typer.echo("wave")
 
         app.add_typer(tools, name="greeter")
@@ -55,6 +57,8 @@ def test_a_plugin_adds_a_command_and_a_group_that_run_guarded():
     ok = runner.invoke(app, ["greet", "ada"])
     assert ok.exit_code == 0 and ok.stdout == "hello ada\n"
     assert runner.invoke(app, ["greeter", "wave"]).stdout == "wave\n"
+    broken_wave = runner.invoke(app, ["greeter", "wave", "--broken"])  # a plain Typer sub-app is guarded too
+    assert broken_wave.exit_code == 2 and "greeter.wave: broken" in broken_wave.output
     broken = runner.invoke(app, ["greet", "ada", "--broken"])
     assert broken.exit_code == 2 and "greet.name: not a name" in broken.output
     assert broken.exception is None or isinstance(broken.exception, SystemExit)

@@ -15,7 +15,7 @@ import typer
 
 from .. import __version__
 from . import collect, info, model, privacy
-from .common import GuardedTyper, console, core_app, out
+from .common import GuardedTyper, console, core_app, guard_all, out
 
 # Imported for their side effect: each registers its built-in commands on ``core_app``.
 BUILT_IN_COMMAND_MODULES = (collect, info, model, privacy)
@@ -114,6 +114,8 @@ def build_app(pm: pluggy.PluginManager | None, disabled: list[str] | None = None
         kept_groups = [g for g in new_groups if _claim(g, owner, impl.plugin_name, result)]
         app.registered_commands[commands:] = kept_commands
         app.registered_groups[groups:] = kept_groups
+        for group in kept_groups:  # a plugin's sub-app may be a plain Typer: its commands end guarded too
+            guard_all(group.typer_instance)
         added = [owner_name for owner_name, who in owner.items() if who == impl.plugin_name]
         if added:
             result.by_plugin[impl.plugin_name] = added

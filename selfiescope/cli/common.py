@@ -45,7 +45,19 @@ def guarded(command):  # noqa: ANN001, ANN201 - wraps any typer command function
             console.print(f"[{style}]{prefix}{escape(printable(message))}[/{style}]", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
 
+    wrapper.selfiescope_guarded = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def guard_all(app: typer.Typer) -> None:
+    """Put every command of ``app`` and of its groups, however registered, behind :func:`guarded`
+    (a plugin's sub-app may be a plain ``typer.Typer``)."""
+    for info in app.registered_commands:
+        if info.callback is not None and not getattr(info.callback, "selfiescope_guarded", False):
+            info.callback = guarded(info.callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            guard_all(group.typer_instance)
 
 
 class GuardedTyper(typer.Typer):

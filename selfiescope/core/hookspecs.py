@@ -104,9 +104,10 @@ def selfiescope_commands(app: typer.Typer) -> None:
     Called once, when the CLI is built, for every loaded (not disabled) plugin. Register
     with ``@app.command()`` or ``app.add_typer(sub_app, name=...)``; every command on
     ``app`` ends through the CLI's guard (a known problem prints one line and exits with
-    its code). A command name that is already taken is left out, with a warning naming
-    both plugins; ``selfiescope plugins`` lists the commands each plugin adds. Import typer
-    and your command code inside the hook, so that using the plugin from Python stays light.
+    its code; so do the commands of a sub-app, even a plain ``typer.Typer``). A command name
+    that is already taken is left out, with a warning naming both plugins; ``selfiescope
+    plugins`` lists the commands each plugin adds. Import typer and your command code inside
+    the hook, so that using the plugin from Python stays light.
 
     :param app: the root :class:`typer.Typer` application of the ``selfiescope`` command.
     """
