@@ -30,6 +30,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'selfiescope' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API_NAMES})
+
+
 def load_model(path):  # noqa: ANN001, ANN201 - thin lazy wrapper, see pipelines.predict
     """Load a trained model folder: ``selfiescope.load_model(path).predict(paths)``."""
     from .pipelines.predict import load_model as _load
