@@ -12,7 +12,6 @@ aborts the rest, so the run never reaches the network.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
