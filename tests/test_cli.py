@@ -1,6 +1,8 @@
 """The CLI as a user meets it: real subprocesses, real signals."""
 
 import json
+import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -24,12 +26,35 @@ def make_photos(folder: Path, n: int) -> None:
         Image.fromarray(rng.integers(0, 255, (72, 72, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
 
 
+# Every command a user may type, by exact name: the built-ins and the Instagram plugin's.
+EXPECTED_COMMANDS = {
+    "run", "import", "clean", "demo", "scrape", "pipelines", "plugins", "stats", "mock-site", "train", "predict",
+    "forget", "card", "export", "settings", "login", "record", "doctor",
+}
+
+
+def help_commands(help_text: str) -> set[str]:
+    """The command names in the "Commands" box of typer's help (first word of each row)."""
+    box = help_text.split("Commands", 1)[1]
+    return {m.group(1) for m in re.finditer(r"^│ ([a-z][a-z-]*) ", box, flags=re.MULTILINE)}
+
+
 def test_version_and_help(tmp_path):
     assert cli("--version", cwd=tmp_path).stdout.startswith("selfiescope ")
-    out = cli("--help", cwd=tmp_path).stdout
-    for command in ("run", "pipelines", "plugins", "settings", "import", "clean", "scrape", "login",
-                    "mock-site", "demo", "train", "predict"):
-        assert command in out, command
+    proc = cli("--help", cwd=tmp_path, env={**os.environ, "COLUMNS": "100"})
+    assert proc.returncode == 0, proc.stderr
+    assert help_commands(proc.stdout) == EXPECTED_COMMANDS
+
+
+def test_every_registered_command_is_expected_and_present():
+    """The application's own registry, by exact name: a command that vanishes (or appears
+    unannounced, or changes name) fails here, whatever its help text says."""
+    from selfiescope.cli import app
+    from selfiescope.cli.build import command_names
+
+    assert set(command_names(app)) == EXPECTED_COMMANDS
+    settings_group = next(g.typer_instance for g in app.registered_groups if g.name == "settings")
+    assert set(command_names(settings_group)) == {"check", "show"}
 
 
 def test_unknown_pipeline_is_a_usage_error(tmp_path):

@@ -39,8 +39,30 @@ def test_example_plugin_is_listed(installed_example):
     assert proc.returncode == 0, proc.stderr
     rows = {r["plugin"]: r for r in json.loads(proc.stdout)}
     row = rows["sizegate"]
-    assert row["origin"] == "selfiescope-sizegate 1.0.0"
-    assert row["components"] == ["step:sizegate"] and row["hooks"] == ["selfiescope_steps"]
+    assert row["origin"] == "selfiescope-sizegate 1.0.0" and row["status"] == "loaded"
+    assert row["components"] == ["step:sizegate"] and row["commands"] == ["sizegate"]
+    assert row["hooks"] == ["selfiescope_commands", "selfiescope_steps"]
+
+
+def test_example_plugin_command_is_on_the_cli_and_runs(installed_example, tmp_path):
+    assert "sizegate" in cli(installed_example, "--help").stdout
+    (tmp_path / "big.bin").write_bytes(b"x" * 2000)
+    (tmp_path / "small.bin").write_bytes(b"x" * 10)
+    proc = cli(installed_example, "sizegate", str(tmp_path / "big.bin"), str(tmp_path / "small.bin"))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.splitlines() == [f"keep {tmp_path / 'big.bin'}", f"drop {tmp_path / 'small.bin'}"]
+    assert cli(installed_example, "sizegate", str(tmp_path / "big.bin")).returncode == 0
+
+
+def test_disabling_the_example_plugin_removes_its_command(installed_example, tmp_path):
+    """A disabled plugin's commands are gone: built with the disable list, the CLI has no
+    ``sizegate`` (checked on the application the CLI builds, whatever the settings' shape)."""
+    code = ("from selfiescope.cli.build import build_app, command_names, plugin_manager;"
+            "print(sorted(command_names(build_app(plugin_manager(['sizegate']), ['sizegate'])[0])))")
+    proc = subprocess.run([sys.executable, "-c", code], env=installed_example, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "'sizegate'" not in proc.stdout and "'scrape'" in proc.stdout
 
 
 def test_example_plugin_is_absent_without_the_install():

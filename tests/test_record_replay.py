@@ -108,6 +108,25 @@ def test_replay_of_a_missing_or_broken_file_is_a_usage_error(tmp_path: Path) -> 
         replay_settings(settings_for(tmp_path), tmp_path / "missing.har")
 
 
+def test_record_and_replay_ask_the_source_class_not_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a recording scrubs and notes comes from the source's capabilities: its
+    ``credential_env`` values, its ``url_option`` (configured, else its default)."""
+    from selfiescope.pipelines.record import _base_url, _secrets
+
+    secrets.clear()
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    monkeypatch.setenv(USERNAME_ENV, USERNAME)
+    settings = settings_for(tmp_path, base_url="http://127.0.0.1:9/")
+    assert {USERNAME, PASSWORD} <= _secrets(settings, "instagram")
+    assert not {USERNAME, PASSWORD} & _secrets(settings, "gallery")  # the gallery source names no credentials
+    assert _base_url(settings, "instagram", None) == "http://127.0.0.1:9"
+    assert _base_url(settings_from_dict({}), "instagram", None) == "https://www.instagram.com"
+    gallery = settings_from_dict({"plugins": {"gallery": {"url_template": "http://127.0.0.1:9/t/{tag}/"}}})
+    assert _base_url(gallery, "gallery", None) == "http://127.0.0.1:9/t/{tag}"
+    assert _base_url(settings, "no-such-source", None) is None
+    secrets.clear()
+
+
 # --- record, stop the site, replay -------------------------------------------------------------
 try:
     find_chromium("auto")

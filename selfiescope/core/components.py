@@ -72,6 +72,20 @@ class Source(Component):
         :meth:`events` (e.g. the resume skip of images stored by an earlier run)."""
         return None
 
+    # --- issue 11, public API and CLI (helper C): what generic commands ask of a source ----------
+    url_option: ClassVar[str | None] = None
+    """The option a command's ``--base-url`` sets (``scrape``, ``record``): the site, or a URL
+    template; None when the source takes no URL. Also where ``record`` finds the site to note."""
+
+    credential_env: ClassVar[tuple[str, ...]] = ()
+    """Environment variables that hold this source's credentials: ``record`` scrubs their
+    values from a recording wherever they appear; ``selfiescope plugins`` lists them."""
+
+    replay_options: ClassVar[dict[str, Any]] = {}
+    """Options merged into the source's own when it replays a recorded session (nothing
+    crosses the network, so e.g. no pacing)."""
+    # --- end issue 11 (helper C) -------------------------------------------------------------
+
 
 class Step(Component):
     """One link of the image chain.

@@ -1,11 +1,12 @@
 """The whole extension surface of selfiescope.
 
 Every built-in feature (the folder and Instagram sources, the decode, face-area, dedup
-and store steps, the files backend, the feature groups) is a plugin implementing these
-hooks, registered exactly like a third-party plugin. A third-party package exposes a
-module in the ``selfiescope`` entry-point group and implements any of them::
+and store steps, the files backend, the feature groups, the Instagram commands) is a
+plugin implementing these hooks, registered exactly like a third-party plugin. A
+third-party package exposes a module in the ``selfiescope`` entry-point group and
+implements any of them, importing what it needs from :mod:`selfiescope.api`::
 
-    from selfiescope import hookimpl
+    from selfiescope.api import Step, hookimpl
 
     @hookimpl
     def selfiescope_steps():
@@ -18,12 +19,25 @@ options. We register classes rather than calling one hook per image because sett
 choose *which* steps run and in *what order*, per pipeline; a plain pluggy hook call
 would run every implementation in registration order.
 
+``selfiescope_commands`` adds commands to the command line (datasette's
+``register_commands``); it is called once, when the CLI is built.
+
 Set ``SELFIESCOPE_TRACE_PLUGINS=1`` to log every hook call and its result.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: importing this module stays cheap
+    import typer
+
+    from .components import FeatureExtractor, Source, Step, Storage
+    from .context import RunContext
+    from .events import ImageEvent
+    from .stats import RunStats
 
 PROJECT = "selfiescope"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -31,22 +45,22 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def selfiescope_sources():
-    """Return a list of :class:`~selfiescope.core.components.Source` subclasses.
+def selfiescope_sources() -> list[type[Source]]:
+    """Return a list of :class:`~selfiescope.api.Source` subclasses.
 
     A source turns a pipeline's targets (hashtags, folders, URLs) into jobs and
-    yields :class:`~selfiescope.core.events.ImageEvent` objects for each job. Jobs of
+    yields :class:`~selfiescope.api.ImageEvent` objects for each job. Jobs of
     one run execute concurrently; the engine applies backpressure, so a source simply
     ``yield``s and is paused while the chain is busy.
     """
 
 
 @hookspec
-def selfiescope_steps():
-    """Return a list of :class:`~selfiescope.core.components.Step` subclasses.
+def selfiescope_steps() -> list[type[Step]]:
+    """Return a list of :class:`~selfiescope.api.Step` subclasses.
 
     A step is one link of the image chain. Its ``process(event)`` may annotate the
-    event, or drop the image by raising :class:`~selfiescope.core.events.Reject` with a
+    event, or drop the image by raising :class:`~selfiescope.api.Reject` with a
     reason; the rest of the chain is then skipped for that image. Any other exception
     is a *failure*, not a decision: the image is marked ``failed`` (code: the
     exception's ``code`` attribute, else ``"error"``), the run goes on but ends with
@@ -56,8 +70,8 @@ def selfiescope_steps():
 
 
 @hookspec
-def selfiescope_storage():
-    """Return a list of :class:`~selfiescope.core.components.Storage` subclasses.
+def selfiescope_storage() -> list[type[Storage]]:
+    """Return a list of :class:`~selfiescope.api.Storage` subclasses.
 
     A storage backend writes accepted images (``write``), answers whether an id is
     already stored (``exists``) and lists what it holds (``iterate``). The settings key
@@ -66,8 +80,8 @@ def selfiescope_storage():
 
 
 @hookspec
-def selfiescope_features():
-    """Return a list of :class:`~selfiescope.core.components.FeatureExtractor` subclasses.
+def selfiescope_features() -> list[type[FeatureExtractor]]:
+    """Return a list of :class:`~selfiescope.api.FeatureExtractor` subclasses.
 
     Each extractor computes one named group of numeric features from a decoded image
     and its face annotations, for training and prediction. Its ``version`` is part of
@@ -84,28 +98,67 @@ def selfiescope_features():
 
 
 @hookspec
-def selfiescope_run_started(run):
-    """Called once when a run starts. ``run`` is the :class:`~selfiescope.core.context.RunContext`."""
+def selfiescope_commands(app: typer.Typer) -> None:
+    """Add commands or command groups to the ``selfiescope`` command line.
+
+    Called once, when the CLI is built, for every loaded (not disabled) plugin. Register
+    with ``@app.command()`` or ``app.add_typer(sub_app, name=...)``; every command on
+    ``app`` ends through the CLI's guard (a known problem prints one line and exits with
+    its code; so do the commands of a sub-app, even a plain ``typer.Typer``). A command name
+    that is already taken is left out, with a warning naming both plugins; ``selfiescope
+    plugins`` lists the commands each plugin adds. Import typer and your command code inside
+    the hook, so that using the plugin from Python stays light.
+
+    :param app: the root :class:`typer.Typer` application of the ``selfiescope`` command.
+    """
 
 
 @hookspec
-def selfiescope_image_accepted(event, run):
-    """Called after an image passed the whole chain (and was stored, if ``store`` is in it)."""
+def selfiescope_run_started(run: RunContext) -> None:
+    """Called once when a run starts, before the first job.
+
+    :param run: the run's :class:`~selfiescope.api.RunContext` (settings, manifest,
+        storage, stats); ``run.stats.state_listeners`` takes callbacks for job states.
+    """
 
 
 @hookspec
-def selfiescope_image_rejected(event, run):
-    """Called when a step rejected an image; ``event.rejected_by`` and ``event.reject_reason`` say why."""
+def selfiescope_image_accepted(event: ImageEvent, run: RunContext) -> None:
+    """Called after an image passed the whole chain (and was stored, if ``store`` is in it).
+
+    :param event: the :class:`~selfiescope.api.ImageEvent`, with every step's annotations
+        and, when stored, its ``location``.
+    :param run: the :class:`~selfiescope.api.RunContext` of the run.
+    """
 
 
 @hookspec
-def selfiescope_image_failed(event, run):
+def selfiescope_image_rejected(event: ImageEvent, run: RunContext) -> None:
+    """Called when a step rejected an image.
+
+    :param event: the :class:`~selfiescope.api.ImageEvent`; ``event.rejected_by`` names the
+        step, ``event.reject_code`` and ``event.reject_reason`` say why.
+    :param run: the :class:`~selfiescope.api.RunContext` of the run.
+    """
+
+
+@hookspec
+def selfiescope_image_failed(event: ImageEvent, run: RunContext) -> None:
     """Called when an image could not be processed: a step raised an error (a write that
-    failed, a plugin bug) or the source could not read it. ``event.rejected_by`` names the
-    step, ``event.reject_code`` and ``event.reject_reason`` say what broke. Nothing was
-    decided: the run ends with errors and a rerun retries the image."""
+    failed, a plugin bug) or the source could not read it. Nothing was decided: the run
+    ends with errors and a rerun retries the image.
+
+    :param event: the :class:`~selfiescope.api.ImageEvent`; ``event.rejected_by`` names the
+        step, ``event.reject_code`` and ``event.reject_reason`` say what broke.
+    :param run: the :class:`~selfiescope.api.RunContext` of the run.
+    """
 
 
 @hookspec
-def selfiescope_run_finished(run, stats):
-    """Called once when a run ends, normally or cancelled. ``stats`` is a :class:`~selfiescope.core.stats.RunStats`."""
+def selfiescope_run_finished(run: RunContext, stats: RunStats) -> None:
+    """Called once when a run ends, normally or cancelled.
+
+    :param run: the :class:`~selfiescope.api.RunContext` of the run.
+    :param stats: the run's final :class:`~selfiescope.core.stats.RunStats` (``status``,
+        counts, ``errors``).
+    """

@@ -24,12 +24,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .plugins import Registry
 
 ENV_PREFIX = "SELFIESCOPE_"
-# Environment variables with our prefix that are not setting overrides.
+# Environment variables with our prefix that are not setting overrides. Only names with
+# ``__`` are read as overrides at all, so a plugin's own variables (its credentials, e.g. the
+# ones a source lists in ``credential_env``) need no entry here: core knows no plugin's names.
 RESERVED_ENV = {
     "SELFIESCOPE_TRACE_PLUGINS",
     "SELFIESCOPE_SETTINGS",
-    "SELFIESCOPE_INSTAGRAM_USERNAME",
-    "SELFIESCOPE_INSTAGRAM_PASSWORD",
     "SELFIESCOPE_NO_ENTRYPOINTS",
 }
 SECRET_WORDS = ("password", "passwd", "secret", "token", "cookie", "username")
@@ -343,7 +343,7 @@ def _urls_with_credentials(value: Any, here: str) -> list[str]:
         return [p for i, item in enumerate(value) for p in _urls_with_credentials(item, f"{here}[{i}]")]
     if isinstance(value, str) and has_userinfo(value):
         return [f"{here}: the URL holds credentials (user:password@); remove them and use the environment "
-                "or `selfiescope login` instead"]
+                "or the plugin's login command instead"]
     return []
 
 
@@ -357,8 +357,8 @@ def _reject_secrets(data: dict[str, Any], path: str = "") -> list[str]:
         problems += _urls_with_credentials(v, here)
         if any(w in k.lower() for w in SECRET_WORDS) and k.lower() != "session_file":
             problems.append(
-                f"{here}: credentials do not belong in settings; use the environment variables "
-                "SELFIESCOPE_INSTAGRAM_USERNAME / SELFIESCOPE_INSTAGRAM_PASSWORD or `selfiescope login`"
+                f"{here}: credentials do not belong in settings; set them in the environment variables "
+                "the plugin reads (`selfiescope plugins` lists them) or use its login command"
             )
     return problems
 

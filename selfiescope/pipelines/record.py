@@ -12,7 +12,6 @@ aborts the rest, so the run never reaches the network.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 from ..core import har
 from ..core.secrets import credential
 from ..core.browser import load_session, session_path
+from ..core.components import Source
 from ..core.manifest import Manifest
 from ..core.settings import Settings
 from ..core.stats import RunStats
@@ -30,10 +30,13 @@ from .scrape import scrape_pipeline
 
 log = logging.getLogger("selfiescope.record")
 
-# Environment variables whose values are credentials: never in a recording.
-CREDENTIAL_ENV = ("SELFIESCOPE_INSTAGRAM_USERNAME", "SELFIESCOPE_INSTAGRAM_PASSWORD")
-# A replay sends nothing over the network: no reason to pace it like a live run.
-REPLAY_OPTIONS: dict[str, dict[str, Any]] = {"instagram": {"requests_per_minute": 60000.0, "jitter_s": 0.0}}
+
+def source_class(source: str) -> type[Source] | None:
+    """The class of source ``source``; what record and replay need of it are its capabilities
+    (``credential_env``, ``replay_options``, ``url_option``), never its name."""
+    from ..core.plugins import load_registry
+
+    return load_registry().sources.get(source)
 
 
 @dataclass
@@ -49,9 +52,11 @@ class Recording:
                 "posts": len(self.posts), "status": self.stats.status, "errors": list(self.stats.errors)}
 
 
-def _secrets(settings: Settings) -> set[str]:
-    """Values that must not survive in the file even where no header names them."""
-    found = {value for k in CREDENTIAL_ENV if (value := credential(k))}
+def _secrets(settings: Settings, source: str) -> set[str]:
+    """Values that must not survive in the file even where no header names them: the source's
+    credentials (its ``credential_env``) and the saved session's cookies."""
+    cls = source_class(source)
+    found = {value for k in (cls.credential_env if cls else ()) if (value := credential(k))}
     state = load_session(session_path(settings.browser))
     for cookie in (state or {}).get("cookies", []):
         found.add(str(cookie.get("value", "")))
@@ -80,7 +85,7 @@ async def record(settings: Settings, tags: list[str], har_path: Path, *, source:
         note = {"source": source, "targets": tags, "base_url": _base_url(settings, source, base_url),
                 "limit": limit, "posts": posts}
         merged = har.merge(pages, api, note)
-        scrubbed, redactions = har.scrub(merged, _secrets(settings))
+        scrubbed, redactions = har.scrub(merged, _secrets(settings, source))
         har.save(har_path, scrubbed)
         log.info("recorded %d requests into %s (%d values redacted)", len(scrubbed["log"]["entries"]),
                  har_path, redactions)
@@ -102,14 +107,13 @@ def _stored_posts(root: Path, source: str) -> list[str]:
 def _base_url(settings: Settings, source: str, base_url: str | None) -> str | None:
     if base_url:
         return base_url.rstrip("/")
-    value = settings.plugins.get(source, {}).get("base_url")
-    if value:
-        return str(value).rstrip("/")
-    if source == "instagram":
-        from ..plugins.instagram import InstagramOptions
-
-        return InstagramOptions().base_url
-    return None
+    cls = source_class(source)
+    if cls is None or not cls.url_option:
+        return None
+    field = cls.Options.model_fields.get(cls.url_option)
+    default = None if field is None or field.is_required() else field.default
+    value = settings.plugins.get(source, {}).get(cls.url_option) or default
+    return str(value).rstrip("/") if value else None
 
 
 def replay_settings(settings: Settings, har_path: Path, source: str = "instagram") -> tuple[Settings, str | None]:
@@ -119,9 +123,9 @@ def replay_settings(settings: Settings, har_path: Path, source: str = "instagram
     """
     data = har.load(Path(har_path))
     plugins = dict(settings.plugins)
-    for name, options in REPLAY_OPTIONS.items():
-        if name == source:
-            plugins[name] = {**plugins.get(name, {}), **options}
+    cls = source_class(source)
+    if cls is not None and cls.replay_options:
+        plugins[source] = {**plugins.get(source, {}), **cls.replay_options}
     updated = settings.model_copy(update={
         "browser": settings.browser.model_copy(update={"replay_har": Path(har_path), "record_har": None}),
         "plugins": plugins,

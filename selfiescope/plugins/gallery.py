@@ -76,6 +76,7 @@ class GalleryOptions(Options):
 class GallerySource(Source):
     name = "gallery"
     Options = GalleryOptions
+    url_option = "url_template"
 
     def __init__(self, options: GalleryOptions, run: Any) -> None:
         super().__init__(options, run)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import selfiescope_sizegate
-from selfiescope.core.events import ImageEvent, Origin, Reject
+from selfiescope.api import ImageEvent, Origin, Reject
 from selfiescope.testing.synth import encode_jpeg, render_selfie
 from selfiescope_sizegate import SizeGate, SizeGateOptions
 

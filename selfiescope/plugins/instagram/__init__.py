@@ -1,7 +1,10 @@
-"""The ``instagram`` source (see :mod:`.source`): hashtags through a real browser.
+"""The ``instagram`` plugin: the source (see :mod:`.source`, hashtags through a real browser)
+and the ``login``, ``record`` and ``doctor`` commands (:mod:`.commands`).
 
 :mod:`.feed` reads posts from the feed JSON and the DOM; :mod:`.login` logs in through
-the web form; :mod:`.source` runs one job per hashtag.
+the web form; :mod:`.session` is ``selfiescope login``; :mod:`.source` runs one job per
+hashtag. Its settings are ``[plugins.instagram]`` (:class:`InstagramOptions`) and the
+environment variables :data:`USERNAME_ENV` / :data:`PASSWORD_ENV`.
 """
 
 from __future__ import annotations
@@ -23,3 +26,10 @@ __all__ = [
 @hookimpl
 def selfiescope_sources():
     return [InstagramSource]
+
+
+@hookimpl
+def selfiescope_commands(app):  # noqa: ANN001 - typer.Typer; the command module loads only for the CLI
+    from .commands import register
+
+    register(app)

@@ -93,6 +93,9 @@ class InstagramOptions(Options):
 class InstagramSource(Source):
     name = "instagram"
     Options = InstagramOptions
+    url_option = "base_url"
+    credential_env = (USERNAME_ENV, PASSWORD_ENV)
+    replay_options = {"requests_per_minute": 60000.0, "jitter_s": 0.0}  # a replay crosses no network
 
     def __init__(self, options: InstagramOptions, run: Any) -> None:
         super().__init__(options, run)

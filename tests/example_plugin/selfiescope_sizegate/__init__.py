@@ -1,12 +1,14 @@
-"""An example third-party plugin: a chain step that drops images below a file size.
+"""An example third-party plugin: a chain step that drops images below a file size, and a
+``selfiescope sizegate`` command that says which files the step would drop.
 
 Installed through the ``selfiescope`` entry-point group (see pyproject.toml), it shows
-up in ``selfiescope plugins`` and can be placed in any pipeline's ``chain``.
+up in ``selfiescope plugins`` and can be placed in any pipeline's ``chain``. It imports
+only from the public API, :mod:`selfiescope.api`.
 """
 
-from selfiescope import hookimpl
-from selfiescope.core.components import Options, Step
-from selfiescope.core.events import ImageEvent, Reject
+from pathlib import Path
+
+from selfiescope.api import ImageEvent, Options, Reject, Step, hookimpl
 
 
 class SizeGateOptions(Options):
@@ -26,3 +28,19 @@ class SizeGate(Step):
 @hookimpl
 def selfiescope_steps():
     return [SizeGate]
+
+
+@hookimpl
+def selfiescope_commands(app):
+    import typer
+
+    @app.command("sizegate")
+    def sizegate_command(
+        files: list[Path] = typer.Argument(..., help="image files to check"),
+        min_bytes: int = typer.Option(SizeGateOptions().min_bytes, help="the smallest size kept"),
+    ) -> None:
+        """Say which FILES the sizegate step would drop; exit 1 if any."""
+        dropped = [f for f in files if f.stat().st_size < min_bytes]
+        for f in files:
+            typer.echo(f"{'drop' if f in dropped else 'keep'} {f}")
+        raise typer.Exit(1 if dropped else 0)

@@ -1,6 +1,6 @@
 """The privacy and provenance commands: ``forget``, ``card``, ``export`` (issue 12).
 
-Registered on :data:`selfiescope.cli.app` when :mod:`selfiescope.cli` is imported; like
+Registered on :data:`selfiescope.cli.common.core_app` when imported; like
 the rest of the CLI they parse, call a pipeline and print, with no logic of their own.
 """
 
@@ -14,9 +14,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JsonOpt, SettingsOpt, app, console, emit_json, fail, load, out
-from .core.privacy import PrivacyError
-from .core.settings import SettingsError
+from ..exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load, out
+from ..core.privacy import PrivacyError
+from ..core.settings import SettingsError
 
 SHOWN = 50  # matched images listed on the terminal (--json lists them all)
 
@@ -42,7 +43,7 @@ def _print_forget(result, verb: str, to=out) -> None:  # noqa: ANN001 - ForgetRe
                   f"retrain it (`{use.retrain}`) so it no longer includes them", highlight=False)
 
 
-@app.command("forget")
+@core_app.command("forget")
 def forget_command(
     post: list[str] = typer.Option([], "--post", help="a post's shortcode or URL (repeatable)"),
     owner: list[str] = typer.Option([], "--owner", help="an owner's user name (matched through its pseudonym)"),
@@ -57,7 +58,7 @@ def forget_command(
 
     Exit code 0 when something was removed (or would be, with --dry-run), 1 when nothing matched.
     """
-    from .pipelines.forget import ForgetError, ForgetRequest, forget
+    from ..pipelines.forget import ForgetError, ForgetRequest, forget
 
     request = ForgetRequest(list(post), list(owner), list(image), list(label))
     if request.empty():
@@ -96,12 +97,12 @@ def forget_command(
     raise typer.Exit(EXIT_OK if result.removed_anything else EXIT_FAILED)
 
 
-@app.command("card")
+@core_app.command("card")
 def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = JsonOpt) -> None:
     """Write the dataset card (DATASET.md and datacard.json) in the storage root."""
-    from .core.manifest import Manifest
-    from .core.plugins import load_registry
-    from .pipelines.card import build_card, write_card
+    from ..core.manifest import Manifest
+    from ..core.plugins import load_registry
+    from ..pipelines.card import build_card, write_card
 
     settings = load(settings_path)
     root = Path(settings.storage.root)
@@ -120,7 +121,7 @@ def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
         out.print(f"wrote {md} and {js}: {card['images']} images, {card['rejections']['total']} rejections")
 
 
-@app.command("export")
+@core_app.command("export")
 def export_command(
     directory: Path = typer.Argument(..., help="a new (or empty) folder"),
     fmt: str = typer.Option("imagefolder", "--format", "-f", help="imagefolder, csv or parquet"),
@@ -129,7 +130,7 @@ def export_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Export the dataset: an imagefolder with metadata.csv, or a CSV/Parquet table. Never forgotten images."""
-    from .pipelines.export import ExportError, export
+    from ..pipelines.export import ExportError, export
 
     settings = load(settings_path)
     try:

@@ -1,0 +1,286 @@
+"""The collecting commands: ``run``, ``import``, ``clean``, ``scrape``, ``demo``, and the
+progress display they share. They parse, call a pipeline and print; no logic of their own."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..core.hookspecs import hookimpl
+from ..core.settings import ScrapePipeline, Settings, SettingsError
+from ..core.text import printable
+from ..exits import EXIT_INTERRUPTED, code_for
+from .common import (
+    JsonOpt, SchedulerOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load, out, with_scheduler,
+    with_wait,
+)
+
+
+class ProgressObserver:
+    """A plugin object the CLI registers for the duration of a run, to draw progress: a line
+    per job (its state, images kept) on a terminal, plain lines on stderr otherwise."""
+
+    def __init__(self, progress: Progress, plain: bool = False) -> None:
+        self.progress = progress
+        self.plain = plain  # not a terminal: print each job's state changes as lines
+        self.task = progress.add_task("images", total=None)
+        self.job_tasks: dict[str, Any] = {}
+        self.run: Any = None
+
+    @hookimpl
+    def selfiescope_run_started(self, run: Any) -> None:
+        self.run = run
+        run.stats.state_listeners.append(self.on_state)
+
+    def on_state(self, job: str, state: str) -> None:
+        kept = self.run.stats.per_job.get(job, {}).get("accepted", 0) if self.run else 0
+        if self.plain:
+            console.print(f"{job}: {state}" + (f" ({kept} images kept)" if kept else ""), highlight=False, markup=False)
+            return
+        if job not in self.job_tasks:
+            self.job_tasks[job] = self.progress.add_task("", total=None)
+        self.progress.update(self.job_tasks[job], description=f"  {job}: {state}  ·  {kept} kept")
+
+    @hookimpl
+    def selfiescope_image_accepted(self, event: Any, run: Any) -> None:
+        self._advance(run, event)
+
+    @hookimpl
+    def selfiescope_image_rejected(self, event: Any, run: Any) -> None:
+        self._advance(run, event)
+
+    @hookimpl
+    def selfiescope_image_failed(self, event: Any, run: Any) -> None:
+        self._advance(run, event)
+
+    def _advance(self, run: Any, event: Any) -> None:
+        s = run.stats
+        self.progress.update(
+            self.task, advance=1,
+            description=f"accepted {s.accepted}  rejected {s.rejected}" + (f"  [red]failed {s.failed}[/red]" if s.failed else ""),
+        )
+        job = getattr(getattr(event, "origin", None), "job", None)
+        if job in self.job_tasks and not self.plain:
+            self.on_state(job, s.job_states.get(job, ""))
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=True, disable=not enabled or not console.is_terminal,
+    )
+
+
+def print_stats(stats: dict[str, Any], title: str) -> None:
+    table = Table(title=title, show_header=False)
+    for key in ("status", "seen", "accepted", "rejected", "failed", "images_per_s", "elapsed_s", "bytes_stored"):
+        table.add_row(key, str(stats.get(key)))
+    for reason, n in sorted(stats.get("rejected_by_reason", {}).items()):
+        table.add_row(f"  rejected: {reason}", str(n))
+    for job, counts in stats.get("per_job", {}).items():
+        table.add_row(f"  job {escape(printable(job))}", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for err in stats.get("errors", []):
+        table.add_row("[red]error[/red]", escape(printable(err)))
+    out.print(table)
+
+
+def run_collect(
+    settings: Settings, name: str, pipeline: ScrapePipeline | None, as_json: bool,
+    together: list[ScrapePipeline] | None = None,
+) -> None:
+    from ..pipelines.collect import collect
+
+    with _progress(not as_json) as progress:
+        observer = ProgressObserver(progress, plain=not as_json and not console.is_terminal)
+        stats = asyncio.run(collect(settings, name, pipeline=pipeline, together=together, extra_plugins=[observer]))
+    data = stats.as_dict()
+    data["storage_root"] = printable(settings.storage.root)
+    if as_json:
+        emit_json(data)
+    else:
+        print_stats(data, f"{name}: stored under {escape(printable(settings.storage.root))}")
+    raise typer.Exit(code_for(data["errors"]))
+
+
+
+# --- run, pipelines ------------------------------------------------------------------
+@core_app.command()
+def run(
+    pipelines: list[str] = typer.Argument(..., help="one or more pipeline names from settings.toml"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+    scheduler: Optional[str] = SchedulerOpt,
+    wait: bool = WaitOpt,
+) -> None:
+    """Run pipelines defined in settings.toml (several scrape pipelines with the same source
+    and chain run together, concurrently, in one run)."""
+    settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
+    try:
+        chosen = [settings.pipeline(name) for name in pipelines]
+    except SettingsError as exc:
+        raise fail(exc.problems[0]) from None
+    first = chosen[0]
+    if all(isinstance(p, ScrapePipeline) for p in chosen):
+        run_collect(settings, "+".join(pipelines), first, as_json, together=chosen[1:])
+        return
+    if len(chosen) > 1:
+        raise fail("only scrape/import pipelines can run together; run the others one by one")
+    if first.kind == "train":
+        from .model import run_train
+
+        run_train(settings, pipelines[0], as_json)
+    elif first.kind == "demo":
+        from ..pipelines.demo import demo
+
+        raise typer.Exit(demo(settings, as_json=as_json))
+
+
+
+
+# --- import --------------------------------------------------------------------------
+@core_app.command("import")
+def import_folder(
+    folder: list[Path] = typer.Argument(..., help="folders (or files) of images"),
+    label: str = typer.Option(..., "--label", "-l", help="class label, e.g. selfie or portrait"),
+    chain: Optional[str] = typer.Option(None, help="comma-separated steps (default: decode,face_area,dedup,store)"),
+    limit: Optional[int] = typer.Option(None, help="stop after this many accepted images per folder"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+    scheduler: Optional[str] = SchedulerOpt,
+    wait: bool = WaitOpt,
+) -> None:
+    """Run every image under FOLDER through the chain into the dataset."""
+    settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
+    if missing := [printable(f) for f in folder if not f.expanduser().exists()]:
+        raise fail(f"not found: {', '.join(missing)}")
+    fields: dict[str, Any] = {"kind": "import", "source": "folder", "paths": folder, "label": label, "limit": limit}
+    if chain:
+        fields["chain"] = [c.strip() for c in chain.split(",") if c.strip()]
+    try:
+        pipeline = ScrapePipeline.model_validate(fields)
+    except Exception as exc:  # pydantic ValidationError: show it as a usage error
+        from pydantic import ValidationError
+
+        from ..core.settings import format_validation_error
+
+        if isinstance(exc, ValidationError):
+            raise fail("; ".join(format_validation_error(exc))) from None
+        raise
+    run_collect(settings, "import", pipeline, as_json)
+
+
+# --- clean (issue 3) -------------------------------------------------------------------
+@core_app.command("clean")
+def clean_command(
+    folder: Path = typer.Argument(..., help="folder of images to clean"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="store the kept images into a new dataset here"),
+    no_dedup: bool = typer.Option(False, "--no-dedup", help="keep duplicates"),
+    move_rejected_to: Optional[Path] = typer.Option(None, "--move-rejected-to", help="move rejected originals here, by reason"),
+    delete_rejected: bool = typer.Option(False, "--delete-rejected", help="DELETE rejected originals (never done otherwise)"),
+    label: Optional[str] = typer.Option(None, "--label", "-l", help="label of the new dataset (default: the folder's name)"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+    scheduler: Optional[str] = SchedulerOpt,
+    wait: bool = WaitOpt,
+) -> None:
+    """Run decode + face filter (+ dedup) over FOLDER and report kept/rejected by reason.
+
+    Originals are moved or deleted only when asked, and only those a step rejected
+    (never one that failed to be read or stored)."""
+    from ..pipelines.clean import clean
+
+    settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
+    try:
+        result = clean(
+            settings, folder, output=output, dedup=not no_dedup, move_rejected_to=move_rejected_to,
+            delete_rejected=delete_rejected, label=label,
+        )
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: nothing of yours was moved or deleted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if as_json:
+        emit_json(result)
+    else:
+        title = f"clean {result['folder']}" + (f" -> {result['output']}" if output else " (report only)")
+        table = Table(title=escape(title), show_header=False)
+        for key in ("seen", "kept", "rejected", "failed", "moved", "deleted"):
+            table.add_row(key, str(result[key]))
+        for reason, n in result["rejected_by_reason"].items():
+            table.add_row(f"  rejected: {reason}", str(n))
+        for line in result["skipped"]:
+            table.add_row("[yellow]left alone[/yellow]", escape(line))
+        for err in result["errors"]:
+            table.add_row("[red]error[/red]", escape(err))
+        out.print(table)
+    raise typer.Exit(code_for(result["errors"]))
+
+
+# --- demo ------------------------------------------------------------------------------
+@core_app.command("demo")
+def demo_command(
+    settings_path: Optional[Path] = SettingsOpt,
+    output: Path = typer.Option(Path("demo-output"), help="where the demo dataset, model and report go"),
+    per_tag: int = typer.Option(40, help="images to collect per hashtag"),
+    no_train: bool = typer.Option(False, "--no-train", help="stop after scraping"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Scrape the local Instagram-like site (synthetic photos) and train: no credentials, no internet."""
+    from ..pipelines.demo import demo
+
+    raise typer.Exit(demo(load(settings_path), as_json=as_json, out_dir=output, per_tag=per_tag, train=not no_train))
+
+
+# --- scrape, login (browser sources) ---------------------------------------------------
+@core_app.command()
+def scrape(
+    tags: list[str] = typer.Argument(..., help="hashtags (with or without #), scraped concurrently"),
+    label: str = typer.Option(..., "--label", "-l", help="class label, e.g. selfie or portrait"),
+    limit: Optional[int] = typer.Option(None, help="stop after this many accepted images per hashtag"),
+    source: str = typer.Option("instagram", help="source plugin: instagram, or gallery (with --base-url a URL template with {tag})"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="the site to scrape, e.g. the local mock site's URL"),
+    chain: Optional[str] = typer.Option(None, help="comma-separated steps (default: decode,face_area,dedup,store)"),
+    contexts: Optional[int] = typer.Option(None, "--contexts", min=1, max=64, help="browser contexts at once (browser.max_contexts)"),
+    replay: Optional[Path] = typer.Option(None, "--replay", help="run offline against a HAR saved by `selfiescope record`"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+    scheduler: Optional[str] = SchedulerOpt,
+    wait: bool = WaitOpt,
+) -> None:
+    """Collect the images of HASHTAGS into the dataset (rerun the same command to resume)."""
+    from pydantic import ValidationError
+
+    from ..core.settings import format_validation_error
+    from ..pipelines.scrape import scrape_pipeline
+
+    settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
+    if replay is not None:
+        settings, base_url = replay_options(settings, replay, source, base_url)
+    if contexts:
+        settings = settings.model_copy(update={"browser": settings.browser.model_copy(update={"max_contexts": contexts})})
+    steps = [c.strip() for c in chain.split(",") if c.strip()] if chain else None
+    try:
+        pipeline = scrape_pipeline(tags, label, limit=limit, source=source, base_url=base_url, chain=steps)
+    except ValidationError as exc:
+        raise fail("; ".join(format_validation_error(exc))) from None
+    except ValueError as exc:  # a --base-url the source cannot take
+        raise fail(str(exc)) from None
+    run_collect(settings, "scrape", pipeline, as_json)
+
+
+
+
+def replay_options(settings: Settings, har_file: Path, source: str, base_url: Optional[str]) -> tuple[Settings, Optional[str]]:
+    from ..core.har import HarError
+    from ..pipelines.record import replay_settings
+
+    try:
+        settings, recorded_base = replay_settings(settings, har_file, source)
+    except HarError as exc:
+        raise fail(f"--replay: {exc}") from None
+    return settings, base_url or recorded_base

@@ -1,0 +1,152 @@
+"""What every command shares: the guard, the consoles, the common options, settings loading.
+
+A plugin's ``selfiescope_commands`` hook may use these too (``load``, ``fail``,
+``emit_json``, ``SettingsOpt``, ``JsonOpt``); commands registered on the ``app`` the hook
+receives are guarded already.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..core.settings import Settings, SettingsError, check_paths, load_settings
+from ..core.text import printable
+from ..exits import EXIT_INTERRUPTED, EXIT_USAGE, classify
+
+console = Console(stderr=True)
+out = Console()
+
+
+def guarded(command):  # noqa: ANN001, ANN201 - wraps any typer command function
+    """Every command ends through :func:`selfiescope.exits.classify`: a known problem prints one
+    clear line (no traceback) and exits with its code; only a bug keeps its traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - classified below, re-raised when unknown
+            known = classify(exc)
+            if known is None:
+                raise
+            code, message = known
+            style = "yellow" if code == EXIT_INTERRUPTED else "red"
+            prefix = "" if code == EXIT_INTERRUPTED else "error: "
+            console.print(f"[{style}]{prefix}{escape(printable(message))}[/{style}]", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
+
+    wrapper.selfiescope_guarded = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def guard_all(app: typer.Typer) -> None:
+    """Put every command of ``app`` and of its groups, however registered, behind :func:`guarded`
+    (a plugin's sub-app may be a plain ``typer.Typer``)."""
+    for info in app.registered_commands:
+        if info.callback is not None and not getattr(info.callback, "selfiescope_guarded", False):
+            info.callback = guarded(info.callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            guard_all(group.typer_instance)
+
+
+class GuardedTyper(typer.Typer):
+    """A Typer whose commands all end through :func:`guarded`."""
+
+    def command(self, *args: Any, **kwargs: Any):  # noqa: ANN201 - typer's decorator type
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn):  # noqa: ANN001, ANN202
+            register(guarded(fn))
+            return fn
+
+        return decorator
+
+
+SettingsOpt = typer.Option(None, "--settings", "-s", help="settings file (default: ./settings.toml or $SELFIESCOPE_SETTINGS)")
+JsonOpt = typer.Option(False, "--json", help="print a JSON result on stdout (for scripts)")
+
+# --- dask: the --scheduler option (docs/scaling.md) ----------------------------------------
+SchedulerOpt = typer.Option(
+    None, "--scheduler",
+    help="run the CPU work on Dask: a scheduler address (tcp://host:8786) or 'local' to start a "
+    "LocalCluster here; implies compute.engine = 'dask'",
+)
+
+
+def with_scheduler(settings: Settings, scheduler: Optional[str]) -> Settings:
+    from ..core.compute import with_scheduler as apply
+
+    return apply(settings, scheduler)
+# --- end dask ----------------------------------------------------------------------------
+
+WaitOpt = typer.Option(
+    False, "--wait", help="if another run writes to the same storage root, wait for it (up to "
+    "storage.lock_timeout_s) instead of exiting with code 2",
+)
+
+
+def with_wait(settings: Settings, wait: bool) -> Settings:
+    if not wait:
+        return settings
+    return settings.model_copy(update={"storage": settings.storage.model_copy(update={"wait_for_lock": True})})
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def load(settings_path: Optional[Path]) -> Settings:
+    try:
+        settings = load_settings(settings_path)
+    except SettingsError as exc:
+        console.print(exc.render(), highlight=False, markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    configure_logging(settings)
+    return settings
+
+
+def configure_logging(settings: Settings) -> None:
+    """``[logging] level`` applies to selfiescope's loggers; ``file`` adds a log file."""
+    logger = logging.getLogger("selfiescope")
+    if logging.getLogger().level > logging.INFO:  # no -v given: the settings decide
+        logger.setLevel(settings.logging.level)
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(max(logging.WARNING, logging.getLevelName(settings.logging.level)))
+    if settings.logging.file:
+        if problems := [p for p in check_paths(settings) if p.startswith("logging.")]:
+            raise SettingsError(problems)
+        settings.logging.file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(settings.logging.file)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        fh.setLevel(settings.logging.level)
+        logger.addHandler(fh)
+
+
+def emit_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+# The built-in commands register on ``core_app`` (and ``settings_app``) when their modules are
+# imported; :func:`selfiescope.cli.app.build_app` copies them into the application it builds
+# and adds the loaded plugins' commands.
+core_app = GuardedTyper(
+    name="selfiescope",
+    help="Collect face photos and learn to tell selfies from other portraits.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+settings_app = GuardedTyper(help="Inspect and check settings.toml.", no_args_is_help=True)
+core_app.add_typer(settings_app, name="settings")

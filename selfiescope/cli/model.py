@@ -1,0 +1,108 @@
+"""The model commands: ``train`` and ``predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..core.settings import Settings
+from ..exits import EXIT_FAILED, EXIT_INTERRUPTED
+from .collect import _progress
+from .common import JsonOpt, SchedulerOpt, SettingsOpt, console, core_app, emit_json, fail, load, out, with_scheduler
+
+
+def run_train(settings: Settings, name: str, as_json: bool) -> None:
+    """Train pipeline NAME, print its summary; shared by `train` and `run` (kind = "train")."""
+    from ..pipelines.dataset import DatasetError
+    from ..pipelines.train import train
+
+    with _progress(not as_json) as progress:
+        task = progress.add_task("features", total=None)
+        try:
+            result = train(settings, name, progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except DatasetError as exc:
+            raise fail(str(exc), EXIT_FAILED) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/yellow]: computed features are cached; run the same command again")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    summary = result.summary()
+    if as_json:
+        emit_json(summary)
+        return
+    table = Table(title=f"{name}: model written to {summary['model_dir']}", show_header=False)
+    for key, value in summary.items():
+        if key not in ("model_dir", "warnings"):
+            table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    out.print(table)
+    for warning in summary["warnings"]:  # confounders: the figures above may describe the sources, not the photos
+        console.print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
+    out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}")
+
+
+@core_app.command("train")
+def train_command(
+    pipeline: Optional[str] = typer.Argument(None, help="a train pipeline from settings.toml (default: the only one)"),
+    features: Optional[str] = typer.Option(None, help="comma-separated feature groups, e.g. geometry,landmarks,image"),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="where to write the model folder"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+    scheduler: Optional[str] = SchedulerOpt,
+) -> None:
+    """Train the selfie/portrait classifier on the collected images (cross-validated, with a report)."""
+    from ..core.settings import TrainPipeline
+
+    settings = with_scheduler(load(settings_path), scheduler)
+    trains = [n for n, p in settings.pipelines.items() if isinstance(p, TrainPipeline)]
+    if pipeline is None:
+        if len(trains) > 1:
+            raise fail(f"several train pipelines are defined ({', '.join(trains)}); name one")
+        pipeline = trains[0] if trains else "train"
+    if pipeline in settings.pipelines and pipeline not in trains:
+        raise fail(f"pipelines.{pipeline} is not a train pipeline")
+    base = settings.pipelines.get(pipeline) or TrainPipeline(kind="train")
+    update: dict[str, Any] = {}
+    if features:
+        update["features"] = [f.strip() for f in features.split(",") if f.strip()]
+    if model_dir:
+        update["model_dir"] = model_dir
+    settings = settings.model_copy(update={"pipelines": {**settings.pipelines, pipeline: base.model_copy(update=update)}})
+    run_train(settings, pipeline, as_json)
+
+
+@core_app.command("predict")
+def predict_command(
+    model: Path = typer.Argument(..., help="a model folder written by `selfiescope train`"),
+    paths: list[Path] = typer.Argument(..., help="image files or folders"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Label images with a trained model. Exit code 1 if any input could not be read."""
+    from ..pipelines.predict import ModelError, expand_paths, load_model
+
+    try:
+        loaded = load_model(model)
+    except ModelError as exc:
+        raise fail(str(exc)) from None
+    if not expand_paths(paths):
+        raise fail("no image files found in the given paths")
+    results = loaded.predict(paths)
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "error")}
+    if as_json:
+        emit_json({"model": str(model), "positive": loaded.labels[0], "threshold": loaded.threshold,
+                   "calibration": loaded.calibrator.method, "counts": counts,
+                   "predictions": [r.as_dict() for r in results]})
+    else:
+        table = Table(title=f"{len(results)} images, model {model}: {loaded.labels[0]} when the calibrated "
+                            f"p >= {loaded.threshold:g}")
+        for col in ("path", "result", f"p({loaded.labels[0]})", "detail"):
+            table.add_column(col)
+        for r in results:
+            shown = r.label if r.status == "ok" else ("no face" if r.status == "no_face" else "[red]error[/red]")
+            prob = f"{r.probability:.3f}" if r.probability is not None else ""
+            table.add_row(r.path, shown, prob, r.reason or "")
+        out.print(table)
+    if counts["error"]:
+        raise typer.Exit(EXIT_FAILED)

@@ -1,0 +1,137 @@
+"""The Instagram plugin's commands, added through ``selfiescope_commands``: ``login``,
+``record`` and ``doctor``. Disable the plugin and they are gone from the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from ...cli.common import JsonOpt, SettingsOpt, console, emit_json, fail, load, out
+from ...exits import EXIT_FAILED, EXIT_INTERRUPTED
+
+
+def register(app: typer.Typer) -> None:
+    """Register the commands on ``app`` (the CLI's guarded application)."""
+    app.command()(login)
+    app.command()(record)
+    app.command()(doctor)
+
+
+def login(
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="default: plugins.instagram.base_url"),
+    show_browser: Optional[bool] = typer.Option(
+        None, "--show-browser/--headless",
+        help="open a browser window to pass two-factor or a challenge (default: when a display exists)",
+    ),
+    timeout: float = typer.Option(300.0, help="seconds to wait for you to finish in the browser window"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Log in to Instagram once and save the session (mode 600) for later scrapes.
+
+    Credentials come from SELFIESCOPE_INSTAGRAM_USERNAME / SELFIESCOPE_INSTAGRAM_PASSWORD
+    or are asked for here; they are never written anywhere.
+    """
+    from ...core.browser_lookup import BrowserNotFound
+    from .session import LoginError, has_display
+    from .session import login as do_login
+
+    settings = load(settings_path)
+    headed = has_display() if show_browser is None else show_browser
+
+    def ask(prompt: str, secret: bool) -> str:
+        if not sys.stdin.isatty():
+            return ""
+        return typer.prompt(prompt, hide_input=secret, default="", show_default=False)
+
+    try:
+        path = asyncio.run(do_login(settings, base_url=base_url, headless=not headed, ask=ask, timeout_s=timeout))
+    except (LoginError, BrowserNotFound) as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if as_json:
+        emit_json({"ok": True, "session_file": str(path)})
+    else:
+        out.print(f"logged in; session saved to {path} (readable by you only)")
+
+
+def record(
+    tags: list[str] = typer.Argument(..., help="hashtags to browse once (with or without #)"),
+    har_file: Path = typer.Option(..., "--har", help="the HAR file to write (scrubbed of secrets, mode 600)"),
+    limit: Optional[int] = typer.Option(30, min=1, help="stop after this many images per hashtag"),
+    source: str = typer.Option("instagram", help="source plugin"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="the site (default: plugins.instagram.base_url)"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Save one real browsing session of HASHTAGS as a HAR, with cookies, auth headers, CSRF
+    tokens and credentials scrubbed; replay it with `scrape TAG --replay FILE`."""
+    from pydantic import ValidationError
+
+    from ...core.browser_lookup import BrowserNotFound
+    from ...core.settings import format_validation_error
+    from ...pipelines.record import record as do_record
+
+    settings = load(settings_path)
+    try:
+        result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit))
+    except ValidationError as exc:
+        raise fail("; ".join(format_validation_error(exc))) from None
+    except FileExistsError as exc:
+        raise fail(str(exc)) from None
+    except BrowserNotFound as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: nothing was written")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    summary = result.summary()
+    if as_json:
+        emit_json(summary)
+    else:
+        out.print(f"recorded {summary['entries']} requests ({summary['posts']} posts) into {har_file}; "
+                  f"{summary['redactions']} secret values redacted")
+        for err in summary["errors"]:
+            console.print(f"[red]error[/red] {err}", highlight=False)
+    if summary["errors"] or not summary["posts"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def doctor(
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="the site (default: plugins.instagram.base_url)"),
+    tag: str = typer.Option("selfie", "--tag", help="a hashtag with more than one page of posts"),
+    settings_path: Optional[Path] = SettingsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Check that the site still offers what the instagram source relies on: login form, tag page,
+    feed JSON, image candidates, pop-up buttons. Exit 1 when any check fails."""
+    from ...core.browser_lookup import BrowserNotFound
+    from ..instagram_doctor import DoctorError, run_doctor
+    from .session import instagram_base_url
+
+    settings = load(settings_path)
+    try:
+        report = asyncio.run(run_doctor(settings, base_url or instagram_base_url(settings), tag.lstrip("#")))
+    except DoctorError as exc:
+        raise fail(str(exc)) from None
+    except BrowserNotFound as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        colour = {"pass": "green", "fail": "red", "skip": "yellow"}
+        out.print(f"doctor {escape(report.base_url)} #{escape(report.tag)}", highlight=False)
+        for check in report.checks:  # one line per check (and what was found instead): greppable
+            out.print(f"[{colour[check.status]}]{check.status:4}[/] {check.name:16} {escape(check.detail)}",
+                      soft_wrap=True, highlight=False)
+            if check.found:
+                out.print(f"     {'':16} found instead: {escape(check.found)}", soft_wrap=True, highlight=False)
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
