@@ -18,6 +18,7 @@ from .core.components import (
 from .core.context import RunContext
 from .core.events import Decision, FaceBox, ImageEvent, Origin, Reject
 from .core.hookspecs import hookimpl
+from .core.work import WorkItem
 
 __all__ = [
     "Component",
@@ -35,5 +36,6 @@ __all__ = [
     "Storage",
     "StorageError",
     "StoredImage",
+    "WorkItem",
     "hookimpl",
 ]

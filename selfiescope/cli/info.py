@@ -41,21 +41,22 @@ def list_plugins(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
     """List the plugins: loaded ones with the components they provide by kind, the commands they
     add, the environment variables they read, their hooks and where they come from; then the
     ones settings disable (``[plugins] disable``)."""
-    from ..core.plugins import Registry, load_plugin_manager
-    from .build import build_app, disabled_plugins, is_disabled
+    from ..core.plugins import registry_for
+    from .build import build_app
 
-    disabled = disabled_plugins(load(settings_path))
-    pm = load_plugin_manager()
+    settings = load(settings_path)
+    registry = registry_for(settings)  # the one place [plugins] disable is applied; unknown names exit 2
+    pm = registry.pm
     dists = {id(p): f"{d.project_name} {d.version}" for p, d in pm.list_plugin_distinfo()}
-    rows: list[dict[str, Any]] = []
-    for plugin_name, plugin in list(pm.list_name_plugin()):
-        if is_disabled(plugin_name, disabled):
-            rows.append({"plugin": plugin_name, "status": "disabled", "origin": dists.get(id(plugin), "built-in"),
-                         "components": [], "commands": [], "environment": [], "hooks": []})
-            pm.unregister(plugin)
-    registry = Registry.from_manager(pm)
-    _, commands = build_app(pm, disabled)
+    rows: list[dict[str, Any]] = [
+        {"plugin": regname, "status": "disabled", "origin": "built-in" if regname.startswith("selfiescope.") else name,
+         "components": [], "commands": [], "environment": [], "hooks": []}
+        for name, regname in registry.disabled.items()
+    ]
+    _, commands = build_app(pm, list(registry.disabled))
     for plugin_name, plugin in pm.list_name_plugin():
+        if plugin is None:  # blocked: a disabled plugin, listed above
+            continue
         mine = [i for i in registry.info if i.plugin == plugin_name]
         rows.insert(len(rows) - sum(r["status"] == "disabled" for r in rows), {
             "plugin": plugin_name,
