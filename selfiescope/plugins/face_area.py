@@ -5,6 +5,8 @@ pixel count that only fitted 150x150 thumbnails. Here the threshold is the face'
 of the image area, detections are grouped, and because a face that covers 15% of the
 picture is large, detection runs on a downscaled grey copy with a matching ``minSize``
 (see ``benchmarks/bench_face_filter.py`` for speed and agreement with full resolution).
+The step detects on the event's grey view, which a collect run decodes no larger than
+``detect_side`` needs (``working_side``); boxes are always in the original's pixels.
 
 ``detector`` chooses the face detector: ``haar`` (OpenCV's frontal cascade, the original
 method and the default), ``hog`` (dlib's frontal HOG + linear SVM) or ``cnn`` (dlib's MMOD
