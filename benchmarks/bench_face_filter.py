@@ -139,12 +139,13 @@ def decoded_area(data: bytes, opts: FaceAreaOptions) -> float:
     return face_area_fraction(detect_faces(decoded.image, opts), decoded.width, decoded.height)
 
 
-def decode_included(side: int, limit: int | None, fast: FaceAreaOptions, intended: FaceAreaOptions) -> None:
+def decode_included(side: int, limit: int | None, fast: FaceAreaOptions, intended: FaceAreaOptions,
+                    sample: int | None = None) -> None:
     """Section C: whole filter per image, decode included, CPU time, one thread."""
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory(prefix="bench_face_filter_") as tmp:
-        paths = write_large_jpegs(Path(tmp), side, limit)
+        paths = write_large_jpegs(Path(tmp), side, limit, sample=sample)
         steps = collect_steps(Path(tmp), fast)
         methods = {
             "working-size decode + face_area (now)": lambda d: steps_area(d, steps),
@@ -183,6 +184,7 @@ def main() -> None:
     ap.add_argument("--threads-only", action="store_true", help="only the several-images-in-flight section")
     ap.add_argument("--decode-side", type=int, default=2000, help="section C: long side of the JPEGs")
     ap.add_argument("--decode-only", action="store_true", help="only section C (decode included)")
+    ap.add_argument("--decode-sample", type=int, default=None, help="section C: N photos evenly spaced over all")
     args = ap.parse_args()
     if not FACES.is_dir():
         sys.exit(f"{FACES} absent: nothing to measure")
@@ -200,7 +202,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} (the CPU is shared with other work)"
     )
     if args.decode_only:
-        decode_included(args.decode_side, args.limit, fast, seed_like)
+        decode_included(args.decode_side, args.limit, fast, seed_like, args.decode_sample)
         return
     faces = load_faces(args.limit)
     originals = [img for _, img in faces]
@@ -224,7 +226,7 @@ def main() -> None:
         compare(f"upscaled to {side} px", large, fast, full)
         large_all.extend(large[: max(4, len(large) // len(sides))])
         del large
-    decode_included(args.decode_side, args.limit, fast, seed_like)
+    decode_included(args.decode_side, args.limit, fast, seed_like, args.decode_sample)
     print(f"fast filter on large copies, several images in flight (load average {os.getloadavg()[0]:.1f}):")
     for threads in (1, 2, 4):
         ips, cores = throughput(large_all, fast, threads)

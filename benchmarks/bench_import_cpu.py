@@ -152,6 +152,7 @@ def engine_cpu(root: Path, folder: Path, full: bool) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=None, help="use only the first N photos")
+    ap.add_argument("--sample", type=int, default=None, help="N photos evenly spaced over all")
     ap.add_argument("--side", type=int, default=2000, help="long side of the upsampled JPEGs")
     ap.add_argument("--no-engine", action="store_true", help="skip the whole-engine runs")
     args = ap.parse_args()
@@ -159,7 +160,7 @@ def main() -> None:
     opts = FaceAreaOptions()
     with tempfile.TemporaryDirectory(prefix="bench_import_") as tmp:
         folder = Path(tmp) / "photos"
-        paths = write_large_jpegs(folder, args.side, args.limit)
+        paths = write_large_jpegs(folder, args.side, args.limit, sample=args.sample)
         steps, manifest = asyncio.run(open_steps(Path(tmp) / "steps_root", folder))
         working = steps[0].working
         print(f"{len(paths)} photos from ../shared/faces upsampled to {args.side} px JPEGs (q90); chain {CHAIN}; "

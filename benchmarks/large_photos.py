@@ -16,18 +16,23 @@ from selfiescope.plugins.decode import DecodeOptions, decode_image  # noqa: E402
 FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
 
 
-def face_files(limit: int | None = None) -> list[Path]:
+def face_files(limit: int | None = None, sample: int | None = None) -> list[Path]:
+    """The photos, sorted; the first ``limit``, or ``sample`` of them evenly spaced over all."""
     if not FACES.is_dir():
         sys.exit(f"{FACES} absent: nothing to measure")
     files = sorted(p for p in FACES.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    if sample:
+        files = [files[i * len(files) // sample] for i in range(min(sample, len(files)))]
     return files[:limit]
 
 
-def write_large_jpegs(folder: Path, side: int = 2000, limit: int | None = None, quality: int = 90) -> list[Path]:
+def write_large_jpegs(
+    folder: Path, side: int = 2000, limit: int | None = None, quality: int = 90, sample: int | None = None
+) -> list[Path]:
     """Each photo resized (bicubic) so its longer side is ``side``, as ``folder/NNN_name.jpg``."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for i, path in enumerate(face_files(limit)):
+    for i, path in enumerate(face_files(limit, sample)):
         image = decode_image(path.read_bytes(), DecodeOptions(min_side=1)).image
         h, w = image.shape[:2]
         f = side / max(h, w)
