@@ -10,10 +10,18 @@ A. against full resolution scanning every face size (the seed's way; slow, so on
 B. against full resolution with the same relative minSize: this shows where the speed
    comes from (skipping small windows) and that downscaling changes few decisions.
 
+C. decode included, one thread, on the photos saved as ``--decode-side`` px JPEGs (2000 by
+   default): the fast filter as a collect run's steps run it (``decode`` at the chain's
+   working size, then ``face_area`` on the event's grey view) and as it ran before (full
+   decode, then ``detect_faces`` on the full array), against the intended full-resolution
+   method (full decode, detection at full resolution over every face size, scaleFactor 1.1,
+   minNeighbors 5). CPU time per image, the speed ratios and the identical decisions.
+
 A last section runs the fast filter with 1, 2 and 4 threads and prints how many cores
 were busy, to show that several images in flight use every core.
 
     .venv/bin/python benchmarks/bench_face_filter.py [--limit N] [--sides 1000,2000,4000]
+    .venv/bin/python benchmarks/bench_face_filter.py --decode-only [--decode-side 2000]
 
 The machine's CPU is shared with other work while this runs: figures vary by run.
 """
@@ -21,8 +29,10 @@ The machine's CPU is shared with other work while this runs: figures vary by run
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +43,13 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from large_photos import write_large_jpegs  # noqa: E402
+from selfiescope.core.context import RunContext  # noqa: E402
+from selfiescope.core.events import ImageEvent, Origin, Reject  # noqa: E402
+from selfiescope.core.plugins import load_registry  # noqa: E402
+from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
 from selfiescope.plugins.decode import DecodeOptions, decode_image  # noqa: E402
 from selfiescope.plugins.face_area import FaceAreaOptions, detect_faces, face_area_fraction  # noqa: E402
 
@@ -96,6 +113,68 @@ def throughput(images: list[np.ndarray], opts: FaceAreaOptions, threads: int) ->
     return len(images) / wall, cpu / wall
 
 
+def collect_steps(folder: Path, opts: FaceAreaOptions) -> list:
+    """The ``decode`` and ``face_area`` steps as a collect run makes and opens them."""
+    settings = settings_from_dict({"plugins": {"face_area": opts.model_dump()}})
+    pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="x", chain=["decode", "face_area"])
+    run = RunContext(settings, load_registry(), "bench", pipeline, manifest=None)  # type: ignore[arg-type]
+    steps = [run.component("steps", name) for name in pipeline.chain]
+    for step in steps:
+        asyncio.run(step.open())
+    return steps
+
+
+def steps_area(data: bytes, steps: list) -> float:
+    event = ImageEvent(origin=Origin("bench"), label="x", data=data)
+    try:
+        for step in steps:
+            step.process(event)
+    except Reject:
+        pass
+    return event.face_area or 0.0
+
+
+def decoded_area(data: bytes, opts: FaceAreaOptions) -> float:
+    decoded = decode_image(data)
+    return face_area_fraction(detect_faces(decoded.image, opts), decoded.width, decoded.height)
+
+
+def decode_included(side: int, limit: int | None, fast: FaceAreaOptions, intended: FaceAreaOptions,
+                    sample: int | None = None) -> None:
+    """Section C: whole filter per image, decode included, CPU time, one thread."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    with tempfile.TemporaryDirectory(prefix="bench_face_filter_") as tmp:
+        paths = write_large_jpegs(Path(tmp), side, limit, sample=sample)
+        steps = collect_steps(Path(tmp), fast)
+        methods = {
+            "working-size decode + face_area (now)": lambda d: steps_area(d, steps),
+            "full decode + detect_faces (before)": lambda d: decoded_area(d, fast),
+            "intended full-resolution method": lambda d: decoded_area(d, intended),
+        }
+        warm = paths[0].read_bytes()
+        for run in methods.values():
+            run(warm)
+        cpu = dict.fromkeys(methods, 0.0)
+        keep: dict[str, list[bool]] = {name: [] for name in methods}
+        for path in paths:
+            data = path.read_bytes()
+            for name, run in methods.items():
+                t = time.process_time()
+                area = run(data)
+                cpu[name] += time.process_time() - t
+                keep[name].append(area > fast.min_face_area)
+    cv2.setNumThreads(threads)
+    n = len(paths)
+    ref = "intended full-resolution method"
+    print(f"C. decode included, {n} photos as {side} px JPEGs, one thread, CPU ms per image "
+          f"(working side {steps[0].working}):")
+    for name in methods:
+        same = sum(a == b for a, b in zip(keep[name], keep[ref]))
+        print(f"  {name:<40} {1000 * cpu[name] / n:8.1f} ms  ratio {cpu[ref] / cpu[name]:6.1f}x  "
+              f"identical {same}/{n} ({same / n:.1%})  kept {sum(keep[name])}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=None, help="use only the first N photos")
@@ -103,6 +182,9 @@ def main() -> None:
     ap.add_argument("--slow-n", type=int, default=16, help="photos per size for baseline A (slow)")
     ap.add_argument("--detect-side", type=int, default=FaceAreaOptions().detect_side)
     ap.add_argument("--threads-only", action="store_true", help="only the several-images-in-flight section")
+    ap.add_argument("--decode-side", type=int, default=2000, help="section C: long side of the JPEGs")
+    ap.add_argument("--decode-only", action="store_true", help="only section C (decode included)")
+    ap.add_argument("--decode-sample", type=int, default=None, help="section C: N photos evenly spaced over all")
     args = ap.parse_args()
     if not FACES.is_dir():
         sys.exit(f"{FACES} absent: nothing to measure")
@@ -119,6 +201,9 @@ def main() -> None:
         f"cv2 {cv2.__version__}, cv2 threads {cv2.getNumThreads()}, cores {os.cpu_count()}; "
         f"load average {os.getloadavg()[0]:.1f} (the CPU is shared with other work)"
     )
+    if args.decode_only:
+        decode_included(args.decode_side, args.limit, fast, seed_like, args.decode_sample)
+        return
     faces = load_faces(args.limit)
     originals = [img for _, img in faces]
     sides = [int(s) for s in args.sides.split(",")]
@@ -141,6 +226,7 @@ def main() -> None:
         compare(f"upscaled to {side} px", large, fast, full)
         large_all.extend(large[: max(4, len(large) // len(sides))])
         del large
+    decode_included(args.decode_side, args.limit, fast, seed_like, args.decode_sample)
     print(f"fast filter on large copies, several images in flight (load average {os.getloadavg()[0]:.1f}):")
     for threads in (1, 2, 4):
         ips, cores = throughput(large_all, fast, threads)

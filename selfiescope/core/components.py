@@ -116,6 +116,21 @@ class Step(Component):
     def has_precompute(cls) -> bool:
         return cls.precompute is not Step.precompute
 
+    # --- capability: the decoded image's size a step needs (issue 11, one decode per image) ---
+    @classmethod
+    def working_side(cls, options: Options) -> int | None:
+        """The longest side, in pixels, of ``event.image`` this step needs; ``None`` = full resolution.
+
+        The decoding step of a collect run decodes once, at the smallest size at least as large
+        as every later step of the chain asks for (JPEGs are decoded reduced, other formats are
+        downscaled once), so ``event.image`` may be smaller than ``event.width`` x
+        ``event.height`` (which stay the original's); ``event.image_scale`` says by how much.
+        Return ``0`` when the step does not look at the pixels. The default, ``None``, is the
+        safe answer for a step that does not say: it gets the image at full resolution.
+        """
+        return None
+    # --- end of working_side ---
+
 
 @dataclass
 class StoredImage:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -85,6 +86,9 @@ class ImageEvent:
     reject_reason: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)  # free annotations by steps
     created: float = field(default_factory=time.time)
+    # --- one decode per image, shared (issue 11): the grey view, computed once from ``image`` ---
+    _grey_view: Any = field(default=None, init=False, repr=False, compare=False)
+    _grey_of: Any = field(default=None, init=False, repr=False, compare=False)  # weakref to its image
 
     def __post_init__(self) -> None:
         if not self.content_hash:
@@ -93,6 +97,40 @@ class ImageEvent:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    # --- one decode per image, shared (issue 11) ---
+    # ``image`` is the colour view: decoded once, possibly reduced to the size the chain's steps
+    # need (``Step.working_side``); ``width``/``height`` stay the original's (EXIF-oriented), and
+    # face boxes are in original pixels. ``grey`` is the grey view of the same pixels.
+
+    @property
+    def grey(self) -> Any:
+        """``image`` in grey ((H, W) uint8), computed on first use and cached until ``image`` changes."""
+        image = self.image
+        if image is None:
+            return None
+        if self._grey_of is None or self._grey_of() is not image:
+            if image.ndim == 2:
+                grey = image
+            else:
+                import cv2
+
+                grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+            self._grey_view, self._grey_of = grey, weakref.ref(image)
+        return self._grey_view
+
+    @property
+    def image_scale(self) -> float:
+        """Pixels of ``image`` per original pixel (1.0 when decoded at full resolution)."""
+        if self.image is None or not self.width:
+            return 1.0
+        return self.image.shape[1] / self.width
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_grey_view", None)  # a cache, and a weakref cannot be pickled
+        state.pop("_grey_of", None)
+        return state
 
     @property
     def largest_face(self) -> FaceBox | None:

@@ -3,16 +3,26 @@
 Every check that can be made from the header (format, pixel count, minimum side) runs
 before any pixel is decoded, so a decompression bomb costs a few bytes of reading.
 The original bytes stay on the event untouched; storage writes them as they came.
+
+One decode per image, shared: in a collect run the step decodes at the smallest size that
+every later step of the chain needs (``Step.working_side``): a JPEG is decoded reduced by
+libjpeg's DCT scaling (Pillow's ``draft``, 1/2, 1/4 or 1/8), any other format is decoded in
+full and downscaled once. ``event.width``/``height`` stay the original's (EXIF-oriented),
+and every header check uses the original size. Without a collect run (training's dataset,
+``predict``) the image is decoded at full resolution, exactly as before, so features do not
+change. See ``benchmarks/bench_import_cpu.py``.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import Field
@@ -44,9 +54,9 @@ class DecodeOptions(Options):
 
 @dataclass
 class Decoded:
-    image: np.ndarray  # (H, W, 3) uint8 RGB, EXIF orientation applied
+    image: np.ndarray  # (H, W, 3) uint8 RGB, EXIF orientation applied; reduced when asked to
     format: str
-    width: int
+    width: int  # the original's size, EXIF orientation applied (whatever size ``image`` is)
     height: int
     frames: int = 1
 
@@ -86,21 +96,57 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
 
 
-def decode_image(data: bytes, options: DecodeOptions | None = None) -> Decoded:
+def decode_image(data: bytes, options: DecodeOptions | None = None, *, working_side: int | None = None) -> Decoded:
     """Validate and decode image bytes. Raises :class:`Reject` with a stable code on bad input.
 
     The bytes are untrusted: whatever a decoder raises on them is a rejection (``corrupt``),
-    never an error of the run.
+    never an error of the run. ``working_side``: the longest side the caller needs; the image
+    comes back at least that large but no larger than it must be (None: full resolution).
     """
     try:
-        return _decode(data, options or DecodeOptions())
+        return _decode(data, options or DecodeOptions(), working_side)
     except (Reject, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - a decoder's unexpected exception on hostile bytes
         raise Reject("corrupt", f"cannot be decoded: {type(exc).__name__}: {exc}") from None
 
 
-def _decode(data: bytes, options: DecodeOptions) -> Decoded:
+def shrink_to_side(image: np.ndarray, side: int) -> np.ndarray:
+    """Downscale so the longer side is ``side`` (aspect kept); smaller images come back as they are."""
+    height, width = image.shape[:2]
+    if max(width, height) <= side:
+        return image
+    scale = side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if scale < 0.5:  # a cheap bilinear step to twice the size first: area-averaging a large image costs 10x more
+        image = cv2.resize(image, (size[0] * 2, size[1] * 2), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _draft_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """The size to ask ``draft`` for: the original scaled so its longer side is ``side``.
+
+    ``draft`` picks the largest DCT reduction (1/8..1/2) that keeps both sides at least this,
+    so the result's longer side is >= ``side``; both sides scale alike, so EXIF rotation
+    (applied after decoding) does not change the answer.
+    """
+    scale = side / max(width, height)
+    return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
+
+
+def _quarter_turned(im: Image.Image, oriented: Image.Image) -> bool:
+    """Whether EXIF orientation turned the picture by 90 degrees (5-8: its sides swapped)."""
+    if oriented is im:  # the EXIF block could not be applied
+        return False
+    if oriented.size != im.size:
+        return True
+    try:  # a square after a reduced decode may come from a not quite square original
+        return im.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - a broken EXIF block
+        return False
+
+
+def _decode(data: bytes, options: DecodeOptions, working_side: int | None = None) -> Decoded:
     if not data:
         raise Reject("empty", "zero bytes received")
     try:
@@ -133,6 +179,9 @@ def _decode(data: bytes, options: DecodeOptions) -> Decoded:
             if frames > 1 and fmt != "jpeg" and options.animated == "reject":
                 raise Reject("animated", f"animated {fmt} with {frames} frames (decode.animated = 'reject')")
             im.seek(0)
+            reduce = bool(working_side) and max(width, height) > 2 * working_side
+            if reduce and fmt == "jpeg":
+                im.draft("RGB", _draft_size(width, height, working_side))  # header size checked above
             im.load()
         except Image.DecompressionBombError as exc:
             raise Reject("too_many_pixels", str(exc)) from None
@@ -147,20 +196,66 @@ def _decode(data: bytes, options: DecodeOptions) -> Decoded:
             rgb = _to_rgb(oriented)
         except _DECODE_ERRORS as exc:
             raise Reject("unsupported", f"pixel mode {im.mode} cannot be converted: {exc}") from None
-    return Decoded(rgb, fmt, rgb.shape[1], rgb.shape[0], frames)
+        if _quarter_turned(im, oriented):  # the original's sides swap too
+            width, height = height, width
+    if working_side and max(rgb.shape[:2]) > 2 * working_side:  # not a JPEG, or more than draft's 1/8
+        rgb = shrink_to_side(rgb, working_side)
+    return Decoded(rgb, fmt, width, height, frames)
+
+
+# Where no later step looks at the pixels, decode this small: the whole stream is still read
+# (a truncated or corrupt file is still refused), but no more pixels are made than needed.
+NO_PIXELS_SIDE = 64
+
+
+def chain_working_side(run: Any, after: str) -> int | None:
+    """The longest side the steps after ``after`` in ``run``'s chain need (``Step.working_side``).
+
+    None (full resolution) without a collect run (no run, no pipeline chain: training's
+    dataset, ``predict``), when a step is unknown or its options do not validate, or when
+    any later step needs full resolution.
+    """
+    pipeline = getattr(run, "pipeline", None)
+    chain = getattr(pipeline, "chain", None)
+    registry = getattr(run, "registry", None)
+    if not chain or registry is None or after not in chain:
+        return None
+    sides = [0]
+    for name in chain[chain.index(after) + 1 :]:
+        cls = registry.steps.get(name)
+        if cls is None:
+            return None
+        try:
+            options = cls.Options.model_validate(run.settings.component_options(name, pipeline))
+        except Exception:  # noqa: BLE001 - settings checking reports it; decode in full meanwhile
+            return None
+        side = cls.working_side(options)
+        if side is None:
+            return None
+        sides.append(side)
+    return max(sides) or NO_PIXELS_SIDE
 
 
 class DecodeStep(Step):
-    """Sets ``event.image`` (RGB, EXIF-oriented), ``format``, ``width`` and ``height``."""
+    """Sets ``event.image`` (RGB, EXIF-oriented, at the chain's working size), ``format``,
+    and the original's ``width`` and ``height``."""
 
     name = "decode"
     worker_safe = True  # pure: bytes in, pixels out
     Options = DecodeOptions
+    working: int | None = None  # the chain's working side, found in open(); None = full resolution
+
+    @classmethod
+    def working_side(cls, options: Options) -> int | None:
+        return 0  # decode makes the pixels; it needs none of its own
+
+    async def open(self) -> None:
+        self.working = chain_working_side(self.run, self.name)
 
     def process(self, event: ImageEvent) -> None:
         if "oversize" in event.notes:
             raise Reject("too_large", f"file of {event.notes['oversize']:,} bytes is over the source's max_bytes")
-        decoded = decode_image(event.data, self.options)
+        decoded = decode_image(event.data, self.options, working_side=self.working)
         event.image = decoded.image
         event.format = decoded.format
         event.width = decoded.width

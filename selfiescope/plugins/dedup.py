@@ -78,12 +78,21 @@ def compute_mirror_phashes(image_rgb: np.ndarray) -> tuple[str, str]:
     return compute_phashes(np.ascontiguousarray(image_rgb[:, ::-1]))
 
 
+# The hashes are of a 32x32 area-averaged copy: a decoded image of this side or more gives the
+# same hashes as the full one within a bit or two (benchmarks/bench_import_cpu.py measures it).
+HASH_WORKING_SIDE = 256
+
+
 def annotate_phashes(event: ImageEvent) -> None:
     """Set ``event.phash`` and ``event.notes["phash_centre"]`` (and the mirror's hashes,
     ``phash_mirror`` / ``phash_mirror_centre``) from the decoded pixels: what dedup needs,
-    for code that hashes where the pixels are (Dask workers) and dedups elsewhere."""
-    event.phash, event.notes["phash_centre"] = compute_phashes(event.image)
-    event.notes["phash_mirror"], event.notes["phash_mirror_centre"] = compute_mirror_phashes(event.image)
+    for code that hashes where the pixels are (Dask workers) and dedups elsewhere.
+
+    They are computed from the event's grey view at its working size (the one decode the
+    chain shares), never from a full-size copy."""
+    grey = event.grey
+    event.phash, event.notes["phash_centre"] = compute_phashes(grey)
+    event.notes["phash_mirror"], event.notes["phash_mirror_centre"] = compute_mirror_phashes(grey)
 
 
 def _bands(max_distance: int) -> list[tuple[int, int, np.ndarray]]:
@@ -298,6 +307,10 @@ class DedupStep(Step):
     name = "dedup"
     Options = DedupOptions
 
+    @classmethod
+    def working_side(cls, options: DedupOptions) -> int | None:  # type: ignore[override]
+        return HASH_WORKING_SIDE
+
     async def open(self) -> None:
         self.index: DedupIndex = self.run.service(
             SERVICE, lambda: DedupIndex(self.run.manifest, self.options.max_distance)
@@ -321,9 +334,9 @@ class DedupStep(Step):
                 raise Reject("not_decoded", "dedup needs the decode step before it in the chain")
             annotate_phashes(event)
         elif event.image is not None and "phash_centre" not in event.notes:
-            event.notes["phash_centre"] = compute_phash(centre_crop(event.image))
+            event.notes["phash_centre"] = compute_phash(centre_crop(event.grey))
         if event.image is not None and "phash_mirror" not in event.notes:
-            event.notes["phash_mirror"], event.notes["phash_mirror_centre"] = compute_mirror_phashes(event.image)
+            event.notes["phash_mirror"], event.notes["phash_mirror_centre"] = compute_mirror_phashes(event.grey)
         centre = event.notes.get("phash_centre")
         mirror = tuple(phash_to_int(h) for key in ("phash_mirror", "phash_mirror_centre") if (h := event.notes.get(key)))
         found = self._stored_without_phash(event) or self.index.check_and_reserve(

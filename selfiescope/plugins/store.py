@@ -39,6 +39,10 @@ class StoreStep(Step):
     name = "store"
     Options = StoreOptions
 
+    @classmethod
+    def working_side(cls, options: Options) -> int | None:
+        return 0  # writes the original bytes: needs no pixels (issue 11, one decode per image)
+
     async def process(self, event: ImageEvent) -> None:
         if self.run.storage is None:
             raise Reject("no_storage", "no storage backend is configured")
