@@ -50,6 +50,11 @@ def jpeg(seed: int, size: int = 96, exif: bytes | None = None) -> bytes:
 
 class PostsSource(Source):
     name = "posts"
+    BIAS = "Posts come from the test feed only."
+
+    @classmethod
+    def known_biases(cls, options: Any) -> list[str]:  # what the dataset card says of this source
+        return [cls.BIAS]
 
     async def events(self, job: Job) -> AsyncIterator[ImageEvent]:
         for post in POSTS.get(job.target, []):

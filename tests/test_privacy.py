@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from PIL import Image
 from privacy_helpers import (
-    FakePost, accepted_locations, collect_posts, import_folder, jpeg, settings_for, stored_files, write_settings,
+    FakePost, PostsSource, accepted_locations, collect_posts, import_folder, jpeg, settings_for, stored_files, write_settings,
 )
 from typer.testing import CliRunner
 
@@ -210,8 +210,10 @@ def test_card_is_refreshed_by_every_run_and_by_forget(tmp_path: Path) -> None:
     card = json.loads((root / "datacard.json").read_text())
     assert card["images"] == 6 and card["per_label"] == {"selfie": 6} and card["per_source"] == {"posts": 6}
     assert card["sources"][0]["jobs"] == [{"job": "sunsets", "label": "selfie", "images": 6}]
-    assert card["filters"]["face_area"]["min_face_area"] == 0.15 and card["filters"]["dedup"]["max_distance"] == 8
+    options = card["filters"]["options"]
+    assert options["face_area"]["min_face_area"] == 0.15 and options["dedup"]["max_distance"] == 8
     assert any("frontal Haar" in b for b in card["known_biases"]) and any("15%" in b for b in card["known_biases"])
+    assert PostsSource.BIAS in card["known_biases"]  # a third-party source speaks for itself on the card
     assert "personal data" in card["licence"] and card["privacy"]["captions_stored"] is False
     assert {p["component"] for p in card["plugins"]} >= {"decode", "dedup", "store", "files", "posts"}
     md = (root / "DATASET.md").read_text()

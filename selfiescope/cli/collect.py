@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from ..core.hookspecs import hookimpl
-from ..core.settings import ScrapePipeline, Settings, SettingsError
+from ..core.settings import SCRAPE_SOURCE, ScrapePipeline, Settings, SettingsError
 from ..core.text import printable
 from ..exits import EXIT_INTERRUPTED, code_for
 from .common import (
@@ -242,7 +242,7 @@ def scrape(
     tags: list[str] = typer.Argument(..., help="hashtags (with or without #), scraped concurrently"),
     label: str = typer.Option(..., "--label", "-l", help="class label, e.g. selfie or portrait"),
     limit: Optional[int] = typer.Option(None, help="stop after this many accepted images per hashtag"),
-    source: str = typer.Option("instagram", help="source plugin: instagram, or gallery (with --base-url a URL template with {tag})"),
+    source: str = typer.Option(SCRAPE_SOURCE, help="source plugin: instagram, or gallery (with --base-url a URL template with {tag})"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="the site to scrape, e.g. the local mock site's URL"),
     chain: Optional[str] = typer.Option(None, help="comma-separated steps (default: decode,face_area,dedup,store)"),
     contexts: Optional[int] = typer.Option(None, "--contexts", min=1, max=64, help="browser contexts at once (browser.max_contexts)"),

@@ -42,6 +42,15 @@ class Component:
     async def close(self) -> None:
         """Release resources; called once, also after a cancelled run."""
 
+    # --- capability: what the dataset card says of this component (issue 11) ---
+    @classmethod
+    def known_biases(cls, options: Options) -> list[str]:
+        """Sentences for the dataset card (``DATASET.md``): how this component, with these
+        options, skews what a dataset holds (a filter that drops some kinds of photo, a feed
+        that ranks). The card asks every source and step of the settings' collect pipelines,
+        never a component's name. Default: nothing to say."""
+        return []
+
 
 @dataclass(frozen=True)
 class Job:

@@ -155,9 +155,11 @@ class PipelineBase(Strict):
 
 
 # Built-in defaults by role (the only place core and pipelines name built-in components):
-# the source that reads a folder, the filter steps, the dedup step, the step that stores.
+# the source that reads a folder, the default scrape source, the filter steps, the dedup step, the step that stores.
 FOLDER_SOURCE = "folder"
-FILTER_STEPS = ("decode", "face_area")
+SCRAPE_SOURCE = "instagram"  # what `scrape` and `record` use without --source
+DECODE_STEP = "decode"
+FILTER_STEPS = (DECODE_STEP, "face_area")
 DEDUP_STEP = "dedup"
 STORE_STEP = "store"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import __version__
 from ..core.manifest import Manifest
-from ..core.plugins import Registry
+from ..core.plugins import Registry, registry_for
 from ..core.settings import ScrapePipeline, Settings
 
 log = logging.getLogger("selfiescope.card")
@@ -41,14 +41,28 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds") if ts else None
 
 
-def _options(settings: Settings, registry: Registry | None, name: str) -> dict[str, Any]:
-    values = settings.component_options(name)
-    if registry is not None and name in registry.all_names():
+def _components(settings: Settings, registry: Registry, manifest: Manifest) -> list[tuple[type, str, dict[str, Any]]]:
+    """(class, name, options) of every source and step that made, or may have made, this dataset,
+    once each: those of the settings' collect pipelines and of the default chain (what ad-hoc
+    ``import``/``scrape`` runs use), the sources its images came from and the steps that rejected some."""
+    wanted: list[tuple[dict[str, type], str, ScrapePipeline | None]] = []
+    for pipeline in settings.pipelines.values():
+        if isinstance(pipeline, ScrapePipeline):
+            wanted += [(registry.sources, pipeline.source, pipeline), *((registry.steps, s, pipeline) for s in pipeline.chain)]
+    wanted += [(registry.steps, s, None) for s in ScrapePipeline.model_fields["chain"].default]
+    wanted += [(registry.sources, r[0], None) for r in manifest.query("SELECT DISTINCT source FROM images")]
+    wanted += [(registry.steps, r[0], None) for r in manifest.query("SELECT DISTINCT rejected_by FROM rejections")]
+    seen: dict[str, tuple[type, str, dict[str, Any]]] = {}
+    for table, name, pipeline in wanted:
+        if name in seen or name not in table:
+            continue
+        values = settings.component_options(name, pipeline)
         try:
-            return registry.options_model(name).model_validate(values).model_dump(mode="json")
+            values = table[name].Options.model_validate(values).model_dump(mode="json")
         except Exception:  # invalid options are reported by the run; the card shows what is set
             pass
-    return values
+        seen[name] = (table[name], name, values)
+    return list(seen.values())
 
 
 def _unpackaged(cls: type) -> str:
@@ -57,19 +71,22 @@ def _unpackaged(cls: type) -> str:
     return f"{cls.__module__} (not an installed package)"
 
 
-def known_biases(face_area: dict[str, Any], dedup: dict[str, Any]) -> list[str]:
-    share = face_area.get("min_face_area", 0.15)
-    return [
-        "The face filter uses OpenCV's frontal Haar cascade: faces turned, tilted or partly hidden are often "
-        "not found, so those photos are dropped and under-represented.",
-        f"The face-area rule keeps a photo only if its largest face covers more than {share:.0%} of it: "
-        "full-body, group and wide shots are dropped, so portraits skew to head-and-shoulders framing.",
-        "Labels come from hashtags chosen by the posters: they are noisy (a #selfie is not always a selfie).",
-        "Hashtag feeds show what the site ranks first (popular, recent posts): who is pictured reflects who "
-        "posts under those tags, not any population.",
-        f"Near-duplicates (pHash distance <= {dedup.get('max_distance', 8)}) are kept once, under the first "
-        "label met; photos met under two labels are recorded as conflicts.",
-    ]
+# What every dataset collected from a site's hashtags shares, whichever components made it.
+GENERAL_BIASES = [
+    "Labels are given per job (a hashtag, a folder), not per photo: they are noisy (a #selfie is not always a selfie).",
+]
+
+
+def known_biases(components: list[tuple[type, str, dict[str, Any]]]) -> list[str]:
+    """The card's known biases: each component's own (``Component.known_biases``), in pipeline order."""
+    out = list(GENERAL_BIASES)
+    for cls, _name, options in components:
+        try:
+            opts = cls.Options.model_validate(options)
+        except Exception:  # noqa: BLE001 - the card still says what it can
+            continue
+        out += [b for b in cls.known_biases(opts) if b not in out]
+    return out
 
 
 def build_card(settings: Settings, manifest: Manifest, registry: Registry | None = None) -> dict[str, Any]:
@@ -95,8 +112,10 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
     }
     runs = q("SELECT COUNT(*) n, MIN(started) a, MAX(finished) b FROM runs")[0]
     last = q("SELECT pipeline, status, finished FROM runs WHERE finished IS NOT NULL ORDER BY id DESC LIMIT 1")
-    face_area = _options(settings, registry, "face_area")
-    dedup = _options(settings, registry, "dedup")
+    if registry is None:
+        registry = registry_for(settings)
+    components = _components(settings, registry, manifest)
+    options = {name: values for _cls, name, values in components}
     chains = {name: p.chain for name, p in settings.pipelines.items() if isinstance(p, ScrapePipeline)}
     plugins = [] if registry is None else [
         {"component": i.name, "kind": i.kind, "plugin": i.plugin, "from": i.dist or _unpackaged(i.cls)}
@@ -115,7 +134,7 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
             "runs": runs["n"], "first_run": _iso(runs["a"]), "last_run_finished": _iso(runs["b"]),
             "last_run": dict(last[0]) | {"finished": _iso(last[0]["finished"])} if last else None,
         },
-        "filters": {"chains": chains, "face_area": face_area, "dedup": dedup},
+        "filters": {"chains": chains, "options": options},
         "plugins": plugins,
         "rejections": {"total": sum(rejections.values()), "by_reason": rejections},
         "conflicts": q("SELECT COUNT(*) FROM conflicts")[0][0],
@@ -125,7 +144,7 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
             "metadata_removed": privacy.strip_metadata,
             "forgotten_tombstones": q("SELECT COUNT(*) FROM tombstones")[0][0],
         },
-        "known_biases": known_biases(face_area, dedup),
+        "known_biases": known_biases(components),
         "licence": LICENCE,
     }
 
@@ -149,8 +168,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     f = card["filters"]
     lines += ["", "## Filters", ""]
     lines += [f"- pipeline `{name}`: {' -> '.join(chain)}" for name, chain in f["chains"].items()]
-    lines += [f"- face_area: `{json.dumps(f['face_area'], sort_keys=True)}`",
-              f"- dedup: `{json.dumps(f['dedup'], sort_keys=True)}`"]
+    lines += [f"- {name}: `{json.dumps(values, sort_keys=True)}`" for name, values in f["options"].items()]
     rej = card["rejections"]
     lines += ["", f"## Rejections ({rej['total']})", ""]
     lines += [f"- {reason}: {n}" for reason, n in rej["by_reason"].items()] or ["- none"]

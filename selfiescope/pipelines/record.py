@@ -23,7 +23,7 @@ from ..core.secrets import credential
 from ..core.browser import load_session, session_path
 from ..core.components import Source
 from ..core.manifest import Manifest
-from ..core.settings import Settings
+from ..core.settings import DECODE_STEP, SCRAPE_SOURCE, STORE_STEP, Settings
 from ..core.stats import RunStats
 from .collect import collect
 from .scrape import scrape_pipeline
@@ -63,7 +63,7 @@ def _secrets(settings: Settings, source: str) -> set[str]:
     return found
 
 
-async def record(settings: Settings, tags: list[str], har_path: Path, *, source: str = "instagram",
+async def record(settings: Settings, tags: list[str], har_path: Path, *, source: str = SCRAPE_SOURCE,
                  base_url: str | None = None, limit: int | None = 30, label: str = "recorded") -> Recording:
     """Scrape ``tags`` once through a real browser and save the session to ``har_path``."""
     har_path = Path(har_path)
@@ -78,7 +78,7 @@ async def record(settings: Settings, tags: list[str], har_path: Path, *, source:
             "browser": settings.browser.model_copy(update={"record_har": har_path, "replay_har": None}),
         })
         pipeline = scrape_pipeline(tags, label, limit=limit, source=source, base_url=base_url,
-                                   chain=["decode", "store"])
+                                   chain=[DECODE_STEP, STORE_STEP])
         stats = await collect(recording_settings, "record", pipeline=pipeline)
         posts = _stored_posts(scratch / "data", source)
         pages, api = har.read_parts(har_path)
@@ -116,7 +116,7 @@ def _base_url(settings: Settings, source: str, base_url: str | None) -> str | No
     return str(value).rstrip("/") if value else None
 
 
-def replay_settings(settings: Settings, har_path: Path, source: str = "instagram") -> tuple[Settings, str | None]:
+def replay_settings(settings: Settings, har_path: Path, source: str = SCRAPE_SOURCE) -> tuple[Settings, str | None]:
     """Settings that answer every browser request from ``har_path``; and the recorded base URL.
 
     Raises :class:`~selfiescope.core.har.HarError` for a file that is not a HAR.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.settings import ScrapePipeline, Settings
+from ..core.settings import SCRAPE_SOURCE, ScrapePipeline, Settings
 from ..core.stats import RunStats
 from .collect import collect
 
@@ -22,7 +22,7 @@ def url_option_of(source: str) -> str | None:
     return "" if cls is None else cls.url_option
 
 
-def scrape_pipeline(tags: list[str], label: str, *, limit: int | None = None, source: str = "instagram",
+def scrape_pipeline(tags: list[str], label: str, *, limit: int | None = None, source: str = SCRAPE_SOURCE,
                     base_url: str | None = None, chain: list[str] | None = None,
                     url_option: str | None = None) -> ScrapePipeline:
     """The pipeline the original script ran, for many tags at once.

@@ -308,6 +308,11 @@ class DedupStep(Step):
     Options = DedupOptions
 
     @classmethod
+    def known_biases(cls, options: DedupOptions) -> list[str]:
+        return [f"Near-duplicates (pHash distance <= {options.max_distance}) are kept once, under the first "
+                "label met; photos met under two labels are recorded as conflicts."]
+
+    @classmethod
     def working_side(cls, options: DedupOptions) -> int | None:  # type: ignore[override]
         return HASH_WORKING_SIDE
 

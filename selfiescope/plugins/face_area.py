@@ -254,6 +254,17 @@ class FaceAreaStep(Step):
     Options = FaceAreaOptions
 
     @classmethod
+    def known_biases(cls, options: FaceAreaOptions) -> list[str]:
+        detector = {"haar": "OpenCV's frontal Haar cascade", "hog": "dlib's frontal HOG detector",
+                    "cnn": "dlib's MMOD CNN detector"}[options.detector]
+        return [
+            f"The face filter uses {detector}: faces turned, tilted or partly hidden are often "
+            "not found, so those photos are dropped and under-represented.",
+            f"The face-area rule keeps a photo only if its largest face covers more than {options.min_face_area:.0%} "
+            "of it: full-body, group and wide shots are dropped, so portraits skew to head-and-shoulders framing.",
+        ]
+
+    @classmethod
     def working_side(cls, options: FaceAreaOptions) -> int | None:  # type: ignore[override]
         return options.detect_side  # detection runs at most this large (None: at full size)
 
