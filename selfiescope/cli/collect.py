@@ -136,7 +136,7 @@ def run(
 
         run_train(settings, pipelines[0], as_json)
     elif first.kind == "demo":
-        from ..pipelines.demo import demo
+        from ..demo import demo
 
         raise typer.Exit(demo(settings, as_json=as_json))
 
@@ -231,7 +231,7 @@ def demo_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Scrape the local Instagram-like site (synthetic photos) and train: no credentials, no internet."""
-    from ..pipelines.demo import demo
+    from ..demo import demo
 
     raise typer.Exit(demo(load(settings_path), as_json=as_json, out_dir=output, per_tag=per_tag, train=not no_train))
 

@@ -3,6 +3,9 @@
 Starts the site, scrapes two selfie tags and two portrait tags concurrently (one run, one
 browser, four contexts) through decode -> face_area -> dedup -> store, trains the classifier
 on what was stored, and says where everything went. The photos are synthetic renderings.
+
+Like a settings file, the demo names the built-in components it composes; it lives beside
+the CLI, not among the pipelines, which never name a component.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Iterator
 
 from rich.console import Console
 
-from ..core.settings import ScrapePipeline, Settings, SettingsError, TrainPipeline
+from .core.settings import ScrapePipeline, Settings, SettingsError, TrainPipeline
 
 DEMO_MARK = ".selfiescope-demo"
 DEMO_ENTRIES = {"data", "model", "session.json", DEMO_MARK}  # all a demo ever writes in its folder
@@ -89,8 +92,8 @@ def _written_by_demo(folder: Path) -> bool:
 
 def demo(settings: Settings, *, as_json: bool = False, out_dir: Path = Path("demo-output"),
          per_tag: int = 40, fresh: bool = True, train: bool = True) -> int:
-    from ..testing.site import MockInstagram
-    from .collect import collect
+    from .testing.site import MockInstagram
+    from .pipelines.collect import collect
 
     console = Console(stderr=True, quiet=as_json)
     out_dir = Path(out_dir).expanduser()
@@ -119,7 +122,7 @@ def demo(settings: Settings, *, as_json: bool = False, out_dir: Path = Path("dem
         console.print(f"[red]error:[/red] {line}", highlight=False)
     if train:
         try:
-            from .train import train as run_train
+            from .pipelines.train import train as run_train
         except ImportError:
             console.print("training pipeline not installed; skipping")
         else:
