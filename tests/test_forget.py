@@ -48,7 +48,7 @@ def dataset(tmp_path: Path) -> Path:
     assert stats.rejected_by_reason.get("label_conflict") == 1, stats.as_dict()
     m = Manifest.at_root(root)
     for r in m.query("SELECT content_hash FROM images WHERE decision='accepted'"):
-        m.put_features(r[0], "geometry", "1", {"geometry.x": 1.0})
+        m.put_features([(r[0], "geometry", "1", {"geometry.x": 1.0})])
     m.close()
     return root
 

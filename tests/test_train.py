@@ -92,9 +92,10 @@ def test_a_broken_stored_file_is_reported_and_training_goes_on(dataset, tmp_path
     root.mkdir()
     shutil.copy(dataset / "manifest.sqlite", root / "manifest.sqlite")
     db = sqlite3.connect(root / "manifest.sqlite")
-    (victim,) = db.execute("SELECT content_hash FROM images WHERE decision='accepted' LIMIT 1").fetchone()
-    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    db.execute("UPDATE images SET location=? WHERE content_hash=?", (str(root / "broken.jpg"), victim))
+    (victim, label) = db.execute("SELECT content_hash, label FROM images WHERE decision='accepted' LIMIT 1").fetchone()
+    (root / label).mkdir()
+    (root / label / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")  # read through the files backend
+    db.execute("UPDATE images SET location=? WHERE content_hash=?", (f"{label}/broken.jpg", victim))
     db.execute("DELETE FROM features WHERE content_hash=?", (victim,))
     db.commit()
     result = train(train_settings(root, root / "model", CHEAP, folds=3, report=False), "t")

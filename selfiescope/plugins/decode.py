@@ -49,6 +49,7 @@ class Decoded:
     width: int
     height: int
     frames: int = 1
+    exif: bytes | None = None  # the raw EXIF block, if the file has one
 
 
 SIGNATURES = {
@@ -117,6 +118,8 @@ def _decode(data: bytes, options: DecodeOptions) -> Decoded:
     except _DECODE_ERRORS as exc:
         raise Reject("corrupt", f"unreadable header: {type(exc).__name__}: {exc}") from None
     with im:
+        # The raw EXIF block as the header gives it, before load() (what features read camera data from).
+        exif = im.info.get("exif")
         fmt = FORMATS.get(im.format or "")
         if fmt is None or fmt not in options.formats:
             raise Reject("unsupported", f"image format {im.format} is not accepted")
@@ -147,7 +150,7 @@ def _decode(data: bytes, options: DecodeOptions) -> Decoded:
             rgb = _to_rgb(oriented)
         except _DECODE_ERRORS as exc:
             raise Reject("unsupported", f"pixel mode {im.mode} cannot be converted: {exc}") from None
-    return Decoded(rgb, fmt, rgb.shape[1], rgb.shape[0], frames)
+    return Decoded(rgb, fmt, rgb.shape[1], rgb.shape[0], frames, exif if isinstance(exif, bytes) and exif else None)
 
 
 class DecodeStep(Step):
@@ -155,6 +158,7 @@ class DecodeStep(Step):
 
     name = "decode"
     Options = DecodeOptions
+    provides = frozenset({"image", "format", "exif"})  # capabilities: training/predict decode with this step
 
     def process(self, event: ImageEvent) -> None:
         if "oversize" in event.notes:
@@ -164,6 +168,7 @@ class DecodeStep(Step):
         event.format = decoded.format
         event.width = decoded.width
         event.height = decoded.height
+        event.exif = decoded.exif
         if decoded.frames > 1:
             event.notes["frames"] = decoded.frames
 

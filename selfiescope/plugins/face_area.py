@@ -202,6 +202,9 @@ def face_summary(faces: list[FaceBox], width: int, height: int) -> dict[str, obj
 class FaceAreaStep(Step):
     """Sets ``event.faces`` and ``event.face_area``; rejects ``no_face`` / ``face_too_small``."""
 
+    requires = frozenset({"image"})
+    provides = frozenset({"faces"})
+
     name = "face_area"
     Options = FaceAreaOptions
 

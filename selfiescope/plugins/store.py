@@ -38,6 +38,7 @@ def image_id(event: ImageEvent, id_from: str = "content") -> str:
 class StoreStep(Step):
     name = "store"
     Options = StoreOptions
+    requires = frozenset({"format"})  # the file extension comes from the decoded format
 
     async def process(self, event: ImageEvent) -> None:
         if self.run.storage is None:
