@@ -71,7 +71,8 @@ def test_folders_are_expanded(trained, inputs, tmp_path):
 def test_predict_sees_exactly_what_training_saw(trained):
     model = load_model(trained.model_dir)
     rows = trained.table.rows[:6]
-    results = model.predict([r.path for r in rows])
+    by_location = {p.path: p for p in model.predict_stored()}  # read back through the storage backend
+    results = [by_location[r.location] for r in rows]
     expected = trained.final.booster.predict(trained.table.X[:6], num_iteration=trained.final.best_iteration)
     assert [r.status for r in results] == ["ok"] * 6
     np.testing.assert_allclose([r.raw_probability for r in results], expected, rtol=1e-9)

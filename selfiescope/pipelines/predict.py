@@ -177,18 +177,18 @@ class Model:
         files = expand_paths(paths)
         return await self._run(files, self._read_file, printable)
 
-    def predict_stored(self, settings: Settings, label: str | None = None, *,
+    def predict_stored(self, label: str | None = None, *, settings: Settings | None = None,
                        root: str | Path | None = None) -> list[Prediction]:
         """One :class:`Prediction` per image a dataset's storage backend holds (of ``label``),
-        read through the backend configured in ``settings`` (``storage.backend``, its options,
-        ``root`` or ``storage.root`` for the manifest's folder). ``path`` is the location."""
-        return asyncio.run(self.apredict_stored(settings, label, root=root))
+        read through the backend configured in ``settings`` (default: the training's own, saved
+        with the model; ``root`` moves ``storage.root``). Each result's ``path`` is the location."""
+        return asyncio.run(self.apredict_stored(label, settings=settings, root=root))
 
-    async def apredict_stored(self, settings: Settings, label: str | None = None, *,
+    async def apredict_stored(self, label: str | None = None, *, settings: Settings | None = None,
                               root: str | Path | None = None) -> list[Prediction]:
         from .stored import settings_at
 
-        settings = settings_at(settings, root)
+        settings = settings_at(settings or self.settings, root)
         manifest = Manifest(":memory:")  # the backend gets a manifest like in a run; nothing is recorded
         storage = RunContext(settings, self.registry, "predict", None, manifest).component("storage", settings.storage.backend)
         await storage.open()
