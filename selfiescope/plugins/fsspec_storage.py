@@ -117,14 +117,16 @@ class FsspecStorage(Storage):
         return location
 
     def _write(self, path: str, data: bytes) -> None:
+        if self.atomic_put:
+            # One PUT, no look first: the id is the content's, so writing it again stores the same
+            # bytes under the same key (idempotent), and a HEAD (plus a LIST) would double the requests.
+            self.fs.pipe_file(path, data)
+            return
         try:
             if self.fs.size(path) == len(data):
                 return
         except (FileNotFoundError, OSError):
             pass
-        if self.atomic_put:
-            self.fs.pipe_file(path, data)
-            return
         folder, name = posixpath.split(path)
         self.fs.makedirs(folder, exist_ok=True)
         tmp = f"{folder}/.{name.rsplit('.', 1)[0]}{TEMP_MARK}{secrets.token_hex(4)}"
@@ -174,9 +176,10 @@ class FsspecStorage(Storage):
         return await asyncio.to_thread(self._delete, self._full(stored.location))
 
     def _delete(self, path: str) -> bool:
+        self.fs.invalidate_cache(posixpath.dirname(path))
+        existed = bool(self.fs.exists(path))  # S3 answers a DELETE of a missing key with success: ask first
         try:
             self.fs.rm_file(path)
-            existed = True
         except FileNotFoundError:
             existed = False
         if not self.atomic_put:
