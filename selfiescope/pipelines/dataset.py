@@ -214,7 +214,7 @@ def _init_pool_worker(decode_cls: type[Step], decode_options: dict[str, Any], ex
 
 
 def _init_worker(decode_cls: type[Step], decode_options: dict[str, Any], extractors: list[FeatureExtractor]) -> None:
-    _worker_state["decode"] = decode_cls(decode_cls.Options.model_validate(decode_options), None)
+    _worker_state["image_step"] = decode_cls(decode_cls.Options.model_validate(decode_options), None)
     _worker_state["extractors"] = {e.name: e for e in extractors}
 
 
@@ -234,7 +234,7 @@ def _run_task(task: Task) -> tuple[str, dict[str, dict[str, float]] | None, str 
     if task.data is None:
         return task.content_hash, None, task.error or "the stored bytes were not read"
     try:
-        event = decode_with_step(_worker_state["decode"], task.data)
+        event = decode_with_step(_worker_state["image_step"], task.data)
         face = {**task.face, "exif": event.exif}
         image = event.image
         if task.normalize:
