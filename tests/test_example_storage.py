@@ -95,3 +95,9 @@ def test_import_train_predict_with_a_third_party_storage_backend(installed, tmp_
     proc = cli(installed, "predict", str(tmp_path / "model"), str(new), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["predictions"][0]["status"] == "ok"
+
+
+def test_the_storage_guide_shows_the_example_as_it_is():
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "storage.md").read_text()
+    for name in ("selfiescope_blobstore/__init__.py", "pyproject.toml"):
+        assert (EXAMPLE / name).read_text() in guide, f"docs/storage.md no longer shows {name}"
