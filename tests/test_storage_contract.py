@@ -133,3 +133,30 @@ def test_a_missing_url_is_a_clear_error(tmp_path) -> None:
     run = SimpleNamespace(settings=settings_from_dict({"storage": {"root": str(tmp_path)}}))
     with pytest.raises(ValueError, match="url"):
         asyncio.run(FsspecStorage(FsspecOptions(), run).open())
+
+
+def test_a_reader_leaves_the_temp_files_of_a_run_in_another_process_alone(tmp_path) -> None:
+    """Training or export opens the backend while a collect run may be writing: its temps are live."""
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "root"
+    (root / "selfie").mkdir(parents=True)
+    live = root / "selfie" / ".abcd.tmp-1234"
+    live.write_bytes(b"being written")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from selfiescope.core.lock import RootLock; "
+        f"RootLock({str(root)!r}).acquire(); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        store = make("files", tmp_path)
+        asyncio.run(store.open())
+        assert live.exists()  # another process holds the root: not ours to tidy
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    time.sleep(0.1)
+    asyncio.run(make("files", tmp_path).open())
+    assert not live.exists()  # nobody writes now: a leftover, tidied
