@@ -131,12 +131,13 @@ def preferred_steps(settings: Settings) -> list[str]:
 def image_step(registry: Registry, settings: Settings) -> str:
     """The installed step that decodes stored bytes for training: it provides ``"image"``
     (and, preferably, ``"exif"``: the raw EXIF block the features read)."""
-    candidates = [n for n in steps_providing(registry.steps, "image", preferred_steps(settings))
-                  if not registry.steps[n].requires]
+    preferred = preferred_steps(settings)
+    candidates = [n for n in steps_providing(registry.steps, "image", preferred) if not registry.steps[n].requires]
     if not candidates:
         raise SettingsError(["no installed chain step provides 'image' (decodes images); training needs one"])
-    with_exif = [n for n in candidates if "exif" in registry.steps[n].provides]
-    return (with_exif or candidates)[0]
+    pool = [n for n in candidates if n in preferred] or candidates  # what collection used comes first
+    with_exif = [n for n in pool if "exif" in registry.steps[n].provides]
+    return (with_exif or pool)[0]
 
 
 def extractor_options(extractor: FeatureExtractor) -> dict[str, Any]:
