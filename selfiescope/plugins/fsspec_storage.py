@@ -82,8 +82,11 @@ class FsspecStorage(Storage):
         await asyncio.to_thread(self._connect)
 
     def _connect(self) -> None:
-        import fsspec
-
+        try:
+            import fsspec
+        except ImportError:
+            raise ImportError("the fsspec storage backend needs fsspec: pip install 'selfiescope[fsspec]' "
+                              "(or 'selfiescope[s3]' for S3)") from None
         try:
             self.fs, path = fsspec.core.url_to_fs(self.options.url, **self.options.storage_options)
         except ImportError as exc:  # s3fs, gcsfs, ... is an optional dependency
