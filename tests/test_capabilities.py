@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from selfiescope.core.components import Step, chain_providing, steps_providing, unmet_requirements
