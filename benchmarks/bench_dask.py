@@ -134,11 +134,15 @@ def feature_cost(settings, n: int) -> float:  # noqa: ANN001
     pipeline = settings.pipelines["t"]
     extractors = dataset.make_extractors(registry, settings, pipeline)
     manifest = Manifest.at_root(settings.storage.root)
-    rows = dataset.load_rows(manifest, pipeline.labels, settings.storage.root)[:n]
+    rows = dataset.load_rows(manifest, pipeline.labels)[:n]
     manifest.close()
-    tasks = [dataset.Task(r.content_hash, r.path, dataset.face_dict(r.box, r.face_area, r.n_faces, None),
-                          [e.name for e in extractors]) for r in rows]
-    decode = (registry.steps["decode"], settings.component_options("decode"))
+    from selfiescope.pipelines.stored import StoredReader
+
+    with StoredReader(settings, registry) as reader:  # read first: the figure is the features' CPU alone
+        tasks = [dataset.Task(r.content_hash, r.stored, dataset.face_dict(r.box, r.face_area, r.n_faces, None),
+                              [e.name for e in extractors], data=reader.read(r.stored)) for r in rows]
+    step = dataset.image_step(registry, settings)
+    decode = (registry.steps[step], settings.component_options(step))
     started = time.process_time()
     dataset.run_tasks(tasks, decode, extractors, 1, lambda *result: None)
     return (time.process_time() - started) / max(len(tasks), 1)

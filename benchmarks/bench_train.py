@@ -43,7 +43,7 @@ def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str |
         base[i] = base[i - 1] ^ np.uint64(1 << int(rng.integers(0, 64)))
         y[i], X[i] = y[i - 1], X[i - 1] + rng.normal(scale=0.01, size=COLUMNS)
     hashes = [f"{int(h):016x}" for h in base]
-    rows = [DatasetRow(str(i), None, "selfie" if y[i] else "portrait", "#bench", Path("."), None,
+    rows = [DatasetRow(str(i), None, "selfie" if y[i] else "portrait", "#bench", ".", None,
                        float(0.2 + 0.05 * X[i, 0]) if np.isfinite(X[i, 0]) else None, 1, hashes[i]) for i in range(n)]
     return X, y, hashes, rows
 

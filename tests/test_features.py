@@ -225,7 +225,13 @@ def test_process_pool_gives_the_same_features_as_this_process(tmp_path, monkeypa
         Image.fromarray(np.ascontiguousarray(astronaut()[i * 20:])).save(path)
         paths.append(path)
     (tmp_path / "bad.jpg").write_bytes(b"nope")
-    tasks = [dataset.Task(p.stem, p, face(BOX), ["geometry", "image"]) for p in [*paths, tmp_path / "bad.jpg"]]
+    from selfiescope.core.components import StoredImage
+
+    # the bytes travel with the task (the parent reads them through the storage backend)
+    tasks = [dataset.Task(p.stem, StoredImage(p.stem, "x", f"x/{p.name}"), face(BOX), ["geometry", "image"],
+                          data=p.read_bytes()) for p in [*paths, tmp_path / "bad.jpg"]]
+    tasks.append(dataset.Task("unread", StoredImage("unread", "x", "x/unread.jpg"), face(BOX), ["geometry"],
+                              error="cannot read from storage: FileNotFoundError"))
     extractors = [GeometryFeatures(), ImageFeatures()]
 
     def run(workers):
@@ -243,4 +249,5 @@ def test_process_pool_gives_the_same_features_as_this_process(tmp_path, monkeypa
             for name, v in feats.items():  # OpenCV's threading may change float sums in the last bits
                 assert pooled[key][0][group][name] == pytest.approx(v, rel=1e-5, nan_ok=True), name
     assert here["bad"][0] is None and "not_image" in here["bad"][1]
+    assert here["unread"] == (None, "cannot read from storage: FileNotFoundError")  # a failed read costs its row only
     assert here["0"][0]["geometry"]["face_w"] == pytest.approx(BOX[2] / 512)

@@ -48,7 +48,7 @@ def dataset(tmp_path: Path) -> Path:
     assert stats.rejected_by_reason.get("label_conflict") == 1, stats.as_dict()
     m = Manifest.at_root(root)
     for r in m.query("SELECT content_hash FROM images WHERE decision='accepted'"):
-        m.put_features(r[0], "geometry", "1", {"geometry.x": 1.0})
+        m.put_features([(r[0], "geometry", "1", {"geometry.x": 1.0})])
     m.close()
     return root
 
@@ -299,7 +299,7 @@ def test_models_that_included_the_image_are_listed(tmp_path: Path) -> None:
     result = runner.invoke(app, ["forget", "--settings", str(toml), "--image", victim["id"], "--yes", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["removed"]["features"] == 1
+    assert report["removed"]["features"] == 2  # the geometry group's row and the header facts' row
     assert report["models"] == [{"path": str(model.resolve()), "pipeline": "t", "images": 1,
                                  "retrain": "selfiescope train t"}]
     human = forget_cli(root, "--image", row(root, "label='portrait'", ())["id"], "--yes")

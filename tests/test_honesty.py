@@ -111,7 +111,8 @@ def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_pa
     # predict re-encodes the same way: the stored files give the training features back
     model = load_model(result.model_dir)
     rows = result.table.rows[:3]
-    got = model.predict([r.path for r in rows])
+    by_location = {p.path: p for p in model.predict_stored()}  # read back through the storage backend
+    got = [by_location[r.location] for r in rows]
     np.testing.assert_allclose([r.raw_probability for r in got], result.final.booster.predict(result.table.X[:3]), rtol=1e-6)
 
 

@@ -71,7 +71,8 @@ def test_folders_are_expanded(trained, inputs, tmp_path):
 def test_predict_sees_exactly_what_training_saw(trained):
     model = load_model(trained.model_dir)
     rows = trained.table.rows[:6]
-    results = model.predict([r.path for r in rows])
+    by_location = {p.path: p for p in model.predict_stored()}  # read back through the storage backend
+    results = [by_location[r.location] for r in rows]
     expected = trained.final.booster.predict(trained.table.X[:6], num_iteration=trained.final.best_iteration)
     assert [r.status for r in results] == ["ok"] * 6
     np.testing.assert_allclose([r.raw_probability for r in results], expected, rtol=1e-9)
@@ -145,3 +146,25 @@ def test_cli_predict_table_json_and_exit_codes(trained, inputs, tmp_path):
     assert mismatch.exit_code == 2 and "Retrain" in mismatch.output
     nothing = runner.invoke(app, ["predict", str(trained.model_dir), str(tmp_path / "no_such_dir_here")])
     assert nothing.exit_code == 1 and "cannot read" in nothing.stdout
+
+
+@pytest.mark.parametrize("steps", ["absent", "old"], ids=["schema-without-steps", "schema-naming-decode-face_area"])
+def test_models_saved_before_capabilities_still_load_and_agree(trained, tmp_path, steps):
+    """Older schemas: ``steps`` missing (the steps are found by capability) or the literal old names."""
+    def edit(schema):
+        if steps == "absent":
+            schema.pop("steps")
+        else:
+            schema["steps"] = ["decode", "face_area"]
+
+    model = load_model(_edited_model(trained, tmp_path, edit))
+    assert model.steps == ["decode", "face_area"]
+    rows = trained.table.rows[:3]
+    by_location = {p.path: p for p in model.predict_stored()}
+    expected = trained.final.booster.predict(trained.table.X[:3], num_iteration=trained.final.best_iteration)
+    np.testing.assert_allclose([by_location[r.location].raw_probability for r in rows], expected, rtol=1e-9)
+
+
+def test_the_model_saves_the_steps_chosen_by_capability(trained):
+    schema = json.loads((trained.model_dir / "schema.json").read_text())
+    assert schema["steps"] == ["decode", "face_area"]

@@ -91,16 +91,25 @@ def test_a_broken_stored_file_is_reported_and_training_goes_on(dataset, tmp_path
     root = tmp_path / "ds"
     root.mkdir()
     shutil.copy(dataset / "manifest.sqlite", root / "manifest.sqlite")
+    for folder in ("selfie", "portrait"):  # the stored images, as the files backend keeps them
+        shutil.copytree(dataset / folder, root / folder)
     db = sqlite3.connect(root / "manifest.sqlite")
-    (victim,) = db.execute("SELECT content_hash FROM images WHERE decision='accepted' LIMIT 1").fetchone()
-    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    db.execute("UPDATE images SET location=? WHERE content_hash=?", (str(root / "broken.jpg"), victim))
+    (victim, label) = db.execute("SELECT content_hash, label FROM images WHERE decision='accepted' LIMIT 1").fetchone()
+    (root / label / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")  # read through the files backend
+    db.execute("UPDATE images SET location=? WHERE content_hash=?", (f"{label}/broken.jpg", victim))
     db.execute("DELETE FROM features WHERE content_hash=?", (victim,))
+    (gone,) = db.execute("SELECT content_hash FROM images WHERE decision='accepted' AND content_hash != ? LIMIT 1",
+                         (victim,)).fetchone()
+    (gone_location,) = db.execute("SELECT location FROM images WHERE content_hash=?", (gone,)).fetchone()
+    (root / gone_location).unlink()  # reading it back from storage fails
+    db.execute("DELETE FROM features WHERE content_hash=?", (gone,))
     db.commit()
     result = train(train_settings(root, root / "model", CHEAP, folds=3, report=False), "t")
-    assert list(result.table.failed) == [victim]
+    assert sorted(result.table.failed) == sorted([victim, gone])
     assert "corrupt" in result.table.failed[victim] or "truncated" in result.table.failed[victim]
-    assert result.metrics["dataset"]["failed"] == 1 and result.table.computed == 0
+    assert result.table.failed[gone].startswith("cannot read from storage: FileNotFoundError")
+    assert result.metrics["dataset"]["failed"] == 2
+    assert result.table.computed + result.table.cached == len(result.table.rows)
 
 
 def test_grouped_folds_never_split_a_near_duplicate_cluster():

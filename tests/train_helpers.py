@@ -73,12 +73,15 @@ def write_pictures(folder: Path, kind: str, n: int, seed: int) -> list[Path]:
 
 
 async def _annotate(settings: Settings, paths: list[Path], label: str, job: str, manifest: Manifest) -> int:
-    """Run the real decode and face_area steps and record accepted images in place (no dedup:
-    near-duplicates must reach training, which groups them)."""
+    """Run the real decode and face_area steps, store accepted images with the configured
+    storage backend and record them (no dedup: near-duplicates must reach training, which
+    groups them)."""
     registry = load_registry()
     executor = ThreadPoolExecutor(2)
     run = RunContext(settings, registry, "test", None, manifest, executor=executor)
     steps = [run.component("steps", name) for name in ("decode", "face_area")]
+    storage = run.component("storage", settings.storage.backend)
+    await storage.open()
     for step in steps:
         await step.open()
     accepted = 0
@@ -89,18 +92,20 @@ async def _annotate(settings: Settings, paths: list[Path], label: str, job: str,
             if event.decision is Decision.ACCEPTED:
                 event.phash = event.phash or str(imagehash.phash(Image.fromarray(event.image)))
                 event.id = event.content_hash[:16]
-                event.location = str(path)
+                event.location = await storage.write(event)
                 accepted += 1
             manifest.record(event)
     finally:
         for step in steps:
             await step.close()
+        await storage.close()
         executor.shutdown()
     return accepted
 
 
 def build_dataset(root: Path, files: dict[str, list[Path]], settings: Settings | None = None) -> dict[str, int]:
-    """Record ``{label: [files]}`` in ``root``'s manifest the way collection does (files stay where they are)."""
+    """Store and record ``{label: [files]}`` in ``root``'s manifest the way collection does
+    (through ``settings``' storage backend; the input files stay where they are)."""
     settings = settings or settings_from_dict({"storage": {"root": str(root)}})
     manifest = Manifest.at_root(root)
     try:

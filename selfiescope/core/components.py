@@ -7,7 +7,7 @@ in ``[pipelines.P.options.NAME]``. Unknown option keys are errors.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -140,6 +140,16 @@ class Step(Component):
         return None
     # --- end of working_side ---
 
+    # --- capabilities: annotations (issue 11, storage/training) --------------------------
+    #: Annotation names this step sets on the event, for later steps, training and predict
+    #: (e.g. ``"image"``, ``"format"``, ``"exif"``, ``"faces"``, ``"phash"``). Training decodes
+    #: stored images with the step that provides ``"image"``; predict adds the one that
+    #: provides ``"faces"``: they are chosen by these sets, never by name.
+    provides: ClassVar[frozenset[str]] = frozenset()
+    #: Annotation names this step needs from an earlier step of the chain; settings checking
+    #: reports a chain where no earlier step provides one of them.
+    requires: ClassVar[frozenset[str]] = frozenset()
+
 
 @dataclass
 class StoredImage:
@@ -157,20 +167,49 @@ class StorageError(Exception):
 
 
 class Storage(Component):
-    """Where accepted images go. Any exception from ``write`` is a failure to store: the
-    image is not counted as decided, the run ends with errors, and a rerun retries it."""
+    """Where accepted images go: the one place image bytes are kept, and the only way
+    anything (training, the report, predict, export, forget) reads them back.
+
+    The contract every backend keeps (``tests/test_storage_contract.py`` checks the
+    built-in ones; the storage author's guide is docs/storage.md):
+
+    - **location**: ``write`` returns an opaque string that only this backend interprets
+      (a relative path, an object key, a row id). It is saved in the manifest and handed
+      back inside a :class:`StoredImage`; nobody else treats it as a path.
+    - **sync vs async**: ``write``, ``exists``, ``read`` and ``delete`` are coroutines run on
+      the run's event loop: blocking I/O belongs in ``asyncio.to_thread``. ``iterate`` is a
+      plain generator (a listing, called from any thread).
+    - **idempotent**: writing the same ``event.id`` and ``label`` twice stores one copy and
+      returns the same location (a rerun retries a write whose record was lost); ``delete``
+      of something already gone returns False and raises nothing.
+    - **atomic**: ``read`` never sees a partial write: a crash leaves the whole image or
+      nothing under its location (temp + rename, or a single PUT). Leftovers of a killed
+      write are the backend's to tidy in ``open``.
+    - **errors**: any exception from ``write`` is a failure to store (the image is not
+      counted as decided, the run ends with errors, a rerun retries it), never a rejection.
+      ``read`` raises (``FileNotFoundError`` or the backend's own error) when the location
+      holds nothing.
+    - **notes**: ``write`` may add to ``event.notes`` (e.g. an ETag or a version id); the
+      JSON-safe part of an accepted image's notes is saved in the manifest's ``notes``
+      column, so keep them small and free of secrets.
+    - **settings**: options come from ``[plugins.NAME]``; credentials never do (read them
+      from the environment). The manifest stays a local SQLite file under ``storage.root``.
+    """
 
     async def write(self, event: "ImageEvent") -> str:  # pragma: no cover - abstract
-        """Store ``event.data`` under ``event.label``/``event.id``; return its location."""
+        """Store ``event.data`` under ``event.label``/``event.id`` atomically; return its location."""
         raise NotImplementedError
 
     async def exists(self, image_id: str, label: str) -> bool:  # pragma: no cover - abstract
+        """Whether an image with this id is stored under this label."""
         raise NotImplementedError
 
     def iterate(self, label: str | None = None) -> Iterator[StoredImage]:  # pragma: no cover
+        """Every stored image (of one label), with the location ``read`` accepts."""
         raise NotImplementedError
 
     async def read(self, stored: StoredImage) -> bytes:  # pragma: no cover - abstract
+        """The bytes at ``stored.location``, exactly as written."""
         raise NotImplementedError
 
     async def delete(self, stored: StoredImage) -> bool:  # pragma: no cover - abstract
@@ -201,3 +240,43 @@ class FeatureExtractor:
 
     def extract(self, image: "np.ndarray", face: dict[str, Any]) -> dict[str, float]:  # pragma: no cover
         raise NotImplementedError
+
+
+# --- choosing steps by capability (issue 11) -------------------------------------------------
+def steps_providing(steps: Mapping[str, type[Step]], annotation: str, prefer: Sequence[str] = ()) -> list[str]:
+    """Names of the steps that provide ``annotation``: those in ``prefer`` (e.g. a configured
+    chain) first, in that order, then the rest in registration order."""
+    names = [n for n in prefer if n in steps] + [n for n in steps if n not in prefer]
+    return [n for n in names if annotation in steps[n].provides]
+
+
+def chain_providing(steps: Mapping[str, type[Step]], annotations: Sequence[str],
+                    prefer: Sequence[str] = ()) -> list[str]:
+    """A short chain of installed steps that together provide ``annotations``, each step's
+    ``requires`` met by an earlier one. LookupError names what nothing provides."""
+    chain: list[str] = []
+    have: set[str] = set()
+    for wanted in annotations:
+        if wanted in have:
+            continue
+        candidates = [n for n in steps_providing(steps, wanted, prefer) if steps[n].requires <= have]
+        if not candidates:
+            raise LookupError(f"no installed chain step provides {wanted!r}"
+                              + (f" after {', '.join(chain)}" if chain else ""))
+        chain.append(candidates[0])
+        have |= steps[candidates[0]].provides
+    return chain
+
+
+def unmet_requirements(steps: Mapping[str, type[Step]], chain: Sequence[str]) -> list[tuple[int, str, set[str]]]:
+    """``(index, step, missing)`` for each step of ``chain`` that requires what no earlier step provides."""
+    have: set[str] = set()
+    out = []
+    for i, name in enumerate(chain):
+        cls = steps.get(name)
+        if cls is None:
+            continue
+        if missing := set(cls.requires) - have:
+            out.append((i, name, missing))
+        have |= cls.provides
+    return out

@@ -78,6 +78,7 @@ class ImageEvent:
     phash: str | None = None  # hex perceptual hash
     faces: list[FaceBox] = field(default_factory=list)
     face_area: float | None = None  # largest face area / image area
+    exif: bytes | None = None  # the raw EXIF block of the original bytes, set by the step that provides "exif"
     id: str | None = None  # stable storage id, set by the chain (content or post id)
     location: str | None = None  # where storage put it
     decision: Decision = Decision.PENDING

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS models (
 # Columns added after the first release: existing manifests get them on open.
 ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "images": [("owner", "TEXT"), ("owner_id", "TEXT"), ("caption", "TEXT"), ("taken_at", "REAL"),
-               ("face_detector", "TEXT")],
+               ("face_detector", "TEXT"), ("notes", "TEXT")],  # notes: JSON-safe event.notes of accepted images
     "rejections": [("origin_path", "TEXT")],
 }
 ADDED_INDEXES = (
@@ -106,6 +106,18 @@ ADDED_INDEXES = (
 def _text(value: object) -> str | None:
     """A value as text SQLite can store (file names may hold undecodable bytes)."""
     return None if value is None else printable(value)
+
+
+def json_notes(notes: dict[str, Any]) -> str | None:
+    """The JSON-safe part of an event's notes (what steps and the storage backend noted), as JSON."""
+    plain = {}
+    for key, value in notes.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        plain[str(key)] = value
+    return json.dumps(plain, sort_keys=True) if plain else None
 
 
 def phash_to_int(hex_hash: str) -> int:
@@ -294,6 +306,7 @@ class Manifest:
             run_id=run_id, first_seen=now, updated=now,
             owner=extra.get("owner"), owner_id=extra.get("owner_id"),
             caption=extra.get("caption"), taken_at=_number(extra.get("taken_at")),
+            notes=json_notes(event.notes) if event.decision is Decision.ACCEPTED else None,
         )
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
@@ -337,18 +350,29 @@ class Manifest:
         return {r["decision"]: r["n"] for r in rows}
 
     # --- feature cache -----------------------------------------------------------------
-    def get_features(self, content_hash: str, extractor: str, version: str) -> dict[str, float] | None:
-        rows = self.query(
-            "SELECT data FROM features WHERE content_hash=? AND extractor=? AND version=?",
-            (content_hash, extractor, version),
-        )
-        return json.loads(rows[0]["data"]) if rows else None
+    def get_features(self, wanted: "Collection[tuple[str, str, str]]") -> dict[tuple[str, str, str], dict[str, float]]:
+        """Cached feature values for each wanted ``(content hash, extractor, version)`` found.
 
-    def put_features(self, content_hash: str, extractor: str, version: str, data: dict[str, float]) -> None:
-        self.execute(
-            "INSERT OR REPLACE INTO features(content_hash, extractor, version, data) VALUES (?,?,?,?)",
-            (content_hash, extractor, version, json.dumps(data)),
-        )
+        One query per extractor name (an index range), filtered here: a training set asks for
+        every image at once, which is far faster than a query per image.
+        """
+        out: dict[tuple[str, str, str], dict[str, float]] = {}
+        keys = set(wanted)
+        for extractor in sorted({k[1] for k in keys}):
+            for rec in self.query("SELECT content_hash, extractor, version, data FROM features WHERE extractor=?",
+                                  (extractor,)):
+                key = (rec["content_hash"], rec["extractor"], rec["version"])
+                if key in keys:
+                    out[key] = json.loads(rec["data"])
+        return out
+
+    def put_features(self, rows: "Iterable[tuple[str, str, str, dict[str, float]]]") -> None:
+        """Cache ``(content hash, extractor, version, values)`` rows, in one transaction."""
+        batch = [(h, e, v, json.dumps(data)) for h, e, v, data in rows]
+        if batch:
+            self.executemany(
+                "INSERT OR REPLACE INTO features(content_hash, extractor, version, data) VALUES (?,?,?,?)", batch
+            )
 
     # --- perceptual-hash index (dedup) --------------------------------------------------
     def add_phash(self, content_hash: str, phash: int, label: str, centre: int | None = None) -> int:

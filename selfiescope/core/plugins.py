@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "selfiescope.plugins.dedup",
     "selfiescope.plugins.store",
     "selfiescope.plugins.files_storage",
+    "selfiescope.plugins.fsspec_storage",
     "selfiescope.plugins.instagram",
     "selfiescope.plugins.gallery",
     "selfiescope.plugins.features",

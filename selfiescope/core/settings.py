@@ -475,6 +475,7 @@ def check_pipeline(settings: Settings, registry: "Registry", pname: str, p: Pipe
                     f"unknown plugin {step!r} (available: {', '.join(sorted(registry.steps))})")))
         if len(set(p.chain)) != len(p.chain):
             problems.append(f"{base}.chain: a step is listed twice")
+        problems += _unmet_requirements(registry, base, p.chain)
     if isinstance(p, TrainPipeline):
         for i, group in enumerate(p.features):
             if group not in registry.features:
@@ -488,6 +489,14 @@ def check_pipeline(settings: Settings, registry: "Registry", pname: str, p: Pipe
         merged = settings.component_options(cname, p)
         problems += _check_options(registry.options_model(cname), merged, f"{base}.options.{cname}")
     return problems
+
+
+def _unmet_requirements(registry: "Registry", base: str, chain: list[str]) -> list[str]:
+    """A step that requires an annotation (``Step.requires``) no earlier step provides."""
+    from .components import unmet_requirements
+
+    return [f"{base}.chain[{i}]: step {name!r} requires {', '.join(sorted(missing))}, which no earlier step provides"
+            for i, name, missing in unmet_requirements(registry.steps, chain)]
 
 
 def _check_options(model: type[BaseModel], opts: dict[str, Any], where: str) -> list[str]:

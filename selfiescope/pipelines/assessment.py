@@ -37,7 +37,7 @@ def assess(table: "FeatureTable", cv: "CVResult", labels: list[str], threshold: 
     """``score(y, prob, threshold)`` is the metric function the model itself is scored with."""
     y, groups = table.y, table.groups
     probs = {"face_area": cv.baseline_oof,
-             **baseline_oof(confounder_matrices([r.path for r in table.rows]), y, cv.splits)}
+             **baseline_oof(confounder_matrices(table.facts), y, cv.splits)}
     calibration = calibrate(cv.oof, y, groups, seed)
     scored = {name: score(y, p, threshold) for name, p in probs.items()}
     model_auc = score(y, cv.oof, threshold)["roc_auc"]

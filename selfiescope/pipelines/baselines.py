@@ -89,12 +89,15 @@ SIZE_COLUMNS = ["width", "height", "aspect", "log10_pixels"]
 FILE_COLUMNS = ["format", "jpeg_quality", "chroma_subsampling", "progressive"]
 
 
-def file_facts(path: Path) -> FileFacts:
-    """Header facts of an image file (no pixel decoding); NaNs where unreadable."""
+FACTS_VERSION = "1"  # in the feature cache (dataset.py) beside the feature groups
+
+
+def file_facts(source: Path | bytes) -> FileFacts:
+    """Header facts of an image file or its bytes (no pixel decoding); NaNs where unreadable."""
     from PIL import Image, JpegImagePlugin
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             width, height = im.size
             if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: the picture is turned
                 width, height = height, width
@@ -108,8 +111,8 @@ def file_facts(path: Path) -> FileFacts:
         return FileFacts()
 
 
-def confounder_matrices(paths: Sequence[Path]) -> dict[str, np.ndarray]:
-    facts = [file_facts(p) for p in paths]
+def confounder_matrices(facts: Sequence[FileFacts]) -> dict[str, np.ndarray]:
+    """The baselines' inputs from each image's header facts (read with the image, see dataset.py)."""
     return {
         "image_size": np.array([f.size_features() for f in facts], dtype=np.float64).reshape(-1, len(SIZE_COLUMNS)),
         "file_format": np.array([f.file_features() for f in facts], dtype=np.float64).reshape(-1, len(FILE_COLUMNS)),

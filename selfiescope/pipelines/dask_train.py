@@ -69,14 +69,18 @@ def feature_runner(client: "Client", batch_size: int) -> Callable[..., None]:
     from distributed import as_completed
 
     def run(tasks: list[Task], decode: tuple[type[Step], dict[str, Any]], extractors: list[FeatureExtractor],
-            workers: int, on_result: OnResult) -> None:
+            workers: int, on_result: OnResult, fetch: dataset.Fetch | None = None) -> None:
         if not tasks:
             return
         key = config_key(decode, extractors)
         [decode_f, extractors_f] = client.scatter([decode, extractors], broadcast=True)
-        batches = [tasks[i:i + batch_size] for i in range(0, len(tasks), batch_size)]
+        # The client reads the stored bytes through its storage backend and they travel with the
+        # batch (dataset.py says why workers never open a backend); batches are filled lazily,
+        # a window at a time, so only the batches in flight are held in memory.
+        filled = fetch(tasks) if fetch else iter(tasks)
+        batches = iter(lambda: list(itertools.islice(filled, batch_size)), [])
         window = 2 * worker_count(client)
-        todo = iter(batches)
+        todo = batches
         by_future: dict[Any, list[Task]] = {}
 
         def submit(batch: list[Task]) -> Any:

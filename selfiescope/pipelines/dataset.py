@@ -4,7 +4,15 @@ The pieces are separate functions so another compute engine (Dask) can reuse the
 :func:`load_rows` lists the dataset, :func:`extract_features` computes the features of
 one decoded image, :func:`build_feature_table` does the whole job locally with a
 process pool (dlib holds the GIL, so threads would not use the second core) and the
-manifest's ``features`` table as cache.
+manifest's ``features`` table as cache (:meth:`Manifest.get_features`/``put_features``).
+
+Images are read through the storage backend (:class:`~.stored.StoredReader`), in this
+process, and their bytes travel to the worker with the task: a worker never opens a
+storage backend. The backend may hold credentials, connections and a configured client
+that need not (and for a cluster should not) exist on every worker; reading is I/O that
+the parent overlaps with the workers' CPU work by reading ahead a bounded window, so
+memory stays bounded too. Images are decoded by the installed step that *provides*
+``"image"`` (``Step.provides``), never by a step's name.
 
 Cache key: content hash, group name and :func:`cache_version`, which combines the
 extractor's ``version``, its non-default options and the face annotations (a new face
@@ -20,21 +28,23 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..core.components import FeatureExtractor, Step
+from ..core.components import FeatureExtractor, Step, StoredImage, steps_providing
 from ..core.events import ImageEvent, Origin, Reject
 from ..core.manifest import Manifest
 from ..core.plugins import Registry
 from ..core.settings import Settings, SettingsError, TrainPipeline
+from .baselines import FACTS_VERSION, FileFacts, file_facts
 from .groups import near_duplicate_groups
 from .normalize import cache_suffix
+from .stored import StoredReader
 
 log = logging.getLogger("selfiescope.dataset")
 NAN = float("nan")
@@ -51,11 +61,15 @@ class DatasetRow:
     id: str | None
     label: str
     job: str
-    path: Path
+    location: str  # the storage backend's own string: read it with the backend, never open it as a path
     box: list[int] | None
     face_area: float | None
     n_faces: int
     phash: str | None
+
+    @property
+    def stored(self) -> StoredImage:
+        return StoredImage(self.id or self.content_hash[:16], self.label, self.location, self.content_hash)
 
 
 @dataclass
@@ -70,6 +84,7 @@ class FeatureTable:
     computed: int = 0  # images whose features were (partly) computed in this call
     cached: int = 0  # images served entirely from the cache
     failed: dict[str, str] = field(default_factory=dict)  # content hash -> reason (row dropped)
+    facts: list[FileFacts] = field(default_factory=list)  # header facts per row (the confounder baselines)
 
     def __iter__(self):  # X, y, groups, rows = build_feature_table(...)
         return iter((self.X, self.y, self.groups, self.rows))
@@ -86,33 +101,43 @@ def event_face_dict(event: ImageEvent, exif: bytes | None) -> dict[str, Any]:
     return face_dict(face.as_list() if face else None, event.face_area, len(event.faces), exif)
 
 
-def _resolve(location: str | None, origin_path: str | None, root: Path) -> Path | None:
-    for candidate in (location, origin_path):
-        if candidate:
-            path = Path(candidate)
-            return path if path.is_absolute() else root / path
-    return None
-
-
-def load_rows(manifest: Manifest, labels: Sequence[str], root: Path) -> list[DatasetRow]:
-    """Accepted images with one of ``labels``, in a stable order (first seen)."""
+def load_rows(manifest: Manifest, labels: Sequence[str]) -> list[DatasetRow]:
+    """Stored images (accepted, with a location) with one of ``labels``, in a stable order (first seen)."""
     marks = ",".join("?" * len(labels))
     rows = manifest.query(
-        f"SELECT content_hash, id, label, job, location, origin_path, face_box, face_area, n_faces, phash"
-        f" FROM images WHERE decision='accepted' AND label IN ({marks}) ORDER BY first_seen, content_hash",
+        f"SELECT content_hash, id, label, job, location, face_box, face_area, n_faces, phash"
+        f" FROM images WHERE decision='accepted' AND location IS NOT NULL AND label IN ({marks})"
+        " ORDER BY first_seen, content_hash",
         tuple(labels),
     )
-    out = []
-    for r in rows:
-        path = _resolve(r["location"], r["origin_path"], root)
-        if path is None:
-            continue
-        out.append(DatasetRow(
-            r["content_hash"], r["id"], r["label"], r["job"] or "", path,
-            json.loads(r["face_box"]) if r["face_box"] else None,
-            r["face_area"], r["n_faces"] or 0, r["phash"],
-        ))
+    return [DatasetRow(
+        r["content_hash"], r["id"], r["label"], r["job"] or "", r["location"],
+        json.loads(r["face_box"]) if r["face_box"] else None,
+        r["face_area"], r["n_faces"] or 0, r["phash"],
+    ) for r in rows]
+
+
+def preferred_steps(settings: Settings) -> list[str]:
+    """The steps of the configured collect chains, in order: when several installed steps
+    provide an annotation, the one collection used is preferred."""
+    out: list[str] = []
+    for p in settings.pipelines.values():
+        for name in getattr(p, "chain", None) or []:
+            if name not in out:
+                out.append(name)
     return out
+
+
+def image_step(registry: Registry, settings: Settings) -> str:
+    """The installed step that decodes stored bytes for training: it provides ``"image"``
+    (and, preferably, ``"exif"``: the raw EXIF block the features read)."""
+    preferred = preferred_steps(settings)
+    candidates = [n for n in steps_providing(registry.steps, "image", preferred) if not registry.steps[n].requires]
+    if not candidates:
+        raise SettingsError(["no installed chain step provides 'image' (decodes images); training needs one"])
+    pool = [n for n in candidates if n in preferred] or candidates  # what collection used comes first
+    with_exif = [n for n in pool if "exif" in registry.steps[n].provides]
+    return (with_exif or pool)[0]
 
 
 def extractor_options(extractor: FeatureExtractor) -> dict[str, Any]:
@@ -157,10 +182,23 @@ def extract_features(image_rgb: np.ndarray, face: dict[str, Any], groups: Sequen
 @dataclass
 class Task:
     content_hash: str
-    path: Path
-    face: dict[str, Any]  # without exif: the worker reads it from the file
+    stored: StoredImage  # where the backend keeps the bytes (read by the parent, see the module docstring)
+    face: dict[str, Any]  # without exif: the decoding step puts it on the event
     groups: list[str]  # names of the groups to compute (the others are cached)
     normalize: tuple[int, int] | None = None  # (side, JPEG quality): re-encode before features
+    data: bytes | None = None  # the stored bytes, filled in just before the task is sent
+    error: str | None = None  # why the bytes could not be read (the row is dropped with it)
+
+
+Fetch = Callable[[Iterable[Task]], Iterator[Task]]  # fills Task.data, reading ahead
+
+
+def reader_fetch(reader: StoredReader, ahead: int) -> Fetch:
+    """Fill tasks' bytes through the storage backend, ``ahead`` reads in flight."""
+    def fetch(tasks: Iterable[Task]) -> Iterator[Task]:
+        for task, data, error in reader.prefetch(tasks, lambda t: t.stored, ahead):
+            yield replace(task, data=data, error=error)
+    return fetch
 
 
 _worker_state: dict[str, Any] = {}
@@ -177,12 +215,12 @@ def _init_pool_worker(decode_cls: type[Step], decode_options: dict[str, Any], ex
 
 
 def _init_worker(decode_cls: type[Step], decode_options: dict[str, Any], extractors: list[FeatureExtractor]) -> None:
-    _worker_state["decode"] = decode_cls(decode_cls.Options.model_validate(decode_options), None)
+    _worker_state["image_step"] = decode_cls(decode_cls.Options.model_validate(decode_options), None)
     _worker_state["extractors"] = {e.name: e for e in extractors}
 
 
 def decode_with_step(step: Step, data: bytes, label: str = "") -> ImageEvent:
-    """Decode bytes with the chain's ``decode`` step, exactly as collection did. Raises Reject."""
+    """Decode bytes with the step that provides ``"image"``, exactly as collection did. Raises Reject."""
     event = ImageEvent(origin=Origin(source="dataset"), label=label, data=data)
     result = step.process(event)
     if inspect.isawaitable(result):
@@ -194,12 +232,11 @@ def decode_with_step(step: Step, data: bytes, label: str = "") -> ImageEvent:
 
 def _run_task(task: Task) -> tuple[str, dict[str, dict[str, float]] | None, str | None]:
     """-> (content hash, {group: features}, error). Never raises: a bad file must not stop training."""
-    from ..plugins.features import exif_block
-
+    if task.data is None:
+        return task.content_hash, None, task.error or "the stored bytes were not read"
     try:
-        data = task.path.read_bytes()
-        event = decode_with_step(_worker_state["decode"], data)
-        face = {**task.face, "exif": exif_block(data)}
+        event = decode_with_step(_worker_state["image_step"], task.data)
+        face = {**task.face, "exif": event.exif}
         image = event.image
         if task.normalize:
             from .normalize import normalize_image
@@ -223,18 +260,22 @@ def run_tasks(
     extractors: list[FeatureExtractor],
     workers: int,
     on_result: Callable[[str, dict[str, dict[str, float]] | None, str | None], None],
+    fetch: Fetch | None = None,
 ) -> None:
     """Run tasks on ``workers`` processes (in this process for one worker or few images).
+
+    ``fetch`` fills each task's bytes as it is sent (None: the tasks carry them already).
 
     Processes are spawned, not forked (the caller may hold threads and locks): a script
     that trains must guard its entry point with ``if __name__ == "__main__":``.
     """
     init_args = (decode[0], decode[1], extractors)
+    filled = fetch(tasks) if fetch else iter(tasks)
     if workers <= 1 or len(tasks) < MIN_POOL_TASKS:
         saved = dict(_worker_state)
         _init_worker(*init_args)
         try:
-            for task in tasks:
+            for task in filled:
                 on_result(*_run_task(task))
         finally:
             _worker_state.clear()
@@ -243,8 +284,7 @@ def run_tasks(
     ctx = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads and locks
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_pool_worker, initargs=init_args) as pool:
         pending: set[Future] = set()
-        todo = iter(tasks)
-        for task in todo:  # keep a bounded number of tasks in flight
+        for task in filled:  # keep a bounded number of tasks in flight
             pending.add(pool.submit(_run_task, task))
             if len(pending) >= workers * 4:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -271,7 +311,7 @@ def build_feature_table(
 
     ``runner`` replaces :func:`run_tasks` (same arguments), e.g. to compute on a Dask cluster.
     """
-    root = Path(pipeline.dataset_root or settings.storage.root)
+    root = Path(pipeline.dataset_root or settings.storage.root)  # the manifest's folder; the backend reads with it
     if not (root / "manifest.sqlite").exists():
         raise DatasetError(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect images first)")
     own = manifest is None
@@ -283,44 +323,43 @@ def build_feature_table(
             manifest.close()
 
 
+FACTS = "~file_facts"  # the feature cache's name for header facts (no feature group can be named so)
+READ_AHEAD = 16  # images read from storage ahead of the workers (bounded memory, hidden latency)
+
+
 def _build(
     settings: Settings, pipeline: TrainPipeline, registry: Registry, manifest: Manifest, root: Path,
     progress: Progress | None,
     runner: Callable[..., None] = run_tasks,
 ) -> FeatureTable:
-    if "decode" not in registry.steps:
-        raise SettingsError(["the 'decode' step is not installed; training decodes stored images with it"])
+    decode_name = image_step(registry, settings)
     extractors = make_extractors(registry, settings, pipeline)
-    rows = load_rows(manifest, pipeline.labels, root)
+    rows = load_rows(manifest, pipeline.labels)
     features: dict[str, dict[str, dict[str, float]]] = {r.content_hash: {} for r in rows}
     normalize = (pipeline.normalize_side, pipeline.normalize_quality) if pipeline.normalize else None
     suffix = cache_suffix(*normalize) if normalize else ""
     versions = {r.content_hash: {e.name: cache_version(e, face_dict(r.box, r.face_area, r.n_faces, None)) + suffix
                                  for e in extractors} for r in rows}
-    marks = ",".join("?" * len(extractors))
-    wanted = {(h, name, v) for h, vs in versions.items() for name, v in vs.items()}
-    for rec in manifest.query(
-        f"SELECT content_hash, extractor, version, data FROM features WHERE extractor IN ({marks})",
-        tuple(e.name for e in extractors),
-    ):
-        key = (rec["content_hash"], rec["extractor"], rec["version"])
-        if key in wanted:
-            features[key[0]][key[1]] = json.loads(rec["data"])
+    cached = manifest.get_features([(h, name, v) for h, vs in versions.items() for name, v in vs.items()]
+                                   + [(r.content_hash, FACTS, FACTS_VERSION) for r in rows])
+    facts: dict[str, FileFacts] = {}
+    for (content_hash, name, _version), values in cached.items():
+        if name == FACTS:
+            facts[content_hash] = FileFacts(**values)
+        else:
+            features[content_hash][name] = values
     tasks = []
     for r in rows:
         missing = [e.name for e in extractors if e.name not in features[r.content_hash]]
         if missing:
-            tasks.append(Task(r.content_hash, r.path, face_dict(r.box, r.face_area, r.n_faces, None), missing, normalize))
+            tasks.append(Task(r.content_hash, r.stored, face_dict(r.box, r.face_area, r.n_faces, None), missing, normalize))
     failed: dict[str, str] = {}
-    batch: list[tuple[str, str, str, str]] = []
+    batch: list[tuple[str, str, str, dict[str, float]]] = []
     done = 0
 
     def flush() -> None:
-        if batch:
-            manifest.executemany(
-                "INSERT OR REPLACE INTO features(content_hash, extractor, version, data) VALUES (?,?,?,?)", batch
-            )
-            batch.clear()
+        manifest.put_features(batch)
+        batch.clear()
 
     def on_result(content_hash: str, result: dict[str, dict[str, float]] | None, error: str | None) -> None:
         nonlocal done
@@ -331,16 +370,32 @@ def _build(
         else:
             for name, values in result.items():
                 features[content_hash][name] = values
-                batch.append((content_hash, name, versions[content_hash][name], json.dumps(values)))
+                batch.append((content_hash, name, versions[content_hash][name], values))
             if len(batch) >= 256:
                 flush()
         if progress:
             progress(done, len(tasks))
 
-    decode_cls = registry.steps["decode"]
-    decode_opts = settings.component_options("decode")
+    decode_cls = registry.steps[decode_name]
+    decode_opts = settings.component_options(decode_name)
+    def note_facts(task: Task) -> Task:  # header facts come from the bytes read for the features
+        if task.data is not None and task.content_hash not in facts:
+            facts[task.content_hash] = file_facts(task.data)
+            batch.append((task.content_hash, FACTS, FACTS_VERSION, vars(facts[task.content_hash])))
+        return task
+
+    in_tasks = {t.content_hash for t in tasks}
+    facts_only = [r for r in rows if r.content_hash not in facts and r.content_hash not in in_tasks]
     try:
-        runner(tasks, (decode_cls, decode_opts), extractors, default_workers(pipeline), on_result)
+        if tasks or facts_only:
+            with StoredReader(settings, registry, root, manifest=manifest) as reader:
+                fetch = reader_fetch(reader, READ_AHEAD)
+                for row, data, _error in reader.prefetch(facts_only, lambda r: r.stored, READ_AHEAD):
+                    if data is not None:  # a cache from before facts were cached: read once more
+                        facts[row.content_hash] = file_facts(data)
+                        batch.append((row.content_hash, FACTS, FACTS_VERSION, vars(facts[row.content_hash])))
+                runner(tasks, (decode_cls, decode_opts), extractors, default_workers(pipeline), on_result,
+                       fetch=lambda todo: map(note_facts, fetch(todo)))
     finally:
         flush()
     columns = columns_of(extractors)
@@ -352,4 +407,5 @@ def _build(
     positive = pipeline.labels[0]
     y = np.array([1 if r.label == positive else 0 for r in kept], dtype=np.int64)
     groups = near_duplicate_groups([r.phash for r in kept], pipeline.group_distance)
-    return FeatureTable(X, y, groups, kept, columns, computed=len(tasks) - len(failed), cached=len(rows) - len(tasks), failed=failed)
+    return FeatureTable(X, y, groups, kept, columns, computed=len(tasks) - len(failed), cached=len(rows) - len(tasks),
+                        failed=failed, facts=[facts.get(r.content_hash) or FileFacts() for r in kept])

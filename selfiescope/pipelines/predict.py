@@ -1,11 +1,16 @@
-"""Predict with a trained model folder: files -> decode + face_area (the chain) -> features -> LightGBM.
+"""Predict with a trained model folder: images -> the chain's image and face steps -> features -> LightGBM.
 
-Prediction sees exactly what training saw: images go through the installed ``decode``
-and ``face_area`` steps with the plugin options saved in the model's ``settings.json``,
+Prediction sees exactly what training saw: images go through the chain steps saved in
+the model's schema (chosen at training by capability: the steps that provide ``"image"``
+and ``"faces"``, see ``Step.provides``) with the plugin options saved in ``settings.json``,
 and the features come from the installed extractors, checked against the model's
 ``schema.json`` when the model is loaded. Every input gets a result: ``ok`` with a
 label and probability, ``no_face`` when the face filter found no usable face, or
 ``error`` with the reason (unreadable file, not an image, ...).
+
+Images come from files (:meth:`Model.predict`) or from a dataset's storage backend
+(:meth:`Model.predict_stored`: read with ``Storage.iterate``/``read``, wherever the backend
+keeps them: a folder, a bucket, a database).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.components import FeatureExtractor, Step
+from ..core.components import FeatureExtractor, Step, StoredImage, chain_providing
 from ..core.context import RunContext
 from ..core.engine import run_chain
 from ..core.events import Decision, ImageEvent, Origin
@@ -37,6 +42,7 @@ from .calibration import Calibrator
 from .normalize import normalize_image
 
 BATCH = 16
+READ_TIMEOUT_S = 120.0  # one stored image
 MAX_BYTES = FolderOptions().max_bytes  # what import would take, prediction takes
 
 
@@ -142,7 +148,11 @@ class Model:
         self.settings: Settings = settings_from_dict(saved["settings"])
         self.registry = load_registry(extra_plugins)
         self.extractors = check_schema(self.schema, self.registry)
-        for step in self.schema.get("steps", ["decode", "face_area"]):
+        try:  # models from before the schema saved its steps: the installed steps that provide them
+            self.steps: list[str] = list(self.schema.get("steps") or chain_providing(self.registry.steps, ["image", "faces"]))
+        except LookupError as exc:
+            raise ModelError(f"{exc}; prediction needs it") from None
+        for step in self.steps:
             if step not in self.registry.steps:
                 raise ModelError(f"the chain step {step!r} that prediction needs is not installed")
         try:
@@ -165,19 +175,48 @@ class Model:
         if isinstance(paths, (str, Path)):
             paths = [paths]
         files = expand_paths(paths)
+        return await self._run(files, self._read_file, printable)
+
+    def predict_stored(self, label: str | None = None, *, settings: Settings | None = None,
+                       root: str | Path | None = None) -> list[Prediction]:
+        """One :class:`Prediction` per image a dataset's storage backend holds (of ``label``),
+        read through the backend configured in ``settings`` (default: the training's own, saved
+        with the model; ``root`` moves ``storage.root``). Each result's ``path`` is the location."""
+        return asyncio.run(self.apredict_stored(label, settings=settings, root=root))
+
+    async def apredict_stored(self, label: str | None = None, *, settings: Settings | None = None,
+                              root: str | Path | None = None) -> list[Prediction]:
+        from .stored import settings_at
+
+        settings = settings_at(settings or self.settings, root)
+        manifest = Manifest(":memory:")  # the backend gets a manifest like in a run; nothing is recorded
+        storage = RunContext(settings, self.registry, "predict", None, manifest).component("storage", settings.storage.backend)
+        await storage.open()
+        try:
+            stored = await asyncio.to_thread(lambda: list(storage.iterate(label)))
+
+            async def read(item: StoredImage) -> bytes:
+                return await asyncio.wait_for(storage.read(item), READ_TIMEOUT_S)
+
+            return await self._run(stored, read, lambda item: item.location)
+        finally:
+            await storage.close()
+            manifest.close()
+
+    async def _run(self, items: Sequence[Any], read: Any, show: Any) -> list[Prediction]:
         manifest = Manifest(":memory:")  # the chain's steps get a manifest; nothing is recorded
         executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="selfiescope-predict")
         run = RunContext(self.settings, self.registry, "predict", None, manifest, executor=executor)
         steps: list[Step] = []
         try:
-            for name in self.schema.get("steps", ["decode", "face_area"]):
+            for name in self.steps:
                 step = run.component("steps", name)
                 await step.open()
                 steps.append(step)
             results: list[Prediction] = []
-            for start in range(0, len(files), BATCH):
-                batch = files[start:start + BATCH]
-                results += await asyncio.gather(*(self._one(path, steps, run) for path in batch))
+            for start in range(0, len(items), BATCH):
+                batch = items[start:start + BATCH]
+                results += await asyncio.gather(*(self._one(item, read, show, steps, run) for item in batch))
             return results
         finally:
             for step in reversed(steps):
@@ -185,26 +224,31 @@ class Model:
             executor.shutdown(wait=True)
             manifest.close()
 
-    async def _one(self, path: Path, steps: list[Step], run: RunContext) -> Prediction:
-        from ..plugins.features import exif_block
+    async def _read_file(self, path: Path) -> bytes:
+        return await asyncio.to_thread(read_regular_file, path, MAX_BYTES)
 
+    async def _one(self, item: Any, read: Any, show: Any, steps: list[Step], run: RunContext) -> Prediction:
         loop = asyncio.get_running_loop()
-        shown = printable(path)
+        shown = show(item)
         try:
-            data = await loop.run_in_executor(run.executor, read_regular_file, path, MAX_BYTES)
+            data = await read(item)
         except OSError as exc:
             return Prediction(shown, "error", reason=f"cannot read: {exc.strerror or exc}")
         except ValueError as exc:
             return Prediction(shown, "error", reason=str(exc))
-        event = ImageEvent(origin=Origin(source="predict", path=str(path)), label="", data=data)
+        except Exception as exc:  # noqa: BLE001 - a backend's own error is this image's result
+            return Prediction(shown, "error", reason=f"cannot read: {type(exc).__name__}: {exc}")
+        origin = Origin(source="predict", path=str(item) if isinstance(item, Path) else None)
+        event = ImageEvent(origin=origin, label="", data=data)
         await run_chain(event, steps, run)
         if event.decision is Decision.REJECTED:
-            if event.rejected_by == "decode" or event.image is None:
+            rejecter = self.registry.steps.get(event.rejected_by or "")
+            if event.image is None or (rejecter is not None and "image" in rejecter.provides):
                 return Prediction(shown, "error", reason=f"{event.reject_code}: {event.reject_reason}")
             return Prediction(shown, "no_face", reason=f"{event.reject_code}: {event.reject_reason}")
         if event.decision is Decision.FAILED:
             return Prediction(shown, "error", reason=f"{event.rejected_by} failed: {event.reject_reason}")
-        face = event_face_dict(event, exif_block(data))
+        face = event_face_dict(event, event.exif)
         image = event.image
         if self.normalize:  # the model was trained on re-encoded images: see them the same way
             image, face = normalize_image(image, face, int(self.normalize["side"]), int(self.normalize["jpeg_quality"]))

@@ -1,7 +1,8 @@
 """The training report: PNG charts and one self-contained HTML file (images inlined as data URIs).
 
 All figures come from out-of-fold predictions, so they describe photos the model did
-not see while fitting.
+not see while fitting. Example pictures are read through the storage backend (the
+caller's ``read_image``), never opened as paths.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import base64
 import html
 import io
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,11 +117,13 @@ def balance_png(path: Path, rows: list[Any], labels: list[str]) -> dict[str, dic
     return {j: dict(per_job[j]) for j in jobs}
 
 
-def _thumb_uri(path: Path) -> str | None:
+def _thumb_uri(data: bytes | None) -> str | None:
     from PIL import Image, ImageOps
 
+    if data is None:
+        return None
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im = ImageOps.exif_transpose(im).convert("RGB")
             im.thumbnail((THUMB, THUMB))
             buf = io.BytesIO()
@@ -145,7 +149,7 @@ def examples(table: "FeatureTable", prob: np.ndarray, labels: list[str]) -> dict
 
 def _example(table: "FeatureTable", prob: np.ndarray, i: int) -> dict[str, Any]:
     r = table.rows[i]
-    return {"path": str(r.path), "label": r.label, "job": r.job, "probability": float(prob[i])}
+    return {"location": r.location, "label": r.label, "job": r.job, "probability": float(prob[i]), "row": r}
 
 
 def montage_png(path: Path, groups: dict[str, list[dict[str, Any]]]) -> None:
@@ -164,7 +168,7 @@ def montage_png(path: Path, groups: dict[str, list[dict[str, Any]]]) -> None:
             if c >= len(items):
                 continue
             try:
-                with Image.open(items[c]["path"]) as im:
+                with Image.open(io.BytesIO(items[c]["data"])) as im:
                     im = im.convert("RGB")
                     im.thumbnail((THUMB, THUMB))
                     ax.imshow(np.asarray(im))
@@ -223,8 +227,9 @@ def _per_source_html(metrics: dict[str, Any], labels: list[str]) -> str:
 
 def write_report(
     out_dir: Path, *, table: "FeatureTable", cv: "CVResult", final: "Fitted", schema: dict[str, Any],
-    metrics: dict[str, Any],
+    metrics: dict[str, Any], read_image: Callable[[Any], bytes | None] | None = None,
 ) -> Path:
+    """``read_image(row)``: a dataset row's stored bytes (through the storage backend), None if unreadable."""
     labels = schema["labels"]
     y = table.y
     pngs: dict[str, Path] = {}
@@ -248,6 +253,10 @@ def write_report(
     pngs["balance"] = out_dir / "balance.png"
     balance = balance_png(pngs["balance"], table.rows, labels)
     picked = examples(table, cv.oof, labels)
+    for items in picked.values():
+        for e in items:
+            e["data"] = read_image(e.pop("row")) if read_image else None
+            e.pop("row", None)
     pngs["examples"] = out_dir / "examples.png"
     montage_png(pngs["examples"], picked)
 
@@ -259,11 +268,11 @@ def write_report(
     for title, items in picked.items():
         cells = []
         for e in items:
-            uri = _thumb_uri(Path(e["path"]))
-            pic = f'<img src="{uri}" alt="">' if uri else "<em>file missing</em>"
+            uri = _thumb_uri(e["data"])
+            pic = f'<img src="{uri}" alt="">' if uri else "<em>image missing</em>"
             cells.append(
                 f'<figure>{pic}<figcaption>{html.escape(e["label"])} · {html.escape(e["job"])}<br>'
-                f'p({html.escape(labels[0])}) = {e["probability"]:.2f}<br><small>{html.escape(Path(e["path"]).name)}</small>'
+                f'p({html.escape(labels[0])}) = {e["probability"]:.2f}<br><small>{html.escape(e["location"].rsplit("/", 1)[-1])}</small>'
                 "</figcaption></figure>"
             )
         sections.append(f"<h3>{html.escape(title)}</h3><div class='row'>{''.join(cells) or '<p>none</p>'}</div>")

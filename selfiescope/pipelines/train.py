@@ -356,13 +356,27 @@ def train(
             {"name": e.name, "version": e.version, "options": extractor_options(e), "features": e.feature_names()}
             for e in extractors
         ],
-        "steps": ["decode", "face_area"],
+        "steps": predict_chain(registry, settings),  # chosen by capability (Step.provides), names saved
         "calibration": cv.assessment.calibration.calibrator.to_dict(),
         "normalize": metrics.get("normalize"),
     }
     metrics["elapsed_s"] = round(time.monotonic() - started, 2)
-    model_dir = write_artifacts(settings, pipeline, pipeline_name, table, cv, final, schema, metrics)
+    model_dir = write_artifacts(settings, pipeline, pipeline_name, table, cv, final, schema, metrics, registry=registry)
     return TrainResult(model_dir, metrics, table, cv, final)
+
+
+def predict_chain(registry: Registry, settings: Settings) -> list[str]:
+    """The steps predict runs before the features: what provides the decoded image and its
+    faces, as collection did (the collect chains' own steps preferred). Saved by name in the
+    model's schema, so a model keeps the steps it was trained with."""
+    from ..core.components import chain_providing
+    from .dataset import image_step, preferred_steps
+
+    first = image_step(registry, settings)
+    try:
+        return chain_providing(registry.steps, ["image", "faces"], [first, *preferred_steps(settings)])
+    except LookupError as exc:
+        raise SettingsError([f"{exc}: predict needs the image and its faces like collection had them"]) from None
 
 
 def prepare_model_dir(settings: Settings, pipeline: TrainPipeline) -> None:
@@ -376,7 +390,7 @@ def prepare_model_dir(settings: Settings, pipeline: TrainPipeline) -> None:
 
 def write_artifacts(
     settings: Settings, pipeline: TrainPipeline, pipeline_name: str, table: FeatureTable, cv: CVResult,
-    final: Fitted, schema: dict[str, Any], metrics: dict[str, Any],
+    final: Fitted, schema: dict[str, Any], metrics: dict[str, Any], *, registry: Registry | None = None,
 ) -> Path:
     """Write everything into a temporary sibling folder, seal it (schema.json with the marker and
     every file's hash, written last), then swap it in: a crash leaves the old model."""
@@ -397,12 +411,24 @@ def write_artifacts(
     if pipeline.report:
         from .report import write_report
 
-        write_report(tmp, table=table, cv=cv, final=final, schema=schema, metrics=metrics)
+        from .stored import StoredReader
+
+        with StoredReader(settings, registry or load_registry(), pipeline.dataset_root) as reader:
+            write_report(tmp, table=table, cv=cv, final=final, schema=schema, metrics=metrics,
+                         read_image=lambda row: _read_or_none(reader, row.stored))
     write_model_card(tmp / "MODEL.md", metrics, schema)
     seal(tmp, schema)
     swap_in(tmp, model_dir)
     register_model(model_dir, Path(pipeline.dataset_root or settings.storage.root), pipeline_name, len(table.rows))
     return model_dir
+
+
+def _read_or_none(reader: Any, stored: Any) -> bytes | None:
+    try:
+        return reader.read(stored)
+    except Exception as exc:  # noqa: BLE001 - a missing image only loses its thumbnail
+        log.warning("report: cannot read %s from storage: %s", stored.location, exc)
+        return None
 
 
 def _write_predictions(path: Path, table: FeatureTable, cv: CVResult) -> None:
@@ -411,9 +437,9 @@ def _write_predictions(path: Path, table: FeatureTable, cv: CVResult) -> None:
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         calibrated = cv.assessment.calibration.calibrated_oof if cv.assessment else cv.oof
-        writer.writerow(["content_hash", "label", "job", "path", "group", "oof_probability", "baseline_probability",
+        writer.writerow(["content_hash", "label", "job", "location", "group", "oof_probability", "baseline_probability",
                          "calibrated_oof_probability"])
         for i, r in enumerate(table.rows):
-            writer.writerow([r.content_hash, r.label, r.job, str(r.path), int(table.groups[i]),
+            writer.writerow([r.content_hash, r.label, r.job, r.location, int(table.groups[i]),
                              f"{cv.oof[i]:.6f}", f"{cv.baseline_oof[i]:.6f}", f"{calibrated[i]:.6f}"])
 

@@ -59,6 +59,7 @@ class Decoded:
     width: int  # the original's size, EXIF orientation applied (whatever size ``image`` is)
     height: int
     frames: int = 1
+    exif: bytes | None = None  # the raw EXIF block, if the file has one
 
 
 SIGNATURES = {
@@ -163,6 +164,8 @@ def _decode(data: bytes, options: DecodeOptions, working_side: int | None = None
     except _DECODE_ERRORS as exc:
         raise Reject("corrupt", f"unreadable header: {type(exc).__name__}: {exc}") from None
     with im:
+        # The raw EXIF block as the header gives it, before load() (what features read camera data from).
+        exif = im.info.get("exif")
         fmt = FORMATS.get(im.format or "")
         if fmt is None or fmt not in options.formats:
             raise Reject("unsupported", f"image format {im.format} is not accepted")
@@ -200,7 +203,7 @@ def _decode(data: bytes, options: DecodeOptions, working_side: int | None = None
             width, height = height, width
     if working_side and max(rgb.shape[:2]) > 2 * working_side:  # not a JPEG, or more than draft's 1/8
         rgb = shrink_to_side(rgb, working_side)
-    return Decoded(rgb, fmt, width, height, frames)
+    return Decoded(rgb, fmt, width, height, frames, exif if isinstance(exif, bytes) and exif else None)
 
 
 # Where no later step looks at the pixels, decode this small: the whole stream is still read
@@ -243,6 +246,7 @@ class DecodeStep(Step):
     name = "decode"
     worker_safe = True  # pure: bytes in, pixels out
     Options = DecodeOptions
+    provides = frozenset({"image", "format", "exif"})  # capabilities: training/predict decode with this step
     working: int | None = None  # the chain's working side, found in open(); None = full resolution
 
     @classmethod
@@ -260,6 +264,7 @@ class DecodeStep(Step):
         event.format = decoded.format
         event.width = decoded.width
         event.height = decoded.height
+        event.exif = decoded.exif
         if decoded.frames > 1:
             event.notes["frames"] = decoded.frames
 

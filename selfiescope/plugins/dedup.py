@@ -304,6 +304,9 @@ class DedupIndex:
 class DedupStep(Step):
     """Sets ``event.phash``; rejects ``duplicate``, ``near_duplicate`` or ``label_conflict``."""
 
+    requires = frozenset({"image"})
+    provides = frozenset({"phash"})
+
     name = "dedup"
     Options = DedupOptions
 

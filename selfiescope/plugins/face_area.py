@@ -249,6 +249,9 @@ def face_summary(faces: list[FaceBox], width: int, height: int) -> dict[str, obj
 class FaceAreaStep(Step):
     """Sets ``event.faces`` and ``event.face_area``; rejects ``no_face`` / ``face_too_small``."""
 
+    requires = frozenset({"image"})
+    provides = frozenset({"faces"})
+
     name = "face_area"
     worker_safe = True  # pure: pixels in, face boxes out
     Options = FaceAreaOptions

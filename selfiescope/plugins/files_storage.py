@@ -21,6 +21,7 @@ import aiofiles
 from ..core.components import Options, Storage, StoredImage
 from ..core.events import ImageEvent
 from ..core.hookspecs import hookimpl
+from ..core.lock import RootBusy, RootLock
 from .decode import EXTENSIONS
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -46,7 +47,26 @@ class FilesStorage(Storage):
         return Path(self.run.settings.storage.root)
 
     async def open(self) -> None:
-        await asyncio.to_thread(self.remove_stale_temps)
+        await asyncio.to_thread(self.tidy_when_alone)
+
+    def tidy_when_alone(self) -> int:
+        """Remove a killed run's temp files, but only when no other process can be writing:
+        this process holds the root's lock (a collect run), or takes it for the moment of
+        tidying (a reader such as train or export, which may run beside a collect run whose
+        temp files are live). Returns how many were removed."""
+        if not self.root.is_dir():
+            return 0
+        lock = RootLock(self.root)
+        if lock.holder() == os.getpid():
+            return self.remove_stale_temps()
+        try:
+            lock.acquire()
+        except RootBusy:
+            return 0
+        try:
+            return self.remove_stale_temps()
+        finally:
+            lock.release()
 
     def remove_stale_temps(self) -> int:
         """Delete temp files a killed run left behind. Returns how many."""

@@ -38,6 +38,7 @@ def image_id(event: ImageEvent, id_from: str = "content") -> str:
 class StoreStep(Step):
     name = "store"
     Options = StoreOptions
+    requires = frozenset({"format"})  # the file extension comes from the decoded format
 
     @classmethod
     def working_side(cls, options: Options) -> int | None:

@@ -1,0 +1,221 @@
+"""The ``fsspec`` storage backend: images under any fsspec URL, the manifest stays local.
+
+``[plugins.fsspec] url = "s3://bucket/prefix"`` (or ``gs://``, ``memory://``, ``file://``,
+any filesystem fsspec knows) stores ``<url>/<label>/<id>.<ext>``; the location saved in
+the manifest is ``<label>/<id>.<ext>``, relative to the URL, so a moved bucket needs one
+setting changed. The manifest is the usual SQLite file under ``storage.root``.
+
+Writes are atomic where the filesystem allows: object stores (S3, GCS, Azure) and the
+in-memory filesystem publish an object in one PUT, so a reader sees all of it or nothing;
+elsewhere (``file://``, SFTP, ...) bytes go to a temp name in the same folder and are
+moved over the final name, and ``open`` tidies temps a killed run left (only when no
+other process can be writing, as the ``files`` backend does).
+
+Credentials never come from settings: ``storage_options`` refuses secret-looking keys;
+s3fs, gcsfs and adlfs read their usual environment variables (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``, ...).
+Needs ``pip install 'selfiescope[s3]'`` for S3 (fsspec alone covers ``memory://`` and ``file://``).
+
+fsspec's synchronous API runs in worker threads (``asyncio.to_thread``): async-native
+filesystems (s3fs) run their own event loop behind it, and every filesystem works the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import posixpath
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from ..core.components import Options, Storage, StoredImage
+from ..core.events import ImageEvent
+from ..core.hookspecs import hookimpl
+from ..core.lock import RootBusy, RootLock
+from .decode import EXTENSIONS
+from .files_storage import SAFE_NAME, TEMP_MARK, safe_name
+
+# Filesystems whose single write publishes the whole object at once (no partial object is ever visible).
+ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
+SECRET_KEYS = re.compile(r"(key|secret|token|password|passwd|credential|sas|signature)", re.IGNORECASE)
+LOCATION = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]{0,127})/([A-Za-z0-9][A-Za-z0-9_-]{0,127})\.([a-z0-9]{1,8})$")
+
+
+class FsspecOptions(Options):
+    url: str = Field("", description="fsspec URL of the image folder: s3://bucket/prefix, gs://..., memory://name, file:///path")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="options for the filesystem (e.g. client_kwargs = {endpoint_url = ...}); never credentials",
+    )
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        def walk(d: dict[str, Any], where: str) -> None:
+            for k, v in d.items():
+                if SECRET_KEYS.search(str(k)):
+                    raise ValueError(f"{where}{k}: credentials come from the environment (e.g. AWS_ACCESS_KEY_ID, "
+                                     "AWS_SECRET_ACCESS_KEY), never from settings")
+                if isinstance(v, dict):
+                    walk(v, f"{where}{k}.")
+        walk(value, "")
+        return value
+
+
+class FsspecStorage(Storage):
+    name = "fsspec"
+    Options = FsspecOptions
+
+    def __init__(self, options: FsspecOptions, run: Any) -> None:
+        super().__init__(options, run)
+        self.fs: Any = None
+        self.base = ""
+
+    async def open(self) -> None:
+        if not self.options.url:
+            raise ValueError('the fsspec storage backend needs [plugins.fsspec] url = "s3://bucket/prefix" (or another fsspec URL)')
+        await asyncio.to_thread(self._connect)
+
+    def _connect(self) -> None:
+        try:
+            import fsspec
+        except ImportError:
+            raise ImportError("the fsspec storage backend needs fsspec: pip install 'selfiescope[fsspec]' "
+                              "(or 'selfiescope[s3]' for S3)") from None
+        try:
+            self.fs, path = fsspec.core.url_to_fs(self.options.url, **self.options.storage_options)
+        except ImportError as exc:  # s3fs, gcsfs, ... is an optional dependency
+            raise ImportError(f"{self.options.url}: {exc} (for S3: pip install 'selfiescope[s3]')") from None
+        self.base = path.rstrip("/")
+        if not self.atomic_put:
+            self.fs.makedirs(self.base, exist_ok=True)
+            self._tidy_when_alone()
+
+    @property
+    def atomic_put(self) -> bool:
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
+        return any(p in ATOMIC_PUT for p in protocols)
+
+    # --- paths ---------------------------------------------------------------------------
+    def _full(self, location: str) -> str:
+        if not LOCATION.match(location or ""):
+            raise ValueError(f"location {location!r} is not <label>/<id>.<ext> of this backend")
+        return f"{self.base}/{location}"
+
+    def location_of(self, image_id: str, label: str, fmt: str | None) -> str:
+        return f"{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.{EXTENSIONS.get(fmt or '', 'bin')}"
+
+    # --- the contract ----------------------------------------------------------------------
+    async def write(self, event: ImageEvent) -> str:
+        """Store ``event.data``; idempotent: an id already stored with the same size is not rewritten."""
+        if not event.id:
+            raise ValueError("event.id must be set before storage.write")
+        location = self.location_of(event.id, event.label, event.format)
+        await asyncio.to_thread(self._write, self._full(location), event.data)
+        return location
+
+    def _write(self, path: str, data: bytes) -> None:
+        if self.atomic_put:
+            # One PUT, no look first: the id is the content's, so writing it again stores the same
+            # bytes under the same key (idempotent), and a HEAD (plus a LIST) would double the requests.
+            self.fs.pipe_file(path, data)
+            return
+        try:
+            if self.fs.size(path) == len(data):
+                return
+        except (FileNotFoundError, OSError):
+            pass
+        folder, name = posixpath.split(path)
+        self.fs.makedirs(folder, exist_ok=True)
+        tmp = f"{folder}/.{name.rsplit('.', 1)[0]}{TEMP_MARK}{secrets.token_hex(4)}"
+        try:
+            self.fs.pipe_file(tmp, data)
+            self.fs.mv(tmp, path)
+        except BaseException:
+            try:
+                self.fs.rm_file(tmp)
+            except (FileNotFoundError, OSError):
+                pass
+            raise
+
+    async def exists(self, image_id: str, label: str) -> bool:
+        pattern = f"{self.base}/{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.*"
+        return bool(await asyncio.to_thread(self._glob, pattern))
+
+    def _glob(self, pattern: str) -> list[str]:
+        self.fs.invalidate_cache(posixpath.dirname(pattern))  # a listing cached before our own writes
+        return [p for p in self.fs.glob(pattern) if not posixpath.basename(p).startswith(".")]
+
+    def iterate(self, label: str | None = None) -> Iterator[StoredImage]:
+        self.fs.invalidate_cache(self.base)
+        labels = [safe_name(label, "label")] if label else sorted(
+            posixpath.basename(p.rstrip("/")) for p in self._list(self.base) if self.fs.isdir(p))
+        for name in labels:
+            if not SAFE_NAME.match(name):
+                continue
+            for path in sorted(self._list(f"{self.base}/{name}")):
+                location = f"{name}/{posixpath.basename(path)}"
+                if LOCATION.match(location):
+                    yield StoredImage(location.split("/")[1].rsplit(".", 1)[0], name, location)
+
+    def _list(self, path: str) -> list[str]:
+        try:
+            return self.fs.ls(path, detail=False, refresh=True)
+        except TypeError:  # a filesystem whose ls takes no refresh
+            return self.fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+
+    async def read(self, stored: StoredImage) -> bytes:
+        return await asyncio.to_thread(self.fs.cat_file, self._full(stored.location))
+
+    async def delete(self, stored: StoredImage) -> bool:
+        """Remove the object (and any temp copy of it); a missing one is not an error."""
+        return await asyncio.to_thread(self._delete, self._full(stored.location))
+
+    def _delete(self, path: str) -> bool:
+        self.fs.invalidate_cache(posixpath.dirname(path))
+        existed = bool(self.fs.exists(path))  # S3 answers a DELETE of a missing key with success: ask first
+        try:
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            existed = False
+        if not self.atomic_put:
+            folder, name = posixpath.split(path)
+            for tmp in self.fs.glob(f"{folder}/.{name.rsplit('.', 1)[0]}{TEMP_MARK}*"):
+                self.fs.rm_file(tmp)
+        self.fs.invalidate_cache(posixpath.dirname(path))
+        return existed
+
+    # --- temps of a killed run (filesystems without an atomic PUT) ----------------------
+    def _tidy_when_alone(self) -> int:
+        root = Path(self.run.settings.storage.root) if self.run is not None else None
+        if root is None or not root.is_dir():
+            return 0
+        lock = RootLock(root)
+        if lock.holder() == os.getpid():
+            return self._remove_stale_temps()
+        try:
+            lock.acquire()
+        except RootBusy:
+            return 0
+        try:
+            return self._remove_stale_temps()
+        finally:
+            lock.release()
+
+    def _remove_stale_temps(self) -> int:
+        stale = self.fs.glob(f"{self.base}/*/.*{TEMP_MARK}*")
+        for tmp in stale:
+            self.fs.rm_file(tmp)
+        return len(stale)
+
+
+@hookimpl
+def selfiescope_storage():
+    return [FsspecStorage]
