@@ -77,17 +77,9 @@ def test_import_train_predict_with_a_third_party_storage_backend(installed, tmp_
     assert "data:image/jpeg;base64," in (tmp_path / "model" / "report.html").read_text()  # thumbnails read via the backend
 
     # predict: the stored images, read back through the backend; and a new file from disk
-    script = textwrap.dedent(f"""
-        import json
-        from selfiescope.pipelines.predict import load_model
-        model = load_model({str(tmp_path / 'model')!r})
-        stored = model.predict_stored()
-        print(json.dumps([p.as_dict() for p in stored]))
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], env=installed, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    predictions = json.loads(proc.stdout)
+    proc = cli(installed, "predict", str(tmp_path / "model"), "--stored", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    predictions = json.loads(proc.stdout)["predictions"]
     assert len(predictions) == len(stored) and all(p["status"] == "ok" for p in predictions)
     right = sum(p["label"] == p["path"].split("/")[0] for p in predictions)
     assert right / len(predictions) > 0.75, predictions  # the geometry tells the classes apart
@@ -95,6 +87,10 @@ def test_import_train_predict_with_a_third_party_storage_backend(installed, tmp_
     proc = cli(installed, "predict", str(tmp_path / "model"), str(new), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["predictions"][0]["status"] == "ok"
+    proc = cli(installed, "predict", str(tmp_path / "model"), "--stored", "--label", "nobody", cwd=tmp_path)
+    assert proc.returncode == 2 and "no images under label 'nobody'" in proc.stdout + proc.stderr
+    proc = cli(installed, "predict", str(tmp_path / "model"), str(new), "--stored", cwd=tmp_path)
+    assert proc.returncode == 2 and "not both" in proc.stdout + proc.stderr
 
 
 def test_the_storage_guide_shows_the_example_as_it_is():

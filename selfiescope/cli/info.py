@@ -125,14 +125,17 @@ def stats_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """How many images per label each face-area threshold keeps (a table and a PNG plot)."""
-    from ..pipelines.face_stats import face_area_stats
+    from ..core.plugins import registry_for
+    from ..pipelines.face_stats import current_threshold, face_area_stats, face_filters
 
     settings = load(settings_path)
     root = Path(root or settings.storage.root)
     if not (root / "manifest.sqlite").is_file():
         raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect or import images first)")
-    current = settings.component_options("face_area").get("min_face_area", 0.15)
-    result = face_area_stats(root, plot or root / "face-area-thresholds.png", float(current))
+    registry = registry_for(settings)
+    filters = face_filters(registry)
+    current = current_threshold(settings, registry, filters)
+    result = face_area_stats(root, plot or root / "face-area-thresholds.png", current, filters)
     if as_json:
         emit_json(result)
         return

@@ -76,19 +76,33 @@ def train_command(
 @core_app.command("predict")
 def predict_command(
     model: Path = typer.Argument(..., help="a model folder written by `selfiescope train`"),
-    paths: list[Path] = typer.Argument(..., help="image files or folders"),
+    paths: Optional[list[Path]] = typer.Argument(None, help="image files or folders (or --stored)"),
+    stored: bool = typer.Option(False, "--stored", help="label the images the dataset's storage backend holds "
+                                "(read through the backend, e.g. an S3 bucket), instead of files"),
+    label: Optional[str] = typer.Option(None, "--label", "-l", help="with --stored: only the images stored under this label"),
+    settings_path: Optional[Path] = typer.Option(None, "--settings", "-s", help="with --stored: the settings whose "
+                                                 "[storage] to read (default: the training's, saved with the model)"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Label images with a trained model. Exit code 1 if any input could not be read."""
     from ..pipelines.predict import ModelError, expand_paths, load_model
 
+    if stored == bool(paths):
+        raise fail("give image paths, or --stored (not both)")
+    if not stored and (label or settings_path):
+        raise fail("--label and --settings go with --stored")
     try:
         loaded = load_model(model)
     except ModelError as exc:
         raise fail(str(exc)) from None
-    if not expand_paths(paths):
-        raise fail("no image files found in the given paths")
-    results = loaded.predict(paths)
+    if stored:
+        results = loaded.predict_stored(label, settings=load(settings_path) if settings_path else None)
+        if not results:
+            raise fail(f"the storage holds no images{f' under label {label!r}' if label else ''}")
+    else:
+        if not expand_paths(paths or []):
+            raise fail("no image files found in the given paths")
+        results = loaded.predict(paths or [])
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "error")}
     if as_json:
         emit_json({"model": str(model), "positive": loaded.labels[0], "threshold": loaded.threshold,

@@ -10,22 +10,32 @@ a lower bound.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ..core.components import steps_providing
 from ..core.manifest import Manifest
+from ..core.plugins import Registry
+from ..core.settings import Settings
 
 THRESHOLDS = np.round(np.arange(0.0, 0.505, 0.01), 2)
 TABLE_THRESHOLDS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
 
 
-def face_areas(manifest: Manifest) -> dict[str, np.ndarray]:
+def face_filters(registry: Registry) -> list[str]:
+    """The installed steps that judge faces (they provide ``"faces"``): asked, never named."""
+    return steps_providing(registry.steps, "faces")
+
+
+def face_areas(manifest: Manifest, filters: Sequence[str]) -> dict[str, np.ndarray]:
     """``"label (detector)"`` -> area shares of every image the face filter judged
-    (accepted, or rejected by the face filter itself; later steps' rejections are duplicates)."""
+    (accepted, or rejected by one of the ``filters`` steps; later steps' rejections are duplicates)."""
+    marks = ",".join("?" * len(filters)) or "NULL"
     rows = manifest.query(
         "SELECT label, face_detector, face_area FROM images WHERE face_area IS NOT NULL"
-        " AND (decision='accepted' OR rejected_by='face_area')"
+        f" AND (decision='accepted' OR rejected_by IN ({marks}))", tuple(filters),
     )
     detectors = {r["face_detector"] for r in rows}
     out: dict[str, list[float]] = {}
@@ -56,10 +66,19 @@ def threshold_plot(path: Path, areas: dict[str, np.ndarray], current: float | No
     return path
 
 
-def face_area_stats(root: Path, plot: Path | None, current: float | None) -> dict[str, Any]:
+def current_threshold(settings: Settings, registry: Registry, filters: Sequence[str]) -> float | None:
+    """The first face filter's ``min_face_area`` option under ``settings``, if it has one."""
+    for name in filters:
+        options = registry.steps[name].Options.model_validate(settings.component_options(name))
+        if isinstance(value := getattr(options, "min_face_area", None), float | int):
+            return float(value)
+    return None
+
+
+def face_area_stats(root: Path, plot: Path | None, current: float | None, filters: Sequence[str]) -> dict[str, Any]:
     manifest = Manifest.at_root(root)
     try:
-        areas = face_areas(manifest)
+        areas = face_areas(manifest, filters)
     finally:
         manifest.close()
     table = {k: dict(zip((f"{t:.0%}" for t in TABLE_THRESHOLDS), kept_per_threshold(areas, np.array(TABLE_THRESHOLDS))[k]))

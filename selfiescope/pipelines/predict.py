@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import stat
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -35,7 +33,7 @@ from ..core.manifest import Manifest
 from ..core.plugins import Registry, load_registry
 from ..core.settings import Settings, settings_from_dict
 from ..core.text import printable
-from ..plugins.folder import IMAGE_SUFFIXES, FolderOptions
+from ..core.image_files import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, read_regular_file  # noqa: F401 - re-exported
 from .dataset import columns_of, event_face_dict, extract_features
 from .model_dir import ModelDirError, verify
 from .calibration import Calibrator
@@ -43,26 +41,7 @@ from .normalize import normalize_image
 
 BATCH = 16
 READ_TIMEOUT_S = 120.0  # one stored image
-MAX_BYTES = FolderOptions().max_bytes  # what import would take, prediction takes
-
-
-def read_regular_file(path: Path, max_bytes: int) -> bytes:
-    """The bytes of a regular file of at most ``max_bytes``; ValueError for anything else.
-
-    Opened without blocking and checked with fstat: a FIFO would wait forever for a
-    writer, and ``/dev/zero`` would be read until memory runs out.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError("not a regular file")
-        if st.st_size > max_bytes:
-            raise ValueError(f"file of {st.st_size:,} bytes is over the {max_bytes:,}-byte limit")
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ValueError(f"file grew over the {max_bytes:,}-byte limit while being read")
-    return data
+MAX_BYTES = MAX_IMAGE_BYTES  # what import would take, prediction takes
 
 
 class ModelError(Exception):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiofiles
 
+from ..core.image_files import IMAGE_SUFFIXES, MAX_IMAGE_BYTES
 from ..core.components import Job, Options, Source
 from ..core.decisions import already_stored
 from ..core.events import ImageEvent, Origin
@@ -26,14 +27,12 @@ from ..core.hookspecs import hookimpl
 from ..core.text import printable
 from ..core.work import WorkItem
 
-# Formats the decode step can read (HEIC needs a plugin Pillow does not ship: not listed).
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif"}
 
 
 class FolderOptions(Options):
     recursive: bool = True
     all_files: bool = False  # also try files whose suffix is not an image suffix
-    max_bytes: int = 50 * 1024 * 1024
+    max_bytes: int = MAX_IMAGE_BYTES
 
 
 class FolderSource(Source):
