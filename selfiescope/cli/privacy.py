@@ -101,7 +101,7 @@ def forget_command(
 def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = JsonOpt) -> None:
     """Write the dataset card (DATASET.md and datacard.json) in the storage root."""
     from ..core.manifest import Manifest
-    from ..core.plugins import load_registry
+    from ..core.plugins import registry_for
     from ..pipelines.card import build_card, write_card
 
     settings = load(settings_path)
@@ -110,7 +110,7 @@ def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
         raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
     manifest = Manifest.at_root(root)
     try:
-        registry = load_registry()
+        registry = registry_for(settings)
         md, js = write_card(settings, manifest, registry)
         card = build_card(settings, manifest, registry)
     finally:

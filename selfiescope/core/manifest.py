@@ -108,8 +108,9 @@ def _text(value: object) -> str | None:
     return None if value is None else printable(value)
 
 
-def json_notes(notes: dict[str, Any]) -> str | None:
-    """The JSON-safe part of an event's notes (what steps and the storage backend noted), as JSON."""
+def plain_notes(notes: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-safe part of an event's notes (what steps and the storage backend noted): what
+    the manifest saves, and what a remote worker may send back."""
     plain = {}
     for key, value in notes.items():
         try:
@@ -117,6 +118,12 @@ def json_notes(notes: dict[str, Any]) -> str | None:
         except (TypeError, ValueError):
             continue
         plain[str(key)] = value
+    return plain
+
+
+def json_notes(notes: dict[str, Any]) -> str | None:
+    """:func:`plain_notes` as JSON (None when there is nothing to save)."""
+    plain = plain_notes(notes)
     return json.dumps(plain, sort_keys=True) if plain else None
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib
-import json
 import logging
 import threading
 import time
@@ -38,6 +37,7 @@ from ..core.context import RunContext
 from ..core.decisions import admit, settle, stored_for_job
 from ..core.engine import run_chain
 from ..core.events import Decision, FaceBox, ImageEvent, Origin
+from ..core.manifest import plain_notes
 from ..core.privacy import scrub_origin
 from ..core.plugins import Registry, load_registry
 from ..core.settings import ScrapePipeline, Settings
@@ -79,7 +79,7 @@ class ChainResult:
             event.origin, event.label, event.content_hash, event.size, event.format, event.width,
             event.height, event.phash, [f.as_list() for f in event.faces], event.face_area,
             event.decision.value, event.rejected_by, event.reject_code, event.reject_reason,
-            _plain(event.notes),
+            plain_notes(event.notes),
         )
 
     def to_event(self, data: bytes | None) -> ImageEvent:
@@ -109,18 +109,6 @@ class _RecordedEvent(ImageEvent):
     @property
     def size(self) -> int:
         return self.recorded_size
-
-
-def _plain(notes: dict[str, Any]) -> dict[str, Any]:
-    """Notes that survive JSON (what a worker may send back)."""
-    out = {}
-    for k, v in notes.items():
-        try:
-            json.dumps(v)
-        except (TypeError, ValueError):
-            continue
-        out[k] = v
-    return out
 
 
 @dataclass(frozen=True)
@@ -259,7 +247,7 @@ class DaskCollector:
                 yield WorkItem(event.origin, event.label, failure=(event.rejected_by, event.reject_code or "error",
                                                                    event.reject_reason or ""))
                 continue
-            yield WorkItem(event.origin, event.label, data=event.data, notes=_plain(event.notes),
+            yield WorkItem(event.origin, event.label, data=event.data, notes=plain_notes(event.notes),
                            content_hash=event.content_hash)
 
     async def batches(self, jobs: Sequence[Job]) -> AsyncIterator[_Batch]:

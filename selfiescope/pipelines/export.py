@@ -24,7 +24,7 @@ from typing import Any, Literal
 from ..core.components import StoredImage
 from ..core.context import RunContext
 from ..core.manifest import Manifest
-from ..core.plugins import Registry, load_registry
+from ..core.plugins import Registry, registry_for
 from ..core.settings import Settings
 
 ExportFormat = Literal["imagefolder", "csv", "parquet"]
@@ -127,7 +127,7 @@ async def export(
         if fmt == "parquet":
             _write_parquet(directory / "images.parquet", rows, columns)
             return ExportResult(directory, fmt, len(rows), ["images.parquet"])
-        registry = registry or load_registry()
+        registry = registry or registry_for(settings)
         storage = RunContext(settings, registry, "export", None, manifest).component("storage", settings.storage.backend)
         await storage.open()
         try:

@@ -30,7 +30,7 @@ from ..core.components import Storage, StoredImage
 from ..core.context import RunContext
 from ..core.lock import RootLock
 from ..core.manifest import Manifest
-from ..core.plugins import Registry, load_registry
+from ..core.plugins import Registry, registry_for
 from ..core.privacy import normalise_owner, post_code
 from ..core.settings import Settings, TrainPipeline
 from .card import refresh_card
@@ -291,7 +291,7 @@ async def forget(
     root = Path(settings.storage.root)
     if not (root / "manifest.sqlite").exists():
         raise ForgetError(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
-    registry = registry or load_registry()
+    registry = registry or registry_for(settings)
     wait_s = settings.storage.lock_timeout_s if settings.storage.wait_for_lock else 0.0
     lock = None if dry_run else await asyncio.to_thread(RootLock(root, wait_s=wait_s).acquire)  # one writer
     manifest = Manifest.at_root(root)

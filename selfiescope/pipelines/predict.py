@@ -30,7 +30,7 @@ from ..core.context import RunContext
 from ..core.engine import run_chain
 from ..core.events import Decision, ImageEvent, Origin
 from ..core.manifest import Manifest
-from ..core.plugins import Registry, load_registry
+from ..core.plugins import Registry, registry_for
 from ..core.settings import Settings, settings_from_dict
 from ..core.text import printable
 from ..core.image_files import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, read_regular_file  # noqa: F401 - re-exported
@@ -125,7 +125,7 @@ class Model:
             raise ModelError(str(exc)) from None
         saved = _read_json(self.path / "settings.json")
         self.settings: Settings = settings_from_dict(saved["settings"])
-        self.registry = load_registry(extra_plugins)
+        self.registry = registry_for(self.settings, extra_plugins)
         self.extractors = check_schema(self.schema, self.registry)
         try:  # models from before the schema saved its steps: the installed steps that provide them
             self.steps: list[str] = list(self.schema.get("steps") or chain_providing(self.registry.steps, ["image", "faces"]))

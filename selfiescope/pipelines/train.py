@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..core.compute import load_target
-from ..core.plugins import Registry, load_registry
+from ..core.plugins import Registry, load_registry, registry_for
 from ..core.settings import Settings, SettingsError, TrainPipeline, check_components
 from .assessment import assess, summary_fields
 from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
@@ -413,7 +413,7 @@ def write_artifacts(
 
         from .stored import StoredReader
 
-        with StoredReader(settings, registry or load_registry(), pipeline.dataset_root) as reader:
+        with StoredReader(settings, registry or registry_for(settings), pipeline.dataset_root) as reader:
             write_report(tmp, table=table, cv=cv, final=final, schema=schema, metrics=metrics,
                          read_image=lambda row: _read_or_none(reader, row.stored))
     write_model_card(tmp / "MODEL.md", metrics, schema)
