@@ -127,20 +127,22 @@ def test_importing_the_package_or_the_cli_loads_no_plugin():
 
 
 def test_plugins_lists_a_disabled_plugin_as_disabled(tmp_path, monkeypatch):
-    """Whatever shape the settings give ``[plugins] disable``, ``plugins`` shows what it turns off
-    and lists nothing of it as loaded."""
-    from selfiescope.cli import app, build
+    """``plugins`` shows what ``[plugins] disable`` turns off and lists nothing of it as loaded;
+    an unknown name there exits 2 naming the key."""
+    from selfiescope.cli import app
 
-    monkeypatch.setattr(build, "disabled_plugins", lambda settings: ["gallery", "instagram"])
-    (tmp_path / "settings.toml").write_text("")
+    (tmp_path / "settings.toml").write_text('[plugins]\ndisable = ["gallery", "instagram"]\n')
     result = runner.invoke(app, ["plugins", "--json", "--settings", str(tmp_path / "settings.toml")])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [(r["plugin"], r["status"]) for r in rows[-2:]] == [
-        ("selfiescope.plugins.instagram", "disabled"), ("selfiescope.plugins.gallery", "disabled")]
+        ("selfiescope.plugins.gallery", "disabled"), ("selfiescope.plugins.instagram", "disabled")]
     assert all(r["status"] == "loaded" for r in rows[:-2]) and rows[-1]["components"] == []
     table = runner.invoke(app, ["plugins", "--settings", str(tmp_path / "settings.toml")], env={"COLUMNS": "160"})
     assert "disabled" in table.stdout and "login" not in table.stdout
+    (tmp_path / "bad.toml").write_text('[plugins]\ndisable = ["galery"]\n')
+    bad = runner.invoke(app, ["plugins", "--settings", str(tmp_path / "bad.toml")])
+    assert bad.exit_code == 2 and "plugins.disable: unknown plugin 'galery'" in bad.output
 
 
 def test_only_the_help_and_plugin_commands_load_plugins_at_startup():
