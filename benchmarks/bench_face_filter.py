@@ -11,11 +11,13 @@ B. against full resolution with the same relative minSize: this shows where the 
    comes from (skipping small windows) and that downscaling changes few decisions.
 
 C. decode included, one thread, on the photos saved as ``--decode-side`` px JPEGs (2000 by
-   default): the fast filter as a collect run's steps run it (``decode`` at the chain's
-   working size, then ``face_area`` on the event's grey view) and as it ran before (full
-   decode, then ``detect_faces`` on the full array), against the intended full-resolution
-   method (full decode, detection at full resolution over every face size, scaleFactor 1.1,
-   minNeighbors 5). CPU time per image, the speed ratios and the identical decisions.
+   default): the fast filter as a collect run's steps run it (``decode`` at the size the
+   image's detection needs, then ``face_area`` on the event's grey view), the same with
+   ``min_face_px`` off (detection at a fixed ``detect_side``, as before it), and on a full
+   decode (``detect_faces`` on the full array), against the intended full-resolution method
+   (full decode, detection at full resolution over every face size, scaleFactor 1.1,
+   minNeighbors 5). CPU time per image, the speed ratios, the identical decisions, and how
+   well the largest face's box matches the intended method's where both keep the photo.
 
 A last section runs the fast filter with 1, 2 and 4 threads and prints how many cores
 were busy, to show that several images in flight use every core.
@@ -47,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from large_photos import write_large_jpegs  # noqa: E402
 from selfiescope.core.context import RunContext  # noqa: E402
-from selfiescope.core.events import ImageEvent, Origin, Reject  # noqa: E402
+from selfiescope.core.events import FaceBox, ImageEvent, Origin, Reject  # noqa: E402
 from selfiescope.core.plugins import load_registry  # noqa: E402
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
 from selfiescope.plugins.decode import DecodeOptions, decode_image  # noqa: E402
@@ -124,19 +126,27 @@ def collect_steps(folder: Path, opts: FaceAreaOptions) -> list:
     return steps
 
 
-def steps_area(data: bytes, steps: list) -> float:
+def steps_area(data: bytes, steps: list) -> tuple[float, FaceBox | None]:
     event = ImageEvent(origin=Origin("bench"), label="x", data=data)
     try:
         for step in steps:
             step.process(event)
     except Reject:
         pass
-    return event.face_area or 0.0
+    return event.face_area or 0.0, event.largest_face
 
 
-def decoded_area(data: bytes, opts: FaceAreaOptions) -> float:
+def decoded_area(data: bytes, opts: FaceAreaOptions) -> tuple[float, FaceBox | None]:
     decoded = decode_image(data)
-    return face_area_fraction(detect_faces(decoded.image, opts), decoded.width, decoded.height)
+    faces = detect_faces(decoded.image, opts)
+    return face_area_fraction(faces, decoded.width, decoded.height), (faces[0] if faces else None)
+
+
+def iou(a: FaceBox, b: FaceBox) -> float:
+    x0, y0 = max(a.x, b.x), max(a.y, b.y)
+    x1, y1 = min(a.x + a.w, b.x + b.w), min(a.y + a.h, b.y + b.h)
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    return inter / float(a.area + b.area - inter)
 
 
 def decode_included(side: int, limit: int | None, fast: FaceAreaOptions, intended: FaceAreaOptions,
@@ -147,9 +157,12 @@ def decode_included(side: int, limit: int | None, fast: FaceAreaOptions, intende
     with tempfile.TemporaryDirectory(prefix="bench_face_filter_") as tmp:
         paths = write_large_jpegs(Path(tmp), side, limit, sample=sample)
         steps = collect_steps(Path(tmp), fast)
+        fixed = fast.model_copy(update={"min_face_px": None})
+        fixed_steps = collect_steps(Path(tmp), fixed)
         methods = {
-            "working-size decode + face_area (now)": lambda d: steps_area(d, steps),
-            "full decode + detect_faces (before)": lambda d: decoded_area(d, fast),
+            f"working-size decode + face_area (now, {fast.min_face_px} px)": lambda d: steps_area(d, steps),
+            f"same, fixed detect_side {fixed.detect_side} (before)": lambda d: steps_area(d, fixed_steps),
+            "full decode + detect_faces": lambda d: decoded_area(d, fast),
             "intended full-resolution method": lambda d: decoded_area(d, intended),
         }
         warm = paths[0].read_bytes()
@@ -157,22 +170,26 @@ def decode_included(side: int, limit: int | None, fast: FaceAreaOptions, intende
             run(warm)
         cpu = dict.fromkeys(methods, 0.0)
         keep: dict[str, list[bool]] = {name: [] for name in methods}
+        boxes: dict[str, list[FaceBox | None]] = {name: [] for name in methods}
         for path in paths:
             data = path.read_bytes()
             for name, run in methods.items():
                 t = time.process_time()
-                area = run(data)
+                area, box = run(data)
                 cpu[name] += time.process_time() - t
                 keep[name].append(area > fast.min_face_area)
+                boxes[name].append(box)
     cv2.setNumThreads(threads)
     n = len(paths)
     ref = "intended full-resolution method"
-    print(f"C. decode included, {n} photos as {side} px JPEGs, one thread, CPU ms per image "
-          f"(working side {steps[0].working}):")
+    print(f"C. decode included, {n} photos as {side} px JPEGs, one thread, CPU ms per image; "
+          f"box IoU: the largest face vs the intended method's where both keep the photo:")
     for name in methods:
         same = sum(a == b for a, b in zip(keep[name], keep[ref]))
-        print(f"  {name:<40} {1000 * cpu[name] / n:8.1f} ms  ratio {cpu[ref] / cpu[name]:6.1f}x  "
-              f"identical {same}/{n} ({same / n:.1%})  kept {sum(keep[name])}")
+        ious = [iou(a, b) for a, b, k, kr in zip(boxes[name], boxes[ref], keep[name], keep[ref]) if k and kr]
+        print(f"  {name:<46} {1000 * cpu[name] / n:8.1f} ms  ratio {cpu[ref] / cpu[name]:6.1f}x  "
+              f"identical {same}/{n} ({same / n:.1%})  kept {sum(keep[name])}  "
+              f"box IoU median {np.median(ious):.2f}, >= 0.7 in {sum(i >= 0.7 for i in ious)}/{len(ious)}")
 
 
 def main() -> None:
@@ -181,6 +198,7 @@ def main() -> None:
     ap.add_argument("--sides", default="1000,1600,2500,4000", help="long sides of the upscaled copies")
     ap.add_argument("--slow-n", type=int, default=16, help="photos per size for baseline A (slow)")
     ap.add_argument("--detect-side", type=int, default=FaceAreaOptions().detect_side)
+    ap.add_argument("--min-face-px", type=int, default=FaceAreaOptions().min_face_px)
     ap.add_argument("--threads-only", action="store_true", help="only the several-images-in-flight section")
     ap.add_argument("--decode-side", type=int, default=2000, help="section C: long side of the JPEGs")
     ap.add_argument("--decode-only", action="store_true", help="only section C (decode included)")
@@ -188,14 +206,15 @@ def main() -> None:
     args = ap.parse_args()
     if not FACES.is_dir():
         sys.exit(f"{FACES} absent: nothing to measure")
-    fast = FaceAreaOptions(detect_side=args.detect_side)
+    fast = FaceAreaOptions(detect_side=args.detect_side, min_face_px=args.min_face_px)
     # Baseline A: full resolution, all face sizes (minSize = the cascade's 24 px, as the seed ran it).
-    seed_like = fast.model_copy(update={"detect_side": None, "min_size_ratio": 1e-9})
+    seed_like = fast.model_copy(update={"detect_side": None, "min_face_px": None, "min_size_ratio": 1e-9})
     # Baseline B: full resolution with the same relative minSize (only the downscaling differs).
-    full = fast.model_copy(update={"detect_side": None})
+    full = fast.model_copy(update={"detect_side": None, "min_face_px": None})
     print(
         f"cascade={fast.cascade} scaleFactor={fast.scale_factor} minNeighbors={fast.min_neighbors} "
-        f"min_face_area={fast.min_face_area} detect_side={fast.detect_side} min_size_ratio={fast.min_size_ratio}"
+        f"min_face_area={fast.min_face_area} detect_side={fast.detect_side} min_size_ratio={fast.min_size_ratio} "
+        f"min_face_px={fast.min_face_px}"
     )
     print(
         f"cv2 {cv2.__version__}, cv2 threads {cv2.getNumThreads()}, cores {os.cpu_count()}; "

@@ -30,6 +30,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
 
@@ -65,7 +66,7 @@ def bare_hashes(grey: np.ndarray) -> None:
 
 
 def bare_detect(grey: np.ndarray, width: int, height: int, opts: FaceAreaOptions) -> None:
-    size = detection_size(width, height, opts.detect_side, opts.scale_factor)
+    size = detection_size(width, height, opts)
     small = grey
     if small.shape[1] > 2 * size[0]:  # the cheap bilinear pre-shrink detect_faces does on a full-size array
         small = cv2.resize(small, (2 * size[0], 2 * size[1]), interpolation=cv2.INTER_LINEAR)
@@ -76,11 +77,12 @@ def bare_detect(grey: np.ndarray, width: int, height: int, opts: FaceAreaOptions
                                                minSize=(side, side))
 
 
-def bound(data: bytes, working: int | None, opts: FaceAreaOptions) -> float:
-    """CPU seconds of the unavoidable work on one photo (decode at ``working``, detect, hash)."""
+def bound(data: bytes, working_for: Callable[[int, int], int | None] | None, opts: FaceAreaOptions) -> float:
+    """CPU seconds of the unavoidable work on one photo (decode at what the chain needs for it, detect, hash)."""
     t = time.process_time()
     im = Image.open(io.BytesIO(data))
     width, height = im.size
+    working = working_for(width, height) if working_for else None
     if working and max(width, height) > 2 * working:
         im.draft("RGB", decode_plugin._draft_size(width, height, working))
     rgb = np.asarray(im.convert("RGB"))
@@ -155,16 +157,16 @@ def engine_cpu(root: Path, folder: Path, full: bool) -> tuple[float, float, obje
     """CPU of a whole import run (collect) and the part of it spent in the chain's sync steps."""
     settings = settings_from_dict({"storage": {"root": str(root)}, "engine": {"workers": 1, "threads": 1}})
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="x", chain=[*CHAIN, "store"])
-    original = decode_plugin.chain_working_side
-    if full:
-        decode_plugin.chain_working_side = lambda run, after: None  # as before: decode at full resolution
+    original = decode_plugin.chain_working_side, decode_plugin.chain_working_side_for
+    if full:  # as before: decode at full resolution
+        decode_plugin.chain_working_side = decode_plugin.chain_working_side_for = lambda run, after: None
     spent = [0.0]
     try:
         t = time.process_time()
         stats = asyncio.run(collect(settings, "import", pipeline=pipeline, registry=timed_registry(spent)))
         cpu = time.process_time() - t
     finally:
-        decode_plugin.chain_working_side = original
+        decode_plugin.chain_working_side, decode_plugin.chain_working_side_for = original
     return cpu, spent[0], stats
 
 
@@ -181,18 +183,19 @@ def main() -> None:
         folder = Path(tmp) / "photos"
         paths = write_large_jpegs(folder, args.side, args.limit, sample=args.sample)
         steps, manifest = asyncio.run(open_steps(Path(tmp) / "steps_root", folder))
-        working = steps[0].working
+        working, working_for = steps[0].working, steps[0].working_for
         print(f"{len(paths)} photos from ../shared/faces upsampled to {args.side} px JPEGs (q90); chain {CHAIN}; "
-              f"working side {working} (face_area detect_side {opts.detect_side}, dedup hash side "
+              f"working side at most {working} (face_area detect_side {opts.detect_side}, "
+              f"min_face_px {opts.min_face_px}, dedup hash side "
               f"{steps[2].working_side(steps[2].options)}); cv2 threads 1; "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} shared cores")
         warm = paths[0].read_bytes()  # load the cascade, imagehash and scipy before timing anything
-        bound(warm, working, opts), old_chain(warm, opts)
+        bound(warm, working_for, opts), old_chain(warm, opts)
         cols: dict[str, list[float]] = {k: [] for k in ("bound", "steps", "old_bound", "old")}
         changed, dists = [], []
         for path in paths:
             data = path.read_bytes()
-            cols["bound"].append(bound(data, working, opts))
+            cols["bound"].append(bound(data, working_for, opts))
             dt, area_new, h_new = new_chain(data, steps, path)
             cols["steps"].append(dt)
             cols["old_bound"].append(bound(data, None, opts))

@@ -87,7 +87,7 @@ def test_boxes_are_in_original_pixels_when_detection_is_downscaled(faces_dir: Pa
     image = load(faces_dir / "portrait" / "lin-manuel-miranda.png")
     big = cv2.resize(image, (image.shape[1] * 4, image.shape[0] * 4), interpolation=cv2.INTER_CUBIC)
     fast = detect_faces(big, FaceAreaOptions(detect_side=400))
-    full = detect_faces(big, FaceAreaOptions(detect_side=None))
+    full = detect_faces(big, FaceAreaOptions(detect_side=None, min_face_px=None))
     assert fast and full
     f, g = fast[0], full[0]
     cx, cy = f.x + f.w / 2, f.y + f.h / 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,9 +27,22 @@ from selfiescope.core.manifest import phash_to_int
 from selfiescope.core.plugins import load_registry
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict
 from selfiescope.pipelines.collect import collect
-from selfiescope.plugins.decode import DecodeOptions, DecodeStep, chain_working_side, decode_image
-from selfiescope.plugins.dedup import annotate_phashes
-from selfiescope.plugins.face_area import FaceAreaOptions, FaceAreaStep, detect_faces, face_area_fraction
+from selfiescope.plugins.decode import (
+    DecodeOptions,
+    DecodeStep,
+    chain_working_side,
+    chain_working_side_for,
+    decode_image,
+)
+from selfiescope.plugins.dedup import HASH_WORKING_SIDE, annotate_phashes
+from selfiescope.plugins.face_area import (
+    FaceAreaOptions,
+    FaceAreaStep,
+    detect_faces,
+    detection_size,
+    face_area_fraction,
+    threshold_side,
+)
 
 # Tolerances of the reduced path against the full decode (measured: benchmarks/bench_import_cpu.py).
 HASH_BITS = 4  # every pHash within 4 bits (of 64)
@@ -87,12 +101,57 @@ def test_the_working_side_comes_from_the_chain_and_only_from_a_collect_run() -> 
     assert chain_working_side(collect_run(["decode", "dedup", "store"], registry), "decode") == 256
     assert chain_working_side(collect_run(["decode", "store"], registry), "decode") == 64  # validated, few pixels
     # a step that needs full resolution, or detection at full size, gets the full decode
-    assert chain_working_side(collect_run(["decode", "face_area"], registry, face_area={"detect_side": None}),
-                              "decode") is None
+    full_size = {"detect_side": None, "min_face_px": None}
+    assert chain_working_side(collect_run(["decode", "face_area"], registry, face_area=full_size), "decode") is None
+    assert chain_working_side_for(collect_run(["decode", "face_area"], registry, face_area=full_size),
+                                  "decode")(2000, 1500) is None
     # training's dataset (no run) and predict (no pipeline chain) decode in full, as before
     assert chain_working_side(None, "decode") is None
     assert chain_working_side(SimpleNamespace(pipeline=None, registry=registry, settings=None), "decode") is None
     assert DecodeStep(DecodeOptions(), None).working is None
+
+
+SIZES = [(2000, 1500), (1500, 2000), (2000, 1125), (4000, 1000), (800, 600), (6000, 4000)]
+
+
+@pytest.mark.parametrize("width, height", SIZES)
+def test_haar_detects_where_the_smallest_face_counted_is_min_face_px(width: int, height: int) -> None:
+    opts = FaceAreaOptions()
+    w, h = detection_size(width, height, opts)
+    steps = round(math.log(width / w, opts.scale_factor))
+    assert (w, h) == (round(width * opts.scale_factor ** -steps), round(height * opts.scale_factor ** -steps))
+    smallest = threshold_side(w, h, opts) * opts.min_size_ratio  # in the detection image's pixels
+    assert opts.min_face_px * 0.99 <= smallest < opts.min_face_px * opts.scale_factor * 1.01  # one step above, no more
+    assert max(w, h) <= opts.detect_side
+    assert FaceAreaStep.working_side_for(opts, width, height) == max(w, h) == FaceAreaStep.working_side_for(
+        opts, height, width)  # EXIF orientation applies after the header is read: either way round
+    # detect_side stays an upper bound; without min_face_px it is the size, as before
+    assert max(detection_size(width, height, FaceAreaOptions(detect_side=100))) <= 100
+    fixed = detection_size(width, height, FaceAreaOptions(min_face_px=None))
+    assert 480 / opts.scale_factor < max(fixed) <= 480
+    assert detection_size(width, height, FaceAreaOptions(min_face_px=None, detect_side=None)) == (width, height)
+
+
+def test_an_image_whose_smallest_face_is_already_small_is_detected_at_full_size() -> None:
+    opts = FaceAreaOptions()
+    assert detection_size(150, 150, opts) == (150, 150)  # 0.5 * sqrt(0.15) * 150 = 29 px < 32
+    assert FaceAreaStep.working_side_for(opts, 150, 150) is None
+    assert FaceAreaStep.working_side_for(FaceAreaOptions(detector="hog"), 2000, 1500) == 480  # dlib: detect_side
+
+
+@pytest.mark.parametrize("width, height", [(2000, 1500), (4000, 1000), (1200, 1600)])
+def test_each_image_is_decoded_as_small_as_its_detection_and_the_hashes_allow(width: int, height: int) -> None:
+    rng = np.random.default_rng(2)
+    noise = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    data = jpeg(cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC))
+    need = detection_size(width, height, FaceAreaOptions())
+    faces_only = event_through(data, opened_decode(collect_run(["decode", "face_area", "store"])))
+    shape = faces_only.image.shape
+    assert shape[1] >= need[0] and shape[0] >= need[1]  # never smaller than detection runs at
+    assert max(shape[:2]) < 2 * max(need)  # and no more than one DCT reduction above it
+    with_hashes = event_through(data, opened_decode(collect_run(["decode", "face_area", "dedup", "store"])))
+    assert max(with_hashes.image.shape[:2]) >= HASH_WORKING_SIDE  # the hash step keeps its own pixels
+    assert (faces_only.width, faces_only.height) == (with_hashes.width, with_hashes.height) == (width, height)
 
 
 def test_header_checks_use_the_original_size_whatever_the_working_size() -> None:
@@ -168,19 +227,21 @@ def test_the_grey_view_is_computed_once_and_follows_the_image() -> None:
     assert copy.grey.shape == (20, 30)
 
 
-def test_reduced_and_full_decodes_agree_on_real_faces(faces_dir: Path) -> None:
+@pytest.mark.parametrize("chain, scale", [(["decode", "face_area", "dedup"], 1 / 4), (["decode", "face_area"], 1 / 8)])
+def test_reduced_and_full_decodes_agree_on_real_faces(faces_dir: Path, chain: list[str], scale: float) -> None:
     """Decisions, boxes and hashes of a collect run's working-size decode vs the full decode,
-    on the real photos upsampled to 2000 px JPEGs (an evenly spaced sample of 32)."""
+    on the real photos upsampled to 2000 px JPEGs (an evenly spaced sample of 32). With dedup
+    the hashes keep 1/4 (500 px); detection alone needs about 200 px: 1/8."""
     files = sorted(p for p in faces_dir.rglob("*") if p.suffix.lower() in {".jpg", ".png"})
     files = files[:: max(1, len(files) // 32)]
-    decode = opened_decode(collect_run(["decode", "face_area", "dedup"]))
+    decode = opened_decode(collect_run(chain))
     face = FaceAreaStep(FaceAreaOptions(), None)
-    assert decode.working == 480
+    assert decode.working == 480  # at most
     changed, worst_bits, threshold = [], 0, FaceAreaOptions().min_face_area
     for path in files:
         data = jpeg(upsampled(path, 2000))
         reduced = event_through(data, decode)
-        assert reduced.image_scale < 0.3  # decoded at 1/4
+        assert reduced.image_scale == pytest.approx(scale, rel=0.01)  # decoded at 1/4 or 1/8
         event_through_face(reduced, face)
         full = decode_image(data)
         full_faces = detect_faces(full.image)
@@ -190,6 +251,8 @@ def test_reduced_and_full_decodes_agree_on_real_faces(faces_dir: Path) -> None:
             changed.append(path.name)
         if reduced.faces and full_faces and abs(full_area - reduced.face_area) < 0.5 * full_area:
             assert iou(reduced.largest_face, full_faces[0]) >= MIN_IOU, path.name
+        if "dedup" not in chain:
+            continue
         annotate_phashes(reduced)
         full_event = ImageEvent(origin=Origin("test"), label="x", data=data)
         full_event.image = full.image

@@ -138,6 +138,17 @@ class Step(Component):
         safe answer for a step that does not say: it gets the image at full resolution.
         """
         return None
+
+    @classmethod
+    def working_side_for(cls, options: Options, width: int, height: int) -> int | None:
+        """:meth:`working_side` for one image whose original is ``width`` x ``height`` (as stored,
+        before EXIF orientation, so the two may be swapped); at most :meth:`working_side`.
+
+        Override it when the size a step needs depends on the image's (``face_area`` detects at
+        the size where the smallest face it counts is a few cascade windows, whatever the image's
+        pixel count). The default is :meth:`working_side`.
+        """
+        return cls.working_side(options)
     # --- end of working_side ---
 
     # --- capabilities: annotations (issue 11, storage/training) --------------------------

@@ -5,7 +5,8 @@ before any pixel is decoded, so a decompression bomb costs a few bytes of readin
 The original bytes stay on the event untouched; storage writes them as they came.
 
 One decode per image, shared: in a collect run the step decodes at the smallest size that
-every later step of the chain needs (``Step.working_side``): a JPEG is decoded reduced by
+every later step of the chain needs for that image (``Step.working_side_for``, given the
+original's size from the header): a JPEG is decoded reduced by
 libjpeg's DCT scaling (Pillow's ``draft``, 1/2, 1/4 or 1/8), any other format is decoded in
 full and downscaled once. ``event.width``/``height`` stay the original's (EXIF-oriented),
 and every header check uses the original size. Without a collect run (training's dataset,
@@ -20,7 +21,7 @@ import math
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal, Union
 
 import cv2
 import numpy as np
@@ -97,12 +98,18 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
 
 
-def decode_image(data: bytes, options: DecodeOptions | None = None, *, working_side: int | None = None) -> Decoded:
+# The longest side a caller needs: a number, or a function of the original's width and height
+# (as stored, before EXIF orientation: a quarter turn swaps them) read from the header.
+WorkingSide = Union[int, None, Callable[[int, int], Union[int, None]]]
+
+
+def decode_image(data: bytes, options: DecodeOptions | None = None, *, working_side: WorkingSide = None) -> Decoded:
     """Validate and decode image bytes. Raises :class:`Reject` with a stable code on bad input.
 
     The bytes are untrusted: whatever a decoder raises on them is a rejection (``corrupt``),
-    never an error of the run. ``working_side``: the longest side the caller needs; the image
-    comes back at least that large but no larger than it must be (None: full resolution).
+    never an error of the run. ``working_side``: the longest side the caller needs (or a function
+    of the original's size giving it); the image comes back at least that large but no larger
+    than it must be (None: full resolution).
     """
     try:
         return _decode(data, options or DecodeOptions(), working_side)
@@ -147,7 +154,7 @@ def _quarter_turned(im: Image.Image, oriented: Image.Image) -> bool:
         return False
 
 
-def _decode(data: bytes, options: DecodeOptions, working_side: int | None = None) -> Decoded:
+def _decode(data: bytes, options: DecodeOptions, working: WorkingSide = None) -> Decoded:
     if not data:
         raise Reject("empty", "zero bytes received")
     try:
@@ -177,6 +184,7 @@ def _decode(data: bytes, options: DecodeOptions, working_side: int | None = None
             )
         if min(width, height) < options.min_side:
             raise Reject("too_small", f"{width}x{height}: shorter side below min_side {options.min_side}")
+        working_side = working(width, height) if callable(working) else working
         try:
             frames = int(getattr(im, "n_frames", 1) or 1)  # GIF counts frames by reading through them
             if frames > 1 and fmt != "jpeg" and options.animated == "reject":
@@ -211,19 +219,15 @@ def _decode(data: bytes, options: DecodeOptions, working_side: int | None = None
 NO_PIXELS_SIDE = 64
 
 
-def chain_working_side(run: Any, after: str) -> int | None:
-    """The longest side the steps after ``after`` in ``run``'s chain need (``Step.working_side``).
-
-    None (full resolution) without a collect run (no run, no pipeline chain: training's
-    dataset, ``predict``), when a step is unknown or its options do not validate, or when
-    any later step needs full resolution.
-    """
+def _later_steps(run: Any, after: str) -> list[tuple[type[Step], Options]] | None:
+    """The steps after ``after`` in ``run``'s chain with their options; None where the chain
+    cannot say (no collect run, an unknown step, options that do not validate)."""
     pipeline = getattr(run, "pipeline", None)
     chain = getattr(pipeline, "chain", None)
     registry = getattr(run, "registry", None)
     if not chain or registry is None or after not in chain:
         return None
-    sides = [0]
+    later = []
     for name in chain[chain.index(after) + 1 :]:
         cls = registry.steps.get(name)
         if cls is None:
@@ -232,11 +236,41 @@ def chain_working_side(run: Any, after: str) -> int | None:
             options = cls.Options.model_validate(run.settings.component_options(name, pipeline))
         except Exception:  # noqa: BLE001 - settings checking reports it; decode in full meanwhile
             return None
-        side = cls.working_side(options)
-        if side is None:
-            return None
-        sides.append(side)
-    return max(sides) or NO_PIXELS_SIDE
+        later.append((cls, options))
+    return later
+
+
+def _largest(sides: list[int | None]) -> int | None:
+    if any(side is None for side in sides):
+        return None
+    return max([0, *sides]) or NO_PIXELS_SIDE  # type: ignore[type-var]
+
+
+def chain_working_side(run: Any, after: str) -> int | None:
+    """The longest side the steps after ``after`` in ``run``'s chain may need (``Step.working_side``).
+
+    None (full resolution) without a collect run (no run, no pipeline chain: training's
+    dataset, ``predict``), when a step is unknown or its options do not validate, or when
+    any later step needs full resolution.
+    """
+    later = _later_steps(run, after)
+    if later is None:
+        return None
+    return _largest([cls.working_side(options) for cls, options in later])
+
+
+def chain_working_side_for(run: Any, after: str) -> Callable[[int, int], int | None] | None:
+    """Per image: the longest side the later steps need for an original of that size
+    (``Step.working_side_for``; None: full resolution). None without a collect run or where the
+    chain cannot say (an unknown step, options that do not validate), as for :func:`chain_working_side`."""
+    later = _later_steps(run, after)
+    if later is None:
+        return None
+
+    def working_side_for(width: int, height: int) -> int | None:
+        return _largest([cls.working_side_for(options, width, height) for cls, options in later])
+
+    return working_side_for
 
 
 class DecodeStep(Step):
@@ -247,7 +281,8 @@ class DecodeStep(Step):
     worker_safe = True  # pure: bytes in, pixels out
     Options = DecodeOptions
     provides = frozenset({"image", "format", "exif"})  # capabilities: training/predict decode with this step
-    working: int | None = None  # the chain's working side, found in open(); None = full resolution
+    working: int | None = None  # the most the chain's steps may need, found in open(); None = full resolution
+    working_for: Callable[[int, int], int | None] | None = None  # what they need for one image's size
 
     @classmethod
     def working_side(cls, options: Options) -> int | None:
@@ -255,11 +290,12 @@ class DecodeStep(Step):
 
     async def open(self) -> None:
         self.working = chain_working_side(self.run, self.name)
+        self.working_for = chain_working_side_for(self.run, self.name)
 
     def process(self, event: ImageEvent) -> None:
         if "oversize" in event.notes:
             raise Reject("too_large", f"file of {event.notes['oversize']:,} bytes is over the source's max_bytes")
-        decoded = decode_image(event.data, self.options, working_side=self.working)
+        decoded = decode_image(event.data, self.options, working_side=self.working_for)
         event.image = decoded.image
         event.format = decoded.format
         event.width = decoded.width

@@ -4,9 +4,11 @@ The seed compared the largest raw Haar detection (``minNeighbors=0``) with an ab
 pixel count that only fitted 150x150 thumbnails. Here the threshold is the face's share
 of the image area, detections are grouped, and because a face that covers 15% of the
 picture is large, detection runs on a downscaled grey copy with a matching ``minSize``
-(see ``benchmarks/bench_face_filter.py`` for speed and agreement with full resolution).
-The step detects on the event's grey view, which a collect run decodes no larger than
-``detect_side`` needs (``working_side``); boxes are always in the original's pixels.
+(see ``benchmarks/bench_face_filter.py`` for speed and agreement with full resolution):
+at the size where the smallest face counted (``min_size_ratio`` of the threshold's side) is
+``min_face_px`` pixels, its longer side at most ``detect_side``.
+The step detects on the event's grey view, which a collect run decodes no larger than that
+(``working_side_for``); boxes are always in the original's pixels.
 
 ``detector`` chooses the face detector: ``haar`` (OpenCV's frontal cascade, the original
 method and the default), ``hog`` (dlib's frontal HOG + linear SVM) or ``cnn`` (dlib's MMOD
@@ -50,10 +52,15 @@ class FaceAreaOptions(Options):
     min_neighbors: int = Field(5, ge=0, description="grouping: 0 keeps raw, ungrouped detections")
     cascade: str = Field(DEFAULT_CASCADE, description="a file in OpenCV's data folder, or a path")
     detect_side: int | None = Field(
-        480, ge=64, description="downscale so the longer side is at most this before detecting; None = full size"
+        480, ge=64, description="upper bound: detect at a longer side of at most this; None = no bound"
     )
     min_size_ratio: float = Field(
         0.5, gt=0, le=1, description="detect faces down to this fraction of the threshold's side (count them)"
+    )
+    min_face_px: int | None = Field(
+        32, ge=24, description="haar: detect at the size where the smallest face to find (min_size_ratio of the "
+                               "threshold's side) is this many pixels (the cascade's window is 24); None = do not "
+                               "shrink for it (with detect_side None: full size)",
     )
 
 
@@ -85,16 +92,31 @@ def threshold_side(width: int, height: int, options: FaceAreaOptions) -> float:
     return math.sqrt(options.min_face_area * width * height)
 
 
-def detection_size(width: int, height: int, side: int | None, scale_factor: float) -> tuple[int, int]:
+def detection_size(width: int, height: int, options: FaceAreaOptions) -> tuple[int, int]:
     """The size Haar detection runs at for an original of ``width`` x ``height``.
 
-    A power of scaleFactor of the original: the windows scanned are then a subset of the
-    full-size scan's, whatever size the decoded image handed to the detector had.
+    The smallest face to find (``min_size_ratio`` of the threshold's side) is brought down to
+    ``min_face_px`` pixels, no further: a face at the threshold is then twice that, and larger
+    faces larger still. This, not a fixed side, is what sets the cost: OpenCV scans every other
+    window position where a window is under twice the cascade's 24 px (every position above),
+    and a fixed side left the smallest face at 80+ px, where every position is scanned.
+    ``detect_side`` bounds the longer side. The scale is a power of scaleFactor of the
+    original: the window sizes scanned are then a subset of the full-size scan's, whatever size
+    the decoded image handed to the detector had.
     """
+    base = options.scale_factor
+    steps = 0
+    if options.min_face_px:
+        smallest = threshold_side(width, height, options) * options.min_size_ratio
+        if smallest > options.min_face_px:  # the most steps down that keep it at least min_face_px
+            steps = math.floor(math.log(smallest / options.min_face_px, base) + 1e-9)
+    side = options.detect_side
     if side and max(width, height) > side:
-        scale = scale_factor ** -math.ceil(math.log(max(width, height) / side, scale_factor) - 1e-9)
-        return max(1, round(width * scale)), max(1, round(height * scale))
-    return width, height
+        steps = max(steps, math.ceil(math.log(max(width, height) / side, base) - 1e-9))
+    if steps <= 0:
+        return width, height
+    scale = base ** -steps
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -105,17 +127,12 @@ def _resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def _downscaled_grey(image: np.ndarray, side: int | None, scale_factor: float) -> np.ndarray:
-    height, width = image.shape[:2]
-    if side and max(width, height) > side:
-        # A power of scaleFactor: the windows scanned are then a subset of the full-size scan's.
-        scale = scale_factor ** -math.ceil(math.log(max(width, height) / side, scale_factor) - 1e-9)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        if scale < 0.5:  # a cheap bilinear step to twice the size first: area-averaging 12 MP costs 10x more
-            image = cv2.resize(image, (size[0] * 2, size[1] * 2), interpolation=cv2.INTER_LINEAR)
-        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+def _detection_grey(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` (grey or RGB, any size) as the grey image detection runs on."""
+    if image.ndim == 3 and size[0] < image.shape[1] * 0.5:  # shrink the colour array cheaply before converting it
+        image = cv2.resize(image, (size[0] * 2, size[1] * 2), interpolation=cv2.INTER_LINEAR)
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return _resize_to(grey, size)
 
 
 def _dlib_detector(kind: str) -> Any:
@@ -184,7 +201,7 @@ def detect_faces(image_rgb: np.ndarray, options: FaceAreaOptions | None = None) 
     if options.detector != "haar":
         return _detect_dlib(image_rgb, options)
     height, width = image_rgb.shape[:2]
-    return _detect_haar(_downscaled_grey(image_rgb, options.detect_side, options.scale_factor), width, height, options)
+    return _detect_haar(_detection_grey(image_rgb, detection_size(width, height, options)), width, height, options)
 
 
 def detect_faces_scaled(
@@ -193,7 +210,7 @@ def detect_faces_scaled(
     """:func:`detect_faces` for an original of ``width`` x ``height`` decoded at a reduced size.
 
     ``image`` (grey or RGB, e.g. an event's ``grey`` view) is the original at any size at
-    least ``detect_side``; detection runs at the same size as for the original, and boxes
+    least ``FaceAreaStep.working_side_for`` asks; detection runs at the same size as for the original, and boxes
     are in the original's pixels. No full-size array is touched.
     """
     options = options or FaceAreaOptions()
@@ -203,9 +220,7 @@ def detect_faces_scaled(
         sx, sy = width / img_w, height / img_h
         return [FaceBox(round(b.x * sx), round(b.y * sy), round(b.w * sx), round(b.h * sy))
                 for b in _detect_dlib(rgb, options)]
-    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    grey = _resize_to(grey, detection_size(width, height, options.detect_side, options.scale_factor))
-    return _detect_haar(grey, width, height, options)
+    return _detect_haar(_detection_grey(image, detection_size(width, height, options)), width, height, options)
 
 
 def _detect_haar(grey: np.ndarray, width: int, height: int, options: FaceAreaOptions) -> list[FaceBox]:
@@ -269,7 +284,16 @@ class FaceAreaStep(Step):
 
     @classmethod
     def working_side(cls, options: FaceAreaOptions) -> int | None:  # type: ignore[override]
-        return options.detect_side  # detection runs at most this large (None: at full size)
+        return options.detect_side  # detection runs at most this large (None: no bound)
+
+    @classmethod
+    def working_side_for(  # type: ignore[override]
+        cls, options: FaceAreaOptions, width: int, height: int
+    ) -> int | None:
+        if options.detector != "haar":
+            return options.detect_side
+        size = detection_size(width, height, options)  # the same for swapped sides
+        return None if size == (width, height) else max(size)
 
     async def open(self) -> None:
         if self.options.detector == "haar":
