@@ -11,7 +11,8 @@ from selfiescope.core.components import Step, chain_providing, steps_providing, 
 from selfiescope.core.events import ImageEvent, Origin
 from selfiescope.core.hookspecs import hookimpl
 from selfiescope.core.plugins import load_registry
-from selfiescope.core.settings import check_components, settings_from_dict
+from selfiescope.core.settings import settings_from_dict
+from selfiescope.core.checks import check_components
 from selfiescope.pipelines.dataset import image_step
 from selfiescope.plugins.decode import DecodeStep
 from selfiescope.plugins.features import exif_block

@@ -25,7 +25,8 @@ from selfiescope.core.compute import ComputeError, dask_client, start_local_clus
 from selfiescope.core.events import ImageEvent, Origin
 from selfiescope.core.hookspecs import hookimpl
 from selfiescope.core.plugins import load_registry
-from selfiescope.core.settings import ComputeSettings, ScrapePipeline, Settings, check_components, settings_from_dict
+from selfiescope.core.settings import ComputeSettings, ScrapePipeline, Settings, settings_from_dict
+from selfiescope.core.checks import check_components
 from selfiescope.pipelines.collect import collect
 from selfiescope.pipelines.dask_collect import collect_on_dask, split_chain
 

@@ -10,7 +10,8 @@ from PIL import Image
 
 from selfiescope.core.hookspecs import hookimpl
 from selfiescope.core.plugins import BUILTIN_ALIASES, DEFAULT_PLUGINS, load_registry, registry_for
-from selfiescope.core.settings import ScrapePipeline, SettingsError, check_components, settings_from_dict
+from selfiescope.core.settings import ScrapePipeline, SettingsError, settings_from_dict
+from selfiescope.core.checks import check_components
 from selfiescope.pipelines.collect import collect
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from selfiescope.core.plugins import load_registry
-from selfiescope.core.settings import SettingsError, check_components, env_overrides, load_settings
+from selfiescope.core.settings import SettingsError, env_overrides, load_settings
+from selfiescope.core.checks import check_components
 
 GOOD = """
 [storage]

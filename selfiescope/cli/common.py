@@ -17,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..core.settings import Settings, SettingsError, check_paths, load_settings
+from ..core.settings import Settings, SettingsError, load_settings
+from ..core.checks import check_paths
 from ..core.text import printable
 from ..exits import EXIT_INTERRUPTED, EXIT_USAGE, classify
 

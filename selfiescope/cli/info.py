@@ -11,7 +11,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ..core.settings import ScrapePipeline, SettingsError, check_components, check_paths
+from ..core.settings import ScrapePipeline, SettingsError
+from ..core.checks import check_components, check_paths
 from ..exits import EXIT_USAGE
 from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load, out, settings_app
 

@@ -4,7 +4,7 @@ The file is read with :mod:`tomllib`, environment variables ``SELFIESCOPE_A__B=v
 override ``[a] b`` (values parsed as TOML where they parse, strings otherwise), and the
 result is validated by pydantic. Unknown keys are errors. Component options
 (``[plugins.NAME]`` and ``[pipelines.P.options.NAME]``) are validated against the
-component's own ``Options`` model once plugins are loaded (:func:`check_components`).
+component's own ``Options`` model once plugins are loaded (:mod:`.checks`).
 Secrets never live here: credentials come from the environment or a session file.
 """
 
@@ -14,14 +14,11 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .text import has_userinfo
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .plugins import Registry
 
 ENV_PREFIX = "SELFIESCOPE_"
 # Environment variables with our prefix that are not setting overrides. Only names with
@@ -399,109 +396,3 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(format_validation_error(exc)) from None
-
-
-def _path_problem(path: Path, want: Literal["dir", "file"]) -> str | None:
-    """Why ``path`` cannot be used as a folder (``dir``) or a file to append to (``file``), or None."""
-    if path.exists():
-        if want == "dir" and not path.is_dir():
-            return f"{path} is a file, not a folder"
-        if want == "file" and path.is_dir():
-            return f"{path} is a folder, not a file"
-        if not os.access(path, os.W_OK | (os.X_OK if want == "dir" else 0)):
-            return f"{path} is not writable"
-        return None
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                return f"{path} is under {parent}, which is a file"
-            if not os.access(parent, os.W_OK | os.X_OK):
-                return f"{path} cannot be created: {parent} is not writable"
-            return None
-    return None
-
-
-def check_paths(settings: Settings) -> list[str]:
-    """Problems with the paths settings name (the storage root, the log file), as ``key: problem``."""
-    problems = []
-    if why := _path_problem(Path(settings.storage.root), "dir"):
-        problems.append(f"storage.root: {why}")
-    if settings.logging.file is not None and (why := _path_problem(settings.logging.file, "file")):
-        problems.append(f"logging.file: {why}")
-    return problems
-
-
-def check_components(settings: Settings, registry: "Registry") -> list[str]:
-    """Validate names and options that only the loaded plugins know. Returns problems."""
-    problems: list[str] = registry.disable(settings.disabled_plugins)  # idempotent; unknown names are problems
-    known_all = registry.all_names()
-    for name, opts in settings.plugins.items():
-        if name == "disable":
-            continue
-        if name not in known_all:
-            problems.append(f"plugins.{name}: " + (registry.why_missing(name) or (
-                f"no plugin provides a component named {name!r}")))
-            continue
-        problems += _check_options(registry.options_model(name), opts, f"plugins.{name}")
-    for i, step in enumerate(settings.compute.worker_steps or []):
-        if step in registry.steps and not registry.steps[step].worker_safe:
-            problems.append(f"compute.worker_steps[{i}]: step {step!r} is not worker_safe (it needs the manifest "
-                            "or storage), so it cannot run on Dask workers")
-        elif step not in registry.steps:
-            problems.append(f"compute.worker_steps[{i}]: unknown step {step!r} (available: {', '.join(sorted(registry.steps))})")
-    backend = settings.storage.backend
-    if backend not in registry.storage:
-        problems.append("storage.backend: " + (registry.why_missing(backend) or (
-            f"unknown backend {backend!r} (available: {', '.join(sorted(registry.storage))})")))
-    for pname, p in settings.pipelines.items():
-        problems += check_pipeline(settings, registry, pname, p)
-    return problems
-
-
-def check_pipeline(settings: Settings, registry: "Registry", pname: str, p: PipelineBase) -> list[str]:
-    """Problems with one pipeline's component names and options."""
-    problems: list[str] = []
-    known_all = registry.all_names()
-    base = f"pipelines.{pname}"
-    if isinstance(p, ScrapePipeline):
-        if p.source not in registry.sources:
-            problems.append(f"{base}.source: " + (registry.why_missing(p.source) or (
-                f"unknown source {p.source!r} (available: {', '.join(sorted(registry.sources))})")))
-        if not p.targets():
-            problems.append(f"{base}: give at least one of hashtags, paths or urls")
-        for i, step in enumerate(p.chain):
-            if step not in registry.steps:
-                problems.append(f"{base}.chain[{i}]: " + (registry.why_missing(step) or (
-                    f"unknown plugin {step!r} (available: {', '.join(sorted(registry.steps))})")))
-        if len(set(p.chain)) != len(p.chain):
-            problems.append(f"{base}.chain: a step is listed twice")
-        problems += _unmet_requirements(registry, base, p.chain)
-    if isinstance(p, TrainPipeline):
-        for i, group in enumerate(p.features):
-            if group not in registry.features:
-                problems.append(f"{base}.features[{i}]: " + (registry.why_missing(group) or (
-                    f"unknown feature group {group!r} (available: {', '.join(sorted(registry.features))})")))
-    for cname in p.options:
-        if cname not in known_all:
-            problems.append(f"{base}.options.{cname}: " + (registry.why_missing(cname) or (
-                f"no plugin provides a component named {cname!r}")))
-            continue
-        merged = settings.component_options(cname, p)
-        problems += _check_options(registry.options_model(cname), merged, f"{base}.options.{cname}")
-    return problems
-
-
-def _unmet_requirements(registry: "Registry", base: str, chain: list[str]) -> list[str]:
-    """A step that requires an annotation (``Step.requires``) no earlier step provides."""
-    from .components import unmet_requirements
-
-    return [f"{base}.chain[{i}]: step {name!r} requires {', '.join(sorted(missing))}, which no earlier step provides"
-            for i, name, missing in unmet_requirements(registry.steps, chain)]
-
-
-def _check_options(model: type[BaseModel], opts: dict[str, Any], where: str) -> list[str]:
-    try:
-        model.model_validate(opts)
-    except ValidationError as exc:
-        return [f"{where}.{p}" for p in format_validation_error(exc)]
-    return []

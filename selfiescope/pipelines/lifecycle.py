@@ -29,9 +29,8 @@ from ..core.context import RunContext, default_threads
 from ..core.lock import RootLock
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, load_registry
-from ..core.settings import (
-    ScrapePipeline, Settings, SettingsError, check_components, check_paths, check_pipeline,
-)
+from ..core.checks import check_components, check_paths, check_pipeline
+from ..core.settings import ScrapePipeline, Settings, SettingsError
 from ..core.stats import RunStats
 from .card import refresh_card
 from .forget import complete_pending, pending_count

@@ -34,7 +34,8 @@ import numpy as np
 
 from ..core.compute import load_target
 from ..core.plugins import Registry, load_registry, registry_for
-from ..core.settings import Settings, SettingsError, TrainPipeline, check_components
+from ..core.settings import Settings, SettingsError, TrainPipeline
+from ..core.checks import check_components
 from .assessment import assess, summary_fields
 from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
 from .model_dir import check_target, remove_stale, seal, swap_in
