@@ -2,12 +2,12 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from package_helpers import cli, install_example
 from PIL import Image
 
 EXAMPLE = Path(__file__).parent / "example_plugin"
@@ -15,23 +15,9 @@ EXAMPLE = Path(__file__).parent / "example_plugin"
 
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory) -> dict[str, str]:
-    target = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("src") / "example_plugin"
-    shutil.copytree(EXAMPLE, source)  # the build leaves files beside the sources
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True,
-    )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
+    env, source = install_example(tmp_path_factory, EXAMPLE)
     env["EXAMPLE_SOURCE"] = str(source)
     return env
-
-
-def cli(env, *args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "selfiescope", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_example_plugin_is_listed(installed_example):

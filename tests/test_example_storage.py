@@ -4,15 +4,12 @@ through its entry point, carries a whole run: import -> train -> predict, throug
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from package_helpers import cli, install_example
 from train_helpers import write_pictures
 
 EXAMPLE = Path(__file__).parent / "example_storage"
@@ -21,23 +18,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict[str, str]:
-    target = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("src") / "example_storage"
-    shutil.copytree(EXAMPLE, source)  # the build leaves files beside the sources
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True,
-    )
-    env = dict(os.environ)
-    repo = Path(__file__).resolve().parents[1]  # this checkout's selfiescope, whatever the venv's install points at
-    env["PYTHONPATH"] = os.pathsep.join([str(target), str(repo), env.get("PYTHONPATH", "")])
-    return env
-
-
-def cli(env, *args, cwd):
-    return subprocess.run([sys.executable, "-m", "selfiescope", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return install_example(tmp_path_factory, EXAMPLE)[0]
 
 
 def test_import_train_predict_with_a_third_party_storage_backend(installed, tmp_path):

@@ -76,13 +76,13 @@ class GalleryOptions(Options):
 class GallerySource(Source):
     name = "gallery"
     Options = GalleryOptions
+    url_option = "url_template"
 
     @classmethod
     def known_biases(cls, options: Options) -> list[str]:
         return ["Hashtag feeds show what the site ranks first (popular, recent posts): who is pictured reflects "
                 "who posts under those tags, not any population.",
                 "Labels come from hashtags chosen by the posters."]
-    url_option = "url_template"
 
     def __init__(self, options: GalleryOptions, run: Any) -> None:
         super().__init__(options, run)

@@ -94,14 +94,15 @@ class InstagramSource(Source):
     name = "instagram"
     Options = InstagramOptions
 
+    url_option = "base_url"
+    credential_env = (USERNAME_ENV, PASSWORD_ENV)
+    replay_options = {"requests_per_minute": 60000.0, "jitter_s": 0.0}  # a replay crosses no network
+
     @classmethod
     def known_biases(cls, options: Options) -> list[str]:
         return ["Hashtag feeds show what the site ranks first (popular, recent posts): who is pictured reflects "
                 "who posts under those tags, not any population.",
                 "Labels come from hashtags chosen by the posters."]
-    url_option = "base_url"
-    credential_env = (USERNAME_ENV, PASSWORD_ENV)
-    replay_options = {"requests_per_minute": 60000.0, "jitter_s": 0.0}  # a replay crosses no network
 
     def __init__(self, options: InstagramOptions, run: Any) -> None:
         super().__init__(options, run)
