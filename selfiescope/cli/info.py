@@ -39,9 +39,11 @@ def list_pipelines(settings_path: Optional[Path] = SettingsOpt, as_json: bool = 
 
 @core_app.command("plugins")
 def list_plugins(settings_path: Optional[Path] = SettingsOpt, as_json: bool = JsonOpt) -> None:
-    """List the plugins: loaded ones with the components they provide by kind, the commands they
-    add, the environment variables they read, their hooks and where they come from; then the
-    ones settings disable (``[plugins] disable``)."""
+    """List the plugins: what each provides, adds and reads, and which ones settings disable.
+
+    For each loaded plugin: the components it provides by kind, the commands it adds, the
+    environment variables its sources read, its hooks and where it comes from; then the ones
+    the settings' plugins.disable list turns off."""
     from ..core.plugins import registry_for
     from .build import build_app
 
@@ -81,7 +83,7 @@ def _plugins_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         name = r["plugin"].removeprefix("selfiescope.plugins.")
         if r["status"] == "disabled":
-            table.add_row(f"[dim]{name}[/dim]", r["origin"], "[yellow]disabled[/yellow] ([plugins] disable)", "", "")
+            table.add_row(f"[dim]{name}[/dim]", r["origin"], "[yellow]disabled[/yellow] (plugins.disable)", "", "")
             continue
         by_kind: dict[str, list[str]] = {}
         for kind, _, comp in (c.partition(":") for c in r["components"]):

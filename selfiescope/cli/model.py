@@ -80,8 +80,8 @@ def predict_command(
     stored: bool = typer.Option(False, "--stored", help="label the images the dataset's storage backend holds "
                                 "(read through the backend, e.g. an S3 bucket), instead of files"),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="with --stored: only the images stored under this label"),
-    settings_path: Optional[Path] = typer.Option(None, "--settings", "-s", help="with --stored: the settings whose "
-                                                 "[storage] to read (default: the training's, saved with the model)"),
+    settings_path: Optional[Path] = typer.Option(None, "--settings", "-s", help="with --stored: read the storage these settings name "
+                                                 "(default: the training's, saved with the model)"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Label images with a trained model. Exit code 1 if any input could not be read."""
