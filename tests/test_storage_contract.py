@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -160,3 +161,22 @@ def test_a_reader_leaves_the_temp_files_of_a_run_in_another_process_alone(tmp_pa
     time.sleep(0.1)
     asyncio.run(make("files", tmp_path).open())
     assert not live.exists()  # nobody writes now: a leftover, tidied
+
+
+def test_a_hung_filesystem_call_ends_at_its_deadline(tmp_path) -> None:
+    """No await without a deadline: a filesystem that never answers makes the call fail (the
+    store step turns that into a failure of the image, retried by the next run), never a hang."""
+    run = SimpleNamespace(settings=settings_from_dict({"storage": {"root": str(tmp_path)}}))
+    store = FsspecStorage(FsspecOptions(url=f"memory://hung-{uuid.uuid4().hex}", timeout_s=0.2), run)
+    asyncio.run(store.open())
+
+    def hang(*args, **kwargs):  # answers long after the deadline (a thread cannot be stopped)
+        time.sleep(1.0)
+        raise OSError("too late")
+
+    store.fs.pipe_file = hang
+    store.fs.cat_file = hang
+    with pytest.raises(TimeoutError, match="could not write selfie/.* within 0.2 s"):
+        asyncio.run(store.write(event(jpeg(7))))
+    with pytest.raises(TimeoutError, match="could not read selfie/x.jpg within 0.2 s"):
+        asyncio.run(store.read(StoredImage("x", "selfie", "selfie/x.jpg")))

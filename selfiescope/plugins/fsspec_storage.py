@@ -18,6 +18,8 @@ Needs ``pip install 'selfiescope[s3]'`` for S3 (fsspec alone covers ``memory://`
 
 fsspec's synchronous API runs in worker threads (``asyncio.to_thread``): async-native
 filesystems (s3fs) run their own event loop behind it, and every filesystem works the same.
+Every call has a deadline (``timeout_s``): a hung connection is a failure of that image (a
+write is retried by the next run; writes are idempotent), never a run that waits forever.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class FsspecOptions(Options):
         default_factory=dict,
         description="options for the filesystem (e.g. client_kwargs = {endpoint_url = ...}); never credentials",
     )
+    timeout_s: float = Field(120.0, gt=0, description="deadline of one call to the filesystem (connect, write, read, ...)")
 
     @field_validator("storage_options")
     @classmethod
@@ -79,7 +82,7 @@ class FsspecStorage(Storage):
     async def open(self) -> None:
         if not self.options.url:
             raise ValueError('the fsspec storage backend needs [plugins.fsspec] url = "s3://bucket/prefix" (or another fsspec URL)')
-        await asyncio.to_thread(self._connect)
+        await self._call("connect to", self.options.url, self._connect)
 
     def _connect(self) -> None:
         try:
@@ -95,6 +98,15 @@ class FsspecStorage(Storage):
         if not self.atomic_put:
             self.fs.makedirs(self.base, exist_ok=True)
             self._tidy_when_alone()
+
+    async def _call(self, what: str, where: str, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in a worker thread, within ``timeout_s``; TimeoutError says what hung.
+        (The thread itself cannot be stopped: a late write stores the same bytes under the same key.)"""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.options.timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"could not {what} {where} within {self.options.timeout_s:g} s "
+                               "([plugins.fsspec] timeout_s)") from None
 
     @property
     def atomic_put(self) -> bool:
@@ -116,7 +128,7 @@ class FsspecStorage(Storage):
         if not event.id:
             raise ValueError("event.id must be set before storage.write")
         location = self.location_of(event.id, event.label, event.format)
-        await asyncio.to_thread(self._write, self._full(location), event.data)
+        await self._call("write", location, self._write, self._full(location), event.data)
         return location
 
     def _write(self, path: str, data: bytes) -> None:
@@ -145,7 +157,7 @@ class FsspecStorage(Storage):
 
     async def exists(self, image_id: str, label: str) -> bool:
         pattern = f"{self.base}/{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.*"
-        return bool(await asyncio.to_thread(self._glob, pattern))
+        return bool(await self._call("look for", f"{label}/{image_id}", self._glob, pattern))
 
     def _glob(self, pattern: str) -> list[str]:
         self.fs.invalidate_cache(posixpath.dirname(pattern))  # a listing cached before our own writes
@@ -172,11 +184,11 @@ class FsspecStorage(Storage):
             return []
 
     async def read(self, stored: StoredImage) -> bytes:
-        return await asyncio.to_thread(self.fs.cat_file, self._full(stored.location))
+        return await self._call("read", stored.location, self.fs.cat_file, self._full(stored.location))
 
     async def delete(self, stored: StoredImage) -> bool:
         """Remove the object (and any temp copy of it); a missing one is not an error."""
-        return await asyncio.to_thread(self._delete, self._full(stored.location))
+        return await self._call("delete", stored.location, self._delete, self._full(stored.location))
 
     def _delete(self, path: str) -> bool:
         self.fs.invalidate_cache(posixpath.dirname(path))
