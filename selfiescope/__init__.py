@@ -1,8 +1,9 @@
 """selfiescope: collect face photos and learn to tell selfies from other portraits.
 
 The plugin API lives in :mod:`selfiescope.api`; its most used names are importable from
-here too (``from selfiescope import Step, hookimpl``), loaded on first use so that
-``selfiescope --help`` does not pay for pydantic models it does not need.
+here too (``from selfiescope import Step, hookimpl``), loaded on first use so that importing
+the package (a Dask worker unpickling a task, ``python -m selfiescope``) loads no component
+module, and so no plugin, until one is asked for.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Data flows one way: no import cycle between the modules of core, plugins, pipelines and
-testing (the CLI modules are another helper's; cli <-> cli_privacy is left to that split), and no import
+testing (the CLI modules sit on top of everything and are left out), and no import
 hidden inside a function to get round one (the executors are named by import path instead)."""
 
 from __future__ import annotations

@@ -73,20 +73,12 @@ def disabled_plugins(settings: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list | tuple | set | frozenset) else []
 
 
-def is_disabled(plugin_name: str, disabled: list[str]) -> bool:
-    """A built-in is named by its module's last part (``gallery``), a third party by its entry point."""
-    return plugin_name in disabled or plugin_name.rsplit(".", 1)[-1] in disabled
-
-
 def plugin_manager(disabled: list[str], extra: list[Any] | None = None) -> pluggy.PluginManager:
-    """The plugin manager with the disabled plugins left out."""
+    """The plugin manager with the disabled plugins blocked (never imported): a built-in is named
+    by its module's last part (``gallery``), a third party by its entry point."""
     from ..core.plugins import load_plugin_manager
 
-    pm = load_plugin_manager(extra)
-    for name, plugin in list(pm.list_name_plugin()):
-        if name and is_disabled(name, disabled):
-            pm.unregister(plugin)
-    return pm
+    return load_plugin_manager(extra, disable=disabled)
 
 
 def build_app(pm: pluggy.PluginManager | None, disabled: list[str] | None = None) -> tuple[GuardedTyper, CommandsInfo]:

@@ -7,6 +7,7 @@ the rest of the CLI they parse, call a pipeline and print, with no logic of thei
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -102,7 +103,7 @@ def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
     """Write the dataset card (DATASET.md and datacard.json) in the storage root."""
     from ..core.manifest import Manifest
     from ..core.plugins import registry_for
-    from ..pipelines.card import build_card, write_card
+    from ..pipelines.card import write_card
 
     settings = load(settings_path)
     root = Path(settings.storage.root)
@@ -112,7 +113,7 @@ def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
     try:
         registry = registry_for(settings)
         md, js = write_card(settings, manifest, registry)
-        card = build_card(settings, manifest, registry)
+        card = json.loads(js.read_text())  # what was written, not a second build (its timestamp would differ)
     finally:
         manifest.close()
     if as_json:

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 LOCK_NAME = ".selfiescope.lock"
@@ -84,3 +85,23 @@ class RootLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def when_alone(root: Path, tidy: Callable[[], int]) -> int:
+    """Run ``tidy`` (removing a killed run's temp files) only when no other process can be
+    writing under ``root``: this process holds its lock (a collect run), or takes it for the
+    moment of tidying (a reader such as train or export, which may run beside a collect run
+    whose temp files are live). Returns what ``tidy`` returns, 0 when it did not run."""
+    if not root.is_dir():
+        return 0
+    lock = RootLock(root)
+    if lock.holder() == os.getpid():
+        return tidy()
+    try:
+        lock.acquire()
+    except RootBusy:
+        return 0
+    try:
+        return tidy()
+    finally:
+        lock.release()

@@ -122,17 +122,6 @@ def confounder_matrices(facts: Sequence[FileFacts]) -> dict[str, np.ndarray]:
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray) -> Predictor:
-    """One feature, logistic regression (NaN -> median): the face-area baseline."""
-    from sklearn.linear_model import LogisticRegression
-
-    x = x.reshape(len(x), -1)
-    fill = np.nanmedian(x, axis=0) if np.isfinite(x).any() else np.zeros(x.shape[1])
-    fill = np.where(np.isfinite(fill), fill, 0.0)
-    model = LogisticRegression(class_weight="balanced").fit(np.where(np.isnan(x), fill, x), y)
-    return lambda z: model.predict_proba(np.where(np.isnan(z.reshape(len(z), -1)), fill, z.reshape(len(z), -1)))[:, 1]
-
-
 def fit_trees(x: np.ndarray, y: np.ndarray) -> Predictor:
     """A few shallow boosted trees: file properties matter through exact values and
     thresholds (306x306, quality 75), not linearly. NaN is a value of its own."""
@@ -145,7 +134,7 @@ def fit_trees(x: np.ndarray, y: np.ndarray) -> Predictor:
 
 
 BASELINE_FITS: dict[str, Callable[[np.ndarray, np.ndarray], Predictor]] = {
-    "face_area": fit_logistic, "image_size": fit_trees, "file_format": fit_trees,
+    "image_size": fit_trees, "file_format": fit_trees,
 }
 
 

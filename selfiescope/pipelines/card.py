@@ -117,7 +117,7 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
     components = _components(settings, registry, manifest)
     options = {name: values for _cls, name, values in components}
     chains = {name: p.chain for name, p in settings.pipelines.items() if isinstance(p, ScrapePipeline)}
-    plugins = [] if registry is None else [
+    plugins = [
         {"component": i.name, "kind": i.kind, "plugin": i.plugin, "from": i.dist or _unpackaged(i.cls)}
         for i in sorted(registry.info, key=lambda i: (i.kind, i.name))
     ]

@@ -57,10 +57,10 @@ def _iso(ts: float | None) -> str | None:
 
 def export_rows(manifest: Manifest, *, include_urls: bool = False, captions: bool = False) -> list[dict[str, Any]]:
     """The accepted, non-forgotten images as flat records."""
-    tombstoned = manifest.has_tombstones()
+    tombstones = {t[0] for t in manifest.query("SELECT key FROM tombstones")} if manifest.has_tombstones() else set()
     rows = []
     for r in manifest.accepted():
-        if tombstoned and manifest.tombstoned([manifest.keyring.content(r["content_hash"])]):
+        if tombstones and manifest.keyring.content(r["content_hash"]) in tombstones:
             continue  # a forget in progress: its rows are about to go
         box = json.loads(r["face_box"]) if r["face_box"] else [None] * 4
         rec: dict[str, Any] = {

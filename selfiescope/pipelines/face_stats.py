@@ -81,8 +81,8 @@ def face_area_stats(root: Path, plot: Path | None, current: float | None, filter
         areas = face_areas(manifest, filters)
     finally:
         manifest.close()
-    table = {k: dict(zip((f"{t:.0%}" for t in TABLE_THRESHOLDS), kept_per_threshold(areas, np.array(TABLE_THRESHOLDS))[k]))
-             for k in areas}
+    kept = kept_per_threshold(areas, np.array(TABLE_THRESHOLDS))
+    table = {k: dict(zip((f"{t:.0%}" for t in TABLE_THRESHOLDS), kept[k])) for k in areas}
     result: dict[str, Any] = {"root": str(root), "judged": {k: len(v) for k, v in areas.items()}, "kept": table,
                               "plot": None}
     if plot is not None and areas:

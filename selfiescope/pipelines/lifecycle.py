@@ -167,12 +167,16 @@ async def managed_run(
             except Exception as exc:
                 log.warning("closing a service failed: %s", exc)
         run.stats.finished = time.monotonic()
-        manifest.finish_run(run.run_id, run.stats.status, run.stats.as_dict())
-        run.hook.selfiescope_run_finished(run=run, stats=run.stats)
-        executor.shutdown(wait=True)  # queued manifest writes finish: files and manifest agree
-        refresh_card(settings, manifest, registry)
-        manifest.close()
-        lock.release()
+        try:
+            manifest.finish_run(run.run_id, run.stats.status, run.stats.as_dict())
+            run.hook.selfiescope_run_finished(run=run, stats=run.stats)
+        finally:  # a failing observer or manifest still leaves the root closed and unlocked
+            executor.shutdown(wait=True)  # queued manifest writes finish: files and manifest agree
+            try:
+                refresh_card(settings, manifest, registry)
+            finally:
+                manifest.close()
+                lock.release()
 
 
 async def run_collect(

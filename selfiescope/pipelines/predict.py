@@ -40,7 +40,7 @@ from .calibration import Calibrator
 from .normalize import normalize_image
 
 BATCH = 16
-READ_TIMEOUT_S = 120.0  # one stored image
+
 MAX_BYTES = MAX_IMAGE_BYTES  # what import would take, prediction takes
 
 
@@ -165,7 +165,7 @@ class Model:
 
     async def apredict_stored(self, label: str | None = None, *, settings: Settings | None = None,
                               root: str | Path | None = None) -> list[Prediction]:
-        from .stored import settings_at
+        from .stored import READ_TIMEOUT_S, settings_at
 
         settings = settings_at(settings or self.settings, root)
         manifest = Manifest(":memory:")  # the backend gets a manifest like in a run; nothing is recorded

@@ -106,14 +106,6 @@ class StoredReader:
     def read(self, stored: StoredImage) -> bytes:
         return self.submit(stored).result(self.timeout_s + 5)
 
-    def exists(self, image_id: str, label: str) -> bool:
-        assert self.storage is not None
-        return bool(self._call(self.storage.exists(image_id, label)))
-
-    def iterate(self, label: str | None = None) -> Iterator[StoredImage]:
-        assert self.storage is not None
-        return self.storage.iterate(label)
-
     def prefetch(self, items: Iterable[T], key: Callable[[T], StoredImage], ahead: int = 8,
                  ) -> Iterator[tuple[T, bytes | None, str | None]]:
         """``(item, bytes, None)`` or ``(item, None, error)`` for each item, in order, with up to

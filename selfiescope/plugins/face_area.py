@@ -197,11 +197,8 @@ def detect_faces(image_rgb: np.ndarray, options: FaceAreaOptions | None = None) 
 
     Boxes are in the pixel coordinates of ``image_rgb`` whatever size detection ran at.
     """
-    options = options or FaceAreaOptions()
-    if options.detector != "haar":
-        return _detect_dlib(image_rgb, options)
     height, width = image_rgb.shape[:2]
-    return _detect_haar(_detection_grey(image_rgb, detection_size(width, height, options)), width, height, options)
+    return detect_faces_scaled(image_rgb, width, height, options)
 
 
 def detect_faces_scaled(

@@ -21,7 +21,7 @@ import aiofiles
 from ..core.components import Options, Storage, StoredImage
 from ..core.events import ImageEvent
 from ..core.hookspecs import hookimpl
-from ..core.lock import RootBusy, RootLock
+from ..core.lock import when_alone
 from .decode import EXTENSIONS
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -36,6 +36,11 @@ def safe_name(value: str, what: str) -> str:
     if not SAFE_NAME.match(value or ""):
         raise ValueError(f"unsafe {what} {value!r}: only letters, digits, '-' and '_' (max 128)")
     return value
+
+
+def location_for(image_id: str, label: str, fmt: str | None) -> str:
+    """``<label>/<id>.<ext>``, both names checked: the location every path-like backend uses."""
+    return f"{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.{EXTENSIONS.get(fmt or '', 'bin')}"
 
 
 class FilesStorage(Storage):
@@ -54,19 +59,7 @@ class FilesStorage(Storage):
         this process holds the root's lock (a collect run), or takes it for the moment of
         tidying (a reader such as train or export, which may run beside a collect run whose
         temp files are live). Returns how many were removed."""
-        if not self.root.is_dir():
-            return 0
-        lock = RootLock(self.root)
-        if lock.holder() == os.getpid():
-            return self.remove_stale_temps()
-        try:
-            lock.acquire()
-        except RootBusy:
-            return 0
-        try:
-            return self.remove_stale_temps()
-        finally:
-            lock.release()
+        return when_alone(self.root, self.remove_stale_temps)
 
     def remove_stale_temps(self) -> int:
         """Delete temp files a killed run left behind. Returns how many."""
@@ -81,8 +74,7 @@ class FilesStorage(Storage):
         return removed
 
     def relative_location(self, image_id: str, label: str, fmt: str | None) -> str:
-        ext = EXTENSIONS.get(fmt or "", "bin")
-        return f"{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.{ext}"
+        return location_for(image_id, label, fmt)
 
     async def write(self, event: ImageEvent) -> str:
         """Write ``event.data``; idempotent: an id already stored with the same size is not rewritten."""

@@ -89,10 +89,6 @@ class FolderSource(Source):
             real.append(link)
         return sorted(real), problems
 
-    def list_files(self, root: Path) -> list[Path]:
-        """The image files a job over ``root`` reads, in a stable order."""
-        return self.scan(root)[0]
-
     def _failed(self, job: Job, path: str, reason: str) -> ImageEvent:
         event = ImageEvent(origin=Origin(source=self.name, job=job.target, path=path), label=job.label, data=b"")
         event.fail(self.name, "read_failed", f"{printable(path)}: {reason}")
@@ -102,11 +98,7 @@ class FolderSource(Source):
         """``(data, size, content hash)``: the bytes, or for an oversize file no bytes and its streamed hash."""
         size = (await asyncio.to_thread(path.stat)).st_size
         if size > self.options.max_bytes:
-            def digest() -> str:
-                with path.open("rb") as fh:
-                    return hashlib.file_digest(fh, "sha256").hexdigest()
-
-            return b"", size, await asyncio.to_thread(digest)
+            return b"", size, (await asyncio.to_thread(self._digest, path))[1]
         async with aiofiles.open(path, "rb") as fh:
             data = await fh.read(self.options.max_bytes + 1)
         return data, len(data), None

@@ -25,7 +25,6 @@ write is retried by the next run; writes are idempotent), never a run that waits
 from __future__ import annotations
 
 import asyncio
-import os
 import posixpath
 import re
 import secrets
@@ -38,9 +37,8 @@ from pydantic import Field, field_validator
 from ..core.components import Options, Storage, StoredImage
 from ..core.events import ImageEvent
 from ..core.hookspecs import hookimpl
-from ..core.lock import RootBusy, RootLock
-from .decode import EXTENSIONS
-from .files_storage import SAFE_NAME, TEMP_MARK, safe_name
+from ..core.lock import when_alone
+from .files_storage import SAFE_NAME, TEMP_MARK, location_for, safe_name
 
 # Filesystems whose single write publishes the whole object at once (no partial object is ever visible).
 ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
@@ -120,7 +118,7 @@ class FsspecStorage(Storage):
         return f"{self.base}/{location}"
 
     def location_of(self, image_id: str, label: str, fmt: str | None) -> str:
-        return f"{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.{EXTENSIONS.get(fmt or '', 'bin')}"
+        return location_for(image_id, label, fmt)
 
     # --- the contract ----------------------------------------------------------------------
     async def write(self, event: ImageEvent) -> str:
@@ -207,19 +205,7 @@ class FsspecStorage(Storage):
     # --- temps of a killed run (filesystems without an atomic PUT) ----------------------
     def _tidy_when_alone(self) -> int:
         root = Path(self.run.settings.storage.root) if self.run is not None else None
-        if root is None or not root.is_dir():
-            return 0
-        lock = RootLock(root)
-        if lock.holder() == os.getpid():
-            return self._remove_stale_temps()
-        try:
-            lock.acquire()
-        except RootBusy:
-            return 0
-        try:
-            return self._remove_stale_temps()
-        finally:
-            lock.release()
+        return 0 if root is None else when_alone(root, self._remove_stale_temps)
 
     def _remove_stale_temps(self) -> int:
         stale = self.fs.glob(f"{self.base}/*/.*{TEMP_MARK}*")

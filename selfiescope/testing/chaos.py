@@ -103,10 +103,6 @@ class Chaos:
                 return 0.0
             return self._rng.uniform(0, self.slow_first_byte_ms) / 1000
 
-    def pick(self, options: list[Any]) -> Any:
-        with self._lock:
-            return self._rng.choice(options)
-
     def client_config(self) -> dict[str, Any]:
         """What site.js needs to misbehave."""
         return {"hung_beacons": self.hung_beacons, "client_feed": self.client_feed,
@@ -138,7 +134,3 @@ class Chaos:
             else:
                 values[name] = raw.strip()
         return cls(**values)
-
-    @classmethod
-    def knobs(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls) if f.init and f.name != "seed"]
