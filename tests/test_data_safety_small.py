@@ -120,3 +120,23 @@ def test_predict_reads_regular_files_only(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="limit"):
         read_regular_file(big, 1000)
     assert time.monotonic() - started < 30  # neither blocked (a hang would hit the test timeout)
+
+
+def test_private_files_are_owner_only_even_over_a_stale_temp_file(tmp_path: Path) -> None:
+    """Sessions and recordings are written 0600 through one writer; a temp file a killed run
+    left with a wider mode does not lend it to the new file."""
+    import json
+    import stat
+
+    from selfiescope.core import har
+    from selfiescope.core.browser import save_session
+
+    for name, write in (("session.json", lambda p: save_session(p, {"cookies": []})),
+                        ("rec.har", lambda p: har.save(p, {"log": {"entries": []}}))):
+        path = tmp_path / name
+        stale = path.with_name(path.name + ".tmp")
+        stale.write_text("old")
+        stale.chmod(0o644)
+        write(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and not stale.exists()
+        assert json.loads(path.read_text())

@@ -23,7 +23,7 @@ import psutil
 
 from .browser_lookup import find_chromium
 from .settings import BrowserSettings
-from .secrets import child_environment, hide_from_children
+from .secrets import child_environment, hide_from_children, write_private_json
 from .web import within
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -318,16 +318,7 @@ def load_session(path: Path) -> dict[str, Any] | None:
 def save_session(path: Path, state: dict[str, Any]) -> None:
     """Write the storage state readable by the owner only (0600, folder 0700)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state, fh)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    write_private_json(path, state)
 
 
 async def leased_events(

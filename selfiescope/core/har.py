@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from .secrets import write_private_json
 from .har_scrub import REDACTED, _is_text, collect_secrets, scrub  # noqa: F401 - the module's API
 
 
@@ -44,15 +45,9 @@ def load(path: Path) -> dict[str, Any]:
 
 def save(path: Path, har: dict[str, Any]) -> None:
     """Write ``har`` readable by the owner only: even scrubbed, it shows what the account saw."""
-    import os
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(har, fh)
-    os.replace(tmp, path)
+    write_private_json(path, har)
 
 
 def meta(har: dict[str, Any]) -> dict[str, Any]:

@@ -48,3 +48,22 @@ def clear() -> None:
     """Drop every credential held (tests start each case from the environment alone)."""
     with _lock:
         _held.clear()
+
+
+def write_private_json(path: "os.PathLike[str] | str", data: object) -> None:
+    """Write ``data`` as JSON readable by the owner only (0600, also over an older temp file of
+    another mode), atomically: a temp file in the same folder, then a rename."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
