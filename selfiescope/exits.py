@@ -28,7 +28,6 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
     (which keeps its traceback)."""
     from .core.lock import RootBusy
     from .core.settings import SettingsError
-    from .core.text import printable
     from .pipelines.model_dir import ModelDirError
 
     if isinstance(exc, KeyboardInterrupt):
@@ -38,7 +37,19 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, (RootBusy, ModelDirError)):
         return EXIT_USAGE, str(exc)
     if isinstance(exc, OSError):
-        where = f"{printable(exc.filename)}: " if exc.filename else ""
-        code = EXIT_FAILED if exc.errno in RUN_ERRNOS else EXIT_USAGE
-        return code, f"{where}{exc.strerror or exc}"
+        return os_error(exc)
     return None
+
+
+def os_error(exc: OSError) -> tuple[int, str]:
+    """``(exit code, one line)`` for a filesystem error: a full disk is the run's failure (1),
+    a read-only or forbidden path the user's to fix (2)."""
+    from .core.text import printable
+
+    path = printable(exc.filename) if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return EXIT_FAILED, f"disk full: {path or 'a file of this run'}"
+    if exc.errno == errno.EROFS:
+        return EXIT_USAGE, f"{path or 'a path of this run'} is on a read-only filesystem: nothing could be written there"
+    code = EXIT_FAILED if exc.errno in RUN_ERRNOS else EXIT_USAGE
+    return code, f"{path}: {exc.strerror or exc}" if path else f"{exc.strerror or exc}"

@@ -230,6 +230,14 @@ class Storage(Component):
         """
         raise NotImplementedError
 
+    async def locate(self, image_id: str, label: str) -> list[StoredImage]:
+        """Optional: what is stored under this id and label (any format), for the sweep of
+        writes a killed run never recorded (:mod:`selfiescope.core.intents`). The default
+        scans :meth:`iterate` of the label; a backend that can look one id up overrides it."""
+        import asyncio
+
+        return await asyncio.to_thread(lambda: [s for s in self.iterate(label) if s.id == image_id])
+
 
 class FeatureExtractor:
     """Computes one named group of numeric features.

@@ -99,7 +99,7 @@ def when_alone(root: Path, tidy: Callable[[], int]) -> int:
         return tidy()
     try:
         lock.acquire()
-    except RootBusy:
+    except (RootBusy, OSError):  # busy, or a root this process cannot write (read-only): nothing to tidy
         return 0
     try:
         return tidy()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .events import Decision, ImageEvent
+from .manifest_io import ManifestConnection, connect, writable
 from .privacy import Keyring, describe_extra, scrub_origin
 from .text import printable, redact_url
 
@@ -60,6 +61,10 @@ CREATE TABLE IF NOT EXISTS conflicts (
 );
 CREATE TABLE IF NOT EXISTS phashes (
     content_hash TEXT PRIMARY KEY, phash INTEGER NOT NULL, label TEXT, added REAL, centre INTEGER
+);
+CREATE TABLE IF NOT EXISTS store_intents (
+    content_hash TEXT NOT NULL, id TEXT NOT NULL, label TEXT NOT NULL, run_id INTEGER, at REAL,
+    PRIMARY KEY (id, label)
 );
 CREATE TABLE IF NOT EXISTS budgets (
     key TEXT PRIMARY KEY, tokens REAL, updated REAL
@@ -144,11 +149,20 @@ def _number(value: Any) -> float | None:
 
 
 class Manifest:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+        """Open (or create) the manifest; ``readonly`` opens an existing one without writing
+        anything under its folder (no schema change, no key created: see :mod:`.manifest_io`)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30, isolation_level=None)
+        if readonly:
+            self._db: ManifestConnection = connect(self.path, readonly=True)
+            self._db.row_factory = sqlite3.Row
+            self.keyring = Keyring(self.path.parent)
+            return
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = connect(self.path)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -179,6 +193,11 @@ class Manifest:
     def at_root(cls, root: Path | str) -> "Manifest":
         return cls(Path(root) / "manifest.sqlite")
 
+    @classmethod
+    def for_reading(cls, root: Path | str) -> "Manifest":
+        """The manifest for a command that only reads: read-only when the root cannot be written."""
+        return cls(Path(root) / "manifest.sqlite", readonly=not writable(Path(root)))
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -194,7 +213,7 @@ class Manifest:
                 self._db.executemany(sql, rows)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.rollback_if_open()
                 raise
 
     @contextmanager
@@ -206,7 +225,7 @@ class Manifest:
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.rollback_if_open()
                 raise
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
@@ -340,7 +359,7 @@ class Manifest:
                     )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.rollback_if_open()
                 raise
 
     def accepted(self, label: str | None = None) -> Iterator[sqlite3.Row]:

@@ -189,8 +189,12 @@ def render_markdown(card: dict[str, Any]) -> str:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a card behind
+        raise
 
 
 def write_card(settings: Settings, manifest: Manifest, registry: Registry | None = None) -> tuple[Path, Path]:

@@ -157,6 +157,13 @@ class FsspecStorage(Storage):
         pattern = f"{self.base}/{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.*"
         return bool(await self._call("look for", f"{label}/{image_id}", self._glob, pattern))
 
+    async def locate(self, image_id: str, label: str) -> list[StoredImage]:
+        pattern = f"{self.base}/{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.*"
+        found = await self._call("look for", f"{label}/{image_id}", self._glob, pattern)
+        locations = (f"{label}/{posixpath.basename(p)}" for p in found)
+        return [StoredImage(image_id, label, loc) for loc in sorted(locations)
+                if LOCATION.match(loc) and loc.split("/")[1].rsplit(".", 1)[0] == image_id]
+
     def _glob(self, pattern: str) -> list[str]:
         self.fs.invalidate_cache(posixpath.dirname(pattern))  # a listing cached before our own writes
         return [p for p in self.fs.glob(pattern) if not posixpath.basename(p).startswith(".")]
