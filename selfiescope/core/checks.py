@@ -72,6 +72,8 @@ def check_components(settings: Settings, registry: "Registry") -> list[str]:
     if backend not in registry.storage:
         problems.append("storage.backend: " + (registry.why_missing(backend) or (
             f"unknown backend {backend!r} (available: {', '.join(sorted(registry.storage))})")))
+    else:
+        problems += _storage_problems(settings, registry, backend)
     for pname, p in settings.pipelines.items():
         problems += check_pipeline(settings, registry, pname, p)
     return problems
@@ -108,6 +110,17 @@ def check_pipeline(settings: Settings, registry: "Registry", pname: str, p: Pipe
         merged = settings.component_options(cname, p)
         problems += _check_options(registry.options_model(cname), merged, f"{base}.options.{cname}")
     return problems
+
+
+def _storage_problems(settings: Settings, registry: "Registry", backend: str) -> list[str]:
+    """The storage backend's own verdict on its options (``Storage.settings_problems``), also
+    when settings leave them all to their defaults."""
+    cls = registry.storage[backend]
+    try:
+        options = cls.Options.model_validate(settings.component_options(backend))
+    except ValidationError as exc:  # reported once, by the [plugins.NAME] check, when that table exists
+        return [] if backend in settings.plugins else [f"plugins.{backend}.{p}" for p in format_validation_error(exc)]
+    return [f"plugins.{backend}.{p}" for p in cls.settings_problems(options)]
 
 
 def _unmet_requirements(registry: "Registry", base: str, chain: list[str]) -> list[str]:

@@ -207,6 +207,14 @@ class Storage(Component):
       from the environment). The manifest stays a local SQLite file under ``storage.root``.
     """
 
+    @classmethod
+    def settings_problems(cls, options: Options) -> list[str]:
+        """Optional: why these options cannot hold a dataset, as ``option: problem`` lines
+        (``settings check`` and every run ask before any work). A dataset outlives the process
+        and its manifest says what is stored, so a backend whose images would vanish when the
+        process exits (an in-memory filesystem) says so here. Default: nothing."""
+        return []
+
     async def write(self, event: "ImageEvent") -> str:  # pragma: no cover - abstract
         """Store ``event.data`` under ``event.label``/``event.id`` atomically; return its location."""
         raise NotImplementedError

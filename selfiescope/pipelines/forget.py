@@ -28,6 +28,7 @@ from typing import Any
 
 from ..core.components import Storage, StoredImage
 from ..core.context import RunContext
+from ..core.intents import sweep
 from ..core.lock import RootLock
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, registry_for
@@ -300,6 +301,8 @@ async def forget(
         storage = run.component("storage", settings.storage.backend)
         await storage.open()
         try:
+            if not dry_run:
+                await sweep(manifest, storage)  # a killed run's unrecorded writes: forget may be asked for them
             result = await forget_with(manifest, storage, request, dry_run=dry_run, settings=settings)
         finally:
             await storage.close()
