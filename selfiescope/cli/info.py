@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..core.settings import ScrapePipeline, SettingsError
 from ..core.checks import check_components, check_paths
+from ..core.manifest_io import writable
 from ..exits import EXIT_USAGE
 from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load, out, settings_app
 
@@ -138,7 +139,9 @@ def stats_command(
     registry = registry_for(settings)
     filters = face_filters(registry)
     current = current_threshold(settings, registry, filters)
-    result = face_area_stats(root, plot or root / "face-area-thresholds.png", current, filters)
+    # A read-only dataset is still read: the plot then goes only where --face-area-plot says.
+    default_plot = root / "face-area-thresholds.png" if writable(root) else None
+    result = face_area_stats(root, plot or default_plot, current, filters)
     if as_json:
         emit_json(result)
         return
@@ -152,7 +155,10 @@ def stats_command(
     for key, kept in result["kept"].items():
         table.add_row(key, str(result["judged"][key]), *(str(kept[c]) for c in columns))
     out.print(table)
-    out.print(f"plot: {result['plot']}")
+    if result["plot"]:
+        out.print(f"plot: {result['plot']}")
+    else:
+        console.print(f"no plot: {root} is read-only; pass --face-area-plot FILE to write one elsewhere")
 
 
 

@@ -7,6 +7,7 @@ the rest of the CLI they parse, call a pipeline and print, with no logic of thei
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 from pathlib import Path
 from typing import Optional
@@ -15,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from ..exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, os_error
 from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load, out
 from ..core.privacy import PrivacyError
 from ..core.settings import SettingsError
@@ -42,6 +43,26 @@ def _print_forget(result, verb: str, to=out) -> None:  # noqa: ANN001 - ForgetRe
     for use in result.models:
         to.print(f"[yellow]model[/yellow] {escape(use.path)} was trained on {use.images} of these images: "
                   f"retrain it (`{use.retrain}`) so it no longer includes them", highlight=False)
+
+
+def _forget_failed(settings, exc: OSError) -> str:  # noqa: ANN001 - Settings
+    """What a forget that hit a filesystem error did: "saved" only when the manifest, read back
+    now, holds the to-do list the next forget (or run) finishes."""
+    from ..core.manifest import Manifest
+    from ..pipelines.forget import pending_count
+
+    line = os_error(exc)[1]
+    try:
+        manifest = Manifest.for_reading(settings.storage.root)
+        try:
+            pending = pending_count(manifest)
+        finally:
+            manifest.close()
+    except Exception:  # noqa: BLE001 - cannot even read it back: claim nothing
+        pending = 0
+    if pending:
+        return f"{line}; the removal is recorded ({pending} entries to finish): run the same command again to finish it"
+    return f"{line}; nothing was forgotten"
 
 
 @core_app.command("forget")
@@ -85,9 +106,8 @@ def forget_command(
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: run the same command again to finish the forget")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except OSError as exc:  # a file could not be removed: the tombstones and the to-do list are saved
-        raise fail(escape(f"{exc}; what was done is saved: run the same command again to finish the forget"),
-                   EXIT_FAILED) from None
+    except OSError as exc:
+        raise fail(escape(_forget_failed(settings, exc)), os_error(exc)[0]) from None
     if as_json:
         emit_json(result.as_dict())
     else:
@@ -100,22 +120,36 @@ def forget_command(
 
 @core_app.command("card")
 def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = JsonOpt) -> None:
-    """Write the dataset card (DATASET.md and datacard.json) in the storage root."""
+    """Write the dataset card (DATASET.md and datacard.json) in the storage root.
+
+    On a root that cannot be written (a read-only mount) the card is printed instead and the
+    exit code is 1: it was not written."""
     from ..core.manifest import Manifest
     from ..core.plugins import registry_for
-    from ..pipelines.card import write_card
+    from ..pipelines.card import build_card, render_markdown, write_card
 
     settings = load(settings_path)
     root = Path(settings.storage.root)
     if not (root / "manifest.sqlite").exists():
         raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
-    manifest = Manifest.at_root(root)
+    manifest = Manifest.for_reading(root)
+    unwritten: OSError | None = None
     try:
         registry = registry_for(settings)
-        md, js = write_card(settings, manifest, registry)
-        card = json.loads(js.read_text())  # what was written, not a second build (its timestamp would differ)
+        try:
+            md, js = write_card(settings, manifest, registry)
+            card = json.loads(js.read_text())  # what was written, not a second build (its timestamp would differ)
+        except OSError as exc:
+            unwritten, card = exc, build_card(settings, manifest, registry)
     finally:
         manifest.close()
+    if unwritten is not None:
+        if as_json:
+            emit_json(card)
+        else:
+            out.print(render_markdown(card), markup=False, highlight=False)
+        why = f"{root} is read-only" if unwritten.errno in (errno.EROFS, errno.EACCES) else os_error(unwritten)[1]
+        raise fail(escape(f"the card above was not written: {why}"), EXIT_FAILED)
     if as_json:
         emit_json(card)
     else:

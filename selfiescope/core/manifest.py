@@ -158,7 +158,7 @@ class Manifest:
         if readonly:
             self._db: ManifestConnection = connect(self.path, readonly=True)
             self._db.row_factory = sqlite3.Row
-            self.keyring = Keyring(self.path.parent)
+            self.keyring = Keyring(self.path.parent, create=False)
             return
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)

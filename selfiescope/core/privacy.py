@@ -101,8 +101,12 @@ def _read_key(path: Path) -> bytes:
 class Keyring:
     """Keyed hashes for one dataset. The key is loaded (or created) on first use only."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, create: bool = True) -> None:
+        """``create=False`` (a read-only dataset) never writes a key: without one, a random key
+        held in memory stands in, under which no stored pseudonym or tombstone matches (true:
+        nothing was keyed in this dataset)."""
         self.root = Path(root)
+        self.create = create
         self._key: bytes | None = None
         self._lock = threading.Lock()
 
@@ -115,6 +119,11 @@ class Keyring:
 
     def _secret(self) -> bytes:
         with self._lock:
+            if self._key is None and not self.create:
+                try:
+                    self._key = _read_key(self.path)
+                except FileNotFoundError:
+                    self._key = secrets.token_bytes(32)
             if self._key is None:
                 self._key = load_or_create_key(self.root)
             return self._key

@@ -115,7 +115,7 @@ async def export(
     _check_target(directory, root)
     if fmt == "parquet":  # fail before writing anything when pyarrow is missing
         _write_parquet_check()
-    manifest = Manifest.at_root(root)
+    manifest = Manifest.for_reading(root)
     try:
         captions = settings.privacy.store_captions
         rows = export_rows(manifest, include_urls=include_urls, captions=captions)

@@ -76,7 +76,7 @@ def current_threshold(settings: Settings, registry: Registry, filters: Sequence[
 
 
 def face_area_stats(root: Path, plot: Path | None, current: float | None, filters: Sequence[str]) -> dict[str, Any]:
-    manifest = Manifest.at_root(root)
+    manifest = Manifest.for_reading(root)
     try:
         areas = face_areas(manifest, filters)
     finally:

@@ -31,6 +31,7 @@ from ..core.context import RunContext
 from ..core.intents import sweep
 from ..core.lock import RootLock
 from ..core.manifest import Manifest
+from ..core.manifest_io import writable
 from ..core.plugins import Registry, registry_for
 from ..core.privacy import normalise_owner, post_code
 from ..core.settings import Settings, TrainPipeline
@@ -292,10 +293,13 @@ async def forget(
     root = Path(settings.storage.root)
     if not (root / "manifest.sqlite").exists():
         raise ForgetError(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
+    if not dry_run and not writable(root):
+        raise ForgetError(f"{root} is read-only (or not writable by this user): nothing was forgotten; "
+                          "forget needs to write there (--dry-run lists what would go)")
     registry = registry or registry_for(settings)
     wait_s = settings.storage.lock_timeout_s if settings.storage.wait_for_lock else 0.0
     lock = None if dry_run else await asyncio.to_thread(RootLock(root, wait_s=wait_s).acquire)  # one writer
-    manifest = Manifest.at_root(root)
+    manifest = Manifest.for_reading(root) if dry_run else Manifest.at_root(root)
     try:
         run = RunContext(settings, registry, "forget", None, manifest)
         storage = run.component("storage", settings.storage.backend)
