@@ -43,6 +43,9 @@ async def settle(run: "RunContext", event: ImageEvent, job: str) -> None:
         _count_and_notify(run, event, job)
         raise
     except Exception as exc:  # noqa: BLE001 - a manifest problem is this image's failure, not the run's end
+        if run.is_fatal(exc):  # a full disk: the run ends with one line, not one per image
+            run.halt(exc)  # type: ignore[arg-type]
+            return
         log.error("cannot record %s in the manifest: %s: %s", event.describe(), type(exc).__name__, exc)
         event.fail("manifest", "record_failed", f"{type(exc).__name__}: {exc}")
     _count_and_notify(run, event, job)
@@ -50,7 +53,7 @@ async def settle(run: "RunContext", event: ImageEvent, job: str) -> None:
 
 def _count_and_notify(run: "RunContext", event: ImageEvent, job: str) -> None:
     run.stats.count(job, event.decision.value, event.reject_code, event.size, event.reject_reason)
-    if event.decision is Decision.FAILED:
+    if event.decision is Decision.FAILED and run.halted is None:  # a halted run says why in one line
         log.warning("%s failed in %s: %s", event.describe(), event.rejected_by, event.reject_reason)
     _notify(run, event)
 
@@ -65,6 +68,9 @@ def _notify(run: "RunContext", event: ImageEvent) -> None:
     try:
         hook(event=event, run=run)
     except Exception as exc:  # noqa: BLE001 - an observer's bug must not stop the run
+        if run.is_fatal(exc):
+            run.halt(exc)  # type: ignore[arg-type]
+            return
         log.error("a plugin's %s hook failed on %s: %s: %s", event.decision.value, event.describe(), type(exc).__name__, exc)
         run.stats.errors.append(f"an observer plugin failed on {event.describe()}: {type(exc).__name__}: {exc}")
 

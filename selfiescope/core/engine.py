@@ -91,6 +91,8 @@ class Engine:
         agen = self.source.events(state.job)
         try:
             async for event in agen:
+                if self.run.halted is not None:
+                    break
                 async with state.cond:
                     while state.saturated() and not state.full():
                         await state.cond.wait()
@@ -113,7 +115,9 @@ class Engine:
                 state, event = item  # type: ignore[misc]
                 ok = False
                 try:
-                    if await admit(self.run, event, state.job.target):
+                    if self.run.halted is not None:
+                        pass  # left for the rerun: nothing of it was written
+                    elif await admit(self.run, event, state.job.target):
                         await run_chain(event, self.steps, self.run)
                         await settle(self.run, event, state.job.target)
                     ok = event.decision is Decision.ACCEPTED

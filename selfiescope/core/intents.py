@@ -48,16 +48,16 @@ def drop_settled(manifest: "Manifest") -> int:
 async def sweep(manifest: "Manifest", storage: "Storage") -> int:
     """Delete what unrecorded writes left in storage (call holding the root's lock, before
     collecting). Returns how many files were removed."""
-    drop_settled(manifest)
     removed = 0
-    for row in manifest.query("SELECT id, label FROM store_intents"):
+    # Files first, rows after: on a full disk the deletions free the room the manifest's write needs.
+    for row in manifest.query(f"SELECT id, label FROM store_intents WHERE NOT EXISTS ({_SETTLED})"):
         kept = {r[0] for r in manifest.query(
             "SELECT location FROM images WHERE decision='accepted' AND location IS NOT NULL AND id=? AND label=?",
             (row["id"], row["label"]))}
         for stored in await storage.locate(row["id"], row["label"]):
             if stored.location not in kept and await storage.delete(stored):
                 removed += 1
-        manifest.execute("DELETE FROM store_intents WHERE id=? AND label=?", (row["id"], row["label"]))
+    manifest.execute("DELETE FROM store_intents")
     if removed:
         log.warning("removed %d stored file(s) that a killed run wrote but never recorded", removed)
     return removed

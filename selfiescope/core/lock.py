@@ -65,8 +65,11 @@ class RootLock:
                     os.close(fd)
                     raise RootBusy(self.root, self.holder()) from None
                 time.sleep(self.poll_s)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:  # the pid only names the holder in a second run's message: a full disk must not stop the run here
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError:
+            pass
         self._fd = fd
         return self
 

@@ -149,6 +149,8 @@ async def managed_run(
         if pending_count(manifest):  # an interrupted `forget`: finish it before collecting anything
             await complete_pending(manifest, run.storage)
         yield run, open_component
+        if run.halted is not None:
+            raise run.halted
         run.stats.status = "finished" if run.stats.ok else "finished_with_errors"
     except (asyncio.CancelledError, KeyboardInterrupt):
         run.stats.status = "cancelled"
@@ -176,7 +178,8 @@ async def managed_run(
         finally:  # a failing observer or manifest still leaves the root closed and unlocked
             executor.shutdown(wait=True)  # queued manifest writes finish: files and manifest agree
             try:
-                refresh_card(settings, manifest, registry)
+                if run.halted is None:  # a full disk would only add a warning to the run's one line
+                    refresh_card(settings, manifest, registry)
             finally:
                 manifest.close()
                 lock.release()

@@ -16,6 +16,7 @@ import re
 from typing import Literal
 
 from ..core.components import Options, Step, StorageError
+from ..core.context import is_fatal
 from ..core.events import ImageEvent, Reject
 from ..core.hookspecs import hookimpl
 from ..core.intents import note_intent
@@ -64,13 +65,15 @@ class StoreStep(Step):
             if has_location(stripped):  # a format or a damaged file we cannot rewrite losslessly
                 raise Reject("location_metadata", f"its {event.format} file keeps GPS metadata that cannot be removed "
                              "without re-encoding; set [privacy] strip_metadata = \"none\" to store such files as they are")
-        # Noted before the write: a process killed before the row commits leaves an intent the next run sweeps.
-        if self.run.manifest is not None:
-            await asyncio.get_running_loop().run_in_executor(self.run.executor, note_intent, self.run.manifest, event,
-                                                             self.run.run_id)
         try:
+            # Noted before the write: a process killed before the row commits leaves an intent the next run sweeps.
+            if self.run.manifest is not None:
+                await asyncio.get_running_loop().run_in_executor(self.run.executor, note_intent, self.run.manifest,
+                                                                 event, self.run.run_id)
             event.location = await self.run.storage.write(event)
         except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the image was not stored
+            if is_fatal(exc) and hasattr(self.run, "halt"):
+                self.run.halt(exc)  # a full disk: no later image can be stored either
             detail = f"{type(exc).__name__}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
             raise StorageError(f"{detail} (writing under {printable(self.run.root)})") from exc
 
