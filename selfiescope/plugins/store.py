@@ -16,7 +16,6 @@ import re
 from typing import Literal
 
 from ..core.components import Options, Step, StorageError
-from ..core.context import is_fatal
 from ..core.events import ImageEvent, Reject
 from ..core.hookspecs import hookimpl
 from ..core.intents import note_intent
@@ -72,8 +71,6 @@ class StoreStep(Step):
                                                                  event, self.run.run_id)
             event.location = await self.run.storage.write(event)
         except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the image was not stored
-            if is_fatal(exc) and hasattr(self.run, "halt"):
-                self.run.halt(exc)  # a full disk: no later image can be stored either
             detail = f"{type(exc).__name__}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
             raise StorageError(f"{detail} (writing under {printable(self.run.root)})") from exc
 
