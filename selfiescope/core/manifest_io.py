@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-# SQLite's message fragment -> the errno it means.
-_ERRNOS = (
+# SQLite's message fragment -> the errno it means (None: no errno, the text says it).
+_ERRNOS: tuple[tuple[str, int | None], ...] = (
     ("disk is full", errno.ENOSPC),
     ("disk i/o error", errno.EIO),
     ("readonly database", errno.EROFS),
     ("unable to open database file", errno.EACCES),
+    ("file is not a database", None),
 )
 
 
@@ -39,10 +40,17 @@ def translated(exc: sqlite3.Error, path: Path) -> BaseException:
     """``exc`` as a :class:`ManifestError` when it is a filesystem problem, else ``exc`` itself."""
     text = str(exc).lower()
     for fragment, code in _ERRNOS:
-        if fragment in text:
-            if code == errno.EACCES and not os.access(path.parent, os.W_OK):
-                code = errno.EROFS if _read_only_fs(path.parent) else errno.EACCES
-            return ManifestError(code, os.strerror(code), str(path))
+        if fragment not in text:
+            continue
+        if code is None:
+            return ManifestError(None, "not a SQLite database: the manifest is damaged, or another file has its name",
+                                 str(path))
+        if code == errno.EACCES:
+            if _read_only_fs(path.parent):
+                code = errno.EROFS
+            elif os.access(path.parent, os.W_OK):  # not a permission problem: say what SQLite said
+                return ManifestError(None, f"cannot open the manifest ({exc})", str(path))
+        return ManifestError(code, os.strerror(code), str(path))
     return exc
 
 
@@ -61,19 +69,19 @@ class ManifestConnection(sqlite3.Connection):
     def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:  # type: ignore[override]
         try:
             return super().execute(*args, **kwargs)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise translated(exc, self.manifest_path) from None
 
     def executemany(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:  # type: ignore[override]
         try:
             return super().executemany(*args, **kwargs)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise translated(exc, self.manifest_path) from None
 
     def executescript(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:  # type: ignore[override]
         try:
             return super().executescript(*args, **kwargs)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise translated(exc, self.manifest_path) from None
 
     def rollback_if_open(self) -> None:
@@ -101,9 +109,22 @@ def connect(path: Path, *, readonly: bool = False) -> ManifestConnection:
         return db  # type: ignore[return-value]
     if not path.is_file():
         raise ManifestError(errno.ENOENT, "no manifest", str(path))
-    # mode=ro sees a live writer's commits; immutable=1 only where nothing can write (SQLite
-    # cannot create the -shm file a WAL database needs on a read-only filesystem).
-    query = "mode=ro" if writable(path.parent) else "immutable=1"
+    try:
+        return _open(path, "mode=ro")  # sees a live writer's commits, and a killed writer's WAL
+    except ManifestError:
+        if writable(path.parent):
+            raise
+    # SQLite could not create the -shm file a WAL database needs (a read-only filesystem, a
+    # cleanly closed manifest): immutable=1 reads the main file alone, which then holds everything,
+    # unless a killed writer left commits in the -wal file that only mode=ro could have read.
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size:
+        raise ManifestError(None, "a killed run left its last changes in the -wal file, which SQLite cannot "
+                            "read on a read-only filesystem; mount it writable once and run any command", str(path))
+    return _open(path, "immutable=1")
+
+
+def _open(path: Path, query: str) -> ManifestConnection:
     db = sqlite3.connect(f"file:{quote(str(path.resolve()))}?{query}", uri=True, check_same_thread=False,
                          timeout=30, isolation_level=None, factory=ManifestConnection)
     db.manifest_path = path

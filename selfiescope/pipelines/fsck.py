@@ -79,7 +79,9 @@ class FsckResult:
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not any(self.pending.values())
+        """No disagreement left, and no forget half done (its files may still be there). A
+        killed run's intents are no problem in themselves: what they left shows as orphans."""
+        return not self.problems and not self.pending.get("forget_entries")
 
     def as_dict(self) -> dict[str, Any]:
         return {"root": self.root, "ok": self.ok, "rows": self.rows, "stored": self.stored,
