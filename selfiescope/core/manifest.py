@@ -152,23 +152,13 @@ class Manifest:
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         """Open (or create) the manifest; ``readonly`` opens an existing one without writing
         anything under its folder (no schema change, no key created: see :mod:`.manifest_io`)."""
-        self.path = Path(path)
-        self.readonly = readonly
+        self.path, self.readonly = Path(path), readonly
         self._lock = threading.RLock()
-        if readonly:
-            self._db: ManifestConnection = connect(self.path, readonly=True)
-            self._db.row_factory = sqlite3.Row
-            self.keyring = Keyring(self.path.parent, create=False)
-            return
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = connect(self.path)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._migrate()
-        self.keyring = Keyring(self.path.parent)  # the key is read (or made) on first use only
+        self._db: ManifestConnection = connect(self.path, readonly=readonly)  # WAL mode when it writes
+        if not readonly:
+            self._db.executescript(SCHEMA)
+            self._migrate()
+        self.keyring = Keyring(self.path.parent, create=not readonly)  # read (or made) on first use only
 
     def _migrate(self) -> None:
         """Additive schema changes, safe on a manifest of any earlier version."""

@@ -103,9 +103,14 @@ def writable(root: Path) -> bool:
 def connect(path: Path, *, readonly: bool = False) -> ManifestConnection:
     """A connection to the manifest at ``path``; ``readonly`` never writes a byte under its folder."""
     if not readonly:
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None,
                              factory=ManifestConnection)
         db.manifest_path = path
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
         return db  # type: ignore[return-value]
     if not path.is_file():
         raise ManifestError(errno.ENOENT, "no manifest", str(path))
@@ -128,6 +133,7 @@ def _open(path: Path, query: str) -> ManifestConnection:
     db = sqlite3.connect(f"file:{quote(str(path.resolve()))}?{query}", uri=True, check_same_thread=False,
                          timeout=30, isolation_level=None, factory=ManifestConnection)
     db.manifest_path = path
+    db.row_factory = sqlite3.Row
     try:
         db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     except BaseException:
