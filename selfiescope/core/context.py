@@ -8,7 +8,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeGuard
 
 from .manifest import Manifest
 from .plugins import Registry, make_component
@@ -16,7 +16,7 @@ from .settings import PipelineBase, Settings
 from .stats import RunStats
 
 
-def is_fatal(exc: BaseException) -> bool:
+def is_fatal(exc: BaseException) -> TypeGuard[OSError]:
     """Whether ``exc`` is a fault every later image would meet too (the disk is full)."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
@@ -56,8 +56,6 @@ class RunContext:
     def component(self, kind: str, name: str) -> Any:
         table = getattr(self.registry, kind)
         return make_component(table[name], self.options_for(name), self)
-
-    is_fatal = staticmethod(lambda exc: is_fatal(exc))
 
     def service(self, key: str, factory: Callable[[], Any]) -> Any:
         """A resource shared by all components of the run (created once, on first use)."""

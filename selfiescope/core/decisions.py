@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .components import Job
+from .context import is_fatal
 from .events import Decision, ImageEvent
 from .privacy import forget_reason, forgotten
 
@@ -43,8 +44,8 @@ async def settle(run: "RunContext", event: ImageEvent, job: str) -> None:
         _count_and_notify(run, event, job)
         raise
     except Exception as exc:  # noqa: BLE001 - a manifest problem is this image's failure, not the run's end
-        if run.is_fatal(exc):  # a full disk: the run ends with one line, not one per image
-            run.halt(exc)  # type: ignore[arg-type]
+        if is_fatal(exc):  # a full disk: the run ends with one line, not one per image
+            run.halt(exc)
             return
         log.error("cannot record %s in the manifest: %s: %s", event.describe(), type(exc).__name__, exc)
         event.fail("manifest", "record_failed", f"{type(exc).__name__}: {exc}")
@@ -68,8 +69,8 @@ def _notify(run: "RunContext", event: ImageEvent) -> None:
     try:
         hook(event=event, run=run)
     except Exception as exc:  # noqa: BLE001 - an observer's bug must not stop the run
-        if run.is_fatal(exc):
-            run.halt(exc)  # type: ignore[arg-type]
+        if is_fatal(exc):
+            run.halt(exc)
             return
         log.error("a plugin's %s hook failed on %s: %s: %s", event.decision.value, event.describe(), type(exc).__name__, exc)
         run.stats.errors.append(f"an observer plugin failed on {event.describe()}: {type(exc).__name__}: {exc}")
