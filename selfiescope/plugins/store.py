@@ -10,7 +10,6 @@ the strip and a rerun recognises it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 from typing import Literal
@@ -66,9 +65,9 @@ class StoreStep(Step):
                              "without re-encoding; set [privacy] strip_metadata = \"none\" to store such files as they are")
         try:
             # Noted before the write: a process killed before the row commits leaves an intent the next run sweeps.
+            # One short INSERT, made here: a trip through the thread pool would queue it behind decodes.
             if self.run.manifest is not None:
-                await asyncio.get_running_loop().run_in_executor(self.run.executor, note_intent, self.run.manifest,
-                                                                 event, self.run.run_id)
+                note_intent(self.run.manifest, event, self.run.run_id)
             event.location = await self.run.storage.write(event)
         except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the image was not stored
             detail = f"{type(exc).__name__}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
