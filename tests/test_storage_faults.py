@@ -127,3 +127,17 @@ def test_a_read_only_dataset_is_read_and_never_claimed_written(tmp_path: Path, t
     for result in (exported, stats, card, dry, forget, repair, run):
         assert no_traceback(result) and "Traceback" not in result.output, result.output
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
+
+
+def test_a_card_temp_file_of_a_killed_process_is_removed_by_the_next_card(tmp_path: Path) -> None:
+    photos = tmp_path / "p"
+    faces(photos, 2)
+    settings = project(tmp_path)
+    assert cli("import", photos, "--label", "selfie", "-s", settings).exit_code in (0, 1)
+    root = tmp_path / "data"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    stale = root / f".datacard.json.tmp-{dead.pid}"
+    stale.write_text("{half")
+    assert cli("card", "-s", settings).exit_code == 0
+    assert not stale.exists() and not list(root.glob(".*.tmp-*"))
