@@ -81,6 +81,9 @@ def test_a_full_disk_under_the_manifest_ends_with_one_line_and_loses_nothing(tmp
     for r in rows:  # nothing recorded as stored is lost
         assert (tmpfs / "data" / r["location"]).is_file()
 
+    still = cli("import", photos, "--label", "selfie", "-s", settings)  # still full: said again, in one line
+    assert still.exit_code == 1 and no_traceback(still) and "disk full" in still.output, still.output
+
     remount(tmpfs, "size=64M")  # room again: the rerun finishes the job and mends the rest
     again = cli("import", photos, "--label", "selfie", "-s", settings)
     assert again.exit_code == 0, again.output

@@ -132,9 +132,15 @@ async def managed_run(
         raise
     executor = ThreadPoolExecutor(max_workers=default_threads(settings), thread_name_prefix="selfiescope")
     run = RunContext(settings, registry, pipeline_name, pipeline, manifest, executor=executor)
-    if n := manifest.mark_interrupted():
-        log.info("%d earlier run(s) ended without finishing (killed); marked interrupted", n)
-    run.run_id = manifest.start_run(pipeline_name, run.settings_hash())
+    try:  # a full disk can refuse even the run's record: then close and unlock before saying so
+        if n := manifest.mark_interrupted():
+            log.info("%d earlier run(s) ended without finishing (killed); marked interrupted", n)
+        run.run_id = manifest.start_run(pipeline_name, run.settings_hash())
+    except BaseException:
+        executor.shutdown(wait=False)
+        manifest.close()
+        lock.release()
+        raise
     opened: list[Component] = []
 
     async def open_component(kind: str, name: str) -> Component:
