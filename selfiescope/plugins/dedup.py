@@ -355,6 +355,8 @@ class DedupStep(Step):
             event.notes["dedup_reserved"] = True
             return
         kind, distance, match = found
+        # which image this one duplicates: whoever acts on the rejection (clean) verifies that one first
+        event.notes["duplicate_of"] = match.content_hash
         where = "stored" if not match.pending else "accepted earlier in this run"
         if match.label != event.label and self.options.across_labels:
             self.run.manifest.add_conflict(event.content_hash, match.content_hash, event.label, match.label, distance)

@@ -10,6 +10,7 @@ the strip and a rerun recognises it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Literal
 
@@ -55,6 +56,8 @@ class StoreStep(Step):
             stripped = strip_metadata(event.data, event.format, mode)
             if stripped != event.data:
                 event.notes["metadata_removed"] = len(event.data) - len(stripped)
+                # the stored copy's own hash, so a read-back can be checked (the content hash is the original's)
+                event.notes["stored_sha256"] = hashlib.sha256(stripped).hexdigest()
                 event.data = stripped
             if has_location(stripped):  # a format or a damaged file we cannot rewrite losslessly
                 raise Reject("location_metadata", f"its {event.format} file keeps GPS metadata that cannot be removed "
