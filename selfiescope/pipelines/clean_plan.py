@@ -110,7 +110,7 @@ def build_plan(files: list[dict[str, Any]], action: str, kept_check: Callable[[s
         if problem:
             entry["why"] = f"rejected {entry['code']}, but {problem}"
         else:
-            entry["action"], entry["why"] = action, f"rejected {entry['code']}; its kept copy was read back intact"
+            entry["action"], entry["why"] = action, f"rejected {entry['code']}; the copy it duplicates is verified intact"
     return plan
 
 
