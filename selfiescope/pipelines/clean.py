@@ -57,7 +57,7 @@ class _Decisions:
             "reason": event.reject_reason, "location": event.location, "face_area": event.face_area,
             "content_hash": event.content_hash, "duplicate_of": event.notes.get("duplicate_of"),
         })
-        if outcome == "kept" and event.stored:  # what went to storage: the stripped bytes, when stripped
+        if outcome == "kept" and event.stored and event.data:  # what went to storage: the stripped bytes, when stripped
             self.stored_hashes[event.content_hash] = hashlib.sha256(event.data).hexdigest()
 
     @hookimpl
