@@ -24,7 +24,7 @@ from test_clean_property import stored_originals
 
 from selfiescope.core.settings import load_settings
 
-pytestmark = pytest.mark.faces
+pytestmark = [pytest.mark.faces, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ["caltech_image_0001.jpg", "caltech_image_0011.jpg"]
 

@@ -47,7 +47,7 @@ from selfiescope.pipelines.stored import StoredReader
 from selfiescope.plugins.dedup import DedupStep
 from selfiescope.plugins.files_storage import FilesStorage
 
-pytestmark = pytest.mark.faces
+pytestmark = [pytest.mark.faces, pytest.mark.slow]
 PHOTOS = ["caltech_image_0001.jpg", "caltech_image_0011.jpg"]
 LABEL = "photos"
 

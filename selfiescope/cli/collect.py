@@ -186,7 +186,7 @@ def clean_command(
         False, "--delete-rejected",
         help="DELETE rejected originals (never done otherwise); a duplicate only while its kept copy reads back intact",
     ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be moved or deleted, and why; change nothing"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be moved or deleted, and why; move and delete nothing"),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="label of the new dataset (default: the folder's name)"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,

@@ -202,7 +202,7 @@ def clean(
         "moved": sum(1 for e in plan if e["action"] == "move") if done else 0,
         "deleted": sum(1 for e in plan if e["action"] == "delete") if done else 0,
         "plan": plan,
-        "skipped": [f"{e['path']}: {e['why']}; left in place" for e in plan if e["action"] == "keep"],
+        "skipped": [f"{e['path']}: {e['why']}; left in place" for e in plan if e["action"] == "keep" and not e.get("error")],
         "errors": [*stats.error_lines(), *removal_errors],
         "files": sorted(observer.files, key=lambda item: item["path"] or ""),
     }

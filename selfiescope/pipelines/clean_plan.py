@@ -143,7 +143,7 @@ def execute(plan: list[dict[str, Any]], move_to: Path | None) -> list[str]:
                 _fsync_dir(path.parent)
         except OSError as exc:
             what = "move" if entry["action"] == "move" else "delete"
-            entry["action"], entry["why"] = "keep", f"could not {what} it: {exc.strerror or exc}"
+            entry.update(action="keep", why=f"could not {what} it: {exc.strerror or exc}", error=True)
             errors.append(f"{printable(path)}: could not {what} it: {exc.strerror or exc}")
     return errors
 
