@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,22 +43,24 @@ def test_a_duplicate_of_a_copy_rejected_later_is_never_deleted(faces_dir: Path, 
     jpeg, tiff = variant(photo(faces_dir), "jpeg", 400), variant(photo(faces_dir), "tiff", 400, gps=True)
     (folder / "a.tif").write_bytes(tiff)
     (folder / "b.jpg").write_bytes(jpeg)
-    has_location = store_module.has_location
+    has_location, process = store_module.has_location, DedupStep.process
+    tiff_reserved, jpeg_judged = threading.Event(), threading.Event()
 
-    def slow_has_location(data: bytes) -> bool:  # the TIFF stays reserved while the JPEG meets dedup
+    def jpeg_after_tiff(self, event):  # noqa: ANN001 - the JPEG meets dedup while the TIFF is reserved
+        if event.format == "jpeg":
+            tiff_reserved.wait(60)
+        try:
+            return process(self, event)
+        finally:
+            (jpeg_judged if event.format == "jpeg" else tiff_reserved).set()
+
+    def tiff_stored_last(data: bytes) -> bool:  # the store step rejects the TIFF only after that
         if data[:2] in (b"II", b"MM"):
-            time.sleep(1.5)
+            jpeg_judged.wait(60)
         return has_location(data)
 
-    process = DedupStep.process
-
-    def jpeg_later(self, event):  # noqa: ANN001 - the JPEG meets dedup after the TIFF
-        if event.format == "jpeg":
-            time.sleep(0.7)
-        return process(self, event)
-
-    monkeypatch.setattr(store_module, "has_location", slow_has_location)
-    monkeypatch.setattr(DedupStep, "process", jpeg_later)
+    monkeypatch.setattr(store_module, "has_location", tiff_stored_last)
+    monkeypatch.setattr(DedupStep, "process", jpeg_after_tiff)
     result = clean(clean_settings(tmp_path), folder, output=tmp_path / "clout", delete_rejected=True)
     codes = {Path(f["path"]).name: f["code"] for f in result["files"]}
     assert codes == {"a.tif": "location_metadata", "b.jpg": "near_duplicate"}, codes  # the race happened
@@ -82,13 +85,23 @@ def test_duplicates_of_copies_that_failed_to_store_are_never_deleted(faces_dir: 
     out = tmp_path / "out2"
     out.mkdir()
     (out / "src").write_text("x\n")
-    write = FilesStorage.write
+    write, process = FilesStorage.write, DedupStep.process
+    judged, all_judged = [], threading.Event()
 
-    async def slow_write(self, event):  # noqa: ANN001 - each copy stays reserved a while before it fails
-        await asyncio.sleep(0.5)
+    def count(self, event):  # noqa: ANN001
+        try:
+            return process(self, event)
+        finally:
+            judged.append(event.origin.path)
+            if len(judged) == len(originals):
+                all_judged.set()
+
+    async def write_after_dedup(self, event):  # noqa: ANN001 - every copy stays reserved until all are judged
+        await asyncio.to_thread(all_judged.wait, 60)
         return await write(self, event)
 
-    monkeypatch.setattr(FilesStorage, "write", slow_write)
+    monkeypatch.setattr(DedupStep, "process", count)
+    monkeypatch.setattr(FilesStorage, "write", write_after_dedup)
     result = cli("clean", folder, "--output", out, "--delete-rejected", "--json", "-s", project(tmp_path))
     assert result.exit_code == 1, result.output
     data = json.loads(result.stdout[result.stdout.index("{"):])
