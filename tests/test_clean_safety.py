@@ -222,3 +222,19 @@ def test_folder_output_and_move_target_must_not_overlap(tmp_path: Path, layout: 
     assert (folder / "x.jpg").exists() and not out.exists()
     with pytest.raises(SettingsError):
         clean(clean_settings(tmp_path), folder, output=output, move_rejected_to=move)
+
+
+def test_a_moved_link_still_points_at_its_target_which_stays(tmp_path: Path) -> None:
+    folder, elsewhere = tmp_path / "s", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    junk = elsewhere / "junk.jpg"
+    junk.write_bytes(b"\xff\xd8 not a photo")
+    (folder / "link.jpg").symlink_to(os.path.relpath(junk, folder))
+    for _ in range(2):  # the second run finds nothing left to move
+        result = clean(clean_settings(tmp_path), folder, move_rejected_to=tmp_path / "moved")
+        assert result["errors"] == []
+    moved = tmp_path / "moved" / "not_image" / "link.jpg"
+    assert moved.is_symlink() and moved.read_bytes() == junk.read_bytes()
+    assert junk.is_file() and not os.path.lexists(folder / "link.jpg")
+    assert [p.name for p in (tmp_path / "moved").rglob("*") if p.is_symlink() or p.is_file()] == ["link.jpg"]

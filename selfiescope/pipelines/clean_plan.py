@@ -149,9 +149,14 @@ def execute(plan: list[dict[str, Any]], move_to: Path | None) -> list[str]:
 
 
 # --- moving one file, crash-safe ------------------------------------------------------------
+def _link_target(link: Path) -> str:
+    """Where a symbolic link points, as an absolute path: a moved link keeps pointing there."""
+    return os.path.normpath(os.path.join(link.parent, os.readlink(link)))
+
+
 def _same_content(candidate: Path, source: Path, content_hash: str) -> bool:
     if source.is_symlink():
-        return candidate.is_symlink() and os.readlink(candidate) == os.readlink(source)
+        return candidate.is_symlink() and _link_target(candidate) == _link_target(source)
     return not candidate.is_symlink() and candidate.is_file() and digest_of(candidate) == content_hash
 
 
@@ -186,8 +191,12 @@ def move_into(source: Path, folder: Path, content_hash: str) -> Path:
 
 def _place(source: Path, target: Path) -> None:
     """Give ``target`` the whole of ``source`` (never a partial file under that name)."""
+    if source.is_symlink():  # a new link to the same absolute target (a relative one would dangle there)
+        _copy_then_link(source, target)
+        _fsync_dir(target.parent)
+        return
     try:
-        os.link(source, target, follow_symlinks=False)
+        os.link(source, target)
     except OSError as exc:
         if exc.errno == errno.EEXIST:
             raise FileExistsError(str(target)) from None
@@ -203,7 +212,7 @@ def _copy_then_link(source: Path, target: Path) -> None:
         temp.unlink()
     try:
         if source.is_symlink():
-            os.symlink(os.readlink(source), temp)
+            os.symlink(_link_target(source), temp)
         else:
             with source.open("rb") as src, open(temp, "xb") as dst:
                 while chunk := src.read(1 << 20):
