@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from .components import Job
 from .events import Decision, ImageEvent
+from .likeness import DEFAULT_MAX_DISTANCE, ForgottenLikeness, load_likeness
 from .privacy import forget_reason, forgotten
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import RunContext
 
 log = logging.getLogger("selfiescope.engine")
+LIKENESS_SERVICE = "privacy.likeness"
+_LIKENESS_LOCK = threading.Lock()
 
 
 async def settle(run: "RunContext", event: ImageEvent, job: str) -> None:
@@ -72,15 +76,39 @@ def _notify(run: "RunContext", event: ImageEvent) -> None:
 async def admit(run: "RunContext", event: ImageEvent, job: str) -> bool:
     """The privacy gate before the chain (every executor calls it): pseudonymise the event's
     owner and drop its caption; False for an image or post that ``forget`` removed, which is
-    then counted as rejected (``forgotten``) and never recorded, so it leaves no trace."""
+    then counted as rejected (``forgotten``) and never recorded, so it leaves no trace.
+
+    Forgotten means: the same bytes, post or owner (exact tombstones), or the same photo as
+    dedup sees it (a perceptual tombstone within dedup's distance, mirrored copies included).
+    The perceptual check decodes the image a second time, small, and only on a dataset that
+    has forgotten something."""
     loop = asyncio.get_running_loop()
-    if not await loop.run_in_executor(run.executor, forgotten, event, run.manifest,
-                                      run.settings.privacy.store_captions):
+    gone = await loop.run_in_executor(run.executor, forgotten, event, run.manifest, run.settings.privacy.store_captions)
+    if not gone:
+        likeness = await loop.run_in_executor(run.executor, _likeness, run)
+        if len(likeness):
+            gone = await loop.run_in_executor(run.executor, likeness.matches_event, event, run.options_for("decode"))
+    if not gone:
         return True
     event.reject(*forget_reason())
     run.stats.count(job, "rejected", event.reject_code, event.size)
     _notify(run, event)
     return False
+
+
+def _likeness(run: "RunContext") -> ForgottenLikeness:
+    """The run's opened perceptual tombstones (opened once: only ``forget`` adds tombstones,
+    and it holds the root's lock, so none appear during a run)."""
+    def load() -> ForgottenLikeness:
+        options = run.options_for("dedup")
+        try:
+            distance = int(options.get("max_distance", DEFAULT_MAX_DISTANCE))
+        except (TypeError, ValueError):
+            distance = DEFAULT_MAX_DISTANCE
+        return load_likeness(run.manifest, distance)
+
+    with _LIKENESS_LOCK:
+        return run.service(LIKENESS_SERVICE, load)
 
 
 # --- what earlier runs already did (the resume checks every executor and source share) ---
