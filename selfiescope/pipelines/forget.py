@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -375,11 +376,16 @@ async def forget(
             manifest.close()
     registry = registry or registry_for(settings)
     wait_s = settings.storage.lock_timeout_s if settings.storage.wait_for_lock else 0.0
-    lock = await asyncio.to_thread(RootLock(root, wait_s=wait_s).acquire)  # one writer
+    try:
+        lock = await asyncio.to_thread(RootLock(root, wait_s=wait_s).acquire)  # one writer
+    except OSError as exc:
+        raise ForgetError(f"cannot write to the dataset at {printable(root)}: {exc.strerror or exc}; nothing was removed") from None
     try:
         manifest = Manifest.at_root(root)
-    except BaseException:
+    except BaseException as exc:
         lock.release()
+        if isinstance(exc, (OSError, sqlite3.Error)):
+            raise ForgetError(f"cannot write to {printable(root / 'manifest.sqlite')}: {exc}; nothing was removed") from None
         raise
     try:
         stale = manifest.mark_interrupted()  # the lock is ours: a run still "running" was killed
