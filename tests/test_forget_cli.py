@@ -182,3 +182,27 @@ def test_forget_owner_says_how_many_stored_images_have_no_owner(tmp_path: Path) 
     assert json.loads(result.stdout)["stored_without_owner"] == 3
     text = forget_cli(root, "--owner", "nobody", "--dry-run")
     assert "3 stored images have no known owner" in text.output
+
+
+def test_card_and_stats_report_a_killed_run_without_writing_the_runs_table(imported: tuple[Path, Path]) -> None:
+    from typer.testing import CliRunner
+
+    from selfiescope.cli import app
+    from privacy_helpers import write_settings
+
+    root, _ = imported
+    settings = write_settings(root)
+    card = CliRunner().invoke(app, ["card", "--settings", str(settings), "--json"])
+    assert card.exit_code == 0, card.output
+    assert json.loads(card.stdout)["collection"]["runs_by_status"] == {"finished": 1, "interrupted": 1}
+    assert "interrupted or killed before they finished: 1" in (root / "DATASET.md").read_text()
+    stats = CliRunner().invoke(app, ["stats", "--settings", str(settings), "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.stdout)["runs_by_status"] == {"finished": 1, "interrupted": 1}
+    m = Manifest.at_root(root)
+    assert [r[0] for r in m.query("SELECT status FROM runs ORDER BY id")] == ["finished", "running"]
+    m.close()
+    # While a live process holds the root, its run is running indeed.
+    with RootLock(root):
+        card = CliRunner().invoke(app, ["card", "--settings", str(settings), "--json"])
+    assert json.loads(card.stdout)["collection"]["runs_by_status"] == {"finished": 1, "running": 1}
