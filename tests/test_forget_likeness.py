@@ -198,3 +198,25 @@ def test_forgotten_hashes_are_matched_with_the_mirror_and_centre() -> None:
     assert likeness.matches([int(h, 16) for h in (*compute_phashes(mirrored), *compute_mirror_phashes(mirrored))])
     other = np.array(Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).resize((256, 256), Image.BICUBIC))
     assert not likeness.matches([int(h, 16) for h in (*compute_phashes(other), *compute_mirror_phashes(other))])
+
+
+def test_copies_dedup_turned_away_go_with_the_photo(tmp_path: Path, faces_dir: Path) -> None:
+    """A resized copy rejected as a near-duplicate of the photo keeps a row (with its pHash):
+    forgetting the photo removes it too, so the manifest keeps nothing of the photo."""
+    root, originals = _dataset(tmp_path, faces_dir, [PHOTO, OTHER])
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    with Image.open(originals / PHOTO) as im:
+        (copies / "small.jpg").write_bytes(VARIANTS["resize80"](im)[1])
+        (copies / "mirror.jpg").write_bytes(VARIANTS["mirror"](im)[1])
+    stats = import_folder(settings_for(root), copies, "selfie")
+    assert stats.rejected_by_reason == {"label_conflict": 2}, stats.as_dict()
+    result = forget_cli(root, "--image", str(originals / PHOTO), "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    m = Manifest.at_root(root)
+    try:
+        assert m.query("SELECT COUNT(*) FROM images")[0][0] == 1  # OTHER only
+        assert m.query("SELECT COUNT(*) FROM rejections")[0][0] == 0
+        assert m.query("SELECT COUNT(*) FROM conflicts")[0][0] == 0
+    finally:
+        m.close()

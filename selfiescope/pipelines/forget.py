@@ -50,6 +50,7 @@ TRAINED_ON = "trained_on.txt"  # beside model.txt: one content hash per line
 ROW_TABLES = ("images", "rejections", "phashes", "features", "conflicts", "posts_seen")
 _COLUMNS = "content_hash, id, label, location, decision, post_id, source"
 _HEX = re.compile(r"^[0-9a-f]{12,64}$")
+_COPY_CODES = "('duplicate', 'near_duplicate', 'label_conflict')"  # dedup's rejections of a copy
 
 
 class ForgetError(Exception):
@@ -223,6 +224,11 @@ def plan_forget(manifest: Manifest, request: ForgetRequest, *, tombstones: bool 
         add(_image_matches(manifest, value))
     for label in request.labels:
         add(_rows(manifest, "label=?", (label,)))
+    # Copies dedup turned away as this photo (their rows name it by its hash's first 16 digits)
+    # are the same photo: their rows, pHashes and rejections go too.
+    for content_hash in list(plan.images):
+        add(_rows(manifest, f"decision='rejected' AND reject_code IN {_COPY_CODES} AND instr(reason, ?) > 0",
+                  (content_hash[:16],)))
     # A post whose every image goes is forgotten as a whole: its posts_seen row goes and a
     # tombstone keeps sources from downloading it again.
     for post_id in {m.post_id for m in plan.images.values() if m.post_id} - whole_posts:
