@@ -9,7 +9,8 @@ Every image shows a person, so the dataset keeps as little about them as it can:
 * captions are dropped unless ``[privacy] store_captions = true``;
 * ``selfiescope forget`` records *tombstones*: keyed hashes of content hashes, post
   ids and owners. :func:`forgotten` (called by every engine before the chain) and
-  :meth:`Manifest.post_seen` (called by sources before a download) skip what they name.
+  :meth:`Manifest.post_seen` (called by sources before a download) skip what they name;
+  perceptual tombstones (sealed pHashes, :mod:`.likeness`) catch the photo's copies.
 
 Location metadata is removed from stored copies by :mod:`.metadata`.
 """
