@@ -122,7 +122,8 @@ def settings_show(settings_path: Optional[Path] = SettingsOpt) -> None:
 # --- stats: choose the face-area threshold with data ---------------------------------------
 def _run_statuses(root: Path) -> dict[str, int]:
     """Runs per status, read without writing (a killed run counts as interrupted)."""
-    from ..core.manifest import Manifest, ManifestUnreadable
+    from ..core.manifest import Manifest
+    from ..core.manifest_readonly import ManifestUnreadable
     from ..pipelines.card import run_statuses
 
     try:

@@ -9,8 +9,6 @@ has a single writer anyway, and each statement is short.
 from __future__ import annotations
 
 import json
-import os
-import re
 import sqlite3
 import threading
 import time
@@ -18,7 +16,6 @@ from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from .events import Decision, ImageEvent
 from .privacy import Keyring, describe_extra, scrub_origin
@@ -146,21 +143,6 @@ def _number(value: Any) -> float | None:
         return None
 
 
-class ManifestUnreadable(RuntimeError):
-    """A manifest that cannot be read without changing it (phrased for the user)."""
-
-
-def _missing_schema(db: sqlite3.Connection) -> list[str]:
-    """Tables and columns of this version that an older manifest lacks."""
-    missing = []
-    for table in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA):
-        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        if not have:
-            missing.append(f"table {table}")
-        missing += [f"{table}.{name}" for name, _ in ADDED_COLUMNS.get(table, []) if have and name not in have]
-    return missing
-
-
 class Manifest:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -191,32 +173,10 @@ class Manifest:
 
     @classmethod
     def read_only(cls, root: Path | str) -> "Manifest":
-        """Open ``<root>/manifest.sqlite`` for reading only: no file under ``root`` is created,
-        changed or removed (a dry run; a read-only dataset). The key is never created either.
+        """Open ``<root>/manifest.sqlite`` changing nothing under ``root`` (:mod:`.manifest_readonly`)."""
+        from .manifest_readonly import open_read_only
 
-        Without a ``-wal`` file beside it the database file is complete and is opened
-        ``immutable`` (SQLite then makes no ``-wal``/``-shm`` files); with one (a writer is
-        running, or was killed) it is opened ``mode=ro``, which reads the writer's pages.
-        Raises :class:`ManifestUnreadable` for a manifest this version cannot read unchanged."""
-        self = cls.__new__(cls)
-        self.path = Path(root) / "manifest.sqlite"
-        self._lock = threading.RLock()
-        wal = self.path.with_name(self.path.name + "-wal").exists()
-        uri = "file:" + quote(os.fsencode(self.path.absolute())) + ("?mode=ro" if wal else "?mode=ro&immutable=1")
-        try:
-            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            missing = _missing_schema(self._db)
-        except sqlite3.Error as exc:
-            raise ManifestUnreadable(f"cannot read {printable(self.path)}: {exc}") from None
-        if missing:
-            self._db.close()
-            raise ManifestUnreadable(
-                f"{printable(self.path)} was written by an older version (it lacks {', '.join(missing[:3])}); "
-                "any run that writes (e.g. forget without --dry-run) upgrades it"
-            )
-        self.keyring = Keyring(self.path.parent, read_only=True)
-        return self
+        return open_read_only(cls, root)
 
     @property
     def root(self) -> Path:

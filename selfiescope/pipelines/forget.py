@@ -38,7 +38,8 @@ from ..core.components import Storage, StoredImage
 from ..core.context import RunContext
 from ..core.likeness import seal
 from ..core.lock import RootLock
-from ..core.manifest import Manifest, ManifestUnreadable
+from ..core.manifest import Manifest
+from ..core.manifest_readonly import ManifestUnreadable
 from ..core.plugins import Registry, registry_for
 from ..core.privacy import KeyMissing, normalise_owner, post_code
 from ..core.text import printable
