@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from .components import Job
 from .events import Decision, ImageEvent
-from .likeness import DEFAULT_MAX_DISTANCE, ForgottenLikeness, load_likeness
+from .likeness import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_PIXELS, ForgottenLikeness, load_likeness
 from .privacy import forget_reason, forgotten
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,7 +87,7 @@ async def admit(run: "RunContext", event: ImageEvent, job: str) -> bool:
     if not gone:
         likeness = await loop.run_in_executor(run.executor, _likeness, run)
         if len(likeness):
-            gone = await loop.run_in_executor(run.executor, likeness.matches_event, event, run.options_for("decode"))
+            gone = await loop.run_in_executor(run.executor, likeness.matches_event, event, _max_pixels(run))
     if not gone:
         return True
     event.reject(*forget_reason())
@@ -96,16 +96,29 @@ async def admit(run: "RunContext", event: ImageEvent, job: str) -> bool:
     return False
 
 
+def _chain_option(run: "RunContext", key: str, default: int, *, at_least_default: bool) -> int:
+    """The largest integer option ``key`` of the chain's steps (``default`` when none has it):
+    the gate's distance is dedup's ``max_distance`` and its size limit the decoder's
+    ``max_pixels``, read from settings without naming the steps (core names no plugin)."""
+    values = []
+    for name in getattr(run.pipeline, "chain", None) or []:
+        value = run.options_for(name).get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            values.append(value)
+    if at_least_default or not values:
+        values.append(default)
+    return max(values)
+
+
+def _max_pixels(run: "RunContext") -> int:
+    return _chain_option(run, "max_pixels", DEFAULT_MAX_PIXELS, at_least_default=True)
+
+
 def _likeness(run: "RunContext") -> ForgottenLikeness:
     """The run's opened perceptual tombstones (opened once: only ``forget`` adds tombstones,
     and it holds the root's lock, so none appear during a run)."""
     def load() -> ForgottenLikeness:
-        options = run.options_for("dedup")
-        try:
-            distance = int(options.get("max_distance", DEFAULT_MAX_DISTANCE))
-        except (TypeError, ValueError):
-            distance = DEFAULT_MAX_DISTANCE
-        return load_likeness(run.manifest, distance)
+        return load_likeness(run.manifest, _chain_option(run, "max_distance", DEFAULT_MAX_DISTANCE, at_least_default=False))
 
     with _LIKENESS_LOCK:
         return run.service(LIKENESS_SERVICE, load)

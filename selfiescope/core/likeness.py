@@ -31,16 +31,17 @@ The hash functions live here (dedup imports them) so the gate and dedup agree ex
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 import struct
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cv2
 import imagehash
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 if TYPE_CHECKING:  # pragma: no cover
     from .events import ImageEvent
@@ -57,6 +58,7 @@ CENTRE_MARGIN = 0.05
 # same hashes as the full one within a bit or two (benchmarks/bench_import_cpu.py measures it).
 HASH_WORKING_SIDE = 256
 DEFAULT_MAX_DISTANCE = 8  # dedup's default (``[plugins.dedup] max_distance``)
+DEFAULT_MAX_PIXELS = 50_000_000  # the decode step's default refusal from the header
 
 
 # --- the hashes (shared with dedup) --------------------------------------------------------
@@ -130,8 +132,8 @@ class ForgottenLikeness:
             return False
         return any(int(np.bitwise_count(self.hashes ^ np.uint64(q)).min()) <= self.max_distance for q in queries)
 
-    def matches_event(self, event: "ImageEvent", decode_options: dict[str, Any] | None = None) -> bool:
-        queries = event_hashes(event, decode_options)
+    def matches_event(self, event: "ImageEvent", max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
+        queries = event_hashes(event, max_pixels)
         return bool(queries) and self.matches(queries)
 
 
@@ -143,7 +145,7 @@ def load_likeness(manifest: "Manifest", max_distance: int) -> ForgottenLikeness:
     return ForgottenLikeness(pairs, max_distance)
 
 
-def event_hashes(event: "ImageEvent", decode_options: dict[str, Any] | None = None) -> list[int]:
+def event_hashes(event: "ImageEvent", max_pixels: int = DEFAULT_MAX_PIXELS) -> list[int]:
     """The four lookup hashes of an incoming image (whole, centre, and the mirror's): those a
     worker already computed (Dask), else from a small decode of the bytes. An image that cannot
     be decoded has none (the chain then rejects it as it would anyway)."""
@@ -156,13 +158,52 @@ def event_hashes(event: "ImageEvent", decode_options: dict[str, Any] | None = No
             pass
     if not event.data:
         return []
-    from ..plugins.decode import DecodeOptions, decode_image  # the chain's own decoder: same pixels, same hashes
-    from .events import Reject
-
-    try:
-        options = DecodeOptions(**{**(decode_options or {}), "min_side": 1, "formats": DecodeOptions().formats})
-        image = decode_image(event.data, options, working_side=HASH_WORKING_SIDE).image
-    except (Reject, ValueError, MemoryError):
+    grey = decode_grey(event.data, max_pixels)
+    if grey is None:
         return []
-    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     return [int(h, 16) for h in (*compute_phashes(grey), *compute_mirror_phashes(grey))]
+
+
+def decode_grey(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = HASH_WORKING_SIDE) -> np.ndarray | None:
+    """The picture in grey, at least ``side`` pixels on its longer side (a JPEG is decoded
+    reduced), EXIF orientation applied, transparency flattened onto white: the pixels the
+    decode step gives dedup, within a bit of its hashes. Core cannot import that step (a
+    plugin), hence this small copy. None for what cannot be decoded or is larger than
+    ``max_pixels`` (checked from the header): the chain refuses those anyway."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            if width * height > max_pixels or not width or not height:
+                return None
+            if max(width, height) > 2 * side:
+                im.draft("RGB", (max(1, width * side // max(width, height)), max(1, height * side // max(width, height))))
+            im.seek(0)
+            im.load()
+            try:
+                im = ImageOps.exif_transpose(im)
+            except Exception:  # noqa: BLE001 - a broken EXIF block costs the orientation only
+                pass
+            grey = _grey(im)
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error, Image.DecompressionBombError):
+        return None
+    if max(grey.shape) > 2 * side:
+        scale = side / max(grey.shape)
+        grey = cv2.resize(grey, (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    return grey
+
+
+def _grey(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im)
+        if im.mode.startswith("I;16") or (arr.size and arr.max() > 255):
+            top = 65535.0 if im.mode != "F" else max(float(arr.max()), 1.0)
+            arr = np.clip(arr.astype(np.float64) * (255.0 / top), 0, 255)
+        return np.ascontiguousarray(arr.astype(np.uint8))
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (im.mode in ("RGB", "L") and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    rgb = np.asarray(im.convert("RGB") if im.mode != "RGB" else im, dtype=np.uint8)
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
