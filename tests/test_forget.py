@@ -159,8 +159,10 @@ def test_dry_run_and_prompt_change_nothing_until_confirmed(dataset: Path) -> Non
     dry = forget_cli(dataset, "--owner", "user_0", "--dry-run", "--json")
     assert dry.exit_code == 0, dry.output
     report = json.loads(dry.stdout)
-    assert report["dry_run"] and report["matched"]["images"] == 3 and report["removed"]["files"] == 0
-    assert {i["location"] for i in report["images"]} <= files
+    # user_0's three posts, and the row of D0: C0's copy that dedup turned away (the same photo).
+    assert report["dry_run"] and report["matched"]["images"] == 4 and report["removed"]["files"] == 0
+    assert report["matched"]["stored_files"] == 3
+    assert {i["location"] for i in report["images"]} - {None} <= files
     declined = forget_cli(dataset, "--owner", "user_0", input="n\n")
     assert declined.exit_code == 1 and "nothing removed" in declined.output
     no_answer = forget_cli(dataset, "--owner", "user_0", input="")
@@ -224,7 +226,7 @@ def test_interrupted_forget_resumes_and_files_and_rows_agree(dataset: Path, monk
     result = forget_cli(dataset, "--owner", "user_0", "--yes")
     assert result.exit_code == 130, result.output
     m = Manifest.at_root(dataset)
-    assert m.query("SELECT COUNT(*) FROM forget_pending WHERE kind='content'")[0][0] == 3
+    assert m.query("SELECT COUNT(*) FROM forget_pending WHERE kind='content'")[0][0] == 3 + 1  # + C0's copy D0
     assert m.query("SELECT COUNT(*) FROM tombstones WHERE kind='owner'")[0][0] == 1  # already protected
     m.close()
     assert len(stored_files(dataset)) == N - 1  # one file went before the interruption
