@@ -88,15 +88,16 @@ def forget_command(
         console.print("nothing removed (no answer: pass --yes to confirm without a prompt)")
         raise typer.Exit(EXIT_FAILED) from None
     except (ForgetError, PrivacyError) as exc:
-        raise fail(escape(str(exc))) from None
+        raise fail(escape(str(exc)), EXIT_FAILED if getattr(exc, "run_failed", False) else 2) from None
     except SettingsError as exc:
         console.print(exc.render(), highlight=False, markup=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: run the same command again to finish the forget")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except sqlite3.Error as exc:
-        raise fail(escape(printable(f"{settings.storage.root}/manifest.sqlite: {exc}")), EXIT_FAILED) from None
+    except sqlite3.Error as exc:  # e.g. a full disk: whatever was begun is on the to-do list
+        raise fail(escape(printable(f"{settings.storage.root}/manifest.sqlite: {exc}; run the same command "
+                                    "again (with room on the disk) to finish the forget")), EXIT_FAILED) from None
     except RootBusy as exc:
         raise fail(escape(str(exc))) from None
     except OSError as exc:  # a file could not be removed: the tombstones and the to-do list are saved

@@ -65,8 +65,13 @@ class RootLock:
                     os.close(fd)
                     raise RootBusy(self.root, self.holder()) from None
                 time.sleep(self.poll_s)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError:  # e.g. a full disk: do not keep holding a lock nobody will release
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 

@@ -43,6 +43,7 @@ from ..core.manifest_readonly import ManifestUnreadable
 from ..core.plugins import Registry, registry_for
 from ..core.privacy import KeyMissing, normalise_owner, post_code
 from ..core.text import printable
+from ..exits import RUN_ERRNOS
 from ..core.settings import Settings, TrainPipeline
 from .card import refresh_card
 
@@ -55,7 +56,12 @@ _COPY_CODES = "('duplicate', 'near_duplicate', 'label_conflict')"  # dedup's rej
 
 
 class ForgetError(Exception):
-    """A request that cannot be carried out (no dataset, no key): phrased for the user."""
+    """A request that cannot be carried out (no dataset, no key): phrased for the user.
+    ``run_failed``: the machine failed it (a full disk), not the request (exit 1, not 2)."""
+
+    def __init__(self, message: str, *, run_failed: bool = False) -> None:
+        super().__init__(message)
+        self.run_failed = run_failed
 
 
 @dataclass
@@ -386,13 +392,16 @@ async def forget(
     try:
         lock = await asyncio.to_thread(RootLock(root, wait_s=wait_s).acquire)  # one writer
     except OSError as exc:
-        raise ForgetError(f"cannot write to the dataset at {printable(root)}: {exc.strerror or exc}; nothing was removed") from None
+        raise ForgetError(f"cannot write to the dataset at {printable(root)}: {exc.strerror or exc}; nothing was removed",
+                          run_failed=exc.errno in RUN_ERRNOS) from None
     try:
         manifest = Manifest.at_root(root)
     except BaseException as exc:
         lock.release()
         if isinstance(exc, (OSError, sqlite3.Error)):
-            raise ForgetError(f"cannot write to {printable(root / 'manifest.sqlite')}: {exc}; nothing was removed") from None
+            full = getattr(exc, "errno", None) in RUN_ERRNOS or "disk is full" in str(exc)
+            raise ForgetError(f"cannot write to {printable(root / 'manifest.sqlite')}: {exc}; nothing was removed",
+                              run_failed=full) from None
         raise
     try:
         stale = manifest.mark_interrupted()  # the lock is ours: a run still "running" was killed
