@@ -370,6 +370,13 @@ def test_tombstones_are_honoured_on_dask_too(tmp_path: Path) -> None:
     collect_posts(local, "tagA", "selfie", posts())
     assert forget_cli(root, "--image", str(folder / "p2.jpg"), "--owner", "user_1", "--yes").exit_code == 0
     shutil.rmtree(root / "selfie")  # start the files over; the manifest keeps resume rows, so drop those too
+    # A mirrored, re-encoded copy of the forgotten photo: the gate uses the hashes the workers computed.
+    from PIL import Image, ImageOps
+    import io
+
+    buf = io.BytesIO()
+    ImageOps.mirror(Image.open(folder / "p2.jpg")).save(buf, "JPEG", quality=70)
+    (folder / "p2-mirrored.jpg").write_bytes(buf.getvalue())
     m = Manifest.at_root(root)
     m.execute("DELETE FROM images")
     m.execute("DELETE FROM posts_seen")
@@ -387,7 +394,7 @@ def test_tombstones_are_honoured_on_dask_too(tmp_path: Path) -> None:
         with distributed.Client(cluster) as client:
             pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="selfie", chain=CHAIN)
             stats = asyncio.run(collect_on_dask(settings, "import", pipeline=pipeline, client=client))
-            assert stats.accepted == 3 and stats.rejected_by_reason == {"forgotten": 1}, stats.as_dict()
+            assert stats.accepted == 3 and stats.rejected_by_reason == {"forgotten": 2}, stats.as_dict()
             POSTS["tagA"] = posts()
             pipeline = ScrapePipeline(kind="scrape", source="posts", hashtags=["tagA"], label="selfie", chain=CHAIN)
             stats = asyncio.run(collect_on_dask(settings, "s", pipeline=pipeline, client=client,
