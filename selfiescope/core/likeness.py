@@ -16,8 +16,8 @@ forgotten". Two keyed forms were weighed:
   two raw hashes (two candidate photos can be tested against the table without any key),
   and one known forgotten photo reveals the mask, hence every other hash;
 * sealing each hash with its own random nonce (``hash XOR HMAC-SHA256(key, nonce)``: a
-  stream cipher with HMAC as the pseudo-random function) makes every stored value look
-  random and unrelated to the others. Matching needs the key: a run opens the sealed hashes
+  stream cipher with HMAC as the pseudo-random function, plus an 8-byte HMAC tag that tells
+  a wrong key) makes every stored value look random and unrelated to the others. Matching needs the key: a run opens the sealed hashes
   once (one HMAC per forgotten photo) and compares in memory.
 
 The second is used: forgotten photos are few (a removal request names some, not millions),
@@ -31,6 +31,7 @@ The hash functions live here (dedup imports them) so the gate and dedup agree ex
 
 from __future__ import annotations
 
+import hmac
 import io
 import logging
 import secrets
@@ -53,6 +54,7 @@ log = logging.getLogger("selfiescope.privacy")
 KIND = "phash"  # tombstones.kind of a sealed perceptual hash pair
 PREFIX = "phash:"
 NONCE_BYTES = 16
+TAG_BYTES = 8
 CENTRE_MARGIN = 0.05
 # The hashes are of a 32x32 area-averaged copy: a decoded image of this side or more gives the
 # same hashes as the full one within a bit or two (benchmarks/bench_import_cpu.py measures it).
@@ -98,22 +100,31 @@ def _mask(keyring: "Keyring", nonce: bytes) -> bytes:
 
 
 def seal(keyring: "Keyring", whole: int, centre: int | None) -> str:
-    """A tombstone key holding ``(whole, centre)`` sealed under the dataset key (fresh nonce)."""
+    """A tombstone key holding ``(whole, centre)`` sealed under the dataset key (fresh nonce),
+    with a tag that tells a wrong key (a lost and re-made key file) from a right one."""
     nonce = secrets.token_bytes(NONCE_BYTES)
     plain = struct.pack(">QQ", whole, whole if centre is None else centre)
-    return PREFIX + (nonce + bytes(a ^ b for a, b in zip(plain, _mask(keyring, nonce)))).hex()
+    body = bytes(a ^ b for a, b in zip(plain, _mask(keyring, nonce)))
+    return PREFIX + (nonce + body + _tag(keyring, nonce, plain)).hex()
+
+
+def _tag(keyring: "Keyring", nonce: bytes, plain: bytes) -> bytes:
+    return keyring.mac("phash-tombstone-tag", nonce + plain)[:TAG_BYTES]
 
 
 def unseal(keyring: "Keyring", key: str) -> tuple[int, int] | None:
-    """The hash pair of a sealed tombstone key (None for a damaged one)."""
+    """The hash pair of a sealed tombstone key (None for a damaged one, or another key's)."""
     try:
         raw = bytes.fromhex(key[len(PREFIX):]) if key.startswith(PREFIX) else b""
     except ValueError:
         return None
-    if len(raw) != NONCE_BYTES + 16:
+    if len(raw) != NONCE_BYTES + 16 + TAG_BYTES:
         return None
-    nonce, body = raw[:NONCE_BYTES], raw[NONCE_BYTES:]
-    return struct.unpack(">QQ", bytes(a ^ b for a, b in zip(body, _mask(keyring, nonce))))  # type: ignore[return-value]
+    nonce, body, tag = raw[:NONCE_BYTES], raw[NONCE_BYTES:NONCE_BYTES + 16], raw[NONCE_BYTES + 16:]
+    plain = bytes(a ^ b for a, b in zip(body, _mask(keyring, nonce)))
+    if not hmac.compare_digest(tag, _tag(keyring, nonce, plain)):
+        return None
+    return struct.unpack(">QQ", plain)  # type: ignore[return-value]
 
 
 class ForgottenLikeness:
@@ -141,7 +152,9 @@ def load_likeness(manifest: "Manifest", max_distance: int) -> ForgottenLikeness:
     keys = [r[0] for r in manifest.query("SELECT key FROM tombstones WHERE kind=?", (KIND,))]
     pairs = [pair for key in keys if (pair := unseal(manifest.keyring, key))]
     if len(pairs) < len(keys):
-        log.warning("%d perceptual tombstones cannot be opened (damaged, or another dataset key)", len(keys) - len(pairs))
+        log.warning("%d forgotten photos' perceptual tombstones cannot be opened (damaged, or sealed with another "
+                    "dataset key: restore %s from a backup), so copies of them are not recognised",
+                    len(keys) - len(pairs), manifest.keyring.path)
     return ForgottenLikeness(pairs, max_distance)
 
 
