@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 from typing import Optional
 
@@ -16,8 +17,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load, out
+from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load, out, with_wait
+from ..core.lock import RootBusy
 from ..core.privacy import PrivacyError
+from ..core.text import printable
 from ..core.settings import SettingsError
 
 SHOWN = 50  # matched images listed on the terminal (--json lists them all)
@@ -25,7 +28,13 @@ SHOWN = 50  # matched images listed on the terminal (--json lists them all)
 
 def _print_forget(result, verb: str, to=out) -> None:  # noqa: ANN001 - ForgetResult, Console
     if result.resumed:
-        console.print(f"finished an interrupted forget first ({result.resumed} entries)")
+        done = "would finish" if result.dry_run else "finished"
+        console.print(f"{done} an interrupted forget first ({result.resumed} entries)")
+    if result.stale_runs:
+        console.print(f"{result.stale_runs} earlier run(s) were killed before they finished: marked interrupted")
+    if result.unknown_owner:
+        console.print(f"[yellow]note[/yellow]: {result.unknown_owner} stored images have no known owner "
+                      "(their source did not record one): --owner cannot find them; use --post or --image")
     if not result.removed_anything:
         return
     table = Table(title=f"{verb}: {len(result.images)} images, {result.posts} posts")
@@ -52,6 +61,7 @@ def forget_command(
     label: list[str] = typer.Option([], "--label", help="every image of a label"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed; change nothing"),
+    wait: bool = WaitOpt,
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -64,7 +74,7 @@ def forget_command(
     request = ForgetRequest(list(post), list(owner), list(image), list(label))
     if request.empty():
         raise fail("say what to forget: --post, --owner, --image or --label")
-    settings = load(settings_path)
+    settings = with_wait(load(settings_path), wait)
     try:
         if not (yes or dry_run):
             preview = asyncio.run(forget(settings, request, dry_run=True))
@@ -78,15 +88,22 @@ def forget_command(
         console.print("nothing removed (no answer: pass --yes to confirm without a prompt)")
         raise typer.Exit(EXIT_FAILED) from None
     except (ForgetError, PrivacyError) as exc:
-        raise fail(escape(str(exc))) from None
+        raise fail(escape(str(exc)), EXIT_FAILED if getattr(exc, "run_failed", False) else 2) from None
     except SettingsError as exc:
         console.print(exc.render(), highlight=False, markup=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: run the same command again to finish the forget")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except sqlite3.Error as exc:  # e.g. a full disk: whatever was begun is on the to-do list
+        raise fail(escape(printable(f"{settings.storage.root}/manifest.sqlite: {exc}; run the same command "
+                                    "again (with room on the disk) to finish the forget")), EXIT_FAILED) from None
+    except RootBusy as exc:
+        raise fail(escape(str(exc))) from None
     except OSError as exc:  # a file could not be removed: the tombstones and the to-do list are saved
-        raise fail(escape(f"{exc}; what was done is saved: run the same command again to finish the forget"),
+        if dry_run:
+            raise fail(escape(printable(f"cannot read the dataset: {exc}"))) from None
+        raise fail(escape(printable(f"{exc}; what was done is saved: run the same command again to finish the forget")),
                    EXIT_FAILED) from None
     if as_json:
         emit_json(result.as_dict())

@@ -171,6 +171,13 @@ class Manifest:
             for sql in ADDED_INDEXES:
                 self._db.execute(sql)
 
+    @classmethod
+    def read_only(cls, root: Path | str) -> "Manifest":
+        """Open ``<root>/manifest.sqlite`` changing nothing under ``root`` (:mod:`.manifest_readonly`)."""
+        from .manifest_readonly import open_read_only
+
+        return open_read_only(cls, root)
+
     @property
     def root(self) -> Path:
         return self.path.parent
