@@ -20,6 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .model_schema import SchemaError, is_plain_name, read_json_file
+
 MARKER = {"written_by": "selfiescope"}
 SCHEMA = "schema.json"
 # Files the first release wrote, which carry no file list of their own.
@@ -37,8 +39,8 @@ class ModelDirError(Exception):
 
 def read_schema(folder: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads((folder / SCHEMA).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json_file(folder / SCHEMA)
+    except (OSError, SchemaError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -52,8 +54,11 @@ def is_marked(schema: dict[str, Any] | None) -> bool:
 
 
 def owned_files(schema: dict[str, Any]) -> set[str]:
+    """The names a model folder's schema claims; only plain names, so a schema edited to list
+    ``../x`` can never make train delete something outside the folder."""
     listed = schema.get("files")
-    return {*listed, SCHEMA} if isinstance(listed, dict) else set(LEGACY_FILES)
+    names = set(listed) if isinstance(listed, dict) else set(LEGACY_FILES)
+    return {name for name in names if isinstance(name, str) and is_plain_name(name)} | {SCHEMA}
 
 
 def check_target(model_dir: Path, protected: list[Path]) -> None:
@@ -105,23 +110,39 @@ def seal(folder: Path, schema: dict[str, Any]) -> None:
     (folder / SCHEMA).write_text(json.dumps(sealed, indent=2), encoding="utf-8")
 
 
-def verify(folder: Path, schema: dict[str, Any]) -> None:
-    """ModelDirError if a file prediction reads is missing, truncated or altered."""
+def verify(folder: Path, schema: dict[str, Any], *, skip: tuple[str, ...] = ()) -> None:
+    """ModelDirError if a file prediction reads is missing, truncated or altered (``skip``:
+    files the caller reads once and checks with :func:`verify_bytes`)."""
     files = schema.get("files")
     if not isinstance(files, dict):
         return  # a first-release model: nothing recorded to check against
     for name, want in files.items():
-        if not name.endswith(MACHINE_READ):
+        if not name.endswith(MACHINE_READ) or name in skip:
             continue
         path = folder / name
         try:
             have = file_digest(path)
         except OSError as exc:
             raise ModelDirError(f"{path}: {exc.strerror or exc}; the model folder is incomplete, retrain it") from None
-        if have != want:
-            what = "truncated" if have["size"] < want.get("size", 0) else "altered"
-            raise ModelDirError(f"{path}: {what} since training (size or sha256 differs); retrain the model "
-                                "with `selfiescope train` or restore the folder")
+        _compare(path, have, want)
+
+
+def verify_bytes(path: Path, data: bytes, schema: dict[str, Any]) -> None:
+    """ModelDirError if ``data``, read from ``path``, differs from what the schema recorded for it."""
+    files = schema.get("files")
+    if not isinstance(files, dict):
+        return
+    if path.name not in files:
+        raise ModelDirError(f"{path}: not listed in schema.json's files; retrain the model")
+    _compare(path, {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, files[path.name])
+
+
+def _compare(path: Path, have: dict[str, Any], want: Any) -> None:
+    if not isinstance(want, dict) or have != {"size": want.get("size"), "sha256": want.get("sha256")}:
+        recorded = want.get("size") if isinstance(want, dict) else None
+        what = "truncated" if isinstance(recorded, int) and have["size"] < recorded else "altered"
+        raise ModelDirError(f"{path}: {what} since training (size or sha256 differs); retrain the model "
+                            "with `selfiescope train` or restore the folder")
 
 
 def _alive(pid: int) -> bool:
