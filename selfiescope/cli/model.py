@@ -94,7 +94,7 @@ def predict_command(
     try:
         loaded = load_model(model)
     except ModelError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     if stored:
         results = loaded.predict_stored(label, settings=load(settings_path) if settings_path else None)
         if not results:

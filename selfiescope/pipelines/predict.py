@@ -148,10 +148,18 @@ class Model:
     """A trained model folder, ready to predict. Use :func:`selfiescope.load_model`."""
 
     def __init__(self, path: Path, *, extra_plugins: list[Any] | None = None) -> None:
+        self.path = Path(path)
+        try:
+            self._load(extra_plugins)
+        except ModelError as exc:  # every message names the folder it is about
+            if str(self.path) not in str(exc):
+                raise ModelError(f"{self.path}: {exc}") from None
+            raise
+
+    def _load(self, extra_plugins: list[Any] | None) -> None:
         from .train import lightgbm
 
         lgb = lightgbm()
-        self.path = Path(path)
         if not self.path.is_dir():
             raise ModelError(f"{self.path}: no such model folder")
         schema_path = self.path / "schema.json"
