@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,24 @@ def check_target(model_dir: Path, protected: list[Path]) -> None:
             f"--model-dir {model_dir}: holds files selfiescope did not write ({shown}); refusing to replace "
             "it. Move them away or choose another folder."
         )
+
+
+def check_writable(model_dir: Path) -> None:
+    """ModelDirError unless train can write the model: the nearest existing folder above it
+    (where the temporary folder goes) and the model folder itself when it exists (its old
+    files are removed after the swap). Tried with a real file, so read-only mounts, ACLs and
+    a full disk's refusals count, not only mode bits."""
+    above = model_dir.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    for folder in (above, *([model_dir] if model_dir.is_dir() and not model_dir.is_symlink() else [])):
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".selfiescope-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ModelDirError(f"--model-dir {model_dir}: cannot write in {folder} ({exc.strerror or exc}); "
+                                "choose a writable folder") from None
 
 
 def file_digest(path: Path) -> dict[str, Any]:

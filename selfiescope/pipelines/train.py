@@ -38,7 +38,7 @@ from ..core.settings import Settings, SettingsError, TrainPipeline
 from ..core.checks import check_components
 from .assessment import assess, summary_fields
 from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
-from .model_dir import check_target, remove_stale, seal, swap_in
+from .model_dir import ModelDirError, check_target, check_writable, remove_stale, seal, swap_in
 from .model_card import dataset_facts, write_model_card
 from .normalize import unnormalized_score
 from .forget import record_training_set, register_model
@@ -278,6 +278,9 @@ def train_pipeline(settings: Settings, pipeline_name: str) -> TrainPipeline:
         raise SettingsError([f"pipelines.{pipeline_name}.labels: give two labels, the positive one first (got {p.labels})"])
     if not p.features:
         raise SettingsError([f"pipelines.{pipeline_name}.features: choose at least one feature group"])
+    if any(p.params.get(key) not in (None, False, 0, "false") for key in ("linear_tree", "linear_trees")):
+        raise SettingsError([f"pipelines.{pipeline_name}.params.linear_tree: not supported (prediction checks "
+                             "every model before loading it and knows no linear trees); remove it"])
     return p
 
 
@@ -381,12 +384,20 @@ def predict_chain(registry: Registry, settings: Settings) -> list[str]:
 
 
 def prepare_model_dir(settings: Settings, pipeline: TrainPipeline) -> None:
-    """Before any work: the model folder must be ours to replace (ModelDirError otherwise);
-    tidy what a killed earlier train left beside it."""
-    model_dir = Path(pipeline.model_dir).expanduser()
+    """Before any work: the model folder must be ours to replace and writable (ModelDirError
+    otherwise); tidy what a killed earlier train left beside it."""
+    model_dir = model_path(pipeline)
     protected = [Path(settings.storage.root).expanduser(), *([pipeline.dataset_root] if pipeline.dataset_root else [])]
     check_target(model_dir, protected)
+    check_writable(model_dir)
     remove_stale(model_dir)
+
+
+def model_path(pipeline: TrainPipeline) -> Path:
+    try:
+        return Path(pipeline.model_dir).expanduser()
+    except RuntimeError:  # "~user/..." for a user that does not exist
+        raise ModelDirError(f"--model-dir {pipeline.model_dir}: no such user's home folder") from None
 
 
 def write_artifacts(
@@ -395,7 +406,7 @@ def write_artifacts(
 ) -> Path:
     """Write everything into a temporary sibling folder, seal it (schema.json with the marker and
     every file's hash, written last), then swap it in: a crash leaves the old model."""
-    model_dir = Path(pipeline.model_dir).expanduser()
+    model_dir = model_path(pipeline)
     check_target(model_dir, [Path(settings.storage.root).expanduser()])  # again: it may have changed meanwhile
     tmp = model_dir.with_name(f".{model_dir.name}.tmp-{os.getpid()}")
     if tmp.exists():
