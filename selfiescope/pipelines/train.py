@@ -36,6 +36,7 @@ from ..core.compute import load_target
 from ..core.plugins import Registry, load_registry, registry_for
 from ..core.settings import Settings, SettingsError, TrainPipeline
 from ..core.checks import check_components
+from ..core.text import redact_values
 from .assessment import assess, summary_fields
 from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
 from .model_dir import ModelDirError, check_target, check_writable, remove_stale, seal, swap_in
@@ -414,7 +415,7 @@ def write_artifacts(
     tmp.mkdir(parents=True)
     final.booster.save_model(str(tmp / "model.txt"), num_iteration=final.best_iteration)
     (tmp / "settings.json").write_text(json.dumps(
-        {"pipeline": pipeline_name, "settings": settings.model_dump(mode="json")}, indent=2
+        {"pipeline": pipeline_name, "settings": redact_values(settings.model_dump(mode="json"))}, indent=2
     ))
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (tmp / "versions.json").write_text(json.dumps(_versions(), indent=2))
