@@ -12,11 +12,13 @@ truncated or altered model with a clear message instead of crashing in native co
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -140,10 +142,23 @@ def verify(folder: Path, schema: dict[str, Any], *, skip: tuple[str, ...] = ()) 
             continue
         path = folder / name
         try:
-            have = file_digest(path)
+            have = _regular_digest(path, want.get("size") if isinstance(want, dict) else None)
         except OSError as exc:
             raise ModelDirError(f"{path}: {exc.strerror or exc}; the model folder is incomplete, retrain it") from None
         _compare(path, have, want)
+
+
+def _regular_digest(path: Path, expected_size: Any) -> dict[str, Any]:
+    """Like :func:`file_digest`, for a file that may be anything: opened without blocking (a
+    FIFO never waits for a writer), refused unless regular, hashed only when its size matches."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if st.st_size != expected_size:
+            return {"size": st.st_size, "sha256": None}
+        return {"size": st.st_size, "sha256": hashlib.file_digest(fh, "sha256").hexdigest()}
 
 
 def verify_bytes(path: Path, data: bytes, schema: dict[str, Any]) -> None:

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..core.settings import format_validation_error
+from ..core.image_files import read_regular_file
+from ..core.settings import check_label, format_validation_error
 
 MAX_JSON_BYTES = 64 * 1024 * 1024
 
@@ -101,6 +102,11 @@ class ModelSchema(_Open):
     normalize: Normalize | None = None
     files: dict[str, FileDigest] | None = None
 
+    @field_validator("labels")
+    @classmethod
+    def _valid_labels(cls, labels: list[str]) -> list[str]:
+        return [check_label(label) for label in labels]  # the rule training's labels follow
+
     @field_validator("files")
     @classmethod
     def _plain_names(cls, files: dict[str, FileDigest] | None) -> dict[str, FileDigest] | None:
@@ -133,16 +139,13 @@ def is_plain_name(name: str) -> bool:
 def read_json_file(path: Path) -> Any:
     """The JSON value in ``path``; FileNotFoundError passes through, other problems are SchemaError."""
     try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_JSON_BYTES + 1)
-    except IsADirectoryError:
-        raise SchemaError(f"{path}: is a folder, not a file") from None
+        data = read_regular_file(path, MAX_JSON_BYTES)  # a FIFO or a device is refused, never waited on
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise SchemaError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if len(data) > MAX_JSON_BYTES:
-        raise SchemaError(f"{path}: larger than {MAX_JSON_BYTES >> 20} MiB; not a model file")
+    except ValueError as exc:
+        raise SchemaError(f"{path}: {exc}; not a model file") from None
     try:
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -44,7 +44,7 @@ from .normalize import normalize_image
 BATCH = 16
 
 MAX_BYTES = MAX_IMAGE_BYTES  # what import would take, prediction takes
-MAX_MODEL_BYTES = 1 << 30  # far above any model of a few thousand trees
+MAX_MODEL_BYTES = 256 << 20  # far above any model of a few thousand trees
 
 
 class ModelError(Exception):
@@ -85,14 +85,13 @@ def read_model_text(path: Path, schema: dict[str, Any]) -> str:
     """``model.txt`` read once, checked against the schema's recorded digest and then parsed in
     Python (:mod:`.model_text`): LightGBM only ever parses what that check rebuilt."""
     try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_MODEL_BYTES + 1)
+        data = read_regular_file(path, MAX_MODEL_BYTES)
     except FileNotFoundError:
         raise ModelError(f"{path}: missing; the model folder is incomplete, retrain it") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if len(data) > MAX_MODEL_BYTES:
-        raise ModelError(f"{path}: larger than {MAX_MODEL_BYTES >> 20} MiB; not a model this tool wrote")
+    except ValueError as exc:
+        raise ModelError(f"{path}: {exc}; not a model this tool wrote") from None
     try:
         verify_bytes(path, data, schema)
     except ModelDirError as exc:
@@ -183,6 +182,8 @@ class Model:
         for step in self.steps:
             if step not in self.registry.steps:
                 raise ModelError(f"the chain step {step!r} that prediction needs is not installed")
+            if not {"image", "faces"} & set(self.registry.steps[step].provides):  # never a storing step
+                raise ModelError(f"schema.json steps: {step!r} provides neither the image nor its faces")
         model_text = read_model_text(self.path / "model.txt", self.schema)
         try:
             self.booster = lgb.Booster(model_str=model_text)
