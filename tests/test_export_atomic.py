@@ -83,3 +83,15 @@ def test_what_a_killed_export_left_is_tidied_and_nothing_else(tmp_path, photos_d
     result = cli("export", tmp_path / "out", "-s", photos_dataset)
     assert result.exit_code == 0, result.output
     assert not killed.exists() and (mine / "notes.txt").read_text() == "mine"
+
+
+def test_the_current_folder_or_one_holding_it_is_refused(tmp_path, photos_dataset, monkeypatch):
+    """Renamed onto, the current folder would vanish from under the user's shell."""
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for target in (".", str(here / ".."), "/"):
+        result = cli("export", target, "-s", photos_dataset)
+        assert result.exit_code == 2 and no_traceback(result), (target, result.output)
+        assert "current folder" in result.output
+    assert here.is_dir() and not any(here.iterdir())

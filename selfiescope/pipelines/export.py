@@ -90,6 +90,9 @@ def export_rows(manifest: Manifest, *, include_urls: bool = False, captions: boo
 
 
 def _check_target(directory: Path, root: Path) -> None:
+    cwd = Path.cwd().resolve()
+    if not directory.name or cwd.is_relative_to(directory.resolve()):
+        raise ExportError(f"{directory} is the current folder or holds it: name a new folder of its own")
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ExportError(f"{directory} exists and is not an empty folder: choose a new one (an export never overwrites)")
     if directory.resolve().is_relative_to(root.resolve()):
@@ -125,7 +128,7 @@ async def export(
         raise ExportError(f"unknown format {fmt!r}: imagefolder, csv or parquet")
     if not (root / "manifest.sqlite").exists():
         raise ExportError(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
-    directory = Path(directory)
+    directory = Path(os.path.abspath(directory))  # "out/..", "." named as the folders they are
     _check_target(directory, root)
     if fmt == "parquet":  # fail before writing anything when pyarrow is missing
         _write_parquet_check()
@@ -199,7 +202,10 @@ def staging(directory: Path) -> Iterator[Path]:
     tmp = directory.with_name(f".{directory.name}.export-{os.getpid()}")
     if tmp.exists() and (tmp / STAGING_MARK).exists():
         shutil.rmtree(tmp)  # ours: this pid's, marked
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(directory.parent)) from None
     (tmp / STAGING_MARK).touch()
     try:
         yield tmp
@@ -209,9 +215,11 @@ def staging(directory: Path) -> Iterator[Path]:
         except OSError as exc:
             raise ExportError(f"{directory}: cannot put the export in place ({exc.strerror or exc}); it was "
                               f"written to {tmp}") from None
-    except BaseException:
+    except BaseException as exc:
         if (tmp / STAGING_MARK).exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not exc.filename:  # a failed write says where the export was going
+            raise OSError(exc.errno, exc.strerror or str(exc), str(directory)) from None
         raise
 
 
