@@ -244,3 +244,16 @@ def test_any_corrupted_model_folder_loads_or_is_one_clear_error(model_dir, tmp_p
     # It loaded: then it is a model LightGBM can walk for any input.
     X = np.random.default_rng(0).normal(0, 10, (50, len(model.schema["columns"])))
     assert model.predict_raw(X).shape == (50,)
+
+
+def test_infinite_thresholds_lightgbm_writes_are_accepted(model_dir):
+    """LightGBM writes ``inf`` for a split at the end of a feature's range (found on real photos):
+    the check must take it, and the rebuilt text must score as LightGBM's own parse does."""
+    lgb = lightgbm()
+    names = json.loads((model_dir / "schema.json").read_text())["columns"]
+    text = re.sub(r"threshold=\S+", "threshold=inf", (model_dir / "model.txt").read_text(), count=1)
+    rebuilt = checked_model_text(text.encode(), names)
+    X = np.random.default_rng(1).normal(0, 10, (100, len(names)))
+    assert np.array_equal(lgb.Booster(model_str=rebuilt).predict(X), lgb.Booster(model_str=text).predict(X))
+    with pytest.raises(ModelTextError, match="leaf_value"):
+        checked_model_text(re.sub(r"leaf_value=\S+", "leaf_value=nan", text, count=1).encode(), names)

@@ -37,6 +37,7 @@ _INT = re.compile(r"-?\d{1,12}\Z")
 _FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d{1,4})?\Z")
 _RANGE = re.compile(r"\[(?P<lo>[^:\]]+):(?P<hi>[^:\]]+)\]\Z")
 _CATEGORIES = re.compile(r"-?\d{1,12}(?::-?\d{1,12})*\Z")
+_INFINITE = ("inf", "-inf", "+inf")
 _OBJECTIVE = re.compile(r"(?:binary sigmoid:(?P<sigmoid>\S+)|cross_entropy|cross_entropy_lambda)\Z")
 
 HEADER_KEYS = ("version", "num_class", "num_tree_per_iteration", "label_index", "max_feature_idx", "objective",
@@ -119,7 +120,11 @@ def _int(token: str, key: str, lo: int, hi: int) -> int:
     return int(token)
 
 
-def _float(token: str, key: str) -> float:
+def _float(token: str, key: str, *, infinite: bool = False) -> float:
+    """A decimal number; ``infinite``: also ``inf``/``-inf`` (LightGBM writes them for a split
+    threshold at the end of a feature's range, and for some gains), never NaN."""
+    if infinite and token in _INFINITE:
+        return float(token)
     if not _FLOAT.match(token) or not math.isfinite(value := float(token)):
         raise ModelTextError(f"{key}: {token[:20]!r} is not a finite number")
     return value
@@ -184,14 +189,14 @@ def _checked_tree(fields: dict[str, str], n_features: int) -> list[str]:
     for key in LEAF_FLOATS:
         values[key] = _tokens(fields, key, leaves, optional=True)
         for token in values[key]:
-            _float(token, key)
+            _float(token, key, infinite=True)
     values["leaf_count"] = _tokens(fields, "leaf_count", leaves, optional=True)
     for token in values["leaf_count"]:
         _int(token, "leaf_count", 0, 2**62)
     for key in NODE_FLOATS:
         values[key] = _tokens(fields, key, nodes, optional=True)
         for token in values[key]:
-            _float(token, key)
+            _float(token, key, infinite=True)
     values["internal_count"] = _tokens(fields, "internal_count", nodes, optional=True)
     for token in values["internal_count"]:
         _int(token, "internal_count", 0, 2**62)
@@ -208,7 +213,7 @@ def _checked_tree(fields: dict[str, str], n_features: int) -> list[str]:
         if kind >> _MISSING_SHIFT == 3:
             raise ModelTextError(f"decision_type {kind} of node {node} names no missing-value rule")
         if not kind & _CATEGORICAL:
-            _float(values["threshold"][node], "threshold")
+            _float(values["threshold"][node], "threshold", infinite=True)
     _check_shape([_int(t, "left_child", -leaves, max(nodes - 1, 0)) for t in values["left_child"]],
                  [_int(t, "right_child", -leaves, max(nodes - 1, 0)) for t in values["right_child"]], leaves)
     lines = [f"num_leaves={leaves}", f"num_cat={n_cat}"]
