@@ -35,7 +35,18 @@ def model_dir(tmp_path_factory) -> Path:
         "portrait": write_pictures(root / "in" / "portrait", "portrait", 12, seed=22),
     }
     build_dataset(root, files)
-    return train(train_settings(root, root / "model", ["geometry", "image"], folds=3, report=False), "t").model_dir
+    plugins = {"instagram": {"base_url": f"http://127.0.0.1:9/?access_token={SECRET}"}}  # kept in settings.json
+    return train(train_settings(root, root / "model", ["geometry", "image"], plugins, folds=3, report=False),
+                 "t").model_dir
+
+
+SECRET = "tok3nSECRETvalue"
+
+
+def test_the_saved_settings_hold_no_credential(model_dir):
+    saved = (model_dir / "settings.json").read_text()
+    assert SECRET not in saved and "access_token=REDACTED" in saved
+    assert load_model(model_dir).settings.plugins  # still loads, with the URL's other parts
 
 
 @pytest.fixture(scope="module")
