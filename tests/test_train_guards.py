@@ -4,6 +4,7 @@ cannot write, settings that would make a model prediction refuses. None of these
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -88,3 +89,25 @@ def test_linear_trees_are_refused_before_training(tmp_path, no_work):
         "t": {"kind": "train", "model_dir": str(tmp_path / "m"), "params": {"linear_tree": True}}}})
     with pytest.raises(SettingsError, match="linear_tree"):
         train_module.train(settings, "t")
+
+
+def test_a_schema_naming_files_outside_its_folder_never_gets_them_deleted(tmp_path):
+    """Replacing a model removes the files its schema lists: only plain names inside the folder."""
+    from selfiescope.pipelines.model_dir import check_target, seal, swap_in
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's")
+    old = tmp_path / "model"
+    old.mkdir()
+    (old / "model.txt").write_text("tree\n")
+    seal(old, {"format": 1})
+    schema = json.loads((old / "schema.json").read_text())
+    schema["files"]["../victim.txt"] = {"size": 10, "sha256": "0" * 64}
+    (old / "schema.json").write_text(json.dumps(schema))
+    check_target(old, [])
+    new = tmp_path / ".model.tmp-1"
+    new.mkdir()
+    seal(new, {"format": 1})
+    swap_in(new, old)
+    assert victim.read_text() == "the user's"
+    assert (old / "schema.json").is_file() and not list(tmp_path.glob(".model.old-*"))
