@@ -102,7 +102,7 @@ def predict_command(
     try:
         loaded = load_model(model)
     except ModelError as exc:
-        raise fail(escape(str(exc))) from None
+        raise fail(escape(printable(str(exc)))) from None
     if stored:
         results = loaded.predict_stored(label, settings=load(settings_path) if settings_path else None)
         if not results:
