@@ -154,3 +154,19 @@ def test_secret_query_values_never_survive_and_the_rest_is_kept(scheme, host, pa
     if not in_text:
         got = parse_qsl(urlsplit(out).query, keep_blank_values=True)
         assert [(k, v if not is_secret_param(k) else REDACTED) for k, v in params] == got
+
+
+def test_the_card_shows_no_credential_from_a_job_or_an_option(tmp_path):
+    from selfiescope.pipelines.card import build_card
+
+    base = f"http://127.0.0.1:9/?access_token={SECRET}"
+    target = f"http://127.0.0.1:9/gallery?session={SECRET}"
+    _, _, root = _run(tmp_path, ["settle"], {"count": 2, "base_url": base}, targets=(target,))
+    settings = settings_from_dict({"storage": {"root": str(root)},
+                                   "plugins": {"instagram": {"base_url": base}}})
+    manifest = Manifest.at_root(root)
+    try:
+        card = json.dumps(build_card(settings, manifest))
+    finally:
+        manifest.close()
+    assert SECRET not in card and "session=REDACTED" in card
