@@ -258,7 +258,7 @@ def test_any_corrupted_model_folder_loads_or_is_one_clear_error(model_dir, tmp_p
 
 
 def test_infinite_thresholds_lightgbm_writes_are_accepted(model_dir):
-    """LightGBM writes ``inf`` for a split at the end of a feature's range (found on real photos):
+    """LightGBM writes ``inf`` for a split at the end of a feature's range (real photos give such models):
     the check must take it, and the rebuilt text must score as LightGBM's own parse does."""
     lgb = lightgbm()
     names = json.loads((model_dir / "schema.json").read_text())["columns"]
