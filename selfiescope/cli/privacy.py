@@ -22,6 +22,7 @@ from ..core.lock import RootBusy
 from ..core.privacy import PrivacyError
 from ..core.text import printable
 from ..core.settings import SettingsError
+from ..core.text import printable
 
 SHOWN = 50  # matched images listed on the terminal (--json lists them all)
 
@@ -158,4 +159,9 @@ def export_command(
     if as_json:
         emit_json(result.as_dict())
     else:
-        out.print(f"exported {result.images} images to {result.directory} ({result.format}: {', '.join(result.files)})")
+        out.print(f"exported {result.images} images to {escape(printable(result.directory))} "
+                  f"({result.format}: {', '.join(result.files)})")
+    if result.skipped:
+        first = escape(result.skipped[0])
+        raise fail(f"{len(result.skipped)} stored files could not be read and are not in the export (first: {first}); "
+                   "the rest is complete", EXIT_FAILED)

@@ -22,6 +22,7 @@ from ..core.lock import root_in_use
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, registry_for
 from ..core.settings import ScrapePipeline, Settings
+from ..core.text import redact_text, redact_values
 
 log = logging.getLogger("selfiescope.card")
 CARD_JSON = "datacard.json"
@@ -112,7 +113,7 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
         src = by_source.setdefault(g["source"], {"source": g["source"], "images": 0, "a": g["a"], "b": g["b"], "jobs": []})
         src["images"] += g["n"]
         src["a"], src["b"] = min(src["a"], g["a"]), max(src["b"], g["b"])
-        src["jobs"].append({"job": g["job"], "label": g["label"], "images": g["n"]})
+        src["jobs"].append({"job": redact_text(g["job"]) if g["job"] else g["job"], "label": g["label"], "images": g["n"]})  # a job may be a URL
     sources = [
         {"source": s["source"], "images": s["images"], "first": _iso(s["a"]), "last": _iso(s["b"]), "jobs": s["jobs"]}
         for s in by_source.values()
@@ -147,7 +148,7 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
             "runs_by_status": by_status,
             "last_run": dict(last[0]) | {"finished": _iso(last[0]["finished"])} if last else None,
         },
-        "filters": {"chains": chains, "options": options},
+        "filters": {"chains": chains, "options": redact_values(options)},  # options may hold URLs
         "plugins": plugins,
         "rejections": {"total": sum(rejections.values()), "by_reason": rejections},
         "conflicts": q("SELECT COUNT(*) FROM conflicts")[0][0],

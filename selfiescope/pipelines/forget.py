@@ -287,7 +287,7 @@ def models_using(manifest: Manifest, settings: Settings | None, content_hashes: 
     for path, pipeline in sorted(candidates.items()):
         listing = Path(path) / TRAINED_ON
         try:
-            hashes = set(listing.read_text().split())
+            hashes = set(listing.read_text(errors="replace").split())  # hex lines; damage only loses a match
         except OSError:
             continue
         if n := len(hashes & content_hashes):
