@@ -182,7 +182,11 @@ def clean_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="store the kept images into a new dataset here"),
     no_dedup: bool = typer.Option(False, "--no-dedup", help="keep duplicates"),
     move_rejected_to: Optional[Path] = typer.Option(None, "--move-rejected-to", help="move rejected originals here, by reason"),
-    delete_rejected: bool = typer.Option(False, "--delete-rejected", help="DELETE rejected originals (never done otherwise)"),
+    delete_rejected: bool = typer.Option(
+        False, "--delete-rejected",
+        help="DELETE rejected originals (never done otherwise); a duplicate only while its kept copy reads back intact",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be moved or deleted, and why; move and delete nothing"),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="label of the new dataset (default: the folder's name)"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
@@ -191,18 +195,20 @@ def clean_command(
 ) -> None:
     """Run decode + face filter (+ dedup) over FOLDER and report kept/rejected by reason.
 
-    Originals are moved or deleted only when asked, and only those a step rejected
-    (never one that failed to be read or stored)."""
+    Originals are moved or deleted only when asked, after the run, and only those a step
+    rejected (never one that failed to be read or stored); a duplicate only while the copy
+    that was kept reads back intact. --dry-run lists the plan without acting on it."""
     from ..pipelines.clean import clean
 
     settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
     try:
         result = clean(
             settings, folder, output=output, dedup=not no_dedup, move_rejected_to=move_rejected_to,
-            delete_rejected=delete_rejected, label=label,
+            delete_rejected=delete_rejected, dry_run=dry_run, label=label,
         )
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: nothing of yours was moved or deleted")
+        console.print("[yellow]interrupted[/yellow]: each file is whole where it was or whole where it was moved; "
+                      "run the same command again to finish")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
         emit_json(result)
@@ -213,8 +219,12 @@ def clean_command(
             table.add_row(key, str(result[key]))
         for reason, n in result["rejected_by_reason"].items():
             table.add_row(f"  rejected: {reason}", str(n))
+        if dry_run:
+            for entry in result["plan"]:
+                if entry["action"] != "keep":
+                    table.add_row(f"[cyan]would {entry['action']}[/cyan]", escape(f"{entry['path']}: {entry['why']}"))
         for line in result["skipped"]:
-            table.add_row("[yellow]left alone[/yellow]", escape(line))
+            table.add_row("[yellow]left in place[/yellow]", escape(line))
         for err in result["errors"]:
             table.add_row("[red]error[/red]", escape(err))
         out.print(table)

@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from ..core.settings import Settings, SettingsError, load_settings
 from ..core.checks import check_paths
-from ..core.text import printable
+from ..core.text import RedactingFilter, printable
 from ..exits import EXIT_INTERRUPTED, EXIT_USAGE, classify
 
 console = Console(stderr=True)
@@ -133,6 +133,9 @@ def configure_logging(settings: Settings) -> None:
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         fh.setLevel(settings.logging.level)
         logger.addHandler(fh)
+    for handler in [*logging.getLogger().handlers, *logger.handlers]:  # no credential in a URL reaches a log
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 def emit_json(data: Any) -> None:

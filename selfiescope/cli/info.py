@@ -121,6 +121,22 @@ def settings_show(settings_path: Optional[Path] = SettingsOpt) -> None:
 
 
 # --- stats: choose the face-area threshold with data ---------------------------------------
+def _run_statuses(root: Path) -> dict[str, int]:
+    """Runs per status, read without writing (a killed run counts as interrupted)."""
+    from ..core.manifest import Manifest
+    from ..core.manifest_readonly import ManifestUnreadable
+    from ..pipelines.card import run_statuses
+
+    try:
+        manifest = Manifest.read_only(root)
+    except ManifestUnreadable:
+        return {}
+    try:
+        return run_statuses(manifest)
+    finally:
+        manifest.close()
+
+
 @core_app.command("stats")
 def stats_command(
     root: Optional[Path] = typer.Option(None, "--root", help="dataset folder holding manifest.sqlite (default: storage.root)"),
@@ -142,9 +158,13 @@ def stats_command(
     # A read-only dataset is still read: the plot then goes only where --face-area-plot says.
     default_plot = root / "face-area-thresholds.png" if writable(root) else None
     result = face_area_stats(root, plot or default_plot, current, filters)
+    result["runs_by_status"] = _run_statuses(root)
     if as_json:
         emit_json(result)
         return
+    if stopped := result["runs_by_status"].get("interrupted"):
+        console.print(f"{stopped} earlier run(s) were interrupted or killed before they finished; "
+                      "the next run resumes their work")
     if not result["kept"]:
         out.print("no image has been through the face filter yet")
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import sqlite3
 from pathlib import Path
 from typing import Optional
 
@@ -17,8 +18,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, os_error
-from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load, out
+from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load, out, with_wait
+from ..core.lock import RootBusy
 from ..core.privacy import PrivacyError
+from ..core.text import printable
 from ..core.settings import SettingsError
 
 SHOWN = 50  # matched images listed on the terminal (--json lists them all)
@@ -26,7 +29,13 @@ SHOWN = 50  # matched images listed on the terminal (--json lists them all)
 
 def _print_forget(result, verb: str, to=out) -> None:  # noqa: ANN001 - ForgetResult, Console
     if result.resumed:
-        console.print(f"finished an interrupted forget first ({result.resumed} entries)")
+        done = "would finish" if result.dry_run else "finished"
+        console.print(f"{done} an interrupted forget first ({result.resumed} entries)")
+    if result.stale_runs:
+        console.print(f"{result.stale_runs} earlier run(s) were killed before they finished: marked interrupted")
+    if result.unknown_owner:
+        console.print(f"[yellow]note[/yellow]: {result.unknown_owner} stored images have no known owner "
+                      "(their source did not record one): --owner cannot find them; use --post or --image")
     if not result.removed_anything:
         return
     table = Table(title=f"{verb}: {len(result.images)} images, {result.posts} posts")
@@ -73,6 +82,7 @@ def forget_command(
     label: list[str] = typer.Option([], "--label", help="every image of a label"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed; change nothing"),
+    wait: bool = WaitOpt,
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -85,7 +95,7 @@ def forget_command(
     request = ForgetRequest(list(post), list(owner), list(image), list(label))
     if request.empty():
         raise fail("say what to forget: --post, --owner, --image or --label")
-    settings = load(settings_path)
+    settings = with_wait(load(settings_path), wait)
     try:
         if not (yes or dry_run):
             preview = asyncio.run(forget(settings, request, dry_run=True))
@@ -99,14 +109,20 @@ def forget_command(
         console.print("nothing removed (no answer: pass --yes to confirm without a prompt)")
         raise typer.Exit(EXIT_FAILED) from None
     except (ForgetError, PrivacyError) as exc:
-        raise fail(escape(str(exc))) from None
+        raise fail(escape(str(exc)), EXIT_FAILED if getattr(exc, "run_failed", False) else 2) from None
     except SettingsError as exc:
         console.print(exc.render(), highlight=False, markup=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: run the same command again to finish the forget")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except RootBusy as exc:
+        raise fail(escape(str(exc))) from None
+    except sqlite3.Error as exc:  # the manifest itself failed: say only what a read-back shows
+        raise fail(escape(_forget_failed(settings, OSError(str(exc)))), EXIT_FAILED) from None
     except OSError as exc:
+        if dry_run:
+            raise fail(escape(printable(f"cannot read the dataset: {exc}"))) from None
         raise fail(escape(_forget_failed(settings, exc)), os_error(exc)[0]) from None
     if as_json:
         emit_json(result.as_dict())
@@ -175,4 +191,9 @@ def export_command(
     if as_json:
         emit_json(result.as_dict())
     else:
-        out.print(f"exported {result.images} images to {result.directory} ({result.format}: {', '.join(result.files)})")
+        out.print(f"exported {result.images} images to {escape(printable(result.directory))} "
+                  f"({result.format}: {', '.join(result.files)})")
+    if result.skipped:
+        first = escape(result.skipped[0])
+        raise fail(f"{len(result.skipped)} stored files could not be read and are not in the export (first: {first}); "
+                   "the rest is complete", EXIT_FAILED)

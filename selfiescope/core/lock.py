@@ -65,11 +65,13 @@ class RootLock:
                     os.close(fd)
                     raise RootBusy(self.root, self.holder()) from None
                 time.sleep(self.poll_s)
-        try:  # the pid only names the holder in a second run's message: a full disk must not stop the run here
+        try:
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
-        except OSError:
-            pass
+        except OSError:  # e.g. a full disk: do not keep holding a lock nobody will release
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 
@@ -88,6 +90,24 @@ class RootLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def root_in_use(root: Path) -> bool:
+    """Whether a live process holds ``root``'s lock (this one included), found without writing
+    anything: a shared probe of the lock file, which is not created when absent."""
+    try:
+        fd = os.open(Path(root) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: nobody ever wrote here, or it was removed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EAGAIN, errno.EACCES)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def when_alone(root: Path, tidy: Callable[[], int]) -> int:

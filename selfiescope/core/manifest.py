@@ -158,7 +158,7 @@ class Manifest:
         if not readonly:
             self._db.executescript(SCHEMA)
             self._migrate()
-        self.keyring = Keyring(self.path.parent, create=not readonly)  # read (or made) on first use only
+        self.keyring = Keyring(self.path.parent, read_only=readonly)  # read (or made) on first use only
 
     def _migrate(self) -> None:
         """Additive schema changes, safe on a manifest of any earlier version."""
@@ -174,6 +174,13 @@ class Manifest:
                                 raise
             for sql in ADDED_INDEXES:
                 self._db.execute(sql)
+
+    @classmethod
+    def read_only(cls, root: Path | str) -> "Manifest":
+        """Open ``<root>/manifest.sqlite`` changing nothing under ``root`` (:mod:`.manifest_readonly`)."""
+        from .manifest_readonly import open_read_only
+
+        return open_read_only(cls, root)
 
     @property
     def root(self) -> Path:

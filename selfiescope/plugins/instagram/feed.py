@@ -46,6 +46,11 @@ _OG_IMAGE = re.compile(
     re.IGNORECASE,
 )
 _IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+# A grid tile's alt text names its owner ("Photo by jane.doe", "Photo shared by jane.doe on
+# March 3, 2024 ..."); only a user-name-shaped name is taken (a display name such as "Jane Doe"
+# is not the user name `forget --owner` is given, and guessing one would misattribute).
+_ALT_OWNER = re.compile(r"^\s*Photo (?:shared )?by @?(?P<name>.+?)(?:\s+on\s.*|,.*|\.\s.*|\.)?$", re.IGNORECASE | re.DOTALL)
+_USERNAME = re.compile(r"^[A-Za-z0-9._]{1,30}$")
 _ATTR = re.compile(r"""(src|srcset)=["']([^"']+)["']""", re.IGNORECASE)
 
 
@@ -80,6 +85,20 @@ def post_from_media(media: dict[str, Any]) -> Post | None:
         "height": media.get("original_height") or best.get("height"),
     }
     return Post(code, best["url"], best.get("width"), best.get("height"), extra)
+
+
+def owner_from_alt(alt: str | None) -> str | None:
+    """The owner's user name from a grid tile's alt text, when it gives one."""
+    match = _ALT_OWNER.match(alt or "")
+    name = match.group("name") if match else ""
+    return name if _USERNAME.match(name) and not name.endswith(".") else None
+
+
+def _dom_extra(alt: str | None) -> dict[str, Any]:
+    """A grid post's data: its owner from the alt text (the alt then says nothing more, and
+    goes: it would carry the name past the pseudonymising gate), else the alt as it is."""
+    owner = owner_from_alt(alt)
+    return {"owner": owner} if owner else {"alt": alt}
 
 
 def find_medias(data: Any) -> list[dict[str, Any]]:
@@ -200,7 +219,7 @@ class FeedReader:
                 continue
             url, width = largest_from_srcset(item.get("srcset"), item.get("src"))
             if url:
-                posts.append(Post(code, urljoin(self.base_url + "/", url), width, None, {"alt": item.get("alt")}))
+                posts.append(Post(code, urljoin(self.base_url + "/", url), width, None, _dom_extra(item.get("alt"))))
         posts.extend(self.json_posts.values())  # loaded but not (yet) in the DOM
         self.json_posts.clear()
         return posts, ended
