@@ -71,7 +71,7 @@ def _forget_failed(settings, exc: OSError) -> str:  # noqa: ANN001 - Settings
         pending = 0
     if pending:
         return f"{line}; the removal is recorded ({pending} entries to finish): run the same command again to finish it"
-    return f"{line}; nothing was forgotten"
+    return f"{line}; nothing was forgotten (nothing was removed)"
 
 
 @core_app.command("forget")

@@ -124,11 +124,6 @@ class Keyring:
 
     def _secret(self) -> bytes:
         with self._lock:
-            if self._key is None and not self.create:
-                try:
-                    self._key = _read_key(self.path)
-                except FileNotFoundError:
-                    self._key = secrets.token_bytes(32)
             if self._key is None:
                 if self.read_only:
                     try:

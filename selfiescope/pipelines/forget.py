@@ -390,7 +390,7 @@ async def forget(
         finally:
             manifest.close()
     if not writable(root):
-        raise ForgetError(f"{printable(root)} is read-only (or not writable by this user): nothing was forgotten; "
+        raise ForgetError(f"{printable(root)} is read-only (or not writable by this user): nothing was forgotten (nothing was removed); "
                           "forget needs to write there (--dry-run lists what would go)")
     registry = registry or registry_for(settings)
     wait_s = settings.storage.lock_timeout_s if settings.storage.wait_for_lock else 0.0
