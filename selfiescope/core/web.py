@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .manifest import Manifest
+from .budget import TokenBucket
 
 log = logging.getLogger("selfiescope.web")
 T = TypeVar("T")
@@ -52,81 +51,6 @@ class DownloadError(Exception):
     def refused(self) -> bool:
         """401/403: an expired signed URL or a lost session. A fresh URL may work."""
         return self.status in (401, 403)
-
-
-class TokenBucket:
-    """A request budget: ``per_minute`` tokens refilled continuously, up to ``burst``.
-
-    The level is saved in the manifest's ``budgets`` table under ``key`` (one per
-    account and site), so restarting a run does not restart the budget. A 429 is
-    honoured with :meth:`penalize`, which every job sharing the bucket then waits out.
-    """
-
-    def __init__(self, manifest: "Manifest", key: str, per_minute: float, *, burst: float | None = None,
-                 jitter_s: float = 0.0, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Any] = asyncio.sleep, rng: random.Random | None = None) -> None:
-        self.manifest = manifest
-        self.key = key
-        self.rate = per_minute / 60.0
-        self.burst = burst if burst is not None else max(1.0, per_minute / 6.0)
-        self.jitter_s = jitter_s
-        self.clock = clock
-        self.sleep = sleep
-        self.rng = rng or random.Random()
-        self.waited_s = 0.0
-        self._lock = asyncio.Lock()
-        self._tokens, self._updated = self._load()
-        self._saved_at = float("-inf")
-
-    def _load(self) -> tuple[float, float]:
-        rows = self.manifest.query("SELECT tokens, updated FROM budgets WHERE key=?", (self.key,))
-        if rows:
-            return float(rows[0]["tokens"]), float(rows[0]["updated"])
-        return self.burst, self.clock()
-
-    def _save(self) -> None:
-        self._saved_at = self._updated
-        self.manifest.execute(
-            "INSERT INTO budgets(key, tokens, updated) VALUES (?,?,?) "
-            "ON CONFLICT(key) DO UPDATE SET tokens=excluded.tokens, updated=excluded.updated",
-            (self.key, self._tokens, self._updated),
-        )
-
-    def flush(self) -> None:
-        """Save the level now (a run's end)."""
-        self._save()
-
-    def _refill(self) -> None:
-        now = self.clock()
-        self._tokens = min(self.burst, self._tokens + max(0.0, now - self._updated) * self.rate)
-        self._updated = now
-
-    @property
-    def tokens(self) -> float:
-        self._refill()
-        return self._tokens
-
-    async def take(self) -> float:
-        """Wait for a token (plus jitter); returns the seconds waited."""
-        async with self._lock:
-            self._refill()
-            wait = 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
-            if self.jitter_s:
-                wait += self.rng.uniform(0, self.jitter_s)
-            if wait > 0:
-                await self.sleep(wait)
-                self._refill()
-            self._tokens -= 1
-            if self._updated - self._saved_at >= 1.0:  # persist at most once a second
-                self._save()
-            self.waited_s += wait
-            return wait
-
-    def penalize(self, seconds: float) -> None:
-        """Make the next request wait at least ``seconds`` (a 429's Retry-After)."""
-        self._refill()
-        self._tokens = min(self._tokens, 1 - seconds * self.rate)
-        self._save()
 
 
 def parse_retry_after(value: str | None, default: float = 30.0) -> float:

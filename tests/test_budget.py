@@ -1,0 +1,124 @@
+"""The request budget under many concurrent takers, on a virtual clock (no real waiting)."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import uuid
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from selfiescope.core.web import TokenBucket
+from selfiescope.core.manifest import Manifest
+
+
+class VirtualTime:
+    """A clock that jumps to the next sleeper's wake-up once every task is blocked."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._seq), future))
+        await future
+
+    async def run(self, coros: list) -> list:  # noqa: ANN001 - coroutines
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        while not all(t.done() for t in tasks):
+            for _ in range(20):  # let every task run until it blocks on a sleep
+                await asyncio.sleep(0)
+            if self._sleepers:
+                wake, _, future = heapq.heappop(self._sleepers)
+                self.now = max(self.now, wake)
+                future.set_result(None)
+        return [t.result() for t in tasks]
+
+
+def request_times(tmp_path: Path, *, per_minute: float, burst: float, jitter_s: float, takers: int,
+                  each: int, seed: int = 0) -> tuple[list[float], float]:
+    """When each of ``takers * each`` requests went out (virtual seconds from the start)."""
+    manifest = Manifest.at_root(tmp_path)  # shared by the examples: each takes a fresh key
+    vt = VirtualTime()
+    bucket = TokenBucket(manifest, uuid.uuid4().hex, per_minute, burst=burst, jitter_s=jitter_s,
+                         clock=vt.clock, sleep=vt.sleep, rng=random.Random(seed))
+    start = vt.now
+    times: list[float] = []
+
+    async def taker() -> None:
+        for _ in range(each):
+            await bucket.take()
+            times.append(vt.now - start)
+
+    try:
+        asyncio.run(vt.run([taker() for _ in range(takers)]))
+    finally:
+        manifest.close()
+    return sorted(times), bucket.waited_s
+
+
+def test_jitter_does_not_lower_the_rate_of_concurrent_takers(tmp_path: Path) -> None:
+    # 10 requests/s shared by 8 jobs, 0.5 s of jitter: holding a lock while sleeping the jitter
+    # made it about 4/s whatever the budget.
+    rate = 10.0
+    for jitter in (0.0, 0.5):
+        times, _ = request_times(tmp_path, per_minute=rate * 60, burst=1, jitter_s=jitter, takers=8, each=50)
+        achieved = (len(times) - 1) / times[-1]
+        assert 0.9 * rate <= achieved <= rate * 1.01, (jitter, achieved)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(per_minute=st.floats(30, 6000), burst=st.integers(1, 10), jitter_s=st.floats(0, 2),
+       takers=st.integers(1, 12), seed=st.integers(0, 1000))
+def test_any_window_stays_within_the_budget_and_the_whole_run_near_it(
+    tmp_path: Path, per_minute: float, burst: int, jitter_s: float, takers: int, seed: int,
+) -> None:
+    rate = per_minute / 60
+    each = 30
+    times, _ = request_times(tmp_path, per_minute=per_minute, burst=burst, jitter_s=jitter_s, takers=takers,
+                             each=each, seed=seed)
+    n = len(times)
+    # within the budget: a request's slot is at most one slot length (and jitter_s) before it, so
+    # any window of length W holds at most burst + (W + jitter) * rate requests
+    jitter = min(jitter_s, 1 / rate)
+    for i in range(n):
+        for j in range(i, n):
+            window = times[j] - times[i]
+            assert j - i + 1 <= burst + (window + jitter) * rate + 1e-6
+    # and not far below it: the last request goes out by the time the budget allows it, plus jitter
+    assert times[-1] <= max(0.0, (n - burst) / rate) + jitter + 1e-6
+
+
+def test_a_429_while_others_wait_moves_their_slots_after_the_wait(tmp_path: Path) -> None:
+    manifest = Manifest.at_root(tmp_path)
+    vt = VirtualTime()
+    bucket = TokenBucket(manifest, "p", 60, burst=1, clock=vt.clock, sleep=vt.sleep)
+    start = vt.now
+    went: list[float] = []
+
+    async def taker() -> None:
+        await bucket.take()
+        went.append(vt.now - start)
+
+    async def scenario() -> None:
+        await vt.run([taker(), taker(), taker(), penalize_soon()])
+
+    async def penalize_soon() -> None:
+        await vt.sleep(0.5)  # the first request went out; two wait for their slots at 1 s and 2 s
+        bucket.penalize(10)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        manifest.close()
+    assert went[0] == 0
+    assert all(t >= 10.5 for t in went[1:]), went  # none goes out during the 429's wait
+    assert went[2] - went[1] >= 1.0 - 1e-9  # and they keep to the budget after it
