@@ -59,6 +59,12 @@ class Chaos:
     """After this many feed API calls the account is blocked: every API call, for every tag,
     answers 429 for ``account_block_s`` (once)."""
     account_block_s: float = 2.0
+    die_after: int | None = None
+    """The site goes away after answering this many requests: the server stops and every later
+    connection is refused (the request past the limit gets no answer)."""
+    image_429_every: int = 0
+    """Every n-th image download answers 429 with ``Retry-After: image_retry_after_s`` (once per URL)."""
+    image_retry_after_s: float = 1.0
 
     _rng: random.Random = field(init=False, repr=False, compare=False)
     _lock: threading.Lock = field(init=False, repr=False, compare=False)

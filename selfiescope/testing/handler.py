@@ -103,6 +103,25 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+        self.count_bytes(len(data) + 200)  # the status line and headers: about 200 bytes
+
+    def count_bytes(self, n: int) -> None:
+        path = urlsplit(self.path).path
+        kind = ("media" if path.startswith("/media/") else "api" if path.startswith("/api/")
+                else "static" if path.startswith("/static/") else "page")
+        with self.site._lock:
+            self.site.bytes_sent[kind] = self.site.bytes_sent.get(kind, 0) + n
+
+    def gone(self) -> bool:
+        """Past ``chaos.die_after``: drop the connection without an answer (the server is stopping)."""
+        if not self.site._count_request():
+            return False
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
 
     def delay(self) -> None:
         wait = self.site.latency_ms / 1000 + self.site.chaos.first_byte_delay_s()
@@ -207,6 +226,8 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         parts = [p for p in url.path.split("/") if p]
+        if self.gone():
+            return
         try:
             if not parts:
                 return self.home()
@@ -240,6 +261,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         path = urlsplit(self.path).path
+        if self.gone():
+            return
         try:
             if path in ("/accounts/login/ajax/", "/accounts/login/"):
                 return self.login_submit(self.read_form())
@@ -422,6 +445,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(403, problem.encode(), "text/plain")
         if site._next_media_fails(path):
             return self.send(500, b"temporary media error", "text/plain")
+        if chaos.every("image_429", chaos.image_429_every, path):
+            return self.send(429, b"Please wait a few minutes before you try again.", "text/plain",
+                             headers={"Retry-After": f"{chaos.image_retry_after_s:g}"})
         data = site.media_bytes(post, int(width))
         if chaos.every("drop", chaos.drop_image_every, path):
             return self.cut_off(data, "image/jpeg")

@@ -40,8 +40,9 @@ from ...core.secrets import credential
 from ...core.browser import Lease, browser_pool, leased_events, load_session, save_session, session_path
 from ...core.components import Job, Options, Source
 from ...core.events import ImageEvent, Origin
-from ...core.web import DownloadError, TokenBucket, click_dialog_buttons, fetch_image, scroll_and_wait, within
-from .feed import FeedReader, Post, image_url_from_post_page
+from ...core.web import (DownloadError, RateLimited, SiteUnreachable, TokenBucket, click_dialog_buttons, fetch_image,
+                         scroll_and_wait, within)
+from .feed import FeedReader, Post, image_url_from_post_page, is_feed_url
 from .login import CHALLENGE_PATHS, submit_login
 from .watchdog import JobRun, Stalled, Watchdog
 
@@ -178,8 +179,15 @@ class InstagramSource(Source):
                         after_429 = False  # the page retried by itself and got through
                         state.seen.update(p.shortcode for p in fresh)
                         self._status(tag, f"{len(state.seen)} posts found")
-                    for post in fresh:
-                        event = await self._fetch_post(lease, post, job, state)
+                    batch, state.retry = [*state.retry, *fresh], []
+                    for i, post in enumerate(batch):
+                        self._check_stop()
+                        event = await self._fetch_post(lease, post, job, state, watch)
+                        if post.shortcode in state.failed:  # a failed download is not progress
+                            if state.unreachable:  # is the site gone? the tag page says (one reload)
+                                state.retry = batch[i + 1:]
+                                raise Stalled(f"downloads ({state.unreachable})")
+                            continue
                         watch.progress()
                         if event is not None:
                             yield event
@@ -213,6 +221,9 @@ class InstagramSource(Source):
                         log.info("#%s: reloading the tag page after the 429 wait", tag)
                         reload = True
                         continue
+                    if any(is_feed_url(u) for u in lease.unrecorded):  # a replay past its recording
+                        log.info("#%s: the recording ends here", tag)
+                        break
                     if idle < self.options.max_idle_scrolls:
                         if watch.remaining() <= 0:
                             raise Stalled("new posts")
@@ -226,8 +237,12 @@ class InstagramSource(Source):
                         raise Stalled("the next feed page (the page stopped loading it)")
                     log.info("#%s: the feed stopped growing", tag)
                     break
+                except SiteUnreachable as gone:
+                    raise self._stop(f"#{tag}: {gone}; stopping. Images stored so far are kept; rerun when the "
+                                     f"site is back to fetch the rest ({len(state.seen)} posts found)") from None
                 except Stalled as stall:
                     waited = time.monotonic() - watch.last
+                    state.unreachable = None
                     if state.stall_reloaded:
                         raise JobFailed(
                             f"#{tag}: stalled: no new post for {waited:.0f} s while waiting on {stall.waiting_on}, "
@@ -331,10 +346,15 @@ class InstagramSource(Source):
             return True
 
     # --- one post --------------------------------------------------------------------------
-    async def _download(self, lease: Lease, url: str) -> Any:
+    async def _download(self, lease: Lease, url: str, tag: str, watch: Watchdog) -> Any:
+        def waiting_on_429(wait: float) -> None:
+            log.warning("#%s: HTTP 429 on an image; waiting %.0f s as asked", tag, wait)
+            self._status(tag, f"HTTP 429: waiting {wait:.0f} s as asked")
+
         return await fetch_image(
             lease.request, url, bucket=self.bucket, max_bytes=self.options.max_image_bytes,
             retries=self.options.retries, backoff_s=self.options.backoff_s, timeout_s=self.timeout_s,
+            max_retry_after_s=self.options.max_retry_after_s, waiting=watch.paused, on_429=waiting_on_429,
         )
 
     async def _fresh_image_url(self, lease: Lease, post: Post) -> str | None:
@@ -353,7 +373,7 @@ class InstagramSource(Source):
             return None
         return image_url_from_post_page(text, self.base_url)
 
-    async def _fetch_post(self, lease: Lease, post: Post, job: Job, state: JobRun) -> ImageEvent | None:
+    async def _fetch_post(self, lease: Lease, post: Post, job: Job, state: JobRun, watch: Watchdog) -> ImageEvent | None:
         if post.shortcode in self._yielded:
             return None
         if await asyncio.to_thread(self.run.manifest.post_seen, self.name, post.shortcode):
@@ -361,7 +381,7 @@ class InstagramSource(Source):
             return None
         try:
             try:
-                fetched = await self._download(lease, post.image_url)
+                fetched = await self._download(lease, post.image_url, job.target, watch)
             except DownloadError as exc:
                 if not exc.refused:
                     raise
@@ -370,15 +390,23 @@ class InstagramSource(Source):
                     raise
                 log.info("#%s: post %s: %s; retrying with a fresh URL", job.target, post.shortcode, exc.reason)
                 post.image_url = fresh
-                fetched = await self._download(lease, fresh)
+                fetched = await self._download(lease, fresh, job.target, watch)
+        except RateLimited as exc:
+            raise self._stop(f"#{job.target}: Instagram asks to wait {exc.retry_after_s:.0f} s (HTTP 429 on an "
+                             "image); stopping instead of hammering. Rerun later to resume.") from None
         except DownloadError as exc:
-            if exc.transient:  # not done: this run reports it, a rerun retries it
-                state.failed[post.shortcode] = exc.reason
-            else:  # gone for good (404, too large): do not come back to it
-                self._yielded.add(post.shortcode)
-                await asyncio.to_thread(self.run.manifest.mark_post, self.name, post.shortcode, job.target, job.label)
             log.warning("#%s: post %s skipped: %s", job.target, post.shortcode, exc)
-            self.run.stats.count(job.target, "rejected", "download", 0)
+            if exc.transient:  # a failure, not a decision: this run reports it, a rerun retries it
+                state.failed[post.shortcode] = exc.reason
+                if exc.unreachable:
+                    state.unreachable = exc.reason
+                self.run.stats.count(job.target, "failed", "download_failed", 0, exc.reason)
+            else:  # gone for good (404, too large): a decision, kept with its reason; never fetched again
+                self._yielded.add(post.shortcode)
+                code = "too_large" if exc.reason.startswith("too large") else "gone"
+                await asyncio.to_thread(self.run.manifest.reject_post, self.name, post.shortcode, job.target,
+                                        job.label, code, exc.reason, self.run.run_id)
+                self.run.stats.count(job.target, "rejected", code, 0)
             return None
         state.failed.pop(post.shortcode, None)
         self._yielded.add(post.shortcode)

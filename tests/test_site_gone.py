@@ -1,0 +1,133 @@
+"""A site that goes away, a replay that runs past its recording, 429s and dead ends on image
+downloads: each ends plainly and soon, keeps what was stored, and counts what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
+from selfiescope.core.manifest import Manifest
+from selfiescope.pipelines.record import record, replay_settings
+from selfiescope.testing.chaos import Chaos
+from selfiescope.testing.site import MockInstagram, TagSpec
+from test_instagram import expected, recorded, scrape, seed_session
+from test_instagram_chaos import settings_for
+
+try:
+    find_chromium("auto")
+except BrowserNotFound:
+    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
+
+pytestmark = pytest.mark.browser
+
+TAGS = {"gamma": TagSpec(16, "selfie", noface=0, small_face=0), "delta": TagSpec(16, "portrait", noface=0, small_face=0)}
+BOUND_S = 150  # generous: a dead site used to take minutes; a loaded 2-core machine must still pass
+
+
+def site_with(**knobs: Any) -> MockInstagram:
+    return MockInstagram(tags=TAGS, page_size=4, chaos=Chaos(**knobs))
+
+
+def rejections(root: Path) -> list[tuple[str, str]]:
+    m = Manifest.at_root(root)
+    try:
+        return [(r["post_id"], r["reject_code"]) for r in m.query("SELECT post_id, reject_code FROM rejections")]
+    finally:
+        m.close()
+
+
+async def test_a_site_that_dies_mid_run_ends_the_run_plainly_and_keeps_what_was_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    with site_with(die_after=30) as site:
+        seed_session(site, tmp_path)
+        port = int(site.base_url.rsplit(":", 1)[1])
+        # the default backoff: retrying a refused connection with backoff is what made it take minutes
+        settings = settings_for(site, tmp_path, timeout_s=5, stall_s=20, backoff_s=1.0)
+        started = time.monotonic()
+        stats = await asyncio.wait_for(scrape(settings, ["gamma", "delta"]), BOUND_S)
+        took = time.monotonic() - started
+        assert site.died.is_set()
+        assert stats.status == "finished_with_errors"
+        assert stats.errors and all("cannot be reached (connection refused)" in e for e in stats.errors), stats.errors
+        assert any("rerun" in e for e in stats.errors)
+        for line in stats.errors:  # the browser's own words stay in the debug log
+            assert "net::" not in line and "Call log" not in line and "ECONNREFUSED" not in line
+        # a refused connection is not retried with backoff, and a failed download is a failure
+        # (a download in flight when the server went may be cut off and retried once, no more)
+        assert caplog.text.count("retry 1 in") <= 2 and "retry 2 in" not in caplog.text
+        assert stats.rejected_by_reason.get("download", 0) == 0
+        kept = recorded(tmp_path)
+        assert kept, "images stored before the site died are kept"
+        assert took < BOUND_S
+        # Back again: a rerun fetches the rest, nothing twice.
+        site.chaos.die_after = None
+        site.start(port=port)
+        again = await asyncio.wait_for(scrape(settings, ["gamma", "delta"]), BOUND_S)
+        assert again.status == "finished", again.errors
+        assert sorted(recorded(tmp_path)) == expected(site, "gamma", "delta")
+
+
+async def test_a_replay_past_its_recording_ends_when_the_recording_does(tmp_path: Path) -> None:
+    site = MockInstagram(tags={"gamma": TagSpec(16, "selfie", noface=0, small_face=0)}, page_size=4,
+                         require_login=False)
+    site.start()
+    har_file = tmp_path / "gamma.har"
+    try:
+        rec = await asyncio.wait_for(record(settings_for(site, tmp_path / "rec", stall_s=30), ["gamma"], har_file,
+                                            base_url=site.base_url, limit=5), BOUND_S)
+    finally:
+        site.stop()
+    assert rec.stats.accepted >= 5
+    play = tmp_path / "play"
+    settings, base = replay_settings(settings_for(site, play, stall_s=30, scroll_pause_s=1.0), har_file)
+    settings.plugins["instagram"]["base_url"] = base
+    started = time.monotonic()
+    stats = await asyncio.wait_for(scrape(settings, ["gamma"]), BOUND_S)
+    took = time.monotonic() - started
+    assert stats.accepted >= 5  # what was recorded comes back
+    # It ended at the recording's end, not after waiting out a stall (30 s) and a reload.
+    assert took < 30, took
+    for line in stats.errors:
+        assert "net::" not in line and "Call log" not in line
+
+
+async def test_a_429_on_images_is_waited_out_and_dead_ends_are_kept_as_rejections(tmp_path: Path) -> None:
+    with site_with(image_429_every=5, image_retry_after_s=1) as site:
+        seed_session(site, tmp_path)
+        gone = site.posts("gamma")[2]
+        big = site.posts("gamma")[5]
+        original = site.media_bytes
+
+        def media_bytes(post: Any, width: int = 1080) -> bytes:
+            return original(post, width) + (b"\0" * 3_000_000 if post is big else b"")
+
+        site.media_bytes = media_bytes  # type: ignore[method-assign]
+        del site._by_id[gone.id]  # its image answers 404 from now on
+        settings = settings_for(site, tmp_path, max_image_bytes=2_000_000)
+        stats = await asyncio.wait_for(scrape(settings, ["gamma"]), BOUND_S)
+        got_429 = [p for _, p, s in site.requests if p.startswith("/media/") and s == 429]
+        assert got_429
+        assert stats.failed == 0 and stats.errors == [], stats.errors
+        # 404s and oversize images are decisions with a reason, visible in the manifest (stats, card)
+        assert sorted(rejections(tmp_path)) == sorted([(gone.shortcode, "gone"), (big.shortcode, "too_large")])
+        assert stats.rejected_by_reason == {"gone": 1, "too_large": 1}
+        want = [x for x in expected(site, "gamma") if x[1] not in (gone.shortcode, big.shortcode)]
+        assert sorted(recorded(tmp_path)) == want
+
+
+async def test_failed_downloads_are_failures_that_a_rerun_retries(tmp_path: Path) -> None:
+    with site_with(url_ttl_s=60, stale_url_share=1.0) as site:
+        seed_session(site, tmp_path)
+        site.chaos.url_ttl_s = -5.0  # every URL has expired, the post pages' too
+        stats = await asyncio.wait_for(scrape(settings_for(site, tmp_path), ["gamma"]), BOUND_S)
+        assert stats.failed == len(site.posts("gamma")) and stats.failed_by_reason == {"download_failed": stats.failed}
+        assert stats.rejected == 0
+        assert any("could not be downloaded" in line for line in stats.error_lines())
