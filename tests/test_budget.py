@@ -122,3 +122,75 @@ def test_a_429_while_others_wait_moves_their_slots_after_the_wait(tmp_path: Path
     assert went[0] == 0
     assert all(t >= 10.5 for t in went[1:]), went  # none goes out during the 429's wait
     assert went[2] - went[1] >= 1.0 - 1e-9  # and they keep to the budget after it
+
+
+# --- downloads and the budget: a 429's wait is capped and paused, a host out of reach fails at once ---
+class Answer:
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status, self.headers = status, headers
+
+
+class Requests:
+    """A request API whose answers are scripted: an Answer, or an exception to raise."""
+
+    def __init__(self, *answers: object) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    async def get(self, url: str, **kwargs: object) -> Answer:
+        self.calls += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+
+async def test_a_429_on_a_download_waits_inside_the_cap_and_stops_beyond_it() -> None:
+    import pytest
+
+    from selfiescope.core.web import DownloadError, RateLimited, fetch_image
+
+    slept: list[float] = []
+    paused: list[str] = []
+    heard: list[float] = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+
+    async def waiting(awaitable):  # noqa: ANN001, ANN202 - a stall clock's pause
+        paused.append("paused")
+        return await awaitable
+
+    with pytest.raises(RateLimited) as exc:
+        await fetch_image(Requests(Answer(429, {"retry-after": "3600"})), "https://cdn.test/a.jpg?sig=S", bucket=None,
+                          max_bytes=10, sleep=sleep, max_retry_after_s=900, waiting=waiting, on_429=heard.append)
+    assert exc.value.retry_after_s == 3600 and slept == [] and heard == []
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        await fetch_image(Requests(Answer(429, {"retry-after": "7"}), Answer(404, {})), "https://cdn.test/a.jpg",
+                          bucket=None, max_bytes=10, sleep=sleep, max_retry_after_s=900, waiting=waiting,
+                          on_429=heard.append)
+    assert slept == [7.0] and paused == ["paused"] and heard == [7.0]
+
+
+async def test_a_host_out_of_reach_fails_at_once_without_backoff() -> None:
+    import pytest
+    from playwright.async_api import Error as PlaywrightError
+
+    from selfiescope.core.web import DownloadError, fetch_image, unreachable_reason
+
+    slept: list[float] = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+
+    for raw, why in (("APIRequestContext.get: connect ECONNREFUSED 127.0.0.1:9\nCall log:", "connection refused"),
+                     ("APIRequestContext.get: getaddrinfo ENOTFOUND cdn.invalid\nCall log:", "no such host (DNS)")):
+        requests = Requests(PlaywrightError(raw))
+        with pytest.raises(DownloadError) as exc:
+            await fetch_image(requests, "https://cdn.invalid/a.jpg?sig=S", bucket=None, max_bytes=10, retries=3,
+                              sleep=sleep)
+        assert exc.value.unreachable and exc.value.transient and exc.value.reason == why
+        assert requests.calls == 1 and slept == [] and "sig=S" not in str(exc.value)
+    assert unreachable_reason("Page.goto: net::ERR_NAME_NOT_RESOLVED at https://x.invalid/") == "no such host (DNS)"
+    assert unreachable_reason("Page.goto: net::ERR_CONNECTION_REFUSED at http://127.0.0.1:9/") == "connection refused"
+    assert unreachable_reason("Timeout 30000ms exceeded") is None
