@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from selfiescope.cli.collect import print_stats
-from selfiescope.cli.common import console, make_console, out
+from selfiescope.cli.common import console, out
 
 
 def test_lines_are_not_wrapped_when_output_is_not_a_terminal(monkeypatch) -> None:  # noqa: ANN001
@@ -15,5 +15,7 @@ def test_lines_are_not_wrapped_when_output_is_not_a_terminal(monkeypatch) -> Non
     with console.capture() as captured:
         console.print("gamma: " + "y" * 200, highlight=False, markup=False)
     assert len(captured.get().strip().splitlines()) == 1
+    from selfiescope.cli.common import make_console
+
     monkeypatch.setenv("COLUMNS", "60")  # asked for a width: kept
     assert make_console().width == 60
