@@ -2,9 +2,9 @@
 
 Concurrent jobs each reserve the next free slot and then wait for it on their own, so
 one job's wait never holds up another's reservation: the budget's rate is reached
-whatever the number of jobs. Jitter moves each request by a random offset after its
-slot (at most ``jitter_s``, and never more than one slot's length); it spreads
-requests in time without lowering the rate.
+whatever the number of jobs. Jitter moves a request the budget held back by a random
+offset after its slot (at most ``jitter_s``, and never more than one slot's length): the
+requests the budget paces do not come on a metronome, and the rate is not lowered.
 """
 
 from __future__ import annotations
@@ -89,15 +89,19 @@ class TokenBucket:
     async def take(self) -> float:
         """Wait for this request's slot (plus jitter); returns the seconds waited."""
         started = self.clock()
+        waited_for_slot = False
         while True:
             penalties = self._penalties
             wait = self._reserve()
             if wait > 0:
+                waited_for_slot = True
                 await self.sleep(wait)
             if penalties == self._penalties:
                 break
             # A 429 came while this request waited: its slot was cancelled; take one after the wait.
-        if self.jitter_s:  # within the slot: a later request never overtakes this one's slot
+        if self.jitter_s and waited_for_slot:
+            # Only a request the budget held back is paced by it: one that found a token went when
+            # its job got there (its own latency spreads it), and delaying it would lower the rate.
             await self.sleep(self.rng.uniform(0, min(self.jitter_s, 1 / self.rate)))
         waited = max(0.0, self.clock() - started)
         self.waited_s += waited

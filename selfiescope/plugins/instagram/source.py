@@ -80,7 +80,7 @@ class InstagramOptions(Options):
     max_idle_scrolls: int = Field(3, ge=1, description="scrolls without growth before the feed counts as ended")
     requests_per_minute: float = Field(60.0, gt=0, description="per-account budget, kept across runs")
     burst: float | None = Field(None, gt=0, description="requests allowed back to back (default: a tenth of a minute's)")
-    jitter_s: float = Field(0.5, ge=0, description="random delay of each request within its slot of the budget (at most this)")
+    jitter_s: float = Field(0.5, ge=0, description="random delay, within its slot, of a request the budget held back (at most this)")
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
     retries: int = Field(3, ge=0, description="retries of a download after a 5xx or a timeout")
     backoff_s: float = Field(1.0, ge=0)
