@@ -129,3 +129,21 @@ async def test_failed_downloads_are_failures_that_a_rerun_retries(tmp_path: Path
         assert stats.failed == len(site.posts("gamma")) and stats.failed_by_reason == {"download_failed": stats.failed}
         assert stats.rejected == 0
         assert any("could not be downloaded" in line for line in stats.error_lines())
+
+
+def test_stats_lists_a_sources_rejections_by_reason(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from selfiescope.cli import app
+
+    m = Manifest.at_root(tmp_path)
+    try:
+        m.reject_post("instagram", "CODE1", "gamma", "selfie", "gone", "HTTP 404")
+        m.reject_post("instagram", "CODE2", "gamma", "selfie", "too_large", "too large (3000000 bytes > 2000000)")
+        assert m.post_seen("instagram", "CODE1") and m.post_seen("instagram", "CODE2")  # done for good
+    finally:
+        m.close()
+    (tmp_path / "settings.toml").write_text(f'[storage]\nroot = "{tmp_path}"\n')
+    result = CliRunner().invoke(app, ["stats", "--root", str(tmp_path), "-s", str(tmp_path / "settings.toml")])
+    assert result.exit_code == 0, result.output
+    assert "instagram/gone" in result.output and "instagram/too_large" in result.output
