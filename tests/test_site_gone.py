@@ -147,3 +147,24 @@ def test_stats_lists_a_sources_rejections_by_reason(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["stats", "--root", str(tmp_path), "-s", str(tmp_path / "settings.toml")])
     assert result.exit_code == 0, result.output
     assert "instagram/gone" in result.output and "instagram/too_large" in result.output
+
+
+async def test_the_page_loads_no_thumbnails_videos_or_fonts_whatever_the_browser_block_list(tmp_path: Path) -> None:
+    # The source reads the feed's JSON: what the page would show is waste, even when the user's
+    # [browser] block list lets fonts and media through.
+    with MockInstagram(tags={"gamma": TagSpec(10, "selfie", noface=0, small_face=0)}, page_size=4,
+                       username="u_lean", password="pw-lean-Ibis-77", chaos=Chaos(heavy_page=True)) as site:
+        seed_session(site, tmp_path)
+        settings = settings_for(site, tmp_path)
+        settings.browser.block = []
+        stats = await asyncio.wait_for(scrape(settings, ["gamma"]), BOUND_S)
+        assert stats.status == "finished", stats.errors
+        assert sorted(recorded(tmp_path)) == expected(site, "gamma")
+        fetched = [p for _, p, _ in site.requests]
+        assert any(p.startswith("/explore/tags/gamma") for p in fetched)
+        assert not [p for p in fetched if p.endswith((".woff2", ".mp4"))]
+        media = [p for p in fetched if p.startswith("/media/")]
+        assert media and all("_1080.jpg" in p for p in media)  # the full-size image, never a grid thumbnail
+        # what went over the wire is, nearly all, the images stored
+        stored = sum(f.stat().st_size for f in tmp_path.rglob("*.jpg"))
+        assert sum(site.bytes_sent.values()) <= 1.3 * stored

@@ -30,6 +30,9 @@ class Chaos:
     late_dialog_ms: float = 0
     """A "Turn on notifications" dialog appears this long after a tag page loads (0: never)."""
     late_dialog_language: str = "de"
+    heavy_page: bool = False
+    """The tag page also loads what a scraper has no use for, as the real one does: a web font for
+    its text and a muted, autoplaying video preview (``/static/ss-sans.woff2``, ``/media/preview.mp4``)."""
     unknown_consent: bool = False
     """The cookie dialog's buttons have names no list of known buttons has."""
     js_login: bool = False

@@ -289,6 +289,8 @@ class Handler(BaseHTTPRequestHandler):
         self.html("Instagram", f"<h1>Instagram</h1>{greeting}<ul>{links}</ul>")
 
     def static(self, name: str) -> None:
+        if name == "ss-sans.woff2":  # ``chaos.heavy_page``'s font: bytes only a browser that renders text wants
+            return self.send(200, b"wOF2" + bytes(60_000), "font/woff2")
         types = {"site.js": "text/javascript; charset=utf-8", "site.css": "text/css; charset=utf-8"}
         if name not in types:
             return self.not_found()
@@ -377,8 +379,12 @@ class Handler(BaseHTTPRequestHandler):
         more = len(feed) > len(first)
         config = {"tag": tag, "next_max_id": _cursor(len(first)) if more else None, "more_available": more,
                   "first_from_api": bool(site.chaos.client_feed)}
-        self.html(f"#{tag} hashtag on Instagram • Photos and videos", pages.tag_body(tag, len(feed), tiles, site.classes),
-                  dialogs=dialogs, config=config)
+        body, head = pages.tag_body(tag, len(feed), tiles, site.classes), ""
+        if site.chaos.heavy_page:
+            head = ("<style>@font-face{font-family:SsSans;src:url(/static/ss-sans.woff2) format('woff2')}"
+                    "body{font-family:SsSans,sans-serif}</style>")
+            body += '<video src="/media/preview.mp4" autoplay muted loop playsinline width="320"></video>'
+        self.html(f"#{tag} hashtag on Instagram • Photos and videos", body, dialogs=dialogs, config=config, head=head)
 
     def post_page(self, code: str) -> None:
         if not self.logged_in():
@@ -435,6 +441,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def media(self, name: str, query: dict[str, str]) -> None:
         site, chaos = self.site, self.site.chaos
+        if name == "preview.mp4":  # ``chaos.heavy_page``'s video preview
+            return self.send(200, bytes(400_000), "video/mp4")
         stem, _, ext = name.partition(".")
         post_id, _, width = stem.rpartition("_")
         post = site._by_id.get(post_id)

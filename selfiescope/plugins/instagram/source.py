@@ -87,7 +87,8 @@ class InstagramOptions(Options):
     max_retry_after_s: float = Field(900.0, ge=0, description="a longer 429 wait stops the source instead")
     max_restarts: int = Field(2, ge=0, description="browser relaunches per job after a crash")
     languages: list[str] = Field(list(DISMISS_BUTTONS), description="languages of pop-up buttons to close")
-    block_page_images: bool = Field(True, description="the page need not render images: they are downloaded")
+    block_page_images: bool = Field(True, description="the page loads no images, videos or fonts: the feed's JSON says "
+                                                      "what to download")
     stall_s: float = Field(60.0, gt=0, description="no new post for this long: reload the tag page once, then fail the job")
 
 
@@ -141,7 +142,8 @@ class InstagramSource(Source):
         self.run.stats.set_state(tag, state)
 
     async def events(self, job: Job) -> AsyncIterator[ImageEvent]:
-        block = ["image"] if self.options.block_page_images else []
+        # the feed's JSON says what to download: the page's own images, videos and fonts are waste
+        block = ["image", "media", "font"] if self.options.block_page_images else []
         self._status(job.target, "waiting for the browser")
         events = leased_events(
             self.pool, lambda lease: self._scrape(lease, job), storage_state=lambda: self._state,
