@@ -55,6 +55,24 @@ class DownloadError(Exception):
         """401/403: an expired signed URL or a lost session. A fresh URL may work."""
         return self.status in (401, 403)
 
+    @property
+    def rejection_code(self) -> str:
+        """Why a download that will never work is a rejection: ``too_large``, else ``gone`` (404/410)."""
+        return "too_large" if self.reason.startswith("too large") else "gone"
+
+
+async def settle_failed_download(run: Any, source: str, job: Any, post_id: str, exc: DownloadError) -> None:
+    """Count a download that failed, the way the rest of a run counts images: one that may work
+    later is a failure (``download_failed``: exit 1, a rerun retries it, never marked done); one
+    that never will (404/410, too large) is a rejection with its reason, kept in the manifest
+    (``stats``, the card) and done for good."""
+    if exc.transient:
+        run.stats.count(job.target, "failed", "download_failed", 0, exc.reason)
+        return
+    await asyncio.to_thread(run.manifest.reject_post, source, post_id, job.target, job.label, exc.rejection_code,
+                            exc.reason, run.run_id)
+    run.stats.count(job.target, "rejected", exc.rejection_code, 0)
+
 
 class SiteUnreachable(ConnectionError):
     """The site cannot be reached at all: connection refused, no such host, no route."""

@@ -41,7 +41,7 @@ from ...core.browser import Lease, browser_pool, leased_events, load_session, sa
 from ...core.components import Job, Options, Source
 from ...core.events import ImageEvent, Origin
 from ...core.web import (DownloadError, RateLimited, SiteUnreachable, TokenBucket, click_dialog_buttons, fetch_image,
-                         scroll_and_wait, within)
+                         scroll_and_wait, settle_failed_download, within)
 from .feed import FeedReader, Post, image_url_from_post_page, is_feed_url
 from .login import CHALLENGE_PATHS, submit_login
 from .watchdog import JobRun, Stalled, Watchdog
@@ -398,17 +398,13 @@ class InstagramSource(Source):
                              "image); stopping instead of hammering. Rerun later to resume.") from None
         except DownloadError as exc:
             log.warning("#%s: post %s skipped: %s", job.target, post.shortcode, exc)
-            if exc.transient:  # a failure, not a decision: this run reports it, a rerun retries it
+            if exc.transient:  # this run reports it, a rerun retries it
                 state.failed[post.shortcode] = exc.reason
                 if exc.unreachable:
                     state.unreachable = exc.reason
-                self.run.stats.count(job.target, "failed", "download_failed", 0, exc.reason)
-            else:  # gone for good (404, too large): a decision, kept with its reason; never fetched again
+            else:  # gone for good (404, too large): never fetched again
                 self._yielded.add(post.shortcode)
-                code = "too_large" if exc.reason.startswith("too large") else "gone"
-                await asyncio.to_thread(self.run.manifest.reject_post, self.name, post.shortcode, job.target,
-                                        job.label, code, exc.reason, self.run.run_id)
-                self.run.stats.count(job.target, "rejected", code, 0)
+            await settle_failed_download(self.run, self.name, job, post.shortcode, exc)
             return None
         state.failed.pop(post.shortcode, None)
         self._yielded.add(post.shortcode)
