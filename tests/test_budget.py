@@ -184,13 +184,13 @@ async def test_a_host_out_of_reach_fails_at_once_without_backoff() -> None:
         slept.append(s)
 
     for raw, why in (("APIRequestContext.get: connect ECONNREFUSED 127.0.0.1:9\nCall log:", "connection refused"),
-                     ("APIRequestContext.get: getaddrinfo ENOTFOUND cdn.invalid\nCall log:", "no such host (DNS)")):
+                     ("APIRequestContext.get: getaddrinfo ENOTFOUND cdn.invalid\nCall log:", "no such host in DNS")):
         requests = Requests(PlaywrightError(raw))
         with pytest.raises(DownloadError) as exc:
             await fetch_image(requests, "https://cdn.invalid/a.jpg?sig=S", bucket=None, max_bytes=10, retries=3,
                               sleep=sleep)
         assert exc.value.unreachable and exc.value.transient and exc.value.reason == why
         assert requests.calls == 1 and slept == [] and "sig=S" not in str(exc.value)
-    assert unreachable_reason("Page.goto: net::ERR_NAME_NOT_RESOLVED at https://x.invalid/") == "no such host (DNS)"
+    assert unreachable_reason("Page.goto: net::ERR_NAME_NOT_RESOLVED at https://x.invalid/") == "no such host in DNS"
     assert unreachable_reason("Page.goto: net::ERR_CONNECTION_REFUSED at http://127.0.0.1:9/") == "connection refused"
     assert unreachable_reason("Timeout 30000ms exceeded") is None

@@ -92,7 +92,7 @@ class NotRecorded(ConnectionError):
 # words (page loads) and Node's (the request API).
 _UNREACHABLE = (
     (re.compile(r"ERR_CONNECTION_REFUSED|ECONNREFUSED"), "connection refused"),
-    (re.compile(r"ERR_NAME_NOT_RESOLVED|ERR_NAME_RESOLUTION_FAILED|ENOTFOUND|EAI_AGAIN"), "no such host (DNS)"),
+    (re.compile(r"ERR_NAME_NOT_RESOLVED|ERR_NAME_RESOLUTION_FAILED|ENOTFOUND|EAI_AGAIN"), "no such host in DNS"),
     (re.compile(r"ERR_ADDRESS_UNREACHABLE|ERR_INTERNET_DISCONNECTED|EHOSTUNREACH|ENETUNREACH"), "no route to it"),
 )
 

@@ -240,8 +240,8 @@ class InstagramSource(Source):
                     log.info("#%s: the feed stopped growing", tag)
                     break
                 except SiteUnreachable as gone:
-                    raise self._stop(f"#{tag}: {gone}; stopping. Images stored so far are kept; rerun when the "
-                                     f"site is back to fetch the rest ({len(state.seen)} posts found)") from None
+                    raise self._stop(f"#{tag}: {gone}; stopping ({len(state.seen)} posts found, what was stored "
+                                     "is kept). Rerun when the site is back to fetch the rest") from None
                 except Stalled as stall:
                     waited = time.monotonic() - watch.last
                     state.unreachable = None
