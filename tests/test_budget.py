@@ -9,6 +9,7 @@ import random
 import uuid
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from selfiescope.core.web import TokenBucket
@@ -146,7 +147,7 @@ class Requests:
 
 
 async def test_a_429_on_a_download_waits_inside_the_cap_and_stops_beyond_it() -> None:
-    import pytest
+
 
     from selfiescope.core.web import DownloadError, RateLimited, fetch_image
 
@@ -173,7 +174,7 @@ async def test_a_429_on_a_download_waits_inside_the_cap_and_stops_beyond_it() ->
 
 
 async def test_a_host_out_of_reach_fails_at_once_without_backoff() -> None:
-    import pytest
+
     from playwright.async_api import Error as PlaywrightError
 
     from selfiescope.core.web import DownloadError, fetch_image, unreachable_reason
@@ -194,3 +195,29 @@ async def test_a_host_out_of_reach_fails_at_once_without_backoff() -> None:
     assert unreachable_reason("Page.goto: net::ERR_NAME_NOT_RESOLVED at https://x.invalid/") == "no such host in DNS"
     assert unreachable_reason("Page.goto: net::ERR_CONNECTION_REFUSED at http://127.0.0.1:9/") == "connection refused"
     assert unreachable_reason("Timeout 30000ms exceeded") is None
+
+
+def test_slots_of_requests_cancelled_while_waiting_are_given_back_but_a_429_is_kept(tmp_path: Path) -> None:
+    manifest = Manifest.at_root(tmp_path)
+    vt = VirtualTime()
+    bucket = TokenBucket(manifest, "c", 60, burst=1, clock=vt.clock, sleep=vt.sleep)
+
+    async def scenario() -> None:
+        await bucket.take()  # the burst: goes at once
+        waiting = [asyncio.ensure_future(bucket.take()) for _ in range(5)]  # slots 1 s .. 5 s ahead
+        for _ in range(5):
+            await asyncio.sleep(0)
+        for task in waiting:  # the run stops (Ctrl-C, a limit reached)
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+
+    try:
+        asyncio.run(scenario())
+        bucket.flush()
+        again = TokenBucket(manifest, "c", 60, burst=1, clock=vt.clock, sleep=vt.sleep)
+        assert again.tokens == pytest.approx(0.0)  # the one request sent is counted, the five never sent are not
+        again.penalize(30)
+        again.flush()
+        assert TokenBucket(manifest, "c", 60, burst=1, clock=vt.clock, sleep=vt.sleep).tokens == pytest.approx(-29.0)
+    finally:
+        manifest.close()

@@ -45,6 +45,7 @@ class TokenBucket:
         self._tokens, self._updated = self._load()
         self._saved_at = float("-inf")
         self._penalties = 0  # bumped by every 429: slots reserved before it are reserved again
+        self._unused = 0  # slots of requests cancelled while they waited
 
     def _load(self) -> tuple[float, float]:
         rows = self.manifest.query("SELECT tokens, updated FROM budgets WHERE key=?", (self.key,))
@@ -61,7 +62,11 @@ class TokenBucket:
         )
 
     def flush(self) -> None:
-        """Save the level now (a run's end)."""
+        """Save the level now (a run's end), giving back the slots of requests cancelled while
+        they waited: a stopped run does not make the next one wait for requests never sent."""
+        self._refill()
+        self._tokens = min(self.burst, self._tokens + self._unused)
+        self._unused = 0
         self._save()
 
     def _refill(self) -> None:
@@ -95,7 +100,12 @@ class TokenBucket:
             wait = self._reserve()
             if wait > 0:
                 waited_for_slot = True
-                await self.sleep(wait)
+                try:
+                    await self.sleep(wait)
+                except asyncio.CancelledError:
+                    if penalties == self._penalties:  # (a 429 already voided the slot)
+                        self._unused += 1  # reserved, never used: given back when the level is saved
+                    raise
             if penalties == self._penalties:
                 break
             # A 429 came while this request waited: its slot was cancelled; take one after the wait.
