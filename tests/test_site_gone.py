@@ -170,3 +170,12 @@ async def test_the_page_loads_no_thumbnails_videos_or_fonts_whatever_the_browser
         # what went over the wire is, nearly all, the images stored
         stored = sum(f.stat().st_size for f in tmp_path.rglob("*.jpg"))
         assert sum(site.bytes_sent.values()) <= 1.3 * stored
+
+
+async def test_a_site_that_is_gone_from_the_first_request_is_named_plainly(tmp_path: Path) -> None:
+    with site_with(die_after=0) as site:  # the tag page's request gets no answer, then nothing listens
+        seed_session(site, tmp_path)
+        stats = await asyncio.wait_for(scrape(settings_for(site, tmp_path, timeout_s=5), ["gamma"]), BOUND_S)
+        assert stats.status == "finished_with_errors" and stats.seen == 0
+        [error] = stats.errors
+        assert "cannot be reached (connection refused)" in error and "net::" not in error, error

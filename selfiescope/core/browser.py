@@ -50,6 +50,10 @@ TRACKER_MARKERS = (
 RESOURCE_TYPES = {"font": "font", "media": "media", "image": "image", "stylesheet": "stylesheet"}
 
 
+_TRY_AGAIN = ("interrupted by another navigation", "ERR_EMPTY_RESPONSE", "ERR_CONNECTION_RESET",
+              "ERR_CONNECTION_CLOSED")
+
+
 class BrowserCrashed(RuntimeError):
     """Chromium went away during a job and could not be brought back."""
 
@@ -117,8 +121,9 @@ class Lease:
                 if (why := unreachable_reason(exc)) is not None:
                     raise SiteUnreachable(url, why) from None
                 # A navigation still under way (one an earlier deadline gave up on, or the page's
-                # own script) cut this one short: the page is free now, go again once.
-                if attempt == 2 or "interrupted by another navigation" not in str(exc):
+                # own script) cut this one short, or the connection dropped without an answer (a
+                # server going down, a proxy): go again once; a site that is gone then says so.
+                if attempt == 2 or not any(m in str(exc) for m in _TRY_AGAIN):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
