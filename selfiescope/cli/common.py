@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,8 +23,19 @@ from ..core.checks import check_paths
 from ..core.text import RedactingFilter, printable
 from ..exits import EXIT_INTERRUPTED, EXIT_USAGE, classify
 
-console = Console(stderr=True)
-out = Console()
+def make_console(stderr: bool = False, **options: Any) -> Console:
+    """A console; one that writes to a file, a pipe or a CI log never wraps a line (rich would at
+    80 columns): whatever reads it wraps, and a message stays one line for ``grep``. ``COLUMNS``,
+    when set, still decides."""
+    console = Console(stderr=stderr, **options)
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console
+    return Console(stderr=stderr, soft_wrap=True, width=UNWRAPPED_WIDTH, **options)
+
+
+UNWRAPPED_WIDTH = 100_000
+console = make_console(stderr=True)
+out = make_console()
 
 
 def guarded(command):  # noqa: ANN001, ANN201 - wraps any typer command function

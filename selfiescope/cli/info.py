@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..core.settings import ScrapePipeline, SettingsError
@@ -144,7 +145,7 @@ def stats_command(
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """How many images per label each face-area threshold keeps (a table and a PNG plot)."""
+    """How many images per label each face-area threshold keeps (a table and a PNG plot), and the rejections by reason."""
     from ..core.plugins import registry_for
     from ..pipelines.face_stats import current_threshold, face_area_stats, face_filters
 
@@ -162,6 +163,13 @@ def stats_command(
     if as_json:
         emit_json(result)
         return
+    if result["rejections"]:
+        rejected = Table(title="rejections (step or source / reason)")
+        rejected.add_column("rejected by / reason")
+        rejected.add_column("images or posts")
+        for key, n in result["rejections"].items():
+            rejected.add_row(escape(key), str(n))
+        out.print(rejected)
     if stopped := result["runs_by_status"].get("interrupted"):
         console.print(f"{stopped} earlier run(s) were interrupted or killed before they finished; "
                       "the next run resumes their work")

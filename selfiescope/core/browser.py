@@ -24,7 +24,7 @@ import psutil
 from .browser_lookup import find_chromium
 from .settings import BrowserSettings
 from .secrets import child_environment, hide_from_children, write_private_json
-from .web import within
+from .web import NotRecorded, SiteUnreachable, unreachable_reason, within
 
 if TYPE_CHECKING:  # pragma: no cover
     from playwright.async_api import Browser, BrowserContext, Page, Playwright, Response, Route
@@ -50,6 +50,10 @@ TRACKER_MARKERS = (
 RESOURCE_TYPES = {"font": "font", "media": "media", "image": "image", "stylesheet": "stylesheet"}
 
 
+_TRY_AGAIN = ("interrupted by another navigation", "ERR_EMPTY_RESPONSE", "ERR_CONNECTION_RESET",
+              "ERR_CONNECTION_CLOSED")
+
+
 class BrowserCrashed(RuntimeError):
     """Chromium went away during a job and could not be brought back."""
 
@@ -73,6 +77,14 @@ class Lease:
         self._page: "Page | None" = None
         self._page_navigations = 0
         self.request_override: Any = None  # set when recording or replaying a HAR
+        self.replaying = False
+        self.unrecorded: list[str] = []  # replaying: the page's requests the recording could not answer
+
+    def note_failed_request(self, request: Any) -> None:
+        """A request of the page failed; replaying, one for data (not a blocked image) means the
+        recording ends there."""
+        if self.replaying and request.resource_type in ("document", "xhr", "fetch"):
+            self.unrecorded.append(request.url)
 
     @property
     def request(self):  # noqa: ANN201 - APIRequestContext; shares the context's cookies
@@ -86,7 +98,10 @@ class Lease:
         return self._page
 
     async def goto(self, url: str) -> "Response | None":
-        """Navigate the job's page, replacing the page first when it has served its turn."""
+        """Navigate the job's page, replacing the page first when it has served its turn.
+
+        A host out of reach raises :class:`SiteUnreachable`, a page a replay does not hold
+        :class:`NotRecorded`, each saying so plainly (the browser's words go to the debug log)."""
         if self._page is not None and self._page_navigations >= self.recycle_after:
             await within(self.timeout_s, self._page.close(), "closing a page")
             self._page = None
@@ -100,9 +115,15 @@ class Lease:
                 # goto has the context's default timeout; the outer deadline also covers a hung driver
                 return await within(self.timeout_s + 5, page.goto(url, wait_until="domcontentloaded"), f"loading {url}")
             except PlaywrightError as exc:
+                log.debug("loading %s: %s", url.split("?")[0], exc)
+                if self.replaying and "net::" in str(exc):
+                    raise NotRecorded(f"{url.split('?')[0]} is not in the recording (offline replay)") from None
+                if (why := unreachable_reason(exc)) is not None:
+                    raise SiteUnreachable(url, why) from None
                 # A navigation still under way (one an earlier deadline gave up on, or the page's
-                # own script) cut this one short: the page is free now, go again once.
-                if attempt == 2 or "interrupted by another navigation" not in str(exc):
+                # own script) cut this one short, or the connection dropped without an answer (a
+                # server going down, a proxy): go again once; a site that is gone then says so.
+                if attempt == 2 or not any(m in str(exc) for m in _TRY_AGAIN):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -212,6 +233,9 @@ class BrowserPool:
             if blocked:
                 await within(timeout_s, context.route("**/*", _blocker(blocked)), "routing requests")
             lease = Lease(context, generation, self.settings.recycle_after, storage_state, timeout_s)
+            if self.settings.replay_har is not None:
+                lease.replaying = True
+                context.on("requestfailed", lease.note_failed_request)
             lease.request_override = await self._har_request(context, record is not None)
             try:
                 yield lease

@@ -203,8 +203,9 @@ class RecordingRequest:
 class ReplayRequest:
     """Answers a context's ``APIRequestContext`` GETs from a HAR file, offline.
 
-    A URL the HAR does not hold fails like a refused connection (Playwright's ``Error``),
-    the same as ``route_from_har(not_found="abort")`` does for the page.
+    A URL the HAR does not hold raises :class:`~selfiescope.core.web.NotRecorded` at once (the
+    page's requests are aborted by ``route_from_har(not_found="abort")``): a replay has
+    nothing more to give, so nothing retries it.
     """
 
     def __init__(self, har: dict[str, Any]) -> None:
@@ -215,11 +216,11 @@ class ReplayRequest:
                 self._by_url[url] = entry
 
     async def get(self, url: str, **kwargs: Any) -> StoredResponse:
-        from playwright.async_api import Error as PlaywrightError
+        from .web import NotRecorded
 
         entry = self._by_url.get(url)
         if entry is None:
-            raise PlaywrightError(f"net::ERR_FAILED (offline replay: {url} is not in the HAR)")
+            raise NotRecorded("not in the recording (offline replay)")
         response = entry["response"]
         content = response.get("content") or {}
         text = content.get("text") or ""

@@ -271,6 +271,20 @@ class Manifest:
             (source, post_id, _text(job), label, time.time()),
         )
 
+    def reject_post(self, source: str, post_id: str, job: str, label: str, code: str, reason: str,
+                    run_id: int | None = None) -> None:
+        """A post a source decided against before it had an image (gone, too large): a rejection
+        row with its reason (``stats``, the card) and done for good, in one transaction."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO rejections(content_hash, source, job, post_id, label, rejected_by, reject_code, reason,"
+                " run_id, at) VALUES (NULL,?,?,?,?,?,?,?,?,?)",
+                (source, _text(job), post_id, label, source, code, _text(reason), run_id, now),
+            )
+            db.execute("INSERT OR IGNORE INTO posts_seen(source, post_id, job, label, at) VALUES (?,?,?,?,?)",
+                       (source, post_id, _text(job), label, now))
+
     # --- images ------------------------------------------------------------------------
     def get_image(self, content_hash: str) -> sqlite3.Row | None:
         rows = self.query("SELECT * FROM images WHERE content_hash=?", (content_hash,))

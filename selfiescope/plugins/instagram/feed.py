@@ -180,7 +180,9 @@ class FeedReader:
             self.unread += 1
             log.warning("feed answer never finished: %s", exc)
             data = None
-        except Exception:  # noqa: BLE001 - not JSON, or the page went away
+        except Exception as exc:  # noqa: BLE001 - not JSON, or the page went away
+            log.warning("feed answer %s (HTTP %s) dropped: not JSON (%s)", urlparse(response.url).path,
+                        response.status, type(exc).__name__)
             data = None
         message = data.get("message") if isinstance(data, dict) else None
         if response.status in (401, 403) or message == "login_required":

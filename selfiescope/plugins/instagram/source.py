@@ -40,8 +40,9 @@ from ...core.secrets import credential
 from ...core.browser import Lease, browser_pool, leased_events, load_session, save_session, session_path
 from ...core.components import Job, Options, Source
 from ...core.events import ImageEvent, Origin
-from ...core.web import DownloadError, TokenBucket, click_dialog_buttons, fetch_image, scroll_and_wait, within
-from .feed import FeedReader, Post, image_url_from_post_page
+from ...core.web import (DownloadError, RateLimited, SiteUnreachable, TokenBucket, click_dialog_buttons, fetch_image,
+                         scroll_and_wait, settle_failed_download, within)
+from .feed import FeedReader, Post, image_url_from_post_page, is_feed_url
 from .login import CHALLENGE_PATHS, submit_login
 from .watchdog import JobRun, Stalled, Watchdog
 
@@ -79,14 +80,15 @@ class InstagramOptions(Options):
     max_idle_scrolls: int = Field(3, ge=1, description="scrolls without growth before the feed counts as ended")
     requests_per_minute: float = Field(60.0, gt=0, description="per-account budget, kept across runs")
     burst: float | None = Field(None, gt=0, description="requests allowed back to back (default: a tenth of a minute's)")
-    jitter_s: float = Field(0.5, ge=0, description="random extra wait per request")
+    jitter_s: float = Field(0.5, ge=0, description="random delay, within its slot, of a request the budget held back (at most this)")
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
     retries: int = Field(3, ge=0, description="retries of a download after a 5xx or a timeout")
     backoff_s: float = Field(1.0, ge=0)
     max_retry_after_s: float = Field(900.0, ge=0, description="a longer 429 wait stops the source instead")
     max_restarts: int = Field(2, ge=0, description="browser relaunches per job after a crash")
     languages: list[str] = Field(list(DISMISS_BUTTONS), description="languages of pop-up buttons to close")
-    block_page_images: bool = Field(True, description="the page need not render images: they are downloaded")
+    block_page_images: bool = Field(True, description="the page loads no images, videos or fonts: the feed's JSON says "
+                                                      "what to download")
     stall_s: float = Field(60.0, gt=0, description="no new post for this long: reload the tag page once, then fail the job")
 
 
@@ -140,7 +142,8 @@ class InstagramSource(Source):
         self.run.stats.set_state(tag, state)
 
     async def events(self, job: Job) -> AsyncIterator[ImageEvent]:
-        block = ["image"] if self.options.block_page_images else []
+        # the feed's JSON says what to download: the page's own images, videos and fonts are waste
+        block = ["image", "media", "font"] if self.options.block_page_images else []
         self._status(job.target, "waiting for the browser")
         events = leased_events(
             self.pool, lambda lease: self._scrape(lease, job), storage_state=lambda: self._state,
@@ -178,8 +181,15 @@ class InstagramSource(Source):
                         after_429 = False  # the page retried by itself and got through
                         state.seen.update(p.shortcode for p in fresh)
                         self._status(tag, f"{len(state.seen)} posts found")
-                    for post in fresh:
-                        event = await self._fetch_post(lease, post, job, state)
+                    batch, state.retry = [*state.retry, *fresh], []
+                    for i, post in enumerate(batch):
+                        self._check_stop()
+                        event = await self._fetch_post(lease, post, job, state, watch)
+                        if post.shortcode in state.failed:  # a failed download is not progress
+                            if state.unreachable:  # is the site gone? the tag page says (one reload)
+                                state.retry = batch[i + 1:]
+                                raise Stalled(f"downloads ({state.unreachable})")
+                            continue
                         watch.progress()
                         if event is not None:
                             yield event
@@ -213,6 +223,9 @@ class InstagramSource(Source):
                         log.info("#%s: reloading the tag page after the 429 wait", tag)
                         reload = True
                         continue
+                    if any(is_feed_url(u) for u in lease.unrecorded):  # a replay past its recording
+                        log.info("#%s: the recording ends here", tag)
+                        break
                     if idle < self.options.max_idle_scrolls:
                         if watch.remaining() <= 0:
                             raise Stalled("new posts")
@@ -226,8 +239,12 @@ class InstagramSource(Source):
                         raise Stalled("the next feed page (the page stopped loading it)")
                     log.info("#%s: the feed stopped growing", tag)
                     break
+                except SiteUnreachable as gone:
+                    raise self._stop(f"#{tag}: {gone}; stopping ({len(state.seen)} posts found, what was stored "
+                                     "is kept). Rerun when the site is back to fetch the rest") from None
                 except Stalled as stall:
                     waited = time.monotonic() - watch.last
+                    state.unreachable = None
                     if state.stall_reloaded:
                         raise JobFailed(
                             f"#{tag}: stalled: no new post for {waited:.0f} s while waiting on {stall.waiting_on}, "
@@ -331,10 +348,15 @@ class InstagramSource(Source):
             return True
 
     # --- one post --------------------------------------------------------------------------
-    async def _download(self, lease: Lease, url: str) -> Any:
+    async def _download(self, lease: Lease, url: str, tag: str, watch: Watchdog) -> Any:
+        def waiting_on_429(wait: float) -> None:
+            log.warning("#%s: HTTP 429 on an image; waiting %.0f s as asked", tag, wait)
+            self._status(tag, f"HTTP 429: waiting {wait:.0f} s as asked")
+
         return await fetch_image(
             lease.request, url, bucket=self.bucket, max_bytes=self.options.max_image_bytes,
             retries=self.options.retries, backoff_s=self.options.backoff_s, timeout_s=self.timeout_s,
+            max_retry_after_s=self.options.max_retry_after_s, waiting=watch.paused, on_429=waiting_on_429,
         )
 
     async def _fresh_image_url(self, lease: Lease, post: Post) -> str | None:
@@ -353,7 +375,7 @@ class InstagramSource(Source):
             return None
         return image_url_from_post_page(text, self.base_url)
 
-    async def _fetch_post(self, lease: Lease, post: Post, job: Job, state: JobRun) -> ImageEvent | None:
+    async def _fetch_post(self, lease: Lease, post: Post, job: Job, state: JobRun, watch: Watchdog) -> ImageEvent | None:
         if post.shortcode in self._yielded:
             return None
         if await asyncio.to_thread(self.run.manifest.post_seen, self.name, post.shortcode):
@@ -361,7 +383,7 @@ class InstagramSource(Source):
             return None
         try:
             try:
-                fetched = await self._download(lease, post.image_url)
+                fetched = await self._download(lease, post.image_url, job.target, watch)
             except DownloadError as exc:
                 if not exc.refused:
                     raise
@@ -370,15 +392,19 @@ class InstagramSource(Source):
                     raise
                 log.info("#%s: post %s: %s; retrying with a fresh URL", job.target, post.shortcode, exc.reason)
                 post.image_url = fresh
-                fetched = await self._download(lease, fresh)
+                fetched = await self._download(lease, fresh, job.target, watch)
+        except RateLimited as exc:
+            raise self._stop(f"#{job.target}: Instagram asks to wait {exc.retry_after_s:.0f} s (HTTP 429 on an "
+                             "image); stopping instead of hammering. Rerun later to resume.") from None
         except DownloadError as exc:
-            if exc.transient:  # not done: this run reports it, a rerun retries it
-                state.failed[post.shortcode] = exc.reason
-            else:  # gone for good (404, too large): do not come back to it
-                self._yielded.add(post.shortcode)
-                await asyncio.to_thread(self.run.manifest.mark_post, self.name, post.shortcode, job.target, job.label)
             log.warning("#%s: post %s skipped: %s", job.target, post.shortcode, exc)
-            self.run.stats.count(job.target, "rejected", "download", 0)
+            if exc.transient:  # this run reports it, a rerun retries it
+                state.failed[post.shortcode] = exc.reason
+                if exc.unreachable:
+                    state.unreachable = exc.reason
+            else:  # gone for good (404, too large): never fetched again
+                self._yielded.add(post.shortcode)
+            await settle_failed_download(self.run, self.name, job, post.shortcode, exc)
             return None
         state.failed.pop(post.shortcode, None)
         self._yielded.add(post.shortcode)
