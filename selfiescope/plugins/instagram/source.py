@@ -42,6 +42,7 @@ from ...core.components import Job, Options, Source
 from ...core.events import ImageEvent, Origin
 from ...core.web import DownloadError, TokenBucket, click_dialog_buttons, fetch_image, scroll_and_wait, within
 from .feed import FeedReader, Post, image_url_from_post_page
+from .incremental import Incremental
 from .login import CHALLENGE_PATHS, submit_login
 from .watchdog import JobRun, Stalled, Watchdog
 
@@ -95,6 +96,7 @@ class InstagramSource(Source):
     Options = InstagramOptions
 
     url_option = "base_url"
+    incremental = True  # honours a job's stop_after_known and since (.incremental)
     credential_env = (USERNAME_ENV, PASSWORD_ENV)
     replay_options = {"requests_per_minute": 60000.0, "jitter_s": 0.0}  # a replay crosses no network
 
@@ -159,6 +161,7 @@ class InstagramSource(Source):
         watch = Watchdog(self.options.stall_s)
         feed = FeedReader(lease.context, self.base_url, timeout_s=self.timeout_s)  # every page of the job's context
         reload, idle, after_429 = True, 0, False
+        incremental = Incremental(job.stop_after_known, job.since)
         try:
             while True:
                 self._check_stop()
@@ -179,11 +182,16 @@ class InstagramSource(Source):
                         state.seen.update(p.shortcode for p in fresh)
                         self._status(tag, f"{len(state.seen)} posts found")
                     for post in fresh:
+                        if incremental.active and await incremental.skip(post.extra, post.shortcode, self._known):
+                            continue
                         event = await self._fetch_post(lease, post, job, state)
                         watch.progress()
                         if event is not None:
                             yield event
                             watch.progress()  # the time the engine took to accept it is not a stall
+                    if incremental.reason:
+                        log.info("#%s: %s", tag, incremental.reason)
+                        break
                     self._check_feed(feed, tag)
                     if feed.retry_after is not None:  # honoured even at the end: downloads share the budget
                         wait, feed.retry_after = feed.retry_after, None
@@ -242,9 +250,14 @@ class InstagramSource(Source):
                     reload = True
         finally:
             feed.detach()
-        self._verdict(state)
+        self._verdict(state, incremental.reason)
 
-    def _verdict(self, state: JobRun) -> None:
+    async def _known(self, shortcode: str) -> bool:
+        """Whether the dataset already has this post (stored, rejected or done), or this run took it."""
+        return shortcode in self._yielded or await asyncio.to_thread(
+            self.run.manifest.post_seen, self.name, shortcode)
+
+    def _verdict(self, state: JobRun, stopped: str | None = None) -> None:
         """The end of a job: finished only when it found posts and fetched every one it could."""
         tag = state.tag
         if not state.seen:
@@ -255,7 +268,10 @@ class InstagramSource(Source):
             why = "; ".join(f"{n} x {r}" for r, n in reasons)
             raise JobFailed(f"#{tag}: {len(state.failed)} of {len(state.seen)} posts could not be downloaded "
                             f"({why}); they are not marked done: rerun to retry them")
-        self._status(tag, f"feed done: {len(state.seen)} posts found")
+        if stopped:
+            self.run.stats.extra.setdefault("stopped", {})[tag] = stopped
+        self._status(tag, f"{stopped} ({len(state.seen)} posts found)" if stopped
+                     else f"feed done: {len(state.seen)} posts found")
 
     def _check_feed(self, feed: FeedReader, tag: str) -> None:
         if feed.login_lost:

@@ -1,0 +1,69 @@
+"""``[browser] proxy``: one proxy for the browser and everything it fetches.
+
+The server URL lives in settings; its credentials never do: they come from
+``SELFIESCOPE_PROXY_USERNAME`` / ``SELFIESCOPE_PROXY_PASSWORD`` and go straight to
+Playwright's launch. Downloads go through the browser context's request API, which uses
+the browser's proxy, so one setting covers pages, feeds and images.
+
+Chromium reaches loopback hosts directly whatever the proxy says; a proxy that is itself
+on loopback (a local forwarder, a test) says it wants loopback too, so
+``<-loopback>`` is added to the bypass rules then.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from .secrets import credential
+
+PROXY_USERNAME_ENV = "SELFIESCOPE_PROXY_USERNAME"
+PROXY_PASSWORD_ENV = "SELFIESCOPE_PROXY_PASSWORD"
+PROXY_SCHEMES = ("http", "https", "socks5", "socks4")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def check_proxy_url(value: str | None) -> str | None:
+    """``value`` if it is a proxy server URL Playwright takes, else ValueError saying why."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        parts = urlsplit(value if "://" in value else f"http://{value}")
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{value!r} is not a proxy URL; write it as http://HOST:PORT") from None
+    if "@" in parts.netloc:
+        raise ValueError("the proxy URL holds credentials (user:password@); remove them and set "
+                         f"{PROXY_USERNAME_ENV} / {PROXY_PASSWORD_ENV} in the environment instead")
+    if parts.scheme not in PROXY_SCHEMES:
+        raise ValueError(f"proxy scheme {parts.scheme!r} is not one of {', '.join(PROXY_SCHEMES)}")
+    if not parts.hostname:
+        raise ValueError(f"{value!r} names no proxy host; write it as http://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: a proxy URL is only scheme://HOST:PORT (no path or query)")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def is_loopback_proxy(server: str) -> bool:
+    return (urlsplit(server).hostname or "") in {h.strip("[]") for h in LOOPBACK_HOSTS}
+
+
+def playwright_proxy(server: str | None, bypass: list[str] | None = None) -> dict[str, Any] | None:
+    """The ``proxy`` argument of Playwright's launch for these settings (None: no proxy)."""
+    if not server:
+        return None
+    proxy: dict[str, Any] = {"server": server}
+    username, password = credential(PROXY_USERNAME_ENV), credential(PROXY_PASSWORD_ENV)
+    if username:
+        proxy["username"] = username
+        proxy["password"] = password or ""
+    if bypass:
+        proxy["bypass"] = ",".join(bypass)
+    return proxy
+
+
+def proxy_launch_args(server: str | None) -> list[str]:
+    """Chromium arguments a proxy needs: a loopback proxy also carries loopback traffic."""
+    return ["--proxy-bypass-list=<-loopback>"] if server and is_loopback_proxy(server) else []
