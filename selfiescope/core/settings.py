@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .text import has_userinfo
+from .text import has_userinfo, redact_url
 
 ENV_PREFIX = "SELFIESCOPE_"
 # Environment variables with our prefix that are not setting overrides. Only names with
@@ -332,7 +332,8 @@ def format_validation_error(err: ValidationError) -> list[str]:
         elif e["type"] == "union_tag_not_found":
             msg = "missing key 'kind' (scrape, import, train or demo)"
         elif "input" in e and not isinstance(e["input"], dict | list):
-            msg = f"{msg} (got {e['input']!r})"
+            shown = redact_url(e["input"]) if isinstance(e["input"], str) else e["input"]  # no user:password@
+            msg = f"{msg} (got {shown!r})"
         problems.append(f"{loc}: {msg}")
     return problems
 
