@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,18 @@ async def test_without_the_proxy_credentials_the_run_fails_and_the_proxy_saw_no_
         stats = await scrape(with_proxy(site, tmp_path, proxy.url))
         assert proxy.refused >= 1 and not proxy.forwarded
     assert not stats.ok and recorded(tmp_path) == []
+    assert stats.errors == [f"instagram {TAG}: the proxy {proxy.url} (browser.proxy) asks for credentials (HTTP 407): "
+                            f"set {PROXY_USERNAME_ENV} and {PROXY_PASSWORD_ENV}"]  # no raw browser text
+
+
+async def test_a_dead_proxy_is_named_as_such(site: MockInstagram, tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    seed_session(site, tmp_path)
+    stats = await scrape(with_proxy(site, tmp_path, url))
+    assert not stats.ok and recorded(tmp_path) == []
+    assert len(stats.errors) == 1 and f"the proxy {url} (browser.proxy) could not be reached" in stats.errors[0]
 
 
 def test_proxy_url_validation() -> None:

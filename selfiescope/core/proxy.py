@@ -67,3 +67,27 @@ def playwright_proxy(server: str | None, bypass: list[str] | None = None) -> dic
 def proxy_launch_args(server: str | None) -> list[str]:
     """Chromium arguments a proxy needs: a loopback proxy also carries loopback traffic."""
     return ["--proxy-bypass-list=<-loopback>"] if server and is_loopback_proxy(server) else []
+
+
+# Chromium's network errors that mean the proxy, not the site, failed.
+_UNREACHABLE = ("ERR_PROXY_CONNECTION_FAILED", "ERR_TUNNEL_CONNECTION_FAILED", "ERR_SOCKS_CONNECTION_FAILED",
+                "ERR_SOCKS_CONNECTION_HOST_UNREACHABLE", "ERR_PROXY_CERTIFICATE_INVALID", "ERR_MANDATORY_PROXY_CONFIGURATION_FAILED")
+_REFUSED = ("ERR_INVALID_AUTH_CREDENTIALS", "ERR_PROXY_AUTH_REQUESTED", "ERR_PROXY_AUTH_UNSUPPORTED",
+            "ERR_PROXY_AUTH_REQUESTED_WITH_NO_CONNECTION")
+
+
+def proxy_problem(error: BaseException, server: str | None) -> str | None:
+    """What went wrong, in words, when ``error`` is the proxy's doing (None: it is not)."""
+    if not server:
+        return None
+    text = str(error)
+    if any(code in text for code in _UNREACHABLE):
+        return (f"the proxy {server} (browser.proxy) could not be reached or could not connect onwards; check "
+                "that it is up and the address is right, or remove browser.proxy")
+    if any(code in text for code in _REFUSED):
+        if credential(PROXY_USERNAME_ENV):
+            return (f"the proxy {server} (browser.proxy) refused the credentials in {PROXY_USERNAME_ENV} / "
+                    f"{PROXY_PASSWORD_ENV} (HTTP 407); check them")
+        return (f"the proxy {server} (browser.proxy) asks for credentials (HTTP 407): set {PROXY_USERNAME_ENV} "
+                f"and {PROXY_PASSWORD_ENV}")
+    return None

@@ -40,6 +40,7 @@ from ...core.secrets import credential
 from ...core.browser import Lease, browser_pool, leased_events, load_session, save_session, session_path
 from ...core.components import Job, Options, Source
 from ...core.events import ImageEvent, Origin
+from ...core.proxy import proxy_problem
 from ...core.web import DownloadError, TokenBucket, click_dialog_buttons, fetch_image, scroll_and_wait, within
 from .feed import FeedReader, Post, image_url_from_post_page
 from .incremental import Incremental
@@ -149,8 +150,14 @@ class InstagramSource(Source):
             block=block, max_restarts=self.options.max_restarts, what=f"#{job.target}",
         )
         async with aclosing(events):  # the engine may stop early (limit): close the page at once
-            async for event in events:
-                yield event
+            try:
+                async for event in events:
+                    yield event
+            except Exception as exc:
+                if why := proxy_problem(exc, self.run.settings.browser.proxy):  # every job meets it: stop
+                    log.debug("#%s: %s", job.target, exc)
+                    raise self._stop(why) from None
+                raise
 
     # --- one hashtag -----------------------------------------------------------------------
     async def _scrape(self, lease: Lease, job: Job) -> AsyncIterator[ImageEvent]:
