@@ -97,7 +97,7 @@ def test_session_from_a_real_chromium_profile_scrapes_with_no_credentials(
     assert logins(site, start) == 1  # the one in the person's own browser; none by the scrape
 
 
-def firefox_store(path: Path, rows: list[tuple[str, str, str]]) -> None:
+def firefox_store(path: Path, rows: list[tuple[str, str, str]], expires_in: float = 86400) -> None:
     """A Firefox cookies.sqlite (its moz_cookies table) holding ``(host, name, value)`` rows."""
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE moz_cookies (id INTEGER PRIMARY KEY, originAttributes TEXT NOT NULL DEFAULT '', "
@@ -107,7 +107,7 @@ def firefox_store(path: Path, rows: list[tuple[str, str, str]]) -> None:
     now = int(time.time())
     for host, name, value in rows:
         db.execute("INSERT INTO moz_cookies (name, value, host, path, expiry, lastAccessed, creationTime, isSecure, "
-                   "isHttpOnly) VALUES (?,?,?,?,?,?,?,0,1)", (name, value, host, "/", now + 86400, now, now))
+                   "isHttpOnly) VALUES (?,?,?,?,?,?,?,0,1)", (name, value, host, "/", int(now + expires_in), now, now))
     db.commit()
     db.close()
 
@@ -159,6 +159,11 @@ def test_from_browser_failures_are_one_clear_line(site: MockInstagram, tmp_path:
     profile = tmp_path / "ff"
     profile.mkdir()
     firefox_store(profile / "cookies.sqlite", [("127.0.0.1", "csrftoken", "c1")])  # visited, never logged in
+    r = runner.invoke(app, [*base, "--from-browser", "firefox", "--profile", str(profile)])
+    assert r.exit_code == 1 and "no logged-in session for 127.0.0.1" in text(r) and not session.exists()
+
+    (profile / "cookies.sqlite").unlink()
+    firefox_store(profile / "cookies.sqlite", [("127.0.0.1", "sessionid", "old")], expires_in=-3600)  # expired
     r = runner.invoke(app, [*base, "--from-browser", "firefox", "--profile", str(profile)])
     assert r.exit_code == 1 and "no logged-in session for 127.0.0.1" in text(r) and not session.exists()
 

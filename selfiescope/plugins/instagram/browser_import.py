@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.cookiejar import Cookie
@@ -60,7 +61,9 @@ def cookie_file(browser: str, profile: Path | None) -> Path | None:
         return profile
     if not profile.is_dir():
         raise ProfileNotFound(f"--profile {profile}: no such file or folder")
-    folders = [profile] + ([profile / p for p in CHROMIUM_PROFILES] if browser != "firefox" else [])
+    folders = [profile]
+    if browser != "firefox":  # a user-data folder: its first profile, then the others in name order
+        folders += [profile / p for p in CHROMIUM_PROFILES] + sorted(profile.glob("Profile *"))
     for folder in folders:
         for name in COOKIE_FILES[browser]:
             if (folder / name).is_file():
@@ -98,7 +101,8 @@ def read_cookies(browser: str, profile: Path | None, host: str) -> list[Cookie]:
         where = str(path) if path else f"the default {browser} profile"
         raise BrowserImportError(f"could not read {browser} cookies from {where} ({type(exc).__name__}); if "
                                  f"{browser} is open, close it and retry, or give --profile PATH") from None
-    return [c for c in jar if applies_to(c.domain, host)]
+    now = time.time()  # an expired cookie is one the browser would not send either
+    return [c for c in jar if applies_to(c.domain, host) and not (c.expires and c.expires < now)]
 
 
 @contextmanager
