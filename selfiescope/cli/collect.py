@@ -85,6 +85,8 @@ def print_stats(stats: dict[str, Any], title: str) -> None:
         table.add_row(f"  rejected: {reason}", str(n))
     for job, counts in stats.get("per_job", {}).items():
         table.add_row(f"  job {escape(printable(job))}", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for job, why in stats.get("stopped", {}).items():
+        table.add_row(f"  job {escape(printable(job))}", escape(printable(why)))
     for err in stats.get("errors", []):
         table.add_row("[red]error[/red]", escape(printable(err)))
     out.print(table)
@@ -257,6 +259,10 @@ def scrape(
     chain: Optional[str] = typer.Option(None, help="comma-separated steps (default: decode,face_area,dedup,store)"),
     contexts: Optional[int] = typer.Option(None, "--contexts", min=1, max=64, help="browser contexts at once (browser.max_contexts)"),
     replay: Optional[Path] = typer.Option(None, "--replay", help="run offline against a HAR saved by `selfiescope record`"),
+    stop_after_known: Optional[int] = typer.Option(
+        None, "--stop-after-known", metavar="N", help="end a hashtag after N posts in a row already in the dataset"),
+    since: Optional[str] = typer.Option(
+        None, "--since", metavar="DATE", help="fetch no post older than DATE (2026-01-01 or 2026-01-01T12:00+02:00; UTC by default)"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
     scheduler: Optional[str] = SchedulerOpt,
@@ -275,7 +281,8 @@ def scrape(
         settings = settings.model_copy(update={"browser": settings.browser.model_copy(update={"max_contexts": contexts})})
     steps = [c.strip() for c in chain.split(",") if c.strip()] if chain else None
     try:
-        pipeline = scrape_pipeline(tags, label, limit=limit, source=source, base_url=base_url, chain=steps)
+        pipeline = scrape_pipeline(tags, label, limit=limit, source=source, base_url=base_url, chain=steps,
+                                   stop_after_known=stop_after_known, since=since)
     except ValidationError as exc:
         raise fail("; ".join(format_validation_error(exc))) from None
     except ValueError as exc:  # a --base-url the source cannot take

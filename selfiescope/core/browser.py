@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psutil
 
 from .browser_lookup import find_chromium
+from .proxy import playwright_proxy, proxy_launch_args
 from .settings import BrowserSettings
 from .secrets import child_environment, hide_from_children, write_private_json
 from .web import NotRecorded, SiteUnreachable, unreachable_reason, within
@@ -168,13 +169,14 @@ class BrowserPool:
                 await within(self.settings.timeout_s, self._browser.close(), "closing the browser")
             except Exception:  # noqa: BLE001 - it is gone already
                 pass
-        args = [*LAUNCH_ARGS, *self.settings.extra_args]
+        args = [*LAUNCH_ARGS, *self.settings.extra_args, *proxy_launch_args(self.settings.proxy)]
         if hasattr(os, "geteuid") and os.geteuid() == 0 and "--no-sandbox" not in args:
             args.append("--no-sandbox")  # Chromium refuses to start as root with its sandbox
         hide_from_children()
         self._browser = await self._playwright.chromium.launch(
             executable_path=executable, headless=self.headless, args=args,
             timeout=self.settings.timeout_s * 1000, env=child_environment(),
+            proxy=playwright_proxy(self.settings.proxy, self.settings.proxy_bypass),
         )
         self.generation += 1
         self.launches += 1

@@ -97,6 +97,10 @@ def check_pipeline(settings: Settings, registry: "Registry", pname: str, p: Pipe
         if len(set(p.chain)) != len(p.chain):
             problems.append(f"{base}.chain: a step is listed twice")
         problems += _unmet_requirements(registry, base, p.chain)
+        source_cls = registry.sources.get(p.source)
+        if source_cls is not None and not source_cls.incremental:
+            problems += [f"{base}.{key}: the {p.source} source cannot stop early by what the dataset holds or by "
+                         "date; remove it" for key in ("stop_after_known", "since") if getattr(p, key) is not None]
     if isinstance(p, TrainPipeline):
         for i, group in enumerate(p.features):
             if group not in registry.features:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datetime import datetime
+
     import numpy as np
 
     from .context import RunContext
@@ -60,14 +62,21 @@ class Job:
     target: str
     label: str
     limit: int | None = None
+    stop_after_known: int | None = None  # end after this many posts in a row already in the dataset
+    since: "datetime | None" = None  # fetch no post older than this (timezone-aware)
 
 
 class Source(Component):
     """Yields image events for a job. Jobs of one run run concurrently."""
 
+    # Whether the source honours a job's ``stop_after_known`` and ``since`` (incremental runs);
+    # a pipeline that sets them for a source without it is refused by the settings check.
+    incremental: ClassVar[bool] = False
+
     def jobs(self, pipeline: "ScrapePipeline") -> list[Job]:
         return [
-            Job(self.name, target, pipeline.label, pipeline.limit) for target in pipeline.targets()
+            Job(self.name, target, pipeline.label, pipeline.limit, pipeline.stop_after_known, pipeline.since)
+            for target in pipeline.targets()
         ]
 
     def events(self, job: Job) -> AsyncIterator["ImageEvent"]:  # pragma: no cover - abstract

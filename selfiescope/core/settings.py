@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .text import has_userinfo
+from .text import has_userinfo, redact_url
 
 ENV_PREFIX = "SELFIESCOPE_"
 # Environment variables with our prefix that are not setting overrides. Only names with
@@ -90,6 +91,16 @@ class BrowserSettings(Strict):
     # Record / replay (selfiescope record, scrape --replay): see selfiescope/core/har.py.
     record_har: Path | None = Field(None, description="record every context into parts next to this HAR file")
     replay_har: Path | None = Field(None, description="answer every request from this HAR file, offline")
+    proxy: str | None = Field(None, description="HTTP(S)/SOCKS proxy server for the browser and its downloads, e.g. "
+                              "\"http://proxy.corp:3128\"; credentials from SELFIESCOPE_PROXY_USERNAME / _PASSWORD")
+    proxy_bypass: list[str] = Field([], description="hosts reached without the proxy, e.g. [\".corp.example\"]")
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_server(cls, v: str | None) -> str | None:
+        from .proxy import check_proxy_url
+
+        return check_proxy_url(v)
 
 
 class EngineSettings(Strict):
@@ -172,6 +183,24 @@ class ScrapePipeline(PipelineBase):
     label: str
     limit: int | None = Field(None, ge=1)
     chain: list[str] = [*FILTER_STEPS, DEDUP_STEP, STORE_STEP]
+    stop_after_known: int | None = Field(
+        None, ge=1, description="end a job after this many posts in a row that the dataset already has")
+    since: datetime | None = Field(
+        None, description="fetch no post older than this (ISO date or datetime; UTC unless it says otherwise)")
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _since_datetime(cls, v: Any) -> Any:
+        if isinstance(v, date) and not isinstance(v, datetime):  # a TOML date: its midnight
+            return datetime(v.year, v.month, v.day)
+        return v
+
+    @field_validator("since", mode="after")
+    @classmethod
+    def _since_aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            return v.replace(tzinfo=timezone.utc)
+        return v
 
     @field_validator("label")
     @classmethod
@@ -303,7 +332,8 @@ def format_validation_error(err: ValidationError) -> list[str]:
         elif e["type"] == "union_tag_not_found":
             msg = "missing key 'kind' (scrape, import, train or demo)"
         elif "input" in e and not isinstance(e["input"], dict | list):
-            msg = f"{msg} (got {e['input']!r})"
+            shown = redact_url(e["input"]) if isinstance(e["input"], str) else e["input"]  # no user:password@
+            msg = f"{msg} (got {shown!r})"
         problems.append(f"{loc}: {msg}")
     return problems
 

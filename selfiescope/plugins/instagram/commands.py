@@ -29,14 +29,22 @@ def login(
         help="open a browser window to pass two-factor or a challenge (default: when a display exists)",
     ),
     timeout: float = typer.Option(300.0, help="seconds to wait for you to finish in the browser window"),
+    from_browser: Optional[str] = typer.Option(
+        None, "--from-browser", metavar="BROWSER",
+        help="take the session of your own browser instead: chrome, chromium or firefox (needs the 'browser' extra)"),
+    profile: Optional[Path] = typer.Option(
+        None, "--profile", help="with --from-browser: the profile folder or cookie file (default: the browser's own)"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Log in to Instagram once and save the session (mode 600) for later scrapes.
 
     Credentials come from SELFIESCOPE_INSTAGRAM_USERNAME / SELFIESCOPE_INSTAGRAM_PASSWORD
-    or are asked for here; they are never written anywhere.
+    or are asked for here; they are never written anywhere. --from-browser takes the
+    session you already have in Chrome, Chromium or Firefox, with no password at all.
     """
+    if from_browser is not None or profile is not None:
+        return login_from_browser(from_browser, profile, base_url, settings_path, as_json)
     from ...core.browser_lookup import BrowserNotFound
     from .session import LoginError, has_display
     from .session import login as do_login
@@ -59,6 +67,29 @@ def login(
         emit_json({"ok": True, "session_file": str(path)})
     else:
         out.print(f"logged in; session saved to {path} (readable by you only)")
+
+
+def login_from_browser(browser: Optional[str], profile: Optional[Path], base_url: Optional[str],
+                       settings_path: Optional[Path], as_json: bool) -> None:
+    from .browser_import import BROWSERS, BrowserImportError, ProfileNotFound, import_session
+    from .session import instagram_base_url
+
+    if browser is None:
+        raise fail(f"--profile needs --from-browser ({', '.join(BROWSERS)})")
+    if browser.lower() not in BROWSERS:
+        raise fail(f"--from-browser {browser}: use one of {', '.join(BROWSERS)}")
+    settings = load(settings_path)
+    try:
+        path, n = import_session(settings, browser.lower(), profile, base_url or instagram_base_url(settings))
+    except ProfileNotFound as exc:  # fail() reads markup: a path or "[browser]" is shown as written
+        raise fail(escape(str(exc))) from None
+    except BrowserImportError as exc:
+        raise fail(escape(str(exc)), EXIT_FAILED) from None
+    if as_json:
+        emit_json({"ok": True, "session_file": str(path), "cookies": n, "browser": browser.lower()})
+    else:
+        out.print(f"imported the {browser.lower()} session ({n} cookies); saved to {escape(str(path))} "
+                  "(readable by you only)", highlight=False)
 
 
 def record(

@@ -40,9 +40,11 @@ from ...core.secrets import credential
 from ...core.browser import Lease, browser_pool, leased_events, load_session, save_session, session_path
 from ...core.components import Job, Options, Source
 from ...core.events import ImageEvent, Origin
+from ...core.proxy import proxy_problem
 from ...core.web import (DownloadError, RateLimited, SiteUnreachable, TokenBucket, click_dialog_buttons, fetch_image,
                          scroll_and_wait, settle_failed_download, within)
 from .feed import FeedReader, Post, image_url_from_post_page, is_feed_url
+from .incremental import Incremental
 from .login import CHALLENGE_PATHS, submit_login
 from .watchdog import JobRun, Stalled, Watchdog
 
@@ -97,6 +99,7 @@ class InstagramSource(Source):
     Options = InstagramOptions
 
     url_option = "base_url"
+    incremental = True  # honours a job's stop_after_known and since (.incremental)
     credential_env = (USERNAME_ENV, PASSWORD_ENV)
     replay_options = {"requests_per_minute": 60000.0, "jitter_s": 0.0}  # a replay crosses no network
 
@@ -150,8 +153,14 @@ class InstagramSource(Source):
             block=block, max_restarts=self.options.max_restarts, what=f"#{job.target}",
         )
         async with aclosing(events):  # the engine may stop early (limit): close the page at once
-            async for event in events:
-                yield event
+            try:
+                async for event in events:
+                    yield event
+            except Exception as exc:
+                if why := proxy_problem(exc, self.run.settings.browser.proxy):  # every job meets it: stop
+                    log.debug("#%s: %s", job.target, exc)
+                    raise self._stop(why) from None
+                raise
 
     # --- one hashtag -----------------------------------------------------------------------
     async def _scrape(self, lease: Lease, job: Job) -> AsyncIterator[ImageEvent]:
@@ -162,6 +171,7 @@ class InstagramSource(Source):
         watch = Watchdog(self.options.stall_s)
         feed = FeedReader(lease.context, self.base_url, timeout_s=self.timeout_s)  # every page of the job's context
         reload, idle, after_429 = True, 0, False
+        incremental = Incremental(job.stop_after_known, job.since)
         try:
             while True:
                 self._check_stop()
@@ -184,6 +194,8 @@ class InstagramSource(Source):
                     batch, state.retry = [*state.retry, *fresh], []
                     for i, post in enumerate(batch):
                         self._check_stop()
+                        if incremental.active and await incremental.skip(post.extra, post.shortcode, self._known):
+                            continue
                         event = await self._fetch_post(lease, post, job, state, watch)
                         if post.shortcode in state.failed:  # a failed download is not progress
                             if state.unreachable:  # is the site gone? the tag page says (one reload)
@@ -194,6 +206,9 @@ class InstagramSource(Source):
                         if event is not None:
                             yield event
                             watch.progress()  # the time the engine took to accept it is not a stall
+                    if incremental.reason:
+                        log.info("#%s: %s", tag, incremental.reason)
+                        break
                     self._check_feed(feed, tag)
                     if feed.retry_after is not None:  # honoured even at the end: downloads share the budget
                         wait, feed.retry_after = feed.retry_after, None
@@ -259,9 +274,14 @@ class InstagramSource(Source):
                     reload = True
         finally:
             feed.detach()
-        self._verdict(state)
+        self._verdict(state, incremental.reason)
 
-    def _verdict(self, state: JobRun) -> None:
+    async def _known(self, shortcode: str) -> bool:
+        """Whether the dataset already has this post (stored, rejected or done), or this run took it."""
+        return shortcode in self._yielded or await asyncio.to_thread(
+            self.run.manifest.post_seen, self.name, shortcode)
+
+    def _verdict(self, state: JobRun, stopped: str | None = None) -> None:
         """The end of a job: finished only when it found posts and fetched every one it could."""
         tag = state.tag
         if not state.seen:
@@ -272,7 +292,10 @@ class InstagramSource(Source):
             why = "; ".join(f"{n} x {r}" for r, n in reasons)
             raise JobFailed(f"#{tag}: {len(state.failed)} of {len(state.seen)} posts could not be downloaded "
                             f"({why}); they are not marked done: rerun to retry them")
-        self._status(tag, f"feed done: {len(state.seen)} posts found")
+        if stopped:
+            self.run.stats.extra.setdefault("stopped", {})[tag] = stopped
+        self._status(tag, f"{stopped} ({len(state.seen)} posts found)" if stopped
+                     else f"feed done: {len(state.seen)} posts found")
 
     def _check_feed(self, feed: FeedReader, tag: str) -> None:
         if feed.login_lost:
