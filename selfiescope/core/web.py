@@ -91,7 +91,8 @@ class NotRecorded(ConnectionError):
 # What a browser or network error says when the whole host is out of reach, in Chromium's
 # words (page loads) and Node's (the request API).
 _UNREACHABLE = (
-    (re.compile(r"ERR_CONNECTION_REFUSED|ECONNREFUSED"), "connection refused"),
+    # a closed loopback port reads as refused, or as a socket that never connected
+    (re.compile(r"ERR_CONNECTION_REFUSED|ERR_SOCKET_NOT_CONNECTED|ERR_CONNECTION_FAILED|ECONNREFUSED"), "connection refused"),
     (re.compile(r"ERR_NAME_NOT_RESOLVED|ERR_NAME_RESOLUTION_FAILED|ENOTFOUND|EAI_AGAIN"), "no such host in DNS"),
     (re.compile(r"ERR_ADDRESS_UNREACHABLE|ERR_INTERNET_DISCONNECTED|EHOSTUNREACH|ENETUNREACH"), "no route to it"),
 )
