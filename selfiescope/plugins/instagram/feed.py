@@ -11,6 +11,7 @@ import asyncio
 import html
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlparse
@@ -82,6 +83,22 @@ def post_from_media(media: dict[str, Any]) -> Post | None:
     return Post(code, best["url"], best.get("width"), best.get("height"), extra)
 
 
+def feed_paging(data: Any) -> dict[str, Any] | None:
+    """The paging fields of a feed answer (``more_available``, ``next_max_id``...): the first
+    object that has ``more_available``, at the top level or nested (the web_info answer keeps
+    them under ``data.recent``); None when the answer has none."""
+    stack = [data]
+    while stack:
+        node = stack.pop(0)  # breadth first: the outermost paging wins
+        if isinstance(node, dict):
+            if "more_available" in node:
+                return node
+            stack.extend(v for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, dict | list))
+    return None
+
+
 def find_medias(data: Any) -> list[dict[str, Any]]:
     """Every object that looks like a post (has ``image_versions2``), wherever it is nested."""
     found: list[dict[str, Any]] = []
@@ -114,7 +131,8 @@ def image_url_from_post_page(text: str, base_url: str) -> str | None:
 class FeedReader:
     """Collects posts from one tag page: feed JSON as it arrives, and the DOM."""
 
-    def __init__(self, events_from: Any, base_url: str, *, page: Any = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, events_from: Any, base_url: str, *, page: Any = None, timeout_s: float = 30.0,
+                 on_answer: Callable[[Any, Any], None] | None = None) -> None:
         self.events_from = events_from  # a page, or a job's browser context (all its pages)
         self.page = page  # the page whose DOM is read
         self.base_url = base_url
@@ -126,6 +144,7 @@ class FeedReader:
         self.retry_after: float | None = None
         self.login_lost = False
         self.challenged = False
+        self.on_answer = on_answer  # called with (response, JSON or None) for every feed answer read
         self._tasks: set[asyncio.Task[None]] = set()
         events_from.on("response", self._on_response)
 
@@ -154,6 +173,8 @@ class FeedReader:
         if response.status == 429:
             header = await within(self.timeout_s, response.header_value("retry-after"), "reading a 429's headers")
             self.retry_after = parse_retry_after(header, 30.0)
+            if self.on_answer is not None:
+                self.on_answer(response, None)
             return
         try:
             data = await within(self.timeout_s, response.json(), f"reading {urlparse(response.url).path}")
@@ -168,14 +189,16 @@ class FeedReader:
             self.login_lost = True
         if message in ("checkpoint_required", "challenge_required"):
             self.challenged = True
+        if self.on_answer is not None:
+            self.on_answer(response, data)
         if response.status != 200 or data is None:
             return
         self.pages_read += 1
         for media in find_medias(data):
             if (post := post_from_media(media)) is not None:
                 self.json_posts.setdefault(post.shortcode, post)
-        if isinstance(data, dict) and "more_available" in data:
-            self.more_available = bool(data["more_available"])
+        if (paging := feed_paging(data)) is not None:
+            self.more_available = bool(paging["more_available"])
 
     async def settle(self) -> None:
         """Wait until the feed answers seen so far are read (each read has its own deadline)."""
