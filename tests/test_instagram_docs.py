@@ -12,7 +12,7 @@ import pytest
 
 from selfiescope.core import har
 from selfiescope.plugins.instagram import find_medias, post_from_media
-from selfiescope.plugins.instagram_doctor import MEDIA_FIELDS, PAGE_FIELDS
+from selfiescope.plugins.instagram.doctor import MEDIA_FIELDS, PAGE_FIELDS
 from selfiescope.testing.site import MockInstagram, TagSpec
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "instagram.md").read_text(encoding="utf-8")

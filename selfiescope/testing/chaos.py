@@ -59,6 +59,8 @@ class Chaos:
     """After this many feed API calls the account is blocked: every API call, for every tag,
     answers 429 for ``account_block_s`` (once)."""
     account_block_s: float = 2.0
+    web_info: bool = False
+    """Feed answers take the web_info shape: sections and paging nested under ``data.recent``."""
 
     _rng: random.Random = field(init=False, repr=False, compare=False)
     _lock: threading.Lock = field(init=False, repr=False, compare=False)

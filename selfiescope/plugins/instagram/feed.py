@@ -83,20 +83,21 @@ def post_from_media(media: dict[str, Any]) -> Post | None:
     return Post(code, best["url"], best.get("width"), best.get("height"), extra)
 
 
-def feed_paging(data: Any) -> dict[str, Any] | None:
-    """The paging fields of a feed answer (``more_available``, ``next_max_id``...): the first
-    object that has ``more_available``, at the top level or nested (the web_info answer keeps
-    them under ``data.recent``); None when the answer has none."""
-    stack = [data]
-    while stack:
-        node = stack.pop(0)  # breadth first: the outermost paging wins
+def feed_paging(data: Any) -> list[dict[str, Any]]:
+    """The paging objects of a feed answer: every object with ``more_available`` (and
+    ``next_max_id``...), at the top level or nested (the web_info answer has one under
+    ``data.top`` and one under ``data.recent``), outermost first."""
+    found: list[dict[str, Any]] = []
+    queue: list[Any] = [data]
+    while queue:
+        node = queue.pop(0)
         if isinstance(node, dict):
             if "more_available" in node:
-                return node
-            stack.extend(v for v in node.values() if isinstance(v, dict | list))
+                found.append(node)
+            queue.extend(v for v in node.values() if isinstance(v, dict | list))
         elif isinstance(node, list):
-            stack.extend(v for v in node if isinstance(v, dict | list))
-    return None
+            queue.extend(v for v in node if isinstance(v, dict | list))
+    return found
 
 
 def find_medias(data: Any) -> list[dict[str, Any]]:
@@ -197,8 +198,8 @@ class FeedReader:
         for media in find_medias(data):
             if (post := post_from_media(media)) is not None:
                 self.json_posts.setdefault(post.shortcode, post)
-        if (paging := feed_paging(data)) is not None:
-            self.more_available = bool(paging["more_available"])
+        if pagings := feed_paging(data):  # the feed goes on while any of its lists does
+            self.more_available = any(bool(p["more_available"]) for p in pagings)
 
     async def settle(self) -> None:
         """Wait until the feed answers seen so far are read (each read has its own deadline)."""

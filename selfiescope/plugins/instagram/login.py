@@ -90,12 +90,24 @@ async def submit_login(page: Any, base_url: str, username: str, password: str,
 
 async def wait_for_outcome(page: Any, dismiss: list[str], timeout_s: float) -> str:
     """Poll the URL and cookies until the login settles (or ``timeout_s``)."""
+    from playwright.async_api import Error as PlaywrightError
+
     deadline = time.monotonic() + timeout_s
     while True:
-        outcome = await login_outcome(page, dismiss, settled=False)
+        try:
+            outcome = await login_outcome(page, dismiss, settled=False)
+        except PlaywrightError as exc:
+            if not _navigating(exc) or time.monotonic() > deadline:
+                raise
+            outcome = "pending"  # the page is navigating away from the form: read it again once it is there
         if outcome != "pending" or time.monotonic() > deadline:
             return "still on the login page" if outcome == "pending" else outcome
         await asyncio.sleep(0.2)
+
+
+def _navigating(exc: Exception) -> bool:
+    text = str(exc)
+    return "Execution context was destroyed" in text or "navigation" in text.lower()
 
 
 async def login_outcome(page: Any, dismiss: list[str], *, settled: bool = True, timeout_s: float = 30.0) -> str:
