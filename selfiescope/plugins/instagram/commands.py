@@ -74,13 +74,17 @@ def record(
     tokens and credentials scrubbed; replay it with `scrape TAG --replay FILE`."""
     from pydantic import ValidationError
 
+    from ...cli.collect import ProgressObserver, _progress
     from ...core.browser_lookup import BrowserNotFound
     from ...core.settings import format_validation_error
     from ...pipelines.record import record as do_record
 
     settings = load(settings_path)
     try:
-        result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit))
+        with _progress(not as_json) as progress:  # the job state lines a scrape shows
+            observer = ProgressObserver(progress, plain=not as_json and not console.is_terminal)
+            result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit,
+                                           extra_plugins=[observer]))
     except ValidationError as exc:
         raise fail("; ".join(format_validation_error(exc))) from None
     except FileExistsError as exc:

@@ -24,6 +24,7 @@ challenge or a rejected password.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,8 @@ from ...core.web import Deadline, DownloadError, click_dialog_buttons, fetch_ima
 from .feed import FeedReader, feed_paging, find_medias, post_from_media
 from .login import CHALLENGE_PATHS, REJECTED, login_fields, submit_login
 from .source import PASSWORD_ENV, USERNAME_ENV, InstagramOptions, dismiss_names, fresh_image_url
+
+log = logging.getLogger("selfiescope.doctor")
 
 # Documented in docs/instagram.md ("The feed JSON"): what the source reads from a media object.
 MEDIA_FIELDS = ("code", "pk", "image_versions2", "original_width", "original_height", "user", "taken_at")
@@ -168,6 +171,7 @@ class _Doctor:
         self.username_field: Any = None
         self.password_field: Any = None
         self.posts: list[Any] = []
+        self.lease: Lease | None = None
         self._started = time.monotonic()
         self._reads: set[asyncio.Task[None]] = set()
 
@@ -188,6 +192,7 @@ class _Doctor:
         try:
             # no saved session at first: the login form is checked as a logged-out visitor sees it
             async with pool.lease(block=block) as lease:
+                self.lease = lease
                 lease.context.on("response", self._on_response)
                 steps = [("login_form", self.check_login_form), ("login", lambda l: self.check_login(l, saved)),
                          ("tag_page", self.check_tag_page), ("feed_json", self.check_feed),
@@ -219,15 +224,33 @@ class _Doctor:
 
     async def _read_429(self, response: Any) -> None:
         path = urlparse(response.url).path
-        message = ""
-        try:  # a body the page never read may never come: bounded
-            header = await within(self.timeout_s, response.header_value("retry-after"), "reading a 429")
-            wait = parse_retry_after(header, 30.0)
-            text = await within(self.timeout_s, response.text(), "reading a 429")
-            message = _message(text)
-        except Exception:  # noqa: BLE001 - noted without its message
-            wait = 30.0
+        message, wait = "", 30.0
+        try:
+            wait = parse_retry_after(await within(self.timeout_s, response.header_value("retry-after"), "reading a 429"))
+            # a body the page never read never reaches Playwright: bounded
+            message = _message(await within(min(self.timeout_s, 2.0), response.text(), "reading a 429"))
+        except Exception as exc:  # noqa: BLE001 - asked again below
+            log.debug("the body of a 429 at %s is unreadable: %s", path, exc)
+        if not message and not any(m for _, _, m in self.rate_limited):
+            message = await self._ask_again(response.request)
         self.rate_limited.append((path, wait, message))
+
+    async def _ask_again(self, request: Any) -> str:
+        """The site's message for a 429 whose body the page dropped: the same request, once more."""
+        if self.lease is None:
+            return ""
+        try:
+            headers = {k: v for k, v in (await within(self.timeout_s, request.all_headers(), "reading a request")).items()
+                       if not k.startswith(":") and k not in ("cookie", "content-length", "host")}
+            again = await within(self.timeout_s + 5, self.lease.request.fetch(
+                request.url, method=request.method, headers=headers, data=request.post_data,
+                fail_on_status_code=False, timeout=self.timeout_s * 1000), "asking for the 429's message")
+            if again.status != 429:
+                return ""
+            return _message(await within(self.timeout_s, again.text(), "reading a 429"))
+        except Exception as exc:  # noqa: BLE001 - the 429 is named without its message
+            log.debug("asking again for the 429's message failed: %s", exc)
+            return ""
 
     def _on_answer(self, response: Any, data: Any) -> None:
         self.answers.append((urlparse(response.url).path, response.status, data))
@@ -239,7 +262,7 @@ class _Doctor:
     def _rate_limit_note(self) -> str:
         if not self.rate_limited:
             return ""
-        path, wait, message = self.rate_limited[-1]
+        path, wait, message = next((r for r in reversed(self.rate_limited) if r[2]), self.rate_limited[-1])
         return f"HTTP 429 at {path} (Retry-After {wait:g} s)" + (f": {message!r}" if message else "")
 
     async def _close_popups(self, page: Any) -> None:
