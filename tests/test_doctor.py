@@ -167,7 +167,7 @@ def test_a_rate_limited_feed_is_reported_with_the_sites_message(tmp_path: Path) 
 
 # --- the site's variants: the doctor passes where the source works ---------------------------------
 @pytest.mark.parametrize("knobs", [
-    {"client_feed": True},
+    {"client_feed": True, "latency_ms": 400},
     {"client_feed": True, "web_info": True, "login_variant": "labels", "js_login": True, "consent_language": "de"},
     {"login_variant": "labels", "consent_language": "es", "web_info": True},
     {"js_login": True, "hung_beacons": True, "late_dialog_ms": 300, "virtual_grid": 1},
@@ -175,9 +175,9 @@ def test_a_rate_limited_feed_is_reported_with_the_sites_message(tmp_path: Path) 
 def test_a_healthy_variant_of_the_site_passes_every_check(tmp_path: Path, creds: None, knobs: dict) -> None:
     """A grid drawn by script, paging nested under data.recent, a form labelled in German or
     Spanish: the source scrapes all of these, so the doctor must pass them."""
-    lang = knobs.pop("consent_language", "en")
+    lang, latency_ms = knobs.pop("consent_language", "en"), knobs.pop("latency_ms", 0)
     with MockInstagram(tags=TAGS, page_size=4, username=USERNAME, password=PASSWORD, consent_language=lang,
-                       chaos=Chaos(**knobs)) as site:
+                       latency_ms=latency_ms, chaos=Chaos(**knobs)) as site:
         code, out = doctor(tmp_path, site.base_url, "--tag", "alpha", "--json")
     report = json.loads(out)
     assert {c["name"]: c["status"] for c in report["checks"]} == {name: "pass" for name in CHECKS}, out
