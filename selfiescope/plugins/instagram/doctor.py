@@ -201,7 +201,8 @@ class _Doctor:
                     try:
                         await step(lease)
                     except (PlaywrightError, Deadline) as exc:
-                        self.add(name, "fail", _step_failure(exc, self.timeout_s), self._rate_limit_note())
+                        self.add(name, "fail", _step_failure(exc, self.timeout_s),
+                                 self._rate_limit_note() or await self._where(lease))
                 self.check_popups()
         except BrowserStartTimeout as exc:
             self.add("browser", "fail", str(exc))
@@ -272,6 +273,12 @@ class _Doctor:
             text = f"{dialog['label']!r} with buttons {dialog['buttons']}"
             if text not in self.unclosable:
                 self.unclosable.append(text)
+
+    async def _where(self, lease: Lease) -> str:
+        try:
+            return f"page {urlparse((await lease.page()).url).path}"
+        except Exception:  # noqa: BLE001 - the browser is gone: nowhere to point at
+            return "the browser's page is gone"
 
     async def _page_text(self, page: Any) -> str:
         try:
@@ -424,9 +431,15 @@ class _Doctor:
             self.add("feed_json", "skip", "the tag page showed no post (see tag_page)")
             return
         page = feed.page
-        idle = 0  # scroll as the source does, until two feed pages came, the feed ended or it stopped growing
+        idle = waits = 0  # scroll as the source does, until two feed pages came, the feed ended or it stopped growing
         while (sum(1 for _, s, d in self.answers if s == 200 and d is not None) < 2 and feed.more_available is not False
-               and idle < self.options.max_idle_scrolls and feed.retry_after is None):
+               and idle < self.options.max_idle_scrolls):
+            if feed.retry_after is not None:  # a 429: wait as asked (the page asks again), as the source does
+                wait, feed.retry_after = feed.retry_after, None
+                if wait > min(self.options.max_retry_after_s, self.timeout_s * 2) or waits >= MAX_429_WAITS:
+                    break
+                waits += 1
+                await asyncio.sleep(wait)
             if not await scroll_and_wait(page, self.options.scroll_pause_s, self.timeout_s):
                 idle += 1
             await feed.settle()
