@@ -246,8 +246,11 @@ def test_each_check_is_printed_as_it_completes(tmp_path: Path) -> None:
 def test_a_slow_chromium_start_is_not_a_site_failure(tmp_path: Path) -> None:
     with MockInstagram(tags=TAGS, page_size=4, require_login=False) as site:
         settings = tmp_path / "settings.toml"
+        slow = tmp_path / "slow-chromium"  # a "Chromium" that takes 30 s to start: a very busy machine
+        slow.write_text(f"#!/bin/sh\nsleep 30\nexec {find_chromium('auto')} \"$@\"\n")
+        slow.chmod(0o755)
         settings.write_text(f'[browser]\nsession_file = "{tmp_path / "session.json"}"\ntimeout_s = 6\n'
-                            "launch_timeout_s = 0.001\n")
+                            f'launch_timeout_s = 2\nexecutable = "{slow}"\n')
         result = CliRunner().invoke(app, ["doctor", "--base-url", site.base_url, "--settings", str(settings),
                                           "--tag", "alpha", "--json"])
     checks = json.loads(result.stdout)["checks"]
