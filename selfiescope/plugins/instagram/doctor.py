@@ -276,7 +276,8 @@ class _Doctor:
 
     async def _where(self, lease: Lease) -> str:
         try:
-            return f"page {urlparse((await lease.page()).url).path}"
+            url = (await lease.page()).url
+            return f"page {urlparse(url).path}" if url.startswith("http") else "no page loaded"
         except Exception:  # noqa: BLE001 - the browser is gone: nowhere to point at
             return "the browser's page is gone"
 
