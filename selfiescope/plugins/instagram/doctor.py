@@ -26,28 +26,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
-
-from pydantic import ValidationError
 
 from ...core.browser import BrowserPool, BrowserStartTimeout, Lease, load_session, session_path
 from ...core.secrets import credential
 from ...core.settings import Settings
 from ...core.web import Deadline, DownloadError, click_dialog_buttons, fetch_image, parse_retry_after, scroll_and_wait, within
-from .feed import FeedReader, feed_paging, find_medias, post_from_media
+from .doctor_report import (
+    CHECKS, MEDIA_FIELDS, PAGE_FIELDS, Check, DoctorError, OnCheck, Report, browser_failure, check_target,
+    doctor_options, media_objects, quote_outcome, site_message, step_failure,
+)
+from .feed import FeedReader, feed_paging, post_from_media
 from .login import CHALLENGE_PATHS, REJECTED, login_fields, submit_login
 from .source import PASSWORD_ENV, USERNAME_ENV, InstagramOptions, dismiss_names, fresh_image_url
 
 log = logging.getLogger("selfiescope.doctor")
 
-# Documented in docs/instagram.md ("The feed JSON"): what the source reads from a media object.
-MEDIA_FIELDS = ("code", "pk", "image_versions2", "original_width", "original_height", "user", "taken_at")
-PAGE_FIELDS = ("more_available", "next_max_id")
-CHECKS = ("login_form", "login", "tag_page", "feed_json", "image_candidates", "popups")
-MAX_429_WAITS = 2  # the source waits out a 429 and reloads; so does the doctor, this often
 _INPUTS = """() => Array.from(document.querySelectorAll('input')).filter(i => i.type !== 'hidden').map(i => {
   const label = i.labels && i.labels.length ? i.labels[0].innerText : '';
   return `name=${i.name || '-'} type=${i.type} label=${label || '-'} aria-label=${i.getAttribute('aria-label') || '-'}`
@@ -58,60 +53,6 @@ _DIALOGS = """() => Array.from(document.querySelectorAll('[role=dialog]')).map(d
   buttons: Array.from(d.querySelectorAll('button, [role=button]')).map(b => b.innerText.trim()),
 }))"""
 _PAGE_TEXT = "() => (document.body ? document.body.innerText : '').replace(/\\s+/g, ' ').trim().slice(0, 200)"
-
-
-class DoctorError(ValueError):
-    """Bad input (a base URL that is not http(s), bad plugin options); a usage error."""
-
-
-@dataclass
-class Check:
-    name: str
-    status: str  # pass | fail | skip
-    detail: str
-    found: str = ""  # what the site offers instead, on failure
-    elapsed_s: float = 0.0
-
-
-@dataclass
-class Report:
-    base_url: str
-    tag: str
-    checks: list[Check] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not any(c.status == "fail" for c in self.checks)
-
-    def status(self, name: str) -> str | None:
-        return next((c.status for c in self.checks if c.name == name), None)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "base_url": self.base_url, "tag": self.tag,
-                "checks": [asdict(c) for c in self.checks]}
-
-
-OnCheck = Callable[[Check], None]
-
-
-def doctor_options(settings: Settings, base_url: str) -> InstagramOptions:
-    """The source's options (``[plugins.instagram]``) with ``base_url``: the doctor waits and
-    closes pop-ups exactly as a scrape with these settings would."""
-    try:
-        return InstagramOptions.model_validate({**settings.plugins.get("instagram", {}), "base_url": base_url})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise DoctorError(f"plugins.instagram.{where}: {first['msg']}") from None
-
-
-def check_target(base_url: str, tag: str) -> None:
-    """DoctorError unless ``base_url`` is an http(s) URL and ``tag`` a hashtag."""
-    parsed = urlparse(base_url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise DoctorError(f"--base-url must be an http(s) URL, not {base_url!r}")
-    if not tag or "/" in tag:
-        raise DoctorError(f"--tag must be a hashtag, not {tag!r}")
 
 
 async def run_doctor(settings: Settings, base_url: str, tag: str, on_check: OnCheck | None = None) -> Report:
@@ -132,25 +73,6 @@ async def run_doctor(settings: Settings, base_url: str, tag: str, on_check: OnCh
     else:
         task.result()
     return doctor.report
-
-
-def browser_failure(exc: BaseException, timeout_s: float) -> str:
-    """One line for a browser call that failed: a timeout says so, without the driver's call log."""
-    from playwright.async_api import TimeoutError as PlaywrightTimeout
-
-    if isinstance(exc, PlaywrightTimeout):
-        return f"no answer within {timeout_s:g} s"
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    api, sep, rest = text.partition(": ")  # "Page.goto: net::ERR_..." -> "net::ERR_..."
-    return rest if sep and "." in api and " " not in api else text
-
-
-def _step_failure(exc: BaseException, timeout_s: float) -> str:
-    from playwright.async_api import TimeoutError as PlaywrightTimeout
-
-    if isinstance(exc, PlaywrightTimeout | Deadline):
-        return f"the site did not answer in time: {browser_failure(exc, timeout_s)}"
-    return f"the browser failed: {browser_failure(exc, timeout_s)}"
 
 
 class _Doctor:
@@ -201,7 +123,7 @@ class _Doctor:
                     try:
                         await step(lease)
                     except (PlaywrightError, Deadline) as exc:
-                        self.add(name, "fail", _step_failure(exc, self.timeout_s),
+                        self.add(name, "fail", step_failure(exc, self.timeout_s),
                                  self._rate_limit_note() or await self._where(lease))
                 self.check_popups()
         except BrowserStartTimeout as exc:
@@ -229,7 +151,7 @@ class _Doctor:
         try:
             wait = parse_retry_after(await within(self.timeout_s, response.header_value("retry-after"), "reading a 429"))
             # a body the page never read never reaches Playwright: bounded
-            message = _message(await within(min(self.timeout_s, 2.0), response.text(), "reading a 429"))
+            message = site_message(await within(min(self.timeout_s, 2.0), response.text(), "reading a 429"))
         except Exception as exc:  # noqa: BLE001 - asked again below
             log.debug("the body of a 429 at %s is unreadable: %s", path, exc)
         if not message and not any(m for _, _, m in self.rate_limited):
@@ -248,7 +170,7 @@ class _Doctor:
                 fail_on_status_code=False, timeout=self.timeout_s * 1000), "asking for the 429's message")
             if again.status != 429:
                 return ""
-            return _message(await within(self.timeout_s, again.text(), "reading a 429"))
+            return site_message(await within(self.timeout_s, again.text(), "reading a 429"))
         except Exception as exc:  # noqa: BLE001 - the 429 is named without its message
             log.debug("asking again for the 429's message failed: %s", exc)
             return ""
@@ -355,10 +277,10 @@ class _Doctor:
                      f"page {path}")
         elif self.rate_limited:
             self.add("login", "fail", "the site rate-limits logging in (HTTP 429): wait before trying again",
-                     self._rate_limit_note() + (f"; the page says {_quote(outcome)}" if ": " in outcome else ""))
+                     self._rate_limit_note() + (f"; the page says {quote_outcome(outcome)}" if ": " in outcome else ""))
         elif outcome.startswith(REJECTED):
             self.add("login", "fail", f"wrong username or password: check {USERNAME_ENV} and {PASSWORD_ENV}",
-                     f"the page says {_quote(outcome)}")
+                     f"the page says {quote_outcome(outcome)}")
         else:
             self.add("login", "fail", f"logging in did not finish: {outcome}",
                      f"page {path}: {await self._page_text(page)!r}")
@@ -450,7 +372,7 @@ class _Doctor:
         if not good:
             self._no_feed_page(feed)
             return
-        medias = [m for _, d in good for m in _media_objects(d)]
+        medias = [m for _, d in good for m in media_objects(d)]
         problems = []
         if not medias:
             problems.append("no media objects (with code or shortcode)")
@@ -480,7 +402,7 @@ class _Doctor:
                 self.add("feed_json", "fail", "the feed answer did not arrive or is not JSON",
                          f"{path}: {len(self.answers)} answers, {feed.unread} never finished")
             else:
-                message = _message(data)
+                message = site_message(data)
                 self.add("feed_json", "fail", f"the feed answered HTTP {status}" + (f" {message!r}" if message else ""),
                          path)
         else:
@@ -537,44 +459,6 @@ class _Doctor:
             self.add("popups", "pass", f"closed with {sorted(set(self.closed))}")
         else:
             self.add("popups", "pass", "no pop-up was shown")
-
-
-def _message(body: Any) -> str:
-    """The site's own message in an error answer (JSON ``message``), else its first words."""
-    import json
-
-    if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            return " ".join(body.split())[:160]
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
-    return ""
-
-
-def _quote(outcome: str) -> str:
-    """The page's message from an outcome such as ``"<reason>: <message>"``."""
-    return repr(outcome.partition(": ")[2] or outcome)
-
-
-def _media_objects(data: Any) -> list[dict[str, Any]]:
-    """Post-like objects: those with ``image_versions2`` (as the source finds them) and, when
-    there are none (a changed shape), those with a shortcode and an id, to say what changed."""
-    found = find_medias(data)
-    if found:
-        return found
-    stack, out = [data], []
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if ("code" in node or "shortcode" in node) and ("pk" in node or "id" in node):
-                out.append(node)
-                continue
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return out
 
 
 __all__ = ["CHECKS", "MEDIA_FIELDS", "PAGE_FIELDS", "Check", "DoctorError", "Report", "browser_failure",
