@@ -27,8 +27,6 @@ SUBMIT = re.compile(r"^\s*(log ?in|sign in|se connecter|connexion|anmelden|einlo
                     r"accedi)\s*$", re.IGNORECASE)
 REJECTED = "the site rejected the username or password"  # followed by the page's own message
 _FIELDS = "input, textarea, [role=textbox], [contenteditable=true]"
-
-
 USER_CSS = "input[name=username], input[autocomplete=username], input[type=email]"
 PASSWORD_CSS = "input[type=password]"
 
