@@ -34,8 +34,8 @@ from ...core.secrets import credential
 from ...core.settings import Settings
 from ...core.web import Deadline, DownloadError, click_dialog_buttons, fetch_image, parse_retry_after, scroll_and_wait, within
 from .doctor_report import (
-    CHECKS, MEDIA_FIELDS, PAGE_FIELDS, Check, DoctorError, OnCheck, Report, browser_failure, check_target,
-    doctor_options, media_objects, quote_outcome, site_message, step_failure,
+    CHECKS, MAX_429_WAITS, MEDIA_FIELDS, PAGE_FIELDS, Check, DoctorError, OnCheck, Report, browser_failure,
+    check_target, doctor_options, media_objects, quote_outcome, site_message, step_failure,
 )
 from .feed import FeedReader, feed_paging, post_from_media
 from .login import CHALLENGE_PATHS, REJECTED, login_fields, submit_login
@@ -149,7 +149,7 @@ class _Doctor:
         path = urlparse(response.url).path
         message, wait = "", 30.0
         try:
-            wait = parse_retry_after(await within(self.timeout_s, response.header_value("retry-after"), "reading a 429"))
+            wait = parse_retry_after(response.headers.get("retry-after"))  # no round trip to the browser
             # a body the page never read never reaches Playwright: bounded
             message = site_message(await within(min(self.timeout_s, 2.0), response.text(), "reading a 429"))
         except Exception as exc:  # noqa: BLE001 - asked again below
@@ -163,7 +163,8 @@ class _Doctor:
         if self.lease is None:
             return ""
         try:
-            headers = {k: v for k, v in (await within(self.timeout_s, request.all_headers(), "reading a request")).items()
+            # the headers the page's script set (CSRF token, app id); the context adds its cookies
+            headers = {k: v for k, v in request.headers.items()
                        if not k.startswith(":") and k not in ("cookie", "content-length", "host")}
             again = await within(self.timeout_s + 5, self.lease.request.fetch(
                 request.url, method=request.method, headers=headers, data=request.post_data,

@@ -172,8 +172,9 @@ class FeedReader:
 
     async def _read(self, response: Any) -> None:
         if response.status == 429:
-            header = await within(self.timeout_s, response.header_value("retry-after"), "reading a 429's headers")
-            self.retry_after = parse_retry_after(header, 30.0)
+            # the headers Playwright already has: asking the browser again leaves a task that fails unread
+            # ("Task exception was never retrieved") when the page closes first
+            self.retry_after = parse_retry_after(response.headers.get("retry-after"), 30.0)
             if self.on_answer is not None:
                 self.on_answer(response, None)
             return
