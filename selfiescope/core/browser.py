@@ -221,7 +221,8 @@ class BrowserPool:
         timeout_s = self.settings.timeout_s
         async with self._slots:
             # start() raises BrowserStartTimeout itself; this bounds the wait for another job's launch
-            browser = await within(self.settings.launch_timeout_s + timeout_s + 10, self.start(), "starting the browser")
+            browser = await within(self.settings.launch_timeout_s + timeout_s + 10, self.start(),
+                                   "starting the browser")
             generation = self.generation
             record = self._record_paths()
             har_options = {"record_har_path": str(record[0]), "record_har_content": "embed"} if record else {}

@@ -32,7 +32,9 @@ from urllib.parse import quote, urlparse
 from ...core.browser import BrowserPool, BrowserStartTimeout, Lease, load_session, session_path
 from ...core.secrets import credential
 from ...core.settings import Settings
-from ...core.web import Deadline, DownloadError, click_dialog_buttons, fetch_image, parse_retry_after, scroll_and_wait, within
+from ...core.web import (
+    Deadline, DownloadError, click_dialog_buttons, fetch_image, parse_retry_after, scroll_and_wait, within,
+)
 from .doctor_report import (
     CHECKS, MAX_429_WAITS, MEDIA_FIELDS, PAGE_FIELDS, Check, DoctorError, OnCheck, Report, browser_failure,
     check_target, doctor_options, media_objects, quote_outcome, site_message, step_failure,
@@ -233,7 +235,8 @@ class _Doctor:
                  for name, locator in (("username field", user), ("password field", secret), ("submit button", button))}
         if all(found.values()):
             self.username_field, self.password_field = user, secret
-            self.add("login_form", "pass", "username field, password field and submit button found by the source's finder")
+            self.add("login_form", "pass",
+                     "username field, password field and submit button found by the source's finder")
             return
         missing = [name for name, n in found.items() if not n]
         buttons = await within(self.timeout_s, page.get_by_role("button").all_inner_texts(), "reading the login form")
@@ -261,7 +264,8 @@ class _Doctor:
             return
         page = await lease.page()
         try:
-            outcome = await submit_login(page, self.base_url, username, password, self.dismiss, timeout_s=self.timeout_s)
+            outcome = await submit_login(page, self.base_url, username, password, self.dismiss,
+                                         timeout_s=self.timeout_s)
         except PlaywrightError as exc:  # submit_login's message quotes no credential
             self.add("login", "fail", f"the login form could not be used: {browser_failure(exc, self.timeout_s)}",
                      self._rate_limit_note())
@@ -326,7 +330,8 @@ class _Doctor:
                      + (f", after waiting out {waits} HTTP 429" if waits else ""))
             return
         await self._settle_429s()
-        links = await within(self.timeout_s, page.locator('a[href*="/p/"], a[href*="/reel/"]').count(), "reading the grid")
+        links = await within(self.timeout_s, page.locator('a[href*="/p/"], a[href*="/reel/"]').count(),
+                             "reading the grid")
         if self.rate_limited:
             detail = "the site rate-limits this account (HTTP 429): the page shows no post; wait before trying again"
         else:
