@@ -59,6 +59,18 @@ class BrowserCrashed(RuntimeError):
     """Chromium went away during a job and could not be brought back."""
 
 
+class BrowserStartTimeout(RuntimeError):
+    """Chromium (or Playwright's driver) did not start within ``browser.launch_timeout_s``.
+
+    Not a :class:`TimeoutError`: a slow start is this machine's problem, never the site's,
+    and must not be reported as a site that did not answer.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"Chromium took too long to start (more than {seconds:g} s); the machine may be busy: "
+                         "raise [browser] launch_timeout_s")
+
+
 def is_tracker(url: str) -> bool:
     return any(marker in url for marker in TRACKER_MARKERS)
 
@@ -156,6 +168,14 @@ class BrowserPool:
             return self._browser
 
     async def _launch(self) -> None:
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            await within(self.settings.launch_timeout_s + 5, self._start_chromium(), "starting Chromium")
+        except (TimeoutError, PlaywrightTimeout):
+            raise BrowserStartTimeout(self.settings.launch_timeout_s) from None
+
+    async def _start_chromium(self) -> None:
         if self._closed:
             raise BrowserCrashed("the browser pool is closed")
         from playwright.async_api import async_playwright
@@ -163,7 +183,9 @@ class BrowserPool:
         executable = find_chromium(self.settings.executable)
         if self._playwright is None:
             hide_from_children()  # the driver (node) copies our environment: no credential in it
-            self._playwright = await within(self.settings.timeout_s, async_playwright().start(), "starting Playwright")
+            manager = async_playwright()
+            self._playwright = await within(self.settings.launch_timeout_s, manager.start(), "starting Playwright")
+            _read_driver_errors(manager)
         if self._browser is not None:  # a dead one: drop it
             try:
                 await within(self.settings.timeout_s, self._browser.close(), "closing the browser")
@@ -175,7 +197,7 @@ class BrowserPool:
         hide_from_children()
         self._browser = await self._playwright.chromium.launch(
             executable_path=executable, headless=self.headless, args=args,
-            timeout=self.settings.timeout_s * 1000, env=child_environment(),
+            timeout=self.settings.launch_timeout_s * 1000, env=child_environment(),
             proxy=playwright_proxy(self.settings.proxy, self.settings.proxy_bypass),
         )
         self.generation += 1
@@ -221,7 +243,9 @@ class BrowserPool:
         """A fresh browser context for one job; ``block`` adds to ``browser.block``."""
         timeout_s = self.settings.timeout_s
         async with self._slots:
-            browser = await within(timeout_s * 2, self.start(), "starting the browser")
+            # start() raises BrowserStartTimeout itself; this bounds the wait for another job's launch
+            browser = await within(self.settings.launch_timeout_s + timeout_s + 10, self.start(),
+                                   "starting the browser")
             generation = self.generation
             record = self._record_paths()
             har_options = {"record_har_path": str(record[0]), "record_har_content": "embed"} if record else {}
@@ -294,6 +318,24 @@ class BrowserPool:
             except psutil.Error:
                 continue
         return None
+
+
+def _read_driver_errors(manager: Any) -> None:
+    """Retrieve the error Playwright's transport sets when its driver goes away.
+
+    Playwright awaits that future only while it starts; when the driver dies later (Ctrl-C
+    reaches the whole process group) the error stays unretrieved and asyncio prints "Future
+    exception was never retrieved ... Connection closed while reading from the driver" at exit.
+    The calls in flight fail on their own, so the error is only logged here.
+    """
+    future = getattr(getattr(getattr(manager, "_client", None), "_transport", None), "on_error_future", None)
+    if isinstance(future, asyncio.Future):
+        future.add_done_callback(_log_driver_error)
+
+
+def _log_driver_error(future: "asyncio.Future[Any]") -> None:
+    if not future.cancelled() and (error := future.exception()) is not None:
+        log.debug("Playwright's driver went away: %s", error)
 
 
 def _blocker(blocked: set[str]):  # noqa: ANN202

@@ -87,6 +87,8 @@ class BrowserSettings(Strict):
     block: list[Literal["font", "media", "image", "stylesheet", "trackers"]] = ["font", "media", "trackers"]
     session_file: Path = Path("~/.config/selfiescope/instagram-session.json")
     timeout_s: float = Field(30.0, gt=0)
+    launch_timeout_s: float = Field(120.0, gt=0, description="longest wait for Chromium (and Playwright) to start; "
+                                    "a busy machine is slow to start it, which is not the site's fault")
     extra_args: list[str] = []
     # Record / replay (selfiescope record, scrape --replay): see selfiescope/core/har.py.
     record_har: Path | None = Field(None, description="record every context into parts next to this HAR file")

@@ -68,6 +68,8 @@ class Chaos:
     image_429_every: int = 0
     """Every n-th image download answers 429 with ``Retry-After: image_retry_after_s`` (once per URL)."""
     image_retry_after_s: float = 1.0
+    web_info: bool = False
+    """Feed answers take the web_info shape: sections and paging nested under ``data.recent``."""
 
     _rng: random.Random = field(init=False, repr=False, compare=False)
     _lock: threading.Lock = field(init=False, repr=False, compare=False)

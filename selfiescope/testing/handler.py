@@ -431,13 +431,16 @@ class Handler(BaseHTTPRequestHandler):
         medias = [{"media": _broken_media(site.media_json(p), site.breakage)} for p in chunk]
         if "feed_shape" in site.breakage:
             return self.send_json(200, {"items_v2": medias, "status": "ok"})
-        self.send_json(200, {
+        page = {
             "sections": [{"layout_type": "media_grid", "layout_content": {"medias": medias}}] if medias else [],
             "more_available": more,
             "next_max_id": _cursor(end) if more else None,
             "next_page": start // site.page_size + 1 if more else None,
-            "status": "ok",
-        })
+        }
+        if site.chaos.web_info:
+            return self.send_json(200, {"data": {"top": {"sections": [], "more_available": False, "next_max_id": None},
+                                                  "recent": page}, "status": "ok"})
+        self.send_json(200, {**page, "status": "ok"})
 
     def media(self, name: str, query: dict[str, str]) -> None:
         site, chaos = self.site, self.site.chaos

@@ -3,7 +3,8 @@ and the ``login``, ``record`` and ``doctor`` commands (:mod:`.commands`).
 
 :mod:`.feed` reads posts from the feed JSON and the DOM; :mod:`.login` logs in through
 the web form; :mod:`.session` is ``selfiescope login``; :mod:`.source` runs one job per
-hashtag. Its settings are ``[plugins.instagram]`` (:class:`InstagramOptions`) and the
+hashtag; :mod:`.doctor` (``selfiescope doctor``) runs the source's own code against a site
+and reports, check by check (:mod:`.doctor_report`), what it relies on and what it found. Its settings are ``[plugins.instagram]`` (:class:`InstagramOptions`) and the
 environment variables :data:`USERNAME_ENV` / :data:`PASSWORD_ENV`.
 """
 

@@ -105,13 +105,17 @@ def record(
     tokens and credentials scrubbed; replay it with `scrape TAG --replay FILE`."""
     from pydantic import ValidationError
 
+    from ...cli.collect import ProgressObserver, _progress
     from ...core.browser_lookup import BrowserNotFound
     from ...core.settings import format_validation_error
     from ...pipelines.record import record as do_record
 
     settings = load(settings_path)
     try:
-        result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit))
+        with _progress(not as_json) as progress:  # the job state lines a scrape shows
+            observer = ProgressObserver(progress, plain=not as_json and not console.is_terminal)
+            result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit,
+                                           extra_plugins=[observer]))
     except ValidationError as exc:
         raise fail("; ".join(format_validation_error(exc))) from None
     except FileExistsError as exc:
@@ -142,12 +146,31 @@ def doctor(
     """Check that the site still offers what the instagram source relies on: login form, tag page,
     feed JSON, image candidates, pop-up buttons. Exit 1 when any check fails."""
     from ...core.browser_lookup import BrowserNotFound
-    from ..instagram_doctor import DoctorError, run_doctor
+    from .doctor import Check, DoctorError, check_target, doctor_options, run_doctor
     from .session import instagram_base_url
 
     settings = load(settings_path)
+    url, name = (base_url or instagram_base_url(settings)).rstrip("/"), tag.lstrip("#")
+    colour = {"pass": "green", "fail": "red", "skip": "yellow"}
+
+    def show(check: Check) -> None:  # one line per check as it completes (and what was found instead): greppable
+        if as_json:  # stdout is the report; progress goes to stderr
+            console.print(f"{check.status:4} {check.name}", highlight=False, markup=False)
+            return
+        out.print(f"[{colour.get(check.status, 'red')}]{check.status:4}[/] {check.name:16} {escape(check.detail)}",
+                  soft_wrap=True, highlight=False)
+        if check.found:
+            out.print(f"     {'':16} found instead: {escape(check.found)}", soft_wrap=True, highlight=False)
+
     try:
-        report = asyncio.run(run_doctor(settings, base_url or instagram_base_url(settings), tag.lstrip("#")))
+        check_target(url, name)
+        doctor_options(settings, url)
+    except DoctorError as exc:
+        raise fail(str(exc)) from None
+    if not as_json:
+        out.print(f"doctor {escape(url)} #{escape(name)}", highlight=False)
+    try:
+        report = asyncio.run(run_doctor(settings, url, name, on_check=show))
     except DoctorError as exc:
         raise fail(str(exc)) from None
     except BrowserNotFound as exc:
@@ -156,13 +179,5 @@ def doctor(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
         emit_json(report.as_dict())
-    else:
-        colour = {"pass": "green", "fail": "red", "skip": "yellow"}
-        out.print(f"doctor {escape(report.base_url)} #{escape(report.tag)}", highlight=False)
-        for check in report.checks:  # one line per check (and what was found instead): greppable
-            out.print(f"[{colour[check.status]}]{check.status:4}[/] {check.name:16} {escape(check.detail)}",
-                      soft_wrap=True, highlight=False)
-            if check.found:
-                out.print(f"     {'':16} found instead: {escape(check.found)}", soft_wrap=True, highlight=False)
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)

@@ -11,6 +11,7 @@ import asyncio
 import html
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlparse
@@ -101,6 +102,23 @@ def _dom_extra(alt: str | None) -> dict[str, Any]:
     return {"owner": owner} if owner else {"alt": alt}
 
 
+def feed_paging(data: Any) -> list[dict[str, Any]]:
+    """The paging objects of a feed answer: every object with ``more_available`` (and
+    ``next_max_id``...), at the top level or nested (the web_info answer has one under
+    ``data.top`` and one under ``data.recent``), outermost first."""
+    found: list[dict[str, Any]] = []
+    queue: list[Any] = [data]
+    while queue:
+        node = queue.pop(0)
+        if isinstance(node, dict):
+            if "more_available" in node:
+                found.append(node)
+            queue.extend(v for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            queue.extend(v for v in node if isinstance(v, dict | list))
+    return found
+
+
 def find_medias(data: Any) -> list[dict[str, Any]]:
     """Every object that looks like a post (has ``image_versions2``), wherever it is nested."""
     found: list[dict[str, Any]] = []
@@ -133,7 +151,8 @@ def image_url_from_post_page(text: str, base_url: str) -> str | None:
 class FeedReader:
     """Collects posts from one tag page: feed JSON as it arrives, and the DOM."""
 
-    def __init__(self, events_from: Any, base_url: str, *, page: Any = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, events_from: Any, base_url: str, *, page: Any = None, timeout_s: float = 30.0,
+                 on_answer: Callable[[Any, Any], None] | None = None) -> None:
         self.events_from = events_from  # a page, or a job's browser context (all its pages)
         self.page = page  # the page whose DOM is read
         self.base_url = base_url
@@ -145,6 +164,7 @@ class FeedReader:
         self.retry_after: float | None = None
         self.login_lost = False
         self.challenged = False
+        self.on_answer = on_answer  # called with (response, JSON or None) for every feed answer read
         self._tasks: set[asyncio.Task[None]] = set()
         events_from.on("response", self._on_response)
 
@@ -171,8 +191,11 @@ class FeedReader:
 
     async def _read(self, response: Any) -> None:
         if response.status == 429:
-            header = await within(self.timeout_s, response.header_value("retry-after"), "reading a 429's headers")
-            self.retry_after = parse_retry_after(header, 30.0)
+            # the headers Playwright already has: asking the browser again leaves a task that fails unread
+            # ("Task exception was never retrieved") when the page closes first
+            self.retry_after = parse_retry_after(response.headers.get("retry-after"), 30.0)
+            if self.on_answer is not None:
+                self.on_answer(response, None)
             return
         try:
             data = await within(self.timeout_s, response.json(), f"reading {urlparse(response.url).path}")
@@ -189,14 +212,16 @@ class FeedReader:
             self.login_lost = True
         if message in ("checkpoint_required", "challenge_required"):
             self.challenged = True
+        if self.on_answer is not None:
+            self.on_answer(response, data)
         if response.status != 200 or data is None:
             return
         self.pages_read += 1
         for media in find_medias(data):
             if (post := post_from_media(media)) is not None:
                 self.json_posts.setdefault(post.shortcode, post)
-        if isinstance(data, dict) and "more_available" in data:
-            self.more_available = bool(data["more_available"])
+        if pagings := feed_paging(data):  # the feed goes on while any of its lists does
+            self.more_available = any(bool(p["more_available"]) for p in pagings)
 
     async def settle(self) -> None:
         """Wait until the feed answers seen so far are read (each read has its own deadline)."""

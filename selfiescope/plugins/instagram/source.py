@@ -64,6 +64,13 @@ DISMISS_BUTTONS: dict[str, list[str]] = {
     "it": ["Rifiuta cookie facoltativi", "Consenti solo i cookie essenziali", "Non ora"],
     "pt": ["Recusar cookies opcionais", "Permitir somente cookies essenciais", "Agora não", "Agora nao"],
 }
+
+
+def dismiss_names(languages: list[str]) -> list[str]:
+    """The known pop-up buttons of ``languages``, pressed first (:data:`DISMISS_BUTTONS`)."""
+    return [n for lang in languages for n in DISMISS_BUTTONS.get(lang, [])]
+
+
 MAX_RATE_RELOADS = 5  # reloads after 429s per job before it gives up
 
 
@@ -92,6 +99,21 @@ class InstagramOptions(Options):
     block_page_images: bool = Field(True, description="the page loads no images, videos or fonts: the feed's JSON says "
                                                       "what to download")
     stall_s: float = Field(60.0, gt=0, description="no new post for this long: reload the tag page once, then fail the job")
+
+
+async def fresh_image_url(request: Any, base_url: str, shortcode: str, timeout_s: float) -> str | None:
+    """Re-read a post's page for a freshly signed image URL (None when there is none)."""
+    try:
+        resp = await within(timeout_s + 5, request.get(
+            f"{base_url}/p/{shortcode}/", timeout=timeout_s * 1000, fail_on_status_code=False),
+            "reading a post page")
+        if resp.status != 200:
+            return None
+        text = await within(timeout_s, resp.text(), "reading a post page")
+    except Exception as exc:  # noqa: BLE001 - no fresh URL: the post is reported, not lost
+        log.info("post page of %s unreadable: %s", shortcode, str(exc).splitlines()[0])
+        return None
+    return image_url_from_post_page(text, base_url)
 
 
 class InstagramSource(Source):
@@ -139,7 +161,7 @@ class InstagramSource(Source):
             self.bucket.flush()
 
     def _dismiss_names(self) -> list[str]:
-        return [n for lang in self.options.languages for n in DISMISS_BUTTONS.get(lang, [])]
+        return dismiss_names(self.options.languages)
 
     def _status(self, tag: str, state: str) -> None:
         self.run.stats.set_state(tag, state)
@@ -383,20 +405,9 @@ class InstagramSource(Source):
         )
 
     async def _fresh_image_url(self, lease: Lease, post: Post) -> str | None:
-        """Re-read the post's page for a freshly signed image URL."""
         assert self.bucket is not None
         await self.bucket.take()
-        try:
-            resp = await within(self.timeout_s + 5, lease.request.get(
-                f"{self.base_url}/p/{post.shortcode}/", timeout=self.timeout_s * 1000, fail_on_status_code=False),
-                "reading a post page")
-            if resp.status != 200:
-                return None
-            text = await within(self.timeout_s, resp.text(), "reading a post page")
-        except Exception as exc:  # noqa: BLE001 - no fresh URL: the post is reported, not lost
-            log.info("post page of %s unreadable: %s", post.shortcode, str(exc).splitlines()[0])
-            return None
-        return image_url_from_post_page(text, self.base_url)
+        return await fresh_image_url(lease.request, self.base_url, post.shortcode, self.timeout_s)
 
     async def _fetch_post(self, lease: Lease, post: Post, job: Job, state: JobRun, watch: Watchdog) -> ImageEvent | None:
         if post.shortcode in self._yielded:
