@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import errno
+import sqlite3
 from collections.abc import Iterable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -40,5 +41,23 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, OSError):
         where = f"{printable(exc.filename)}: " if exc.filename else ""
         code = EXIT_FAILED if exc.errno in RUN_ERRNOS else EXIT_USAGE
-        return code, f"{where}{exc.strerror or exc}"
+        return code, f"{where}{printable(exc.strerror or exc)}"
+    if isinstance(exc, sqlite3.DatabaseError):
+        return _database_problem(exc)
+    if isinstance(exc, MemoryError):
+        return EXIT_FAILED, "out of memory: the run stopped (what was done is saved)"
+    # A path the operating system cannot take, met deep inside a library (the entry checks
+    # catch the ones the user typed): the message names the problem, never a traceback.
+    if isinstance(exc, ValueError) and "embedded null byte" in str(exc):
+        return EXIT_USAGE, "a path contains a NUL character, which no file name can hold"
+    if isinstance(exc, RuntimeError) and "home directory" in str(exc):
+        return EXIT_USAGE, "a path starts with ~ but that home folder is unknown on this machine"
     return None
+
+
+def _database_problem(exc: BaseException) -> tuple[int, str]:
+    """A SQLite error (the dataset's manifest): the disk or the file failed the run (1), or the
+    file cannot be used at all, such as a read-only or corrupt manifest (2)."""
+    text = str(exc)
+    failed = any(word in text for word in ("disk is full", "disk I/O error", "out of memory"))
+    return (EXIT_FAILED if failed else EXIT_USAGE), f"the dataset's manifest: {text}"

@@ -120,7 +120,7 @@ class Keyring:
             return self._key
 
     def digest(self, kind: str, value: str) -> str:
-        return hmac.new(self._secret(), f"{kind}\0{value}".encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._secret(), f"{kind}\0{value}".encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
     def owner(self, name: str) -> str:
         """The pseudonym stored for an owner (also the key of an owner's tombstone)."""

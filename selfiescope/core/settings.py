@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from .text import has_userinfo
+from .text import expand_user, has_userinfo, path_text_problem, printable
 
 ENV_PREFIX = "SELFIESCOPE_"
 # Environment variables with our prefix that are not setting overrides. Only names with
@@ -35,6 +36,8 @@ SECRET_WORDS = ("password", "passwd", "secret", "token", "cookie", "username")
 # (settings, CLI options), so nothing fails later at the first write.
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 LABEL_RULE = "1-64 ASCII letters, digits, '-' or '_', starting with a letter or digit (it becomes a folder name)"
+# A settings file is a small text file: anything larger (or endless, like /dev/zero) is refused unread.
+MAX_SETTINGS_BYTES = 1 << 20
 
 
 def check_label(value: str) -> str:
@@ -58,6 +61,16 @@ class SettingsError(Exception):
         return "\n".join(lines)
 
 
+def _usable_path(value: Any) -> Any:
+    """A path setting that cannot name a file (an unknown ``~user``) is refused where it is read."""
+    if isinstance(value, str | Path) and (problem := path_text_problem(value)):
+        raise ValueError(problem)
+    return value
+
+
+UsablePath = Annotated[Path, BeforeValidator(_usable_path)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -74,7 +87,7 @@ class StorageSettings(Strict):
         if isinstance(v, str | Path):
             if not str(v).strip():
                 raise ValueError("must not be empty (a folder such as \"data\")")
-            return str(Path(v).expanduser())  # a str: JSON-mode validation (Dask workers) takes no Path
+            return str(expand_user(v))  # a str: JSON-mode validation (Dask workers) takes no Path
         return v
 
 
@@ -84,12 +97,12 @@ class BrowserSettings(Strict):
     max_contexts: int = Field(4, ge=1, le=64)
     recycle_after: int = Field(50, ge=1, description="navigations before a page is recycled")
     block: list[Literal["font", "media", "image", "stylesheet", "trackers"]] = ["font", "media", "trackers"]
-    session_file: Path = Path("~/.config/selfiescope/instagram-session.json")
+    session_file: UsablePath = Path("~/.config/selfiescope/instagram-session.json")
     timeout_s: float = Field(30.0, gt=0)
     extra_args: list[str] = []
     # Record / replay (selfiescope record, scrape --replay): see selfiescope/core/har.py.
-    record_har: Path | None = Field(None, description="record every context into parts next to this HAR file")
-    replay_har: Path | None = Field(None, description="answer every request from this HAR file, offline")
+    record_har: UsablePath | None = Field(None, description="record every context into parts next to this HAR file")
+    replay_har: UsablePath | None = Field(None, description="answer every request from this HAR file, offline")
 
 
 class EngineSettings(Strict):
@@ -107,7 +120,7 @@ class LoggingSettings(Strict):
     def _expand_file(cls, v: Any) -> Any:
         if isinstance(v, str) and not v.strip():
             return None
-        return str(Path(v).expanduser()) if isinstance(v, str | Path) else v
+        return str(expand_user(v)) if isinstance(v, str | Path) else v
 
 
 class ComputeSettings(Strict):
@@ -167,11 +180,11 @@ class ScrapePipeline(PipelineBase):
     kind: Literal["scrape", "import"]
     source: str
     hashtags: list[str] = []
-    paths: list[Path] = []
+    paths: list[UsablePath] = []
     urls: list[str] = []
     label: str
     limit: int | None = Field(None, ge=1)
-    chain: list[str] = [*FILTER_STEPS, DEDUP_STEP, STORE_STEP]
+    chain: list[str] = Field([*FILTER_STEPS, DEDUP_STEP, STORE_STEP], min_length=1)
 
     @field_validator("label")
     @classmethod
@@ -206,11 +219,11 @@ class TrainPipeline(PipelineBase):
     labels: list[str] = ["selfie", "portrait"]
     features: list[str] = ["geometry", "landmarks", "embedding", "image"]
     folds: int = Field(5, ge=2)
-    model_dir: Path = Path("models/latest")
+    model_dir: UsablePath = Path("models/latest")
     params: dict[str, Any] = {}
     report: bool = True
     seed: int = 0
-    dataset_root: Path | None = Field(None, description="folder holding manifest.sqlite; default storage.root")
+    dataset_root: UsablePath | None = Field(None, description="folder holding manifest.sqlite; default storage.root")
     group_distance: int = Field(8, ge=0, le=64, description="pHash distance within which images share a CV group")
     early_stopping_rounds: int = Field(50, ge=1)
     workers: int = Field(0, ge=0, description="feature-extraction processes; 0 = number of cores")
@@ -302,6 +315,11 @@ def format_validation_error(err: ValidationError) -> list[str]:
             msg = f"unknown pipeline kind {e.get('input', {}).get('kind')!r} (expected scrape, import, train or demo)"
         elif e["type"] == "union_tag_not_found":
             msg = "missing key 'kind' (scrape, import, train or demo)"
+        elif e["type"] == "too_short" and loc.endswith(".chain"):
+            msg = (f"an empty chain would accept every image and store none: list the steps, "
+                   f"e.g. {[*FILTER_STEPS, DEDUP_STEP, STORE_STEP]}")
+        elif e["type"] == "value_error":  # our own validators' messages name the value already
+            msg = msg.removeprefix("Value error, ")
         elif "input" in e and not isinstance(e["input"], dict | list):
             msg = f"{msg} (got {e['input']!r})"
         problems.append(f"{loc}: {msg}")
@@ -319,14 +337,22 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
     """``SELFIESCOPE_BROWSER__MAX_CONTEXTS=2`` -> ``{"browser": {"max_contexts": 2}}``."""
     environ = os.environ if environ is None else environ
     tree: dict[str, Any] = {}
-    for key, raw in environ.items():
+    problems = []
+    for key, raw in sorted(environ.items()):
         if not key.startswith(ENV_PREFIX) or key in RESERVED_ENV or "__" not in key:
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        if not isinstance(node, dict) or not all(path):
+            problems.append(f"{key}: names no setting (it overlaps another variable, or has an empty part)")
+            continue
         node[path[-1]] = _parse_env_value(raw)
+    if problems:
+        raise SettingsError(problems, "the environment")
     return tree
 
 
@@ -344,6 +370,49 @@ def _urls_with_credentials(value: Any, here: str) -> list[str]:
         return [f"{here}: the URL holds credentials (user:password@); remove them and use the environment "
                 "or the plugin's login command instead"]
     return []
+
+
+def _nul_problems(data: Any, here: str = "") -> list[str]:
+    """Keys and strings holding a NUL character: no path, URL or name can carry one."""
+    if isinstance(data, dict):
+        return [p for k, v in data.items()
+                for p in ([f"{here}.{printable(k)}".lstrip(".") + ": a key cannot contain a NUL character"]
+                          if "\x00" in str(k) else _nul_problems(v, f"{here}.{k}".lstrip(".")))]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in _nul_problems(v, f"{here}[{i}]")]
+    if isinstance(data, str) and "\x00" in data:
+        return [f"{here}: contains a NUL character, which no path, URL or name can hold"]
+    return []
+
+
+def read_settings_text(path: Path) -> str:
+    """The text of the settings file at ``path``: a regular file of at most MAX_SETTINGS_BYTES.
+
+    Opened without blocking, then checked: a FIFO would wait forever for a writer and
+    ``/dev/zero`` never ends, so anything but a regular file is refused before a byte is read.
+    Raises :class:`SettingsError`.
+    """
+    where = printable(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise SettingsError([f"cannot be read: {exc.strerror or exc}"], where) from None
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise SettingsError(["is a folder, not a settings file"], where)
+        if not stat.S_ISREG(mode):
+            raise SettingsError(["is not a regular file (a pipe, device or socket cannot be a settings file)"], where)
+        try:
+            data = fh.read(MAX_SETTINGS_BYTES + 1)
+        except OSError as exc:
+            raise SettingsError([f"cannot be read: {exc.strerror or exc}"], where) from None
+    if len(data) > MAX_SETTINGS_BYTES:
+        raise SettingsError([f"larger than {MAX_SETTINGS_BYTES // 1024} KiB: not a settings file"], where)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(["not a UTF-8 text file"], where) from None
 
 
 def _reject_secrets(data: dict[str, Any], path: str = "") -> list[str]:
@@ -367,31 +436,29 @@ def load_settings(path: Path | str | None = None, environ: dict[str, str] | None
     environ = os.environ if environ is None else environ
     if path is None:
         path = environ.get("SELFIESCOPE_SETTINGS", "settings.toml")
+    if problem := path_text_problem(path):
+        raise SettingsError([problem], "--settings")
     path = Path(path).expanduser()
     data: dict[str, Any] = {}
-    if path.exists():
+    if os.path.lexists(path):
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_settings_text(path))
         except tomllib.TOMLDecodeError as exc:
-            raise SettingsError([f"not valid TOML: {exc}"], str(path)) from None
-        except UnicodeDecodeError:
-            raise SettingsError(["not a UTF-8 text file"], str(path)) from None
-        except IsADirectoryError:
-            raise SettingsError(["is a folder, not a settings file"], str(path)) from None
-        except OSError as exc:
-            raise SettingsError([f"cannot be read: {exc.strerror or exc}"], str(path)) from None
+            raise SettingsError([f"not valid TOML: {exc}"], printable(path)) from None
     elif path.name != "settings.toml" or path.parent != Path("."):
-        raise SettingsError(["file not found"], str(path))
+        raise SettingsError(["file not found"], printable(path))
     data = _deep_merge(data, env_overrides(environ))
-    if problems := _reject_secrets(data):
-        raise SettingsError(problems, str(path))
+    if problems := _nul_problems(data) or _reject_secrets(data):
+        raise SettingsError(problems, printable(path))
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise SettingsError(format_validation_error(exc), str(path)) from None
+        raise SettingsError(format_validation_error(exc), printable(path)) from None
 
 
 def settings_from_dict(data: dict[str, Any]) -> Settings:
+    if problems := _nul_problems(data):
+        raise SettingsError(problems)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
