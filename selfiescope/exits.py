@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import sys
 from collections.abc import Iterable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -27,17 +28,16 @@ def code_for(errors: Iterable[str]) -> int:
 def classify(exc: BaseException) -> tuple[int, str] | None:
     """``(exit code, message)`` for an exception a command may end with, or None for a bug
     (which keeps its traceback)."""
-    from .core.lock import RootBusy
     from .core.settings import SettingsError
     from .core.text import printable
-    from .pipelines.model_dir import ModelDirError
 
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted: what was done is saved; run the same command again to resume"
     if isinstance(exc, SettingsError):
         return EXIT_USAGE, exc.render()
-    if isinstance(exc, (RootBusy, ModelDirError)):
-        return EXIT_USAGE, str(exc)
+    for kinds, code in _known_errors():
+        if isinstance(exc, kinds):
+            return code, printable(exc)
     if isinstance(exc, OSError):
         where = f"{printable(exc.filename)}: " if exc.filename else ""
         code = EXIT_FAILED if exc.errno in RUN_ERRNOS else EXIT_USAGE
@@ -52,7 +52,31 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
         return EXIT_USAGE, "a path contains a NUL character, which no file name can hold"
     if isinstance(exc, RuntimeError) and "home directory" in str(exc):
         return EXIT_USAGE, "a path starts with ~ but that home folder is unknown on this machine"
+    if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop"):  # pathlib's resolve()
+        return EXIT_USAGE, f"{printable(exc)}: a symbolic link that points back at itself names no file"
     return None
+
+
+# The errors that carry a message for the user, by module, and their exit codes.
+_USER_ERRORS = {
+    EXIT_USAGE: [("core.lock", "RootBusy"), ("pipelines.model_dir", "ModelDirError"), ("core.har", "HarError"),
+                 ("pipelines.export", "ExportError"), ("pipelines.forget", "ForgetError"),
+                 ("core.privacy", "PrivacyError"), ("pipelines.predict", "ModelError")],
+    EXIT_FAILED: [("pipelines.dataset", "DatasetError"), ("core.components", "StorageError"),
+                  ("core.browser_lookup", "BrowserNotFound"), ("core.browser", "BrowserCrashed"),
+                  ("core.web", "Deadline")],
+}
+
+
+def _known_errors() -> list[tuple[tuple[type[BaseException], ...], int]]:
+    """The user-facing error classes whose modules are loaded (an exception of a module that
+    was never imported cannot have been raised, and importing them all would take seconds)."""
+    found = []
+    for code, names in _USER_ERRORS.items():
+        kinds = tuple(getattr(sys.modules[f"selfiescope.{module}"], name) for module, name in names
+                      if f"selfiescope.{module}" in sys.modules)
+        found.append((kinds, code))
+    return found
 
 
 def _database_problem(exc: BaseException) -> tuple[int, str]:

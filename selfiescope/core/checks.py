@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from .components import unmet_requirements
 from .settings import PipelineBase, ScrapePipeline, Settings, TrainPipeline, format_validation_error
+from .regular_files import regular_file_problem
 from .text import printable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,6 +52,12 @@ def _path_problem(path: Path, want: Literal["dir", "file"]) -> str | None:
     return None
 
 
+def file_to_write_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be written as a regular file (a folder, a FIFO, a device, not
+    writable, under a file), or None."""
+    return _path_problem(path, "file")
+
+
 def check_paths(settings: Settings) -> list[str]:
     """Problems with the paths settings name (the storage root, the log file), as ``key: problem``."""
     problems = []
@@ -58,6 +65,8 @@ def check_paths(settings: Settings) -> list[str]:
         problems.append(f"storage.root: {why}")
     if settings.logging.file is not None and (why := _path_problem(settings.logging.file, "file")):
         problems.append(f"logging.file: {why}")
+    if settings.browser.replay_har is not None and (why := regular_file_problem(settings.browser.replay_har)):
+        problems.append(f"browser.replay_har: {printable(settings.browser.replay_har)} {why}")
     return problems
 
 

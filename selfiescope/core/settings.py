@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from .regular_files import NotReadable, read_regular
 from .text import expand_user, has_userinfo, path_text_problem, printable
 
 ENV_PREFIX = "SELFIESCOPE_"
@@ -386,33 +386,18 @@ def _nul_problems(data: Any, here: str = "") -> list[str]:
 
 
 def read_settings_text(path: Path) -> str:
-    """The text of the settings file at ``path``: a regular file of at most MAX_SETTINGS_BYTES.
-
-    Opened without blocking, then checked: a FIFO would wait forever for a writer and
-    ``/dev/zero`` never ends, so anything but a regular file is refused before a byte is read.
-    Raises :class:`SettingsError`.
-    """
-    where = printable(path)
+    """The text of the settings file at ``path``: a regular file of at most MAX_SETTINGS_BYTES
+    (a FIFO or ``/dev/zero`` is refused before a byte is read). Raises :class:`SettingsError`."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        data = read_regular(path, MAX_SETTINGS_BYTES)
+    except NotReadable as exc:
+        raise SettingsError([exc.strerror], printable(path)) from None
     except OSError as exc:
-        raise SettingsError([f"cannot be read: {exc.strerror or exc}"], where) from None
-    with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise SettingsError(["is a folder, not a settings file"], where)
-        if not stat.S_ISREG(mode):
-            raise SettingsError(["is not a regular file (a pipe, device or socket cannot be a settings file)"], where)
-        try:
-            data = fh.read(MAX_SETTINGS_BYTES + 1)
-        except OSError as exc:
-            raise SettingsError([f"cannot be read: {exc.strerror or exc}"], where) from None
-    if len(data) > MAX_SETTINGS_BYTES:
-        raise SettingsError([f"larger than {MAX_SETTINGS_BYTES // 1024} KiB: not a settings file"], where)
+        raise SettingsError([f"cannot be read: {exc.strerror or exc}"], printable(path)) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise SettingsError(["not a UTF-8 text file"], where) from None
+        raise SettingsError(["not a UTF-8 text file"], printable(path)) from None
 
 
 def _reject_secrets(data: dict[str, Any], path: str = "") -> list[str]:
