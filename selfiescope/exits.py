@@ -35,6 +35,10 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
         return EXIT_INTERRUPTED, "interrupted: what was done is saved; run the same command again to resume"
     if isinstance(exc, SettingsError):
         return EXIT_USAGE, exc.render()
+    if (pydantic := sys.modules.get("pydantic")) is not None and isinstance(exc, pydantic.ValidationError):
+        from .core.settings import format_validation_error  # a value from the command line, put into a model
+
+        return EXIT_USAGE, "; ".join(format_validation_error(exc))
     for kinds, code in _known_errors():
         if isinstance(exc, kinds):
             return code, printable(exc)
@@ -42,6 +46,9 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
         where = f"{printable(exc.filename)}: " if exc.filename else ""
         code = EXIT_FAILED if exc.errno in RUN_ERRNOS else EXIT_USAGE
         return code, f"{where}{printable(exc.strerror or exc)}"
+    if (browser := sys.modules.get("playwright.async_api")) is not None and isinstance(exc, browser.Error):
+        first = (str(exc).strip().splitlines() or ["(no message)"])[0]
+        return EXIT_FAILED, f"the browser failed: {printable(first)} (-vv shows its log)"
     if isinstance(exc, sqlite3.DatabaseError):
         return _database_problem(exc)
     if isinstance(exc, MemoryError):

@@ -15,13 +15,14 @@ Network commands meet a closed local port, so they end fast.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given, seed, settings as hsettings, strategies as st
 
 from cli_fuzz_helpers import (
     ALLOWED_CODES, CASE_DEADLINE_S, COMMAND_ENV, NASTY_NUMBERS, NASTY_STRINGS, SERVES_UNTIL_INTERRUPTED, Command, Runner, World,
@@ -160,14 +161,18 @@ def command_lines(draw, commands: list[Command], world: World) -> tuple[tuple[st
 def test_generated_command_lines(world: World, runner: Runner, commands: list[Command]) -> None:
     judge = Judge(world, runner)
 
-    @hsettings(max_examples=120, deadline=None, database=None, derandomize=True,
-               suppress_health_check=list(HealthCheck))
+    # FUZZ_EXAMPLES and FUZZ_SEED run a longer, different campaign; by default the same 120 cases every run.
+    campaign = dict(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "120")), deadline=None, database=None,
+                    suppress_health_check=list(HealthCheck))
+
+    @hsettings(**campaign, derandomize="FUZZ_SEED" not in os.environ)
+    @seed(int(os.environ.get("FUZZ_SEED", "0")))
     @given(line=command_lines(commands, world))
     def one(line: tuple[tuple[str, ...], list[str]]) -> None:
-        found = judge.case(*line)
-        assert not found, "\n".join(found)
+        judge.case(*line)  # every broken promise is collected: one run shows them all
 
     one()
+    assert not judge.failures, "\n\n".join(judge.failures)
 
 
 # --- real processes -------------------------------------------------------------------------------

@@ -226,7 +226,7 @@ def clean_command(
 def demo_command(
     settings_path: Optional[Path] = SettingsOpt,
     output: Path = typer.Option(Path("demo-output"), help="where the demo dataset, model and report go"),
-    per_tag: int = typer.Option(40, help="images to collect per hashtag"),
+    per_tag: int = typer.Option(40, min=1, help="images to collect per hashtag"),
     no_train: bool = typer.Option(False, "--no-train", help="stop after scraping"),
     as_json: bool = JsonOpt,
 ) -> None:

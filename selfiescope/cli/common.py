@@ -47,6 +47,7 @@ def guarded(command):  # noqa: ANN001, ANN201 - wraps any typer command function
             if known is None:
                 raise
             code, message = known
+            logging.getLogger("selfiescope.cli").debug("the command ended with %s", type(exc).__name__, exc_info=exc)
             style = "yellow" if code == EXIT_INTERRUPTED else "red"
             prefix = "" if code == EXIT_INTERRUPTED else "error: "
             console.print(f"[{style}]{prefix}{escape(printable(message))}[/{style}]", highlight=False, soft_wrap=True)
@@ -124,7 +125,13 @@ SchedulerOpt = typer.Option(
 
 def with_scheduler(settings: Settings, scheduler: Optional[str]) -> Settings:
     from ..core.compute import with_scheduler as apply
+    from ..core.settings import check_scheduler
 
+    if scheduler:
+        try:
+            check_scheduler(scheduler)
+        except ValueError as exc:
+            raise fail(escape(f"--scheduler: {exc}")) from None
     return apply(settings, scheduler)
 # --- end dask ----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .regular_files import NotReadable, read_regular
 from .text import expand_user, has_userinfo, path_text_problem, printable
@@ -123,9 +123,20 @@ class LoggingSettings(Strict):
         return str(expand_user(v)) if isinstance(v, str | Path) else v
 
 
+# A Dask scheduler: "local", or [tcp|tls|ws|wss|ucx://]host:port (Dask's own address forms).
+SCHEDULER_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ws|wss|ucx)://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}/?$")
+
+
+def check_scheduler(value: str) -> str:
+    """``value`` if it names a Dask scheduler, else ValueError saying the forms."""
+    if value == "local" or value.startswith("inproc://") or SCHEDULER_ADDRESS.match(value):
+        return value
+    raise ValueError(f"'{printable(value)}' is not a scheduler address: use 'local' or tcp://HOST:PORT")
+
+
 class ComputeSettings(Strict):
     engine: Literal["local", "dask"] = "local"
-    scheduler: str = "local"
+    scheduler: Annotated[str, AfterValidator(check_scheduler)] = "local"
     workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     batch_size: int = Field(64, ge=1)
