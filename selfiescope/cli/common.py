@@ -192,7 +192,7 @@ class LogFile(logging.FileHandler):
         reason = getattr(why, "strerror", None) or why or "write failed"
         logging.getLogger("selfiescope").removeHandler(self)
         console.print(f"warning: cannot write the log file {printable(self.baseFilename)}: {printable(reason)}; "
-                      "no more log lines go there", highlight=False, markup=False)
+                      "no more log lines go there", highlight=False, markup=False, soft_wrap=True)
         try:
             self.close()
         except (OSError, ValueError):  # the same full disk refuses the final flush too
