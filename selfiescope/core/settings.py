@@ -18,26 +18,17 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from .regular_files import NotReadable, read_regular
+# SettingsError and env_overrides are this module's API too (where they are defined is a detail).
+from .settings_input import SettingsError, deep_merge, env_overrides, nul_problems, read_settings_text  # noqa: F401
 from .text import expand_user, has_userinfo, path_text_problem, printable
 
-ENV_PREFIX = "SELFIESCOPE_"
-# Environment variables with our prefix that are not setting overrides. Only names with
-# ``__`` are read as overrides at all, so a plugin's own variables (its credentials, e.g. the
-# ones a source lists in ``credential_env``) need no entry here: core knows no plugin's names.
-RESERVED_ENV = {
-    "SELFIESCOPE_TRACE_PLUGINS",
-    "SELFIESCOPE_SETTINGS",
-    "SELFIESCOPE_NO_ENTRYPOINTS",
-}
+
 SECRET_WORDS = ("password", "passwd", "secret", "token", "cookie", "username")
 # A label becomes a folder name under the storage root and a column value everywhere:
 # plain ASCII, starting with a letter or digit, short. Checked where a label enters
 # (settings, CLI options), so nothing fails later at the first write.
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 LABEL_RULE = "1-64 ASCII letters, digits, '-' or '_', starting with a letter or digit (it becomes a folder name)"
-# A settings file is a small text file: anything larger (or endless, like /dev/zero) is refused unread.
-MAX_SETTINGS_BYTES = 1 << 20
 
 
 def check_label(value: str) -> str:
@@ -45,20 +36,6 @@ def check_label(value: str) -> str:
     if not isinstance(value, str) or not LABEL_PATTERN.match(value):
         raise ValueError(f"invalid label {value!r}: use {LABEL_RULE}")
     return value
-
-
-class SettingsError(Exception):
-    """A settings problem, already phrased for the user (key path: problem)."""
-
-    def __init__(self, problems: list[str], source: str = "settings") -> None:
-        self.problems = problems
-        self.source = source
-        super().__init__(f"{source}: " + "; ".join(problems))
-
-    def render(self) -> str:
-        lines = [f"Invalid settings in {self.source}:"]
-        lines += [f"  - {p}" for p in self.problems]
-        return "\n".join(lines)
 
 
 def _usable_path(value: Any) -> Any:
@@ -337,43 +314,6 @@ def format_validation_error(err: ValidationError) -> list[str]:
     return problems
 
 
-def _parse_env_value(raw: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
-def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """``SELFIESCOPE_BROWSER__MAX_CONTEXTS=2`` -> ``{"browser": {"max_contexts": 2}}``."""
-    environ = os.environ if environ is None else environ
-    tree: dict[str, Any] = {}
-    problems = []
-    for key, raw in sorted(environ.items()):
-        if not key.startswith(ENV_PREFIX) or key in RESERVED_ENV or "__" not in key:
-            continue
-        path = key[len(ENV_PREFIX):].lower().split("__")
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                break
-        if not isinstance(node, dict) or not all(path):
-            problems.append(f"{key}: names no setting (it overlaps another variable, or has an empty part)")
-            continue
-        node[path[-1]] = _parse_env_value(raw)
-    if problems:
-        raise SettingsError(problems, "the environment")
-    return tree
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def _urls_with_credentials(value: Any, here: str) -> list[str]:
     if isinstance(value, list):
         return [p for i, item in enumerate(value) for p in _urls_with_credentials(item, f"{here}[{i}]")]
@@ -381,34 +321,6 @@ def _urls_with_credentials(value: Any, here: str) -> list[str]:
         return [f"{here}: the URL holds credentials (user:password@); remove them and use the environment "
                 "or the plugin's login command instead"]
     return []
-
-
-def _nul_problems(data: Any, here: str = "") -> list[str]:
-    """Keys and strings holding a NUL character: no path, URL or name can carry one."""
-    if isinstance(data, dict):
-        return [p for k, v in data.items()
-                for p in ([f"{here}.{printable(k)}".lstrip(".") + ": a key cannot contain a NUL character"]
-                          if "\x00" in str(k) else _nul_problems(v, f"{here}.{k}".lstrip(".")))]
-    if isinstance(data, list):
-        return [p for i, v in enumerate(data) for p in _nul_problems(v, f"{here}[{i}]")]
-    if isinstance(data, str) and "\x00" in data:
-        return [f"{here}: contains a NUL character, which no path, URL or name can hold"]
-    return []
-
-
-def read_settings_text(path: Path) -> str:
-    """The text of the settings file at ``path``: a regular file of at most MAX_SETTINGS_BYTES
-    (a FIFO or ``/dev/zero`` is refused before a byte is read). Raises :class:`SettingsError`."""
-    try:
-        data = read_regular(path, MAX_SETTINGS_BYTES)
-    except NotReadable as exc:
-        raise SettingsError([exc.strerror], printable(path)) from None
-    except OSError as exc:
-        raise SettingsError([f"cannot be read: {exc.strerror or exc}"], printable(path)) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SettingsError(["not a UTF-8 text file"], printable(path)) from None
 
 
 def _reject_secrets(data: dict[str, Any], path: str = "") -> list[str]:
@@ -443,8 +355,8 @@ def load_settings(path: Path | str | None = None, environ: dict[str, str] | None
             raise SettingsError([f"not valid TOML: {exc}"], printable(path)) from None
     elif path.name != "settings.toml" or path.parent != Path("."):
         raise SettingsError(["file not found"], printable(path))
-    data = _deep_merge(data, env_overrides(environ))
-    if problems := _nul_problems(data) or _reject_secrets(data):
+    data = deep_merge(data, env_overrides(environ))
+    if problems := nul_problems(data) or _reject_secrets(data):
         raise SettingsError(problems, printable(path))
     try:
         return Settings.model_validate(data)
@@ -453,7 +365,7 @@ def load_settings(path: Path | str | None = None, environ: dict[str, str] | None
 
 
 def settings_from_dict(data: dict[str, Any]) -> Settings:
-    if problems := _nul_problems(data):
+    if problems := nul_problems(data):
         raise SettingsError(problems)
     try:
         return Settings.model_validate(data)
