@@ -174,12 +174,34 @@ def _make_nasty(nasty: Path, faces: Path, port: int) -> None:
     os.mkdir(odd_dir)
     shutil.copy(faces / "portrait" / PHOTO_NAMES[2], odd_dir + b"/x\xfe.jpg")
     os.symlink("loop", nasty / "loop")
+    _mount_tmpfs(nasty / "full-disk", "size=64k")
+    _mount_tmpfs(nasty / "read-only-fs", "ro")
+    if (nasty / "full-disk").is_mount():
+        with open(nasty / "full-disk" / "filler", "wb") as fh:  # fill it: every later write meets ENOSPC
+            try:
+                fh.write(b"\0" * (1 << 20))
+            except OSError:
+                pass
     settings = nasty / "settings"
     settings.mkdir()
     for name, text in NASTY_SETTINGS.items():
         (settings / f"{name}.toml").write_text(text.format(nasty=nasty, port=port), encoding="utf-8")
     (settings / "non-utf8.toml").write_bytes(b"[storage]\nroot = \"\xff\xfe\"\n")
     (settings / "huge.toml").write_text("# filler\n" * 300_000)
+
+
+def _mount_tmpfs(folder: Path, options: str) -> None:
+    """A small tmpfs at ``folder`` (a full disk, a read-only file system) where this test may
+    mount one (as root); otherwise ``folder`` stays a plain folder."""
+    folder.mkdir()
+    if os.geteuid() == 0 and shutil.which("mount"):
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, timeout=30)
+
+
+def unmount_all(world: World) -> None:
+    for name in ("full-disk", "read-only-fs"):
+        if (world.nasty / name).is_mount():
+            subprocess.run(["umount", "-l", str(world.nasty / name)], capture_output=True, timeout=30)
 
 
 NASTY_SETTINGS = {
@@ -201,6 +223,8 @@ NASTY_SETTINGS = {
     "infinite": "[browser]\ntimeout_s = inf\n[storage]\nlock_timeout_s = nan\n",
     "plugins-not-table": "[plugins]\nface_area = 3\ndisable = \"gallery\"\n",
     "unknown-plugin": "[plugins]\ndisable = [\"nosuch\"]\n[plugins.nosuch]\na = 1\n",
+    "root-on-full-disk": "[storage]\nroot = \"{nasty}/full-disk/data\"\n",
+    "root-on-read-only-fs": "[storage]\nroot = \"{nasty}/read-only-fs/data\"\n",
     "closed-port": "[plugins.instagram]\nbase_url = \"http://127.0.0.1:{port}\"\n",
     "empty": "",
 }
@@ -215,7 +239,8 @@ def nasty_paths(world: World) -> dict[str, str]:
         "empty-file": str(n / "empty.jpg"), "missing": str(n / "missing" / "deeper"), "loop": str(n / "loop"),
         "non-utf8-dir": os.fsdecode(os.fsencode(n) + b"/d\xff"),
         "non-utf8-missing": os.fsdecode(os.fsencode(n) + b"/new-\xfe"),
-        "read-only-dir": str(n / "ro"), "long-name": "a" * 300, "newline": str(n / "a\nb"),
+        "read-only-dir": str(n / "ro"), "full-disk": str(n / "full-disk" / "out"),
+        "read-only-fs": str(n / "read-only-fs" / "out"), "long-name": "a" * 300, "newline": str(n / "a\nb"),
         "tilde-user": "~nosuchuser/x", "tilde": "~/x", "dash": "-", "empty": "", "space": " ",
         "photos": str(world.photos), "dataset": str(world.data), "settings-file": str(world.settings),
     }

@@ -27,19 +27,21 @@ from hypothesis import HealthCheck, given, seed, settings as hsettings, strategi
 
 from cli_fuzz_helpers import (
     ALLOWED_CODES, CASE_DEADLINE_S, COMMAND_ENV, NASTY_NUMBERS, NASTY_STRINGS, SERVES_UNTIL_INTERRUPTED, Command, Runner, World,
-    build_world, commands_of, nasty_paths, nasty_settings, problems_with, restore, snapshot,
+    build_world, commands_of, nasty_paths, nasty_settings, problems_with, restore, snapshot, unmount_all,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+def world(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     from conftest import FACES
 
     if not FACES.is_dir():
         pytest.skip(f"real face photos not available: {FACES}")
-    return build_world(tmp_path_factory.mktemp("fuzz"), tmp_path_factory.mktemp("pristine") / "user", FACES)
+    built = build_world(tmp_path_factory.mktemp("fuzz"), tmp_path_factory.mktemp("pristine") / "user", FACES)
+    yield built
+    unmount_all(built)
 
 
 @pytest.fixture(scope="module")
