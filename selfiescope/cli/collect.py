@@ -41,11 +41,11 @@ class ProgressObserver:
     def on_state(self, job: str, state: str) -> None:
         kept = self.run.stats.per_job.get(job, {}).get("accepted", 0) if self.run else 0
         if self.plain:
-            console.print(f"{job}: {state}" + (f" ({kept} images kept)" if kept else ""), highlight=False, markup=False)
+            console.print(f"{printable(job)}: {state}" + (f" ({kept} images kept)" if kept else ""), highlight=False, markup=False)
             return
         if job not in self.job_tasks:
             self.job_tasks[job] = self.progress.add_task("", total=None)
-        self.progress.update(self.job_tasks[job], description=f"  {job}: {state}  ·  {kept} kept")
+        self.progress.update(self.job_tasks[job], description=f"  {escape(printable(job))}: {escape(state)}  ·  {kept} kept")
 
     @hookimpl
     def selfiescope_image_accepted(self, event: Any, run: Any) -> None:
@@ -238,7 +238,7 @@ def clean_command(
 def demo_command(
     settings_path: Optional[Path] = SettingsOpt,
     output: Path = typer.Option(Path("demo-output"), help="where the demo dataset, model and report go"),
-    per_tag: int = typer.Option(40, help="images to collect per hashtag"),
+    per_tag: int = typer.Option(40, min=1, help="images to collect per hashtag"),
     no_train: bool = typer.Option(False, "--no-train", help="stop after scraping"),
     as_json: bool = JsonOpt,
 ) -> None:

@@ -13,8 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.settings import ScrapePipeline, SettingsError
-from ..core.checks import check_components, check_paths
+from ..core.checks import check_components, check_paths, file_to_write_problem
 from ..core.manifest_io import writable
+from ..core.text import printable
 from ..exits import EXIT_USAGE
 from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load, out, settings_app
 
@@ -151,6 +152,11 @@ def stats_command(
 
     settings = load(settings_path)
     root = Path(root or settings.storage.root)
+    plot = plot or root / "face-area-thresholds.png"
+    if plot.suffix.lower() != ".png":
+        raise fail(escape(f"--face-area-plot: {printable(plot)}: give a .png file name"))
+    if why := file_to_write_problem(plot):
+        raise fail(escape(f"--face-area-plot: {why}"))
     if not (root / "manifest.sqlite").is_file():
         raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect or import images first)")
     registry = registry_for(settings)

@@ -113,6 +113,14 @@ def _text(value: object) -> str | None:
     return None if value is None else printable(value)
 
 
+def _storable(params: Any) -> Any:
+    """Query parameters as SQLite takes them: text is :func:`_text` (a file name's undecodable
+    bytes as escapes), so a lookup matches what was stored, and never raises UnicodeEncodeError."""
+    if isinstance(params, dict):
+        return {k: _text(v) if isinstance(v, str) else v for k, v in params.items()}
+    return tuple(_text(v) if isinstance(v, str) else v for v in params)
+
+
 def plain_notes(notes: dict[str, Any]) -> dict[str, Any]:
     """The JSON-safe part of an event's notes (what steps and the storage backend noted): what
     the manifest saves, and what a remote worker may send back."""
@@ -201,13 +209,13 @@ class Manifest:
 
     def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
         with self._lock:
-            return self._db.execute(sql, params)
+            return self._db.execute(sql, _storable(params))
 
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.executemany(sql, rows)
+                self._db.executemany(sql, [_storable(row) for row in rows])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.rollback_if_open()
@@ -227,7 +235,7 @@ class Manifest:
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            return self._db.execute(sql, _storable(params)).fetchall()
 
     # --- runs -------------------------------------------------------------------------
     def start_run(self, pipeline: str, settings_hash: str) -> int:

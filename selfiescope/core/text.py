@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
@@ -114,3 +115,44 @@ class RedactingFilter(logging.Filter):
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
+
+
+def printable_tree(value: Any) -> Any:
+    """``value`` (dicts, lists, strings, paths, anything) with every string made :func:`printable`:
+    what JSON output and logs may carry (keys included)."""
+    if isinstance(value, dict):
+        return {printable_tree(k) if isinstance(k, str) else k: printable_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_tree(v) for v in value]
+    if isinstance(value, str | os.PathLike):
+        return printable(value)
+    return value
+
+
+def path_text_problem(value: object) -> str | None:
+    """Why ``value`` cannot name a file at all (a NUL character, an unknown ``~user``), or None.
+
+    The operating system refuses a NUL in a path (Python raises ValueError deep inside);
+    ``~user`` of a user that does not exist makes :meth:`pathlib.Path.expanduser` raise
+    RuntimeError. Both are caught where a path enters, with the path in the message.
+    """
+    text = printable(value)
+    if "\x00" in text:
+        shown = text.replace("\x00", "\\0")
+        return f"{shown}: a path cannot contain a NUL character"
+    if text.startswith("~"):
+        try:
+            Path(text).expanduser()
+        except RuntimeError:
+            user = text[1:].split("/", 1)[0]
+            if not user:
+                return f"{text}: ~ cannot be expanded (no home folder: HOME is not set)"
+            return f"{text}: no user named {user!r} on this machine, so ~{user} cannot be expanded"
+    return None
+
+
+def expand_user(value: str | os.PathLike[str]) -> Path:
+    """``Path(value).expanduser()``, or ValueError naming the path when it cannot name a file."""
+    if problem := path_text_problem(value):
+        raise ValueError(problem)
+    return Path(value).expanduser()
