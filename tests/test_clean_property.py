@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
@@ -110,10 +109,10 @@ class UserMeddles:
 def faults(stack: ExitStack, late: set[str], slow_store: bool, fail_some: bool) -> None:
     process, write = DedupStep.process, FilesStorage.write
 
-    def dedup_late(self, event):  # noqa: ANN001
+    async def dedup_late(self, event):  # noqa: ANN001
         if Path(event.origin.path or "").name in late:
-            time.sleep(0.3)
-        return process(self, event)
+            await asyncio.sleep(0.3)
+        return await process(self, event)
 
     async def flaky_write(self, event):  # noqa: ANN001
         if slow_store:

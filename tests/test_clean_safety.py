@@ -24,7 +24,7 @@ from safety_helpers import cli, no_traceback, project
 from selfiescope.core.settings import SettingsError
 from selfiescope.pipelines.clean import clean
 from selfiescope.plugins import store as store_module
-from selfiescope.plugins.dedup import DedupStep
+from selfiescope.plugins.dedup import DedupStep, Entry
 from selfiescope.plugins.files_storage import FilesStorage
 
 pytestmark = pytest.mark.faces
@@ -35,45 +35,62 @@ def photo(faces_dir: Path, n: int = 1) -> Path:
     return faces_dir / "portrait" / f"caltech_image_{n:04d}.jpg"
 
 
-def test_a_duplicate_of_a_copy_rejected_later_is_never_deleted(faces_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    """The TIFF (GPS that cannot be removed) reserves the dedup slot, the JPEG is rejected as its
-    near-duplicate, then the TIFF is rejected by the store step: the JPEG must stay."""
+def _signal_when_waiting(monkeypatch) -> threading.Event:  # noqa: ANN001
+    """An event set when an image starts waiting for a copy met earlier in the run to settle."""
+    waiting, wait_settled = threading.Event(), Entry.wait_settled
+
+    async def signalled(self, timeout_s: float) -> bool:  # noqa: ANN001
+        waiting.set()
+        return await wait_settled(self, timeout_s)
+
+    monkeypatch.setattr(Entry, "wait_settled", signalled)
+    return waiting
+
+
+def test_a_duplicate_of_a_copy_rejected_later_is_stored_and_never_deleted(faces_dir: Path, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    """The TIFF (GPS that cannot be removed) reserves the dedup slot, the JPEG meets dedup while
+    it is reserved, then the store step rejects the TIFF: the JPEG is judged again, stored, and
+    stays in the folder (it was kept, not rejected)."""
     folder = tmp_path / "cl"
     folder.mkdir()
     jpeg, tiff = variant(photo(faces_dir), "jpeg", 400), variant(photo(faces_dir), "tiff", 400, gps=True)
     (folder / "a.tif").write_bytes(tiff)
     (folder / "b.jpg").write_bytes(jpeg)
-    has_location, process = store_module.has_location, DedupStep.process
-    tiff_reserved, jpeg_judged = threading.Event(), threading.Event()
+    process, store = DedupStep.process, store_module.StoreStep.process
+    tiff_reserved = threading.Event()
+    jpeg_waiting = _signal_when_waiting(monkeypatch)
 
-    def jpeg_after_tiff(self, event):  # noqa: ANN001 - the JPEG meets dedup while the TIFF is reserved
+    async def jpeg_after_tiff(self, event):  # noqa: ANN001 - the JPEG meets dedup while the TIFF is reserved
         if event.format == "jpeg":
-            tiff_reserved.wait(60)
+            await asyncio.to_thread(tiff_reserved.wait, 60)
         try:
-            return process(self, event)
+            return await process(self, event)
         finally:
-            (jpeg_judged if event.format == "jpeg" else tiff_reserved).set()
+            if event.format != "jpeg":
+                tiff_reserved.set()
 
-    def tiff_stored_last(data: bytes) -> bool:  # the store step rejects the TIFF only after that
-        if data[:2] in (b"II", b"MM"):
-            jpeg_judged.wait(60)
-        return has_location(data)
+    async def tiff_stored_last(self, event):  # noqa: ANN001 - the store step judges the TIFF once the JPEG waits on it
+        if event.format != "jpeg":
+            assert await asyncio.to_thread(jpeg_waiting.wait, 60), "the JPEG never met the TIFF's reservation"
+        return await store(self, event)
 
-    monkeypatch.setattr(store_module, "has_location", tiff_stored_last)
+    monkeypatch.setattr(store_module.StoreStep, "process", tiff_stored_last)
     monkeypatch.setattr(DedupStep, "process", jpeg_after_tiff)
     result = clean(clean_settings(tmp_path), folder, output=tmp_path / "clout", delete_rejected=True)
     codes = {Path(f["path"]).name: f["code"] for f in result["files"]}
-    assert codes == {"a.tif": "location_metadata", "b.jpg": "near_duplicate"}, codes  # the race happened
-    assert (folder / "b.jpg").read_bytes() == jpeg  # the only copy of the photo left
+    assert codes == {"a.tif": "location_metadata", "b.jpg": None}, codes
+    assert result["kept"] == 1 and result["status"] == "finished", result
+    assert (folder / "b.jpg").read_bytes() == jpeg  # kept images are never removed by clean
     assert not (folder / "a.tif").exists()  # rejected for its own content: deleted as asked
-    entry = next(e for e in result["plan"] if e["path"].endswith("b.jpg"))
-    assert entry["action"] == "keep" and "not stored" in entry["why"]
+    stored = [p for p in (tmp_path / "clout").rglob("*.jpg")]
+    assert len(stored) == 1 and stored[0].read_bytes() == jpeg
     assert result["deleted"] == 1
 
 
 def test_duplicates_of_copies_that_failed_to_store_are_never_deleted(faces_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    """Every store fails (a file sits where the label folder goes): exit 1, and no original is
-    deleted as a near-duplicate of a copy that was never stored."""
+    """Every store fails (a file sits where the label folder goes): exit 1, no copy is turned
+    away as a duplicate of one that was never stored, and no original is deleted."""
     folder = tmp_path / "src"
     folder.mkdir()
     originals = {}
@@ -85,27 +102,20 @@ def test_duplicates_of_copies_that_failed_to_store_are_never_deleted(faces_dir: 
     out = tmp_path / "out2"
     out.mkdir()
     (out / "src").write_text("x\n")
-    write, process = FilesStorage.write, DedupStep.process
-    judged, all_judged = [], threading.Event()
+    write = FilesStorage.write
+    someone_waits = _signal_when_waiting(monkeypatch)
 
-    def count(self, event):  # noqa: ANN001
-        try:
-            return process(self, event)
-        finally:
-            judged.append(event.origin.path)
-            if len(judged) == len(originals):
-                all_judged.set()
-
-    async def write_after_dedup(self, event):  # noqa: ANN001 - every copy stays reserved until all are judged
-        await asyncio.to_thread(all_judged.wait, 60)
+    async def write_after_a_duplicate_waits(self, event):  # noqa: ANN001 - keep a copy reserved until one waits on it
+        await asyncio.to_thread(someone_waits.wait, 20)
         return await write(self, event)
 
-    monkeypatch.setattr(DedupStep, "process", count)
-    monkeypatch.setattr(FilesStorage, "write", write_after_dedup)
+    monkeypatch.setattr(FilesStorage, "write", write_after_a_duplicate_waits)
     result = cli("clean", folder, "--output", out, "--delete-rejected", "--json", "-s", project(tmp_path))
     assert result.exit_code == 1, result.output
     data = json.loads(result.stdout[result.stdout.index("{"):])
-    assert data["failed"] >= 1 and any(f["code"] == "near_duplicate" for f in data["files"]), data["files"]
+    assert someone_waits.is_set()  # the race happened: a copy met another one still reserved
+    assert data["failed"] == len(originals), data["files"]
+    assert not any(f["code"] in ("near_duplicate", "duplicate") for f in data["files"]), data["files"]
     assert data["deleted"] == 0
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == originals
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import io
 import threading
 from pathlib import Path
@@ -193,7 +195,7 @@ def test_phash_is_stable_under_resize() -> None:
     assert (a ^ c).bit_count() > 10
 
 
-def test_a_hash_computed_elsewhere_is_used_without_pixels(tmp_path: Path) -> None:
+async def test_a_hash_computed_elsewhere_is_used_without_pixels(tmp_path: Path) -> None:
     """On Dask the workers hash the pixels and the client runs dedup on the record alone."""
     from types import SimpleNamespace
 
@@ -201,17 +203,62 @@ def test_a_hash_computed_elsewhere_is_used_without_pixels(tmp_path: Path) -> Non
     from selfiescope.plugins.dedup import DedupOptions, DedupStep
 
     manifest = Manifest(tmp_path / "m.sqlite")
-    run = SimpleNamespace(manifest=manifest, services={"dedup.index": DedupIndex(manifest, 10)})
+    run = SimpleNamespace(manifest=manifest, executor=None, services={"dedup.index": DedupIndex(manifest, 10)})
     step = DedupStep(DedupOptions(), run)  # type: ignore[arg-type]
     step.index = run.services["dedup.index"]
     first = ImageEvent(origin=Origin("folder"), label="selfie", data=b"a")
     first.phash = "ffff0000ffff0000"
-    step.process(first)
+    await step.process(first)
+    step.index.commit(first.content_hash)  # accepted and stored
     second = ImageEvent(origin=Origin("folder"), label="selfie", data=b"b")
     second.phash = "ffff0000ffff0001"
     with pytest.raises(Reject) as info:
-        step.process(second)
+        await step.process(second)
     assert info.value.code == "near_duplicate" and "distance 1" in info.value.reason
+    manifest.close()
+
+
+async def test_a_copy_met_while_its_twin_is_reserved_is_judged_by_the_twins_fate(tmp_path: Path) -> None:
+    """A match against a reservation of this run waits for it: a twin that a later step turns
+    away frees the photo (the copy is reserved instead), a twin that is kept makes it a duplicate."""
+    from types import SimpleNamespace
+
+    from selfiescope.core.events import ImageEvent, Origin, Reject
+    from selfiescope.plugins.dedup import DedupOptions, DedupStep
+
+    manifest = Manifest(tmp_path / "m.sqlite")
+    run = SimpleNamespace(manifest=manifest, executor=None, services={"dedup.index": DedupIndex(manifest, 10)})
+    step = DedupStep(DedupOptions(), run)  # type: ignore[arg-type]
+    step.index = run.services["dedup.index"]
+
+    def event(data: bytes, phash: str) -> ImageEvent:
+        made = ImageEvent(origin=Origin("folder"), label="selfie", data=data)
+        made.phash = phash
+        return made
+
+    twin, copy = event(b"a", "ffff0000ffff0000"), event(b"b", "ffff0000ffff0001")
+    await step.process(twin)
+    waiting = asyncio.ensure_future(step.process(copy))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # it waits for the twin's fate
+    step.index.release(twin.content_hash)  # the twin is rejected later in the chain
+    await asyncio.wait_for(waiting, 30)
+    assert copy.notes.get("dedup_reserved") is True  # judged again: now it holds the photo's slot
+
+    third = event(b"c", "ffff0000ffff0003")
+    waiting = asyncio.ensure_future(step.process(third))
+    await asyncio.sleep(0.05)
+    step.index.commit(copy.content_hash)  # the copy is kept
+    with pytest.raises(Reject) as info:
+        await asyncio.wait_for(waiting, 30)
+    assert info.value.code == "near_duplicate"
+
+    late = DedupStep(DedupOptions(settle_wait_s=0.2), run)  # type: ignore[arg-type]
+    late.index = step.index
+    fourth, fifth = event(b"d", "0000ffff0000ffff"), event(b"e", "0000ffff0000fffe")
+    await late.process(fourth)
+    with pytest.raises(Reject):  # never settled: judged against it as it stands, after the deadline
+        await asyncio.wait_for(late.process(fifth), 30)
     manifest.close()
 
 

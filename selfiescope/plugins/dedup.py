@@ -16,14 +16,21 @@ a hash within distance ``d`` of the query is within ``d // m`` bits of it on at 
 band, so a lookup probes a few hundred band values instead of scanning every hash.
 
 Images accepted earlier in the same run count too: a hash is reserved atomically when an
-image passes dedup and released if a later step rejects that image.
+image passes dedup and released if a later step rejects that image (or fails to store it).
+A match against such a reservation is not a decision yet: the image waits (on the event
+loop, holding no thread) until the copy it matches is settled, and is judged again if that
+copy was not kept. Otherwise a photo met twice, whose first copy a later step rejects
+(GPS that cannot be removed, a write that fails), would be turned away as a duplicate of
+nothing, and a rerun would skip it for good.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,6 +52,10 @@ class DedupOptions(Options):
         8, ge=0, le=31, description="pHash Hamming distance at or below which two images are the same photo"
     )
     across_labels: bool = Field(True, description="a match under another label is a label_conflict, not a new image")
+    settle_wait_s: float = Field(
+        600.0, gt=0, description="longest wait for a copy met earlier in the same run to be kept or "
+        "turned away before an image is judged a duplicate of it",
+    )
 
 
 def annotate_phashes(event: ImageEvent) -> None:
@@ -190,6 +201,20 @@ class Entry:
     label: str
     centre: int | None = None
     pending: bool = False  # reserved in this run, not stored yet
+    settled: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    kept: bool = False  # settled as accepted (False once settled: released, the slot is free again)
+
+    async def wait_settled(self, timeout_s: float) -> bool:
+        """Wait, without holding a thread, until this reservation is kept or released;
+        False when ``timeout_s`` passed first."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.005
+        while not self.settled.is_set():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        return True
 
 
 class DedupIndex:
@@ -246,14 +271,19 @@ class DedupIndex:
             for slot in item[0] if item else []:
                 self._pending_slots.pop(slot, None)
                 self._index.remove(slot)
+        if item:
+            item[1].settled.set()  # whoever matched it looks again
 
     def commit(self, content_hash: str, *, persist: bool = True) -> None:
         """The reserved image was accepted. ``persist``: it was stored, so its hashes join the
         manifest's index; otherwise (a chain that stores nothing) they count for this run only,
         so a later run that does store the photo is not told it is a duplicate of itself."""
         with self._lock:
-            if not persist:
-                return  # stays reserved in memory until the run ends
+            if not persist:  # stays reserved in memory until the run ends
+                if item := self._pending.get(content_hash):
+                    item[1].kept = True
+                    item[1].settled.set()
+                return
             item = self._pending.pop(content_hash, None)
             if not item:
                 return
@@ -263,6 +293,8 @@ class DedupIndex:
                 self._index.set_payload(slot, rowid)
                 self._pending_slots.pop(slot, None)
             entry.pending = False
+            entry.kept = True
+            entry.settled.set()
 
 
 class DedupStep(Step):
@@ -300,7 +332,26 @@ class DedupStep(Step):
         if event.phash is None and event.image is not None:
             annotate_phashes(event)
 
-    def process(self, event: ImageEvent) -> None:
+    async def process(self, event: ImageEvent) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.run.executor, self._hashes, event)  # CPU work: off the loop
+        deadline = time.monotonic() + self.options.settle_wait_s
+        while True:
+            found = await loop.run_in_executor(self.run.executor, self._lookup, event)
+            if found is None:
+                event.notes["dedup_reserved"] = True
+                return
+            match = found[2]
+            if not match.pending or match.kept:
+                break
+            # A copy met earlier in this run is still in the chain: its fate decides this one.
+            if not await match.wait_settled(deadline - time.monotonic()):
+                break  # not settled in time: judged against it as it stands
+            if match.kept:
+                break
+        await loop.run_in_executor(self.run.executor, self._reject, event, *found)  # raises Reject
+
+    def _hashes(self, event: ImageEvent) -> None:
         if event.phash is None:  # set already when the pixels were hashed elsewhere (precompute)
             if event.image is None:
                 raise Reject("not_decoded", "dedup needs the decode step before it in the chain")
@@ -309,16 +360,17 @@ class DedupStep(Step):
             event.notes["phash_centre"] = compute_phash(centre_crop(event.grey))
         if event.image is not None and "phash_mirror" not in event.notes:
             event.notes["phash_mirror"], event.notes["phash_mirror_centre"] = compute_mirror_phashes(event.grey)
+
+    def _lookup(self, event: ImageEvent) -> tuple[str, int, Entry] | None:
+        """A duplicate ``(kind, distance, match)``, or None after reserving ``event``'s hashes."""
         centre = event.notes.get("phash_centre")
         mirror = tuple(phash_to_int(h) for key in ("phash_mirror", "phash_mirror_centre") if (h := event.notes.get(key)))
-        found = self._stored_without_phash(event) or self.index.check_and_reserve(
+        return self._stored_without_phash(event) or self.index.check_and_reserve(
             event.content_hash, phash_to_int(event.phash), event.label, phash_to_int(centre) if centre else None,
             mirror=mirror,
         )
-        if found is None:
-            event.notes["dedup_reserved"] = True
-            return
-        kind, distance, match = found
+
+    def _reject(self, event: ImageEvent, kind: str, distance: int, match: Entry) -> None:
         # which image this one duplicates: whoever acts on the rejection (clean) verifies that one first
         event.notes["duplicate_of"] = match.content_hash
         where = "stored" if not match.pending else "accepted earlier in this run"
