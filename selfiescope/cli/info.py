@@ -152,11 +152,11 @@ def stats_command(
 
     settings = load(settings_path)
     root = Path(root or settings.storage.root)
-    plot = plot or root / "face-area-thresholds.png"
-    if plot.suffix.lower() != ".png":
-        raise fail(escape(f"--face-area-plot: {printable(plot)}: give a .png file name"))
-    if why := file_to_write_problem(plot):
-        raise fail(escape(f"--face-area-plot: {why}"))
+    if plot is not None:  # the user's own file: it must be writable before any work
+        if plot.suffix.lower() != ".png":
+            raise fail(escape(f"--face-area-plot: {printable(plot)}: give a .png file name"))
+        if why := file_to_write_problem(plot):
+            raise fail(escape(f"--face-area-plot: {why}"))
     if not (root / "manifest.sqlite").is_file():
         raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect or import images first)")
     registry = registry_for(settings)

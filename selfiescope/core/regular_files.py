@@ -25,13 +25,17 @@ def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
     not a regular file, or a file larger than ``limit``; the open's own OSError otherwise.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as fh:
+    try:  # judged on the open descriptor (no race with a swap), before fdopen: it refuses a folder itself
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise NotReadable(errno.EISDIR, "is a folder, not a file", os.fspath(path))
         if not stat.S_ISREG(mode):
             raise NotReadable(errno.EINVAL, "is not a regular file (a pipe, device or socket cannot be read as one)",
                               os.fspath(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise NotReadable(errno.EFBIG, f"is larger than {_size(limit)}, too large for this file", os.fspath(path))
