@@ -400,3 +400,11 @@ def test_a_real_phone_photo_loses_its_gps_and_keeps_its_id(faces_dir: Path, tmp_
     assert r["id"] == hashlib.sha256(src.read_bytes()).hexdigest()[:16]
     assert not has_location(stored) and np.array_equal(pixels(stored), pixels(src.read_bytes()))
     assert Image.open(io.BytesIO(stored)).getexif().get(0x010F)  # the camera make is still there (a feature)
+
+
+@pytest.mark.parametrize("given", ["some.user", "@Some.User", "  some.user ", "https://www.instagram.com/some.user/",
+                                   "instagram.com/some.user", "http://instagram.com/@some.user?hl=en"])
+def test_an_owner_is_matched_however_the_request_writes_it(given: str) -> None:
+    from selfiescope.core.privacy import normalise_owner
+
+    assert normalise_owner(given) == "some.user"

@@ -44,9 +44,16 @@ class PrivacyError(RuntimeError):
     """The dataset key cannot be read or created (phrased for the user)."""
 
 
+PROFILE_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:www\.)?[^/\s]*instagram\.com/@?([^/?#\s]+)", re.IGNORECASE)
+
+
 def normalise_owner(name: str) -> str:
-    """Instagram user names are case-insensitive and often written with an ``@``."""
-    return name.strip().lstrip("@").strip().lower()
+    """Instagram user names are case-insensitive and often written with an ``@``, or given as
+    the profile's URL (``https://www.instagram.com/NAME/``)."""
+    name = name.strip()
+    if match := PROFILE_URL.match(name):
+        name = match.group(1)
+    return name.lstrip("@").strip().lower()
 
 
 def post_code(value: str) -> str:
