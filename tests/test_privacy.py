@@ -340,19 +340,22 @@ def test_a_file_whose_location_cannot_be_removed_is_not_stored(tmp_path: Path) -
     folder, root = tmp_path / "photos", tmp_path / "data"
     folder.mkdir()
     rng = np.random.default_rng(5)
-    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / "geo.tif", exif=gps_exif())
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        folder / "geo.tif", exif=gps_exif(), big_tiff=True)  # BigTIFF is not rewritten
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        folder / "place.tif", tiffinfo={700: PLACE_XMP}, big_tiff=True)  # nor is its XMP
     (folder / "ok.jpg").write_bytes(jpeg(42, exif=gps_exif()))
     stats = import_folder(settings_for(root), folder, "selfie")
-    assert stats.accepted == 1 and stats.rejected_by_reason == {"location_metadata": 1}, stats.as_dict()
+    assert stats.accepted == 1 and stats.rejected_by_reason == {"location_metadata": 2}, stats.as_dict()
     m = Manifest.at_root(root)
     reason = m.query("SELECT reason FROM images WHERE reject_code='location_metadata'")[0][0]
     m.close()
     assert "strip_metadata" in reason
-    assert import_folder(settings_for(tmp_path / "raw", strip_metadata="none"), folder, "selfie").accepted == 2
+    assert import_folder(settings_for(tmp_path / "raw", strip_metadata="none"), folder, "selfie").accepted == 3
 
 
 @hsettings(max_examples=60, deadline=None)
-@given(fmt=st.sampled_from(["JPEG", "PNG", "WEBP"]), cuts=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)),
+@given(fmt=st.sampled_from(["JPEG", "PNG", "WEBP", "TIFF"]), cuts=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)),
                                                                    max_size=4))
 def test_stripping_damaged_containers_never_raises_nor_changes_pixels(fmt: str, cuts: list[tuple[int, int]]) -> None:
     """Random bytes overwritten in the metadata area (lengths, chunk sizes, markers)."""
@@ -408,3 +411,79 @@ def test_an_owner_is_matched_however_the_request_writes_it(given: str) -> None:
     from selfiescope.core.privacy import normalise_owner
 
     assert normalise_owner(given) == "some.user"
+
+
+# --- every carrier of a place, in every format rewritten --------------------------------------
+PLACE_XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+             b'<rdf:Description xmlns:exif="http://ns.adobe.com/exif/1.0/" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"'
+             b' exif:GPSLatitude="48,51.48N" exif:GPSLongitude="2,17.67E" photoshop:City="Paris"/></rdf:RDF></x:xmpmeta>')
+PLACE_TEXT = "taken at home, 12 Rue X, Paris (48.8582 N, 2.2945 E)"
+PLACE_STRINGS = [b"GPS", b"48,51.48N", b"2,17.67E", b"48.8582", b"2.2945", b"Paris", b"PARIS", b"Rue X"]
+
+
+def place_exif() -> bytes:
+    ex = Image.Exif()
+    ex[0x010F] = "PhoneMaker"
+    ex[0x010E] = PLACE_TEXT  # ImageDescription
+    ex.get_ifd(0x8769)[0x9286] = b"ASCII\x00\x00\x00" + PLACE_TEXT.encode()  # UserComment
+    ex[GPS_IFD] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    return ex.tobytes()
+
+
+def with_carrier(fmt: str, carrier: str, size: tuple[int, int] = (40, 50)) -> bytes:
+    from PIL.PngImagePlugin import PngInfo
+
+    im = Image.fromarray(np.random.default_rng(11).integers(0, 255, (*size, 3), dtype=np.uint8))
+    kw: dict = {"lossless": True} if fmt == "WEBP" else {}
+    if carrier == "exif":
+        kw["exif"] = place_exif()
+    elif carrier == "xmp":
+        kw.update({"TIFF": {"tiffinfo": {700: PLACE_XMP}}, "PNG": {"pnginfo": PngInfo()}}.get(fmt, {"xmp": PLACE_XMP}))
+        if fmt == "PNG":
+            kw["pnginfo"].add_itxt("XML:com.adobe.xmp", PLACE_XMP.decode())
+    elif carrier == "text":
+        if fmt == "PNG":
+            info = PngInfo()
+            info.add_text("Location", "48.8582 N, 2.2945 E")
+            info.add_itxt("Comment", PLACE_TEXT)
+            info.add_text("Raw profile type xmp", PLACE_XMP.decode(), zip=True)
+            kw["pnginfo"] = info
+        elif fmt == "TIFF":
+            kw["tiffinfo"] = {270: PLACE_TEXT, 33432: "Paris", 65000: PLACE_TEXT}  # description, copyright, private
+        elif fmt == "JPEG":
+            kw["comment"] = PLACE_TEXT
+        else:
+            pytest.skip("WebP has no text chunk of its own (its EXIF text is the exif carrier)")
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("carrier", ["exif", "xmp", "text"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "WEBP"])
+def test_no_carrier_of_a_place_survives_in_any_format(fmt: str, carrier: str) -> None:
+    data = with_carrier(fmt, carrier)
+    assert any(s in data for s in PLACE_STRINGS) or has_location(data), "the carrier was not written"
+    for mode in ("location", "all"):
+        out = strip_metadata(data, fmt.lower(), mode)
+        assert [s for s in PLACE_STRINGS if s in out] == [] and not has_location(out), mode
+        assert np.array_equal(pixels(out), pixels(data)), mode
+        with Image.open(io.BytesIO(out)) as im:
+            assert im.format == fmt
+            assert (im.getexif().get(0x010F) == "PhoneMaker") == (mode == "location" and carrier == "exif")
+    assert strip_metadata(data, fmt.lower(), "none") == data
+
+
+@pytest.mark.parametrize("name", ["geo.tif", "geo.png"])
+def test_stored_tiff_and_png_keep_no_place(tmp_path: Path, name: str) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / name).write_bytes(with_carrier("TIFF" if name.endswith(".tif") else "PNG",
+                                             "xmp" if name.endswith(".tif") else "text", (96, 96)))
+    for mode in ("location", "all"):
+        root = tmp_path / mode
+        stats = import_folder(settings_for(root, strip_metadata=mode), folder, "selfie")
+        assert stats.accepted == 1, stats.as_dict()
+        stored = (root / next(iter(accepted_locations(root)))).read_bytes()
+        assert [s for s in PLACE_STRINGS if s in stored] == []
+        assert np.array_equal(pixels(stored), pixels((folder / name).read_bytes()))

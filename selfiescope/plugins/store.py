@@ -61,7 +61,7 @@ class StoreStep(Step):
                 event.notes[STORED_SHA256] = hashlib.sha256(stripped).hexdigest()  # what fsck checks the copy against
                 event.data = stripped
             if has_location(stripped):  # a format or a damaged file we cannot rewrite losslessly
-                raise Reject("location_metadata", f"its {event.format} file keeps GPS metadata that cannot be removed "
+                raise Reject("location_metadata", f"its {event.format} file keeps GPS or place metadata that cannot be removed "
                              "without re-encoding; set [privacy] strip_metadata = \"none\" to store such files as they are")
         try:
             # Noted before the write: a process killed before the row commits leaves an intent the next run sweeps.
