@@ -16,6 +16,7 @@ from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, SettingsError, settings_from_dict
 from selfiescope.pipelines.collect import collect
+from selfiescope.plugins.instagram.feed import taken_at_from_tile
 from selfiescope.plugins.instagram.incremental import OLDER_IN_A_ROW, Incremental
 from selfiescope.testing.chaos import Chaos
 from selfiescope.testing.site import MockInstagram, TagSpec
@@ -36,6 +37,28 @@ def site():
     with MockInstagram(tags={TAG: TagSpec(11, "selfie", noface=0, small_face=0)}, page_size=4,
                        chaos=Chaos(client_feed=True)) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def grid_site():
+    # the first page's posts are tiles in the tag page's HTML, with no date on them; later pages are JSON
+    with MockInstagram(tags={TAG: TagSpec(11, "selfie", noface=0, small_face=0)}, page_size=4) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def dated_grid_site():
+    with MockInstagram(tags={TAG: TagSpec(11, "selfie", noface=0, small_face=0)}, page_size=4,
+                       chaos=Chaos(tile_dates=True)) as s:
+        yield s
+
+
+def stored_dates(root: Path) -> dict[str, float | None]:
+    m = Manifest.at_root(root)
+    try:
+        return {r["post_id"]: r["taken_at"] for r in m.query("SELECT post_id, taken_at FROM images WHERE source='instagram'")}
+    finally:
+        m.close()
 
 
 def known(site: MockInstagram, root: Path, codes: list[str]) -> None:
@@ -99,6 +122,56 @@ async def test_since_fetches_no_older_post_and_the_job_is_done(site: MockInstagr
     fetched = "".join(media_requests(site, start))
     assert not any(f"/media/{p.id}_" in fetched for p in feed[5:])
     assert logins(site, start) == 0
+
+
+async def test_since_fetches_no_grid_post_without_a_date_and_counts_them(grid_site: MockInstagram, tmp_path: Path) -> None:
+    feed = grid_site.posts(TAG)
+    since = datetime.fromtimestamp(max(p.taken_at for p in feed) + 86400, tz=timezone.utc)
+    seed_session(grid_site, tmp_path)
+    start = len(grid_site.requests)
+    stats = await scrape(tmp_path, grid_site, since=since.isoformat())
+
+    assert stats.ok and stats.status == "finished", stats.errors
+    assert recorded(tmp_path) == []
+    assert stats.extra["stopped"] == {TAG: f"reached posts older than {since.isoformat()}; 4 posts without a date "
+                                           "were not fetched: --since cannot tell their age"}
+    assert media_requests(grid_site, start) == []
+
+
+async def test_since_between_keeps_only_newer_posts_from_a_grid_without_dates(
+    grid_site: MockInstagram, tmp_path: Path
+) -> None:
+    feed = grid_site.posts(TAG)
+    since = datetime.fromtimestamp(feed[5].taken_at, tz=timezone.utc)  # page 2 (JSON) holds posts 4..7
+    seed_session(grid_site, tmp_path)
+    stats = await scrape(tmp_path, grid_site, since=since.isoformat())
+
+    assert stats.ok, stats.errors
+    dates = stored_dates(tmp_path)
+    assert sorted(dates) == sorted(p.shortcode for p in feed[4:6])
+    assert all(when is not None and when >= since.timestamp() for when in dates.values())
+
+
+async def test_a_date_on_a_grid_tile_is_read_recorded_and_honoured(dated_grid_site: MockInstagram, tmp_path: Path) -> None:
+    feed = dated_grid_site.posts(TAG)
+    since = datetime.fromtimestamp(feed[1].taken_at, tz=timezone.utc)  # inside the HTML grid (posts 0..3)
+    seed_session(dated_grid_site, tmp_path)
+    stats = await scrape(tmp_path, dated_grid_site, since=since.isoformat())
+
+    assert stats.ok and stats.status == "finished", stats.errors
+    assert stored_dates(tmp_path) == {p.shortcode: float(p.taken_at) for p in feed[:2]}
+    assert stats.extra["stopped"] == {TAG: f"reached posts older than {since.isoformat()}"}
+
+
+def test_taken_at_from_tile() -> None:
+    assert taken_at_from_tile("1766448000", None) == 1766448000
+    assert taken_at_from_tile("2025-12-23T00:00:00.000Z", None) == 1766448000
+    assert taken_at_from_tile("2025-12-23T01:00:00+01:00", None) == 1766448000
+    assert taken_at_from_tile("2025-12-23T00:00:00", None) == 1766448000  # no zone: UTC
+    assert taken_at_from_tile(None, "Photo by jane.doe on December 23, 2025. May be an image of 1 person") == (
+        1766448000 - 14 * 3600)  # a day alone: its first moment anywhere, so that since never keeps an older post
+    assert taken_at_from_tile("soon", "Photo by jane.doe") is None
+    assert taken_at_from_tile(None, "Photo by jane.doe on Smarch 40, 2025") is None
 
 
 def test_cli_since_and_stop_after_known(site: MockInstagram, tmp_path: Path) -> None:
@@ -191,10 +264,12 @@ def test_since_never_fetches_an_older_post(dates: list[int | None]) -> None:
     posts = [(f"p{i}", {"taken_at": when}, False) for i, when in enumerate(dates)]
     expected, run = [], 0
     for code, extra, _ in posts:
-        old = extra["taken_at"] is not None and extra["taken_at"] < cut
+        if extra["taken_at"] is None:
+            continue  # of unknown age: not fetched, and the older run goes on
+        old = extra["taken_at"] < cut
         run = run + 1 if old else 0
         if not old:
-            expected.append(code)  # newer, or of unknown date: fetched
+            expected.append(code)
         if run >= OLDER_IN_A_ROW:
             break
     assert fetched_by(rule, posts) == expected

@@ -25,6 +25,8 @@ class Chaos:
     client_feed: bool = False
     """The tag page has no tiles in its HTML: the first page comes from the feed API (as the
     real web app), and a 429 on it leaves the page empty (the page does not retry)."""
+    tile_dates: bool = False
+    """The grid tiles of the tag page's HTML carry each post's ``<time datetime>`` (ISO 8601, UTC)."""
     virtual_grid: int = 0
     """Keep only about this many rows above the viewport in the DOM (0: keep every tile)."""
     late_dialog_ms: float = 0

@@ -368,7 +368,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.not_found()
         feed = site._feeds[tag]
         first = [] if site.chaos.client_feed else feed[: site.page_size]  # the app loads its first page itself
-        tiles = [pages.Tile(p.shortcode, p.username, [(site.media_url(p, w), w) for w in sorted(MEDIA_WIDTHS)])
+        tiles = [pages.Tile(p.shortcode, p.username, [(site.media_url(p, w), w) for w in sorted(MEDIA_WIDTHS)],
+                            p.taken_at if site.chaos.tile_dates else None)
                  for p in first]
         dialogs = []
         session = site._session(self.cookies)

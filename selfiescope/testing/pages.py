@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
@@ -88,6 +89,7 @@ class Tile:
     shortcode: str
     username: str
     srcset: list[tuple[str, int]]  # (url, width), smallest first
+    taken_at: int | None = None  # shown as the tile's <time datetime> when set
 
 
 def dialog(label: str, body: str, buttons: list[tuple[str, str | None]], cls: dict[str, str]) -> str:
@@ -215,10 +217,12 @@ def two_factor_form(cls: dict[str, str], next_url: str, error: str | None = None
 
 def tile_html(tile: Tile, cls: dict[str, str]) -> str:
     srcset = ", ".join(f"{url} {w}w" for url, w in tile.srcset)
+    when = "" if tile.taken_at is None else (
+        f'<time datetime="{datetime.fromtimestamp(tile.taken_at, tz=timezone.utc).isoformat()}"></time>')
     return (
         f'<article class="{cls["article"]}"><a class="{cls["link"]}" href="/p/{escape(tile.shortcode)}/">'
         f'<img class="{cls["img"]}" src="{escape(tile.srcset[0][0])}" srcset="{escape(srcset)}" '
-        f'sizes="(max-width: 735px) 33vw, 293px" alt="Photo by {escape(tile.username)}" loading="lazy"></a></article>'
+        f'sizes="(max-width: 735px) 33vw, 293px" alt="Photo by {escape(tile.username)}" loading="lazy"></a>{when}</article>'
     )
 
 

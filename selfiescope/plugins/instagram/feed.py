@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
@@ -36,8 +37,11 @@ _DOM_POSTS = """() => {
     const img = a.querySelector('img');
     if (!img) continue;
     a.dataset.ssSeen = '1';
+    const tile = a.closest('article, li') || a;
+    const time = a.querySelector('time[datetime]') || tile.querySelector('time[datetime]');
     out.push({href: a.getAttribute('href'), src: img.getAttribute('src'),
-              srcset: img.getAttribute('srcset'), alt: img.getAttribute('alt')});
+              srcset: img.getAttribute('srcset'), alt: img.getAttribute('alt'),
+              time: time ? time.getAttribute('datetime') : null});
   }
   return out;
 }"""
@@ -51,6 +55,10 @@ _IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
 # March 3, 2024 ..."); only a user-name-shaped name is taken (a display name such as "Jane Doe"
 # is not the user name `forget --owner` is given, and guessing one would misattribute).
 _ALT_OWNER = re.compile(r"^\s*Photo (?:shared )?by @?(?P<name>.+?)(?:\s+on\s.*|,.*|\.\s.*|\.)?$", re.IGNORECASE | re.DOTALL)
+# "Photo by jane.doe on March 3, 2024. May be an image of ...": the day a grid tile's alt gives.
+_ALT_DATE = re.compile(r"\son\s+(?P<month>[A-Z][a-z]+)\s+(?P<day>\d{1,2}),\s*(?P<year>\d{4})\b")
+_MONTHS = {m: i for i, m in enumerate(("January", "February", "March", "April", "May", "June", "July", "August",
+                                       "September", "October", "November", "December"), 1)}
 _USERNAME = re.compile(r"^[A-Za-z0-9._]{1,30}$")
 _ATTR = re.compile(r"""(src|srcset)=["']([^"']+)["']""", re.IGNORECASE)
 
@@ -95,11 +103,42 @@ def owner_from_alt(alt: str | None) -> str | None:
     return name if _USERNAME.match(name) and not name.endswith(".") else None
 
 
-def _dom_extra(alt: str | None) -> dict[str, Any]:
-    """A grid post's data: its owner from the alt text (the alt then says nothing more, and
-    goes: it would carry the name past the pseudonymising gate), else the alt as it is."""
+def taken_at_from_tile(datetime_attr: str | None, alt: str | None) -> int | None:
+    """When a grid post was taken (Unix seconds), from its tile: a ``<time datetime>`` (Unix
+    seconds or ISO 8601; a zoneless ISO time is UTC), else the day its alt text names ("... on
+    March 3, 2024"), taken as the first moment that day is anywhere (00:00 at UTC+14: the alt
+    names the viewer's day), so that ``since`` never keeps a post older than it (a post of the
+    ``since`` day itself may be left out), else None."""
+    value = (datetime_attr or "").strip()
+    if re.fullmatch(r"\d{9,11}(?:\.\d+)?", value):
+        return int(float(value))
+    if value:
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+        if when is not None:
+            return int((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp())
+    match = _ALT_DATE.search(alt or "")
+    if match and match.group("month") in _MONTHS:
+        try:
+            day = datetime(int(match.group("year")), _MONTHS[match.group("month")], int(match.group("day")),
+                           tzinfo=timezone.utc)
+        except ValueError:
+            return None
+        return int(day.timestamp()) - 14 * 3600
+    return None
+
+
+def _dom_extra(alt: str | None, datetime_attr: str | None = None) -> dict[str, Any]:
+    """A grid post's data: its date when the tile shows one (:func:`taken_at_from_tile`), its
+    owner from the alt text (the alt then says nothing more, and goes: it would carry the name
+    past the pseudonymising gate), else the alt as it is."""
     owner = owner_from_alt(alt)
-    return {"owner": owner} if owner else {"alt": alt}
+    extra: dict[str, Any] = {"owner": owner} if owner else {"alt": alt}
+    if (when := taken_at_from_tile(datetime_attr, alt)) is not None:
+        extra["taken_at"] = when
+    return extra
 
 
 def feed_paging(data: Any) -> list[dict[str, Any]]:
@@ -246,7 +285,8 @@ class FeedReader:
                 continue
             url, width = largest_from_srcset(item.get("srcset"), item.get("src"))
             if url:
-                posts.append(Post(code, urljoin(self.base_url + "/", url), width, None, _dom_extra(item.get("alt"))))
+                posts.append(Post(code, urljoin(self.base_url + "/", url), width, None,
+                                  _dom_extra(item.get("alt"), item.get("time"))))
         posts.extend(self.json_posts.values())  # loaded but not (yet) in the DOM
         self.json_posts.clear()
         return posts, ended

@@ -7,17 +7,24 @@ abort-on-known does: a tag scraped yesterday is caught up in a page or two.
 ``since`` (``scrape --since DATE``) fetches no post taken before DATE. A hashtag feed
 lists posts newest first, except for the few "top posts" a tag page may show first, so
 an older post is skipped and the job ends once :data:`OLDER_IN_A_ROW` posts in a row are
-older. A post whose date the page did not give (one read from the grid alone) is
-fetched: its age is unknown, not old.
+older. A post whose date the page did not give (a grid tile with no ``<time>`` and no date
+in its alt text, read before any feed JSON named it) is not fetched either: ``since`` is a
+promise not to collect older posts, and an unknown age cannot keep it. Such posts are
+counted, logged, and named in the job's ending ("N posts without a date were not fetched").
+Looking each one's date up on its post page would cost a request per post on the pages
+most rate limited; instagram.com loads its grid as feed JSON, which dates every post.
 
 A job that ends this way is done (it found what it came for), never failed.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
+
+log = logging.getLogger("selfiescope.instagram")
 
 OLDER_IN_A_ROW = 3  # older posts in a row that end a job: out-of-order top posts do not
 
@@ -49,7 +56,20 @@ class Incremental:
         self.known_in_a_row = 0
         self.older_in_a_row = 0
         self.skipped_older = 0
-        self.reason: str | None = None  # why the job ended early, in words; None while it goes on
+        self.skipped_undated = 0  # posts with no date that ``since`` left unfetched
+        self._reason: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the job ended early, in words (with the undated posts left out); None while it goes on."""
+        if self._reason is None or not self.skipped_undated:
+            return self._reason
+        return f"{self._reason}; {self.undated_note()}"
+
+    def undated_note(self) -> str:
+        n = self.skipped_undated
+        return (f"{n} post{'s' if n != 1 else ''} without a date {'were' if n != 1 else 'was'} not fetched: "
+                "--since cannot tell their age")
 
     @property
     def active(self) -> bool:
@@ -57,22 +77,27 @@ class Incremental:
 
     async def skip(self, extra: dict[str, Any], shortcode: str, is_known: Callable[[str], Awaitable[bool]]) -> bool:
         """Whether to leave this post unfetched; sets :attr:`reason` when the job should end."""
-        if self.reason is not None:
+        if self._reason is not None:
             return True
         if self.since is not None:
             when = taken_at(extra)
-            if when is not None and when < self.since:
+            if when is None:
+                self.skipped_undated += 1
+                (log.warning if self.skipped_undated == 1 else log.info)(
+                    "post %s: no date on the page; not fetched (%s so far)", shortcode, self.undated_note())
+                return True
+            if when < self.since:
                 self.older_in_a_row += 1
                 self.skipped_older += 1
                 if self.older_in_a_row >= OLDER_IN_A_ROW:
-                    self.reason = f"reached posts older than {describe_since(self.since)}"
+                    self._reason = f"reached posts older than {describe_since(self.since)}"
                 return True
             self.older_in_a_row = 0
         if self.stop_after_known is not None:
             if await is_known(shortcode):
                 self.known_in_a_row += 1
                 if self.known_in_a_row >= self.stop_after_known:
-                    self.reason = f"stopped after {self.known_in_a_row} known posts in a row"
+                    self._reason = f"stopped after {self.known_in_a_row} known posts in a row"
                 return True  # fetching it would be skipped anyway: the dataset has it
             self.known_in_a_row = 0
         return False
