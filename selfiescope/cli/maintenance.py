@@ -51,6 +51,8 @@ def fsck_command(
                           "finishes them)")
         note = f", {result.unverifiable} stored before their hash was kept (present, bytes not checked)" \
             if result.unverifiable else ""
+        if links := sum(1 for f in result.findings if f.kind == "link"):
+            note += f"; {links} link(s) in the storage layout left alone"
         if result.quarantined:
             note += (f"; the quarantine holds {result.quarantined} file(s) fsck --repair moved out "
                      f"({escape(str(Path(result.root) / QUARANTINE))}: forget removes the copies of what it forgets)")

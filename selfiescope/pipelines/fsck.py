@@ -209,6 +209,9 @@ async def check(manifest: Manifest, storage: Storage, root: Path, *, repair: boo
         except Exception as exc:  # noqa: BLE001
             result.findings.append(Finding("failed", location, f"{type(exc).__name__}: {exc}", row["content_hash"]))
     result.quarantined = len(quarantined.files(root))
+    if repair:  # the counts say what is there now
+        result.rows -= sum(1 for f in result.findings if f.repaired and f.kind in ("missing", "mismatch"))
+        result.stored -= sum(1 for f in result.findings if f.repaired and f.kind in ("orphan", "mismatch"))
     return result
 
 
