@@ -27,7 +27,7 @@ def fsck_command(
 
     Exit code 0 when they agree (or --repair mended everything), 1 when something is wrong.
     """
-    from ..pipelines.fsck import FsckError, fsck
+    from ..pipelines.fsck import QUARANTINE, FsckError, fsck
 
     settings = with_wait(load(settings_path), wait)
     try:
@@ -51,7 +51,14 @@ def fsck_command(
                           "finishes them)")
         note = f", {result.unverifiable} stored before their hash was kept (present, bytes not checked)" \
             if result.unverifiable else ""
-        verdict = "storage and manifest agree" if result.ok else f"{len(result.problems)} problem(s)" + (
+        if links := sum(1 for f in result.findings if f.kind == "link"):
+            note += f"; {links} link(s) in the storage layout left alone"
+        if result.quarantined:
+            note += (f"; the quarantine holds {result.quarantined} file(s) fsck --repair moved out "
+                     f"({escape(str(Path(result.root) / QUARANTINE))}: forget removes the copies of what it forgets)")
+        wrong = [f"{len(result.problems)} problem(s)"] if result.problems else []
+        wrong += ["unfinished work left by a killed run"] if any(result.pending.values()) else []
+        verdict = "storage and manifest agree" if result.ok else ", ".join(wrong) + (
             "" if repair else ": run selfiescope fsck --repair to mend them")
         (out if result.ok else console).print(
             f"{result.rows} rows, {result.stored} stored images{note}: {verdict}", highlight=False)

@@ -46,6 +46,10 @@ def _print_forget(result, verb: str, to=out) -> None:  # noqa: ANN001 - ForgetRe
     if len(result.images) > SHOWN:
         table.add_row(f"... and {len(result.images) - SHOWN} more", "", "", "")
     to.print(table)
+    if result.quarantined:
+        to.print(f"quarantined copies (fsck's quarantine folder) that would go: {len(result.quarantined)}")
+        for path in result.quarantined[:SHOWN]:
+            to.print(f"  {escape(path)}", highlight=False)
     if not result.dry_run:
         removed = ", ".join(f"{k} {v}" for k, v in result.removed.items() if v)
         to.print(f"removed: {removed or 'nothing more'}; tombstones added: {result.tombstones}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 
 import hashlib
+import json
 import logging
 import re
 import sqlite3
@@ -43,15 +44,18 @@ from ..core.manifest import Manifest
 from ..core.manifest_io import writable
 from ..core.manifest_readonly import ManifestUnreadable
 from ..core.plugins import Registry, registry_for
+from ..core import quarantine as quarantined
 from ..core.privacy import KeyMissing, normalise_owner, post_code
 from ..core.text import printable
 from ..exits import RUN_ERRNOS
 from ..core.settings import Settings, TrainPipeline
+from ..plugins.store import STORED_SHA256
 from .card import refresh_card
 
 log = logging.getLogger("selfiescope.forget")
 TRAINED_ON = "trained_on.txt"  # beside model.txt: one content hash per line
 ROW_TABLES = ("images", "rejections", "phashes", "features", "conflicts", "posts_seen")
+QUARANTINED = "quarantined copies"  # fsck's quarantine folder
 _COLUMNS = "content_hash, id, label, location, decision, post_id, source"
 _HEX = re.compile(r"^[0-9a-f]{12,64}$")
 _COPY_CODES = "('duplicate', 'near_duplicate', 'label_conflict')"  # dedup's rejections of a copy
@@ -104,10 +108,11 @@ class ForgetPlan:
     images: dict[str, Match] = field(default_factory=dict)  # by content hash
     posts: set[str] = field(default_factory=set)  # post ids whose posts_seen rows go
     tombstones: dict[str, str] = field(default_factory=dict)  # key -> kind
+    loose: set[str] = field(default_factory=set)  # content hashes with no row, only a quarantined copy
 
     @property
     def empty(self) -> bool:
-        return not self.images and not self.posts
+        return not self.images and not self.posts and not self.loose
 
 
 @dataclass
@@ -121,10 +126,11 @@ class ForgetResult:
     resumed: int = 0  # to-do entries of an interrupted forget finished first
     unknown_owner: int | None = None  # with --owner: stored images whose owner was never recorded
     stale_runs: int = 0  # runs left "running" by a killed process, marked interrupted
+    quarantined: list[str] = field(default_factory=list)  # copies in fsck's quarantine folder (that go, or went)
 
     @property
     def removed_anything(self) -> bool:
-        return bool(self.images or self.posts or self.resumed)
+        return bool(self.images or self.posts or self.resumed or self.quarantined or self.removed.get(QUARANTINED))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -139,6 +145,7 @@ class ForgetResult:
             "stored_without_owner": self.unknown_owner,
             "stale_runs_marked_interrupted": self.stale_runs,
             "models": [{**asdict(u), "retrain": u.retrain} for u in self.models],
+            "quarantined_copies": self.quarantined,
         }
 
 
@@ -169,6 +176,17 @@ def _image_matches(manifest: Manifest, value: str) -> list[Match]:
         raise ForgetError(f"--image {printable(value)}: cannot read it: {exc.strerror or exc}") from None
     found += _rows(manifest, "content_hash=?", (digest,))
     return found
+
+
+def _named_hash(value: str) -> str | None:
+    """The content hash an --image value names outright: a full sha256, or a file's bytes."""
+    if re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        return value.lower()
+    try:
+        path = Path(value).expanduser()
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _owner_pseudonym(manifest: Manifest, name: str) -> str | None:
@@ -231,6 +249,8 @@ def plan_forget(manifest: Manifest, request: ForgetRequest, *, tombstones: bool 
         plan.tombstones[pseudonym] = "owner"
     for value in request.images:
         add(_image_matches(manifest, value))
+        if (digest := _named_hash(value)) and digest not in plan.images and quarantined.copies(manifest.root, [digest], []):
+            plan.loose.add(digest)
     for label in request.labels:
         add(_rows(manifest, "label=?", (label,)))
     # Copies dedup turned away as this photo (their rows name it by its hash's first 16 digits)
@@ -252,7 +272,7 @@ def plan_forget(manifest: Manifest, request: ForgetRequest, *, tombstones: bool 
         return plan
     for post_id in whole_posts:
         plan.tombstones[keyring.post(post_id)] = "post"
-    for content_hash in plan.images:
+    for content_hash in (*plan.images, *plan.loose):
         plan.tombstones[keyring.content(content_hash)] = "content"
     for key in _likeness_tombstones(manifest, sorted(plan.images)):
         plan.tombstones[key] = "phash"
@@ -306,7 +326,8 @@ def _commit_intent(manifest: Manifest, plan: ForgetPlan) -> int:
         db.executemany("INSERT OR IGNORE INTO tombstones(key, kind, at) VALUES (?,?,?)",
                        [(k, kind, now) for k, kind in plan.tombstones.items()])
         db.executemany("INSERT OR IGNORE INTO forget_pending(kind, value, label, location, at) VALUES (?,?,?,?,?)",
-                       [("content", m.content_hash, m.label, m.location, now) for m in plan.images.values()])
+                       [("content", m.content_hash, m.label, m.location, now) for m in plan.images.values()]
+                       + [("content", h, None, None, now) for h in sorted(plan.loose)])
         db.executemany("INSERT OR IGNORE INTO forget_pending(kind, value, label, location, at) VALUES (?,?,?,?,?)",
                        [("post", p, None, None, now) for p in plan.posts])
     return manifest.query("SELECT COUNT(*) FROM tombstones")[0][0] - before
@@ -314,11 +335,12 @@ def _commit_intent(manifest: Manifest, plan: ForgetPlan) -> int:
 
 async def complete_pending(manifest: Manifest, storage: Storage) -> dict[str, int]:
     """Finish the to-do list: files first (idempotent), then every row in one transaction."""
-    removed = dict.fromkeys(("files", *ROW_TABLES), 0)
+    removed = dict.fromkeys(("files", *ROW_TABLES, QUARANTINED), 0)
     todo = manifest.query("SELECT value, label, location FROM forget_pending WHERE kind='content' AND location IS NOT NULL")
     for row in todo:
         stored = StoredImage(Path(row["location"]).stem, row["label"] or "", row["location"], row["value"])
         removed["files"] += bool(await storage.delete(stored))
+    removed[QUARANTINED] = quarantined.remove(manifest.root, pending_copies(manifest))
     pending_hashes = "SELECT value FROM forget_pending WHERE kind='content'"
     pending_posts = "SELECT value FROM forget_pending WHERE kind='post'"
     with manifest.transaction() as db:
@@ -333,6 +355,26 @@ async def complete_pending(manifest: Manifest, storage: Storage) -> dict[str, in
     return removed
 
 
+def quarantined_copies(manifest: Manifest, content_hashes: set[str], locations: set[str]) -> list[Path]:
+    """Copies of these images that ``fsck --repair`` moved to its quarantine folder."""
+    digests = set()
+    for chunk in (sorted(content_hashes)[i:i + 500] for i in range(0, len(content_hashes), 500)):
+        marks = ",".join("?" * len(chunk))
+        for row in manifest.query(f"SELECT notes FROM images WHERE content_hash IN ({marks})", tuple(chunk)):
+            try:
+                notes = json.loads(row[0]) if row[0] else {}
+            except ValueError:
+                continue
+            if isinstance(notes, dict) and isinstance(notes.get(STORED_SHA256), str):
+                digests.add(notes[STORED_SHA256])
+    return quarantined.copies(manifest.root, content_hashes, locations, digests)
+
+
+def pending_copies(manifest: Manifest) -> list[Path]:
+    rows = manifest.query("SELECT value, location FROM forget_pending WHERE kind='content'")
+    return quarantined_copies(manifest, {r[0] for r in rows}, {r[1] for r in rows if r[1]})
+
+
 def pending_count(manifest: Manifest) -> int:
     return int(manifest.query("SELECT COUNT(*) FROM forget_pending")[0][0])
 
@@ -344,7 +386,7 @@ async def forget_with(
     """Plan and (unless ``dry_run``) carry out a request on an open manifest and storage
     (``storage`` may be None for a dry run, which touches no file)."""
     resumed = 0
-    removed = dict.fromkeys(("files", *ROW_TABLES), 0)
+    removed = dict.fromkeys(("files", *ROW_TABLES, QUARANTINED), 0)
     if dry_run:
         resumed = pending_count(manifest)
     elif resumed := pending_count(manifest):
@@ -363,7 +405,14 @@ async def forget_with(
         new_tombstones = _commit_intent(manifest, plan)
     matches = sorted(plan.images.values(), key=lambda m: (m.label or "", m.id or m.content_hash))
     unknown = stored_without_owner(manifest) if request.owners else None
-    return ForgetResult(dry_run, matches, len(plan.posts), removed, new_tombstones, models, resumed, unknown)
+    result = ForgetResult(dry_run, matches, len(plan.posts), removed, new_tombstones, models, resumed, unknown)
+    if dry_run:
+        copies = quarantined_copies(manifest, set(plan.images) | plan.loose,
+                                    {m.location for m in plan.images.values() if m.location})
+        if resumed:
+            copies += pending_copies(manifest)
+        result.quarantined = sorted({p.relative_to(manifest.root).as_posix() for p in copies})
+    return result
 
 
 def _open_for_dry_run(root: Path) -> Manifest:

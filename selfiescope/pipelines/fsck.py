@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core import quarantine as quarantined
 from ..core.components import Storage, StoredImage
 from ..core.context import RunContext
 from ..core.intents import sweep
@@ -42,7 +43,8 @@ from ..plugins.decode import EXTENSIONS
 from ..plugins.store import STORED_SHA256
 from .forget import complete_pending, pending_count
 
-QUARANTINE = ".selfiescope-quarantine"
+QUARANTINE = quarantined.QUARANTINE
+LINK = "a link, not a stored file: left alone"
 # The ids the store step writes: 16 hex digits of the content hash, or <source>-<post>-<8 hex digits>.
 OUR_ID = re.compile(r"^(?:[0-9a-f]{16}|[A-Za-z0-9][A-Za-z0-9_-]*-[0-9a-f]{8})$")
 OUR_EXTENSIONS = {*EXTENSIONS.values(), "bin"}
@@ -54,7 +56,7 @@ class FsckError(Exception):
 
 @dataclass
 class Finding:
-    kind: str  # orphan | missing | mismatch | unreadable | unknown
+    kind: str  # orphan | missing | mismatch | unreadable | unknown | link | failed
     location: str
     detail: str = ""
     content_hash: str | None = None
@@ -71,20 +73,22 @@ class FsckResult:
     finished: dict[str, int] = field(default_factory=dict)  # unfinished business completed first (--repair)
     pending: dict[str, int] = field(default_factory=dict)  # ... or left for --repair / the next run
     repair: bool = False
+    quarantined: int = 0  # files in the quarantine folder (fsck --repair moved them there)
 
     @property
     def problems(self) -> list[Finding]:
-        """What is still wrong (unknown files are not ours to judge)."""
-        return [f for f in self.findings if f.kind != "unknown" and not f.repaired]
+        """What is still wrong (unknown files and links no row names are not ours to judge)."""
+        return [f for f in self.findings if not f.repaired and not (f.kind in ("unknown", "link") and not f.content_hash)]
 
     @property
     def ok(self) -> bool:
-        """No disagreement left, and no forget half done (its files may still be there). A
-        killed run's intents are no problem in themselves: what they left shows as orphans."""
-        return not self.problems and not self.pending.get("forget_entries")
+        """No disagreement left, and nothing left for --repair (a forget half done, a killed
+        run's unrecorded writes)."""
+        return not self.problems and not any(self.pending.values())
 
     def as_dict(self) -> dict[str, Any]:
         return {"root": self.root, "ok": self.ok, "rows": self.rows, "stored": self.stored,
+                "quarantined": self.quarantined,
                 "unverifiable": self.unverifiable, "repair": self.repair, "finished": self.finished,
                 "pending": self.pending, "findings": [asdict(f) for f in self.findings]}
 
@@ -106,7 +110,7 @@ def expected_hash(row: Any) -> str | None:
     return str(row["content_hash"])
 
 
-async def quarantine(storage: Storage, root: Path, stored: StoredImage) -> str:
+async def quarantine(storage: Storage, root: Path, stored: StoredImage, content_hash: str | None = None) -> str:
     """Move a stored image to the quarantine folder: copy, verify the copy, then delete."""
     data = await storage.read(stored)
     target = root / QUARANTINE / stored.location
@@ -127,6 +131,7 @@ async def quarantine(storage: Storage, root: Path, stored: StoredImage) -> str:
             tmp.unlink(missing_ok=True)
     if target.read_bytes() != data:
         raise OSError(f"the quarantined copy {target} does not read back the same; the stored file was kept")
+    quarantined.record(root, target, stored.location, hashlib.sha256(data).hexdigest(), content_hash)
     await storage.delete(stored)
     return f"moved to {target.relative_to(root)}"
 
@@ -143,24 +148,43 @@ def drop_row(manifest: Manifest, row: Any) -> None:
             db.execute("DELETE FROM posts_seen WHERE source=? AND post_id=?", (row["source"], row["post_id"]))
 
 
+def is_link(root: Path, location: str) -> bool:
+    """Whether a stored location (or its label folder) under the root is a symbolic link."""
+    path = root / location
+    return path.is_symlink() or path.parent.is_symlink()
+
+
 async def check(manifest: Manifest, storage: Storage, root: Path, *, repair: bool) -> FsckResult:
-    """Compare storage with the manifest (and mend with ``repair``) on an open manifest and storage."""
+    """Compare storage with the manifest (and mend with ``repair``) on an open manifest and storage.
+    One entry that cannot be checked or mended is reported and the others still are."""
     result = FsckResult(str(root), repair=repair)
     if repair:
-        result.finished["killed_writes_removed"] = await sweep(manifest, storage)
+        try:
+            result.finished["killed_writes_removed"] = await sweep(manifest, storage)
+        except Exception as exc:  # noqa: BLE001 - reported; the rest is still checked
+            result.findings.append(Finding("failed", "(unrecorded writes)", f"not removed: {type(exc).__name__}: {exc}"))
         if n := pending_count(manifest):
-            await complete_pending(manifest, storage)
-            result.finished["forget_entries"] = n
-    else:
-        result.pending = {"forget_entries": pending_count(manifest),
-                          "unrecorded_writes": manifest.query("SELECT COUNT(*) FROM store_intents")[0][0]}
+            try:
+                await complete_pending(manifest, storage)
+                result.finished["forget_entries"] = n
+            except Exception as exc:  # noqa: BLE001
+                result.findings.append(Finding("failed", "(interrupted forget)", f"not finished: {type(exc).__name__}: {exc}"))
+    result.pending = {"forget_entries": pending_count(manifest),
+                      "unrecorded_writes": manifest.query("SELECT COUNT(*) FROM store_intents")[0][0]}
+    if repair and not any(result.pending.values()):
+        result.pending = {}
     forgetting = {r[0] for r in manifest.query("SELECT location FROM forget_pending WHERE location IS NOT NULL")}
     rows = {r["location"]: r for r in manifest.query(
         "SELECT content_hash, id, label, location, notes, post_id, source FROM images"
         " WHERE decision='accepted' AND location IS NOT NULL")}
     listed = await asyncio.to_thread(lambda: list(storage.iterate()))
-    result.rows, result.stored = len(rows), len(listed)
+    result.rows = len(rows)
     for stored in listed:
+        if is_link(root, stored.location):
+            if stored.location not in rows:
+                result.findings.append(Finding("link", stored.location, LINK))
+            continue
+        result.stored += 1
         if stored.location in rows or stored.location in forgetting:
             continue
         if not ours(stored):
@@ -168,33 +192,57 @@ async def check(manifest: Manifest, storage: Storage, root: Path, *, repair: boo
             continue
         finding = Finding("orphan", stored.location, "stored, but no manifest row names it")
         if repair:
-            finding.repaired = await quarantine(storage, root, stored)
+            try:
+                finding.repaired = await quarantine(storage, root, stored)
+            except Exception as exc:  # noqa: BLE001 - reported; the rest is still mended
+                finding.detail += f"; not quarantined: {type(exc).__name__}: {exc}"
         result.findings.append(finding)
     for location, row in sorted(rows.items()):
         if location in forgetting:
             continue
-        stored = StoredImage(row["id"] or Path(location).stem, row["label"] or "", location, row["content_hash"])
-        try:
-            data = await storage.read(stored)
-        except FileNotFoundError:
-            finding = Finding("missing", location, "the manifest row's stored file is gone", row["content_hash"])
-        except Exception as exc:  # noqa: BLE001 - any backend error: reported, never repaired
-            result.findings.append(Finding("unreadable", location, f"{type(exc).__name__}: {exc}", row["content_hash"]))
+        if is_link(root, location):
+            result.findings.append(Finding("link", location, f"the manifest row's stored file is {LINK}",
+                                           row["content_hash"]))
             continue
-        else:
-            want = expected_hash(row)
-            if want is None:
-                result.unverifiable += 1
-                continue
-            if hashlib.sha256(data).hexdigest() == want:
-                continue
-            finding = Finding("mismatch", location, "the stored bytes are not the ones recorded", row["content_hash"])
-        if repair:
-            moved = await quarantine(storage, root, stored) + "; " if finding.kind == "mismatch" else ""
+        try:
+            await _check_row(manifest, storage, root, row, result, repair=repair)
+        except Exception as exc:  # noqa: BLE001
+            result.findings.append(Finding("failed", location, f"{type(exc).__name__}: {exc}", row["content_hash"]))
+    result.quarantined = len(quarantined.files(root))
+    if repair:  # the counts say what is there now
+        result.rows -= sum(1 for f in result.findings if f.repaired and f.kind in ("missing", "mismatch"))
+        result.stored -= sum(1 for f in result.findings if f.repaired and f.kind in ("orphan", "mismatch"))
+    return result
+
+
+async def _check_row(manifest: Manifest, storage: Storage, root: Path, row: Any, result: FsckResult, *,
+                     repair: bool) -> None:
+    location = row["location"]
+    stored = StoredImage(row["id"] or Path(location).stem, row["label"] or "", location, row["content_hash"])
+    try:
+        data = await storage.read(stored)
+    except FileNotFoundError:
+        finding = Finding("missing", location, "the manifest row's stored file is gone", row["content_hash"])
+    except Exception as exc:  # noqa: BLE001 - any backend error: reported, never repaired
+        result.findings.append(Finding("unreadable", location, f"{type(exc).__name__}: {exc}", row["content_hash"]))
+        return
+    else:
+        want = expected_hash(row)
+        if want is None:
+            result.unverifiable += 1
+            return
+        if hashlib.sha256(data).hexdigest() == want:
+            return
+        finding = Finding("mismatch", location, "the stored bytes are not the ones recorded", row["content_hash"])
+    if repair:
+        try:
+            moved = await quarantine(storage, root, stored, row["content_hash"]) + "; " \
+                if finding.kind == "mismatch" else ""
             drop_row(manifest, row)
             finding.repaired = moved + "row removed: a rerun fetches it again"
-        result.findings.append(finding)
-    return result
+        except Exception as exc:  # noqa: BLE001
+            finding.detail += f"; not mended: {type(exc).__name__}: {exc}"
+    result.findings.append(finding)
 
 
 async def fsck(settings: Settings, *, repair: bool = False, registry: Registry | None = None) -> FsckResult:
