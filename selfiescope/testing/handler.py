@@ -226,6 +226,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.post_page(parts[1])
             if parts[:3] == ["api", "v1", "tags"] and len(parts) == 5 and parts[4] == "sections":
                 return self.tag_api(parts[3], query.get("max_id", ""))
+            if parts[:3] == ["api", "v1", "media"] and len(parts) == 5 and parts[4] == "info":
+                return self.media_info(parts[3])
             if parts == ["api", "v1", "web", "activity"]:
                 return self.hang()  # the page cancels this one
             if parts[0] == "media" and len(parts) == 2:
@@ -290,6 +292,8 @@ class Handler(BaseHTTPRequestHandler):
         if "login_fields" in site.breakage:  # the renamed fields of pages.unlabelled_login_form
             form = {**form, "username": form.get("f_a8x1", ""), "password": form.get("f_b3k9", "")}
         ajax = self.headers.get("X-Requested-With") == "XMLHttpRequest"
+        with site._lock:
+            site.login_attempts += 1
         if ajax and (problem := self.api_headers_problem()):
             return self.send_json(403, {"message": problem, "status": "fail"})
         username = form.get("username", form.get("email"))
@@ -363,6 +367,9 @@ class Handler(BaseHTTPRequestHandler):
         post = self.site._by_code.get(code)
         if post is None:
             return self.not_found()
+        if self.site.chaos.client_post_page:  # the page's script fetches the data and draws it
+            return self.html(f"{post.username} on Instagram", '<article class="post" id="ss-post"><p>Loading…</p></article>',
+                             config={"post": {"media_id": post.id, "code": post.shortcode}})
         image = self.site.media_url(post, 1080, fresh=True)  # a post page always gives a fresh URL
         body = pages.post_body(image, post.username, post.caption, post.width, post.height, post.taken_at)
         head = f'<meta property="og:image" content="{escape(image)}">'
@@ -370,13 +377,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def tag_api(self, tag: str, max_id: str) -> None:
         site = self.site
-        if not self.logged_in():
-            return self.send_json(401, {"message": "login_required", "status": "fail"})
+        session = site._session(self.cookies, feed_call=True)
+        if site.require_login and session is None:
+            return self.send_json(401, {"message": "login_required", "require_login": True, "status": "fail"})
         if site.trigger_challenge:
             return self.send_json(400, {"message": "checkpoint_required", "checkpoint_url": "/challenge/", "status": "fail"})
         if problem := self.api_headers_problem():
             return self.send_json(403, {"message": problem, "status": "fail"})
-        session = site._session(self.cookies)
         blocked = site._account_block_s(session.username if session else "anonymous")
         if blocked:
             return self.send_json(
@@ -409,6 +416,20 @@ class Handler(BaseHTTPRequestHandler):
             "next_page": start // site.page_size + 1 if more else None,
             "status": "ok",
         })
+
+    def media_info(self, media_id: str) -> None:
+        """A post's data as the web app fetches it for a post page (fresh image URLs)."""
+        if not self.logged_in():
+            return self.send_json(401, {"message": "login_required", "require_login": True, "status": "fail"})
+        if problem := self.api_headers_problem():
+            return self.send_json(403, {"message": problem, "status": "fail"})
+        post = self.site._by_id.get(media_id)
+        if post is None:
+            return self.send_json(404, {"message": "Media not found or unavailable", "status": "fail"})
+        media = self.site.media_json(post)
+        media["image_versions2"]["candidates"] = [
+            {"url": self.site.media_url(post, w, fresh=True), "width": w, "height": h} for w, h in post.sizes]
+        self.send_json(200, {"items": [media], "num_results": 1, "status": "ok"})
 
     def media(self, name: str, query: dict[str, str]) -> None:
         site, chaos = self.site, self.site.chaos

@@ -137,6 +137,8 @@ class FeedReader:
         self.more_available = None
         self.unread = 0
         self.retry_after = None
+        self.login_lost = False
+        self.challenged = False
 
     def detach(self) -> None:
         self.events_from.remove_listener("response", self._on_response)
@@ -162,10 +164,15 @@ class FeedReader:
             log.warning("feed answer never finished: %s", exc)
             data = None
         except Exception:  # noqa: BLE001 - not JSON, or the page went away
+            log.info("feed answer %s (HTTP %s) is not JSON; ignored", urlparse(response.url).path, response.status)
             data = None
         message = data.get("message") if isinstance(data, dict) else None
-        if response.status in (401, 403) or message == "login_required":
+        # A lost login is a 401 or the site saying so; a 403 is a refusal of this request (a CSRF
+        # token, a blocked call), which logging in again would not cure.
+        if response.status == 401 or message == "login_required" or (isinstance(data, dict) and data.get("require_login")):
             self.login_lost = True
+        elif response.status == 403:
+            log.warning("the feed answered 403 (%s)", str(message or "no message")[:120])
         if message in ("checkpoint_required", "challenge_required"):
             self.challenged = True
         if response.status != 200 or data is None:

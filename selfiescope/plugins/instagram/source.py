@@ -17,8 +17,12 @@ Each job's state goes to ``run.stats`` (the CLI shows it).
 
 Credentials come from ``SELFIESCOPE_INSTAGRAM_USERNAME`` / ``..._PASSWORD`` or from a
 session saved by ``selfiescope login``; they are never logged or stored anywhere else.
-A login wall without credentials, a challenge, or a two-factor prompt stops the
-source with a message saying what to do, rather than retrying into a ban.
+A session that ends mid-run (a 401, the page going to the login page, a login form) is
+logged in again once for all jobs of the account (:mod:`.account`), and every job reloads
+its tag page and goes on, skipping the posts it has seen. A login wall without credentials,
+a refused login, a challenge, or a two-factor prompt stops the source with a message saying
+what to do, and no job submits the credentials again. Browser errors reach the user through
+:func:`.errors.explain` only.
 """
 
 from __future__ import annotations
@@ -37,18 +41,18 @@ from urllib.parse import quote, urlparse
 from pydantic import Field
 
 from ...core.secrets import credential
-from ...core.browser import Lease, browser_pool, leased_events, load_session, save_session, session_path
+from ...core.browser import Lease, browser_pool, leased_events, load_session, session_path
 from ...core.components import Job, Options, Source
 from ...core.events import ImageEvent, Origin
-from ...core.web import DownloadError, TokenBucket, click_dialog_buttons, fetch_image, scroll_and_wait, within
-from .feed import FeedReader, Post, image_url_from_post_page
-from .login import CHALLENGE_PATHS, submit_login
+from ...core.web import Deadline, DownloadError, TokenBucket, click_dialog_buttons, fetch_image, scroll_and_wait, within
+from .account import PASSWORD_ENV, USERNAME_ENV, Account, LoginRefused, SessionEnded, challenge_message
+from .errors import explain, translate
+from .feed import FeedReader, Post
+from .login import CHALLENGE_PATHS
+from .post_page import read_post_page
 from .watchdog import JobRun, Stalled, Watchdog
 
 log = logging.getLogger("selfiescope.instagram")
-
-USERNAME_ENV = "SELFIESCOPE_INSTAGRAM_USERNAME"
-PASSWORD_ENV = "SELFIESCOPE_INSTAGRAM_PASSWORD"
 
 # Buttons known to close a pop-up while granting the least. Unknown dialogs are handled by
 # core.web's decline / close patterns; this list only goes first.
@@ -62,6 +66,7 @@ DISMISS_BUTTONS: dict[str, list[str]] = {
     "pt": ["Recusar cookies opcionais", "Permitir somente cookies essenciais", "Agora não", "Agora nao"],
 }
 MAX_RATE_RELOADS = 5  # reloads after 429s per job before it gives up
+MAX_NAVIGATION_RELOADS = 3  # reloads per job after the page went elsewhere by itself (not a lost session)
 
 
 class SourceStopped(RuntimeError):
@@ -108,8 +113,7 @@ class InstagramSource(Source):
         super().__init__(options, run)
         self.options: InstagramOptions = options
         self.base_url = options.base_url.rstrip("/")
-        self._state: dict[str, Any] | None = None
-        self._login_lock = asyncio.Lock()
+        self.account: Account | None = None
         self._yielded: set[str] = set()
         self._stop_reason: str | None = None
         self.bucket: TokenBucket | None = None
@@ -120,8 +124,9 @@ class InstagramSource(Source):
 
     async def open(self) -> None:
         self.pool = browser_pool(self.run)
-        self._session_file = session_path(self.run.settings.browser)
-        self._state = await asyncio.to_thread(load_session, self._session_file)
+        session_file = session_path(self.run.settings.browser)
+        self.account = Account(self.base_url, session_file, await asyncio.to_thread(load_session, session_file),
+                               allow_login=self.options.login, dismiss=self._dismiss_names(), timeout_s=self.timeout_s)
         username = credential(USERNAME_ENV) or ""
         account = hashlib.sha256(username.encode()).hexdigest()[:12] if username else "anonymous"
         self.bucket = TokenBucket(
@@ -140,25 +145,38 @@ class InstagramSource(Source):
         self.run.stats.set_state(tag, state)
 
     async def events(self, job: Job) -> AsyncIterator[ImageEvent]:
+        from playwright.async_api import Error as PlaywrightError
+
+        assert self.account is not None
+        account = self.account
         block = ["image"] if self.options.block_page_images else []
         self._status(job.target, "waiting for the browser")
         events = leased_events(
-            self.pool, lambda lease: self._scrape(lease, job), storage_state=lambda: self._state,
+            self.pool, lambda lease: self._scrape(lease, job), storage_state=lambda: account.state,
             block=block, max_restarts=self.options.max_restarts, what=f"#{job.target}",
         )
-        async with aclosing(events):  # the engine may stop early (limit): close the page at once
-            async for event in events:
-                yield event
+        try:
+            async with aclosing(events):  # the engine may stop early (limit): close the page at once
+                async for event in events:
+                    yield event
+        except Deadline as exc:  # our own words already: say what to do
+            raise JobFailed(f"#{job.target}: {exc}; rerun to resume (a slow network: raise browser.timeout_s)") from None
+        except PlaywrightError as exc:  # never Playwright's own text: what happened, what to do
+            doing = self.run.stats.job_states.get(job.target) or "scraping"
+            raise JobFailed(f"#{job.target}: {explain(exc, doing)}") from None
 
     # --- one hashtag -----------------------------------------------------------------------
     async def _scrape(self, lease: Lease, job: Job) -> AsyncIterator[ImageEvent]:
-        assert self.bucket is not None
+        from playwright.async_api import Error as PlaywrightError
+
+        assert self.bucket is not None and self.account is not None
         tag = job.target
         url = f"{self.base_url}/explore/tags/{quote(tag)}/"
         state = JobRun(tag)
         watch = Watchdog(self.options.stall_s)
         feed = FeedReader(lease.context, self.base_url, timeout_s=self.timeout_s)  # every page of the job's context
-        reload, idle, after_429 = True, 0, False
+        generation = self.account.generation_of(lease.storage_state)  # the session this context has
+        reload, idle, after_429, nav_reloads = True, 0, False, 0
         try:
             while True:
                 self._check_stop()
@@ -170,21 +188,21 @@ class InstagramSource(Source):
                     await watch.run("closing pop-ups",
                                     click_dialog_buttons(page, self._dismiss_names(), timeout_s=self.timeout_s))
                     posts, ended = await watch.run("the feed's answers", feed.new_posts())
+                    self._check_feed(feed, tag)
                     fresh = [p for p in posts if p.shortcode not in state.seen]
                     if fresh:
                         watch.progress()
                         state.stall_reloaded = False  # the stall is over: a later one gets its own reload
                         state.rate_reloads = 0  # 429s are counted in a row: the site let posts through
                         after_429 = False  # the page retried by itself and got through
-                        state.seen.update(p.shortcode for p in fresh)
-                        self._status(tag, f"{len(state.seen)} posts found")
-                    for post in fresh:
+                        self._status(tag, f"{len(state.seen) + len(fresh)} posts found")
+                    for post in fresh:  # seen once handled: a post cut short by a lost session comes back
                         event = await self._fetch_post(lease, post, job, state)
+                        state.seen.add(post.shortcode)
                         watch.progress()
                         if event is not None:
                             yield event
                             watch.progress()  # the time the engine took to accept it is not a stall
-                    self._check_feed(feed, tag)
                     if feed.retry_after is not None:  # honoured even at the end: downloads share the budget
                         wait, feed.retry_after = feed.retry_after, None
                         self._note_429(tag, wait)
@@ -199,6 +217,7 @@ class InstagramSource(Source):
                         idle, after_429 = 0, False
                         continue
                     await watch.run("the feed's answers", feed.settle())
+                    self._check_feed(feed, tag)
                     if feed.retry_after is not None:
                         continue
                     idle += 1
@@ -226,23 +245,47 @@ class InstagramSource(Source):
                         raise Stalled("the next feed page (the page stopped loading it)")
                     log.info("#%s: the feed stopped growing", tag)
                     break
-                except Stalled as stall:
-                    waited = time.monotonic() - watch.last
-                    if state.stall_reloaded:
-                        raise JobFailed(
-                            f"#{tag}: stalled: no new post for {waited:.0f} s while waiting on {stall.waiting_on}, "
-                            f"also after reloading the tag page ({len(state.seen)} posts found). Rerun to resume; "
-                            "if it keeps stalling, run `selfiescope doctor` or raise plugins.instagram.stall_s"
-                        ) from None
-                    state.stall_reloaded = True
-                    log.warning("#%s: no new post for %.0f s; waiting on %s. Reloading the tag page (posts "
-                                "already seen are skipped)", tag, waited, stall.waiting_on)
-                    self._status(tag, f"stalled on {stall.waiting_on}; reloading")
+                except SessionEnded as ended_:
+                    generation = await self._log_in_again(lease, generation, tag, ended_.why)
                     watch.progress()
+                    reload = True
+                except (Stalled, PlaywrightError, Deadline) as exc:
+                    if why := await self._session_lost(feed):  # the page went to the login page meanwhile
+                        generation = await self._log_in_again(lease, generation, tag, why)
+                        watch.progress()
+                        reload = True
+                        continue
+                    if isinstance(exc, PlaywrightError):
+                        if translate(exc).kind != "navigated" or nav_reloads >= MAX_NAVIGATION_RELOADS:
+                            raise  # a crash: the lease relaunches the browser; else the job reports it
+                        nav_reloads += 1
+                        log.warning("#%s: the page went elsewhere by itself; reloading the tag page "
+                                    "(posts already seen are skipped)", tag)
+                        reload = True
+                        continue
+                    if isinstance(exc, Deadline):
+                        raise
+                    self._after_stall(exc, watch, state)
                     reload = True
         finally:
             feed.detach()
         self._verdict(state)
+
+    def _after_stall(self, stall: Stalled, watch: Watchdog, state: JobRun) -> None:
+        """A job with no new post for ``stall_s``: reload its tag page once, then fail it."""
+        tag = state.tag
+        waited = time.monotonic() - watch.last
+        if state.stall_reloaded:
+            raise JobFailed(
+                f"#{tag}: stalled: no new post for {waited:.0f} s while waiting on {stall.waiting_on}, "
+                f"also after reloading the tag page ({len(state.seen)} posts found). Rerun to resume; "
+                "if it keeps stalling, run `selfiescope doctor` or raise plugins.instagram.stall_s"
+            ) from None
+        state.stall_reloaded = True
+        log.warning("#%s: no new post for %.0f s; waiting on %s. Reloading the tag page (posts "
+                    "already seen are skipped)", tag, waited, stall.waiting_on)
+        self._status(tag, f"stalled on {stall.waiting_on}; reloading")
+        watch.progress()
 
     def _verdict(self, state: JobRun) -> None:
         """The end of a job: finished only when it found posts and fetched every one it could."""
@@ -258,11 +301,41 @@ class InstagramSource(Source):
         self._status(tag, f"feed done: {len(state.seen)} posts found")
 
     def _check_feed(self, feed: FeedReader, tag: str) -> None:
-        if feed.login_lost:
-            raise self._stop(f"#{tag}: the session ended mid-feed (login required); "
-                             "run `selfiescope login` or set the credential variables, then rerun")
         if feed.challenged or self._path(feed.page.url).startswith(CHALLENGE_PATHS):
-            raise self._stop(self._challenge_message())
+            raise self._stop(challenge_message())
+        if feed.login_lost:
+            raise SessionEnded("the session ended (the feed answered 401: login required)")
+        if self._path(feed.page.url).startswith("/accounts/login"):
+            raise SessionEnded("the session ended (the page went to the login page)")
+
+    async def _session_lost(self, feed: FeedReader) -> str | None:
+        """Why the job's session looks lost (a 401 on the feed, the login page, a login form), or None."""
+        if feed.login_lost:
+            return "the session ended (the feed answered 401: login required)"
+        page = feed.page
+        if page is None or page.is_closed():
+            return None
+        if self._path(page.url).startswith("/accounts/login"):
+            return "the session ended (the page went to the login page)"
+        try:
+            if await within(min(5.0, self.timeout_s), page.locator("input[type=password]").count(),
+                            "looking for a login form"):
+                return "the session ended (a login form appeared)"
+        except Exception:  # noqa: BLE001 - the page is gone or busy: not evidence of a lost session
+            return None
+        return None
+
+    async def _log_in_again(self, lease: Lease, generation: int, tag: str, why: str) -> int:
+        """Log in (once for every job of the account), or stop the source saying what to do."""
+        assert self.account is not None
+        self._status(tag, "session ended: waiting for the login")
+        try:
+            generation = await self.account.log_in(lease, generation, why, lambda s: self._status(tag, s))
+        except LoginRefused as exc:
+            raise self._stop(f"#{tag}: {exc}") from None
+        log.info("#%s: logged in again; reloading the tag page (posts already seen are skipped)", tag)
+        self._status(tag, "logged in again; resuming")
+        return generation
 
     def _note_429(self, tag: str, wait: float) -> None:
         """Honour a 429: every request of the account waits ``wait`` (through the shared bucket)."""
@@ -275,60 +348,24 @@ class InstagramSource(Source):
         self.bucket.penalize(wait)
 
     async def _open_tag(self, lease: Lease, url: str, tag: str, watch: Watchdog, feed: FeedReader) -> None:
-        """Load (or reload) the tag page, logging in at a login wall."""
+        """Load (or reload) the tag page; :class:`SessionEnded` at a login wall."""
         assert self.bucket is not None
         self._status(tag, "opening the tag page" if feed.page is None else "reloading the tag page")
         feed.reset()
-        for attempt in range(2):
-            await watch.paused(within(self.options.max_retry_after_s + self.timeout_s, self.bucket.take(),
-                                      "the request budget"))
-            response = await watch.run("the tag page", lease.goto(url))
-            page = feed.page = await lease.page()
-            path = self._path(page.url)
-            if path.startswith(CHALLENGE_PATHS):
-                raise self._stop(self._challenge_message())
-            if path.startswith("/accounts/login"):
-                if attempt == 0 and await self._log_in(lease, tag):
-                    feed.reset()
-                    continue
-                raise self._stop(
-                    f"#{tag}: Instagram shows a login wall. Set {USERNAME_ENV} and {PASSWORD_ENV}, "
-                    "or run `selfiescope login` once to save a session."
-                )
-            if response is not None and response.status == 404:
-                raise LookupError(f"#{tag}: no such hashtag ({url} answered 404)")
-            self._status(tag, "closing pop-ups")
-            await watch.run("closing pop-ups", click_dialog_buttons(page, self._dismiss_names(), timeout_s=self.timeout_s))
-            self._status(tag, "reading the first feed page")
-            return
-
-    async def _log_in(self, lease: Lease, tag: str) -> bool:
-        """Log this context in (once for the whole source); False when there is no way to."""
-        async with self._login_lock:
-            if self._state is not None and self._state is not lease.storage_state:
-                # another job logged in since this context was made: use its session
-                await within(self.timeout_s, lease.context.add_cookies(self._state.get("cookies", [])), "adding cookies")
-                lease.storage_state = self._state
-                return True
-            username, password = credential(USERNAME_ENV), credential(PASSWORD_ENV)
-            if not (self.options.login and username and password):
-                return False
-            self._status(tag, "logging in")
-            page = await lease.page()
-            outcome = await submit_login(page, self.base_url, username, password, self._dismiss_names(),
-                                         timeout_s=self.timeout_s)
-            if outcome == "two_factor":
-                raise self._stop("Instagram asks for a security code: run `selfiescope login` once to pass "
-                                 "it and save a session, then rerun")
-            if outcome == "challenge":
-                raise self._stop(self._challenge_message())
-            if outcome != "ok":
-                raise self._stop(f"login failed: {outcome}")
-            state = await within(self.timeout_s, lease.context.storage_state(), "reading the session")
-            await asyncio.to_thread(save_session, self._session_file, state)
-            self._state = lease.storage_state = state
-            log.info("logged in; session saved to %s", self._session_file)
-            return True
+        await watch.paused(within(self.options.max_retry_after_s + self.timeout_s, self.bucket.take(),
+                                  "the request budget"))
+        response = await watch.run("the tag page", lease.goto(url))
+        page = feed.page = await lease.page()
+        path = self._path(page.url)
+        if path.startswith(CHALLENGE_PATHS):
+            raise self._stop(challenge_message())
+        if path.startswith("/accounts/login"):
+            raise SessionEnded("Instagram shows a login wall")
+        if response is not None and response.status == 404:
+            raise LookupError(f"#{tag}: no such hashtag ({url} answered 404)")
+        self._status(tag, "closing pop-ups")
+        await watch.run("closing pop-ups", click_dialog_buttons(page, self._dismiss_names(), timeout_s=self.timeout_s))
+        self._status(tag, "reading the first feed page")
 
     # --- one post --------------------------------------------------------------------------
     async def _download(self, lease: Lease, url: str) -> Any:
@@ -338,20 +375,17 @@ class InstagramSource(Source):
         )
 
     async def _fresh_image_url(self, lease: Lease, post: Post) -> str | None:
-        """Re-read the post's page for a freshly signed image URL."""
+        """The post's image URL as its page gets it now (a freshly signed one), or None."""
+        from playwright.async_api import Error as PlaywrightError
+
         assert self.bucket is not None
         await self.bucket.take()
         try:
-            resp = await within(self.timeout_s + 5, lease.request.get(
-                f"{self.base_url}/p/{post.shortcode}/", timeout=self.timeout_s * 1000, fail_on_status_code=False),
-                "reading a post page")
-            if resp.status != 200:
-                return None
-            text = await within(self.timeout_s, resp.text(), "reading a post page")
-        except Exception as exc:  # noqa: BLE001 - no fresh URL: the post is reported, not lost
-            log.info("post page of %s unreadable: %s", post.shortcode, str(exc).splitlines()[0])
+            page_post = await read_post_page(lease.context, self.base_url, post.shortcode, self.timeout_s)
+        except (PlaywrightError, TimeoutError) as exc:  # no fresh URL: the post is reported, not lost
+            log.info("post page of %s unreadable: %s", post.shortcode, explain(exc))
             return None
-        return image_url_from_post_page(text, self.base_url)
+        return page_post.image_url if page_post is not None else None
 
     async def _fetch_post(self, lease: Lease, post: Post, job: Job, state: JobRun) -> ImageEvent | None:
         if post.shortcode in self._yielded:
@@ -363,6 +397,8 @@ class InstagramSource(Source):
             try:
                 fetched = await self._download(lease, post.image_url)
             except DownloadError as exc:
+                if exc.status == 401:  # the session, not the URL (an expired URL answers 403)
+                    raise SessionEnded("the session ended (a download answered 401)") from None
                 if not exc.refused:
                     raise
                 fresh = await self._fresh_image_url(lease, post)  # an expired signed URL: ask for a new one
@@ -372,6 +408,8 @@ class InstagramSource(Source):
                 post.image_url = fresh
                 fetched = await self._download(lease, fresh)
         except DownloadError as exc:
+            if exc.status == 401:
+                raise SessionEnded("the session ended (a download answered 401)") from None
             if exc.transient:  # not done: this run reports it, a rerun retries it
                 state.failed[post.shortcode] = exc.reason
             else:  # gone for good (404, too large): do not come back to it
@@ -398,10 +436,6 @@ class InstagramSource(Source):
     def _check_stop(self) -> None:
         if self._stop_reason:
             raise SourceStopped(self._stop_reason)
-
-    def _challenge_message(self) -> str:
-        return ("Instagram shows a challenge (\"help us confirm it's you\"); stopping this source. "
-                "Run `selfiescope login` to pass it in a browser window, then rerun.")
 
     @staticmethod
     def _path(url: str) -> str:
