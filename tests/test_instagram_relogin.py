@@ -51,6 +51,7 @@ async def test_a_session_that_ends_mid_feed_is_logged_in_again_once_and_every_jo
 ) -> None:
     # The saved session ends after 3 feed calls (of the 4 the two tags need): the page's script
     # then goes to the login page, as the web app does.
+    caplog.set_level(logging.INFO, logger="selfiescope")
     with site_with(session_expires_after_feeds=3) as site:
         seed_session(site, tmp_path)
         stats = await bounded(scrape(settings_for(site, tmp_path), list(TAGS)))

@@ -26,7 +26,7 @@ log = logging.getLogger("selfiescope.instagram")
 
 USERNAME_ENV = "SELFIESCOPE_INSTAGRAM_USERNAME"
 PASSWORD_ENV = "SELFIESCOPE_INSTAGRAM_PASSWORD"
-MAX_LOGINS = 4  # logins per run: a session that keeps ending is the site's verdict, not bad luck
+MAX_LOGINS = 12  # logins per run: a session that keeps ending is the site's verdict, not bad luck
 
 
 class LoginRefused(RuntimeError):
@@ -56,6 +56,7 @@ class Account:
         self.states: list[dict[str, Any] | None] = [state]  # index: generation
         self.logins = 0  # credentials submitted in this run
         self.refused: str | None = None  # set once a login is impossible: no job tries again
+        self.progressed = True  # a post came through since the last login
         self._lock = asyncio.Lock()
 
     @property
@@ -72,6 +73,9 @@ class Account:
             if self.states[generation] is state:
                 return generation
         return 0
+
+    def note_progress(self) -> None:
+        self.progressed = True
 
     async def log_in(self, lease: Any, had: int, why: str, on_status: Callable[[str], None]) -> int:
         """Make ``lease``'s context logged in, after its session (of generation ``had``) ended.
@@ -91,9 +95,10 @@ class Account:
             if not (self.allow_login and username and password):
                 self.refused = no_credentials_message(why)
                 raise LoginRefused(self.refused)
-            if self.logins >= MAX_LOGINS:
-                self.refused = (f"{why} again, after {self.logins} logins in this run; stopping rather than "
-                                "logging in over and over. Rerun later to resume")
+            if self.logins >= MAX_LOGINS or not self.progressed:
+                self.refused = (f"{why} again, " + (f"after {self.logins} logins in this run" if self.progressed
+                                                     else "before a single post came through after the last login")
+                                + "; stopping rather than logging in over and over. Rerun later to resume")
                 raise LoginRefused(self.refused)
             on_status("logging in")
             log.info("%s; logging in again", why)
@@ -112,6 +117,7 @@ class Account:
             state = await within(self.timeout_s, lease.context.storage_state(), "reading the session")
             await asyncio.to_thread(save_session, self.session_file, state)
             self.states.append(state)
+            self.progressed = False
             lease.storage_state = state
             log.info("logged in; session saved to %s", self.session_file)
             return self.generation

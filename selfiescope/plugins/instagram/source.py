@@ -176,20 +176,26 @@ class InstagramSource(Source):
         watch = Watchdog(self.options.stall_s)
         feed = FeedReader(lease.context, self.base_url, timeout_s=self.timeout_s)  # every page of the job's context
         generation = self.account.generation_of(lease.storage_state)  # the session this context has
+        await within(self.timeout_s, feed.resume_on_reload(), "routing the feed")
+        pending: dict[str, Post] = {}  # found, not yet handled: handled first after a reload
         reload, idle, after_429, nav_reloads = True, 0, False, 0
         try:
             while True:
                 self._check_stop()
                 try:
-                    if reload:
+                    if reload:  # the feed goes on after the last page whose posts were all handled
+                        feed.resume_cursor = feed.resume_point(state.seen | set(pending))
                         await self._open_tag(lease, url, tag, watch, feed)
                         reload, idle, after_429 = False, 0, False
                     page = feed.page
                     await watch.run("closing pop-ups",
                                     click_dialog_buttons(page, self._dismiss_names(), timeout_s=self.timeout_s))
                     posts, ended = await watch.run("the feed's answers", feed.new_posts())
+                    for post in posts:
+                        if post.shortcode not in state.seen:
+                            pending.setdefault(post.shortcode, post)
                     self._check_feed(feed, tag)
-                    fresh = [p for p in posts if p.shortcode not in state.seen]
+                    fresh = list(pending.values())
                     if fresh:
                         watch.progress()
                         state.stall_reloaded = False  # the stall is over: a later one gets its own reload
@@ -199,6 +205,8 @@ class InstagramSource(Source):
                     for post in fresh:  # seen once handled: a post cut short by a lost session comes back
                         event = await self._fetch_post(lease, post, job, state)
                         state.seen.add(post.shortcode)
+                        del pending[post.shortcode]
+                        self.account.note_progress()
                         watch.progress()
                         if event is not None:
                             yield event
@@ -332,7 +340,7 @@ class InstagramSource(Source):
         try:
             generation = await self.account.log_in(lease, generation, why, lambda s: self._status(tag, s))
         except LoginRefused as exc:
-            raise self._stop(f"#{tag}: {exc}") from None
+            raise self._stop(str(exc)) from None  # the account's verdict: the same words for every job
         log.info("#%s: logged in again; reloading the tag page (posts already seen are skipped)", tag)
         self._status(tag, "logged in again; resuming")
         return generation
@@ -429,8 +437,9 @@ class InstagramSource(Source):
 
     # --- stopping --------------------------------------------------------------------------
     def _stop(self, reason: str) -> SourceStopped:
-        self._stop_reason = self._stop_reason or reason
-        log.error("instagram: %s", reason)
+        if self._stop_reason is None:  # said once; every other job stops with the same words
+            self._stop_reason = reason
+            log.error("instagram: %s", reason)
         return SourceStopped(reason)
 
     def _check_stop(self) -> None:
