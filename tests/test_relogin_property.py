@@ -41,7 +41,7 @@ def session_chaos(draw: Any) -> dict[str, Any]:
     return {
         "seed": draw(st.integers(0, 2**16)),
         "session_expires_after_feeds": draw(st.sampled_from([None, 2, 4])),
-        "session_ttl_s": draw(st.sampled_from([None, 5.0, 9.0])),
+        "session_ttl_s": draw(st.sampled_from([None, 10.0])),
         "client_feed": draw(st.booleans()),
         "client_post_page": draw(st.booleans()),
         "js_login": draw(st.booleans()),

@@ -27,6 +27,7 @@ log = logging.getLogger("selfiescope.instagram")
 USERNAME_ENV = "SELFIESCOPE_INSTAGRAM_USERNAME"
 PASSWORD_ENV = "SELFIESCOPE_INSTAGRAM_PASSWORD"
 MAX_LOGINS = 12  # logins per run: a session that keeps ending is the site's verdict, not bad luck
+MAX_BARREN_LOGINS = 2  # logins in a row after which not a single post came through: the site refuses us
 
 
 class LoginRefused(RuntimeError):
@@ -56,7 +57,7 @@ class Account:
         self.states: list[dict[str, Any] | None] = [state]  # index: generation
         self.logins = 0  # credentials submitted in this run
         self.refused: str | None = None  # set once a login is impossible: no job tries again
-        self.progressed = True  # a post came through since the last login
+        self.barren = 0  # logins in a row with no post coming through after them
         self._lock = asyncio.Lock()
 
     @property
@@ -75,7 +76,7 @@ class Account:
         return 0
 
     def note_progress(self) -> None:
-        self.progressed = True
+        self.barren = 0
 
     async def log_in(self, lease: Any, had: int, why: str, on_status: Callable[[str], None]) -> int:
         """Make ``lease``'s context logged in, after its session (of generation ``had``) ended.
@@ -95,9 +96,9 @@ class Account:
             if not (self.allow_login and username and password):
                 self.refused = no_credentials_message(why)
                 raise LoginRefused(self.refused)
-            if self.logins >= MAX_LOGINS or not self.progressed:
-                self.refused = (f"{why} again, " + (f"after {self.logins} logins in this run" if self.progressed
-                                                     else "before a single post came through after the last login")
+            if self.logins >= MAX_LOGINS or self.barren >= MAX_BARREN_LOGINS:
+                self.refused = (f"{why} again, " + (f"after {self.logins} logins in this run" if self.logins >= MAX_LOGINS
+                                                     else f"and no post came through after the last {self.barren} logins")
                                 + "; stopping rather than logging in over and over. Rerun later to resume")
                 raise LoginRefused(self.refused)
             on_status("logging in")
@@ -117,7 +118,7 @@ class Account:
             state = await within(self.timeout_s, lease.context.storage_state(), "reading the session")
             await asyncio.to_thread(save_session, self.session_file, state)
             self.states.append(state)
-            self.progressed = False
+            self.barren += 1
             lease.storage_state = state
             log.info("logged in; session saved to %s", self.session_file)
             return self.generation

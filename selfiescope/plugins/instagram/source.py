@@ -258,7 +258,7 @@ class InstagramSource(Source):
                     watch.progress()
                     reload = True
                 except (Stalled, PlaywrightError, Deadline) as exc:
-                    if why := await self._session_lost(feed):  # the page went to the login page meanwhile
+                    if why := await self._session_lost(feed, settle=isinstance(exc, PlaywrightError)):  # the page went to the login page meanwhile
                         generation = await self._log_in_again(lease, generation, tag, why)
                         watch.progress()
                         reload = True
@@ -316,13 +316,19 @@ class InstagramSource(Source):
         if self._path(feed.page.url).startswith("/accounts/login"):
             raise SessionEnded("the session ended (the page went to the login page)")
 
-    async def _session_lost(self, feed: FeedReader) -> str | None:
-        """Why the job's session looks lost (a 401 on the feed, the login page, a login form), or None."""
+    async def _session_lost(self, feed: FeedReader, *, settle: bool = False) -> str | None:
+        """Why the job's session looks lost (a 401 on the feed, the login page, a login form), or None.
+        ``settle``: a navigation may be under way (the page's script going to the login page): let it land."""
         if feed.login_lost:
             return "the session ended (the feed answered 401: login required)"
         page = feed.page
         if page is None or page.is_closed():
             return None
+        if settle:
+            try:
+                await page.wait_for_load_state("domcontentloaded", timeout=min(3.0, self.timeout_s) * 1000)
+            except Exception:  # noqa: BLE001 - still loading, or gone: look at what is there
+                pass
         if self._path(page.url).startswith("/accounts/login"):
             return "the session ended (the page went to the login page)"
         try:
