@@ -98,16 +98,19 @@ async def test_without_credentials_a_lost_session_stops_with_one_clear_message_a
 
 
 # --- one attempt per account ----------------------------------------------------------------
-async def test_a_rejected_password_is_submitted_once_for_all_jobs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize("knobs", [{"js_login": True}, {"login_error_dialog": True}], ids=["js-form", "error-pop-up"])
+async def test_a_rejected_password_is_submitted_once_for_all_jobs_and_named_with_the_page_s_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, knobs: dict[str, Any],
 ) -> None:
     monkeypatch.setenv(USERNAME_ENV, USERNAME)
     monkeypatch.setenv(PASSWORD_ENV, "wrong-" + PASSWORD)
-    with site_with(js_login=True) as site:
+    with site_with(**knobs) as site:
         stats = await bounded(scrape(settings_for(site, tmp_path), list(TAGS)))
         assert site.login_attempts == 1  # the site saw one attempt, not one per job
         assert stats.status == "finished_with_errors" and stats.seen == 0
-        assert stats.errors and all("login failed" in e and "not trying again" in e.lower() for e in stats.errors)
+        for error in stats.errors:
+            assert "rejected the username or password" in error and "password was incorrect" in error
+            assert "not trying again" in error.lower() and PASSWORD not in error
         assert "pop-up with no button" not in caplog.text
 
 

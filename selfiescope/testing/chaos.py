@@ -65,6 +65,9 @@ class Chaos:
     session_ttl_s: float | None = None
     """Each login session ends this many seconds after it began (pages then redirect to the login
     page, API calls answer 401)."""
+    login_error_dialog: bool = False
+    """A refused login is told in a pop-up ("Incorrect password" with a "Try again" button) instead
+    of a line under the form."""
     client_post_page: bool = False
     """Post pages (``/p/{code}/``) have no ``og:image`` and no ``<img>`` in their HTML: the page's
     script fetches ``/api/v1/media/{pk}/info/`` and draws the image (as the web app does)."""

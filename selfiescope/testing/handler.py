@@ -283,9 +283,15 @@ class Handler(BaseHTTPRequestHandler):
         if site.chaos.js_login and error is None:
             body, config = pages.login_placeholder(site.chaos.login_variant, site.consent_language, safe)
             return self.html("Login • Instagram", body, config=config)
+        if error is not None and site.chaos.login_error_dialog:  # the error as a pop-up, not under the form
+            dialogs, error = [pages.dialog("Incorrect password", error, [("Try again", None)], site.classes)], None
+        else:
+            dialogs = []
         if site.chaos.login_variant == "labels":
-            return self.html("Login • Instagram", pages.login_form_labels(site.classes, safe, site.consent_language, error))
-        self.html("Login • Instagram", pages.login_form(site.classes, safe, error))
+            form = pages.login_form_labels(site.classes, safe, site.consent_language, error)
+        else:
+            form = pages.login_form(site.classes, safe, error)
+        self.html("Login • Instagram", form, dialogs=dialogs)
 
     def login_submit(self, form: dict[str, str]) -> None:
         site, next_url = self.site, _safe_next(form.get("next"))
