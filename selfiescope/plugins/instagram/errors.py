@@ -45,6 +45,9 @@ _RULES: list[tuple[re.Pattern[str], str, str, str]] = [
      "the proxy refused or failed the connection", "check the proxy settings, then rerun to resume"),
     (re.compile(r"ERR_CERT|SSL|certificate", re.I), "tls",
      "the site's certificate was not accepted", "check the clock, the network and base_url, then rerun"),
+    (re.compile(r"ERR_FAILED|ERR_ABORTED|ERR_BLOCKED_BY_CLIENT", re.I), "aborted",
+     "the request was stopped before it reached the site (when replaying: the recording does not hold it)",
+     "when replaying, record this hashtag first; otherwise rerun, with -vv for the browser's own message"),
     (re.compile(r"ERR_INTERNET_DISCONNECTED|ERR_NETWORK_CHANGED|ERR_ADDRESS_UNREACHABLE", re.I), "offline",
      "the network went away", "rerun to resume once the network is back"),
     (re.compile(r"ERR_CONNECTION_(RESET|CLOSED|ABORTED|TIMED_OUT)|ERR_EMPTY_RESPONSE|ERR_TIMED_OUT"
