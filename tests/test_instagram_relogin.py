@@ -63,14 +63,18 @@ async def test_a_session_that_ends_mid_feed_is_logged_in_again_once_and_every_jo
         assert "logged in again" in caplog.text
 
 
-async def test_a_session_that_times_out_is_logged_in_again(tmp_path: Path, creds: None) -> None:
-    with site_with(session_ttl_s=4.0, slow_first_byte_ms=300, seed=5) as site:
+@pytest.mark.parametrize("media_needs_session", [False, True], ids=["pages", "downloads-too"])
+async def test_a_session_that_times_out_is_logged_in_again(tmp_path: Path, creds: None, media_needs_session: bool) -> None:
+    # With media_needs_session a download may be the first to meet the ended session (401).
+    with site_with(session_ttl_s=4.0, slow_first_byte_ms=300, seed=5, media_needs_session=media_needs_session) as site:
         seed_session(site, tmp_path)
         stats = await bounded(scrape(settings_for(site, tmp_path), list(TAGS)))
         assert site.sessions_ended >= 1
         assert stats.status == "finished", stats.errors
         assert sorted(recorded(tmp_path)) == expected(site, *TAGS)
         assert site.login_attempts == site.sessions_ended
+        if media_needs_session:
+            assert any(p.startswith("/media/") and s == 401 for _, p, s in site.requests)  # a download met it
 
 
 async def test_without_credentials_a_lost_session_stops_with_one_clear_message_and_keeps_what_was_stored(

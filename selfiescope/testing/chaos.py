@@ -68,6 +68,8 @@ class Chaos:
     login_error_dialog: bool = False
     """A refused login is told in a pop-up ("Incorrect password" with a "Try again" button) instead
     of a line under the form."""
+    media_needs_session: bool = False
+    """Image downloads need a live session: without one they answer 401 ``login_required``."""
     client_post_page: bool = False
     """Post pages (``/p/{code}/``) have no ``og:image`` and no ``<img>`` in their HTML: the page's
     script fetches ``/api/v1/media/{pk}/info/`` and draws the image (as the web app does)."""

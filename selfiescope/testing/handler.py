@@ -445,6 +445,8 @@ class Handler(BaseHTTPRequestHandler):
         if ext != "jpg" or post is None or not width.isdigit() or int(width) not in MEDIA_WIDTHS:
             return self.send(404, b"not found", "text/plain")
         path = urlsplit(self.path).path
+        if chaos.media_needs_session and site.require_login and site._session(self.cookies) is None:
+            return self.send_json(401, {"message": "login_required", "require_login": True, "status": "fail"})
         if problem := site.media_problem(path, query):
             return self.send(403, problem.encode(), "text/plain")
         if site._next_media_fails(path):
