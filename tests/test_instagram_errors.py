@@ -16,6 +16,7 @@ RAW = {
     "timeout": "Page.goto: Timeout 30000ms exceeded.\nCall log:\n  - navigating to \"http://x/\"",
     "closed": "Page.evaluate: Target page, context or browser has been closed",
     "network": "APIRequestContext.get: read ECONNRESET",
+    "bad_url": "Page.goto: Protocol error (Page.navigate): Cannot navigate to invalid URL",
     "aborted": "Page.goto: net::ERR_FAILED at http://127.0.0.1:9/explore/tags/nope/",
 }
 

@@ -147,3 +147,17 @@ async def test_urls_that_expire_soon_after_listing_are_refreshed_in_the_same_run
         stats = await bounded(scrape(settings_for(site, tmp_path), list(TAGS)))
         assert stats.status == "finished", stats.errors
         assert sorted(recorded(tmp_path)) == expected(site, *TAGS)
+
+
+async def test_a_session_that_cannot_be_saved_does_not_stop_the_run(
+    tmp_path: Path, creds: None, caplog: pytest.LogCaptureFixture,
+) -> None:
+    (tmp_path / "not-a-folder").write_text("a file where the session's folder should be")
+    with site_with() as site:
+        settings = settings_for(site, tmp_path)
+        settings.browser.session_file = str(tmp_path / "not-a-folder" / "session.json")
+        caplog.set_level(logging.DEBUG, logger="selfiescope")
+        stats = await bounded(scrape(settings, ["kappa"]))
+        assert stats.status == "finished", (stats.errors, [r.message for r in caplog.records if "browser error" in r.message])
+        assert sorted(recorded(tmp_path)) == expected(site, "kappa")
+        assert "could not be saved" in caplog.text and site.login_attempts == 1

@@ -16,6 +16,7 @@ import asyncio
 import logging
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 from ...core.browser import save_session
 from ...core.secrets import credential
@@ -93,7 +94,11 @@ class Account:
                 lease.storage_state = self.state
                 return self.generation
             username, password = credential(USERNAME_ENV), credential(PASSWORD_ENV)
-            if not (self.allow_login and username and password):
+            if not self.allow_login:
+                self.refused = (f"{why}, and logging in is off (plugins.instagram.login = false). Run "
+                                "`selfiescope login` once, then rerun: the run resumes, nothing stored is lost.")
+                raise LoginRefused(self.refused)
+            if not (username and password):
                 self.refused = no_credentials_message(why)
                 raise LoginRefused(self.refused)
             if self.logins >= MAX_LOGINS or self.barren >= MAX_BARREN_LOGINS:
@@ -116,11 +121,15 @@ class Account:
                 self.refused = self._refusal(outcome)
                 raise LoginRefused(self.refused)
             state = await within(self.timeout_s, lease.context.storage_state(), "reading the session")
-            await asyncio.to_thread(save_session, self.session_file, state)
             self.states.append(state)
             self.barren += 1
             lease.storage_state = state
-            log.info("logged in; session saved to %s", self.session_file)
+            try:
+                await asyncio.to_thread(save_session, self.session_file, state)
+                log.info("logged in; session saved to %s", self.session_file)
+            except OSError as exc:  # the run goes on with the session in memory; the next one logs in again
+                log.warning("logged in, but the session could not be saved to %s (%s); this run goes on with it",
+                            self.session_file, exc.strerror or type(exc).__name__)
             return self.generation
 
     @staticmethod
@@ -140,3 +149,29 @@ class SessionEnded(Exception):
     def __init__(self, why: str) -> None:
         super().__init__(why)
         self.why = why
+
+
+async def session_lost(feed: Any, timeout_s: float, *, settle: bool = False) -> str | None:
+    """Why a job's session looks lost (a 401 on the feed, the login page, a login form), or None.
+
+    ``feed`` is the job's :class:`~.feed.FeedReader`. ``settle``: a navigation may be under way
+    (the page's script going to the login page): let it land first.
+    """
+    if feed.login_lost:
+        return "the session ended (the feed answered 401: login required)"
+    page = feed.page
+    if page is None or page.is_closed():
+        return None
+    if settle:
+        try:
+            await page.wait_for_load_state("domcontentloaded", timeout=min(3.0, timeout_s) * 1000)
+        except Exception:  # noqa: BLE001 - still loading, or gone: look at what is there
+            pass
+    if urlparse(page.url).path.startswith("/accounts/login"):
+        return "the session ended (the page went to the login page)"
+    try:
+        if await within(min(5.0, timeout_s), page.locator("input[type=password]").count(), "looking for a login form"):
+            return "the session ended (a login form appeared)"
+    except Exception:  # noqa: BLE001 - the page is gone or busy: not evidence of a lost session
+        return None
+    return None

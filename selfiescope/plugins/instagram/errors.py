@@ -35,6 +35,8 @@ _RULES: list[tuple[re.Pattern[str], str, str, str]] = [
                 r"|interrupted by another navigation", re.I),
      "navigated", "the page went to another address meanwhile (a lost session, a redirect or a reload)",
      "rerun to resume; if it keeps happening, run `selfiescope doctor`"),
+    (re.compile(r"invalid URL|ERR_INVALID_URL|ERR_UNKNOWN_URL_SCHEME", re.I), "bad_url",
+     "the address is not a valid URL", "check plugins.instagram.base_url (e.g. https://www.instagram.com)"),
     (re.compile(r"ERR_CONNECTION_REFUSED", re.I), "refused",
      "the site refused the connection (it is down, or base_url points to the wrong place)",
      "check plugins.instagram.base_url and your network, then rerun to resume"),

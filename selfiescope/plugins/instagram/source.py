@@ -45,7 +45,9 @@ from ...core.browser import Lease, browser_pool, leased_events, load_session, se
 from ...core.components import Job, Options, Source
 from ...core.events import ImageEvent, Origin
 from ...core.web import Deadline, DownloadError, TokenBucket, click_dialog_buttons, fetch_image, scroll_and_wait, within
-from .account import PASSWORD_ENV, USERNAME_ENV, Account, LoginRefused, SessionEnded, challenge_message
+from .account import (
+    PASSWORD_ENV, USERNAME_ENV, Account, LoginRefused, SessionEnded, challenge_message, session_lost,
+)
 from .errors import explain, translate
 from .feed import FeedReader, Post
 from .login import CHALLENGE_PATHS
@@ -258,7 +260,7 @@ class InstagramSource(Source):
                     watch.progress()
                     reload = True
                 except (Stalled, PlaywrightError, Deadline) as exc:
-                    if why := await self._session_lost(feed, settle=isinstance(exc, PlaywrightError)):  # the page went to the login page meanwhile
+                    if why := await session_lost(feed, self.timeout_s, settle=isinstance(exc, PlaywrightError)):  # the page went to the login page meanwhile
                         generation = await self._log_in_again(lease, generation, tag, why)
                         watch.progress()
                         reload = True
@@ -315,29 +317,6 @@ class InstagramSource(Source):
             raise SessionEnded("the session ended (the feed answered 401: login required)")
         if self._path(feed.page.url).startswith("/accounts/login"):
             raise SessionEnded("the session ended (the page went to the login page)")
-
-    async def _session_lost(self, feed: FeedReader, *, settle: bool = False) -> str | None:
-        """Why the job's session looks lost (a 401 on the feed, the login page, a login form), or None.
-        ``settle``: a navigation may be under way (the page's script going to the login page): let it land."""
-        if feed.login_lost:
-            return "the session ended (the feed answered 401: login required)"
-        page = feed.page
-        if page is None or page.is_closed():
-            return None
-        if settle:
-            try:
-                await page.wait_for_load_state("domcontentloaded", timeout=min(3.0, self.timeout_s) * 1000)
-            except Exception:  # noqa: BLE001 - still loading, or gone: look at what is there
-                pass
-        if self._path(page.url).startswith("/accounts/login"):
-            return "the session ended (the page went to the login page)"
-        try:
-            if await within(min(5.0, self.timeout_s), page.locator("input[type=password]").count(),
-                            "looking for a login form"):
-                return "the session ended (a login form appeared)"
-        except Exception:  # noqa: BLE001 - the page is gone or busy: not evidence of a lost session
-            return None
-        return None
 
     async def _log_in_again(self, lease: Lease, generation: int, tag: str, why: str) -> int:
         """Log in (once for every job of the account), or stop the source saying what to do."""
