@@ -178,10 +178,10 @@ class InstagramSource(Source):
         watch = Watchdog(self.options.stall_s)
         feed = FeedReader(lease.context, self.base_url, timeout_s=self.timeout_s)  # every page of the job's context
         generation = self.account.generation_of(lease.storage_state)  # the session this context has
-        await within(self.timeout_s, feed.resume_on_reload(), "routing the feed")
         pending: dict[str, Post] = {}  # found, not yet handled: handled first after a reload
         reload, idle, after_429, nav_reloads = True, 0, False, 0
         try:
+            await within(self.timeout_s, feed.resume_on_reload(), "routing the feed")
             while True:
                 self._check_stop()
                 try:
