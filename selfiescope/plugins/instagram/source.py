@@ -260,7 +260,8 @@ class InstagramSource(Source):
                     watch.progress()
                     reload = True
                 except (Stalled, PlaywrightError, Deadline) as exc:
-                    if why := await session_lost(feed, self.timeout_s, settle=isinstance(exc, PlaywrightError)):  # the page went to the login page meanwhile
+                    # the page may have gone to the login page meanwhile (its script, after a 401)
+                    if why := await session_lost(feed, self.timeout_s, settle=isinstance(exc, PlaywrightError)):
                         generation = await self._log_in_again(lease, generation, tag, why)
                         watch.progress()
                         reload = True
