@@ -405,7 +405,9 @@ class InstagramSource(Source):
             if exc.status == 401:
                 raise SessionEnded("the session ended (a download answered 401)") from None
             if exc.transient:  # not done: this run reports it, a rerun retries it
-                state.failed[post.shortcode] = exc.reason
+                # a network error's reason quotes the browser: the summary says what happened instead
+                state.failed[post.shortcode] = (translate(exc.reason).what if exc.reason.startswith("network error")
+                                                else exc.reason)
             else:  # gone for good (404, too large): do not come back to it
                 self._yielded.add(post.shortcode)
                 await asyncio.to_thread(self.run.manifest.mark_post, self.name, post.shortcode, job.target, job.label)
