@@ -185,6 +185,10 @@ class InstagramSource(Source):
             while True:
                 self._check_stop()
                 try:
+                    if reload and pending:  # posts found before a lost session: before the page uses the new one
+                        async with aclosing(self._handle(lease, job, state, watch, pending)) as handled:
+                            async for event in handled:
+                                yield event
                     if reload:  # the feed goes on after the last page whose posts were all handled
                         feed.resume_cursor = feed.resume_point(state.seen | set(pending))
                         await self._open_tag(lease, url, tag, watch, feed)
@@ -204,15 +208,9 @@ class InstagramSource(Source):
                         state.rate_reloads = 0  # 429s are counted in a row: the site let posts through
                         after_429 = False  # the page retried by itself and got through
                         self._status(tag, f"{len(state.seen) + len(fresh)} posts found")
-                    for post in fresh:  # seen once handled: a post cut short by a lost session comes back
-                        event = await self._fetch_post(lease, post, job, state)
-                        state.seen.add(post.shortcode)
-                        del pending[post.shortcode]
-                        self.account.note_progress()
-                        watch.progress()
-                        if event is not None:
+                    async with aclosing(self._handle(lease, job, state, watch, pending)) as handled:
+                        async for event in handled:
                             yield event
-                            watch.progress()  # the time the engine took to accept it is not a stall
                     if feed.retry_after is not None:  # honoured even at the end: downloads share the budget
                         wait, feed.retry_after = feed.retry_after, None
                         self._note_429(tag, wait)
@@ -281,6 +279,21 @@ class InstagramSource(Source):
         finally:
             feed.detach()
         self._verdict(state)
+
+    async def _handle(self, lease: Lease, job: Job, state: JobRun, watch: Watchdog,
+                      pending: dict[str, Post]) -> AsyncIterator[ImageEvent]:
+        """Fetch the posts found and not yet handled; each is seen once handled, so one cut short
+        by a lost session is handled again after the login."""
+        assert self.account is not None
+        for post in list(pending.values()):
+            event = await self._fetch_post(lease, post, job, state)
+            state.seen.add(post.shortcode)
+            del pending[post.shortcode]
+            self.account.note_progress()
+            watch.progress()
+            if event is not None:
+                yield event
+                watch.progress()  # the time the engine took to accept it is not a stall
 
     def _after_stall(self, stall: Stalled, watch: Watchdog, state: JobRun) -> None:
         """A job with no new post for ``stall_s``: reload its tag page once, then fail it."""
