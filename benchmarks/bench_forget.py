@@ -151,9 +151,46 @@ def main() -> None:
         tombs = m.query("SELECT COUNT(*) FROM tombstones")[0][0]
         m.close()
         print(f"ingest gate: {gate_us:.0f} us per image ({tombs} tombstones, {dropped} dropped of {n})")
+        perceptual_gate(Path(tmp) / f"owner-{args.repeat - 1}")
         o = results["owner"]
         print(f"ratio: one owner's forget proper is {o['core_s'] / o['plan_s']:.1f}x its dry run;"
               f" the whole command is {o['forget_s'] / o['core_s']:.0f}x the forget proper (card, opening)")
+
+def perceptual_gate(root: Path, n: int = 40) -> None:
+    """What the perceptual tombstones add per incoming image (a small second decode and four
+    hashes, compared with every forgotten pair), next to the chain's own decode of it."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from selfiescope.core.likeness import load_likeness
+    from selfiescope.plugins.decode import decode_image
+
+    rng = np.random.default_rng(0)
+    photos = []
+    for _ in range(n):
+        small = Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).resize((1080, 1350), Image.BICUBIC)
+        buf = io.BytesIO()
+        small.save(buf, "JPEG", quality=90)
+        photos.append(buf.getvalue())
+    m = Manifest.at_root(root)
+    likeness = load_likeness(m, 8)
+    m.close()
+    events = [ImageEvent(Origin("folder"), "selfie", data=d) for d in photos]
+    likeness.matches_event(ImageEvent(Origin("folder"), "selfie", data=photos[0]))  # imports, first-call set-up
+    decode_image(photos[0], working_side=640)
+    t = time.perf_counter()
+    dropped = sum(likeness.matches_event(e) for e in events)
+    gate_ms = (time.perf_counter() - t) / n * 1000
+    t = time.perf_counter()
+    for d in photos:
+        decode_image(d, working_side=640)
+    decode_ms = (time.perf_counter() - t) / n * 1000
+    print(f"perceptual gate: {gate_ms:.1f} ms per 1080x1350 JPEG ({len(likeness)} forgotten photos,"
+          f" {dropped} dropped of {n}); the chain's own decode at 640 px: {decode_ms:.1f} ms;"
+          f" ratio {gate_ms / decode_ms:.2f}")
+
 
 if __name__ == "__main__":
     main()

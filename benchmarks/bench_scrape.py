@@ -24,12 +24,21 @@ latency and the rate budget allow (goal: >= 0.8 of it on the clean run), and, fo
 tag whose feed hangs, the seconds from its last new post to the stall's report and to
 the job's failure (``stall_s`` is the configured wait).
 
-The site serves small images here (a unique 96 px JPEG per post, instead of rendering
+Budget: 2 hashtags with a realistic latency (120 ms) under a budget of 10 requests/s; images/s
+against the bound the budget and the latency allow (goal: >= 0.8), with the default ``jitter_s``
+and with none, side by side.
+
+Lean browser: 4 hashtags of real 1080 px photos at once; bytes the site sent per stored image
+against the stored size (goal <= 1.3x) and the peak PSS of Python + Playwright's driver + Chromium
+(goal <= 1 GB).
+
+The site serves small images in parts 1 to 3 (a unique 96 px JPEG per post, instead of rendering
 1080 px faces) so that the site itself, in this same process and on the same cores, is
 not what is measured. The chain is ``decode,store`` unless ``--chain`` says otherwise.
 
     .venv/bin/python benchmarks/bench_scrape.py [--latency-ms 50] [--tags 4] [--per-tag 60]
         [--contexts 4] [--memory-images 2000] [--skip-memory] [--skip-throughput] [--skip-chaos]
+        [--skip-budget] [--skip-lean]
 
 The machine's CPU is shared with other work while this runs (2 cores): figures vary by run.
 """
@@ -96,7 +105,8 @@ def proportional_memory(p: psutil.Process) -> int:
 
 
 class MemorySampler(threading.Thread):
-    """Samples (t, Python RSS, Chromium PSS summed over its processes, Playwright driver RSS)."""
+    """Samples (t, Python RSS, Chromium PSS summed over its processes, Playwright driver RSS,
+    and the PSS of all three together)."""
 
     def __init__(self, interval: float = 0.5) -> None:
         super().__init__(daemon=True)
@@ -107,26 +117,30 @@ class MemorySampler(threading.Thread):
     def run(self) -> None:
         me = psutil.Process()
         while not self.stop_event.is_set():
-            chromium = driver = 0
+            chromium = driver = driver_pss = 0
             for p in me.children(recursive=True):
                 try:
                     if "chrom" in p.name().lower():
                         chromium += proportional_memory(p)
                     else:
                         driver += p.memory_info().rss
+                        driver_pss += proportional_memory(p)
                 except psutil.Error:
                     continue
-            self.samples.append((time.monotonic(), me.memory_info().rss, chromium, driver))
+            total = proportional_memory(me) + chromium + driver_pss
+            self.samples.append((time.monotonic(), me.memory_info().rss, chromium, driver, total))
             self.stop_event.wait(self.interval)
 
-    def at(self, t: float) -> tuple[float, int, int, int]:
+    def at(self, t: float) -> tuple[float, int, int, int, int]:
         return min(self.samples, key=lambda s: abs(s[0] - t))
 
 
-def make_site(tags: int, per_tag: int, latency_ms: float, chaos: Chaos | None = None) -> MockInstagram:
+def make_site(tags: int, per_tag: int, latency_ms: float, chaos: Chaos | None = None,
+              real_images: bool = False) -> MockInstagram:
     spec = {f"tag{i}": TagSpec(per_tag, "mixed", noface=0, small_face=0) for i in range(tags)}
     site = MockInstagram(tags=spec, latency_ms=latency_ms, page_size=24, chaos=chaos)
-    site.media_bytes = small_jpeg  # type: ignore[method-assign]
+    if not real_images:
+        site.media_bytes = small_jpeg  # type: ignore[method-assign]
     site.start()
     return site
 
@@ -215,15 +229,17 @@ def part_memory(args: argparse.Namespace, chain: list[str]) -> dict[str, Any]:
         sampler.join()
         site.stop()
     s = sampler.samples
-    peak = {"python": max(x[1] for x in s), "chromium": max(x[2] for x in s), "driver": max(x[3] for x in s)}
+    peak = {"python": max(x[1] for x in s), "chromium": max(x[2] for x in s), "driver": max(x[3] for x in s),
+            "all_pss": max(x[4] for x in s)}
     times = r.pop("times")
     quarters = [sampler.at(times[max(0, int(len(times) * q) - 1)]) for q in (0.25, 0.5, 0.75, 1.0)]
     print(f"\nPart 2: {r['images']} images, {tags} hashtags at once, latency {args.memory_latency_ms:g} ms, "
           f"{r['total_s']:.1f} s ({r['overall_per_s']:.1f} img/s)")
     print(f"peak memory: Python {peak['python'] / MB:.0f} MB (RSS), Chromium {peak['chromium'] / MB:.0f} MB "
-          f"(PSS summed over its processes), Playwright driver {peak['driver'] / MB:.0f} MB (RSS)")
-    print("after 25/50/75/100% of the images (Python | Chromium), MB: "
-          + ", ".join(f"{q[1] / MB:.0f} | {q[2] / MB:.0f}" for q in quarters))
+          f"(PSS summed over its processes), Playwright driver {peak['driver'] / MB:.0f} MB (RSS); all three "
+          f"together {peak['all_pss'] / MB:.0f} MB (PSS, goal <= 1024 MB)")
+    print("after 25/50/75/100% of the images (Python | Chromium | all PSS), MB: "
+          + ", ".join(f"{q[1] / MB:.0f} | {q[2] / MB:.0f} | {q[4] / MB:.0f}" for q in quarters))
     if r["errors"]:
         print("   errors:", r["errors"])
     return {**r, "peak_rss_mb": {k: round(v / MB, 1) for k, v in peak.items()},
@@ -285,6 +301,75 @@ def part_chaos(args: argparse.Namespace, chain: list[str]) -> dict[str, Any]:
     return results
 
 
+def part_budget(args: argparse.Namespace, chain: list[str]) -> dict[str, Any]:
+    """The rate budget used: images/s against the bound the budget and the latency allow, with the
+    default jitter and with none (jitter spreads requests; it must not lower the rate)."""
+    rate = args.budget_per_minute / 60
+    tags, per_tag, latency = args.budget_tags, args.budget_per_tag, args.budget_latency_ms / 1000
+    pages_per_tag = -(-per_tag // 24)
+    images = tags * per_tag
+    requests = images + tags * pages_per_tag
+    bound = min(tags / latency, rate * images / requests)  # one download at a time per context
+    print(f"\nBudget: {tags} hashtags x {per_tag} posts, latency {args.budget_latency_ms:g} ms, budget "
+          f"{args.budget_per_minute:g} requests/min (burst {args.budget_burst:g}), {tags} contexts")
+    print(f"bound: min({tags} contexts / {args.budget_latency_ms:g} ms, {rate:.1f} req/s x {images} images / "
+          f"{requests} requests) = {bound:.2f} images/s")
+    print(f"{'jitter_s':>8} {'images':>7} {'total s':>8} {'img/s steady':>13} {'of bound':>9}")
+    results: dict[str, Any] = {"bound_per_s": bound}
+    for jitter in (args.budget_jitter_s, 0.0):
+        site = make_site(tags, per_tag, args.budget_latency_ms)
+        options = {"requests_per_minute": args.budget_per_minute, "burst": args.budget_burst, "jitter_s": jitter}
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = asyncio.run(scrape_once(site, Path(tmp), tags, chain, max(4, tags), options))
+        finally:
+            site.stop()
+        r.pop("times")
+        r["of_bound"] = r["steady_per_s"] / bound
+        results[f"jitter_{jitter:g}"] = r
+        print(f"{jitter:>8g} {r['images']:>7} {r['total_s']:>8.1f} {r['steady_per_s']:>13.2f} {r['of_bound']:>9.0%}"
+              + (f"  errors: {r['errors'][:1]}" if r["errors"] else ""))
+    return results
+
+
+def part_lean(args: argparse.Namespace, chain: list[str]) -> dict[str, Any]:
+    """What the browser costs per stored image: bytes the site sent per image against the stored
+    file's size (goal <= 1.3x), and the peak PSS of Python + Playwright's driver + Chromium with
+    4 hashtags at once (goal <= 1 GB). Real rendered 1080 px photos here, as a real feed has."""
+    tags = 4
+    site = make_site(tags, args.lean_per_tag, args.memory_latency_ms, real_images=True)
+    for tag in site.tags:  # rendered before the clock starts: the site's work is not the scraper's
+        for post in site.posts(tag):
+            site.media_bytes(post, 1080)
+    site.bytes_sent.clear()
+    sampler = MemorySampler()
+    sampler.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = asyncio.run(scrape_once(site, Path(tmp), tags, chain, workers=4))
+            stored = sum(f.stat().st_size for f in Path(tmp).rglob("*.jpg"))
+    finally:
+        sampler.stop_event.set()
+        sampler.join()
+        site.stop()
+    images = max(1, r["images"])
+    sent = sum(site.bytes_sent.values())
+    ratio = sent / stored if stored else float("inf")
+    peak = max(x[4] for x in sampler.samples)
+    parts = max(sampler.samples, key=lambda x: x[4])
+    print(f"\nLean browser: {r['images']} images, {tags} hashtags at once, real 1080 px photos")
+    print(f"bytes sent by the site per stored image: {sent / images / 1024:.0f} KiB for {stored / images / 1024:.0f} KiB "
+          f"stored = {ratio:.2f}x (goal <= 1.3x); by kind: "
+          + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(site.bytes_sent.items())))
+    print(f"peak memory (PSS) of Python + driver + Chromium: {peak / MB:.0f} MB (goal <= 1024 MB); at that peak "
+          f"Python {parts[1] / MB:.0f} MB RSS, Chromium {parts[2] / MB:.0f} MB PSS, driver {parts[3] / MB:.0f} MB RSS")
+    if r["errors"]:
+        print("   errors:", r["errors"][:2])
+    r.pop("times")
+    return {**r, "bytes_per_stored": ratio, "bytes_sent": dict(site.bytes_sent), "stored_bytes": stored,
+            "peak_pss_mb": round(peak / MB, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency-ms", type=float, default=50.0)
@@ -301,11 +386,24 @@ def main() -> None:
     ap.add_argument("--stall-s", type=float, default=10.0)
     ap.add_argument("--chaos-seed", type=int, default=7)
     ap.add_argument("--chain", default="decode,store")
+    ap.add_argument("--skip-budget", action="store_true")
+    ap.add_argument("--budget-tags", type=int, default=2)
+    ap.add_argument("--budget-per-tag", type=int, default=60)
+    ap.add_argument("--budget-latency-ms", type=float, default=120.0, help="a realistic round trip")
+    ap.add_argument("--budget-per-minute", type=float, default=600.0)
+    ap.add_argument("--budget-burst", type=float, default=3.0, help="requests allowed back to back")
+    ap.add_argument("--budget-jitter-s", type=float, default=0.5, help="the default jitter_s")
+    ap.add_argument("--skip-lean", action="store_true")
+    ap.add_argument("--lean-per-tag", type=int, default=30)
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args()
     chain = [c.strip() for c in args.chain.split(",") if c.strip()]
     print(f"CPU: {psutil.cpu_count()} cores, shared with other work while this runs; figures vary by run.")
     results: dict[str, Any] = {}
+    if not args.skip_budget:
+        results["budget"] = part_budget(args, chain)
+    if not args.skip_lean:
+        results["lean"] = part_lean(args, chain)
     if not args.skip_throughput:
         results["throughput"] = part_throughput(args, chain)
     if not args.skip_chaos:

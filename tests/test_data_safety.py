@@ -228,7 +228,8 @@ def test_truncated_model_is_refused_with_exit_2(tmp_path: Path) -> None:
     model.mkdir()
     (model / "model.txt").write_text("tree\n" * 100)
     (model / "settings.json").write_text("{}")
-    seal(model, {"format": 1, "columns": [], "groups": [], "labels": ["a", "b"]})
+    seal(model, {"format": 1, "columns": ["x"], "groups": [{"name": "g", "version": 1, "features": ["x"]}],
+                 "labels": ["a", "b"]})
     with (model / "model.txt").open("r+") as fh:
         fh.truncate(50)
     image = faces(tmp_path / "in", 1)[0]

@@ -159,8 +159,10 @@ def test_dry_run_and_prompt_change_nothing_until_confirmed(dataset: Path) -> Non
     dry = forget_cli(dataset, "--owner", "user_0", "--dry-run", "--json")
     assert dry.exit_code == 0, dry.output
     report = json.loads(dry.stdout)
-    assert report["dry_run"] and report["matched"]["images"] == 3 and report["removed"]["files"] == 0
-    assert {i["location"] for i in report["images"]} <= files
+    # user_0's three posts, and the row of D0: C0's copy that dedup turned away (the same photo).
+    assert report["dry_run"] and report["matched"]["images"] == 4 and report["removed"]["files"] == 0
+    assert report["matched"]["stored_files"] == 3
+    assert {i["location"] for i in report["images"]} - {None} <= files
     declined = forget_cli(dataset, "--owner", "user_0", input="n\n")
     assert declined.exit_code == 1 and "nothing removed" in declined.output
     no_answer = forget_cli(dataset, "--owner", "user_0", input="")
@@ -224,7 +226,7 @@ def test_interrupted_forget_resumes_and_files_and_rows_agree(dataset: Path, monk
     result = forget_cli(dataset, "--owner", "user_0", "--yes")
     assert result.exit_code == 130, result.output
     m = Manifest.at_root(dataset)
-    assert m.query("SELECT COUNT(*) FROM forget_pending WHERE kind='content'")[0][0] == 3
+    assert m.query("SELECT COUNT(*) FROM forget_pending WHERE kind='content'")[0][0] == 3 + 1  # + C0's copy D0
     assert m.query("SELECT COUNT(*) FROM tombstones WHERE kind='owner'")[0][0] == 1  # already protected
     m.close()
     assert len(stored_files(dataset)) == N - 1  # one file went before the interruption
@@ -368,6 +370,13 @@ def test_tombstones_are_honoured_on_dask_too(tmp_path: Path) -> None:
     collect_posts(local, "tagA", "selfie", posts())
     assert forget_cli(root, "--image", str(folder / "p2.jpg"), "--owner", "user_1", "--yes").exit_code == 0
     shutil.rmtree(root / "selfie")  # start the files over; the manifest keeps resume rows, so drop those too
+    # A mirrored, re-encoded copy of the forgotten photo: the gate uses the hashes the workers computed.
+    from PIL import Image, ImageOps
+    import io
+
+    buf = io.BytesIO()
+    ImageOps.mirror(Image.open(folder / "p2.jpg")).save(buf, "JPEG", quality=70)
+    (folder / "p2-mirrored.jpg").write_bytes(buf.getvalue())
     m = Manifest.at_root(root)
     m.execute("DELETE FROM images")
     m.execute("DELETE FROM posts_seen")
@@ -385,7 +394,7 @@ def test_tombstones_are_honoured_on_dask_too(tmp_path: Path) -> None:
         with distributed.Client(cluster) as client:
             pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="selfie", chain=CHAIN)
             stats = asyncio.run(collect_on_dask(settings, "import", pipeline=pipeline, client=client))
-            assert stats.accepted == 3 and stats.rejected_by_reason == {"forgotten": 1}, stats.as_dict()
+            assert stats.accepted == 3 and stats.rejected_by_reason == {"forgotten": 2}, stats.as_dict()
             POSTS["tagA"] = posts()
             pipeline = ScrapePipeline(kind="scrape", source="posts", hashtags=["tagA"], label="selfie", chain=CHAIN)
             stats = asyncio.run(collect_on_dask(settings, "s", pipeline=pipeline, client=client,

@@ -115,3 +115,31 @@ def test_forgotten_posts_owners_and_photos_are_not_scraped_again(site: MockInsta
     for text in (by_owner.username, by_url.shortcode, original.shortcode, original.caption):
         assert text.encode() not in blob
     assert (root / KEY_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_every_scraped_post_has_its_owner_recorded(site: MockInstagram, tmp_path: Path) -> None:
+    """Posts read from the grid's HTML carry their owner too (the tile's alt text), so
+    `forget --owner` finds all of an owner's posts, and says none is left without an owner."""
+    root = tmp_path / "data"
+    cookie = {"name": "sessionid", "value": site.login_session(), "domain": "127.0.0.1", "path": "/",
+              "expires": -1, "httpOnly": True, "secure": False, "sameSite": "Lax"}
+    save_session(tmp_path / "session.json", {"cookies": [cookie], "origins": []})
+    stats = scrape(settings_for(site, root), "gamma")
+    assert stats.status == "finished" and stats.accepted == len(site.posts("gamma")), stats.as_dict()
+    m = Manifest.at_root(root)
+    try:
+        missing = m.query("SELECT post_id FROM images WHERE owner IS NULL")
+        owners = {r[0]: r[1] for r in m.query("SELECT post_id, owner FROM images")}
+        assert not missing, f"{len(missing)} of {len(owners)} scraped posts have no owner"
+        for post in site.posts("gamma"):
+            assert owners[post.shortcode] == m.keyring.owner(post.username)
+    finally:
+        m.close()
+    toml = tmp_path / "settings.toml"
+    toml.write_text(f'[storage]\nroot = "{root}"\n')
+    someone = site.posts("gamma")[1]
+    result = runner.invoke(app, ["forget", "--settings", str(toml), "--yes", "--json", "--owner", someone.username])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["stored_without_owner"] == 0
+    assert report["matched"]["images"] == sum(p.username == someone.username for p in site.posts("gamma"))

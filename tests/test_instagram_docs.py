@@ -12,7 +12,7 @@ import pytest
 
 from selfiescope.core import har
 from selfiescope.plugins.instagram import find_medias, post_from_media
-from selfiescope.plugins.instagram_doctor import MEDIA_FIELDS, PAGE_FIELDS
+from selfiescope.plugins.instagram.doctor import MEDIA_FIELDS, PAGE_FIELDS
 from selfiescope.testing.site import MockInstagram, TagSpec
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "instagram.md").read_text(encoding="utf-8")
@@ -151,3 +151,18 @@ async def test_the_local_sites_page_sends_the_documented_headers(site: MockInsta
     assert headers.get("x-ig-app-id") == app_id.group(1)
     if "csrftoken" in jar:  # documented: the header echoes the cookie wherever the site sets one
         assert headers.get("x-csrftoken") == jar["csrftoken"]
+
+
+def test_paging_is_found_where_the_documented_answers_keep_it() -> None:
+    """The sections answer keeps paging at the top level; the ``__a=1`` / web_info answers under
+    ``data.top`` and ``data.recent``: the source (and the doctor) read it in every one."""
+    from selfiescope.plugins.instagram.feed import feed_paging
+
+    page = doc_feed_page()
+    assert [p["next_max_id"] for p in feed_paging(page)] == [page["next_max_id"]]
+    nested = {"data": {"top": {"sections": [], "more_available": False, "next_max_id": None},
+                       "recent": {"sections": page["sections"], "more_available": True, "next_max_id": "QVFE"}},
+              "status": "ok"}
+    pagings = feed_paging(nested)
+    assert len(pagings) == 2 and any(p["more_available"] for p in pagings)
+    assert feed_paging({"items": [], "status": "ok"}) == []

@@ -53,3 +53,24 @@ def test_fresh_image_url_from_a_post_page() -> None:
     page = '<img src="/s.jpg" srcset="/s.jpg 150w, /l.jpg 1080w"><img src="/icon.png">'
     assert image_url_from_post_page(page, "https://x.test") == "https://x.test/l.jpg"
     assert image_url_from_post_page("<p>gone</p>", "https://x.test") is None
+
+
+async def test_a_feed_answer_that_is_not_json_is_dropped_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    from selfiescope.plugins.instagram.feed import FeedReader
+
+    class Events:
+        def on(self, name: str, handler: object) -> None:
+            pass
+
+    class HtmlAnswer:  # a proxy's or a CDN's error page where the feed JSON should be
+        url = "https://www.instagram.com/api/v1/tags/selfie/sections/?sig=SECRET"
+        status = 200
+
+        async def json(self) -> object:
+            raise ValueError("Expecting value: line 1 column 1 (char 0)")
+
+    reader = FeedReader(Events(), "https://www.instagram.com")
+    await reader._read(HtmlAnswer())
+    assert reader.pages_read == 0 and not reader.json_posts
+    assert "/api/v1/tags/selfie/sections/" in caplog.text and "not JSON" in caplog.text
+    assert "SECRET" not in caplog.text

@@ -41,11 +41,11 @@ class ProgressObserver:
     def on_state(self, job: str, state: str) -> None:
         kept = self.run.stats.per_job.get(job, {}).get("accepted", 0) if self.run else 0
         if self.plain:
-            console.print(f"{job}: {state}" + (f" ({kept} images kept)" if kept else ""), highlight=False, markup=False)
+            console.print(f"{printable(job)}: {state}" + (f" ({kept} images kept)" if kept else ""), highlight=False, markup=False)
             return
         if job not in self.job_tasks:
             self.job_tasks[job] = self.progress.add_task("", total=None)
-        self.progress.update(self.job_tasks[job], description=f"  {job}: {state}  ·  {kept} kept")
+        self.progress.update(self.job_tasks[job], description=f"  {escape(printable(job))}: {escape(state)}  ·  {kept} kept")
 
     @hookimpl
     def selfiescope_image_accepted(self, event: Any, run: Any) -> None:
@@ -85,6 +85,8 @@ def print_stats(stats: dict[str, Any], title: str) -> None:
         table.add_row(f"  rejected: {reason}", str(n))
     for job, counts in stats.get("per_job", {}).items():
         table.add_row(f"  job {escape(printable(job))}", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for job, why in stats.get("stopped", {}).items():
+        table.add_row(f"  job {escape(printable(job))}", escape(printable(why)))
     for err in stats.get("errors", []):
         table.add_row("[red]error[/red]", escape(printable(err)))
     out.print(table)
@@ -182,7 +184,11 @@ def clean_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="store the kept images into a new dataset here"),
     no_dedup: bool = typer.Option(False, "--no-dedup", help="keep duplicates"),
     move_rejected_to: Optional[Path] = typer.Option(None, "--move-rejected-to", help="move rejected originals here, by reason"),
-    delete_rejected: bool = typer.Option(False, "--delete-rejected", help="DELETE rejected originals (never done otherwise)"),
+    delete_rejected: bool = typer.Option(
+        False, "--delete-rejected",
+        help="DELETE rejected originals (never done otherwise); a duplicate only while its kept copy reads back intact",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be moved or deleted, and why; move and delete nothing"),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="label of the new dataset (default: the folder's name)"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
@@ -191,18 +197,20 @@ def clean_command(
 ) -> None:
     """Run decode + face filter (+ dedup) over FOLDER and report kept/rejected by reason.
 
-    Originals are moved or deleted only when asked, and only those a step rejected
-    (never one that failed to be read or stored)."""
+    Originals are moved or deleted only when asked, after the run, and only those a step
+    rejected (never one that failed to be read or stored); a duplicate only while the copy
+    that was kept reads back intact. --dry-run lists the plan without acting on it."""
     from ..pipelines.clean import clean
 
     settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
     try:
         result = clean(
             settings, folder, output=output, dedup=not no_dedup, move_rejected_to=move_rejected_to,
-            delete_rejected=delete_rejected, label=label,
+            delete_rejected=delete_rejected, dry_run=dry_run, label=label,
         )
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: nothing of yours was moved or deleted")
+        console.print("[yellow]interrupted[/yellow]: each file is whole where it was or whole where it was moved; "
+                      "run the same command again to finish")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
         emit_json(result)
@@ -213,8 +221,12 @@ def clean_command(
             table.add_row(key, str(result[key]))
         for reason, n in result["rejected_by_reason"].items():
             table.add_row(f"  rejected: {reason}", str(n))
+        if dry_run:
+            for entry in result["plan"]:
+                if entry["action"] != "keep":
+                    table.add_row(f"[cyan]would {entry['action']}[/cyan]", escape(f"{entry['path']}: {entry['why']}"))
         for line in result["skipped"]:
-            table.add_row("[yellow]left alone[/yellow]", escape(line))
+            table.add_row("[yellow]left in place[/yellow]", escape(line))
         for err in result["errors"]:
             table.add_row("[red]error[/red]", escape(err))
         out.print(table)
@@ -226,7 +238,7 @@ def clean_command(
 def demo_command(
     settings_path: Optional[Path] = SettingsOpt,
     output: Path = typer.Option(Path("demo-output"), help="where the demo dataset, model and report go"),
-    per_tag: int = typer.Option(40, help="images to collect per hashtag"),
+    per_tag: int = typer.Option(40, min=1, help="images to collect per hashtag"),
     no_train: bool = typer.Option(False, "--no-train", help="stop after scraping"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -247,6 +259,10 @@ def scrape(
     chain: Optional[str] = typer.Option(None, help="comma-separated steps (default: decode,face_area,dedup,store)"),
     contexts: Optional[int] = typer.Option(None, "--contexts", min=1, max=64, help="browser contexts at once (browser.max_contexts)"),
     replay: Optional[Path] = typer.Option(None, "--replay", help="run offline against a HAR saved by `selfiescope record`"),
+    stop_after_known: Optional[int] = typer.Option(
+        None, "--stop-after-known", metavar="N", help="end a hashtag after N posts in a row already in the dataset"),
+    since: Optional[str] = typer.Option(
+        None, "--since", metavar="DATE", help="fetch no post older than DATE (2026-01-01 or 2026-01-01T12:00+02:00; UTC by default)"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
     scheduler: Optional[str] = SchedulerOpt,
@@ -265,7 +281,8 @@ def scrape(
         settings = settings.model_copy(update={"browser": settings.browser.model_copy(update={"max_contexts": contexts})})
     steps = [c.strip() for c in chain.split(",") if c.strip()] if chain else None
     try:
-        pipeline = scrape_pipeline(tags, label, limit=limit, source=source, base_url=base_url, chain=steps)
+        pipeline = scrape_pipeline(tags, label, limit=limit, source=source, base_url=base_url, chain=steps,
+                                   stop_after_known=stop_after_known, since=since)
     except ValidationError as exc:
         raise fail("; ".join(format_validation_error(exc))) from None
     except ValueError as exc:  # a --base-url the source cannot take

@@ -8,22 +8,38 @@ receives are guarded already.
 from __future__ import annotations
 
 import functools
+import inspect
+import io
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from typer.models import OptionInfo
 from rich.console import Console
 from rich.markup import escape
 
 from ..core.settings import Settings, SettingsError, load_settings
 from ..core.checks import check_paths
-from ..core.text import printable
+from ..core.text import RedactingFilter, path_text_problem, printable, printable_tree
 from ..exits import EXIT_INTERRUPTED, EXIT_USAGE, classify
 
-console = Console(stderr=True)
-out = Console()
+def make_console(stderr: bool = False, **options: Any) -> Console:
+    """A console; one that writes to a file, a pipe or a CI log never wraps a line (rich would at
+    80 columns): whatever reads it wraps, and a message stays one line for ``grep``. ``COLUMNS``,
+    when set, still decides."""
+    console = Console(stderr=stderr, **options)
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console
+    return Console(stderr=stderr, soft_wrap=True, width=UNWRAPPED_WIDTH, **options)
+
+
+UNWRAPPED_WIDTH = 100_000
+console = make_console(stderr=True)
+out = make_console()
 
 
 def guarded(command):  # noqa: ANN001, ANN201 - wraps any typer command function
@@ -32,7 +48,9 @@ def guarded(command):  # noqa: ANN001, ANN201 - wraps any typer command function
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        safe_streams()
         try:
+            refuse_unusable_paths(command, kwargs)
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
@@ -41,6 +59,7 @@ def guarded(command):  # noqa: ANN001, ANN201 - wraps any typer command function
             if known is None:
                 raise
             code, message = known
+            logging.getLogger("selfiescope.cli").debug("the command ended with %s", type(exc).__name__, exc_info=exc)
             style = "yellow" if code == EXIT_INTERRUPTED else "red"
             prefix = "" if code == EXIT_INTERRUPTED else "error: "
             console.print(f"[{style}]{prefix}{escape(printable(message))}[/{style}]", highlight=False, soft_wrap=True)
@@ -48,6 +67,37 @@ def guarded(command):  # noqa: ANN001, ANN201 - wraps any typer command function
 
     wrapper.selfiescope_guarded = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def safe_streams() -> None:
+    """Let stdout and stderr show any text: a file name's undecodable bytes (lone surrogates)
+    come out as escapes instead of a UnicodeEncodeError in whatever prints them."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, io.UnsupportedOperation):  # a closed or foreign stream: leave it
+                pass
+
+
+def refuse_unusable_paths(command: Any, arguments: dict[str, Any]) -> None:
+    """A path argument that cannot name a file at all (a NUL, an unknown ``~user``) ends the
+    command here, naming the option, before any work; every other check stays with the command."""
+    for name, value in arguments.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, Path) and (problem := path_text_problem(item)):
+                raise fail(escape(f"{_option_name(command, name)}: {problem}"))
+
+
+def _option_name(command: Any, parameter: str) -> str:
+    """How the user types ``command``'s parameter ``parameter`` (``--model-dir``, or ``FOLDER``)."""
+    try:
+        default = inspect.signature(command).parameters[parameter].default
+    except (KeyError, TypeError, ValueError):
+        return parameter
+    if isinstance(default, OptionInfo):
+        return next((d for d in default.param_decls if d.startswith("--")), "--" + parameter.replace("_", "-"))
+    return parameter.upper()
 
 
 def guard_all(app: typer.Typer) -> None:
@@ -87,7 +137,13 @@ SchedulerOpt = typer.Option(
 
 def with_scheduler(settings: Settings, scheduler: Optional[str]) -> Settings:
     from ..core.compute import with_scheduler as apply
+    from ..core.settings import check_scheduler
 
+    if scheduler:
+        try:
+            check_scheduler(scheduler)
+        except ValueError as exc:
+            raise fail(escape(f"--scheduler: {exc}")) from None
     return apply(settings, scheduler)
 # --- end dask ----------------------------------------------------------------------------
 
@@ -129,14 +185,37 @@ def configure_logging(settings: Settings) -> None:
         if problems := [p for p in check_paths(settings) if p.startswith("logging.")]:
             raise SettingsError(problems)
         settings.logging.file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(settings.logging.file)
+        fh = LogFile(settings.logging.file)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         fh.setLevel(settings.logging.level)
         logger.addHandler(fh)
+    for handler in [*logging.getLogger().handlers, *logger.handlers]:  # no credential in a URL reaches a log
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
+class LogFile(logging.FileHandler):
+    """``[logging] file``: any text goes in (undecodable file-name bytes as escapes), and when
+    the file cannot be written (a full disk) one warning says so and the log file stops,
+    instead of a traceback per record."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8", errors="backslashreplace")
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        why = sys.exc_info()[1]
+        reason = getattr(why, "strerror", None) or why or "write failed"
+        logging.getLogger("selfiescope").removeHandler(self)
+        console.print(f"warning: cannot write the log file {printable(self.baseFilename)}: {printable(reason)}; "
+                      "no more log lines go there", highlight=False, markup=False, soft_wrap=True)
+        try:
+            self.close()
+        except (OSError, ValueError):  # the same full disk refuses the final flush too
+            pass
 
 
 def emit_json(data: Any) -> None:
-    out.print_json(json.dumps(data, default=str))
+    out.print_json(json.dumps(printable_tree(data), default=printable))
 
 
 # The built-in commands register on ``core_app`` (and ``settings_app``) when their modules are

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..core.settings import ScrapePipeline, SettingsError
-from ..core.checks import check_components, check_paths
+from ..core.checks import check_components, check_paths, file_to_write_problem
+from ..core.manifest_io import writable
+from ..core.text import printable
 from ..exits import EXIT_USAGE
 from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load, out, settings_app
 
@@ -120,6 +123,22 @@ def settings_show(settings_path: Optional[Path] = SettingsOpt) -> None:
 
 
 # --- stats: choose the face-area threshold with data ---------------------------------------
+def _run_statuses(root: Path) -> dict[str, int]:
+    """Runs per status, read without writing (a killed run counts as interrupted)."""
+    from ..core.manifest import Manifest
+    from ..core.manifest_readonly import ManifestUnreadable
+    from ..pipelines.card import run_statuses
+
+    try:
+        manifest = Manifest.read_only(root)
+    except ManifestUnreadable:
+        return {}
+    try:
+        return run_statuses(manifest)
+    finally:
+        manifest.close()
+
+
 @core_app.command("stats")
 def stats_command(
     root: Optional[Path] = typer.Option(None, "--root", help="dataset folder holding manifest.sqlite (default: storage.root)"),
@@ -127,21 +146,39 @@ def stats_command(
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """How many images per label each face-area threshold keeps (a table and a PNG plot)."""
+    """How many images per label each face-area threshold keeps (a table and a PNG plot), and the rejections by reason."""
     from ..core.plugins import registry_for
     from ..pipelines.face_stats import current_threshold, face_area_stats, face_filters
 
     settings = load(settings_path)
     root = Path(root or settings.storage.root)
+    plot = plot or root / "face-area-thresholds.png"
+    if plot.suffix.lower() != ".png":
+        raise fail(escape(f"--face-area-plot: {printable(plot)}: give a .png file name"))
+    if why := file_to_write_problem(plot):
+        raise fail(escape(f"--face-area-plot: {why}"))
     if not (root / "manifest.sqlite").is_file():
         raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect or import images first)")
     registry = registry_for(settings)
     filters = face_filters(registry)
     current = current_threshold(settings, registry, filters)
-    result = face_area_stats(root, plot or root / "face-area-thresholds.png", current, filters)
+    # A read-only dataset is still read: the plot then goes only where --face-area-plot says.
+    default_plot = root / "face-area-thresholds.png" if writable(root) else None
+    result = face_area_stats(root, plot or default_plot, current, filters)
+    result["runs_by_status"] = _run_statuses(root)
     if as_json:
         emit_json(result)
         return
+    if result["rejections"]:
+        rejected = Table(title="rejections (step or source / reason)")
+        rejected.add_column("rejected by / reason")
+        rejected.add_column("images or posts")
+        for key, n in result["rejections"].items():
+            rejected.add_row(escape(key), str(n))
+        out.print(rejected)
+    if stopped := result["runs_by_status"].get("interrupted"):
+        console.print(f"{stopped} earlier run(s) were interrupted or killed before they finished; "
+                      "the next run resumes their work")
     if not result["kept"]:
         out.print("no image has been through the face filter yet")
         return
@@ -152,7 +189,10 @@ def stats_command(
     for key, kept in result["kept"].items():
         table.add_row(key, str(result["judged"][key]), *(str(kept[c]) for c in columns))
     out.print(table)
-    out.print(f"plot: {result['plot']}")
+    if result["plot"]:
+        out.print(f"plot: {result['plot']}")
+    else:
+        console.print(f"no plot: {root} is read-only; pass --face-area-plot FILE to write one elsewhere")
 
 
 

@@ -10,9 +10,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.settings import Settings
+from ..core.text import printable
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED
 from .collect import _progress
 from .common import JsonOpt, SchedulerOpt, SettingsOpt, console, core_app, emit_json, fail, load, out, with_scheduler
+
+
+DEFAULT_TRAIN = "train"  # the pipeline `train` runs, with the defaults, when settings define none
 
 
 def run_train(settings: Settings, name: str, as_json: bool) -> None:
@@ -60,9 +64,13 @@ def train_command(
     if pipeline is None:
         if len(trains) > 1:
             raise fail(f"several train pipelines are defined ({', '.join(trains)}); name one")
-        pipeline = trains[0] if trains else "train"
+        pipeline = trains[0] if trains else DEFAULT_TRAIN
     if pipeline in settings.pipelines and pipeline not in trains:
-        raise fail(f"pipelines.{pipeline} is not a train pipeline")
+        raise fail(f"pipelines.{escape(printable(pipeline))} is not a train pipeline")
+    if pipeline not in trains and not (pipeline == DEFAULT_TRAIN and not trains):
+        # a typo must not train with the defaults and replace the model folder
+        known = ", ".join(trains) if trains else f"none defined; `selfiescope train` alone trains with the defaults"
+        raise fail(f"no train pipeline named '{escape(printable(pipeline))}' (known: {escape(known)})")
     base = settings.pipelines.get(pipeline) or TrainPipeline(kind="train")
     update: dict[str, Any] = {}
     if features:
@@ -94,7 +102,7 @@ def predict_command(
     try:
         loaded = load_model(model)
     except ModelError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(printable(str(exc)))) from None
     if stored:
         results = loaded.predict_stored(label, settings=load(settings_path) if settings_path else None)
         if not results:

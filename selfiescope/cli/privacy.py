@@ -7,7 +7,9 @@ the rest of the CLI they parse, call a pipeline and print, with no logic of thei
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import sqlite3
 from pathlib import Path
 from typing import Optional
 
@@ -15,9 +17,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load, out
+from ..exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, os_error
+from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load, out, with_wait
+from ..core.lock import RootBusy
 from ..core.privacy import PrivacyError
+from ..core.text import printable
 from ..core.settings import SettingsError
 
 SHOWN = 50  # matched images listed on the terminal (--json lists them all)
@@ -25,7 +29,13 @@ SHOWN = 50  # matched images listed on the terminal (--json lists them all)
 
 def _print_forget(result, verb: str, to=out) -> None:  # noqa: ANN001 - ForgetResult, Console
     if result.resumed:
-        console.print(f"finished an interrupted forget first ({result.resumed} entries)")
+        done = "would finish" if result.dry_run else "finished"
+        console.print(f"{done} an interrupted forget first ({result.resumed} entries)")
+    if result.stale_runs:
+        console.print(f"{result.stale_runs} earlier run(s) were killed before they finished: marked interrupted")
+    if result.unknown_owner:
+        console.print(f"[yellow]note[/yellow]: {result.unknown_owner} stored images have no known owner "
+                      "(their source did not record one): --owner cannot find them; use --post or --image")
     if not result.removed_anything:
         return
     table = Table(title=f"{verb}: {len(result.images)} images, {result.posts} posts")
@@ -44,6 +54,26 @@ def _print_forget(result, verb: str, to=out) -> None:  # noqa: ANN001 - ForgetRe
                   f"retrain it (`{use.retrain}`) so it no longer includes them", highlight=False)
 
 
+def _forget_failed(settings, exc: OSError) -> str:  # noqa: ANN001 - Settings
+    """What a forget that hit a filesystem error did: "saved" only when the manifest, read back
+    now, holds the to-do list the next forget (or run) finishes."""
+    from ..core.manifest import Manifest
+    from ..pipelines.forget import pending_count
+
+    line = os_error(exc)[1]
+    try:
+        manifest = Manifest.for_reading(settings.storage.root)
+        try:
+            pending = pending_count(manifest)
+        finally:
+            manifest.close()
+    except Exception:  # noqa: BLE001 - cannot even read it back: claim nothing
+        pending = 0
+    if pending:
+        return f"{line}; the removal is recorded ({pending} entries to finish): run the same command again to finish it"
+    return f"{line}; nothing was forgotten (nothing was removed)"
+
+
 @core_app.command("forget")
 def forget_command(
     post: list[str] = typer.Option([], "--post", help="a post's shortcode or URL (repeatable)"),
@@ -52,6 +82,7 @@ def forget_command(
     label: list[str] = typer.Option([], "--label", help="every image of a label"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed; change nothing"),
+    wait: bool = WaitOpt,
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -64,7 +95,7 @@ def forget_command(
     request = ForgetRequest(list(post), list(owner), list(image), list(label))
     if request.empty():
         raise fail("say what to forget: --post, --owner, --image or --label")
-    settings = load(settings_path)
+    settings = with_wait(load(settings_path), wait)
     try:
         if not (yes or dry_run):
             preview = asyncio.run(forget(settings, request, dry_run=True))
@@ -78,16 +109,21 @@ def forget_command(
         console.print("nothing removed (no answer: pass --yes to confirm without a prompt)")
         raise typer.Exit(EXIT_FAILED) from None
     except (ForgetError, PrivacyError) as exc:
-        raise fail(escape(str(exc))) from None
+        raise fail(escape(str(exc)), EXIT_FAILED if getattr(exc, "run_failed", False) else 2) from None
     except SettingsError as exc:
         console.print(exc.render(), highlight=False, markup=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: run the same command again to finish the forget")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except OSError as exc:  # a file could not be removed: the tombstones and the to-do list are saved
-        raise fail(escape(f"{exc}; what was done is saved: run the same command again to finish the forget"),
-                   EXIT_FAILED) from None
+    except RootBusy as exc:
+        raise fail(escape(str(exc))) from None
+    except sqlite3.Error as exc:  # the manifest itself failed: say only what a read-back shows
+        raise fail(escape(_forget_failed(settings, OSError(str(exc)))), EXIT_FAILED) from None
+    except OSError as exc:
+        if dry_run:
+            raise fail(escape(printable(f"cannot read the dataset: {exc}"))) from None
+        raise fail(escape(_forget_failed(settings, exc)), os_error(exc)[0]) from None
     if as_json:
         emit_json(result.as_dict())
     else:
@@ -100,22 +136,36 @@ def forget_command(
 
 @core_app.command("card")
 def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = JsonOpt) -> None:
-    """Write the dataset card (DATASET.md and datacard.json) in the storage root."""
+    """Write the dataset card (DATASET.md and datacard.json) in the storage root.
+
+    On a root that cannot be written (a read-only mount) the card is printed instead and the
+    exit code is 1: it was not written."""
     from ..core.manifest import Manifest
     from ..core.plugins import registry_for
-    from ..pipelines.card import write_card
+    from ..pipelines.card import build_card, render_markdown, write_card
 
     settings = load(settings_path)
     root = Path(settings.storage.root)
     if not (root / "manifest.sqlite").exists():
         raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
-    manifest = Manifest.at_root(root)
+    manifest = Manifest.for_reading(root)
+    unwritten: OSError | None = None
     try:
         registry = registry_for(settings)
-        md, js = write_card(settings, manifest, registry)
-        card = json.loads(js.read_text())  # what was written, not a second build (its timestamp would differ)
+        try:
+            md, js = write_card(settings, manifest, registry)
+            card = json.loads(js.read_text())  # what was written, not a second build (its timestamp would differ)
+        except OSError as exc:
+            unwritten, card = exc, build_card(settings, manifest, registry)
     finally:
         manifest.close()
+    if unwritten is not None:
+        if as_json:
+            emit_json(card)
+        else:
+            out.print(render_markdown(card), markup=False, highlight=False)
+        why = f"{root} is read-only" if unwritten.errno in (errno.EROFS, errno.EACCES) else os_error(unwritten)[1]
+        raise fail(escape(f"the card above was not written: {why}"), EXIT_FAILED)
     if as_json:
         emit_json(card)
     else:
@@ -141,4 +191,9 @@ def export_command(
     if as_json:
         emit_json(result.as_dict())
     else:
-        out.print(f"exported {result.images} images to {result.directory} ({result.format}: {', '.join(result.files)})")
+        out.print(f"exported {result.images} images to {escape(printable(result.directory))} "
+                  f"({result.format}: {', '.join(result.files)})")
+    if result.skipped:
+        first = escape(result.skipped[0])
+        raise fail(f"{len(result.skipped)} stored files could not be read and are not in the export (first: {first}); "
+                   "the rest is complete", EXIT_FAILED)

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psutil
 
 from .browser_lookup import find_chromium
+from .proxy import playwright_proxy, proxy_launch_args
 from .settings import BrowserSettings
 from .secrets import child_environment, hide_from_children, write_private_json
-from .web import within
+from .web import NotRecorded, SiteUnreachable, unreachable_reason, within
 
 if TYPE_CHECKING:  # pragma: no cover
     from playwright.async_api import Browser, BrowserContext, Page, Playwright, Response, Route
@@ -50,8 +51,24 @@ TRACKER_MARKERS = (
 RESOURCE_TYPES = {"font": "font", "media": "media", "image": "image", "stylesheet": "stylesheet"}
 
 
+_TRY_AGAIN = ("interrupted by another navigation", "ERR_EMPTY_RESPONSE", "ERR_CONNECTION_RESET",
+              "ERR_CONNECTION_CLOSED")
+
+
 class BrowserCrashed(RuntimeError):
     """Chromium went away during a job and could not be brought back."""
+
+
+class BrowserStartTimeout(RuntimeError):
+    """Chromium (or Playwright's driver) did not start within ``browser.launch_timeout_s``.
+
+    Not a :class:`TimeoutError`: a slow start is this machine's problem, never the site's,
+    and must not be reported as a site that did not answer.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"Chromium took too long to start (more than {seconds:g} s); the machine may be busy: "
+                         "raise [browser] launch_timeout_s")
 
 
 def is_tracker(url: str) -> bool:
@@ -73,6 +90,14 @@ class Lease:
         self._page: "Page | None" = None
         self._page_navigations = 0
         self.request_override: Any = None  # set when recording or replaying a HAR
+        self.replaying = False
+        self.unrecorded: list[str] = []  # replaying: the page's requests the recording could not answer
+
+    def note_failed_request(self, request: Any) -> None:
+        """A request of the page failed; replaying, one for data (not a blocked image) means the
+        recording ends there."""
+        if self.replaying and request.resource_type in ("document", "xhr", "fetch"):
+            self.unrecorded.append(request.url)
 
     @property
     def request(self):  # noqa: ANN201 - APIRequestContext; shares the context's cookies
@@ -86,7 +111,10 @@ class Lease:
         return self._page
 
     async def goto(self, url: str) -> "Response | None":
-        """Navigate the job's page, replacing the page first when it has served its turn."""
+        """Navigate the job's page, replacing the page first when it has served its turn.
+
+        A host out of reach raises :class:`SiteUnreachable`, a page a replay does not hold
+        :class:`NotRecorded`, each saying so plainly (the browser's words go to the debug log)."""
         if self._page is not None and self._page_navigations >= self.recycle_after:
             await within(self.timeout_s, self._page.close(), "closing a page")
             self._page = None
@@ -100,9 +128,15 @@ class Lease:
                 # goto has the context's default timeout; the outer deadline also covers a hung driver
                 return await within(self.timeout_s + 5, page.goto(url, wait_until="domcontentloaded"), f"loading {url}")
             except PlaywrightError as exc:
+                log.debug("loading %s: %s", url.split("?")[0], exc)
+                if self.replaying and "net::" in str(exc):
+                    raise NotRecorded(f"{url.split('?')[0]} is not in the recording (offline replay)") from None
+                if (why := unreachable_reason(exc)) is not None:
+                    raise SiteUnreachable(url, why) from None
                 # A navigation still under way (one an earlier deadline gave up on, or the page's
-                # own script) cut this one short: the page is free now, go again once.
-                if attempt == 2 or "interrupted by another navigation" not in str(exc):
+                # own script) cut this one short, or the connection dropped without an answer (a
+                # server going down, a proxy): go again once; a site that is gone then says so.
+                if attempt == 2 or not any(m in str(exc) for m in _TRY_AGAIN):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -134,6 +168,14 @@ class BrowserPool:
             return self._browser
 
     async def _launch(self) -> None:
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            await within(self.settings.launch_timeout_s + 5, self._start_chromium(), "starting Chromium")
+        except (TimeoutError, PlaywrightTimeout):
+            raise BrowserStartTimeout(self.settings.launch_timeout_s) from None
+
+    async def _start_chromium(self) -> None:
         if self._closed:
             raise BrowserCrashed("the browser pool is closed")
         from playwright.async_api import async_playwright
@@ -141,19 +183,22 @@ class BrowserPool:
         executable = find_chromium(self.settings.executable)
         if self._playwright is None:
             hide_from_children()  # the driver (node) copies our environment: no credential in it
-            self._playwright = await within(self.settings.timeout_s, async_playwright().start(), "starting Playwright")
+            manager = async_playwright()
+            self._playwright = await within(self.settings.launch_timeout_s, manager.start(), "starting Playwright")
+            _read_driver_errors(manager)
         if self._browser is not None:  # a dead one: drop it
             try:
                 await within(self.settings.timeout_s, self._browser.close(), "closing the browser")
             except Exception:  # noqa: BLE001 - it is gone already
                 pass
-        args = [*LAUNCH_ARGS, *self.settings.extra_args]
+        args = [*LAUNCH_ARGS, *self.settings.extra_args, *proxy_launch_args(self.settings.proxy)]
         if hasattr(os, "geteuid") and os.geteuid() == 0 and "--no-sandbox" not in args:
             args.append("--no-sandbox")  # Chromium refuses to start as root with its sandbox
         hide_from_children()
         self._browser = await self._playwright.chromium.launch(
             executable_path=executable, headless=self.headless, args=args,
-            timeout=self.settings.timeout_s * 1000, env=child_environment(),
+            timeout=self.settings.launch_timeout_s * 1000, env=child_environment(),
+            proxy=playwright_proxy(self.settings.proxy, self.settings.proxy_bypass),
         )
         self.generation += 1
         self.launches += 1
@@ -198,7 +243,9 @@ class BrowserPool:
         """A fresh browser context for one job; ``block`` adds to ``browser.block``."""
         timeout_s = self.settings.timeout_s
         async with self._slots:
-            browser = await within(timeout_s * 2, self.start(), "starting the browser")
+            # start() raises BrowserStartTimeout itself; this bounds the wait for another job's launch
+            browser = await within(self.settings.launch_timeout_s + timeout_s + 10, self.start(),
+                                   "starting the browser")
             generation = self.generation
             record = self._record_paths()
             har_options = {"record_har_path": str(record[0]), "record_har_content": "embed"} if record else {}
@@ -212,6 +259,9 @@ class BrowserPool:
             if blocked:
                 await within(timeout_s, context.route("**/*", _blocker(blocked)), "routing requests")
             lease = Lease(context, generation, self.settings.recycle_after, storage_state, timeout_s)
+            if self.settings.replay_har is not None:
+                lease.replaying = True
+                context.on("requestfailed", lease.note_failed_request)
             lease.request_override = await self._har_request(context, record is not None)
             try:
                 yield lease
@@ -268,6 +318,24 @@ class BrowserPool:
             except psutil.Error:
                 continue
         return None
+
+
+def _read_driver_errors(manager: Any) -> None:
+    """Retrieve the error Playwright's transport sets when its driver goes away.
+
+    Playwright awaits that future only while it starts; when the driver dies later (Ctrl-C
+    reaches the whole process group) the error stays unretrieved and asyncio prints "Future
+    exception was never retrieved ... Connection closed while reading from the driver" at exit.
+    The calls in flight fail on their own, so the error is only logged here.
+    """
+    future = getattr(getattr(getattr(manager, "_client", None), "_transport", None), "on_error_future", None)
+    if isinstance(future, asyncio.Future):
+        future.add_done_callback(_log_driver_error)
+
+
+def _log_driver_error(future: "asyncio.Future[Any]") -> None:
+    if not future.cancelled() and (error := future.exception()) is not None:
+        log.debug("Playwright's driver went away: %s", error)
 
 
 def _blocker(blocked: set[str]):  # noqa: ANN202

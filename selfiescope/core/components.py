@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datetime import datetime
+
     import numpy as np
 
     from .context import RunContext
@@ -60,14 +62,21 @@ class Job:
     target: str
     label: str
     limit: int | None = None
+    stop_after_known: int | None = None  # end after this many posts in a row already in the dataset
+    since: "datetime | None" = None  # fetch no post older than this (timezone-aware)
 
 
 class Source(Component):
     """Yields image events for a job. Jobs of one run run concurrently."""
 
+    # Whether the source honours a job's ``stop_after_known`` and ``since`` (incremental runs);
+    # a pipeline that sets them for a source without it is refused by the settings check.
+    incremental: ClassVar[bool] = False
+
     def jobs(self, pipeline: "ScrapePipeline") -> list[Job]:
         return [
-            Job(self.name, target, pipeline.label, pipeline.limit) for target in pipeline.targets()
+            Job(self.name, target, pipeline.label, pipeline.limit, pipeline.stop_after_known, pipeline.since)
+            for target in pipeline.targets()
         ]
 
     def events(self, job: Job) -> AsyncIterator["ImageEvent"]:  # pragma: no cover - abstract
@@ -207,6 +216,14 @@ class Storage(Component):
       from the environment). The manifest stays a local SQLite file under ``storage.root``.
     """
 
+    @classmethod
+    def settings_problems(cls, options: Options) -> list[str]:
+        """Optional: why these options cannot hold a dataset, as ``option: problem`` lines
+        (``settings check`` and every run ask before any work). A dataset outlives the process
+        and its manifest says what is stored, so a backend whose images would vanish when the
+        process exits (an in-memory filesystem) says so here. Default: nothing."""
+        return []
+
     async def write(self, event: "ImageEvent") -> str:  # pragma: no cover - abstract
         """Store ``event.data`` under ``event.label``/``event.id`` atomically; return its location."""
         raise NotImplementedError
@@ -229,6 +246,14 @@ class Storage(Component):
         Must be idempotent: an interrupted forget calls it again for the same image.
         """
         raise NotImplementedError
+
+    async def locate(self, image_id: str, label: str) -> list[StoredImage]:
+        """Optional: what is stored under this id and label (any format), for the sweep of
+        writes a killed run never recorded (:mod:`selfiescope.core.intents`). The default
+        scans :meth:`iterate` of the label; a backend that can look one id up overrides it."""
+        import asyncio
+
+        return await asyncio.to_thread(lambda: [s for s in self.iterate(label) if s.id == image_id])
 
 
 class FeatureExtractor:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeGuard
 
 from .manifest import Manifest
 from .plugins import Registry, make_component
 from .settings import PipelineBase, Settings
 from .stats import RunStats
+
+
+def is_fatal(exc: BaseException) -> TypeGuard[OSError]:
+    """Whether ``exc`` is a fault every later image would meet too (the disk is full)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -28,6 +34,13 @@ class RunContext:
     executor: ThreadPoolExecutor | None = None
     services: dict[str, Any] = field(default_factory=dict)
     closers: list[Callable[[], Any]] = field(default_factory=list)  # run at the end, last first
+    halted: OSError | None = None  # set by :meth:`halt`: the run stops taking images and ends with it
+
+    def halt(self, exc: OSError) -> None:
+        """Stop the run for a fault no later image can escape (a full disk): images not yet
+        started are left for the rerun, and the run ends with ``exc`` (one line, exit 1)."""
+        if self.halted is None:
+            self.halted = exc
 
     @property
     def hook(self) -> Any:

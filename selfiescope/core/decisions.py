@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from .components import Job
+from .context import is_fatal
 from .events import Decision, ImageEvent
+from .likeness import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_PIXELS, ForgottenLikeness, load_likeness
 from .privacy import forget_reason, forgotten
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import RunContext
 
 log = logging.getLogger("selfiescope.engine")
+LIKENESS_SERVICE = "privacy.likeness"
+_LIKENESS_LOCK = threading.Lock()
 
 
 async def settle(run: "RunContext", event: ImageEvent, job: str) -> None:
@@ -43,6 +48,9 @@ async def settle(run: "RunContext", event: ImageEvent, job: str) -> None:
         _count_and_notify(run, event, job)
         raise
     except Exception as exc:  # noqa: BLE001 - a manifest problem is this image's failure, not the run's end
+        if is_fatal(exc):  # a full disk: the run ends with one line, not one per image
+            run.halt(exc)
+            return
         log.error("cannot record %s in the manifest: %s: %s", event.describe(), type(exc).__name__, exc)
         event.fail("manifest", "record_failed", f"{type(exc).__name__}: {exc}")
     _count_and_notify(run, event, job)
@@ -50,7 +58,7 @@ async def settle(run: "RunContext", event: ImageEvent, job: str) -> None:
 
 def _count_and_notify(run: "RunContext", event: ImageEvent, job: str) -> None:
     run.stats.count(job, event.decision.value, event.reject_code, event.size, event.reject_reason)
-    if event.decision is Decision.FAILED:
+    if event.decision is Decision.FAILED and run.halted is None:  # a halted run says why in one line
         log.warning("%s failed in %s: %s", event.describe(), event.rejected_by, event.reject_reason)
     _notify(run, event)
 
@@ -65,6 +73,9 @@ def _notify(run: "RunContext", event: ImageEvent) -> None:
     try:
         hook(event=event, run=run)
     except Exception as exc:  # noqa: BLE001 - an observer's bug must not stop the run
+        if is_fatal(exc):
+            run.halt(exc)
+            return
         log.error("a plugin's %s hook failed on %s: %s: %s", event.decision.value, event.describe(), type(exc).__name__, exc)
         run.stats.errors.append(f"an observer plugin failed on {event.describe()}: {type(exc).__name__}: {exc}")
 
@@ -72,15 +83,52 @@ def _notify(run: "RunContext", event: ImageEvent) -> None:
 async def admit(run: "RunContext", event: ImageEvent, job: str) -> bool:
     """The privacy gate before the chain (every executor calls it): pseudonymise the event's
     owner and drop its caption; False for an image or post that ``forget`` removed, which is
-    then counted as rejected (``forgotten``) and never recorded, so it leaves no trace."""
+    then counted as rejected (``forgotten``) and never recorded, so it leaves no trace.
+
+    Forgotten means: the same bytes, post or owner (exact tombstones), or the same photo as
+    dedup sees it (a perceptual tombstone within dedup's distance, mirrored copies included).
+    The perceptual check decodes the image a second time, small, and only on a dataset that
+    has forgotten something."""
     loop = asyncio.get_running_loop()
-    if not await loop.run_in_executor(run.executor, forgotten, event, run.manifest,
-                                      run.settings.privacy.store_captions):
+    gone = await loop.run_in_executor(run.executor, forgotten, event, run.manifest, run.settings.privacy.store_captions)
+    if not gone:
+        likeness = await loop.run_in_executor(run.executor, _likeness, run)
+        if len(likeness):
+            gone = await loop.run_in_executor(run.executor, likeness.matches_event, event, _max_pixels(run))
+    if not gone:
         return True
     event.reject(*forget_reason())
     run.stats.count(job, "rejected", event.reject_code, event.size)
     _notify(run, event)
     return False
+
+
+def _chain_option(run: "RunContext", key: str, default: int, *, at_least_default: bool) -> int:
+    """The largest integer option ``key`` of the chain's steps (``default`` when none has it):
+    the gate's distance is dedup's ``max_distance`` and its size limit the decoder's
+    ``max_pixels``, read from settings without naming the steps (core names no plugin)."""
+    values = []
+    for name in getattr(run.pipeline, "chain", None) or []:
+        value = run.options_for(name).get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            values.append(value)
+    if at_least_default or not values:
+        values.append(default)
+    return max(values)
+
+
+def _max_pixels(run: "RunContext") -> int:
+    return _chain_option(run, "max_pixels", DEFAULT_MAX_PIXELS, at_least_default=True)
+
+
+def _likeness(run: "RunContext") -> ForgottenLikeness:
+    """The run's opened perceptual tombstones (opened once: only ``forget`` adds tombstones,
+    and it holds the root's lock, so none appear during a run)."""
+    def load() -> ForgottenLikeness:
+        return load_likeness(run.manifest, _chain_option(run, "max_distance", DEFAULT_MAX_DISTANCE, at_least_default=False))
+
+    with _LIKENESS_LOCK:
+        return run.service(LIKENESS_SERVICE, load)
 
 
 # --- what earlier runs already did (the resume checks every executor and source share) ---

@@ -22,7 +22,7 @@ from .components import Job, Source, Step
 from .context import RunContext
 from .decisions import admit, settle, stored_for_job
 from .events import Decision, ImageEvent, Reject
-from .text import printable
+from .text import printable, redact_text
 
 log = logging.getLogger("selfiescope.engine")
 _DONE = object()
@@ -91,6 +91,8 @@ class Engine:
         agen = self.source.events(state.job)
         try:
             async for event in agen:
+                if self.run.halted is not None:
+                    break
                 async with state.cond:
                     while state.saturated() and not state.full():
                         await state.cond.wait()
@@ -104,6 +106,29 @@ class Engine:
             if aclose is not None:
                 await aclose()
 
+    async def _run_job(self, state: _JobState) -> None:
+        """The job's source, then its final state ("done" or "failed") once every image it
+        queued has settled: the counts shown with that state are the job's real ones."""
+        assert state.cond is not None
+        failure: Exception | None = None
+        try:
+            await self._produce(state)
+        except Exception as exc:  # noqa: BLE001 - one job's failure is reported; the others go on
+            failure = exc
+        async with state.cond:
+            await state.cond.wait_for(lambda: state.inflight == 0)  # workers run until every job ends
+        if failure is not None:
+            self._job_failed(state, failure)
+        else:
+            self.run.stats.set_state(state.job.target, "done")
+
+    def _job_failed(self, state: _JobState, exc: BaseException) -> None:
+        self.run.stats.set_state(state.job.target, "failed")
+        log.error("source %s failed on %s: %s", state.job.source, redact_text(printable(state.job.target)),
+                  redact_text(printable(exc)))
+        self.run.stats.per_job.setdefault(state.job.target, Counter())["job_failed"] += 1
+        self.run.stats.errors.append(f"{state.job.source} {printable(state.job.target)}: {printable(exc)}")
+
     async def _work(self) -> None:
         while True:
             item = await self.queue.get()
@@ -113,7 +138,9 @@ class Engine:
                 state, event = item  # type: ignore[misc]
                 ok = False
                 try:
-                    if await admit(self.run, event, state.job.target):
+                    if self.run.halted is not None:
+                        pass  # left for the rerun: nothing of it was written
+                    elif await admit(self.run, event, state.job.target):
                         await run_chain(event, self.steps, self.run)
                         await settle(self.run, event, state.job.target)
                     ok = event.decision is Decision.ACCEPTED
@@ -138,19 +165,14 @@ class Engine:
             state.accepted = await stored_for_job(self.run, state.job)
         n_workers = self.run.settings.engine.workers
         workers = [asyncio.create_task(self._work(), name=f"worker-{i}") for i in range(n_workers)]
-        producers = [asyncio.create_task(self._produce(s), name=f"job-{k}") for k, s in self.states.items()]
+        producers = [asyncio.create_task(self._run_job(s), name=f"job-{k}") for k, s in self.states.items()]
         try:
             results = await asyncio.gather(*producers, return_exceptions=True)
             for state, res in zip(self.states.values(), results):
-                if isinstance(res, BaseException):
-                    if isinstance(res, asyncio.CancelledError):
-                        raise res
-                    self.run.stats.set_state(state.job.target, "failed")
-                    log.error("source %s failed on %s: %s", state.job.source, printable(state.job.target), res)
-                    self.run.stats.per_job.setdefault(state.job.target, Counter())["job_failed"] += 1
-                    self.run.stats.errors.append(f"{state.job.source} {printable(state.job.target)}: {printable(res)}")
-                else:
-                    self.run.stats.set_state(state.job.target, "done")
+                if isinstance(res, asyncio.CancelledError):
+                    raise res
+                if isinstance(res, BaseException):  # escaped _run_job: not an Exception
+                    self._job_failed(state, res)
             for _ in workers:
                 await self.queue.put(_DONE)
             await asyncio.gather(*workers)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from .text import redact_text
+
 
 class Decision(str, Enum):
     PENDING = "pending"
@@ -141,14 +143,14 @@ class ImageEvent:
         self.decision = Decision.REJECTED
         self.rejected_by = step
         self.reject_code = code
-        self.reject_reason = reason
+        self.reject_reason = redact_text(reason)  # stored, logged and shown: never a credential
 
     def fail(self, step: str, code: str, reason: str) -> None:
         """Mark the image as not processed because something broke (never a rejection)."""
         self.decision = Decision.FAILED
         self.rejected_by = step
         self.reject_code = code
-        self.reject_reason = reason
+        self.reject_reason = redact_text(reason)
 
     @property
     def stored(self) -> bool:

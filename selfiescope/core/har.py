@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from .regular_files import read_regular
 from .secrets import write_private_json
+from .text import printable
 from .har_scrub import REDACTED, _is_text, collect_secrets, scrub  # noqa: F401 - the module's API
 
 
@@ -30,16 +32,22 @@ class HarError(ValueError):
     """A file that is not a HAR this module can read; the message says why."""
 
 
+MAX_HAR_BYTES = 4 << 30  # a recording is read whole: anything larger is not one of ours
+
+
 def load(path: Path) -> dict[str, Any]:
+    shown = printable(path)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path, MAX_HAR_BYTES).decode("utf-8"))
     except FileNotFoundError:
-        raise HarError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise HarError(f"{path}: not a HAR file ({type(exc).__name__}: {exc})") from None
+        raise HarError(f"{shown}: no such file") from None
+    except OSError as exc:
+        raise HarError(f"{shown}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise HarError(f"{shown}: not a HAR file ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("log"), dict) \
             or not isinstance(data["log"].get("entries"), list):
-        raise HarError(f"{path}: not a HAR file (no log.entries)")
+        raise HarError(f"{shown}: not a HAR file (no log.entries)")
     return data
 
 
@@ -203,8 +211,9 @@ class RecordingRequest:
 class ReplayRequest:
     """Answers a context's ``APIRequestContext`` GETs from a HAR file, offline.
 
-    A URL the HAR does not hold fails like a refused connection (Playwright's ``Error``),
-    the same as ``route_from_har(not_found="abort")`` does for the page.
+    A URL the HAR does not hold raises :class:`~selfiescope.core.web.NotRecorded` at once (the
+    page's requests are aborted by ``route_from_har(not_found="abort")``): a replay has
+    nothing more to give, so nothing retries it.
     """
 
     def __init__(self, har: dict[str, Any]) -> None:
@@ -215,11 +224,11 @@ class ReplayRequest:
                 self._by_url[url] = entry
 
     async def get(self, url: str, **kwargs: Any) -> StoredResponse:
-        from playwright.async_api import Error as PlaywrightError
+        from .web import NotRecorded
 
         entry = self._by_url.get(url)
         if entry is None:
-            raise PlaywrightError(f"net::ERR_FAILED (offline replay: {url} is not in the HAR)")
+            raise NotRecorded("not in the recording (offline replay)")
         response = entry["response"]
         content = response.get("content") or {}
         text = content.get("text") or ""

@@ -65,8 +65,13 @@ class RootLock:
                     os.close(fd)
                     raise RootBusy(self.root, self.holder()) from None
                 time.sleep(self.poll_s)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError:  # e.g. a full disk: do not keep holding a lock nobody will release
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 
@@ -87,6 +92,24 @@ class RootLock:
         self.release()
 
 
+def root_in_use(root: Path) -> bool:
+    """Whether a live process holds ``root``'s lock (this one included), found without writing
+    anything: a shared probe of the lock file, which is not created when absent."""
+    try:
+        fd = os.open(Path(root) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: nobody ever wrote here, or it was removed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EAGAIN, errno.EACCES)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def when_alone(root: Path, tidy: Callable[[], int]) -> int:
     """Run ``tidy`` (removing a killed run's temp files) only when no other process can be
     writing under ``root``: this process holds its lock (a collect run), or takes it for the
@@ -99,7 +122,7 @@ def when_alone(root: Path, tidy: Callable[[], int]) -> int:
         return tidy()
     try:
         lock.acquire()
-    except RootBusy:
+    except (RootBusy, OSError):  # busy, or a root this process cannot write (read-only): nothing to tidy
         return 0
     try:
         return tidy()

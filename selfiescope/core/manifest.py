@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .events import Decision, ImageEvent
+from .manifest_io import ManifestConnection, connect, writable
 from .privacy import Keyring, describe_extra, scrub_origin
 from .text import printable, redact_url
 
@@ -60,6 +61,10 @@ CREATE TABLE IF NOT EXISTS conflicts (
 );
 CREATE TABLE IF NOT EXISTS phashes (
     content_hash TEXT PRIMARY KEY, phash INTEGER NOT NULL, label TEXT, added REAL, centre INTEGER
+);
+CREATE TABLE IF NOT EXISTS store_intents (
+    content_hash TEXT NOT NULL, id TEXT NOT NULL, label TEXT NOT NULL, run_id INTEGER, at REAL,
+    PRIMARY KEY (id, label)
 );
 CREATE TABLE IF NOT EXISTS budgets (
     key TEXT PRIMARY KEY, tokens REAL, updated REAL
@@ -108,6 +113,14 @@ def _text(value: object) -> str | None:
     return None if value is None else printable(value)
 
 
+def _storable(params: Any) -> Any:
+    """Query parameters as SQLite takes them: text is :func:`_text` (a file name's undecodable
+    bytes as escapes), so a lookup matches what was stored, and never raises UnicodeEncodeError."""
+    if isinstance(params, dict):
+        return {k: _text(v) if isinstance(v, str) else v for k, v in params.items()}
+    return tuple(_text(v) if isinstance(v, str) else v for v in params)
+
+
 def plain_notes(notes: dict[str, Any]) -> dict[str, Any]:
     """The JSON-safe part of an event's notes (what steps and the storage backend noted): what
     the manifest saves, and what a remote worker may send back."""
@@ -144,17 +157,16 @@ def _number(value: Any) -> float | None:
 
 
 class Manifest:
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+        """Open (or create) the manifest; ``readonly`` opens an existing one without writing
+        anything under its folder (no schema change, no key created: see :mod:`.manifest_io`)."""
+        self.path, self.readonly = Path(path), readonly
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._migrate()
-        self.keyring = Keyring(self.path.parent)  # the key is read (or made) on first use only
+        self._db: ManifestConnection = connect(self.path, readonly=readonly)  # WAL mode when it writes
+        if not readonly:
+            self._db.executescript(SCHEMA)
+            self._migrate()
+        self.keyring = Keyring(self.path.parent, read_only=readonly)  # read (or made) on first use only
 
     def _migrate(self) -> None:
         """Additive schema changes, safe on a manifest of any earlier version."""
@@ -171,6 +183,13 @@ class Manifest:
             for sql in ADDED_INDEXES:
                 self._db.execute(sql)
 
+    @classmethod
+    def read_only(cls, root: Path | str) -> "Manifest":
+        """Open ``<root>/manifest.sqlite`` changing nothing under ``root`` (:mod:`.manifest_readonly`)."""
+        from .manifest_readonly import open_read_only
+
+        return open_read_only(cls, root)
+
     @property
     def root(self) -> Path:
         return self.path.parent
@@ -179,22 +198,27 @@ class Manifest:
     def at_root(cls, root: Path | str) -> "Manifest":
         return cls(Path(root) / "manifest.sqlite")
 
+    @classmethod
+    def for_reading(cls, root: Path | str) -> "Manifest":
+        """The manifest for a command that only reads: read-only when the root cannot be written."""
+        return cls(Path(root) / "manifest.sqlite", readonly=not writable(Path(root)))
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
         with self._lock:
-            return self._db.execute(sql, params)
+            return self._db.execute(sql, _storable(params))
 
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.executemany(sql, rows)
+                self._db.executemany(sql, [_storable(row) for row in rows])
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.rollback_if_open()
                 raise
 
     @contextmanager
@@ -206,12 +230,12 @@ class Manifest:
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.rollback_if_open()
                 raise
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            return self._db.execute(sql, _storable(params)).fetchall()
 
     # --- runs -------------------------------------------------------------------------
     def start_run(self, pipeline: str, settings_hash: str) -> int:
@@ -254,6 +278,20 @@ class Manifest:
             "INSERT OR IGNORE INTO posts_seen(source, post_id, job, label, at) VALUES (?,?,?,?,?)",
             (source, post_id, _text(job), label, time.time()),
         )
+
+    def reject_post(self, source: str, post_id: str, job: str, label: str, code: str, reason: str,
+                    run_id: int | None = None) -> None:
+        """A post a source decided against before it had an image (gone, too large): a rejection
+        row with its reason (``stats``, the card) and done for good, in one transaction."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO rejections(content_hash, source, job, post_id, label, rejected_by, reject_code, reason,"
+                " run_id, at) VALUES (NULL,?,?,?,?,?,?,?,?,?)",
+                (source, _text(job), post_id, label, source, code, _text(reason), run_id, now),
+            )
+            db.execute("INSERT OR IGNORE INTO posts_seen(source, post_id, job, label, at) VALUES (?,?,?,?,?)",
+                       (source, post_id, _text(job), label, now))
 
     # --- images ------------------------------------------------------------------------
     def get_image(self, content_hash: str) -> sqlite3.Row | None:
@@ -340,7 +378,7 @@ class Manifest:
                     )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.rollback_if_open()
                 raise
 
     def accepted(self, label: str | None = None) -> Iterator[sqlite3.Row]:

@@ -9,7 +9,8 @@ Every image shows a person, so the dataset keeps as little about them as it can:
 * captions are dropped unless ``[privacy] store_captions = true``;
 * ``selfiescope forget`` records *tombstones*: keyed hashes of content hashes, post
   ids and owners. :func:`forgotten` (called by every engine before the chain) and
-  :meth:`Manifest.post_seen` (called by sources before a download) skip what they name.
+  :meth:`Manifest.post_seen` (called by sources before a download) skip what they name;
+  perceptual tombstones (sealed pHashes, :mod:`.likeness`) catch the photo's copies.
 
 Location metadata is removed from stored copies by :mod:`.metadata`.
 """
@@ -79,10 +80,10 @@ def load_or_create_key(root: Path) -> bytes:
     return _read_key(path)
 
 
-def _read_key(path: Path) -> bytes:
+def _read_key(path: Path, *, narrow: bool = True) -> bytes:
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:  # someone widened it: narrow it again rather than leak it
+        if narrow and mode & 0o077:  # someone widened it: narrow it again rather than leak it
             os.chmod(path, 0o600)
         text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
@@ -98,11 +99,19 @@ def _read_key(path: Path) -> bytes:
     return key
 
 
-class Keyring:
-    """Keyed hashes for one dataset. The key is loaded (or created) on first use only."""
+class KeyMissing(PrivacyError):
+    """A read-only keyring found no key: nothing was ever pseudonymised or sealed with one."""
 
-    def __init__(self, root: Path | str) -> None:
+
+class Keyring:
+    """Keyed hashes for one dataset. The key is loaded (or created) on first use only.
+
+    ``read_only``: never create the key nor change its file (a dry run, a read-only
+    dataset); a missing key raises :class:`KeyMissing`."""
+
+    def __init__(self, root: Path | str, *, read_only: bool = False) -> None:
         self.root = Path(root)
+        self.read_only = read_only
         self._key: bytes | None = None
         self._lock = threading.Lock()
 
@@ -116,11 +125,25 @@ class Keyring:
     def _secret(self) -> bytes:
         with self._lock:
             if self._key is None:
-                self._key = load_or_create_key(self.root)
+                if self.read_only:
+                    try:
+                        self._key = _read_key(self.path, narrow=False)
+                    except FileNotFoundError:
+                        raise KeyMissing(f"the dataset has no key ({self.path})") from None
+                else:
+                    self._key = load_or_create_key(self.root)
             return self._key
 
+    def has_key(self) -> bool:
+        return self._key is not None or self.path.is_file()
+
+    def mac(self, purpose: str, data: bytes) -> bytes:
+        """HMAC-SHA256 of ``data`` for one purpose (a keyed pseudo-random function)."""
+        return hmac.new(self._secret(), purpose.encode() + b"\0" + data, hashlib.sha256).digest()
+
     def digest(self, kind: str, value: str) -> str:
-        return hmac.new(self._secret(), f"{kind}\0{value}".encode(), hashlib.sha256).hexdigest()
+        # surrogateescape: a name given as undecodable bytes (a non-UTF-8 argument) is hashed as those bytes
+        return hmac.new(self._secret(), f"{kind}\0{value}".encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
     def owner(self, name: str) -> str:
         """The pseudonym stored for an owner (also the key of an owner's tombstone)."""

@@ -13,22 +13,18 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from .text import has_userinfo
+# SettingsError and env_overrides are this module's API too (where they are defined is a detail).
+from .settings_input import SettingsError, deep_merge, env_overrides, nul_problems, read_settings_text  # noqa: F401
+from .text import expand_user, has_userinfo, path_text_problem, printable
 
-ENV_PREFIX = "SELFIESCOPE_"
-# Environment variables with our prefix that are not setting overrides. Only names with
-# ``__`` are read as overrides at all, so a plugin's own variables (its credentials, e.g. the
-# ones a source lists in ``credential_env``) need no entry here: core knows no plugin's names.
-RESERVED_ENV = {
-    "SELFIESCOPE_TRACE_PLUGINS",
-    "SELFIESCOPE_SETTINGS",
-    "SELFIESCOPE_NO_ENTRYPOINTS",
-}
+from .text import has_userinfo, redact_url
+
 SECRET_WORDS = ("password", "passwd", "secret", "token", "cookie", "username")
 # A label becomes a folder name under the storage root and a column value everywhere:
 # plain ASCII, starting with a letter or digit, short. Checked where a label enters
@@ -44,18 +40,14 @@ def check_label(value: str) -> str:
     return value
 
 
-class SettingsError(Exception):
-    """A settings problem, already phrased for the user (key path: problem)."""
+def _usable_path(value: Any) -> Any:
+    """A path setting that cannot name a file (an unknown ``~user``) is refused where it is read."""
+    if isinstance(value, str | Path) and (problem := path_text_problem(value)):
+        raise ValueError(problem)
+    return value
 
-    def __init__(self, problems: list[str], source: str = "settings") -> None:
-        self.problems = problems
-        self.source = source
-        super().__init__(f"{source}: " + "; ".join(problems))
 
-    def render(self) -> str:
-        lines = [f"Invalid settings in {self.source}:"]
-        lines += [f"  - {p}" for p in self.problems]
-        return "\n".join(lines)
+UsablePath = Annotated[Path, BeforeValidator(_usable_path)]
 
 
 class Strict(BaseModel):
@@ -74,7 +66,7 @@ class StorageSettings(Strict):
         if isinstance(v, str | Path):
             if not str(v).strip():
                 raise ValueError("must not be empty (a folder such as \"data\")")
-            return str(Path(v).expanduser())  # a str: JSON-mode validation (Dask workers) takes no Path
+            return str(expand_user(v))  # a str: JSON-mode validation (Dask workers) takes no Path
         return v
 
 
@@ -84,12 +76,24 @@ class BrowserSettings(Strict):
     max_contexts: int = Field(4, ge=1, le=64)
     recycle_after: int = Field(50, ge=1, description="navigations before a page is recycled")
     block: list[Literal["font", "media", "image", "stylesheet", "trackers"]] = ["font", "media", "trackers"]
-    session_file: Path = Path("~/.config/selfiescope/instagram-session.json")
+    session_file: UsablePath = Path("~/.config/selfiescope/instagram-session.json")
     timeout_s: float = Field(30.0, gt=0)
+    launch_timeout_s: float = Field(120.0, gt=0, description="longest wait for Chromium (and Playwright) to start; "
+                                    "a busy machine is slow to start it, which is not the site's fault")
     extra_args: list[str] = []
     # Record / replay (selfiescope record, scrape --replay): see selfiescope/core/har.py.
-    record_har: Path | None = Field(None, description="record every context into parts next to this HAR file")
-    replay_har: Path | None = Field(None, description="answer every request from this HAR file, offline")
+    record_har: UsablePath | None = Field(None, description="record every context into parts next to this HAR file")
+    replay_har: UsablePath | None = Field(None, description="answer every request from this HAR file, offline")
+    proxy: str | None = Field(None, description="HTTP(S)/SOCKS proxy server for the browser and its downloads, e.g. "
+                              "\"http://proxy.corp:3128\"; credentials from SELFIESCOPE_PROXY_USERNAME / _PASSWORD")
+    proxy_bypass: list[str] = Field([], description="hosts reached without the proxy, e.g. [\".corp.example\"]")
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_server(cls, v: str | None) -> str | None:
+        from .proxy import check_proxy_url
+
+        return check_proxy_url(v)
 
 
 class EngineSettings(Strict):
@@ -107,12 +111,23 @@ class LoggingSettings(Strict):
     def _expand_file(cls, v: Any) -> Any:
         if isinstance(v, str) and not v.strip():
             return None
-        return str(Path(v).expanduser()) if isinstance(v, str | Path) else v
+        return str(expand_user(v)) if isinstance(v, str | Path) else v
+
+
+# A Dask scheduler: "local", or [tcp|tls|ws|wss|ucx://]host:port (Dask's own address forms).
+SCHEDULER_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ws|wss|ucx)://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}/?$")
+
+
+def check_scheduler(value: str) -> str:
+    """``value`` if it names a Dask scheduler, else ValueError saying the forms."""
+    if value == "local" or value.startswith("inproc://") or SCHEDULER_ADDRESS.match(value):
+        return value
+    raise ValueError(f"'{printable(value)}' is not a scheduler address: use 'local' or tcp://HOST:PORT")
 
 
 class ComputeSettings(Strict):
     engine: Literal["local", "dask"] = "local"
-    scheduler: str = "local"
+    scheduler: Annotated[str, AfterValidator(check_scheduler)] = "local"
     workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -167,11 +182,29 @@ class ScrapePipeline(PipelineBase):
     kind: Literal["scrape", "import"]
     source: str
     hashtags: list[str] = []
-    paths: list[Path] = []
+    paths: list[UsablePath] = []
     urls: list[str] = []
     label: str
     limit: int | None = Field(None, ge=1)
-    chain: list[str] = [*FILTER_STEPS, DEDUP_STEP, STORE_STEP]
+    chain: list[str] = Field([*FILTER_STEPS, DEDUP_STEP, STORE_STEP], min_length=1)
+    stop_after_known: int | None = Field(
+        None, ge=1, description="end a job after this many posts in a row that the dataset already has")
+    since: datetime | None = Field(
+        None, description="fetch no post older than this (ISO date or datetime; UTC unless it says otherwise)")
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _since_datetime(cls, v: Any) -> Any:
+        if isinstance(v, date) and not isinstance(v, datetime):  # a TOML date: its midnight
+            return datetime(v.year, v.month, v.day)
+        return v
+
+    @field_validator("since", mode="after")
+    @classmethod
+    def _since_aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            return v.replace(tzinfo=timezone.utc)
+        return v
 
     @field_validator("label")
     @classmethod
@@ -206,11 +239,11 @@ class TrainPipeline(PipelineBase):
     labels: list[str] = ["selfie", "portrait"]
     features: list[str] = ["geometry", "landmarks", "embedding", "image"]
     folds: int = Field(5, ge=2)
-    model_dir: Path = Path("models/latest")
+    model_dir: UsablePath = Path("models/latest")
     params: dict[str, Any] = {}
     report: bool = True
     seed: int = 0
-    dataset_root: Path | None = Field(None, description="folder holding manifest.sqlite; default storage.root")
+    dataset_root: UsablePath | None = Field(None, description="folder holding manifest.sqlite; default storage.root")
     group_distance: int = Field(8, ge=0, le=64, description="pHash distance within which images share a CV group")
     early_stopping_rounds: int = Field(50, ge=1)
     workers: int = Field(0, ge=0, description="feature-extraction processes; 0 = number of cores")
@@ -302,39 +335,16 @@ def format_validation_error(err: ValidationError) -> list[str]:
             msg = f"unknown pipeline kind {e.get('input', {}).get('kind')!r} (expected scrape, import, train or demo)"
         elif e["type"] == "union_tag_not_found":
             msg = "missing key 'kind' (scrape, import, train or demo)"
+        elif e["type"] == "too_short" and loc.endswith(".chain"):
+            msg = (f"an empty chain would accept every image and store none: list the steps, "
+                   f"e.g. {[*FILTER_STEPS, DEDUP_STEP, STORE_STEP]}")
+        elif e["type"] == "value_error":  # our own validators' messages name the value already
+            msg = msg.removeprefix("Value error, ")
         elif "input" in e and not isinstance(e["input"], dict | list):
-            msg = f"{msg} (got {e['input']!r})"
+            shown = redact_url(e["input"]) if isinstance(e["input"], str) else e["input"]  # no user:password@
+            msg = f"{msg} (got {shown!r})"
         problems.append(f"{loc}: {msg}")
     return problems
-
-
-def _parse_env_value(raw: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
-def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """``SELFIESCOPE_BROWSER__MAX_CONTEXTS=2`` -> ``{"browser": {"max_contexts": 2}}``."""
-    environ = os.environ if environ is None else environ
-    tree: dict[str, Any] = {}
-    for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key in RESERVED_ENV or "__" not in key:
-            continue
-        path = key[len(ENV_PREFIX):].lower().split("__")
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = _parse_env_value(raw)
-    return tree
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _urls_with_credentials(value: Any, here: str) -> list[str]:
@@ -367,31 +377,29 @@ def load_settings(path: Path | str | None = None, environ: dict[str, str] | None
     environ = os.environ if environ is None else environ
     if path is None:
         path = environ.get("SELFIESCOPE_SETTINGS", "settings.toml")
+    if problem := path_text_problem(path):
+        raise SettingsError([problem], "--settings")
     path = Path(path).expanduser()
     data: dict[str, Any] = {}
-    if path.exists():
+    if os.path.lexists(path):
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_settings_text(path))
         except tomllib.TOMLDecodeError as exc:
-            raise SettingsError([f"not valid TOML: {exc}"], str(path)) from None
-        except UnicodeDecodeError:
-            raise SettingsError(["not a UTF-8 text file"], str(path)) from None
-        except IsADirectoryError:
-            raise SettingsError(["is a folder, not a settings file"], str(path)) from None
-        except OSError as exc:
-            raise SettingsError([f"cannot be read: {exc.strerror or exc}"], str(path)) from None
+            raise SettingsError([f"not valid TOML: {exc}"], printable(path)) from None
     elif path.name != "settings.toml" or path.parent != Path("."):
-        raise SettingsError(["file not found"], str(path))
-    data = _deep_merge(data, env_overrides(environ))
-    if problems := _reject_secrets(data):
-        raise SettingsError(problems, str(path))
+        raise SettingsError(["file not found"], printable(path))
+    data = deep_merge(data, env_overrides(environ))
+    if problems := nul_problems(data) or _reject_secrets(data):
+        raise SettingsError(problems, printable(path))
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise SettingsError(format_validation_error(exc), str(path)) from None
+        raise SettingsError(format_validation_error(exc), printable(path)) from None
 
 
 def settings_from_dict(data: dict[str, Any]) -> Settings:
+    if problems := nul_problems(data):
+        raise SettingsError(problems)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -8,11 +8,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .text import redact_text, redact_values
+
 # How a failure code reads in the summary ("3 images failed to store: ...").
 FAILURE_PHRASES = {
     "store_failed": "failed to store",
     "read_failed": "could not be read",
     "record_failed": "could not be recorded in the manifest",
+    "download_failed": "could not be downloaded (a rerun retries them)",
 }
 
 
@@ -59,7 +62,7 @@ class RunStats:
             self.failed += 1
             key = code or "error"
             self.failed_by_reason[key] += 1
-            self.failure_examples.setdefault(key, reason or key)
+            self.failure_examples.setdefault(key, redact_text(reason) if reason else key)
         else:
             self.rejected += 1
             self.rejected_by_reason[code or "unknown"] += 1
@@ -71,7 +74,7 @@ class RunStats:
             what = FAILURE_PHRASES.get(code, f"failed ({code})")
             noun = "image" if n == 1 else "images"
             lines.append(f"{n} {noun} {what}: {self.failure_examples.get(code, code)}")
-        return lines + list(self.errors)
+        return [redact_text(line) for line in lines + list(self.errors)]
 
     @property
     def ok(self) -> bool:
@@ -79,15 +82,17 @@ class RunStats:
 
     def set_state(self, job: str, state: str) -> None:
         """A job's progress in words ("logging in", "12 posts found", "failed: ...")."""
+        state = redact_text(state)  # job states are logged and drawn: never a credential
         if self.job_states.get(job) == state:
             return
         self.job_states[job] = state
-        logging.getLogger("selfiescope.progress").info("%s: %s", job, state)
+        logging.getLogger("selfiescope.progress").info("%s: %s", redact_text(job), state)
         for listener in list(self.state_listeners):
             listener(job, state)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The figures as stored in the manifest's ``runs.stats`` and printed: URLs redacted."""
+        return redact_values({
             "status": self.status,
             "seen": self.seen,
             "accepted": self.accepted,
@@ -95,7 +100,7 @@ class RunStats:
             "failed": self.failed,
             "rejected_by_reason": dict(self.rejected_by_reason),
             "failed_by_reason": dict(self.failed_by_reason),
-            "per_job": {k: dict(v) for k, v in self.per_job.items()},
+            "per_job": {redact_text(k): dict(v) for k, v in self.per_job.items()},
             "bytes_in": self.bytes_in,
             "bytes_stored": self.bytes_stored,
             "elapsed_s": round(self.elapsed, 3),
@@ -103,4 +108,4 @@ class RunStats:
             "queue_peak": self.queue_peak,
             "errors": self.error_lines(),
             **self.extra,
-        }
+        })

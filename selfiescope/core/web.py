@@ -11,10 +11,10 @@ import re
 import time
 from dataclasses import dataclass
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .manifest import Manifest
+from .budget import TokenBucket
 
 log = logging.getLogger("selfiescope.web")
 T = TypeVar("T")
@@ -41,92 +41,67 @@ class RateLimited(Exception):
 class DownloadError(Exception):
     """A download that failed for good (after retries, or not worth retrying)."""
 
-    def __init__(self, url: str, reason: str, *, transient: bool, status: int | None = None) -> None:
+    def __init__(self, url: str, reason: str, *, transient: bool, status: int | None = None,
+                 unreachable: bool = False) -> None:
         super().__init__(f"{reason}: {url.split('?')[0]}")  # a signed URL's query is noise (and a credential)
         self.url = url
         self.reason = reason
         self.transient = transient  # worth trying again (later, or with a fresh URL): never mark it done
         self.status = status
+        self.unreachable = unreachable  # the host refused the connection or has no address
 
     @property
     def refused(self) -> bool:
         """401/403: an expired signed URL or a lost session. A fresh URL may work."""
         return self.status in (401, 403)
 
-
-class TokenBucket:
-    """A request budget: ``per_minute`` tokens refilled continuously, up to ``burst``.
-
-    The level is saved in the manifest's ``budgets`` table under ``key`` (one per
-    account and site), so restarting a run does not restart the budget. A 429 is
-    honoured with :meth:`penalize`, which every job sharing the bucket then waits out.
-    """
-
-    def __init__(self, manifest: "Manifest", key: str, per_minute: float, *, burst: float | None = None,
-                 jitter_s: float = 0.0, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Any] = asyncio.sleep, rng: random.Random | None = None) -> None:
-        self.manifest = manifest
-        self.key = key
-        self.rate = per_minute / 60.0
-        self.burst = burst if burst is not None else max(1.0, per_minute / 6.0)
-        self.jitter_s = jitter_s
-        self.clock = clock
-        self.sleep = sleep
-        self.rng = rng or random.Random()
-        self.waited_s = 0.0
-        self._lock = asyncio.Lock()
-        self._tokens, self._updated = self._load()
-        self._saved_at = float("-inf")
-
-    def _load(self) -> tuple[float, float]:
-        rows = self.manifest.query("SELECT tokens, updated FROM budgets WHERE key=?", (self.key,))
-        if rows:
-            return float(rows[0]["tokens"]), float(rows[0]["updated"])
-        return self.burst, self.clock()
-
-    def _save(self) -> None:
-        self._saved_at = self._updated
-        self.manifest.execute(
-            "INSERT INTO budgets(key, tokens, updated) VALUES (?,?,?) "
-            "ON CONFLICT(key) DO UPDATE SET tokens=excluded.tokens, updated=excluded.updated",
-            (self.key, self._tokens, self._updated),
-        )
-
-    def flush(self) -> None:
-        """Save the level now (a run's end)."""
-        self._save()
-
-    def _refill(self) -> None:
-        now = self.clock()
-        self._tokens = min(self.burst, self._tokens + max(0.0, now - self._updated) * self.rate)
-        self._updated = now
-
     @property
-    def tokens(self) -> float:
-        self._refill()
-        return self._tokens
+    def rejection_code(self) -> str:
+        """Why a download that will never work is a rejection: ``too_large``, else ``gone`` (404/410)."""
+        return "too_large" if self.reason.startswith("too large") else "gone"
 
-    async def take(self) -> float:
-        """Wait for a token (plus jitter); returns the seconds waited."""
-        async with self._lock:
-            self._refill()
-            wait = 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
-            if self.jitter_s:
-                wait += self.rng.uniform(0, self.jitter_s)
-            if wait > 0:
-                await self.sleep(wait)
-                self._refill()
-            self._tokens -= 1
-            if self._updated - self._saved_at >= 1.0:  # persist at most once a second
-                self._save()
-            self.waited_s += wait
-            return wait
 
-    def penalize(self, seconds: float) -> None:
-        """Make the next request wait at least ``seconds`` (a 429's Retry-After)."""
-        self._refill()
-        self._tokens = min(self._tokens, 1 - seconds * self.rate)
-        self._save()
+async def settle_failed_download(run: Any, source: str, job: Any, post_id: str, exc: DownloadError) -> None:
+    """Count a download that failed, the way the rest of a run counts images: one that may work
+    later is a failure (``download_failed``: exit 1, a rerun retries it, never marked done); one
+    that never will (404/410, too large) is a rejection with its reason, kept in the manifest
+    (``stats``, the card) and done for good."""
+    if exc.transient:
+        run.stats.count(job.target, "failed", "download_failed", 0, exc.reason)
+        return
+    await asyncio.to_thread(run.manifest.reject_post, source, post_id, job.target, job.label, exc.rejection_code,
+                            exc.reason, run.run_id)
+    run.stats.count(job.target, "rejected", exc.rejection_code, 0)
+
+
+class SiteUnreachable(ConnectionError):
+    """The site cannot be reached at all: connection refused, no such host, no route."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        parts = urlsplit(url)
+        self.site = f"{parts.scheme}://{parts.netloc}" if parts.netloc else url.split("?")[0]
+        self.reason = reason
+        super().__init__(f"{self.site} cannot be reached ({reason})")
+
+
+class NotRecorded(ConnectionError):
+    """A replay was asked for something its recording does not hold."""
+
+
+# What a browser or network error says when the whole host is out of reach, in Chromium's
+# words (page loads) and Node's (the request API).
+_UNREACHABLE = (
+    # a closed loopback port reads as refused, or as a socket that never connected
+    (re.compile(r"ERR_CONNECTION_REFUSED|ERR_SOCKET_NOT_CONNECTED|ERR_CONNECTION_FAILED|ECONNREFUSED"), "connection refused"),
+    (re.compile(r"ERR_NAME_NOT_RESOLVED|ERR_NAME_RESOLUTION_FAILED|ENOTFOUND|EAI_AGAIN"), "no such host in DNS"),
+    (re.compile(r"ERR_ADDRESS_UNREACHABLE|ERR_INTERNET_DISCONNECTED|EHOSTUNREACH|ENETUNREACH"), "no route to it"),
+)
+
+
+def unreachable_reason(error: BaseException | str) -> str | None:
+    """Why a failed request means its host is out of reach (refused, no DNS name, no route), or None."""
+    text = str(error)
+    return next((why for pattern, why in _UNREACHABLE if pattern.search(text)), None)
 
 
 def parse_retry_after(value: str | None, default: float = 30.0) -> float:
@@ -172,42 +147,62 @@ class Fetched:
 
 async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max_bytes: int, retries: int = 3,
                       backoff_s: float = 1.0, timeout_s: float = 30.0,
-                      sleep: Callable[[float], Any] = asyncio.sleep) -> Fetched:
+                      sleep: Callable[[float], Any] = asyncio.sleep, max_retry_after_s: float = 900.0,
+                      waiting: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None,
+                      on_429: Callable[[float], None] | None = None) -> Fetched:
     """GET an image through a Playwright request context (so the browser's cookies apply).
 
     5xx, 408, timeouts, cut-off connections and answers that are not an image (an
     HTML error page) are retried with exponential backoff; a 429 waits its Retry-After
-    (through the shared bucket). An image sent with a wrong content type is recognised
-    by its bytes. 401/403 (expired signed URL, lost session) fail at once but count as
-    transient (the caller may refresh the URL); 404/410 and too large fail for good.
+    (through the shared bucket), up to ``max_retry_after_s`` (a longer one raises
+    :class:`RateLimited`). An image sent with a wrong content type is recognised by its
+    bytes. 401/403 (expired signed URL, lost session) fail at once but count as
+    transient (the caller may refresh the URL); 404/410 and too large fail for good. A
+    host that refuses the connection or has no address fails at once (``unreachable``):
+    backing off for a site that is gone only delays saying so. ``waiting`` wraps every
+    wait for the budget or a 429 (a caller's stall clock may leave it out); ``on_429``
+    hears each Retry-After honoured.
     """
     from playwright.async_api import Error as PlaywrightError
 
+    def wait_for(awaitable: Awaitable[Any]) -> Awaitable[Any]:
+        return waiting(awaitable) if waiting is not None else awaitable
+
+    bare = url.split("?")[0]  # a signed URL's query is a credential: never logged
     attempt = 0
     while True:
         attempt += 1
         if bucket is not None:
-            await bucket.take()
+            await wait_for(bucket.take())
         problem: str
         try:
             resp = await within(timeout_s + 5, request.get(url, timeout=timeout_s * 1000, fail_on_status_code=False),
-                                f"GET {url.split('?')[0]}")
+                                f"GET {bare}")
         except Deadline:
             problem = "timeout"
+        except NotRecorded as exc:
+            raise DownloadError(url, str(exc), transient=True) from None
         except PlaywrightError as exc:
             text = str(exc).lower()
             if ("has been closed" in text or "disposed" in text) and "timeout" not in text:
                 raise  # the browser or context went away: the caller recovers
-            problem = "timeout" if "timeout" in text else f"network error ({str(exc).splitlines()[0]})"
+            if (why := unreachable_reason(exc)) is not None:
+                log.debug("GET %s: %s", bare, str(exc).splitlines()[0])
+                raise DownloadError(url, why, transient=True, unreachable=True) from None
+            problem = "timeout" if "timeout" in text else f"network error ({str(exc).splitlines()[0].replace(url, bare)})"
         else:
             status = resp.status
             if status == 429:
                 wait = parse_retry_after(resp.headers.get("retry-after"))
+                if wait > max_retry_after_s:
+                    raise RateLimited(wait)
                 log.warning("429 on a download; waiting %.0f s as asked", wait)
+                if on_429 is not None:
+                    on_429(wait)
                 if bucket is not None:
                     bucket.penalize(wait)
                 else:
-                    await sleep(wait)
+                    await wait_for(sleep(wait))
                 problem = "HTTP 429"
             elif status >= 500 or status == 408:
                 problem = f"HTTP {status}"
@@ -222,7 +217,7 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
                 length = resp.headers.get("content-length")
                 if length and length.isdigit() and int(length) > max_bytes:
                     raise DownloadError(url, f"too large ({int(length)} bytes > {max_bytes})", transient=False)
-                data = await within(timeout_s, resp.body(), f"reading {url.split('?')[0]}")
+                data = await within(timeout_s, resp.body(), f"reading {bare}")
                 if len(data) > max_bytes:
                     raise DownloadError(url, f"too large ({len(data)} bytes > {max_bytes})", transient=False)
                 await within(timeout_s, resp.dispose(), "releasing a response")
@@ -234,8 +229,8 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
             raise DownloadError(url, f"{problem} after {attempt} attempts", transient=True)
         if not problem.startswith("HTTP 429"):
             delay = backoff_s * 2 ** (attempt - 1) * (1 + random.random() * 0.25)
-            log.info("download %s failed (%s); retry %d in %.1f s", url.split("?")[0], problem, attempt, delay)
-            await sleep(delay)
+            log.info("download %s failed (%s); retry %d in %.1f s", bare, problem, attempt, delay)
+            await sleep(delay)  # waiting for the site to recover: a stall clock keeps running
 
 
 def sniff_image_type(data: bytes) -> str | None:

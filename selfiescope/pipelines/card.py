@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..core.lock import root_in_use
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, registry_for
 from ..core.settings import ScrapePipeline, Settings
+from ..core.text import redact_text, redact_values
 
 log = logging.getLogger("selfiescope.card")
 CARD_JSON = "datacard.json"
@@ -89,6 +91,16 @@ def known_biases(components: list[tuple[type, str, dict[str, Any]]]) -> list[str
     return out
 
 
+def run_statuses(manifest: Manifest) -> dict[str, int]:
+    """Runs per status, told truthfully without writing: a row still ``running`` while nobody
+    holds the root's lock was killed, and counts as ``interrupted`` (the next run or forget,
+    holding the lock, marks it so)."""
+    by_status = {r[0] or "?": r[1] for r in manifest.query("SELECT status, COUNT(*) FROM runs GROUP BY status")}
+    if by_status.get("running") and not root_in_use(manifest.root):
+        by_status["interrupted"] = by_status.get("interrupted", 0) + by_status.pop("running")
+    return dict(sorted(by_status.items()))
+
+
 def build_card(settings: Settings, manifest: Manifest, registry: Registry | None = None) -> dict[str, Any]:
     q = manifest.query
     # One pass over the accepted images: counts and dates per (source, job, label).
@@ -101,7 +113,7 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
         src = by_source.setdefault(g["source"], {"source": g["source"], "images": 0, "a": g["a"], "b": g["b"], "jobs": []})
         src["images"] += g["n"]
         src["a"], src["b"] = min(src["a"], g["a"]), max(src["b"], g["b"])
-        src["jobs"].append({"job": g["job"], "label": g["label"], "images": g["n"]})
+        src["jobs"].append({"job": redact_text(g["job"]) if g["job"] else g["job"], "label": g["label"], "images": g["n"]})  # a job may be a URL
     sources = [
         {"source": s["source"], "images": s["images"], "first": _iso(s["a"]), "last": _iso(s["b"]), "jobs": s["jobs"]}
         for s in by_source.values()
@@ -111,6 +123,7 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
         for r in q("SELECT rejected_by, reject_code, COUNT(*) FROM rejections GROUP BY 1, 2 ORDER BY 3 DESC")
     }
     runs = q("SELECT COUNT(*) n, MIN(started) a, MAX(finished) b FROM runs")[0]
+    by_status = run_statuses(manifest)
     last = q("SELECT pipeline, status, finished FROM runs WHERE finished IS NOT NULL ORDER BY id DESC LIMIT 1")
     if registry is None:
         registry = registry_for(settings)
@@ -132,9 +145,10 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
         "sources": sources,
         "collection": {
             "runs": runs["n"], "first_run": _iso(runs["a"]), "last_run_finished": _iso(runs["b"]),
+            "runs_by_status": by_status,
             "last_run": dict(last[0]) | {"finished": _iso(last[0]["finished"])} if last else None,
         },
-        "filters": {"chains": chains, "options": options},
+        "filters": {"chains": chains, "options": redact_values(options)},  # options may hold URLs
         "plugins": plugins,
         "rejections": {"total": sum(rejections.values()), "by_reason": rejections},
         "conflicts": q("SELECT COUNT(*) FROM conflicts")[0][0],
@@ -163,6 +177,8 @@ def render_markdown(card: dict[str, Any]) -> str:
     col = card["collection"]
     lines += ["", "## Collection", "",
               f"- runs: {col['runs']} (first {col['first_run']}, last finished {col['last_run_finished']})"]
+    if stopped := col.get("runs_by_status", {}).get("interrupted"):
+        lines.append(f"- runs that were interrupted or killed before they finished: {stopped}")
     for s in card["sources"]:
         lines.append(f"- {s['source']}: images stored from {s['first']} to {s['last']}")
     f = card["filters"]
@@ -187,10 +203,33 @@ def render_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _remove_dead_temps(path: Path) -> None:
+    """Temp copies of the card that a killed process left (its pid, in the name, is gone)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def _write_atomic(path: Path, text: str) -> None:
+    _remove_dead_temps(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a card behind
+        raise
 
 
 def write_card(settings: Settings, manifest: Manifest, registry: Registry | None = None) -> tuple[Path, Path]:

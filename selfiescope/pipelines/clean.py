@@ -6,19 +6,21 @@ only reports (its manifest lives in a temporary folder); with ``output`` the kep
 are stored into a new dataset there.
 
 The user's originals are never touched unless ``move_rejected_to`` or ``delete_rejected``
-asks for it, and then only a file that a step *rejected* (a decision the manifest
-recorded), never one that merely failed (a write that broke, an unreadable file), and
-only while its bytes are still the ones that were judged. A symbolic link is moved or
-removed as a link; its target is never touched.
+asks for it, and then only after the run, on facts checked at that moment
+(:mod:`.clean_plan`): a file a step *rejected* (never one that merely failed: a write that
+broke, an unreadable file), still holding the bytes that were judged, and, for a duplicate,
+only while the copy that was kept is there (read back through the storage backend). A
+symbolic link is moved or removed as a link; its target is never touched. ``dry_run``
+lists the plan and does nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
-import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -26,7 +28,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..core.components import StoredImage
 from ..core.events import ImageEvent
+from ..core.lock import RootLock
+from ..core.manifest import Manifest
 from ..core.hookspecs import hookimpl
 from ..core.plugins import Registry, registry_for
 from ..core.settings import (
@@ -34,7 +39,9 @@ from ..core.settings import (
     format_validation_error,
 )
 from ..core.text import printable
+from .clean_plan import build_plan, execute, folder_check
 from .collect import collect
+from .stored import StoredReader
 
 
 class _Decisions:
@@ -42,13 +49,16 @@ class _Decisions:
 
     def __init__(self) -> None:
         self.files: list[dict[str, Any]] = []
+        self.stored_hashes: dict[str, str] = {}
 
     def _note(self, event: ImageEvent, outcome: str) -> None:
         self.files.append({
             "path": event.origin.path, "outcome": outcome, "kept": outcome == "kept", "code": event.reject_code,
             "reason": event.reject_reason, "location": event.location, "face_area": event.face_area,
-            "content_hash": event.content_hash,
+            "content_hash": event.content_hash, "duplicate_of": event.notes.get("duplicate_of"),
         })
+        if outcome == "kept" and event.stored and event.data:  # what went to storage: the stripped bytes, when stripped
+            self.stored_hashes[event.content_hash] = hashlib.sha256(event.data).hexdigest()
 
     @hookimpl
     def selfiescope_image_accepted(self, event: ImageEvent, run: Any) -> None:
@@ -67,28 +77,52 @@ def _label_for(folder: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", folder.resolve().name).strip("_-")[:64] or "images"
 
 
-def _unique_target(folder: Path, name: str) -> Path:
-    target = folder / name
-    stem, suffix = Path(name).stem, Path(name).suffix
-    n = 1
-    while os.path.lexists(target):
-        target = folder / f"{stem}-{n}{suffix}"
-        n += 1
-    return target
-
-
 def _overlaps(a: Path, b: Path) -> bool:
     a, b = a.resolve(), b.resolve()
     return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
 
-def _still_judged(path: Path, content_hash: str) -> bool:
-    """Whether ``path`` still holds the bytes that were rejected (a link: its target's)."""
-    try:
-        with path.open("rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest() == content_hash
-    except OSError:
-        return False
+def _under_a_file(path: Path) -> Path | None:
+    """The first part of ``path`` that exists and is not a folder, if any."""
+    for part in [path, *path.parents]:
+        if os.path.lexists(part):
+            return None if part.is_dir() else part
+    return None
+
+
+class _StorageCheck:
+    """With a dataset: the kept copy is the stored one, read back through the backend now."""
+
+    def __init__(self, reader: StoredReader, manifest: Manifest, stored_hashes: dict[str, str]) -> None:
+        self.reader, self.manifest, self.stored_hashes = reader, manifest, stored_hashes
+        self._seen: dict[str, str | None] = {}
+
+    def __call__(self, content_hash: str) -> str | None:
+        if content_hash not in self._seen:
+            self._seen[content_hash] = self._verify(content_hash)
+        return self._seen[content_hash]
+
+    def _verify(self, content_hash: str) -> str | None:
+        rows = self.manifest.query(
+            "SELECT id, label, location, notes FROM images WHERE content_hash=? AND decision='accepted' "
+            "AND location IS NOT NULL", (content_hash,))
+        if not rows:
+            return f"the copy it duplicates ({content_hash[:16]}) is not stored"
+        row = rows[0]
+        stored = StoredImage(row["id"], row["label"], row["location"], content_hash)
+        try:
+            if not self.reader.exists(stored):
+                return f"the copy it duplicates ({content_hash[:16]}) is missing from storage"
+            data = self.reader.read(stored)
+        except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the copy is not verified
+            return f"the copy it duplicates ({content_hash[:16]}) cannot be read back ({type(exc).__name__})"
+        try:
+            noted = json.loads(row["notes"] or "{}").get("stored_sha256")
+        except (ValueError, AttributeError):
+            noted = None
+        if hashlib.sha256(data).hexdigest() not in {content_hash, noted, self.stored_hashes.get(content_hash)}:
+            return f"the copy it duplicates ({content_hash[:16]}) does not hold the bytes that were stored"
+        return None
 
 
 def _check(folder: Path, output: Path | None, move_to: Path | None, delete: bool, label: str,
@@ -98,9 +132,15 @@ def _check(folder: Path, output: Path | None, move_to: Path | None, delete: bool
         problems.append(f"clean: folder not found: {printable(folder)}")
     if move_to is not None and delete:
         problems.append("clean: choose either --move-rejected-to or --delete-rejected, not both")
-    for what, path in (("--output", output), ("--move-rejected-to", move_to)):
-        if path is not None and folder.is_dir() and _overlaps(path, folder):
-            problems.append(f"clean: {what} {printable(path)} must be outside the folder being cleaned")
+    named = [("the folder", folder), ("--output", output), ("--move-rejected-to", move_to)]
+    named = [(what, path) for what, path in named if path is not None]
+    for i, (what, path) in enumerate(named):
+        if (blocker := _under_a_file(path)) is not None and what != "the folder":
+            problems.append(f"clean: {what} {printable(path)}: {printable(blocker)} is a file, not a folder")
+        for other, other_path in named[i + 1:]:
+            if _overlaps(path, other_path):
+                problems.append(f"clean: {other} {printable(other_path)} and {what} {printable(path)} "
+                                "must not be the same folder or one inside the other")
     if problems:
         raise SettingsError(problems)
     try:
@@ -117,10 +157,12 @@ def clean(
     dedup: bool = True,
     move_rejected_to: Path | str | None = None,
     delete_rejected: bool = False,
+    dry_run: bool = False,
     registry: Registry | None = None,
     label: str | None = None,
 ) -> dict[str, Any]:
-    """Clean ``folder``; return counts by reason and the outcome for every file."""
+    """Clean ``folder``; return counts by reason, the outcome for every file and the plan:
+    what was (with ``dry_run``: would be) moved, deleted or kept, and why."""
     folder = Path(folder).expanduser()
     output = Path(output).expanduser() if output is not None else None
     move_to = Path(move_rejected_to).expanduser() if move_rejected_to is not None else None
@@ -137,44 +179,51 @@ def clean(
     finally:
         registry.pm.unregister(observer)
 
-    moved = deleted = 0
-    skipped: list[str] = []
-    for item in observer.files:
-        if item["outcome"] != "rejected" or not item["path"]:
-            continue  # kept, or failed: a failure decided nothing about the file
-        path = Path(item["path"])
-        if not (move_to is not None or delete_rejected):
-            continue
-        if not _still_judged(path, item["content_hash"]):
-            skipped.append(f"{printable(path)} changed or vanished since it was judged; left alone")
-            continue
-        if move_to is not None:
-            target_dir = move_to / (re.sub(r"[^A-Za-z0-9_-]+", "_", item["code"] or "") or "rejected")
-            target_dir.mkdir(parents=True, exist_ok=True)
-            target = _unique_target(target_dir, path.name)
-            shutil.move(str(path), target)
-            item["moved_to"] = printable(target)
-            moved += 1
-        else:
-            path.unlink()  # a symbolic link: removes the link, never its target
-            item["deleted"] = True
-            deleted += 1
+    action = "move" if move_to is not None else "delete" if delete_rejected else None
+    plan: list[dict[str, Any]] = []
+    removal_errors: list[str] = []
+    if action is not None:
+        plan, removal_errors = _plan_and_execute(observer, action, move_to, dry_run, run_settings if output else None, registry)
     by_reason = Counter(item["code"] for item in observer.files if item["outcome"] == "rejected")
-    for item in observer.files:  # JSON- and terminal-safe from here on
+    for item in [*observer.files, *plan]:  # JSON- and terminal-safe from here on
         item["path"] = printable(item["path"]) if item["path"] else item["path"]
+    done = not dry_run
     return {
         "folder": printable(folder),
         "output": printable(output) if output else None,
         "chain": chain,
         "status": stats.status,
+        "dry_run": dry_run,
         "seen": len(observer.files),
         "kept": sum(1 for item in observer.files if item["outcome"] == "kept"),
         "rejected": sum(1 for item in observer.files if item["outcome"] == "rejected"),
         "failed": sum(1 for item in observer.files if item["outcome"] == "failed"),
         "rejected_by_reason": dict(sorted(by_reason.items())),
-        "moved": moved,
-        "deleted": deleted,
-        "skipped": skipped,
-        "errors": stats.error_lines(),
+        "moved": sum(1 for e in plan if e["action"] == "move") if done else 0,
+        "deleted": sum(1 for e in plan if e["action"] == "delete") if done else 0,
+        "plan": plan,
+        "skipped": [f"{e['path']}: {e['why']}; left in place" for e in plan if e["action"] == "keep" and not e.get("error")],
+        "errors": [*stats.error_lines(), *removal_errors],
         "files": sorted(observer.files, key=lambda item: item["path"] or ""),
     }
+
+
+def _plan_and_execute(observer: _Decisions, action: str, move_to: Path | None, dry_run: bool,
+                      dataset: Settings | None, registry: Registry) -> tuple[list[dict[str, Any]], list[str]]:
+    """Build the plan from facts checked now and (unless ``dry_run``) carry it out.
+
+    With a dataset, the storage root is locked meanwhile, so nothing removes a kept copy
+    between its check and the removal it justifies."""
+    if dataset is None:
+        plan = build_plan(observer.files, action, lambda removing: folder_check(observer.files, removing))
+        return plan, ([] if dry_run else execute(plan, move_to))
+    storage = dataset.storage
+    with RootLock(storage.root, wait_s=storage.lock_timeout_s if storage.wait_for_lock else 0.0):
+        manifest = Manifest.at_root(storage.root)
+        try:
+            with StoredReader(dataset, registry, manifest=manifest) as reader:
+                check = _StorageCheck(reader, manifest, observer.stored_hashes)
+                plan = build_plan(observer.files, action, lambda removing: check)
+        finally:
+            manifest.close()
+        return plan, ([] if dry_run else execute(plan, move_to))

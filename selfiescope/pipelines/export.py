@@ -9,14 +9,21 @@ as is. ``csv`` / ``parquet``: one table of the stored images (``DIR/images.csv``
 Only accepted images are exported, never a tombstoned one; owners appear as their
 pseudonym, captions only when the dataset keeps them, and post/image URLs and original
 paths only with ``include_urls`` (they lead back to the person). The key never leaves.
-DIR must be new or empty: an export never overwrites anything.
+DIR must be new or empty: an export never overwrites anything. It is written beside DIR
+and renamed into place at the end, so DIR never holds half an export.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
-from dataclasses import dataclass
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +33,7 @@ from ..core.context import RunContext
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, registry_for
 from ..core.settings import Settings
+from ..core.text import printable
 
 ExportFormat = Literal["imagefolder", "csv", "parquet"]
 COLUMNS = [
@@ -46,9 +54,11 @@ class ExportResult:
     format: str
     images: int
     files: list[str]
+    skipped: list[str] = field(default_factory=list)  # "location: why" of each stored file not readable
 
     def as_dict(self) -> dict[str, Any]:
-        return {"directory": str(self.directory), "format": self.format, "images": self.images, "files": self.files}
+        return {"directory": printable(self.directory), "format": self.format, "images": self.images,
+                "files": self.files, "skipped": len(self.skipped), "skipped_examples": self.skipped[:20]}
 
 
 def _iso(ts: float | None) -> str | None:
@@ -80,6 +90,9 @@ def export_rows(manifest: Manifest, *, include_urls: bool = False, captions: boo
 
 
 def _check_target(directory: Path, root: Path) -> None:
+    cwd = Path.cwd().resolve()
+    if not directory.name or cwd.is_relative_to(directory.resolve()):
+        raise ExportError(f"{directory} is the current folder or holds it: name a new folder of its own")
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ExportError(f"{directory} exists and is not an empty folder: choose a new one (an export never overwrites)")
     if directory.resolve().is_relative_to(root.resolve()):
@@ -106,43 +119,128 @@ async def export(
     settings: Settings, directory: Path, fmt: ExportFormat = "imagefolder", *,
     include_urls: bool = False, registry: Registry | None = None,
 ) -> ExportResult:
+    """Write the export into a hidden sibling folder and rename it into place at the end: DIR
+    appears complete or not at all (a killed export leaves only the sibling, which the next
+    export tidies). A stored file that cannot be read is left out and reported
+    (``ExportResult.skipped``), and ``metadata.csv`` lists only the files written."""
     root = Path(settings.storage.root)
     if fmt not in ("imagefolder", "csv", "parquet"):
         raise ExportError(f"unknown format {fmt!r}: imagefolder, csv or parquet")
     if not (root / "manifest.sqlite").exists():
         raise ExportError(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
-    directory = Path(directory)
+    directory = Path(os.path.abspath(directory))  # "out/..", "." named as the folders they are
     _check_target(directory, root)
     if fmt == "parquet":  # fail before writing anything when pyarrow is missing
         _write_parquet_check()
-    manifest = Manifest.at_root(root)
+    manifest = Manifest.for_reading(root)
     try:
         captions = settings.privacy.store_captions
         rows = export_rows(manifest, include_urls=include_urls, captions=captions)
         columns = COLUMNS + (["caption"] if captions else []) + (URL_COLUMNS if include_urls else [])
-        directory.mkdir(parents=True, exist_ok=True)
-        if fmt == "csv":
-            _write_csv(directory / "images.csv", rows, columns)
-            return ExportResult(directory, fmt, len(rows), ["images.csv"])
-        if fmt == "parquet":
-            _write_parquet(directory / "images.parquet", rows, columns)
-            return ExportResult(directory, fmt, len(rows), ["images.parquet"])
-        registry = registry or registry_for(settings)
-        storage = RunContext(settings, registry, "export", None, manifest).component("storage", settings.storage.backend)
-        await storage.open()
-        try:
-            for rec in rows:
-                name = Path(rec["location"]).name
-                data = await storage.read(StoredImage(rec["id"], rec["label"], rec["location"], rec["content_hash"]))
-                (directory / rec["label"]).mkdir(exist_ok=True)
-                (directory / rec["label"] / name).write_bytes(data)
-                rec["file_name"] = f"{rec['label']}/{name}"
-        finally:
-            await storage.close()
-        _write_csv(directory / "metadata.csv", rows, ["file_name", *columns])
-        return ExportResult(directory, fmt, len(rows), ["metadata.csv", *sorted({r["label"] + "/" for r in rows})])
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tidy_stale(directory)
+        with staging(directory) as tmp:
+            if fmt == "csv":
+                _write_csv(tmp / "images.csv", rows, columns)
+                files, skipped = ["images.csv"], []
+            elif fmt == "parquet":
+                _write_parquet(tmp / "images.parquet", rows, columns)
+                files, skipped = ["images.parquet"], []
+            else:
+                rows, skipped = await _copy_images(settings, registry, manifest, rows, tmp)
+                _write_csv(tmp / "metadata.csv", rows, ["file_name", *columns])
+                files = ["metadata.csv", *sorted({r["label"] + "/" for r in rows})]
+        return ExportResult(directory, fmt, len(rows), files, skipped)
     finally:
         manifest.close()
+
+
+async def _copy_images(settings: Settings, registry: Registry | None, manifest: Manifest, rows: list[dict[str, Any]],
+                       tmp: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each stored image into ``tmp/<label>/``; (the rows written, why the others were not).
+    A read that fails or hangs skips that image; a write that fails ends the export."""
+    from .stored import READ_TIMEOUT_S
+
+    registry = registry or registry_for(settings)
+    storage = RunContext(settings, registry, "export", None, manifest).component("storage", settings.storage.backend)
+    written, skipped = [], []
+    await storage.open()
+    try:
+        for rec in rows:
+            item = StoredImage(rec["id"], rec["label"], rec["location"], rec["content_hash"])
+            try:
+                data = await asyncio.wait_for(storage.read(item), READ_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - any backend's failure to read is this image's
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
+                skipped.append(f"{printable(rec['location'])}: {printable(why)}")
+                continue
+            name = _file_name(rec)
+            (tmp / rec["label"]).mkdir(exist_ok=True)
+            (tmp / rec["label"] / name).write_bytes(data)
+            written.append({**rec, "file_name": f"{rec['label']}/{name}"})
+    finally:
+        await storage.close()
+    return written, skipped
+
+
+def _file_name(rec: dict[str, Any]) -> str:
+    """The stored file's own name, or the image id when the backend's location has none."""
+    name = Path(str(rec["location"])).name
+    if not name or name in (".", "..") or name.startswith("."):
+        name = f"{rec['id']}{Path(name).suffix}"
+    return name
+
+
+STAGING_MARK = ".selfiescope-export-incomplete"  # inside a staging folder only; gone before the rename
+_STAGING = re.compile(r"^\.(?P<name>.+)\.export-(?P<pid>\d+)$")
+
+
+@contextmanager
+def staging(directory: Path) -> Iterator[Path]:
+    """A hidden sibling of ``directory`` to write into; renamed onto it when the block ends
+    without an error, removed when it raises (a SIGKILL leaves it for :func:`tidy_stale`)."""
+    tmp = directory.with_name(f".{directory.name}.export-{os.getpid()}")
+    if tmp.exists() and (tmp / STAGING_MARK).exists():
+        shutil.rmtree(tmp)  # ours: this pid's, marked
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(directory.parent)) from None
+    (tmp / STAGING_MARK).touch()
+    try:
+        yield tmp
+        (tmp / STAGING_MARK).unlink()
+        try:
+            os.rename(tmp, directory)  # replaces only a missing or empty folder
+        except OSError as exc:
+            raise ExportError(f"{directory}: cannot put the export in place ({exc.strerror or exc}); it was "
+                              f"written to {tmp}") from None
+    except BaseException as exc:
+        if (tmp / STAGING_MARK).exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not exc.filename:  # a failed write says where the export was going
+            raise OSError(exc.errno, exc.strerror or str(exc), str(directory)) from None
+        raise
+
+
+def tidy_stale(directory: Path) -> None:
+    """Remove staging folders of killed exports to ``directory``: named for it, marked as ours,
+    and their pid no longer running."""
+    for entry in directory.parent.iterdir():
+        m = _STAGING.match(entry.name)
+        if (m and m["name"] == directory.name and not entry.is_symlink() and entry.is_dir()
+                and (entry / STAGING_MARK).is_file() and not _alive(int(m["pid"]))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_parquet_check() -> None:

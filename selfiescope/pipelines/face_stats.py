@@ -75,16 +75,24 @@ def current_threshold(settings: Settings, registry: Registry, filters: Sequence[
     return None
 
 
+def rejection_counts(manifest: Manifest) -> dict[str, int]:
+    """``"who/why"`` -> how many decisions against an image or a post (a step's, or a source's
+    for a post it could not use: ``instagram/gone``, ``instagram/too_large``)."""
+    rows = manifest.query("SELECT rejected_by, reject_code, COUNT(*) n FROM rejections GROUP BY 1, 2 ORDER BY 3 DESC")
+    return {f"{r['rejected_by'] or '?'}/{r['reject_code'] or '?'}": r["n"] for r in rows}
+
+
 def face_area_stats(root: Path, plot: Path | None, current: float | None, filters: Sequence[str]) -> dict[str, Any]:
-    manifest = Manifest.at_root(root)
+    manifest = Manifest.for_reading(root)
     try:
         areas = face_areas(manifest, filters)
+        rejections = rejection_counts(manifest)
     finally:
         manifest.close()
     kept = kept_per_threshold(areas, np.array(TABLE_THRESHOLDS))
     table = {k: dict(zip((f"{t:.0%}" for t in TABLE_THRESHOLDS), kept[k])) for k in areas}
     result: dict[str, Any] = {"root": str(root), "judged": {k: len(v) for k, v in areas.items()}, "kept": table,
-                              "plot": None}
+                              "plot": None, "rejections": rejections}
     if plot is not None and areas:
         result["plot"] = str(threshold_plot(plot, areas, current))
     return result

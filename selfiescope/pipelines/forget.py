@@ -12,6 +12,13 @@ transaction before anything is deleted; then the files go; then, in one transact
 rows and the to-do list. A forget that is interrupted anywhere leaves a to-do list that
 the next ``forget`` (or the next run) finishes, so files without rows or rows without
 files never outlive a rerun, and a forgotten image can never be collected again meanwhile.
+
+Each forgotten image also leaves its perceptual hashes, sealed under the dataset key
+(:mod:`selfiescope.core.likeness`): a re-encoded, resized, mirrored, converted or slightly
+cropped copy (whatever dedup would call the same photo) is refused too.
+
+A dry run reads the manifest read-only and takes no lock: it creates, changes and removes
+nothing under the storage root (not even the dataset key).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,10 +36,16 @@ from typing import Any
 
 from ..core.components import Storage, StoredImage
 from ..core.context import RunContext
+from ..core.intents import sweep
+from ..core.likeness import seal
 from ..core.lock import RootLock
 from ..core.manifest import Manifest
+from ..core.manifest_io import writable
+from ..core.manifest_readonly import ManifestUnreadable
 from ..core.plugins import Registry, registry_for
-from ..core.privacy import normalise_owner, post_code
+from ..core.privacy import KeyMissing, normalise_owner, post_code
+from ..core.text import printable
+from ..exits import RUN_ERRNOS
 from ..core.settings import Settings, TrainPipeline
 from .card import refresh_card
 
@@ -40,10 +54,16 @@ TRAINED_ON = "trained_on.txt"  # beside model.txt: one content hash per line
 ROW_TABLES = ("images", "rejections", "phashes", "features", "conflicts", "posts_seen")
 _COLUMNS = "content_hash, id, label, location, decision, post_id, source"
 _HEX = re.compile(r"^[0-9a-f]{12,64}$")
+_COPY_CODES = "('duplicate', 'near_duplicate', 'label_conflict')"  # dedup's rejections of a copy
 
 
 class ForgetError(Exception):
-    """A request that cannot be carried out (no dataset, no key): phrased for the user."""
+    """A request that cannot be carried out (no dataset, no key): phrased for the user.
+    ``run_failed``: the machine failed it (a full disk), not the request (exit 1, not 2)."""
+
+    def __init__(self, message: str, *, run_failed: bool = False) -> None:
+        super().__init__(message)
+        self.run_failed = run_failed
 
 
 @dataclass
@@ -99,6 +119,8 @@ class ForgetResult:
     tombstones: int
     models: list[ModelUse]
     resumed: int = 0  # to-do entries of an interrupted forget finished first
+    unknown_owner: int | None = None  # with --owner: stored images whose owner was never recorded
+    stale_runs: int = 0  # runs left "running" by a killed process, marked interrupted
 
     @property
     def removed_anything(self) -> bool:
@@ -114,12 +136,17 @@ class ForgetResult:
             "removed": self.removed,
             "tombstones": self.tombstones,
             "resumed": self.resumed,
+            "stored_without_owner": self.unknown_owner,
+            "stale_runs_marked_interrupted": self.stale_runs,
             "models": [{**asdict(u), "retrain": u.retrain} for u in self.models],
         }
 
 
 # --- matching ----------------------------------------------------------------------------
 def _rows(manifest: Manifest, where: str, params: tuple[Any, ...]) -> list[Match]:
+    # Values as the manifest stores them: undecodable bytes of a name (a non-UTF-8 argument)
+    # are kept as visible escapes there, and SQLite refuses the raw surrogates.
+    params = tuple(printable(p) if isinstance(p, str) else p for p in params)
     return [Match(*tuple(r)) for r in manifest.query(f"SELECT {_COLUMNS} FROM images WHERE {where}", params)]
 
 
@@ -128,19 +155,58 @@ def _image_matches(manifest: Manifest, value: str) -> list[Match]:
     found = _rows(manifest, "id=? OR content_hash=?", (value, value.lower()))
     if not found and _HEX.match(value.lower()):
         found = _rows(manifest, "content_hash LIKE ?", (value.lower() + "%",))
-    path = Path(value).expanduser()
-    if path.is_file():
+    path = Path(value).expanduser() if "\0" not in value else None
+    try:
+        if path is None or not path.is_file():
+            return found
         resolved = path.resolve()
         root = manifest.root.resolve()
         if resolved.is_relative_to(root):
             found += _rows(manifest, "location=?", (resolved.relative_to(root).as_posix(),))
         found += _rows(manifest, "origin_path IN (?, ?)", (str(path), str(resolved)))
         digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
-        found += _rows(manifest, "content_hash=?", (digest,))
+    except OSError as exc:
+        raise ForgetError(f"--image {printable(value)}: cannot read it: {exc.strerror or exc}") from None
+    found += _rows(manifest, "content_hash=?", (digest,))
     return found
 
 
-def plan_forget(manifest: Manifest, request: ForgetRequest) -> ForgetPlan:
+def _owner_pseudonym(manifest: Manifest, name: str) -> str | None:
+    """The owner's pseudonym; None when the dataset has no key yet (read-only: nobody was
+    pseudonymised, so no row can name them)."""
+    try:
+        return manifest.keyring.owner(name)
+    except KeyMissing:
+        return None
+
+
+def _likeness_tombstones(manifest: Manifest, content_hashes: list[str]) -> list[str]:
+    """Sealed perceptual hashes of these images: the dedup index's pair, else the row's hash."""
+    sealed = []
+    for content_hash in content_hashes:
+        pair = manifest.query("SELECT phash, centre FROM phashes WHERE content_hash=?", (content_hash,))
+        if pair:
+            whole, centre = pair[0][0] & 0xFFFFFFFFFFFFFFFF, pair[0][1]
+            sealed.append(seal(manifest.keyring, whole, None if centre is None else centre & 0xFFFFFFFFFFFFFFFF))
+            continue
+        row = manifest.query("SELECT phash FROM images WHERE content_hash=?", (content_hash,))
+        try:
+            whole = int(row[0][0], 16) if row and row[0][0] else None
+        except (TypeError, ValueError):
+            whole = None
+        if whole is not None:
+            sealed.append(seal(manifest.keyring, whole, None))
+    return sealed
+
+
+def stored_without_owner(manifest: Manifest) -> int:
+    return int(manifest.query(
+        "SELECT COUNT(*) FROM images WHERE decision='accepted' AND location IS NOT NULL AND owner IS NULL")[0][0])
+
+
+def plan_forget(manifest: Manifest, request: ForgetRequest, *, tombstones: bool = True) -> ForgetPlan:
+    """What a request removes. ``tombstones``: also compute the keys to record (needs the
+    dataset key; a dry run leaves them out and so never creates it)."""
     keyring = manifest.keyring
     plan = ForgetPlan()
     whole_posts: set[str] = set()  # every image of these posts goes
@@ -154,12 +220,11 @@ def plan_forget(manifest: Manifest, request: ForgetRequest) -> ForgetPlan:
         # By id (indexed); a URL whose id is not the source's post id is matched by URL.
         add(_rows(manifest, "post_id=?", (code,)) or _rows(manifest, "post_url=?", (value,)))
         whole_posts.add(code)
-        if manifest.query("SELECT 1 FROM posts_seen WHERE post_id=? LIMIT 1", (code,)):
-            plan.posts.add(code)
+        if manifest.query("SELECT 1 FROM posts_seen WHERE post_id=? LIMIT 1", (printable(code),)):
+            plan.posts.add(printable(code))
     for name in request.owners:
-        if not normalise_owner(name):
+        if not normalise_owner(name) or (pseudonym := _owner_pseudonym(manifest, name)) is None:
             continue
-        pseudonym = keyring.owner(name)
         matches = _rows(manifest, "owner=?", (pseudonym,))
         add(matches)
         whole_posts.update(m.post_id for m in matches if m.post_id)
@@ -168,6 +233,11 @@ def plan_forget(manifest: Manifest, request: ForgetRequest) -> ForgetPlan:
         add(_image_matches(manifest, value))
     for label in request.labels:
         add(_rows(manifest, "label=?", (label,)))
+    # Copies dedup turned away as this photo (their rows name it by its hash's first 16 digits)
+    # are the same photo: their rows, pHashes and rejections go too.
+    for content_hash in list(plan.images):
+        add(_rows(manifest, f"decision='rejected' AND reject_code IN {_COPY_CODES} AND instr(reason, ?) > 0",
+                  (content_hash[:16],)))
     # A post whose every image goes is forgotten as a whole: its posts_seen row goes and a
     # tombstone keeps sources from downloading it again.
     for post_id in {m.post_id for m in plan.images.values() if m.post_id} - whole_posts:
@@ -175,11 +245,17 @@ def plan_forget(manifest: Manifest, request: ForgetRequest) -> ForgetPlan:
         if all(r[0] in plan.images for r in kept):
             whole_posts.add(post_id)
     for post_id in whole_posts:
+        if manifest.query("SELECT 1 FROM posts_seen WHERE post_id=? LIMIT 1", (printable(post_id),)):
+            plan.posts.add(printable(post_id))
+    if not tombstones:
+        plan.tombstones.clear()
+        return plan
+    for post_id in whole_posts:
         plan.tombstones[keyring.post(post_id)] = "post"
-        if manifest.query("SELECT 1 FROM posts_seen WHERE post_id=? LIMIT 1", (post_id,)):
-            plan.posts.add(post_id)
     for content_hash in plan.images:
         plan.tombstones[keyring.content(content_hash)] = "content"
+    for key in _likeness_tombstones(manifest, sorted(plan.images)):
+        plan.tombstones[key] = "phash"
     return plan
 
 
@@ -213,7 +289,7 @@ def models_using(manifest: Manifest, settings: Settings | None, content_hashes: 
     for path, pipeline in sorted(candidates.items()):
         listing = Path(path) / TRAINED_ON
         try:
-            hashes = set(listing.read_text().split())
+            hashes = set(listing.read_text(errors="replace").split())  # hex lines; damage only loses a match
         except OSError:
             continue
         if n := len(hashes & content_hashes):
@@ -262,51 +338,90 @@ def pending_count(manifest: Manifest) -> int:
 
 
 async def forget_with(
-    manifest: Manifest, storage: Storage, request: ForgetRequest, *, dry_run: bool = False,
+    manifest: Manifest, storage: Storage | None, request: ForgetRequest, *, dry_run: bool = False,
     settings: Settings | None = None,
 ) -> ForgetResult:
-    """Plan and (unless ``dry_run``) carry out a request on an open manifest and storage."""
+    """Plan and (unless ``dry_run``) carry out a request on an open manifest and storage
+    (``storage`` may be None for a dry run, which touches no file)."""
     resumed = 0
     removed = dict.fromkeys(("files", *ROW_TABLES), 0)
-    if not dry_run and (resumed := pending_count(manifest)):
+    if dry_run:
+        resumed = pending_count(manifest)
+    elif resumed := pending_count(manifest):
         log.warning("finishing an interrupted forget (%d entries) first", resumed)
+        assert storage is not None
         removed = await complete_pending(manifest, storage)
-    plan = plan_forget(manifest, request)
+    plan = plan_forget(manifest, request, tombstones=not dry_run)
     models = models_using(manifest, settings, set(plan.images))
     new_tombstones = 0
     if not dry_run and not plan.empty:
+        assert storage is not None
         new_tombstones = _commit_intent(manifest, plan)
         for key, n in (await complete_pending(manifest, storage)).items():
             removed[key] += n
     elif not dry_run and plan.tombstones:  # an owner with nothing stored yet: still never collect them
         new_tombstones = _commit_intent(manifest, plan)
     matches = sorted(plan.images.values(), key=lambda m: (m.label or "", m.id or m.content_hash))
-    return ForgetResult(dry_run, matches, len(plan.posts), removed, new_tombstones, models, resumed)
+    unknown = stored_without_owner(manifest) if request.owners else None
+    return ForgetResult(dry_run, matches, len(plan.posts), removed, new_tombstones, models, resumed, unknown)
+
+
+def _open_for_dry_run(root: Path) -> Manifest:
+    try:
+        return Manifest.read_only(root)
+    except ManifestUnreadable as exc:
+        raise ForgetError(str(exc)) from None
 
 
 async def forget(
     settings: Settings, request: ForgetRequest, *, dry_run: bool = False, registry: Registry | None = None,
 ) -> ForgetResult:
-    """``selfiescope forget``: open the dataset of ``settings``, forget, refresh the card."""
+    """``selfiescope forget``: open the dataset of ``settings``, forget, refresh the card.
+
+    A dry run opens the manifest read-only, takes no lock and opens no storage backend
+    (whose opening tidies temp files): it writes nothing anywhere."""
     root = Path(settings.storage.root)
-    if not (root / "manifest.sqlite").exists():
-        raise ForgetError(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
+    if not (root / "manifest.sqlite").is_file():
+        raise ForgetError(f"no dataset at {printable(root)}: {printable(root / 'manifest.sqlite')} does not exist")
+    if dry_run:
+        manifest = _open_for_dry_run(root)
+        try:
+            return await forget_with(manifest, None, request, dry_run=True, settings=settings)
+        finally:
+            manifest.close()
+    if not writable(root):
+        raise ForgetError(f"{printable(root)} is read-only (or not writable by this user): nothing was forgotten (nothing was removed); "
+                          "forget needs to write there (--dry-run lists what would go)")
     registry = registry or registry_for(settings)
     wait_s = settings.storage.lock_timeout_s if settings.storage.wait_for_lock else 0.0
-    lock = None if dry_run else await asyncio.to_thread(RootLock(root, wait_s=wait_s).acquire)  # one writer
-    manifest = Manifest.at_root(root)
     try:
+        lock = await asyncio.to_thread(RootLock(root, wait_s=wait_s).acquire)  # one writer
+    except OSError as exc:
+        raise ForgetError(f"cannot write to the dataset at {printable(root)}: {exc.strerror or exc}; nothing was removed",
+                          run_failed=exc.errno in RUN_ERRNOS) from None
+    try:
+        manifest = Manifest.at_root(root)
+    except BaseException as exc:
+        lock.release()
+        if isinstance(exc, (OSError, sqlite3.Error)):
+            full = getattr(exc, "errno", None) in RUN_ERRNOS or "disk is full" in str(exc)
+            raise ForgetError(f"cannot write to {printable(root / 'manifest.sqlite')}: {exc}; nothing was removed",
+                              run_failed=full) from None
+        raise
+    try:
+        stale = manifest.mark_interrupted()  # the lock is ours: a run still "running" was killed
         run = RunContext(settings, registry, "forget", None, manifest)
         storage = run.component("storage", settings.storage.backend)
         await storage.open()
         try:
-            result = await forget_with(manifest, storage, request, dry_run=dry_run, settings=settings)
+            await sweep(manifest, storage)  # a killed run's unrecorded writes: forget may be asked for them
+            result = await forget_with(manifest, storage, request, settings=settings)
         finally:
             await storage.close()
-        if not dry_run and (result.removed_anything or result.tombstones):
+        result.stale_runs = stale
+        if result.removed_anything or result.tombstones:
             refresh_card(settings, manifest, registry)
         return result
     finally:
         manifest.close()
-        if lock is not None:
-            lock.release()
+        lock.release()

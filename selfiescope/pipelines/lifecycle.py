@@ -26,12 +26,14 @@ from typing import Any, Protocol
 from ..core.components import Component, Job, Source, Step
 from ..core.compute import load_target
 from ..core.context import RunContext, default_threads
+from ..core.intents import drop_settled, sweep
 from ..core.lock import RootLock
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, load_registry
 from ..core.checks import check_components, check_paths, check_pipeline
 from ..core.settings import ScrapePipeline, Settings, SettingsError
 from ..core.stats import RunStats
+from ..exits import os_error
 from .card import refresh_card
 from .forget import complete_pending, pending_count
 
@@ -130,9 +132,15 @@ async def managed_run(
         raise
     executor = ThreadPoolExecutor(max_workers=default_threads(settings), thread_name_prefix="selfiescope")
     run = RunContext(settings, registry, pipeline_name, pipeline, manifest, executor=executor)
-    if n := manifest.mark_interrupted():
-        log.info("%d earlier run(s) ended without finishing (killed); marked interrupted", n)
-    run.run_id = manifest.start_run(pipeline_name, run.settings_hash())
+    try:  # a full disk can refuse even the run's record: then close and unlock before saying so
+        if n := manifest.mark_interrupted():
+            log.info("%d earlier run(s) ended without finishing (killed); marked interrupted", n)
+        run.run_id = manifest.start_run(pipeline_name, run.settings_hash())
+    except BaseException:
+        executor.shutdown(wait=False)
+        manifest.close()
+        lock.release()
+        raise
     opened: list[Component] = []
 
     async def open_component(kind: str, name: str) -> Component:
@@ -143,9 +151,15 @@ async def managed_run(
 
     try:
         run.storage = await open_component("storage", settings.storage.backend)
+        try:
+            await sweep(manifest, run.storage)  # writes a killed run never recorded
+        except Exception as exc:  # noqa: BLE001 - the intents stay for the next run; collecting can go on
+            log.warning("could not remove a killed run's unrecorded writes yet: %s: %s", type(exc).__name__, exc)
         if pending_count(manifest):  # an interrupted `forget`: finish it before collecting anything
             await complete_pending(manifest, run.storage)
         yield run, open_component
+        if run.halted is not None:
+            raise run.halted
         run.stats.status = "finished" if run.stats.ok else "finished_with_errors"
     except (asyncio.CancelledError, KeyboardInterrupt):
         run.stats.status = "cancelled"
@@ -168,15 +182,27 @@ async def managed_run(
                 log.warning("closing a service failed: %s", exc)
         run.stats.finished = time.monotonic()
         try:
-            manifest.finish_run(run.run_id, run.stats.status, run.stats.as_dict())
+            _finish_record(manifest, run)
             run.hook.selfiescope_run_finished(run=run, stats=run.stats)
         finally:  # a failing observer or manifest still leaves the root closed and unlocked
             executor.shutdown(wait=True)  # queued manifest writes finish: files and manifest agree
             try:
-                refresh_card(settings, manifest, registry)
+                if run.halted is None:  # a full disk would only add a warning to the run's one line
+                    refresh_card(settings, manifest, registry)
             finally:
                 manifest.close()
                 lock.release()
+
+
+def _finish_record(manifest: Manifest, run: RunContext) -> None:
+    """Record the run's end. On a full disk the run's outcome (and its one line) is what the
+    user needs: the record is left ``running``, and the next run marks it interrupted."""
+    try:
+        drop_settled(manifest)
+        manifest.finish_run(run.run_id, run.stats.status, run.stats.as_dict())
+    except OSError as exc:
+        log.debug("could not record the end of run %s: %s", run.run_id, exc)
+        run.stats.errors.append(f"could not record the run's end: {os_error(exc)[1]}")
 
 
 async def run_collect(

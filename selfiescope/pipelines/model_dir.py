@@ -12,13 +12,18 @@ truncated or altered model with a clear message instead of crashing in native co
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from .model_schema import SchemaError, is_plain_name, read_json_file
 
 MARKER = {"written_by": "selfiescope"}
 SCHEMA = "schema.json"
@@ -37,8 +42,8 @@ class ModelDirError(Exception):
 
 def read_schema(folder: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads((folder / SCHEMA).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json_file(folder / SCHEMA)
+    except (OSError, SchemaError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -52,8 +57,11 @@ def is_marked(schema: dict[str, Any] | None) -> bool:
 
 
 def owned_files(schema: dict[str, Any]) -> set[str]:
+    """The names a model folder's schema claims; only plain names, so a schema edited to list
+    ``../x`` can never make train delete something outside the folder."""
     listed = schema.get("files")
-    return {*listed, SCHEMA} if isinstance(listed, dict) else set(LEGACY_FILES)
+    names = set(listed) if isinstance(listed, dict) else set(LEGACY_FILES)
+    return {name for name in names if isinstance(name, str) and is_plain_name(name)} | {SCHEMA}
 
 
 def check_target(model_dir: Path, protected: list[Path]) -> None:
@@ -93,6 +101,24 @@ def check_target(model_dir: Path, protected: list[Path]) -> None:
         )
 
 
+def check_writable(model_dir: Path) -> None:
+    """ModelDirError unless train can write the model: the nearest existing folder above it
+    (where the temporary folder goes) and the model folder itself when it exists (its old
+    files are removed after the swap). Tried with a real file, so read-only mounts, ACLs and
+    a full disk's refusals count, not only mode bits."""
+    above = model_dir.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    for folder in (above, *([model_dir] if model_dir.is_dir() and not model_dir.is_symlink() else [])):
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".selfiescope-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ModelDirError(f"--model-dir {model_dir}: cannot write in {folder} ({exc.strerror or exc}); "
+                                "choose a writable folder") from None
+
+
 def file_digest(path: Path) -> dict[str, Any]:
     with path.open("rb") as fh:
         return {"size": path.stat().st_size, "sha256": hashlib.file_digest(fh, "sha256").hexdigest()}
@@ -105,23 +131,52 @@ def seal(folder: Path, schema: dict[str, Any]) -> None:
     (folder / SCHEMA).write_text(json.dumps(sealed, indent=2), encoding="utf-8")
 
 
-def verify(folder: Path, schema: dict[str, Any]) -> None:
-    """ModelDirError if a file prediction reads is missing, truncated or altered."""
+def verify(folder: Path, schema: dict[str, Any], *, skip: tuple[str, ...] = ()) -> None:
+    """ModelDirError if a file prediction reads is missing, truncated or altered (``skip``:
+    files the caller reads once and checks with :func:`verify_bytes`)."""
     files = schema.get("files")
     if not isinstance(files, dict):
         return  # a first-release model: nothing recorded to check against
     for name, want in files.items():
-        if not name.endswith(MACHINE_READ):
+        if not name.endswith(MACHINE_READ) or name in skip:
             continue
         path = folder / name
         try:
-            have = file_digest(path)
+            have = _regular_digest(path, want.get("size") if isinstance(want, dict) else None)
         except OSError as exc:
             raise ModelDirError(f"{path}: {exc.strerror or exc}; the model folder is incomplete, retrain it") from None
-        if have != want:
-            what = "truncated" if have["size"] < want.get("size", 0) else "altered"
-            raise ModelDirError(f"{path}: {what} since training (size or sha256 differs); retrain the model "
-                                "with `selfiescope train` or restore the folder")
+        _compare(path, have, want)
+
+
+def _regular_digest(path: Path, expected_size: Any) -> dict[str, Any]:
+    """Like :func:`file_digest`, for a file that may be anything: opened without blocking (a
+    FIFO never waits for a writer), refused unless regular, hashed only when its size matches."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if st.st_size != expected_size:
+            return {"size": st.st_size, "sha256": None}
+        return {"size": st.st_size, "sha256": hashlib.file_digest(fh, "sha256").hexdigest()}
+
+
+def verify_bytes(path: Path, data: bytes, schema: dict[str, Any]) -> None:
+    """ModelDirError if ``data``, read from ``path``, differs from what the schema recorded for it."""
+    files = schema.get("files")
+    if not isinstance(files, dict):
+        return
+    if path.name not in files:
+        raise ModelDirError(f"{path}: not listed in schema.json's files; retrain the model")
+    _compare(path, {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, files[path.name])
+
+
+def _compare(path: Path, have: dict[str, Any], want: Any) -> None:
+    if not isinstance(want, dict) or have != {"size": want.get("size"), "sha256": want.get("sha256")}:
+        recorded = want.get("size") if isinstance(want, dict) else None
+        what = "truncated" if isinstance(recorded, int) and have["size"] < recorded else "altered"
+        raise ModelDirError(f"{path}: {what} since training (size or sha256 differs); retrain the model "
+                            "with `selfiescope train` or restore the folder")
 
 
 def _alive(pid: int) -> bool:

@@ -16,7 +16,6 @@ keeps them: a folder, a bucket, a database).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from ..core.components import FeatureExtractor, Step, StoredImage, chain_providing
 from ..core.context import RunContext
@@ -31,17 +31,20 @@ from ..core.engine import run_chain
 from ..core.events import Decision, ImageEvent, Origin
 from ..core.manifest import Manifest
 from ..core.plugins import Registry, registry_for
-from ..core.settings import Settings, settings_from_dict
+from ..core.settings import Settings, SettingsError, format_validation_error, settings_from_dict
 from ..core.text import printable
 from ..core.image_files import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, read_regular_file  # noqa: F401 - re-exported
 from .dataset import columns_of, event_face_dict, extract_features
-from .model_dir import ModelDirError, verify
+from .model_dir import ModelDirError, verify, verify_bytes
+from .model_schema import ModelSchema, SavedSettings, SchemaError, read_json_file, validated
+from .model_text import ModelTextError, checked_model_text
 from .calibration import Calibrator
 from .normalize import normalize_image
 
 BATCH = 16
 
 MAX_BYTES = MAX_IMAGE_BYTES  # what import would take, prediction takes
+MAX_MODEL_BYTES = 256 << 20  # far above any model of a few thousand trees
 
 
 class ModelError(Exception):
@@ -62,13 +65,41 @@ class Prediction:
         return asdict(self)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json_file(path)
     except FileNotFoundError:
         raise ModelError(f"{path.parent}: not a model folder ({path.name} is missing; train one with `selfiescope train`)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable ({exc})") from None
+    except SchemaError as exc:
+        raise ModelError(str(exc)) from None
+
+
+def _validated(model: type[Any], path: Path) -> Any:
+    try:
+        return validated(model, _read_json(path), path)
+    except SchemaError as exc:
+        raise ModelError(f"{exc}; retrain the model with `selfiescope train`") from None
+
+
+def read_model_text(path: Path, schema: dict[str, Any]) -> str:
+    """``model.txt`` read once, checked against the schema's recorded digest and then parsed in
+    Python (:mod:`.model_text`): LightGBM only ever parses what that check rebuilt."""
+    try:
+        data = read_regular_file(path, MAX_MODEL_BYTES)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: missing; the model folder is incomplete, retrain it") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ModelError(f"{path}: {exc}; not a model this tool wrote") from None
+    try:
+        verify_bytes(path, data, schema)
+    except ModelDirError as exc:
+        raise ModelError(str(exc)) from None
+    try:
+        return checked_model_text(data, [c.replace(" ", "_") for c in schema["columns"]])
+    except ModelTextError as exc:
+        raise ModelError(f"{path}: not a usable LightGBM model: {exc}; retrain it with `selfiescope train`") from None
 
 
 def check_schema(schema: dict[str, Any], registry: Registry) -> list[FeatureExtractor]:
@@ -83,7 +114,11 @@ def check_schema(schema: dict[str, Any], registry: Registry) -> list[FeatureExtr
         if str(cls.version) != str(group["version"]):
             problems.append(f"feature group {name!r} is version {cls.version}, the model was trained with version {group['version']}")
             continue
-        extractor = cls(cls.Options.model_validate(group.get("options", {})))
+        try:
+            extractor = cls(cls.Options.model_validate(group.get("options", {})))
+        except ValidationError as exc:
+            problems.append(f"feature group {name!r} options: {'; '.join(format_validation_error(exc))}")
+            continue
         if extractor.feature_names() != group["features"]:
             problems.append(f"feature group {name!r} computes different features than the model was trained on")
             continue
@@ -112,20 +147,33 @@ class Model:
     """A trained model folder, ready to predict. Use :func:`selfiescope.load_model`."""
 
     def __init__(self, path: Path, *, extra_plugins: list[Any] | None = None) -> None:
+        self.path = Path(path)
+        try:
+            self._load(extra_plugins)
+        except ModelError as exc:  # every message names the folder it is about
+            if str(self.path) not in str(exc):
+                raise ModelError(f"{self.path}: {exc}") from None
+            raise
+
+    def _load(self, extra_plugins: list[Any] | None) -> None:
         from .train import lightgbm
 
         lgb = lightgbm()
-        self.path = Path(path)
         if not self.path.is_dir():
             raise ModelError(f"{self.path}: no such model folder")
-        self.schema = _read_json(self.path / "schema.json")
+        schema_path = self.path / "schema.json"
+        self.schema: dict[str, Any] = _validated(ModelSchema, schema_path).model_dump(mode="json")
         try:
-            verify(self.path, self.schema)
+            verify(self.path, self.schema, skip=("model.txt",))
         except ModelDirError as exc:
             raise ModelError(str(exc)) from None
-        saved = _read_json(self.path / "settings.json")
-        self.settings: Settings = settings_from_dict(saved["settings"])
-        self.registry = registry_for(self.settings, extra_plugins)
+        saved_path = self.path / "settings.json"
+        saved = _validated(SavedSettings, saved_path)
+        try:
+            self.settings: Settings = settings_from_dict(saved.settings)
+            self.registry = registry_for(self.settings, extra_plugins)
+        except SettingsError as exc:
+            raise ModelError(f"{saved_path}: {'; '.join(exc.problems)[:500]}; retrain the model") from None
         self.extractors = check_schema(self.schema, self.registry)
         try:  # models from before the schema saved its steps: the installed steps that provide them
             self.steps: list[str] = list(self.schema.get("steps") or chain_providing(self.registry.steps, ["image", "faces"]))
@@ -134,16 +182,16 @@ class Model:
         for step in self.steps:
             if step not in self.registry.steps:
                 raise ModelError(f"the chain step {step!r} that prediction needs is not installed")
+            if not {"image", "faces"} & set(self.registry.steps[step].provides):  # never a storing step
+                raise ModelError(f"schema.json steps: {step!r} provides neither the image nor its faces")
+        model_text = read_model_text(self.path / "model.txt", self.schema)
         try:
-            self.booster = lgb.Booster(model_file=str(self.path / "model.txt"))
-        except lgb.basic.LightGBMError as exc:
+            self.booster = lgb.Booster(model_str=model_text)
+        except (lgb.basic.LightGBMError, ValueError) as exc:
             raise ModelError(f"{self.path / 'model.txt'}: cannot load the LightGBM model ({exc})") from None
         self.labels: list[str] = self.schema["labels"]
-        self.threshold = float(self.schema.get("threshold", 0.5))
-        try:
-            self.calibrator = Calibrator.from_dict(self.schema.get("calibration"))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ModelError(f"{self.path / 'schema.json'}: unusable calibration ({exc})") from None
+        self.threshold = float(self.schema["threshold"])
+        self.calibrator = Calibrator.from_dict(self.schema.get("calibration"))
         self.normalize = self.schema.get("normalize")  # {"side", "jpeg_quality"} or None
 
     def predict(self, paths: Sequence[str | Path] | str | Path) -> list[Prediction]:

@@ -64,8 +64,11 @@ def _secrets(settings: Settings, source: str) -> set[str]:
 
 
 async def record(settings: Settings, tags: list[str], har_path: Path, *, source: str = SCRAPE_SOURCE,
-                 base_url: str | None = None, limit: int | None = 30, label: str = "recorded") -> Recording:
-    """Scrape ``tags`` once through a real browser and save the session to ``har_path``."""
+                 base_url: str | None = None, limit: int | None = 30, label: str = "recorded",
+                 extra_plugins: list[Any] | None = None) -> Recording:
+    """Scrape ``tags`` once through a real browser and save the session to ``har_path``.
+
+    ``extra_plugins`` observe the run as they would a scrape (the CLI's progress display)."""
     har_path = Path(har_path)
     if har_path.exists():  # never overwrite what the user owns
         raise FileExistsError(f"{har_path} exists; choose another file name or remove it first")
@@ -79,7 +82,7 @@ async def record(settings: Settings, tags: list[str], har_path: Path, *, source:
         })
         pipeline = scrape_pipeline(tags, label, limit=limit, source=source, base_url=base_url,
                                    chain=[DECODE_STEP, STORE_STEP])
-        stats = await collect(recording_settings, "record", pipeline=pipeline)
+        stats = await collect(recording_settings, "record", pipeline=pipeline, extra_plugins=extra_plugins)
         posts = _stored_posts(scratch / "data", source)
         pages, api = har.read_parts(har_path)
         note = {"source": source, "targets": tags, "base_url": _base_url(settings, source, base_url),

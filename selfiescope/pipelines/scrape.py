@@ -24,7 +24,8 @@ def url_option_of(source: str) -> str | None:
 
 def scrape_pipeline(tags: list[str], label: str, *, limit: int | None = None, source: str = SCRAPE_SOURCE,
                     base_url: str | None = None, chain: list[str] | None = None,
-                    url_option: str | None = None) -> ScrapePipeline:
+                    url_option: str | None = None, stop_after_known: int | None = None,
+                    since: str | None = None) -> ScrapePipeline:
     """The pipeline the original script ran, for many tags at once.
 
     ``base_url`` goes into the source's ``url_option`` (asked of the source class when not
@@ -34,6 +35,10 @@ def scrape_pipeline(tags: list[str], label: str, *, limit: int | None = None, so
     fields: dict[str, Any] = {"kind": "scrape", "source": source, "hashtags": tags, "label": label, "limit": limit}
     if chain:
         fields["chain"] = chain
+    if stop_after_known is not None:
+        fields["stop_after_known"] = stop_after_known
+    if since is not None:
+        fields["since"] = since
     if base_url:
         key = url_option or url_option_of(source)
         if key is None:

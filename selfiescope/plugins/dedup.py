@@ -26,19 +26,18 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
-import imagehash
 import numpy as np
-from PIL import Image
 from pydantic import Field
 
 from ..core.components import Options, Step
 from ..core.events import ImageEvent, Reject
 from ..core.hookspecs import hookimpl
+from ..core.likeness import (  # noqa: F401 - the hash functions, shared with the forget gate
+    CENTRE_MARGIN, HASH_WORKING_SIDE, centre_crop, compute_mirror_phashes, compute_phash, compute_phashes,
+)
 from ..core.manifest import Manifest, phash_to_int
 
 SERVICE = "dedup.index"
-CENTRE_MARGIN = 0.05
 
 
 class DedupOptions(Options):
@@ -46,41 +45,6 @@ class DedupOptions(Options):
         8, ge=0, le=31, description="pHash Hamming distance at or below which two images are the same photo"
     )
     across_labels: bool = Field(True, description="a match under another label is a label_conflict, not a new image")
-
-
-def compute_phash(image_rgb: np.ndarray) -> str:
-    """imagehash pHash (hex) of a decoded RGB image; downscaled with area averaging first."""
-    grey = image_rgb if image_rgb.ndim == 2 else cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
-    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
-    return str(imagehash.phash(Image.fromarray(small)))
-
-
-def centre_crop(image: np.ndarray, margin: float = CENTRE_MARGIN) -> np.ndarray:
-    height, width = image.shape[:2]
-    dy, dx = int(height * margin), int(width * margin)
-    return image[dy : height - dy, dx : width - dx]
-
-
-def compute_phashes(image_rgb: np.ndarray) -> tuple[str, str]:
-    """pHash of the whole image and of its centre (5% off each side).
-
-    A copy cropped by a few percent hashes close to the original's centre (or the other
-    way round), which the whole-image hash alone misses: see benchmarks/bench_dedup.py.
-    """
-    return compute_phash(image_rgb), compute_phash(centre_crop(image_rgb))
-
-
-def compute_mirror_phashes(image_rgb: np.ndarray) -> tuple[str, str]:
-    """The two hashes of the horizontally mirrored image (the lookup keys for flipped copies).
-
-    The centre crop is symmetric, so the mirror's centre is the centre's mirror.
-    """
-    return compute_phashes(np.ascontiguousarray(image_rgb[:, ::-1]))
-
-
-# The hashes are of a 32x32 area-averaged copy: a decoded image of this side or more gives the
-# same hashes as the full one within a bit or two (benchmarks/bench_import_cpu.py measures it).
-HASH_WORKING_SIDE = 256
 
 
 def annotate_phashes(event: ImageEvent) -> None:
@@ -355,6 +319,8 @@ class DedupStep(Step):
             event.notes["dedup_reserved"] = True
             return
         kind, distance, match = found
+        # which image this one duplicates: whoever acts on the rejection (clean) verifies that one first
+        event.notes["duplicate_of"] = match.content_hash
         where = "stored" if not match.pending else "accepted earlier in this run"
         if match.label != event.label and self.options.across_labels:
             self.run.manifest.add_conflict(event.content_hash, match.content_hash, event.label, match.label, distance)

@@ -105,6 +105,11 @@ class FilesStorage(Storage):
         folder = self.root / safe_name(label, "label")
         return any(folder.glob(f"{safe_name(image_id, 'id')}.*"))
 
+    async def locate(self, image_id: str, label: str) -> list[StoredImage]:
+        folder = self.root / safe_name(label, "label")
+        return [StoredImage(p.stem, label, f"{label}/{p.name}") for p in sorted(folder.glob(f"{safe_name(image_id, 'id')}.*"))
+                if p.is_file() and p.stem == image_id]
+
     def iterate(self, label: str | None = None) -> Iterator[StoredImage]:
         if not self.root.is_dir():
             return

@@ -42,6 +42,8 @@ from .files_storage import SAFE_NAME, TEMP_MARK, location_for, safe_name
 
 # Filesystems whose single write publishes the whole object at once (no partial object is ever visible).
 ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
+# Filesystems that live in one process's memory: fine for the contract tests, never for a dataset.
+EPHEMERAL = {"memory"}
 SECRET_KEYS = re.compile(r"(key|secret|token|password|passwd|credential|sas|signature)", re.IGNORECASE)
 LOCATION = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]{0,127})/([A-Za-z0-9][A-Za-z0-9_-]{0,127})\.([a-z0-9]{1,8})$")
 
@@ -71,6 +73,30 @@ class FsspecOptions(Options):
 class FsspecStorage(Storage):
     name = "fsspec"
     Options = FsspecOptions
+
+    @classmethod
+    def settings_problems(cls, options: FsspecOptions) -> list[str]:  # type: ignore[override]
+        """An empty URL, a protocol fsspec does not know (or whose package is missing), and a
+        filesystem that lives in this process's memory (its images would be gone at exit
+        while the manifest says stored) cannot hold a dataset."""
+        url = options.url.strip()
+        if not url:
+            return ['url: empty; give the image folder as an fsspec URL: "s3://bucket/prefix", "gs://...", "file:///path"']
+        try:
+            import fsspec
+        except ImportError:
+            return ["url: the fsspec backend needs fsspec: pip install 'selfiescope[fsspec]' (or 'selfiescope[s3]')"]
+        protocol = fsspec.core.split_protocol(url)[0] or "file"
+        try:
+            fs_class = fsspec.get_filesystem_class(protocol)
+        except ValueError:
+            return [f"url: {url!r}: fsspec knows no protocol {protocol!r} (e.g. s3, gs, az, file, sftp)"]
+        except ImportError as exc:
+            return [f"url: {url!r}: {exc}"]
+        if protocol in EPHEMERAL or getattr(fs_class, "protocol", None) in EPHEMERAL:
+            return [f"url: {url!r} keeps images in this process's memory only: they would be gone when it exits "
+                    "while the manifest says they are stored; use a filesystem that lasts (file://, s3://, ...)"]
+        return []
 
     def __init__(self, options: FsspecOptions, run: Any) -> None:
         super().__init__(options, run)
@@ -156,6 +182,13 @@ class FsspecStorage(Storage):
     async def exists(self, image_id: str, label: str) -> bool:
         pattern = f"{self.base}/{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.*"
         return bool(await self._call("look for", f"{label}/{image_id}", self._glob, pattern))
+
+    async def locate(self, image_id: str, label: str) -> list[StoredImage]:
+        pattern = f"{self.base}/{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.*"
+        found = await self._call("look for", f"{label}/{image_id}", self._glob, pattern)
+        locations = (f"{label}/{posixpath.basename(p)}" for p in found)
+        return [StoredImage(image_id, label, loc) for loc in sorted(locations)
+                if LOCATION.match(loc) and loc.split("/")[1].rsplit(".", 1)[0] == image_id]
 
     def _glob(self, pattern: str) -> list[str]:
         self.fs.invalidate_cache(posixpath.dirname(pattern))  # a listing cached before our own writes

@@ -33,7 +33,8 @@ from ..core.browser import Lease, browser_pool, leased_events
 from ..core.components import Job, Options, Source
 from ..core.events import ImageEvent, Origin
 from ..core.hookspecs import hookimpl
-from ..core.web import DownloadError, TokenBucket, click_dialog_buttons, fetch_image, largest_from_srcset, scroll_and_wait
+from ..core.web import (DownloadError, SiteUnreachable, TokenBucket, click_dialog_buttons, fetch_image,
+                        largest_from_srcset, scroll_and_wait, settle_failed_download)
 
 log = logging.getLogger("selfiescope.gallery")
 
@@ -117,7 +118,7 @@ class GallerySource(Source):
         url = self.page_url(job.target)
         events = leased_events(
             self.pool, lambda lease: self._scrape(lease, job, url),
-            block=["image"] if self.options.block_page_images else [],
+            block=["image", "media", "font"] if self.options.block_page_images else [],
             max_restarts=self.options.max_restarts, what=f"gallery {job.target}",
         )
         async with aclosing(events):  # the engine may stop early (limit): close the page at once
@@ -164,11 +165,12 @@ class GallerySource(Source):
                 timeout_s=self.run.settings.browser.timeout_s,
             )
         except DownloadError as exc:
+            log.warning("gallery %s: %s skipped: %s", job.target, post_id.split("?")[0], exc)
             if not exc.transient:
                 self._yielded.add(post_id)
-                await asyncio.to_thread(self.run.manifest.mark_post, self.name, post_id, job.target, job.label)
-            log.warning("gallery %s: %s skipped: %s", job.target, post_id, exc)
-            self.run.stats.count(job.target, "rejected", "download", 0)
+            await settle_failed_download(self.run, self.name, job, post_id, exc)
+            if exc.unreachable:  # the site is gone: every other item would fail the same way
+                raise SiteUnreachable(image, exc.reason) from None
             return None
         self._yielded.add(post_id)
         origin = Origin(source=self.name, job=job.target, post_id=post_id, post_url=link, image_url=image,

@@ -10,15 +10,18 @@ the strip and a rerun recognises it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Literal
 
 from ..core.components import Options, Step, StorageError
 from ..core.events import ImageEvent, Reject
 from ..core.hookspecs import hookimpl
+from ..core.intents import note_intent
 from ..core.text import printable
 from ..core.metadata import has_location, strip_metadata
 
+STORED_SHA256 = "stored_sha256"  # event.notes key: the stored copy's hash, where it is not the content hash
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -55,11 +58,16 @@ class StoreStep(Step):
             stripped = strip_metadata(event.data, event.format, mode)
             if stripped != event.data:
                 event.notes["metadata_removed"] = len(event.data) - len(stripped)
+                event.notes[STORED_SHA256] = hashlib.sha256(stripped).hexdigest()  # what fsck checks the copy against
                 event.data = stripped
             if has_location(stripped):  # a format or a damaged file we cannot rewrite losslessly
                 raise Reject("location_metadata", f"its {event.format} file keeps GPS metadata that cannot be removed "
                              "without re-encoding; set [privacy] strip_metadata = \"none\" to store such files as they are")
         try:
+            # Noted before the write: a process killed before the row commits leaves an intent the next run sweeps.
+            # One short INSERT, made here: a trip through the thread pool would queue it behind decodes.
+            if self.run.manifest is not None:
+                note_intent(self.run.manifest, event, self.run.run_id)
             event.location = await self.run.storage.write(event)
         except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the image was not stored
             detail = f"{type(exc).__name__}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"

@@ -30,6 +30,9 @@ class Chaos:
     late_dialog_ms: float = 0
     """A "Turn on notifications" dialog appears this long after a tag page loads (0: never)."""
     late_dialog_language: str = "de"
+    heavy_page: bool = False
+    """The tag page also loads what a scraper has no use for, as the real one does: a web font for
+    its text and a muted, autoplaying video preview (``/static/ss-sans.woff2``, ``/media/preview.mp4``)."""
     unknown_consent: bool = False
     """The cookie dialog's buttons have names no list of known buttons has."""
     js_login: bool = False
@@ -73,6 +76,14 @@ class Chaos:
     client_post_page: bool = False
     """Post pages (``/p/{code}/``) have no ``og:image`` and no ``<img>`` in their HTML: the page's
     script fetches ``/api/v1/media/{pk}/info/`` and draws the image (as the web app does)."""
+    die_after: int | None = None
+    """The site goes away after answering this many requests: the server stops and every later
+    connection is refused (the request past the limit gets no answer)."""
+    image_429_every: int = 0
+    """Every n-th image download answers 429 with ``Retry-After: image_retry_after_s`` (once per URL)."""
+    image_retry_after_s: float = 1.0
+    web_info: bool = False
+    """Feed answers take the web_info shape: sections and paging nested under ``data.recent``."""
 
     _rng: random.Random = field(init=False, repr=False, compare=False)
     _lock: threading.Lock = field(init=False, repr=False, compare=False)

@@ -103,6 +103,25 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+        self.count_bytes(len(data) + 200)  # the status line and headers: about 200 bytes
+
+    def count_bytes(self, n: int) -> None:
+        path = urlsplit(self.path).path
+        kind = ("media" if path.startswith("/media/") else "api" if path.startswith("/api/")
+                else "static" if path.startswith("/static/") else "page")
+        with self.site._lock:
+            self.site.bytes_sent[kind] = self.site.bytes_sent.get(kind, 0) + n
+
+    def gone(self) -> bool:
+        """Past ``chaos.die_after``: drop the connection without an answer (the server is stopping)."""
+        if not self.site._count_request():
+            return False
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
 
     def delay(self) -> None:
         wait = self.site.latency_ms / 1000 + self.site.chaos.first_byte_delay_s()
@@ -207,6 +226,8 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         parts = [p for p in url.path.split("/") if p]
+        if self.gone():
+            return
         try:
             if not parts:
                 return self.home()
@@ -242,6 +263,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         path = urlsplit(self.path).path
+        if self.gone():
+            return
         try:
             if path in ("/accounts/login/ajax/", "/accounts/login/"):
                 return self.login_submit(self.read_form())
@@ -268,6 +291,8 @@ class Handler(BaseHTTPRequestHandler):
         self.html("Instagram", f"<h1>Instagram</h1>{greeting}<ul>{links}</ul>")
 
     def static(self, name: str) -> None:
+        if name == "ss-sans.woff2":  # ``chaos.heavy_page``'s font: bytes only a browser that renders text wants
+            return self.send(200, b"wOF2" + bytes(60_000), "font/woff2")
         types = {"site.js": "text/javascript; charset=utf-8", "site.css": "text/css; charset=utf-8"}
         if name not in types:
             return self.not_found()
@@ -364,8 +389,12 @@ class Handler(BaseHTTPRequestHandler):
         more = len(feed) > len(first)
         config = {"tag": tag, "next_max_id": _cursor(len(first)) if more else None, "more_available": more,
                   "first_from_api": bool(site.chaos.client_feed)}
-        self.html(f"#{tag} hashtag on Instagram • Photos and videos", pages.tag_body(tag, len(feed), tiles, site.classes),
-                  dialogs=dialogs, config=config)
+        body, head = pages.tag_body(tag, len(feed), tiles, site.classes), ""
+        if site.chaos.heavy_page:
+            head = ("<style>@font-face{font-family:SsSans;src:url(/static/ss-sans.woff2) format('woff2')}"
+                    "body{font-family:SsSans,sans-serif}</style>")
+            body += '<video src="/media/preview.mp4" autoplay muted loop playsinline width="320"></video>'
+        self.html(f"#{tag} hashtag on Instagram • Photos and videos", body, dialogs=dialogs, config=config, head=head)
 
     def post_page(self, code: str) -> None:
         if not self.logged_in():
@@ -415,13 +444,16 @@ class Handler(BaseHTTPRequestHandler):
         medias = [{"media": _broken_media(site.media_json(p), site.breakage)} for p in chunk]
         if "feed_shape" in site.breakage:
             return self.send_json(200, {"items_v2": medias, "status": "ok"})
-        self.send_json(200, {
+        page = {
             "sections": [{"layout_type": "media_grid", "layout_content": {"medias": medias}}] if medias else [],
             "more_available": more,
             "next_max_id": _cursor(end) if more else None,
             "next_page": start // site.page_size + 1 if more else None,
-            "status": "ok",
-        })
+        }
+        if site.chaos.web_info:
+            return self.send_json(200, {"data": {"top": {"sections": [], "more_available": False, "next_max_id": None},
+                                                  "recent": page}, "status": "ok"})
+        self.send_json(200, {**page, "status": "ok"})
 
     def media_info(self, media_id: str) -> None:
         """A post's data as the web app fetches it for a post page (fresh image URLs)."""
@@ -439,6 +471,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def media(self, name: str, query: dict[str, str]) -> None:
         site, chaos = self.site, self.site.chaos
+        if name == "preview.mp4":  # ``chaos.heavy_page``'s video preview
+            return self.send(200, bytes(400_000), "video/mp4")
         stem, _, ext = name.partition(".")
         post_id, _, width = stem.rpartition("_")
         post = site._by_id.get(post_id)
@@ -451,6 +485,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(403, problem.encode(), "text/plain")
         if site._next_media_fails(path):
             return self.send(500, b"temporary media error", "text/plain")
+        if chaos.every("image_429", chaos.image_429_every, path):
+            return self.send(429, b"Please wait a few minutes before you try again.", "text/plain",
+                             headers={"Retry-After": f"{chaos.image_retry_after_s:g}"})
         data = site.media_bytes(post, int(width))
         if chaos.every("drop", chaos.drop_image_every, path):
             return self.cut_off(data, "image/jpeg")

@@ -58,6 +58,21 @@ TEXTS: dict[str, dict[str, str]] = {
         "login_password": "Passwort",
         "login_button": "Anmelden",
     },
+    "es": {
+        "consent_title": "¿Permitir el uso de cookies de Instagram en este navegador?",
+        "consent_allow": "Permitir todas las cookies",
+        "consent_decline": "Rechazar cookies opcionales",
+        "save_title": "¿Guardar tu información de inicio de sesión?",
+        "save_yes": "Guardar información",
+        "save_no": "Ahora no",
+        "notif_title": "Activar notificaciones",
+        "notif_body": "Entérate al instante cuando alguien te siga o indique que le gustan tus fotos.",
+        "notif_yes": "Activar",
+        "notif_no": "Ahora no",
+        "login_user": "Teléfono, nombre de usuario o correo electrónico",
+        "login_password": "Contraseña",
+        "login_button": "Iniciar sesión",
+    },
 }
 
 # Pop-up texts for the ``popup_buttons`` breakage: buttons renamed to what no scraper knows.

@@ -191,6 +191,9 @@ class MockInstagram:
         self._feed_calls = 0
         self._blocked_until: dict[str, float] = {}  # account -> time.time() the 429 block ends
         self.requests: list[tuple[str, str, int]] = []
+        self.bytes_sent: dict[str, int] = {}  # bytes of answers (headers and bodies) by kind: page, api, media, static
+        self._answered = 0  # requests seen (``chaos.die_after``)
+        self.died = threading.Event()  # set once ``chaos.die_after`` has stopped the server
         self.base_url = ""
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
@@ -385,6 +388,21 @@ class MockInstagram:
                 return self.chaos.account_block_s
             self._feed_calls += 1
             return 0.0
+
+    def _count_request(self) -> bool:
+        """Count a request; True once it is past ``chaos.die_after``: the server then stops (once)."""
+        limit = self.chaos.die_after
+        if limit is None:
+            return False
+        with self._lock:
+            self._answered += 1
+            if self._answered <= limit:
+                return False
+            first = not self.died.is_set()
+            self.died.set()
+        if first:  # not from this handler's thread: stop() waits for the serving loop
+            threading.Thread(target=self.stop, name="mock-instagram-dies", daemon=True).start()
+        return True
 
     def _next_media_fails(self, path: str) -> bool:
         with self._lock:

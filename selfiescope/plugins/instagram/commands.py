@@ -29,14 +29,22 @@ def login(
         help="open a browser window to pass two-factor or a challenge (default: when a display exists)",
     ),
     timeout: float = typer.Option(300.0, help="seconds to wait for you to finish in the browser window"),
+    from_browser: Optional[str] = typer.Option(
+        None, "--from-browser", metavar="BROWSER",
+        help="take the session of your own browser instead: chrome, chromium or firefox (needs the 'browser' extra)"),
+    profile: Optional[Path] = typer.Option(
+        None, "--profile", help="with --from-browser: the profile folder or cookie file (default: the browser's own)"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Log in to Instagram once and save the session (mode 600) for later scrapes.
 
     Credentials come from SELFIESCOPE_INSTAGRAM_USERNAME / SELFIESCOPE_INSTAGRAM_PASSWORD
-    or are asked for here; they are never written anywhere.
+    or are asked for here; they are never written anywhere. --from-browser takes the
+    session you already have in Chrome, Chromium or Firefox, with no password at all.
     """
+    if from_browser is not None or profile is not None:
+        return login_from_browser(from_browser, profile, base_url, settings_path, as_json)
     from ...core.browser_lookup import BrowserNotFound
     from .session import LoginError, has_display
     from .session import login as do_login
@@ -61,6 +69,29 @@ def login(
         out.print(f"logged in; session saved to {path} (readable by you only)")
 
 
+def login_from_browser(browser: Optional[str], profile: Optional[Path], base_url: Optional[str],
+                       settings_path: Optional[Path], as_json: bool) -> None:
+    from .browser_import import BROWSERS, BrowserImportError, ProfileNotFound, import_session
+    from .session import instagram_base_url
+
+    if browser is None:
+        raise fail(f"--profile needs --from-browser ({', '.join(BROWSERS)})")
+    if browser.lower() not in BROWSERS:
+        raise fail(f"--from-browser {browser}: use one of {', '.join(BROWSERS)}")
+    settings = load(settings_path)
+    try:
+        path, n = import_session(settings, browser.lower(), profile, base_url or instagram_base_url(settings))
+    except ProfileNotFound as exc:  # fail() reads markup: a path or "[browser]" is shown as written
+        raise fail(escape(str(exc))) from None
+    except BrowserImportError as exc:
+        raise fail(escape(str(exc)), EXIT_FAILED) from None
+    if as_json:
+        emit_json({"ok": True, "session_file": str(path), "cookies": n, "browser": browser.lower()})
+    else:
+        out.print(f"imported the {browser.lower()} session ({n} cookies); saved to {escape(str(path))} "
+                  "(readable by you only)", highlight=False)
+
+
 def record(
     tags: list[str] = typer.Argument(..., help="hashtags to browse once (with or without #)"),
     har_file: Path = typer.Option(..., "--har", help="the HAR file to write (scrubbed of secrets, mode 600)"),
@@ -74,13 +105,17 @@ def record(
     tokens and credentials scrubbed; replay it with `scrape TAG --replay FILE`."""
     from pydantic import ValidationError
 
+    from ...cli.collect import ProgressObserver, _progress
     from ...core.browser_lookup import BrowserNotFound
     from ...core.settings import format_validation_error
     from ...pipelines.record import record as do_record
 
     settings = load(settings_path)
     try:
-        result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit))
+        with _progress(not as_json) as progress:  # the job state lines a scrape shows
+            observer = ProgressObserver(progress, plain=not as_json and not console.is_terminal)
+            result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit,
+                                           extra_plugins=[observer]))
     except ValidationError as exc:
         raise fail("; ".join(format_validation_error(exc))) from None
     except FileExistsError as exc:
@@ -111,12 +146,31 @@ def doctor(
     """Check that the site still offers what the instagram source relies on: login form, tag page,
     feed JSON, image candidates, pop-up buttons. Exit 1 when any check fails."""
     from ...core.browser_lookup import BrowserNotFound
-    from ..instagram_doctor import DoctorError, run_doctor
+    from .doctor import Check, DoctorError, check_target, doctor_options, run_doctor
     from .session import instagram_base_url
 
     settings = load(settings_path)
+    url, name = (base_url or instagram_base_url(settings)).rstrip("/"), tag.lstrip("#")
+    colour = {"pass": "green", "fail": "red", "skip": "yellow"}
+
+    def show(check: Check) -> None:  # one line per check as it completes (and what was found instead): greppable
+        if as_json:  # stdout is the report; progress goes to stderr
+            console.print(f"{check.status:4} {check.name}", highlight=False, markup=False)
+            return
+        out.print(f"[{colour.get(check.status, 'red')}]{check.status:4}[/] {check.name:16} {escape(check.detail)}",
+                  soft_wrap=True, highlight=False)
+        if check.found:
+            out.print(f"     {'':16} found instead: {escape(check.found)}", soft_wrap=True, highlight=False)
+
     try:
-        report = asyncio.run(run_doctor(settings, base_url or instagram_base_url(settings), tag.lstrip("#")))
+        check_target(url, name)
+        doctor_options(settings, url)
+    except DoctorError as exc:
+        raise fail(str(exc)) from None
+    if not as_json:
+        out.print(f"doctor {escape(url)} #{escape(name)}", highlight=False)
+    try:
+        report = asyncio.run(run_doctor(settings, url, name, on_check=show))
     except DoctorError as exc:
         raise fail(str(exc)) from None
     except BrowserNotFound as exc:
@@ -125,13 +179,5 @@ def doctor(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
         emit_json(report.as_dict())
-    else:
-        colour = {"pass": "green", "fail": "red", "skip": "yellow"}
-        out.print(f"doctor {escape(report.base_url)} #{escape(report.tag)}", highlight=False)
-        for check in report.checks:  # one line per check (and what was found instead): greppable
-            out.print(f"[{colour[check.status]}]{check.status:4}[/] {check.name:16} {escape(check.detail)}",
-                      soft_wrap=True, highlight=False)
-            if check.found:
-                out.print(f"     {'':16} found instead: {escape(check.found)}", soft_wrap=True, highlight=False)
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)

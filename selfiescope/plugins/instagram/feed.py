@@ -11,6 +11,7 @@ import asyncio
 import html
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlparse
@@ -46,6 +47,11 @@ _OG_IMAGE = re.compile(
     re.IGNORECASE,
 )
 _IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+# A grid tile's alt text names its owner ("Photo by jane.doe", "Photo shared by jane.doe on
+# March 3, 2024 ..."); only a user-name-shaped name is taken (a display name such as "Jane Doe"
+# is not the user name `forget --owner` is given, and guessing one would misattribute).
+_ALT_OWNER = re.compile(r"^\s*Photo (?:shared )?by @?(?P<name>.+?)(?:\s+on\s.*|,.*|\.\s.*|\.)?$", re.IGNORECASE | re.DOTALL)
+_USERNAME = re.compile(r"^[A-Za-z0-9._]{1,30}$")
 _ATTR = re.compile(r"""(src|srcset)=["']([^"']+)["']""", re.IGNORECASE)
 
 
@@ -111,6 +117,37 @@ def post_from_media(media: dict[str, Any]) -> Post | None:
     return Post(code, best["url"], best.get("width"), best.get("height"), extra)
 
 
+def owner_from_alt(alt: str | None) -> str | None:
+    """The owner's user name from a grid tile's alt text, when it gives one."""
+    match = _ALT_OWNER.match(alt or "")
+    name = match.group("name") if match else ""
+    return name if _USERNAME.match(name) and not name.endswith(".") else None
+
+
+def _dom_extra(alt: str | None) -> dict[str, Any]:
+    """A grid post's data: its owner from the alt text (the alt then says nothing more, and
+    goes: it would carry the name past the pseudonymising gate), else the alt as it is."""
+    owner = owner_from_alt(alt)
+    return {"owner": owner} if owner else {"alt": alt}
+
+
+def feed_paging(data: Any) -> list[dict[str, Any]]:
+    """The paging objects of a feed answer: every object with ``more_available`` (and
+    ``next_max_id``...), at the top level or nested (the web_info answer has one under
+    ``data.top`` and one under ``data.recent``), outermost first."""
+    found: list[dict[str, Any]] = []
+    queue: list[Any] = [data]
+    while queue:
+        node = queue.pop(0)
+        if isinstance(node, dict):
+            if "more_available" in node:
+                found.append(node)
+            queue.extend(v for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            queue.extend(v for v in node if isinstance(v, dict | list))
+    return found
+
+
 def find_medias(data: Any) -> list[dict[str, Any]]:
     """Every object that looks like a post (has ``image_versions2``), wherever it is nested."""
     found: list[dict[str, Any]] = []
@@ -143,7 +180,8 @@ def image_url_from_post_page(text: str, base_url: str) -> str | None:
 class FeedReader:
     """Collects posts from one tag page: feed JSON as it arrives, and the DOM."""
 
-    def __init__(self, events_from: Any, base_url: str, *, page: Any = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, events_from: Any, base_url: str, *, page: Any = None, timeout_s: float = 30.0,
+                 on_answer: Callable[[Any, Any], None] | None = None) -> None:
         self.events_from = events_from  # a page, or a job's browser context (all its pages)
         self.page = page  # the page whose DOM is read
         self.base_url = base_url
@@ -157,6 +195,7 @@ class FeedReader:
         self.challenged = False
         self.pages: list[FeedPage] = []  # in the order read, across reloads
         self.resume_cursor: str | None = None  # the next feed request asks for this one instead
+        self.on_answer = on_answer  # called with (response, JSON or None) for every feed answer read
         self._tasks: set[asyncio.Task[None]] = set()
         events_from.on("response", self._on_response)
 
@@ -208,8 +247,11 @@ class FeedReader:
 
     async def _read(self, response: Any) -> None:
         if response.status == 429:
-            header = await within(self.timeout_s, response.header_value("retry-after"), "reading a 429's headers")
-            self.retry_after = parse_retry_after(header, 30.0)
+            # the headers Playwright already has: asking the browser again leaves a task that fails unread
+            # ("Task exception was never retrieved") when the page closes first
+            self.retry_after = parse_retry_after(response.headers.get("retry-after"), 30.0)
+            if self.on_answer is not None:
+                self.on_answer(response, None)
             return
         try:
             data = await within(self.timeout_s, response.json(), f"reading {urlparse(response.url).path}")
@@ -217,8 +259,9 @@ class FeedReader:
             self.unread += 1
             log.warning("feed answer never finished: %s", exc)
             data = None
-        except Exception:  # noqa: BLE001 - not JSON, or the page went away
-            log.info("feed answer %s (HTTP %s) is not JSON; ignored", urlparse(response.url).path, response.status)
+        except Exception as exc:  # noqa: BLE001 - not JSON, or the page went away
+            log.warning("feed answer %s (HTTP %s) dropped: not JSON (%s)", urlparse(response.url).path,
+                        response.status, type(exc).__name__)
             data = None
         message = data.get("message") if isinstance(data, dict) else None
         # A lost login is a 401 or the site saying so; a 403 is a refusal of this request (a CSRF
@@ -229,6 +272,8 @@ class FeedReader:
             log.warning("the feed answered 403 (%s)", str(message or "no message")[:120])
         if message in ("checkpoint_required", "challenge_required"):
             self.challenged = True
+        if self.on_answer is not None:
+            self.on_answer(response, data)
         if response.status != 200 or data is None:
             return
         self.pages_read += 1
@@ -237,10 +282,11 @@ class FeedReader:
             if (post := post_from_media(media)) is not None:
                 self.json_posts.setdefault(post.shortcode, post)
                 codes.append(post.shortcode)
-        if isinstance(data, dict) and "more_available" in data:
-            self.more_available = bool(data["more_available"])
+        pagings = feed_paging(data)
+        if pagings:  # the feed goes on while any of its lists does
+            self.more_available = any(bool(p["more_available"]) for p in pagings)
+        next_cursor = next((p["next_max_id"] for p in pagings if p.get("next_max_id")), None)
         request = response.request
-        next_cursor = data.get("next_max_id") if isinstance(data, dict) else None
         self.pages.append(FeedPage(request_cursor(request.url, request.post_data), codes,
                                    str(next_cursor) if next_cursor else None))
 
@@ -267,7 +313,7 @@ class FeedReader:
                 continue
             url, width = largest_from_srcset(item.get("srcset"), item.get("src"))
             if url:
-                posts.append(Post(code, urljoin(self.base_url + "/", url), width, None, {"alt": item.get("alt")}))
+                posts.append(Post(code, urljoin(self.base_url + "/", url), width, None, _dom_extra(item.get("alt"))))
         posts.extend(self.json_posts.values())  # loaded but not (yet) in the DOM
         self.json_posts.clear()
         return posts, ended

@@ -26,12 +26,24 @@ USER_FIELD = re.compile(
 PASSWORD_FIELD = re.compile(r"pass ?word|mot de passe|passwort|contrase[ñn]a|senha", re.IGNORECASE)
 SUBMIT = re.compile(r"^\s*(log ?in|sign in|se connecter|connexion|anmelden|einloggen|iniciar sesi[oó]n|entrar|"
                     r"accedi)\s*$", re.IGNORECASE)
+REJECTED = "the site rejected the username or password"  # followed by the page's own message
 _FIELDS = "input, textarea, [role=textbox], [contenteditable=true]"
+USER_CSS = "input[name=username], input[autocomplete=username], input[type=email]"
+PASSWORD_CSS = "input[type=password]"
 
 
 def _field(page: Any, pattern: re.Pattern[str], css: str) -> Any:
     by_name = page.get_by_label(pattern).and_(page.locator(_FIELDS)).or_(page.get_by_placeholder(pattern))
     return by_name.or_(page.locator(css)).first
+
+
+def login_fields(page: Any) -> tuple[Any, Any, Any]:
+    """Locators of the username field, the password field and the submit button, found the
+    way :func:`submit_login` finds them (``selfiescope doctor`` checks these very locators)."""
+    user = _field(page, USER_FIELD, USER_CSS)
+    secret = _field(page, PASSWORD_FIELD, PASSWORD_CSS)
+    button = page.get_by_role("button", name=SUBMIT).or_(page.locator("form [type=submit]")).first
+    return user, secret, button
 
 
 async def _wait_enabled(locator: Any, timeout_s: float) -> None:
@@ -54,26 +66,32 @@ async def submit_login(page: Any, base_url: str, username: str, password: str,
         await within(timeout_s + 5, page.goto(f"{base_url}/accounts/login/", wait_until="domcontentloaded"),
                      "loading the login page")
         await click_dialog_buttons(page, dismiss, timeout_s=timeout_s)
-        user = _field(page, USER_FIELD, "input[name=username], input[autocomplete=username], input[type=email]")
-        secret = _field(page, PASSWORD_FIELD, "input[type=password]")
+        user, secret, button = login_fields(page)
         await user.wait_for(state="visible", timeout=timeout_s * 1000)  # a form rendered by script comes late
         await click_dialog_buttons(page, dismiss, timeout_s=timeout_s)  # and so may a pop-up
         await user.fill(username, timeout=timeout_s * 1000)
         await secret.fill(password, timeout=timeout_s * 1000)
-        button = page.get_by_role("button", name=SUBMIT).or_(page.locator("form [type=submit]")).first
         await _wait_enabled(button, timeout_s)
         await button.click(timeout=timeout_s * 1000)
     except (PlaywrightError, TimeoutError) as exc:
         first = str(exc).splitlines()[0].replace(password, "***").replace(username, "***")
         raise PlaywrightError(f"login form: {first}") from None
-    return await wait_for_outcome(page, dismiss, timeout_s)
+    outcome = await wait_for_outcome(page, dismiss, timeout_s)
+    return outcome.replace(password, "***").replace(username, "***")  # the page's message may quote them
 
 
 async def wait_for_outcome(page: Any, dismiss: list[str], timeout_s: float) -> str:
     """Poll the URL and cookies until the login settles (or ``timeout_s``)."""
+    from playwright.async_api import Error as PlaywrightError
+
     deadline = time.monotonic() + timeout_s
     while True:
-        outcome = await login_outcome(page, dismiss, settled=False)
+        try:
+            outcome = await login_outcome(page, dismiss, settled=False)
+        except PlaywrightError as exc:
+            if not _navigating(exc) or time.monotonic() > deadline:
+                raise
+            outcome = "pending"  # the page is navigating away from the form: read it again once it is there
         if outcome != "pending" or time.monotonic() > deadline:
             return "still on the login page" if outcome == "pending" else outcome
         await asyncio.sleep(0.2)
@@ -96,6 +114,11 @@ async def page_error(page: Any, timeout_s: float = 30.0) -> str:
     return " ".join(texts)[:200]
 
 
+def _navigating(exc: Exception) -> bool:
+    text = str(exc)
+    return "Execution context was destroyed" in text or "navigation" in text.lower()
+
+
 async def login_outcome(page: Any, dismiss: list[str], *, settled: bool = True, timeout_s: float = 30.0) -> str:
     """``ok``, ``two_factor``, ``challenge``, a reason, or (``settled=False``) ``pending``."""
     path = urlparse(page.url).path
@@ -107,7 +130,7 @@ async def login_outcome(page: Any, dismiss: list[str], *, settled: bool = True, 
     has_session = any(c["name"] == "sessionid" and c["value"] for c in cookies)
     if path.startswith("/accounts/login"):
         if message := await page_error(page, timeout_s):
-            return f"the site rejected the username or password (it says: {message!r})"
+            return f"{REJECTED}: {message}"
         return "pending" if not settled else "still on the login page"
     if not has_session:
         return "pending" if not settled else "no session cookie after logging in"

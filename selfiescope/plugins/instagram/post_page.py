@@ -9,13 +9,17 @@ when no such answer comes: a server-rendered page.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 from urllib.parse import urlparse
 
 from ...core.web import within
 from .account import SessionEnded
+from .errors import explain
 from .feed import Post, find_medias, image_url_from_post_page, post_from_media
+
+log = logging.getLogger("selfiescope.instagram")
 
 JSON_GRACE_S = 1.5  # how long the drawn page waits for the JSON it may still be fetching
 
@@ -76,3 +80,15 @@ async def read_post_page(context: Any, base_url: str, shortcode: str, timeout_s:
             await within(timeout_s, page.close(), "closing a post page")
         except (PlaywrightError, TimeoutError):
             pass  # the context may be gone already
+
+
+async def fresh_image_url(context: Any, base_url: str, shortcode: str, timeout_s: float) -> str | None:
+    """The post's image URL as its page gets it now (a freshly signed one), or None."""
+    from playwright.async_api import Error as PlaywrightError
+
+    try:
+        page_post = await read_post_page(context, base_url, shortcode, timeout_s)
+    except (PlaywrightError, TimeoutError) as exc:  # no fresh URL: the post is reported, not lost
+        log.info("post page of %s unreadable: %s", shortcode, explain(exc))
+        return None
+    return page_post.image_url if page_post is not None else None

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -38,35 +37,26 @@ from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from pydantic import Field
-
 from ...core.secrets import credential
 from ...core.browser import Lease, browser_pool, leased_events, load_session, session_path
 from ...core.components import Job, Options, Source
 from ...core.events import ImageEvent, Origin
-from ...core.web import Deadline, DownloadError, TokenBucket, click_dialog_buttons, fetch_image, scroll_and_wait, within
+from ...core.proxy import proxy_problem
+from ...core.web import (Deadline, DownloadError, RateLimited, SiteUnreachable, TokenBucket, click_dialog_buttons,
+                         fetch_image, scroll_and_wait, settle_failed_download, within)
 from .account import (
     PASSWORD_ENV, USERNAME_ENV, Account, LoginRefused, SessionEnded, challenge_message, session_lost,
 )
 from .errors import explain, translate
-from .feed import FeedReader, Post
+from .feed import FeedReader, Post, is_feed_url
+from .incremental import Incremental
 from .login import CHALLENGE_PATHS
-from .post_page import read_post_page
+from .options import DISMISS_BUTTONS, InstagramOptions, dismiss_names
+from .post_page import fresh_image_url
 from .watchdog import JobRun, Stalled, Watchdog
 
 log = logging.getLogger("selfiescope.instagram")
 
-# Buttons known to close a pop-up while granting the least. Unknown dialogs are handled by
-# core.web's decline / close patterns; this list only goes first.
-DISMISS_BUTTONS: dict[str, list[str]] = {
-    "en": ["Decline optional cookies", "Only allow essential cookies", "Not now", "Not Now", "Cancel"],
-    "fr": ["Refuser les cookies optionnels", "Autoriser uniquement les cookies essentiels", "Plus tard",
-           "Pas maintenant"],
-    "de": ["Optionale Cookies ablehnen", "Nur erforderliche Cookies erlauben", "Jetzt nicht", "Später"],
-    "es": ["Rechazar cookies opcionales", "Permitir solo cookies necesarias", "Ahora no"],
-    "it": ["Rifiuta cookie facoltativi", "Consenti solo i cookie essenziali", "Non ora"],
-    "pt": ["Recusar cookies opcionais", "Permitir somente cookies essenciais", "Agora não", "Agora nao"],
-}
 MAX_RATE_RELOADS = 5  # reloads after 429s per job before it gives up
 MAX_NAVIGATION_RELOADS = 3  # reloads per job after the page went elsewhere by itself (not a lost session)
 
@@ -79,29 +69,12 @@ class JobFailed(RuntimeError):
     """One hashtag could not be finished; the message says why and what to do. Other jobs go on."""
 
 
-class InstagramOptions(Options):
-    base_url: str = "https://www.instagram.com"
-    login: bool = Field(True, description="log in with the environment's credentials at a login wall")
-    scroll_pause_s: float = Field(2.0, gt=0, description="longest wait for the feed to grow after a scroll")
-    max_idle_scrolls: int = Field(3, ge=1, description="scrolls without growth before the feed counts as ended")
-    requests_per_minute: float = Field(60.0, gt=0, description="per-account budget, kept across runs")
-    burst: float | None = Field(None, gt=0, description="requests allowed back to back (default: a tenth of a minute's)")
-    jitter_s: float = Field(0.5, ge=0, description="random extra wait per request")
-    max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    retries: int = Field(3, ge=0, description="retries of a download after a 5xx or a timeout")
-    backoff_s: float = Field(1.0, ge=0)
-    max_retry_after_s: float = Field(900.0, ge=0, description="a longer 429 wait stops the source instead")
-    max_restarts: int = Field(2, ge=0, description="browser relaunches per job after a crash")
-    languages: list[str] = Field(list(DISMISS_BUTTONS), description="languages of pop-up buttons to close")
-    block_page_images: bool = Field(True, description="the page need not render images: they are downloaded")
-    stall_s: float = Field(60.0, gt=0, description="no new post for this long: reload the tag page once, then fail the job")
-
-
 class InstagramSource(Source):
     name = "instagram"
     Options = InstagramOptions
 
     url_option = "base_url"
+    incremental = True  # honours a job's stop_after_known and since (.incremental)
     credential_env = (USERNAME_ENV, PASSWORD_ENV)
     replay_options = {"requests_per_minute": 60000.0, "jitter_s": 0.0}  # a replay crosses no network
 
@@ -141,7 +114,7 @@ class InstagramSource(Source):
             self.bucket.flush()
 
     def _dismiss_names(self) -> list[str]:
-        return [n for lang in self.options.languages for n in DISMISS_BUTTONS.get(lang, [])]
+        return dismiss_names(self.options.languages)
 
     def _status(self, tag: str, state: str) -> None:
         self.run.stats.set_state(tag, state)
@@ -151,21 +124,28 @@ class InstagramSource(Source):
 
         assert self.account is not None
         account = self.account
-        block = ["image"] if self.options.block_page_images else []
+        # the feed's JSON says what to download: the page's own images, videos and fonts are waste
+        block = ["image", "media", "font"] if self.options.block_page_images else []
         self._status(job.target, "waiting for the browser")
         events = leased_events(
             self.pool, lambda lease: self._scrape(lease, job), storage_state=lambda: account.state,
             block=block, max_restarts=self.options.max_restarts, what=f"#{job.target}",
         )
-        try:
-            async with aclosing(events):  # the engine may stop early (limit): close the page at once
+        async with aclosing(events):  # the engine may stop early (limit): close the page at once
+            try:
                 async for event in events:
                     yield event
-        except Deadline as exc:  # our own words already: say what to do
-            raise JobFailed(f"#{job.target}: {exc}; rerun to resume (a slow network: raise browser.timeout_s)") from None
-        except PlaywrightError as exc:  # never Playwright's own text: what happened, what to do
-            doing = self.run.stats.job_states.get(job.target) or "scraping"
-            raise JobFailed(f"#{job.target}: {explain(exc, doing)}") from None
+            except Exception as exc:
+                if why := proxy_problem(exc, self.run.settings.browser.proxy):  # every job meets it: stop
+                    log.debug("#%s: %s", job.target, exc)
+                    raise self._stop(why) from None
+                if isinstance(exc, Deadline):  # our own words already: say what to do
+                    raise JobFailed(f"#{job.target}: {exc}; rerun to resume (a slow network: raise "
+                                    "browser.timeout_s)") from None
+                if isinstance(exc, PlaywrightError):  # never Playwright's own text: what happened, what to do
+                    doing = self.run.stats.job_states.get(job.target) or "scraping"
+                    raise JobFailed(f"#{job.target}: {explain(exc, doing)}") from None
+                raise
 
     # --- one hashtag -----------------------------------------------------------------------
     async def _scrape(self, lease: Lease, job: Job) -> AsyncIterator[ImageEvent]:
@@ -180,13 +160,14 @@ class InstagramSource(Source):
         generation = self.account.generation_of(lease.storage_state)  # the session this context has
         pending: dict[str, Post] = {}  # found, not yet handled: handled first after a reload
         reload, idle, after_429, nav_reloads = True, 0, False, 0
+        incremental = Incremental(job.stop_after_known, job.since)
         try:
             await within(self.timeout_s, feed.resume_on_reload(), "routing the feed")
             while True:
                 self._check_stop()
                 try:
                     if reload and pending:  # posts found before a lost session: before the page uses the new one
-                        async with aclosing(self._handle(lease, job, state, watch, pending)) as handled:
+                        async with aclosing(self._handle(lease, job, state, watch, pending, incremental)) as handled:
                             async for event in handled:
                                 yield event
                     if reload:  # the feed goes on after the last page whose posts were all handled
@@ -208,9 +189,12 @@ class InstagramSource(Source):
                         state.rate_reloads = 0  # 429s are counted in a row: the site let posts through
                         after_429 = False  # the page retried by itself and got through
                         self._status(tag, f"{len(state.seen) + len(fresh)} posts found")
-                    async with aclosing(self._handle(lease, job, state, watch, pending)) as handled:
+                    async with aclosing(self._handle(lease, job, state, watch, pending, incremental)) as handled:
                         async for event in handled:
                             yield event
+                    if incremental.reason:
+                        log.info("#%s: %s", tag, incremental.reason)
+                        break
                     if feed.retry_after is not None:  # honoured even at the end: downloads share the budget
                         wait, feed.retry_after = feed.retry_after, None
                         self._note_429(tag, wait)
@@ -240,6 +224,9 @@ class InstagramSource(Source):
                         log.info("#%s: reloading the tag page after the 429 wait", tag)
                         reload = True
                         continue
+                    if any(is_feed_url(u) for u in lease.unrecorded):  # a replay past its recording
+                        log.info("#%s: the recording ends here", tag)
+                        break
                     if idle < self.options.max_idle_scrolls:
                         if watch.remaining() <= 0:
                             raise Stalled("new posts")
@@ -253,6 +240,9 @@ class InstagramSource(Source):
                         raise Stalled("the next feed page (the page stopped loading it)")
                     log.info("#%s: the feed stopped growing", tag)
                     break
+                except SiteUnreachable as gone:
+                    raise self._stop(f"#{tag}: {gone}; stopping ({len(state.seen)} posts found, what was stored "
+                                     "is kept). Rerun when the site is back to fetch the rest") from None
                 except SessionEnded as ended_:
                     generation = await self._log_in_again(lease, generation, tag, ended_.why)
                     watch.progress()
@@ -278,27 +268,39 @@ class InstagramSource(Source):
                     reload = True
         finally:
             feed.detach()
-        self._verdict(state)
+        self._verdict(state, incremental.reason)
 
-    async def _handle(self, lease: Lease, job: Job, state: JobRun, watch: Watchdog,
-                      pending: dict[str, Post]) -> AsyncIterator[ImageEvent]:
+    async def _handle(self, lease: Lease, job: Job, state: JobRun, watch: Watchdog, pending: dict[str, Post],
+                      incremental: Incremental) -> AsyncIterator[ImageEvent]:
         """Fetch the posts found and not yet handled; each is seen once handled, so one cut short
-        by a lost session is handled again after the login."""
+        by a lost session is handled again after the login. A failed download is not progress."""
         assert self.account is not None
         for post in list(pending.values()):
-            event = await self._fetch_post(lease, post, job, state)
+            self._check_stop()
+            skip = incremental.active and await incremental.skip(post.extra, post.shortcode, self._known)
+            event = None if skip else await self._fetch_post(lease, post, job, state, watch)
             state.seen.add(post.shortcode)
             del pending[post.shortcode]
+            if post.shortcode in state.failed:
+                if state.unreachable:  # is the site gone? the tag page says (one reload)
+                    raise Stalled(f"downloads ({state.unreachable})")
+                continue
             self.account.note_progress()
             watch.progress()
             if event is not None:
                 yield event
                 watch.progress()  # the time the engine took to accept it is not a stall
 
+    async def _known(self, shortcode: str) -> bool:
+        """Whether the dataset already has this post (stored, rejected or done), or this run took it."""
+        return shortcode in self._yielded or await asyncio.to_thread(
+            self.run.manifest.post_seen, self.name, shortcode)
+
     def _after_stall(self, stall: Stalled, watch: Watchdog, state: JobRun) -> None:
         """A job with no new post for ``stall_s``: reload its tag page once, then fail it."""
         tag = state.tag
         waited = time.monotonic() - watch.last
+        state.unreachable = None
         if state.stall_reloaded:
             raise JobFailed(
                 f"#{tag}: stalled: no new post for {waited:.0f} s while waiting on {stall.waiting_on}, "
@@ -311,7 +313,7 @@ class InstagramSource(Source):
         self._status(tag, f"stalled on {stall.waiting_on}; reloading")
         watch.progress()
 
-    def _verdict(self, state: JobRun) -> None:
+    def _verdict(self, state: JobRun, stopped: str | None = None) -> None:
         """The end of a job: finished only when it found posts and fetched every one it could."""
         tag = state.tag
         if not state.seen:
@@ -322,7 +324,10 @@ class InstagramSource(Source):
             why = "; ".join(f"{n} x {r}" for r, n in reasons)
             raise JobFailed(f"#{tag}: {len(state.failed)} of {len(state.seen)} posts could not be downloaded "
                             f"({why}); they are not marked done: rerun to retry them")
-        self._status(tag, f"feed done: {len(state.seen)} posts found")
+        if stopped:
+            self.run.stats.extra.setdefault("stopped", {})[tag] = stopped
+        self._status(tag, f"{stopped} ({len(state.seen)} posts found)" if stopped
+                     else f"feed done: {len(state.seen)} posts found")
 
     def _check_feed(self, feed: FeedReader, tag: str) -> None:
         if feed.challenged or self._path(feed.page.url).startswith(CHALLENGE_PATHS):
@@ -375,26 +380,24 @@ class InstagramSource(Source):
         self._status(tag, "reading the first feed page")
 
     # --- one post --------------------------------------------------------------------------
-    async def _download(self, lease: Lease, url: str) -> Any:
+    async def _download(self, lease: Lease, url: str, tag: str, watch: Watchdog) -> Any:
+        def waiting_on_429(wait: float) -> None:
+            log.warning("#%s: HTTP 429 on an image; waiting %.0f s as asked", tag, wait)
+            self._status(tag, f"HTTP 429: waiting {wait:.0f} s as asked")
+
         return await fetch_image(
             lease.request, url, bucket=self.bucket, max_bytes=self.options.max_image_bytes,
             retries=self.options.retries, backoff_s=self.options.backoff_s, timeout_s=self.timeout_s,
+            max_retry_after_s=self.options.max_retry_after_s, waiting=watch.paused, on_429=waiting_on_429,
         )
 
     async def _fresh_image_url(self, lease: Lease, post: Post) -> str | None:
         """The post's image URL as its page gets it now (a freshly signed one), or None."""
-        from playwright.async_api import Error as PlaywrightError
-
         assert self.bucket is not None
         await self.bucket.take()
-        try:
-            page_post = await read_post_page(lease.context, self.base_url, post.shortcode, self.timeout_s)
-        except (PlaywrightError, TimeoutError) as exc:  # no fresh URL: the post is reported, not lost
-            log.info("post page of %s unreadable: %s", post.shortcode, explain(exc))
-            return None
-        return page_post.image_url if page_post is not None else None
+        return await fresh_image_url(lease.context, self.base_url, post.shortcode, self.timeout_s)
 
-    async def _fetch_post(self, lease: Lease, post: Post, job: Job, state: JobRun) -> ImageEvent | None:
+    async def _fetch_post(self, lease: Lease, post: Post, job: Job, state: JobRun, watch: Watchdog) -> ImageEvent | None:
         if post.shortcode in self._yielded:
             return None
         if await asyncio.to_thread(self.run.manifest.post_seen, self.name, post.shortcode):
@@ -402,7 +405,7 @@ class InstagramSource(Source):
             return None
         try:
             try:
-                fetched = await self._download(lease, post.image_url)
+                fetched = await self._download(lease, post.image_url, job.target, watch)
             except DownloadError as exc:
                 if exc.status == 401:  # the session, not the URL (an expired URL answers 403)
                     raise SessionEnded("the session ended (a download answered 401)") from None
@@ -413,19 +416,23 @@ class InstagramSource(Source):
                     raise
                 log.info("#%s: post %s: %s; retrying with a fresh URL", job.target, post.shortcode, exc.reason)
                 post.image_url = fresh
-                fetched = await self._download(lease, fresh)
+                fetched = await self._download(lease, fresh, job.target, watch)
+        except RateLimited as exc:
+            raise self._stop(f"#{job.target}: Instagram asks to wait {exc.retry_after_s:.0f} s (HTTP 429 on an "
+                             "image); stopping instead of hammering. Rerun later to resume.") from None
         except DownloadError as exc:
             if exc.status == 401:
                 raise SessionEnded("the session ended (a download answered 401)") from None
-            if exc.transient:  # not done: this run reports it, a rerun retries it
+            log.warning("#%s: post %s skipped: %s", job.target, post.shortcode, exc)
+            if exc.transient:  # this run reports it, a rerun retries it
                 # a network error's reason quotes the browser: the summary says what happened instead
                 state.failed[post.shortcode] = (translate(exc.reason).what if exc.reason.startswith("network error")
                                                 else exc.reason)
-            else:  # gone for good (404, too large): do not come back to it
+                if exc.unreachable:
+                    state.unreachable = exc.reason
+            else:  # gone for good (404, too large): never fetched again
                 self._yielded.add(post.shortcode)
-                await asyncio.to_thread(self.run.manifest.mark_post, self.name, post.shortcode, job.target, job.label)
-            log.warning("#%s: post %s skipped: %s", job.target, post.shortcode, exc)
-            self.run.stats.count(job.target, "rejected", "download", 0)
+            await settle_failed_download(self.run, self.name, job, post.shortcode, exc)
             return None
         state.failed.pop(post.shortcode, None)
         self._yielded.add(post.shortcode)
@@ -450,3 +457,7 @@ class InstagramSource(Source):
     @staticmethod
     def _path(url: str) -> str:
         return urlparse(url).path
+
+
+__all__ = ["DISMISS_BUTTONS", "PASSWORD_ENV", "USERNAME_ENV", "InstagramOptions", "InstagramSource", "JobFailed",
+           "SourceStopped", "dismiss_names", "fresh_image_url"]

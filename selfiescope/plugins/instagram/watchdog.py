@@ -57,6 +57,8 @@ class JobRun:
         self.tag = tag
         self.seen: set[str] = set()  # posts found in the feed (new or already stored)
         self.failed: dict[str, str] = {}  # post -> why its download failed (not marked: a rerun retries it)
+        self.retry: list = []  # posts listed but not tried yet when the site was checked (a reload)
+        self.unreachable: str | None = None  # a download found the host out of reach: check the site
         self.rate_reloads = 0
         self.stall_reloaded = False
         self.empty_reloaded = False

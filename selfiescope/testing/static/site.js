@@ -205,11 +205,12 @@
         more = false;
         return;
       }
-      data.sections.forEach(function (section) {
+      const page = data.data && data.data.recent ? data.data.recent : data;  // the web_info shape nests it
+      page.sections.forEach(function (section) {
         section.layout_content.medias.forEach(function (item) { grid.appendChild(tile(item.media)); });
       });
-      cursor = data.next_max_id;
-      more = data.more_available;
+      cursor = page.next_max_id;
+      more = page.more_available;
       grid.setAttribute("data-count", String(grid.querySelectorAll("article").length));
       prune();
       if (!more) document.getElementById("ss-status").textContent = "No more posts";

@@ -1,0 +1,471 @@
+"""``selfiescope doctor``: does the site still offer what the instagram source relies on?
+
+Each check runs the source's own code, so the doctor passes when a scrape would work
+and fails where a scrape would: the login form is found and sent by :mod:`.login`
+(``login_fields``, ``submit_login``), pop-ups are closed by ``click_dialog_buttons``
+with the source's known buttons, the tag page is read by the source's
+:class:`~.feed.FeedReader` with the source's waits for client-rendered content (scroll,
+wait for the page to grow, up to ``max_idle_scrolls``), paging is read by
+:func:`~.feed.feed_paging` and images are fetched by ``fetch_image``. What the doctor
+adds is what it saw, said plainly on failure: the inputs of a login form it cannot use,
+the keys of a feed answer it cannot read, the site's own message after a 429, a
+challenge or a rejected password.
+
+``login_form``      the username and password fields and the submit button, as the source finds them
+``login``           with credentials in the environment: logging in works (session cookie)
+``tag_page``        ``/explore/tags/TAG/`` shows posts (from the grid or the feed JSON), no login wall
+``feed_json``       the feed JSON has media with ``code``, ``pk``, ``image_versions2``,
+                    ``original_width/height``, ``user``, ``taken_at``, and paging
+                    (``more_available``, ``next_max_id``), wherever it nests them
+``image_candidates`` every media has a usable candidate, and the largest one downloads as an image
+``popups``          every pop-up has a button the source knows how to press
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import quote, urlparse
+
+from ...core.browser import BrowserPool, BrowserStartTimeout, Lease, load_session, session_path
+from ...core.secrets import credential
+from ...core.settings import Settings
+from ...core.web import (
+    Deadline, DownloadError, click_dialog_buttons, fetch_image, parse_retry_after, scroll_and_wait, within,
+)
+from .doctor_report import (
+    CHECKS, MAX_429_WAITS, MEDIA_FIELDS, PAGE_FIELDS, Check, DoctorError, OnCheck, Report, browser_failure,
+    check_target, doctor_options, media_objects, quote_outcome, site_message, step_failure,
+)
+from .feed import FeedReader, feed_paging, post_from_media
+from .login import CHALLENGE_PATHS, REJECTED, login_fields, submit_login
+from .source import PASSWORD_ENV, USERNAME_ENV, InstagramOptions, dismiss_names, fresh_image_url
+
+log = logging.getLogger("selfiescope.doctor")
+
+_INPUTS = """() => Array.from(document.querySelectorAll('input')).filter(i => i.type !== 'hidden').map(i => {
+  const label = i.labels && i.labels.length ? i.labels[0].innerText : '';
+  return `name=${i.name || '-'} type=${i.type} label=${label || '-'} aria-label=${i.getAttribute('aria-label') || '-'}`
+    + ` placeholder=${i.placeholder || '-'}`;
+})"""
+_DIALOGS = """() => Array.from(document.querySelectorAll('[role=dialog]')).map(d => ({
+  label: d.getAttribute('aria-label') || d.innerText.slice(0, 60),
+  buttons: Array.from(d.querySelectorAll('button, [role=button]')).map(b => b.innerText.trim()),
+}))"""
+_PAGE_TEXT = "() => (document.body ? document.body.innerText : '').replace(/\\s+/g, ' ').trim().slice(0, 200)"
+
+
+async def run_doctor(settings: Settings, base_url: str, tag: str, on_check: OnCheck | None = None) -> Report:
+    """Run every check against ``base_url`` with hashtag ``tag``; never raises for a site problem.
+
+    ``on_check`` is called with each check as it completes (progress for the CLI).
+    """
+    check_target(base_url, tag)
+    doctor = _Doctor(settings, doctor_options(settings, base_url.rstrip("/")), tag, on_check)
+    # every step has its own deadline; this bounds the sum (Chromium's start has its own setting)
+    budget = settings.browser.timeout_s * 20 + settings.browser.launch_timeout_s
+    task = asyncio.ensure_future(doctor.run())
+    done, _ = await asyncio.wait({task}, timeout=budget)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=settings.browser.timeout_s)
+        doctor.add("doctor", "fail", f"the checks did not finish within {budget:.0f} s")
+    else:
+        task.result()
+    return doctor.report
+
+
+class _Doctor:
+    def __init__(self, settings: Settings, options: InstagramOptions, tag: str, on_check: OnCheck | None) -> None:
+        self.settings = settings
+        self.options = options
+        self.base_url = options.base_url.rstrip("/")
+        self.tag = tag
+        self.timeout_s = settings.browser.timeout_s
+        self.on_check = on_check
+        self.report = Report(self.base_url, tag)
+        self.dismiss = dismiss_names(options.languages)
+        self.closed: list[str] = []
+        self.unclosable: list[str] = []
+        self.answers: list[tuple[str, int, Any]] = []  # feed answers: path, status, JSON or None
+        self.rate_limited: list[tuple[str, float, str]] = []  # 429s: path, Retry-After, the site's message
+        self.feed: FeedReader | None = None
+        self.username_field: Any = None
+        self.password_field: Any = None
+        self.posts: list[Any] = []
+        self.lease: Lease | None = None
+        self._started = time.monotonic()
+        self._reads: set[asyncio.Task[None]] = set()
+
+    def add(self, name: str, status: str, detail: str, found: str = "") -> None:
+        now = time.monotonic()
+        check = Check(name, status, detail, found, round(now - self._started, 2))
+        self._started = now
+        self.report.checks.append(check)
+        if self.on_check is not None:
+            self.on_check(check)
+
+    async def run(self) -> None:
+        from playwright.async_api import Error as PlaywrightError
+
+        pool = BrowserPool(self.settings.browser)
+        saved = await asyncio.to_thread(load_session, session_path(self.settings.browser))
+        block = ["image"] if self.options.block_page_images else []
+        try:
+            # no saved session at first: the login form is checked as a logged-out visitor sees it
+            async with pool.lease(block=block) as lease:
+                self.lease = lease
+                lease.context.on("response", self._on_response)
+                steps = [("login_form", self.check_login_form), ("login", lambda l: self.check_login(l, saved)),
+                         ("tag_page", self.check_tag_page), ("feed_json", self.check_feed),
+                         ("image_candidates", self.check_candidates)]
+                for name, step in steps:
+                    try:
+                        await step(lease)
+                    except (PlaywrightError, Deadline) as exc:
+                        self.add(name, "fail", step_failure(exc, self.timeout_s),
+                                 self._rate_limit_note() or await self._where(lease))
+                self.check_popups()
+        except BrowserStartTimeout as exc:
+            self.add("browser", "fail", str(exc))
+        except (PlaywrightError, Deadline) as exc:
+            self.add("browser", "fail", f"could not drive the browser: {browser_failure(exc, self.timeout_s)}")
+        finally:
+            if self.feed is not None:
+                self.feed.detach()
+            for task in list(self._reads):
+                task.cancel()
+            await pool.close()
+
+    # --- what the doctor sees besides what the source reads ----------------------------------
+    def _on_response(self, response: Any) -> None:
+        if response.status != 429 or urlparse(response.url).netloc != urlparse(self.base_url).netloc:
+            return
+        task = asyncio.ensure_future(self._read_429(response))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read_429(self, response: Any) -> None:
+        path = urlparse(response.url).path
+        message, wait = "", 30.0
+        try:
+            wait = parse_retry_after(response.headers.get("retry-after"))  # no round trip to the browser
+            # a body the page never read never reaches Playwright: bounded
+            message = site_message(await within(min(self.timeout_s, 2.0), response.text(), "reading a 429"))
+        except Exception as exc:  # noqa: BLE001 - asked again below
+            log.debug("the body of a 429 at %s is unreadable: %s", path, exc)
+        if not message and not any(m for _, _, m in self.rate_limited):
+            message = await self._ask_again(response.request)
+        self.rate_limited.append((path, wait, message))
+
+    async def _ask_again(self, request: Any) -> str:
+        """The site's message for a 429 whose body the page dropped: the same request, once more."""
+        if self.lease is None:
+            return ""
+        try:
+            # the headers the page's script set (CSRF token, app id); the context adds its cookies
+            headers = {k: v for k, v in request.headers.items()
+                       if not k.startswith(":") and k not in ("cookie", "content-length", "host")}
+            again = await within(self.timeout_s + 5, self.lease.request.fetch(
+                request.url, method=request.method, headers=headers, data=request.post_data,
+                fail_on_status_code=False, timeout=self.timeout_s * 1000), "asking for the 429's message")
+            if again.status != 429:
+                return ""
+            return site_message(await within(self.timeout_s, again.text(), "reading a 429"))
+        except Exception as exc:  # noqa: BLE001 - the 429 is named without its message
+            log.debug("asking again for the 429's message failed: %s", exc)
+            return ""
+
+    def _on_answer(self, response: Any, data: Any) -> None:
+        self.answers.append((urlparse(response.url).path, response.status, data))
+
+    async def _settle_429s(self) -> None:
+        if self._reads:
+            await asyncio.wait(list(self._reads), timeout=self.timeout_s + 1)
+
+    def _rate_limit_note(self) -> str:
+        if not self.rate_limited:
+            return ""
+        path, wait, message = next((r for r in reversed(self.rate_limited) if r[2]), self.rate_limited[-1])
+        return f"HTTP 429 at {path} (Retry-After {wait:g} s)" + (f": {message!r}" if message else "")
+
+    async def _close_popups(self, page: Any) -> None:
+        """The source's pop-up handling; the dialogs it leaves open are noted for ``popups``."""
+        self.closed += await click_dialog_buttons(page, self.dismiss, timeout_s=self.timeout_s)
+        for dialog in await within(self.timeout_s, page.evaluate(_DIALOGS), "reading pop-ups"):
+            text = f"{dialog['label']!r} with buttons {dialog['buttons']}"
+            if text not in self.unclosable:
+                self.unclosable.append(text)
+
+    async def _where(self, lease: Lease) -> str:
+        try:
+            url = (await lease.page()).url
+            return f"page {urlparse(url).path}" if url.startswith("http") else "no page loaded"
+        except Exception:  # noqa: BLE001 - the browser is gone: nowhere to point at
+            return "the browser's page is gone"
+
+    async def _page_text(self, page: Any) -> str:
+        try:
+            return await within(self.timeout_s, page.evaluate(_PAGE_TEXT), "reading the page")
+        except Exception:  # noqa: BLE001 - the page went away: nothing to quote
+            return ""
+
+    # --- checks ------------------------------------------------------------------------------
+    async def check_login_form(self, lease: Lease) -> None:
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+        response = await lease.goto(f"{self.base_url}/accounts/login/")
+        page = await lease.page()
+        path = urlparse(page.url).path
+        if not path.startswith("/accounts/login") or (response is not None and response.status >= 400):
+            status = response.status if response is not None else "no answer"
+            detail = ("the site rate-limits this address (HTTP 429)" if status == 429 else "the login page is gone")
+            self.add("login_form", "fail", detail, f"HTTP {status} at {path}: {await self._page_text(page)!r}")
+            return
+        await self._close_popups(page)
+        user, secret, button = login_fields(page)
+        try:  # a form rendered by script comes late: the source waits for it the same way
+            await user.wait_for(state="visible", timeout=self.timeout_s * 1000)
+        except PlaywrightTimeout:
+            pass
+        await self._close_popups(page)
+        found = {name: await within(self.timeout_s, locator.count(), "reading the login form")
+                 for name, locator in (("username field", user), ("password field", secret), ("submit button", button))}
+        if all(found.values()):
+            self.username_field, self.password_field = user, secret
+            self.add("login_form", "pass",
+                     "username field, password field and submit button found by the source's finder")
+            return
+        missing = [name for name, n in found.items() if not n]
+        buttons = await within(self.timeout_s, page.get_by_role("button").all_inner_texts(), "reading the login form")
+        inputs = await within(self.timeout_s, page.evaluate(_INPUTS), "reading the login form")
+        self.add("login_form", "fail", f"no {', no '.join(missing)} the source can find",
+                 f"inputs: {'; '.join(inputs) or 'none'}; buttons: {buttons}")
+
+    async def check_login(self, lease: Lease, saved: dict[str, Any] | None) -> None:
+        from playwright.async_api import Error as PlaywrightError
+
+        if saved and saved.get("cookies"):
+            await within(self.timeout_s, lease.context.add_cookies(saved["cookies"]), "adding cookies")
+            lease.storage_state = saved
+            self.add("login", "skip", "the session saved by `selfiescope login` is used instead")
+            return
+        username, password = credential(USERNAME_ENV), credential(PASSWORD_ENV)
+        if not (username and password):
+            self.add("login", "skip", f"no credentials: set {USERNAME_ENV} and {PASSWORD_ENV} to check logging in")
+            return
+        if not self.options.login:
+            self.add("login", "skip", "plugins.instagram.login is off: the source does not log in")
+            return
+        if self.username_field is None:
+            self.add("login", "skip", "the login form's fields were not found (see login_form)")
+            return
+        page = await lease.page()
+        try:
+            outcome = await submit_login(page, self.base_url, username, password, self.dismiss,
+                                         timeout_s=self.timeout_s)
+        except PlaywrightError as exc:  # submit_login's message quotes no credential
+            self.add("login", "fail", f"the login form could not be used: {browser_failure(exc, self.timeout_s)}",
+                     self._rate_limit_note())
+            return
+        await self._settle_429s()
+        path = urlparse(page.url).path
+        if outcome == "ok":
+            self.add("login", "pass", "logged in: session cookie set")
+        elif outcome == "challenge":
+            self.add("login", "fail", "the site shows a challenge: run `selfiescope login --show-browser` to pass it",
+                     f"page {path}: {await self._page_text(page)!r}")
+        elif outcome == "two_factor":
+            self.add("login", "fail", "the site asks for a security code (two-factor): run `selfiescope login` once",
+                     f"page {path}")
+        elif self.rate_limited:
+            self.add("login", "fail", "the site rate-limits logging in (HTTP 429): wait before trying again",
+                     self._rate_limit_note() + (f"; the page says {quote_outcome(outcome)}" if ": " in outcome else ""))
+        elif outcome.startswith(REJECTED):
+            self.add("login", "fail", f"wrong username or password: check {USERNAME_ENV} and {PASSWORD_ENV}",
+                     f"the page says {quote_outcome(outcome)}")
+        else:
+            self.add("login", "fail", f"logging in did not finish: {outcome}",
+                     f"page {path}: {await self._page_text(page)!r}")
+
+    async def check_tag_page(self, lease: Lease) -> None:
+        url = f"{self.base_url}/explore/tags/{quote(self.tag)}/"
+        self.feed = feed = FeedReader(lease.context, self.base_url, timeout_s=self.timeout_s, on_answer=self._on_answer)
+        waits = 0
+        while True:
+            feed.reset()
+            response = await lease.goto(url)
+            page = feed.page = await lease.page()
+            status = response.status if response is not None else 0
+            path = urlparse(page.url).path
+            if path.startswith("/accounts/login"):
+                why = ("logging in failed (see login)" if self.report.status("login") == "fail"
+                       else "set the credential variables or run `selfiescope login`")
+                self.add("tag_page", "fail", f"a login wall: {why}", f"redirected to {path}")
+                return
+            if path.startswith(CHALLENGE_PATHS):
+                self.add("tag_page", "fail", "the site shows a challenge: run `selfiescope login --show-browser`",
+                         f"redirected to {path}: {await self._page_text(page)!r}")
+                return
+            if status != 200:
+                await self._settle_429s()
+                detail = ("the site rate-limits this account (HTTP 429)" if status == 429
+                          else f"/explore/tags/{self.tag}/ answered HTTP {status}")
+                self.add("tag_page", "fail", detail, self._rate_limit_note() or f"title {await page.title()!r}")
+                return
+            await self._close_popups(page)
+            self.posts = await self._read_posts(feed, page)
+            if self.posts or feed.retry_after is None or waits >= MAX_429_WAITS:
+                break
+            wait, feed.retry_after = feed.retry_after, None
+            if wait > min(self.options.max_retry_after_s, self.timeout_s * 2):
+                break
+            waits += 1  # as the source does: wait as asked, then reload the tag page
+            await asyncio.sleep(wait)
+        if self.posts:
+            from_json = sum(1 for p in self.posts if "pk" in p.extra)
+            self.add("tag_page", "pass", f"{len(self.posts)} posts ({from_json} with feed JSON data)"
+                     + (f", after waiting out {waits} HTTP 429" if waits else ""))
+            return
+        await self._settle_429s()
+        links = await within(self.timeout_s, page.locator('a[href*="/p/"], a[href*="/reel/"]').count(),
+                             "reading the grid")
+        if self.rate_limited:
+            detail = "the site rate-limits this account (HTTP 429): the page shows no post; wait before trying again"
+        else:
+            detail = "no posts on the tag page (neither in the grid nor in feed JSON)"
+        answers = ", ".join(f"HTTP {s} {p}" for p, s, _ in self.answers[-3:]) or "none"
+        self.add("tag_page", "fail", detail, f"{links} links to /p/ after {self.options.max_idle_scrolls} scrolls; "
+                 f"feed answers: {answers}" + (f"; {self._rate_limit_note()}" if self.rate_limited else ""))
+
+    async def _read_posts(self, feed: FeedReader, page: Any) -> list[Any]:
+        """The source's reading of a fresh tag page: posts, else scroll and wait for the page
+        to grow (a client-rendered grid comes late), ``max_idle_scrolls`` times."""
+        posts, idle = [], 0
+        while True:
+            new, ended = await feed.new_posts()
+            posts += new
+            if posts or ended or feed.retry_after is not None or idle >= self.options.max_idle_scrolls:
+                return posts
+            if not await scroll_and_wait(page, self.options.scroll_pause_s, self.timeout_s):
+                await feed.settle()
+                idle += 1
+            await self._close_popups(page)
+
+    async def check_feed(self, lease: Lease) -> None:
+        feed = self.feed
+        if feed is None or not self.posts:
+            self.add("feed_json", "skip", "the tag page showed no post (see tag_page)")
+            return
+        page = feed.page
+        idle = waits = 0  # scroll as the source does, until two feed pages came, the feed ended or it stopped growing
+        while (sum(1 for _, s, d in self.answers if s == 200 and d is not None) < 2 and feed.more_available is not False
+               and idle < self.options.max_idle_scrolls):
+            if feed.retry_after is not None:  # a 429: wait as asked (the page asks again), as the source does
+                wait, feed.retry_after = feed.retry_after, None
+                if wait > min(self.options.max_retry_after_s, self.timeout_s * 2) or waits >= MAX_429_WAITS:
+                    break
+                waits += 1
+                await asyncio.sleep(wait)
+            if not await scroll_and_wait(page, self.options.scroll_pause_s, self.timeout_s):
+                idle += 1
+            await feed.settle()
+            await self._close_popups(page)
+        await self._settle_429s()
+        good = [(p, d) for p, s, d in self.answers if s == 200 and isinstance(d, dict)]
+        if not good:
+            self._no_feed_page(feed)
+            return
+        medias = [m for _, d in good for m in media_objects(d)]
+        problems = []
+        if not medias:
+            problems.append("no media objects (with code or shortcode)")
+        missing_media = sorted({f for m in medias for f in MEDIA_FIELDS if f not in m})
+        if missing_media:
+            problems.append(f"media without {', '.join(missing_media)}")
+        pagings = [paging for _, d in good for paging in feed_paging(d)]
+        missing_page = [f for f in PAGE_FIELDS if not any(f in paging for paging in pagings)]
+        if missing_page:
+            problems.append(f"no paging: no {', '.join(missing_page)} anywhere in the answer")
+        path, data = good[-1]
+        if problems:
+            media_keys = f"; media keys {sorted(medias[0])}" if medias else ""
+            self.add("feed_json", "fail", "; ".join(problems), f"{path}: top-level keys {sorted(data)}{media_keys}")
+            return
+        self.medias = medias
+        note = f" (after {len(self.rate_limited)} HTTP 429)" if self.rate_limited else ""
+        self.add("feed_json", "pass", f"{len(medias)} media in {len(good)} feed pages from {path}{note}")
+
+    def _no_feed_page(self, feed: FeedReader) -> None:
+        if self.rate_limited:
+            self.add("feed_json", "fail", "the site rate-limits this account (HTTP 429): wait before trying again",
+                     self._rate_limit_note())
+        elif self.answers:
+            path, status, data = self.answers[-1]
+            if status == 200:
+                self.add("feed_json", "fail", "the feed answer did not arrive or is not JSON",
+                         f"{path}: {len(self.answers)} answers, {feed.unread} never finished")
+            else:
+                message = site_message(data)
+                self.add("feed_json", "fail", f"the feed answered HTTP {status}" + (f" {message!r}" if message else ""),
+                         path)
+        else:
+            hint = ("pop-ups that stay open block the feed (see popups)" if self.unclosable
+                    else "a tag with one page of posts loads none: try a bigger --tag")
+            self.add("feed_json", "fail", "scrolling the tag page loaded no feed JSON",
+                     f"no feed request seen ({hint})")
+
+    async def check_candidates(self, lease: Lease) -> None:
+        medias = getattr(self, "medias", None)
+        if not medias:
+            self.add("image_candidates", "skip", "no media in the feed JSON (see feed_json)")
+            return
+        posts = [post_from_media(m) for m in medias]
+        usable = [p for p in posts if p is not None]
+        if not usable:
+            sample = medias[0].get("image_versions2", "missing")
+            self.add("image_candidates", "fail", f"none of {len(medias)} media has image candidates with a url",
+                     f"image_versions2: {str(sample)[:200]}")
+            return
+        post = usable[0]
+        try:
+            try:
+                fetched = await self._download(lease, post.image_url)
+            except DownloadError as exc:
+                if not exc.refused:
+                    raise
+                fresh = await fresh_image_url(lease.context, self.base_url, post.shortcode, self.timeout_s)
+                if not fresh or fresh == post.image_url:
+                    raise
+                fetched = await self._download(lease, fresh)  # an expired signed URL, refreshed as the source does
+        except DownloadError as exc:
+            self.add("image_candidates", "fail", "the largest candidate does not download as an image",
+                     f"{exc.reason} for {urlparse(post.image_url).path}")
+            return
+        bad = len(posts) - len(usable)
+        if bad:
+            self.add("image_candidates", "fail", f"{bad} of {len(posts)} media have no usable candidate",
+                     f"image_versions2: {str(medias[posts.index(None)].get('image_versions2'))[:200]}")
+        else:
+            self.add("image_candidates", "pass", f"every media has candidates; the largest ({post.width} px) "
+                                                 f"downloads as {fetched.content_type}")
+
+    async def _download(self, lease: Lease, url: str) -> Any:
+        return await fetch_image(lease.request, url, bucket=None, max_bytes=self.options.max_image_bytes,
+                                 retries=min(self.options.retries, 1), backoff_s=self.options.backoff_s,
+                                 timeout_s=self.timeout_s)
+
+    def check_popups(self) -> None:
+        if self.unclosable:
+            self.add("popups", "fail", "pop-ups with no button the source knows how to press",
+                     "; ".join(self.unclosable))
+        elif self.closed:
+            self.add("popups", "pass", f"closed with {sorted(set(self.closed))}")
+        else:
+            self.add("popups", "pass", "no pop-up was shown")
+
+
+__all__ = ["CHECKS", "MEDIA_FIELDS", "PAGE_FIELDS", "Check", "DoctorError", "Report", "browser_failure",
+           "check_target", "doctor_options", "run_doctor"]
