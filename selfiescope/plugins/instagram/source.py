@@ -160,13 +160,15 @@ class InstagramSource(Source):
         generation = self.account.generation_of(lease.storage_state)  # the session this context has
         pending: dict[str, Post] = {}  # found, not yet handled: handled first after a reload
         reload, idle, after_429, nav_reloads = True, 0, False, 0
+        relogged = False  # a new session: the posts found before it are fetched before the page spends it
         incremental = Incremental(job.stop_after_known, job.since)
         try:
             await within(self.timeout_s, feed.resume_on_reload(), "routing the feed")
             while True:
                 self._check_stop()
                 try:
-                    if reload and pending:  # posts found before a lost session: before the page uses the new one
+                    if reload and relogged:  # posts found before a lost session, before the page spends the new
+                        relogged = False  # one; another reload (a site that may be gone) opens the tag page first
                         async with aclosing(self._handle(lease, job, state, watch, pending, incremental)) as handled:
                             async for event in handled:
                                 yield event
@@ -245,12 +247,14 @@ class InstagramSource(Source):
                                      "is kept). Rerun when the site is back to fetch the rest") from None
                 except SessionEnded as ended_:
                     generation = await self._log_in_again(lease, generation, tag, ended_.why)
+                    relogged = True
                     watch.progress()
                     reload = True
                 except (Stalled, PlaywrightError, Deadline) as exc:
                     # the page may have gone to the login page meanwhile (its script, after a 401)
                     if why := await session_lost(feed, self.timeout_s, settle=isinstance(exc, PlaywrightError)):
                         generation = await self._log_in_again(lease, generation, tag, why)
+                        relogged = True
                         watch.progress()
                         reload = True
                         continue
