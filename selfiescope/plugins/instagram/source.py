@@ -31,7 +31,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -53,20 +52,12 @@ from .incremental import Incremental
 from .login import CHALLENGE_PATHS
 from .options import DISMISS_BUTTONS, InstagramOptions, dismiss_names
 from .post_page import fresh_image_url
-from .watchdog import JobRun, Stalled, Watchdog
+from .watchdog import JobFailed, JobRun, SourceStopped, Stalled, Watchdog
 
 log = logging.getLogger("selfiescope.instagram")
 
 MAX_RATE_RELOADS = 5  # reloads after 429s per job before it gives up
 MAX_NAVIGATION_RELOADS = 3  # reloads per job after the page went elsewhere by itself (not a lost session)
-
-
-class SourceStopped(RuntimeError):
-    """The site asks for a person (login, challenge, long rate limit): stop, say what to do."""
-
-
-class JobFailed(RuntimeError):
-    """One hashtag could not be finished; the message says why and what to do. Other jobs go on."""
 
 
 class InstagramSource(Source):
@@ -302,36 +293,17 @@ class InstagramSource(Source):
 
     def _after_stall(self, stall: Stalled, watch: Watchdog, state: JobRun) -> None:
         """A job with no new post for ``stall_s``: reload its tag page once, then fail it."""
-        tag = state.tag
-        waited = time.monotonic() - watch.last
-        state.unreachable = None
-        if state.stall_reloaded:
-            raise JobFailed(
-                f"#{tag}: stalled: no new post for {waited:.0f} s while waiting on {stall.waiting_on}, "
-                f"also after reloading the tag page ({len(state.seen)} posts found). Rerun to resume; "
-                "if it keeps stalling, run `selfiescope doctor` or raise plugins.instagram.stall_s"
-            ) from None
-        state.stall_reloaded = True
-        log.warning("#%s: no new post for %.0f s; waiting on %s. Reloading the tag page (posts "
-                    "already seen are skipped)", tag, waited, stall.waiting_on)
-        self._status(tag, f"stalled on {stall.waiting_on}; reloading")
+        self._status(state.tag, state.after_stall(stall, time.monotonic() - watch.last))
         watch.progress()
 
     def _verdict(self, state: JobRun, stopped: str | None = None) -> None:
         """The end of a job: finished only when it found posts and fetched every one it could."""
-        tag = state.tag
-        if not state.seen:
-            raise JobFailed(f"#{tag}: no posts found: the feed showed none (a rate limit, a lost session or a "
-                            "changed page). Rerun later; if it stays empty, run `selfiescope doctor`")
-        if state.failed:
-            reasons = Counter(state.failed.values()).most_common(2)
-            why = "; ".join(f"{n} x {r}" for r, n in reasons)
-            raise JobFailed(f"#{tag}: {len(state.failed)} of {len(state.seen)} posts could not be downloaded "
-                            f"({why}); they are not marked done: rerun to retry them")
         if stopped:
-            self.run.stats.extra.setdefault("stopped", {})[tag] = stopped
-        self._status(tag, f"{stopped} ({len(state.seen)} posts found)" if stopped
-                     else f"feed done: {len(state.seen)} posts found")
+            state.verdict()  # a job stopped early still fails for downloads that failed
+            self.run.stats.extra.setdefault("stopped", {})[state.tag] = stopped
+            self._status(state.tag, f"{stopped} ({len(state.seen)} posts found)")
+        else:
+            self._status(state.tag, state.verdict())
 
     def _check_feed(self, feed: FeedReader, tag: str) -> None:
         if feed.challenged or self._path(feed.page.url).startswith(CHALLENGE_PATHS):
