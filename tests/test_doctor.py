@@ -257,3 +257,36 @@ def test_a_slow_chromium_start_is_not_a_site_failure(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert [c["name"] for c in checks] == ["browser"]  # no site check is blamed
     assert "Chromium took too long to start" in checks[0]["detail"] and "launch_timeout_s" in checks[0]["detail"]
+
+
+def test_a_refusal_told_in_a_pop_up_is_named_with_its_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The doctor reads a refused login with the source's own reader: a pop-up's words count too."""
+    monkeypatch.setenv(USERNAME_ENV, USERNAME)
+    monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
+    with MockInstagram(tags=TAGS, page_size=4, username=USERNAME, password=PASSWORD,
+                       chaos=Chaos(login_error_dialog=True)) as site:
+        code, out = doctor(tmp_path, site.base_url, "--tag", "alpha", "--json")
+    login = next(c for c in json.loads(out)["checks"] if c["name"] == "login")
+    assert code == 1 and login["status"] == "fail" and "wrong username or password" in login["detail"]
+    assert "password was incorrect" in login["found"], login
+    assert "not-the-password" not in out
+
+
+def test_a_post_page_that_asks_to_log_in_fails_the_image_check_plainly(
+        tmp_path: Path, creds: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every image URL expired (403): the fresh one comes from the post's page, which sends us to the
+    login page; the check fails saying so, and the doctor goes on to its report."""
+    from selfiescope.plugins.instagram import doctor as doctor_module
+    from selfiescope.plugins.instagram.account import SessionEnded
+
+    async def login_page(*_: object) -> str | None:
+        raise SessionEnded("the session ended (the post's page went to the login page)")
+
+    monkeypatch.setattr(doctor_module, "fresh_image_url", login_page)
+    with MockInstagram(tags=TAGS, page_size=4, username=USERNAME, password=PASSWORD,
+                       chaos=Chaos(url_ttl_s=600, stale_url_share=1.0)) as site:
+        code, out = doctor(tmp_path, site.base_url, "--tag", "alpha", "--json")
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert code == 1 and checks["image_candidates"]["status"] == "fail"
+    assert "post's page went to the login page" in checks["image_candidates"]["detail"]
+    assert "selfiescope login" in checks["image_candidates"]["detail"]

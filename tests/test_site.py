@@ -79,7 +79,7 @@ def test_tag_page_without_session_is_a_login_wall(site):
     assert 'name="password" type="password"' in page and 'aria-label="Password"' in page
     assert '<button type="submit"' in page and ">Log in</button>" in page
     status, _, body = client.json("/api/v1/tags/a/sections/?max_id=")
-    assert status == 401 and body == {"message": "login_required", "status": "fail"}
+    assert status == 401 and body == {"message": "login_required", "require_login": True, "status": "fail"}
 
 
 def test_wrong_password_gives_the_message_and_no_session(site):

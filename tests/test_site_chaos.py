@@ -215,3 +215,42 @@ def test_mock_site_command_rejects_an_unknown_knob() -> None:
 
     result = CliRunner().invoke(app, ["mock-site", "--port", "0", "--chaos", "hung_beacons,teleport=1"])
     assert result.exit_code == 2 and "unknown chaos knob 'teleport'" in result.output
+
+
+def test_a_session_ends_after_its_feed_calls_and_the_site_counts_logins() -> None:
+    with MockInstagram(tags=TAGS, page_size=3, chaos=Chaos(session_expires_after_feeds=2)) as site:
+        client = Client(site.base_url)
+        assert client.login("demo", "wrong") == 200 and site.login_attempts == 1  # the form again, with an alert
+        assert client.login() == 302 and site.login_attempts == 2
+        for _ in range(2):
+            assert client.json("/api/v1/tags/a/sections/")[0] == 200
+        status, _, data = client.json("/api/v1/tags/a/sections/")
+        assert status == 401 and data["message"] == "login_required"
+        assert site.sessions_ended == 1
+        status, headers, _, _ = client.request("/explore/tags/a/")
+        assert status == 302 and headers["Location"].startswith("/accounts/login/")  # the session is gone
+        assert site.sessions_ended == 1  # counted once
+
+
+def test_a_session_ends_after_its_time() -> None:
+    with MockInstagram(tags=TAGS, page_size=3, chaos=Chaos(session_ttl_s=0.5)) as site:
+        client = Client(site.base_url)
+        assert client.login() == 302
+        assert client.json("/api/v1/tags/a/sections/")[0] == 200
+        time.sleep(0.6)
+        assert client.json("/api/v1/tags/a/sections/")[0] == 401 and site.sessions_ended == 1
+
+
+def test_a_client_rendered_post_page_has_no_image_in_its_html_and_its_data_has_fresh_urls() -> None:
+    with MockInstagram(tags=TAGS, page_size=3, chaos=Chaos(client_post_page=True, url_ttl_s=60,
+                                                           stale_url_share=1.0)) as site:
+        client = Client(site.base_url)
+        client.login()
+        post = site.posts("a")[0]
+        status, html = client.text(f"/p/{post.shortcode}/")
+        assert status == 200 and "og:image" not in html and "<img" not in html and post.id in html
+        status, _, data = client.json(f"/api/v1/media/{post.id}/info/")
+        assert status == 200 and data["items"][0]["code"] == post.shortcode
+        url = data["items"][0]["image_versions2"]["candidates"][0]["url"]
+        assert raw_get(site.base_url, url[len(site.base_url):])[0] == 200  # fresh, unlike the feed's
+        assert raw_get(site.base_url, first_api_url(client)[len(site.base_url):])[0] == 403

@@ -64,6 +64,20 @@ class Chaos:
     """After this many feed API calls the account is blocked: every API call, for every tag,
     answers 429 for ``account_block_s`` (once)."""
     account_block_s: float = 2.0
+    session_expires_after_feeds: int | None = None
+    """Each login session ends after this many feed API calls made with it: the next call answers
+    401 ``login_required`` and the page's script goes to the login page (as the web app does)."""
+    session_ttl_s: float | None = None
+    """Each login session ends this many seconds after it began (pages then redirect to the login
+    page, API calls answer 401)."""
+    login_error_dialog: bool = False
+    """A refused login is told in a pop-up ("Incorrect password" with a "Try again" button) instead
+    of a line under the form."""
+    media_needs_session: bool = False
+    """Image downloads need a live session: without one they answer 401 ``login_required``."""
+    client_post_page: bool = False
+    """Post pages (``/p/{code}/``) have no ``og:image`` and no ``<img>`` in their HTML: the page's
+    script fetches ``/api/v1/media/{pk}/info/`` and draws the image (as the web app does)."""
     die_after: int | None = None
     """The site goes away after answering this many requests: the server stops and every later
     connection is refused (the request past the limit gets no answer)."""
@@ -120,6 +134,11 @@ class Chaos:
         """What site.js needs to misbehave."""
         return {"hung_beacons": self.hung_beacons, "client_feed": self.client_feed,
                 "virtual_grid": self.virtual_grid, "late_dialog_ms": self.late_dialog_ms}
+
+    def session_over(self, age_s: float, feed_calls: int) -> bool:
+        """Whether a login session of this age, having made this many feed calls, has ended."""
+        return (self.session_ttl_s is not None and age_s >= self.session_ttl_s) or (
+            self.session_expires_after_feeds is not None and feed_calls >= self.session_expires_after_feeds)
 
     # -- the mock-site flag ------------------------------------------------------------------
     @classmethod

@@ -247,6 +247,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.post_page(parts[1])
             if parts[:3] == ["api", "v1", "tags"] and len(parts) == 5 and parts[4] == "sections":
                 return self.tag_api(parts[3], query.get("max_id", ""))
+            if parts[:3] == ["api", "v1", "media"] and len(parts) == 5 and parts[4] == "info":
+                return self.media_info(parts[3])
             if parts == ["api", "v1", "web", "activity"]:
                 return self.hang()  # the page cancels this one
             if parts[0] == "media" and len(parts) == 2:
@@ -306,15 +308,23 @@ class Handler(BaseHTTPRequestHandler):
         if site.chaos.js_login and error is None:
             body, config = pages.login_placeholder(site.chaos.login_variant, site.consent_language, safe)
             return self.html("Login • Instagram", body, config=config)
+        if error is not None and site.chaos.login_error_dialog:  # the error as a pop-up, not under the form
+            dialogs, error = [pages.dialog("Incorrect password", error, [("Try again", None)], site.classes)], None
+        else:
+            dialogs = []
         if site.chaos.login_variant == "labels":
-            return self.html("Login • Instagram", pages.login_form_labels(site.classes, safe, site.consent_language, error))
-        self.html("Login • Instagram", pages.login_form(site.classes, safe, error))
+            form = pages.login_form_labels(site.classes, safe, site.consent_language, error)
+        else:
+            form = pages.login_form(site.classes, safe, error)
+        self.html("Login • Instagram", form, dialogs=dialogs)
 
     def login_submit(self, form: dict[str, str]) -> None:
         site, next_url = self.site, _safe_next(form.get("next"))
         if "login_fields" in site.breakage:  # the renamed fields of pages.unlabelled_login_form
             form = {**form, "username": form.get("f_a8x1", ""), "password": form.get("f_b3k9", "")}
         ajax = self.headers.get("X-Requested-With") == "XMLHttpRequest"
+        with site._lock:
+            site.login_attempts += 1
         if ajax and (problem := self.api_headers_problem()):
             return self.send_json(403, {"message": problem, "status": "fail"})
         username = form.get("username", form.get("email"))
@@ -393,6 +403,9 @@ class Handler(BaseHTTPRequestHandler):
         post = self.site._by_code.get(code)
         if post is None:
             return self.not_found()
+        if self.site.chaos.client_post_page:  # the page's script fetches the data and draws it
+            return self.html(f"{post.username} on Instagram", '<article class="post" id="ss-post"><p>Loading…</p></article>',
+                             config={"post": {"media_id": post.id, "code": post.shortcode}})
         image = self.site.media_url(post, 1080, fresh=True)  # a post page always gives a fresh URL
         body = pages.post_body(image, post.username, post.caption, post.width, post.height, post.taken_at)
         head = f'<meta property="og:image" content="{escape(image)}">'
@@ -400,13 +413,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def tag_api(self, tag: str, max_id: str) -> None:
         site = self.site
-        if not self.logged_in():
-            return self.send_json(401, {"message": "login_required", "status": "fail"})
+        session = site._session(self.cookies, feed_call=True)
+        if site.require_login and session is None:
+            return self.send_json(401, {"message": "login_required", "require_login": True, "status": "fail"})
         if site.trigger_challenge:
             return self.send_json(400, {"message": "checkpoint_required", "checkpoint_url": "/challenge/", "status": "fail"})
         if problem := self.api_headers_problem():
             return self.send_json(403, {"message": problem, "status": "fail"})
-        session = site._session(self.cookies)
         blocked = site._account_block_s(session.username if session else "anonymous")
         if blocked:
             return self.send_json(
@@ -443,6 +456,20 @@ class Handler(BaseHTTPRequestHandler):
                                                   "recent": page}, "status": "ok"})
         self.send_json(200, {**page, "status": "ok"})
 
+    def media_info(self, media_id: str) -> None:
+        """A post's data as the web app fetches it for a post page (fresh image URLs)."""
+        if not self.logged_in():
+            return self.send_json(401, {"message": "login_required", "require_login": True, "status": "fail"})
+        if problem := self.api_headers_problem():
+            return self.send_json(403, {"message": problem, "status": "fail"})
+        post = self.site._by_id.get(media_id)
+        if post is None:
+            return self.send_json(404, {"message": "Media not found or unavailable", "status": "fail"})
+        media = self.site.media_json(post)
+        media["image_versions2"]["candidates"] = [
+            {"url": self.site.media_url(post, w, fresh=True), "width": w, "height": h} for w, h in post.sizes]
+        self.send_json(200, {"items": [media], "num_results": 1, "status": "ok"})
+
     def media(self, name: str, query: dict[str, str]) -> None:
         site, chaos = self.site, self.site.chaos
         if name == "preview.mp4":  # ``chaos.heavy_page``'s video preview
@@ -453,6 +480,8 @@ class Handler(BaseHTTPRequestHandler):
         if ext != "jpg" or post is None or not width.isdigit() or int(width) not in MEDIA_WIDTHS:
             return self.send(404, b"not found", "text/plain")
         path = urlsplit(self.path).path
+        if chaos.media_needs_session and site.require_login and site._session(self.cookies) is None:
+            return self.send_json(401, {"message": "login_required", "require_login": True, "status": "fail"})
         if problem := site.media_problem(path, query):
             return self.send(403, problem.encode(), "text/plain")
         if site._next_media_fails(path):

@@ -127,6 +127,8 @@ class _Session:
     username: str
     save_prompt: bool = True  # "Save your login info?" on the next page
     notifications_prompt: bool = True  # "Turn on Notifications" on the first tag page
+    started: float = field(default_factory=time.monotonic)
+    feed_calls: int = 0
 
 
 @dataclass
@@ -179,6 +181,8 @@ class MockInstagram:
         self.consent_language = consent_language
         self.image_error_every = image_error_every
         self.trigger_challenge = False
+        self.login_attempts = 0  # credentials submitted (form or ajax), whatever the outcome
+        self.sessions_ended = 0  # sessions ended by chaos.session_ttl_s / session_expires_after_feeds
         self.chaos = chaos or Chaos()
         if self.chaos.late_dialog_language not in pages.TEXTS:
             raise ValueError(f"late_dialog_language must be one of {', '.join(pages.TEXTS)}")
@@ -294,9 +298,19 @@ class MockInstagram:
             self._sessions[sid] = _Session(username or self.username)
         return sid
 
-    def _session(self, cookies: dict[str, str]) -> _Session | None:
+    def _session(self, cookies: dict[str, str], *, feed_call: bool = False) -> _Session | None:
+        """The cookies' live session (None once it ended); ``feed_call`` counts a feed API call on it."""
+        sid = cookies.get("sessionid", "")
         with self._lock:
-            return self._sessions.get(cookies.get("sessionid", ""))
+            session = self._sessions.get(sid)
+            if session is None:
+                return None
+            if self.chaos.session_over(time.monotonic() - session.started, session.feed_calls):
+                del self._sessions[sid]
+                self.sessions_ended += 1
+                return None
+            session.feed_calls += feed_call
+            return session
 
     # -- server -------------------------------------------------------------------
 

@@ -2,9 +2,12 @@
 and the ``login``, ``record`` and ``doctor`` commands (:mod:`.commands`).
 
 :mod:`.feed` reads posts from the feed JSON and the DOM; :mod:`.login` logs in through
-the web form; :mod:`.session` is ``selfiescope login``; :mod:`.source` runs one job per
-hashtag; :mod:`.doctor` (``selfiescope doctor``) runs the source's own code against a site
-and reports, check by check (:mod:`.doctor_report`), what it relies on and what it found. Its settings are ``[plugins.instagram]`` (:class:`InstagramOptions`) and the
+the web form; :mod:`.account` logs an account in again, once for all its jobs, when its session
+ends; :mod:`.post_page` reads a post's fresh data as its page gets it; :mod:`.errors` turns browser
+errors into what happened and what to do; :mod:`.session` is ``selfiescope login``; :mod:`.source`
+runs one job per hashtag (:mod:`.options` holds its settings); :mod:`.doctor` (``selfiescope
+doctor``) runs the source's own code against a site and reports, check by check (:mod:`.doctor_report`), what it relies on and what it found.
+Its settings are ``[plugins.instagram]`` (:class:`InstagramOptions`) and the
 environment variables :data:`USERNAME_ENV` / :data:`PASSWORD_ENV`.
 """
 

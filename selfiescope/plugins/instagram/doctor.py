@@ -35,6 +35,7 @@ from ...core.settings import Settings
 from ...core.web import (
     Deadline, DownloadError, click_dialog_buttons, fetch_image, parse_retry_after, scroll_and_wait, within,
 )
+from .account import SessionEnded
 from .doctor_report import (
     CHECKS, MAX_429_WAITS, MEDIA_FIELDS, PAGE_FIELDS, Check, DoctorError, OnCheck, Report, browser_failure,
     check_target, doctor_options, media_objects, quote_outcome, site_message, step_failure,
@@ -127,6 +128,9 @@ class _Doctor:
                     except (PlaywrightError, Deadline) as exc:
                         self.add(name, "fail", step_failure(exc, self.timeout_s),
                                  self._rate_limit_note() or await self._where(lease))
+                    except SessionEnded as exc:  # a post page (fresh_image_url) went to the login page
+                        self.add(name, "fail", f"{exc.why}: run `selfiescope login`, then the doctor again",
+                                 await self._where(lease))
                 self.check_popups()
         except BrowserStartTimeout as exc:
             self.add("browser", "fail", str(exc))
@@ -436,7 +440,7 @@ class _Doctor:
             except DownloadError as exc:
                 if not exc.refused:
                     raise
-                fresh = await fresh_image_url(lease.request, self.base_url, post.shortcode, self.timeout_s)
+                fresh = await fresh_image_url(lease.context, self.base_url, post.shortcode, self.timeout_s)
                 if not fresh or fresh == post.image_url:
                     raise
                 fetched = await self._download(lease, fresh)  # an expired signed URL, refreshed as the source does

@@ -13,14 +13,17 @@ from pydantic import ValidationError
 
 from ...core.settings import Settings
 from ...core.web import Deadline
+from .errors import explain
 from .feed import find_medias
-from .source import InstagramOptions
+from .options import InstagramOptions
 
 # Documented in docs/instagram.md ("The feed JSON"): what the source reads from a media object.
 MEDIA_FIELDS = ("code", "pk", "image_versions2", "original_width", "original_height", "user", "taken_at")
 PAGE_FIELDS = ("more_available", "next_max_id")
 CHECKS = ("login_form", "login", "tag_page", "feed_json", "image_candidates", "popups")
 MAX_429_WAITS = 2  # the source waits out a 429 and reloads; so does the doctor, this often
+
+
 class DoctorError(ValueError):
     """Bad input (a base URL that is not http(s), bad plugin options); a usage error."""
 
@@ -76,14 +79,13 @@ def check_target(base_url: str, tag: str) -> None:
 
 
 def browser_failure(exc: BaseException, timeout_s: float) -> str:
-    """One line for a browser call that failed: a timeout says so, without the driver's call log."""
+    """One line for a browser call that failed, in the words the source uses (:func:`.errors.explain`);
+    a timeout names the deadline. The browser's own text goes to the debug log only."""
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
     if isinstance(exc, PlaywrightTimeout):
         return f"no answer within {timeout_s:g} s"
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    api, sep, rest = text.partition(": ")  # "Page.goto: net::ERR_..." -> "net::ERR_..."
-    return rest if sep and "." in api and " " not in api else text
+    return explain(exc)
 
 
 def step_failure(exc: BaseException, timeout_s: float) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urljoin, urlparse
+from urllib.parse import parse_qsl, urlencode, urljoin, urlparse
 
 from ...core.web import Deadline, largest_from_srcset, parse_retry_after, within
 
@@ -65,6 +65,35 @@ _ATTR = re.compile(r"""(src|srcset)=["']([^"']+)["']""", re.IGNORECASE)
 
 def is_feed_url(url: str) -> bool:
     return any(p.match(urlparse(url).path) for p in FEED_PATHS)
+
+
+def request_cursor(url: str, post_data: str | None) -> str | None:
+    """The ``max_id`` a feed request asks for (query or form), or None (the first page)."""
+    for query in (urlparse(url).query, post_data or ""):
+        if value := dict(parse_qsl(query)).get("max_id"):
+            return value
+    return None
+
+
+def with_cursor(url: str, post_data: str | None, cursor: str) -> tuple[str, str | None]:
+    """The same feed request asking for ``cursor`` instead (wherever it carries ``max_id``)."""
+    parts = urlparse(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    form = dict(parse_qsl(post_data, keep_blank_values=True)) if post_data and "=" in post_data else None
+    if form is not None and ("max_id" in form or "max_id" not in query):
+        form["max_id"] = cursor
+        return url, urlencode(form)
+    query["max_id"] = cursor
+    return parts._replace(query=urlencode(query)).geturl(), post_data
+
+
+@dataclass
+class FeedPage:
+    """One feed answer read whole: the cursor asked for, the posts it held, the cursor it gave."""
+
+    asked: str | None
+    codes: list[str]
+    next_cursor: str | None
 
 
 @dataclass
@@ -203,9 +232,34 @@ class FeedReader:
         self.retry_after: float | None = None
         self.login_lost = False
         self.challenged = False
+        self.pages: list[FeedPage] = []  # in the order read, across reloads
+        self.resume_cursor: str | None = None  # the next feed request asks for this one instead
         self.on_answer = on_answer  # called with (response, JSON or None) for every feed answer read
         self._tasks: set[asyncio.Task[None]] = set()
         events_from.on("response", self._on_response)
+
+    async def resume_on_reload(self) -> None:
+        """Route the page's feed requests so that, after a reload, the first one asks for
+        :attr:`resume_cursor`: the feed goes on where it stopped instead of from the top."""
+        await self.events_from.route(is_feed_url, self._route)
+
+    async def _route(self, route: Any) -> None:
+        cursor, self.resume_cursor = self.resume_cursor, None
+        request = route.request
+        if cursor is None or request_cursor(request.url, request.post_data) == cursor:
+            await route.fallback()
+            return
+        url, post_data = with_cursor(request.url, request.post_data, cursor)
+        log.info("feed resumes where it stopped (cursor %s)", cursor[:12])
+        await route.fallback(url=url, post_data=post_data)
+
+    def resume_point(self, handled: set[str]) -> str | None:
+        """Where to resume after a reload: the cursor of the first page read with a post not
+        ``handled``, else the cursor after the last page; None (from the top) when none was read."""
+        for page in self.pages:
+            if any(code not in handled for code in page.codes):
+                return page.asked
+        return self.pages[-1].next_cursor if self.pages else None
 
     def reset(self) -> None:
         """Forget the page's state before it is (re)loaded; posts already returned stay returned."""
@@ -215,6 +269,8 @@ class FeedReader:
         self.more_available = None
         self.unread = 0
         self.retry_after = None
+        self.login_lost = False
+        self.challenged = False
 
     def detach(self) -> None:
         self.events_from.remove_listener("response", self._on_response)
@@ -247,8 +303,12 @@ class FeedReader:
                         response.status, type(exc).__name__)
             data = None
         message = data.get("message") if isinstance(data, dict) else None
-        if response.status in (401, 403) or message == "login_required":
+        # A lost login is a 401 or the site saying so; a 403 is a refusal of this request (a CSRF
+        # token, a blocked call), which logging in again would not cure.
+        if response.status == 401 or message == "login_required" or (isinstance(data, dict) and data.get("require_login")):
             self.login_lost = True
+        elif response.status == 403:
+            log.warning("the feed answered 403 (%s)", str(message or "no message")[:120])
         if message in ("checkpoint_required", "challenge_required"):
             self.challenged = True
         if self.on_answer is not None:
@@ -256,11 +316,18 @@ class FeedReader:
         if response.status != 200 or data is None:
             return
         self.pages_read += 1
+        codes = []
         for media in find_medias(data):
             if (post := post_from_media(media)) is not None:
                 self.json_posts.setdefault(post.shortcode, post)
-        if pagings := feed_paging(data):  # the feed goes on while any of its lists does
+                codes.append(post.shortcode)
+        pagings = feed_paging(data)
+        if pagings:  # the feed goes on while any of its lists does
             self.more_available = any(bool(p["more_available"]) for p in pagings)
+        next_cursor = next((p["next_max_id"] for p in pagings if p.get("next_max_id")), None)
+        request = response.request
+        self.pages.append(FeedPage(request_cursor(request.url, request.post_data), codes,
+                                   str(next_cursor) if next_cursor else None))
 
     async def settle(self) -> None:
         """Wait until the feed answers seen so far are read (each read has its own deadline)."""

@@ -3,7 +3,8 @@
 Fields and the button are found by role and accessible name first (label, placeholder,
 aria-label, in the supported languages), CSS names only as a fallback; the button is
 pressed once it is enabled; the outcome is read from the URL and the cookies, never
-from page text in one language.
+from page text in one language. A refusal is quoted in the page's own words (its alert, or
+a pop-up that offers no choice), so the user reads what the site said.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
-from ...core.web import click_dialog_buttons, within
+from ...core.web import ACCEPT, DECLINE, click_dialog_buttons, within
 
 CHALLENGE_PATHS = ("/challenge", "/checkpoint", "/accounts/suspended")
 USER_FIELD = re.compile(
@@ -43,13 +44,6 @@ def login_fields(page: Any) -> tuple[Any, Any, Any]:
     secret = _field(page, PASSWORD_FIELD, PASSWORD_CSS)
     button = page.get_by_role("button", name=SUBMIT).or_(page.locator("form [type=submit]")).first
     return user, secret, button
-
-
-async def alert_text(page: Any, timeout_s: float) -> str:
-    """The text of the page's ``role=alert`` messages (a rejected password, a rate limit), or ""."""
-    alerts = page.get_by_role("alert")
-    texts = await within(timeout_s, alerts.all_inner_texts(), "reading the login page")
-    return " ".join(t.strip() for t in texts if t.strip())
 
 
 async def _wait_enabled(locator: Any, timeout_s: float) -> None:
@@ -103,6 +97,23 @@ async def wait_for_outcome(page: Any, dismiss: list[str], timeout_s: float) -> s
         await asyncio.sleep(0.2)
 
 
+# The login page's own error: a line under the form (role=alert) or a pop-up over it.
+_PAGE_MESSAGES = """() => Array.from(document.querySelectorAll('[role=alert], [role=alertdialog], [role=dialog]')).map(
+  el => ({alert: el.getAttribute('role') !== 'dialog',
+          text: (el.innerText || el.textContent || '').replace(/\\s+/g, ' ').trim(),
+          buttons: Array.from(el.querySelectorAll('button, [role=button]')).map(b => (b.innerText || '').trim())}))"""
+
+
+async def page_error(page: Any, timeout_s: float = 30.0) -> str:
+    """The error the login page shows (its alert, or a pop-up that offers no choice), or ''.
+
+    A pop-up with a decline or accept button is a prompt (cookies, notifications), not an error."""
+    messages = await within(timeout_s, page.evaluate(_PAGE_MESSAGES), "reading the login page")
+    texts = [m["text"] for m in messages if m["text"] and (
+        m["alert"] or not any(DECLINE.search(b) or ACCEPT.search(b) for b in m["buttons"]))]
+    return " ".join(texts)[:200]
+
+
 def _navigating(exc: Exception) -> bool:
     text = str(exc)
     return "Execution context was destroyed" in text or "navigation" in text.lower()
@@ -118,7 +129,7 @@ async def login_outcome(page: Any, dismiss: list[str], *, settled: bool = True, 
     cookies = await within(timeout_s, page.context.cookies(), "reading cookies")
     has_session = any(c["name"] == "sessionid" and c["value"] for c in cookies)
     if path.startswith("/accounts/login"):
-        if message := await alert_text(page, timeout_s):
+        if message := await page_error(page, timeout_s):
             return f"{REJECTED}: {message}"
         return "pending" if not settled else "still on the login page"
     if not has_session:

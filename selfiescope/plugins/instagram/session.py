@@ -17,6 +17,7 @@ from typing import Any
 from ...core.browser import BrowserPool, save_session, session_path
 from ...core.secrets import credential
 from ...core.settings import Settings
+from .errors import explain
 from .login import login_outcome, submit_login
 from .source import DISMISS_BUTTONS, PASSWORD_ENV, USERNAME_ENV, InstagramOptions
 
@@ -49,6 +50,8 @@ async def login(settings: Settings, *, base_url: str | None = None, headless: bo
     password = credential(PASSWORD_ENV) or (ask("Instagram password", True) if ask and username else "")
     if headless and not (username and password):
         raise LoginError(f"no credentials: set {USERNAME_ENV} and {PASSWORD_ENV}, or log in with a visible browser")
+    from playwright.async_api import Error as PlaywrightError
+
     pool = BrowserPool(settings.browser, headless=headless)
     try:
         async with pool.lease(block=[]) as lease:
@@ -80,6 +83,8 @@ async def login(settings: Settings, *, base_url: str | None = None, headless: bo
             await asyncio.to_thread(save_session, path, await lease.context.storage_state())
             log.info("session saved to %s", path)
             return path
+    except PlaywrightError as exc:  # what happened and what to do, never the browser's own text
+        raise LoginError(explain(exc, "logging in")) from None
     finally:
         await pool.close()
 

@@ -1,13 +1,24 @@
-"""A job's stall clock, and what a job has found so far."""
+"""A job's stall clock, what a job has found so far, and how a job ends."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable
 from typing import TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("selfiescope.instagram")
+
+
+class SourceStopped(RuntimeError):
+    """The site asks for a person (login, challenge, long rate limit): stop, say what to do."""
+
+
+class JobFailed(RuntimeError):
+    """One hashtag could not be finished; the message says why and what to do. Other jobs go on."""
 
 
 class Stalled(Exception):
@@ -57,8 +68,34 @@ class JobRun:
         self.tag = tag
         self.seen: set[str] = set()  # posts found in the feed (new or already stored)
         self.failed: dict[str, str] = {}  # post -> why its download failed (not marked: a rerun retries it)
-        self.retry: list = []  # posts listed but not tried yet when the site was checked (a reload)
         self.unreachable: str | None = None  # a download found the host out of reach: check the site
         self.rate_reloads = 0
         self.stall_reloaded = False
         self.empty_reloaded = False
+
+    def after_stall(self, stall: Stalled, waited: float) -> str:
+        """No new post for ``stall_s``: the job's state while its tag page is reloaded (once);
+        :class:`JobFailed` when it already was."""
+        self.unreachable = None
+        if self.stall_reloaded:
+            raise JobFailed(
+                f"#{self.tag}: stalled: no new post for {waited:.0f} s while waiting on {stall.waiting_on}, "
+                f"also after reloading the tag page ({len(self.seen)} posts found). Rerun to resume; "
+                "if it keeps stalling, run `selfiescope doctor` or raise plugins.instagram.stall_s"
+            ) from None
+        self.stall_reloaded = True
+        log.warning("#%s: no new post for %.0f s; waiting on %s. Reloading the tag page (posts "
+                    "already seen are skipped)", self.tag, waited, stall.waiting_on)
+        return f"stalled on {stall.waiting_on}; reloading"
+
+    def verdict(self) -> str:
+        """The job's final state when it found posts and fetched every one it could; else :class:`JobFailed`."""
+        if not self.seen:
+            raise JobFailed(f"#{self.tag}: no posts found: the feed showed none (a rate limit, a lost session or a "
+                            "changed page). Rerun later; if it stays empty, run `selfiescope doctor`")
+        if self.failed:
+            reasons = Counter(self.failed.values()).most_common(2)
+            why = "; ".join(f"{n} x {r}" for r, n in reasons)
+            raise JobFailed(f"#{self.tag}: {len(self.failed)} of {len(self.seen)} posts could not be downloaded "
+                            f"({why}); they are not marked done: rerun to retry them")
+        return f"feed done: {len(self.seen)} posts found"

@@ -118,6 +118,32 @@
       .catch(function () {});
   }
 
+  // A session that ended: the app goes to the login page by itself (and comes back after it).
+  function toLogin() {
+    location.href = "/accounts/login/?next=" + encodeURIComponent(location.pathname);
+  }
+
+  // A client-rendered post page: the data comes from the media API, then the image is drawn.
+  if (cfg.post) {
+    fetch("/api/v1/media/" + encodeURIComponent(cfg.post.media_id) + "/info/",
+          { credentials: "same-origin", headers: apiHeaders() })
+      .then(function (r) {
+        if (r.status === 401) { toLogin(); return null; }
+        return r.json();
+      })
+      .then(function (data) {
+        if (!data || !data.items || !data.items.length) return;
+        const media = data.items[0];
+        const best = media.image_versions2.candidates[0];
+        const post = document.getElementById("ss-post");
+        const img = document.createElement("img");
+        img.src = best.url;
+        img.alt = "Photo by " + media.user.username;
+        post.replaceChildren(img);
+      })
+      .catch(function () {});
+  }
+
   const grid = document.querySelector("main [data-grid]");
   const sentinel = document.getElementById("ss-sentinel");
   if (!grid || !sentinel || !cfg.tag) return;
@@ -159,6 +185,11 @@
       const url = "/api/v1/tags/" + encodeURIComponent(cfg.tag) + "/sections/?max_id=" + encodeURIComponent(cursor);
       const first = !grid.querySelector("article");
       const response = await fetch(url, { credentials: "same-origin", headers: apiHeaders() });
+      if (response.status === 401) {
+        more = false;
+        toLogin();
+        return;
+      }
       if (response.status === 429) {
         if (cfg.first_from_api && first) {  // the app shows an error and waits for a reload
           document.getElementById("ss-status").textContent = "Please wait a few minutes before you try again.";
