@@ -215,7 +215,7 @@ def clean_command(
     if as_json:
         emit_json(result)
     else:
-        title = f"clean {result['folder']}" + (f" -> {result['output']}" if output else " (report only)")
+        title = _clean_title(result, move_rejected_to, delete_rejected)
         table = Table(title=escape(title), show_header=False)
         for key in ("seen", "kept", "rejected", "failed", "moved", "deleted"):
             table.add_row(key, str(result[key]))
@@ -231,6 +231,18 @@ def clean_command(
             table.add_row("[red]error[/red]", escape(err))
         out.print(table)
     raise typer.Exit(code_for(result["errors"]))
+
+
+def _clean_title(result: dict[str, Any], move_to: Optional[Path], delete: bool) -> str:
+    """What the run did (with --dry-run: would do) to the folder, in the table's title."""
+    doing = []
+    if result["output"]:
+        doing.append(f"kept images stored into {result['output']}")
+    if move_to is not None:
+        doing.append(("would move" if result["dry_run"] else "moving") + f" rejected originals to {printable(move_to)}")
+    elif delete:
+        doing.append(("would delete" if result["dry_run"] else "deleting") + " rejected originals")
+    return f"clean {result['folder']} ({'; '.join(doing) or 'report only'})"
 
 
 # --- demo ------------------------------------------------------------------------------
