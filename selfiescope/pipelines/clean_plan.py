@@ -196,7 +196,11 @@ def move_into(source: Path, folder: Path, content_hash: str) -> Path:
             _place(source, target)
         except FileExistsError:
             continue  # taken meanwhile: the next name
-        _unlink_source(source)
+        try:
+            _unlink_source(source)
+        except OSError:
+            _withdraw(target)  # the original stays: the move did not happen, so its copy goes
+            raise
         return target
     raise AssertionError("unreachable")
 
@@ -248,6 +252,16 @@ def _copy_then_link(source: Path, target: Path) -> None:
     finally:
         if os.path.lexists(temp):
             temp.unlink()
+
+
+def _withdraw(copy: Path) -> None:
+    """Remove the copy a move placed, when the original could not be removed after all."""
+    try:
+        copy.unlink()
+    except OSError as exc:
+        raise OSError(exc.errno, f"the original could not be removed and neither could its copy {printable(copy)}: "
+                                 f"{exc.strerror or exc}") from None
+    _fsync_dir(copy.parent)
 
 
 def _unlink_source(source: Path) -> None:
