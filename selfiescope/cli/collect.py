@@ -161,6 +161,11 @@ def import_folder(
     settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
     if missing := [printable(f) for f in folder if not f.expanduser().exists()]:
         raise fail(f"not found: {', '.join(missing)}")
+    from ..plugins.folder import kind_of
+
+    if odd := [f"{printable(f)}: not a folder ({kind})" for f in folder
+               if (kind := kind_of(f.expanduser())) not in ("a folder", "a file")]:
+        raise fail("; ".join(odd))
     fields: dict[str, Any] = {"kind": "import", "source": "folder", "paths": folder, "label": label, "limit": limit}
     if chain:
         fields["chain"] = [c.strip() for c in chain.split(",") if c.strip()]

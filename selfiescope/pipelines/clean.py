@@ -39,6 +39,7 @@ from ..core.settings import (
     format_validation_error,
 )
 from ..core.text import printable
+from ..plugins.folder import kind_of
 from .clean_plan import build_plan, execute, folder_check
 from .collect import collect
 from .stored import StoredReader
@@ -130,7 +131,9 @@ def _check(folder: Path, output: Path | None, move_to: Path | None, delete: bool
            chain: list[str]) -> ScrapePipeline:
     problems = []
     if not folder.is_dir():
-        problems.append(f"clean: folder not found: {printable(folder)}")
+        kind = kind_of(folder)
+        problems.append(f"clean: {printable(folder)}: not a folder ({kind})" if kind else
+                        f"clean: folder not found: {printable(folder)}")
     if move_to is not None and delete:
         problems.append("clean: choose either --move-rejected-to or --delete-rejected, not both")
     named = [("the folder", folder), ("--output", output), ("--move-rejected-to", move_to)]

@@ -29,6 +29,19 @@ from ..core.work import WorkItem
 
 
 
+_KINDS = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"))
+
+
+def kind_of(path: Path) -> str | None:
+    """What ``path`` is, following links ("a pipe", "a device", "a file", "a folder"...), or None if nothing is there."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
 class FolderOptions(Options):
     recursive: bool = True
     all_files: bool = False  # also try files whose suffix is not an image suffix
@@ -48,6 +61,8 @@ class FolderSource(Source):
         if root.is_file():
             return [root], []
         if not root.is_dir():
+            if (what := kind_of(root)) is not None:
+                raise NotADirectoryError(f"{printable(root)}: not a folder ({what})")
             raise FileNotFoundError(f"folder not found: {printable(root)}")
         problems: list[tuple[str, str]] = []
 
