@@ -40,3 +40,19 @@ def test_clean_of_a_file_says_it_is_a_file(tmp_path: Path, settings: Path) -> No
     (tmp_path / "a.jpg").write_bytes(b"x")
     res = runner.invoke(app, ["clean", str(tmp_path / "a.jpg"), "--settings", str(settings)])
     assert res.exit_code == 2 and "not a folder (a file)" in " ".join(res.output.split())
+
+
+@pytest.mark.parametrize("command", [["import", "--label", "x"], ["clean"]])
+def test_entries_that_are_not_regular_files_are_counted(tmp_path: Path, settings: Path, command: list[str]) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    (folder / "notes.png").write_bytes(b"<html>not found</html>")
+    args = [command[0], str(folder), *command[1:], "--settings", str(settings)]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"skipped_not_regular_files": 2' in res.stdout
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "2 entries that are not regular files" in " ".join(res.output.split())

@@ -87,6 +87,8 @@ def print_stats(stats: dict[str, Any], title: str) -> None:
         table.add_row(f"  job {escape(printable(job))}", ", ".join(f"{k} {v}" for k, v in counts.items()))
     for job, why in stats.get("stopped", {}).items():
         table.add_row(f"  job {escape(printable(job))}", escape(printable(why)))
+    if skipped := stats.get("skipped_not_regular_files"):
+        table.add_row("[yellow]skipped[/yellow]", f"{skipped} entries that are not regular files (pipes, devices, links to them)")
     for err in stats.get("errors", []):
         table.add_row("[red]error[/red]", escape(printable(err)))
     out.print(table)
@@ -232,6 +234,9 @@ def clean_command(
                     table.add_row(f"[cyan]would {entry['action']}[/cyan]", escape(f"{entry['path']}: {entry['why']}"))
         for line in result["skipped"]:
             table.add_row("[yellow]left in place[/yellow]", escape(line))
+        if result["skipped_not_regular_files"]:
+            table.add_row("[yellow]skipped[/yellow]", f"{result['skipped_not_regular_files']} entries that are not "
+                          "regular files (pipes, devices, links to them)")
         for err in result["errors"]:
             table.add_row("[red]error[/red]", escape(err))
         out.print(table)

@@ -39,7 +39,7 @@ from ..core.settings import (
     format_validation_error,
 )
 from ..core.text import printable
-from ..plugins.folder import kind_of
+from ..plugins.folder import SKIPPED_KEY, kind_of
 from .clean_plan import build_plan, execute, folder_check
 from .collect import collect
 from .stored import StoredReader
@@ -207,6 +207,7 @@ def clean(
         "moved": sum(1 for e in plan if e["action"] == "move") if done else 0,
         "deleted": sum(1 for e in plan if e["action"] == "delete") if done else 0,
         "plan": plan,
+        "skipped_not_regular_files": stats.extra.get(SKIPPED_KEY, 0),
         "skipped": [f"{e['path']}: {e['why']}; left in place" for e in plan if e["action"] == "keep" and not e.get("error")],
         "errors": [*stats.error_lines(), *removal_errors],
         "files": sorted(observer.files, key=lambda item: item["path"] or ""),
