@@ -101,3 +101,21 @@ def test_cli_clean_json(messy: Path, tmp_path: Path) -> None:
     assert data["kept"] == 2 and data["rejected_by_reason"]["not_image"] == 1
     res = CliRunner().invoke(app, ["clean", str(tmp_path / "missing"), "--settings", str(settings_file)])
     assert res.exit_code == 2
+
+
+def test_cli_clean_title_says_what_the_run_does(messy: Path, tmp_path: Path) -> None:
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text(f'[storage]\nroot = "{tmp_path / "root"}"\n')
+
+    def title(*args: str) -> str:
+        res = CliRunner().invoke(app, ["clean", str(messy), "--settings", str(settings_file), *args])
+        assert res.exit_code == 0, res.output
+        return " ".join(res.output.split())
+
+    assert "(report only)" in title()
+    assert "would delete rejected originals" in title("--delete-rejected", "--dry-run")
+    moving = title("--move-rejected-to", str(tmp_path / "rejects"))
+    assert "moving rejected originals to" in moving and "report only" not in moving
+    deleting = title("--delete-rejected", "--output", str(tmp_path / "out"))
+    assert "kept images stored into" in deleting and "deleting rejected originals" in deleting
+    assert "report only" not in deleting

@@ -87,6 +87,8 @@ def print_stats(stats: dict[str, Any], title: str) -> None:
         table.add_row(f"  job {escape(printable(job))}", ", ".join(f"{k} {v}" for k, v in counts.items()))
     for job, why in stats.get("stopped", {}).items():
         table.add_row(f"  job {escape(printable(job))}", escape(printable(why)))
+    if skipped := stats.get("skipped_not_regular_files"):
+        table.add_row("[yellow]skipped[/yellow]", f"{skipped} entries that are not regular files (pipes, devices, links to them)")
     for err in stats.get("errors", []):
         table.add_row("[red]error[/red]", escape(printable(err)))
     out.print(table)
@@ -161,6 +163,11 @@ def import_folder(
     settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
     if missing := [printable(f) for f in folder if not f.expanduser().exists()]:
         raise fail(f"not found: {', '.join(missing)}")
+    from ..plugins.folder import kind_of
+
+    if odd := [f"{printable(f)}: not a folder ({kind})" for f in folder
+               if (kind := kind_of(f.expanduser())) not in ("a folder", "a file")]:
+        raise fail("; ".join(odd))
     fields: dict[str, Any] = {"kind": "import", "source": "folder", "paths": folder, "label": label, "limit": limit}
     if chain:
         fields["chain"] = [c.strip() for c in chain.split(",") if c.strip()]
@@ -215,7 +222,7 @@ def clean_command(
     if as_json:
         emit_json(result)
     else:
-        title = f"clean {result['folder']}" + (f" -> {result['output']}" if output else " (report only)")
+        title = _clean_title(result, move_rejected_to, delete_rejected)
         table = Table(title=escape(title), show_header=False)
         for key in ("seen", "kept", "rejected", "failed", "moved", "deleted"):
             table.add_row(key, str(result[key]))
@@ -227,10 +234,25 @@ def clean_command(
                     table.add_row(f"[cyan]would {entry['action']}[/cyan]", escape(f"{entry['path']}: {entry['why']}"))
         for line in result["skipped"]:
             table.add_row("[yellow]left in place[/yellow]", escape(line))
+        if result["skipped_not_regular_files"]:
+            table.add_row("[yellow]skipped[/yellow]", f"{result['skipped_not_regular_files']} entries that are not "
+                          "regular files (pipes, devices, links to them)")
         for err in result["errors"]:
             table.add_row("[red]error[/red]", escape(err))
         out.print(table)
     raise typer.Exit(code_for(result["errors"]))
+
+
+def _clean_title(result: dict[str, Any], move_to: Optional[Path], delete: bool) -> str:
+    """What the run did (with --dry-run: would do) to the folder, in the table's title."""
+    doing = []
+    if result["output"]:
+        doing.append(f"kept images stored into {result['output']}")
+    if move_to is not None:
+        doing.append(("would move" if result["dry_run"] else "moving") + f" rejected originals to {printable(move_to)}")
+    elif delete:
+        doing.append(("would delete" if result["dry_run"] else "deleting") + " rejected originals")
+    return f"clean {result['folder']} ({'; '.join(doing) or 'report only'})"
 
 
 # --- demo ------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from ..core.settings import (
     format_validation_error,
 )
 from ..core.text import printable
+from ..plugins.folder import SKIPPED_KEY, kind_of
 from .clean_plan import build_plan, execute, folder_check
 from .collect import collect
 from .stored import StoredReader
@@ -54,6 +55,7 @@ class _Decisions:
     def _note(self, event: ImageEvent, outcome: str) -> None:
         self.files.append({
             "path": event.origin.path, "outcome": outcome, "kept": outcome == "kept", "code": event.reject_code,
+            "rejected_by": event.rejected_by,
             "reason": event.reject_reason, "location": event.location, "face_area": event.face_area,
             "content_hash": event.content_hash, "duplicate_of": event.notes.get("duplicate_of"),
         })
@@ -129,7 +131,9 @@ def _check(folder: Path, output: Path | None, move_to: Path | None, delete: bool
            chain: list[str]) -> ScrapePipeline:
     problems = []
     if not folder.is_dir():
-        problems.append(f"clean: folder not found: {printable(folder)}")
+        kind = kind_of(folder)
+        problems.append(f"clean: {printable(folder)}: not a folder ({kind})" if kind else
+                        f"clean: folder not found: {printable(folder)}")
     if move_to is not None and delete:
         problems.append("clean: choose either --move-rejected-to or --delete-rejected, not both")
     named = [("the folder", folder), ("--output", output), ("--move-rejected-to", move_to)]
@@ -183,7 +187,8 @@ def clean(
     plan: list[dict[str, Any]] = []
     removal_errors: list[str] = []
     if action is not None:
-        plan, removal_errors = _plan_and_execute(observer, action, move_to, dry_run, run_settings if output else None, registry)
+        plan, removal_errors = _plan_and_execute(observer, action, move_to, dry_run, run_settings if output else None,
+                                                 registry, chain)
     by_reason = Counter(item["code"] for item in observer.files if item["outcome"] == "rejected")
     for item in [*observer.files, *plan]:  # JSON- and terminal-safe from here on
         item["path"] = printable(item["path"]) if item["path"] else item["path"]
@@ -202,6 +207,7 @@ def clean(
         "moved": sum(1 for e in plan if e["action"] == "move") if done else 0,
         "deleted": sum(1 for e in plan if e["action"] == "delete") if done else 0,
         "plan": plan,
+        "skipped_not_regular_files": stats.extra.get(SKIPPED_KEY, 0),
         "skipped": [f"{e['path']}: {e['why']}; left in place" for e in plan if e["action"] == "keep" and not e.get("error")],
         "errors": [*stats.error_lines(), *removal_errors],
         "files": sorted(observer.files, key=lambda item: item["path"] or ""),
@@ -209,13 +215,13 @@ def clean(
 
 
 def _plan_and_execute(observer: _Decisions, action: str, move_to: Path | None, dry_run: bool,
-                      dataset: Settings | None, registry: Registry) -> tuple[list[dict[str, Any]], list[str]]:
+                      dataset: Settings | None, registry: Registry, chain: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """Build the plan from facts checked now and (unless ``dry_run``) carry it out.
 
     With a dataset, the storage root is locked meanwhile, so nothing removes a kept copy
     between its check and the removal it justifies."""
     if dataset is None:
-        plan = build_plan(observer.files, action, lambda removing: folder_check(observer.files, removing))
+        plan = build_plan(observer.files, action, lambda removing: folder_check(observer.files, removing), chain)
         return plan, ([] if dry_run else execute(plan, move_to))
     storage = dataset.storage
     with RootLock(storage.root, wait_s=storage.lock_timeout_s if storage.wait_for_lock else 0.0):
@@ -223,7 +229,7 @@ def _plan_and_execute(observer: _Decisions, action: str, move_to: Path | None, d
         try:
             with StoredReader(dataset, registry, manifest=manifest) as reader:
                 check = _StorageCheck(reader, manifest, observer.stored_hashes)
-                plan = build_plan(observer.files, action, lambda removing: check)
+                plan = build_plan(observer.files, action, lambda removing: check, chain)
         finally:
             manifest.close()
         return plan, ([] if dry_run else execute(plan, move_to))

@@ -31,7 +31,7 @@ import errno
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ from ..core.text import printable
 RELATIONAL_CODES = frozenset({"duplicate", "near_duplicate", "label_conflict"})
 #: Rejections that say nothing about the file (the chain or the settings were at fault).
 NOT_ABOUT_THE_FILE = frozenset({"no_storage", "not_decoded"})
+#: Rejections that are never grounds to remove a file, whoever gives them: decisions about the
+#: dataset (a removal request), not about what the file holds.
+NEVER_GROUNDS = frozenset({"forgotten"})
 TEMP_PREFIX = ".selfiescope-move-"
 
 KeptCheck = Callable[[str], "str | None"]  # content hash of the kept copy -> None if verified, else why not
@@ -78,9 +81,13 @@ def folder_check(files: list[dict[str, Any]], removing: set[str]) -> KeptCheck:
     return check
 
 
-def build_plan(files: list[dict[str, Any]], action: str, kept_check: Callable[[set[str]], KeptCheck]) -> list[dict[str, Any]]:
+def build_plan(files: list[dict[str, Any]], action: str, kept_check: Callable[[set[str]], KeptCheck],
+               steps: Collection[str]) -> list[dict[str, Any]]:
     """One entry per rejected file: ``{"path", "code", "action": action | "keep", "why"}``.
 
+    Only a rejection by one of the chain's ``steps`` (``item["rejected_by"]``) can make a file
+    removable, and never one whose code is in :data:`NEVER_GROUNDS`: a rejection by anything
+    else (the privacy gate, a source, a component added later) keeps the file.
     ``kept_check(removing)`` gives the check for a kept copy, told which real paths the
     own-content removals will take (decided first: they depend on nothing else)."""
     plan: list[dict[str, Any]] = []
@@ -91,7 +98,12 @@ def build_plan(files: list[dict[str, Any]], action: str, kept_check: Callable[[s
         entry = {"path": item["path"], "code": item["code"], "content_hash": item["content_hash"],
                  "action": "keep", "why": ""}
         plan.append(entry)
-        if not still_judged(Path(item["path"]), item["content_hash"]):
+        by = item.get("rejected_by")
+        if item["code"] in NEVER_GROUNDS:
+            entry["why"] = f"rejected {item['code']}: a decision about the dataset, not about the file"
+        elif by not in steps:
+            entry["why"] = f"rejected {item['code']} by {by or 'an unknown component'}, not by a step of the chain"
+        elif not still_judged(Path(item["path"]), item["content_hash"]):
             entry["why"] = "changed or vanished since it was judged"
         elif item["code"] in NOT_ABOUT_THE_FILE:
             entry["why"] = f"rejected {item['code']}: a problem of the settings, not of the file"
@@ -184,7 +196,11 @@ def move_into(source: Path, folder: Path, content_hash: str) -> Path:
             _place(source, target)
         except FileExistsError:
             continue  # taken meanwhile: the next name
-        _unlink_source(source)
+        try:
+            _unlink_source(source)
+        except OSError:
+            _withdraw(target)  # the original stays: the move did not happen, so its copy goes
+            raise
         return target
     raise AssertionError("unreachable")
 
@@ -236,6 +252,16 @@ def _copy_then_link(source: Path, target: Path) -> None:
     finally:
         if os.path.lexists(temp):
             temp.unlink()
+
+
+def _withdraw(copy: Path) -> None:
+    """Remove the copy a move placed, when the original could not be removed after all."""
+    try:
+        copy.unlink()
+    except OSError as exc:
+        raise OSError(exc.errno, f"the original could not be removed and neither could its copy {printable(copy)}: "
+                                 f"{exc.strerror or exc}") from None
+    _fsync_dir(copy.parent)
 
 
 def _unlink_source(source: Path) -> None:

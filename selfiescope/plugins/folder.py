@@ -29,6 +29,21 @@ from ..core.work import WorkItem
 
 
 
+#: The run's figure (``stats.extra``) for entries skipped because they are not regular files.
+SKIPPED_KEY = "skipped_not_regular_files"
+_KINDS = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"))
+
+
+def kind_of(path: Path) -> str | None:
+    """What ``path`` is, following links ("a pipe", "a device", "a file", "a folder"...), or None if nothing is there."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
 class FolderOptions(Options):
     recursive: bool = True
     all_files: bool = False  # also try files whose suffix is not an image suffix
@@ -42,12 +57,15 @@ class FolderSource(Source):
     def _wanted(self, name: str) -> bool:
         return not name.startswith(".") and (self.options.all_files or Path(name).suffix.lower() in IMAGE_SUFFIXES)
 
-    def scan(self, root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-        """The image files a job over ``root`` reads, in a stable order, and ``(path, problem)``
-        for everything under it that could not be listed."""
+    def scan(self, root: Path) -> tuple[list[Path], list[tuple[str, str]], int]:
+        """The image files a job over ``root`` reads, in a stable order, ``(path, problem)``
+        for everything under it that could not be listed, and how many entries with an image
+        name were skipped because they are not regular files (pipes, devices, links to them)."""
         if root.is_file():
-            return [root], []
+            return [root], [], 0
         if not root.is_dir():
+            if (what := kind_of(root)) is not None:
+                raise NotADirectoryError(f"{printable(root)}: not a folder ({what})")
             raise FileNotFoundError(f"folder not found: {printable(root)}")
         problems: list[tuple[str, str]] = []
 
@@ -56,6 +74,7 @@ class FolderSource(Source):
 
         real: list[Path] = []
         links: list[Path] = []
+        skipped = 0
         for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable):
             if not self.options.recursive:
                 dirnames.clear()
@@ -73,7 +92,8 @@ class FolderSource(Source):
                     links.append(path)
                 elif stat.S_ISREG(mode):
                     real.append(path)
-                # sockets, FIFOs and devices are not files to read: a FIFO would block forever
+                else:  # sockets, FIFOs and devices are not files to read: a FIFO would block forever
+                    skipped += 1
         seen = {os.path.realpath(p) for p in real}
         for link in links:
             target = os.path.realpath(link)
@@ -81,13 +101,19 @@ class FolderSource(Source):
                 continue  # its target is read as itself
             try:
                 if not stat.S_ISREG(os.stat(target).st_mode):
+                    skipped += 1
                     continue
             except OSError as exc:
                 problems.append((str(link), f"broken link: {exc.strerror or exc}"))
                 continue
             seen.add(target)
             real.append(link)
-        return sorted(real), problems
+        return sorted(real), problems, skipped
+
+    def _note_skipped(self, skipped: int) -> None:
+        if skipped and self.run is not None:
+            extra = self.run.stats.extra
+            extra[SKIPPED_KEY] = extra.get(SKIPPED_KEY, 0) + skipped
 
     def _failed(self, job: Job, path: str, reason: str) -> ImageEvent:
         event = ImageEvent(origin=Origin(source=self.name, job=job.target, path=path), label=job.label, data=b"")
@@ -105,7 +131,8 @@ class FolderSource(Source):
 
     async def events(self, job: Job) -> AsyncIterator[ImageEvent]:
         root = Path(job.target).expanduser()
-        files, problems = await asyncio.to_thread(self.scan, root)
+        files, problems, skipped = await asyncio.to_thread(self.scan, root)
+        self._note_skipped(skipped)
         for where, why in problems:
             yield self._failed(job, where, why)
         for path in files:
@@ -131,7 +158,8 @@ class FolderSource(Source):
         """The same files, problems and resume skip as :meth:`events`, as paths that workers
         on a shared filesystem read themselves: only the content hash is computed here."""
         root = Path(job.target).expanduser()
-        files, problems = await asyncio.to_thread(self.scan, root)
+        files, problems, skipped = await asyncio.to_thread(self.scan, root)
+        self._note_skipped(skipped)
         for where, why in problems:
             yield self._failed_item(job, where, why)
         for path in files:
