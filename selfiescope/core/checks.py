@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from .components import unmet_requirements
+from .components import chain_stores, unmet_requirements
 from .settings import PipelineBase, ScrapePipeline, Settings, TrainPipeline, format_validation_error
 from .regular_files import regular_file_problem
 from .text import printable
@@ -117,6 +117,10 @@ def check_pipeline(settings: Settings, registry: "Registry", pname: str, p: Pipe
         if len(set(p.chain)) != len(p.chain):
             problems.append(f"{base}.chain: a step is listed twice")
         problems += _unmet_requirements(registry, base, p.chain)
+        if (not p._report_only and all(step in registry.steps for step in p.chain)
+                and not chain_stores(registry.steps, p.chain)):
+            problems.append(f"{base}.chain: the chain stores nothing: add 'store' (or another step that stores "
+                            "images) at its end, or the images it accepts are counted and lost")
         source_cls = registry.sources.get(p.source)
         if source_cls is not None and not source_cls.incremental:
             problems += [f"{base}.{key}: the {p.source} source cannot stop early by what the dataset holds or by "

@@ -304,6 +304,16 @@ def chain_providing(steps: Mapping[str, type[Step]], annotations: Sequence[str],
     return chain
 
 
+STORED = "location"
+"""The annotation a storing step provides (``event.location``, where storage put the bytes): a
+collect chain without a step that provides it stores nothing."""
+
+
+def chain_stores(steps: Mapping[str, type[Step]], chain: Sequence[str]) -> bool:
+    """Whether some step of ``chain`` stores the images it accepts (provides :data:`STORED`)."""
+    return any(STORED in steps[name].provides for name in chain if name in steps)
+
+
 def unmet_requirements(steps: Mapping[str, type[Step]], chain: Sequence[str]) -> list[tuple[int, str, set[str]]]:
     """``(index, step, missing)`` for each step of ``chain`` that requires what no earlier step provides."""
     have: set[str] = set()
