@@ -148,7 +148,7 @@ def train_pipeline_problems(pname: str, p: TrainPipeline) -> list[str]:
     base = f"pipelines.{pname}"
     problems = []
     if len(p.labels) != 2 or len(set(p.labels)) != 2:
-        problems.append(f"{base}.labels: give two different labels, the positive one first (got {p.labels})")
+        problems.append(f"{base}.labels: give two labels (different ones), the positive one first (got {p.labels})")
     if not p.features:
         problems.append(f"{base}.features: choose at least one feature group")
     if any(p.params.get(key) not in (None, False, 0, "false") for key in ("linear_tree", "linear_trees")):

@@ -121,6 +121,7 @@ class InstagramSource(Source):
     Options = InstagramOptions
 
     url_option = "base_url"
+    web = True
     incremental = True  # honours a job's stop_after_known and since (.incremental)
     credential_env = (USERNAME_ENV, PASSWORD_ENV)
     replay_options = {"requests_per_minute": 60000.0, "jitter_s": 0.0}  # a replay crosses no network
@@ -212,6 +213,7 @@ class InstagramSource(Source):
                         state.rate_reloads = 0  # 429s are counted in a row: the site let posts through
                         after_429 = False  # the page retried by itself and got through
                         state.seen.update(p.shortcode for p in fresh)
+                        self.found(job, len(fresh))
                         self._status(tag, f"{len(state.seen)} posts found")
                     batch, state.retry = [*state.retry, *fresh], []
                     for i, post in enumerate(batch):
