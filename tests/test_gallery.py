@@ -74,3 +74,26 @@ async def test_a_tag_without_a_url_template_is_a_clear_error(site: MockInstagram
 async def test_a_missing_page_is_reported(site: MockInstagram, tmp_path: Path) -> None:
     stats = await run(settings_for(site, tmp_path), hashtags=["nope"])
     assert stats.status == "finished_with_errors" and "HTTP 404" in stats.errors[0]
+
+
+async def test_a_page_with_no_images_is_an_error_that_names_the_tag(tmp_path: Path) -> None:
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "www" / "empty").mkdir(parents=True)
+    (tmp_path / "www" / "empty" / "index.html").write_text("<html><body>nothing</body></html>")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = settings_from_dict({"storage": {"root": str(tmp_path / "data")}, "plugins": {"gallery": {
+            "url_template": f"http://127.0.0.1:{server.server_port}/{{tag}}/", "scroll_pause_s": 0.2,
+            "max_idle_scrolls": 1, "requests_per_minute": 6000, "jitter_s": 0}}})
+        stats = await run(settings, hashtags=["empty"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert stats.status == "finished_with_errors" and stats.seen == 0
+    assert len(stats.errors) == 1 and stats.errors[0].startswith("gallery empty: no posts found")

@@ -92,6 +92,7 @@ def _run(tmp_path, chain, options, targets=("a", "b")):
     settings = settings_from_dict({"storage": {"root": str(tmp_path / "data")}, "engine": {"workers": 4, "queue_size": 16}})
     pipeline = ScrapePipeline(kind="scrape", source="burst", urls=list(targets), label="selfie", chain=chain,
                               options={"burst": options})
+    pipeline._report_only = True  # test steps that store nothing
     states = States()
     stats = asyncio.run(collect(settings, "t", pipeline=pipeline, extra_plugins=[Plugin(), states]))
     return stats, states, tmp_path / "data"

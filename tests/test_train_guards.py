@@ -111,3 +111,16 @@ def test_a_schema_naming_files_outside_its_folder_never_gets_them_deleted(tmp_pa
     swap_in(new, old)
     assert victim.read_text() == "the user's"
     assert (old / "schema.json").is_file() and not list(tmp_path.glob(".model.old-*"))
+
+
+@pytest.mark.parametrize("fields, key", [
+    ({"features": []}, "pipelines.t.features: choose at least one feature group"),
+    ({"dataset_root": "/nonexistent-selfiescope"}, "pipelines.t.dataset_root: folder not found"),
+])
+def test_settings_check_refuses_what_train_refuses(tmp_path, fields, key):
+    s = tmp_path / "settings.toml"
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in fields.items())
+    s.write_text(f'[storage]\nroot = "{tmp_path / "data"}"\n[pipelines.t]\nkind = "train"\n'
+                 f'model_dir = "{tmp_path / "m"}"\n{extra}')
+    for result in (cli("settings", "check", "-s", s), cli("train", "t", "-s", s)):
+        assert result.exit_code == 2 and key in result.output and no_traceback(result), result.output

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from .components import unmet_requirements
+from .components import chain_stores, unmet_requirements
 from .settings import PipelineBase, ScrapePipeline, Settings, TrainPipeline, format_validation_error
 from .regular_files import regular_file_problem
 from .text import printable
@@ -117,13 +117,16 @@ def check_pipeline(settings: Settings, registry: "Registry", pname: str, p: Pipe
         if len(set(p.chain)) != len(p.chain):
             problems.append(f"{base}.chain: a step is listed twice")
         problems += _unmet_requirements(registry, base, p.chain)
+        if (not p._report_only and all(step in registry.steps for step in p.chain)
+                and not chain_stores(registry.steps, p.chain)):
+            problems.append(f"{base}.chain: the chain stores nothing: add 'store' (or another step that stores "
+                            "images) at its end, or the images it accepts are counted and lost")
         source_cls = registry.sources.get(p.source)
         if source_cls is not None and not source_cls.incremental:
             problems += [f"{base}.{key}: the {p.source} source cannot stop early by what the dataset holds or by "
                          "date; remove it" for key in ("stop_after_known", "since") if getattr(p, key) is not None]
     if isinstance(p, TrainPipeline):
-        if len(p.labels) != 2 or len(set(p.labels)) != 2:
-            problems.append(f"{base}.labels: a classifier needs exactly two different labels, not {p.labels}")
+        problems += train_pipeline_problems(pname, p)
         problems += [f"{base}.params: {why}" for why in lightgbm_param_problems(p.params)]
         for i, group in enumerate(p.features):
             if group not in registry.features:
@@ -136,6 +139,26 @@ def check_pipeline(settings: Settings, registry: "Registry", pname: str, p: Pipe
             continue
         merged = settings.component_options(cname, p)
         problems += _check_options(registry.options_model(cname), merged, f"{base}.options.{cname}")
+    return problems
+
+
+def train_pipeline_problems(pname: str, p: TrainPipeline) -> list[str]:
+    """What a train pipeline needs before any work (labels, features, parameters it cannot take,
+    its dataset folder): ``settings check`` and ``train`` both ask this."""
+    base = f"pipelines.{pname}"
+    problems = []
+    if len(p.labels) != 2 or len(set(p.labels)) != 2:
+        problems.append(f"{base}.labels: give two labels (different ones), the positive one first (got {p.labels})")
+    if not p.features:
+        problems.append(f"{base}.features: choose at least one feature group")
+    if any(p.params.get(key) not in (None, False, 0, "false") for key in ("linear_tree", "linear_trees")):
+        problems.append(f"{base}.params.linear_tree: not supported (prediction checks every model before loading "
+                        "it and knows no linear trees); remove it")
+    if p.dataset_root is not None:
+        root = Path(p.dataset_root).expanduser()
+        if not root.is_dir():
+            problems.append(f"{base}.dataset_root: {printable(root)} is not a folder" if root.exists()
+                            else f"{base}.dataset_root: folder not found: {printable(root)}")
     return problems
 
 

@@ -82,6 +82,25 @@ class Source(Component):
     def events(self, job: Job) -> AsyncIterator["ImageEvent"]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # --- capability: a web job that finds nothing is an error (README, "hashtag that ends with no posts") ---
+    web: ClassVar[bool] = False
+    """Collects from a site: a job that ends having found no post at all (none yielded, none
+    skipped as known, none that failed to download) is an error of the run, never "finished"."""
+
+    def found(self, job: Job, n: int = 1) -> None:
+        """Note ``n`` posts a job met and did not yield (already in the dataset, skipped by an
+        incremental rule, failed to download): the job found something."""
+        counts = self.__dict__.setdefault("_found", {})
+        counts[job.target] = counts.get(job.target, 0) + n
+
+    def found_count(self, job: Job) -> int:
+        return self.__dict__.get("_found", {}).get(job.target, 0)
+
+    def empty_job_problem(self, job: Job) -> str:
+        """The error of a web job that found nothing: names the job, why, and what to do."""
+        return ("no posts found: the page showed none (a wrong address or tag, a changed page, "
+                "or the site refused). Check the tag and the address (open it in a browser), then rerun")
+
     # --- capabilities (issue 11, lifecycle): asked by executors, never a source's name ---
     def remote_items(self, job: Job) -> AsyncIterator["WorkItem"] | None:
         """The job as work items that remote workers load themselves (paths on a shared
@@ -302,6 +321,37 @@ def chain_providing(steps: Mapping[str, type[Step]], annotations: Sequence[str],
         chain.append(candidates[0])
         have |= steps[candidates[0]].provides
     return chain
+
+
+class EmptyJob(RuntimeError):
+    """A job of a web source ended having found nothing."""
+
+
+async def job_events(source: Source, job: Job) -> AsyncIterator["ImageEvent"]:
+    """``source.events(job)``, and at its end :class:`EmptyJob` when a web source found nothing
+    for the job (every executor takes a job's events through here)."""
+    n = 0
+    agen = source.events(job)
+    try:
+        async for event in agen:
+            n += 1
+            yield event
+    finally:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if source.web and not n and not source.found_count(job):
+        raise EmptyJob(source.empty_job_problem(job))
+
+
+STORED = "location"
+"""The annotation a storing step provides (``event.location``, where storage put the bytes): a
+collect chain without a step that provides it stores nothing."""
+
+
+def chain_stores(steps: Mapping[str, type[Step]], chain: Sequence[str]) -> bool:
+    """Whether some step of ``chain`` stores the images it accepts (provides :data:`STORED`)."""
+    return any(STORED in steps[name].provides for name in chain if name in steps)
 
 
 def unmet_requirements(steps: Mapping[str, type[Step]], chain: Sequence[str]) -> list[tuple[int, str, set[str]]]:

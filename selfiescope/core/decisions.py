@@ -57,7 +57,8 @@ async def settle(run: "RunContext", event: ImageEvent, job: str) -> None:
 
 
 def _count_and_notify(run: "RunContext", event: ImageEvent, job: str) -> None:
-    run.stats.count(job, event.decision.value, event.reject_code, event.size, event.reject_reason)
+    run.stats.count(job, event.decision.value, event.reject_code, event.size, event.reject_reason,
+                    stored=event.location is not None)
     if event.decision is Decision.FAILED and run.halted is None:  # a halted run says why in one line
         log.warning("%s failed in %s: %s", event.describe(), event.rejected_by, event.reject_reason)
     _notify(run, event)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .components import Job, Source, Step
+from .components import Job, Source, Step, job_events
 from .context import RunContext
 from .decisions import admit, settle, stored_for_job
 from .events import Decision, ImageEvent, Reject
@@ -88,7 +88,7 @@ class Engine:
         assert state.cond is not None
         if state.full():
             return
-        agen = self.source.events(state.job)
+        agen = job_events(self.source, state.job)
         try:
             async for event in agen:
                 if self.run.halted is not None:

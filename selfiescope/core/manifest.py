@@ -371,7 +371,7 @@ class Manifest:
                     f" {updates} WHERE images.decision != 'accepted' OR images.location IS NULL",
                     row,
                 )
-                if o.post_id:
+                if o.post_id and (event.decision is Decision.REJECTED or event.location is not None):
                     self._db.execute(
                         "INSERT OR IGNORE INTO posts_seen(source, post_id, job, label, at) VALUES (?,?,?,?,?)",
                         (o.source, o.post_id, row["job"], event.label, now),

@@ -17,7 +17,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 # SettingsError and env_overrides are this module's API too (where they are defined is a detail).
 from .settings_input import SettingsError, deep_merge, env_overrides, nul_problems, read_settings_text  # noqa: F401
@@ -191,6 +191,9 @@ class ScrapePipeline(PipelineBase):
         None, ge=1, description="end a job after this many posts in a row that the dataset already has")
     since: datetime | None = Field(
         None, description="fetch no post older than this (ISO date or datetime; UTC unless it says otherwise)")
+    # Set only by code that builds a pipeline to report on images, never from settings (``clean``
+    # without --output): such a chain may store nothing.
+    _report_only: bool = PrivateAttr(default=False)
 
     @field_validator("since", mode="before")
     @classmethod

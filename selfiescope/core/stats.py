@@ -49,15 +49,18 @@ class RunStats:
     def images_per_s(self) -> float:
         return self.seen / self.elapsed if self.elapsed > 0 else 0.0
 
-    def count(self, job: str, outcome: str, code: str | None = None, size: int = 0, reason: str | None = None) -> None:
-        """Count one image's outcome: ``accepted``, ``rejected`` or ``failed``."""
+    def count(self, job: str, outcome: str, code: str | None = None, size: int = 0, reason: str | None = None,
+              stored: bool = True) -> None:
+        """Count one image's outcome: ``accepted``, ``rejected`` or ``failed``; ``stored`` says
+        whether an accepted image's bytes were written (only those count in ``bytes_stored``)."""
         self.seen += 1
         self.bytes_in += size
         jc = self.per_job.setdefault(job, Counter())
         jc[outcome] += 1
         if outcome == "accepted":
             self.accepted += 1
-            self.bytes_stored += size
+            if stored:
+                self.bytes_stored += size
         elif outcome == "failed":
             self.failed += 1
             key = code or "error"

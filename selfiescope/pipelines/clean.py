@@ -148,9 +148,11 @@ def _check(folder: Path, output: Path | None, move_to: Path | None, delete: bool
     if problems:
         raise SettingsError(problems)
     try:
-        return ScrapePipeline(kind="import", source=FOLDER_SOURCE, paths=[folder], label=label, chain=chain)
+        pipeline = ScrapePipeline(kind="import", source=FOLDER_SOURCE, paths=[folder], label=label, chain=chain)
     except ValidationError as exc:
         raise SettingsError([p.replace("label:", "--label:", 1) for p in format_validation_error(exc)]) from None
+    pipeline._report_only = output is None
+    return pipeline
 
 
 def clean(

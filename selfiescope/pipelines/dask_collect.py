@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.components import Job, Source, Step
+from ..core.components import Job, Source, Step, job_events
 from ..core.compute import dask_client, worker_count
 from ..core.context import RunContext
 from ..core.decisions import admit, settle, stored_for_job
@@ -240,7 +240,7 @@ class DaskCollector:
             finally:
                 await remote.aclose()  # type: ignore[attr-defined]
             return
-        async for event in self.source.events(job):  # downloads happen here; bytes travel with the task
+        async for event in job_events(self.source, job):  # downloads happen here; bytes travel with the task
             # Owners are pseudonymised before the bytes leave for a worker (the client's gate re-checks).
             scrub_origin(event.origin, self.run.manifest.keyring, self.run.settings.privacy.store_captions)
             if event.decision is Decision.FAILED and event.rejected_by:  # the source could not read it

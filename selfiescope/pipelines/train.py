@@ -31,7 +31,7 @@ import numpy as np
 from ..core.compute import load_target
 from ..core.plugins import Registry, load_registry
 from ..core.settings import Settings, SettingsError, TrainPipeline
-from ..core.checks import check_components
+from ..core.checks import check_components, train_pipeline_problems
 from .assessment import assess, summary_fields
 from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
 from .artifacts import prepare_model_dir, write_artifacts
@@ -255,13 +255,8 @@ def train_pipeline(settings: Settings, pipeline_name: str) -> TrainPipeline:
     p = settings.pipeline(pipeline_name)
     if not isinstance(p, TrainPipeline):
         raise SettingsError([f"pipelines.{pipeline_name}.kind: {p.kind!r} is not a train pipeline"])
-    if len(p.labels) != 2 or p.labels[0] == p.labels[1]:
-        raise SettingsError([f"pipelines.{pipeline_name}.labels: give two labels, the positive one first (got {p.labels})"])
-    if not p.features:
-        raise SettingsError([f"pipelines.{pipeline_name}.features: choose at least one feature group"])
-    if any(p.params.get(key) not in (None, False, 0, "false") for key in ("linear_tree", "linear_trees")):
-        raise SettingsError([f"pipelines.{pipeline_name}.params.linear_tree: not supported (prediction checks "
-                             "every model before loading it and knows no linear trees); remove it"])
+    if problems := train_pipeline_problems(pipeline_name, p):
+        raise SettingsError(problems)
     return p
 
 

@@ -78,6 +78,7 @@ class GallerySource(Source):
     name = "gallery"
     Options = GalleryOptions
     url_option = "url_template"
+    web = True
 
     @classmethod
     def known_biases(cls, options: Options) -> list[str]:
@@ -156,6 +157,7 @@ class GallerySource(Source):
         image = urljoin(base, image)
         link = urljoin(base, item["href"]) if item.get("href") else None
         post_id = link or image
+        self.found(job)
         if post_id in self._yielded or await asyncio.to_thread(self.run.manifest.post_seen, self.name, post_id):
             return None
         try:

@@ -14,7 +14,7 @@ import hashlib
 import re
 from typing import Literal
 
-from ..core.components import Options, Step, StorageError
+from ..core.components import STORED, Options, Step, StorageError
 from ..core.events import ImageEvent, Reject
 from ..core.hookspecs import hookimpl
 from ..core.intents import note_intent
@@ -42,6 +42,7 @@ class StoreStep(Step):
     name = "store"
     Options = StoreOptions
     requires = frozenset({"format"})  # the file extension comes from the decoded format
+    provides = frozenset({STORED})
 
     @classmethod
     def working_side(cls, options: Options) -> int | None:

@@ -65,6 +65,7 @@ class InstagramSource(Source):
     Options = InstagramOptions
 
     url_option = "base_url"
+    web = True
     incremental = True  # honours a job's stop_after_known and since (.incremental)
     credential_env = (USERNAME_ENV, PASSWORD_ENV)
     replay_options = {"requests_per_minute": 60000.0, "jitter_s": 0.0}  # a replay crosses no network
@@ -275,6 +276,7 @@ class InstagramSource(Source):
             skip = incremental.active and await incremental.skip(post.extra, post.shortcode, self._known)
             event = None if skip else await self._fetch_post(lease, post, job, state, watch)
             state.seen.add(post.shortcode)
+            self.found(job)  # met, whatever became of it: the job did find something
             del pending[post.shortcode]
             if post.shortcode in state.failed:
                 if state.unreachable:  # is the site gone? the tag page says (one reload)
