@@ -19,6 +19,18 @@ from pathlib import Path
 LOCK_NAME = ".selfiescope.lock"
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user counts): a temp file or
+    staging folder named after a live pid is someone's work in progress, never tidied."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 class RootBusy(Exception):
     """Another live process holds the storage root; phrased for the user."""
 

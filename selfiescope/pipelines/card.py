@@ -23,6 +23,7 @@ from ..core.manifest import Manifest
 from ..core.plugins import Registry, registry_for
 from ..core.settings import ScrapePipeline, Settings
 from ..core.text import redact_text, redact_values
+from ..core.lock import pid_alive as _alive
 
 log = logging.getLogger("selfiescope.card")
 CARD_JSON = "datacard.json"
@@ -202,15 +203,6 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines += ["", "## Licence and terms of use", "", card["licence"], ""]
     return "\n".join(lines)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # someone else's process: alive
-        return True
-    return True
 
 
 def _remove_dead_temps(path: Path) -> None:

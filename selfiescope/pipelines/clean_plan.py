@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.text import printable
+from ..core.lock import pid_alive as _alive
 
 #: Rejections that are about another image, not the file's own content.
 RELATIONAL_CODES = frozenset({"duplicate", "near_duplicate", "label_conflict"})
@@ -296,12 +297,3 @@ def tidy_temps(folder: Path) -> None:
             except OSError:
                 pass
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -34,6 +34,7 @@ from ..core.manifest import Manifest
 from ..core.plugins import Registry, registry_for
 from ..core.settings import Settings
 from ..core.text import printable
+from ..core.lock import pid_alive as _alive
 
 ExportFormat = Literal["imagefolder", "csv", "parquet"]
 COLUMNS = [
@@ -232,15 +233,6 @@ def tidy_stale(directory: Path) -> None:
                 and (entry / STAGING_MARK).is_file() and not _alive(int(m["pid"]))):
             shutil.rmtree(entry, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_parquet_check() -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .model_schema import SchemaError, is_plain_name, read_json_file
+from ..core.lock import pid_alive as _alive
 
 MARKER = {"written_by": "selfiescope"}
 SCHEMA = "schema.json"
@@ -178,15 +179,6 @@ def _compare(path: Path, have: dict[str, Any], want: Any) -> None:
         raise ModelDirError(f"{path}: {what} since training (size or sha256 differs); retrain the model "
                             "with `selfiescope train` or restore the folder")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_stale(model_dir: Path) -> list[Path]:
