@@ -184,7 +184,7 @@ def import_folder(
     run_collect(settings, "import", pipeline, as_json)
 
 
-# --- clean (issue 3) -------------------------------------------------------------------
+# --- clean -------------------------------------------------------------------
 @core_app.command("clean")
 def clean_command(
     folder: Path = typer.Argument(..., help="folder of images to clean"),

@@ -1,4 +1,4 @@
-"""The privacy and provenance commands: ``forget``, ``card``, ``export`` (issue 12).
+"""The privacy and provenance commands: ``forget``, ``card``, ``export``.
 
 Registered on :data:`selfiescope.cli.common.core_app` when imported; like
 the rest of the CLI they parse, call a pipeline and print, with no logic of their own.

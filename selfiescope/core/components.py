@@ -44,7 +44,7 @@ class Component:
     async def close(self) -> None:
         """Release resources; called once, also after a cancelled run."""
 
-    # --- capability: what the dataset card says of this component (issue 11) ---
+    # --- capability: what the dataset card says of this component ---
     @classmethod
     def known_biases(cls, options: Options) -> list[str]:
         """Sentences for the dataset card (``DATASET.md``): how this component, with these
@@ -101,7 +101,7 @@ class Source(Component):
         return ("no posts found: the page showed none (a wrong address or tag, a changed page, "
                 "or the site refused). Check the tag and the address (open it in a browser), then rerun")
 
-    # --- capabilities (issue 11, lifecycle): asked by executors, never a source's name ---
+    # --- capabilities (lifecycle): asked by executors, never a source's name ---
     def remote_items(self, job: Job) -> AsyncIterator["WorkItem"] | None:
         """The job as work items that remote workers load themselves (paths on a shared
         filesystem), or None (the default): the executor takes :meth:`events` and the bytes
@@ -109,7 +109,7 @@ class Source(Component):
         :meth:`events` (e.g. the resume skip of images stored by an earlier run)."""
         return None
 
-    # --- issue 11, public API and CLI (helper C): what generic commands ask of a source ----------
+    # --- what generic commands ask of a source ----------
     url_option: ClassVar[str | None] = None
     """The option a command's ``--base-url`` sets (``scrape``, ``record``): the site, or a URL
     template; None when the source takes no URL. Also where ``record`` finds the site to note."""
@@ -121,7 +121,7 @@ class Source(Component):
     replay_options: ClassVar[dict[str, Any]] = {}
     """Options merged into the source's own when it replays a recorded session (nothing
     crosses the network, so e.g. no pacing)."""
-    # --- end issue 11 (helper C) -------------------------------------------------------------
+    # ---------------------------------------------------------------------------------------
 
 
 class Step(Component):
@@ -137,7 +137,7 @@ class Step(Component):
     def process(self, event: "ImageEvent") -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    # --- capabilities (issue 11, lifecycle): asked by executors, never a step's name ---
+    # --- capabilities (lifecycle): asked by executors, never a step's name ---
     worker_safe: ClassVar[bool] = False
     """Pure: uses neither the manifest, the storage nor a run-wide service, so it may run on a
     remote (Dask) worker, in a process of its own, without :meth:`open` seeing a manifest.
@@ -153,7 +153,7 @@ class Step(Component):
     def has_precompute(cls) -> bool:
         return cls.precompute is not Step.precompute
 
-    # --- capability: the decoded image's size a step needs (issue 11, one decode per image) ---
+    # --- capability: the decoded image's size a step needs (one decode per image) ---
     @classmethod
     def working_side(cls, options: Options) -> int | None:
         """The longest side, in pixels, of ``event.image`` this step needs; ``None`` = full resolution.
@@ -179,7 +179,7 @@ class Step(Component):
         return cls.working_side(options)
     # --- end of working_side ---
 
-    # --- capabilities: annotations (issue 11, storage/training) --------------------------
+    # --- capabilities: annotations (storage/training) --------------------------
     #: Annotation names this step sets on the event, for later steps, training and predict
     #: (e.g. ``"image"``, ``"format"``, ``"exif"``, ``"faces"``, ``"phash"``). Training decodes
     #: stored images with the step that provides ``"image"``; predict adds the one that
@@ -297,7 +297,7 @@ class FeatureExtractor:
         raise NotImplementedError
 
 
-# --- choosing steps by capability (issue 11) -------------------------------------------------
+# --- choosing steps by capability -------------------------------------------------
 def steps_providing(steps: Mapping[str, type[Step]], annotation: str, prefer: Sequence[str] = ()) -> list[str]:
     """Names of the steps that provide ``annotation``: those in ``prefer`` (e.g. a configured
     chain) first, in that order, then the rest in registration order."""

@@ -89,7 +89,7 @@ class ImageEvent:
     reject_reason: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)  # free annotations by steps
     created: float = field(default_factory=time.time)
-    # --- one decode per image, shared (issue 11): the grey view, computed once from ``image`` ---
+    # --- one decode per image, shared: the grey view, computed once from ``image`` ---
     _grey_view: Any = field(default=None, init=False, repr=False, compare=False)
     _grey_of: Any = field(default=None, init=False, repr=False, compare=False)  # weakref to its image
 
@@ -101,7 +101,7 @@ class ImageEvent:
     def size(self) -> int:
         return len(self.data)
 
-    # --- one decode per image, shared (issue 11) ---
+    # --- one decode per image, shared ---
     # ``image`` is the colour view: decoded once, possibly reduced to the size the chain's steps
     # need (``Step.working_side``); ``width``/``height`` stay the original's (EXIF-oriented), and
     # face boxes are in original pixels. ``grey`` is the grey view of the same pixels.

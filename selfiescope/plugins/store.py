@@ -46,7 +46,7 @@ class StoreStep(Step):
 
     @classmethod
     def working_side(cls, options: Options) -> int | None:
-        return 0  # writes the original bytes: needs no pixels (issue 11, one decode per image)
+        return 0  # writes the original bytes: needs no pixels (one decode per image)
 
     async def process(self, event: ImageEvent) -> None:
         if self.run.storage is None:
