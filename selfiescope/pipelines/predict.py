@@ -16,6 +16,7 @@ keeps them: a folder, a bucket, a database).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -188,7 +189,10 @@ class Model:
         try:
             self.booster = lgb.Booster(model_str=model_text)
         except (lgb.basic.LightGBMError, ValueError) as exc:
-            raise ModelError(f"{self.path / 'model.txt'}: cannot load the LightGBM model ({exc})") from None
+            # LightGBM's own words name its source lines, not the problem: the debug log keeps them
+            logging.getLogger("selfiescope.predict").debug("LightGBM refused %s: %s", self.path / "model.txt", exc)
+            raise ModelError(f"{self.path / 'model.txt'}: LightGBM cannot load this model (the file is damaged or "
+                             "was edited); retrain it with `selfiescope train` or restore the folder") from None
         self.labels: list[str] = self.schema["labels"]
         self.threshold = float(self.schema["threshold"])
         self.calibrator = Calibrator.from_dict(self.schema.get("calibration"))
