@@ -28,9 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import Field
 
-from ..core.components import Options, Step
-from ..core.events import ImageEvent, Reject
-from ..core.hookspecs import hookimpl
+from ..api import ImageEvent, Options, Reject, Step, hookimpl
 
 # Pillow warns (on stderr, once per message) about damaged EXIF blocks; the picture is still
 # fine, and a broken EXIF block only costs its orientation, so keep the terminal quiet.

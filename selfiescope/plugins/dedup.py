@@ -36,13 +36,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from ..core.components import Options, Step
-from ..core.events import ImageEvent, Reject
-from ..core.hookspecs import hookimpl
-from ..core.likeness import (  # noqa: F401 - the hash functions, shared with the forget gate
-    CENTRE_MARGIN, HASH_WORKING_SIDE, centre_crop, compute_mirror_phashes, compute_phash, compute_phashes,
+from ..api import ImageEvent, Options, Reject, Step, hookimpl
+from ..api.dataset import (  # noqa: F401 - the hash functions, shared with the forget gate
+    CENTRE_MARGIN, HASH_WORKING_SIDE, Manifest, centre_crop, compute_mirror_phashes, compute_phash, compute_phashes,
+    phash_to_int,
 )
-from ..core.manifest import Manifest, phash_to_int
 
 SERVICE = "dedup.index"
 

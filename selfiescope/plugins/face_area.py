@@ -31,9 +31,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from ..core.components import Options, Step
-from ..core.events import FaceBox, ImageEvent, Reject
-from ..core.hookspecs import hookimpl
+from ..api import FaceBox, ImageEvent, Options, Reject, Step, hookimpl
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 

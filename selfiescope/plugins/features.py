@@ -20,8 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..core.components import FeatureExtractor
-from ..core.hookspecs import hookimpl
+from ..api import FeatureExtractor, hookimpl
 from .landmarks import EmbeddingFeatures, LandmarkFeatures
 
 NAN = float("nan")

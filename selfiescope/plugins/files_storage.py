@@ -18,10 +18,8 @@ from pathlib import Path
 
 import aiofiles
 
-from ..core.components import Options, Storage, StoredImage
-from ..core.events import ImageEvent
-from ..core.hookspecs import hookimpl
-from ..core.lock import when_alone
+from ..api import ImageEvent, Options, Storage, StoredImage, hookimpl
+from ..api.dataset import when_alone
 from .decode import EXTENSIONS
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")

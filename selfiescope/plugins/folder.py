@@ -19,13 +19,8 @@ from pathlib import Path
 
 import aiofiles
 
-from ..core.image_files import IMAGE_SUFFIXES, MAX_IMAGE_BYTES
-from ..core.components import Job, Options, Source
-from ..core.decisions import already_stored
-from ..core.events import ImageEvent, Origin
-from ..core.hookspecs import hookimpl
-from ..core.text import printable
-from ..core.work import WorkItem
+from ..api import ImageEvent, Job, Options, Origin, Source, WorkItem, hookimpl, printable
+from ..api.dataset import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, already_stored
 
 
 

@@ -34,10 +34,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from ..core.components import Options, Storage, StoredImage
-from ..core.events import ImageEvent
-from ..core.hookspecs import hookimpl
-from ..core.lock import when_alone
+from ..api import ImageEvent, Options, Storage, StoredImage, hookimpl
+from ..api.dataset import when_alone
 from .files_storage import SAFE_NAME, TEMP_MARK, location_for, safe_name
 
 # Filesystems whose single write publishes the whole object at once (no partial object is ever visible).

@@ -29,12 +29,11 @@ from urllib.parse import quote, urljoin, urlparse
 
 from pydantic import Field
 
-from ..core.browser import Lease, browser_pool, leased_events
-from ..core.components import Job, Options, Source
-from ..core.events import ImageEvent, Origin
-from ..core.hookspecs import hookimpl
-from ..core.web import (DownloadError, SiteUnreachable, TokenBucket, click_dialog_buttons, fetch_image,
-                        largest_from_srcset, scroll_and_wait, settle_failed_download)
+from ..api import ImageEvent, Job, Options, Origin, Source, hookimpl
+from ..api.web import (
+    DownloadError, Lease, SiteUnreachable, TokenBucket, browser_pool, click_dialog_buttons, fetch_image,
+    largest_from_srcset, leased_events, scroll_and_wait, settle_failed_download,
+)
 
 log = logging.getLogger("selfiescope.gallery")
 

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..core.components import FeatureExtractor
+from ..api import FeatureExtractor
 
 NAN = float("nan")
 _local = threading.local()

@@ -14,12 +14,8 @@ import hashlib
 import re
 from typing import Literal
 
-from ..core.components import STORED, Options, Step, StorageError
-from ..core.events import ImageEvent, Reject
-from ..core.hookspecs import hookimpl
-from ..core.intents import note_intent
-from ..core.text import printable
-from ..core.metadata import has_location, strip_metadata
+from ..api import ImageEvent, Options, Reject, Step, StorageError, hookimpl, printable
+from ..api.dataset import STORED, has_location, note_intent, strip_metadata
 
 STORED_SHA256 = "stored_sha256"  # event.notes key: the stored copy's hash, where it is not the content hash
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

@@ -13,7 +13,7 @@ environment variables :data:`USERNAME_ENV` / :data:`PASSWORD_ENV`.
 
 from __future__ import annotations
 
-from ...core.hookspecs import hookimpl
+from ...api import hookimpl
 from .feed import FeedReader, Post, find_medias, image_url_from_post_page, is_feed_url, post_from_media
 from .login import CHALLENGE_PATHS, login_outcome, submit_login
 from .source import (

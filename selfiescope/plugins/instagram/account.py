@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from ...core.browser import save_session
-from ...core.secrets import credential
-from ...core.web import within
+from ...api.web import credential, save_session, within
 from .login import submit_login
 
 log = logging.getLogger("selfiescope.instagram")

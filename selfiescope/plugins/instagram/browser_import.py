@@ -28,8 +28,8 @@ from typing import Any
 from unittest.mock import patch
 from urllib.parse import urlsplit
 
-from ...core.browser import save_session, session_path
-from ...core.settings import Settings
+from ...api import Settings
+from ...api.web import save_session, session_path
 
 log = logging.getLogger("selfiescope.instagram")
 

@@ -11,8 +11,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from ...cli.common import JsonOpt, SettingsOpt, console, emit_json, fail, load, out
-from ...exits import EXIT_FAILED, EXIT_INTERRUPTED
+from ...api.cli import EXIT_FAILED, EXIT_INTERRUPTED, JsonOpt, SettingsOpt, console, emit_json, fail, load, out
 
 
 def register(app: typer.Typer) -> None:
@@ -45,7 +44,7 @@ def login(
     """
     if from_browser is not None or profile is not None:
         return login_from_browser(from_browser, profile, base_url, settings_path, as_json)
-    from ...core.browser_lookup import BrowserNotFound
+    from ...api.web import BrowserNotFound
     from .session import LoginError, has_display
     from .session import login as do_login
 
@@ -105,14 +104,13 @@ def record(
     tokens and credentials scrubbed; replay it with `scrape TAG --replay FILE`."""
     from pydantic import ValidationError
 
-    from ...cli.collect import ProgressObserver, _progress
-    from ...core.browser_lookup import BrowserNotFound
-    from ...core.settings import format_validation_error
-    from ...pipelines.record import record as do_record
+    from ...api.cli import ProgressObserver, format_validation_error, progress_bar
+    from ...api.recording import record as do_record
+    from ...api.web import BrowserNotFound
 
     settings = load(settings_path)
     try:
-        with _progress(not as_json) as progress:  # the job state lines a scrape shows
+        with progress_bar(not as_json) as progress:  # the job state lines a scrape shows
             observer = ProgressObserver(progress, plain=not as_json and not console.is_terminal)
             result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit,
                                            extra_plugins=[observer]))
@@ -145,7 +143,7 @@ def doctor(
 ) -> None:
     """Check that the site still offers what the instagram source relies on: login form, tag page,
     feed JSON, image candidates, pop-up buttons. Exit 1 when any check fails."""
-    from ...core.browser_lookup import BrowserNotFound
+    from ...api.web import BrowserNotFound
     from .doctor import Check, DoctorError, check_target, doctor_options, run_doctor
     from .session import instagram_base_url
 

@@ -29,11 +29,10 @@ import time
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from ...core.browser import BrowserPool, BrowserStartTimeout, Lease, load_session, session_path
-from ...core.secrets import credential
-from ...core.settings import Settings
-from ...core.web import (
-    Deadline, DownloadError, click_dialog_buttons, fetch_image, parse_retry_after, scroll_and_wait, within,
+from ...api import Settings
+from ...api.web import (
+    BrowserPool, BrowserStartTimeout, Deadline, DownloadError, Lease, click_dialog_buttons, credential, fetch_image,
+    load_session, parse_retry_after, scroll_and_wait, session_path, within,
 )
 from .account import SessionEnded
 from .doctor_report import (

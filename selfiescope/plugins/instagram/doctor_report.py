@@ -11,8 +11,8 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
-from ...core.settings import Settings
-from ...core.web import Deadline
+from ...api import Settings
+from ...api.web import Deadline
 from .errors import explain
 from .feed import find_medias
 from .options import InstagramOptions

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlparse
 
-from ...core.web import Deadline, largest_from_srcset, parse_retry_after, within
+from ...api.web import Deadline, largest_from_srcset, parse_retry_after, within
 
 log = logging.getLogger("selfiescope.instagram")
 

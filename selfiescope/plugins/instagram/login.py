@@ -15,7 +15,7 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
-from ...core.web import ACCEPT, DECLINE, click_dialog_buttons, within
+from ...api.web import ACCEPT, DECLINE, click_dialog_buttons, within
 
 CHALLENGE_PATHS = ("/challenge", "/checkpoint", "/accounts/suspended")
 USER_FIELD = re.compile(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ...core.components import Options
+from ...api import Options
 
 # Buttons known to close a pop-up while granting the least. Unknown dialogs are handled by
 # core.web's decline / close patterns; this list only goes first.

@@ -14,7 +14,7 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
-from ...core.web import within
+from ...api.web import within
 from .account import SessionEnded
 from .errors import explain
 from .feed import Post, find_medias, image_url_from_post_page, post_from_media

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...core.browser import BrowserPool, save_session, session_path
-from ...core.secrets import credential
-from ...core.settings import Settings
+from ...api import Settings
+from ...api.web import BrowserPool, credential, save_session, session_path
 from .errors import explain
 from .login import login_outcome, submit_login
 from .source import DISMISS_BUTTONS, PASSWORD_ENV, USERNAME_ENV, InstagramOptions

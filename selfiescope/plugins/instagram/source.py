@@ -36,13 +36,12 @@ from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from ...core.secrets import credential
-from ...core.browser import Lease, browser_pool, leased_events, load_session, session_path
-from ...core.components import Job, Options, Source
-from ...core.events import ImageEvent, Origin
-from ...core.proxy import proxy_problem
-from ...core.web import (Deadline, DownloadError, RateLimited, SiteUnreachable, TokenBucket, click_dialog_buttons,
-                         fetch_image, scroll_and_wait, settle_failed_download, within)
+from ...api import ImageEvent, Job, Options, Origin, Source
+from ...api.web import (
+    Deadline, DownloadError, Lease, RateLimited, SiteUnreachable, TokenBucket, browser_pool, click_dialog_buttons,
+    credential, fetch_image, leased_events, load_session, proxy_problem, scroll_and_wait, session_path,
+    settle_failed_download, within,
+)
 from .account import (
     PASSWORD_ENV, USERNAME_ENV, Account, LoginRefused, SessionEnded, challenge_message, session_lost,
 )

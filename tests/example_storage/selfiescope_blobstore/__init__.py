@@ -19,9 +19,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from selfiescope.core.components import Options, Storage, StoredImage
-from selfiescope.core.events import ImageEvent
-from selfiescope.core.hookspecs import hookimpl
+from selfiescope.api import ImageEvent, Options, Storage, StoredImage, hookimpl
 
 
 class BlobOptions(Options):
