@@ -12,11 +12,11 @@ import urllib.request
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
 from selfiescope.core.components import Options, Step
 from selfiescope.core.events import Decision, ImageEvent, Reject
 from selfiescope.core.hookspecs import hookimpl
+from selfiescope.core.settings import SettingsError, settings_from_dict
 from selfiescope.testing import synth
 from selfiescope.testing.site import TagSpec
 
@@ -112,10 +112,65 @@ def test_selfiescope_run_runs_the_chain_and_records_decisions(selfiescope_run):
 
 
 def test_selfiescope_run_validates_options_and_step_names(selfiescope_run):
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError, match=r"plugins\.darkgate\.min_men"):
         selfiescope_run(["darkgate"], images()[:1], options={"darkgate": {"min_men": 3}}, plugins=[DarkGatePlugin()])
-    with pytest.raises(ValueError, match="unknown step.*darkgate"):
+    with pytest.raises(SettingsError, match=r"selfiescope_run\.chain\[1\]: unknown plugin 'darkgate'"):
         selfiescope_run(["decode", "darkgate"], images()[:1])
+
+
+class FaceNote(Step):
+    """A step that reads what an earlier step found: it requires ``faces``."""
+
+    name = "facenote"
+    requires = frozenset({"image", "faces"})
+
+    def process(self, event: ImageEvent) -> None:
+        event.notes["n_faces"] = len(event.faces)
+
+
+class FaceNotePlugin:
+    @hookimpl
+    def selfiescope_steps(self):
+        return [FaceNote]
+
+
+def settings_check_problems(tmp_path, chain: list[str]) -> list[str]:
+    """What `settings check` says of a collect pipeline with this chain (the plugin registered)."""
+    from selfiescope.core.checks import check_components
+    from selfiescope.core.plugins import Registry, load_plugin_manager
+
+    pm = load_plugin_manager(entrypoints=False)
+    pm.register(FaceNotePlugin())
+    settings = settings_from_dict({"storage": {"root": str(tmp_path / "data")}, "pipelines": {"p": {
+        "kind": "import", "source": "folder", "paths": [str(tmp_path)], "label": "selfie", "chain": chain}}})
+    return check_components(settings, Registry.from_manager(pm))
+
+
+@pytest.mark.parametrize("chain", [["facenote"], ["decode", "facenote"], ["face_area", "decode", "facenote"],
+                                   ["facenote", "decode", "face_area"], ["dedup", "decode"]])
+def test_selfiescope_run_refuses_a_chain_settings_refuse(selfiescope_run, tmp_path, chain):
+    """A step whose ``requires`` no earlier step provides fails in the fixture with the problem
+    `settings check` reports for the same chain, before any image runs."""
+    store_at = f"pipelines.p.chain[{len(chain)}]"  # the settings' pipeline must store; the fixture's need not
+    expected = [p.split(": ", 1)[1] for p in settings_check_problems(tmp_path, [*chain, "store"])
+                if not p.startswith(store_at)]
+    assert expected and all("which no earlier step provides" in p for p in expected)
+    with pytest.raises(SettingsError) as info:
+        selfiescope_run(chain, images()[:1], plugins=[FaceNotePlugin()])
+    assert [p.split(": ", 1)[1] for p in info.value.problems] == expected
+    assert all(p.startswith("selfiescope_run.chain[") for p in info.value.problems)
+    assert not (selfiescope_run.root / "data").exists()  # refused before the run: no manifest, no lock
+
+
+def test_selfiescope_run_takes_a_chain_that_meets_every_requirement(selfiescope_run, tmp_path):
+    assert settings_check_problems(tmp_path, ["decode", "face_area", "facenote", "store"]) == []
+    result = selfiescope_run(["decode", "face_area", "facenote"], images()[:1], plugins=[FaceNotePlugin()])
+    assert result.codes == [None] and result[0].notes["n_faces"] == len(result[0].faces) >= 1
+
+
+def test_selfiescope_run_applies_the_plugins_disable_setting(selfiescope_run):
+    with pytest.raises(SettingsError, match="dedup"):
+        selfiescope_run(["decode", "dedup"], images()[:1], settings={"plugins": {"disable": ["dedup"]}})
 
 
 async def test_selfiescope_run_in_an_async_test(selfiescope_run):

@@ -110,17 +110,7 @@ def check_pipeline(settings: Settings, registry: "Registry", pname: str, p: Pipe
                 f"unknown source {p.source!r} (available: {', '.join(sorted(registry.sources))})")))
         if not p.targets():
             problems.append(f"{base}: give at least one of hashtags, paths or urls")
-        for i, step in enumerate(p.chain):
-            if step not in registry.steps:
-                problems.append(f"{base}.chain[{i}]: " + (registry.why_missing(step) or (
-                    f"unknown plugin {step!r} (available: {', '.join(sorted(registry.steps))})")))
-        if len(set(p.chain)) != len(p.chain):
-            problems.append(f"{base}.chain: a step is listed twice")
-        problems += _unmet_requirements(registry, base, p.chain)
-        if (not p._report_only and all(step in registry.steps for step in p.chain)
-                and not chain_stores(registry.steps, p.chain)):
-            problems.append(f"{base}.chain: the chain stores nothing: add 'store' (or another step that stores "
-                            "images) at its end, or the images it accepts are counted and lost")
+        problems += check_chain(registry, base, p.chain, must_store=not p._report_only)
         source_cls = registry.sources.get(p.source)
         if source_cls is not None and not source_cls.incremental:
             problems += [f"{base}.{key}: the {p.source} source cannot stop early by what the dataset holds or by "
@@ -139,6 +129,25 @@ def check_pipeline(settings: Settings, registry: "Registry", pname: str, p: Pipe
             continue
         merged = settings.component_options(cname, p)
         problems += _check_options(registry.options_model(cname), merged, f"{base}.options.{cname}")
+    return problems
+
+
+def check_chain(registry: "Registry", base: str, chain: list[str], *, must_store: bool = True) -> list[str]:
+    """Problems with a chain of step names: unknown or disabled steps, a step listed twice, a step
+    whose ``requires`` no earlier step provides and, when ``must_store``, a chain that stores
+    nothing. Settings ask it for every collect pipeline, the ``selfiescope_run`` fixture for the
+    chain it is given; ``base`` is where the chain sits (``pipelines.NAME``)."""
+    problems: list[str] = []
+    for i, step in enumerate(chain):
+        if step not in registry.steps:
+            problems.append(f"{base}.chain[{i}]: " + (registry.why_missing(step) or (
+                f"unknown plugin {step!r} (available: {', '.join(sorted(registry.steps))})")))
+    if len(set(chain)) != len(chain):
+        problems.append(f"{base}.chain: a step is listed twice")
+    problems += _unmet_requirements(registry, base, chain)
+    if must_store and all(step in registry.steps for step in chain) and not chain_stores(registry.steps, chain):
+        problems.append(f"{base}.chain: the chain stores nothing: add 'store' (or another step that stores "
+                        "images) at its end, or the images it accepts are counted and lost")
     return problems
 
 

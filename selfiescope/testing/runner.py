@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.checks import check_chain, check_components
 from ..core.context import RunContext
 from ..core.decisions import admit, settle
 from ..core.engine import run_chain
@@ -108,17 +109,21 @@ async def run_steps(
     ``settings``: any other settings as a dict (``storage.root`` defaults to ``root``);
     ``plugins``: extra plugin objects (modules or instances with hookimpls);
     ``concurrent``: run all images at once (as the engine's workers do) instead of in order.
+
+    Raises :class:`~selfiescope.core.settings.SettingsError` with the problems ``settings check``
+    would report (unknown or disabled steps, bad options, a step whose ``requires`` no earlier
+    step provides) before anything runs; the chain need not store.
     """
     data = dict(settings or {})
     data["storage"] = {"root": str(root), **data.get("storage", {})}
     data["plugins"] = {**data.get("plugins", {}), **(options or {})}
     cfg = settings_from_dict(data)
     registry = _registry(plugins, entrypoints)
-    if problems := registry.disable(cfg.disabled_plugins):  # [plugins] disable, as in a run
-        raise SettingsError(problems)
-    unknown = [s for s in steps if s not in registry.steps]
-    if unknown:
-        raise ValueError(f"unknown step(s) {', '.join(unknown)} (available: {', '.join(sorted(registry.steps))})")
+    # The checks a settings file gets (`settings check`, every run): names, options, [plugins] disable,
+    # and each step's `requires` met by an earlier one. The chain may store nothing: tests look at events.
+    problems = check_components(cfg, registry) + check_chain(registry, "selfiescope_run", list(steps), must_store=False)
+    if problems:
+        raise SettingsError(problems, source="selfiescope_run")
     pipeline = ScrapePipeline(kind="import", source="selfiescope_run", label=label, chain=list(steps), paths=[Path(root)])
     events = [make_event(img, label, i) for i, img in enumerate(images)]
 
