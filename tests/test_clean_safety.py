@@ -153,6 +153,7 @@ def test_a_duplicate_stays_when_its_stored_copy_is_gone_or_damaged(faces_dir: Pa
     stored.unlink()
     result = clean(clean_settings(tmp_path), second, output=out, label="faces", delete_rejected=True)
     assert (second / "b.png").read_bytes() == copy and result["deleted"] == 0
+    assert "is missing from storage" in result["plan"][0]["why"]
 
 
 def test_dry_run_lists_the_plan_and_changes_nothing(faces_dir: Path, tmp_path: Path) -> None:

@@ -56,12 +56,13 @@ def storage(request, tmp_path):
     asyncio.run(store.close())
 
 
-def test_write_read_exists_iterate_delete(storage) -> None:
+def test_write_read_locate_iterate_delete(storage) -> None:
     async def go() -> None:
         a, b = event(jpeg(1)), event(jpeg(2), label="portrait")
         loc_a, loc_b = await storage.write(a), await storage.write(b)
         assert loc_a != loc_b
-        assert await storage.exists(a.id, "selfie") and not await storage.exists(a.id, "portrait")
+        assert [s.id for s in await storage.locate(a.id, "selfie")] == [a.id]
+        assert await storage.locate(a.id, "portrait") == []
         stored = {s.location: s for s in storage.iterate()}
         assert set(stored) == {loc_a, loc_b}
         assert [s.location for s in storage.iterate("portrait")] == [loc_b]
@@ -69,7 +70,7 @@ def test_write_read_exists_iterate_delete(storage) -> None:
         assert await storage.read(stored[loc_a]) == a.data  # the bytes exactly as written
         assert await storage.delete(stored[loc_a]) is True
         assert await storage.delete(stored[loc_a]) is False  # idempotent: gone is not an error
-        assert not await storage.exists(a.id, "selfie")
+        assert await storage.locate(a.id, "selfie") == []
         assert [s.location for s in storage.iterate()] == [loc_b]
         with pytest.raises(Exception):
             await storage.read(stored[loc_a])

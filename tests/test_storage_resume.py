@@ -59,7 +59,8 @@ async def test_write_is_atomic_idempotent_and_readable(tmp_path: Path) -> None:
     stat = path.stat()
     assert await store.write(ev) == location
     assert path.stat().st_ino == stat.st_ino and path.stat().st_mtime_ns == stat.st_mtime_ns  # not rewritten
-    assert await store.exists(ev.id, "selfie") and not await store.exists(ev.id, "portrait")
+    assert await store.locate(ev.id, "selfie") == [StoredImage(ev.id, "selfie", location)]
+    assert await store.locate(ev.id, "portrait") == []
     listed = list(store.iterate())
     assert listed == [StoredImage(ev.id, "selfie", location)]
     assert await store.read(listed[0]) == ev.data

@@ -215,7 +215,7 @@ class Storage(Component):
     - **location**: ``write`` returns an opaque string that only this backend interprets
       (a relative path, an object key, a row id). It is saved in the manifest and handed
       back inside a :class:`StoredImage`; nobody else treats it as a path.
-    - **sync vs async**: ``write``, ``exists``, ``read`` and ``delete`` are coroutines run on
+    - **sync vs async**: ``write``, ``read``, ``delete`` and ``locate`` are coroutines run on
       the run's event loop: blocking I/O belongs in ``asyncio.to_thread``. ``iterate`` is a
       plain generator (a listing, called from any thread).
     - **idempotent**: writing the same ``event.id`` and ``label`` twice stores one copy and
@@ -245,10 +245,6 @@ class Storage(Component):
 
     async def write(self, event: "ImageEvent") -> str:  # pragma: no cover - abstract
         """Store ``event.data`` under ``event.label``/``event.id`` atomically; return its location."""
-        raise NotImplementedError
-
-    async def exists(self, image_id: str, label: str) -> bool:  # pragma: no cover - abstract
-        """Whether an image with this id is stored under this label."""
         raise NotImplementedError
 
     def iterate(self, label: str | None = None) -> Iterator[StoredImage]:  # pragma: no cover

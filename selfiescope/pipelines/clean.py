@@ -113,9 +113,9 @@ class _StorageCheck:
         row = rows[0]
         stored = StoredImage(row["id"], row["label"], row["location"], content_hash)
         try:
-            if not self.reader.exists(stored):
-                return f"the copy it duplicates ({content_hash[:16]}) is missing from storage"
             data = self.reader.read(stored)
+        except FileNotFoundError:  # what the storage contract asks `read` to raise for nothing stored
+            return f"the copy it duplicates ({content_hash[:16]}) is missing from storage"
         except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the copy is not verified
             return f"the copy it duplicates ({content_hash[:16]}) cannot be read back ({type(exc).__name__})"
         try:

@@ -106,11 +106,6 @@ class StoredReader:
     def read(self, stored: StoredImage) -> bytes:
         return self.submit(stored).result(self.timeout_s + 5)
 
-    def exists(self, stored: StoredImage) -> bool:
-        """Whether the backend says it holds this image (its id under its label)."""
-        assert self.storage is not None
-        return bool(self._call(self.storage.exists(stored.id, stored.label)))
-
     def prefetch(self, items: Iterable[T], key: Callable[[T], StoredImage], ahead: int = 8,
                  ) -> Iterator[tuple[T, bytes | None, str | None]]:
         """``(item, bytes, None)`` or ``(item, None, error)`` for each item, in order, with up to

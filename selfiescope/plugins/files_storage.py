@@ -99,10 +99,6 @@ class FilesStorage(Storage):
             raise
         return location
 
-    async def exists(self, image_id: str, label: str) -> bool:
-        folder = self.root / safe_name(label, "label")
-        return any(folder.glob(f"{safe_name(image_id, 'id')}.*"))
-
     async def locate(self, image_id: str, label: str) -> list[StoredImage]:
         folder = self.root / safe_name(label, "label")
         return [StoredImage(p.stem, label, f"{label}/{p.name}") for p in sorted(folder.glob(f"{safe_name(image_id, 'id')}.*"))

@@ -177,10 +177,6 @@ class FsspecStorage(Storage):
                 pass
             raise
 
-    async def exists(self, image_id: str, label: str) -> bool:
-        pattern = f"{self.base}/{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.*"
-        return bool(await self._call("look for", f"{label}/{image_id}", self._glob, pattern))
-
     async def locate(self, image_id: str, label: str) -> list[StoredImage]:
         pattern = f"{self.base}/{safe_name(label, 'label')}/{safe_name(image_id, 'id')}.*"
         found = await self._call("look for", f"{label}/{image_id}", self._glob, pattern)

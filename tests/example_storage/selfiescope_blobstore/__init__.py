@@ -1,7 +1,7 @@
 """An example third-party storage backend: every image is a row of one SQLite file.
 
 No image is a file on a path: ``location`` is this backend's own key (``label/id``), and
-selfiescope reads images back only through ``read``/``iterate``/``exists``. This is the
+selfiescope reads images back only through ``read`` and ``iterate``. This is the
 example of docs/storage.md; tests/test_example_storage.py installs the package and runs
 import -> train -> predict with it.
 
@@ -53,9 +53,6 @@ class BlobStorage(Storage):
                                 (event.label, event.id, event.data))
         event.notes["blobstore"] = "sqlite"  # JSON-safe notes are saved with the image in the manifest
         return f"{event.label}/{event.id}"
-
-    async def exists(self, image_id: str, label: str) -> bool:
-        return bool(await asyncio.to_thread(self._sql, "SELECT 1 FROM blobs WHERE label=? AND id=?", (label, image_id)))
 
     def iterate(self, label: str | None = None) -> Iterator[StoredImage]:
         rows = self._sql("SELECT label, id FROM blobs WHERE ? IS NULL OR label=? ORDER BY label, id", (label, label))
