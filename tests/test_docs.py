@@ -1,16 +1,24 @@
 """The docs are tied to the code (datasette's tests/test_docs.py): every hook, every public
-API name and every CLI command has its place in docs/, each checked on its own so that one
+API name (of ``selfiescope.api`` and its submodules), every public attribute of the component
+classes and every CLI command has its place in docs/, each checked on its own so that one
 missing item is one failure that names it."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import inspect
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from selfiescope import api
+from selfiescope.api import cli as api_cli
+from selfiescope.api import dataset as api_dataset
+from selfiescope.api import recording as api_recording
+from selfiescope.api import web as api_web
 from selfiescope.core import hookspecs
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -69,9 +77,63 @@ def test_hookspec_is_typed_and_documents_each_argument(hook: str):
         assert f":param {name}:" in doc, f"{hook}'s docstring has no ':param {name}:'"
 
 
+def subsection(text: str, heading: str) -> str:
+    """The text of the ``### heading`` subsection, up to the next heading of that level or above."""
+    match = re.search(rf"^### {re.escape(heading)}\n(.*?)(?=^#{{2,3}} |\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    assert match, f"docs have no '### {heading}' subsection"
+    return match.group(1)
+
+
+def table_names(text: str) -> set[str]:
+    """The names a markdown table's rows start with (``| `a` / `b` | ...`` gives a and b)."""
+    return {name for row in re.findall(r"^\| (.+?) \|", text, flags=re.MULTILINE)
+            for name in re.findall(r"`([^`]+)`", row)}
+
+
+def test_table_names_reads_every_name_of_a_first_cell():
+    assert table_names("| `a` / `b` | `c` is not first |\n| `d` | x |") == {"a", "b", "d"}
+
+
 @pytest.mark.parametrize("name", api.__all__)
 def test_public_name_is_in_the_api_table(name: str):
-    assert f"| `{name}` |" in section(PLUGINS_MD, "The public API"), f"docs/plugins.md's public API table lacks {name}"
+    top = section(PLUGINS_MD, "The public API").split("\n### ", 1)[0]
+    assert f"| `{name}` |" in top, f"docs/plugins.md's public API table lacks {name}"
+
+
+API_MODULES = [api_web, api_dataset, api_recording, api_cli]
+API_SUBMODULE_NAMES = [(m.__name__, name) for m in API_MODULES for name in m.__all__]
+
+
+@pytest.mark.parametrize("module,name", API_SUBMODULE_NAMES)
+def test_public_name_of_a_submodule_is_in_its_table(module: str, name: str):
+    table = subsection(section(PLUGINS_MD, "The public API"), f"`{module}`")
+    assert name in table_names(table), f"docs/plugins.md's `{module}` table lacks {name}"
+    assert getattr(importlib.import_module(module), name) is not None
+
+
+def instance_attributes(cls: type) -> set[str]:
+    """Public ``self.X = ...`` names that ``cls.__init__`` sets."""
+    if "__init__" not in vars(cls):
+        return set()
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls.__init__)))
+    return {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name) and node.value.id == "self" and not node.attr.startswith("_")}
+
+
+COMPONENT_CLASSES = [api.Component, api.Source, api.Step, api.Storage, api.FeatureExtractor]
+COMPONENT_ATTRIBUTES = sorted((cls.__name__, name) for cls in COMPONENT_CLASSES
+                              for name in {n for n in vars(cls) if not n.startswith("_")} | instance_attributes(cls))
+
+
+def test_every_component_class_has_attributes_to_check():
+    names = {name for _, name in COMPONENT_ATTRIBUTES}
+    assert {"provides", "requires", "worker_safe", "known_biases", "Options", "options", "run", "locate"} <= names
+
+
+@pytest.mark.parametrize("cls,attribute", COMPONENT_ATTRIBUTES)
+def test_component_attribute_is_in_the_reference(cls: str, attribute: str):
+    table = subsection(section(PLUGINS_MD, "Component reference"), f"`{cls}`")
+    assert attribute in table_names(table), f"docs/plugins.md's component reference for {cls} lacks {attribute}"
 
 
 @pytest.mark.parametrize("name", api.__all__)
