@@ -1,4 +1,4 @@
-"""Data flows one way: no import cycle between the modules of core, plugins, pipelines and
+"""Data flows one way: no import cycle between the modules of core, api, plugins, pipelines and
 testing (the CLI modules sit on top of everything and are left out), and no import
 hidden inside a function to get round one (the executors are named by import path instead)."""
 
@@ -40,7 +40,7 @@ def _imports() -> dict[str, tuple[set[str], set[str]]]:
 
 
 def test_no_import_cycle_among_core_plugins_and_pipelines() -> None:
-    layers = ("core.", "plugins.", "pipelines.", "testing.")
+    layers = ("core.", "api", "plugins.", "pipelines.", "testing.")  # plugins reach core through api
     graph = {name: {d for d in top if d.startswith(layers)} for name, (top, _) in _imports().items()
              if name.startswith(layers)}
     state: dict[str, int] = {}
