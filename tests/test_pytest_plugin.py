@@ -169,7 +169,7 @@ def test_selfiescope_run_takes_a_chain_that_meets_every_requirement(selfiescope_
 
 
 def test_selfiescope_run_applies_the_plugins_disable_setting(selfiescope_run):
-    with pytest.raises(SettingsError, match="dedup"):
+    with pytest.raises(SettingsError, match=r"selfiescope_run\.chain\[1\]: step 'dedup' is provided by plugin 'dedup'"):
         selfiescope_run(["decode", "dedup"], images()[:1], settings={"plugins": {"disable": ["dedup"]}})
 
 
