@@ -31,12 +31,22 @@ def imported_modules(node: ast.Import | ast.ImportFrom, module: str, is_package:
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
     if node.level == 0:
-        return [node.module or ""]
+        return from_selfiescope(node.module or "", node)
     package = module.split(".") if is_package else module.split(".")[:-1]
     base = package[: len(package) - (node.level - 1)]
     if node.level - 1 > len(package):
         return ["<beyond the top-level package>"]
-    return [".".join(base + ([node.module] if node.module else []))]
+    return from_selfiescope(".".join(base + ([node.module] if node.module else [])), node)
+
+
+def from_selfiescope(target: str, node: ast.ImportFrom) -> list[str]:
+    """``from selfiescope import core`` loads ``selfiescope.core``; ``from selfiescope import Step``
+    (a lazy re-export of the api) loads only ``selfiescope``."""
+    if target != "selfiescope":
+        return [target]
+    package = REPO / "selfiescope"
+    return [f"selfiescope.{alias.name}" if (package / alias.name).is_dir() or (package / f"{alias.name}.py").is_file()
+            else "selfiescope" for alias in node.names]
 
 
 def own_package(module: str) -> str:
@@ -101,9 +111,14 @@ def test_plugin_imports_only_the_public_api(path: Path, base: Path):
     ("from selfiescope.testing.synth import render_selfie", "selfiescope_sizegate", True, False),
     ("from selfiescope.apis import x", "selfiescope_sizegate", True, False),
     ("import numpy", "selfiescope.plugins.dedup", False, True),
+    ("from selfiescope import core", "selfiescope_sizegate", True, False),
+    ("from .. import pipelines", "selfiescope.plugins.gallery", False, False),
+    ("from ... import api", "selfiescope.plugins.instagram.feed", False, True),
+    ("from selfiescope import Step, hookimpl", "selfiescope_sizegate", True, True),
     ("from .landmarks import model_file", "selfiescope.plugins.face_area", False, True),
     ("from ..dedup import compute_phash", "selfiescope.plugins.instagram.source", False, False),
 ])
 def test_the_rule_itself(source: str, module: str, is_package: bool, expected: bool):
     nodes = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Import | ast.ImportFrom)]
-    assert all(allowed(name, module) for node in nodes for name in imported_modules(node, module, is_package)) is expected
+    names = [name for node in nodes for name in imported_modules(node, module, is_package)]
+    assert all(allowed(name, module) for name in names) is expected
