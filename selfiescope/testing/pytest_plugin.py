@@ -12,7 +12,9 @@
             result = selfiescope_run(["decode", "my_step"], [jpeg_bytes, rgb_array])
             assert result[0].reject_code == "too_dark"
 
-    ``await selfiescope_run.arun(...)`` does the same inside an async test.
+    ``await selfiescope_run.arun(...)`` does the same inside an async test. A chain or options
+    that ``settings check`` would refuse (an unknown or disabled step, a step whose ``requires``
+    no earlier step provides) raise ``SettingsError`` with the same problem lines.
 """
 
 from __future__ import annotations
