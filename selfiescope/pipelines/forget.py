@@ -3,8 +3,9 @@
 A request names posts (shortcode or URL), owners (user names: matched through their
 pseudonym), images (id, content hash, a stored file or the original file) or labels.
 Everything matched goes: the stored files (through the storage backend), the manifest
-rows (``images``, ``rejections``, ``phashes``, ``features``, ``conflicts``,
-``posts_seen``), and a tombstone is recorded per image, post and owner: a keyed hash, so
+rows (``images``, ``rejections``, ``features``, ``posts_seen``, and every row of a
+plugin's own tables that names the image: dedup's hash index and label conflicts, a third
+party's, see :func:`selfiescope.core.plugin_state.forget_content`), and a tombstone is recorded per image, post and owner: a keyed hash, so
 the manifest no longer says what was there, yet later scrapes and imports skip it.
 
 Crash safety: the tombstones and a to-do list (``forget_pending``) are committed in one
@@ -43,6 +44,7 @@ from ..core.lock import RootLock
 from ..core.manifest import Manifest
 from ..core.manifest_io import writable
 from ..core.manifest_readonly import ManifestUnreadable
+from ..core.plugin_state import forget_content
 from ..core.plugins import Registry, registry_for
 from ..core import quarantine as quarantined
 from ..core.privacy import KeyMissing, normalise_owner, post_code
@@ -54,7 +56,7 @@ from .card import refresh_card
 
 log = logging.getLogger("selfiescope.forget")
 TRAINED_ON = "trained_on.txt"  # beside model.txt: one content hash per line
-ROW_TABLES = ("images", "rejections", "phashes", "features", "conflicts", "posts_seen")
+ROW_TABLES = ("images", "rejections", "features", "posts_seen")  # core's; plugins' tables are added by name
 QUARANTINED = "quarantined copies"  # fsck's quarantine folder
 _COLUMNS = "content_hash, id, label, location, decision, post_id, source"
 _HEX = re.compile(r"^[0-9a-f]{12,64}$")
@@ -199,22 +201,30 @@ def _owner_pseudonym(manifest: Manifest, name: str) -> str | None:
 
 
 def _likeness_tombstones(manifest: Manifest, content_hashes: list[str]) -> list[str]:
-    """Sealed perceptual hashes of these images: the dedup index's pair, else the row's hash."""
+    """Sealed perceptual hashes of these images: the row's whole-image hash and the centre
+    hash its notes keep (both computed by :mod:`selfiescope.core.likeness`'s functions)."""
     sealed = []
     for content_hash in content_hashes:
-        pair = manifest.query("SELECT phash, centre FROM phashes WHERE content_hash=?", (content_hash,))
-        if pair:
-            whole, centre = pair[0][0] & 0xFFFFFFFFFFFFFFFF, pair[0][1]
-            sealed.append(seal(manifest.keyring, whole, None if centre is None else centre & 0xFFFFFFFFFFFFFFFF))
-            continue
-        row = manifest.query("SELECT phash FROM images WHERE content_hash=?", (content_hash,))
-        try:
-            whole = int(row[0][0], 16) if row and row[0][0] else None
-        except (TypeError, ValueError):
-            whole = None
+        row = manifest.query("SELECT phash, notes FROM images WHERE content_hash=?", (content_hash,))
+        whole, centre = (_hex64(row[0][0]), _hex64(_note(row[0][1], "phash_centre"))) if row else (None, None)
         if whole is not None:
-            sealed.append(seal(manifest.keyring, whole, None))
+            sealed.append(seal(manifest.keyring, whole, centre))
     return sealed
+
+
+def _hex64(value: object) -> int | None:
+    try:
+        return int(value, 16) & 0xFFFFFFFFFFFFFFFF if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+
+
+def _note(notes: str | None, key: str) -> object:
+    try:
+        data = json.loads(notes) if notes else {}
+    except ValueError:
+        return None
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def stored_without_owner(manifest: Manifest) -> int:
@@ -344,12 +354,10 @@ async def complete_pending(manifest: Manifest, storage: Storage) -> dict[str, in
     pending_hashes = "SELECT value FROM forget_pending WHERE kind='content'"
     pending_posts = "SELECT value FROM forget_pending WHERE kind='post'"
     with manifest.transaction() as db:
-        for table in ("images", "rejections", "phashes", "features"):
+        for table in ("images", "rejections", "features"):
             removed[table] = db.execute(f"DELETE FROM {table} WHERE content_hash IN ({pending_hashes})").rowcount
         removed["rejections"] += db.execute(f"DELETE FROM rejections WHERE post_id IN ({pending_posts})").rowcount
-        removed["conflicts"] = db.execute(
-            f"DELETE FROM conflicts WHERE content_hash IN ({pending_hashes}) OR other_hash IN ({pending_hashes})"
-        ).rowcount
+        removed |= forget_content(db, pending_hashes)  # every plugin's rows naming these images
         removed["posts_seen"] = db.execute(f"DELETE FROM posts_seen WHERE post_id IN ({pending_posts})").rowcount
         db.execute("DELETE FROM forget_pending")
     return removed
@@ -400,7 +408,7 @@ async def forget_with(
         assert storage is not None
         new_tombstones = _commit_intent(manifest, plan)
         for key, n in (await complete_pending(manifest, storage)).items():
-            removed[key] += n
+            removed[key] = removed.get(key, 0) + n
     elif not dry_run and plan.tombstones:  # an owner with nothing stored yet: still never collect them
         new_tombstones = _commit_intent(manifest, plan)
     matches = sorted(plan.images.values(), key=lambda m: (m.label or "", m.id or m.content_hash))
