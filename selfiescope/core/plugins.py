@@ -155,7 +155,7 @@ class Registry:
                             f"{kind} {comp.name!r} is provided twice: by {prev.plugin} and {impl.plugin_name}"
                         )
                     target[comp.name] = comp
-                    if comp.state is not None:  # its tables are made in every manifest opened from now on
+                    if getattr(comp, "state", None) is not None:  # its tables are made in every manifest opened from now on
                         reg.states[comp.state.namespace] = declare(comp.state)
                     dist = dists.get(id(impl.plugin))
                     reg.info.append(
