@@ -18,6 +18,7 @@ from .core.components import (
 from .core.context import RunContext
 from .core.events import Decision, FaceBox, ImageEvent, Origin, Reject
 from .core.hookspecs import hookimpl
+from .core.plugin_state import PluginState, StateError, StateHandle, StateTable
 from .core.work import WorkItem
 
 __all__ = [
@@ -29,9 +30,13 @@ __all__ = [
     "Job",
     "Options",
     "Origin",
+    "PluginState",
     "Reject",
     "RunContext",
     "Source",
+    "StateError",
+    "StateHandle",
+    "StateTable",
     "Step",
     "Storage",
     "StorageError",
