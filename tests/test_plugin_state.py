@@ -228,3 +228,25 @@ def test_an_old_manifest_is_upgraded_and_dedup_behaves_the_same(tmp_path: Path) 
     assert decisions[root] == decisions[twin]
     assert ("new.jpg", "accepted", None) in decisions[root]
     assert sum(code == "near_duplicate" for _, _, code in decisions[root]) >= 6
+
+
+def test_core_records_the_public_face_detector_field_not_a_step_note(tmp_path: Path) -> None:
+    """The manifest's face_detector column comes from ``ImageEvent.face_detector``; a step's
+    private note of the same name is only part of the saved notes."""
+    import json
+
+    from selfiescope.api import Decision, ImageEvent, Origin
+
+    m = Manifest.at_root(tmp_path)
+    for name, field, note in (("a", None, "private"), ("b", "hog", None)):
+        event = ImageEvent(origin=Origin(source="test"), label="selfie", data=name.encode())
+        event.face_detector = field
+        if note:
+            event.notes["face_detector"] = note
+        event.decision = Decision.ACCEPTED
+        m.record(event)
+    rows = {r["content_hash"]: (r["face_detector"], r["notes"]) for r in m.query("SELECT * FROM images")}
+    assert rows[hashlib.sha256(b"a").hexdigest()][0] is None
+    assert json.loads(rows[hashlib.sha256(b"a").hexdigest()][1]) == {"face_detector": "private"}
+    assert rows[hashlib.sha256(b"b").hexdigest()][0] == "hog"
+    m.close()
