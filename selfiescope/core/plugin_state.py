@@ -322,14 +322,16 @@ def open_state(manifest: "Manifest", state: PluginState) -> StateHandle:
                 raise StateError(f"{manifest.path}: the {state.namespace!r} tables were written by an older version "
                                  "of their plugin; any run that writes upgrades them")
             return StateHandle(manifest, state)
-        with manifest.transaction() as db:
-            row = db.execute("SELECT version, tables FROM plugin_schema WHERE namespace=?",
-                             (state.namespace,)).fetchone()
-            have = None if row is None else int(row[0])
-            if have is not None and have > state.version:
-                raise _newer(manifest, state, have)
-            if have != state.version or row[1] != state.record():
-                _upgrade(manifest, state, have)
+        query = "SELECT version, tables FROM plugin_schema WHERE namespace=?"
+        row = manifest._db.execute(query, (state.namespace,)).fetchone()
+        if row is None or int(row[0]) != state.version or row[1] != state.record():
+            with manifest.transaction() as db:  # taken only to change something: readers never wait on it
+                row = db.execute(query, (state.namespace,)).fetchone()  # another process may have done it
+                have = None if row is None else int(row[0])
+                if have is not None and have > state.version:
+                    raise _newer(manifest, state, have)
+                if have != state.version or row[1] != state.record():
+                    _upgrade(manifest, state, have)
     return StateHandle(manifest, state)
 
 
