@@ -217,6 +217,11 @@ def test_an_old_manifest_is_upgraded_and_dedup_behaves_the_same(tmp_path: Path) 
     assert [tuple(r) for r in m.query("SELECT content_hash, phash, label, added, centre FROM dedup__phashes"
                                       " ORDER BY content_hash")] == kept["phashes"]
     assert [tuple(r) for r in m.query("SELECT * FROM dedup__conflicts ORDER BY content_hash")] == kept["conflicts"]
+    from selfiescope.core.settings import settings_from_dict
+    from selfiescope.pipelines.card import build_card
+
+    card = build_card(settings_from_dict({"storage": {"root": str(root)}}), m)  # the count comes from dedup's facts
+    assert card["conflicts"] == len(kept["conflicts"]) == card["plugin_facts"]["dedup"]["conflicts"]
     m.close()
 
     decisions = {}

@@ -39,7 +39,7 @@ from typing import Any
 from ..core.components import Storage, StoredImage
 from ..core.context import RunContext
 from ..core.intents import sweep
-from ..core.likeness import seal
+from ..core.likeness import likeness_tombstones
 from ..core.lock import RootLock
 from ..core.manifest import Manifest
 from ..core.manifest_io import writable
@@ -200,33 +200,6 @@ def _owner_pseudonym(manifest: Manifest, name: str) -> str | None:
         return None
 
 
-def _likeness_tombstones(manifest: Manifest, content_hashes: list[str]) -> list[str]:
-    """Sealed perceptual hashes of these images: the row's whole-image hash and the centre
-    hash its notes keep (both computed by :mod:`selfiescope.core.likeness`'s functions)."""
-    sealed = []
-    for content_hash in content_hashes:
-        row = manifest.query("SELECT phash, notes FROM images WHERE content_hash=?", (content_hash,))
-        whole, centre = (_hex64(row[0][0]), _hex64(_note(row[0][1], "phash_centre"))) if row else (None, None)
-        if whole is not None:
-            sealed.append(seal(manifest.keyring, whole, centre))
-    return sealed
-
-
-def _hex64(value: object) -> int | None:
-    try:
-        return int(value, 16) & 0xFFFFFFFFFFFFFFFF if isinstance(value, str) and value else None
-    except ValueError:
-        return None
-
-
-def _note(notes: str | None, key: str) -> object:
-    try:
-        data = json.loads(notes) if notes else {}
-    except ValueError:
-        return None
-    return data.get(key) if isinstance(data, dict) else None
-
-
 def stored_without_owner(manifest: Manifest) -> int:
     return int(manifest.query(
         "SELECT COUNT(*) FROM images WHERE decision='accepted' AND location IS NOT NULL AND owner IS NULL")[0][0])
@@ -284,7 +257,7 @@ def plan_forget(manifest: Manifest, request: ForgetRequest, *, tombstones: bool 
         plan.tombstones[keyring.post(post_id)] = "post"
     for content_hash in (*plan.images, *plan.loose):
         plan.tombstones[keyring.content(content_hash)] = "content"
-    for key in _likeness_tombstones(manifest, sorted(plan.images)):
+    for key in likeness_tombstones(manifest, sorted(plan.images)):
         plan.tombstones[key] = "phash"
     return plan
 
