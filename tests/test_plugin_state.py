@@ -255,3 +255,23 @@ def test_core_records_the_public_face_detector_field_not_a_step_note(tmp_path: P
     assert json.loads(rows[hashlib.sha256(b"a").hexdigest()][1]) == {"face_detector": "private"}
     assert rows[hashlib.sha256(b"b").hexdigest()][0] == "hog"
     m.close()
+
+
+def test_two_plugins_cannot_share_a_namespace() -> None:
+    from selfiescope.core.plugins import Registry, load_plugin_manager
+    from selfiescope.api import Step, hookimpl
+
+    class Impostor(Step):
+        name = "impostor"
+        state = PluginState("dedup", (COUNTS,))
+
+    class Plugin:
+        @hookimpl
+        def selfiescope_steps(self):
+            return [Impostor]
+
+    with pytest.raises(StateError, match="'dedup' is declared twice.*step 'impostor'"):
+        Registry.from_manager(load_plugin_manager([Plugin()], entrypoints=False))
+    # the same declaration met again (a module imported twice) is no conflict
+    from selfiescope.core.plugin_state import declare
+    assert declare(PluginState("dedup", DEDUP.tables, DEDUP.migrations, DEDUP.adopts)).namespace == "dedup"

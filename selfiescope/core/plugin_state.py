@@ -151,9 +151,11 @@ def declare(state: PluginState) -> PluginState:
     one namespace are an error."""
     with _DECLARED_LOCK:
         known = _DECLARED.get(state.namespace)
-        if known is not None and known != state:
-            raise StateError(f"plugin state namespace {state.namespace!r} is declared twice, differently")
-        _DECLARED[state.namespace] = state
+        # The same tables at the same version (a module imported again) are the same declaration.
+        if known is not None and (known.version, known.record(), known.adopts) != (state.version, state.record(), state.adopts):
+            raise StateError(f"plugin state namespace {state.namespace!r} is declared twice, with different tables "
+                             "or versions: two plugins cannot share a namespace")
+        _DECLARED.setdefault(state.namespace, state)
     return state
 
 

@@ -24,7 +24,7 @@ import pluggy
 from pydantic import BaseModel
 
 from . import hookspecs
-from .plugin_state import PluginState, declare
+from .plugin_state import PluginState, StateError, declare
 from .components import Component, FeatureExtractor, Options, Source, Step, Storage
 from .settings import SettingsError
 
@@ -156,7 +156,10 @@ class Registry:
                         )
                     target[comp.name] = comp
                     if getattr(comp, "state", None) is not None:  # its tables are made in every manifest opened from now on
-                        reg.states[comp.state.namespace] = declare(comp.state)
+                        try:
+                            reg.states[comp.state.namespace] = declare(comp.state)
+                        except StateError as exc:
+                            raise StateError(f"{exc} ({kind} {comp.name!r} of plugin {impl.plugin_name})") from None
                     dist = dists.get(id(impl.plugin))
                     reg.info.append(
                         ComponentInfo(
