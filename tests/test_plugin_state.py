@@ -211,15 +211,18 @@ def test_an_old_manifest_is_upgraded_and_dedup_behaves_the_same(tmp_path: Path) 
 
     with pytest.raises(Exception, match="older version"):  # a dry run cannot upgrade: it says so
         Manifest.read_only(root)
+    from selfiescope.core.settings import settings_from_dict
+    from selfiescope.pipelines.card import build_card
+
+    old = Manifest(root / "manifest.sqlite", readonly=True)  # a read-only dataset's card reads the old table
+    assert build_card(settings_from_dict({"storage": {"root": str(root)}}), old)["conflicts"] == len(kept["conflicts"])
+    old.close()
     m = Manifest.at_root(root)
     assert not m.query("SELECT 1 FROM sqlite_master WHERE name IN ('phashes', 'conflicts')")
     assert m.query("SELECT version FROM plugin_schema WHERE namespace='dedup'")[0][0] == DEDUP.version
     assert [tuple(r) for r in m.query("SELECT content_hash, phash, label, added, centre FROM dedup__phashes"
                                       " ORDER BY content_hash")] == kept["phashes"]
     assert [tuple(r) for r in m.query("SELECT * FROM dedup__conflicts ORDER BY content_hash")] == kept["conflicts"]
-    from selfiescope.core.settings import settings_from_dict
-    from selfiescope.pipelines.card import build_card
-
     card = build_card(settings_from_dict({"storage": {"root": str(root)}}), m)  # the count comes from dedup's facts
     assert card["conflicts"] == len(kept["conflicts"]) == card["plugin_facts"]["dedup"]["conflicts"]
     m.close()

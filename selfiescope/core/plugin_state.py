@@ -190,6 +190,7 @@ class StateHandle:
         self.manifest, self.state = manifest, state
         self.present = present  # False: a read-only manifest that never met this namespace (no rows)
         self._migrating = migrating
+        self._adopted_reads = False
         self._own = set(state.full_names().values())
 
     @property
@@ -212,6 +213,8 @@ class StateHandle:
         if table is None:
             return deny
         if table in self._own:
+            return ok
+        if self._adopted_reads and action == sqlite3.SQLITE_READ and table in self.state.adopts:
             return ok
         if self._migrating and (table in self.state.adopts or table in _SCHEMA_TABLES):
             return ok  # a migration creates, alters and drops: SQLite checks its writes to the schema table
@@ -265,6 +268,20 @@ class StateHandle:
             if plain:
                 cur.row_factory = None
             return cur.execute(self.state.sql(sql), storable(params)).fetchall()
+
+    def query_adopted(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Read a table this namespace ``adopts`` on a manifest that still has it (one opened
+        read-only before a writing open upgraded it): e.g. the card's count from the old table."""
+        if not (self.manifest.readonly and not self.present):
+            raise StateError(f"plugin state {self.namespace}: adopted tables are read only before the upgrade")
+        if not any(self.columns(t, adopted=True) for t in self.state.adopts):
+            return []
+        self._adopted_reads = True
+        try:
+            with self._guarded() as db:
+                return db.execute(sql, params).fetchall()
+        finally:
+            self._adopted_reads = False
 
     @contextmanager
     def transaction(self) -> Iterator["StateHandle"]:

@@ -35,6 +35,9 @@ def adopt_core_tables(state: StateHandle) -> None:
 
 
 def card_facts(state: StateHandle) -> dict[str, Any]:
+    if not state.present:  # a read-only manifest from before the namespace: its core table, if any
+        rows = state.query_adopted("SELECT COUNT(*) FROM conflicts") if state.exists("conflicts", adopted=True) else []
+        return {"conflicts": int(rows[0][0]) if rows else 0}
     rows = state.query("SELECT COUNT(*) FROM {conflicts}")
     return {"conflicts": int(rows[0][0]) if rows else 0}
 
