@@ -278,3 +278,49 @@ def test_two_plugins_cannot_share_a_namespace() -> None:
     # the same declaration met again (a module imported twice) is no conflict
     from selfiescope.core.plugin_state import declare
     assert declare(PluginState("dedup", DEDUP.tables, DEDUP.migrations, DEDUP.adopts)).namespace == "dedup"
+
+
+def test_forget_reaches_the_old_core_tables_until_they_are_adopted(tmp_path: Path) -> None:
+    """A manifest whose dedup tables were not adopted yet (dedup disabled since the upgrade):
+    the old tables name content hashes too, and forget clears them."""
+    m = Manifest.at_root(tmp_path)
+    for statement in OLD_TABLES.split(";"):
+        if statement.strip():
+            m.execute(statement)
+    m.execute("INSERT INTO phashes VALUES (?, 1, 'selfie', 0, NULL)", ("a" * 64,))
+    m.execute("INSERT INTO conflicts VALUES (?, ?, 'selfie', 'portrait', 1, 0)", ("b" * 64, "a" * 64))
+    m.execute("INSERT INTO phashes VALUES (?, 2, 'selfie', 0, NULL)", ("c" * 64,))
+    with m.transaction() as db:
+        removed = forget_content(db, "?", ("a" * 64,))
+    assert removed["phashes"] == 1 and removed["conflicts"] == 1
+    assert [r[0] for r in m.query("SELECT content_hash FROM phashes")] == ["c" * 64]
+    m.close()
+
+
+def test_a_kill_in_the_middle_of_a_migration_leaves_the_manifest_as_it_was(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    m = Manifest.at_root(tmp_path)
+    m.state(V1).executemany("INSERT INTO {seen} VALUES (?, ?)", [(c * 64, "selfie") for c in "abc"])
+    m.close()
+    script = f"""
+import os, signal
+from selfiescope.core.manifest import Manifest
+from selfiescope.core.plugin_state import PluginState
+from test_plugin_state import COUNTS
+
+def die(state):
+    state.execute("DELETE FROM {{seen}}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+Manifest.at_root({str(tmp_path)!r}).state(PluginState("tally", (COUNTS,), migrations=(die,)))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parent)
+    assert proc.returncode == -9, proc.stderr
+    m = Manifest.at_root(tmp_path)
+    assert m.query("SELECT version FROM plugin_schema WHERE namespace='tally'")[0][0] == 0
+    assert m.query("SELECT COUNT(*) FROM tally__seen")[0][0] == 3
+    assert m.state(V2).query("SELECT COUNT(*) FROM {seen}")[0][0] == 3  # and the next open upgrades it
+    m.close()
