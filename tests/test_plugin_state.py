@@ -324,3 +324,23 @@ Manifest.at_root({str(tmp_path)!r}).state(PluginState("tally", (COUNTS,), migrat
     assert m.query("SELECT COUNT(*) FROM tally__seen")[0][0] == 3
     assert m.state(V2).query("SELECT COUNT(*) FROM {seen}")[0][0] == 3  # and the next open upgrades it
     m.close()
+
+
+@pytest.mark.parametrize("verb", ["SELECT * FROM {t}", "DELETE FROM {t}", "UPDATE {t} SET rowid = rowid",
+                                  "INSERT INTO {t} DEFAULT VALUES", "DROP TABLE {t}", "CREATE INDEX x ON {t}(rowid)",
+                                  "SELECT * FROM {{seen}} WHERE EXISTS (SELECT 1 FROM {t})"])
+def test_no_core_table_is_reachable_through_a_handle(tmp_path: Path, verb: str) -> None:
+    """Invariant: whatever the statement, a handle touches no table of core's schema."""
+    import re
+
+    from selfiescope.core.manifest import SCHEMA
+
+    m = Manifest.at_root(tmp_path)
+    state = m.state(V1)
+    before = {t: m.query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA)}
+    for table in before:
+        with pytest.raises(StateError, match="outside its own tables"):
+            sql = verb.format(t=table)
+            state.query(sql) if sql.startswith("SELECT") else state.execute(sql)
+    assert {t: m.query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in before} == before
+    m.close()
