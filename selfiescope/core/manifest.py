@@ -2,8 +2,9 @@
 
 One file records every decision (accepted and rejected images), the posts each source
 has seen (resume), rate-limit budgets, the feature cache, runs, and the tables plugins keep
-under their own namespace (:mod:`.plugin_state`: dedup's perceptual-hash index). It is shared by the engine's worker threads behind one lock: SQLite
-has a single writer anyway, and each statement is short.
+under their own namespace (:mod:`.plugin_state`: dedup's perceptual-hash index). It is shared
+by the engine's worker threads behind one lock: SQLite has a single writer anyway, and each
+statement is short.
 """
 
 from __future__ import annotations

@@ -152,7 +152,8 @@ def declare(state: PluginState) -> PluginState:
     with _DECLARED_LOCK:
         known = _DECLARED.get(state.namespace)
         # The same tables at the same version (a module imported again) are the same declaration.
-        if known is not None and (known.version, known.record(), known.adopts) != (state.version, state.record(), state.adopts):
+        shape = (state.version, state.record(), state.adopts)
+        if known is not None and (known.version, known.record(), known.adopts) != shape:
             raise StateError(f"plugin state namespace {state.namespace!r} is declared twice, with different tables "
                              "or versions: two plugins cannot share a namespace")
         _DECLARED.setdefault(state.namespace, state)
