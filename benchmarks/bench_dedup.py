@@ -7,7 +7,7 @@ mirror's hashes looked up too (what dedup does), next to imagededup's PHash in t
 run when imagededup is installed; and how many pairs of different photos each would merge:
 this is how the default ``max_distance`` was chosen.
 
-Part 2 inserts N images' random 64-bit hash pairs into the manifest's ``phashes`` table
+Part 2 inserts N images' random 64-bit hash pairs into dedup's ``dedup__phashes`` table
 and the in-memory multi-index (3 bands of ~21 bits at the default distance), reloads them the way a new run does, and times
 lookups (half near copies of stored hashes, half unrelated) against a brute-force numpy
 scan over the same hashes, checking that both find the same matches.
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfiescope.core.manifest import Manifest  # noqa: E402
 from selfiescope.plugins.decode import DecodeOptions, decode_image  # noqa: E402
+from selfiescope.plugins.dedup_state import STATE as DEDUP_STATE, add_phashes  # noqa: E402
 from selfiescope.plugins.dedup import (  # noqa: E402
     DedupIndex, DedupOptions, HammingIndex, compute_mirror_phashes, compute_phashes,
 )
@@ -197,7 +198,7 @@ def scale_report(sizes: list[int], n_queries: int, threshold: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             manifest = Manifest(Path(tmp) / "manifest.sqlite")
             t0 = time.process_time()
-            manifest.add_phashes(rows)
+            add_phashes(manifest.state(DEDUP_STATE), rows)
             t_sql = time.process_time() - t0
             t0 = time.process_time()
             mem = HammingIndex(threshold)

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from selfiescope.core.context import RunContext  # noqa: E402
 from selfiescope.core.events import ImageEvent, Origin  # noqa: E402
 from selfiescope.core.manifest import Manifest  # noqa: E402
+from selfiescope.plugins import dedup_state  # noqa: E402,F401 - declares dedup's tables
 from selfiescope.core.privacy import forgotten  # noqa: E402
 from selfiescope.core.settings import settings_from_dict  # noqa: E402
 from selfiescope.core.plugins import load_registry  # noqa: E402
@@ -67,12 +68,12 @@ def build(root: Path, rows: int, per_owner: int) -> dict[str, str]:
             "INSERT INTO images(content_hash, id, source, job, post_id, post_url, label, phash, format, width, height,"
             " size, face_box, face_area, n_faces, decision, location, run_id, first_seen, updated, owner)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", images)
-        db.executemany("INSERT INTO phashes(content_hash, phash, label, added, centre) VALUES (?,?,?,?,?)", phashes)
+        db.executemany("INSERT INTO dedup__phashes(content_hash, phash, label, added, centre) VALUES (?,?,?,?,?)", phashes)
         db.executemany("INSERT INTO features(content_hash, extractor, version, data) VALUES (?,?,?,?)", features)
         db.executemany("INSERT INTO posts_seen(source, post_id, job, label, at) VALUES (?,?,?,?,?)", posts)
         db.executemany("INSERT INTO rejections(content_hash, source, job, post_id, label, rejected_by, reject_code,"
                        " reason, run_id, at) VALUES (?,?,?,?,?,?,?,?,?,?)", rejections)
-        db.executemany("INSERT INTO conflicts(content_hash, other_hash, label, other_label, distance, at)"
+        db.executemany("INSERT INTO dedup__conflicts(content_hash, other_hash, label, other_label, distance, at)"
                        " VALUES (?,?,?,?,?,?)", conflicts)
     # Real files for the owner to forget (owner_7) and for the post/image targets.
     (root / "selfie").mkdir(exist_ok=True)

@@ -118,9 +118,9 @@ def table_hashes(root: Path) -> dict[str, set[str]]:
         return {
             "images": {r[0] for r in m.query("SELECT content_hash FROM images")},
             "rejections": {r[0] for r in m.query("SELECT content_hash FROM rejections")},
-            "phashes": {r[0] for r in m.query("SELECT content_hash FROM phashes")},
+            "phashes": {r[0] for r in m.query("SELECT content_hash FROM dedup__phashes")},
             "features": {r[0] for r in m.query("SELECT content_hash FROM features")},
-            "conflicts": {h for r in m.query("SELECT content_hash, other_hash FROM conflicts") for h in r},
+            "conflicts": {h for r in m.query("SELECT content_hash, other_hash FROM dedup__conflicts") for h in r},
         }
     finally:
         m.close()

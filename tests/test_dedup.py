@@ -105,7 +105,7 @@ async def test_same_photo_under_two_labels_is_a_recorded_conflict(tmp_path: Path
     second = await run_folder(root, b, "portrait")  # a new run: the index comes from SQLite
     assert first.accepted == 1
     assert second.accepted == 1 and second.rejected_by_reason == {"label_conflict": 1}
-    conflicts = rows(root, "SELECT label, other_label, distance FROM conflicts")
+    conflicts = rows(root, "SELECT label, other_label, distance FROM dedup__conflicts")
     assert [(r[0], r[1]) for r in conflicts] == [("portrait", "selfie")]
     assert len(list((root / "portrait").iterdir())) == 1  # only the other photo landed in portrait
     again = await run_folder(root, a, "selfie")  # rerun: the stored file is skipped by the source
@@ -123,7 +123,7 @@ async def test_a_reservation_is_released_when_a_later_step_rejects(tmp_path: Pat
     stats = await run_folder(tmp_path / "data", folder, "selfie", chain=("decode", "dedup", "face_area", "store"), workers=1)
     # both reach face_area: the first one's reservation was released when it had no face
     assert stats.rejected_by_reason == {"no_face": 2}
-    assert rows(tmp_path / "data", "SELECT COUNT(*) FROM phashes")[0][0] == 0
+    assert rows(tmp_path / "data", "SELECT COUNT(*) FROM dedup__phashes")[0][0] == 0
 
 
 def test_concurrent_copies_only_one_passes(tmp_path: Path) -> None:

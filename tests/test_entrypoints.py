@@ -26,8 +26,10 @@ def test_example_plugin_is_listed(installed_example):
     rows = {r["plugin"]: r for r in json.loads(proc.stdout)}
     row = rows["sizegate"]
     assert row["origin"] == "selfiescope-sizegate 1.0.0" and row["status"] == "loaded"
-    assert row["components"] == ["step:sizegate"] and row["commands"] == ["sizegate"]
-    assert row["hooks"] == ["selfiescope_commands", "selfiescope_steps"]
+    assert row["components"] == ["step:sizegate", "step:labeltally"] and row["commands"] == ["sizegate"]
+    assert row["hooks"] == ["selfiescope_commands", "selfiescope_image_accepted", "selfiescope_steps"]
+    assert row["state"] == ["labeltally__seen"]
+    assert rows["selfiescope.plugins.dedup"]["state"] == ["dedup__conflicts", "dedup__phashes"]
 
 
 def test_example_plugin_command_is_on_the_cli_and_runs(installed_example, tmp_path):
@@ -71,6 +73,39 @@ def test_example_plugin_acts_in_a_run(installed_example, tmp_path):
     assert stats["accepted"] == 1 and stats["rejected_by_reason"] == {"too_few_bytes": 1}
     stored = list((tmp_path / "data" / "selfie").iterdir())
     assert len(stored) == 1 and stored[0].stat().st_size > 5000
+
+
+def test_a_third_party_step_keeps_state_across_runs_and_forget_removes_its_rows(installed_example, tmp_path):
+    import sqlite3
+
+    photos, more = tmp_path / "photos", tmp_path / "more"
+    photos.mkdir(), more.mkdir()
+    for i, folder in enumerate((photos, photos, more)):
+        Image.new("RGB", (300, 300), (40 * i, 120, 90)).save(folder / f"p{i}.png")
+    (tmp_path / "settings.toml").write_text(f'[storage]\nroot = "{tmp_path / "data"}"\n')
+    manifest = tmp_path / "data" / "manifest.sqlite"
+
+    def tally() -> dict[str, str]:
+        with sqlite3.connect(manifest) as db:
+            return dict(db.execute("SELECT content_hash, label FROM labeltally__seen").fetchall())
+
+    for folder, label in ((photos, "selfie"), (more, "portrait")):
+        proc = cli(installed_example, "import", str(folder), "--label", label, "--chain", "decode,labeltally,store",
+                   "--json", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    seen = tally()
+    assert sorted(seen.values()) == ["portrait", "selfie", "selfie"]  # the first run's rows outlived it
+    card = json.loads((tmp_path / "data" / "datacard.json").read_text())
+    assert card["plugin_facts"]["labeltally"] == {"per_label": {"portrait": 1, "selfie": 2}}
+
+    proc = cli(installed_example, "forget", "--image", str(photos / "p0.png"), "--yes", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["removed"]["labeltally__seen"] == 1
+    assert sorted(tally().values()) == ["portrait", "selfie"]
+    # uninstalled, the plugin's rows still go with a forgotten image: plugin_schema names its table
+    proc = cli(dict(os.environ), "forget", "--label", "portrait", "--yes", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert list(tally().values()) == ["selfie"]
 
 
 def test_example_plugin_own_tests_pass_against_the_installed_copy(installed_example):

@@ -96,7 +96,7 @@ def test_forget_by_each_key_removes_everything_and_records_tombstones(dataset: P
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["removed"]["files"] == len(expected) == report["removed"]["images"]
-    assert report["removed"]["phashes"] == len(expected) and report["removed"]["features"] == len(expected)
+    assert report["removed"]["dedup__phashes"] == len(expected) and report["removed"]["features"] == len(expected)
     assert_gone(root, expected, before)
     assert len(stored_files(root)) == len(files_before) - len(expected)
     m = Manifest.at_root(root)
@@ -123,7 +123,7 @@ def test_forget_the_conflicting_copy_removes_the_conflict_and_its_rejection(data
     assert copy["decision"] == "rejected" and not copy["location"]
     result = forget_cli(root, "--post", "D0", "--yes", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["removed"]["conflicts"] >= 1
+    assert json.loads(result.stdout)["removed"]["dedup__conflicts"] >= 1
     assert_gone(root, {copy["content_hash"]}, before)
     assert not table_hashes(root)["conflicts"]
 
@@ -380,7 +380,7 @@ def test_tombstones_are_honoured_on_dask_too(tmp_path: Path) -> None:
     m = Manifest.at_root(root)
     m.execute("DELETE FROM images")
     m.execute("DELETE FROM posts_seen")
-    m.execute("DELETE FROM phashes")
+    m.execute("DELETE FROM dedup__phashes")
     m.close()
 
     settings = settings_from_dict({"storage": {"root": str(root)}, "engine": {"workers": 1},

@@ -101,7 +101,7 @@ def test_a_copy_reposted_by_someone_else_is_not_scraped(tmp_path: Path, faces_di
 def test_tombstones_hold_sealed_hashes_only(tmp_path: Path, faces_dir: Path) -> None:
     root, originals = _dataset(tmp_path, faces_dir, [PHOTO, OTHER])
     m = Manifest.at_root(root)
-    raw = {tuple(v & 0xFFFFFFFFFFFFFFFF for v in r) for r in m.query("SELECT phash, centre FROM phashes")}
+    raw = {tuple(v & 0xFFFFFFFFFFFFFFFF for v in r) for r in m.query("SELECT phash, centre FROM dedup__phashes")}
     m.close()
     assert forget_cli(root, "--label", "portrait", "--yes").exit_code == 0
     m = Manifest.at_root(root)
@@ -217,6 +217,6 @@ def test_copies_dedup_turned_away_go_with_the_photo(tmp_path: Path, faces_dir: P
     try:
         assert m.query("SELECT COUNT(*) FROM images")[0][0] == 1  # OTHER only
         assert m.query("SELECT COUNT(*) FROM rejections")[0][0] == 0
-        assert m.query("SELECT COUNT(*) FROM conflicts")[0][0] == 0
+        assert m.query("SELECT COUNT(*) FROM dedup__conflicts")[0][0] == 0
     finally:
         m.close()

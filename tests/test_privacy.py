@@ -331,7 +331,7 @@ def test_after_any_sequence_of_import_and_forget_files_and_manifest_agree(ops: l
         present = {r["post_id"] for r in m.query("SELECT post_id FROM images")}
         assert not present & {POOL[i].code for i in forgotten}  # forgotten never comes back
         assert m.query("SELECT COUNT(*) FROM forget_pending")[0][0] == 0
-        phashes = {r[0] for r in m.query("SELECT content_hash FROM phashes")}
+        phashes = {r[0] for r in m.query("SELECT content_hash FROM dedup__phashes")}
         assert phashes <= {r[0] for r in m.query("SELECT content_hash FROM images WHERE decision='accepted'")}
         m.close()
 

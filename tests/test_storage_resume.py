@@ -173,7 +173,7 @@ def test_resume_after_sigkill_loses_nothing_and_rewrites_nothing(tmp_path: Path)
         for r in accepted:  # manifest and files agree, byte for byte
             assert hashlib.sha256((root / r["location"]).read_bytes()).hexdigest() == r["content_hash"]
         assert {Path(r["origin_path"]).name for r in accepted} == {f"img{i:03d}.jpg" for i in range(n)}
-        assert manifest.query("SELECT COUNT(*) FROM phashes")[0][0] == n
+        assert manifest.query("SELECT COUNT(*) FROM dedup__phashes")[0][0] == n
         runs = manifest.query("SELECT status FROM runs ORDER BY id")
         assert [r["status"] for r in runs] == ["interrupted", "finished"]  # the killed run never finished
     finally:

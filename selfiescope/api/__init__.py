@@ -25,6 +25,7 @@ from ..core.components import (
 from ..core.context import RunContext
 from ..core.events import Decision, FaceBox, ImageEvent, Origin, Reject
 from ..core.hookspecs import hookimpl
+from ..core.plugin_state import PluginState, StateError, StateHandle, StateTable, declare
 from ..core.settings import Settings, SettingsError
 from ..core.text import printable
 from ..core.work import WorkItem
@@ -38,16 +39,21 @@ __all__ = [
     "Job",
     "Options",
     "Origin",
+    "PluginState",
     "Reject",
     "RunContext",
     "Settings",
     "SettingsError",
     "Source",
+    "StateError",
+    "StateHandle",
+    "StateTable",
     "Step",
     "Storage",
     "StorageError",
     "StoredImage",
     "WorkItem",
+    "declare",
     "hookimpl",
     "printable",
 ]

@@ -17,7 +17,7 @@ from ..core.likeness import (
     CENTRE_MARGIN, HASH_WORKING_SIDE, centre_crop, compute_mirror_phashes, compute_phash, compute_phashes,
 )
 from ..core.lock import when_alone
-from ..core.manifest import Manifest, phash_to_int
+from ..core.manifest import Manifest, phash_to_int, signed64
 from ..core.metadata import has_location, strip_metadata
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "has_location",
     "note_intent",
     "phash_to_int",
+    "signed64",
     "strip_metadata",
     "when_alone",
 ]

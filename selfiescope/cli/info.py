@@ -56,7 +56,7 @@ def list_plugins(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
     dists = {id(p): f"{d.project_name} {d.version}" for p, d in pm.list_plugin_distinfo()}
     rows: list[dict[str, Any]] = [
         {"plugin": regname, "status": "disabled", "origin": "built-in" if regname.startswith("selfiescope.") else name,
-         "components": [], "commands": [], "environment": [], "hooks": []}
+         "components": [], "commands": [], "environment": [], "hooks": [], "state": []}
         for name, regname in registry.disabled.items()
     ]
     _, commands = build_app(pm, list(registry.disabled))
@@ -72,6 +72,8 @@ def list_plugins(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
             "commands": commands.by_plugin.get(plugin_name, []),
             "environment": sorted({e for i in mine for e in getattr(i.cls, "credential_env", ())}),
             "hooks": registry.hooks_of(plugin_name),
+            # the tables it keeps in a dataset's manifest (forget removes their rows of an image)
+            "state": sorted({t for i in mine if (s := getattr(i.cls, "state", None)) for t in s.full_names().values()}),
         })
     if as_json:
         emit_json(rows)
@@ -93,6 +95,7 @@ def _plugins_table(rows: list[dict[str, Any]]) -> None:
             by_kind.setdefault(kind, []).append(comp)
         provides = [f"{kind}: {', '.join(names)}" for kind, names in by_kind.items()]
         provides += [f"env: {', '.join(r['environment'])}"] if r["environment"] else []
+        provides += [f"tables: {', '.join(r['state'])}"] if r["state"] else []
         table.add_row(name, r["origin"], "; ".join(provides), ", ".join(r["commands"]),
                       ", ".join(h.removeprefix("selfiescope_") for h in r["hooks"]))
     out.print(table)

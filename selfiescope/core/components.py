@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from .context import RunContext
+    from .plugin_state import PluginState
     from .events import ImageEvent
     from .settings import ScrapePipeline
     from .work import WorkItem
@@ -33,6 +34,9 @@ class Options(BaseModel):
 class Component:
     name: ClassVar[str] = ""
     Options: ClassVar[type[Options]] = Options
+    #: The tables this component keeps in the manifest (:class:`~selfiescope.api.PluginState`),
+    #: reached in a run through ``self.run.state(namespace)``; None: it keeps none.
+    state: ClassVar["PluginState | None"] = None
 
     def __init__(self, options: Options, run: "RunContext") -> None:
         self.options = options

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeGuard
 
 from .manifest import Manifest
+from .plugin_state import StateError, StateHandle, declared
 from .plugins import Registry, make_component
 from .settings import PipelineBase, Settings
 from .stats import RunStats
@@ -62,6 +63,13 @@ class RunContext:
         if key not in self.services:
             self.services[key] = factory()
         return self.services[key]
+
+    def state(self, namespace: str) -> StateHandle:
+        """The handle on a plugin's own tables (declared with :class:`~.plugin_state.PluginState`)."""
+        for declaration in declared():
+            if declaration.namespace == namespace:
+                return self.manifest.state(declaration)
+        raise StateError(f"no plugin declares the state namespace {namespace!r}")
 
     def settings_hash(self) -> str:
         blob = json.dumps(self.settings.model_dump(mode="json"), sort_keys=True)

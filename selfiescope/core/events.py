@@ -80,6 +80,7 @@ class ImageEvent:
     phash: str | None = None  # hex perceptual hash
     faces: list[FaceBox] = field(default_factory=list)
     face_area: float | None = None  # largest face area / image area
+    face_detector: str | None = None  # which detector found ``faces`` (the manifest's face_detector column)
     exif: bytes | None = None  # the raw EXIF block of the original bytes, set by the step that provides "exif"
     id: str | None = None  # stable storage id, set by the chain (content or post id)
     location: str | None = None  # where storage put it

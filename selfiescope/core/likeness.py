@@ -32,6 +32,7 @@ The hash functions live here (dedup imports them) so the gate and dedup agree ex
 from __future__ import annotations
 
 import hmac
+import json
 import io
 import logging
 import secrets
@@ -220,3 +221,30 @@ def _grey(im: Image.Image) -> np.ndarray:
         im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     rgb = np.asarray(im.convert("RGB") if im.mode != "RGB" else im, dtype=np.uint8)
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def likeness_tombstones(manifest: "Manifest", content_hashes: list[str]) -> list[str]:
+    """Sealed perceptual hashes of these images: the row's whole-image hash and the centre
+    hash its notes keep (both computed by this module's functions, whichever step called them)."""
+    sealed = []
+    for content_hash in content_hashes:
+        row = manifest.query("SELECT phash, notes FROM images WHERE content_hash=?", (content_hash,))
+        whole, centre = (_hex64(row[0][0]), _hex64(_note(row[0][1], "phash_centre"))) if row else (None, None)
+        if whole is not None:
+            sealed.append(seal(manifest.keyring, whole, centre))
+    return sealed
+
+
+def _hex64(value: object) -> int | None:
+    try:
+        return int(value, 16) & 0xFFFFFFFFFFFFFFFF if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+
+
+def _note(notes: str | None, key: str) -> object:
+    try:
+        data = json.loads(notes) if notes else {}
+    except ValueError:
+        return None
+    return data.get(key) if isinstance(data, dict) else None

@@ -1,9 +1,10 @@
 """The SQLite manifest at ``<storage root>/manifest.sqlite`` (WAL mode).
 
 One file records every decision (accepted and rejected images), the posts each source
-has seen (resume), the perceptual-hash index (dedup), rate-limit budgets, the feature
-cache, and runs. It is shared by the engine's worker threads behind one lock: SQLite
-has a single writer anyway, and each statement is short.
+has seen (resume), rate-limit budgets, the feature cache, runs, and the tables plugins keep
+under their own namespace (:mod:`.plugin_state`: dedup's perceptual-hash index). It is shared
+by the engine's worker threads behind one lock: SQLite has a single writer anyway, and each
+statement is short.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ import time
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .events import Decision, ImageEvent
 from .manifest_io import ManifestConnection, connect, writable
+from .plugin_state import PluginState, StateHandle, declared, open_state
 from .privacy import Keyring, describe_extra, scrub_origin
 from .text import printable, redact_url
-
-if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -56,11 +55,8 @@ CREATE TABLE IF NOT EXISTS posts_seen (
     source TEXT NOT NULL, post_id TEXT NOT NULL, job TEXT, label TEXT, at REAL,
     PRIMARY KEY (source, post_id)
 );
-CREATE TABLE IF NOT EXISTS conflicts (
-    content_hash TEXT, other_hash TEXT, label TEXT, other_label TEXT, distance INTEGER, at REAL
-);
-CREATE TABLE IF NOT EXISTS phashes (
-    content_hash TEXT PRIMARY KEY, phash INTEGER NOT NULL, label TEXT, added REAL, centre INTEGER
+CREATE TABLE IF NOT EXISTS plugin_schema (
+    namespace TEXT PRIMARY KEY, version INTEGER NOT NULL, tables TEXT NOT NULL, updated REAL
 );
 CREATE TABLE IF NOT EXISTS store_intents (
     content_hash TEXT NOT NULL, id TEXT NOT NULL, label TEXT NOT NULL, run_id INTEGER, at REAL,
@@ -98,8 +94,6 @@ ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS images_owner ON images(owner)",
     "CREATE INDEX IF NOT EXISTS images_post ON images(post_id)",
     "CREATE INDEX IF NOT EXISTS rejections_hash ON rejections(content_hash)",
-    "CREATE INDEX IF NOT EXISTS conflicts_hash ON conflicts(content_hash)",
-    "CREATE INDEX IF NOT EXISTS conflicts_other ON conflicts(other_hash)",
     "CREATE INDEX IF NOT EXISTS rejections_post ON rejections(post_id)",
     "CREATE INDEX IF NOT EXISTS posts_seen_post ON posts_seen(post_id)",
     # The dataset card counts per source, job and label at the end of every run: an index-only scan.
@@ -113,7 +107,7 @@ def _text(value: object) -> str | None:
     return None if value is None else printable(value)
 
 
-def _storable(params: Any) -> Any:
+def storable(params: Any) -> Any:
     """Query parameters as SQLite takes them: text is :func:`_text` (a file name's undecodable
     bytes as escapes), so a lookup matches what was stored, and never raises UnicodeEncodeError."""
     if isinstance(params, dict):
@@ -145,7 +139,8 @@ def phash_to_int(hex_hash: str) -> int:
     return int(hex_hash, 16)
 
 
-def _signed64(value: int) -> int:  # SQLite INTEGER is signed
+def signed64(value: int) -> int:
+    """An unsigned 64-bit value as SQLite's signed INTEGER stores it."""
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
@@ -163,9 +158,12 @@ class Manifest:
         self.path, self.readonly = Path(path), readonly
         self._lock = threading.RLock()
         self._db: ManifestConnection = connect(self.path, readonly=readonly)  # WAL mode when it writes
+        self._states: dict[str, StateHandle] = {}
         if not readonly:
             self._db.executescript(SCHEMA)
             self._migrate()
+            for state in declared():  # every plugin's tables, created or migrated before any run uses them
+                self.state(state)
         self.keyring = Keyring(self.path.parent, read_only=readonly)  # read (or made) on first use only
 
     def _migrate(self) -> None:
@@ -182,6 +180,14 @@ class Manifest:
                                 raise
             for sql in ADDED_INDEXES:
                 self._db.execute(sql)
+
+    def state(self, declaration: PluginState) -> StateHandle:
+        """The handle on a plugin's own tables (:mod:`.plugin_state`), created or migrated on
+        first use in this manifest."""
+        handle = self._states.get(declaration.namespace)
+        if handle is None or handle.state is not declaration:
+            handle = self._states[declaration.namespace] = open_state(self, declaration)
+        return handle
 
     @classmethod
     def read_only(cls, root: Path | str) -> "Manifest":
@@ -209,13 +215,13 @@ class Manifest:
 
     def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
         with self._lock:
-            return self._db.execute(sql, _storable(params))
+            return self._db.execute(sql, storable(params))
 
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.executemany(sql, [_storable(row) for row in rows])
+                self._db.executemany(sql, [storable(row) for row in rows])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.rollback_if_open()
@@ -235,7 +241,7 @@ class Manifest:
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, _storable(params)).fetchall()
+            return self._db.execute(sql, storable(params)).fetchall()
 
     # --- runs -------------------------------------------------------------------------
     def start_run(self, pipeline: str, settings_hash: str) -> int:
@@ -345,7 +351,7 @@ class Manifest:
             label=event.label, phash=event.phash, format=event.format, width=event.width,
             height=event.height, size=event.size,
             face_box=json.dumps(face.as_list()) if face else None,
-            face_area=event.face_area, n_faces=len(event.faces), face_detector=event.notes.get("face_detector"),
+            face_area=event.face_area, n_faces=len(event.faces), face_detector=event.face_detector,
             decision=event.decision.value, rejected_by=event.rejected_by,
             reject_code=event.reject_code, reason=_text(event.reject_reason), location=event.location,
             run_id=run_id, first_seen=now, updated=now,
@@ -419,60 +425,16 @@ class Manifest:
                 "INSERT OR REPLACE INTO features(content_hash, extractor, version, data) VALUES (?,?,?,?)", batch
             )
 
-    # --- perceptual-hash index (dedup) --------------------------------------------------
-    def add_phash(self, content_hash: str, phash: int, label: str, centre: int | None = None) -> int:
-        """Add a stored image's perceptual hashes (whole, centre); returns its row id in ``phashes``."""
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO phashes(content_hash, phash, label, added, centre) VALUES (?,?,?,?,?)",
-                (content_hash, _signed64(phash), label, time.time(), None if centre is None else _signed64(centre)),
-            )
-            return int(self._db.execute("SELECT rowid FROM phashes WHERE content_hash=?", (content_hash,)).fetchone()[0])
+    # --- what a plugin may read of the images (dedup's index) ----------------------------
+    def stored_phashes(self, *, count_only: bool = False) -> Any:
+        """``(content hash, phash hex, label)`` of every stored image with a perceptual hash
+        (oldest first), or with ``count_only`` how many there are."""
+        where = "FROM images WHERE decision='accepted' AND phash IS NOT NULL AND location IS NOT NULL"
+        if count_only:
+            return int(self.query(f"SELECT COUNT(*) {where}")[0][0])
+        return [tuple(r) for r in self.query(f"SELECT content_hash, phash, label {where} ORDER BY first_seen")]
 
-    def add_phashes(self, rows: list[tuple[str, int, str, int | None]]) -> None:
-        now = time.time()
-        self.executemany(
-            "INSERT OR IGNORE INTO phashes(content_hash, phash, label, added, centre) VALUES (?,?,?,?,?)",
-            [(h, _signed64(p), label, now, None if c is None else _signed64(c)) for h, p, label, c in rows],
-        )
-
-    def load_phash_arrays(self) -> tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray"]:
-        """``(rowids, phashes, centre phashes, has_centre)`` of every stored image.
-
-        Accepted images whose hash is in ``images`` but not in ``phashes`` (a crash between
-        the two writes) are added first, with their whole-image hash only.
-        """
-        import numpy as np
-
-        # Hashes of images that were never stored (a chain without storage, before that was
-        # kept apart) would make the photo a "duplicate of itself" forever: drop them.
-        self.execute(
-            "DELETE FROM phashes WHERE content_hash IN"
-            " (SELECT content_hash FROM images WHERE decision='accepted' AND location IS NULL)"
-        )
-        missing = self.query(
-            "SELECT content_hash, phash, label FROM images WHERE decision='accepted' AND phash IS NOT NULL"
-            " AND location IS NOT NULL AND content_hash NOT IN (SELECT content_hash FROM phashes)"
-        )
-        if missing:
-            self.add_phashes([(r[0], phash_to_int(r[1]), r[2], None) for r in missing])
-        with self._lock:
-            cur = self._db.cursor()
-            cur.row_factory = None  # plain tuples: 10x faster for a million rows
-            rows = cur.execute("SELECT rowid, phash, centre IS NOT NULL, IFNULL(centre, 0) FROM phashes").fetchall()
-        data = np.array(rows, dtype=np.int64).reshape(-1, 4)
-        return data[:, 0].copy(), data[:, 1].copy().view(np.uint64), data[:, 3].copy().view(np.uint64), data[:, 2] == 1
-
-    def add_conflict(self, content_hash: str, other_hash: str, label: str, other_label: str, distance: int) -> None:
-        """Record that one photo came under two labels (once per pair and label)."""
-        with self._lock:
-            seen = self._db.execute(
-                "SELECT 1 FROM conflicts WHERE content_hash=? AND other_hash=? AND label=?",
-                (content_hash, other_hash, label),
-            ).fetchone()
-            if not seen:
-                self._db.execute(
-                    "INSERT INTO conflicts(content_hash, other_hash, label, other_label, distance, at)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (content_hash, other_hash, label, other_label, distance, time.time()),
-                )
+    def accepted_unstored(self) -> list[str]:
+        """Content hashes accepted by a chain that stored nothing (no location)."""
+        return [r[0] for r in self.query(
+            "SELECT content_hash FROM images WHERE decision='accepted' AND location IS NULL")]

@@ -45,7 +45,7 @@ def open_read_only(cls: type["Manifest"], root: Path | str) -> "Manifest":
     """A :class:`Manifest` on ``<root>/manifest.sqlite`` that writes nothing; raises
     :class:`ManifestUnreadable` for a damaged manifest, or one this version cannot read unchanged."""
     manifest = cls.__new__(cls)
-    manifest.path = Path(root) / "manifest.sqlite"
+    manifest.path, manifest.readonly, manifest._states = Path(root) / "manifest.sqlite", True, {}
     manifest._lock = threading.RLock()
     wal = manifest.path.with_name(manifest.path.name + "-wal").exists()
     uri = "file:" + quote(os.fsencode(manifest.path.absolute())) + ("?mode=ro" if wal else "?mode=ro&immutable=1")

@@ -24,6 +24,7 @@ import pluggy
 from pydantic import BaseModel
 
 from . import hookspecs
+from .plugin_state import PluginState, StateError, declare
 from .components import Component, FeatureExtractor, Options, Source, Step, Storage
 from .settings import SettingsError
 
@@ -125,6 +126,7 @@ class Registry:
     storage: dict[str, type[Storage]] = field(default_factory=dict)
     features: dict[str, type[FeatureExtractor]] = field(default_factory=dict)
     info: list[ComponentInfo] = field(default_factory=list)
+    states: dict[str, PluginState] = field(default_factory=dict)  # namespace -> tables a component keeps
     disabled: dict[str, str] = field(default_factory=dict)  # disabled name -> registration name
     disabled_components: dict[str, tuple[str, str]] = field(default_factory=dict)  # component -> (kind, plugin)
 
@@ -153,6 +155,11 @@ class Registry:
                             f"{kind} {comp.name!r} is provided twice: by {prev.plugin} and {impl.plugin_name}"
                         )
                     target[comp.name] = comp
+                    if getattr(comp, "state", None) is not None:  # its tables are made in every manifest opened from now on
+                        try:
+                            reg.states[comp.state.namespace] = declare(comp.state)
+                        except StateError as exc:
+                            raise StateError(f"{exc} ({kind} {comp.name!r} of plugin {impl.plugin_name})") from None
                     dist = dists.get(id(impl.plugin))
                     reg.info.append(
                         ComponentInfo(

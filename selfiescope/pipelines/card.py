@@ -20,6 +20,7 @@ from typing import Any
 from .. import __version__
 from ..core.lock import root_in_use
 from ..core.manifest import Manifest
+from ..core.plugin_state import card_facts
 from ..core.plugins import Registry, registry_for
 from ..core.settings import ScrapePipeline, Settings
 from ..core.text import redact_text, redact_values
@@ -129,6 +130,7 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
     if registry is None:
         registry = registry_for(settings)
     components = _components(settings, registry, manifest)
+    facts = card_facts(manifest, list(registry.states.values()))
     options = {name: values for _cls, name, values in components}
     chains = {name: p.chain for name, p in settings.pipelines.items() if isinstance(p, ScrapePipeline)}
     plugins = [
@@ -152,7 +154,9 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
         "filters": {"chains": chains, "options": redact_values(options)},  # options may hold URLs
         "plugins": plugins,
         "rejections": {"total": sum(rejections.values()), "by_reason": rejections},
-        "conflicts": q("SELECT COUNT(*) FROM conflicts")[0][0],
+        # Photos met under two labels, as the plugins that keep them count them (dedup).
+        "conflicts": sum(int(f.get("conflicts", 0)) for f in facts.values()),
+        "plugin_facts": facts,
         "privacy": {
             "owners": "pseudonymised: HMAC-SHA256 with a per-dataset key kept in the storage root (mode 0600)",
             "captions_stored": privacy.store_captions,
@@ -190,6 +194,8 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines += ["", f"## Rejections ({rej['total']})", ""]
     lines += [f"- {reason}: {n}" for reason, n in rej["by_reason"].items()] or ["- none"]
     lines += [f"- photos met under two labels (conflicts): {card['conflicts']}"]
+    lines += [f"- {namespace} {key}: {json.dumps(value)}" for namespace, facts in card["plugin_facts"].items()
+              for key, value in facts.items() if key != "conflicts"]
     lines += ["", "## Known biases", ""] + [f"- {b}" for b in card["known_biases"]]
     p = card["privacy"]
     lines += ["", "## Privacy", "",

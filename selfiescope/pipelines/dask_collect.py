@@ -67,6 +67,7 @@ class ChainResult:
     phash: str | None
     faces: list[list[int]]
     face_area: float | None
+    face_detector: str | None
     decision: str
     rejected_by: str | None
     reject_code: str | None
@@ -78,7 +79,7 @@ class ChainResult:
         return cls(
             event.origin, event.label, event.content_hash, event.size, event.format, event.width,
             event.height, event.phash, [f.as_list() for f in event.faces], event.face_area,
-            event.decision.value, event.rejected_by, event.reject_code, event.reject_reason,
+            event.face_detector, event.decision.value, event.rejected_by, event.reject_code, event.reject_reason,
             plain_notes(event.notes),
         )
 
@@ -90,7 +91,7 @@ class ChainResult:
         else:
             event = ImageEvent(origin=self.origin, label=self.label, data=data, content_hash=self.content_hash)
         event.format, event.width, event.height = self.format, self.width, self.height
-        event.phash, event.face_area = self.phash, self.face_area
+        event.phash, event.face_area, event.face_detector = self.phash, self.face_area, self.face_detector
         event.faces = [FaceBox(*box) for box in self.faces]
         event.notes.update(self.notes)
         if self.decision == Decision.REJECTED.value:

@@ -3,8 +3,9 @@
 A request names posts (shortcode or URL), owners (user names: matched through their
 pseudonym), images (id, content hash, a stored file or the original file) or labels.
 Everything matched goes: the stored files (through the storage backend), the manifest
-rows (``images``, ``rejections``, ``phashes``, ``features``, ``conflicts``,
-``posts_seen``), and a tombstone is recorded per image, post and owner: a keyed hash, so
+rows (``images``, ``rejections``, ``features``, ``posts_seen``, and every row of a
+plugin's own tables that names the image: dedup's hash index and label conflicts, a third
+party's, see :func:`selfiescope.core.plugin_state.forget_content`), and a tombstone is recorded per image, post and owner: a keyed hash, so
 the manifest no longer says what was there, yet later scrapes and imports skip it.
 
 Crash safety: the tombstones and a to-do list (``forget_pending``) are committed in one
@@ -38,11 +39,12 @@ from typing import Any
 from ..core.components import Storage, StoredImage
 from ..core.context import RunContext
 from ..core.intents import sweep
-from ..core.likeness import seal
+from ..core.likeness import likeness_tombstones
 from ..core.lock import RootLock
 from ..core.manifest import Manifest
 from ..core.manifest_io import writable
 from ..core.manifest_readonly import ManifestUnreadable
+from ..core.plugin_state import forget_content
 from ..core.plugins import Registry, registry_for
 from ..core import quarantine as quarantined
 from ..core.privacy import KeyMissing, normalise_owner, post_code
@@ -54,7 +56,7 @@ from .card import refresh_card
 
 log = logging.getLogger("selfiescope.forget")
 TRAINED_ON = "trained_on.txt"  # beside model.txt: one content hash per line
-ROW_TABLES = ("images", "rejections", "phashes", "features", "conflicts", "posts_seen")
+ROW_TABLES = ("images", "rejections", "features", "posts_seen")  # core's; plugins' tables are added by name
 QUARANTINED = "quarantined copies"  # fsck's quarantine folder
 _COLUMNS = "content_hash, id, label, location, decision, post_id, source"
 _HEX = re.compile(r"^[0-9a-f]{12,64}$")
@@ -198,25 +200,6 @@ def _owner_pseudonym(manifest: Manifest, name: str) -> str | None:
         return None
 
 
-def _likeness_tombstones(manifest: Manifest, content_hashes: list[str]) -> list[str]:
-    """Sealed perceptual hashes of these images: the dedup index's pair, else the row's hash."""
-    sealed = []
-    for content_hash in content_hashes:
-        pair = manifest.query("SELECT phash, centre FROM phashes WHERE content_hash=?", (content_hash,))
-        if pair:
-            whole, centre = pair[0][0] & 0xFFFFFFFFFFFFFFFF, pair[0][1]
-            sealed.append(seal(manifest.keyring, whole, None if centre is None else centre & 0xFFFFFFFFFFFFFFFF))
-            continue
-        row = manifest.query("SELECT phash FROM images WHERE content_hash=?", (content_hash,))
-        try:
-            whole = int(row[0][0], 16) if row and row[0][0] else None
-        except (TypeError, ValueError):
-            whole = None
-        if whole is not None:
-            sealed.append(seal(manifest.keyring, whole, None))
-    return sealed
-
-
 def stored_without_owner(manifest: Manifest) -> int:
     return int(manifest.query(
         "SELECT COUNT(*) FROM images WHERE decision='accepted' AND location IS NOT NULL AND owner IS NULL")[0][0])
@@ -274,7 +257,7 @@ def plan_forget(manifest: Manifest, request: ForgetRequest, *, tombstones: bool 
         plan.tombstones[keyring.post(post_id)] = "post"
     for content_hash in (*plan.images, *plan.loose):
         plan.tombstones[keyring.content(content_hash)] = "content"
-    for key in _likeness_tombstones(manifest, sorted(plan.images)):
+    for key in likeness_tombstones(manifest, sorted(plan.images)):
         plan.tombstones[key] = "phash"
     return plan
 
@@ -344,12 +327,10 @@ async def complete_pending(manifest: Manifest, storage: Storage) -> dict[str, in
     pending_hashes = "SELECT value FROM forget_pending WHERE kind='content'"
     pending_posts = "SELECT value FROM forget_pending WHERE kind='post'"
     with manifest.transaction() as db:
-        for table in ("images", "rejections", "phashes", "features"):
+        for table in ("images", "rejections", "features"):
             removed[table] = db.execute(f"DELETE FROM {table} WHERE content_hash IN ({pending_hashes})").rowcount
         removed["rejections"] += db.execute(f"DELETE FROM rejections WHERE post_id IN ({pending_posts})").rowcount
-        removed["conflicts"] = db.execute(
-            f"DELETE FROM conflicts WHERE content_hash IN ({pending_hashes}) OR other_hash IN ({pending_hashes})"
-        ).rowcount
+        removed |= forget_content(db, pending_hashes)  # every plugin's rows naming these images
         removed["posts_seen"] = db.execute(f"DELETE FROM posts_seen WHERE post_id IN ({pending_posts})").rowcount
         db.execute("DELETE FROM forget_pending")
     return removed
@@ -400,7 +381,7 @@ async def forget_with(
         assert storage is not None
         new_tombstones = _commit_intent(manifest, plan)
         for key, n in (await complete_pending(manifest, storage)).items():
-            removed[key] += n
+            removed[key] = removed.get(key, 0) + n
     elif not dry_run and plan.tombstones:  # an owner with nothing stored yet: still never collect them
         new_tombstones = _commit_intent(manifest, plan)
     matches = sorted(plan.images.values(), key=lambda m: (m.label or "", m.id or m.content_hash))

@@ -37,6 +37,7 @@ from ..core.intents import sweep
 from ..core.lock import RootLock
 from ..core.manifest import Manifest
 from ..core.manifest_io import writable
+from ..core.plugin_state import forget_content
 from ..core.plugins import Registry, registry_for
 from ..core.settings import Settings
 from ..plugins.decode import EXTENSIONS
@@ -139,8 +140,9 @@ async def quarantine(storage: Storage, root: Path, stored: StoredImage, content_
 def drop_row(manifest: Manifest, row: Any) -> None:
     """Remove an image's row so a rerun fetches it again (its post too, when nothing of it stays)."""
     with manifest.transaction() as db:
-        for table in ("images", "phashes"):
-            db.execute(f"DELETE FROM {table} WHERE content_hash=?", (row["content_hash"],))
+        db.execute("DELETE FROM images WHERE content_hash=?", (row["content_hash"],))
+        # Plugins' rows of it go too (dedup's hash index would call the refetched copy a duplicate).
+        forget_content(db, "?", (row["content_hash"],))
         if row["post_id"] and not db.execute(
             "SELECT 1 FROM images WHERE post_id=? AND source=? AND decision='accepted' LIMIT 1",
             (row["post_id"], row["source"]),

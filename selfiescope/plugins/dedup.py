@@ -10,7 +10,7 @@ flipped, and a pHash of a mirrored picture shares nothing with the original's, s
 image is also looked up by the two hashes of its horizontal mirror (only the unmirrored
 hashes are stored: a mirrored copy of a stored photo then matches once, not twice).
 
-The index is persistent (the manifest's ``phashes`` table) and searched in memory with
+The index is persistent (dedup's own ``phashes`` table in the manifest, :mod:`.dedup_state`) and searched in memory with
 multi-index hashing: the hash is split into ``m`` bands, and by the pigeonhole principle
 a hash within distance ``d`` of the query is within ``d // m`` bits of it on at least one
 band, so a lookup probes a few hundred band values instead of scanning every hash.
@@ -41,6 +41,7 @@ from ..api.dataset import (  # noqa: F401 - the hash functions, shared with the 
     CENTRE_MARGIN, HASH_WORKING_SIDE, Manifest, centre_crop, compute_mirror_phashes, compute_phash, compute_phashes,
     phash_to_int,
 )
+from .dedup_state import STATE, add_conflict, add_phash, load_arrays
 
 SERVICE = "dedup.index"
 
@@ -225,15 +226,16 @@ class DedupIndex:
 
     def __init__(self, manifest: Manifest, max_distance: int) -> None:
         self.manifest = manifest
+        self.state = manifest.state(STATE)
         self._lock = threading.Lock()
         self._index = HammingIndex(max_distance)
         self._pending: dict[str, tuple[list[int], Entry]] = {}
         self._pending_slots: dict[int, Entry] = {}
-        rowids, values, centres, has_centre = manifest.load_phash_arrays()
+        rowids, values, centres, has_centre = load_arrays(self.state)
         self._index.add_many(np.concatenate([values, centres[has_centre]]), np.concatenate([rowids, rowids[has_centre]]))
 
     def _stored_entry(self, rowid: int) -> Entry:
-        row = self.manifest.query("SELECT content_hash, phash, label FROM phashes WHERE rowid=?", (rowid,))[0]
+        row = self.state.query("SELECT content_hash, phash, label FROM {phashes} WHERE rowid=?", (rowid,))[0]
         return Entry(row[0], row[1] & 0xFFFFFFFFFFFFFFFF, row[2])
 
     def check_and_reserve(
@@ -247,7 +249,7 @@ class DedupIndex:
         with self._lock:
             if content_hash in self._pending:
                 return "exact", 0, self._pending[content_hash][1]
-            rows = self.manifest.query("SELECT rowid FROM phashes WHERE content_hash=?", (content_hash,))
+            rows = self.state.query("SELECT rowid FROM {phashes} WHERE content_hash=?", (content_hash,))
             if rows:
                 return "exact", 0, self._stored_entry(rows[0][0])
             queries = (phash, centre, *mirror)
@@ -286,7 +288,7 @@ class DedupIndex:
             if not item:
                 return
             slots, entry = item
-            rowid = self.manifest.add_phash(entry.content_hash, entry.phash, entry.label, entry.centre)
+            rowid = add_phash(self.state, entry.content_hash, entry.phash, entry.label, entry.centre)
             for slot in slots:
                 self._index.set_payload(slot, rowid)
                 self._pending_slots.pop(slot, None)
@@ -303,6 +305,7 @@ class DedupStep(Step):
 
     name = "dedup"
     Options = DedupOptions
+    state = STATE  # the hash index and the label conflicts: dedup's own tables in the manifest
 
     @classmethod
     def known_biases(cls, options: DedupOptions) -> list[str]:
@@ -373,7 +376,7 @@ class DedupStep(Step):
         event.notes["duplicate_of"] = match.content_hash
         where = "stored" if not match.pending else "accepted earlier in this run"
         if match.label != event.label and self.options.across_labels:
-            self.run.manifest.add_conflict(event.content_hash, match.content_hash, event.label, match.label, distance)
+            add_conflict(self.run.state(STATE.namespace), event.content_hash, match.content_hash, event.label, match.label, distance)
             raise Reject(
                 "label_conflict",
                 f"same photo (pHash distance {distance}) already {where} under label {match.label!r} "

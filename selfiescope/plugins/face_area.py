@@ -16,8 +16,8 @@ CNN from face-recognition-models; ~25x the CPU time of HOG, see benchmarks/bench
 rule is the same for all three: the largest box's share of the image area. dlib's boxes
 are tighter than Haar's, so the same threshold keeps a different share of photos:
 ``selfiescope stats --face-area-plot`` shows how many each threshold keeps per label.
-The detector's name is recorded with every decision (``notes["face_detector"]``, the
-manifest's ``face_detector`` column, and the reject reason).
+The detector's name is recorded with every decision (``event.face_detector``, which the
+manifest keeps in its ``face_detector`` column, and the reject reason).
 """
 
 from __future__ import annotations
@@ -305,7 +305,7 @@ class FaceAreaStep(Step):
         if event.width and event.height:
             width, height = event.width, event.height
         detector = self.options.detector
-        event.notes["face_detector"] = detector
+        event.face_detector = event.notes["face_detector"] = detector
         view = event.grey if detector == "haar" else event.image
         faces = detect_faces_scaled(view, width, height, self.options)
         event.faces = faces

@@ -1,5 +1,6 @@
-"""An example third-party plugin: a chain step that drops images below a file size, and a
-``selfiescope sizegate`` command that says which files the step would drop.
+"""An example third-party plugin: a chain step that drops images below a file size, a
+``selfiescope sizegate`` command that says which files the step would drop, and a step that
+keeps state in the dataset's manifest (``labeltally``: which images it let through, per label).
 
 Installed through the ``selfiescope`` entry-point group (see pyproject.toml), it shows
 up in ``selfiescope plugins`` and can be placed in any pipeline's ``chain``. It imports
@@ -8,7 +9,7 @@ only from the public API, :mod:`selfiescope.api`.
 
 from pathlib import Path
 
-from selfiescope.api import ImageEvent, Options, Reject, Step, hookimpl
+from selfiescope.api import ImageEvent, Options, PluginState, Reject, StateHandle, StateTable, Step, hookimpl
 
 
 class SizeGateOptions(Options):
@@ -25,9 +26,45 @@ class SizeGate(Step):
         event.notes["sizegate"] = "passed"
 
 
+def tally_facts(state: StateHandle) -> dict:
+    """What the dataset card says of this state: images tallied per label."""
+    return {"per_label": {label: n for label, n in state.query("SELECT label, COUNT(*) FROM {seen} GROUP BY label")}}
+
+
+# Its own table in the manifest (``labeltally__seen``). ``content_hash`` is declared so that
+# ``selfiescope forget`` removes a forgotten image's row here too.
+TALLY_STATE = PluginState(
+    namespace="labeltally",
+    tables=(StateTable("seen", "CREATE TABLE {name} (content_hash TEXT PRIMARY KEY, label TEXT, at REAL)",
+                       content_hash_columns=("content_hash",)),),
+    facts=tally_facts,
+)
+
+
+class LabelTally(Step):
+    """Passes every image; remembers, across runs, each one it saw stored, with its label."""
+
+    name = "labeltally"
+    state = TALLY_STATE
+
+    def process(self, event: ImageEvent) -> None:
+        event.notes["labeltally"] = "seen"
+
+
 @hookimpl
 def selfiescope_steps():
-    return [SizeGate]
+    return [SizeGate, LabelTally]
+
+
+@hookimpl
+def selfiescope_image_accepted(event, run):
+    if event.notes.get("labeltally") and event.stored:  # only what the dataset keeps
+        import time
+
+        run.state("labeltally").execute(
+            "INSERT OR IGNORE INTO {seen}(content_hash, label, at) VALUES (?, ?, ?)",
+            (event.content_hash, event.label, time.time()),
+        )
 
 
 @hookimpl
