@@ -33,7 +33,7 @@ async def test_time_paused_on_purpose_does_not_count() -> None:
 async def test_within_names_what_did_not_answer() -> None:
     with pytest.raises(Deadline, match="reading the grid: no answer within 0.1 s"):
         await within(0.1, asyncio.sleep(5), "reading the grid")
-    assert isinstance(Deadline("x"), TimeoutError)
+    assert isinstance(Deadline("x", 1.0), TimeoutError)
 
 
 def test_only_feed_endpoints_are_read() -> None:

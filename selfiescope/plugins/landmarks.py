@@ -18,13 +18,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..core.errors import RunFailed
 from ..core.components import FeatureExtractor
 
 NAN = float("nan")
 _local = threading.local()
 
 
-class ModelFilesMissing(RuntimeError):
+class ModelFilesMissing(RunFailed, RuntimeError):
     pass
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
+from ...core.errors import SiteError
 from ...core.browser import save_session
 from ...core.secrets import credential
 from ...core.web import within
@@ -31,7 +32,7 @@ MAX_LOGINS = 12  # logins per run: a session that keeps ending is the site's ver
 MAX_BARREN_LOGINS = 2  # logins in a row after which not a single post came through: the site refuses us
 
 
-class LoginRefused(RuntimeError):
+class LoginRefused(SiteError, RuntimeError):
     """No login is possible in this run (no credentials, refused, challenge); the message says what to do."""
 
 
@@ -143,7 +144,7 @@ class Account:
                 f"check {USERNAME_ENV} / {PASSWORD_ENV} or run `selfiescope login`, then rerun")
 
 
-class SessionEnded(Exception):
+class SessionEnded(SiteError):
     """The site no longer takes this context's session (401, its login page, a login form)."""
 
     def __init__(self, why: str) -> None:

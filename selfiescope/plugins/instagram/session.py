@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ...core.errors import SiteError
 from ...core.browser import BrowserPool, save_session, session_path
 from ...core.secrets import credential
 from ...core.settings import Settings
@@ -27,7 +28,7 @@ log = logging.getLogger("selfiescope.instagram")
 Ask = Callable[[str, bool], str]
 
 
-class LoginError(RuntimeError):
+class LoginError(SiteError, RuntimeError):
     """The login did not produce a session; the message says why (never the credentials)."""
 
 
