@@ -12,13 +12,9 @@ from pathlib import Path
 import pytest
 
 from selfiescope.core.browser import BrowserPool, BrowserStartTimeout
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
+from selfiescope.core.browser_lookup import find_chromium
 from selfiescope.core.settings import BrowserSettings
 
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]

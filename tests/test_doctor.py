@@ -10,16 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from selfiescope.cli import app
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
+from selfiescope.core.browser_lookup import find_chromium
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
 from selfiescope.plugins.instagram.doctor import CHECKS
 from selfiescope.testing.chaos import Chaos
 from selfiescope.testing.site import BREAKAGES, MockInstagram, TagSpec
 
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
 

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from selfiescope import hookimpl
 from selfiescope.cli import app
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import Settings, settings_from_dict
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
@@ -23,10 +22,6 @@ from selfiescope.testing.chaos import Chaos
 from selfiescope.testing.site import MockInstagram, TagSpec
 from test_instagram import expected, recorded, scrape, seed_session
 
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
 
