@@ -12,8 +12,9 @@ docs/plugins.md); the CLI helpers a ``selfiescope_commands`` hook may use live i
 
 from __future__ import annotations
 
-from .core.components import (
-    Component, FeatureExtractor, Job, Options, Source, Step, Storage, StorageError, StoredImage,
+from .core.components import Component, FeatureExtractor, Job, Options, Source, Step, Storage, StoredImage
+from .core.errors import (
+    BrowserError, DeadlineExceeded, RunFailed, SelfiescopeError, SettingsError, SiteError, StorageError, UsageError,
 )
 from .core.context import RunContext
 from .core.events import Decision, FaceBox, ImageEvent, Origin, Reject
@@ -21,7 +22,9 @@ from .core.hookspecs import hookimpl
 from .core.work import WorkItem
 
 __all__ = [
+    "BrowserError",
     "Component",
+    "DeadlineExceeded",
     "Decision",
     "FaceBox",
     "FeatureExtractor",
@@ -31,11 +34,16 @@ __all__ = [
     "Origin",
     "Reject",
     "RunContext",
+    "RunFailed",
+    "SelfiescopeError",
+    "SettingsError",
+    "SiteError",
     "Source",
     "Step",
     "Storage",
     "StorageError",
     "StoredImage",
+    "UsageError",
     "WorkItem",
     "hookimpl",
 ]
