@@ -17,7 +17,8 @@ async def test_a_step_that_outlasts_the_stall_time_is_a_stall_naming_what_it_wai
     started = time.monotonic()
     with pytest.raises(Stalled) as exc:
         await watch.run("the next feed page", asyncio.sleep(10))
-    assert exc.value.waiting_on == "the next feed page" and time.monotonic() - started < 1.0
+    assert exc.value.waiting_on == "the next feed page"
+    assert time.monotonic() - started < 9  # the stall, not the 10 s step (a generous margin for a busy machine)
     assert watch.remaining() <= 0
 
 
