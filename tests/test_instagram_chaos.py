@@ -171,7 +171,9 @@ async def test_a_stalled_job_reloads_once_then_fails_while_the_other_job_finishe
     with chaos_site(hung_feed_tags=("gamma",)) as site:  # gamma's first page is in the HTML, the rest never comes
         seed_session(site, tmp_path)
         states = States()
-        stats = await bounded(scrape(settings_for(site, tmp_path, timeout_s=3, stall_s=6), ["gamma", "delta"],
+        # stall_s twice the site's deadline, as before, but a deadline a loaded machine meets: with 3 s
+        # an image download could time out there and the job would fail for that, not for the stall
+        stats = await bounded(scrape(settings_for(site, tmp_path, timeout_s=8, stall_s=16), ["gamma", "delta"],
                                      plugins=[states]))
         assert stats.status == "finished_with_errors"
         [error] = stats.errors
@@ -196,8 +198,8 @@ def test_cli_exit_code_and_summary_name_the_failed_tag(tmp_path: Path, monkeypat
         settings_file = tmp_path / "settings.toml"
         settings_file.write_text(
             f'[storage]\nroot = "{tmp_path / "data"}"\n[browser]\nsession_file = "{tmp_path / "session.json"}"\n'
-            "timeout_s = 3\n[plugins.instagram]\nscroll_pause_s = 0.6\nmax_idle_scrolls = 2\n"
-            "requests_per_minute = 6000\njitter_s = 0\nstall_s = 5\n"
+            "timeout_s = 8\n[plugins.instagram]\nscroll_pause_s = 0.6\nmax_idle_scrolls = 2\n"
+            "requests_per_minute = 6000\njitter_s = 0\nstall_s = 14\n"
         )
         result = CliRunner().invoke(app, ["scrape", "gamma", "delta", "--label", "x", "--chain", "decode,store",
                                           "--base-url", site.base_url, "-s", str(settings_file)])
