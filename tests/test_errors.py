@@ -120,3 +120,18 @@ def test_the_cli_maps_errors_in_one_place() -> None:
                                                "LoginError", "BrowserImportError", "ProfileNotFound")):
                 offenders.append(f"{path.name}:{handler.lineno} except {caught}")
     assert offenders == []
+
+
+def test_every_error_crosses_a_process_whole() -> None:
+    """Pickled (a Dask worker, a child process) and back, whatever its __init__ takes."""
+    import pickle
+
+    from selfiescope.core.lock import RootBusy
+    from selfiescope.core.web import DownloadError, SiteUnreachable
+
+    for exc in (Deadline("reading the grid", 6, "browser.timeout_s"), BrowserStartTimeout(60),
+                RootBusy(Path("/data"), 42), SiteUnreachable("http://x.test/a?sig=1", "no such host in DNS"),
+                DownloadError("http://x.test/i.jpg", "timeout", transient=True), SettingsError(["a.b: bad"], "s.toml")):
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and back.args == exc.args and vars(back) == vars(exc)
+        assert classify(back) == classify(exc)

@@ -16,7 +16,7 @@ image, not something that went wrong.
 from __future__ import annotations
 
 import errno
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .text import printable
 
@@ -42,6 +42,18 @@ class SelfiescopeError(Exception):
 
     def user_message(self) -> str:
         return one_line(self) or type(self).__name__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its message and attributes, whatever its __init__ takes: an error raised
+        # on a Dask worker or in a child process arrives whole (the default calls cls(*args)).
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt(cls: type[SelfiescopeError], args: tuple[Any, ...], state: dict[str, Any]) -> SelfiescopeError:
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 class UsageError(SelfiescopeError):
