@@ -32,7 +32,9 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted: what was done is saved; run the same command again to resume"
     if isinstance(exc, SelfiescopeError):  # every error of ours says its own code and line
-        return exc.exit_code, exc.user_message()
+        # an error is never "done" (0) nor an interrupt: a code outside the rules is a failed run
+        code = exc.exit_code if exc.exit_code in (EXIT_FAILED, EXIT_USAGE) else EXIT_FAILED
+        return code, exc.user_message()
     if (pydantic := sys.modules.get("pydantic")) is not None and isinstance(exc, pydantic.ValidationError):
         from .core.settings import format_validation_error  # a value from the command line, put into a model
 

@@ -83,8 +83,12 @@ def test_an_error_a_plugin_defines_needs_no_registration() -> None:
     class BadOption(UsageError):
         pass
 
+    class Cheerful(RunFailed):
+        exit_code = 0
+
     assert classify(QuotaGone("the API quota is\nspent")) == (EXIT_FAILED, "the API quota is spent")
     assert classify(BadOption("plugins.x.size: must be > 0")) == (EXIT_USAGE, "plugins.x.size: must be > 0")
+    assert classify(Cheerful("lost every image")) == (EXIT_FAILED, "lost every image")  # an error never exits 0
 
 
 def test_a_filesystem_error_of_ours_keeps_the_errno_rules() -> None:
