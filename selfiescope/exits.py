@@ -9,15 +9,14 @@
 
 from __future__ import annotations
 
-import errno
 import sqlite3
 import sys
 from collections.abc import Iterable
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from .core.errors import EXIT_FAILED, EXIT_USAGE, RUN_ERRNOS, SelfiescopeError, os_error_outcome
 
-# OS errors that say the machine failed the run (not that the user named a wrong path).
-RUN_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.ENOMEM}
+EXIT_OK, EXIT_INTERRUPTED = 0, 130
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "RUN_ERRNOS", "classify", "code_for", "os_error"]
 
 
 def code_for(errors: Iterable[str]) -> int:
@@ -28,20 +27,18 @@ def code_for(errors: Iterable[str]) -> int:
 def classify(exc: BaseException) -> tuple[int, str] | None:
     """``(exit code, message)`` for an exception a command may end with, or None for a bug
     (which keeps its traceback)."""
-    from .core.settings import SettingsError
     from .core.text import printable
 
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted: what was done is saved; run the same command again to resume"
-    if isinstance(exc, SettingsError):
-        return EXIT_USAGE, exc.render()
+    if isinstance(exc, SelfiescopeError):  # every error of ours says its own code and line
+        # an error is never "done" (0) nor an interrupt: a code outside the rules is a failed run
+        code = exc.exit_code if exc.exit_code in (EXIT_FAILED, EXIT_USAGE) else EXIT_FAILED
+        return code, exc.user_message()
     if (pydantic := sys.modules.get("pydantic")) is not None and isinstance(exc, pydantic.ValidationError):
         from .core.settings import format_validation_error  # a value from the command line, put into a model
 
         return EXIT_USAGE, "; ".join(format_validation_error(exc))
-    for kinds, code in _known_errors():
-        if isinstance(exc, kinds):
-            return code, printable(exc)
     if isinstance(exc, OSError):
         return os_error(exc)
     if (browser := sys.modules.get("playwright.async_api")) is not None and isinstance(exc, browser.Error):
@@ -65,41 +62,7 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
 def os_error(exc: OSError) -> tuple[int, str]:
     """``(exit code, one line)`` for a filesystem error: a full disk is the run's failure (1),
     a read-only or forbidden path the user's to fix (2)."""
-    from .core.text import printable
-
-    path = printable(exc.filename) if exc.filename else ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return EXIT_FAILED, f"disk full: {path or 'a file of this run'}"
-    if exc.errno == errno.EROFS:
-        return EXIT_USAGE, f"{path or 'a path of this run'} is on a read-only filesystem: nothing could be written there"
-    code = EXIT_FAILED if exc.errno in RUN_ERRNOS else EXIT_USAGE
-    detail = printable(exc.strerror or exc)
-    return code, f"{path}: {detail}" if path else detail
-
-
-# The errors that carry a message for the user, by module, and their exit codes.
-_USER_ERRORS = {
-    EXIT_USAGE: [("core.lock", "RootBusy"), ("pipelines.model_dir", "ModelDirError"), ("core.har", "HarError"),
-                 ("pipelines.export", "ExportError"), ("pipelines.forget", "ForgetError"),
-                 ("core.privacy", "PrivacyError"), ("pipelines.predict", "ModelError"),
-                 ("pipelines.fsck", "FsckError"), ("core.manifest_readonly", "ManifestUnreadable"),
-                 ("core.plugin_state", "StateError")],
-    EXIT_FAILED: [("pipelines.dataset", "DatasetError"), ("core.components", "StorageError"),
-                  ("core.browser_lookup", "BrowserNotFound"), ("core.browser", "BrowserCrashed"),
-                  ("core.browser", "BrowserStartTimeout"),
-                  ("core.web", "Deadline")],
-}
-
-
-def _known_errors() -> list[tuple[tuple[type[BaseException], ...], int]]:
-    """The user-facing error classes whose modules are loaded (an exception of a module that
-    was never imported cannot have been raised, and importing them all would take seconds)."""
-    found = []
-    for code, names in _USER_ERRORS.items():
-        kinds = tuple(getattr(sys.modules[f"selfiescope.{module}"], name) for module, name in names
-                      if f"selfiescope.{module}" in sys.modules)
-        found.append((kinds, code))
-    return found
+    return os_error_outcome(exc)
 
 
 def _database_problem(exc: BaseException) -> tuple[int, str]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,3 +28,33 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
         if key.startswith("SELFIESCOPE_"):
             monkeypatch.delenv(key, raising=False)
     secrets.clear()
+
+
+# --- tests that drive a real Chromium (marked ``browser``) -------------------------------------
+NO_CHROMIUM = "no Chromium: install with scripts/ensure-chromium.sh or `playwright install chromium`"
+
+
+def _chromium_found() -> bool:
+    from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
+
+    try:
+        find_chromium("auto")
+    except BrowserNotFound:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a Chromium every browser test is skipped, each with the same reason (counted in
+    the summary), instead of whole modules vanishing from the run."""
+    browser_tests = [item for item in items if item.get_closest_marker("browser")]
+    if browser_tests and not _chromium_found():
+        for item in browser_tests:
+            item.add_marker(pytest.mark.skip(reason=NO_CHROMIUM))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say in the last lines how many browser tests did not run, and why."""
+    skipped = sum(1 for report in terminalreporter.stats.get("skipped", []) if NO_CHROMIUM in str(report.longrepr))
+    if skipped:
+        terminalreporter.write_line(f"{skipped} browser tests skipped: {NO_CHROMIUM}", yellow=True, bold=True)

@@ -18,12 +18,7 @@ from selfiescope.core.web import (
 )
 from selfiescope.testing.site import MockInstagram, TagSpec
 
-try:
-    find_chromium("auto")
-    HAVE_BROWSER = True
-except BrowserNotFound:
-    HAVE_BROWSER = False
-needs_browser = pytest.mark.skipif(not HAVE_BROWSER, reason="no Chromium (see scripts/ensure-chromium.sh)")
+needs_browser = pytest.mark.browser  # skipped with one reason when no Chromium is found (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.settings import settings_from_dict
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
 from selfiescope.plugins.instagram.doctor import run_doctor
@@ -20,10 +19,6 @@ from selfiescope.testing.chaos import Chaos
 from selfiescope.testing.site import MockInstagram, TagSpec
 from test_instagram import scrape
 
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

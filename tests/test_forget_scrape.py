@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from selfiescope.cli import app
 from selfiescope.core.browser import save_session
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.privacy import KEY_FILE
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict
@@ -23,10 +22,6 @@ from selfiescope.core.stats import RunStats
 from selfiescope.pipelines.collect import collect
 from selfiescope.testing.site import MockInstagram, TagSpec
 
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
 runner = CliRunner()

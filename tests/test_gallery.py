@@ -7,17 +7,12 @@ from typing import Any
 
 import pytest
 
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict
 from selfiescope.core.stats import RunStats
 from selfiescope.pipelines.collect import collect
 from selfiescope.testing.site import MockInstagram, TagSpec
 
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
 

@@ -17,7 +17,6 @@ from selfiescope import hookimpl
 from selfiescope.cli import app
 from selfiescope.core import secrets
 from selfiescope.core.browser import save_session
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.privacy import Keyring
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict
@@ -27,10 +26,6 @@ from selfiescope.plugins.instagram.session import LoginError, login
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV, find_medias, post_from_media
 from selfiescope.testing.site import MockInstagram, TagSpec
 
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
 

@@ -14,16 +14,14 @@ from typer.testing import CliRunner
 
 from selfiescope.cli import app
 from selfiescope.core import secrets
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
+from selfiescope.core.browser_lookup import find_chromium
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
 from selfiescope.plugins.instagram.browser_import import applies_to
 from selfiescope.plugins.instagram.login import submit_login
 from selfiescope.testing.site import MockInstagram, TagSpec
 
-try:
-    CHROMIUM = find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
+pytestmark = pytest.mark.browser
+
 pytest.importorskip("browser_cookie3")
 
 TAG = "epsilon"
@@ -57,7 +55,7 @@ async def chromium_profile_logged_in(site: MockInstagram, profile: Path) -> None
 
     async with async_playwright() as pw:
         context = await pw.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            str(profile), executable_path=find_chromium("auto"), headless=True, args=["--no-sandbox"])
         try:
             page = context.pages[0] if context.pages else await context.new_page()
             assert await submit_login(page, site.base_url, USERNAME, PASSWORD, ["Not now", "Decline optional cookies",

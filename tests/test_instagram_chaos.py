@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from selfiescope import hookimpl
 from selfiescope.cli import app
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import Settings, settings_from_dict
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
@@ -23,16 +22,14 @@ from selfiescope.testing.chaos import Chaos
 from selfiescope.testing.site import MockInstagram, TagSpec
 from test_instagram import expected, recorded, scrape, seed_session
 
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
 
 USERNAME, PASSWORD = "bruno_k2", "pw-Okapi-5521?"
 TAGS = {"gamma": TagSpec(9, "selfie", noface=1, small_face=1), "delta": TagSpec(8, "portrait", noface=1, small_face=1)}
-BOUND_S = 90  # a run of these small tags takes seconds; longer means it hangs
+# A run of these small tags takes seconds; longer means it hangs. Generous: on a loaded 2-core
+# machine Chromium's start alone may take a minute (it has its own deadline, launch_timeout_s).
+BOUND_S = 240
 
 
 def settings_for(site: MockInstagram, root: Path, *, timeout_s: float = 8.0, **options: Any) -> Settings:
@@ -174,10 +171,10 @@ async def test_a_stalled_job_reloads_once_then_fails_while_the_other_job_finishe
     with chaos_site(hung_feed_tags=("gamma",)) as site:  # gamma's first page is in the HTML, the rest never comes
         seed_session(site, tmp_path)
         states = States()
-        started = time.monotonic()
-        stats = await bounded(scrape(settings_for(site, tmp_path, timeout_s=3, stall_s=6), ["gamma", "delta"],
+        # stall_s twice the site's deadline, as before, but a deadline a loaded machine meets: with 3 s
+        # an image download could time out there and the job would fail for that, not for the stall
+        stats = await bounded(scrape(settings_for(site, tmp_path, timeout_s=8, stall_s=16), ["gamma", "delta"],
                                      plugins=[states]))
-        assert time.monotonic() - started < 60
         assert stats.status == "finished_with_errors"
         [error] = stats.errors
         assert "gamma" in error and "stalled" in error and "waiting on" in error and "Rerun" in error
@@ -201,8 +198,8 @@ def test_cli_exit_code_and_summary_name_the_failed_tag(tmp_path: Path, monkeypat
         settings_file = tmp_path / "settings.toml"
         settings_file.write_text(
             f'[storage]\nroot = "{tmp_path / "data"}"\n[browser]\nsession_file = "{tmp_path / "session.json"}"\n'
-            "timeout_s = 3\n[plugins.instagram]\nscroll_pause_s = 0.6\nmax_idle_scrolls = 2\n"
-            "requests_per_minute = 6000\njitter_s = 0\nstall_s = 5\n"
+            "timeout_s = 8\n[plugins.instagram]\nscroll_pause_s = 0.6\nmax_idle_scrolls = 2\n"
+            "requests_per_minute = 6000\njitter_s = 0\nstall_s = 14\n"
         )
         result = CliRunner().invoke(app, ["scrape", "gamma", "delta", "--label", "x", "--chain", "decode,store",
                                           "--base-url", site.base_url, "-s", str(settings_file)])

@@ -124,14 +124,9 @@ def test_the_local_site_answers_the_documented_feed_shape(site: MockInstagram) -
 @pytest.mark.browser
 async def test_the_local_sites_page_sends_the_documented_headers(site: MockInstagram, tmp_path: Path) -> None:
     from selfiescope.core.browser import BrowserPool
-    from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
     from selfiescope.core.settings import BrowserSettings
     from selfiescope.core.web import click_dialog_buttons, scroll_and_wait
 
-    try:
-        find_chromium("auto")
-    except BrowserNotFound:
-        pytest.skip("no Chromium (see scripts/ensure-chromium.sh)")
     app_id = re.search(r"^\| `X-IG-App-ID` \| `(\d+)`", DOC, re.M)
     assert app_id, "the documented app id"
     pool = BrowserPool(BrowserSettings(timeout_s=10, session_file=tmp_path / "s.json"))

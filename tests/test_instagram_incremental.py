@@ -12,7 +12,6 @@ from hypothesis import given, strategies as st
 from typer.testing import CliRunner
 
 from selfiescope.cli import app
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, SettingsError, settings_from_dict
 from selfiescope.pipelines.collect import collect
@@ -23,10 +22,8 @@ from selfiescope.testing.site import MockInstagram, TagSpec
 
 from test_instagram import media_requests, recorded, seed_session, settings_for
 
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
+pytestmark = pytest.mark.browser
+
 
 TAG = "gamma"
 

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from selfiescope.cli import app
 from selfiescope.core import secrets
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.proxy import PROXY_PASSWORD_ENV, PROXY_USERNAME_ENV, check_proxy_url, playwright_proxy
 from selfiescope.core.settings import ScrapePipeline, SettingsError, settings_from_dict
 from selfiescope.pipelines.collect import collect
@@ -21,10 +20,8 @@ from selfiescope.testing.site import MockInstagram, TagSpec
 from proxy_helpers import CountingProxy
 from test_instagram import recorded, seed_session, settings_for
 
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
+pytestmark = pytest.mark.browser
+
 
 TAG = "delta"
 PROXY_USER, PROXY_PASSWORD = "corp-user", "Pr0xy-S3cret!"

@@ -10,7 +10,6 @@ import pytest
 
 from selfiescope.core import har, secrets
 from selfiescope.core.browser import save_session
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict
 from selfiescope.pipelines.collect import collect
@@ -128,16 +127,11 @@ def test_record_and_replay_ask_the_source_class_not_its_name(tmp_path: Path, mon
 
 
 # --- record, stop the site, replay -------------------------------------------------------------
-try:
-    find_chromium("auto")
-    HAVE_CHROMIUM = True
-except BrowserNotFound:
-    HAVE_CHROMIUM = False
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_CHROMIUM, reason="no Chromium (see scripts/ensure-chromium.sh)")
+@pytest.mark.browser
 async def test_record_then_replay_offline_stores_the_same_posts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(USERNAME_ENV, USERNAME)
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
@@ -182,7 +176,7 @@ async def test_record_then_replay_offline_stores_the_same_posts(tmp_path: Path, 
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not HAVE_CHROMIUM, reason="no Chromium (see scripts/ensure-chromium.sh)")
+@pytest.mark.browser
 async def test_replay_aborts_what_the_har_does_not_hold(tmp_path: Path) -> None:
     """A tag that was never recorded: every request is aborted, nothing reaches a network."""
     empty = {"log": {"version": "1.2", "creator": {"name": "t", "version": "1"}, "entries": [],
@@ -200,7 +194,7 @@ async def test_replay_aborts_what_the_har_does_not_hold(tmp_path: Path) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_CHROMIUM, reason="no Chromium (see scripts/ensure-chromium.sh)")
+@pytest.mark.browser
 def test_cli_record_then_scrape_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
@@ -259,7 +253,7 @@ def test_record_never_overwrites_an_existing_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not HAVE_CHROMIUM, reason="no Chromium (see scripts/ensure-chromium.sh)")
+@pytest.mark.browser
 def test_cli_record_shows_the_job_state_lines_a_scrape_shows(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -17,17 +17,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
 from selfiescope.testing.chaos import Chaos
 from selfiescope.testing.site import MockInstagram, TagSpec
 from test_instagram import recorded, scrape, seed_session
 from test_instagram_chaos import settings_for
 
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

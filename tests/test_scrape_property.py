@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
 from selfiescope.testing.chaos import Chaos
@@ -25,10 +24,6 @@ from selfiescope.testing.site import MockInstagram, TagSpec
 from test_instagram import scrape, seed_session
 from test_instagram_chaos import settings_for
 
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -17,7 +17,8 @@ async def test_a_step_that_outlasts_the_stall_time_is_a_stall_naming_what_it_wai
     started = time.monotonic()
     with pytest.raises(Stalled) as exc:
         await watch.run("the next feed page", asyncio.sleep(10))
-    assert exc.value.waiting_on == "the next feed page" and time.monotonic() - started < 1.0
+    assert exc.value.waiting_on == "the next feed page"
+    assert time.monotonic() - started < 9  # the stall, not the 10 s step (a generous margin for a busy machine)
     assert watch.remaining() <= 0
 
 
@@ -33,7 +34,7 @@ async def test_time_paused_on_purpose_does_not_count() -> None:
 async def test_within_names_what_did_not_answer() -> None:
     with pytest.raises(Deadline, match="reading the grid: no answer within 0.1 s"):
         await within(0.1, asyncio.sleep(5), "reading the grid")
-    assert isinstance(Deadline("x"), TimeoutError)
+    assert isinstance(Deadline("x", 1.0), TimeoutError)
 
 
 def test_only_feed_endpoints_are_read() -> None:

@@ -19,19 +19,22 @@ imported only by the plugins that use them (so a chain step loads no browser and
 
 from __future__ import annotations
 
-from ..core.components import (
-    Component, FeatureExtractor, Job, Options, Source, Step, Storage, StorageError, StoredImage,
+from ..core.components import Component, FeatureExtractor, Job, Options, Source, Step, Storage, StoredImage
+from ..core.errors import (
+    BrowserError, DeadlineExceeded, RunFailed, SelfiescopeError, SettingsError, SiteError, StorageError, UsageError,
 )
 from ..core.context import RunContext
 from ..core.events import Decision, FaceBox, ImageEvent, Origin, Reject
 from ..core.hookspecs import hookimpl
 from ..core.plugin_state import PluginState, StateError, StateHandle, StateTable, declare
-from ..core.settings import Settings, SettingsError
+from ..core.settings import Settings
 from ..core.text import printable
 from ..core.work import WorkItem
 
 __all__ = [
+    "BrowserError",
     "Component",
+    "DeadlineExceeded",
     "Decision",
     "FaceBox",
     "FeatureExtractor",
@@ -42,8 +45,11 @@ __all__ = [
     "PluginState",
     "Reject",
     "RunContext",
+    "RunFailed",
+    "SelfiescopeError",
     "Settings",
     "SettingsError",
+    "SiteError",
     "Source",
     "StateError",
     "StateHandle",
@@ -52,6 +58,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "StoredImage",
+    "UsageError",
     "WorkItem",
     "declare",
     "hookimpl",

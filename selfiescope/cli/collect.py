@@ -127,7 +127,7 @@ def run(
     settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
     try:
         chosen = [settings.pipeline(name) for name in pipelines]
-    except SettingsError as exc:
+    except SettingsError as exc:  # a name given on the command line: its one problem, not the settings list
         raise fail(exc.problems[0]) from None
     first = chosen[0]
     if all(isinstance(p, ScrapePipeline) for p in chosen):
@@ -320,6 +320,6 @@ def replay_options(settings: Settings, har_file: Path, source: str, base_url: Op
 
     try:
         settings, recorded_base = replay_settings(settings, har_file, source)
-    except HarError as exc:
-        raise fail(f"--replay: {exc}") from None
+    except HarError as exc:  # names the option that gave the file, which the error cannot know
+        raise fail(f"--replay: {escape(printable(exc))}") from None
     return settings, base_url or recorded_base

@@ -61,7 +61,8 @@ def guarded(command):  # noqa: ANN001, ANN201 - wraps any typer command function
             code, message = known
             logging.getLogger("selfiescope.cli").debug("the command ended with %s", type(exc).__name__, exc_info=exc)
             style = "yellow" if code == EXIT_INTERRUPTED else "red"
-            prefix = "" if code == EXIT_INTERRUPTED else "error: "
+            # settings problems come as a titled list ("Invalid settings in FILE:"), never prefixed
+            prefix = "" if code == EXIT_INTERRUPTED or isinstance(exc, SettingsError) else "error: "
             console.print(f"[{style}]{prefix}{escape(printable(message))}[/{style}]", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
 
@@ -165,11 +166,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 def load(settings_path: Optional[Path]) -> Settings:
-    try:
-        settings = load_settings(settings_path)
-    except SettingsError as exc:
-        console.print(exc.render(), highlight=False, markup=False)
-        raise typer.Exit(EXIT_USAGE) from None
+    settings = load_settings(settings_path)  # a SettingsError ends the command through guarded()
     configure_logging(settings)
     return settings
 

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..exits import EXIT_FAILED, EXIT_OK
-from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load, out, with_wait
+from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, load, out, with_wait
 
 SHOWN = 50  # findings listed on the terminal (--json lists them all)
 
@@ -27,13 +27,10 @@ def fsck_command(
 
     Exit code 0 when they agree (or --repair mended everything), 1 when something is wrong.
     """
-    from ..pipelines.fsck import QUARANTINE, FsckError, fsck
+    from ..pipelines.fsck import QUARANTINE, fsck
 
     settings = with_wait(load(settings_path), wait)
-    try:
-        result = asyncio.run(fsck(settings, repair=repair))
-    except FsckError as exc:
-        raise fail(escape(str(exc))) from None
+    result = asyncio.run(fsck(settings, repair=repair))
     if as_json:
         emit_json(result.as_dict())
     else:

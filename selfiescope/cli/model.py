@@ -21,16 +21,13 @@ DEFAULT_TRAIN = "train"  # the pipeline `train` runs, with the defaults, when se
 
 def run_train(settings: Settings, name: str, as_json: bool) -> None:
     """Train pipeline NAME, print its summary; shared by `train` and `run` (kind = "train")."""
-    from ..pipelines.dataset import DatasetError
     from ..pipelines.train import train
 
     with _progress(not as_json) as progress:
         task = progress.add_task("features", total=None)
         try:
             result = train(settings, name, progress=lambda done, total: progress.update(task, completed=done, total=total))
-        except DatasetError as exc:
-            raise fail(str(exc), EXIT_FAILED) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # says what an interrupted training keeps: the features
             console.print("[yellow]interrupted[/yellow]: computed features are cached; run the same command again")
             raise typer.Exit(EXIT_INTERRUPTED) from None
     summary = result.summary()
@@ -93,16 +90,13 @@ def predict_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Label images with a trained model. Exit code 1 if any input could not be read."""
-    from ..pipelines.predict import ModelError, expand_paths, load_model
+    from ..pipelines.predict import expand_paths, load_model
 
     if stored == bool(paths):
         raise fail("give image paths, or --stored (not both)")
     if not stored and (label or settings_path):
         raise fail("--label and --settings go with --stored")
-    try:
-        loaded = load_model(model)
-    except ModelError as exc:
-        raise fail(escape(printable(str(exc)))) from None
+    loaded = load_model(model)
     if stored:
         results = loaded.predict_stored(label, settings=load(settings_path) if settings_path else None)
         if not results:

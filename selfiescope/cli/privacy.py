@@ -19,10 +19,7 @@ from rich.table import Table
 
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, os_error
 from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load, out, with_wait
-from ..core.lock import RootBusy
-from ..core.privacy import PrivacyError
 from ..core.text import printable
-from ..core.settings import SettingsError
 
 SHOWN = 50  # matched images listed on the terminal (--json lists them all)
 
@@ -94,7 +91,7 @@ def forget_command(
 
     Exit code 0 when something was removed (or would be, with --dry-run), 1 when nothing matched.
     """
-    from ..pipelines.forget import ForgetError, ForgetRequest, forget
+    from ..pipelines.forget import ForgetRequest, forget
 
     request = ForgetRequest(list(post), list(owner), list(image), list(label))
     if request.empty():
@@ -112,16 +109,9 @@ def forget_command(
     except typer.Abort:
         console.print("nothing removed (no answer: pass --yes to confirm without a prompt)")
         raise typer.Exit(EXIT_FAILED) from None
-    except (ForgetError, PrivacyError) as exc:
-        raise fail(escape(str(exc)), EXIT_FAILED if getattr(exc, "run_failed", False) else 2) from None
-    except SettingsError as exc:
-        console.print(exc.render(), highlight=False, markup=False)
-        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: run the same command again to finish the forget")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except RootBusy as exc:
-        raise fail(escape(str(exc))) from None
     except sqlite3.Error as exc:  # the manifest itself failed: say only what a read-back shows
         raise fail(escape(_forget_failed(settings, OSError(str(exc)))), EXIT_FAILED) from None
     except OSError as exc:
@@ -185,13 +175,10 @@ def export_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Export the dataset: an imagefolder with metadata.csv, or a CSV/Parquet table. Never forgotten images."""
-    from ..pipelines.export import ExportError, export
+    from ..pipelines.export import export
 
     settings = load(settings_path)
-    try:
-        result = asyncio.run(export(settings, directory, fmt, include_urls=include_urls))  # type: ignore[arg-type]
-    except ExportError as exc:
-        raise fail(escape(str(exc))) from None
+    result = asyncio.run(export(settings, directory, fmt, include_urls=include_urls))  # type: ignore[arg-type]
     if as_json:
         emit_json(result.as_dict())
     else:

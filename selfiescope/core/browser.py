@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
+from .errors import BrowserError, DeadlineExceeded
 from .browser_lookup import find_chromium
 from .proxy import playwright_proxy, proxy_launch_args
 from .settings import BrowserSettings
 from .secrets import child_environment, hide_from_children, write_private_json
-from .web import NotRecorded, SiteUnreachable, unreachable_reason, within
+from .web import Deadline, NotRecorded, SiteUnreachable, unreachable_reason, within
 
 if TYPE_CHECKING:  # pragma: no cover
     from playwright.async_api import Browser, BrowserContext, Page, Playwright, Response, Route
@@ -55,11 +56,11 @@ _TRY_AGAIN = ("interrupted by another navigation", "ERR_EMPTY_RESPONSE", "ERR_CO
               "ERR_CONNECTION_CLOSED")
 
 
-class BrowserCrashed(RuntimeError):
+class BrowserCrashed(BrowserError, RuntimeError):
     """Chromium went away during a job and could not be brought back."""
 
 
-class BrowserStartTimeout(RuntimeError):
+class BrowserStartTimeout(BrowserError, DeadlineExceeded, RuntimeError):
     """Chromium (or Playwright's driver) did not start within ``browser.launch_timeout_s``.
 
     Not a :class:`TimeoutError`: a slow start is this machine's problem, never the site's,
@@ -67,8 +68,11 @@ class BrowserStartTimeout(RuntimeError):
     """
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(f"Chromium took too long to start (more than {seconds:g} s); the machine may be busy: "
-                         "raise [browser] launch_timeout_s")
+        super().__init__("the browser", seconds, "browser.launch_timeout_s")
+
+    def describe(self) -> str:
+        return (f"the browser (Chromium) did not start within {self.limit_s:g} s ({self.setting}); "
+                "the machine may be busy: raise [browser] launch_timeout_s")
 
 
 def is_tracker(url: str) -> bool:
@@ -244,8 +248,11 @@ class BrowserPool:
         timeout_s = self.settings.timeout_s
         async with self._slots:
             # start() raises BrowserStartTimeout itself; this bounds the wait for another job's launch
-            browser = await within(self.settings.launch_timeout_s + timeout_s + 10, self.start(),
-                                   "starting the browser")
+            try:
+                browser = await within(self.settings.launch_timeout_s + timeout_s + 10, self.start(),
+                                       "starting the browser")
+            except Deadline:
+                raise BrowserStartTimeout(self.settings.launch_timeout_s) from None
             generation = self.generation
             record = self._record_paths()
             har_options = {"record_har_path": str(record[0]), "record_har_content": "embed"} if record else {}

@@ -9,6 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .errors import BrowserError
+
 SYSTEM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 HOW_TO_GET_ONE = (
     "No Chromium found. Install one of: Debian/Ubuntu `sudo apt-get install chromium`; "
@@ -17,7 +19,7 @@ HOW_TO_GET_ONE = (
 )
 
 
-class BrowserNotFound(RuntimeError):
+class BrowserNotFound(BrowserError, RuntimeError):
     pass
 
 

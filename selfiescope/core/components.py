@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from .errors import RunFailed, StorageError  # noqa: F401 - StorageError: part of the storage contract
+
 if TYPE_CHECKING:  # pragma: no cover
     from datetime import datetime
 
@@ -202,13 +204,6 @@ class StoredImage:
     content_hash: str | None = None
 
 
-class StorageError(Exception):
-    """Writing to storage failed (disk full, no permission, a network error): a failure of
-    the run, never a rejection of the image. The engine reads ``code``."""
-
-    code = "store_failed"
-
-
 class Storage(Component):
     """Where accepted images go: the one place image bytes are kept, and the only way
     anything (training, the report, predict, export, forget) reads them back.
@@ -323,7 +318,7 @@ def chain_providing(steps: Mapping[str, type[Step]], annotations: Sequence[str],
     return chain
 
 
-class EmptyJob(RuntimeError):
+class EmptyJob(RunFailed, RuntimeError):
     """A job of a web source ended having found nothing."""
 
 

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from .errors import UsageError
 from .regular_files import read_regular
 from .secrets import write_private_json
 from .text import printable
 from .har_scrub import REDACTED, _is_text, collect_secrets, scrub  # noqa: F401 - the module's API
 
 
-class HarError(ValueError):
+class HarError(UsageError, ValueError):
     """A file that is not a HAR this module can read; the message says why."""
 
 

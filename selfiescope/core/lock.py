@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import UsageError
+
 LOCK_NAME = ".selfiescope.lock"
 
 
@@ -31,7 +33,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class RootBusy(Exception):
+class RootBusy(UsageError):
     """Another live process holds the storage root; phrased for the user."""
 
     def __init__(self, root: Path, pid: int | None) -> None:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .errors import FilesystemError
+
 # SQLite's message fragment -> the errno it means (None: no errno, the text says it).
 _ERRNOS: tuple[tuple[str, int | None], ...] = (
     ("disk is full", errno.ENOSPC),
@@ -32,7 +34,7 @@ _ERRNOS: tuple[tuple[str, int | None], ...] = (
 )
 
 
-class ManifestError(OSError):
+class ManifestError(FilesystemError):
     """A manifest operation failed for a reason of the filesystem (full, read-only, unreadable)."""
 
 

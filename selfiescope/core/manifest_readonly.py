@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from .errors import UsageError
 from .privacy import Keyring
 from .text import printable
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .manifest import Manifest
 
 
-class ManifestUnreadable(RuntimeError):
+class ManifestUnreadable(UsageError, RuntimeError):
     """A manifest that cannot be read without changing it (phrased for the user)."""
 
 

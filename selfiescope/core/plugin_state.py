@@ -41,6 +41,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
+from .errors import UsageError
+
 if TYPE_CHECKING:  # pragma: no cover
     from .manifest import Manifest
 
@@ -58,7 +60,7 @@ LEGACY_CONTENT_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
-class StateError(RuntimeError):
+class StateError(UsageError, RuntimeError):
     """A plugin's tables cannot be used as declared (a newer manifest, a read-only one, a bad
     declaration, a statement outside the namespace): phrased for the user."""
 

@@ -27,6 +27,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import UsageError
+
 if TYPE_CHECKING:  # pragma: no cover
     from .events import ImageEvent, Origin
     from .manifest import Manifest
@@ -40,7 +42,7 @@ DROPPED_KEYS = ("full_name", "owner_full_name", "profile_pic_url")
 POST_IN_URL = re.compile(r"/(?:p|reel|tv)/([A-Za-z0-9_-]+)")
 
 
-class PrivacyError(RuntimeError):
+class PrivacyError(UsageError, RuntimeError):
     """The dataset key cannot be read or created (phrased for the user)."""
 
 

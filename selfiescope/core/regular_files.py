@@ -13,8 +13,10 @@ import os
 import stat
 from pathlib import Path
 
+from .errors import FilesystemError
 
-class NotReadable(OSError):
+
+class NotReadable(FilesystemError):
     """A path that is not a regular file within the limit; ``strerror`` says which."""
 
 

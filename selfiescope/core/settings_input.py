@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from .errors import SettingsError  # noqa: F401 - raised here, and imported from here by callers
 from .regular_files import NotReadable, read_regular
 from .text import printable
 
@@ -23,20 +24,6 @@ RESERVED_ENV = {
 }
 # A settings file is a small text file: anything larger (or endless, like /dev/zero) is refused unread.
 MAX_SETTINGS_BYTES = 1 << 20
-
-
-class SettingsError(Exception):
-    """A settings problem, already phrased for the user (key path: problem)."""
-
-    def __init__(self, problems: list[str], source: str = "settings") -> None:
-        self.problems = problems
-        self.source = source
-        super().__init__(f"{source}: " + "; ".join(problems))
-
-    def render(self) -> str:
-        lines = [f"Invalid settings in {self.source}:"]
-        lines += [f"  - {p}" for p in self.problems]
-        return "\n".join(lines)
 
 
 def _parse_env_value(raw: str) -> Any:

@@ -15,30 +15,42 @@ from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
 from .budget import TokenBucket
+from .errors import DeadlineExceeded, SiteError
 
 log = logging.getLogger("selfiescope.web")
 T = TypeVar("T")
 
 
-class Deadline(TimeoutError):
-    """An await on the browser or the network did not finish in time; the message says which."""
+class Deadline(DeadlineExceeded, TimeoutError):
+    """An await on the browser or the network got no answer in time. ``what`` names what was
+    awaited (given where the deadline is set), ``limit_s`` the limit, ``setting`` the key that
+    sets it when one does.
+
+    Also a :class:`TimeoutError`: the site or the browser did not answer, which callers that
+    retry treat like any other timeout. A slow start of Chromium is never one of these
+    (:class:`~selfiescope.core.browser.BrowserStartTimeout`)."""
+
+    def describe(self) -> str:
+        where = f" ({self.setting})" if self.setting else ""
+        return f"{self.what}: no answer within {self.limit_s:g} s{where}"
 
 
-async def within(seconds: float, awaitable: Awaitable[T], what: str) -> T:
-    """``await awaitable`` for at most ``seconds``; :class:`Deadline` naming ``what`` after that."""
+async def within(seconds: float, awaitable: Awaitable[T], what: str, setting: str | None = None) -> T:
+    """``await awaitable`` for at most ``seconds``; :class:`Deadline` naming ``what`` (and
+    ``setting``, the key that sets ``seconds``) after that."""
     try:
         return await asyncio.wait_for(awaitable, seconds)
     except TimeoutError:
-        raise Deadline(f"{what}: no answer within {seconds:g} s") from None
+        raise Deadline(what, seconds, setting) from None
 
 
-class RateLimited(Exception):
+class RateLimited(SiteError):
     def __init__(self, retry_after_s: float) -> None:
         super().__init__(f"rate limited; retry after {retry_after_s:.0f} s")
         self.retry_after_s = retry_after_s
 
 
-class DownloadError(Exception):
+class DownloadError(SiteError):
     """A download that failed for good (after retries, or not worth retrying)."""
 
     def __init__(self, url: str, reason: str, *, transient: bool, status: int | None = None,
@@ -74,7 +86,7 @@ async def settle_failed_download(run: Any, source: str, job: Any, post_id: str, 
     run.stats.count(job.target, "rejected", exc.rejection_code, 0)
 
 
-class SiteUnreachable(ConnectionError):
+class SiteUnreachable(SiteError, ConnectionError):
     """The site cannot be reached at all: connection refused, no such host, no route."""
 
     def __init__(self, url: str, reason: str) -> None:
@@ -84,7 +96,7 @@ class SiteUnreachable(ConnectionError):
         super().__init__(f"{self.site} cannot be reached ({reason})")
 
 
-class NotRecorded(ConnectionError):
+class NotRecorded(SiteError, ConnectionError):
     """A replay was asked for something its recording does not hold."""
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import RunFailed
 from ..core.components import FeatureExtractor, Step, StoredImage, steps_providing
 from ..core.events import ImageEvent, Origin, Reject
 from ..core.manifest import Manifest
@@ -51,7 +52,7 @@ NAN = float("nan")
 Progress = Callable[[int, int], None]
 
 
-class DatasetError(Exception):
+class DatasetError(RunFailed):
     """The dataset cannot be used for training (too few images, a missing label); phrased for the user."""
 
 

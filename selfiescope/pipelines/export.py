@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from ..core.errors import UsageError
 from ..core.components import StoredImage
 from ..core.context import RunContext
 from ..core.manifest import Manifest
@@ -45,7 +46,7 @@ COLUMNS = [
 URL_COLUMNS = ["post_id", "post_url", "image_url", "origin_path"]
 
 
-class ExportError(Exception):
+class ExportError(UsageError):
     """Bad export request (phrased for the user)."""
 
 

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import EXIT_FAILED, EXIT_USAGE, UsageError
 from ..core.components import Storage, StoredImage
 from ..core.context import RunContext
 from ..core.intents import sweep
@@ -63,13 +64,17 @@ _HEX = re.compile(r"^[0-9a-f]{12,64}$")
 _COPY_CODES = "('duplicate', 'near_duplicate', 'label_conflict')"  # dedup's rejections of a copy
 
 
-class ForgetError(Exception):
+class ForgetError(UsageError):
     """A request that cannot be carried out (no dataset, no key): phrased for the user.
     ``run_failed``: the machine failed it (a full disk), not the request (exit 1, not 2)."""
 
     def __init__(self, message: str, *, run_failed: bool = False) -> None:
         super().__init__(message)
         self.run_failed = run_failed
+
+    @property  # type: ignore[override]
+    def exit_code(self) -> int:
+        return EXIT_FAILED if self.run_failed else EXIT_USAGE
 
 
 @dataclass

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import UsageError
 from ..core import quarantine as quarantined
 from ..core.components import Storage, StoredImage
 from ..core.context import RunContext
@@ -51,7 +52,7 @@ OUR_ID = re.compile(r"^(?:[0-9a-f]{16}|[A-Za-z0-9][A-Za-z0-9_-]*-[0-9a-f]{8})$")
 OUR_EXTENSIONS = {*EXTENSIONS.values(), "bin"}
 
 
-class FsckError(Exception):
+class FsckError(UsageError):
     """A check that cannot be made (no dataset, a read-only root to repair): phrased for the user."""
 
 

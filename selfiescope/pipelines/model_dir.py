@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import UsageError
 from .model_schema import SchemaError, is_plain_name, read_json_file
 from ..core.lock import pid_alive as _alive
 
@@ -37,7 +38,7 @@ MACHINE_READ = (".txt", ".json", ".pkl", ".joblib", ".npz")
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)$")
 
 
-class ModelDirError(Exception):
+class ModelDirError(UsageError):
     """The model folder cannot be written or used; phrased for the user."""
 
 

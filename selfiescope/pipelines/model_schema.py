@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..core.errors import UsageError
 from ..core.image_files import read_regular_file
 from ..core.settings import check_label, format_validation_error
 
@@ -23,7 +24,7 @@ MAX_JSON_BYTES = 64 * 1024 * 1024
 Name = Annotated[str, Field(min_length=1, max_length=1000)]
 
 
-class SchemaError(ValueError):
+class SchemaError(UsageError, ValueError):
     """A model file that does not have the expected content; phrased for the user."""
 
 

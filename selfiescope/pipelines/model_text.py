@@ -32,6 +32,8 @@ import math
 import re
 from collections.abc import Sequence
 
+from ..core.errors import UsageError
+
 MAX_LEAVES = 131072  # LightGBM's own upper bound for num_leaves
 _INT = re.compile(r"-?\d{1,12}\Z")
 _FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d{1,4})?\Z")
@@ -50,7 +52,7 @@ TREE_KEYS = ("num_leaves", "num_cat", "split_feature", "split_gain", "threshold"
 _CATEGORICAL, _MISSING_SHIFT = 1, 2
 
 
-class ModelTextError(ValueError):
+class ModelTextError(UsageError, ValueError):
     """The model text is not one LightGBM can load safely; says where and what."""
 
 

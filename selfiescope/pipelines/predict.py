@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from ..core.errors import UsageError
 from ..core.components import FeatureExtractor, Step, StoredImage, chain_providing
 from ..core.context import RunContext
 from ..core.engine import run_chain
@@ -48,7 +49,7 @@ MAX_BYTES = MAX_IMAGE_BYTES  # what import would take, prediction takes
 MAX_MODEL_BYTES = 256 << 20  # far above any model of a few thousand trees
 
 
-class ModelError(Exception):
+class ModelError(UsageError):
     """The model folder cannot be used (missing files, or features that no longer match); phrased for the user."""
 
 

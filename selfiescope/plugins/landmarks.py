@@ -18,13 +18,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..api import FeatureExtractor
+from ..api import FeatureExtractor, RunFailed
 
 NAN = float("nan")
 _local = threading.local()
 
 
-class ModelFilesMissing(RuntimeError):
+class ModelFilesMissing(RunFailed, RuntimeError):
     pass
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
+from ...api import SiteError
 from ...api.web import credential, save_session, within
 from .login import submit_login
 
@@ -29,7 +30,7 @@ MAX_LOGINS = 12  # logins per run: a session that keeps ending is the site's ver
 MAX_BARREN_LOGINS = 2  # logins in a row after which not a single post came through: the site refuses us
 
 
-class LoginRefused(RuntimeError):
+class LoginRefused(SiteError, RuntimeError):
     """No login is possible in this run (no credentials, refused, challenge); the message says what to do."""
 
 
@@ -141,7 +142,7 @@ class Account:
                 f"check {USERNAME_ENV} / {PASSWORD_ENV} or run `selfiescope login`, then rerun")
 
 
-class SessionEnded(Exception):
+class SessionEnded(SiteError):
     """The site no longer takes this context's session (401, its login page, a login form)."""
 
     def __init__(self, why: str) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from unittest.mock import patch
 from urllib.parse import urlsplit
 
-from ...api import Settings
+from ...api import RunFailed, Settings, UsageError
 from ...api.web import save_session, session_path
 
 log = logging.getLogger("selfiescope.instagram")
@@ -43,11 +43,11 @@ COOKIE_FILES = {"firefox": ("cookies.sqlite",), "chrome": ("Network/Cookies", "C
 CHROMIUM_PROFILES = ("Default",)
 
 
-class BrowserImportError(RuntimeError):
+class BrowserImportError(RunFailed, RuntimeError):
     """No session could be taken from the browser profile; the message says why and what to do."""
 
 
-class ProfileNotFound(BrowserImportError):
+class ProfileNotFound(UsageError, BrowserImportError):
     """``--profile`` names no browser profile (a usage error)."""
 
 

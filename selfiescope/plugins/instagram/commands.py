@@ -44,8 +44,7 @@ def login(
     """
     if from_browser is not None or profile is not None:
         return login_from_browser(from_browser, profile, base_url, settings_path, as_json)
-    from ...api.web import BrowserNotFound
-    from .session import LoginError, has_display
+    from .session import has_display
     from .session import login as do_login
 
     settings = load(settings_path)
@@ -58,9 +57,7 @@ def login(
 
     try:
         path = asyncio.run(do_login(settings, base_url=base_url, headless=not headed, ask=ask, timeout_s=timeout))
-    except (LoginError, BrowserNotFound) as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # quietly: the prompt may have been what was interrupted, nothing was saved
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
         emit_json({"ok": True, "session_file": str(path)})
@@ -70,7 +67,7 @@ def login(
 
 def login_from_browser(browser: Optional[str], profile: Optional[Path], base_url: Optional[str],
                        settings_path: Optional[Path], as_json: bool) -> None:
-    from .browser_import import BROWSERS, BrowserImportError, ProfileNotFound, import_session
+    from .browser_import import BROWSERS, import_session
     from .session import instagram_base_url
 
     if browser is None:
@@ -78,12 +75,7 @@ def login_from_browser(browser: Optional[str], profile: Optional[Path], base_url
     if browser.lower() not in BROWSERS:
         raise fail(f"--from-browser {browser}: use one of {', '.join(BROWSERS)}")
     settings = load(settings_path)
-    try:
-        path, n = import_session(settings, browser.lower(), profile, base_url or instagram_base_url(settings))
-    except ProfileNotFound as exc:  # fail() reads markup: a path or "[browser]" is shown as written
-        raise fail(escape(str(exc))) from None
-    except BrowserImportError as exc:
-        raise fail(escape(str(exc)), EXIT_FAILED) from None
+    path, n = import_session(settings, browser.lower(), profile, base_url or instagram_base_url(settings))
     if as_json:
         emit_json({"ok": True, "session_file": str(path), "cookies": n, "browser": browser.lower()})
     else:
@@ -102,11 +94,8 @@ def record(
 ) -> None:
     """Save one real browsing session of HASHTAGS as a HAR, with cookies, auth headers, CSRF
     tokens and credentials scrubbed; replay it with `scrape TAG --replay FILE`."""
-    from pydantic import ValidationError
-
-    from ...api.cli import ProgressObserver, format_validation_error, progress_bar
+    from ...api.cli import ProgressObserver, progress_bar
     from ...api.recording import record as do_record
-    from ...api.web import BrowserNotFound
 
     settings = load(settings_path)
     try:
@@ -114,13 +103,9 @@ def record(
             observer = ProgressObserver(progress, plain=not as_json and not console.is_terminal)
             result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit,
                                            extra_plugins=[observer]))
-    except ValidationError as exc:
-        raise fail("; ".join(format_validation_error(exc))) from None
-    except FileExistsError as exc:
+    except FileExistsError as exc:  # the HAR's own message, which names it and says what to do
         raise fail(str(exc)) from None
-    except BrowserNotFound as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # says what an interrupted recording leaves: nothing
         console.print("[yellow]interrupted[/yellow]: nothing was written")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     summary = result.summary()
@@ -143,8 +128,7 @@ def doctor(
 ) -> None:
     """Check that the site still offers what the instagram source relies on: login form, tag page,
     feed JSON, image candidates, pop-up buttons. Exit 1 when any check fails."""
-    from ...api.web import BrowserNotFound
-    from .doctor import Check, DoctorError, check_target, doctor_options, run_doctor
+    from .doctor import Check, check_target, doctor_options, run_doctor
     from .session import instagram_base_url
 
     settings = load(settings_path)
@@ -160,20 +144,13 @@ def doctor(
         if check.found:
             out.print(f"     {'':16} found instead: {escape(check.found)}", soft_wrap=True, highlight=False)
 
-    try:
-        check_target(url, name)
-        doctor_options(settings, url)
-    except DoctorError as exc:
-        raise fail(str(exc)) from None
+    check_target(url, name)
+    doctor_options(settings, url)
     if not as_json:
         out.print(f"doctor {escape(url)} #{escape(name)}", highlight=False)
     try:
         report = asyncio.run(run_doctor(settings, url, name, on_check=show))
-    except DoctorError as exc:
-        raise fail(str(exc)) from None
-    except BrowserNotFound as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # quietly: the checks shown so far are the report
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
         emit_json(report.as_dict())

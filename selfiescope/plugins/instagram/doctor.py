@@ -64,17 +64,33 @@ async def run_doctor(settings: Settings, base_url: str, tag: str, on_check: OnCh
     """
     check_target(base_url, tag)
     doctor = _Doctor(settings, doctor_options(settings, base_url.rstrip("/")), tag, on_check)
-    # every step has its own deadline; this bounds the sum (Chromium's start has its own setting)
-    budget = settings.browser.timeout_s * 20 + settings.browser.launch_timeout_s
+    browser = settings.browser
     task = asyncio.ensure_future(doctor.run())
+    # Chromium's start has its own deadline (BrowserStartTimeout ends run() with its check); this
+    # bounds only a start that hangs past it, and is never charged to the site's checks
+    started = asyncio.ensure_future(doctor.browser_started.wait())
+    await asyncio.wait({task, started}, timeout=browser.launch_timeout_s + browser.timeout_s + 15,
+                       return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    if not task.done() and not doctor.browser_started.is_set():
+        await _stop(task, browser.timeout_s)
+        doctor.add("browser", "fail", BrowserStartTimeout(browser.launch_timeout_s).user_message())
+        return doctor.report
+    # every step has its own deadline; this bounds their sum, counted once the browser is up
+    budget = browser.timeout_s * 20
     done, _ = await asyncio.wait({task}, timeout=budget)
     if not done:
-        task.cancel()
-        await asyncio.wait({task}, timeout=settings.browser.timeout_s)
-        doctor.add("doctor", "fail", f"the checks did not finish within {budget:.0f} s")
+        await _stop(task, browser.timeout_s)
+        doctor.add("doctor", "fail", f"the checks did not finish within {budget:g} s (20 x browser.timeout_s) "
+                                     "once the browser had started")
     else:
         task.result()
     return doctor.report
+
+
+async def _stop(task: "asyncio.Future[None]", timeout_s: float) -> None:
+    task.cancel()
+    await asyncio.wait({task}, timeout=timeout_s)
 
 
 class _Doctor:
@@ -98,6 +114,7 @@ class _Doctor:
         self.lease: Lease | None = None
         self._started = time.monotonic()
         self._reads: set[asyncio.Task[None]] = set()
+        self.browser_started = asyncio.Event()  # run_doctor's budget for the checks starts here
 
     def add(self, name: str, status: str, detail: str, found: str = "") -> None:
         now = time.monotonic()
@@ -116,6 +133,7 @@ class _Doctor:
         try:
             # no saved session at first: the login form is checked as a logged-out visitor sees it
             async with pool.lease(block=block) as lease:
+                self.browser_started.set()
                 self.lease = lease
                 lease.context.on("response", self._on_response)
                 steps = [("login_form", self.check_login_form), ("login", lambda l: self.check_login(l, saved)),
@@ -132,7 +150,7 @@ class _Doctor:
                                  await self._where(lease))
                 self.check_popups()
         except BrowserStartTimeout as exc:
-            self.add("browser", "fail", str(exc))
+            self.add("browser", "fail", exc.user_message())
         except (PlaywrightError, Deadline) as exc:
             self.add("browser", "fail", f"could not drive the browser: {browser_failure(exc, self.timeout_s)}")
         finally:

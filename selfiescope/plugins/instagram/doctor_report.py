@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
-from ...api import Settings
+from ...api import Settings, UsageError
 from ...api.web import Deadline
 from .errors import explain
 from .feed import find_medias
@@ -24,7 +24,7 @@ CHECKS = ("login_form", "login", "tag_page", "feed_json", "image_candidates", "p
 MAX_429_WAITS = 2  # the source waits out a 429 and reloads; so does the doctor, this often
 
 
-class DoctorError(ValueError):
+class DoctorError(UsageError, ValueError):
     """Bad input (a base URL that is not http(s), bad plugin options); a usage error."""
 
 

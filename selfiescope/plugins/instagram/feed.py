@@ -334,7 +334,7 @@ class FeedReader:
         if self._tasks:  # asyncio.wait: a deadline here leaves the reads running (each has its own)
             _, pending = await asyncio.wait(list(self._tasks), timeout=self.timeout_s + 5)
             if pending:
-                raise Deadline(f"reading feed answers: no answer within {self.timeout_s + 5:g} s")
+                raise Deadline("reading feed answers", self.timeout_s + 5, "browser.timeout_s")
 
     async def new_posts(self) -> tuple[list[Post], bool]:
         """Posts not returned before (the DOM's order, JSON data wherever the page loaded it),

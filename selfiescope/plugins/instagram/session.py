@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...api import Settings
+from ...api import Settings, SiteError
 from ...api.web import BrowserPool, credential, save_session, session_path
 from .errors import explain
 from .login import login_outcome, submit_login
@@ -26,7 +26,7 @@ log = logging.getLogger("selfiescope.instagram")
 Ask = Callable[[str, bool], str]
 
 
-class LoginError(RuntimeError):
+class LoginError(SiteError, RuntimeError):
     """The login did not produce a session; the message says why (never the credentials)."""
 
 

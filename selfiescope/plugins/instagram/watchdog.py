@@ -9,19 +9,21 @@ from collections import Counter
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from ...api import SiteError
+
 T = TypeVar("T")
 log = logging.getLogger("selfiescope.instagram")
 
 
-class SourceStopped(RuntimeError):
+class SourceStopped(SiteError, RuntimeError):
     """The site asks for a person (login, challenge, long rate limit): stop, say what to do."""
 
 
-class JobFailed(RuntimeError):
+class JobFailed(SiteError, RuntimeError):
     """One hashtag could not be finished; the message says why and what to do. Other jobs go on."""
 
 
-class Stalled(Exception):
+class Stalled(SiteError):
     def __init__(self, waiting_on: str) -> None:
         super().__init__(waiting_on)
         self.waiting_on = waiting_on
