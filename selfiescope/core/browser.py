@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psutil
 
 from .browser_lookup import find_chromium
+from .proxied_request import ProxiedRequest, proxy_needs_plain_gets
 from .proxy import playwright_proxy, proxy_launch_args
 from .settings import BrowserSettings
 from .secrets import child_environment, hide_from_children, write_private_json
@@ -270,6 +271,10 @@ class BrowserPool:
                     await within(timeout_s, context.close(), "closing a browser context")  # also writes the HAR part
                 except Exception:  # noqa: BLE001 - the browser may be gone
                     pass
+                if isinstance(lease.request_override, ProxiedRequest):
+                    await lease.request_override.dispose()
+                elif isinstance(getattr(lease.request_override, "real", None), ProxiedRequest):
+                    await lease.request_override.real.dispose()
                 if record is not None:
                     lease.request_override.save(record[1])
 
@@ -291,9 +296,14 @@ class BrowserPool:
             if self._replay is None:
                 self._replay = har.ReplayRequest(await asyncio.to_thread(har.load, Path(self.settings.replay_har)))
             return self._replay
+        direct: Any = context.request
+        if proxy_needs_plain_gets(self.settings.proxy):  # Playwright would tunnel even http:// through CONNECT
+            assert self.settings.proxy is not None
+            direct = ProxiedRequest(context, self.settings.proxy, list(self.settings.proxy_bypass or []),
+                                    self.settings.timeout_s)
         if recording:
-            return har.RecordingRequest(context.request, self.settings.timeout_s)
-        return None
+            return har.RecordingRequest(direct, self.settings.timeout_s)
+        return direct if direct is not context.request else None
 
     # --- observation (benchmarks, tests) -------------------------------------------------
     def browser_processes(self) -> list[psutil.Process]:
