@@ -42,12 +42,13 @@ from ...core.components import Job, Options, Source
 from ...core.events import ImageEvent, Origin
 from ...core.proxy import proxy_problem
 from ...core.web import (Deadline, DownloadError, RateLimited, SiteUnreachable, TokenBucket, click_dialog_buttons,
-                         fetch_image, scroll_and_wait, settle_failed_download, within)
+                         scroll_and_wait, settle_failed_download, within)
 from .account import (
     PASSWORD_ENV, USERNAME_ENV, Account, LoginRefused, SessionEnded, challenge_message, session_lost,
 )
 from .errors import explain, translate
 from .feed import FeedReader, Post, is_feed_url
+from .images import ImagesQuiet, download_on_clock, images_gone
 from .incremental import Incremental
 from .login import CHALLENGE_PATHS
 from .options import DISMISS_BUTTONS, InstagramOptions, dismiss_names
@@ -282,7 +283,7 @@ class InstagramSource(Source):
             del pending[post.shortcode]
             if post.shortcode in state.failed:
                 if state.unreachable and state.stall_reloaded:  # the pages answer, the image host does not
-                    raise self._stop(self._images_gone(state, f"cannot be reached ({state.unreachable})"))
+                    raise self._stop(images_gone(state, f"cannot be reached ({state.unreachable})"))
                 if state.unreachable:  # is the site gone? the tag page says (one reload)
                     raise Stalled(f"downloads ({state.unreachable})")
                 continue
@@ -363,34 +364,17 @@ class InstagramSource(Source):
 
     # --- one post --------------------------------------------------------------------------
     async def _download(self, lease: Lease, url: str, state: JobRun, watch: Watchdog) -> Any:
-        """One image, on the job's image clock: when downloads have waited ``stall_s`` in all
-        since the last image arrived, the source stops saying which host went quiet."""
-        tag, images = state.tag, state.images
-
         def waiting_on_429(wait: float) -> None:
-            log.warning("#%s: HTTP 429 on an image; waiting %.0f s as asked", tag, wait)
-            self._status(tag, f"HTTP 429: waiting {wait:.0f} s as asked")
+            log.warning("#%s: HTTP 429 on an image; waiting %.0f s as asked", state.tag, wait)
+            self._status(state.tag, f"HTTP 429: waiting {wait:.0f} s as asked")
 
-        def waiting(awaitable: Any) -> Any:  # the budget or a 429: the site asked for it, not a stall
-            return watch.paused(images.paused(awaitable))
-
-        state.media_host = urlparse(url).netloc or url.split("?")[0]
-        failures: list[str] = []
         try:
-            return await images.counting(f"images from {state.media_host}", fetch_image(
-                lease.request, url, bucket=self.bucket, max_bytes=self.options.max_image_bytes,
+            return await download_on_clock(
+                lease.request, url, state, watch, bucket=self.bucket, max_bytes=self.options.max_image_bytes,
                 retries=self.options.retries, backoff_s=self.options.backoff_s, timeout_s=self.timeout_s,
-                max_retry_after_s=self.options.max_retry_after_s, waiting=waiting, on_429=waiting_on_429,
-                on_failure=failures.append,
-            ))
-        except Stalled:
-            last = failures[-1] if failures else f"no answer within {images.elapsed():.0f} s"
-            raise self._stop(self._images_gone(state, f"stopped answering: no image for {images.elapsed():.0f} s "
-                                               f"of downloading (last try: {last})")) from None
-
-    def _images_gone(self, state: JobRun, why: str) -> str:
-        return (f"#{state.tag}: images from {state.media_host} {why}; stopping ({len(state.seen)} posts found, "
-                "what was stored is kept). Rerun when it answers again to fetch the rest")
+                max_retry_after_s=self.options.max_retry_after_s, on_429=waiting_on_429)
+        except ImagesQuiet as quiet:
+            raise self._stop(images_gone(state, str(quiet))) from None
 
     async def _fresh_image_url(self, lease: Lease, post: Post) -> str | None:
         """The post's image URL as its page gets it now (a freshly signed one), or None."""
