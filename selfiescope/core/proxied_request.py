@@ -15,6 +15,7 @@ sentence; aiohttp's own words go to the debug log.
 from __future__ import annotations
 
 import asyncio
+import base64
 import fnmatch
 import logging
 from typing import Any
@@ -98,14 +99,19 @@ class ProxiedRequest:
         settings = playwright_proxy(self.server)  # the credentials, from the environment
         assert settings is not None
         direct = bypassed(url, self.server, self.bypass)
-        auth = (aiohttp.BasicAuth(settings["username"], settings.get("password", ""))
-                if settings.get("username") and not direct else None)
+        proxy_headers = None
+        if settings.get("username") and not direct:
+            token = base64.b64encode(f"{settings['username']}:{settings.get('password', '')}".encode()).decode()
+            proxy_headers = {"Proxy-Authorization": f"Basic {token}"}
         bare = url.split("?")[0]
         session = await self._client()
+        sent = await self._headers(url, headers)
+        if proxy_headers and urlsplit(url).scheme == "http":  # a plain GET carries it itself; CONNECT in proxy_headers
+            sent.update(proxy_headers)
         try:
             async with session.request(
-                method, url, headers=await self._headers(url, headers), data=data,
-                proxy=None if direct else self.server, proxy_auth=auth,
+                method, url, headers=sent, data=data,
+                proxy=None if direct else self.server, proxy_headers=proxy_headers,
                 timeout=aiohttp.ClientTimeout(total=seconds), allow_redirects=True,
             ) as resp:
                 body = await resp.content.read(MAX_BODY_BYTES)
@@ -126,6 +132,8 @@ class ProxiedRequest:
         except (aiohttp.ClientError, OSError) as exc:
             log.debug("GET %s: %r", bare, exc)
             raise RequestFailed("the connection broke off before the answer") from None
+        if answer.status == 407 and not direct:  # the proxy's answer, not the site's
+            raise RequestFailed(self._refusal(407), proxy=True)
         if fail_on_status_code and not 200 <= answer.status < 300:
             raise RequestFailed(f"HTTP {answer.status}")
         return answer
