@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,20 @@ async def test_an_image_server_that_never_answers_ends_the_run_plainly(
         assert "what was stored is kept" in error and "Rerun" in error
         assert_plain(stats.errors)
         assert_plain([r.getMessage() for r in caplog.records if r.levelno >= logging.INFO])
+
+
+async def test_an_image_host_that_is_gone_while_the_pages_answer_is_named_after_one_check(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on: the CDN is gone
+        sock.bind(("127.0.0.1", 0))
+        cdn = f"127.0.0.1:{sock.getsockname()[1]}"
+    with MockInstagram(tags={"gamma": TAGS["gamma"]}, page_size=4, chaos=Chaos(media_base_url=f"http://{cdn}")) as site:
+        seed_session(site, tmp_path)
+        stats = await asyncio.wait_for(scrape(settings_for(site, tmp_path, timeout_s=5, stall_s=8), ["gamma"]), BOUND_S)
+        tag_loads = [p for m, p, s in site.requests if p.startswith("/explore/tags/gamma/")]
+    assert stats.status == "finished_with_errors" and recorded(tmp_path) == []
+    [error] = stats.errors
+    assert f"images from {cdn} cannot be reached (connection refused)" in error, error
+    assert_plain(stats.errors)
+    # one check of the tag page, not one reload per post still waiting: posts carried over a
+    # reload are not new posts, so they do not restart the stall clock
+    assert len(tag_loads) <= 2, tag_loads

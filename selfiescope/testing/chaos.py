@@ -87,6 +87,9 @@ class Chaos:
     media_silent: bool = False
     """Image downloads (``/media/*.jpg``) get no answer: the connection is accepted and nothing
     is ever sent (a CDN that hangs); pages and the feed answer as usual."""
+    media_base_url: str = ""
+    """Image URLs point at this address instead of the site's (a CDN elsewhere; a closed port
+    there is a CDN that is gone while the pages answer)."""
     media_stop_after: int | None = None
     """The image server answers this many downloads, then every later one gets no answer (a CDN
     that goes quiet mid-run)."""

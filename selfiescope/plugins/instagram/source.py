@@ -282,9 +282,10 @@ class InstagramSource(Source):
             self.found(job)  # met, whatever became of it: the job did find something
             del pending[post.shortcode]
             if post.shortcode in state.failed:
-                if state.unreachable and state.stall_reloaded:  # the pages answer, the image host does not
+                if state.unreachable and state.images_checked:  # the pages answer, the image host does not
                     raise self._stop(images_gone(state, f"cannot be reached ({state.unreachable})"))
-                if state.unreachable:  # is the site gone? the tag page says (one reload)
+                if state.unreachable:  # is the site gone? the tag page says (one reload until an image comes)
+                    state.images_checked = True
                     raise Stalled(f"downloads ({state.unreachable})")
                 continue
             self.account.note_progress()
@@ -424,6 +425,7 @@ class InstagramSource(Source):
             return None
         state.failed.pop(post.shortcode, None)
         state.images.progress()
+        state.images_checked = False
         self._yielded.add(post.shortcode)
         origin = Origin(
             source=self.name, job=job.target, post_id=post.shortcode,

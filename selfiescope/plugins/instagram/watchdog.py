@@ -120,6 +120,7 @@ class JobRun:
         self.unreachable: str | None = None  # a download found the host out of reach: check the site
         self.media_host: str | None = None  # the host of the last image asked for (never its signed URL)
         self.images = Watchdog(60.0, idle=True)  # the time downloads waited since the last image arrived
+        self.images_checked = False  # the tag page was reloaded for an unreachable image host since the last image
         self.rate_reloads = 0
         self.stall_reloaded = False
         self.empty_reloaded = False
