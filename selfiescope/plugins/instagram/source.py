@@ -375,7 +375,8 @@ class InstagramSource(Source):
                 retries=self.options.retries, backoff_s=self.options.backoff_s, timeout_s=self.timeout_s,
                 max_retry_after_s=self.options.max_retry_after_s, on_429=waiting_on_429)
         except ImagesQuiet as quiet:
-            raise self._stop(images_gone(state, str(quiet))) from None
+            proxy = self.run.settings.browser.proxy  # a hung proxy looks the same from here: name it too
+            raise self._stop(images_gone(state, f"{quiet}{f', through the proxy {proxy}' if proxy else ''}")) from None
 
     async def _fresh_image_url(self, lease: Lease, post: Post) -> str | None:
         """The post's image URL as its page gets it now (a freshly signed one), or None."""
