@@ -19,8 +19,13 @@ HOP_HEADERS = {"proxy-authorization", "proxy-connection", "connection", "keep-al
 
 
 class CountingProxy:
-    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(self, credentials: tuple[str, str] | None = None, *, connect: bool = True,
+                 media_status: int | None = None) -> None:
         self.credentials = credentials
+        self.connect = connect  # False: CONNECT answers 501, as a proxy that only forwards plain GETs
+        self.media_status = media_status  # an answer of the proxy's own to every /media/ request
+        self.tunnels_refused = 0
+        self.tunnels: list[str] = []  # the host:port of every CONNECT asked for
         self.forwarded: list[str] = []  # the paths of requests passed on
         self.refused = 0  # requests without the right Proxy-Authorization
         self._lock = threading.Lock()
@@ -60,8 +65,17 @@ class CountingProxy:
                 self.end_headers()
 
             def do_CONNECT(self) -> None:  # noqa: N802
+                with proxy._lock:
+                    proxy.tunnels.append(self.path)
                 if not self._authorized():
                     return self._refuse()
+                if not proxy.connect:
+                    with proxy._lock:
+                        proxy.tunnels_refused += 1
+                    self.send_response(501, "Not Implemented")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 host, _, port = self.path.rpartition(":")
                 upstream = socket.create_connection((host, int(port)), timeout=30)
                 self.send_response(200, "Connection established")
@@ -94,12 +108,22 @@ class CountingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 path = target.path + (f"?{target.query}" if target.query else "")
+                if proxy.media_status is not None and target.path.startswith("/media/"):
+                    self.send_response(proxy.media_status)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", "27")
+                    self.end_headers()
+                    self.wfile.write(b"<html>proxy says no</html>\n")
+                    return
                 conn = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=30)
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
                     conn.request(self.command, path or "/", body=body, headers=headers)
                     resp = conn.getresponse()
                     data = resp.read()
+                except OSError:  # no such host (the browser's own background requests), or it went away
+                    self.send_error(502)
+                    return
                 finally:
                     conn.close()
                 with proxy._lock:

@@ -16,7 +16,7 @@ from ..core.browser_lookup import BrowserNotFound
 from ..core.proxy import proxy_problem
 from ..core.secrets import credential
 from ..core.web import (
-    ACCEPT, DECLINE, Deadline, DownloadError, RateLimited, SiteUnreachable, TokenBucket, click_dialog_buttons,
+    ACCEPT, DECLINE, Deadline, DownloadError, Fetched, RateLimited, SiteUnreachable, TokenBucket, click_dialog_buttons,
     fetch_image, largest_from_srcset, parse_retry_after, scroll_and_wait, settle_failed_download, within,
 )
 
@@ -28,6 +28,7 @@ __all__ = [
     "DECLINE",
     "Deadline",
     "DownloadError",
+    "Fetched",
     "Lease",
     "RateLimited",
     "SiteUnreachable",

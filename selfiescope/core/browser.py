@@ -23,7 +23,8 @@ import psutil
 
 from .errors import BrowserError, DeadlineExceeded
 from .browser_lookup import find_chromium
-from .proxy import playwright_proxy, proxy_launch_args
+from .proxied_request import ProxiedRequest, proxy_needs_plain_gets
+from .proxy import BACKGROUND_PROXY, context_proxy
 from .settings import BrowserSettings
 from .secrets import child_environment, hide_from_children, write_private_json
 from .web import Deadline, NotRecorded, SiteUnreachable, unreachable_reason, within
@@ -195,14 +196,16 @@ class BrowserPool:
                 await within(self.settings.timeout_s, self._browser.close(), "closing the browser")
             except Exception:  # noqa: BLE001 - it is gone already
                 pass
-        args = [*LAUNCH_ARGS, *self.settings.extra_args, *proxy_launch_args(self.settings.proxy)]
+        args = [*LAUNCH_ARGS, *self.settings.extra_args]
         if hasattr(os, "geteuid") and os.geteuid() == 0 and "--no-sandbox" not in args:
             args.append("--no-sandbox")  # Chromium refuses to start as root with its sandbox
         hide_from_children()
         self._browser = await self._playwright.chromium.launch(
             executable_path=executable, headless=self.headless, args=args,
             timeout=self.settings.launch_timeout_s * 1000, env=child_environment(),
-            proxy=playwright_proxy(self.settings.proxy, self.settings.proxy_bypass),
+            # with browser.proxy, each context gets it (below); the browser's own background requests
+            # (update checks, account look-ups no flag turns off) go to a closed port instead
+            proxy=BACKGROUND_PROXY if self.settings.proxy else None,
         )
         self.generation += 1
         self.launches += 1
@@ -256,7 +259,9 @@ class BrowserPool:
             generation = self.generation
             record = self._record_paths()
             har_options = {"record_har_path": str(record[0]), "record_har_content": "embed"} if record else {}
-            context = await within(timeout_s, browser.new_context(storage_state=storage_state, **har_options),  # type: ignore[arg-type]
+            proxy = context_proxy(self.settings.proxy, self.settings.proxy_bypass)
+            context = await within(timeout_s, browser.new_context(storage_state=storage_state, proxy=proxy,  # type: ignore[arg-type]
+                                                                  **har_options),
                                    "opening a browser context")
             context.set_default_timeout(timeout_s * 1000)
             if self.settings.replay_har is not None:  # before the blocker: routes added later run first
@@ -277,6 +282,10 @@ class BrowserPool:
                     await within(timeout_s, context.close(), "closing a browser context")  # also writes the HAR part
                 except Exception:  # noqa: BLE001 - the browser may be gone
                     pass
+                if isinstance(lease.request_override, ProxiedRequest):
+                    await lease.request_override.dispose()
+                elif isinstance(getattr(lease.request_override, "real", None), ProxiedRequest):
+                    await lease.request_override.real.dispose()
                 if record is not None:
                     lease.request_override.save(record[1])
 
@@ -298,9 +307,14 @@ class BrowserPool:
             if self._replay is None:
                 self._replay = har.ReplayRequest(await asyncio.to_thread(har.load, Path(self.settings.replay_har)))
             return self._replay
+        direct: Any = context.request
+        if proxy_needs_plain_gets(self.settings.proxy):  # Playwright would tunnel even http:// through CONNECT
+            assert self.settings.proxy is not None
+            direct = ProxiedRequest(context, self.settings.proxy, list(self.settings.proxy_bypass or []),
+                                    self.settings.timeout_s)
         if recording:
-            return har.RecordingRequest(context.request, self.settings.timeout_s)
-        return None
+            return har.RecordingRequest(direct, self.settings.timeout_s)
+        return direct if direct is not context.request else None
 
     # --- observation (benchmarks, tests) -------------------------------------------------
     def browser_processes(self) -> list[psutil.Process]:
@@ -426,5 +440,6 @@ async def leased_events(
             if restarts >= max_restarts or not await pool.recover(generation):
                 raise
             restarts += 1
-            log.warning("%s: browser lost (%s); resuming on a new browser (restart %d of %d)",
-                        what, str(exc).splitlines()[0], restarts, max_restarts)
+            log.debug("%s: browser lost: %s", what, exc)  # Playwright's words: the debug log only
+            log.warning("%s: the browser went away; resuming on a new browser (restart %d of %d)",
+                        what, restarts, max_restarts)

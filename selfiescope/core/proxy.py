@@ -2,12 +2,12 @@
 
 The server URL lives in settings; its credentials never do: they come from
 ``SELFIESCOPE_PROXY_USERNAME`` / ``SELFIESCOPE_PROXY_PASSWORD`` and go straight to
-Playwright's launch. Downloads go through the browser context's request API, which uses
-the browser's proxy, so one setting covers pages, feeds and images.
+Playwright. Each browser context gets the proxy (pages, feeds); image downloads go through
+it as Chromium would send them (:mod:`.proxied_request`), so one setting covers pages,
+feeds and images. The browser's own background requests get a closed loopback port instead.
 
-Chromium reaches loopback hosts directly whatever the proxy says; a proxy that is itself
-on loopback (a local forwarder, a test) says it wants loopback too, so
-``<-loopback>`` is added to the bypass rules then.
+Loopback hosts are reached directly, unless the proxy is itself on loopback (a local
+forwarder, a test): then it carries loopback too.
 """
 
 from __future__ import annotations
@@ -64,9 +64,21 @@ def playwright_proxy(server: str | None, bypass: list[str] | None = None) -> dic
     return proxy
 
 
-def proxy_launch_args(server: str | None) -> list[str]:
-    """Chromium arguments a proxy needs: a loopback proxy also carries loopback traffic."""
-    return ["--proxy-bypass-list=<-loopback>"] if server and is_loopback_proxy(server) else []
+# Where the browser's own background requests go when ``browser.proxy`` is set: a closed
+# loopback port, so they never leave the machine (pages use the proxy of their context).
+BACKGROUND_PROXY: dict[str, Any] = {"server": "http://127.0.0.1:9", "bypass": "<-loopback>"}
+
+
+def context_proxy(server: str | None, bypass: list[str] | None = None) -> dict[str, Any] | None:
+    """The ``proxy`` argument of a browser context: :func:`playwright_proxy`, and loopback hosts go
+    direct unless the proxy is itself on loopback (a local forwarder, a test), as Chromium does
+    for a browser-wide proxy; Playwright would otherwise send loopback through a context's proxy."""
+    if not server:
+        return None
+    rules = list(bypass or [])
+    if not is_loopback_proxy(server):
+        rules += [h for h in ("localhost", "127.0.0.1", "[::1]") if h not in rules]
+    return playwright_proxy(server, rules)
 
 
 # Chromium's network errors that mean the proxy, not the site, failed.

@@ -54,13 +54,14 @@ class DownloadError(SiteError):
     """A download that failed for good (after retries, or not worth retrying)."""
 
     def __init__(self, url: str, reason: str, *, transient: bool, status: int | None = None,
-                 unreachable: bool = False) -> None:
+                 unreachable: bool = False, proxy: bool = False) -> None:
         super().__init__(f"{reason}: {url.split('?')[0]}")  # a signed URL's query is noise (and a credential)
         self.url = url
         self.reason = reason
         self.transient = transient  # worth trying again (later, or with a fresh URL): never mark it done
         self.status = status
         self.unreachable = unreachable  # the host refused the connection or has no address
+        self.proxy = proxy  # the proxy, not the site, failed it: every download will fail the same way
 
     @property
     def refused(self) -> bool:
@@ -100,6 +101,15 @@ class NotRecorded(SiteError, ConnectionError):
     """A replay was asked for something its recording does not hold."""
 
 
+class RequestFailed(SiteError, ConnectionError):
+    """A request made outside the browser failed; the message is a plain sentence (no library text)."""
+
+    def __init__(self, plain: str, *, proxy: bool = False, unreachable: str | None = None) -> None:
+        super().__init__(plain)
+        self.proxy = proxy  # the proxy refused or failed it
+        self.unreachable = unreachable  # why the host is out of reach (refused, no DNS name), or None
+
+
 # What a browser or network error says when the whole host is out of reach, in Chromium's
 # words (page loads) and Node's (the request API).
 _UNREACHABLE = (
@@ -114,6 +124,23 @@ def unreachable_reason(error: BaseException | str) -> str | None:
     """Why a failed request means its host is out of reach (refused, no DNS name, no route), or None."""
     text = str(error)
     return next((why for pattern, why in _UNREACHABLE if pattern.search(text)), None)
+
+
+# Node's and Chromium's words for a connection that broke off before the whole answer came.
+_CUT_OFF = re.compile(r"ECONNRESET|socket hang up|ERR_CONNECTION_(RESET|CLOSED|ABORTED)|ERR_EMPTY_RESPONSE"
+                      r"|premature close|aborted", re.I)
+
+
+def network_problem(error: BaseException | str, timeout_s: float) -> str:
+    """A failed request in plain words (the library's own text belongs in the debug log)."""
+    text = str(error)
+    if re.search(r"timeout|timed out", text, re.I):
+        return f"no answer within {timeout_s:g} s"
+    if (why := unreachable_reason(text)) is not None:
+        return why
+    if _CUT_OFF.search(text):
+        return "the connection broke off before the answer"
+    return "a network error (run with -vv to see the browser's own message)"
 
 
 def parse_retry_after(value: str | None, default: float = 30.0) -> float:
@@ -161,7 +188,8 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
                       backoff_s: float = 1.0, timeout_s: float = 30.0,
                       sleep: Callable[[float], Any] = asyncio.sleep, max_retry_after_s: float = 900.0,
                       waiting: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None,
-                      on_429: Callable[[float], None] | None = None) -> Fetched:
+                      on_429: Callable[[float], None] | None = None,
+                      on_failure: Callable[[str], None] | None = None) -> Fetched:
     """GET an image through a Playwright request context (so the browser's cookies apply).
 
     5xx, 408, timeouts, cut-off connections and answers that are not an image (an
@@ -173,7 +201,8 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
     host that refuses the connection or has no address fails at once (``unreachable``):
     backing off for a site that is gone only delays saying so. ``waiting`` wraps every
     wait for the budget or a 429 (a caller's stall clock may leave it out); ``on_429``
-    hears each Retry-After honoured.
+    hears each Retry-After honoured, ``on_failure`` each failed attempt's problem. Every reason
+    a :class:`DownloadError` gives is a plain sentence: the library's own text goes to the debug log.
     """
     from playwright.async_api import Error as PlaywrightError
 
@@ -191,17 +220,23 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
             resp = await within(timeout_s + 5, request.get(url, timeout=timeout_s * 1000, fail_on_status_code=False),
                                 f"GET {bare}")
         except Deadline:
-            problem = "timeout"
+            problem = f"no answer within {timeout_s:g} s"
         except NotRecorded as exc:
             raise DownloadError(url, str(exc), transient=True) from None
+        except RequestFailed as exc:
+            if exc.proxy:  # the proxy says no: every attempt would hear the same
+                raise DownloadError(url, str(exc), transient=True, proxy=True) from None
+            if exc.unreachable is not None:
+                raise DownloadError(url, exc.unreachable, transient=True, unreachable=True) from None
+            problem = str(exc)
         except PlaywrightError as exc:
             text = str(exc).lower()
             if ("has been closed" in text or "disposed" in text) and "timeout" not in text:
                 raise  # the browser or context went away: the caller recovers
+            log.debug("GET %s: %s", bare, str(exc).replace(url, bare))
             if (why := unreachable_reason(exc)) is not None:
-                log.debug("GET %s: %s", bare, str(exc).splitlines()[0])
                 raise DownloadError(url, why, transient=True, unreachable=True) from None
-            problem = "timeout" if "timeout" in text else f"network error ({str(exc).splitlines()[0].replace(url, bare)})"
+            problem = network_problem(exc, timeout_s)
         else:
             status = resp.status
             if status == 429:
@@ -237,6 +272,8 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
                 if sniffed is not None:
                     return Fetched(data, ctype if ctype.startswith("image/") else sniffed, attempt)
                 problem = f"not an image (content-type {ctype or 'missing'})"
+        if on_failure is not None:
+            on_failure(problem)
         if attempt > retries:
             raise DownloadError(url, f"{problem} after {attempt} attempts", transient=True)
         if not problem.startswith("HTTP 429"):

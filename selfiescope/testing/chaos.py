@@ -84,6 +84,15 @@ class Chaos:
     image_429_every: int = 0
     """Every n-th image download answers 429 with ``Retry-After: image_retry_after_s`` (once per URL)."""
     image_retry_after_s: float = 1.0
+    media_silent: bool = False
+    """Image downloads (``/media/*.jpg``) get no answer: the connection is accepted and nothing
+    is ever sent (a CDN that hangs); pages and the feed answer as usual."""
+    media_base_url: str = ""
+    """Image URLs point at this address instead of the site's (a CDN elsewhere; a closed port
+    there is a CDN that is gone while the pages answer)."""
+    media_stop_after: int | None = None
+    """The image server answers this many downloads, then every later one gets no answer (a CDN
+    that goes quiet mid-run)."""
     web_info: bool = False
     """Feed answers take the web_info shape: sections and paging nested under ``data.recent``."""
 
@@ -129,6 +138,16 @@ class Chaos:
             if self._rng.random() >= 1 / 3:
                 return 0.0
             return self._rng.uniform(0, self.slow_first_byte_ms) / 1000
+
+    def media_silent_now(self) -> bool:
+        """Whether this image download gets no answer (``media_silent``, or past ``media_stop_after``)."""
+        if self.media_silent:
+            return True
+        if self.media_stop_after is None:
+            return False
+        with self._lock:
+            self._counts["media_answered"] = self._counts.get("media_answered", 0) + 1
+            return self._counts["media_answered"] > self.media_stop_after
 
     def client_config(self) -> dict[str, Any]:
         """What site.js needs to misbehave."""

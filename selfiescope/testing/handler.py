@@ -143,6 +143,13 @@ class Handler(BaseHTTPRequestHandler):
         self.site._stopping.wait(600)
         self.close_connection = True
 
+    def silent(self) -> None:
+        """Take the request and never answer, not even a status line (until the site stops)."""
+        with self.site._lock:
+            self.site.requests.append((self.command, self.path, 0))
+        self.site._stopping.wait(600)
+        self.close_connection = True
+
     def cut_off(self, data: bytes, ctype: str) -> None:
         """Send the headers and half the body, then close the connection."""
         self.delay()
@@ -480,6 +487,8 @@ class Handler(BaseHTTPRequestHandler):
         if ext != "jpg" or post is None or not width.isdigit() or int(width) not in MEDIA_WIDTHS:
             return self.send(404, b"not found", "text/plain")
         path = urlsplit(self.path).path
+        if chaos.media_silent_now():
+            return self.silent()
         if chaos.media_needs_session and site.require_login and site._session(self.cookies) is None:
             return self.send_json(401, {"message": "login_required", "require_login": True, "status": "fail"})
         if problem := site.media_problem(path, query):

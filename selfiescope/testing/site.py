@@ -219,14 +219,15 @@ class MockInstagram:
         """The URL of ``post``'s image at ``width``: signed, with an expiry, when ``chaos.url_ttl_s`` is set;
         already expired for a share of the URLs tag pages and feeds give (``chaos.stale_url_share``)."""
         path = post.media_path(width)
+        base = self.chaos.media_base_url.rstrip("/") or self.base_url
         ttl = self.chaos.url_ttl_s
         if ttl is None:
-            return self.base_url + path
+            return base + path
         expires = time.time() + ttl
         if not fresh and self.chaos.chance(self.chaos.stale_url_share):
             expires = time.time() - 1
         exp = f"{expires:.3f}"
-        return f"{self.base_url}{path}?se={exp}&sig={self._sign(path, exp)}"
+        return f"{base}{path}?se={exp}&sig={self._sign(path, exp)}"
 
     def _sign(self, path: str, expires: str) -> str:
         return hmac.new(self._secret, f"{path}|{expires}".encode(), "sha256").hexdigest()[:32]

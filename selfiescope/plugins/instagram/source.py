@@ -47,6 +47,7 @@ from .account import (
 )
 from .errors import explain, translate
 from .feed import FeedReader, Post, is_feed_url
+from .images import ImagesQuiet, download_on_clock, images_gone
 from .incremental import Incremental
 from .login import CHALLENGE_PATHS
 from .options import DISMISS_BUTTONS, InstagramOptions, dismiss_names
@@ -147,6 +148,9 @@ class InstagramSource(Source):
         url = f"{self.base_url}/explore/tags/{quote(tag)}/"
         state = JobRun(tag)
         watch = Watchdog(self.options.stall_s)
+        # images have their own clock, running only while a download waits: a feed that keeps
+        # growing while every download hangs is no progress in images
+        state.images = Watchdog(self.options.stall_s, idle=True)
         feed = FeedReader(lease.context, self.base_url, timeout_s=self.timeout_s)  # every page of the job's context
         generation = self.account.generation_of(lease.storage_state)  # the session this context has
         pending: dict[str, Post] = {}  # found, not yet handled: handled first after a reload
@@ -171,17 +175,16 @@ class InstagramSource(Source):
                     await watch.run("closing pop-ups",
                                     click_dialog_buttons(page, self._dismiss_names(), timeout_s=self.timeout_s))
                     posts, ended = await watch.run("the feed's answers", feed.new_posts())
-                    for post in posts:
-                        if post.shortcode not in state.seen:
-                            pending.setdefault(post.shortcode, post)
+                    fresh = [p for p in posts if p.shortcode not in state.seen and p.shortcode not in pending]
+                    for post in fresh:  # posts still pending from before a reload are not news
+                        pending[post.shortcode] = post
                     self._check_feed(feed, tag)
-                    fresh = list(pending.values())
                     if fresh:
                         watch.progress()
                         state.stall_reloaded = False  # the stall is over: a later one gets its own reload
                         state.rate_reloads = 0  # 429s are counted in a row: the site let posts through
                         after_429 = False  # the page retried by itself and got through
-                        self._status(tag, f"{len(state.seen) + len(fresh)} posts found")
+                        self._status(tag, f"{len(state.seen) + len(pending)} posts found")
                     async with aclosing(self._handle(lease, job, state, watch, pending, incremental)) as handled:
                         async for event in handled:
                             yield event
@@ -278,7 +281,10 @@ class InstagramSource(Source):
             self.found(job)  # met, whatever became of it: the job did find something
             del pending[post.shortcode]
             if post.shortcode in state.failed:
-                if state.unreachable:  # is the site gone? the tag page says (one reload)
+                if state.unreachable and state.images_checked:  # the pages answer, the image host does not
+                    raise self._stop(images_gone(state, f"cannot be reached ({state.unreachable})"))
+                if state.unreachable:  # is the site gone? the tag page says (one reload until an image comes)
+                    state.images_checked = True
                     raise Stalled(f"downloads ({state.unreachable})")
                 continue
             self.account.note_progress()
@@ -357,16 +363,19 @@ class InstagramSource(Source):
         self._status(tag, "reading the first feed page")
 
     # --- one post --------------------------------------------------------------------------
-    async def _download(self, lease: Lease, url: str, tag: str, watch: Watchdog) -> Any:
+    async def _download(self, lease: Lease, url: str, state: JobRun, watch: Watchdog) -> Any:
         def waiting_on_429(wait: float) -> None:
-            log.warning("#%s: HTTP 429 on an image; waiting %.0f s as asked", tag, wait)
-            self._status(tag, f"HTTP 429: waiting {wait:.0f} s as asked")
+            log.warning("#%s: HTTP 429 on an image; waiting %.0f s as asked", state.tag, wait)
+            self._status(state.tag, f"HTTP 429: waiting {wait:.0f} s as asked")
 
-        return await fetch_image(
-            lease.request, url, bucket=self.bucket, max_bytes=self.options.max_image_bytes,
-            retries=self.options.retries, backoff_s=self.options.backoff_s, timeout_s=self.timeout_s,
-            max_retry_after_s=self.options.max_retry_after_s, waiting=watch.paused, on_429=waiting_on_429,
-        )
+        try:
+            return await download_on_clock(
+                lease.request, url, state, watch, bucket=self.bucket, max_bytes=self.options.max_image_bytes,
+                retries=self.options.retries, backoff_s=self.options.backoff_s, timeout_s=self.timeout_s,
+                max_retry_after_s=self.options.max_retry_after_s, on_429=waiting_on_429)
+        except ImagesQuiet as quiet:
+            proxy = self.run.settings.browser.proxy  # a hung proxy looks the same from here: name it too
+            raise self._stop(images_gone(state, f"{quiet}{f', through the proxy {proxy}' if proxy else ''}")) from None
 
     async def _fresh_image_url(self, lease: Lease, post: Post) -> str | None:
         """The post's image URL as its page gets it now (a freshly signed one), or None."""
@@ -382,7 +391,7 @@ class InstagramSource(Source):
             return None
         try:
             try:
-                fetched = await self._download(lease, post.image_url, job.target, watch)
+                fetched = await self._download(lease, post.image_url, state, watch)
             except DownloadError as exc:
                 if exc.status == 401:  # the session, not the URL (an expired URL answers 403)
                     raise SessionEnded("the session ended (a download answered 401)") from None
@@ -393,25 +402,30 @@ class InstagramSource(Source):
                     raise
                 log.info("#%s: post %s: %s; retrying with a fresh URL", job.target, post.shortcode, exc.reason)
                 post.image_url = fresh
-                fetched = await self._download(lease, fresh, job.target, watch)
+                fetched = await self._download(lease, fresh, state, watch)
         except RateLimited as exc:
             raise self._stop(f"#{job.target}: Instagram asks to wait {exc.retry_after_s:.0f} s (HTTP 429 on an "
                              "image); stopping instead of hammering. Rerun later to resume.") from None
         except DownloadError as exc:
             if exc.status == 401:
                 raise SessionEnded("the session ended (a download answered 401)") from None
+            if exc.proxy:  # every download goes through it: stop, say so once
+                raise self._stop(f"#{job.target}: {exc.reason}; check browser.proxy (a proxy must forward "
+                                 "plain GETs for http:// and CONNECT for https://), or remove it. What was stored "
+                                 "is kept; rerun to fetch the rest") from None
             log.warning("#%s: post %s skipped: %s", job.target, post.shortcode, exc)
             if exc.transient:  # this run reports it, a rerun retries it
-                # a network error's reason quotes the browser: the summary says what happened instead
-                state.failed[post.shortcode] = (translate(exc.reason).what if exc.reason.startswith("network error")
-                                                else exc.reason)
+                state.failed[post.shortcode] = exc.reason  # fetch_image words it plainly
                 if exc.unreachable:
                     state.unreachable = exc.reason
             else:  # gone for good (404, too large): never fetched again
+                state.images.progress()  # the image host answered
                 self._yielded.add(post.shortcode)
             await settle_failed_download(self.run, self.name, job, post.shortcode, exc)
             return None
         state.failed.pop(post.shortcode, None)
+        state.images.progress()
+        state.images_checked = False
         self._yielded.add(post.shortcode)
         origin = Origin(
             source=self.name, job=job.target, post_id=post.shortcode,

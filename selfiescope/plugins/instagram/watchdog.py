@@ -31,36 +31,85 @@ class Stalled(SiteError):
 
 class Watchdog:
     """A job's stall clock: the time since its last new post, not counting time the job was
-    paused on purpose (the engine not taking events yet, a 429's wait)."""
+    paused on purpose (the engine not taking events yet, a 429's wait).
 
-    def __init__(self, stall_s: float) -> None:
+    A clock made ``idle=True`` starts paused: it counts only the time spent inside
+    :meth:`counting` (the image-download clock counts time spent downloading, never the time
+    the feed takes between downloads)."""
+
+    def __init__(self, stall_s: float, *, idle: bool = False) -> None:
         self.stall_s = stall_s
         self.last = time.monotonic()
         self.waiting_on = "starting"
+        self._pauses = 0
+        self._paused_at = self.last
+        if idle:
+            self._pause()
 
     def progress(self) -> None:
         self.last = time.monotonic()
+        if self._pauses:
+            self._paused_at = self.last
 
     def remaining(self) -> float:
-        return self.stall_s - (time.monotonic() - self.last)
+        now = self._paused_at if self._pauses else time.monotonic()
+        return self.stall_s - (now - self.last)
+
+    def elapsed(self) -> float:
+        """How long the clock has run since the last progress."""
+        return self.stall_s - self.remaining()
+
+    def _pause(self) -> None:
+        if self._pauses == 0:
+            self._paused_at = time.monotonic()
+        self._pauses += 1
+
+    def _resume(self) -> None:
+        self._pauses -= 1
+        if self._pauses == 0:
+            self.last += time.monotonic() - self._paused_at
 
     async def paused(self, awaitable: Awaitable[T]) -> T:
         """Await without the time counting towards a stall."""
-        started = time.monotonic()
+        self._pause()
         try:
             return await awaitable
         finally:
-            self.last += time.monotonic() - started
+            self._resume()
+
+    async def counting(self, what: str, awaitable: Awaitable[T]) -> T:
+        """:meth:`run` on a clock made ``idle``: the time in here counts, the time outside does not."""
+        self._resume()
+        try:
+            return await self.run(what, awaitable)
+        finally:
+            self._pause()
 
     async def run(self, what: str, awaitable: Awaitable[T]) -> T:
-        """Await for at most what is left of the stall time; :class:`Stalled` after that."""
+        """Await for at most what is left of the stall time; :class:`Stalled` after that. Time
+        ``awaitable`` spends in :meth:`paused` (a budget or 429 wait inside a download) does not count."""
         from playwright.async_api import TimeoutError as PlaywrightTimeout
 
         self.waiting_on = what
+        task = asyncio.ensure_future(awaitable)
         try:
-            return await asyncio.wait_for(awaitable, max(0.05, self.remaining()))
-        except (TimeoutError, PlaywrightTimeout):
-            raise Stalled(what) from None
+            while True:
+                slice_s = self.remaining() if not self._pauses else max(0.5, self.remaining())
+                done, _ = await asyncio.wait({task}, timeout=max(0.05, slice_s))
+                if done:
+                    try:
+                        return task.result()
+                    except (TimeoutError, PlaywrightTimeout):
+                        raise Stalled(what) from None
+                if self.remaining() <= 0 and not self._pauses:
+                    raise Stalled(what)
+        finally:
+            if not task.done():
+                task.cancel()
+                try:
+                    await task
+                except BaseException:  # noqa: BLE001 - cancelled on purpose; its own error is moot now
+                    pass
 
 
 class JobRun:
@@ -71,6 +120,9 @@ class JobRun:
         self.seen: set[str] = set()  # posts found in the feed (new or already stored)
         self.failed: dict[str, str] = {}  # post -> why its download failed (not marked: a rerun retries it)
         self.unreachable: str | None = None  # a download found the host out of reach: check the site
+        self.media_host: str | None = None  # the host of the last image asked for (never its signed URL)
+        self.images = Watchdog(60.0, idle=True)  # the time downloads waited since the last image arrived
+        self.images_checked = False  # the tag page was reloaded for an unreachable image host since the last image
         self.rate_reloads = 0
         self.stall_reloaded = False
         self.empty_reloaded = False
