@@ -305,6 +305,8 @@ class Handler(BaseHTTPRequestHandler):
         site, safe = self.site, _safe_next(next_url)
         if "login_fields" in site.breakage:
             return self.html("Login • Instagram", pages.unlabelled_login_form(site.classes, safe))
+        if site.chaos.login_variant == "unknown":
+            return self.html("Login • Instagram", pages.login_form_unknown(site.classes, safe))
         if site.chaos.js_login and error is None:
             body, config = pages.login_placeholder(site.chaos.login_variant, site.consent_language, safe)
             return self.html("Login • Instagram", body, config=config)
@@ -327,8 +329,8 @@ class Handler(BaseHTTPRequestHandler):
             site.login_attempts += 1
         if ajax and (problem := self.api_headers_problem()):
             return self.send_json(403, {"message": problem, "status": "fail"})
-        username = form.get("username", form.get("email"))
-        password = form.get("password", form.get("pass"))
+        username = form.get("username", form.get("email", form.get("em")))
+        password = form.get("password", form.get("pass", form.get("pw")))
         if username != site.username or password != site.password:
             if ajax:
                 return self.send_json(400, {"authenticated": False, "message": "Sorry, your password was incorrect.", "status": "fail"})
@@ -376,6 +378,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.redirect("/challenge/")
         if tag not in site.tags or "tag_page" in site.breakage:
             return self.not_found()
+        if site.chaos.tag_page_429_s:
+            text = ("<!doctype html><html><head><title>Error • Instagram</title></head><body>"
+                    f"<p>{escape(site.chaos.tag_page_429_message)}</p></body></html>")
+            return self.send(429, text, headers={"Retry-After": f"{site.chaos.tag_page_429_s:g}"})
         feed = site._feeds[tag]
         first = [] if site.chaos.client_feed else feed[: site.page_size]  # the app loads its first page itself
         tiles = [pages.Tile(p.shortcode, p.username, [(site.media_url(p, w), w) for w in sorted(MEDIA_WIDTHS)],

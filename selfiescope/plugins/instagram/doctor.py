@@ -41,16 +41,12 @@ from .doctor_report import (
     check_target, doctor_options, media_objects, quote_outcome, site_message, step_failure,
 )
 from .feed import FeedReader, feed_paging, post_from_media
-from .login import CHALLENGE_PATHS, REJECTED, login_fields, submit_login
+from .login import REJECTED, find_login_form, submit_login
+from .outcomes import LoginFormUnknown, read_tag_page
 from .source import PASSWORD_ENV, USERNAME_ENV, InstagramOptions, dismiss_names, fresh_image_url
 
 log = logging.getLogger("selfiescope.doctor")
 
-_INPUTS = """() => Array.from(document.querySelectorAll('input')).filter(i => i.type !== 'hidden').map(i => {
-  const label = i.labels && i.labels.length ? i.labels[0].innerText : '';
-  return `name=${i.name || '-'} type=${i.type} label=${label || '-'} aria-label=${i.getAttribute('aria-label') || '-'}`
-    + ` placeholder=${i.placeholder || '-'}`;
-})"""
 _DIALOGS = """() => Array.from(document.querySelectorAll('[role=dialog]')).map(d => ({
   label: d.getAttribute('aria-label') || d.innerText.slice(0, 60),
   buttons: Array.from(d.querySelectorAll('button, [role=button]')).map(b => b.innerText.trim()),
@@ -218,8 +214,6 @@ class _Doctor:
 
     # --- checks ------------------------------------------------------------------------------
     async def check_login_form(self, lease: Lease) -> None:
-        from playwright.async_api import TimeoutError as PlaywrightTimeout
-
         response = await lease.goto(f"{self.base_url}/accounts/login/")
         page = await lease.page()
         path = urlparse(page.url).path
@@ -229,24 +223,15 @@ class _Doctor:
             self.add("login_form", "fail", detail, f"HTTP {status} at {path}: {await self._page_text(page)!r}")
             return
         await self._close_popups(page)
-        user, secret, button = login_fields(page)
-        try:  # a form rendered by script comes late: the source waits for it the same way
-            await user.wait_for(state="visible", timeout=self.timeout_s * 1000)
-        except PlaywrightTimeout:
-            pass
-        await self._close_popups(page)
-        found = {name: await within(self.timeout_s, locator.count(), "reading the login form")
-                 for name, locator in (("username field", user), ("password field", secret), ("submit button", button))}
-        if all(found.values()):
-            self.username_field, self.password_field = user, secret
-            self.add("login_form", "pass",
-                     "username field, password field and submit button found by the source's finder")
+        try:  # the source's own finder: a form rendered by script comes late, an unknown one is named
+            user, secret, _ = await find_login_form(page, self.timeout_s)
+        except LoginFormUnknown as exc:
+            await self._close_popups(page)
+            self.add("login_form", "fail", f"{exc.what}; {exc.todo}", exc.found)
             return
-        missing = [name for name, n in found.items() if not n]
-        buttons = await within(self.timeout_s, page.get_by_role("button").all_inner_texts(), "reading the login form")
-        inputs = await within(self.timeout_s, page.evaluate(_INPUTS), "reading the login form")
-        self.add("login_form", "fail", f"no {', no '.join(missing)} the source can find",
-                 f"inputs: {'; '.join(inputs) or 'none'}; buttons: {buttons}")
+        await self._close_popups(page)  # a pop-up that came with the form
+        self.username_field, self.password_field = user, secret
+        self.add("login_form", "pass", "username field, password field and submit button found by the source's finder")
 
     async def check_login(self, lease: Lease, saved: dict[str, Any] | None) -> None:
         from playwright.async_api import Error as PlaywrightError
@@ -302,22 +287,13 @@ class _Doctor:
             feed.reset()
             response = await lease.goto(url)
             page = feed.page = await lease.page()
-            status = response.status if response is not None else 0
-            path = urlparse(page.url).path
-            if path.startswith("/accounts/login"):
-                why = ("logging in failed (see login)" if self.report.status("login") == "fail"
-                       else "set the credential variables or run `selfiescope login`")
-                self.add("tag_page", "fail", f"a login wall: {why}", f"redirected to {path}")
+            shown = await read_tag_page(page, response, self.tag, self.timeout_s)  # the source's reading
+            if shown.kind == "login_wall":
+                todo = "logging in failed (see login)" if self.report.status("login") == "fail" else shown.todo
+                self.add("tag_page", "fail", f"{shown.what}: {todo}", f"redirected to {urlparse(page.url).path}")
                 return
-            if path.startswith(CHALLENGE_PATHS):
-                self.add("tag_page", "fail", "the site shows a challenge: run `selfiescope login --show-browser`",
-                         f"redirected to {path}: {await self._page_text(page)!r}")
-                return
-            if status != 200:
-                await self._settle_429s()
-                detail = ("the site rate-limits this account (HTTP 429)" if status == 429
-                          else f"/explore/tags/{self.tag}/ answered HTTP {status}")
-                self.add("tag_page", "fail", detail, self._rate_limit_note() or f"title {await page.title()!r}")
+            if shown.kind != "ok":
+                self.add("tag_page", "fail", f"{shown.what}: {shown.todo}", shown.found or f"title {await page.title()!r}")
                 return
             await self._close_popups(page)
             self.posts = await self._read_posts(feed, page)

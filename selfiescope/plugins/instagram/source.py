@@ -50,6 +50,7 @@ from .errors import explain, translate
 from .feed import FeedReader, Post, is_feed_url
 from .incremental import Incremental
 from .login import CHALLENGE_PATHS
+from .outcomes import PageOutcome, rate_limited, read_tag_page
 from .options import DISMISS_BUTTONS, InstagramOptions, dismiss_names
 from .post_page import fresh_image_url
 from .watchdog import JobFailed, JobRun, SourceStopped, Stalled, Watchdog
@@ -58,6 +59,10 @@ log = logging.getLogger("selfiescope.instagram")
 
 MAX_RATE_RELOADS = 5  # reloads after 429s per job before it gives up
 MAX_NAVIGATION_RELOADS = 3  # reloads per job after the page went elsewhere by itself (not a lost session)
+
+
+class TagPageRateLimited(Exception):
+    """The tag page answered 429 with a wait the source honours: reload it once the wait is over."""
 
 
 class InstagramSource(Source):
@@ -234,6 +239,12 @@ class InstagramSource(Source):
                         raise Stalled("the next feed page (the page stopped loading it)")
                     log.info("#%s: the feed stopped growing", tag)
                     break
+                except TagPageRateLimited:
+                    state.rate_reloads += 1
+                    if state.rate_reloads > MAX_RATE_RELOADS:
+                        raise JobFailed(f"#{tag}: still rate limited (HTTP 429) after {MAX_RATE_RELOADS} waits; "
+                                        "rerun later to resume, or lower plugins.instagram.requests_per_minute")
+                    reload = True
                 except SiteUnreachable as gone:
                     raise self._stop(f"#{tag}: {gone}; stopping ({len(state.seen)} posts found, what was stored "
                                      "is kept). Rerun when the site is back to fetch the rest") from None
@@ -327,12 +338,20 @@ class InstagramSource(Source):
         self._status(tag, "logged in again; resuming")
         return generation
 
+    def _tag_page_429(self, tag: str, shown: PageOutcome) -> None:
+        """The tag page itself answered 429: stop when its wait is too long, else wait it out
+        (through the shared budget, as for a feed 429) before the reload."""
+        assert self.bucket is not None and shown.retry_after_s is not None
+        if shown.retry_after_s > self.options.max_retry_after_s:
+            raise self._stop(f"#{tag}: " + shown.message(f"stopping instead of hammering: {shown.todo}"))
+        self._note_429(tag, shown.retry_after_s)
+
     def _note_429(self, tag: str, wait: float) -> None:
         """Honour a 429: every request of the account waits ``wait`` (through the shared bucket)."""
         assert self.bucket is not None
         if wait > self.options.max_retry_after_s:
-            raise self._stop(f"#{tag}: Instagram asks to wait {wait:.0f} s (HTTP 429); stopping "
-                             "instead of hammering. Rerun later to resume.")
+            shown = rate_limited("", wait)
+            raise self._stop(f"#{tag}: " + shown.message(f"stopping instead of hammering: {shown.todo}"))
         log.warning("#%s: HTTP 429; waiting %.0f s as asked", tag, wait)
         self._status(tag, f"HTTP 429: waiting {wait:.0f} s as asked, then reloading the feed")
         self.bucket.penalize(wait)
@@ -346,13 +365,16 @@ class InstagramSource(Source):
                                   "the request budget"))
         response = await watch.run("the tag page", lease.goto(url))
         page = feed.page = await lease.page()
-        path = self._path(page.url)
-        if path.startswith(CHALLENGE_PATHS):
-            raise self._stop(challenge_message())
-        if path.startswith("/accounts/login"):
+        shown = await read_tag_page(page, response, tag, self.timeout_s)  # the doctor's reading, word for word
+        if shown.kind == "challenge":
+            raise self._stop(challenge_message(shown.site_says))
+        if shown.kind == "login_wall":
             raise SessionEnded("Instagram shows a login wall")
-        if response is not None and response.status == 404:
-            raise LookupError(f"#{tag}: no such hashtag ({url} answered 404)")
+        if shown.kind == "rate_limited":
+            self._tag_page_429(tag, shown)
+            raise TagPageRateLimited()
+        if shown.kind != "ok":
+            raise JobFailed(f"#{tag}: {shown.message()}")
         self._status(tag, "closing pop-ups")
         await watch.run("closing pop-ups", click_dialog_buttons(page, self._dismiss_names(), timeout_s=self.timeout_s))
         self._status(tag, "reading the first feed page")
