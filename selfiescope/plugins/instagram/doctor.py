@@ -42,7 +42,7 @@ from .doctor_report import (
 )
 from .feed import FeedReader, feed_paging, post_from_media
 from .login import REJECTED, find_login_form, submit_login
-from .outcomes import LoginFormUnknown, read_tag_page
+from .outcomes import LoginFormUnknown, challenge, read_tag_page
 from .source import PASSWORD_ENV, USERNAME_ENV, InstagramOptions, dismiss_names, fresh_image_url
 
 log = logging.getLogger("selfiescope.doctor")
@@ -264,8 +264,8 @@ class _Doctor:
         if outcome == "ok":
             self.add("login", "pass", "logged in: session cookie set")
         elif outcome == "challenge":
-            self.add("login", "fail", "the site shows a challenge: run `selfiescope login --show-browser` to pass it",
-                     f"page {path}: {await self._page_text(page)!r}")
+            shown = challenge(await self._page_text(page))  # the words the source stops with
+            self.add("login", "fail", f"{shown.what}: {shown.todo}", f"page {path}: {shown.found}")
         elif outcome == "two_factor":
             self.add("login", "fail", "the site asks for a security code (two-factor): run `selfiescope login` once",
                      f"page {path}")
@@ -273,7 +273,7 @@ class _Doctor:
             self.add("login", "fail", "the site rate-limits logging in (HTTP 429): wait before trying again",
                      self._rate_limit_note() + (f"; the page says {quote_outcome(outcome)}" if ": " in outcome else ""))
         elif outcome.startswith(REJECTED):
-            self.add("login", "fail", f"wrong username or password: check {USERNAME_ENV} and {PASSWORD_ENV}",
+            self.add("login", "fail", f"{REJECTED} (wrong username or password): check {USERNAME_ENV} and {PASSWORD_ENV}",
                      f"the page says {quote_outcome(outcome)}")
         else:
             self.add("login", "fail", f"logging in did not finish: {outcome}",

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("selfiescope.instagram")
+NOT_RECORDED = "not in the recording"  # a replay's reason for a download its recording does not hold
 
 
 class SourceStopped(RuntimeError):
@@ -96,6 +97,13 @@ class JobRun:
         if self.failed:
             reasons = Counter(self.failed.values()).most_common(2)
             why = "; ".join(f"{n} x {r}" for r, n in reasons)
+            unrecorded = sum(1 for r in self.failed.values() if NOT_RECORDED in r)
+            # a replay answers only from its recording: running it again fetches nothing more
+            todo = ("they are not in the recording, so replaying again cannot fetch them: record this hashtag "
+                    "again (or scrape it live) to get them" if unrecorded == len(self.failed)
+                    else "they are not marked done: rerun to retry them" + (
+                        f" ({unrecorded} of them are not in the recording: record this hashtag again for those)"
+                        if unrecorded else ""))
             raise JobFailed(f"#{self.tag}: {len(self.failed)} of {len(self.seen)} posts could not be downloaded "
-                            f"({why}); they are not marked done: rerun to retry them")
+                            f"({why}); {todo}")
         return f"feed done: {len(self.seen)} posts found"
