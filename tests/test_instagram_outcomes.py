@@ -140,3 +140,41 @@ def test_doctor_and_scrape_name_the_same_cause(tmp_path: Path, monkeypatch: pyte
         assert wrong not in named, (wrong, named)
     if spec["creds"]:
         assert spec["creds"] not in scrape.output and spec["creds"] not in doctor.output
+
+
+def scrape_cli(site: MockInstagram, root: Path) -> tuple[int, str]:
+    settings = write_settings(root)
+    result = CliRunner().invoke(app, ["scrape", "alpha", "--label", "selfie", "--chain", "decode,store",
+                                      "--base-url", site.base_url, "-s", str(settings)])
+    return result.exit_code, " ".join(result.output.split())
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason="no Chromium (see scripts/ensure-chromium.sh)")
+def test_a_tag_page_that_hangs_half_way_counts_the_tiles_it_showed(tmp_path: Path) -> None:
+    site = MockInstagram(tags={"alpha": TagSpec(8, "selfie", noface=0, small_face=0)}, page_size=6,
+                         require_login=False, chaos=Chaos(tag_page_hangs_after_tiles=3))
+    with site:
+        settings = write_settings(tmp_path)
+        settings.write_text(settings.read_text().replace("stall_s = 120", "stall_s = 8")
+                            .replace("timeout_s = 40", "timeout_s = 30"))
+        result = CliRunner().invoke(app, ["scrape", "alpha", "--label", "selfie", "--chain", "decode,store",
+                                          "--base-url", site.base_url, "-s", str(settings)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, said
+    assert "(3 posts found)" in said and "0 posts found" not in said, said
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason="no Chromium (see scripts/ensure-chromium.sh)")
+def test_a_short_tag_page_429_is_waited_out_then_named_with_the_sites_message(tmp_path: Path) -> None:
+    site = MockInstagram(tags=TAGS, page_size=4, require_login=False,
+                         chaos=Chaos(tag_page_429_s=1, tag_page_429_message="Slow down\x07, friend.\n" + "x" * 500))
+    with site:
+        code, said = scrape_cli(site, tmp_path)
+        loads = sum(1 for _, path, status in site.requests if path.startswith("/explore/tags/") and status == 429)
+    assert code == 1, said
+    assert rate_limited("", 1).what in said and "Slow down, friend." in said and "\x07" not in said
+    assert "x" * (MAX_QUOTE + 1) not in said  # the site's text is quoted short
+    assert loads > 1  # waited as asked and tried again before giving up
+    assert "no posts found" not in said

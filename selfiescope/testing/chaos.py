@@ -85,6 +85,8 @@ class Chaos:
     image_429_every: int = 0
     """Every n-th image download answers 429 with ``Retry-After: image_retry_after_s`` (once per URL)."""
     image_retry_after_s: float = 1.0
+    tag_page_hangs_after_tiles: int = 0
+    """The tag page's HTML stops after this many grid tiles and never finishes (0: never)."""
     tag_page_429_s: float = 0
     """Every tag page answers 429 with ``Retry-After`` this many seconds and the site's own message
     (``tag_page_429_message``) in its body (0: never)."""

@@ -64,6 +64,10 @@ MAX_NAVIGATION_RELOADS = 3  # reloads per job after the page went elsewhere by i
 class TagPageRateLimited(Exception):
     """The tag page answered 429 with a wait the source honours: reload it once the wait is over."""
 
+    def __init__(self, shown: PageOutcome) -> None:
+        super().__init__(shown.what)
+        self.shown = shown
+
 
 class InstagramSource(Source):
     name = "instagram"
@@ -156,6 +160,7 @@ class InstagramSource(Source):
         feed = FeedReader(lease.context, self.base_url, timeout_s=self.timeout_s)  # every page of the job's context
         generation = self.account.generation_of(lease.storage_state)  # the session this context has
         pending: dict[str, Post] = {}  # found, not yet handled: handled first after a reload
+        state.pending = pending  # type: ignore[assignment]  # counted as found in the job's messages
         reload, idle, after_429, nav_reloads = True, 0, False, 0
         relogged = False  # a new session: the posts found before it are fetched before the page spends it
         incremental = Incremental(job.stop_after_known, job.since)
@@ -239,14 +244,14 @@ class InstagramSource(Source):
                         raise Stalled("the next feed page (the page stopped loading it)")
                     log.info("#%s: the feed stopped growing", tag)
                     break
-                except TagPageRateLimited:
+                except TagPageRateLimited as limited:
                     state.rate_reloads += 1
                     if state.rate_reloads > MAX_RATE_RELOADS:
-                        raise JobFailed(f"#{tag}: still rate limited (HTTP 429) after {MAX_RATE_RELOADS} waits; "
-                                        "rerun later to resume, or lower plugins.instagram.requests_per_minute")
+                        raise JobFailed(f"#{tag}: " + limited.shown.message(
+                            f"still so after {MAX_RATE_RELOADS} waits: {limited.shown.todo}")) from None
                     reload = True
                 except SiteUnreachable as gone:
-                    raise self._stop(f"#{tag}: {gone}; stopping ({len(state.seen)} posts found, what was stored "
+                    raise self._stop(f"#{tag}: {gone}; stopping ({state.found} posts found, what was stored "
                                      "is kept). Rerun when the site is back to fetch the rest") from None
                 except SessionEnded as ended_:
                     generation = await self._log_in_again(lease, generation, tag, ended_.why)
@@ -269,8 +274,10 @@ class InstagramSource(Source):
                                     "(posts already seen are skipped)", tag)
                         reload = True
                         continue
+                    await self._harvest(feed, lease, state, pending)  # a page that hung half-way shows some
                     if isinstance(exc, Deadline):
-                        raise
+                        raise JobFailed(f"#{tag}: {exc} ({state.found} posts found); rerun to resume "
+                                        "(a slow network: raise browser.timeout_s)") from None
                     self._after_stall(exc, watch, state)
                     reload = True
         finally:
@@ -304,6 +311,20 @@ class InstagramSource(Source):
         return shortcode in self._yielded or await asyncio.to_thread(
             self.run.manifest.post_seen, self.name, shortcode)
 
+    async def _harvest(self, feed: FeedReader, lease: Lease, state: JobRun, pending: dict[str, Post]) -> None:
+        """Add the posts a page shows so far to ``pending`` (a tag page whose load hung shows the
+        tiles that came); the page may be gone or busy, which is no error here."""
+        try:
+            if feed.page is None:
+                feed.page = await within(min(5.0, self.timeout_s), lease.page(), "opening a page")
+            posts, _ = await asyncio.wait_for(feed.new_posts(), min(5.0, self.timeout_s))
+        except Exception as exc:  # noqa: BLE001 - nothing to read: the count stays what it was
+            log.debug("#%s: the page's posts could not be read: %s", state.tag, type(exc).__name__)
+            return
+        for post in posts:
+            if post.shortcode not in state.seen:
+                pending.setdefault(post.shortcode, post)
+
     def _after_stall(self, stall: Stalled, watch: Watchdog, state: JobRun) -> None:
         """A job with no new post for ``stall_s``: reload its tag page once, then fail it."""
         self._status(state.tag, state.after_stall(stall, time.monotonic() - watch.last))
@@ -314,7 +335,7 @@ class InstagramSource(Source):
         if stopped:
             state.verdict()  # a job stopped early still fails for downloads that failed
             self.run.stats.extra.setdefault("stopped", {})[state.tag] = stopped
-            self._status(state.tag, f"{stopped} ({len(state.seen)} posts found)")
+            self._status(state.tag, f"{stopped} ({state.found} posts found)")
         else:
             self._status(state.tag, state.verdict())
 
@@ -372,7 +393,7 @@ class InstagramSource(Source):
             raise SessionEnded("Instagram shows a login wall")
         if shown.kind == "rate_limited":
             self._tag_page_429(tag, shown)
-            raise TagPageRateLimited()
+            raise TagPageRateLimited(shown)
         if shown.kind != "ok":
             raise JobFailed(f"#{tag}: {shown.message()}")
         self._status(tag, "closing pop-ups")

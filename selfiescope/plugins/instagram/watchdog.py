@@ -67,12 +67,18 @@ class JobRun:
 
     def __init__(self, tag: str) -> None:
         self.tag = tag
-        self.seen: set[str] = set()  # posts found in the feed (new or already stored)
+        self.seen: set[str] = set()  # posts found in the feed and handled (new or already stored)
+        self.pending: dict[str, object] = {}  # posts found, not yet handled (the source's own dict)
         self.failed: dict[str, str] = {}  # post -> why its download failed (not marked: a rerun retries it)
         self.unreachable: str | None = None  # a download found the host out of reach: check the site
         self.rate_reloads = 0
         self.stall_reloaded = False
         self.empty_reloaded = False
+
+    @property
+    def found(self) -> int:
+        """Posts found so far, handled or not (a page that hung half-way still showed some)."""
+        return len(self.seen | set(self.pending))
 
     def after_stall(self, stall: Stalled, waited: float) -> str:
         """No new post for ``stall_s``: the job's state while its tag page is reloaded (once);
@@ -81,7 +87,7 @@ class JobRun:
         if self.stall_reloaded:
             raise JobFailed(
                 f"#{self.tag}: stalled: no new post for {waited:.0f} s while waiting on {stall.waiting_on}, "
-                f"also after reloading the tag page ({len(self.seen)} posts found). Rerun to resume; "
+                f"also after reloading the tag page ({self.found} posts found). Rerun to resume; "
                 "if it keeps stalling, run `selfiescope doctor` or raise plugins.instagram.stall_s"
             ) from None
         self.stall_reloaded = True
