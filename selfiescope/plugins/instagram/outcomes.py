@@ -8,6 +8,7 @@ cause the same way. The site's text is quoted through :func:`printable` (one sho
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -86,8 +87,9 @@ class PageOutcome:
 
 
 def rate_limited(site_says: str, retry_after_s: float | None, status: int = 429) -> PageOutcome:
+    when = "later" if retry_after_s is None else "after that"
     return PageOutcome("rate_limited", "the site is rate-limiting this account (HTTP 429)",
-                       "rerun after that to resume (lower plugins.instagram.requests_per_minute if it keeps happening)",
+                       f"rerun {when} to resume (lower plugins.instagram.requests_per_minute if it keeps happening)",
                        printable(site_says), retry_after_s, status)
 
 
@@ -110,6 +112,15 @@ async def page_text(page: Any, timeout_s: float) -> str:
         return ""
 
 
+def _message_of(text: str) -> str:
+    """A JSON error's ``message`` (an API-style answer shown as the page), else the text itself."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    return str(data["message"]) if isinstance(data, dict) and data.get("message") else text
+
+
 async def read_tag_page(page: Any, response: Any, tag: str, timeout_s: float) -> PageOutcome:
     """What the tag page just loaded in ``page`` (``response``: its document's answer) shows."""
     path = urlparse(page.url).path
@@ -119,8 +130,9 @@ async def read_tag_page(page: Any, response: Any, tag: str, timeout_s: float) ->
         return login_wall()
     status = response.status if response is not None else 200
     if status == 429:
-        wait = parse_retry_after(response.headers.get("retry-after"), 30.0)
-        return rate_limited(await page_text(page, timeout_s), wait)
+        header = response.headers.get("retry-after")
+        return rate_limited(_message_of(await page_text(page, timeout_s)),
+                            parse_retry_after(header, 30.0) if header else None)
     if status == 404:
         return PageOutcome("not_found", f"no such hashtag (/explore/tags/{tag}/ answered HTTP 404)",
                            "check the hashtag's spelling", status=status)

@@ -362,10 +362,10 @@ class InstagramSource(Source):
     def _tag_page_429(self, tag: str, shown: PageOutcome) -> None:
         """The tag page itself answered 429: stop when its wait is too long, else wait it out
         (through the shared budget, as for a feed 429) before the reload."""
-        assert self.bucket is not None and shown.retry_after_s is not None
-        if shown.retry_after_s > self.options.max_retry_after_s:
+        wait = 30.0 if shown.retry_after_s is None else shown.retry_after_s  # no Retry-After: a cautious pause
+        if wait > self.options.max_retry_after_s:
             raise self._stop(f"#{tag}: " + shown.message(f"stopping instead of hammering: {shown.todo}"))
-        self._note_429(tag, shown.retry_after_s)
+        self._note_429(tag, wait)
 
     def _note_429(self, tag: str, wait: float) -> None:
         """Honour a 429: every request of the account waits ``wait`` (through the shared bucket)."""
