@@ -60,7 +60,7 @@ def login(
     try:
         path = asyncio.run(do_login(settings, base_url=base_url, headless=not headed, ask=ask, timeout_s=timeout))
     except (LoginError, BrowserNotFound) as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
+        raise fail(escape(str(exc)), EXIT_FAILED) from None  # the site's words may hold [brackets]
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
@@ -121,7 +121,7 @@ def record(
     except FileExistsError as exc:
         raise fail(str(exc)) from None
     except BrowserNotFound as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
+        raise fail(escape(str(exc)), EXIT_FAILED) from None  # the site's words may hold [brackets]
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: nothing was written")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -174,7 +174,7 @@ def doctor(
     except DoctorError as exc:
         raise fail(str(exc)) from None
     except BrowserNotFound as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
+        raise fail(escape(str(exc)), EXIT_FAILED) from None  # the site's words may hold [brackets]
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:

@@ -53,20 +53,12 @@ from .login import CHALLENGE_PATHS
 from .outcomes import PageOutcome, rate_limited, read_tag_page
 from .options import DISMISS_BUTTONS, InstagramOptions, dismiss_names
 from .post_page import fresh_image_url
-from .watchdog import JobFailed, JobRun, SourceStopped, Stalled, Watchdog
+from .watchdog import JobFailed, JobRun, SourceStopped, Stalled, TagPageRateLimited, Watchdog
 
 log = logging.getLogger("selfiescope.instagram")
 
 MAX_RATE_RELOADS = 5  # reloads after 429s per job before it gives up
 MAX_NAVIGATION_RELOADS = 3  # reloads per job after the page went elsewhere by itself (not a lost session)
-
-
-class TagPageRateLimited(Exception):
-    """The tag page answered 429 with a wait the source honours: reload it once the wait is over."""
-
-    def __init__(self, shown: PageOutcome) -> None:
-        super().__init__(shown.what)
-        self.shown = shown
 
 
 class InstagramSource(Source):
@@ -274,7 +266,7 @@ class InstagramSource(Source):
                                     "(posts already seen are skipped)", tag)
                         reload = True
                         continue
-                    await self._harvest(feed, lease, state, pending)  # a page that hung half-way shows some
+                    await feed.harvest(lease.page, state.seen, pending)  # a page that hung half-way shows some
                     if isinstance(exc, Deadline):
                         raise JobFailed(f"#{tag}: {exc} ({state.found} posts found); rerun to resume "
                                         "(a slow network: raise browser.timeout_s)") from None
@@ -311,20 +303,6 @@ class InstagramSource(Source):
         return shortcode in self._yielded or await asyncio.to_thread(
             self.run.manifest.post_seen, self.name, shortcode)
 
-    async def _harvest(self, feed: FeedReader, lease: Lease, state: JobRun, pending: dict[str, Post]) -> None:
-        """Add the posts a page shows so far to ``pending`` (a tag page whose load hung shows the
-        tiles that came); the page may be gone or busy, which is no error here."""
-        try:
-            if feed.page is None:
-                feed.page = await within(min(5.0, self.timeout_s), lease.page(), "opening a page")
-            posts, _ = await asyncio.wait_for(feed.new_posts(), min(5.0, self.timeout_s))
-        except Exception as exc:  # noqa: BLE001 - nothing to read: the count stays what it was
-            log.debug("#%s: the page's posts could not be read: %s", state.tag, type(exc).__name__)
-            return
-        for post in posts:
-            if post.shortcode not in state.seen:
-                pending.setdefault(post.shortcode, post)
-
     def _after_stall(self, stall: Stalled, watch: Watchdog, state: JobRun) -> None:
         """A job with no new post for ``stall_s``: reload its tag page once, then fail it."""
         self._status(state.tag, state.after_stall(stall, time.monotonic() - watch.last))
@@ -359,19 +337,13 @@ class InstagramSource(Source):
         self._status(tag, "logged in again; resuming")
         return generation
 
-    def _tag_page_429(self, tag: str, shown: PageOutcome) -> None:
-        """The tag page itself answered 429: stop when its wait is too long, else wait it out
-        (through the shared budget, as for a feed 429) before the reload."""
-        wait = 30.0 if shown.retry_after_s is None else shown.retry_after_s  # no Retry-After: a cautious pause
-        if wait > self.options.max_retry_after_s:
-            raise self._stop(f"#{tag}: " + shown.message(f"stopping instead of hammering: {shown.todo}"))
-        self._note_429(tag, wait)
-
-    def _note_429(self, tag: str, wait: float) -> None:
-        """Honour a 429: every request of the account waits ``wait`` (through the shared bucket)."""
+    def _note_429(self, tag: str, wait: float | None, shown: PageOutcome | None = None) -> None:
+        """Honour a 429 (``shown``: the tag page's own, with its message): every request of the account
+        waits ``wait`` (through the shared bucket); a longer wait than allowed stops the source."""
         assert self.bucket is not None
+        wait = 30.0 if wait is None else wait  # no Retry-After: a cautious pause
         if wait > self.options.max_retry_after_s:
-            shown = rate_limited("", wait)
+            shown = shown or rate_limited("", wait)
             raise self._stop(f"#{tag}: " + shown.message(f"stopping instead of hammering: {shown.todo}"))
         log.warning("#%s: HTTP 429; waiting %.0f s as asked", tag, wait)
         self._status(tag, f"HTTP 429: waiting {wait:.0f} s as asked, then reloading the feed")
@@ -392,7 +364,7 @@ class InstagramSource(Source):
         if shown.kind == "login_wall":
             raise SessionEnded("Instagram shows a login wall")
         if shown.kind == "rate_limited":
-            self._tag_page_429(tag, shown)
+            self._note_429(tag, shown.retry_after_s, shown)
             raise TagPageRateLimited(shown)
         if shown.kind != "ok":
             raise JobFailed(f"#{tag}: {shown.message()}")

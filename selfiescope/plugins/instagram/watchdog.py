@@ -9,6 +9,8 @@ from collections import Counter
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from .outcomes import PageOutcome
+
 T = TypeVar("T")
 log = logging.getLogger("selfiescope.instagram")
 NOT_RECORDED = "not in the recording"  # a replay's reason for a download its recording does not hold
@@ -20,6 +22,14 @@ class SourceStopped(RuntimeError):
 
 class JobFailed(RuntimeError):
     """One hashtag could not be finished; the message says why and what to do. Other jobs go on."""
+
+
+class TagPageRateLimited(Exception):
+    """The tag page answered 429 with a wait the source honours: reload it once the wait is over."""
+
+    def __init__(self, shown: PageOutcome) -> None:
+        super().__init__(shown.what)
+        self.shown = shown
 
 
 class Stalled(Exception):
