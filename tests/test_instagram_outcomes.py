@@ -65,6 +65,13 @@ def test_a_wait_is_said_in_human_units_with_when_it_ends(seconds: float, words: 
         assert "UTC" in said
 
 
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_any_retry_after_a_site_sends_is_said_without_error(seconds: float) -> None:
+    said = humanize_wait(seconds)
+    assert said and "\n" not in said
+    assert rate_limited("", seconds).message()  # a 429 with a wild Retry-After is still named
+
+
 def test_downloads_missing_from_a_recording_are_not_offered_a_rerun() -> None:
     state = JobRun("alpha")
     state.seen |= {"a", "b"}

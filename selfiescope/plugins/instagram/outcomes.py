@@ -9,6 +9,7 @@ cause the same way. The site's text is quoted through :func:`printable` (one sho
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from ...core.web import parse_retry_after, within
 
 CHALLENGE_PATHS = ("/challenge", "/checkpoint", "/accounts/suspended")
 MAX_QUOTE = 160  # characters of the site's message that are quoted
+MAX_SAID_WAIT_S = 366 * 86400.0  # a longer Retry-After is said as such, not as a date
 
 _PAGE_TEXT = "() => (document.body ? document.body.innerText : '').replace(/\\s+/g, ' ').trim().slice(0, 400)"
 _SENTENCE_END = re.compile(r"[.!?。！？…]+$")
@@ -49,7 +51,10 @@ def join_sentences(*parts: str) -> str:
 
 def humanize_wait(seconds: float, now: datetime | None = None) -> str:
     """``86400`` -> ``"about 1 day (until 2026-12-06 18:05 UTC)"``; short waits in seconds."""
-    seconds = max(0.0, float(seconds))
+    seconds = float(seconds)
+    if not math.isfinite(seconds) or seconds > MAX_SAID_WAIT_S:  # a site's header may say anything
+        return "longer than a year"
+    seconds = max(0.0, seconds)
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= 1.5 * size or (unit == "day" and seconds >= size):
             n = round(seconds / size)
