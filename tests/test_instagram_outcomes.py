@@ -18,7 +18,7 @@ from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
 from selfiescope.plugins.instagram.login import REJECTED
 from selfiescope.plugins.instagram.outcomes import (
-    MAX_QUOTE, challenge, humanize_wait, join_sentences, printable, rate_limited,
+    MAX_QUOTE, challenge, empty, humanize_wait, join_sentences, printable, rate_limited,
 )
 from selfiescope.plugins.instagram.watchdog import JobRun
 from selfiescope.testing.chaos import Chaos
@@ -100,6 +100,9 @@ CASES: dict[str, dict[str, Any]] = {
                       cause=challenge().what, says=["We detected an unusual login attempt"]),
     "no_such_tag": dict(site={"tags": {"beta": TagSpec(3, "selfie", noface=0, small_face=0)}}, chaos={}, creds=None,
                         session=True, check="tag_page", cause="no such hashtag", says=["HTTP 404"]),
+    "empty_tag": dict(site={"require_login": False, "tags": {"alpha": TagSpec(0, "selfie", noface=0, small_face=0)}},
+                      chaos={}, creds=None, session=False, check="tag_page", cause=empty().what,
+                      says=["selfiescope doctor"]),
     "wrong_password": dict(site={}, chaos={}, creds="not-the-password", session=False, check="login", cause=REJECTED,
                            says=["Sorry, your password was incorrect."]),
 }
@@ -145,7 +148,8 @@ def test_doctor_and_scrape_name_the_same_cause(tmp_path: Path, monkeypatch: pyte
     assert spec["cause"] in said, said
     for words in spec["says"]:
         assert words in said, (words, said)
-    for wrong in ("no posts found", "did not answer in time", "Call log", "Page.goto", "Locator.", ".. "):
+    for wrong in ("no posts found" if case != "empty_tag" else "HTTP 429", "did not answer in time", "Call log",
+                  "Page.goto", "Locator.", ".. "):
         assert wrong not in said, (wrong, said)
         assert wrong not in named, (wrong, named)
     if spec["creds"]:

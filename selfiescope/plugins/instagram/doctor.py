@@ -42,7 +42,7 @@ from .doctor_report import (
 )
 from .feed import FeedReader, feed_paging, post_from_media
 from .login import REJECTED, find_login_form, submit_login
-from .outcomes import LoginFormUnknown, challenge, read_tag_page
+from .outcomes import LoginFormUnknown, challenge, empty, rate_limited, read_tag_page
 from .source import PASSWORD_ENV, USERNAME_ENV, InstagramOptions, dismiss_names, fresh_image_url
 
 log = logging.getLogger("selfiescope.doctor")
@@ -219,7 +219,7 @@ class _Doctor:
         path = urlparse(page.url).path
         if not path.startswith("/accounts/login") or (response is not None and response.status >= 400):
             status = response.status if response is not None else "no answer"
-            detail = ("the site rate-limits this address (HTTP 429)" if status == 429 else "the login page is gone")
+            detail = (rate_limited("", None).what if status == 429 else "the login page is gone")
             self.add("login_form", "fail", detail, f"HTTP {status} at {path}: {await self._page_text(page)!r}")
             return
         await self._close_popups(page)
@@ -270,7 +270,7 @@ class _Doctor:
             self.add("login", "fail", "the site asks for a security code (two-factor): run `selfiescope login` once",
                      f"page {path}")
         elif self.rate_limited:
-            self.add("login", "fail", "the site rate-limits logging in (HTTP 429): wait before trying again",
+            self.add("login", "fail", f"{rate_limited('', None).what} while logging in: wait before trying again",
                      self._rate_limit_note() + (f"; the page says {quote_outcome(outcome)}" if ": " in outcome else ""))
         elif outcome.startswith(REJECTED):
             self.add("login", "fail", f"{REJECTED} (wrong username or password): check {USERNAME_ENV} and {PASSWORD_ENV}",
@@ -313,9 +313,9 @@ class _Doctor:
         links = await within(self.timeout_s, page.locator('a[href*="/p/"], a[href*="/reel/"]').count(),
                              "reading the grid")
         if self.rate_limited:
-            detail = "the site rate-limits this account (HTTP 429): the page shows no post; wait before trying again"
+            detail = f"{rate_limited('', None).what}: the page shows no post; wait before trying again"
         else:
-            detail = "no posts on the tag page (neither in the grid nor in feed JSON)"
+            detail = f"{empty().what}: {empty().todo}"
         answers = ", ".join(f"HTTP {s} {p}" for p, s, _ in self.answers[-3:]) or "none"
         self.add("tag_page", "fail", detail, f"{links} links to /p/ after {self.options.max_idle_scrolls} scrolls; "
                  f"feed answers: {answers}" + (f"; {self._rate_limit_note()}" if self.rate_limited else ""))
@@ -380,7 +380,7 @@ class _Doctor:
 
     def _no_feed_page(self, feed: FeedReader) -> None:
         if self.rate_limited:
-            self.add("feed_json", "fail", "the site rate-limits this account (HTTP 429): wait before trying again",
+            self.add("feed_json", "fail", f"{rate_limited('', None).what}: wait before trying again",
                      self._rate_limit_note())
         elif self.answers:
             path, status, data = self.answers[-1]

@@ -69,7 +69,7 @@ def humanize_wait(seconds: float, now: datetime | None = None) -> str:
 # --- a tag page ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PageOutcome:
-    """What a tag page showed. ``kind``: ok, rate_limited, challenge, login_wall, not_found, http_error."""
+    """What a tag page showed. ``kind``: ok, rate_limited, challenge, login_wall, not_found, http_error, empty."""
 
     kind: str
     what: str = ""  # the cause, in the words both the doctor and the source print
@@ -96,6 +96,12 @@ def rate_limited(site_says: str, retry_after_s: float | None, status: int = 429)
     return PageOutcome("rate_limited", "the site is rate-limiting this account (HTTP 429)",
                        f"rerun {when} to resume (lower plugins.instagram.requests_per_minute if it keeps happening)",
                        printable(site_says), retry_after_s, status)
+
+
+def empty() -> PageOutcome:
+    """A tag page that loaded and showed no post: in the grid, nor in the feed JSON."""
+    return PageOutcome("empty", "the tag page showed no post (neither in the grid nor in the feed JSON)",
+                       "rerun later; if it stays empty, run `selfiescope doctor` (a lost session or a changed page)")
 
 
 def challenge(site_says: str = "") -> PageOutcome:

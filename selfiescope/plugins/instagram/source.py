@@ -215,8 +215,9 @@ class InstagramSource(Source):
                     if after_429:  # the page does not retry by itself: reload it now the wait is over
                         state.rate_reloads += 1
                         if state.rate_reloads > MAX_RATE_RELOADS:
-                            raise JobFailed(f"#{tag}: still rate limited (HTTP 429) after {MAX_RATE_RELOADS} waits; "
-                                            "rerun later to resume, or lower plugins.instagram.requests_per_minute")
+                            limited = rate_limited("", None)
+                            raise JobFailed(f"#{tag}: " + limited.message(
+                                f"still so after {MAX_RATE_RELOADS} waits: {limited.todo}"))
                         log.info("#%s: reloading the tag page after the 429 wait", tag)
                         reload = True
                         continue

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from .outcomes import PageOutcome
+from .outcomes import PageOutcome, empty
 
 T = TypeVar("T")
 log = logging.getLogger("selfiescope.instagram")
@@ -108,8 +108,7 @@ class JobRun:
     def verdict(self) -> str:
         """The job's final state when it found posts and fetched every one it could; else :class:`JobFailed`."""
         if not self.seen:
-            raise JobFailed(f"#{self.tag}: no posts found: the feed showed none (a rate limit, a lost session or a "
-                            "changed page). Rerun later; if it stays empty, run `selfiescope doctor`")
+            raise JobFailed(f"#{self.tag}: no posts found: {empty().message()}")
         if self.failed:
             reasons = Counter(self.failed.values()).most_common(2)
             why = "; ".join(f"{n} x {r}" for r, n in reasons)
