@@ -29,7 +29,9 @@ SUBMIT = re.compile(r"^\s*(log ?in|sign in|se connecter|connexion|anmelden|einlo
                     r"accedi)\s*$", re.IGNORECASE)
 REJECTED = "the site rejected the username or password"  # followed by the page's own message
 _FIELDS = "input, textarea, [role=textbox], [contenteditable=true]"
-_ANY_FIELD = "input:not([type=hidden]), textarea, [role=textbox], [contenteditable=true]"
+# a field a person types into (a pop-up's checkbox or a search box of the page's header are not a form coming)
+_ANY_FIELD = ("form input:not([type=hidden]):not([type=checkbox]):not([type=radio]):not([type=submit])"
+              ":not([type=button]), form textarea, form [role=textbox], input[type=password]")
 _INPUTS = """() => Array.from(document.querySelectorAll('input')).filter(i => i.type !== 'hidden').map(i => {
   const label = i.labels && i.labels.length ? i.labels[0].innerText : '';
   return `name=${i.name || '-'} type=${i.type} label=${label || '-'} aria-label=${i.getAttribute('aria-label') || '-'}`
