@@ -157,7 +157,7 @@ def test_a_rate_limited_feed_is_reported_with_the_sites_message(tmp_path: Path) 
         code, out = doctor(tmp_path, site.base_url, "--tag", "alpha", "--json")
     feed = next(c for c in json.loads(out)["checks"] if c["name"] == "feed_json")
     assert code == 1 and feed["status"] == "fail"
-    assert "rate-limits" in feed["detail"] and "HTTP 429" in feed["detail"]
+    assert "rate-limiting" in feed["detail"] and "HTTP 429" in feed["detail"]
     assert "Please wait a few minutes before you try again." in feed["found"]  # the site's own words
 
 

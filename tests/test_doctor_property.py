@@ -27,7 +27,7 @@ TAGS = {"alpha": TagSpec(9, "selfie", noface=0, small_face=0)}
 
 knobs = st.fixed_dictionaries({
     "seed": st.integers(0, 1000),
-    "login_variant": st.sampled_from(["classic", "labels"]),
+    "login_variant": st.sampled_from(["classic", "labels", "unknown"]),  # unknown: a form neither can read
     "js_login": st.booleans(),
     "client_feed": st.booleans(),
     "web_info": st.booleans(),
@@ -39,6 +39,7 @@ knobs = st.fixed_dictionaries({
     "slow_first_byte_ms": st.sampled_from([0, 300]),
     "hung_feed_tags": st.sampled_from([(), ("alpha",)]),  # a feed that never answers: both must fail
     "account_block_after": st.sampled_from([None, 0]),  # a short 429 block: both must wait it out
+    "tag_page_429_s": st.sampled_from([0, 0, 86400]),  # a tag page rate-limited for a day: both must fail
 })
 languages = st.sampled_from(["en", "fr", "de", "es"])
 

@@ -39,8 +39,9 @@ class Chaos:
     """The cookie dialog's buttons have names no list of known buttons has."""
     js_login: bool = False
     """The login form is rendered by JavaScript; its button stays disabled until both fields are typed."""
-    login_variant: Literal["classic", "labels"] = "classic"
-    """``labels``: fields named by ``<label>`` in the site's language, without ``name=username``."""
+    login_variant: Literal["classic", "labels", "unknown"] = "classic"
+    """``labels``: fields named by ``<label>`` in the site's language, without ``name=username``;
+    ``unknown``: a form the source cannot read (Japanese labels, inputs ``name=em`` / ``name=pw``)."""
     # -- the server side ------------------------------------------------------------------
     require_api_headers: bool = False
     """API calls need ``X-CSRFToken`` (the ``csrftoken`` cookie's value) and ``X-IG-App-ID``."""
@@ -93,6 +94,12 @@ class Chaos:
     media_stop_after: int | None = None
     """The image server answers this many downloads, then every later one gets no answer (a CDN
     that goes quiet mid-run)."""
+    tag_page_hangs_after_tiles: int = 0
+    """The tag page's HTML stops after this many grid tiles and never finishes (0: never)."""
+    tag_page_429_s: float = 0
+    """Every tag page answers 429 with ``Retry-After`` this many seconds and the site's own message
+    (``tag_page_429_message``) in its body (0: never)."""
+    tag_page_429_message: str = "Please wait a few minutes before you try again."
     web_info: bool = False
     """Feed answers take the web_info shape: sections and paging nested under ``data.recent``."""
 
@@ -102,8 +109,8 @@ class Chaos:
     _counts: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.login_variant not in ("classic", "labels"):
-            raise ValueError(f"login_variant must be classic or labels, not {self.login_variant!r}")
+        if self.login_variant not in ("classic", "labels", "unknown"):
+            raise ValueError(f"login_variant must be classic, labels or unknown, not {self.login_variant!r}")
         if self.stale_url_share and self.url_ttl_s is None:
             raise ValueError("stale_url_share needs url_ttl_s (URLs are only signed with a TTL)")
         self._rng = random.Random(self.seed)

@@ -190,7 +190,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send(HTTPStatus.FOUND, b"", headers={"Location": location}, cookies=cookies)
 
     def html(self, title: str, body: str, *, status: int = 200, dialogs: list[str] | None = None,
-             config: dict[str, Any] | None = None, cookies: list[str] = (), head: str = "") -> None:
+             config: dict[str, Any] | None = None, cookies: list[str] = (), head: str = "",
+             hang_after_tiles: int = 0) -> None:
         site = self.site
         lang = "xx-broken" if "popup_buttons" in site.breakage else site.consent_language
         shown = list(dialogs or [])  # later in the document = on top: consent, then save-login, then these
@@ -204,7 +205,30 @@ class Handler(BaseHTTPRequestHandler):
         config = {**(config or {}), "chaos": site.chaos.client_config(), "app_id": APP_ID,
                   "late_dialog": pages.notifications_dialog(site.chaos.late_dialog_language, site.classes)}
         text = pages.page(title, body, site.classes, dialogs=shown, config=config, lang=lang, head=head)
+        if hang_after_tiles:
+            return self.hang_midway(text, hang_after_tiles)
         self.send(status, text, cookies=[*cookies, *self.csrf_cookie()])
+
+    def hang_midway(self, text: str, tiles: int) -> None:
+        """Send the page up to the end of its ``tiles``-th grid tile, then nothing (until the site stops)."""
+        data, cut = text.encode(), 0
+        for _ in range(tiles):
+            found = data.find(b"</article>", cut)
+            if found < 0:
+                break
+            cut = found + len(b"</article>")
+        self.delay()
+        with self.site._lock:
+            self.site.requests.append((self.command, self.path, 200))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data[:cut])
+        self.wfile.flush()
+        self.site._stopping.wait(600)
+        self.close_connection = True
 
     def not_found(self) -> None:
         self.html("Page not found • Instagram", "<h1>Sorry, this page isn't available.</h1>"
@@ -312,6 +336,8 @@ class Handler(BaseHTTPRequestHandler):
         site, safe = self.site, _safe_next(next_url)
         if "login_fields" in site.breakage:
             return self.html("Login • Instagram", pages.unlabelled_login_form(site.classes, safe))
+        if site.chaos.login_variant == "unknown":
+            return self.html("Login • Instagram", pages.login_form_unknown(site.classes, safe))
         if site.chaos.js_login and error is None:
             body, config = pages.login_placeholder(site.chaos.login_variant, site.consent_language, safe)
             return self.html("Login • Instagram", body, config=config)
@@ -334,8 +360,8 @@ class Handler(BaseHTTPRequestHandler):
             site.login_attempts += 1
         if ajax and (problem := self.api_headers_problem()):
             return self.send_json(403, {"message": problem, "status": "fail"})
-        username = form.get("username", form.get("email"))
-        password = form.get("password", form.get("pass"))
+        username = form.get("username", form.get("email", form.get("em")))
+        password = form.get("password", form.get("pass", form.get("pw")))
         if username != site.username or password != site.password:
             if ajax:
                 return self.send_json(400, {"authenticated": False, "message": "Sorry, your password was incorrect.", "status": "fail"})
@@ -383,6 +409,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.redirect("/challenge/")
         if tag not in site.tags or "tag_page" in site.breakage:
             return self.not_found()
+        if site.chaos.tag_page_429_s:
+            text = ("<!doctype html><html><head><title>Error • Instagram</title></head><body>"
+                    f"<p>{escape(site.chaos.tag_page_429_message)}</p></body></html>")
+            return self.send(429, text, headers={"Retry-After": f"{site.chaos.tag_page_429_s:g}"})
         feed = site._feeds[tag]
         first = [] if site.chaos.client_feed else feed[: site.page_size]  # the app loads its first page itself
         tiles = [pages.Tile(p.shortcode, p.username, [(site.media_url(p, w), w) for w in sorted(MEDIA_WIDTHS)],
@@ -402,7 +432,8 @@ class Handler(BaseHTTPRequestHandler):
             head = ("<style>@font-face{font-family:SsSans;src:url(/static/ss-sans.woff2) format('woff2')}"
                     "body{font-family:SsSans,sans-serif}</style>")
             body += '<video src="/media/preview.mp4" autoplay muted loop playsinline width="320"></video>'
-        self.html(f"#{tag} hashtag on Instagram • Photos and videos", body, dialogs=dialogs, config=config, head=head)
+        self.html(f"#{tag} hashtag on Instagram • Photos and videos", body, dialogs=dialogs, config=config, head=head,
+                  hang_after_tiles=site.chaos.tag_page_hangs_after_tiles)
 
     def post_page(self, code: str) -> None:
         if not self.logged_in():

@@ -175,6 +175,19 @@ def unlabelled_login_form(cls: dict[str, str], next_url: str) -> str:
     )
 
 
+def login_form_unknown(cls: dict[str, str], next_url: str) -> str:
+    """Chaos ``login_variant=unknown``: Japanese labels, inputs ``name=em`` / ``name=pw``; no name,
+    label or placeholder in a language the source knows."""
+    return (
+        f'<form class="{cls["form"]}" method="post" action="/accounts/login/ajax/">'
+        "<h1>Instagram</h1>"
+        '<label for="ss-j1">電話番号、ユーザーネーム、メールアドレス</label><input id="ss-j1" name="em" type="text">'
+        '<label for="ss-j2">パスワード</label><input id="ss-j2" name="pw" type="password">'
+        f'<input type="hidden" name="next" value="{escape(next_url)}">'
+        f'<button type="submit" class="{cls["button"]}">ログイン</button></form>'
+    )
+
+
 def login_form_labels(cls: dict[str, str], next_url: str, lang: str, error: str | None = None) -> str:
     """A redesigned login form: fields named by ``<label>`` only (no ``name=username``)."""
     t = TEXTS[lang]

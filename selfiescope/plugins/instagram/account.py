@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from ...api import SiteError
 from ...api.web import credential, save_session, within
 from .login import submit_login
+from .outcomes import LoginFormUnknown, challenge, join_sentences
 
 log = logging.getLogger("selfiescope.instagram")
 
@@ -34,9 +35,10 @@ class LoginRefused(SiteError, RuntimeError):
     """No login is possible in this run (no credentials, refused, challenge); the message says what to do."""
 
 
-def challenge_message() -> str:
-    return ("Instagram shows a challenge (\"help us confirm it's you\"); stopping this source. "
-            "Run `selfiescope login --show-browser` to pass it in a browser window, then rerun to resume.")
+def challenge_message(site_says: str = "") -> str:
+    shown = challenge(site_says)
+    return join_sentences(f"{shown.what}" + (f": {shown.found}" if shown.found else "") + "; stopping this source",
+                          shown.todo)
 
 
 def no_credentials_message(why: str) -> str:
@@ -112,6 +114,9 @@ class Account:
             try:
                 outcome = await submit_login(page, self.base_url, username, password, self.dismiss,
                                              timeout_s=self.timeout_s)
+            except LoginFormUnknown as exc:  # the page's fields, named: the source cannot read this form
+                self.refused = str(exc)
+                raise LoginRefused(self.refused) from None
             except Exception:
                 self.refused = ("the login form could not be used (see the log); run `selfiescope doctor`, "
                                 "or `selfiescope login` to save a session, then rerun")
@@ -138,8 +143,9 @@ class Account:
                     "session, then rerun to resume")
         if outcome == "challenge":
             return challenge_message()
-        return (f"login failed: {outcome}. Not trying again in this run (a site locks accounts that retry); "
-                f"check {USERNAME_ENV} / {PASSWORD_ENV} or run `selfiescope login`, then rerun")
+        return join_sentences(f"login failed: {outcome}",
+                              "Not trying again in this run (a site locks accounts that retry); "
+                              f"check {USERNAME_ENV} / {PASSWORD_ENV} or run `selfiescope login`, then rerun")
 
 
 class SessionEnded(SiteError):

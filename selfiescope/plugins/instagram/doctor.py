@@ -40,16 +40,12 @@ from .doctor_report import (
     check_target, doctor_options, media_objects, quote_outcome, site_message, step_failure,
 )
 from .feed import FeedReader, feed_paging, post_from_media
-from .login import CHALLENGE_PATHS, REJECTED, login_fields, submit_login
+from .login import REJECTED, find_login_form, submit_login
+from .outcomes import LoginFormUnknown, challenge, empty, rate_limited, read_tag_page
 from .source import PASSWORD_ENV, USERNAME_ENV, InstagramOptions, dismiss_names, fresh_image_url
 
 log = logging.getLogger("selfiescope.doctor")
 
-_INPUTS = """() => Array.from(document.querySelectorAll('input')).filter(i => i.type !== 'hidden').map(i => {
-  const label = i.labels && i.labels.length ? i.labels[0].innerText : '';
-  return `name=${i.name || '-'} type=${i.type} label=${label || '-'} aria-label=${i.getAttribute('aria-label') || '-'}`
-    + ` placeholder=${i.placeholder || '-'}`;
-})"""
 _DIALOGS = """() => Array.from(document.querySelectorAll('[role=dialog]')).map(d => ({
   label: d.getAttribute('aria-label') || d.innerText.slice(0, 60),
   buttons: Array.from(d.querySelectorAll('button, [role=button]')).map(b => b.innerText.trim()),
@@ -235,35 +231,24 @@ class _Doctor:
 
     # --- checks ------------------------------------------------------------------------------
     async def check_login_form(self, lease: Lease) -> None:
-        from playwright.async_api import TimeoutError as PlaywrightTimeout
-
         response = await lease.goto(f"{self.base_url}/accounts/login/")
         page = await lease.page()
         path = urlparse(page.url).path
         if not path.startswith("/accounts/login") or (response is not None and response.status >= 400):
             status = response.status if response is not None else "no answer"
-            detail = ("the site rate-limits this address (HTTP 429)" if status == 429 else "the login page is gone")
+            detail = (rate_limited("", None).what if status == 429 else "the login page is gone")
             self.add("login_form", "fail", detail, f"HTTP {status} at {path}: {await self._page_text(page)!r}")
             return
         await self._close_popups(page)
-        user, secret, button = login_fields(page)
-        try:  # a form rendered by script comes late: the source waits for it the same way
-            await user.wait_for(state="visible", timeout=self.timeout_s * 1000)
-        except PlaywrightTimeout:
-            pass
-        await self._close_popups(page)
-        found = {name: await within(self.timeout_s, locator.count(), "reading the login form")
-                 for name, locator in (("username field", user), ("password field", secret), ("submit button", button))}
-        if all(found.values()):
-            self.username_field, self.password_field = user, secret
-            self.add("login_form", "pass",
-                     "username field, password field and submit button found by the source's finder")
+        try:  # the source's own finder: a form rendered by script comes late, an unknown one is named
+            user, secret, _ = await find_login_form(page, self.timeout_s)
+        except LoginFormUnknown as exc:
+            await self._close_popups(page)
+            self.add("login_form", "fail", f"{exc.what}; {exc.todo}", exc.found)
             return
-        missing = [name for name, n in found.items() if not n]
-        buttons = await within(self.timeout_s, page.get_by_role("button").all_inner_texts(), "reading the login form")
-        inputs = await within(self.timeout_s, page.evaluate(_INPUTS), "reading the login form")
-        self.add("login_form", "fail", f"no {', no '.join(missing)} the source can find",
-                 f"inputs: {'; '.join(inputs) or 'none'}; buttons: {buttons}")
+        await self._close_popups(page)  # a pop-up that came with the form
+        self.username_field, self.password_field = user, secret
+        self.add("login_form", "pass", "username field, password field and submit button found by the source's finder")
 
     async def check_login(self, lease: Lease, saved: dict[str, Any] | None) -> None:
         from playwright.async_api import Error as PlaywrightError
@@ -296,16 +281,16 @@ class _Doctor:
         if outcome == "ok":
             self.add("login", "pass", "logged in: session cookie set")
         elif outcome == "challenge":
-            self.add("login", "fail", "the site shows a challenge: run `selfiescope login --show-browser` to pass it",
-                     f"page {path}: {await self._page_text(page)!r}")
+            shown = challenge(await self._page_text(page))  # the words the source stops with
+            self.add("login", "fail", f"{shown.what}: {shown.todo}", f"page {path}: {shown.found}")
         elif outcome == "two_factor":
             self.add("login", "fail", "the site asks for a security code (two-factor): run `selfiescope login` once",
                      f"page {path}")
         elif self.rate_limited:
-            self.add("login", "fail", "the site rate-limits logging in (HTTP 429): wait before trying again",
+            self.add("login", "fail", f"{rate_limited('', None).what} while logging in: wait before trying again",
                      self._rate_limit_note() + (f"; the page says {quote_outcome(outcome)}" if ": " in outcome else ""))
         elif outcome.startswith(REJECTED):
-            self.add("login", "fail", f"wrong username or password: check {USERNAME_ENV} and {PASSWORD_ENV}",
+            self.add("login", "fail", f"{REJECTED} (wrong username or password): check {USERNAME_ENV} and {PASSWORD_ENV}",
                      f"the page says {quote_outcome(outcome)}")
         else:
             self.add("login", "fail", f"logging in did not finish: {outcome}",
@@ -319,22 +304,13 @@ class _Doctor:
             feed.reset()
             response = await lease.goto(url)
             page = feed.page = await lease.page()
-            status = response.status if response is not None else 0
-            path = urlparse(page.url).path
-            if path.startswith("/accounts/login"):
-                why = ("logging in failed (see login)" if self.report.status("login") == "fail"
-                       else "set the credential variables or run `selfiescope login`")
-                self.add("tag_page", "fail", f"a login wall: {why}", f"redirected to {path}")
+            shown = await read_tag_page(page, response, self.tag, self.timeout_s)  # the source's reading
+            if shown.kind == "login_wall":
+                todo = "logging in failed (see login)" if self.report.status("login") == "fail" else shown.todo
+                self.add("tag_page", "fail", f"{shown.what}: {todo}", f"redirected to {urlparse(page.url).path}")
                 return
-            if path.startswith(CHALLENGE_PATHS):
-                self.add("tag_page", "fail", "the site shows a challenge: run `selfiescope login --show-browser`",
-                         f"redirected to {path}: {await self._page_text(page)!r}")
-                return
-            if status != 200:
-                await self._settle_429s()
-                detail = ("the site rate-limits this account (HTTP 429)" if status == 429
-                          else f"/explore/tags/{self.tag}/ answered HTTP {status}")
-                self.add("tag_page", "fail", detail, self._rate_limit_note() or f"title {await page.title()!r}")
+            if shown.kind != "ok":
+                self.add("tag_page", "fail", f"{shown.what}: {shown.todo}", shown.found or f"title {await page.title()!r}")
                 return
             await self._close_popups(page)
             self.posts = await self._read_posts(feed, page)
@@ -354,9 +330,9 @@ class _Doctor:
         links = await within(self.timeout_s, page.locator('a[href*="/p/"], a[href*="/reel/"]').count(),
                              "reading the grid")
         if self.rate_limited:
-            detail = "the site rate-limits this account (HTTP 429): the page shows no post; wait before trying again"
+            detail = f"{rate_limited('', None).what}: the page shows no post; wait before trying again"
         else:
-            detail = "no posts on the tag page (neither in the grid nor in feed JSON)"
+            detail = f"{empty().what}: {empty().todo}"
         answers = ", ".join(f"HTTP {s} {p}" for p, s, _ in self.answers[-3:]) or "none"
         self.add("tag_page", "fail", detail, f"{links} links to /p/ after {self.options.max_idle_scrolls} scrolls; "
                  f"feed answers: {answers}" + (f"; {self._rate_limit_note()}" if self.rate_limited else ""))
@@ -421,7 +397,7 @@ class _Doctor:
 
     def _no_feed_page(self, feed: FeedReader) -> None:
         if self.rate_limited:
-            self.add("feed_json", "fail", "the site rate-limits this account (HTTP 429): wait before trying again",
+            self.add("feed_json", "fail", f"{rate_limited('', None).what}: wait before trying again",
                      self._rate_limit_note())
         elif self.answers:
             path, status, data = self.answers[-1]

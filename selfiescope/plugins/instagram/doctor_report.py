@@ -16,6 +16,7 @@ from ...api.web import Deadline
 from .errors import explain
 from .feed import find_medias
 from .options import InstagramOptions
+from .outcomes import printable
 
 # Documented in docs/instagram.md ("The feed JSON"): what the source reads from a media object.
 MEDIA_FIELDS = ("code", "pk", "image_versions2", "original_width", "original_height", "user", "taken_at")
@@ -102,9 +103,9 @@ def site_message(body: Any) -> str:
         try:
             body = json.loads(body)
         except ValueError:
-            return " ".join(body.split())[:160]
+            return printable(body)
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
+        return printable(body["message"])
     return ""
 
 

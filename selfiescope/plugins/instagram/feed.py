@@ -11,7 +11,7 @@ import asyncio
 import html
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -335,6 +335,21 @@ class FeedReader:
             _, pending = await asyncio.wait(list(self._tasks), timeout=self.timeout_s + 5)
             if pending:
                 raise Deadline("reading feed answers", self.timeout_s + 5, "browser.timeout_s")
+
+    async def harvest(self, open_page: Callable[[], Awaitable[Any]], handled: set[str],
+                      pending: dict[str, Post]) -> None:
+        """Add the posts the page shows so far to ``pending`` (a tag page whose load hung shows the
+        tiles that came); a page that is gone or busy is no error here: the count stays as it was."""
+        try:
+            if self.page is None:
+                self.page = await within(min(5.0, self.timeout_s), open_page(), "opening a page")
+            posts, _ = await asyncio.wait_for(self.new_posts(), min(5.0, self.timeout_s))
+        except Exception as exc:  # noqa: BLE001 - nothing to read
+            log.debug("the page's posts could not be read: %s", type(exc).__name__)
+            return
+        for post in posts:
+            if post.shortcode not in handled:
+                pending.setdefault(post.shortcode, post)
 
     async def new_posts(self) -> tuple[list[Post], bool]:
         """Posts not returned before (the DOM's order, JSON data wherever the page loaded it),

@@ -16,8 +16,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ...api.web import ACCEPT, DECLINE, click_dialog_buttons, within
+from .outcomes import CHALLENGE_PATHS, LoginFormUnknown, printable
 
-CHALLENGE_PATHS = ("/challenge", "/checkpoint", "/accounts/suspended")
+FORM_GRACE_S = 2.0  # a form drawn by script draws its fields together: this long for the rest once one shows
 USER_FIELD = re.compile(
     r"user ?name|e-?mail|phone|mobile|nom d.utilisateur|nom de profil|identifiant|t[ée]l[ée]phone|"
     r"benutzername|handynummer|telefonnummer|usuario|correo|nome utente|cellulare|usu[aá]rio|celular",
@@ -28,6 +29,14 @@ SUBMIT = re.compile(r"^\s*(log ?in|sign in|se connecter|connexion|anmelden|einlo
                     r"accedi)\s*$", re.IGNORECASE)
 REJECTED = "the site rejected the username or password"  # followed by the page's own message
 _FIELDS = "input, textarea, [role=textbox], [contenteditable=true]"
+# a field a person types into (a pop-up's checkbox or a search box of the page's header are not a form coming)
+_ANY_FIELD = ("form input:not([type=hidden]):not([type=checkbox]):not([type=radio]):not([type=submit])"
+              ":not([type=button]), form textarea, form [role=textbox], input[type=password]")
+_INPUTS = """() => Array.from(document.querySelectorAll('input')).filter(i => i.type !== 'hidden').map(i => {
+  const label = i.labels && i.labels.length ? i.labels[0].innerText : '';
+  return `name=${i.name || '-'} type=${i.type} label=${label || '-'} aria-label=${i.getAttribute('aria-label') || '-'}`
+    + ` placeholder=${i.placeholder || '-'}`;
+})"""
 USER_CSS = "input[name=username], input[autocomplete=username], input[type=email]"
 PASSWORD_CSS = "input[type=password]"
 
@@ -44,6 +53,32 @@ def login_fields(page: Any) -> tuple[Any, Any, Any]:
     secret = _field(page, PASSWORD_FIELD, PASSWORD_CSS)
     button = page.get_by_role("button", name=SUBMIT).or_(page.locator("form [type=submit]")).first
     return user, secret, button
+
+
+async def find_login_form(page: Any, timeout_s: float) -> tuple[Any, Any, Any]:
+    """The username field, password field and submit button as the source finds them
+    (:func:`.login.login_fields`); :class:`LoginFormUnknown` at once when the page shows
+    fields but not those. A form rendered by script comes late: its first field is waited for."""
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    user, secret, button = login_fields(page)
+    try:
+        await user.or_(page.locator(_ANY_FIELD)).first.wait_for(state="visible", timeout=timeout_s * 1000)
+    except PlaywrightTimeout:
+        pass  # no field at all: counted below
+    deadline = time.monotonic() + min(FORM_GRACE_S, timeout_s)
+    while True:
+        found = {name: await within(timeout_s, locator.count(), "reading the login form")
+                 for name, locator in (("username field", user), ("password field", secret), ("submit button", button))}
+        if all(found.values()):
+            return user, secret, button
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    buttons = await within(timeout_s, page.get_by_role("button").all_inner_texts(), "reading the login form")
+    inputs = await within(timeout_s, page.evaluate(_INPUTS), "reading the login form")
+    raise LoginFormUnknown([name for name, n in found.items() if not n], [printable(i, 120) for i in inputs],
+                           [printable(b, 40) for b in buttons])
 
 
 async def _wait_enabled(locator: Any, timeout_s: float) -> None:
@@ -66,8 +101,7 @@ async def submit_login(page: Any, base_url: str, username: str, password: str,
         await within(timeout_s + 5, page.goto(f"{base_url}/accounts/login/", wait_until="domcontentloaded"),
                      "loading the login page")
         await click_dialog_buttons(page, dismiss, timeout_s=timeout_s)
-        user, secret, button = login_fields(page)
-        await user.wait_for(state="visible", timeout=timeout_s * 1000)  # a form rendered by script comes late
+        user, secret, button = await find_login_form(page, timeout_s)  # LoginFormUnknown names what it found
         await click_dialog_buttons(page, dismiss, timeout_s=timeout_s)  # and so may a pop-up
         await user.fill(username, timeout=timeout_s * 1000)
         await secret.fill(password, timeout=timeout_s * 1000)
@@ -111,7 +145,7 @@ async def page_error(page: Any, timeout_s: float = 30.0) -> str:
     messages = await within(timeout_s, page.evaluate(_PAGE_MESSAGES), "reading the login page")
     texts = [m["text"] for m in messages if m["text"] and (
         m["alert"] or not any(DECLINE.search(b) or ACCEPT.search(b) for b in m["buttons"]))]
-    return " ".join(texts)[:200]
+    return printable(" ".join(texts), 200)
 
 
 def _navigating(exc: Exception) -> bool:

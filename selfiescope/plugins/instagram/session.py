@@ -18,6 +18,7 @@ from ...api import Settings, SiteError
 from ...api.web import BrowserPool, credential, save_session, session_path
 from .errors import explain
 from .login import login_outcome, submit_login
+from .outcomes import LoginFormUnknown
 from .source import DISMISS_BUTTONS, PASSWORD_ENV, USERNAME_ENV, InstagramOptions
 
 log = logging.getLogger("selfiescope.instagram")
@@ -56,8 +57,14 @@ async def login(settings: Settings, *, base_url: str | None = None, headless: bo
         async with pool.lease(block=[]) as lease:
             page = await lease.page()
             if username and password:
-                outcome = await submit_login(page, base, username, password, dismiss,
-                                             timeout_s=settings.browser.timeout_s)
+                try:
+                    outcome = await submit_login(page, base, username, password, dismiss,
+                                                 timeout_s=settings.browser.timeout_s)
+                except LoginFormUnknown as exc:
+                    if headless:
+                        raise LoginError(str(exc)) from None
+                    log.warning("%s; fill it in the browser window", exc.what)  # a person can read any form
+                    outcome = "still on the login page"
             else:
                 await page.goto(f"{base}/accounts/login/", wait_until="domcontentloaded")
                 outcome = "still on the login page"

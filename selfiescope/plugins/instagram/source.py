@@ -50,9 +50,10 @@ from .feed import FeedReader, Post, is_feed_url
 from .images import ImagesQuiet, download_on_clock, images_gone
 from .incremental import Incremental
 from .login import CHALLENGE_PATHS
+from .outcomes import PageOutcome, rate_limited, read_tag_page
 from .options import DISMISS_BUTTONS, InstagramOptions, dismiss_names
 from .post_page import fresh_image_url
-from .watchdog import JobFailed, JobRun, SourceStopped, Stalled, Watchdog
+from .watchdog import JobFailed, JobRun, SourceStopped, Stalled, TagPageRateLimited, Watchdog
 
 log = logging.getLogger("selfiescope.instagram")
 
@@ -154,6 +155,7 @@ class InstagramSource(Source):
         feed = FeedReader(lease.context, self.base_url, timeout_s=self.timeout_s)  # every page of the job's context
         generation = self.account.generation_of(lease.storage_state)  # the session this context has
         pending: dict[str, Post] = {}  # found, not yet handled: handled first after a reload
+        state.pending = pending  # type: ignore[assignment]  # counted as found in the job's messages
         reload, idle, after_429, nav_reloads = True, 0, False, 0
         relogged = False  # a new session: the posts found before it are fetched before the page spends it
         incremental = Incremental(job.stop_after_known, job.since)
@@ -215,8 +217,9 @@ class InstagramSource(Source):
                     if after_429:  # the page does not retry by itself: reload it now the wait is over
                         state.rate_reloads += 1
                         if state.rate_reloads > MAX_RATE_RELOADS:
-                            raise JobFailed(f"#{tag}: still rate limited (HTTP 429) after {MAX_RATE_RELOADS} waits; "
-                                            "rerun later to resume, or lower plugins.instagram.requests_per_minute")
+                            limited = rate_limited("", None)
+                            raise JobFailed(f"#{tag}: " + limited.message(
+                                f"still so after {MAX_RATE_RELOADS} waits: {limited.todo}"))
                         log.info("#%s: reloading the tag page after the 429 wait", tag)
                         reload = True
                         continue
@@ -236,8 +239,14 @@ class InstagramSource(Source):
                         raise Stalled("the next feed page (the page stopped loading it)")
                     log.info("#%s: the feed stopped growing", tag)
                     break
+                except TagPageRateLimited as limited:
+                    state.rate_reloads += 1
+                    if state.rate_reloads > MAX_RATE_RELOADS:
+                        raise JobFailed(f"#{tag}: " + limited.shown.message(
+                            f"still so after {MAX_RATE_RELOADS} waits: {limited.shown.todo}")) from None
+                    reload = True
                 except SiteUnreachable as gone:
-                    raise self._stop(f"#{tag}: {gone}; stopping ({len(state.seen)} posts found, what was stored "
+                    raise self._stop(f"#{tag}: {gone}; stopping ({state.found} posts found, what was stored "
                                      "is kept). Rerun when the site is back to fetch the rest") from None
                 except SessionEnded as ended_:
                     generation = await self._log_in_again(lease, generation, tag, ended_.why)
@@ -260,8 +269,10 @@ class InstagramSource(Source):
                                     "(posts already seen are skipped)", tag)
                         reload = True
                         continue
+                    await feed.harvest(lease.page, state.seen, pending)  # a page that hung half-way shows some
                     if isinstance(exc, Deadline):
-                        raise
+                        raise JobFailed(f"#{tag}: {exc} ({state.found} posts found); rerun to resume "
+                                        "(a slow network: raise browser.timeout_s)") from None
                     self._after_stall(exc, watch, state)
                     reload = True
         finally:
@@ -308,7 +319,7 @@ class InstagramSource(Source):
         if stopped:
             state.verdict()  # a job stopped early still fails for downloads that failed
             self.run.stats.extra.setdefault("stopped", {})[state.tag] = stopped
-            self._status(state.tag, f"{stopped} ({len(state.seen)} posts found)")
+            self._status(state.tag, f"{stopped} ({state.found} posts found)")
         else:
             self._status(state.tag, state.verdict())
 
@@ -332,12 +343,14 @@ class InstagramSource(Source):
         self._status(tag, "logged in again; resuming")
         return generation
 
-    def _note_429(self, tag: str, wait: float) -> None:
-        """Honour a 429: every request of the account waits ``wait`` (through the shared bucket)."""
+    def _note_429(self, tag: str, wait: float | None, shown: PageOutcome | None = None) -> None:
+        """Honour a 429 (``shown``: the tag page's own, with its message): every request of the account
+        waits ``wait`` (through the shared bucket); a longer wait than allowed stops the source."""
         assert self.bucket is not None
+        wait = 30.0 if wait is None else wait  # no Retry-After: a cautious pause
         if wait > self.options.max_retry_after_s:
-            raise self._stop(f"#{tag}: Instagram asks to wait {wait:.0f} s (HTTP 429); stopping "
-                             "instead of hammering. Rerun later to resume.")
+            shown = shown or rate_limited("", wait)
+            raise self._stop(f"#{tag}: " + shown.message(f"stopping instead of hammering: {shown.todo}"))
         log.warning("#%s: HTTP 429; waiting %.0f s as asked", tag, wait)
         self._status(tag, f"HTTP 429: waiting {wait:.0f} s as asked, then reloading the feed")
         self.bucket.penalize(wait)
@@ -351,13 +364,16 @@ class InstagramSource(Source):
                                   "the request budget"))
         response = await watch.run("the tag page", lease.goto(url))
         page = feed.page = await lease.page()
-        path = self._path(page.url)
-        if path.startswith(CHALLENGE_PATHS):
-            raise self._stop(challenge_message())
-        if path.startswith("/accounts/login"):
+        shown = await read_tag_page(page, response, tag, self.timeout_s)  # the doctor's reading, word for word
+        if shown.kind == "challenge":
+            raise self._stop(challenge_message(shown.site_says))
+        if shown.kind == "login_wall":
             raise SessionEnded("Instagram shows a login wall")
-        if response is not None and response.status == 404:
-            raise LookupError(f"#{tag}: no such hashtag ({url} answered 404)")
+        if shown.kind == "rate_limited":
+            self._note_429(tag, shown.retry_after_s, shown)
+            raise TagPageRateLimited(shown)
+        if shown.kind != "ok":
+            raise JobFailed(f"#{tag}: {shown.message()}")
         self._status(tag, "closing pop-ups")
         await watch.run("closing pop-ups", click_dialog_buttons(page, self._dismiss_names(), timeout_s=self.timeout_s))
         self._status(tag, "reading the first feed page")

@@ -10,9 +10,11 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from ...api import SiteError
+from .outcomes import PageOutcome, empty
 
 T = TypeVar("T")
 log = logging.getLogger("selfiescope.instagram")
+NOT_RECORDED = "not in the recording"  # a replay's reason for a download its recording does not hold
 
 
 class SourceStopped(SiteError, RuntimeError):
@@ -21,6 +23,14 @@ class SourceStopped(SiteError, RuntimeError):
 
 class JobFailed(SiteError, RuntimeError):
     """One hashtag could not be finished; the message says why and what to do. Other jobs go on."""
+
+
+class TagPageRateLimited(SiteError):
+    """The tag page answered 429 with a wait the source honours: reload it once the wait is over."""
+
+    def __init__(self, shown: PageOutcome) -> None:
+        super().__init__(shown.what)
+        self.shown = shown
 
 
 class Stalled(SiteError):
@@ -117,7 +127,8 @@ class JobRun:
 
     def __init__(self, tag: str) -> None:
         self.tag = tag
-        self.seen: set[str] = set()  # posts found in the feed (new or already stored)
+        self.seen: set[str] = set()  # posts found in the feed and handled (new or already stored)
+        self.pending: dict[str, object] = {}  # posts found, not yet handled (the source's own dict)
         self.failed: dict[str, str] = {}  # post -> why its download failed (not marked: a rerun retries it)
         self.unreachable: str | None = None  # a download found the host out of reach: check the site
         self.media_host: str | None = None  # the host of the last image asked for (never its signed URL)
@@ -127,6 +138,11 @@ class JobRun:
         self.stall_reloaded = False
         self.empty_reloaded = False
 
+    @property
+    def found(self) -> int:
+        """Posts found so far, handled or not (a page that hung half-way still showed some)."""
+        return len(self.seen | set(self.pending))
+
     def after_stall(self, stall: Stalled, waited: float) -> str:
         """No new post for ``stall_s``: the job's state while its tag page is reloaded (once);
         :class:`JobFailed` when it already was."""
@@ -134,7 +150,7 @@ class JobRun:
         if self.stall_reloaded:
             raise JobFailed(
                 f"#{self.tag}: stalled: no new post for {waited:.0f} s while waiting on {stall.waiting_on}, "
-                f"also after reloading the tag page ({len(self.seen)} posts found). Rerun to resume; "
+                f"also after reloading the tag page ({self.found} posts found). Rerun to resume; "
                 "if it keeps stalling, run `selfiescope doctor` or raise plugins.instagram.stall_s"
             ) from None
         self.stall_reloaded = True
@@ -145,11 +161,17 @@ class JobRun:
     def verdict(self) -> str:
         """The job's final state when it found posts and fetched every one it could; else :class:`JobFailed`."""
         if not self.seen:
-            raise JobFailed(f"#{self.tag}: no posts found: the feed showed none (a rate limit, a lost session or a "
-                            "changed page). Rerun later; if it stays empty, run `selfiescope doctor`")
+            raise JobFailed(f"#{self.tag}: no posts found: {empty().message()}")
         if self.failed:
             reasons = Counter(self.failed.values()).most_common(2)
             why = "; ".join(f"{n} x {r}" for r, n in reasons)
+            unrecorded = sum(1 for r in self.failed.values() if NOT_RECORDED in r)
+            # a replay answers only from its recording: running it again fetches nothing more
+            todo = ("they are not in the recording, so replaying again cannot fetch them: record this hashtag "
+                    "again (or scrape it live) to get them" if unrecorded == len(self.failed)
+                    else "they are not marked done: rerun to retry them" + (
+                        f" ({unrecorded} of them are not in the recording: record this hashtag again for those)"
+                        if unrecorded else ""))
             raise JobFailed(f"#{self.tag}: {len(self.failed)} of {len(self.seen)} posts could not be downloaded "
-                            f"({why}); they are not marked done: rerun to retry them")
+                            f"({why}); {todo}")
         return f"feed done: {len(self.seen)} posts found"
