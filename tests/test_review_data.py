@@ -379,3 +379,27 @@ def test_metrics_card_and_export_carry_the_review(fresh, tmp_path) -> None:
     assert rows[selfies[0]]["reviewed"] == "True" and rows[selfies[2]]["excluded"] == "True"
     assert rows[selfies[3]]["reviewed"] == "False"
     json.dumps(card)
+
+
+def test_forget_from_the_review_removes_the_file_rows_reviews_and_thumbnail_and_keeps_a_tombstone(tmp_path) -> None:
+    from privacy_helpers import FakePost, collect_posts, jpeg, settings_for
+
+    root = tmp_path / "data"
+    settings = settings_for(root)
+    assert collect_posts(settings, "tagA", "selfie", [FakePost(f"C{i}", f"user_{i}", "x", jpeg(i)) for i in range(4)]).accepted == 4
+    with ReviewData(settings, load_registry()) as data:
+        ids = [t.id for t in data.page(Filters(), "newest", None, 10).tiles]
+        data.apply("reviewed", ids[:2])
+        assert data.thumbnail(ids[0]) is not None
+        plan = data.forget_plan(ids[:1])
+        assert plan.startswith("forget 1 image: 1 stored file") and "cannot be undone" in plan
+        location = data.manifest.get_image(ids[0])["location"]
+        result = data.forget(ids[:1])
+        assert result.changed == 1
+        assert data.detail(ids[0]) is None and data.page(Filters(), "newest", None, 10).total == 3
+        assert [r.image for r in data.history(ids[1])] == [ids[1]]
+    assert not (root / location).exists()
+    assert not (root / ".thumbs" / ids[0][:2] / f"{ids[0]}.jpg").exists()
+    db = sqlite3.connect(root / "manifest.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM reviews WHERE content_hash=?", (ids[0],)).fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM tombstones WHERE kind='content'").fetchone()[0] == 1

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..core.lock import RootBusy, RootLock, root_in_use
+from ..pipelines.forget import ForgetError, ForgetRequest, forget as forget_pipeline
 from ..pipelines.reviewed import set_dedup_label
 from . import thumbs
 from .model import ACTIONS, ActionResult, ReviewBusy, ReviewError
@@ -188,8 +189,6 @@ def forget_plan(data: "ReviewData", ids: Sequence[str]) -> str:
 
 def forget(data: "ReviewData", ids: Sequence[str]) -> ActionResult:
     """Through ``selfiescope forget`` (tombstones, storage, every table, thumbnails)."""
-    from ..pipelines.forget import ForgetError, ForgetRequest, forget as forget_pipeline
-
     wanted = [i for i in dict.fromkeys(str(i) for i in ids) if thumbs._HASH.match(i)]
     if not wanted:
         raise ValueError("no image chosen")
