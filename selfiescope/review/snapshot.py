@@ -14,16 +14,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ..core.review_facets import ReviewFacet
-from ..pipelines.groups import near_duplicate_groups
-from ..pipelines.reviewed import dedup_hashes, has_review_columns
+from ..pipelines.reviewed import has_review_columns
 from .model import EXTRA_PREFIX, SORTS, Facet, FacetValue, Filters
 
 log = logging.getLogger("selfiescope.review")
@@ -72,6 +74,10 @@ class Coded:
         return np.bincount(self.codes[mask[self.rows]], minlength=len(self.values))
 
 
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
+
+
 def encode_cursor(key: float, content_hash: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([repr(float(key)), content_hash]).encode()).decode().rstrip("=")
 
@@ -86,42 +92,42 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
 _COLUMNS = ("content_hash, id, source, job, label, decision, rejected_by, reject_code, reason, format, width, height,"
             " size, face_area, n_faces, face_detector, first_seen, location, origin_path")
+COPY_CODES = ("duplicate", "near_duplicate", "label_conflict")  # dedup's rejections of a copy
+HEX16 = re.compile(r"\b[0-9a-f]{16}\b")
 
 
 class Snapshot:
     """Columns of every image in the manifest, ordered by content hash."""
 
     def __init__(self, db: sqlite3.Connection, *, probabilities: Mapping[str, float], positive: str | None,
-                 max_distance: int, plugin_facets: Sequence[ReviewFacet] = ()) -> None:
+                 plugin_facets: Sequence[ReviewFacet] = ()) -> None:
         reviewed_cols = has_review_columns(db)
-        review_sql = ", review_label, reviewed, excluded" if reviewed_cols else ", NULL, NULL, NULL"
+        review_sql = ", review_label, reviewed, excluded, phash" if reviewed_cols else ", NULL, NULL, NULL, phash"
         with_notes = bool(plugin_facets)
-        sql = f"SELECT {_COLUMNS}{review_sql}{', notes' if with_notes else ''} FROM images ORDER BY content_hash"
         cur = db.cursor()
         cur.row_factory = None
-        rows = cur.execute(sql).fetchall()
+        # Table order, sorted here: ORDER BY content_hash would visit the rows through the index.
+        rows = cur.execute(f"SELECT {_COLUMNS}{review_sql}{', notes' if with_notes else ''} FROM images").fetchall()
+        rows.sort(key=_first)
         n = self.n = len(rows)
         self.hashes = np.array([r[0] for r in rows], dtype=object)
-        self.sorted_hashes = np.array([r[0] for r in rows], dtype=str) if n else np.array([], dtype="<U1")
+        self.sorted_hashes = self.hashes.astype(str) if n else np.array([], dtype="<U1")
         self.index = {h: i for i, h in enumerate(self.hashes)}
-        original = [r[4] for r in rows]
         label = [r[19] or r[4] for r in rows]
         self.label = np.array(label, dtype=object)
-        self.original_label = np.array(original, dtype=object)
+        self.original_label = np.array([r[4] for r in rows], dtype=object)
         self.decision = np.array([r[5] for r in rows], dtype=object)
-        self.reason_text = np.array([r[8] for r in rows], dtype=object)
-        self.area = np.array([np.nan if r[13] is None else float(r[13]) for r in rows], dtype=float)
+        self.reason_text = np.array([r[8] if r[5] == "rejected" else None for r in rows], dtype=object)
+        self.area = np.array([r[13] for r in rows], dtype=float)  # None -> NaN
         self.first_seen = np.array([r[16] or 0.0 for r in rows], dtype=float)
         self.stored = np.array([r[5] == "accepted" and r[17] is not None for r in rows], dtype=bool)
         self.has_origin = np.array([r[18] is not None for r in rows], dtype=bool)
         self.reviewed = np.array([r[20] is not None for r in rows], dtype=bool)
         self.excluded = np.array([bool(r[21]) for r in rows], dtype=bool)
         self.probability = np.array([probabilities.get(h, np.nan) for h in self.hashes], dtype=float)
-        y = np.array([1.0 if v == positive else 0.0 for v in label], dtype=float)
-        self.score = np.abs(y - self.probability)  # cleanlab's self-confidence, as a distance: NaN without a model
-        with np.errstate(invalid="ignore"):
-            self.disagrees = self.score > 0.5
-        self.group = self._groups(db, rows, max_distance)
+        self.positive = positive
+        self._score()
+        self.group = self._groups(db, rows)
         sizes = np.bincount(self.group) if n else np.array([], dtype=np.int64)
         self.in_group = sizes[self.group] > 1 if n else np.zeros(0, dtype=bool)
 
@@ -138,25 +144,56 @@ class Snapshot:
             self.facets[key] = Coded.multi(self._plugin_values(facet, rows, label, reviewed_cols))
             self.titles[key] = facet.title
 
+    def _score(self) -> None:
+        y = (self.label == self.positive).astype(float) if self.positive is not None else np.zeros(self.n)
+        self.score = np.abs(y - self.probability)  # cleanlab's self-confidence, as a distance: NaN without a model
+        with np.errstate(invalid="ignore"):
+            self.disagrees = self.score > 0.5
+
+    def refresh(self, db: sqlite3.Connection, content_hashes: Iterable[str]) -> None:
+        """Read again the review columns of images this process just changed (far cheaper than
+        reading the manifest again: an edit never adds, removes or moves an image)."""
+        wanted = [h for h in dict.fromkeys(content_hashes) if h in self.index]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            for h, label, reviewed, excluded in db.execute(
+                "SELECT content_hash, COALESCE(review_label, label), reviewed, excluded FROM images"
+                f" WHERE content_hash IN ({','.join('?' * len(chunk))})", chunk,
+            ).fetchall():
+                i = self.index[h]
+                self.label[i], self.reviewed[i], self.excluded[i] = label, reviewed is not None, bool(excluded)
+        self.facets["label"] = Coded.single(list(self.label))
+        self._score()
+
     # --- building -----------------------------------------------------------------------
-    def _groups(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]], max_distance: int) -> np.ndarray:
-        """Near-duplicate groups: pHashes within dedup's distance, joined by dedup's recorded conflicts."""
-        indexed = dedup_hashes(db)
-        recorded = dict(db.execute("SELECT content_hash, phash FROM images WHERE phash IS NOT NULL").fetchall())
-        hashes = [f"{indexed[r[0]]:016x}" if r[0] in indexed else recorded.get(r[0]) for r in rows]
-        if not rows:
+    def _groups(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> np.ndarray:
+        """Near-duplicate groups as dedup decided them, mirrored copies included: each copy dedup
+        turned away joins the image its reason names (``.../<first 16 hex digits>``, the link
+        ``forget`` follows too), each recorded label conflict joins its pair, and images with
+        equal pHashes join each other. A pairwise pHash search over every image would cost
+        seconds at 100k images on each read of the manifest; dedup already made those decisions."""
+        n = len(rows)
+        if not n:
             return np.zeros(0, dtype=np.int64)
-        groups = near_duplicate_groups(hashes, max_distance)
-        try:
-            pairs = db.execute("SELECT content_hash, other_hash FROM conflicts").fetchall()
-        except sqlite3.OperationalError:
-            pairs = []
-        for a, b in pairs:  # a copy dedup judged the same photo under another label
-            ia, ib = self.index.get(a), self.index.get(b)
-            if ia is not None and ib is not None and groups[ia] != groups[ib]:
-                groups[groups == groups[ib]] = groups[ia]
-        _, dense = np.unique(groups, return_inverse=True)
-        return dense.astype(np.int64)
+        by_prefix = {h[:16]: i for i, h in enumerate(self.hashes) if self.stored[i]}
+        edges: list[tuple[int, int]] = []
+        for i, r in enumerate(rows):
+            if r[5] == "rejected" and r[7] in COPY_CODES and r[8]:
+                edges += [(i, j) for prefix in HEX16.findall(r[8]) if (j := by_prefix.get(prefix)) is not None]
+        for a, b in db.execute("SELECT content_hash, other_hash FROM conflicts").fetchall():
+            if (i := self.index.get(a)) is not None and (j := self.index.get(b)) is not None:
+                edges.append((i, j))
+        phash = np.array([r[22] or "" for r in rows], dtype=object)
+        known = np.flatnonzero(phash != "")
+        if len(known) > 1:
+            order = known[np.argsort(phash[known], kind="stable")]
+            same = phash[order[1:]] == phash[order[:-1]]
+            edges += list(zip(order[:-1][same].tolist(), order[1:][same].tolist()))
+        if not edges:
+            return np.arange(n, dtype=np.int64)
+        a, b = np.array(edges, dtype=np.int64).T
+        graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+        return connected_components(graph, directed=False)[1].astype(np.int64)
 
     def _reasons(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[int, str]]:
         """``step:code`` of every rejection of each rejected image (any step's, third-party included)."""
