@@ -410,3 +410,63 @@ def test_forget_from_the_review_removes_the_file_rows_reviews_and_thumbnail_and_
     db = sqlite3.connect(root / "manifest.sqlite")
     assert db.execute("SELECT COUNT(*) FROM reviews WHERE content_hash=?", (ids[0],)).fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM tombstones WHERE kind='content'").fetchone()[0] == 1
+
+
+def test_a_full_disk_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    import shutil
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (not root)")
+    try:
+        root = mount / "data"
+        hashes = build(root, 40, files=False, rejected_share=0.0)
+        with open_data(root) as data:
+            data.page(Filters(), "newest", None, 5)
+            filler = mount / "filler"
+            with filler.open("wb", buffering=0) as fh:
+                try:
+                    while True:
+                        fh.write(b"\0" * 4096)
+                except OSError:
+                    pass
+            with pytest.raises(ReviewError) as info:
+                data.apply("exclude", hashes, note="x" * 1500)
+                data.apply("relabel", hashes, "portrait")
+                data.apply("relabel", hashes, "selfie")
+            assert ("disk is full" in str(info.value) or "No space left" in str(info.value))
+            assert str(info.value).endswith("nothing was changed")
+            assert "\n" not in str(info.value)
+            filler.unlink()
+            rows = rows_of(root)
+            assert sqlite3.connect(root / "manifest.sqlite").execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            replayed = sqlite3.connect(root / "manifest.sqlite").execute("SELECT COUNT(DISTINCT batch) FROM reviews").fetchone()[0]
+            assert sum(bool(r["excluded"]) for r in rows) in (0, 40) and replayed <= 2
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(mount, ignore_errors=True)
+
+
+def test_a_failed_write_and_a_damaged_manifest_are_one_line(fresh, tmp_path, monkeypatch) -> None:
+    from contextlib import contextmanager
+
+    root, hashes = fresh
+    with open_data(root) as data:
+        data.page(Filters(), "newest", None, 5)
+
+        @contextmanager
+        def full():
+            raise sqlite3.OperationalError("database or disk is full")
+            yield
+
+        monkeypatch.setattr(data.manifest, "transaction", full)
+        with pytest.raises(ReviewError, match=r"manifest.sqlite cannot be written \(the disk is full\): nothing was changed"):
+            data.apply("reviewed", hashes[:2])
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "manifest.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ReviewError, match="cannot read .*manifest.sqlite: "):
+        open_data(damaged).page(Filters(), "newest", None, 5)
+    with pytest.raises(ReviewError, match="no dataset at"):
+        open_data(tmp_path / "nowhere")

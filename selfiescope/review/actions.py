@@ -13,6 +13,7 @@ edit is refused with ``data/ is in use by pid N`` (:class:`ReviewBusy`), never l
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,7 @@ from .model import ACTIONS, ActionResult, ReviewBusy, ReviewError
 if TYPE_CHECKING:
     from .data import ReviewData
 
+log = logging.getLogger("selfiescope.review")
 MAX_NOTE = 2000
 MAX_IDS = 100_000
 # (column, value as the reviews row writes it) for each action; relabel's value is the label.
@@ -45,8 +47,21 @@ def busy_message(data: "ReviewData", pid: int | None = None) -> str | None:
     return f"{data.display}/ is in use by {who}"
 
 
+def database_problem(exc: sqlite3.Error) -> str:
+    """What a failed SQLite write means for the user (its own text goes to the debug log)."""
+    text = str(exc).lower()
+    if "full" in text:
+        return "the disk is full"
+    if "readonly" in text or "read-only" in text:
+        return "it is read-only"
+    if "locked" in text or "busy" in text:
+        return "another process kept it busy too long"
+    return "a database error (see the debug log)"
+
+
 @contextmanager
 def write_lock(data: "ReviewData") -> Iterator[None]:
+    """The root's lock for one write; any failure to write is one line saying nothing changed."""
     lock = RootLock(data.root)
     try:
         lock.acquire()
@@ -56,6 +71,10 @@ def write_lock(data: "ReviewData") -> Iterator[None]:
         raise ReviewError(f"{data.display}/ cannot be written ({exc.strerror or exc}): nothing was changed") from None
     try:
         yield
+    except sqlite3.Error as exc:
+        log.debug("review write failed: %s", exc)
+        raise ReviewError(f"{data.display}/manifest.sqlite cannot be written ({database_problem(exc)}): "
+                          "nothing was changed") from None
     finally:
         lock.release()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from ..core.components import StoredImage
 from ..core.manifest import Manifest
 from ..core.manifest_io import writable
+from ..core.manifest_readonly import ManifestUnreadable
 from ..core.plugins import Registry
 from ..core.review_facets import ReviewFacet
 from ..core.settings import Settings, TrainPipeline
@@ -61,6 +63,8 @@ class ReviewData:
         if not (self.root / "manifest.sqlite").is_file():
             raise ReviewError(f"no dataset at {self.display}: {self.display}/manifest.sqlite does not exist "
                               "(collect images first: selfiescope run)")
+        # The undo of a batch must see the state it left: edits from this object go one at a time.
+        self._write = threading.Lock()
         self._lock = threading.RLock()
         self._manifest: Manifest | None = None
         self._reader: StoredReader | None = None
@@ -80,9 +84,16 @@ class ReviewData:
             return self._manifest
 
     def _open_manifest(self) -> Manifest:
-        if writable(self.root):
-            return Manifest.at_root(self.root)  # additive schema only: CREATE IF NOT EXISTS, new columns
-        return Manifest.read_only(self.root)
+        try:
+            if writable(self.root):
+                return Manifest.at_root(self.root)  # additive schema only: CREATE IF NOT EXISTS, new columns
+            return Manifest.read_only(self.root)
+        except ManifestUnreadable as exc:
+            raise ReviewError(str(exc)) from None
+        except (sqlite3.Error, OSError) as exc:
+            log.debug("cannot open the manifest: %s", exc)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a readable SQLite manifest"
+            raise ReviewError(f"cannot read {self.display}/manifest.sqlite: {why}") from None
 
     def _storage(self) -> StoredReader:
         with self._lock:
@@ -263,21 +274,24 @@ class ReviewData:
 
     # --- changing --------------------------------------------------------------------------
     def apply(self, action: str, ids: Sequence[str], value: str | None = None, note: str | None = None) -> ActionResult:
-        result = actions.apply(self, action, ids, value, note)
-        self._changed(ids)
+        with self._write:
+            result = actions.apply(self, action, ids, value, note)
+            self._changed(ids)
         return result
 
     def undo(self) -> ActionResult:
-        result, ids = actions.undo(self)
-        self._changed(ids)
+        with self._write:
+            result, ids = actions.undo(self)
+            self._changed(ids)
         return result
 
     def forget_plan(self, ids: Sequence[str]) -> str:
         return actions.forget_plan(self, ids)
 
     def forget(self, ids: Sequence[str]) -> ActionResult:
-        result = actions.forget(self, ids)
-        self._changed()
+        with self._write, self._lock:  # forget closes and reopens the manifest and the backend
+            result = actions.forget(self, ids)
+            self._changed()
         return result
 
     def busy(self) -> str | None:
