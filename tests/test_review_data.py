@@ -277,24 +277,27 @@ def test_an_edit_while_another_run_holds_the_lock_is_refused_saying_which(fresh)
         assert data.apply("reviewed", hashes[:3]).changed == 3
 
 
-def test_a_read_only_root_is_browsable_and_an_edit_says_why_not(fresh, tmp_path) -> None:
-    import os
+def test_a_read_only_root_is_browsable_and_an_edit_says_why_not(tmp_path) -> None:
+    import shutil
 
-    root, hashes = fresh
-    Manifest.at_root(root).close()
-    for path in [root, *root.rglob("*")]:
-        os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
     try:
-        if os.access(root, os.W_OK):
-            pytest.skip("running as root: permissions do not stop writes")
+        root = mount / "data"
+        hashes = build(root, 30, files=True, rejected_share=0.0)
+        Manifest.at_root(root).close()  # a clean close: no -wal file is left
+        assert subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True).returncode == 0
         with open_data(root) as data:
-            assert data.page(Filters(), "newest", None, 5).total == 60
-            assert data.thumbnail(hashes[0]) is not None or data.image(hashes[0]) is None
+            assert data.page(Filters(), "newest", None, 5).total == 30
+            assert data.thumbnail(hashes[0]) is not None  # made, not cached
+            assert not (root / ".thumbs").exists()
             with pytest.raises(ReviewError, match="cannot be written"):
                 data.apply("reviewed", hashes[:1])
     finally:
-        for path in [root, *root.rglob("*")]:
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(mount, ignore_errors=True)
 
 
 def test_a_new_image_from_a_concurrent_run_shows_up(fresh) -> None:
@@ -470,3 +473,27 @@ def test_a_failed_write_and_a_damaged_manifest_are_one_line(fresh, tmp_path, mon
         open_data(damaged).page(Filters(), "newest", None, 5)
     with pytest.raises(ReviewError, match="no dataset at"):
         open_data(tmp_path / "nowhere")
+
+
+def test_a_rejected_import_shows_while_its_original_file_is_still_there(tmp_path: Path) -> None:
+    from privacy_helpers import import_folder, jpeg, settings_for
+
+    root, folder = tmp_path / "data", tmp_path / "in"
+    folder.mkdir()
+    photo = jpeg(1)
+    (folder / "a.jpg").write_bytes(photo)
+    (folder / "b.jpg").write_bytes(photo[:-2] + b"\xff\xd9" if photo.endswith(b"\xff\xd9") else photo + b"\0")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a photo at all")
+    settings = settings_for(root)
+    import_folder(settings, folder, "selfie")
+    with ReviewData(settings, load_registry()) as data:
+        rejected = data.page(Filters(decision=("rejected",)), "newest", None, 10).tiles
+        assert rejected and all(t.has_thumbnail for t in rejected)
+        broken = next(t for t in rejected if data.manifest.get_image(t.id)["origin_path"].endswith("broken.jpg"))
+        got = data.image(broken.id)
+        assert got is not None and got[0] == (folder / "broken.jpg").read_bytes()
+        (folder / "broken.jpg").write_bytes(b"other bytes now")  # the user changed the file: not this image
+        assert data.image(broken.id) is None and data.thumbnail(broken.id) is None
+        (folder / "broken.jpg").unlink()
+        (folder / "broken.jpg").symlink_to(folder / "a.jpg")
+        assert data.image(broken.id) is None  # a link is never followed
