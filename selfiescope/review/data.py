@@ -177,7 +177,10 @@ class ReviewData:
     def page(self, filters: Filters, sort: str = "newest", cursor: str | None = None, limit: int = 60) -> Page:
         if sort not in SORTS:
             raise ValueError(f"sort: {sort!r} is not one of {', '.join(SORTS)}")
-        limit = max(1, min(int(limit), MAX_LIMIT))
+        try:
+            limit = max(1, min(int(limit), MAX_LIMIT))
+        except (TypeError, ValueError):
+            raise ValueError(f"limit: {limit!r} is not a number of images") from None
         snap = self.snapshot()
         rows, total, next_cursor = snap.page(filters, sort, cursor, limit)
         return Page([self._tile(snap, int(i)) for i in rows], total, next_cursor)
