@@ -497,3 +497,31 @@ def test_a_rejected_import_shows_while_its_original_file_is_still_there(tmp_path
         (folder / "broken.jpg").unlink()
         (folder / "broken.jpg").symlink_to(folder / "a.jpg")
         assert data.image(broken.id) is None  # a link is never followed
+
+
+action_steps = st.lists(st.tuples(
+    st.sampled_from(["relabel", "exclude", "include", "reviewed", "unreviewed", "undo"]),
+    st.lists(st.integers(0, 11), min_size=1, max_size=6),
+    st.sampled_from(["selfie", "portrait"]),
+), min_size=1, max_size=12)
+
+
+@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=action_steps)
+def test_any_sequence_of_edits_and_undos_is_what_its_rows_say(tmp_path_factory, steps) -> None:
+    from test_review_kill import check_replay
+
+    root = tmp_path_factory.mktemp("steps") / "data"
+    hashes = build(root, 12, files=False, rejected_share=0.0)
+    with open_data(root) as data:
+        for action, picks, label in steps:
+            if action == "undo":
+                data.undo()
+            else:
+                data.apply(action, [hashes[i] for i in picks], label if action == "relabel" else None)
+            tiles = {t.id: t for t in data.page(Filters(), "newest", None, 50).tiles}
+            state = {r["content_hash"]: r for r in rows_of(root)}
+            for h, t in tiles.items():  # the in-memory columns follow the manifest
+                assert (t.label, t.reviewed, t.excluded) == (
+                    state[h]["effective"], state[h]["reviewed"] is not None, bool(state[h]["excluded"]))
+    check_replay(root)
