@@ -268,13 +268,20 @@ def test_an_edit_while_another_run_holds_the_lock_is_refused_saying_which(fresh)
             assert str(info.value) == f"{root}/ is in use by pid {holder.pid}"
             with pytest.raises(ReviewBusy):
                 data.forget(hashes[:1])
+            with pytest.raises(ReviewBusy):
+                data.apply("reviewed", hashes[:3], wait_s=0.5)  # waited, then refused
             assert data.page(Filters(reviewed=True), "newest", None, 10).total == 0
+        import threading
+
+        threading.Timer(1.0, holder.kill).start()  # the other run ends while the edit waits
+        with open_data(root) as data:
+            assert data.apply("reviewed", hashes[:3], wait_s=60).changed == 3
     finally:
         holder.kill()
         holder.wait(30)
     with open_data(root) as data:
         assert data.busy() is None
-        assert data.apply("reviewed", hashes[:3]).changed == 3
+        assert data.page(Filters(reviewed=True), "newest", None, 10).total == 3
 
 
 def test_a_read_only_root_is_browsable_and_an_edit_says_why_not(tmp_path) -> None:

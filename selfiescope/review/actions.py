@@ -60,9 +60,10 @@ def database_problem(exc: sqlite3.Error) -> str:
 
 
 @contextmanager
-def write_lock(data: "ReviewData") -> Iterator[None]:
-    """The root's lock for one write; any failure to write is one line saying nothing changed."""
-    lock = RootLock(data.root)
+def write_lock(data: "ReviewData", wait_s: float = 0.0) -> Iterator[None]:
+    """The root's lock for one write (waiting up to ``wait_s`` for another run to let go); any
+    failure to write is one line saying nothing changed."""
+    lock = RootLock(data.root, wait_s=max(0.0, min(float(wait_s), 600.0)))
     try:
         lock.acquire()
     except RootBusy as exc:
@@ -125,11 +126,12 @@ def _new_value(action: str, value: str | None) -> str:
     return "1" if action in ("exclude", "reviewed") else "0"
 
 
-def apply(data: "ReviewData", action: str, ids: Sequence[str], value: str | None, note: str | None) -> ActionResult:
+def apply(data: "ReviewData", action: str, ids: Sequence[str], value: str | None, note: str | None,
+          wait_s: float = 0.0) -> ActionResult:
     wanted = _check(data, action, ids, value, note)
     column, new = FIELD[action], _new_value(action, value)
     now = time.time()
-    with write_lock(data), data.manifest.transaction() as db:
+    with write_lock(data, wait_s), data.manifest.transaction() as db:
         batch = int(db.execute("SELECT IFNULL(MAX(batch), 0) + 1 FROM reviews").fetchone()[0])
         changed = missing = 0
         wrote = False
@@ -159,11 +161,11 @@ def apply(data: "ReviewData", action: str, ids: Sequence[str], value: str | None
     return ActionResult(batch if wrote else 0, changed, message)
 
 
-def undo(data: "ReviewData") -> tuple[ActionResult, list[str]]:
+def undo(data: "ReviewData", wait_s: float = 0.0) -> tuple[ActionResult, list[str]]:
     """Undo the latest batch not undone yet (itself written as a batch that names it); returns
     the result and the images it changed."""
     now = time.time()
-    with write_lock(data), data.manifest.transaction() as db:
+    with write_lock(data, wait_s), data.manifest.transaction() as db:
         last = db.execute(
             "SELECT MAX(batch) FROM reviews WHERE undoes IS NULL AND batch NOT IN"
             " (SELECT undoes FROM reviews WHERE undoes IS NOT NULL)"

@@ -276,15 +276,19 @@ class ReviewData:
                 "to sort by likely mislabels and see where the model disagrees")
 
     # --- changing --------------------------------------------------------------------------
-    def apply(self, action: str, ids: Sequence[str], value: str | None = None, note: str | None = None) -> ActionResult:
+    def apply(self, action: str, ids: Sequence[str], value: str | None = None, note: str | None = None, *,
+              wait_s: float = 0.0) -> ActionResult:
+        """One batch: ``action`` on ``ids``, its ``reviews`` rows in the same transaction. While
+        another run holds the root's lock it waits up to ``wait_s`` (at most 600), then raises
+        :class:`ReviewBusy`."""
         with self._write:
-            result = actions.apply(self, action, ids, value, note)
+            result = actions.apply(self, action, ids, value, note, wait_s)
             self._changed(ids)
         return result
 
-    def undo(self) -> ActionResult:
+    def undo(self, *, wait_s: float = 0.0) -> ActionResult:
         with self._write:
-            result, ids = actions.undo(self)
+            result, ids = actions.undo(self, wait_s)
             self._changed(ids)
         return result
 
