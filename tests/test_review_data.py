@@ -532,3 +532,14 @@ def test_any_sequence_of_edits_and_undos_is_what_its_rows_say(tmp_path_factory, 
                 assert (t.label, t.reviewed, t.excluded) == (
                     state[h]["effective"], state[h]["reviewed"] is not None, bool(state[h]["excluded"]))
     check_replay(root)
+
+
+def test_a_decompression_bomb_gets_no_thumbnail_and_pillow_keeps_its_limit() -> None:
+    from selfiescope.review import thumbs
+
+    before = Image.MAX_IMAGE_PIXELS
+    png = io.BytesIO()
+    Image.new("1", (8000, 6000)).save(png, "PNG")  # 48 MP, a few kB on disk
+    with pytest.raises(thumbs.TooLarge):
+        thumbs.make_thumbnail(png.getvalue())
+    assert Image.MAX_IMAGE_PIXELS == before
