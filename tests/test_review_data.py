@@ -307,13 +307,18 @@ def test_a_read_only_root_is_browsable_and_an_edit_says_why_not(tmp_path) -> Non
         shutil.rmtree(mount, ignore_errors=True)
 
 
-def test_a_new_image_from_a_concurrent_run_shows_up(fresh) -> None:
+def test_a_new_image_from_a_concurrent_run_shows_up_when_the_manifest_is_next_read(fresh) -> None:
     root, _ = fresh
     with open_data(root) as data:
+        data.reload_every_s = 3600
         before, version = data.page(Filters(), "newest", None, 5).total, data.version()
         build(root, 5, seed=99, files=True)  # 5 more, written by another connection
+        assert data.version() == version  # read too recently: the page keeps what it has
+        assert data.page(Filters(), "newest", None, 5).total == before
+        data._next_load = 0.0  # time has passed
         assert data.version() > version
         assert data.page(Filters(), "newest", None, 5).total == before + 5
+        assert data.version() == data.version()  # nothing new: no further read
 
 
 def test_detail_shows_the_group_and_the_copy_dedup_kept(synthetic) -> None:

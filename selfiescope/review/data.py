@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +40,7 @@ log = logging.getLogger("selfiescope.review")
 MEDIA_TYPES = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                "gif": "image/gif", "bmp": "image/bmp", "tiff": "image/tiff", "heif": "image/heif", "avif": "image/avif"}
 MAX_LIMIT = 500
+RELOAD_EVERY_S = 2.0  # the shortest time between two reads of the manifest for other processes' changes
 
 
 def _media_type(fmt: str | None, data: bytes) -> str:
@@ -69,9 +71,11 @@ class ReviewData:
         self._manifest: Manifest | None = None
         self._reader: StoredReader | None = None
         self._snapshot: Snapshot | None = None
-        self._snapshot_version = -1
         self._model: ModelProbabilities | None = None
         self._data_version: int | None = None
+        self._dirty = False
+        self._next_load = 0.0
+        self.reload_every_s = RELOAD_EVERY_S
         self._version = 0
         self._facets: list[ReviewFacet] | None = None
 
@@ -121,23 +125,44 @@ class ReviewData:
 
     # --- what changes ----------------------------------------------------------------------
     def version(self) -> int:
-        """Grows whenever the manifest changed (this app's edits, or another process's commits)."""
+        """Grows whenever what the pages show changed: this app's edits at once, another process's
+        commits (a scrape adding images) when the manifest is next read (see :meth:`snapshot`)."""
         with self._lock:
-            current = int(self.manifest.query("PRAGMA data_version")[0][0])
-            if current != self._data_version:
-                self._data_version = current
-                self._version += 1
+            self._load_if_due()
             return self._version
 
+    def _stale(self) -> bool:
+        """Whether another process committed to the manifest since it was last read."""
+        current = int(self.manifest.query("PRAGMA data_version")[0][0])
+        if current != self._data_version:
+            self._data_version = current
+            self._dirty = True
+        return self._dirty
+
+    def _load_if_due(self) -> None:
+        """Read the manifest into memory when there is no snapshot, or when another process
+        changed it and the last read is old enough: at least ``reload_every_s`` and three times
+        as long as that read took, so a scrape committing every image costs this app a bounded
+        share of a core (its pages then lag by a few seconds)."""
+        stale = self._stale()
+        if self._snapshot is not None and not (stale and time.monotonic() >= self._next_load):
+            return
+        started = time.monotonic()
+        self._model = latest_probabilities(self.manifest._db, self.settings)
+        self._snapshot = Snapshot(self.manifest._db, probabilities=self._model.by_hash,
+                                  positive=self._model.positive, plugin_facets=self.plugin_facets())
+        self._dirty = False
+        took = time.monotonic() - started
+        self._next_load = time.monotonic() + max(self.reload_every_s, 3 * took)
+        self._version += 1
+
     def _changed(self, content_hashes: Sequence[str] = ()) -> None:
-        """After this process's own edit: the page's version grows; a snapshot that was current
-        is brought up to date in place (no other process changed the manifest meanwhile)."""
+        """After this process's own edit: the page's version grows, and the snapshot reads those
+        images' review columns again in place (an edit adds, removes or moves no image)."""
         with self._lock:
-            current = self._snapshot is not None and self._snapshot_version == self.version()
             self._version += 1
-            if current and content_hashes and self._snapshot is not None:
+            if content_hashes and self._snapshot is not None:
                 self._snapshot.refresh(self.manifest._db, content_hashes)
-                self._snapshot_version = self._version
 
     def plugin_facets(self) -> list[ReviewFacet]:
         if self._facets is None:
@@ -148,14 +173,10 @@ class ReviewData:
         return self._facets
 
     def snapshot(self) -> Snapshot:
+        """The manifest's columns in memory (read on first use; call it once at start-up)."""
         with self._lock:
-            version = self.version()
-            if self._snapshot is None or version != self._snapshot_version:
-                self._model = latest_probabilities(self.manifest._db, self.settings)
-                self._snapshot = Snapshot(self.manifest._db, probabilities=self._model.by_hash,
-                                          positive=self._model.positive,
-                                          plugin_facets=self.plugin_facets())
-                self._snapshot_version = version
+            self._load_if_due()
+            assert self._snapshot is not None
             return self._snapshot
 
     # --- reading ---------------------------------------------------------------------------
