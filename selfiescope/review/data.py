@@ -148,9 +148,13 @@ class ReviewData:
         if self._snapshot is not None and not (stale and time.monotonic() >= self._next_load):
             return
         started = time.monotonic()
-        self._model = latest_probabilities(self.manifest._db, self.settings)
-        self._snapshot = Snapshot(self.manifest._db, probabilities=self._model.by_hash,
-                                  positive=self._model.positive, plugin_facets=self.plugin_facets())
+        manifest = self.manifest
+        # The manifest's own lock: its connection is shared with edits, whose open transaction a
+        # read on the same connection would otherwise see half done.
+        with manifest._lock:
+            self._model = latest_probabilities(manifest._db, self.settings)
+            self._snapshot = Snapshot(manifest._db, probabilities=self._model.by_hash,
+                                      positive=self._model.positive, plugin_facets=self.plugin_facets())
         self._dirty = False
         took = time.monotonic() - started
         self._next_load = time.monotonic() + max(self.reload_every_s, 3 * took)
@@ -162,7 +166,8 @@ class ReviewData:
         with self._lock:
             self._version += 1
             if content_hashes and self._snapshot is not None:
-                self._snapshot.refresh(self.manifest._db, content_hashes)
+                with self.manifest._lock:
+                    self._snapshot.refresh(self.manifest._db, content_hashes)
 
     def plugin_facets(self) -> list[ReviewFacet]:
         if self._facets is None:
