@@ -27,7 +27,8 @@ def test_example_plugin_is_listed(installed_example):
     row = rows["sizegate"]
     assert row["origin"] == "selfiescope-sizegate 1.0.0" and row["status"] == "loaded"
     assert row["components"] == ["step:sizegate", "step:labeltally"] and row["commands"] == ["sizegate"]
-    assert row["hooks"] == ["selfiescope_commands", "selfiescope_image_accepted", "selfiescope_steps"]
+    assert row["hooks"] == ["selfiescope_commands", "selfiescope_image_accepted", "selfiescope_review_facets",
+                            "selfiescope_steps"]
     assert row["state"] == ["labeltally__seen"]
     assert rows["selfiescope.plugins.dedup"]["state"] == ["dedup__conflicts", "dedup__phashes"]
 

@@ -179,7 +179,11 @@ def make_old(root: Path) -> dict[str, list[tuple]]:
     db.execute("INSERT INTO phashes SELECT content_hash, phash, label, added, centre FROM dedup__phashes")
     db.execute("INSERT INTO conflicts SELECT * FROM dedup__conflicts")
     kept = {t: db.execute(f"SELECT * FROM {t} ORDER BY content_hash").fetchall() for t in ("phashes", "conflicts")}
-    db.executescript("DROP TABLE dedup__phashes; DROP TABLE dedup__conflicts; DROP TABLE plugin_schema;")
+    # Every plugin's tables go (another test's plugin may have declared one in this process).
+    plugin_tables = db.execute("SELECT name FROM sqlite_master WHERE type='table' AND instr(name, '__') > 0").fetchall()
+    for (table,) in plugin_tables:
+        db.execute(f'DROP TABLE "{table}"')
+    db.execute("DROP TABLE plugin_schema")
     db.commit()
     db.close()
     return kept

@@ -26,6 +26,7 @@ from ..core.errors import (
 from ..core.context import RunContext
 from ..core.events import Decision, FaceBox, ImageEvent, Origin, Reject
 from ..core.hookspecs import hookimpl
+from ..core.review_facets import ReviewFacet
 from ..core.plugin_state import PluginState, StateError, StateHandle, StateTable, declare
 from ..core.settings import Settings
 from ..core.text import printable
@@ -45,6 +46,7 @@ __all__ = [
     "PluginState",
     "Reject",
     "RunContext",
+    "ReviewFacet",
     "RunFailed",
     "SelfiescopeError",
     "Settings",

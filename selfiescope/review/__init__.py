@@ -1,0 +1,1 @@
+"""`selfiescope review`: see and fix the dataset (data layer: :mod:`.data`)."""
