@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..exits import EXIT_FAILED, EXIT_OK
-from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load, out, with_wait
+from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load_app, out, with_wait
 
 SHOWN = 50  # findings listed on the terminal (--json lists them all)
 
@@ -29,9 +29,9 @@ def fsck_command(
     """
     from ..pipelines.fsck import QUARANTINE, FsckError, fsck
 
-    settings = with_wait(load(settings_path), wait)
+    app = load_app(settings_path, lambda s: with_wait(s, wait))
     try:
-        result = asyncio.run(fsck(settings, repair=repair))
+        result = asyncio.run(fsck(app, repair=repair))
     except FsckError as exc:
         raise fail(escape(str(exc))) from None
     if as_json:

@@ -50,6 +50,11 @@ class App:
             return App(settings, self.registry, self.plugins, self.entrypoints)
         return App.create(settings, plugins=self.plugins, entrypoints=self.entrypoints)
 
+    def register(self, plugin: Any) -> None:
+        """Add a plugin object for the rest of this command (the CLI's progress display): its
+        observer hooks see every run; components come only from the plugins loaded at creation."""
+        self.registry.pm.register(plugin)
+
     @property
     def hook(self) -> Any:
         return self.registry.pm.hook

@@ -169,7 +169,8 @@ def build_registry(
             except Exception as exc:  # noqa: BLE001 - a third party's import can raise anything
                 raise _import_failure(ep.name, f"entry point {ep.value}", exc) from exc
     for obj in plugins:
-        pm.register(obj)
+        if not pm.is_registered(obj):  # a module also installed is loaded through its entry point
+            pm.register(obj)
     registry = Registry.from_manager(pm)
     for name in disable:
         registry.disabled[name] = plugin_module_name(name)

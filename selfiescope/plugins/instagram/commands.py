@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from ...cli.common import JsonOpt, SettingsOpt, console, emit_json, fail, load, out
+from ...cli.common import JsonOpt, SettingsOpt, console, emit_json, fail, load_app, out
 from ...exits import EXIT_FAILED, EXIT_INTERRUPTED
 
 
@@ -49,7 +49,7 @@ def login(
     from .session import LoginError, has_display
     from .session import login as do_login
 
-    settings = load(settings_path)
+    settings = load_app(settings_path).settings
     headed = has_display() if show_browser is None else show_browser
 
     def ask(prompt: str, secret: bool) -> str:
@@ -78,7 +78,7 @@ def login_from_browser(browser: Optional[str], profile: Optional[Path], base_url
         raise fail(f"--profile needs --from-browser ({', '.join(BROWSERS)})")
     if browser.lower() not in BROWSERS:
         raise fail(f"--from-browser {browser}: use one of {', '.join(BROWSERS)}")
-    settings = load(settings_path)
+    settings = load_app(settings_path).settings
     try:
         path, n = import_session(settings, browser.lower(), profile, base_url or instagram_base_url(settings))
     except ProfileNotFound as exc:  # fail() reads markup: a path or "[browser]" is shown as written
@@ -110,12 +110,12 @@ def record(
     from ...core.settings import format_validation_error
     from ...pipelines.record import record as do_record
 
-    settings = load(settings_path)
+    app = load_app(settings_path)
+    settings = app.settings
     try:
         with _progress(not as_json) as progress:  # the job state lines a scrape shows
-            observer = ProgressObserver(progress, plain=not as_json and not console.is_terminal)
-            result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit,
-                                           extra_plugins=[observer]))
+            app.register(ProgressObserver(progress, plain=not as_json and not console.is_terminal))
+            result = asyncio.run(do_record(app, tags, har_file, source=source, base_url=base_url, limit=limit))
     except ValidationError as exc:
         raise fail("; ".join(format_validation_error(exc))) from None
     except FileExistsError as exc:
@@ -149,7 +149,7 @@ def doctor(
     from .doctor import Check, DoctorError, check_target, doctor_options, run_doctor
     from .session import instagram_base_url
 
-    settings = load(settings_path)
+    settings = load_app(settings_path).settings
     url, name = (base_url or instagram_base_url(settings)).rstrip("/"), tag.lstrip("#")
     colour = {"pass": "green", "fail": "red", "skip": "yellow"}
 
