@@ -18,6 +18,7 @@ from PIL import Image
 from privacy_helpers import accepted_locations, import_folder, jpeg, settings_for, stored_files, write_settings
 from typer.testing import CliRunner
 
+from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core.manifest import Manifest
 
@@ -69,7 +70,7 @@ KILLED_IMPORT = textwrap.dedent(
     settings = settings_from_dict({"storage": {"root": root}, "engine": {"workers": 1, "threads": 1}})
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="portrait",
                               chain=["decode", "dedup", "store"])
-    asyncio.run(collect(settings, "import", pipeline=pipeline))
+    asyncio.run(collect(App.create(settings), "import", pipeline=pipeline))
     """
 )
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from selfiescope.core.app import App
 from selfiescope.core.components import StoredImage
 from selfiescope.core.events import ImageEvent, Origin
 from selfiescope.core.manifest import Manifest
@@ -114,7 +115,7 @@ RUNNER = textwrap.dedent(
     settings = settings_from_dict({"storage": {"root": root}, "engine": {"workers": 3}})
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="selfie",
                               chain=["decode", "dedup", "throttle", "store"])
-    stats = asyncio.run(collect(settings, "import", pipeline=pipeline, extra_plugins=[Plugin()]))
+    stats = asyncio.run(collect(App.create(settings, plugins=[Plugin()]), "import", pipeline=pipeline))
     print(stats.as_dict())
     """
 )

@@ -35,11 +35,11 @@ class App:
     entrypoints: bool | None = None  # None: load entry points unless $SELFIESCOPE_NO_ENTRYPOINTS
 
     @classmethod
-    def create(cls, settings: Settings, *, plugins: Iterable[Any] = (), entrypoints: bool | None = None) -> "App":
+    def create(cls, settings: Settings, *, plugins: Iterable[Any] | None = (), entrypoints: bool | None = None) -> "App":
         """The application for ``settings``: plugins loaded with ``[plugins] disable`` applied
         (an unknown name there, or an enabled plugin that fails to import, is a
         :class:`~selfiescope.core.settings.SettingsError`), plus the ``plugins`` objects."""
-        plugins = tuple(plugins)
+        plugins = tuple(plugins or ())
         registry = build_registry(settings.disabled_plugins, plugins, entrypoints)
         return cls(settings, registry, plugins, entrypoints)
 
