@@ -216,10 +216,13 @@ def mock_site_command(
     ),
     chaos_seed: int = typer.Option(0, "--chaos-seed", help="seed of the chaos knobs' random choices"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON line with the URL once serving"),
+    settings_path: Optional[Path] = SettingsOpt,
 ) -> None:
     """Serve the local Instagram-like site with synthetic photos until Ctrl-C (for demos and scraper tests)."""
     from ..testing.chaos import Chaos
     from ..testing.site import MockInstagram
+
+    load_app(settings_path)  # like every command: a broken plugin that settings do not disable is one clear error
 
     if language not in ("en", "fr", "de"):
         raise fail(f"--language: expected en, fr or de, not {language!r}")
