@@ -174,8 +174,11 @@ def build_registry(
     registry = Registry.from_manager(pm)
     for name in disable:
         registry.disabled[name] = plugin_module_name(name)
-        for component, kind in declared_components(name).items():
+        declared = declared_components(name)
+        for component, kind in declared.items():
             registry.disabled_components[component] = (kind, name)
+        if not declared:
+            registry.undeclared_disabled.append(name)
     return registry
 
 
@@ -200,6 +203,7 @@ class Registry:
     info: list[ComponentInfo] = field(default_factory=list)
     disabled: dict[str, str] = field(default_factory=dict)  # disabled name -> registration name
     disabled_components: dict[str, tuple[str, str]] = field(default_factory=dict)  # component -> (kind, plugin)
+    undeclared_disabled: list[str] = field(default_factory=list)  # disabled plugins that declare no components
 
     @classmethod
     def from_manager(cls, pm: pluggy.PluginManager) -> "Registry":
@@ -238,6 +242,10 @@ class Registry:
     def why_missing(self, name: str) -> str | None:
         """Why the component ``name`` is not available when a disabled plugin provides it, else None."""
         if name not in self.disabled_components:
+            if self.undeclared_disabled:  # they may provide it: say so rather than "unknown" alone
+                names = ", ".join(repr(p) for p in self.undeclared_disabled)
+                return (f"no enabled plugin provides {name!r}; [plugins] disable turns off {names}, "
+                        "which may (a plugin declares its components in the selfiescope.components entry points)")
             return None
         kind, plugin = self.disabled_components[name]
         return f"{kind} {name!r} is provided by plugin {plugin!r}, which [plugins] disable turns off"
