@@ -16,7 +16,7 @@ import typer
 from .. import __version__
 from . import collect, info, maintenance, model, privacy
 from ..core.app import App
-from .common import GuardedTyper, _startup, console, core_app, guard_all, out
+from .common import GuardedTyper, console, core_app, guard_all, out, remember_startup
 
 # Imported for their side effect: each registers its built-in commands on ``core_app``.
 BUILT_IN_COMMAND_MODULES = (collect, info, maintenance, model, privacy)
@@ -185,7 +185,7 @@ def main() -> None:
         console.print(exc.render(), highlight=False, markup=False)
         raise SystemExit(EXIT_USAGE) from None
     app, built = build_app(application)
-    _startup.append(application)  # the command reuses it when it reads the same settings
+    remember_startup(application)
     for problem in built.problems:
         console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
     app()

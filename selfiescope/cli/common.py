@@ -202,6 +202,11 @@ def startup_app() -> App | None:
     return _startup[0] if _startup else None
 
 
+def remember_startup(app: App) -> None:
+    """Keep the console entry point's application: the command reuses it for the same settings."""
+    _startup[:] = [app]
+
+
 def configure_logging(settings: Settings) -> None:
     """``[logging] level`` applies to selfiescope's loggers; ``file`` adds a log file."""
     logger = logging.getLogger("selfiescope")

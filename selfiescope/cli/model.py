@@ -96,11 +96,11 @@ def predict_command(
     """Label images with a trained model. Exit code 1 if any input could not be read."""
     from ..pipelines.predict import ModelError, expand_paths, load_model
 
-    app = load_app(settings_path)  # its plugins predict ([plugins] disable); with --stored, its storage too
     if stored == bool(paths):
         raise fail("give image paths, or --stored (not both)")
     if not stored and (label or settings_path):
         raise fail("--label and --settings go with --stored")
+    app = load_app(settings_path)  # its plugins predict ([plugins] disable); with --stored, its storage too
     try:
         loaded = load_model(model, app=app)
     except ModelError as exc:

@@ -156,7 +156,9 @@ def build_registry(
         except ModuleNotFoundError as exc:
             if exc.name == modname:  # a built-in not present in this build
                 continue
-            raise
+            raise _import_failure(builtin_alias(modname), f"built-in {modname}", exc) from exc
+        except Exception as exc:  # noqa: BLE001 - named like a third party's, with how to turn it off
+            raise _import_failure(builtin_alias(modname), f"built-in {modname}", exc) from exc
         pm.register(mod, name=modname)
     if entrypoints is None:
         entrypoints = not os.environ.get("SELFIESCOPE_NO_ENTRYPOINTS")
