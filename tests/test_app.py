@@ -155,3 +155,23 @@ def test_a_broken_plugin_is_harmless_disabled_and_one_clear_error_enabled(
     assert on.returncode == 2, on.stdout + on.stderr
     assert f"plugin '{BROKEN}'" in on.stderr and "failed to import" in on.stderr and BOOM in on.stderr
     assert "Traceback" not in on.stdout + on.stderr, on.stderr
+
+
+def test_a_built_in_that_fails_to_import_is_named_and_can_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def failing(name: str, *args: object) -> object:
+        if name == "selfiescope.plugins.gallery":
+            raise ImportError("libgallery.so: cannot open shared object file")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", failing)
+    with pytest.raises(SettingsError) as info:
+        App.create(settings_from_dict({}), entrypoints=False)
+    (problem,) = info.value.problems
+    assert "plugin 'gallery' (built-in selfiescope.plugins.gallery) failed to import" in problem
+    assert 'disable = ["gallery"]' in problem
+    app = App.create(settings_from_dict({"plugins": {"disable": ["gallery"]}}), entrypoints=False)
+    assert "gallery" not in app.registry.sources and "folder" in app.registry.sources
