@@ -18,7 +18,6 @@ from PIL import Image
 from privacy_helpers import accepted_locations, import_folder, jpeg, settings_for, stored_files, write_settings
 from typer.testing import CliRunner
 
-from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core.manifest import Manifest
 
@@ -54,6 +53,7 @@ KILLED_IMPORT = textwrap.dedent(
     import asyncio, os, signal, sys
     from selfiescope.core.manifest import Manifest
     from selfiescope.core.settings import ScrapePipeline, settings_from_dict
+    from selfiescope.core.app import App
     from selfiescope.pipelines.collect import collect
 
     real, seen = Manifest.record, []

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selfiescope.core.app import App
 from selfiescope.core.components import StoredImage
 from selfiescope.core.events import ImageEvent, Origin
 from selfiescope.core.manifest import Manifest
@@ -99,6 +98,7 @@ RUNNER = textwrap.dedent(
     from selfiescope.core.components import Step
     from selfiescope.core.hookspecs import hookimpl
     from selfiescope.core.settings import ScrapePipeline, settings_from_dict
+    from selfiescope.core.app import App
     from selfiescope.pipelines.collect import collect
 
     class Throttle(Step):  # makes the run last long enough to be killed in the middle
