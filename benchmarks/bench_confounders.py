@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from selfiescope.core.app import App
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
 from selfiescope.pipelines.collect import collect  # noqa: E402
 from selfiescope.pipelines.train import train  # noqa: E402
@@ -47,13 +48,13 @@ def main() -> None:
                 (folder / f.name).symlink_to(f)
             pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label=label,
                                       chain=["decode", "face_area", "dedup", "store"])
-            stats = asyncio.run(collect(settings_from_dict(base), "import", pipeline=pipeline))
+            stats = asyncio.run(collect(App.create(settings_from_dict(base)), "import", pipeline=pipeline))
             print(f"{label}: {stats.accepted} of {stats.seen} accepted ({stats.rejected_by_reason})")
         for normalize in (False, True):
             pipe = {"kind": "train", "labels": ["selfie", "portrait"], "features": features, "folds": args.folds,
                     "model_dir": str(Path(tmp) / f"model-{normalize}"), "normalize": normalize, "workers": 2}
             t0 = time.perf_counter()
-            result = train(settings_from_dict({**base, "pipelines": {"t": pipe}}), "t")
+            result = train(App.create(settings_from_dict({**base, "pipelines": {"t": pipe}})), "t")
             cv = result.metrics["cv"]
             ci = cv["roc_auc_ci95"]
             print(f"\nnormalize = {str(normalize).lower()} ({time.perf_counter() - t0:.0f} s; features {', '.join(features)})")

@@ -32,14 +32,14 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from selfiescope.core.app import App  # noqa: E402
 from selfiescope.core.compute import start_local_cluster  # noqa: E402
 from selfiescope.core.events import Origin  # noqa: E402
 from selfiescope.core.manifest import Manifest  # noqa: E402
-from selfiescope.core.plugins import load_registry  # noqa: E402
+from selfiescope.core.plugins import build_registry  # noqa: E402
 from selfiescope.core.settings import ComputeSettings, ScrapePipeline, settings_from_dict  # noqa: E402
 from selfiescope.pipelines.collect import collect  # noqa: E402
 from selfiescope.core.components import Job  # noqa: E402
-from selfiescope.core.context import RunContext  # noqa: E402
 from selfiescope.pipelines.dask_collect import (  # noqa: E402
     ChainSpec, DaskCollector, WorkerChain, WorkItem, _Batch, _JobProgress, collect_on_dask, make_spec, split_chain,
 )
@@ -82,12 +82,12 @@ def decisions(root: Path) -> dict[str, str]:
 
 def split(pipeline: ScrapePipeline) -> tuple[list[str], list[str]]:
     """The chain's worker half and client half, as the Dask executor splits it (by capability)."""
-    return split_chain(pipeline.chain, load_registry().steps)
+    return split_chain(pipeline.chain, build_registry().steps)
 
 
 def worker_cost(settings, pipeline: ScrapePipeline, folder: Path) -> float:  # noqa: ANN001
     """CPU seconds per image of the worker half (decode, face_area, pHash), in this process."""
-    spec: ChainSpec = make_spec(settings, "bench", pipeline, *split(pipeline))
+    spec: ChainSpec = make_spec(App.create(settings), "bench", pipeline, *split(pipeline))
     chain = WorkerChain(spec)
     items = [WorkItem(Origin("folder", str(folder), path=str(p)), "selfie", path=str(p)) for p in sorted(folder.iterdir())]
     started = time.process_time()
@@ -96,10 +96,9 @@ def worker_cost(settings, pipeline: ScrapePipeline, folder: Path) -> float:  # n
 
 
 async def _client_half(settings, pipeline: ScrapePipeline, items: list[WorkItem], results: list) -> float:  # noqa: ANN001
-    registry = load_registry()
     manifest = Manifest.at_root(settings.storage.root)
     executor = ThreadPoolExecutor(2)
-    run = RunContext(settings, registry, "bench", pipeline, manifest, executor=executor)
+    run = App.create(settings).run_context("bench", pipeline, manifest, executor=executor)
     run.storage = run.component("storage", settings.storage.backend)
     await run.storage.open()
     steps = [run.component("steps", name) for name in split(pipeline)[1]]
@@ -120,7 +119,7 @@ async def _client_half(settings, pipeline: ScrapePipeline, items: list[WorkItem]
 def client_half_cost(settings, pipeline: ScrapePipeline, folder: Path) -> float:  # noqa: ANN001
     """CPU seconds per image of the client half alone (dedup, store, manifest write), from
     results computed beforehand: what bounds one client, whatever the number of workers."""
-    spec = make_spec(settings, "bench", pipeline, *split(pipeline))
+    spec = make_spec(App.create(settings), "bench", pipeline, *split(pipeline))
     items = [WorkItem(Origin("folder", str(folder), path=str(p)), "selfie", path=str(p)) for p in sorted(folder.iterdir())]
     results = WorkerChain(spec).process(items)
     return asyncio.run(_client_half(settings, pipeline, items, results))
@@ -130,7 +129,8 @@ def feature_cost(settings, n: int) -> float:  # noqa: ANN001
     """CPU seconds per image of all feature groups, computed in this process (no cache)."""
     from selfiescope.pipelines import dataset
 
-    registry = load_registry()
+    app = App.create(settings)
+    registry = app.registry
     pipeline = settings.pipelines["t"]
     extractors = dataset.make_extractors(registry, settings, pipeline)
     manifest = Manifest.at_root(settings.storage.root)
@@ -138,7 +138,7 @@ def feature_cost(settings, n: int) -> float:  # noqa: ANN001
     manifest.close()
     from selfiescope.pipelines.stored import StoredReader
 
-    with StoredReader(settings, registry) as reader:  # read first: the figure is the features' CPU alone
+    with StoredReader(app) as reader:  # read first: the figure is the features' CPU alone
         tasks = [dataset.Task(r.content_hash, r.stored, dataset.face_dict(r.box, r.face_area, r.n_faces, None),
                               [e.name for e in extractors], data=reader.read(r.stored)) for r in rows]
     step = dataset.image_step(registry, settings)
@@ -153,7 +153,7 @@ def feature_table(settings, runner=None):  # noqa: ANN001, ANN201
 
     pipeline = settings.pipelines["t"]
     started = time.perf_counter()
-    table = build_feature_table(settings, pipeline, load_registry(), runner=runner)
+    table = build_feature_table(App.create(settings), pipeline, runner=runner)
     return table, time.perf_counter() - started
 
 
@@ -178,12 +178,12 @@ def main() -> None:
         local_root, dask_root = tmp / "local", tmp / "dask"
         local_settings = settings_for(local_root, args, "local")
         started = time.perf_counter()
-        local = asyncio.run(collect(local_settings, "bench", pipeline=pipeline))
+        local = asyncio.run(collect(App.create(local_settings), "bench", pipeline=pipeline))
         local_s = time.perf_counter() - started
         serial_root = tmp / "serial"  # one image at a time: the order dedup sees is the input order
         serial_settings = settings_for(serial_root, args, "local")
         serial_settings = serial_settings.model_copy(update={"engine": serial_settings.engine.model_copy(update={"workers": 1})})
-        asyncio.run(collect(serial_settings, "bench", pipeline=pipeline))
+        asyncio.run(collect(App.create(serial_settings), "bench", pipeline=pipeline))
 
         dask_settings = settings_for(dask_root, args, "dask")
         me = psutil.Process()
@@ -196,7 +196,7 @@ def main() -> None:
         startup_s = time.perf_counter() - started
         try:
             started, cpu = time.perf_counter(), sum(me.cpu_times()[:2])
-            remote = asyncio.run(collect_on_dask(dask_settings, "bench", pipeline=pipeline, client=client))
+            remote = asyncio.run(collect_on_dask(App.create(dask_settings), "bench", pipeline=pipeline, client=client))
             dask_s = time.perf_counter() - started
             client_cpu = sum(me.cpu_times()[:2]) - cpu  # this process only: the workers are other processes
 

@@ -48,9 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from large_photos import write_large_jpegs  # noqa: E402
-from selfiescope.core.context import RunContext  # noqa: E402
+from selfiescope.core.app import App  # noqa: E402
 from selfiescope.core.events import FaceBox, ImageEvent, Origin, Reject  # noqa: E402
-from selfiescope.core.plugins import load_registry  # noqa: E402
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
 from selfiescope.plugins.decode import DecodeOptions, decode_image  # noqa: E402
 from selfiescope.plugins.face_area import FaceAreaOptions, detect_faces, face_area_fraction  # noqa: E402
@@ -119,7 +118,7 @@ def collect_steps(folder: Path, opts: FaceAreaOptions) -> list:
     """The ``decode`` and ``face_area`` steps as a collect run makes and opens them."""
     settings = settings_from_dict({"plugins": {"face_area": opts.model_dump()}})
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="x", chain=["decode", "face_area"])
-    run = RunContext(settings, load_registry(), "bench", pipeline, manifest=None)  # type: ignore[arg-type]
+    run = App.create(settings).run_context("bench", pipeline, manifest=None)  # type: ignore[arg-type]
     steps = [run.component("steps", name) for name in pipeline.chain]
     for step in steps:
         asyncio.run(step.open())

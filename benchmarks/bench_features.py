@@ -29,11 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selfiescope.core.context import RunContext  # noqa: E402
+from selfiescope.core.app import App  # noqa: E402
 from selfiescope.core.engine import run_chain  # noqa: E402
 from selfiescope.core.events import Decision, ImageEvent, Origin  # noqa: E402
 from selfiescope.core.manifest import Manifest  # noqa: E402
-from selfiescope.core.plugins import load_registry  # noqa: E402
+from selfiescope.core.plugins import build_registry  # noqa: E402
 from selfiescope.core.settings import settings_from_dict  # noqa: E402
 from selfiescope.pipelines import dataset  # noqa: E402
 from selfiescope.pipelines.dataset import build_feature_table, event_face_dict  # noqa: E402
@@ -76,9 +76,9 @@ async def annotate(files: list[tuple[Path, str]], root: Path, settings) -> list[
     import imagehash
     from PIL import Image
 
-    registry = load_registry()
+    registry = build_registry()
     manifest = Manifest.at_root(root)
-    run = RunContext(settings, registry, "bench", None, manifest, executor=ThreadPoolExecutor(2))
+    run = App.create(settings).run_context("bench", None, manifest, executor=ThreadPoolExecutor(2))
     steps = [run.component("steps", n) for n in ("decode", "face_area")]
     kept = []
     for path, label in files:
@@ -127,7 +127,7 @@ def table_runs(root: Path, base: dict, n: int) -> None:
         data = {**base, "pipelines": {"t": {"kind": "train", "features": GROUPS, "workers": workers}}}
         settings = settings_from_dict(data)
         start, cpu = time.perf_counter(), cpu_seconds()
-        table = build_feature_table(settings, settings.pipelines["t"], load_registry())
+        table = build_feature_table(App.create(settings), settings.pipelines["t"])
         took, cpu = time.perf_counter() - start, cpu_seconds() - cpu
         print(f"{label:<28} {took:>8.2f} {len(table.rows) / took:>9.1f} {cpu:>7.2f} {table.computed:>9} {table.cached:>7}")
 
@@ -145,7 +145,7 @@ def main() -> None:
         print(f"{len(files)} files ({'../shared/faces' if FACES.is_dir() else 'synthetic'}), {len(events)} with a face; "
               f"{os.cpu_count()} CPUs (shared with other work)")
         with ThreadPoolExecutor(1) as side:  # own thread: its loaded dlib models stay out of part 2
-            side.submit(per_group, events, load_registry()).result()
+            side.submit(per_group, events, build_registry()).result()
         table_runs(root, base, len(events))
 
 

@@ -31,13 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selfiescope.core.context import RunContext  # noqa: E402
+from selfiescope.core.app import App  # noqa: E402
 from selfiescope.core.events import ImageEvent, Origin  # noqa: E402
 from selfiescope.core.manifest import Manifest  # noqa: E402
 from selfiescope.plugins import dedup_state  # noqa: E402,F401 - declares dedup's tables
 from selfiescope.core.privacy import forgotten  # noqa: E402
 from selfiescope.core.settings import settings_from_dict  # noqa: E402
-from selfiescope.core.plugins import load_registry  # noqa: E402
 from selfiescope.pipelines.card import write_card  # noqa: E402
 from selfiescope.pipelines.forget import ForgetRequest, forget, forget_with  # noqa: E402
 
@@ -90,11 +89,11 @@ def timed(fn) -> float:  # noqa: ANN001
     return time.perf_counter() - t
 
 
-def core_forget(base: Path, root: Path, settings, registry, request) -> float:  # noqa: ANN001
+def core_forget(base: Path, root: Path, app, request) -> float:  # noqa: ANN001
     """The forget proper on an open dataset: plan, tombstones, files, rows (no card, no start-up)."""
     shutil.copytree(base, root)
     m = Manifest.at_root(root)
-    storage = RunContext(settings, registry, "bench", None, m).component("storage", "files")
+    storage = app.run_context("bench", None, m).component("storage", "files")
     seconds = timed(lambda: asyncio.run(forget_with(m, storage, request)))
     m.close()
     shutil.rmtree(root)
@@ -114,7 +113,7 @@ def main() -> None:
         size = sum(p.stat().st_size for p in base.glob("manifest.sqlite*")) / 1e6
         print(f"manifest: {args.rows} images, {args.rows // args.owner_images + 1} owners, {size:.0f} MB,"
               f" built in {time.perf_counter() - t0:.1f} s")
-        registry = load_registry()  # plugins imported once, as in a CLI process before it forgets
+        plugins = App.create(settings_from_dict({}))  # plugins imported once, as in a CLI process before it forgets
         results: dict[str, dict[str, float]] = {}
         for kind in ("owner", "post", "image"):
             request = ForgetRequest(**{f"{kind}s": [targets[kind]]})
@@ -123,22 +122,22 @@ def main() -> None:
             for i in range(args.repeat):
                 root = Path(tmp) / f"{kind}-{i}"
                 shutil.copytree(base, root)
-                settings = settings_from_dict({"storage": {"root": str(root)}})
-                plans.append(timed(lambda: asyncio.run(forget(settings, request, dry_run=True, registry=registry))))
+                app = plugins.with_settings(settings_from_dict({"storage": {"root": str(root)}}))
+                plans.append(timed(lambda: asyncio.run(forget(app, request, dry_run=True))))
                 out = {}
-                runs.append(timed(lambda: out.setdefault("r", asyncio.run(forget(settings, request, registry=registry)))))
+                runs.append(timed(lambda: out.setdefault("r", asyncio.run(forget(app, request)))))
                 removed = out["r"].removed
                 if i < args.repeat - 1:
                     shutil.rmtree(root)
-                core.append(core_forget(base, Path(tmp) / f"{kind}-core-{i}", settings, registry, request))
+                core.append(core_forget(base, Path(tmp) / f"{kind}-core-{i}", app, request))
             results[kind] = {"plan_s": statistics.median(plans), "forget_s": statistics.median(runs),
                              "core_s": statistics.median(core)}
             print(f"forget one {kind:5s}: dry run {results[kind]['plan_s'] * 1000:6.1f} ms,"
                   f" forget {results[kind]['forget_s'] * 1000:6.1f} ms (files and rows alone"
                   f" {results[kind]['core_s'] * 1000:5.1f} ms)   removed {json.dumps(removed)}")
         m = Manifest.at_root(base)
-        settings = settings_from_dict({"storage": {"root": str(base)}})
-        card_s = statistics.median(timed(lambda: write_card(settings, m, registry)) for _ in range(args.repeat))
+        app = plugins.with_settings(settings_from_dict({"storage": {"root": str(base)}}))
+        card_s = statistics.median(timed(lambda: write_card(app, m)) for _ in range(args.repeat))
         m.close()
         print(f"of which the dataset card refresh (every forget and run): {card_s * 1000:.1f} ms")
         # The gate each later image pays, with this dataset's tombstones.

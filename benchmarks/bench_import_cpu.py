@@ -30,6 +30,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
@@ -43,10 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from large_photos import write_large_jpegs  # noqa: E402
+from selfiescope.core.app import App  # noqa: E402
 from selfiescope.core.context import RunContext  # noqa: E402
 from selfiescope.core.events import ImageEvent, Origin, Reject  # noqa: E402
 from selfiescope.core.manifest import Manifest, phash_to_int  # noqa: E402
-from selfiescope.core.plugins import load_registry  # noqa: E402
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
 from selfiescope.pipelines.collect import collect  # noqa: E402
 from selfiescope.plugins import decode as decode_plugin  # noqa: E402
@@ -129,16 +130,15 @@ async def open_steps(root: Path, folder: Path) -> tuple[list, Manifest]:
     settings = settings_from_dict({"storage": {"root": str(root)}})
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="x", chain=CHAIN)
     manifest = Manifest.at_root(root)
-    run = RunContext(settings, load_registry(), "bench", pipeline, manifest)
+    run = App.create(settings).run_context("bench", pipeline, manifest)
     steps = [run.component("steps", name) for name in CHAIN]
     for step in steps:
         await step.open()
     return steps, manifest
 
 
-def timed_registry(spent: list[float]):
-    """The registry, with the chain's synchronous steps adding their thread CPU time to ``spent``."""
-    registry = load_registry()
+def timed_registry(registry, spent: list[float]):  # noqa: ANN001
+    """``registry``, with the chain's synchronous steps adding their thread CPU time to ``spent``."""
     for name in CHAIN:
         cls = registry.steps[name]
 
@@ -163,7 +163,9 @@ def engine_cpu(root: Path, folder: Path, full: bool) -> tuple[float, float, obje
     spent = [0.0]
     try:
         t = time.process_time()
-        stats = asyncio.run(collect(settings, "import", pipeline=pipeline, registry=timed_registry(spent)))
+        app = App.create(settings)
+        app = replace(app, registry=timed_registry(app.registry, spent))
+        stats = asyncio.run(collect(app, "import", pipeline=pipeline))
         cpu = time.process_time() - t
     finally:
         decode_plugin.chain_working_side, decode_plugin.chain_working_side_for = original

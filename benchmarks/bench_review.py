@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from selfiescope.core.plugins import load_registry  # noqa: E402
+from selfiescope.core.app import App  # noqa: E402
 from selfiescope.core.settings import settings_from_dict  # noqa: E402
 from selfiescope.review.data import Filters, ReviewData  # noqa: E402
 from selfiescope.testing.review_manifest import build, write_model  # noqa: E402
@@ -99,9 +99,7 @@ def main() -> None:
         db.close()
         print(f"{args.images} images ({len(stored)} stored) written in {time.perf_counter() - started:.1f} s\n")
         settings = settings_from_dict({"storage": {"root": str(root)}})
-        registry = load_registry()
-
-        data = ReviewData(settings, registry)
+        data = ReviewData(App.create(settings))
         cold, page = ms(lambda: (data.facets(Filters()), data.page(Filters(), "mislabeled", None, 60))[1])
         line("open + first page + facets (cold)", cold, None)
         warm, page = ms(lambda: data.page(Filters(), "mislabeled", None, 60), repeat=5)

@@ -61,6 +61,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from selfiescope.core.app import App
 from selfiescope import hookimpl  # noqa: E402
 from selfiescope.core.browser import save_session  # noqa: E402
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
@@ -177,7 +178,7 @@ async def scrape_once(site: MockInstagram, root: Path, contexts: int, chain: lis
     pipeline = ScrapePipeline(kind="scrape", source="instagram", hashtags=list(site.tags), label="bench", chain=chain)
     timeline = Timeline()
     t0 = time.monotonic()
-    stats = await collect(settings, "bench", pipeline=pipeline, extra_plugins=[timeline, *([states] if states else [])])
+    stats = await collect(App.create(settings, plugins=[timeline, *([states] if states else [])]), "bench", pipeline=pipeline)
     total = time.monotonic() - t0
     n = len(timeline.times)
     steady = (n - 1) / (timeline.times[-1] - timeline.times[0]) if n > 1 else 0.0

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the moto fixture's helper, shared with the tests
 
+from selfiescope.core.app import App
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict  # noqa: E402
 from selfiescope.pipelines.collect import collect  # noqa: E402
 from selfiescope.pipelines.train import train  # noqa: E402
@@ -57,17 +58,17 @@ def run(name: str, base: Path, inputs: dict[str, Path], features: list[str], fss
     accepted = 0
     for label, folder in inputs.items():
         pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label=label)
-        stats = asyncio.run(collect(settings, "import", pipeline=pipeline))
+        stats = asyncio.run(collect(App.create(settings), "import", pipeline=pipeline))
         if stats.errors or stats.failed:
             raise SystemExit(f"{name}: import failed: {stats.as_dict()}")
         accepted += stats.accepted
     import_s, import_cpu = time.perf_counter() - started, time.process_time() - cpu
     started, cpu = time.perf_counter(), time.process_time()
-    first = train(settings, "t")
+    first = train(App.create(settings), "t")
     train_s, train_cpu = time.perf_counter() - started, time.process_time() - cpu
     started = time.perf_counter()
-    train(settings.model_copy(update={"pipelines": {"t": settings.pipelines["t"].model_copy(
-        update={"model_dir": base / name / "model2"})}}), "t")
+    train(App.create(settings.model_copy(update={"pipelines": {"t": settings.pipelines["t"].model_copy(
+        update={"model_dir": base / name / "model2"})}})), "t")
     cached_s = time.perf_counter() - started
     return {"seen": sum(len(list(f.glob("*.jpg"))) for f in inputs.values()), "stored": accepted,
             "rows": len(first.table.rows), "import_s": import_s, "train_s": train_s, "cached_s": cached_s,

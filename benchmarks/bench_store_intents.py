@@ -25,6 +25,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from selfiescope.core.app import App
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
 from selfiescope.pipelines.collect import collect  # noqa: E402
 from selfiescope.plugins import store  # noqa: E402
@@ -43,7 +44,7 @@ def one_import(folder: Path, root: Path) -> float:
     settings = settings_from_dict({"storage": {"root": str(root)}})
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="selfie", chain=["decode", "store"])
     start = time.perf_counter()
-    stats = asyncio.run(collect(settings, "import", pipeline=pipeline))
+    stats = asyncio.run(collect(App.create(settings), "import", pipeline=pipeline))
     assert stats.accepted == len(list(folder.iterdir())), stats.as_dict()
     return time.perf_counter() - start
 

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from rich.console import Console
 
+from .core.app import App
 from .core.settings import ScrapePipeline, Settings, SettingsError, TrainPipeline
 
 DEMO_MARK = ".selfiescope-demo"
@@ -90,11 +91,12 @@ def _written_by_demo(folder: Path) -> bool:
     return pipelines == {"demo"}
 
 
-def demo(settings: Settings, *, as_json: bool = False, out_dir: Path = Path("demo-output"),
+def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output"),
          per_tag: int = 40, fresh: bool = True, train: bool = True) -> int:
     from .testing.site import MockInstagram
     from .pipelines.collect import collect
 
+    settings = app.settings
     console = Console(stderr=True, quiet=as_json)
     out_dir = Path(out_dir).expanduser()
     if fresh and out_dir.exists():
@@ -109,9 +111,10 @@ def demo(settings: Settings, *, as_json: bool = False, out_dir: Path = Path("dem
     with MockInstagram(latency_ms=20, rate_limit_every=25, retry_after_s=1) as site:
         console.print(f"[bold]local Instagram-like site[/bold] at {site.base_url} (synthetic photos)")
         s, scrape, train_p = demo_settings(settings, site.base_url, out_dir, per_tag)
+        demo_app = app.with_settings(s)
         console.print(f"scraping #{' #'.join(SELFIE_TAGS + PORTRAIT_TAGS)} concurrently (limit {per_tag} per tag)...")
         with _demo_credentials(site.username, site.password):
-            stats = asyncio.run(collect(s, "demo", pipeline=scrape[0], together=scrape[1:]))
+            stats = asyncio.run(collect(demo_app, "demo", pipeline=scrape[0], together=scrape[1:]))
     result["scrape"] = stats.as_dict()
     console.print(
         f"scraped {stats.seen} images: {stats.accepted} stored, {stats.rejected} rejected "
@@ -127,7 +130,7 @@ def demo(settings: Settings, *, as_json: bool = False, out_dir: Path = Path("dem
             console.print("training pipeline not installed; skipping")
         else:
             console.print("training the selfie/portrait classifier...")
-            summary = run_train(s, "demo_train").summary()
+            summary = run_train(demo_app, "demo_train").summary()
             result["train"] = summary
             console.print(
                 f"{summary['images']} images {summary['per_label']}, {summary['folds']}-fold grouped CV: "

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from selfiescope.core.app import App
 from selfiescope import hookimpl
 from selfiescope.core.components import Job, Source
 from selfiescope.core.events import ImageEvent, Origin
@@ -87,12 +88,12 @@ def write_settings(root: Path, **privacy: Any) -> Path:
 def collect_posts(settings: Settings, tag: str, label: str, posts: list[FakePost]) -> RunStats:
     POSTS[tag] = posts
     pipeline = ScrapePipeline(kind="scrape", source="posts", hashtags=[tag], label=label, chain=CHAIN)
-    return asyncio.run(collect(settings, "scrape", pipeline=pipeline, extra_plugins=[PostsPlugin()]))
+    return asyncio.run(collect(App.create(settings, plugins=[PostsPlugin()]), "scrape", pipeline=pipeline))
 
 
 def import_folder(settings: Settings, folder: Path, label: str) -> RunStats:
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label=label, chain=CHAIN)
-    return asyncio.run(collect(settings, "import", pipeline=pipeline))
+    return asyncio.run(collect(App.create(settings), "import", pipeline=pipeline))
 
 
 def stored_files(root: Path) -> set[str]:

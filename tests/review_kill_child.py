@@ -9,7 +9,7 @@ import json
 import random
 import sys
 
-from selfiescope.core.plugins import load_registry
+from selfiescope.core.app import App
 from selfiescope.core.settings import settings_from_dict
 from selfiescope.review.data import Filters, ReviewData
 
@@ -18,7 +18,7 @@ K = 5
 
 def main(root: str, seed: int) -> None:
     rng = random.Random(seed)
-    data = ReviewData(settings_from_dict({"storage": {"root": root}}), load_registry())
+    data = ReviewData(App.create(settings_from_dict({"storage": {"root": root}})))
     print("ready", flush=True)
     for seq in range(10_000):
         kind = rng.choice(["relabel", "exclude", "include", "reviewed", "unreviewed", "undo"])

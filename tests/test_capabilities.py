@@ -10,7 +10,7 @@ from PIL import Image
 from selfiescope.core.components import Step, chain_providing, steps_providing, unmet_requirements
 from selfiescope.core.events import ImageEvent, Origin
 from selfiescope.core.hookspecs import hookimpl
-from selfiescope.core.plugins import load_registry
+from selfiescope.core.plugins import build_registry
 from selfiescope.core.settings import settings_from_dict
 from selfiescope.core.checks import check_components
 from selfiescope.pipelines.dataset import image_step
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_built_in_steps_declare_their_annotations():
-    steps = load_registry().steps
+    steps = build_registry().steps
     assert {"image", "format", "exif"} <= steps["decode"].provides and not steps["decode"].requires
     assert steps["face_area"].requires == {"image"} and "faces" in steps["face_area"].provides
     assert steps["dedup"].requires == {"image"} and "phash" in steps["dedup"].provides
@@ -30,7 +30,7 @@ def test_built_in_steps_declare_their_annotations():
 
 
 def test_settings_report_a_step_whose_requirement_no_earlier_step_provides(tmp_path):
-    registry = load_registry()
+    registry = build_registry()
 
     def problems(chain):
         settings = settings_from_dict({"storage": {"root": str(tmp_path)}, "pipelines": {
@@ -58,7 +58,7 @@ class Plugin:
 
 
 def test_training_decodes_with_the_step_that_provides_image_in_the_configured_chain(tmp_path):
-    registry = load_registry([Plugin()])
+    registry = build_registry(plugins=[Plugin()])
     plain = settings_from_dict({"storage": {"root": str(tmp_path)}})
     assert image_step(registry, plain) == "decode"  # registration order: the built-in first
     chained = settings_from_dict({"storage": {"root": str(tmp_path)}, "pipelines": {

@@ -13,7 +13,7 @@ from selfiescope.core.components import STORED
 from selfiescope.core.events import Decision, ImageEvent, Origin
 from selfiescope.core.hookspecs import hookimpl
 from selfiescope.core.manifest import Manifest
-from selfiescope.core.plugins import load_registry
+from selfiescope.core.plugins import build_registry
 from selfiescope.core.settings import settings_from_dict
 from selfiescope.core.stats import RunStats
 from selfiescope.plugins.store import StoreStep
@@ -35,7 +35,7 @@ class Plugin:
 def _problems(tmp_path: Path, chain: list[str]) -> list[str]:
     settings = settings_from_dict({"storage": {"root": str(tmp_path)}, "pipelines": {
         "p": {"kind": "import", "source": "folder", "paths": [str(tmp_path)], "label": "selfie", "chain": chain}}})
-    return [p for p in check_components(settings, load_registry([Plugin])) if "stores nothing" in p]
+    return [p for p in check_components(settings, build_registry(plugins=[Plugin])) if "stores nothing" in p]
 
 
 def test_settings_refuse_a_collect_chain_without_a_storing_step(tmp_path: Path) -> None:

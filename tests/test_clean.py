@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core.settings import SettingsError, settings_from_dict
 from selfiescope.pipelines.clean import clean
@@ -55,7 +56,7 @@ def decisions(result: dict) -> dict[str, str | None]:
 
 def test_report_only_leaves_everything_in_place(messy: Path, tmp_path: Path) -> None:
     before = snapshot(messy)
-    result = clean(settings(tmp_path), messy)
+    result = clean(App.create(settings(tmp_path)), messy)
     got = decisions(result)
     assert sorted(n for n, code in got.items() if code is None) in (sorted(KEPT), sorted([KEPT[1], "copy.png"]))
     rejected = {n: c for n, c in got.items() if c is not None}
@@ -69,7 +70,7 @@ def test_report_only_leaves_everything_in_place(messy: Path, tmp_path: Path) -> 
 def test_move_rejected_moves_only_rejected_files_by_reason(messy: Path, tmp_path: Path) -> None:
     before = snapshot(messy)
     dest = tmp_path / "rejected"
-    result = clean(settings(tmp_path), messy, move_rejected_to=dest)
+    result = clean(App.create(settings(tmp_path)), messy, move_rejected_to=dest)
     assert result["moved"] == 4
     left = snapshot(messy)
     assert len(left) == 2 and all(left[n] == before[n] for n in left)
@@ -79,16 +80,16 @@ def test_move_rejected_moves_only_rejected_files_by_reason(messy: Path, tmp_path
 
 
 def test_delete_only_with_the_explicit_flag(messy: Path, tmp_path: Path) -> None:
-    result = clean(settings(tmp_path), messy, delete_rejected=True)
+    result = clean(App.create(settings(tmp_path)), messy, delete_rejected=True)
     assert result["deleted"] == 4 and len(snapshot(messy)) == 2
     with pytest.raises(SettingsError, match="either"):
-        clean(settings(tmp_path), messy, delete_rejected=True, move_rejected_to=tmp_path / "x")
+        clean(App.create(settings(tmp_path)), messy, delete_rejected=True, move_rejected_to=tmp_path / "x")
 
 
 def test_output_builds_a_new_dataset_and_keeps_originals(messy: Path, tmp_path: Path) -> None:
     before = snapshot(messy)
     out = tmp_path / "dataset"
-    result = clean(settings(tmp_path), messy, output=out, label="portrait")
+    result = clean(App.create(settings(tmp_path)), messy, output=out, label="portrait")
     assert result["kept"] == 2
     # The stored copies are the originals' pixels; free-text and XMP chunks (where a place may
     # hide) are not carried over under the default strip_metadata = "location".
@@ -99,7 +100,7 @@ def test_output_builds_a_new_dataset_and_keeps_originals(messy: Path, tmp_path: 
 
 
 def test_without_dedup_the_copy_is_kept(messy: Path, tmp_path: Path) -> None:
-    result = clean(settings(tmp_path), messy, dedup=False)
+    result = clean(App.create(settings(tmp_path)), messy, dedup=False)
     assert result["kept"] == 3 and "duplicate" not in result["rejected_by_reason"]
 
 

@@ -35,10 +35,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from PIL import Image
 
+from selfiescope.core.app import App
 from selfiescope.core.components import StoredImage
 from selfiescope.core.hookspecs import hookimpl
 from selfiescope.core.manifest import Manifest
-from selfiescope.core.plugins import registry_for
 from selfiescope.exits import code_for
 from selfiescope.pipelines.clean import clean
 from selfiescope.pipelines.clean_plan import NOT_ABOUT_THE_FILE, RELATIONAL_CODES
@@ -140,7 +140,7 @@ def stored_originals(settings, root: Path, originals: dict[str, bytes]) -> set[s
         rows = {r["content_hash"]: r for r in manifest.query(
             "SELECT content_hash, id, label, location FROM images WHERE decision='accepted' AND location IS NOT NULL")}
         dataset = settings.model_copy(update={"storage": settings.storage.model_copy(update={"root": root})})
-        with StoredReader(dataset, registry_for(dataset), manifest=manifest) as reader:
+        with StoredReader(App.create(dataset), manifest=manifest) as reader:
             for name, data in originals.items():
                 row = rows.get(sha(data))
                 if row is None:
@@ -181,12 +181,11 @@ def test_clean_never_loses_a_photo(faces_dir: Path, tmp_path_factory: pytest.Tem
         (output / LABEL).write_text("x\n")
     move_to = tmp / "rejected" if case["action"] == "move" else None
     settings = clean_settings(tmp, {"privacy": {"strip_metadata": case["strip"]}})
-    registry = registry_for(settings)
-    registry.pm.register(UserMeddles(vanish, change))
+    app = App.create(settings, plugins=[UserMeddles(vanish, change)])
     with ExitStack() as stack:
         faults(stack, pick(case["late"]), case["slow_store"], case["store_fails"] == "some")
-        result = clean(settings, folder, output=output, move_rejected_to=move_to,
-                       delete_rejected=case["action"] == "delete", dry_run=case["dry_run"], registry=registry)
+        result = clean(app, folder, output=output, move_rejected_to=move_to,
+                       delete_rejected=case["action"] == "delete", dry_run=case["dry_run"])
 
     outcome = {Path(f["path"]).name: f for f in result["files"]}
     in_folder = {n for n in originals if (folder / n).is_file() and (folder / n).read_bytes() == originals[n]}

@@ -21,6 +21,7 @@ import pytest
 from clean_helpers import clean_settings, sha, variant
 from safety_helpers import cli, no_traceback, project
 
+from selfiescope.core.app import App
 from selfiescope.core.settings import SettingsError
 from selfiescope.pipelines.clean import clean
 from selfiescope.plugins import store as store_module
@@ -79,7 +80,7 @@ def test_a_duplicate_of_a_copy_rejected_later_is_stored_and_never_deleted(faces_
     monkeypatch.setattr(store_module, "has_location", lambda data: data[:2] in (b"II", b"MM") or has_location(data))
     monkeypatch.setattr(store_module.StoreStep, "process", tiff_stored_last)
     monkeypatch.setattr(DedupStep, "process", jpeg_after_tiff)
-    result = clean(clean_settings(tmp_path), folder, output=tmp_path / "clout", delete_rejected=True)
+    result = clean(App.create(clean_settings(tmp_path)), folder, output=tmp_path / "clout", delete_rejected=True)
     codes = {Path(f["path"]).name: f["code"] for f in result["files"]}
     assert codes == {"a.tif": "location_metadata", "b.jpg": None}, codes
     assert result["kept"] == 1 and result["status"] == "finished", result
@@ -128,7 +129,7 @@ def test_a_duplicate_whose_kept_copy_is_stored_and_intact_may_go(faces_dir: Path
     data = variant(photo(faces_dir), "jpeg", 400)
     (folder / "a.jpg").write_bytes(data)
     (folder / "b.jpg").write_bytes(data)
-    result = clean(clean_settings(tmp_path), folder, output=tmp_path / "out", delete_rejected=True)
+    result = clean(App.create(clean_settings(tmp_path)), folder, output=tmp_path / "out", delete_rejected=True)
     assert result["deleted"] == 1 and len(list(folder.iterdir())) == 1
     stored = [p for p in (tmp_path / "out" / "d").iterdir()]
     assert [sha(p.read_bytes()) for p in stored] == [sha(data)]
@@ -141,17 +142,17 @@ def test_a_duplicate_stays_when_its_stored_copy_is_gone_or_damaged(faces_dir: Pa
     first.mkdir()
     second.mkdir()
     (first / "a.jpg").write_bytes(variant(photo(faces_dir), "jpeg", 400))
-    clean(clean_settings(tmp_path), first, output=out, label="faces")
+    clean(App.create(clean_settings(tmp_path)), first, output=out, label="faces")
     (stored,) = (out / "faces").iterdir()
     stored.write_bytes(stored.read_bytes()[:1000])
     copy = variant(photo(faces_dir), "png", 300)
     (second / "b.png").write_bytes(copy)
-    result = clean(clean_settings(tmp_path), second, output=out, label="faces", delete_rejected=True)
+    result = clean(App.create(clean_settings(tmp_path)), second, output=out, label="faces", delete_rejected=True)
     assert result["files"][0]["code"] == "near_duplicate"
     assert (second / "b.png").read_bytes() == copy and result["deleted"] == 0
     assert "does not hold the bytes" in result["plan"][0]["why"]
     stored.unlink()
-    result = clean(clean_settings(tmp_path), second, output=out, label="faces", delete_rejected=True)
+    result = clean(App.create(clean_settings(tmp_path)), second, output=out, label="faces", delete_rejected=True)
     assert (second / "b.png").read_bytes() == copy and result["deleted"] == 0
     assert "is missing from storage" in result["plan"][0]["why"]
 
@@ -234,7 +235,7 @@ def test_folder_output_and_move_target_must_not_overlap(tmp_path: Path, layout: 
     assert no_traceback(result) and "clean:" in result.output
     assert (folder / "x.jpg").exists() and not out.exists()
     with pytest.raises(SettingsError):
-        clean(clean_settings(tmp_path), folder, output=output, move_rejected_to=move)
+        clean(App.create(clean_settings(tmp_path)), folder, output=output, move_rejected_to=move)
 
 
 def test_a_moved_link_still_points_at_its_target_which_stays(tmp_path: Path) -> None:
@@ -245,7 +246,7 @@ def test_a_moved_link_still_points_at_its_target_which_stays(tmp_path: Path) -> 
     junk.write_bytes(b"\xff\xd8 not a photo")
     (folder / "link.jpg").symlink_to(os.path.relpath(junk, folder))
     for _ in range(2):  # the second run finds nothing left to move
-        result = clean(clean_settings(tmp_path), folder, move_rejected_to=tmp_path / "moved")
+        result = clean(App.create(clean_settings(tmp_path)), folder, move_rejected_to=tmp_path / "moved")
         assert result["errors"] == []
     moved = tmp_path / "moved" / "not_image" / "link.jpg"
     assert moved.is_symlink() and moved.read_bytes() == junk.read_bytes()

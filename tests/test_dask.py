@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
+from selfiescope.core.app import App
 from selfiescope.core.components import Job, Source, Step
 from selfiescope.core.compute import ComputeError, dask_client, start_local_cluster, with_scheduler
 from selfiescope.core.events import ImageEvent, Origin
 from selfiescope.core.hookspecs import hookimpl
-from selfiescope.core.plugins import load_registry
+from selfiescope.core.plugins import build_registry
 from selfiescope.core.settings import ComputeSettings, ScrapePipeline, Settings, settings_from_dict
 from selfiescope.core.checks import check_components
 from selfiescope.pipelines.collect import collect
@@ -106,14 +107,14 @@ def stored_files(root: Path) -> set[str]:
 def local_run(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     root = tmp_path_factory.mktemp("local")
     settings = settings_at(root).model_copy(update={"compute": ComputeSettings()})
-    stats = asyncio.run(collect(settings, "import", pipeline=import_pipeline(photo_dir)))
+    stats = asyncio.run(collect(App.create(settings), "import", pipeline=import_pipeline(photo_dir)))
     assert stats.accepted > 10 and stats.rejected > 5, stats.as_dict()
     return root, stats.as_dict()
 
 
 # --- settings and client -----------------------------------------------------------------
 def test_split_chain_runs_the_leading_worker_safe_steps_on_workers() -> None:
-    steps = load_registry(entrypoints=False).steps
+    steps = build_registry(entrypoints=False).steps
     steps = {**steps, "mystep": Step}  # a step that does not declare worker_safe
     chain = ["decode", "face_area", "dedup", "store"]
     assert split_chain(chain, steps) == (["decode", "face_area"], ["dedup", "store"])
@@ -125,7 +126,7 @@ def test_split_chain_runs_the_leading_worker_safe_steps_on_workers() -> None:
 
 def test_worker_steps_naming_a_step_that_is_not_worker_safe_is_a_settings_error() -> None:
     settings = settings_from_dict({"compute": {"worker_steps": ["decode", "dedup", "nosuch"]}})
-    problems = check_components(settings, load_registry(entrypoints=False))
+    problems = check_components(settings, build_registry(entrypoints=False))
     assert any(p.startswith("compute.worker_steps[1]: step 'dedup' is not worker_safe") for p in problems), problems
     assert any(p.startswith("compute.worker_steps[2]: unknown step 'nosuch'") for p in problems), problems
 
@@ -153,7 +154,7 @@ def test_import_on_dask_keeps_exactly_what_the_local_engine_keeps(
 ) -> None:
     local_root, local_stats = local_run
     settings = settings_at(tmp_path)
-    stats = asyncio.run(collect_on_dask(settings, "import", pipeline=import_pipeline(photo_dir), client=client))
+    stats = asyncio.run(collect_on_dask(App.create(settings), "import", pipeline=import_pipeline(photo_dir), client=client))
 
     assert decisions(tmp_path) == decisions(local_root)
     assert stored_files(tmp_path) == stored_files(local_root)
@@ -167,7 +168,7 @@ def test_import_on_dask_keeps_exactly_what_the_local_engine_keeps(
 
 
 def test_collect_dispatches_to_dask_by_settings(photo_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    """``engine = "dask"`` in settings is enough: collect() runs the jobs with the executor
+    """``engine = "dask"`` in settings is enough: collect(app) runs the jobs with the executor
     :data:`EXECUTORS` maps it to, inside the one lifecycle (a run record, the hooks)."""
     from selfiescope.pipelines import lifecycle
     from selfiescope.pipelines.dask_collect import DaskExecutor
@@ -176,8 +177,8 @@ def test_collect_dispatches_to_dask_by_settings(photo_dir: Path, tmp_path: Path,
     seen: dict[str, Any] = {}
 
     class Recorder:
-        def __init__(self, settings, extra_plugins):  # noqa: ANN001 - the executor signature
-            seen["made"] = settings.compute.engine
+        def __init__(self, app):  # noqa: ANN001 - the executor signature
+            seen["made"] = app.settings.compute.engine
 
         async def __aenter__(self):
             return self
@@ -192,7 +193,7 @@ def test_collect_dispatches_to_dask_by_settings(photo_dir: Path, tmp_path: Path,
             seen.update(run_id=run.run_id, steps=[s.name for s in steps], jobs=[j.target for j in jobs])
 
     monkeypatch.setitem(lifecycle.EXECUTORS, "dask", Recorder)
-    stats = asyncio.run(collect(settings_at(tmp_path), "import", pipeline=import_pipeline(photo_dir)))
+    stats = asyncio.run(collect(App.create(settings_at(tmp_path)), "import", pipeline=import_pipeline(photo_dir)))
     assert seen == {"made": "dask", "exited": True, "run_id": 1, "steps": ["dedup", "store"], "jobs": [str(photo_dir)]}
     status = sqlite3.connect(tmp_path / "manifest.sqlite").execute("SELECT status FROM runs").fetchone()[0]
     assert stats.status == status == "finished"
@@ -220,9 +221,8 @@ def test_a_downloading_source_sends_bytes_and_gets_the_same_decisions(
 ) -> None:
     pipeline = ScrapePipeline(kind="scrape", source="download", paths=[photo_dir], label="selfie")
     local_settings = settings_at(tmp_path / "local").model_copy(update={"compute": ComputeSettings()})
-    local = asyncio.run(collect(local_settings, "s", pipeline=pipeline, extra_plugins=[DownloadPlugin()]))
-    remote = asyncio.run(collect_on_dask(settings_at(tmp_path / "dask"), "s", pipeline=pipeline, client=client,
-                                         extra_plugins=[DownloadPlugin()]))
+    local = asyncio.run(collect(App.create(local_settings, plugins=[DownloadPlugin()]), "s", pipeline=pipeline))
+    remote = asyncio.run(collect_on_dask(App.create(settings_at(tmp_path / "dask"), plugins=[DownloadPlugin()]), "s", pipeline=pipeline, client=client))
     assert remote.as_dict()["rejected_by_reason"] == local.as_dict()["rejected_by_reason"]
     assert decisions(tmp_path / "dask") == decisions(tmp_path / "local")
     db = sqlite3.connect(tmp_path / "dask" / "manifest.sqlite")
@@ -262,8 +262,7 @@ def test_a_worker_killed_mid_import_loses_and_duplicates_nothing(
     local_root, local_stats = local_run
     killer = WorkerKiller(client)
     settings = settings_at(tmp_path, batch_size=2)
-    stats = asyncio.run(collect_on_dask(settings, "import", pipeline=import_pipeline(photo_dir), client=client,
-                                        extra_plugins=[killer]))
+    stats = asyncio.run(collect_on_dask(App.create(settings, plugins=[killer]), "import", pipeline=import_pipeline(photo_dir), client=client))
 
     assert killer.killed is not None
     assert client.run_on_scheduler(batches_lost_with_a_worker) >= 1  # it died in the middle of a batch
@@ -312,26 +311,25 @@ def feature_cache(root: Path) -> list[tuple[Any, ...]]:
 def test_features_on_dask_are_identical_and_cached(client: Any, synth_root: Path, tmp_path: Path) -> None:
     import numpy as np
 
-    from selfiescope.core.plugins import load_registry
     from selfiescope.pipelines.dask_train import feature_runner
     from selfiescope.pipelines.dataset import build_feature_table
 
     settings = synth_settings(synth_root, tmp_path / "unused")
-    pipeline, registry = settings.pipelines["t"], load_registry()
-    local = build_feature_table(settings, pipeline, registry)
+    pipeline, app = settings.pipelines["t"], App.create(settings)
+    local = build_feature_table(app, pipeline)
     local_cache = feature_cache(synth_root)
     assert local.computed == len(local.rows) > 30 and local_cache
     sqlite3.connect(synth_root / "manifest.sqlite", isolation_level=None).execute("DELETE FROM features")
 
     runner = feature_runner(client, batch_size=5)
-    remote = build_feature_table(settings, pipeline, registry, runner=runner)
+    remote = build_feature_table(app, pipeline, runner=runner)
     assert remote.computed == len(remote.rows) and not remote.failed
     assert remote.columns == local.columns
     assert [r.content_hash for r in remote.rows] == [r.content_hash for r in local.rows]
     assert np.array_equal(remote.X, local.X, equal_nan=True)
     assert feature_cache(synth_root) == local_cache  # same keys, same JSON, written by the client
 
-    again = build_feature_table(settings, pipeline, registry, runner=runner)
+    again = build_feature_table(app, pipeline, runner=runner)
     assert (again.computed, again.cached) == (0, len(local.rows))
 
 
@@ -369,8 +367,8 @@ def test_train_on_dask_writes_a_model_that_predicts_without_a_cluster(
     from selfiescope.pipelines.dask_train import train_on_dask
     from selfiescope.pipelines.train import train
 
-    local = train(synth_settings(synth_root, tmp_path / "local"), "t")
-    remote = train_on_dask(synth_settings(synth_root, tmp_path / "dask"), "t", client=client)
+    local = train(App.create(synth_settings(synth_root, tmp_path / "local")), "t")
+    remote = train_on_dask(App.create(synth_settings(synth_root, tmp_path / "dask")), "t", client=client)
 
     assert {p.name for p in (tmp_path / "dask").iterdir()} >= {"model.txt", "schema.json", "metrics.json", "versions.json"}
     schema = json.loads((tmp_path / "dask" / "schema.json").read_text())
@@ -389,12 +387,12 @@ def test_train_on_dask_writes_a_model_that_predicts_without_a_cluster(
 
 
 def test_train_dispatches_to_dask_by_settings(tmp_path: Path, monkeypatch) -> None:
-    """``engine = "dask"`` (or ``--scheduler``) is enough: train() hands the run to the Dask pipeline."""
+    """``engine = "dask"`` (or ``--scheduler``) is enough: train(app) hands the run to the Dask pipeline."""
     from selfiescope.pipelines.train import train
 
     monkeypatch.setattr("selfiescope.pipelines.dask_train.train_on_dask", lambda settings, name, **kw: ("dask", name))
     settings = with_scheduler(synth_settings(tmp_path, tmp_path / "model"), "tcp://10.0.0.1:8786")
-    assert train(settings, "t") == ("dask", "t")
+    assert train(App.create(settings), "t") == ("dask", "t")
 
 
 # --- capabilities, not names ---------------------------------------------------------------
@@ -421,8 +419,7 @@ def test_a_third_party_worker_safe_step_and_precompute_run_on_the_workers(client
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[photos], label="selfie",
                               chain=["decode", "worker_mark", "ahead", "store"])
     observed = Observed()
-    stats = asyncio.run(collect_on_dask(settings_at(tmp_path / "data"), "i", pipeline=pipeline, client=client,
-                                        extra_plugins=[dask_worker_plugin, observed]))
+    stats = asyncio.run(collect_on_dask(App.create(settings_at(tmp_path / "data"), plugins=[dask_worker_plugin, observed]), "i", pipeline=pipeline, client=client))
     assert stats.accepted == 6, stats.as_dict()
     workers = set(client.run(os.getpid).values())
     assert os.getpid() not in workers
@@ -443,8 +440,8 @@ def test_a_rerun_on_dask_skips_stored_files_as_the_local_engine_does(
         shutil.copytree(local_root, tmp_path / name)
     before = decisions(local_root)
     local_settings = settings_at(tmp_path / "local").model_copy(update={"compute": ComputeSettings()})
-    local = asyncio.run(collect(local_settings, "import", pipeline=import_pipeline(photo_dir))).as_dict()
-    remote = asyncio.run(collect_on_dask(settings_at(tmp_path / "dask"), "import", pipeline=import_pipeline(photo_dir),
+    local = asyncio.run(collect(App.create(local_settings), "import", pipeline=import_pipeline(photo_dir))).as_dict()
+    remote = asyncio.run(collect_on_dask(App.create(settings_at(tmp_path / "dask")), "import", pipeline=import_pipeline(photo_dir),
                                          client=client)).as_dict()
     stored_hashes = {h for h, row in before.items() if row[0] == "accepted"}
     assert len(stored_hashes) > 10 and local["accepted"] == 0

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
+from selfiescope.core.app import App
 from selfiescope.core.events import Reject
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict
@@ -170,7 +171,7 @@ async def test_chain_rejects_every_bad_file_and_keeps_the_good_ones(tmp_path: Pa
         "plugins": {"decode": {"animated": "reject"}},
     })
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="selfie", chain=["decode", "store"])
-    stats = await collect(settings, "import", pipeline=pipeline)
+    stats = await collect(App.create(settings), "import", pipeline=pipeline)
     assert stats.status == "finished"
     assert stats.accepted == len(good)
     manifest = Manifest.at_root(tmp_path / "data")

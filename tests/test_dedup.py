@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 from PIL import Image
 
+from selfiescope.core.app import App
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict
 from selfiescope.pipelines.collect import collect
@@ -48,7 +49,7 @@ async def run_folder(root: Path, folder: Path, label: str, chain=("decode", "ded
     settings = settings_for(root, **plugins)
     settings.engine.workers = workers
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label=label, chain=list(chain))
-    return await collect(settings, "import", pipeline=pipeline)
+    return await collect(App.create(settings), "import", pipeline=pipeline)
 
 
 def rows(root: Path, sql: str) -> list:

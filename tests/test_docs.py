@@ -40,9 +40,10 @@ def registered_commands() -> list[str]:
     """Every command and sub-command on the application the CLI builds with every built-in
     plugin loaded (so plugin commands count), as typed after ``selfiescope``."""
     from selfiescope.cli.build import build_app, command_names
-    from selfiescope.core.plugins import load_plugin_manager
+    from selfiescope.core.app import App
+    from selfiescope.core.settings import Settings
 
-    app, _ = build_app(load_plugin_manager(entrypoints=False))
+    app, _ = build_app(App.create(Settings(), entrypoints=False))
 
     def walk(typer_app, prefix: str) -> list[str]:
         names = [f"{prefix}{n}" for n in command_names(typer_app)]

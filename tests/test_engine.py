@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from selfiescope.core.app import App
 from selfiescope import hookimpl
 from selfiescope.core.components import Job, Options, Source, Step
 from selfiescope.core.events import ImageEvent, Origin, Reject
 from selfiescope.core.manifest import Manifest
-from selfiescope.core.plugins import load_plugin_manager, load_registry
+from selfiescope.core.plugins import build_registry
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict
 from selfiescope.pipelines.collect import collect
 
@@ -142,14 +143,14 @@ def pipeline(chain, targets=("a",), limit=None, options=None):
 def run(tmp_path, chain, observer=None, engine=None, **kw):
     settings = settings_for(tmp_path, **(engine or {}))
     extra = [TestPlugin()] + ([observer] if observer else [])
-    return asyncio.run(collect(settings, "t", pipeline=pipeline(chain, **kw), extra_plugins=extra)), settings
+    return asyncio.run(collect(App.create(settings, plugins=extra), "t", pipeline=pipeline(chain, **kw))), settings
 
 
 def test_builtins_are_registered_like_third_party_plugins():
-    pm = load_plugin_manager(entrypoints=False)
+    pm = build_registry(entrypoints=False).pm
     names = [name for name, _ in pm.list_name_plugin()]
     assert "selfiescope.plugins.folder" in names
-    assert load_registry(entrypoints=False).sources["folder"].__module__ == "selfiescope.plugins.folder"
+    assert build_registry(entrypoints=False).sources["folder"].__module__ == "selfiescope.plugins.folder"
 
 
 def test_chain_runs_in_the_order_settings_give(tmp_path):
@@ -210,8 +211,7 @@ def test_backpressure_pauses_the_source(tmp_path):
             return [Stuck]
 
     async def main():
-        task = asyncio.create_task(collect(settings, "t", pipeline=pipeline(["stuck"], options={"counting": {"count": 1000}}),
-                                           extra_plugins=[TestPlugin(), P()]))
+        task = asyncio.create_task(collect(App.create(settings, plugins=[TestPlugin(), P()]), "t", pipeline=pipeline(["stuck"], options={"counting": {"count": 1000}})))
         await asyncio.sleep(0.5)
         produced_while_stuck = CountingSource.produced
         gate.set()
@@ -245,8 +245,8 @@ def test_cancellation_is_clean_and_saves_what_was_done(tmp_path):
     obs = Observer()
 
     async def main():
-        task = asyncio.create_task(collect(settings, "t", pipeline=pipeline(["slow", "record"], options={
-            "counting": {"count": 10_000}, "slow": {"delay_s": 0.005}}), extra_plugins=[TestPlugin(), obs]))
+        task = asyncio.create_task(collect(App.create(settings, plugins=[TestPlugin(), obs]), "t", pipeline=pipeline(["slow", "record"], options={
+            "counting": {"count": 10_000}, "slow": {"delay_s": 0.005}})))
         await asyncio.sleep(1.0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -265,5 +265,5 @@ def test_cancellation_is_clean_and_saves_what_was_done(tmp_path):
 def test_trace_env_var_logs_hook_calls(monkeypatch, caplog):
     monkeypatch.setenv("SELFIESCOPE_TRACE_PLUGINS", "1")
     with caplog.at_level(logging.WARNING, logger="selfiescope.trace"):
-        load_registry(entrypoints=False)
+        build_registry(entrypoints=False)
     assert any("hook selfiescope_sources" in r.getMessage() for r in caplog.records)

@@ -46,8 +46,11 @@ def test_example_plugin_command_is_on_the_cli_and_runs(installed_example, tmp_pa
 def test_disabling_the_example_plugin_removes_its_command(installed_example, tmp_path):
     """A disabled plugin's commands are gone: built with the disable list, the CLI has no
     ``sizegate`` (checked on the application the CLI builds, whatever the settings' shape)."""
-    code = ("from selfiescope.cli.build import build_app, command_names, plugin_manager;"
-            "print(sorted(command_names(build_app(plugin_manager(['sizegate']), ['sizegate'])[0])))")
+    code = ("from selfiescope.cli.build import build_app, command_names;"
+            "from selfiescope.core.app import App;"
+            "from selfiescope.core.settings import settings_from_dict;"
+            "print(sorted(command_names(build_app(App.create(settings_from_dict("
+            "{'plugins': {'disable': ['sizegate']}})))[0])))")
     proc = subprocess.run([sys.executable, "-c", code], env=installed_example, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from selfiescope.core.app import App
 from selfiescope.core.events import ImageEvent, Origin, Reject
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict
 from selfiescope.pipelines.collect import collect
@@ -69,7 +70,7 @@ async def test_the_detector_is_recorded_in_the_manifest(tmp_path: Path) -> None:
                                    "plugins": {"face_area": {"detector": "hog", "min_face_area": 0.1}}})
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="selfie",
                               chain=["decode", "face_area", "store"])
-    stats = await collect(settings, "import", pipeline=pipeline)
+    stats = await collect(App.create(settings), "import", pipeline=pipeline)
     assert stats.accepted == 1 and stats.rejected_by_reason == {"no_face": 1}
     db = sqlite3.connect(tmp_path / "data" / "manifest.sqlite")
     assert db.execute("SELECT decision, face_detector FROM images ORDER BY decision").fetchall() == [
@@ -119,7 +120,7 @@ async def test_stats_counts_what_each_threshold_keeps_and_plots_it(tmp_path: Pat
         settings = settings_from_dict({"storage": {"root": str(root)}, "plugins": {"face_area": {"min_face_area": 0.15}}})
         pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label=label,
                                   chain=["decode", "face_area", "store"])
-        await collect(settings, "import", pipeline=pipeline)
+        await collect(App.create(settings), "import", pipeline=pipeline)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["stats", "--root", str(root), "--json"])
     assert result.exit_code == 0, result.output

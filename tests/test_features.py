@@ -13,7 +13,7 @@ from PIL import Image
 
 from selfiescope import hookimpl
 from selfiescope.core.components import FeatureExtractor
-from selfiescope.core.plugins import load_registry
+from selfiescope.core.plugins import build_registry
 from selfiescope.pipelines.dataset import cache_version, extract_features, face_dict, near_duplicate_groups
 from selfiescope.plugins import embed
 from selfiescope.plugins.features import GeometryFeatures, ImageFeatures, exif_block, exif_features
@@ -29,7 +29,7 @@ def face(box=None, n=1, area=None, exif=None):
 
 
 def test_builtin_groups_are_plugins_with_stable_names():
-    registry = load_registry(entrypoints=False)
+    registry = build_registry(entrypoints=False)
     for name in ("geometry", "landmarks", "embedding", "image"):
         extractor = registry.features[name]()
         names = extractor.feature_names()
@@ -153,7 +153,7 @@ def test_scene_group_is_optional(monkeypatch):
     assert embed.selfiescope_features() == []
     monkeypatch.undo()
     if not embed.available():
-        assert "scene" not in load_registry(entrypoints=False).features
+        assert "scene" not in build_registry(entrypoints=False).features
         pytest.skip("embed extra not installed: only the absent case is checked")
     scene = embed.SceneFeatures()
     img = np.ascontiguousarray(astronaut())
@@ -184,7 +184,7 @@ class ThirdParty:
 
 
 def test_a_third_party_group_plugs_in_and_columns_are_prefixed():
-    registry = load_registry([ThirdParty()], entrypoints=False)
+    registry = build_registry(plugins=[ThirdParty()], entrypoints=False)
     assert registry.features["brightness_test"] is Brightness
     img = np.full((10, 10, 3), 7, np.uint8)
     out = extract_features(img, face([0, 0, 5, 5]), [Brightness(), GeometryFeatures()])

@@ -16,6 +16,7 @@ from privacy_helpers import (
 )
 from typer.testing import CliRunner
 
+from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline
@@ -247,7 +248,7 @@ def test_rerunning_the_same_forget_after_a_crash_completes_it(dataset: Path, mon
     with pytest.raises(OSError):
         from selfiescope.pipelines.forget import ForgetRequest, forget
 
-        asyncio.run(forget(settings_for(dataset), ForgetRequest(posts=["C3"])))
+        asyncio.run(forget(App.create(settings_for(dataset)), ForgetRequest(posts=["C3"])))
     monkeypatch.undo()
     result = forget_cli(dataset, "--post", "C3", "--yes", "--json")
     assert result.exit_code == 0, result.output
@@ -288,10 +289,10 @@ def test_models_that_included_the_image_are_listed(tmp_path: Path) -> None:
         write_pictures(folder, kind, 8, seed=seed)
         pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label=label,
                                   chain=["decode", "face_area", "store"])
-        stats = asyncio.run(collect(settings_for(root), "import", pipeline=pipeline))
+        stats = asyncio.run(collect(App.create(settings_for(root)), "import", pipeline=pipeline))
         assert stats.accepted >= 5, stats.as_dict()
     settings = train_settings(root, tmp_path / "models" / "m1", ["geometry"], folds=2, report=False)
-    model = train(settings, "t").model_dir
+    model = train(App.create(settings), "t").model_dir
     trained_on = (model / "trained_on.txt").read_text().split()
     victim = row(root, "label='selfie'", ())
     assert victim["content_hash"] in trained_on
@@ -393,12 +394,11 @@ def test_tombstones_are_honoured_on_dask_too(tmp_path: Path) -> None:
     try:
         with distributed.Client(cluster) as client:
             pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="selfie", chain=CHAIN)
-            stats = asyncio.run(collect_on_dask(settings, "import", pipeline=pipeline, client=client))
+            stats = asyncio.run(collect_on_dask(App.create(settings), "import", pipeline=pipeline, client=client))
             assert stats.accepted == 3 and stats.rejected_by_reason == {"forgotten": 2}, stats.as_dict()
             POSTS["tagA"] = posts()
             pipeline = ScrapePipeline(kind="scrape", source="posts", hashtags=["tagA"], label="selfie", chain=CHAIN)
-            stats = asyncio.run(collect_on_dask(settings, "s", pipeline=pipeline, client=client,
-                                                extra_plugins=[PostsPlugin()]))
+            stats = asyncio.run(collect_on_dask(App.create(settings, plugins=[PostsPlugin()]), "s", pipeline=pipeline, client=client))
     finally:
         cluster.close()
     assert stats.accepted == N - 3, stats.as_dict()  # user_1's three posts: skipped before any download

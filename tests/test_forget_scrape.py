@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core.browser import save_session
 from selfiescope.core.manifest import Manifest
@@ -45,7 +46,7 @@ def settings_for(site: MockInstagram, root: Path) -> Settings:
 
 def scrape(settings: Settings, tag: str) -> RunStats:
     pipeline = ScrapePipeline(kind="scrape", source="instagram", hashtags=[tag], label="x", chain=["decode", "store"])
-    return asyncio.run(collect(settings, "scrape", pipeline=pipeline))
+    return asyncio.run(collect(App.create(settings), "scrape", pipeline=pipeline))
 
 
 def media_fetched(site: MockInstagram, start: int) -> set[str]:

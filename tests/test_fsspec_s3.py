@@ -17,6 +17,7 @@ pytest.importorskip("moto.server")
 from s3_helpers import moto_s3  # noqa: E402
 from train_helpers import write_pictures  # noqa: E402
 
+from selfiescope.core.app import App
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
 from selfiescope.pipelines.collect import collect  # noqa: E402
 from selfiescope.pipelines.predict import load_model  # noqa: E402
@@ -55,7 +56,7 @@ def imported(s3, tmp_path_factory):
         files = write_pictures(folder, label, 30, seed=seed)
         shutil.copyfile(files[0], folder / "zz_exact_copy.jpg")  # dedup must reject it
         pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label=label, chain=CHAIN)
-        stats = asyncio.run(collect(settings, "import", pipeline=pipeline))
+        stats = asyncio.run(collect(App.create(settings), "import", pipeline=pipeline))
         assert stats.accepted >= 8 and not stats.errors and not stats.failed, stats.as_dict()  # synthetic: many near-duplicates
         reasons = stats.rejected_by_reason  # the copy is a duplicate of its original, or both near-duplicates of a third
         assert reasons.get("duplicate", 0) + reasons.get("near_duplicate", 0) >= 1, stats.as_dict()
@@ -80,7 +81,7 @@ def test_import_puts_every_image_in_the_bucket_and_none_under_the_root(s3, impor
 
 def test_train_and_predict_read_only_from_the_bucket(s3, imported):
     base, root, settings = imported
-    result = train(settings, "t")
+    result = train(App.create(settings), "t")
     assert not result.table.failed and result.table.computed == len(result.table.rows) >= 16
     assert local_images(root) == []
     html = (result.model_dir / "report.html").read_text()
@@ -94,7 +95,7 @@ def test_train_and_predict_read_only_from_the_bucket(s3, imported):
     expected = result.final.booster.predict(result.table.X[:5], num_iteration=result.final.best_iteration)
     np.testing.assert_allclose([by_location[r.location].raw_probability for r in rows], expected, rtol=1e-9)
     # the second training reads nothing: every feature and header fact is cached in the local manifest
-    again = train(settings_for(root, s3, base / "model2", report=False), "t")
+    again = train(App.create(settings_for(root, s3, base / "model2", report=False)), "t")
     assert again.table.computed == 0 and again.table.cached == len(again.table.rows)
 
 
@@ -106,7 +107,7 @@ def test_forget_deletes_from_the_bucket(s3, imported):
     from selfiescope.core.components import StoredImage
     from selfiescope.core.context import RunContext
     from selfiescope.core.manifest import Manifest
-    from selfiescope.core.plugins import load_registry
+    from selfiescope.core.plugins import build_registry
     from selfiescope.pipelines.forget import ForgetRequest, forget
 
     _, root, settings = imported
@@ -116,10 +117,10 @@ def test_forget_deletes_from_the_bucket(s3, imported):
     db.close()
     key = f"{s3.bucket}/dataset/{location}"
     assert key in s3.keys("dataset")
-    result = asyncio.run(forget(settings, ForgetRequest(images=[image_id])))
+    result = asyncio.run(forget(App.create(settings), ForgetRequest(images=[image_id])))
     assert result.removed_anything and key not in s3.keys("dataset")
     manifest = Manifest(":memory:")
-    storage = RunContext(settings, load_registry(), "t", None, manifest).component("storage", "fsspec")
+    storage = App.create(settings).run_context("t", None, manifest).component("storage", "fsspec")
 
     async def again() -> bool:
         await storage.open()

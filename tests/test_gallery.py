@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from selfiescope.core.app import App
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict
 from selfiescope.core.stats import RunStats
@@ -33,7 +34,7 @@ def settings_for(site: MockInstagram, root: Path, **options: Any) -> Settings:
 
 async def run(settings: Settings, **fields: Any) -> RunStats:
     pipeline = ScrapePipeline(kind="scrape", source="gallery", label="pets", chain=["decode", "store"], **fields)
-    return await collect(settings, "gallery", pipeline=pipeline)
+    return await collect(App.create(settings), "gallery", pipeline=pipeline)
 
 
 def recorded(root: Path) -> list[str]:

@@ -164,16 +164,16 @@ class Plugin:
 
 mode, root, folder, moved = sys.argv[1:5]
 settings = settings_from_dict({"storage": {"root": root}, "engine": {"workers": 3}})
-from selfiescope.core.plugins import load_registry
-registry = load_registry([Plugin()])
+from selfiescope.core.app import App
+app = App.create(settings, plugins=[Plugin()])
 print("started", flush=True)
 if mode == "import":
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="selfie",
                               chain=["decode", "face_area", "throttle", "dedup", "store"])
-    stats = asyncio.run(collect(settings, "import", pipeline=pipeline, registry=registry))
+    stats = asyncio.run(collect(app, "import", pipeline=pipeline))
     sys.exit(1 if stats.error_lines() else 0)
 else:
-    result = clean(settings, folder, move_rejected_to=moved, registry=registry)
+    result = clean(app, folder, move_rejected_to=moved)
     sys.exit(1 if result["errors"] else 0)
 """
 

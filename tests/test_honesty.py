@@ -18,6 +18,7 @@ from PIL import Image
 from train_helpers import build_dataset, render, train_settings, write_pictures
 from typer.testing import CliRunner
 
+from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.pipelines.baselines import bootstrap_auc_ci, confounder_warnings, jpeg_quality
 from selfiescope.pipelines.calibration import Calibrator, calibrate
@@ -59,7 +60,7 @@ def clean(tmp_path_factory) -> Path:
 
 
 def test_classes_that_differ_only_by_jpeg_quality_trigger_the_warning(confounded, tmp_path):
-    result = train(train_settings(confounded, tmp_path / "model", CHEAP, folds=3), "t")
+    result = train(App.create(train_settings(confounded, tmp_path / "model", CHEAP, folds=3)), "t")
     cv = result.metrics["cv"]
     assert cv["baselines"]["file_format"]["roc_auc"] > 0.95
     assert cv["baselines"]["image_size"]["roc_auc"] < 0.65  # same size everywhere: that baseline knows nothing
@@ -72,7 +73,7 @@ def test_classes_that_differ_only_by_jpeg_quality_trigger_the_warning(confounded
 
 
 def test_clean_dataset_has_no_warning_and_a_complete_card(clean, tmp_path):
-    result = train(train_settings(clean, tmp_path / "model", CHEAP, folds=3), "t")
+    result = train(App.create(train_settings(clean, tmp_path / "model", CHEAP, folds=3)), "t")
     cv = result.metrics["cv"]
     assert result.metrics["warnings"] == []
     assert cv["lightgbm"]["roc_auc"] > 0.9 and cv["baselines"]["file_format"]["roc_auc"] < 0.7
@@ -102,8 +103,8 @@ def test_cli_says_it_plainly(confounded, tmp_path, monkeypatch):
 
 
 def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_path):
-    result = train(train_settings(confounded, tmp_path / "model", CHEAP, folds=3, normalize=True,
-                                  normalize_side=200, normalize_quality=70), "t")
+    result = train(App.create(train_settings(confounded, tmp_path / "model", CHEAP, folds=3, normalize=True,
+                                  normalize_side=200, normalize_quality=70)), "t")
     cv = result.metrics["cv"]
     assert result.metrics["normalize"] == {"side": 200, "jpeg_quality": 70}
     assert cv["without_normalize"]["roc_auc"] is not None

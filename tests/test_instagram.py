@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from selfiescope.core.app import App
 from selfiescope import hookimpl
 from selfiescope.cli import app
 from selfiescope.core import secrets
@@ -77,7 +78,7 @@ async def scrape(settings: Settings, tags: list[str], limit: int | None = None,
                  plugins: list[Any] | None = None) -> RunStats:
     pipeline = ScrapePipeline(kind="scrape", source="instagram", hashtags=tags, label="x", limit=limit,
                               chain=["decode", "store"])
-    return await collect(settings, "scrape", pipeline=pipeline, extra_plugins=plugins)
+    return await collect(App.create(settings, plugins=plugins), "scrape", pipeline=pipeline)
 
 
 def seed_session(site: MockInstagram, root: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 from typer.testing import CliRunner
 
+from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, SettingsError, settings_from_dict
@@ -71,7 +72,7 @@ def known(site: MockInstagram, root: Path, codes: list[str]) -> None:
 async def scrape(root: Path, site: MockInstagram, **fields: object):
     pipeline = ScrapePipeline(kind="scrape", source="instagram", hashtags=[TAG], label="x",
                               chain=["decode", "store"], **fields)
-    return await collect(settings_for(site, root), "scrape", pipeline=pipeline)
+    return await collect(App.create(settings_for(site, root)), "scrape", pipeline=pipeline)
 
 
 def logins(site: MockInstagram, start: int) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core import secrets
 from selfiescope.core.proxy import PROXY_PASSWORD_ENV, PROXY_USERNAME_ENV, check_proxy_url, playwright_proxy
@@ -40,7 +41,7 @@ def with_proxy(site: MockInstagram, root: Path, proxy: str):
 
 async def scrape(settings) -> object:
     pipeline = ScrapePipeline(kind="scrape", source="instagram", hashtags=[TAG], label="x", chain=["decode", "store"])
-    return await collect(settings, "scrape", pipeline=pipeline)
+    return await collect(App.create(settings), "scrape", pipeline=pipeline)
 
 
 async def test_scrape_through_an_authenticating_proxy_stores_every_image(

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from train_helpers import build_dataset, render, train_settings, write_pictures
 
+from selfiescope.core.app import App
 from selfiescope.pipelines.model_text import ModelTextError, checked_model_text
 from selfiescope.pipelines.predict import ModelError, load_model
 from selfiescope.pipelines.train import lightgbm, train
@@ -36,7 +37,7 @@ def model_dir(tmp_path_factory) -> Path:
     }
     build_dataset(root, files)
     plugins = {"instagram": {"base_url": f"http://127.0.0.1:9/?access_token={SECRET}"}}  # kept in settings.json
-    return train(train_settings(root, root / "model", ["geometry", "image"], plugins, folds=3, report=False),
+    return train(App.create(train_settings(root, root / "model", ["geometry", "image"], plugins, folds=3, report=False)),
                  "t").model_dir
 
 

@@ -6,16 +6,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import typer
 from typer.testing import CliRunner
 
 from selfiescope.api import hookimpl
-from selfiescope.cli.build import build_app, command_names, disabled_plugins, plugin_manager, startup_settings_path
+from selfiescope.cli.build import build_app, command_names, startup_settings_path
+from selfiescope.core.app import App
+from selfiescope.core.settings import settings_from_dict
 from selfiescope.core.settings import SettingsError
 
 runner = CliRunner()
+
+
+
+def application(plugins: list = (), disable: list[str] = ()) -> App:  # noqa: B006 - read only
+    return App.create(settings_from_dict({"plugins": {"disable": list(disable)}}), plugins=plugins)
 
 
 class Greeter:
@@ -49,7 +55,7 @@ class Clasher:
 
 
 def test_a_plugin_adds_a_command_and_a_group_that_run_guarded():
-    app, info = build_app(plugin_manager([], extra=[Greeter()]))
+    app, info = build_app(application(plugins=[Greeter()]))
     names = command_names(app)
     assert "greet" in names and "greeter" in names
     (greeter,) = [p for p, cmds in info.by_plugin.items() if "greet" in cmds]
@@ -65,13 +71,13 @@ def test_a_plugin_adds_a_command_and_a_group_that_run_guarded():
 
 
 def test_the_instagram_commands_come_from_its_plugin():
-    app, info = build_app(plugin_manager([]))
+    app, info = build_app(application())
     assert info.by_plugin == {"selfiescope.plugins.instagram": ["login", "record", "doctor"]}
     assert not info.problems and {"login", "record", "doctor"} <= set(command_names(app))
 
 
 def test_a_disabled_plugin_takes_its_commands_with_it():
-    app, info = build_app(plugin_manager(["instagram"]), ["instagram"])
+    app, info = build_app(application(disable=["instagram"]))
     names = set(command_names(app))
     assert not {"login", "record", "doctor"} & names and {"scrape", "run", "plugins"} <= names
     assert info.by_plugin == {} and info.disabled == ["instagram"]
@@ -80,18 +86,11 @@ def test_a_disabled_plugin_takes_its_commands_with_it():
 
 
 def test_a_command_name_already_taken_is_left_out_and_reported():
-    app, info = build_app(plugin_manager([], extra=[Clasher()]))
+    app, info = build_app(application(plugins=[Clasher()]))
     (problem,) = info.problems
     assert "'scrape'" in problem and "selfiescope" in problem and "left out" in problem
     assert command_names(app).count("scrape") == 1
     assert "not the real scrape" not in runner.invoke(app, ["scrape", "--help"]).output
-
-
-def test_the_disable_list_is_read_whatever_shape_the_settings_give_it():
-    assert disabled_plugins(SimpleNamespace(plugins=SimpleNamespace(disable=["gallery"]))) == ["gallery"]
-    assert disabled_plugins(SimpleNamespace(plugins={"disable": ["gallery", "instagram"]})) == ["gallery", "instagram"]
-    assert disabled_plugins(SimpleNamespace(plugins={"folder": {"recursive": True}})) == []
-    assert disabled_plugins(object()) == []
 
 
 def test_the_settings_file_is_found_on_the_command_line_before_parsing():
@@ -169,12 +168,13 @@ def test_scrape_base_url_goes_where_the_source_says():
 
     from selfiescope.pipelines.scrape import scrape_pipeline
 
-    assert scrape_pipeline(["a"], "x", base_url="http://127.0.0.1:9").options == {"instagram": {"base_url": "http://127.0.0.1:9"}}
-    gallery = scrape_pipeline(["a"], "x", source="gallery", base_url="http://127.0.0.1:9/t/{tag}/")
+    registry = application().registry
+    assert scrape_pipeline(registry, ["a"], "x", base_url="http://127.0.0.1:9").options == {"instagram": {"base_url": "http://127.0.0.1:9"}}
+    gallery = scrape_pipeline(registry, ["a"], "x", source="gallery", base_url="http://127.0.0.1:9/t/{tag}/")
     assert gallery.options == {"gallery": {"url_template": "http://127.0.0.1:9/t/{tag}/"}}
     with pytest.raises(ValueError, match="the folder source takes no site URL"):
-        scrape_pipeline(["a"], "x", source="folder", base_url="http://127.0.0.1:9")
-    assert scrape_pipeline(["a"], "x", source="nowhere", base_url="http://127.0.0.1:9").options == {}
+        scrape_pipeline(registry, ["a"], "x", source="folder", base_url="http://127.0.0.1:9")
+    assert scrape_pipeline(registry, ["a"], "x", source="nowhere", base_url="http://127.0.0.1:9").options == {}
 
 
 def test_cli_scrape_refuses_a_base_url_the_source_cannot_take(tmp_path):

@@ -219,7 +219,8 @@ def test_an_old_manifest_is_upgraded_and_dedup_behaves_the_same(tmp_path: Path) 
     from selfiescope.pipelines.card import build_card
 
     old = Manifest(root / "manifest.sqlite", readonly=True)  # a read-only dataset's card reads the old table
-    assert build_card(settings_from_dict({"storage": {"root": str(root)}}), old)["conflicts"] == len(kept["conflicts"])
+    from selfiescope.core.app import App
+    assert build_card(App.create(settings_from_dict({"storage": {"root": str(root)}})), old)["conflicts"] == len(kept["conflicts"])
     old.close()
     m = Manifest.at_root(root)
     assert not m.query("SELECT 1 FROM sqlite_master WHERE name IN ('phashes', 'conflicts')")
@@ -227,7 +228,7 @@ def test_an_old_manifest_is_upgraded_and_dedup_behaves_the_same(tmp_path: Path) 
     assert [tuple(r) for r in m.query("SELECT content_hash, phash, label, added, centre FROM dedup__phashes"
                                       " ORDER BY content_hash")] == kept["phashes"]
     assert [tuple(r) for r in m.query("SELECT * FROM dedup__conflicts ORDER BY content_hash")] == kept["conflicts"]
-    card = build_card(settings_from_dict({"storage": {"root": str(root)}}), m)  # the count comes from dedup's facts
+    card = build_card(App.create(settings_from_dict({"storage": {"root": str(root)}})), m)  # the count comes from dedup's facts
     assert card["conflicts"] == len(kept["conflicts"]) == card["plugin_facts"]["dedup"]["conflicts"]
     m.close()
 
@@ -265,7 +266,7 @@ def test_core_records_the_public_face_detector_field_not_a_step_note(tmp_path: P
 
 
 def test_two_plugins_cannot_share_a_namespace() -> None:
-    from selfiescope.core.plugins import Registry, load_plugin_manager
+    from selfiescope.core.plugins import build_registry
     from selfiescope.api import Step, hookimpl
 
     class Impostor(Step):
@@ -278,7 +279,7 @@ def test_two_plugins_cannot_share_a_namespace() -> None:
             return [Impostor]
 
     with pytest.raises(StateError, match="'dedup' is declared twice.*step 'impostor'"):
-        Registry.from_manager(load_plugin_manager([Plugin()], entrypoints=False))
+        build_registry(plugins=[Plugin()], entrypoints=False)
     # the same declaration met again (a module imported twice) is no conflict
     from selfiescope.core.plugin_state import declare
     assert declare(PluginState("dedup", DEDUP.tables, DEDUP.migrations, DEDUP.adopts)).namespace == "dedup"

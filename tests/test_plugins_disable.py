@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from selfiescope.core.app import App
 from selfiescope.core.hookspecs import hookimpl
-from selfiescope.core.plugins import BUILTIN_ALIASES, DEFAULT_PLUGINS, load_registry, registry_for
+from selfiescope.core.plugins import BUILTIN_ALIASES, DEFAULT_PLUGINS, build_registry
 from selfiescope.core.settings import ScrapePipeline, SettingsError, settings_from_dict
 from selfiescope.core.checks import check_components
 from selfiescope.pipelines.collect import collect
@@ -21,9 +22,9 @@ def test_every_built_in_has_a_short_alias() -> None:
 
 
 def test_a_disabled_built_in_is_gone_with_its_hooks() -> None:
-    full = load_registry(entrypoints=False)
+    full = build_registry(entrypoints=False)
     assert "gallery" in full.sources and full.pm.get_plugin("selfiescope.plugins.gallery") is not None
-    registry = load_registry(entrypoints=False, disable=["gallery", "dedup"])
+    registry = build_registry(entrypoints=False, disable=["gallery", "dedup"])
     assert "gallery" not in registry.sources and "dedup" not in registry.steps
     assert registry.pm.get_plugin("selfiescope.plugins.dedup") is None  # its observer hooks never run
     assert registry.pm.is_blocked("selfiescope.plugins.gallery")
@@ -33,10 +34,12 @@ def test_a_disabled_built_in_is_gone_with_its_hooks() -> None:
 
 def test_unknown_or_malformed_names_are_settings_errors_naming_the_key() -> None:
     with pytest.raises(SettingsError) as info:
-        load_registry(entrypoints=False, disable=["galery"])
+        build_registry(entrypoints=False, disable=["galery"])
     assert info.value.problems[0].startswith("plugins.disable: unknown plugin 'galery' (known: ")
     settings = settings_from_dict({"plugins": {"disable": ["nosuch"]}})
-    (problem,) = check_components(settings, load_registry(entrypoints=False))
+    with pytest.raises(SettingsError) as info:
+        App.create(settings, entrypoints=False)
+    (problem,) = info.value.problems
     assert problem.startswith("plugins.disable: unknown plugin 'nosuch'")
     with pytest.raises(SettingsError) as info:
         settings_from_dict({"plugins": {"disable": "gallery"}})
@@ -52,7 +55,7 @@ def test_a_pipeline_using_a_disabled_plugin_is_told_which_plugin(tmp_path: Path)
                   "chain": ["decode", "dedup", "store"]},
         },
     })
-    problems = check_components(settings, registry_for(settings, entrypoints=False))
+    problems = check_components(settings, App.create(settings, entrypoints=False).registry)
     assert problems == [
         "plugins.dedup: step 'dedup' is provided by plugin 'dedup', which [plugins] disable turns off",
         "pipelines.g.source: source 'gallery' is provided by plugin 'gallery', which [plugins] disable turns off",
@@ -75,11 +78,11 @@ def test_a_run_honours_disable_and_refuses_a_chain_that_needs_a_disabled_step(tm
     Image.new("RGB", (300, 300), (200, 120, 90)).save(photos / "a.png")
     settings = settings_from_dict({"storage": {"root": str(tmp_path / "data")}, "plugins": {"disable": ["dedup"]}})
     with pytest.raises(SettingsError, match=r"chain\[2\]: step 'dedup' is provided by plugin 'dedup'"):
-        asyncio.run(collect(settings, "i", pipeline=ScrapePipeline(
+        asyncio.run(collect(App.create(settings), "i", pipeline=ScrapePipeline(
             kind="import", source="folder", paths=[photos], label="selfie", chain=["decode", "face_area", "dedup"])))
     assert not (tmp_path / "data" / "manifest.sqlite").exists()  # refused before the run started
     seen = Seen()
-    stats = asyncio.run(collect(settings, "i", extra_plugins=[seen], pipeline=ScrapePipeline(
+    stats = asyncio.run(collect(App.create(settings, plugins=[seen]), "i", pipeline=ScrapePipeline(
         kind="import", source="folder", paths=[photos], label="selfie", chain=["decode", "store"])))
     assert stats.accepted == 1
     assert "selfiescope.plugins.dedup" not in seen.plugins and "selfiescope.plugins.store" in seen.plugins

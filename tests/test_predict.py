@@ -13,6 +13,7 @@ from train_helpers import build_dataset, render, train_settings, write_pictures
 from typer.testing import CliRunner
 
 import selfiescope
+from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.pipelines.predict import ModelError, load_model
 from selfiescope.pipelines.train import train
@@ -28,7 +29,7 @@ def trained(tmp_path_factory):
         "portrait": write_pictures(root / "in" / "portrait", "portrait", 25, seed=4),
     }
     build_dataset(root, files)
-    return train(train_settings(root, root / "model", CHEAP, folds=3, report=False), "t")
+    return train(App.create(train_settings(root, root / "model", CHEAP, folds=3, report=False)), "t")
 
 
 @pytest.fixture()

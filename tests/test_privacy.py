@@ -20,6 +20,7 @@ from privacy_helpers import (
 )
 from typer.testing import CliRunner
 
+from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.metadata import GPS_IFD, has_location, strip_metadata
@@ -221,7 +222,7 @@ def test_card_is_refreshed_by_every_run_and_by_forget(tmp_path: Path) -> None:
     collect_posts(settings, "dupes", "portrait", [FakePost("X1", "a", "b", people(1)[0].data)])
     card = json.loads((root / "datacard.json").read_text())
     assert card["rejections"]["total"] == 1 and card["collection"]["runs"] == 2
-    asyncio_run(forget(settings, ForgetRequest(owners=[OWNERS[0]])))
+    asyncio_run(forget(App.create(settings), ForgetRequest(owners=[OWNERS[0]])))
     card = json.loads((root / "datacard.json").read_text())
     assert card["images"] == 4 and card["privacy"]["forgotten_tombstones"] > 0
     res = runner.invoke(app, ["card", "--settings", str(write_settings(root))])
@@ -239,7 +240,7 @@ def test_export_imagefolder_csv_parquet_never_the_forgotten(tmp_path: Path) -> N
     settings = settings_for(root)
     collect_posts(settings, "t", "selfie", people(6))
     collect_posts(settings, "u", "portrait", people(3, seed=7))
-    asyncio_run(forget(settings, ForgetRequest(posts=["P0_1"])))
+    asyncio_run(forget(App.create(settings), ForgetRequest(posts=["P0_1"])))
     toml = str(write_settings(root))
 
     res = runner.invoke(app, ["export", str(tmp_path / "hf"), "--settings", toml, "--json"])
@@ -322,7 +323,7 @@ def test_after_any_sequence_of_import_and_forget_files_and_manifest_agree(ops: l
                 req = ForgetRequest(labels=[op[1]])
                 hit = {i for i in range(8) if (r := stored.get(POOL[i].code)) and r["label"] == op[1]}
             if m:
-                asyncio_run(forget(settings, req))
+                asyncio_run(forget(App.create(settings), req))
                 forgotten |= hit
         if not (root / "manifest.sqlite").exists():
             return
@@ -394,7 +395,7 @@ def test_a_real_phone_photo_loses_its_gps_and_keeps_its_id(faces_dir: Path, tmp_
     import asyncio
 
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="portrait", chain=pipeline_chain)
-    stats = asyncio.run(collect(settings, "import", pipeline=pipeline))
+    stats = asyncio.run(collect(App.create(settings), "import", pipeline=pipeline))
     assert stats.accepted == 1, stats.as_dict()
     m = Manifest.at_root(root)
     r = dict(m.query("SELECT * FROM images")[0])

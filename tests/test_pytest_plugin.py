@@ -137,13 +137,11 @@ class FaceNotePlugin:
 def settings_check_problems(tmp_path, chain: list[str]) -> list[str]:
     """What `settings check` says of a collect pipeline with this chain (the plugin registered)."""
     from selfiescope.core.checks import check_components
-    from selfiescope.core.plugins import Registry, load_plugin_manager
+    from selfiescope.core.app import App
 
-    pm = load_plugin_manager(entrypoints=False)
-    pm.register(FaceNotePlugin())
     settings = settings_from_dict({"storage": {"root": str(tmp_path / "data")}, "pipelines": {"p": {
         "kind": "import", "source": "folder", "paths": [str(tmp_path)], "label": "selfie", "chain": chain}}})
-    return check_components(settings, Registry.from_manager(pm))
+    return check_components(settings, App.create(settings, plugins=[FaceNotePlugin()], entrypoints=False).registry)
 
 
 @pytest.mark.parametrize("chain", [["facenote"], ["decode", "facenote"], ["face_area", "decode", "facenote"],

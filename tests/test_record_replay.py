@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from selfiescope.core.app import App
 from selfiescope.core import har, secrets
 from selfiescope.core.browser import save_session
 from selfiescope.core.manifest import Manifest
@@ -102,9 +103,9 @@ def test_for_replay_keeps_the_success_over_a_login_wall_or_a_429() -> None:
 def test_replay_of_a_missing_or_broken_file_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "bad.har").write_text("{not json")
     with pytest.raises(har.HarError, match="not a HAR"):
-        replay_settings(settings_for(tmp_path), tmp_path / "bad.har")
+        replay_settings(App.create(settings_for(tmp_path)), tmp_path / "bad.har")
     with pytest.raises(har.HarError, match="no such file"):
-        replay_settings(settings_for(tmp_path), tmp_path / "missing.har")
+        replay_settings(App.create(settings_for(tmp_path)), tmp_path / "missing.har")
 
 
 def test_record_and_replay_ask_the_source_class_not_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,14 +116,14 @@ def test_record_and_replay_ask_the_source_class_not_its_name(tmp_path: Path, mon
     secrets.clear()
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     monkeypatch.setenv(USERNAME_ENV, USERNAME)
-    settings = settings_for(tmp_path, base_url="http://127.0.0.1:9/")
-    assert {USERNAME, PASSWORD} <= _secrets(settings, "instagram")
-    assert not {USERNAME, PASSWORD} & _secrets(settings, "gallery")  # the gallery source names no credentials
-    assert _base_url(settings, "instagram", None) == "http://127.0.0.1:9"
-    assert _base_url(settings_from_dict({}), "instagram", None) == "https://www.instagram.com"
+    app = App.create(settings_for(tmp_path, base_url="http://127.0.0.1:9/"))
+    assert {USERNAME, PASSWORD} <= _secrets(app, "instagram")
+    assert not {USERNAME, PASSWORD} & _secrets(app, "gallery")  # the gallery source names no credentials
+    assert _base_url(app, "instagram", None) == "http://127.0.0.1:9"
+    assert _base_url(App.create(settings_from_dict({})), "instagram", None) == "https://www.instagram.com"
     gallery = settings_from_dict({"plugins": {"gallery": {"url_template": "http://127.0.0.1:9/t/{tag}/"}}})
-    assert _base_url(gallery, "gallery", None) == "http://127.0.0.1:9/t/{tag}"
-    assert _base_url(settings, "no-such-source", None) is None
+    assert _base_url(App.create(gallery), "gallery", None) == "http://127.0.0.1:9/t/{tag}"
+    assert _base_url(app, "no-such-source", None) is None
     secrets.clear()
 
 
@@ -142,7 +143,7 @@ async def test_record_then_replay_offline_stores_the_same_posts(tmp_path: Path, 
     har_file = tmp_path / "session.har"
     rec_root = tmp_path / "rec"
     try:
-        recording = await record(settings_for(rec_root), ["alpha"], har_file, base_url=base_url, limit=None)
+        recording = await record(App.create(settings_for(rec_root)), ["alpha"], har_file, base_url=base_url, limit=None)
         cookies = json.loads((rec_root / "session.json").read_text())["cookies"]
     finally:
         site.stop()
@@ -166,11 +167,11 @@ async def test_record_then_replay_offline_stores_the_same_posts(tmp_path: Path, 
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
     secrets.clear()  # ...and now forgotten
     play_root = tmp_path / "play"
-    settings, recorded_base = replay_settings(settings_for(play_root), har_file)
+    app, recorded_base = replay_settings(App.create(settings_for(play_root)), har_file)
     assert recorded_base == base_url
     pipeline = ScrapePipeline(kind="scrape", source="instagram", hashtags=["alpha"], label="x",
                               chain=["decode", "store"], options={"instagram": {"base_url": recorded_base}})
-    stats = await collect(settings, "replay", pipeline=pipeline)
+    stats = await collect(app, "replay", pipeline=pipeline)
     assert stats.status == "finished", stats.errors
     assert stored(play_root) == truth
 
@@ -182,11 +183,11 @@ async def test_replay_aborts_what_the_har_does_not_hold(tmp_path: Path) -> None:
     empty = {"log": {"version": "1.2", "creator": {"name": "t", "version": "1"}, "entries": [],
                      "_selfiescope": {"base_url": "http://127.0.0.1:9"}}}
     har.save(tmp_path / "empty.har", empty)
-    settings, base = replay_settings(settings_for(tmp_path, max_restarts=0), tmp_path / "empty.har")
+    app, base = replay_settings(App.create(settings_for(tmp_path, max_restarts=0)), tmp_path / "empty.har")
     save_session(tmp_path / "session.json", {"cookies": [], "origins": []})
     pipeline = ScrapePipeline(kind="scrape", source="instagram", hashtags=["nope"], label="x",
                               chain=["decode", "store"], options={"instagram": {"base_url": base}})
-    stats = await collect(settings, "replay", pipeline=pipeline)
+    stats = await collect(app, "replay", pipeline=pipeline)
     assert stats.status == "finished_with_errors" and stats.seen == 0
     assert any("not in the recording" in e for e in stats.errors), stats.errors
     assert not any("net::" in e or "Call log" in e for e in stats.errors), stats.errors  # the browser's words stay in the log

@@ -16,7 +16,7 @@ from PIL import Image
 
 from review_helpers import build
 from selfiescope.core.manifest import Manifest
-from selfiescope.core.plugins import load_registry
+from selfiescope.core.app import App
 from selfiescope.core.settings import settings_from_dict
 from selfiescope.pipelines.dataset import load_rows
 from selfiescope.review.data import Filters, ReviewBusy, ReviewData, ReviewError
@@ -29,7 +29,7 @@ N = 240
 
 def open_data(root: Path, plugins: list | None = None) -> ReviewData:
     settings = settings_from_dict({"storage": {"root": str(root)}})
-    return ReviewData(settings, load_registry(plugins))
+    return ReviewData(App.create(settings, plugins=plugins))
 
 
 @pytest.fixture(scope="module")
@@ -389,12 +389,12 @@ def test_metrics_card_and_export_carry_the_review(fresh, tmp_path) -> None:
     settings = settings_from_dict({"storage": {"root": str(root)}})
     manifest = Manifest.at_root(root)
     try:
-        card = build_card(settings, manifest)
+        card = build_card(App.create(settings), manifest)
     finally:
         manifest.close()
     assert card["review"]["reviewed"] == 2 and card["review"]["relabeled"] == 2 and card["review"]["excluded"] == 1
     assert "2 of " in render_markdown(card) and "## Review" in render_markdown(card)
-    asyncio.run(export(settings, tmp_path / "out", "csv"))
+    asyncio.run(export(App.create(settings), tmp_path / "out", "csv"))
     import csv
 
     rows = {r["content_hash"]: r for r in csv.DictReader((tmp_path / "out" / "images.csv").open())}
@@ -410,7 +410,7 @@ def test_forget_from_the_review_removes_the_file_rows_reviews_and_thumbnail_and_
     root = tmp_path / "data"
     settings = settings_for(root)
     assert collect_posts(settings, "tagA", "selfie", [FakePost(f"C{i}", f"user_{i}", "x", jpeg(i)) for i in range(4)]).accepted == 4
-    with ReviewData(settings, load_registry()) as data:
+    with ReviewData(App.create(settings)) as data:
         ids = [t.id for t in data.page(Filters(), "newest", None, 10).tiles]
         data.apply("reviewed", ids[:2])
         assert data.thumbnail(ids[0]) is not None
@@ -501,7 +501,7 @@ def test_a_rejected_import_shows_while_its_original_file_is_still_there(tmp_path
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a photo at all")
     settings = settings_for(root)
     import_folder(settings, folder, "selfie")
-    with ReviewData(settings, load_registry()) as data:
+    with ReviewData(App.create(settings)) as data:
         rejected = data.page(Filters(decision=("rejected",)), "newest", None, 10).tiles
         assert rejected and all(t.has_thumbnail for t in rejected)
         broken = next(t for t in rejected if data.manifest.get_image(t.id)["origin_path"].endswith("broken.jpg"))

@@ -13,7 +13,7 @@ from train_helpers import build_dataset, train_settings, write_pictures
 from typer.testing import CliRunner
 
 from selfiescope.cli import app
-from selfiescope.core.plugins import load_registry
+from selfiescope.core.app import App
 from selfiescope.review.data import Filters, ReviewData
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ def reviewed(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
              "portrait": write_pictures(root / "in" / "portrait", "portrait", 24, seed=2)}
     build_dataset(root, files)
     settings = train_settings(root, root / "model", ["geometry"], folds=3, report=False)
-    with ReviewData(settings, load_registry()) as data:
+    with ReviewData(App.create(settings)) as data:
         selfies = [t.id for t in data.page(Filters(label=("selfie",)), "newest", None, 100).tiles]
         data.apply("relabel", selfies[:3], "portrait")
         data.apply("exclude", selfies[3:5], note="not a photo")
@@ -53,7 +53,7 @@ def test_training_uses_reviewed_labels_and_counts_the_review(reviewed) -> None:
     mislabeled = review["likely_mislabeled"]
     assert mislabeled >= 1  # the three flipped labels contradict a model that learnt the geometry
     assert f"{mislabeled} training image" in result.output and "selfiescope review" in result.output
-    with ReviewData(train_settings(root, root / "model", ["geometry"]), load_registry()) as data:
+    with ReviewData(App.create(train_settings(root, root / "model", ["geometry"]))) as data:
         assert data.model_note() is None
         assert data.page(Filters(disagrees=True), "mislabeled", None, 100).total == mislabeled
         first = data.page(Filters(), "mislabeled", None, mislabeled).tiles

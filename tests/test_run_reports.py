@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from selfiescope.core.app import App
 from selfiescope import hookimpl
 from selfiescope.core.components import Job, Options, Source, Step
 from selfiescope.core.events import ImageEvent, Origin
@@ -94,7 +95,7 @@ def _run(tmp_path, chain, options, targets=("a", "b")):
                               options={"burst": options})
     pipeline._report_only = True  # test steps that store nothing
     states = States()
-    stats = asyncio.run(collect(settings, "t", pipeline=pipeline, extra_plugins=[Plugin(), states]))
+    stats = asyncio.run(collect(App.create(settings, plugins=[Plugin(), states]), "t", pipeline=pipeline))
     return stats, states, tmp_path / "data"
 
 
@@ -167,7 +168,7 @@ def test_the_card_shows_no_credential_from_a_job_or_an_option(tmp_path):
                                    "plugins": {"instagram": {"base_url": base}}})
     manifest = Manifest.at_root(root)
     try:
-        card = json.dumps(build_card(settings, manifest))
+        card = json.dumps(build_card(App.create(settings), manifest))
     finally:
         manifest.close()
     assert SECRET not in card and "session=REDACTED" in card

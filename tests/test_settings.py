@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from selfiescope.core.plugins import load_registry
+from selfiescope.core.plugins import build_registry
 from selfiescope.core.settings import SettingsError, env_overrides, load_settings
 from selfiescope.core.checks import check_components
 
@@ -43,7 +43,7 @@ def test_good_file_loads(tmp_path):
 def test_repository_settings_file_is_valid():
     settings = load_settings(Path(__file__).resolve().parents[1] / "settings.toml", environ={})
     assert {"selfies", "portraits", "train", "demo"} <= set(settings.pipelines)
-    assert check_components(settings, load_registry()) == []
+    assert check_components(settings, build_registry()) == []
 
 
 def test_missing_key_is_named(tmp_path):
@@ -81,7 +81,7 @@ def test_invalid_toml_says_where(tmp_path):
 def test_bad_plugin_name_in_chain(tmp_path):
     text = GOOD.format(root=tmp_path).replace('["decode", "face_area"]', '["decode", "face_areaa"]')
     settings = load_settings(write(tmp_path, text), environ={})
-    (problem,) = check_components(settings, load_registry())
+    (problem,) = check_components(settings, build_registry())
     assert problem.startswith("pipelines.mine.chain[1]: unknown plugin 'face_areaa'")
     assert "face_area" in problem  # lists what is available
 
@@ -89,7 +89,7 @@ def test_bad_plugin_name_in_chain(tmp_path):
 def test_bad_plugin_option(tmp_path):
     text = GOOD.format(root=tmp_path) + '\n[plugins.folder]\nrecursive = "sometimes"\nbogus = 1\n'
     settings = load_settings(write(tmp_path, text), environ={})
-    problems = check_components(settings, load_registry())
+    problems = check_components(settings, build_registry())
     assert any(p.startswith("plugins.folder.recursive:") for p in problems)
     assert "plugins.folder.bogus: unknown key (check the spelling)" in problems
 

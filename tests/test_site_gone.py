@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from selfiescope.core.app import App
 from selfiescope.core.manifest import Manifest
 from selfiescope.pipelines.record import record, replay_settings
 from selfiescope.testing.chaos import Chaos
@@ -75,13 +76,14 @@ async def test_a_replay_past_its_recording_ends_when_the_recording_does(
     site.start()
     har_file = tmp_path / "gamma.har"
     try:  # the recording stops after 5 images: it holds 8 posts' data but only 5 images
-        rec = await asyncio.wait_for(record(settings_for(site, tmp_path / "rec", stall_s=30), ["gamma"], har_file,
+        rec = await asyncio.wait_for(record(App.create(settings_for(site, tmp_path / "rec", stall_s=30)), ["gamma"], har_file,
                                             base_url=site.base_url, limit=5), BOUND_S)
     finally:
         site.stop()
     assert rec.stats.accepted >= 5
     caplog.clear()  # the replay's log only
-    settings, base = replay_settings(settings_for(site, tmp_path / "play", stall_s=30, backoff_s=1.0), har_file)
+    replayed, base = replay_settings(App.create(settings_for(site, tmp_path / "play", stall_s=30, backoff_s=1.0)), har_file)
+    settings = replayed.settings
     settings.plugins["instagram"]["base_url"] = base
     stats = await asyncio.wait_for(scrape(settings, ["gamma"]), BOUND_S)
     assert stats.accepted >= rec.stats.accepted  # what was recorded comes back (and a download in flight)

@@ -53,6 +53,7 @@ KILLED_IMPORT = textwrap.dedent(
     import asyncio, os, signal, sys
     from selfiescope.core.manifest import Manifest
     from selfiescope.core.settings import ScrapePipeline, settings_from_dict
+    from selfiescope.core.app import App
     from selfiescope.pipelines.collect import collect
 
     real, seen = Manifest.record, []
@@ -69,7 +70,7 @@ KILLED_IMPORT = textwrap.dedent(
     settings = settings_from_dict({"storage": {"root": root}, "engine": {"workers": 1, "threads": 1}})
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="portrait",
                               chain=["decode", "dedup", "store"])
-    asyncio.run(collect(settings, "import", pipeline=pipeline))
+    asyncio.run(collect(App.create(settings), "import", pipeline=pipeline))
     """
 )
 

@@ -99,6 +99,7 @@ RUNNER = textwrap.dedent(
     from selfiescope.core.components import Step
     from selfiescope.core.hookspecs import hookimpl
     from selfiescope.core.settings import ScrapePipeline, settings_from_dict
+    from selfiescope.core.app import App
     from selfiescope.pipelines.collect import collect
 
     class Throttle(Step):  # makes the run last long enough to be killed in the middle
@@ -115,7 +116,7 @@ RUNNER = textwrap.dedent(
     settings = settings_from_dict({"storage": {"root": root}, "engine": {"workers": 3}})
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="selfie",
                               chain=["decode", "dedup", "throttle", "store"])
-    stats = asyncio.run(collect(settings, "import", pipeline=pipeline, extra_plugins=[Plugin()]))
+    stats = asyncio.run(collect(App.create(settings, plugins=[Plugin()]), "import", pipeline=pipeline))
     print(stats.as_dict())
     """
 )

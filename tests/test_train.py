@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 from train_helpers import build_dataset, train_settings, write_pictures
 from typer.testing import CliRunner
 
+from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core.settings import SettingsError, settings_from_dict
 from selfiescope.pipelines.dataset import DatasetError
@@ -38,7 +39,7 @@ def dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(dataset: Path):
     settings = train_settings(dataset, dataset / "model", CHEAP, folds=3)
-    return train(settings, "t")
+    return train(App.create(settings), "t")
 
 
 def test_learns_geometry_and_beats_the_face_area_baseline(trained, dataset, tmp_path):
@@ -80,7 +81,7 @@ def test_second_training_reuses_every_cached_feature(trained, dataset):
     db = sqlite3.connect(dataset / "manifest.sqlite")
     before = db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
     settings = train_settings(dataset, dataset / "model2", CHEAP, folds=3, report=False)
-    again = train(settings, "t")
+    again = train(App.create(settings), "t")
     assert again.table.computed == 0 and again.table.cached == len(again.table.rows)
     assert db.execute("SELECT COUNT(*) FROM features").fetchone()[0] == before
     assert again.metrics["cv"]["lightgbm"]["roc_auc"] == pytest.approx(trained.metrics["cv"]["lightgbm"]["roc_auc"])
@@ -104,7 +105,7 @@ def test_a_broken_stored_file_is_reported_and_training_goes_on(dataset, tmp_path
     (root / gone_location).unlink()  # reading it back from storage fails
     db.execute("DELETE FROM features WHERE content_hash=?", (gone,))
     db.commit()
-    result = train(train_settings(root, root / "model", CHEAP, folds=3, report=False), "t")
+    result = train(App.create(train_settings(root, root / "model", CHEAP, folds=3, report=False)), "t")
     assert sorted(result.table.failed) == sorted([victim, gone])
     assert "corrupt" in result.table.failed[victim] or "truncated" in result.table.failed[victim]
     assert result.table.failed[gone].startswith("cannot read from storage: FileNotFoundError")
@@ -129,16 +130,16 @@ def test_class_imbalance_is_weighted():
 
 def test_bad_train_settings_and_datasets_are_clear_errors(dataset, tmp_path):
     with pytest.raises(SettingsError, match="two labels"):
-        train(train_settings(dataset, tmp_path / "m", CHEAP, labels=["selfie"]), "t")
+        train(App.create(train_settings(dataset, tmp_path / "m", CHEAP, labels=["selfie"])), "t")
     with pytest.raises(SettingsError, match="unknown feature group 'nope'"):
-        train(train_settings(dataset, tmp_path / "m", ["geometry", "nope"]), "t")
+        train(App.create(train_settings(dataset, tmp_path / "m", ["geometry", "nope"])), "t")
     with pytest.raises(DatasetError, match="no dataset"):
-        train(train_settings(tmp_path / "empty", tmp_path / "m", CHEAP), "t")
+        train(App.create(train_settings(tmp_path / "empty", tmp_path / "m", CHEAP)), "t")
     with pytest.raises(DatasetError, match="at least"):
-        train(train_settings(dataset, tmp_path / "m", CHEAP, labels=["selfie", "cat"]), "t")
+        train(App.create(train_settings(dataset, tmp_path / "m", CHEAP, labels=["selfie", "cat"])), "t")
     settings = settings_from_dict({"pipelines": {"s": {"kind": "import", "source": "folder", "paths": ["x"], "label": "a"}}})
     with pytest.raises(SettingsError, match="not a train pipeline"):
-        train(settings, "s")
+        train(App.create(settings), "s")
 
 
 def test_cli_train_json(dataset, tmp_path, monkeypatch):
@@ -168,7 +169,7 @@ def test_train_and_predict_on_real_photos(tmp_path):
                               plugins={"face_area": {"min_face_area": 0.05}}, folds=3, report=False)
     accepted = build_dataset(tmp_path, {"selfie": selfies[:34], "portrait": portraits[:16]}, settings)
     assert min(accepted.values()) >= 8, accepted
-    result = train(settings, "t")
+    result = train(App.create(settings), "t")
     assert result.metrics["dataset"]["failed"] == 0
     assert result.metrics["cv"]["lightgbm"]["roc_auc"] is not None
     # 306x306 Instagram selfies vs 448x296 Caltech portraits: the sizes alone separate them, and the run says so

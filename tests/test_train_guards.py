@@ -13,6 +13,7 @@ import pytest
 from safety_helpers import cli, no_traceback
 
 from selfiescope.core.settings import SettingsError, settings_from_dict
+from selfiescope.core.app import App
 from selfiescope.pipelines import train as train_module
 from selfiescope.pipelines.model_dir import ModelDirError
 
@@ -74,7 +75,7 @@ def test_a_read_only_model_folder_is_refused_before_training(tmp_path, no_work):
         pipeline = settings_from_dict({"storage": {"root": str(tmp_path / "data")},
                                        "pipelines": {"t": {"kind": "train", "model_dir": str(model_dir)}}})
         with pytest.raises(ModelDirError, match="cannot write"):
-            train_module.train(pipeline, "t")
+            train_module.train(App.create(pipeline), "t")
 
 
 def test_a_home_folder_of_no_user_is_a_clear_error(tmp_path, no_work):
@@ -88,7 +89,7 @@ def test_linear_trees_are_refused_before_training(tmp_path, no_work):
     settings = settings_from_dict({"storage": {"root": str(tmp_path / "data")}, "pipelines": {
         "t": {"kind": "train", "model_dir": str(tmp_path / "m"), "params": {"linear_tree": True}}}})
     with pytest.raises(SettingsError, match="linear_tree"):
-        train_module.train(settings, "t")
+        train_module.train(App.create(settings), "t")
 
 
 def test_a_schema_naming_files_outside_its_folder_never_gets_them_deleted(tmp_path):

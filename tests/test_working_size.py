@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from selfiescope.core.app import App
 from selfiescope import hookimpl
 from selfiescope.core.components import Step
 from selfiescope.core.events import ImageEvent, Origin, Reject
 from selfiescope.core.manifest import phash_to_int
-from selfiescope.core.plugins import load_registry
+from selfiescope.core.plugins import build_registry
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict
 from selfiescope.pipelines.collect import collect
 from selfiescope.plugins.decode import (
@@ -66,7 +67,7 @@ def upsampled(path: Path, side: int) -> np.ndarray:
 def collect_run(chain: list[str], registry=None, **plugins) -> SimpleNamespace:
     """What a collect run hands its steps (the parts the decode step reads)."""
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[Path(".")], label="x", chain=chain)
-    return SimpleNamespace(pipeline=pipeline, registry=registry or load_registry(),
+    return SimpleNamespace(pipeline=pipeline, registry=registry or build_registry(),
                            settings=settings_from_dict({"plugins": plugins}))
 
 
@@ -94,7 +95,7 @@ def iou(a, b) -> float:
 
 
 def test_the_working_side_comes_from_the_chain_and_only_from_a_collect_run() -> None:
-    registry = load_registry()
+    registry = build_registry()
     assert chain_working_side(collect_run(["decode", "face_area", "dedup", "store"], registry), "decode") == 480
     assert chain_working_side(collect_run(["decode", "face_area", "store"], registry, face_area={"detect_side": 640}),
                               "decode") == 640
@@ -308,7 +309,7 @@ def test_a_step_that_needs_full_resolution_gets_it_in_a_collect_run(tmp_path: Pa
     settings = settings_from_dict({"storage": {"root": str(tmp_path / "data")}})
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="x", chain=["decode", step, "store"])
     SeesPixels.seen = []
-    stats = asyncio.run(collect(settings, "import", pipeline=pipeline, extra_plugins=[PixelPlugin()]))
+    stats = asyncio.run(collect(App.create(settings, plugins=[PixelPlugin()]), "import", pipeline=pipeline))
     assert stats.accepted == 2 and len(SeesPixels.seen) == 2
     for shape, width, height in SeesPixels.seen:
         assert (width, height) == (2400, 1800)  # the original's size either way

@@ -18,11 +18,11 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from selfiescope.core.context import RunContext
+from selfiescope.core.app import App
 from selfiescope.core.engine import run_chain
 from selfiescope.core.events import Decision, ImageEvent, Origin
 from selfiescope.core.manifest import Manifest
-from selfiescope.core.plugins import load_registry
+from selfiescope.core.plugins import build_registry
 from selfiescope.core.settings import Settings, settings_from_dict
 from selfiescope.testing.synth import astronaut
 
@@ -76,9 +76,9 @@ async def _annotate(settings: Settings, paths: list[Path], label: str, job: str,
     """Run the real decode and face_area steps, store accepted images with the configured
     storage backend and record them (no dedup: near-duplicates must reach training, which
     groups them)."""
-    registry = load_registry()
+    registry = build_registry()
     executor = ThreadPoolExecutor(2)
-    run = RunContext(settings, registry, "test", None, manifest, executor=executor)
+    run = App.create(settings).run_context("test", None, manifest, executor=executor)
     steps = [run.component("steps", name) for name in ("decode", "face_area")]
     storage = run.component("storage", settings.storage.backend)
     await storage.open()

@@ -19,6 +19,7 @@ imported only by the plugins that use them (so a chain step loads no browser and
 
 from __future__ import annotations
 
+from ..core.app import App
 from ..core.components import Component, FeatureExtractor, Job, Options, Source, Step, Storage, StoredImage
 from ..core.errors import (
     BrowserError, DeadlineExceeded, RunFailed, SelfiescopeError, SettingsError, SiteError, StorageError, UsageError,
@@ -33,6 +34,7 @@ from ..core.text import printable
 from ..core.work import WorkItem
 
 __all__ = [
+    "App",
     "BrowserError",
     "Component",
     "DeadlineExceeded",

@@ -1,7 +1,8 @@
-"""Builds the ``selfiescope`` application: the built-in commands plus the commands that the
+"""Builds the ``selfiescope`` command line: the built-in commands plus the commands that the
 loaded plugins add through the ``selfiescope_commands`` hook (datasette's
-``register_commands``). A plugin disabled in settings (``[plugins] disable``) is not
-loaded, so its commands are not there."""
+``register_commands``), from the plugins of an :class:`~selfiescope.core.app.App`. A plugin
+disabled in settings (``[plugins] disable``) is not loaded, so its commands are not there.
+A command gets its own application with :func:`selfiescope.cli.common.load_app`."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import pluggy
 import typer
 
 from .. import __version__
 from . import collect, info, maintenance, model, privacy
-from .common import GuardedTyper, console, core_app, guard_all, out
+from ..core.app import App
+from .common import GuardedTyper, console, core_app, guard_all, out, remember_startup
 
 # Imported for their side effect: each registers its built-in commands on ``core_app``.
 BUILT_IN_COMMAND_MODULES = (collect, info, maintenance, model, privacy)
@@ -63,27 +64,9 @@ def command_names(app: typer.Typer) -> list[str]:
     return [n for n in names if isinstance(n, str)]
 
 
-def disabled_plugins(settings: Any) -> list[str]:
-    """The settings' ``[plugins] disable`` list, whichever shape the settings give it (a field
-    on a plugins model, or a key of the plugins table); empty when there is none."""
-    plugins = getattr(settings, "plugins", None)
-    value = getattr(plugins, "disable", None)
-    if value is None and isinstance(plugins, dict):
-        value = plugins.get("disable")
-    return [str(v) for v in value] if isinstance(value, list | tuple | set | frozenset) else []
-
-
-def plugin_manager(disabled: list[str], extra: list[Any] | None = None) -> pluggy.PluginManager:
-    """The plugin manager with the disabled plugins blocked (never imported): a built-in is named
-    by its module's last part (``gallery``), a third party by its entry point."""
-    from ..core.plugins import load_plugin_manager
-
-    return load_plugin_manager(extra, disable=disabled)
-
-
-def build_app(pm: pluggy.PluginManager | None, disabled: list[str] | None = None) -> tuple[GuardedTyper, CommandsInfo]:
-    """A fresh application: the built-in commands, then each plugin's, in registration order
-    (none without ``pm``). A name that is already taken is not replaced: the later plugin's
+def build_app(application: App | None) -> tuple[GuardedTyper, CommandsInfo]:
+    """A fresh command line: the built-in commands, then each plugin's of ``application``, in
+    registration order (none without it). A name that is already taken is not replaced: the later plugin's
     command is left out and the problem is reported (``selfiescope plugins``, and a warning when
     the CLI starts)."""
     app = GuardedTyper(**{k: getattr(core_app.info, k) for k in ("name", "help", "no_args_is_help")},
@@ -91,10 +74,11 @@ def build_app(pm: pluggy.PluginManager | None, disabled: list[str] | None = None
     app.registered_callback = core_app.registered_callback
     app.registered_commands = list(core_app.registered_commands)
     app.registered_groups = list(core_app.registered_groups)
-    result = CommandsInfo(disabled=list(disabled or []))
+    result = CommandsInfo(disabled=list(application.registry.disabled) if application else [])
     owner = {name: "selfiescope" for name in command_names(app)}
-    if pm is None:
+    if application is None:
         return app, result
+    pm = application.registry.pm
     hook = pm.hook.selfiescope_commands
     for impl in hook.get_hookimpls():
         commands, groups = len(app.registered_commands), len(app.registered_groups)
@@ -134,21 +118,28 @@ def startup_settings_path(argv: list[str]) -> Optional[str]:
     return None
 
 
-def startup_disabled(settings_path: Optional[str] = None) -> list[str]:
-    """The disable list of the settings the command will read; empty when they cannot be read
-    (the command itself then reports the problem, with exit code 2)."""
-    from ..core.settings import SettingsError, load_settings
+def startup_application(settings_path: Optional[str] = None) -> App:
+    """The application for the settings the command will read (built-in defaults when they
+    cannot be read: the command itself then reports that, with exit code 2). Raises
+    :class:`~selfiescope.core.settings.SettingsError` when its plugins cannot be loaded (an
+    unknown name in ``[plugins] disable``, a plugin that fails to import)."""
+    from ..core.settings import Settings, SettingsError, load_settings
 
     try:
-        return disabled_plugins(load_settings(settings_path))
+        settings = load_settings(settings_path)
     except (SettingsError, OSError):
-        return []
+        settings = Settings()
+    return App.create(settings)
 
 
 def make_app(settings_path: Optional[str] = None) -> tuple[GuardedTyper, CommandsInfo]:
-    """The application for the settings at ``settings_path`` (default: as every command finds them)."""
-    disabled = startup_disabled(settings_path)
-    return build_app(plugin_manager(disabled), disabled)
+    """The command line for the settings at ``settings_path`` (default: as every command finds them)."""
+    from ..core.settings import SettingsError
+
+    try:
+        return build_app(startup_application(settings_path))
+    except SettingsError:  # each command says so when it loads its application
+        return build_app(None)
 
 
 _built: tuple[GuardedTyper, CommandsInfo] | None = None
@@ -185,7 +176,16 @@ def main() -> None:
     if not needs_plugin_commands(argv):
         build_app(None)[0]()
         return
-    app, built = current(startup_settings_path(argv))
+    from ..core.settings import SettingsError
+    from ..exits import EXIT_USAGE
+
+    try:
+        application = startup_application(startup_settings_path(argv))
+    except SettingsError as exc:  # a plugin's command cannot be found without its plugins
+        console.print(exc.render(), highlight=False, markup=False)
+        raise SystemExit(EXIT_USAGE) from None
+    app, built = build_app(application)
+    remember_startup(application)
     for problem in built.problems:
         console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
     app()

@@ -12,12 +12,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..core.app import App
 from ..core.hookspecs import hookimpl
 from ..core.settings import SCRAPE_SOURCE, ScrapePipeline, Settings, SettingsError
 from ..core.text import printable
 from ..exits import EXIT_INTERRUPTED, code_for
 from .common import (
-    JsonOpt, SchedulerOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load, out, with_scheduler,
+    JsonOpt, SchedulerOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load_app, out, with_scheduler,
     with_wait,
 )
 
@@ -95,14 +96,15 @@ def print_stats(stats: dict[str, Any], title: str) -> None:
 
 
 def run_collect(
-    settings: Settings, name: str, pipeline: ScrapePipeline | None, as_json: bool,
+    app: App, name: str, pipeline: ScrapePipeline | None, as_json: bool,
     together: list[ScrapePipeline] | None = None,
 ) -> None:
     from ..pipelines.collect import collect
 
+    settings = app.settings
     with _progress(not as_json) as progress:
-        observer = ProgressObserver(progress, plain=not as_json and not console.is_terminal)
-        stats = asyncio.run(collect(settings, name, pipeline=pipeline, together=together, extra_plugins=[observer]))
+        app.register(ProgressObserver(progress, plain=not as_json and not console.is_terminal))
+        stats = asyncio.run(collect(app, name, pipeline=pipeline, together=together))
     data = stats.as_dict()
     data["storage_root"] = printable(settings.storage.root)
     if as_json:
@@ -124,25 +126,26 @@ def run(
 ) -> None:
     """Run pipelines defined in settings.toml (several scrape pipelines with the same source
     and chain run together, concurrently, in one run)."""
-    settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
+    app = load_app(settings_path, lambda s: with_wait(with_scheduler(s, scheduler), wait))
+    settings = app.settings
     try:
         chosen = [settings.pipeline(name) for name in pipelines]
     except SettingsError as exc:  # a name given on the command line: its one problem, not the settings list
         raise fail(exc.problems[0]) from None
     first = chosen[0]
     if all(isinstance(p, ScrapePipeline) for p in chosen):
-        run_collect(settings, "+".join(pipelines), first, as_json, together=chosen[1:])
+        run_collect(app, "+".join(pipelines), first, as_json, together=chosen[1:])
         return
     if len(chosen) > 1:
         raise fail("only scrape/import pipelines can run together; run the others one by one")
     if first.kind == "train":
         from .model import run_train
 
-        run_train(settings, pipelines[0], as_json)
+        run_train(app, pipelines[0], as_json)
     elif first.kind == "demo":
         from ..demo import demo
 
-        raise typer.Exit(demo(settings, as_json=as_json))
+        raise typer.Exit(demo(app, as_json=as_json))
 
 
 
@@ -160,7 +163,7 @@ def import_folder(
     wait: bool = WaitOpt,
 ) -> None:
     """Run every image under FOLDER through the chain into the dataset."""
-    settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
+    app = load_app(settings_path, lambda s: with_wait(with_scheduler(s, scheduler), wait))
     if missing := [printable(f) for f in folder if not f.expanduser().exists()]:
         raise fail(f"not found: {', '.join(missing)}")
     from ..plugins.folder import kind_of
@@ -181,7 +184,7 @@ def import_folder(
         if isinstance(exc, ValidationError):
             raise fail("; ".join(format_validation_error(exc))) from None
         raise
-    run_collect(settings, "import", pipeline, as_json)
+    run_collect(app, "import", pipeline, as_json)
 
 
 # --- clean -------------------------------------------------------------------
@@ -209,10 +212,10 @@ def clean_command(
     that was kept reads back intact. --dry-run lists the plan without acting on it."""
     from ..pipelines.clean import clean
 
-    settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
+    app = load_app(settings_path, lambda s: with_wait(with_scheduler(s, scheduler), wait))
     try:
         result = clean(
-            settings, folder, output=output, dedup=not no_dedup, move_rejected_to=move_rejected_to,
+            app, folder, output=output, dedup=not no_dedup, move_rejected_to=move_rejected_to,
             delete_rejected=delete_rejected, dry_run=dry_run, label=label,
         )
     except KeyboardInterrupt:
@@ -267,7 +270,7 @@ def demo_command(
     """Scrape the local Instagram-like site (synthetic photos) and train: no credentials, no internet."""
     from ..demo import demo
 
-    raise typer.Exit(demo(load(settings_path), as_json=as_json, out_dir=output, per_tag=per_tag, train=not no_train))
+    raise typer.Exit(demo(load_app(settings_path), as_json=as_json, out_dir=output, per_tag=per_tag, train=not no_train))
 
 
 # --- scrape, login (browser sources) ---------------------------------------------------
@@ -296,30 +299,32 @@ def scrape(
     from ..core.settings import format_validation_error
     from ..pipelines.scrape import scrape_pipeline
 
-    settings = with_wait(with_scheduler(load(settings_path), scheduler), wait)
+    app = load_app(settings_path, lambda s: with_wait(with_scheduler(s, scheduler), wait))
     if replay is not None:
-        settings, base_url = replay_options(settings, replay, source, base_url)
+        app, base_url = replay_options(app, replay, source, base_url)
     if contexts:
-        settings = settings.model_copy(update={"browser": settings.browser.model_copy(update={"max_contexts": contexts})})
+        settings = app.settings
+        app = app.with_settings(
+            settings.model_copy(update={"browser": settings.browser.model_copy(update={"max_contexts": contexts})}))
     steps = [c.strip() for c in chain.split(",") if c.strip()] if chain else None
     try:
-        pipeline = scrape_pipeline(tags, label, limit=limit, source=source, base_url=base_url, chain=steps,
+        pipeline = scrape_pipeline(app.registry, tags, label, limit=limit, source=source, base_url=base_url, chain=steps,
                                    stop_after_known=stop_after_known, since=since)
     except ValidationError as exc:
         raise fail("; ".join(format_validation_error(exc))) from None
     except ValueError as exc:  # a --base-url the source cannot take
         raise fail(str(exc)) from None
-    run_collect(settings, "scrape", pipeline, as_json)
+    run_collect(app, "scrape", pipeline, as_json)
 
 
 
 
-def replay_options(settings: Settings, har_file: Path, source: str, base_url: Optional[str]) -> tuple[Settings, Optional[str]]:
+def replay_options(app: App, har_file: Path, source: str, base_url: Optional[str]) -> tuple[App, Optional[str]]:
     from ..core.har import HarError
     from ..pipelines.record import replay_settings
 
     try:
-        settings, recorded_base = replay_settings(settings, har_file, source)
+        app, recorded_base = replay_settings(app, har_file, source)
     except HarError as exc:  # names the option that gave the file, which the error cannot know
         raise fail(f"--replay: {escape(printable(exc))}") from None
-    return settings, base_url or recorded_base
+    return app, base_url or recorded_base

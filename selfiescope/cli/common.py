@@ -1,6 +1,6 @@
 """What every command shares: the guard, the consoles, the common options, settings loading.
 
-A plugin's ``selfiescope_commands`` hook may use these too (``load``, ``fail``,
+A plugin's ``selfiescope_commands`` hook may use these too (``load_app``, ``fail``,
 ``emit_json``, ``SettingsOpt``, ``JsonOpt``); commands registered on the ``app`` the hook
 receives are guarded already.
 """
@@ -15,13 +15,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from typer.models import OptionInfo
 from rich.console import Console
 from rich.markup import escape
 
+from ..core.app import App
 from ..core.settings import Settings, SettingsError, load_settings
 from ..core.checks import check_paths
 from ..core.text import RedactingFilter, path_text_problem, printable, printable_tree
@@ -169,6 +170,38 @@ def load(settings_path: Optional[Path]) -> Settings:
     settings = load_settings(settings_path)  # a SettingsError ends the command through guarded()
     configure_logging(settings)
     return settings
+
+
+def load_app(settings_path: Optional[Path], adjust: Callable[[Settings], Settings] | None = None) -> App:
+    """The command's application: its settings (``adjust`` applies the command's options to
+    them) and the plugins they enable. Every command makes it once, first, so a plugin that
+    is broken and not disabled is one line and exit 2 for every command alike."""
+    settings = load(settings_path)
+    return app_for(adjust(settings) if adjust else settings)
+
+
+def app_for(settings: Settings) -> App:
+    """The application for ``settings`` (exit 2 with one line when settings or a plugin are unusable)."""
+    if (reused := startup_app()) is not None and reused.settings == settings:
+        return reused
+    try:
+        return App.create(settings)
+    except SettingsError as exc:
+        console.print(exc.render(), highlight=False, markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+_startup: list[App] = []
+
+
+def startup_app() -> App | None:
+    """The application the console entry point built to list the plugins' commands, if any."""
+    return _startup[0] if _startup else None
+
+
+def remember_startup(app: App) -> None:
+    """Keep the console entry point's application: the command reuses it for the same settings."""
+    _startup[:] = [app]
 
 
 def configure_logging(settings: Settings) -> None:

@@ -17,13 +17,13 @@ from ..core.checks import check_components, check_paths, file_to_write_problem
 from ..core.manifest_io import writable
 from ..core.text import printable
 from ..exits import EXIT_USAGE
-from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load, out, settings_app
+from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load_app, out, settings_app
 
 
 @core_app.command("pipelines")
 def list_pipelines(settings_path: Optional[Path] = SettingsOpt, as_json: bool = JsonOpt) -> None:
     """List the pipelines defined in settings.toml."""
-    settings = load(settings_path)
+    settings = load_app(settings_path).settings
     rows = [
         {"name": name, "kind": p.kind, "description": p.description,
          **({"source": p.source, "targets": p.targets(), "label": p.label, "chain": p.chain}
@@ -47,11 +47,10 @@ def list_plugins(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
     For each loaded plugin: the components it provides by kind, the commands it adds, the
     environment variables its sources read, its hooks and where it comes from; then the ones
     the settings' plugins.disable list turns off."""
-    from ..core.plugins import registry_for
     from .build import build_app
 
-    settings = load(settings_path)
-    registry = registry_for(settings)  # the one place [plugins] disable is applied; unknown names exit 2
+    application = load_app(settings_path)
+    registry = application.registry
     pm = registry.pm
     dists = {id(p): f"{d.project_name} {d.version}" for p, d in pm.list_plugin_distinfo()}
     rows: list[dict[str, Any]] = [
@@ -59,7 +58,7 @@ def list_plugins(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
          "components": [], "commands": [], "environment": [], "hooks": [], "state": []}
         for name, regname in registry.disabled.items()
     ]
-    _, commands = build_app(pm, list(registry.disabled))
+    _, commands = build_app(application)
     for plugin_name, plugin in pm.list_name_plugin():
         if plugin is None:  # blocked: a disabled plugin, listed above
             continue
@@ -104,10 +103,9 @@ def _plugins_table(rows: list[dict[str, Any]]) -> None:
 @settings_app.command("check")
 def settings_check(settings_path: Optional[Path] = SettingsOpt, as_json: bool = JsonOpt) -> None:
     """Validate settings.toml, including plugin names and plugin options."""
-    from ..core.plugins import load_registry
-
-    settings = load(settings_path)
-    problems = check_components(settings, load_registry()) + check_paths(settings)
+    application = load_app(settings_path)
+    settings = application.settings
+    problems = check_components(settings, application.registry) + check_paths(settings)
     if as_json:
         emit_json({"ok": not problems, "problems": problems})
     elif problems:
@@ -121,7 +119,7 @@ def settings_check(settings_path: Optional[Path] = SettingsOpt, as_json: bool = 
 @settings_app.command("show")
 def settings_show(settings_path: Optional[Path] = SettingsOpt) -> None:
     """Print the effective settings (file + environment overrides + defaults) as JSON."""
-    emit_json(load(settings_path).model_dump(mode="json"))
+    emit_json(load_app(settings_path).settings.model_dump(mode="json"))
 
 
 
@@ -150,10 +148,10 @@ def stats_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """How many images per label each face-area threshold keeps (a table and a PNG plot), and the rejections by reason."""
-    from ..core.plugins import registry_for
     from ..pipelines.face_stats import current_threshold, face_area_stats, face_filters
 
-    settings = load(settings_path)
+    application = load_app(settings_path)
+    settings, registry = application.settings, application.registry
     root = Path(root or settings.storage.root)
     if plot is not None:  # the user's own file: it must be writable before any work
         if plot.suffix.lower() != ".png":
@@ -162,7 +160,6 @@ def stats_command(
             raise fail(escape(f"--face-area-plot: {why}"))
     if not (root / "manifest.sqlite").is_file():
         raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect or import images first)")
-    registry = registry_for(settings)
     filters = face_filters(registry)
     current = current_threshold(settings, registry, filters)
     # A read-only dataset is still read: the plot then goes only where --face-area-plot says.
@@ -222,10 +219,13 @@ def mock_site_command(
     ),
     chaos_seed: int = typer.Option(0, "--chaos-seed", help="seed of the chaos knobs' random choices"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON line with the URL once serving"),
+    settings_path: Optional[Path] = SettingsOpt,
 ) -> None:
     """Serve the local Instagram-like site with synthetic photos until Ctrl-C (for demos and scraper tests)."""
     from ..testing.chaos import Chaos
     from ..testing.site import MockInstagram
+
+    load_app(settings_path)  # like every command: a broken plugin that settings do not disable is one clear error
 
     if language not in ("en", "fr", "de"):
         raise fail(f"--language: expected en, fr or de, not {language!r}")

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..exits import EXIT_FAILED, EXIT_OK
-from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, load, out, with_wait
+from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, load_app, out, with_wait
 
 SHOWN = 50  # findings listed on the terminal (--json lists them all)
 
@@ -29,8 +29,8 @@ def fsck_command(
     """
     from ..pipelines.fsck import QUARANTINE, fsck
 
-    settings = with_wait(load(settings_path), wait)
-    result = asyncio.run(fsck(settings, repair=repair))
+    app = load_app(settings_path, lambda s: with_wait(s, wait))
+    result = asyncio.run(fsck(app, repair=repair))
     if as_json:
         emit_json(result.as_dict())
     else:

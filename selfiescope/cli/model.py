@@ -9,24 +9,24 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..core.settings import Settings
+from ..core.app import App
 from ..core.text import printable
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED
 from .collect import _progress
-from .common import JsonOpt, SchedulerOpt, SettingsOpt, console, core_app, emit_json, fail, load, out, with_scheduler
+from .common import JsonOpt, SchedulerOpt, SettingsOpt, console, core_app, emit_json, fail, load_app, out, with_scheduler
 
 
 DEFAULT_TRAIN = "train"  # the pipeline `train` runs, with the defaults, when settings define none
 
 
-def run_train(settings: Settings, name: str, as_json: bool) -> None:
+def run_train(app: App, name: str, as_json: bool) -> None:
     """Train pipeline NAME, print its summary; shared by `train` and `run` (kind = "train")."""
     from ..pipelines.train import train
 
     with _progress(not as_json) as progress:
         task = progress.add_task("features", total=None)
         try:
-            result = train(settings, name, progress=lambda done, total: progress.update(task, completed=done, total=total))
+            result = train(app, name, progress=lambda done, total: progress.update(task, completed=done, total=total))
         except KeyboardInterrupt:  # says what an interrupted training keeps: the features
             console.print("[yellow]interrupted[/yellow]: computed features are cached; run the same command again")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -59,7 +59,8 @@ def train_command(
     """Train the selfie/portrait classifier on the collected images (cross-validated, with a report)."""
     from ..core.settings import TrainPipeline
 
-    settings = with_scheduler(load(settings_path), scheduler)
+    app = load_app(settings_path, lambda s: with_scheduler(s, scheduler))
+    settings = app.settings
     trains = [n for n, p in settings.pipelines.items() if isinstance(p, TrainPipeline)]
     if pipeline is None:
         if len(trains) > 1:
@@ -78,7 +79,7 @@ def train_command(
     if model_dir:
         update["model_dir"] = model_dir
     settings = settings.model_copy(update={"pipelines": {**settings.pipelines, pipeline: base.model_copy(update=update)}})
-    run_train(settings, pipeline, as_json)
+    run_train(app.with_settings(settings), pipeline, as_json)
 
 
 @core_app.command("predict")
@@ -99,9 +100,10 @@ def predict_command(
         raise fail("give image paths, or --stored (not both)")
     if not stored and (label or settings_path):
         raise fail("--label and --settings go with --stored")
-    loaded = load_model(model)
+    app = load_app(settings_path)  # its plugins predict ([plugins] disable); with --stored, its storage too
+    loaded = load_model(model, app=app)
     if stored:
-        results = loaded.predict_stored(label, settings=load(settings_path) if settings_path else None)
+        results = loaded.predict_stored(label, settings=app.settings if settings_path else None)
         if not results:
             raise fail(f"the storage holds no images{f' under label {label!r}' if label else ''}")
     else:

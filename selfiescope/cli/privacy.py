@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, os_error
-from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load, out, with_wait
+from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load_app, out, with_wait
 from ..core.text import printable
 
 SHOWN = 50  # matched images listed on the terminal (--json lists them all)
@@ -96,16 +96,17 @@ def forget_command(
     request = ForgetRequest(list(post), list(owner), list(image), list(label))
     if request.empty():
         raise fail("say what to forget: --post, --owner, --image or --label")
-    settings = with_wait(load(settings_path), wait)
+    app = load_app(settings_path, lambda s: with_wait(s, wait))
+    settings = app.settings
     try:
         if not (yes or dry_run):
-            preview = asyncio.run(forget(settings, request, dry_run=True))
+            preview = asyncio.run(forget(app, request, dry_run=True))
             if preview.images or preview.posts:
                 _print_forget(preview, "would forget", console if as_json else out)  # stdout stays JSON
                 if not typer.confirm(f"Forget these {len(preview.images)} images for good?", default=False, err=True):
                     console.print("nothing removed")
                     raise typer.Exit(EXIT_FAILED)
-        result = asyncio.run(forget(settings, request, dry_run=dry_run))
+        result = asyncio.run(forget(app, request, dry_run=dry_run))
     except typer.Abort:
         console.print("nothing removed (no answer: pass --yes to confirm without a prompt)")
         raise typer.Exit(EXIT_FAILED) from None
@@ -135,22 +136,21 @@ def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
     On a root that cannot be written (a read-only mount) the card is printed instead and the
     exit code is 1: it was not written."""
     from ..core.manifest import Manifest
-    from ..core.plugins import registry_for
     from ..pipelines.card import build_card, render_markdown, write_card
 
-    settings = load(settings_path)
+    app = load_app(settings_path)
+    settings = app.settings
     root = Path(settings.storage.root)
     if not (root / "manifest.sqlite").exists():
         raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
     manifest = Manifest.for_reading(root)
     unwritten: OSError | None = None
     try:
-        registry = registry_for(settings)
         try:
-            md, js = write_card(settings, manifest, registry)
+            md, js = write_card(app, manifest)
             card = json.loads(js.read_text())  # what was written, not a second build (its timestamp would differ)
         except OSError as exc:
-            unwritten, card = exc, build_card(settings, manifest, registry)
+            unwritten, card = exc, build_card(app, manifest)
     finally:
         manifest.close()
     if unwritten is not None:
@@ -177,8 +177,8 @@ def export_command(
     """Export the dataset: an imagefolder with metadata.csv, or a CSV/Parquet table. Never forgotten images."""
     from ..pipelines.export import export
 
-    settings = load(settings_path)
-    result = asyncio.run(export(settings, directory, fmt, include_urls=include_urls))  # type: ignore[arg-type]
+    app = load_app(settings_path)
+    result = asyncio.run(export(app, directory, fmt, include_urls=include_urls))  # type: ignore[arg-type]
     if as_json:
         emit_json(result.as_dict())
     else:

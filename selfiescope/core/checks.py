@@ -71,8 +71,9 @@ def check_paths(settings: Settings) -> list[str]:
 
 
 def check_components(settings: Settings, registry: "Registry") -> list[str]:
-    """Validate names and options that only the loaded plugins know. Returns problems."""
-    problems: list[str] = registry.disable(settings.disabled_plugins)  # idempotent; unknown names are problems
+    """Validate names and options that only the loaded plugins know. Returns problems.
+    Reads ``registry`` only (``[plugins] disable`` was applied when it was built)."""
+    problems: list[str] = []
     known_all = registry.all_names()
     for name, opts in settings.plugins.items():
         if name == "disable":

@@ -8,13 +8,16 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeGuard
+from typing import TYPE_CHECKING, Any, Callable, TypeGuard
 
 from .manifest import Manifest
 from .plugin_state import StateError, StateHandle, declared
 from .plugins import Registry, make_component
 from .settings import PipelineBase, Settings
 from .stats import RunStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .app import App
 
 
 def is_fatal(exc: BaseException) -> TypeGuard[OSError]:
@@ -24,8 +27,10 @@ def is_fatal(exc: BaseException) -> TypeGuard[OSError]:
 
 @dataclass
 class RunContext:
-    settings: Settings
-    registry: Registry
+    """One run of an :class:`~selfiescope.core.app.App` (made by ``app.run_context``): its
+    settings and plugins are the app's."""
+
+    app: "App"
     pipeline_name: str
     pipeline: PipelineBase | None
     manifest: Manifest
@@ -42,6 +47,14 @@ class RunContext:
         started are left for the rerun, and the run ends with ``exc`` (one line, exit 1)."""
         if self.halted is None:
             self.halted = exc
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    @property
+    def registry(self) -> Registry:
+        return self.app.registry
 
     @property
     def hook(self) -> Any:

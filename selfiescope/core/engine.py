@@ -189,8 +189,8 @@ class Engine:
 class LocalExecutor:
     """``[compute] engine = "local"``: every step in this process, on the asyncio engine."""
 
-    def __init__(self, settings: Any, extra_plugins: Sequence[Any] = ()) -> None:
-        self.settings = settings
+    def __init__(self, app: Any) -> None:
+        self.app = app
 
     async def __aenter__(self) -> "LocalExecutor":
         return self

@@ -108,7 +108,9 @@ def selfiescope_commands(app: typer.Typer) -> None:
     its code; so do the commands of a sub-app, even a plain ``typer.Typer``). A command name
     that is already taken is left out, with a warning naming both plugins; ``selfiescope
     plugins`` lists the commands each plugin adds. Import typer and your command code inside
-    the hook, so that using the plugin from Python stays light.
+    the hook, so that using the plugin from Python stays light. A command gets its application
+    object (settings and plugins, as pipelines take it) with
+    ``selfiescope.cli.common.load_app(settings_path)``, first, as the built-in commands do.
 
     :param app: the root :class:`typer.Typer` application of the ``selfiescope`` command.
     """

@@ -80,11 +80,72 @@ def installed_plugin_names() -> set[str]:
     return {ep.name for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT)}
 
 
-def load_plugin_manager(
-    extra: list[Any] | None = None, entrypoints: bool | None = None, disable: Iterable[str] = ()
-) -> pluggy.PluginManager:
-    """Register the built-ins, then installed third-party plugins, then ``extra`` objects;
-    the plugins ``disable`` names (aliases or entry-point names) are blocked, never imported."""
+# What each built-in provides, as ``kind.name``: read (never imported) when a plugin is disabled,
+# so a setting that uses one of its components can name the plugin. A third-party package
+# declares the same in the ``selfiescope.components`` entry-point group (``kind.name =
+# "its plugin module"``). tests/test_app.py keeps this table equal to what the modules register.
+BUILTIN_PROVIDES: dict[str, tuple[str, ...]] = {
+    "selfiescope.plugins.folder": ("source.folder",),
+    "selfiescope.plugins.decode": ("step.decode",),
+    "selfiescope.plugins.face_area": ("step.face_area",),
+    "selfiescope.plugins.dedup": ("step.dedup",),
+    "selfiescope.plugins.store": ("step.store",),
+    "selfiescope.plugins.files_storage": ("storage.files",),
+    "selfiescope.plugins.fsspec_storage": ("storage.fsspec",),
+    "selfiescope.plugins.instagram": ("source.instagram",),
+    "selfiescope.plugins.gallery": ("source.gallery",),
+    "selfiescope.plugins.features": ("features.geometry", "features.landmarks", "features.embedding", "features.image"),
+    "selfiescope.plugins.embed": ("features.scene",),
+}
+COMPONENTS_GROUP = f"{hookspecs.PROJECT}.components"
+
+
+def declared_components(name: str) -> dict[str, str]:
+    """``{component: kind}`` that the plugin ``name`` (an alias or an entry-point name) declares,
+    from :data:`BUILTIN_PROVIDES` or its package's entry-point metadata: nothing is imported."""
+    if name in BUILTIN_ALIASES:
+        declared: Iterable[str] = BUILTIN_PROVIDES.get(BUILTIN_ALIASES[name], ())
+    else:
+        modules = {ep.value for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT, name=name)}
+        declared = [ep.name for ep in importlib.metadata.entry_points(group=COMPONENTS_GROUP) if ep.value in modules]
+    return {full.split(".", 1)[1]: full.split(".", 1)[0] for full in declared if "." in full}
+
+
+class PluginImportError(SettingsError):
+    """An enabled plugin failed to import: one line naming it, and how to turn it off."""
+
+
+def _import_failure(name: str, what: str, exc: BaseException) -> PluginImportError:
+    log.debug("plugin %s failed to import", name, exc_info=exc)
+    first = (str(exc).splitlines() or [""])[0][:200]
+    return PluginImportError([
+        f"plugins: plugin {name!r} ({what}) failed to import ({type(exc).__name__}: {first}); "
+        f"fix or uninstall it, or turn it off with [plugins] disable = [\"{name}\"]"
+    ])
+
+
+def _unknown_disabled(disable: Iterable[str]) -> list[str]:
+    known = {*BUILTIN_ALIASES, *installed_plugin_names()}
+    return [
+        f"plugins.disable: unknown plugin {name!r} (known: {', '.join(sorted(known))})"
+        for name in disable if name not in known
+    ]
+
+
+def build_registry(
+    disable: Iterable[str] = (), plugins: Iterable[Any] = (), entrypoints: bool | None = None
+) -> "Registry":
+    """The one place plugins are loaded: the built-ins, then the installed third-party plugins
+    (entry points, unless ``entrypoints`` is False or ``$SELFIESCOPE_NO_ENTRYPOINTS`` is set),
+    then the ``plugins`` objects. The plugins ``disable`` names (built-in aliases or entry-point
+    names) are blocked first, so a disabled module is never imported and a disabled entry point
+    never loaded; what they declare they provide is kept for :meth:`Registry.why_missing`.
+
+    An unknown name in ``disable``, or an enabled plugin that fails to import, is a
+    :class:`~selfiescope.core.settings.SettingsError` naming the key or the plugin."""
+    disable = list(dict.fromkeys(disable))
+    if problems := _unknown_disabled(disable):
+        raise SettingsError(problems)
     pm = _new_manager()
     for name in disable:
         pm.set_blocked(plugin_module_name(name))
@@ -96,15 +157,32 @@ def load_plugin_manager(
         except ModuleNotFoundError as exc:
             if exc.name == modname:  # a built-in not present in this build
                 continue
-            raise
+            raise _import_failure(builtin_alias(modname), f"built-in {modname}", exc) from exc
+        except Exception as exc:  # noqa: BLE001 - named like a third party's, with how to turn it off
+            raise _import_failure(builtin_alias(modname), f"built-in {modname}", exc) from exc
         pm.register(mod, name=modname)
     if entrypoints is None:
         entrypoints = not os.environ.get("SELFIESCOPE_NO_ENTRYPOINTS")
     if entrypoints:
-        pm.load_setuptools_entrypoints(hookspecs.PROJECT)
-    for obj in extra or []:
-        pm.register(obj)
-    return pm
+        for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+            if pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None:
+                continue
+            try:  # one entry point at a time, so a failure names its plugin
+                pm.load_setuptools_entrypoints(hookspecs.PROJECT, name=ep.name)
+            except Exception as exc:  # noqa: BLE001 - a third party's import can raise anything
+                raise _import_failure(ep.name, f"entry point {ep.value}", exc) from exc
+    for obj in plugins:
+        if not pm.is_registered(obj):  # a module also installed is loaded through its entry point
+            pm.register(obj)
+    registry = Registry.from_manager(pm)
+    for name in disable:
+        registry.disabled[name] = plugin_module_name(name)
+        declared = declared_components(name)
+        for component, kind in declared.items():
+            registry.disabled_components[component] = (kind, name)
+        if not declared:
+            registry.undeclared_disabled.append(name)
+    return registry
 
 
 @dataclass
@@ -129,6 +207,7 @@ class Registry:
     states: dict[str, PluginState] = field(default_factory=dict)  # namespace -> tables a component keeps
     disabled: dict[str, str] = field(default_factory=dict)  # disabled name -> registration name
     disabled_components: dict[str, tuple[str, str]] = field(default_factory=dict)  # component -> (kind, plugin)
+    undeclared_disabled: list[str] = field(default_factory=list)  # disabled plugins that declare no components
 
     @classmethod
     def from_manager(cls, pm: pluggy.PluginManager) -> "Registry":
@@ -169,35 +248,13 @@ class Registry:
                     )
         return reg
 
-    _TABLES = {"source": "sources", "step": "steps", "storage": "storage", "features": "features"}
-
-    def disable(self, names: Iterable[str]) -> list[str]:
-        """Turn off the plugins ``names`` (``[plugins] disable``): unregister their hooks and
-        forget their components, remembering which so :meth:`why_missing` can say so.
-        Idempotent. Returns problems (unknown names) phrased for settings."""
-        problems = []
-        for name in names:
-            if name in self.disabled:
-                continue
-            regname = plugin_module_name(name)
-            plugin = self.pm.get_plugin(regname)
-            if plugin is not None:
-                self.pm.unregister(name=regname)
-            elif not (self.pm.is_blocked(regname) or name in installed_plugin_names()):
-                known = sorted({*BUILTIN_ALIASES, *installed_plugin_names()})
-                problems.append(f"plugins.disable: unknown plugin {name!r} (known: {', '.join(known)})")
-                continue
-            self.pm.set_blocked(regname)
-            self.disabled[name] = regname
-            for info in [i for i in self.info if i.plugin == regname]:
-                getattr(self, self._TABLES[info.kind]).pop(info.name, None)
-                self.info.remove(info)
-                self.disabled_components[info.name] = (info.kind, name)
-        return problems
-
     def why_missing(self, name: str) -> str | None:
         """Why the component ``name`` is not available when a disabled plugin provides it, else None."""
         if name not in self.disabled_components:
+            if self.undeclared_disabled:  # they may provide it: say so rather than "unknown" alone
+                names = ", ".join(repr(p) for p in self.undeclared_disabled)
+                return (f"no enabled plugin provides {name!r}; [plugins] disable turns off {names}, "
+                        "which may (a plugin declares its components in the selfiescope.components entry points)")
             return None
         kind, plugin = self.disabled_components[name]
         return f"{kind} {name!r} is provided by plugin {plugin!r}, which [plugins] disable turns off"
@@ -214,26 +271,6 @@ class Registry:
     def hooks_of(self, plugin_name: str) -> list[str]:
         plugin = self.pm.get_plugin(plugin_name)
         return sorted(impl.name for impl in self.pm.get_hookcallers(plugin) or [])
-
-
-def load_registry(
-    extra: list[Any] | None = None, entrypoints: bool | None = None, disable: Iterable[str] = ()
-) -> Registry:
-    """The loaded plugins' components, less those of the plugins ``disable`` names.
-
-    Loaded, then disabled (their hooks unregistered), so the registry still knows which
-    components a disabled plugin provides and a settings check can name it; an unknown name
-    is a :class:`~selfiescope.core.settings.SettingsError`.
-    """
-    registry = Registry.from_manager(load_plugin_manager(extra, entrypoints))
-    if problems := registry.disable(disable):
-        raise SettingsError(problems)
-    return registry
-
-
-def registry_for(settings: Any, extra: list[Any] | None = None, entrypoints: bool | None = None) -> Registry:
-    """The registry a command uses under ``settings``: its ``[plugins] disable`` applied."""
-    return load_registry(extra, entrypoints, settings.disabled_plugins)
 
 
 def make_component(cls: type[Component], options: dict[str, Any], run: Any) -> Component:

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.plugins import Registry, registry_for
+from ..core.app import App
 from ..core.settings import Settings, SettingsError, TrainPipeline
 from ..core.text import redact_values
 from .dataset import FeatureTable
@@ -64,11 +64,12 @@ def model_path(pipeline: TrainPipeline) -> Path:
 
 
 def write_artifacts(
-    settings: Settings, pipeline: TrainPipeline, pipeline_name: str, table: FeatureTable, cv: "CVResult",
-    final: "Fitted", schema: dict[str, Any], metrics: dict[str, Any], *, registry: Registry | None = None,
+    app: App, pipeline: TrainPipeline, pipeline_name: str, table: FeatureTable, cv: "CVResult",
+    final: "Fitted", schema: dict[str, Any], metrics: dict[str, Any],
 ) -> Path:
     """Write everything into a temporary sibling folder, seal it (schema.json with the marker and
     every file's hash, written last), then swap it in: a crash leaves the old model."""
+    settings = app.settings
     model_dir = model_path(pipeline)
     check_target(model_dir, [Path(settings.storage.root).expanduser()])  # again: it may have changed meanwhile
     tmp = model_dir.with_name(f".{model_dir.name}.tmp-{os.getpid()}")
@@ -76,7 +77,7 @@ def write_artifacts(
         shutil.rmtree(tmp)  # ours: named by this process's pid
     tmp.mkdir(parents=True)
     try:
-        _write_files(tmp, settings, pipeline, pipeline_name, table, cv, final, schema, metrics, registry)
+        _write_files(tmp, app, pipeline, pipeline_name, table, cv, final, schema, metrics)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # ours (this pid's); a full disk must not keep half a model
         raise
@@ -85,9 +86,9 @@ def write_artifacts(
     return model_dir
 
 
-def _write_files(tmp: Path, settings: Settings, pipeline: TrainPipeline, pipeline_name: str, table: FeatureTable,
-                 cv: "CVResult", final: "Fitted", schema: dict[str, Any], metrics: dict[str, Any],
-                 registry: Registry | None) -> None:
+def _write_files(tmp: Path, app: App, pipeline: TrainPipeline, pipeline_name: str, table: FeatureTable,
+                 cv: "CVResult", final: "Fitted", schema: dict[str, Any], metrics: dict[str, Any]) -> None:
+    settings = app.settings
     final.booster.save_model(str(tmp / "model.txt"), num_iteration=final.best_iteration)
     try:  # the model passes the check prediction makes before loading it, or it is not sealed
         checked_model_text((tmp / "model.txt").read_bytes(), [c.replace(" ", "_") for c in schema["columns"]])
@@ -106,7 +107,7 @@ def _write_files(tmp: Path, settings: Settings, pipeline: TrainPipeline, pipelin
 
         from .stored import StoredReader
 
-        with StoredReader(settings, registry or registry_for(settings), pipeline.dataset_root) as reader:
+        with StoredReader(app, pipeline.dataset_root) as reader:
             write_report(tmp, table=table, cv=cv, final=final, schema=schema, metrics=metrics,
                          read_image=lambda row: _read_or_none(reader, row.stored))
     write_model_card(tmp / "MODEL.md", metrics, schema)

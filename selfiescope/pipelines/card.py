@@ -20,8 +20,9 @@ from typing import Any
 from .. import __version__
 from ..core.lock import root_in_use
 from ..core.manifest import Manifest
+from ..core.app import App
 from ..core.plugin_state import card_facts
-from ..core.plugins import Registry, registry_for
+from ..core.plugins import Registry
 from ..core.settings import ScrapePipeline, Settings
 from ..core.text import redact_text, redact_values
 from .reviewed import label_sql, review_progress, trainable_sql
@@ -104,7 +105,8 @@ def run_statuses(manifest: Manifest) -> dict[str, int]:
     return dict(sorted(by_status.items()))
 
 
-def build_card(settings: Settings, manifest: Manifest, registry: Registry | None = None) -> dict[str, Any]:
+def build_card(app: App, manifest: Manifest) -> dict[str, Any]:
+    settings, registry = app.settings, app.registry
     q = manifest.query
     # One pass over the accepted images: counts and dates per (source, job, label).
     groups = q("SELECT source, job, label, COUNT(*) n, MIN(first_seen) a, MAX(first_seen) b FROM images"
@@ -128,8 +130,6 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
     runs = q("SELECT COUNT(*) n, MIN(started) a, MAX(finished) b FROM runs")[0]
     by_status = run_statuses(manifest)
     last = q("SELECT pipeline, status, finished FROM runs WHERE finished IS NOT NULL ORDER BY id DESC LIMIT 1")
-    if registry is None:
-        registry = registry_for(settings)
     components = _components(settings, registry, manifest)
     facts = card_facts(manifest, list(registry.states.values()))
     options = {name: values for _cls, name, values in components}
@@ -243,17 +243,17 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_card(settings: Settings, manifest: Manifest, registry: Registry | None = None) -> tuple[Path, Path]:
-    card = build_card(settings, manifest, registry)
+def write_card(app: App, manifest: Manifest) -> tuple[Path, Path]:
+    card = build_card(app, manifest)
     root = manifest.root
     _write_atomic(root / CARD_JSON, json.dumps(card, indent=2, default=str) + "\n")
     _write_atomic(root / CARD_MD, render_markdown(card))
     return root / CARD_MD, root / CARD_JSON
 
 
-def refresh_card(settings: Settings, manifest: Manifest, registry: Registry | None = None) -> None:
+def refresh_card(app: App, manifest: Manifest) -> None:
     """Rewrite the card after a run; a failure is logged, never the run's failure."""
     try:
-        write_card(settings, manifest, registry)
+        write_card(app, manifest)
     except Exception as exc:
         log.warning("could not refresh the dataset card in %s: %s", manifest.root, exc)

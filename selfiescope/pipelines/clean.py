@@ -30,10 +30,9 @@ from pydantic import ValidationError
 
 from ..core.components import StoredImage
 from ..core.events import ImageEvent
-from ..core.lock import RootLock
 from ..core.manifest import Manifest
 from ..core.hookspecs import hookimpl
-from ..core.plugins import Registry, registry_for
+from ..core.app import App
 from ..core.settings import (
     DEDUP_STEP, FILTER_STEPS, FOLDER_SOURCE, STORE_STEP, ScrapePipeline, Settings, SettingsError,
     format_validation_error,
@@ -156,7 +155,7 @@ def _check(folder: Path, output: Path | None, move_to: Path | None, delete: bool
 
 
 def clean(
-    settings: Settings,
+    app: App,
     folder: Path | str,
     *,
     output: Path | str | None = None,
@@ -164,7 +163,6 @@ def clean(
     move_rejected_to: Path | str | None = None,
     delete_rejected: bool = False,
     dry_run: bool = False,
-    registry: Registry | None = None,
     label: str | None = None,
 ) -> dict[str, Any]:
     """Clean ``folder``; return counts by reason, the outcome for every file and the plan:
@@ -174,14 +172,15 @@ def clean(
     move_to = Path(move_rejected_to).expanduser() if move_rejected_to is not None else None
     chain = [*FILTER_STEPS, *([DEDUP_STEP] if dedup else []), *([STORE_STEP] if output else [])]
     pipeline = _check(folder, output, move_to, delete_rejected, label or _label_for(folder), chain)
-    registry = registry or registry_for(settings)
+    settings, registry = app.settings, app.registry
     observer = _Decisions()
     registry.pm.register(observer)
     try:
         with tempfile.TemporaryDirectory(prefix="selfiescope-clean-") as scratch:
             root = output if output is not None else Path(scratch)
-            run_settings = settings.model_copy(update={"storage": settings.storage.model_copy(update={"root": root})})
-            stats = asyncio.run(collect(run_settings, "clean", registry=registry, pipeline=pipeline))
+            run_app = app.with_settings(
+                settings.model_copy(update={"storage": settings.storage.model_copy(update={"root": root})}))
+            stats = asyncio.run(collect(run_app, "clean", pipeline=pipeline))
     finally:
         registry.pm.unregister(observer)
 
@@ -189,8 +188,7 @@ def clean(
     plan: list[dict[str, Any]] = []
     removal_errors: list[str] = []
     if action is not None:
-        plan, removal_errors = _plan_and_execute(observer, action, move_to, dry_run, run_settings if output else None,
-                                                 registry, chain)
+        plan, removal_errors = _plan_and_execute(observer, action, move_to, dry_run, run_app if output else None, chain)
     by_reason = Counter(item["code"] for item in observer.files if item["outcome"] == "rejected")
     for item in [*observer.files, *plan]:  # JSON- and terminal-safe from here on
         item["path"] = printable(item["path"]) if item["path"] else item["path"]
@@ -217,7 +215,7 @@ def clean(
 
 
 def _plan_and_execute(observer: _Decisions, action: str, move_to: Path | None, dry_run: bool,
-                      dataset: Settings | None, registry: Registry, chain: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+                      dataset: App | None, chain: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """Build the plan from facts checked now and (unless ``dry_run``) carry it out.
 
     With a dataset, the storage root is locked meanwhile, so nothing removes a kept copy
@@ -225,11 +223,10 @@ def _plan_and_execute(observer: _Decisions, action: str, move_to: Path | None, d
     if dataset is None:
         plan = build_plan(observer.files, action, lambda removing: folder_check(observer.files, removing), chain)
         return plan, ([] if dry_run else execute(plan, move_to))
-    storage = dataset.storage
-    with RootLock(storage.root, wait_s=storage.lock_timeout_s if storage.wait_for_lock else 0.0):
-        manifest = Manifest.at_root(storage.root)
+    with dataset.root_lock():
+        manifest = Manifest.at_root(dataset.settings.storage.root)
         try:
-            with StoredReader(dataset, registry, manifest=manifest) as reader:
+            with StoredReader(dataset, manifest=manifest) as reader:
                 check = _StorageCheck(reader, manifest, observer.stored_hashes)
                 plan = build_plan(observer.files, action, lambda removing: check, chain)
         finally:

@@ -6,10 +6,8 @@ The run's lifecycle lives in :mod:`.lifecycle`; ``[compute] engine`` picks the e
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..core.plugins import Registry
-from ..core.settings import ScrapePipeline, Settings
+from ..core.app import App
+from ..core.settings import ScrapePipeline
 from ..core.stats import RunStats
 from .lifecycle import collect_pipeline, managed_run, prepare, resolve, run_collect
 
@@ -17,22 +15,19 @@ __all__ = ["collect", "collect_pipeline", "managed_run", "prepare", "resolve"]
 
 
 async def collect(
-    settings: Settings,
+    app: App,
     pipeline_name: str,
     *,
-    registry: Registry | None = None,
-    extra_plugins: list[Any] | None = None,
     pipeline: ScrapePipeline | None = None,
     together: list[ScrapePipeline] | None = None,
 ) -> RunStats:
     """Run a scrape/import pipeline to the end (or its limits) and return its stats.
 
     ``pipeline`` may be given directly (the CLI's ``import`` and ``scrape`` commands
-    build one on the fly); otherwise it is ``settings.pipelines[pipeline_name]``.
+    build one on the fly); otherwise it is ``app.settings.pipelines[pipeline_name]``.
     ``together`` adds the jobs of more pipelines with the same source and chain (other
     hashtags, other labels) to the same run: one browser, one dedup index, so the same
     photo met under a selfie tag and a portrait tag at once is caught as a conflict.
     ``[compute] engine`` chooses the executor (:data:`.lifecycle.EXECUTORS`).
     """
-    return await run_collect(settings, pipeline_name, registry=registry, extra_plugins=extra_plugins,
-                             pipeline=pipeline, together=together)
+    return await run_collect(app, pipeline_name, pipeline=pipeline, together=together)

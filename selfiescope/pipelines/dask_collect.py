@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.app import App
 from ..core.components import Job, Source, Step, job_events
 from ..core.compute import dask_client, worker_count
 from ..core.context import RunContext
@@ -39,7 +40,7 @@ from ..core.engine import run_chain
 from ..core.events import Decision, FaceBox, ImageEvent, Origin
 from ..core.manifest import plain_notes
 from ..core.privacy import scrub_origin
-from ..core.plugins import Registry, load_registry
+from ..core.plugins import Registry
 from ..core.settings import ScrapePipeline, Settings
 from ..core.stats import RunStats
 from ..core.text import printable
@@ -121,12 +122,13 @@ class ChainSpec:
     pipeline_name: str
     steps: tuple[str, ...]
     precompute: tuple[str, ...] = ()  # client steps whose ``precompute`` runs on the workers
-    plugins: tuple[str, ...] = ()  # extra plugin modules to register on the workers
+    plugins: tuple[str, ...] = ()  # the app's plugin modules, registered on the workers too
+    entrypoints: bool | None = None  # the app's choice: load installed plugins (None: unless the environment says not)
 
     @property
     def key(self) -> str:
         blob = "\0".join([self.settings_json, self.pipeline_json, self.pipeline_name, *self.steps,
-                          "|", *self.precompute, "|", *self.plugins])
+                          "|", *self.precompute, "|", *self.plugins, "|", repr(self.entrypoints)])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -137,15 +139,15 @@ class WorkerChain:
     Steps get a :class:`RunContext` without a manifest or storage: only pure steps run here.
     """
 
-    def __init__(self, spec: ChainSpec, registry: Registry | None = None) -> None:
+    def __init__(self, spec: ChainSpec) -> None:
         settings = Settings.model_validate_json(spec.settings_json)
         pipeline = ScrapePipeline.model_validate_json(spec.pipeline_json)
         self.spec = spec
         self.loop = asyncio.new_event_loop()
-        if registry is None:
-            registry = load_registry([importlib.import_module(name) for name in spec.plugins],
-                                     disable=settings.disabled_plugins)
-        self.run = RunContext(settings, registry, spec.pipeline_name, pipeline, manifest=None)  # type: ignore[arg-type]
+        # The worker's own application: the client's settings and plugins, [plugins] disable included.
+        app = App.create(settings, plugins=[importlib.import_module(name) for name in spec.plugins],
+                         entrypoints=spec.entrypoints)
+        self.run = app.run_context(spec.pipeline_name, pipeline, manifest=None)  # type: ignore[arg-type]
         self.steps: list[Step] = [self.run.component("steps", name) for name in spec.steps]
         for step in self.steps:
             self.loop.run_until_complete(step.open())
@@ -350,18 +352,18 @@ class DaskCollector:
         return result.to_event(data)
 
 
-def make_spec(settings: Settings, pipeline_name: str, pipeline: ScrapePipeline, worker_steps: Sequence[str],
-              client_steps: Sequence[str], extra_plugins: Sequence[Any] = (), registry: Registry | None = None) -> ChainSpec:
-    """The client steps with a ``precompute`` have it run on the workers. Extra plugins that
-    are importable modules are registered on the workers too."""
-    registry = registry or load_registry(list(extra_plugins), disable=settings.disabled_plugins)
+def make_spec(app: App, pipeline_name: str, pipeline: ScrapePipeline, worker_steps: Sequence[str],
+              client_steps: Sequence[str]) -> ChainSpec:
+    """The client steps with a ``precompute`` have it run on the workers. The app's plugin
+    objects that are importable modules are registered on the workers too."""
     return ChainSpec(
-        settings_json=settings.model_dump_json(),
+        settings_json=app.settings.model_dump_json(),
         pipeline_json=pipeline.model_dump_json(),
         pipeline_name=pipeline_name,
         steps=tuple(worker_steps),
-        precompute=tuple(name for name in client_steps if registry.steps[name].has_precompute()),
-        plugins=tuple(p.__name__ for p in extra_plugins if isinstance(p, types.ModuleType)),
+        precompute=tuple(name for name in client_steps if app.registry.steps[name].has_precompute()),
+        plugins=tuple(p.__name__ for p in app.plugins if isinstance(p, types.ModuleType)),
+        entrypoints=app.entrypoints,
     )
 
 
@@ -373,9 +375,9 @@ class DaskExecutor:
     ``scheduler = "local"``), and closed when it ends.
     """
 
-    def __init__(self, settings: Settings, extra_plugins: Sequence[Any] = (), client: "Client | None" = None) -> None:
-        self.settings = settings
-        self.extra_plugins = list(extra_plugins)
+    def __init__(self, app: App, client: "Client | None" = None) -> None:
+        self.app = app
+        self.settings = app.settings
         self.client = client
         self._own: Any = None
         self.worker_names: list[str] = []
@@ -397,8 +399,7 @@ class DaskExecutor:
 
     async def execute(self, run: RunContext, source: Source, steps: list[Step], jobs: list[Job]) -> None:
         assert self.client is not None and isinstance(run.pipeline, ScrapePipeline)
-        spec = make_spec(run.settings, run.pipeline_name, run.pipeline, self.worker_names, [s.name for s in steps],
-                         self.extra_plugins, run.registry)
+        spec = make_spec(run.app, run.pipeline_name, run.pipeline, self.worker_names, [s.name for s in steps])
         collector = DaskCollector(run, self.client, source, spec, steps, batch_size=run.settings.compute.batch_size,
                                   window=2 * worker_count(self.client))
         log.info("dask run %s: workers run %s (precompute %s), the client runs %s", run.run_id,
@@ -413,16 +414,13 @@ class DaskExecutor:
 
 
 async def collect_on_dask(
-    settings: Settings,
+    app: App,
     pipeline_name: str,
     *,
-    registry: Registry | None = None,
-    extra_plugins: list[Any] | None = None,
     pipeline: ScrapePipeline | None = None,
     together: list[ScrapePipeline] | None = None,
     client: "Client | None" = None,
 ) -> RunStats:
     """Like :func:`~selfiescope.pipelines.collect.collect`, on Dask whatever ``[compute] engine`` says."""
-    executor = DaskExecutor(settings, extra_plugins or [], client=client)
-    return await run_collect(settings, pipeline_name, executor=executor, registry=registry,
-                             extra_plugins=extra_plugins, pipeline=pipeline, together=together)
+    executor = DaskExecutor(app, client=client)
+    return await run_collect(app, pipeline_name, executor=executor, pipeline=pipeline, together=together)

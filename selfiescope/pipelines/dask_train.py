@@ -28,10 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.app import App
 from ..core.components import FeatureExtractor, Step
 from ..core.compute import dask_client, worker_count
-from ..core.plugins import Registry
-from ..core.settings import Settings
 from . import dataset
 from .dataset import Progress, Task
 from .train import Fitted, TrainResult, _balance, train
@@ -162,21 +161,19 @@ def dask_fit(client: "Client", min_rows_per_worker: int = 1000) -> Callable[...,
 
 # --- the pipeline ------------------------------------------------------------------------
 def train_on_dask(
-    settings: Settings,
+    app: App,
     pipeline_name: str,
     *,
     client: "Client | None" = None,
-    registry: Registry | None = None,
-    extra_plugins: list[Any] | None = None,
     progress: Progress | None = None,
 ) -> TrainResult:
     """:func:`selfiescope.pipelines.train.train` with features and fits on the cluster."""
+    settings = app.settings
     if client is None:
         with dask_client(settings.compute) as own:
-            return train_on_dask(settings, pipeline_name, client=own, registry=registry,
-                                 extra_plugins=extra_plugins, progress=progress)
+            return train_on_dask(app, pipeline_name, client=own, progress=progress)
     return train(
-        settings, pipeline_name, registry=registry, extra_plugins=extra_plugins, progress=progress,
+        app, pipeline_name, progress=progress,
         runner=feature_runner(client, settings.compute.batch_size),
         fit=dask_fit(client, settings.compute.min_rows_per_worker),
     )

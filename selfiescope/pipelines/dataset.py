@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.app import App
 from ..core.errors import RunFailed
 from ..core.components import FeatureExtractor, Step, StoredImage, steps_providing
 from ..core.events import ImageEvent, Origin, Reject
@@ -305,9 +306,8 @@ def default_workers(pipeline: TrainPipeline) -> int:
 
 
 def build_feature_table(
-    settings: Settings,
+    app: App,
     pipeline: TrainPipeline,
-    registry: Registry,
     *,
     manifest: Manifest | None = None,
     progress: Progress | None = None,
@@ -317,13 +317,13 @@ def build_feature_table(
 
     ``runner`` replaces :func:`run_tasks` (same arguments), e.g. to compute on a Dask cluster.
     """
-    root = Path(pipeline.dataset_root or settings.storage.root)  # the manifest's folder; the backend reads with it
+    root = Path(pipeline.dataset_root or app.settings.storage.root)  # the manifest's folder; the backend reads with it
     if not (root / "manifest.sqlite").exists():
         raise DatasetError(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect images first)")
     own = manifest is None
     manifest = manifest or Manifest.at_root(root)
     try:
-        return _build(settings, pipeline, registry, manifest, root, progress, runner or run_tasks)
+        return _build(app, pipeline, manifest, root, progress, runner or run_tasks)
     finally:
         if own:
             manifest.close()
@@ -334,10 +334,11 @@ READ_AHEAD = 16  # images read from storage ahead of the workers (bounded memory
 
 
 def _build(
-    settings: Settings, pipeline: TrainPipeline, registry: Registry, manifest: Manifest, root: Path,
+    app: App, pipeline: TrainPipeline, manifest: Manifest, root: Path,
     progress: Progress | None,
     runner: Callable[..., None] = run_tasks,
 ) -> FeatureTable:
+    settings, registry = app.settings, app.registry
     decode_name = image_step(registry, settings)
     extractors = make_extractors(registry, settings, pipeline)
     rows = load_rows(manifest, pipeline.labels)
@@ -394,7 +395,7 @@ def _build(
     facts_only = [r for r in rows if r.content_hash not in facts and r.content_hash not in in_tasks]
     try:
         if tasks or facts_only:
-            with StoredReader(settings, registry, root, manifest=manifest) as reader:
+            with StoredReader(app, root, manifest=manifest) as reader:
                 fetch = reader_fetch(reader, READ_AHEAD)
                 for row, data, _error in reader.prefetch(facts_only, lambda r: r.stored, READ_AHEAD):
                     if data is not None:  # a cache from before facts were cached: read once more

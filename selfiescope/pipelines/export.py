@@ -32,10 +32,8 @@ from typing import Any, Literal
 
 from ..core.errors import UsageError
 from ..core.components import StoredImage
-from ..core.context import RunContext
 from ..core.manifest import Manifest
-from ..core.plugins import Registry, registry_for
-from ..core.settings import Settings
+from ..core.app import App
 from ..core.text import printable
 from ..core.lock import pid_alive as _alive
 
@@ -124,13 +122,13 @@ def _write_parquet(path: Path, rows: list[dict[str, Any]], columns: list[str]) -
 
 
 async def export(
-    settings: Settings, directory: Path, fmt: ExportFormat = "imagefolder", *,
-    include_urls: bool = False, registry: Registry | None = None,
+    app: App, directory: Path, fmt: ExportFormat = "imagefolder", *, include_urls: bool = False,
 ) -> ExportResult:
     """Write the export into a hidden sibling folder and rename it into place at the end: DIR
     appears complete or not at all (a killed export leaves only the sibling, which the next
     export tidies). A stored file that cannot be read is left out and reported
     (``ExportResult.skipped``), and ``metadata.csv`` lists only the files written."""
+    settings = app.settings
     root = Path(settings.storage.root)
     if fmt not in ("imagefolder", "csv", "parquet"):
         raise ExportError(f"unknown format {fmt!r}: imagefolder, csv or parquet")
@@ -155,7 +153,7 @@ async def export(
                 _write_parquet(tmp / "images.parquet", rows, columns)
                 files, skipped = ["images.parquet"], []
             else:
-                rows, skipped = await _copy_images(settings, registry, manifest, rows, tmp)
+                rows, skipped = await _copy_images(app, manifest, rows, tmp)
                 _write_csv(tmp / "metadata.csv", rows, ["file_name", *columns])
                 files = ["metadata.csv", *sorted({r["label"] + "/" for r in rows})]
         return ExportResult(directory, fmt, len(rows), files, skipped)
@@ -163,14 +161,12 @@ async def export(
         manifest.close()
 
 
-async def _copy_images(settings: Settings, registry: Registry | None, manifest: Manifest, rows: list[dict[str, Any]],
-                       tmp: Path) -> tuple[list[dict[str, Any]], list[str]]:
+async def _copy_images(app: App, manifest: Manifest, rows: list[dict[str, Any]], tmp: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Each stored image into ``tmp/<label>/``; (the rows written, why the others were not).
     A read that fails or hangs skips that image; a write that fails ends the export."""
     from .stored import READ_TIMEOUT_S
 
-    registry = registry or registry_for(settings)
-    storage = RunContext(settings, registry, "export", None, manifest).component("storage", settings.storage.backend)
+    storage = app.storage_backend(manifest, "export")
     written, skipped = [], []
     await storage.open()
     try:

@@ -38,15 +38,13 @@ from typing import Any
 
 from ..core.errors import EXIT_FAILED, EXIT_USAGE, UsageError
 from ..core.components import Storage, StoredImage
-from ..core.context import RunContext
 from ..core.intents import sweep
+from ..core.app import App
 from ..core.likeness import likeness_tombstones
-from ..core.lock import RootLock
 from ..core.manifest import Manifest
 from ..core.manifest_io import writable
 from ..core.manifest_readonly import ManifestUnreadable
 from ..core.plugin_state import forget_content
-from ..core.plugins import Registry, registry_for
 from ..core import quarantine as quarantined
 from ..core.privacy import KeyMissing, normalise_owner, post_code
 from ..core.text import printable
@@ -410,13 +408,12 @@ def _open_for_dry_run(root: Path) -> Manifest:
         raise ForgetError(str(exc)) from None
 
 
-async def forget(
-    settings: Settings, request: ForgetRequest, *, dry_run: bool = False, registry: Registry | None = None,
-) -> ForgetResult:
-    """``selfiescope forget``: open the dataset of ``settings``, forget, refresh the card.
+async def forget(app: App, request: ForgetRequest, *, dry_run: bool = False) -> ForgetResult:
+    """``selfiescope forget``: open the dataset of ``app.settings``, forget, refresh the card.
 
     A dry run opens the manifest read-only, takes no lock and opens no storage backend
     (whose opening tidies temp files): it writes nothing anywhere."""
+    settings = app.settings
     root = Path(settings.storage.root)
     if not (root / "manifest.sqlite").is_file():
         raise ForgetError(f"no dataset at {printable(root)}: {printable(root / 'manifest.sqlite')} does not exist")
@@ -429,10 +426,8 @@ async def forget(
     if not writable(root):
         raise ForgetError(f"{printable(root)} is read-only (or not writable by this user): nothing was forgotten (nothing was removed); "
                           "forget needs to write there (--dry-run lists what would go)")
-    registry = registry or registry_for(settings)
-    wait_s = settings.storage.lock_timeout_s if settings.storage.wait_for_lock else 0.0
     try:
-        lock = await asyncio.to_thread(RootLock(root, wait_s=wait_s).acquire)  # one writer
+        lock = await asyncio.to_thread(app.root_lock().acquire)  # one writer
     except OSError as exc:
         raise ForgetError(f"cannot write to the dataset at {printable(root)}: {exc.strerror or exc}; nothing was removed",
                           run_failed=exc.errno in RUN_ERRNOS) from None
@@ -447,8 +442,7 @@ async def forget(
         raise
     try:
         stale = manifest.mark_interrupted()  # the lock is ours: a run still "running" was killed
-        run = RunContext(settings, registry, "forget", None, manifest)
-        storage = run.component("storage", settings.storage.backend)
+        storage = app.storage_backend(manifest, "forget")
         await storage.open()
         try:
             await sweep(manifest, storage)  # a killed run's unrecorded writes: forget may be asked for them
@@ -457,7 +451,7 @@ async def forget(
             await storage.close()
         result.stale_runs = stale
         if result.removed_anything or result.tombstones:
-            refresh_card(settings, manifest, registry)
+            refresh_card(app, manifest)
         return result
     finally:
         manifest.close()

@@ -33,14 +33,11 @@ from typing import Any
 from ..core.errors import UsageError
 from ..core import quarantine as quarantined
 from ..core.components import Storage, StoredImage
-from ..core.context import RunContext
+from ..core.app import App
 from ..core.intents import sweep
-from ..core.lock import RootLock
 from ..core.manifest import Manifest
 from ..core.manifest_io import writable
 from ..core.plugin_state import forget_content
-from ..core.plugins import Registry, registry_for
-from ..core.settings import Settings
 from ..plugins.decode import EXTENSIONS
 from ..plugins.store import STORED_SHA256
 from .forget import complete_pending, pending_count
@@ -248,22 +245,21 @@ async def _check_row(manifest: Manifest, storage: Storage, root: Path, row: Any,
     result.findings.append(finding)
 
 
-async def fsck(settings: Settings, *, repair: bool = False, registry: Registry | None = None) -> FsckResult:
-    """``selfiescope fsck``: open the dataset of ``settings`` and check (or repair) it."""
+async def fsck(app: App, *, repair: bool = False) -> FsckResult:
+    """``selfiescope fsck``: open the dataset of ``app.settings`` and check (or repair) it."""
+    settings = app.settings
     root = Path(settings.storage.root)
     if not (root / "manifest.sqlite").is_file():
         raise FsckError(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist")
     can_write = writable(root)
     if repair and not can_write:
         raise FsckError(f"{root} is read-only: fsck can check it, but --repair needs to write there; nothing was changed")
-    registry = registry or registry_for(settings)
-    wait_s = settings.storage.lock_timeout_s if settings.storage.wait_for_lock else 0.0
     # No run may write while files and rows are compared (its in-flight images would look like orphans).
-    lock = await asyncio.to_thread(RootLock(root, wait_s=wait_s).acquire) if can_write else None
+    lock = await asyncio.to_thread(app.root_lock().acquire) if can_write else None
     try:
         manifest = Manifest.at_root(root) if repair else Manifest.for_reading(root)
         try:
-            storage = RunContext(settings, registry, "fsck", None, manifest).component("storage", settings.storage.backend)
+            storage = app.storage_backend(manifest, "fsck")
             await storage.open()
             try:
                 return await check(manifest, storage, root, repair=repair)

@@ -21,15 +21,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
+from ..core.app import App
 from ..core.components import Component, Job, Source, Step
 from ..core.compute import load_target
 from ..core.context import RunContext, default_threads
 from ..core.intents import drop_settled, sweep
-from ..core.lock import RootLock
 from ..core.manifest import Manifest
-from ..core.plugins import Registry, load_registry
+from ..core.plugins import Registry
 from ..core.checks import check_components, check_paths, check_pipeline
 from ..core.settings import ScrapePipeline, Settings, SettingsError
 from ..core.stats import RunStats
@@ -43,7 +43,7 @@ OpenComponent = Callable[[str, str], Awaitable[Component]]
 
 
 class Executor(Protocol):
-    """Runs a collect run's jobs. Made per run as ``cls(settings, extra_plugins)``; entered
+    """Runs a collect run's jobs. Made per run as ``cls(app)``; entered
     (``async with``) around the run, for what it holds longer than the run (a Dask client)."""
 
     async def __aenter__(self) -> "Executor": ...
@@ -72,21 +72,14 @@ def executor_class(engine: str) -> type:
     return load_target(target)
 
 
-def prepare(
-    settings: Settings,
-    registry: Registry | None = None,
-    extra_plugins: list[Any] | None = None,
-    adhoc: tuple[str, ScrapePipeline] | None = None,
-) -> Registry:
-    """Load plugins (less those settings disable) and check every name and option settings
-    use (plus an ad-hoc pipeline)."""
-    registry = registry or load_registry(extra_plugins)
-    problems = check_components(settings, registry)
+def prepare(app: App, adhoc: tuple[str, ScrapePipeline] | None = None) -> None:
+    """Check every name and option the app's settings use (plus an ad-hoc pipeline) against
+    its plugins."""
+    problems = check_components(app.settings, app.registry)
     if adhoc is not None:
-        problems += check_pipeline(settings, registry, *adhoc)
+        problems += check_pipeline(app.settings, app.registry, *adhoc)
     if problems:
         raise SettingsError(problems)
-    return registry
 
 
 def collect_pipeline(settings: Settings, name: str) -> ScrapePipeline:
@@ -97,41 +90,39 @@ def collect_pipeline(settings: Settings, name: str) -> ScrapePipeline:
 
 
 def resolve(
-    settings: Settings,
+    app: App,
     pipeline_name: str,
-    registry: Registry | None,
-    extra_plugins: list[Any] | None,
     pipeline: ScrapePipeline | None,
     together: list[ScrapePipeline] | None,
-) -> tuple[Registry, ScrapePipeline, list[ScrapePipeline]]:
+) -> tuple[ScrapePipeline, list[ScrapePipeline]]:
     """Check settings against the loaded plugins and find the pipelines to run."""
-    registry = prepare(settings, registry, extra_plugins, (pipeline_name, pipeline) if pipeline else None)
+    prepare(app, (pipeline_name, pipeline) if pipeline else None)
     if pipeline is None:
-        pipeline = collect_pipeline(settings, pipeline_name)
+        pipeline = collect_pipeline(app.settings, pipeline_name)
     pipelines = [pipeline, *(together or [])]
     for other in pipelines[1:]:
         if (other.source, other.chain) != (pipeline.source, pipeline.chain):
             raise SettingsError([f"pipelines run together need the same source and chain ({pipeline_name})"])
-    return registry, pipeline, pipelines
+    return pipeline, pipelines
 
 
 @asynccontextmanager
 async def managed_run(
-    settings: Settings, registry: Registry, pipeline_name: str, pipeline: ScrapePipeline
+    app: App, pipeline_name: str, pipeline: ScrapePipeline
 ) -> AsyncIterator[tuple[RunContext, OpenComponent]]:
     """Start, finish and cancel: manifest, thread pool, storage, the run record and its
     status, closing what was opened (also when cancelled), the hooks."""
+    settings = app.settings
     if problems := check_paths(settings):
         raise SettingsError(problems)
-    wait_s = settings.storage.lock_timeout_s if settings.storage.wait_for_lock else 0.0
-    lock = await asyncio.to_thread(RootLock(settings.storage.root, wait_s=wait_s).acquire)
+    lock = await asyncio.to_thread(app.root_lock().acquire)
     try:
         manifest = Manifest.at_root(settings.storage.root)
     except BaseException:
         lock.release()
         raise
     executor = ThreadPoolExecutor(max_workers=default_threads(settings), thread_name_prefix="selfiescope")
-    run = RunContext(settings, registry, pipeline_name, pipeline, manifest, executor=executor)
+    run = app.run_context(pipeline_name, pipeline, manifest, executor=executor)
     try:  # a full disk can refuse even the run's record: then close and unlock before saying so
         if n := manifest.mark_interrupted():
             log.info("%d earlier run(s) ended without finishing (killed); marked interrupted", n)
@@ -188,7 +179,7 @@ async def managed_run(
             executor.shutdown(wait=True)  # queued manifest writes finish: files and manifest agree
             try:
                 if run.halted is None:  # a full disk would only add a warning to the run's one line
-                    refresh_card(settings, manifest, registry)
+                    refresh_card(app, manifest)
             finally:
                 manifest.close()
                 lock.release()
@@ -206,23 +197,21 @@ def _finish_record(manifest: Manifest, run: RunContext) -> None:
 
 
 async def run_collect(
-    settings: Settings,
+    app: App,
     pipeline_name: str,
     *,
     executor: Executor | None = None,
-    registry: Registry | None = None,
-    extra_plugins: list[Any] | None = None,
     pipeline: ScrapePipeline | None = None,
     together: list[ScrapePipeline] | None = None,
 ) -> RunStats:
     """Run a scrape/import pipeline with ``executor`` (default: the one ``[compute] engine`` names)."""
-    registry, pipeline, pipelines = resolve(settings, pipeline_name, registry, extra_plugins, pipeline, together)
+    pipeline, pipelines = resolve(app, pipeline_name, pipeline, together)
     if executor is None:
-        executor = executor_class(settings.compute.engine)(settings, extra_plugins or [])
+        executor = executor_class(app.settings.compute.engine)(app)
     async with executor:
-        async with managed_run(settings, registry, pipeline_name, pipeline) as (run, open_component):
+        async with managed_run(app, pipeline_name, pipeline) as (run, open_component):
             source = await open_component("sources", pipeline.source)
-            steps = [await open_component("steps", name) for name in executor.steps_here(registry, pipeline.chain)]
+            steps = [await open_component("steps", name) for name in executor.steps_here(app.registry, pipeline.chain)]
             run.hook.selfiescope_run_started(run=run)
             jobs = [job for p in pipelines for job in source.jobs(p)]
             await executor.execute(run, source, steps, jobs)  # type: ignore[arg-type]

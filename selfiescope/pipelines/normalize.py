@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..core.plugins import Registry
-    from ..core.settings import Settings, TrainPipeline
+    from ..core.app import App
+    from ..core.settings import TrainPipeline
 
 
 def normalize_image(image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -46,7 +46,7 @@ def cache_suffix(side: int, quality: int) -> str:
 
 
 def unnormalized_score(
-    settings: "Settings", pipeline: "TrainPipeline", registry: "Registry", progress: Callable[[int, int], None] | None,
+    app: "App", pipeline: "TrainPipeline", progress: Callable[[int, int], None] | None,
     runner: Callable[..., None] | None, fit: Callable[..., Any],
 ) -> dict[str, Any]:
     """The same cross-validation on the files as stored, for the report's side-by-side."""
@@ -54,6 +54,6 @@ def unnormalized_score(
     from .train import cross_validate, score, training_params
 
     raw = pipeline.model_copy(update={"normalize": False})
-    table = build_feature_table(settings, raw, registry, progress=progress, runner=runner)
+    table = build_feature_table(app, raw, progress=progress, runner=runner)
     cv = cross_validate(table, training_params(raw, len(table.y)), raw, fit=fit)
     return score(table.y, cv.oof)

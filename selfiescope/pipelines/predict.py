@@ -19,20 +19,21 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
+from ..core.app import App
 from ..core.errors import UsageError
 from ..core.components import FeatureExtractor, Step, StoredImage, chain_providing
 from ..core.context import RunContext
 from ..core.engine import run_chain
 from ..core.events import Decision, ImageEvent, Origin
 from ..core.manifest import Manifest
-from ..core.plugins import Registry, registry_for
+from ..core.plugins import Registry
 from ..core.settings import Settings, SettingsError, format_validation_error, settings_from_dict
 from ..core.text import printable
 from ..core.image_files import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, read_regular_file  # noqa: F401 - re-exported
@@ -148,16 +149,16 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
 class Model:
     """A trained model folder, ready to predict. Use :func:`selfiescope.load_model`."""
 
-    def __init__(self, path: Path, *, extra_plugins: list[Any] | None = None) -> None:
+    def __init__(self, path: Path, *, app: App | None = None) -> None:
         self.path = Path(path)
         try:
-            self._load(extra_plugins)
+            self._load(app)
         except ModelError as exc:  # every message names the folder it is about
             if str(self.path) not in str(exc):
                 raise ModelError(f"{self.path}: {exc}") from None
             raise
 
-    def _load(self, extra_plugins: list[Any] | None) -> None:
+    def _load(self, app: App | None) -> None:
         from .train import lightgbm
 
         lgb = lightgbm()
@@ -173,9 +174,12 @@ class Model:
         saved = _validated(SavedSettings, saved_path)
         try:
             self.settings: Settings = settings_from_dict(saved.settings)
-            self.registry = registry_for(self.settings, extra_plugins)
         except SettingsError as exc:
             raise ModelError(f"{saved_path}: {'; '.join(exc.problems)[:500]}; retrain the model") from None
+        # The training's settings with the plugins of the application predicting (a command's,
+        # with its [plugins] disable), else with the ones those settings enable.
+        self.app = replace(app, settings=self.settings) if app is not None else App.create(self.settings)
+        self.registry = self.app.registry
         self.extractors = check_schema(self.schema, self.registry)
         try:  # models from before the schema saved its steps: the installed steps that provide them
             self.steps: list[str] = list(self.schema.get("steps") or chain_providing(self.registry.steps, ["image", "faces"]))
@@ -222,7 +226,7 @@ class Model:
 
         settings = settings_at(settings or self.settings, root)
         manifest = Manifest(":memory:")  # the backend gets a manifest like in a run; nothing is recorded
-        storage = RunContext(settings, self.registry, "predict", None, manifest).component("storage", settings.storage.backend)
+        storage = replace(self.app, settings=settings).storage_backend(manifest, "predict")
         await storage.open()
         try:
             stored = await asyncio.to_thread(lambda: list(storage.iterate(label)))
@@ -238,7 +242,7 @@ class Model:
     async def _run(self, items: Sequence[Any], read: Any, show: Any) -> list[Prediction]:
         manifest = Manifest(":memory:")  # the chain's steps get a manifest; nothing is recorded
         executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="selfiescope-predict")
-        run = RunContext(self.settings, self.registry, "predict", None, manifest, executor=executor)
+        run = self.app.run_context("predict", None, manifest, executor=executor)
         steps: list[Step] = []
         try:
             for name in self.steps:
@@ -302,9 +306,11 @@ class Model:
         return self.calibrator(self.predict_raw(X))
 
 
-def load_model(path: str | Path, *, extra_plugins: list[Any] | None = None) -> Model:
-    """Load a model folder written by ``selfiescope train``; ModelError if it cannot be used."""
-    return Model(Path(path), extra_plugins=extra_plugins)
+def load_model(path: str | Path, *, app: App | None = None) -> Model:
+    """Load a model folder written by ``selfiescope train``; ModelError if it cannot be used.
+    It predicts with the plugins of ``app`` (a command's application; tests give one with
+    their own plugins), by default with those the training's saved settings enable."""
+    return Model(Path(path), app=app)
 
 
 def predict(model_path: str | Path, paths: Sequence[str | Path]) -> list[Prediction]:

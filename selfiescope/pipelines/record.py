@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from ..core import har
+from ..core.app import App
 from ..core.secrets import credential
 from ..core.browser import load_session, session_path
 from ..core.components import Source
 from ..core.manifest import Manifest
-from ..core.settings import DECODE_STEP, SCRAPE_SOURCE, STORE_STEP, Settings
+from ..core.plugins import Registry
+from ..core.settings import DECODE_STEP, SCRAPE_SOURCE, STORE_STEP
 from ..core.stats import RunStats
 from .collect import collect
 from .scrape import scrape_pipeline
@@ -31,12 +33,10 @@ from .scrape import scrape_pipeline
 log = logging.getLogger("selfiescope.record")
 
 
-def source_class(source: str) -> type[Source] | None:
+def source_class(registry: Registry, source: str) -> type[Source] | None:
     """The class of source ``source``; what record and replay need of it are its capabilities
     (``credential_env``, ``replay_options``, ``url_option``), never its name."""
-    from ..core.plugins import load_registry
-
-    return load_registry().sources.get(source)
+    return registry.sources.get(source)
 
 
 @dataclass
@@ -52,10 +52,11 @@ class Recording:
                 "posts": len(self.posts), "status": self.stats.status, "errors": list(self.stats.errors)}
 
 
-def _secrets(settings: Settings, source: str) -> set[str]:
+def _secrets(app: App, source: str) -> set[str]:
     """Values that must not survive in the file even where no header names them: the source's
     credentials (its ``credential_env``) and the saved session's cookies."""
-    cls = source_class(source)
+    settings = app.settings
+    cls = source_class(app.registry, source)
     found = {value for k in (cls.credential_env if cls else ()) if (value := credential(k))}
     state = load_session(session_path(settings.browser))
     for cookie in (state or {}).get("cookies", []):
@@ -63,12 +64,12 @@ def _secrets(settings: Settings, source: str) -> set[str]:
     return found
 
 
-async def record(settings: Settings, tags: list[str], har_path: Path, *, source: str = SCRAPE_SOURCE,
-                 base_url: str | None = None, limit: int | None = 30, label: str = "recorded",
-                 extra_plugins: list[Any] | None = None) -> Recording:
+async def record(app: App, tags: list[str], har_path: Path, *, source: str = SCRAPE_SOURCE,
+                 base_url: str | None = None, limit: int | None = 30, label: str = "recorded") -> Recording:
     """Scrape ``tags`` once through a real browser and save the session to ``har_path``.
 
-    ``extra_plugins`` observe the run as they would a scrape (the CLI's progress display)."""
+    The app's plugins observe the run as they would a scrape (the CLI's progress display)."""
+    settings = app.settings
     har_path = Path(har_path)
     if har_path.exists():  # never overwrite what the user owns
         raise FileExistsError(f"{har_path} exists; choose another file name or remove it first")
@@ -80,15 +81,15 @@ async def record(settings: Settings, tags: list[str], har_path: Path, *, source:
             "storage": settings.storage.model_copy(update={"root": scratch / "data"}),
             "browser": settings.browser.model_copy(update={"record_har": har_path, "replay_har": None}),
         })
-        pipeline = scrape_pipeline(tags, label, limit=limit, source=source, base_url=base_url,
+        pipeline = scrape_pipeline(app.registry, tags, label, limit=limit, source=source, base_url=base_url,
                                    chain=[DECODE_STEP, STORE_STEP])
-        stats = await collect(recording_settings, "record", pipeline=pipeline, extra_plugins=extra_plugins)
+        stats = await collect(app.with_settings(recording_settings), "record", pipeline=pipeline)
         posts = _stored_posts(scratch / "data", source)
         pages, api = har.read_parts(har_path)
-        note = {"source": source, "targets": tags, "base_url": _base_url(settings, source, base_url),
+        note = {"source": source, "targets": tags, "base_url": _base_url(app, source, base_url),
                 "limit": limit, "posts": posts}
         merged = har.merge(pages, api, note)
-        scrubbed, redactions = har.scrub(merged, _secrets(settings, source))
+        scrubbed, redactions = har.scrub(merged, _secrets(app, source))
         har.save(har_path, scrubbed)
         log.info("recorded %d requests into %s (%d values redacted)", len(scrubbed["log"]["entries"]),
                  har_path, redactions)
@@ -107,10 +108,11 @@ def _stored_posts(root: Path, source: str) -> list[str]:
         manifest.close()
 
 
-def _base_url(settings: Settings, source: str, base_url: str | None) -> str | None:
+def _base_url(app: App, source: str, base_url: str | None) -> str | None:
     if base_url:
         return base_url.rstrip("/")
-    cls = source_class(source)
+    settings = app.settings
+    cls = source_class(app.registry, source)
     if cls is None or not cls.url_option:
         return None
     field = cls.Options.model_fields.get(cls.url_option)
@@ -119,18 +121,20 @@ def _base_url(settings: Settings, source: str, base_url: str | None) -> str | No
     return str(value).rstrip("/") if value else None
 
 
-def replay_settings(settings: Settings, har_path: Path, source: str = SCRAPE_SOURCE) -> tuple[Settings, str | None]:
-    """Settings that answer every browser request from ``har_path``; and the recorded base URL.
+def replay_settings(app: App, har_path: Path, source: str = SCRAPE_SOURCE) -> tuple[App, str | None]:
+    """The app under settings that answer every browser request from ``har_path``; and the
+    recorded base URL.
 
     Raises :class:`~selfiescope.core.har.HarError` for a file that is not a HAR.
     """
+    settings = app.settings
     data = har.load(Path(har_path))
     plugins = dict(settings.plugins)
-    cls = source_class(source)
+    cls = source_class(app.registry, source)
     if cls is not None and cls.replay_options:
         plugins[source] = {**plugins.get(source, {}), **cls.replay_options}
     updated = settings.model_copy(update={
         "browser": settings.browser.model_copy(update={"replay_har": Path(har_path), "record_har": None}),
         "plugins": plugins,
     })
-    return updated, har.meta(data).get("base_url")
+    return app.with_settings(updated), har.meta(data).get("base_url")

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.settings import SCRAPE_SOURCE, ScrapePipeline, Settings
+from ..core.app import App
+from ..core.plugins import Registry
+from ..core.settings import SCRAPE_SOURCE, ScrapePipeline
 from ..core.stats import RunStats
 from .collect import collect
 
 
-def url_option_of(source: str) -> str | None:
+def url_option_of(registry: Registry, source: str) -> str | None:
     """The option of source ``source`` that a ``--base-url`` sets: its ``url_option`` capability
     (None: it takes none). A source no plugin provides answers ``""``: the run reports it."""
-    from ..core.plugins import load_registry
-
-    cls = load_registry().sources.get(source)
+    cls = registry.sources.get(source)
     return "" if cls is None else cls.url_option
 
 
-def scrape_pipeline(tags: list[str], label: str, *, limit: int | None = None, source: str = SCRAPE_SOURCE,
+def scrape_pipeline(registry: Registry, tags: list[str], label: str, *, limit: int | None = None, source: str = SCRAPE_SOURCE,
                     base_url: str | None = None, chain: list[str] | None = None,
                     url_option: str | None = None, stop_after_known: int | None = None,
                     since: str | None = None) -> ScrapePipeline:
@@ -40,7 +40,7 @@ def scrape_pipeline(tags: list[str], label: str, *, limit: int | None = None, so
     if since is not None:
         fields["since"] = since
     if base_url:
-        key = url_option or url_option_of(source)
+        key = url_option or url_option_of(registry, source)
         if key is None:
             raise ValueError(f"--base-url: the {source} source takes no site URL")
         if key:
@@ -48,7 +48,5 @@ def scrape_pipeline(tags: list[str], label: str, *, limit: int | None = None, so
     return ScrapePipeline.model_validate(fields)
 
 
-async def scrape(settings: Settings, tags: list[str], label: str, *, extra_plugins: list[Any] | None = None,
-                 **kwargs: Any) -> RunStats:
-    return await collect(settings, "scrape", pipeline=scrape_pipeline(tags, label, **kwargs),
-                         extra_plugins=extra_plugins)
+async def scrape(app: App, tags: list[str], label: str, **kwargs: Any) -> RunStats:
+    return await collect(app, "scrape", pipeline=scrape_pipeline(app.registry, tags, label, **kwargs))

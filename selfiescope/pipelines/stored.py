@@ -19,10 +19,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..core.app import App
 from ..core.components import Storage, StoredImage
-from ..core.context import RunContext
 from ..core.manifest import Manifest
-from ..core.plugins import Registry
 from ..core.settings import Settings
 
 T = TypeVar("T")
@@ -37,16 +36,16 @@ def settings_at(settings: Settings, root: Path | str | None) -> Settings:
 
 
 class StoredReader:
-    """``with StoredReader(settings, registry) as reader: reader.read(stored)``.
+    """``with StoredReader(app) as reader: reader.read(stored)``.
 
     Opens the configured backend (``storage.backend`` with its ``[plugins.NAME]`` options)
     on entry and closes it on exit.
     """
 
-    def __init__(self, settings: Settings, registry: Registry, root: Path | str | None = None, *,
+    def __init__(self, app: App, root: Path | str | None = None, *,
                  manifest: Manifest | None = None, timeout_s: float = READ_TIMEOUT_S) -> None:
-        self.settings = settings_at(settings, root)
-        self.registry = registry
+        self.app = app.with_settings(settings_at(app.settings, root))
+        self.settings = self.app.settings
         self.timeout_s = timeout_s
         self._manifest = manifest
         self._own_manifest: Manifest | None = None
@@ -61,8 +60,7 @@ class StoredReader:
         try:
             if self._manifest is None:  # the backend gets a manifest like in a run; a reader records nothing
                 self._own_manifest = self._manifest = Manifest(":memory:")
-            run = RunContext(self.settings, self.registry, "read", None, self._manifest)
-            storage = run.component("storage", self.settings.storage.backend)
+            storage = self.app.storage_backend(self._manifest, "read")
             self._call(storage.open())
             self.storage = storage
         except BaseException:

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from ..core.compute import load_target
-from ..core.plugins import Registry, load_registry
+from ..core.app import App
+from ..core.plugins import Registry
 from ..core.settings import Settings, SettingsError, TrainPipeline
 from ..core.checks import check_components, train_pipeline_problems
 from .assessment import assess, summary_fields
@@ -267,11 +268,9 @@ TRAIN_ENGINES: dict[str, str] = {"dask": "selfiescope.pipelines.dask_train:train
 
 
 def train(
-    settings: Settings,
+    app: App,
     pipeline_name: str,
     *,
-    registry: Registry | None = None,
-    extra_plugins: list[Any] | None = None,
     progress: Progress | None = None,
     runner: Callable[..., None] | None = None,
     fit: FitFn = fit_model,
@@ -281,16 +280,15 @@ def train(
     ``runner`` (feature tasks) and ``fit`` (the estimator) let another engine do the work;
     ``[compute] engine = "dask"`` sends the whole run to :mod:`.dask_train`.
     """
+    settings, registry = app.settings, app.registry
     if settings.compute.engine in TRAIN_ENGINES and runner is None:
-        return load_target(TRAIN_ENGINES[settings.compute.engine])(
-            settings, pipeline_name, registry=registry, extra_plugins=extra_plugins, progress=progress)
+        return load_target(TRAIN_ENGINES[settings.compute.engine])(app, pipeline_name, progress=progress)
     started = time.monotonic()
     pipeline = train_pipeline(settings, pipeline_name)
-    registry = registry or load_registry(extra_plugins)
     if problems := check_components(settings, registry):
         raise SettingsError(problems)
     prepare_model_dir(settings, pipeline)
-    table = build_feature_table(settings, pipeline, registry, progress=progress, runner=runner)
+    table = build_feature_table(app, pipeline, progress=progress, runner=runner)
     counts = {label: int(sum(r.label == label for r in table.rows)) for label in pipeline.labels}
     if min(counts.values()) < MIN_PER_LABEL:
         raise DatasetError(
@@ -328,7 +326,7 @@ def train(
     metrics["dataset"]["review"]["likely_mislabeled"] = int(np.count_nonzero(np.abs(table.y - calibrated) > 0.5))
     if pipeline.normalize:
         metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality}
-        metrics["cv"]["without_normalize"] = unnormalized_score(settings, pipeline, registry, progress, runner, fit)
+        metrics["cv"]["without_normalize"] = unnormalized_score(app, pipeline, progress, runner, fit)
     extractors = make_extractors(registry, settings, pipeline)
     schema = {
         "format": SCHEMA_FORMAT,
@@ -345,7 +343,7 @@ def train(
         "normalize": metrics.get("normalize"),
     }
     metrics["elapsed_s"] = round(time.monotonic() - started, 2)
-    model_dir = write_artifacts(settings, pipeline, pipeline_name, table, cv, final, schema, metrics, registry=registry)
+    model_dir = write_artifacts(app, pipeline, pipeline_name, table, cv, final, schema, metrics)
     return TrainResult(model_dir, metrics, table, cv, final)
 
 

@@ -218,7 +218,7 @@ def forget(data: "ReviewData", ids: Sequence[str]) -> ActionResult:
         raise ReviewBusy(message)
     data.close()  # forget takes the lock and opens the manifest and the backend itself
     try:
-        result = asyncio.run(forget_pipeline(data.settings, ForgetRequest(images=wanted), registry=data.registry))
+        result = asyncio.run(forget_pipeline(data.app, ForgetRequest(images=wanted)))
     except ForgetError as exc:
         text = str(exc)
         if " is in use by " in text:

@@ -20,9 +20,9 @@ from ..core.components import StoredImage
 from ..core.manifest import Manifest
 from ..core.manifest_io import writable
 from ..core.manifest_readonly import ManifestUnreadable
-from ..core.plugins import Registry
+from ..core.app import App
 from ..core.review_facets import ReviewFacet
-from ..core.settings import Settings, TrainPipeline
+from ..core.settings import TrainPipeline
 from ..core.text import printable
 from ..pipelines.stored import StoredReader
 from . import actions, thumbs
@@ -58,10 +58,11 @@ def _media_type(fmt: str | None, data: bytes) -> str:
 class ReviewData:
     """One dataset (``settings.storage.root``) for the review app; safe to call from several threads."""
 
-    def __init__(self, settings: Settings, registry: Registry) -> None:
-        self.settings, self.registry = settings, registry
-        self.root = Path(settings.storage.root).expanduser()
-        self.display = printable(settings.storage.root)
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.settings, self.registry = app.settings, app.registry
+        self.root = Path(app.settings.storage.root).expanduser()
+        self.display = printable(app.settings.storage.root)
         if not (self.root / "manifest.sqlite").is_file():
             raise ReviewError(f"no dataset at {self.display}: {self.display}/manifest.sqlite does not exist "
                               "(collect images first: selfiescope run)")
@@ -102,7 +103,7 @@ class ReviewData:
     def _storage(self) -> StoredReader:
         with self._lock:
             if self._reader is None:
-                reader = StoredReader(self.settings, self.registry, manifest=self.manifest)
+                reader = StoredReader(self.app, manifest=self.manifest)
                 reader.__enter__()
                 self._reader = reader
             return self._reader

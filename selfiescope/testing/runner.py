@@ -1,8 +1,8 @@
 """Run named chain steps on given images in-process, the way a real run does.
 
-This is what the ``selfiescope_run`` pytest fixture calls. Steps come from the same
-plugin registry as in a run (built-ins, installed plugins, and ``plugins=`` objects
-registered on the spot), get their options validated by their ``Options`` model, are
+This is what the ``selfiescope_run`` pytest fixture calls. Steps come from an application
+made as for a run (:class:`~selfiescope.core.app.App`: built-ins, installed plugins, and
+``plugins=`` objects registered on the spot, less what ``[plugins] disable`` turns off), get their options validated by their ``Options`` model, are
 opened and closed, and each image goes through :func:`~selfiescope.core.engine.run_chain`,
 is recorded in a real manifest and fires the accepted/rejected hooks. Calls sharing a
 ``root`` share the manifest and storage, so a second call sees what the first stored.
@@ -16,13 +16,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.app import App
 from ..core.checks import check_chain, check_components
 from ..core.context import RunContext
 from ..core.decisions import admit, settle
 from ..core.engine import run_chain
 from ..core.events import Decision, ImageEvent, Origin
 from ..core.manifest import Manifest
-from ..core.plugins import Registry, load_plugin_manager
 from ..core.settings import ScrapePipeline, SettingsError, settings_from_dict
 from ..pipelines.lifecycle import managed_run
 
@@ -83,14 +83,6 @@ def make_event(image: ImageInput, label: str, index: int) -> ImageEvent:
     return ImageEvent(origin=origin, label=label, data=data)
 
 
-def _registry(plugins: Sequence[Any], entrypoints: bool | None) -> Registry:
-    pm = load_plugin_manager(entrypoints=entrypoints)
-    for obj in plugins:
-        if not pm.is_registered(obj):  # already loaded through its entry point
-            pm.register(obj)
-    return Registry.from_manager(pm)
-
-
 async def run_steps(
     steps: Sequence[str],
     images: Iterable[ImageInput],
@@ -118,7 +110,8 @@ async def run_steps(
     data["storage"] = {"root": str(root), **data.get("storage", {})}
     data["plugins"] = {**data.get("plugins", {}), **(options or {})}
     cfg = settings_from_dict(data)
-    registry = _registry(plugins, entrypoints)
+    app = App.create(cfg, plugins=plugins, entrypoints=entrypoints)
+    registry = app.registry
     # The checks a settings file gets (`settings check`, every run): names, options, [plugins] disable,
     # and each step's `requires` met by an earlier one. The chain may store nothing: tests look at events.
     problems = check_components(cfg, registry) + check_chain(registry, "selfiescope_run", list(steps), must_store=False)
@@ -129,7 +122,7 @@ async def run_steps(
 
     # The run's lifecycle is a real run's (lock, manifest, run record, storage, hooks, close);
     # each image is admitted and settled by the same functions as in every executor.
-    async with managed_run(cfg, registry, "selfiescope_run", pipeline) as (run, open_component):
+    async with managed_run(app, "selfiescope_run", pipeline) as (run, open_component):
         chain = [await open_component("steps", name) for name in steps]
         run.hook.selfiescope_run_started(run=run)
 

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from ...api.cli import EXIT_FAILED, EXIT_INTERRUPTED, JsonOpt, SettingsOpt, console, emit_json, fail, load, out
+from ...api.cli import EXIT_FAILED, EXIT_INTERRUPTED, JsonOpt, SettingsOpt, console, emit_json, fail, load_app, out
 
 
 def register(app: typer.Typer) -> None:
@@ -47,7 +47,7 @@ def login(
     from .session import has_display
     from .session import login as do_login
 
-    settings = load(settings_path)
+    settings = load_app(settings_path).settings
     headed = has_display() if show_browser is None else show_browser
 
     def ask(prompt: str, secret: bool) -> str:
@@ -74,7 +74,7 @@ def login_from_browser(browser: Optional[str], profile: Optional[Path], base_url
         raise fail(f"--profile needs --from-browser ({', '.join(BROWSERS)})")
     if browser.lower() not in BROWSERS:
         raise fail(f"--from-browser {browser}: use one of {', '.join(BROWSERS)}")
-    settings = load(settings_path)
+    settings = load_app(settings_path).settings
     path, n = import_session(settings, browser.lower(), profile, base_url or instagram_base_url(settings))
     if as_json:
         emit_json({"ok": True, "session_file": str(path), "cookies": n, "browser": browser.lower()})
@@ -97,12 +97,11 @@ def record(
     from ...api.cli import ProgressObserver, progress_bar
     from ...api.recording import record as do_record
 
-    settings = load(settings_path)
+    app = load_app(settings_path)
     try:
         with progress_bar(not as_json) as progress:  # the job state lines a scrape shows
-            observer = ProgressObserver(progress, plain=not as_json and not console.is_terminal)
-            result = asyncio.run(do_record(settings, tags, har_file, source=source, base_url=base_url, limit=limit,
-                                           extra_plugins=[observer]))
+            app.register(ProgressObserver(progress, plain=not as_json and not console.is_terminal))
+            result = asyncio.run(do_record(app, tags, har_file, source=source, base_url=base_url, limit=limit))
     except FileExistsError as exc:  # the HAR's own message, which names it and says what to do
         raise fail(str(exc)) from None
     except KeyboardInterrupt:  # says what an interrupted recording leaves: nothing
@@ -131,7 +130,7 @@ def doctor(
     from .doctor import Check, check_target, doctor_options, run_doctor
     from .session import instagram_base_url
 
-    settings = load(settings_path)
+    settings = load_app(settings_path).settings
     url, name = (base_url or instagram_base_url(settings)).rstrip("/"), tag.lstrip("#")
     colour = {"pass": "green", "fail": "red", "skip": "yellow"}
 

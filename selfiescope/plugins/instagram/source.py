@@ -36,10 +36,10 @@ from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from ...api import ImageEvent, Job, Options, Origin, Source
+from ...api import ImageEvent, Job, Origin, Source
 from ...api.web import (
     Deadline, DownloadError, Lease, RateLimited, SiteUnreachable, TokenBucket, browser_pool, click_dialog_buttons,
-    credential, fetch_image, leased_events, load_session, proxy_problem, scroll_and_wait, session_path,
+    credential, leased_events, load_session, proxy_problem, scroll_and_wait, session_path,
     settle_failed_download, within,
 )
 from .account import (
