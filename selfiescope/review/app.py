@@ -1,0 +1,107 @@
+"""``selfiescope review``'s web app: Starlette routes over the data layer, behind the gate
+(:mod:`.security`), served by uvicorn on one address.
+
+:func:`create_app` builds the ASGI app for a :class:`~selfiescope.review.data.ReviewData`;
+:func:`bind` opens the listening socket (so the URL is known before serving) and :func:`serve`
+runs uvicorn on it until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sqlite3
+from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from .data import ReviewBusy
+from .routes import Problem, Routes, problem_response
+from .security import Gate, GateMiddleware
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def create_app(data: Any, gate: Gate, deadline_s: float = 60.0) -> Starlette:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("selfiescope.review", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    routes = Routes(data, Jinja2Templates(env=env), gate.csrf, deadline_s)
+    handlers = {kind: problem_response for kind in (Problem, ReviewBusy, ValueError, OSError, sqlite3.Error, Exception)}
+    app = Starlette(
+        routes=[
+            Route("/", routes.grid),
+            Route("/i/{image_id}", routes.detail_page),
+            Route("/thumb/{image_id}", routes.thumbnail),
+            Route("/image/{image_id}", routes.image),
+            Route("/api/page", routes.page_json),
+            Route("/api/facets", routes.facets_json),
+            Route("/api/detail/{image_id}", routes.detail_json),
+            Route("/api/version", routes.version_json),
+            Route("/api/action", routes.action, methods=["POST"]),
+            Route("/api/undo", routes.undo, methods=["POST"]),
+            Route("/api/forget-plan", routes.forget_plan, methods=["POST"]),
+            Route("/api/forget", routes.forget, methods=["POST"]),
+            Mount("/static", StaticFiles(packages=[("selfiescope.review", "static")]), name="static"),
+        ],
+        exception_handlers=handlers,  # type: ignore[arg-type]
+        lifespan=_closing(routes),
+    )
+    app.add_middleware(GateMiddleware, gate=gate)
+    return app
+
+
+def _closing(routes: Routes) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        routes.call.close()
+
+    return lifespan
+
+
+@dataclass
+class Address:
+    sock: socket.socket
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self.port}/"
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK
+
+
+def bind(host: str, port: int) -> Address:
+    """A listening socket on ``host:port`` (port 0: a free one, chosen by the system)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return Address(sock, host, sock.getsockname()[1])
+
+
+def serve(app: Starlette, address: Address) -> None:
+    """Serve until Ctrl-C or SIGTERM; uvicorn finishes the requests under way (5 s at most) and
+    raises the signal again, so a Ctrl-C reaches the caller as ``KeyboardInterrupt``."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                            lifespan="on", server_header=False)
+    uvicorn.Server(config).run(sockets=[address.sock])

@@ -1,0 +1,253 @@
+"""The review app's pages and JSON endpoints. Each reads or writes through the data layer
+(:class:`selfiescope.review.data.ReviewData`), one call at a time on the app's own data thread
+(SQLite connections belong to the thread that opened them), each within a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.templating import Jinja2Templates
+
+from .data import SORTS, Filters, ReviewBusy
+
+log = logging.getLogger("selfiescope.review")
+
+T = TypeVar("T")
+IMAGE_ID = re.compile(r"[0-9a-f]{8,64}")
+PAGE_SIZE = 120
+MAX_IDS = 10_000  # ids in one action: a selection of a whole filtered grid, not an unbounded body
+MAX_BODY = 2_000_000
+ACTIONS = ("relabel", "exclude", "include", "reviewed", "unreviewed")
+QUERY_KEYS_NOT_FILTERS = ("sort", "cursor", "limit", "token")
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"}
+
+
+class Problem(Exception):
+    """A request the app answers with one line and a status code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class DataThread:
+    """Runs data-layer calls on one thread, each within ``deadline_s`` (the storage may be a
+    remote bucket): a call that does not answer in time ends the request with a 504."""
+
+    def __init__(self, deadline_s: float) -> None:
+        self.deadline_s = deadline_s
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-data")
+
+    async def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        future = asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+        try:
+            return await asyncio.wait_for(future, self.deadline_s)
+        except TimeoutError:
+            raise Problem(504, f"the dataset did not answer within {self.deadline_s:g} s") from None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def checked_id(image_id: str) -> str:
+    if not IMAGE_ID.fullmatch(image_id):
+        raise Problem(404, "no such image: an image is named by its hex content hash")
+    return image_id
+
+
+def query_parts(request: Request) -> tuple[Filters, str, str | None]:
+    """The grid's state from the URL: its filters, its sort and its paging cursor."""
+    params: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        if key not in QUERY_KEYS_NOT_FILTERS:
+            params.setdefault(key, []).append(value)
+    try:
+        filters = Filters.from_query(params)
+    except ValueError as exc:
+        raise Problem(400, f"bad filter: {exc}") from None
+    sort = request.query_params.get("sort", "newest")
+    if sort not in SORTS:
+        raise Problem(400, f"bad sort {sort!r}: one of {', '.join(SORTS)}")
+    return filters, sort, request.query_params.get("cursor") or None
+
+
+def plain(value: Any) -> Any:
+    """A data-layer dataclass as JSON-ready values."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+class Routes:
+    def __init__(self, data: Any, templates: Jinja2Templates, csrf: str, deadline_s: float = 60.0) -> None:
+        self.data = data
+        self.templates = templates
+        self.csrf = csrf
+        self.call = DataThread(deadline_s)
+
+    # --- pages ----------------------------------------------------------------------------
+    async def grid(self, request: Request) -> Response:
+        filters, sort, _ = query_parts(request)
+        page = await self.call(self.data.page, filters, sort, None, PAGE_SIZE)
+        facets = await self.call(self.data.facets, filters)
+        labels = await self.call(self.data.labels)
+        model_note = await self.call(self.data.model_note)
+        version = await self.call(self.data.version)
+        query = filters.to_query()
+        return self.templates.TemplateResponse(request, "grid.html", {
+            "page": page, "facets": facets, "labels": labels, "model_note": model_note, "sort": sort,
+            "sorts": SORTS, "csrf": self.csrf, "version": version, "query": urlencode(query),
+            "active": set(query), "toggle": lambda name, value: _toggled(query, sort, name, value),
+            "sorted_by": lambda s: "?" + urlencode([*query, ("sort", s)]),
+            "page_json": json.dumps({"next_cursor": page.next_cursor, "total": page.total}),
+        })
+
+    async def detail_page(self, request: Request) -> Response:
+        image_id = checked_id(request.path_params["image_id"])
+        detail = await self.call(self.data.detail, image_id)
+        if detail is None:
+            raise Problem(404, "no such image in this dataset")
+        labels = await self.call(self.data.labels)
+        version = await self.call(self.data.version)
+        back = "/?" + request.url.query if request.url.query else "/"
+        return self.templates.TemplateResponse(request, "detail.html", {
+            "d": detail, "labels": labels, "csrf": self.csrf, "version": version, "back": back,
+            "box_of": lambda face: dict(zip(("x", "y", "w", "h"), face)),
+        })
+
+    # --- reads ----------------------------------------------------------------------------
+    async def page_json(self, request: Request) -> Response:
+        filters, sort, cursor = query_parts(request)
+        try:
+            limit = min(max(int(request.query_params.get("limit", PAGE_SIZE)), 0), 1000)
+        except ValueError:
+            raise Problem(400, "bad limit: a whole number") from None
+        try:
+            page = await self.call(self.data.page, filters, sort, cursor, limit)
+        except ValueError as exc:
+            raise Problem(400, f"bad cursor: {exc}") from None
+        return JSONResponse(plain(page))
+
+    async def facets_json(self, request: Request) -> Response:
+        filters, _, _ = query_parts(request)
+        return JSONResponse([plain(f) for f in await self.call(self.data.facets, filters)])
+
+    async def detail_json(self, request: Request) -> Response:
+        detail = await self.call(self.data.detail, checked_id(request.path_params["image_id"]))
+        if detail is None:
+            raise Problem(404, "no such image in this dataset")
+        return JSONResponse(plain(detail))
+
+    async def version_json(self, request: Request) -> Response:
+        return JSONResponse({"version": await self.call(self.data.version)})
+
+    async def thumbnail(self, request: Request) -> Response:
+        body = await self.call(self.data.thumbnail, checked_id(request.path_params["image_id"]))
+        if body is None:
+            raise Problem(404, "no thumbnail: the image's bytes are not reachable")
+        return Response(body, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
+
+    async def image(self, request: Request) -> Response:
+        found = await self.call(self.data.image, checked_id(request.path_params["image_id"]))
+        if found is None:
+            raise Problem(404, "the image's bytes are not reachable")
+        body, media_type = found
+        media_type = media_type if media_type in IMAGE_TYPES else "application/octet-stream"
+        return Response(body, media_type=media_type, headers={"cache-control": "private, max-age=3600"})
+
+    # --- writes ---------------------------------------------------------------------------
+    async def action(self, request: Request) -> Response:
+        body = await _json_body(request)
+        action = body.get("action")
+        if action not in ACTIONS:
+            raise Problem(400, f"bad action {action!r}: one of {', '.join(ACTIONS)}")
+        ids = _ids(body)
+        value, note = _text(body, "value"), _text(body, "note")
+        if action == "relabel" and not value:
+            raise Problem(400, "relabel needs a value: the new label")
+        result = await self.call(self.data.apply, action, ids, value, note)
+        return await self._saved(result, ids)
+
+    async def undo(self, request: Request) -> Response:
+        await _json_body(request)
+        result = await self.call(self.data.undo)
+        return JSONResponse({**plain(result), "tiles": []})
+
+    async def forget_plan(self, request: Request) -> Response:
+        ids = _ids(await _json_body(request))
+        return JSONResponse({"plan": await self.call(self.data.forget_plan, ids)})
+
+    async def forget(self, request: Request) -> Response:
+        ids = _ids(await _json_body(request))
+        result = await self.call(self.data.forget, ids)
+        return JSONResponse({**plain(result), "tiles": [], "forgotten": ids})
+
+    async def _saved(self, result: Any, ids: list[str]) -> Response:
+        """The action's result with the images' state as stored now (what the page shows)."""
+        details = [await self.call(self.data.detail, i) for i in ids[:PAGE_SIZE * 4]]
+        tiles = [plain(d.tile) for d in details if d is not None]
+        return JSONResponse({**plain(result), "tiles": tiles})
+
+
+def _toggled(query: list[tuple[str, str]], sort: str, name: str, value: str) -> str:
+    """The grid address with facet value ``name=value`` switched on or off."""
+    pair = (name, value)
+    pairs = [p for p in query if p != pair] if pair in query else [*query, pair]
+    return "?" + urlencode([*pairs, ("sort", sort)])
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise Problem(413, "the request is too large")
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(400, "the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise Problem(400, "the request body must be a JSON object")
+    return body
+
+
+def _ids(body: dict[str, Any]) -> list[str]:
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise Problem(400, "ids: a non-empty list of image ids")
+    if len(ids) > MAX_IDS:
+        raise Problem(400, f"ids: at most {MAX_IDS} images in one action")
+    return list(dict.fromkeys(checked_id(i) for i in ids))
+
+
+def _text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 2000:
+        raise Problem(400, f"{key}: a text of at most 2000 characters")
+    return value.strip() or None
+
+
+def problem_response(request: Request, exc: Exception) -> Response:
+    """One line for the page (JSON for the script's calls, text for a page): a refused request,
+    a busy dataset, a bad value; anything else is logged on the terminal, never shown raw."""
+    busy = isinstance(exc, ReviewBusy)
+    if isinstance(exc, Problem):
+        status, message = exc.status, str(exc)
+    elif busy:
+        status, message = 409, str(exc)
+    elif isinstance(exc, ValueError):
+        status, message = 400, str(exc)
+    else:
+        log.error("review request %s failed: %s", request.url.path, type(exc).__name__, exc_info=exc)
+        status, message = 500, "the server failed on this request (the terminal's log says why)"
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": message, "busy": busy}, status)
+    return PlainTextResponse(message, status)
