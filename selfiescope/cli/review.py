@@ -33,7 +33,7 @@ def review_command(
     """
     from ..core.plugins import registry_for
     from ..review.app import bind, create_app, serve
-    from ..review.data import ReviewData
+    from ..review.data import ReviewData, ReviewError
     from ..review.security import Gate
 
     settings = load(settings_path)
@@ -44,7 +44,11 @@ def review_command(
         address = bind(host, port)
     except OSError as exc:
         raise fail(escape(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror or exc}")) from None
-    data = ReviewData(settings, registry_for(settings))
+    try:
+        data = ReviewData(settings, registry_for(settings))
+    except ReviewError as exc:
+        address.sock.close()
+        raise fail(escape(str(exc))) from None
     try:
         gate = Gate.for_address(host, address.port)
         app = create_app(data, gate)

@@ -17,11 +17,12 @@ from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from .data import ReviewBusy
+from .data import ReviewBusy, ReviewError
 from .routes import Problem, Routes, problem_response
 from .security import Gate, GateMiddleware
 
@@ -32,7 +33,7 @@ def create_app(data: Any, gate: Gate, deadline_s: float = 60.0) -> Starlette:
     env = jinja2.Environment(loader=jinja2.PackageLoader("selfiescope.review", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
     routes = Routes(data, Jinja2Templates(env=env), gate.csrf, deadline_s)
-    handlers = {kind: problem_response for kind in (Problem, ReviewBusy, ValueError, OSError, sqlite3.Error, Exception)}
+    handlers = {kind: problem_response for kind in (Problem, ReviewBusy, ReviewError, ValueError, OSError, sqlite3.Error, Exception)}
     app = Starlette(
         routes=[
             Route("/", routes.grid),
@@ -47,6 +48,7 @@ def create_app(data: Any, gate: Gate, deadline_s: float = 60.0) -> Starlette:
             Route("/api/undo", routes.undo, methods=["POST"]),
             Route("/api/forget-plan", routes.forget_plan, methods=["POST"]),
             Route("/api/forget", routes.forget, methods=["POST"]),
+            Route("/favicon.ico", _no_icon),
             Mount("/static", StaticFiles(packages=[("selfiescope.review", "static")]), name="static"),
         ],
         exception_handlers=handlers,  # type: ignore[arg-type]
@@ -54,6 +56,10 @@ def create_app(data: Any, gate: Gate, deadline_s: float = 60.0) -> Starlette:
     )
     app.add_middleware(GateMiddleware, gate=gate)
     return app
+
+
+async def _no_icon(request: Any) -> Response:
+    return Response(status_code=204)
 
 
 def _closing(routes: Routes) -> Any:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.templating import Jinja2Templates
 
-from .data import SORTS, Filters, ReviewBusy
+from .data import SORTS, Filters, ReviewBusy, ReviewError
 
 log = logging.getLogger("selfiescope.review")
 
@@ -65,12 +65,16 @@ def checked_id(image_id: str) -> str:
     return image_id
 
 
+def filter_pairs(request: Request) -> list[tuple[str, str]]:
+    """The URL's filter parameters as given (each facet link adds or removes one)."""
+    return [(k, v) for k, v in request.query_params.multi_items() if k not in QUERY_KEYS_NOT_FILTERS and v != ""]
+
+
 def query_parts(request: Request) -> tuple[Filters, str, str | None]:
     """The grid's state from the URL: its filters, its sort and its paging cursor."""
     params: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        if key not in QUERY_KEYS_NOT_FILTERS:
-            params.setdefault(key, []).append(value)
+    for key, value in filter_pairs(request):
+        params.setdefault(key, []).append(value)
     try:
         filters = Filters.from_query(params)
     except ValueError as exc:
@@ -101,11 +105,11 @@ class Routes:
         labels = await self.call(self.data.labels)
         model_note = await self.call(self.data.model_note)
         version = await self.call(self.data.version)
-        query = filters.to_query()
+        query = filter_pairs(request)
         return self.templates.TemplateResponse(request, "grid.html", {
             "page": page, "facets": facets, "labels": labels, "model_note": model_note, "sort": sort,
             "sorts": SORTS, "csrf": self.csrf, "version": version, "query": urlencode(query),
-            "active": set(query), "toggle": lambda name, value: _toggled(query, sort, name, value),
+            "active": set(query), "toggle": lambda facet, value: _toggled(query, sort, facet, value),
             "sorted_by": lambda s: "?" + urlencode([*query, ("sort", s)]),
             "page_json": json.dumps({"next_cursor": page.next_cursor, "total": page.total}),
         })
@@ -147,7 +151,10 @@ class Routes:
         return JSONResponse(plain(detail))
 
     async def version_json(self, request: Request) -> Response:
-        return JSONResponse({"version": await self.call(self.data.version)})
+        """What the open page polls: whether the dataset changed, and which run holds it now."""
+        busy = getattr(self.data, "busy", None)
+        return JSONResponse({"version": await self.call(self.data.version),
+                             "busy": await self.call(busy) if busy else None})
 
     async def thumbnail(self, request: Request) -> Response:
         body = await self.call(self.data.thumbnail, checked_id(request.path_params["image_id"]))
@@ -197,10 +204,16 @@ class Routes:
         return JSONResponse({**plain(result), "tiles": tiles})
 
 
-def _toggled(query: list[tuple[str, str]], sort: str, name: str, value: str) -> str:
-    """The grid address with facet value ``name=value`` switched on or off."""
-    pair = (name, value)
-    pairs = [p for p in query if p != pair] if pair in query else [*query, pair]
+def _toggled(query: list[tuple[str, str]], sort: str, facet: Any, value: str) -> str:
+    """The grid address with the facet's ``value`` switched on or off. Values of a facet of
+    alternatives add up; a yes/no or range facet holds one value at a time."""
+    pair = (facet.name, value)
+    if pair in query:
+        pairs = [p for p in query if p != pair]
+    elif getattr(facet, "kind", "values") == "values":
+        pairs = [*query, pair]
+    else:
+        pairs = [p for p in query if p[0] != facet.name] + [pair]
     return "?" + urlencode([*pairs, ("sort", sort)])
 
 
@@ -243,7 +256,7 @@ def problem_response(request: Request, exc: Exception) -> Response:
         status, message = exc.status, str(exc)
     elif busy:
         status, message = 409, str(exc)
-    elif isinstance(exc, ValueError):
+    elif isinstance(exc, ReviewError | ValueError):
         status, message = 400, str(exc)
     else:
         log.error("review request %s failed: %s", request.url.path, type(exc).__name__, exc_info=exc)

@@ -285,6 +285,11 @@
     let version = Number(body.dataset.version);
     async function poll() {
       const res = await call("/api/version");
+      const busyNote = document.getElementById("busy");
+      if (res.ok && busyNote) {
+        busyNote.hidden = !res.data.busy;
+        busyNote.textContent = res.data.busy ? res.data.busy + ": changes wait until it ends" : "";
+      }
       if (res.ok && res.data.version !== version) {
         version = res.data.version;
         const page = await call("/api/page?" + base + "&limit=0");

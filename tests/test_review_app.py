@@ -1,0 +1,356 @@
+"""The review app's routes and gate, through Starlette's TestClient, on a real imported dataset
+read by the real data layer: the launch token, the Host check, CSRF, the CSP, ids never paths,
+JSON actions that return the saved state, a busy root, and no owner name on any page."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from conftest import FACES
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from review_helpers import CAPTION, OWNERS, Dataset, build_dataset, manifest_rows, review_settings
+
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient  # noqa: E402
+
+from selfiescope.core.plugins import registry_for  # noqa: E402
+from selfiescope.review.app import create_app  # noqa: E402
+from selfiescope.review.data import ReviewData  # noqa: E402
+from selfiescope.review.security import COOKIE, Gate  # noqa: E402
+
+pytestmark = pytest.mark.faces
+HOST = "127.0.0.1:8765"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    if not FACES.is_dir():
+        pytest.skip(f"real face photos not available: {FACES}")
+    return build_dataset(tmp_path_factory.mktemp("review"), FACES, owners=True)
+
+
+@pytest.fixture
+def own_dataset(dataset: Dataset, tmp_path: Path) -> Dataset:
+    """A copy of the module's dataset that a test may change."""
+    root = tmp_path / "data"
+    shutil.copytree(dataset.root, root)
+    return Dataset(review_settings(root), root, dataset.settings_file, dataset.folders)
+
+
+def client_for(ds: Dataset, logged_in: bool = True) -> tuple[TestClient, Gate, ReviewData]:
+    gate = Gate.for_address("127.0.0.1", 8765)
+    data = ReviewData(ds.settings, registry_for(ds.settings))
+    client = TestClient(create_app(data, gate), base_url=f"http://{HOST}")
+    if logged_in:
+        first = client.get(f"/?token={gate.token}", follow_redirects=False)
+        assert first.status_code == 303
+    return client, gate, data
+
+
+@pytest.fixture
+def app(dataset: Dataset) -> Iterator[tuple[TestClient, Gate, ReviewData]]:
+    client, gate, data = client_for(dataset)
+    with client:
+        yield client, gate, data
+    data.close()
+
+
+@pytest.fixture
+def own_app(own_dataset: Dataset) -> Iterator[tuple[TestClient, Gate, ReviewData]]:
+    client, gate, data = client_for(own_dataset)
+    with client:
+        yield client, gate, data
+    data.close()
+
+
+def ids_of(client: TestClient, query: str = "") -> list[str]:
+    page = client.get(f"/api/page?limit=1000&{query}").json()
+    return [t["id"] for t in page["tiles"]]
+
+
+def post(client: TestClient, gate: Gate, path: str, body: dict) -> object:
+    return client.post(path, json=body, headers={"x-csrf-token": gate.csrf})
+
+
+# --- the gate -------------------------------------------------------------------------------
+PATHS = ["/", "/api/page", "/api/facets", "/api/version", "/static/review.js", "/thumb/" + "a" * 64,
+         "/image/" + "a" * 64, "/i/" + "a" * 64, "/api/detail/" + "a" * 64]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_nothing_is_served_without_the_launch_token(dataset: Dataset, path: str) -> None:
+    client, gate, data = client_for(dataset, logged_in=False)
+    try:
+        refused = client.get(path)
+        assert refused.status_code == 403 and "selfiescope review" in refused.text
+        wrong = client.get(path + "?token=" + "x" * len(gate.token), follow_redirects=False)
+        assert wrong.status_code == 403 and "set-cookie" not in wrong.headers
+        client.cookies.set(COOKIE, "not-the-token")
+        assert client.get(path).status_code == 403
+    finally:
+        data.close()
+
+
+def test_the_token_becomes_a_strict_httponly_cookie_and_leaves_the_address(dataset: Dataset) -> None:
+    client, gate, data = client_for(dataset, logged_in=False)
+    try:
+        first = client.get(f"/?label=selfie&token={gate.token}&sort=newest", follow_redirects=False)
+        assert first.status_code == 303
+        assert first.headers["location"] == "/?label=selfie&sort=newest"
+        cookie = first.headers["set-cookie"]
+        assert f"{COOKIE}={gate.token}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        page = client.get(first.headers["location"])
+        assert page.status_code == 200 and gate.token not in page.text
+    finally:
+        data.close()
+
+
+@pytest.mark.parametrize("host", ["evil.example:8765", "127.0.0.1:9999", "localhost.evil.example:8765", ""])
+def test_a_foreign_host_header_is_refused_even_with_the_cookie(app: tuple, host: str) -> None:
+    client, gate, _ = app
+    assert client.get("/", headers={"host": host}).status_code == 421
+    assert client.get(f"/?token={gate.token}", headers={"host": host}, follow_redirects=False).status_code == 421
+
+
+def test_localhost_reaches_an_app_bound_to_127_0_0_1(dataset: Dataset) -> None:
+    client, gate, data = client_for(dataset)
+    try:
+        assert client.get("/api/version", headers={"host": "localhost:8765"}).status_code == 200
+    finally:
+        data.close()
+
+
+def test_a_change_needs_the_csrf_header_and_a_json_body(own_app: tuple, own_dataset: Dataset) -> None:
+    client, gate, _ = own_app
+    image = ids_of(client)[0]
+    body = {"action": "reviewed", "ids": [image]}
+    assert client.post("/api/action", json=body).status_code == 403
+    assert client.post("/api/action", json=body, headers={"x-csrf-token": "guess"}).status_code == 403
+    form = client.post("/api/action", content="action=reviewed", headers={
+        "x-csrf-token": gate.csrf, "content-type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415
+    assert client.post(f"/api/undo?token={gate.token}", json={}, headers={"x-csrf-token": gate.csrf}).status_code == 400
+    assert manifest_rows(own_dataset.root, "SELECT count(*) FROM reviews") == [(0,)]
+
+
+def test_every_answer_carries_a_strict_csp_and_pages_have_no_inline_script(app: tuple) -> None:
+    client, gate, _ = app
+    image = ids_of(client)[0]
+    for path in ["/", f"/i/{image}", "/api/page", f"/thumb/{image}", "/static/review.js", "/nope"]:
+        answer = client.get(path)
+        csp = answer.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    for path in ["/", f"/i/{image}"]:
+        html = client.get(path).text
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html)  # every script is a file
+        assert not re.search(r"\son[a-z]+\s*=", html)  # no inline handlers
+        assert not re.search(r"\sstyle\s*=", html)
+        assert not re.search(r"(src|href)=\"(https?:)?//", html.replace('href="https://example.test', ""))
+
+
+# --- ids, never paths -----------------------------------------------------------------------
+TRAVERSALS = ["../../../../etc/passwd", "..%2f..%2f..%2fetc%2fpasswd", "%2e%2e/%2e%2e/etc/passwd", "/etc/passwd",
+              "....//....//etc/passwd", "manifest.sqlite", "A" * 64, "g" * 64, "a" * 65, "a" * 7, "%00" + "a" * 64]
+
+
+@pytest.mark.parametrize("route", ["/thumb/", "/image/", "/i/", "/api/detail/"])
+@pytest.mark.parametrize("name", TRAVERSALS)
+def test_images_are_reached_by_hex_id_only(app: tuple, dataset: Dataset, route: str, name: str) -> None:
+    client, _, _ = app
+    answer = client.get(route + name)
+    assert answer.status_code == 404
+    assert b"root:" not in answer.content and b"SQLite format" not in answer.content
+
+
+def test_static_files_stay_in_their_folder(app: tuple) -> None:
+    client, _, _ = app
+    for path in ["/static/../app.py", "/static/..%2fapp.py", "/static/%2e%2e/security.py", "/static/../../cli/review.py"]:
+        answer = client.get(path)
+        assert answer.status_code == 404 and b"import" not in answer.content
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(min_size=1, max_size=80).filter(lambda s: not re.fullmatch(r"[0-9a-f]{8,64}", s)))
+def test_no_name_but_a_hex_id_reaches_any_bytes(app: tuple, name: str) -> None:
+    client, _, _ = app
+    for route in ("/thumb/", "/image/"):
+        answer = client.get(route + quote(name, safe=""))
+        assert answer.status_code in (404, 400), (route, name)
+
+
+# --- reads ----------------------------------------------------------------------------------
+def test_the_grid_shows_the_dataset_and_facets_narrow_it(app: tuple, dataset: Dataset) -> None:
+    client, _, _ = app
+    everything = client.get("/api/page?limit=1000").json()
+    n_images = manifest_rows(dataset.root, "SELECT count(*) FROM images")[0][0]
+    assert everything["total"] == n_images and len(everything["tiles"]) == n_images
+    html = client.get("/").text
+    assert all(f'data-id="{t["id"]}"' in html for t in everything["tiles"][:20])
+    facets = {f["name"]: f for f in client.get("/api/facets").json()}
+    selfies = next(v for v in facets["label"]["values"] if v["value"] == "selfie")
+    narrowed = client.get("/api/page?limit=1000&label=selfie").json()
+    assert narrowed["total"] == selfies["count"] == len([t for t in everything["tiles"] if t["label"] == "selfie"])
+    page = client.get("/?label=selfie")
+    assert 'class="fv on" data-facet="label" data-value="selfie"' in page.text
+    assert client.get("/?label=selfie&label=portrait").status_code == 200
+
+
+def test_paging_by_cursor_visits_every_image_once(app: tuple) -> None:
+    client, _, _ = app
+    seen, cursor = [], None
+    while True:
+        page = client.get("/api/page?limit=3" + (f"&cursor={quote(cursor)}" if cursor else "")).json()
+        seen += [t["id"] for t in page["tiles"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) == page["total"]
+
+
+@pytest.mark.parametrize("query", ["sort=oldest", "label=%00", "reviewed=maybe", "face_area=2:3", "nosuch=1",
+                                   "cursor=%ff%fe", "limit=many"])
+def test_a_bad_query_is_one_line_naming_the_key(app: tuple, query: str) -> None:
+    client, _, _ = app
+    for path in ("/api/page", "/"):
+        answer = client.get(f"{path}?{query}")
+        if answer.status_code == 200:  # a value that matches nothing is a valid empty filter; the page starts at the top
+            assert query.startswith("label=") or (path == "/" and query.split("=")[0] in ("cursor", "limit"))
+            continue
+        assert answer.status_code == 400, answer.text
+        text = answer.json()["error"] if path.startswith("/api") else answer.text
+        assert "\n" not in text.strip() and "Traceback" not in text
+
+
+def test_the_detail_view_boxes_the_faces_and_shows_the_group(app: tuple, dataset: Dataset) -> None:
+    client, _, data = app
+    grouped = client.get("/api/page?limit=1000&in_group=yes").json()["tiles"]
+    assert grouped, "the mirrored copy makes a near-duplicate group"
+    detail = client.get(f"/api/detail/{grouped[0]['id']}").json()
+    html = client.get(f"/i/{grouped[0]['id']}").text
+    assert detail["group"] and detail["kept_id"]
+    assert f'/i/{detail["kept_id"]}' in html or detail["kept_id"] == grouped[0]["id"]
+    accepted = client.get("/api/page?limit=1000&decision=accepted").json()["tiles"]
+    with_face = next(t for t in accepted if client.get(f"/api/detail/{t['id']}").json()["faces"])
+    page = client.get(f"/i/{with_face['id']}").text
+    assert 'class="face largest"' in page and "<svg" in page
+    photo = client.get(f"/image/{with_face['id']}")
+    thumb = client.get(f"/thumb/{with_face['id']}")
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
+    assert thumb.status_code == 200 and thumb.content[:3] == b"\xff\xd8\xff" and len(thumb.content) < len(photo.content)
+
+
+def test_without_a_model_the_mislabel_sort_says_how_to_get_one(app: tuple) -> None:
+    client, _, _ = app
+    page = client.get("/?sort=mislabeled").text
+    assert 'id="model-note"' in page and "selfiescope train" in page
+
+
+# --- writes ---------------------------------------------------------------------------------
+def test_a_relabel_answers_with_the_saved_state_and_writes_its_reviews_rows(own_app: tuple, own_dataset: Dataset) -> None:
+    client, gate, _ = own_app
+    selfies = ids_of(client, "label=selfie&decision=accepted")[:2]
+    saved = post(client, gate, "/api/action", {"action": "relabel", "ids": selfies, "value": "portrait"})
+    assert saved.status_code == 200, saved.text
+    body = saved.json()
+    assert body["changed"] == 2 and {t["id"]: t["label"] for t in body["tiles"]} == dict.fromkeys(selfies, "portrait")
+    rows = manifest_rows(own_dataset.root, "SELECT content_hash, action, old, new FROM reviews WHERE action='relabel'")
+    assert sorted(rows) == sorted((i, "relabel", "selfie", "portrait") for i in selfies)
+    assert set(ids_of(client, "label=portrait")) >= set(selfies)
+    undone = post(client, gate, "/api/undo", {})
+    assert undone.status_code == 200 and undone.json()["changed"] == 2
+    assert set(ids_of(client, "label=selfie")) >= set(selfies)
+    labels = manifest_rows(own_dataset.root, "SELECT review_label FROM images WHERE content_hash IN (?, ?)", tuple(selfies))
+    assert all(label in (None, "selfie") for (label,) in labels)
+
+
+def test_exclude_keeps_its_note_and_forget_says_what_will_go(own_app: tuple, own_dataset: Dataset) -> None:
+    client, gate, _ = own_app
+    first, second = ids_of(client, "decision=accepted")[:2]
+    saved = post(client, gate, "/api/action", {"action": "exclude", "ids": [first], "note": "a meme, not a photo"})
+    assert saved.status_code == 200 and saved.json()["tiles"][0]["excluded"] is True
+    assert manifest_rows(own_dataset.root, "SELECT note FROM reviews WHERE content_hash=?", (first,)) == [("a meme, not a photo",)]
+    plan = post(client, gate, "/api/forget-plan", {"ids": [second]})
+    assert plan.status_code == 200 and "1" in plan.json()["plan"]
+    location = manifest_rows(own_dataset.root, "SELECT location FROM images WHERE content_hash=?", (second,))[0][0]
+    assert (own_dataset.root / location).is_file()
+    gone = post(client, gate, "/api/forget", {"ids": [second]})
+    assert gone.status_code == 200, gone.text
+    assert not (own_dataset.root / location).exists()
+    assert second not in ids_of(client)
+    assert client.get(f"/thumb/{second}").status_code == 404
+
+
+@pytest.mark.parametrize("body", [{"action": "delete", "ids": ["a" * 64]}, {"action": "relabel", "ids": ["a" * 64]},
+                                  {"action": "reviewed", "ids": []}, {"action": "reviewed", "ids": "abc"},
+                                  {"action": "reviewed", "ids": ["../x"]}, {"action": "relabel", "ids": ["a" * 64],
+                                                                            "value": "not-a-label"}, []])
+def test_a_bad_action_is_refused_with_one_line_and_changes_nothing(own_app: tuple, own_dataset: Dataset, body: object) -> None:
+    client, gate, _ = own_app
+    answer = client.post("/api/action", json=body, headers={"x-csrf-token": gate.csrf})
+    assert answer.status_code in (400, 404), answer.text
+    assert "\n" not in answer.json()["error"]
+    assert manifest_rows(own_dataset.root, "SELECT count(*) FROM reviews") == [(0,)]
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from selfiescope.core.lock import RootLock
+    lock = RootLock(Path(sys.argv[1]))
+    lock.acquire()
+    print("held", flush=True)
+    sys.stdin.readline()
+""")
+
+
+def test_while_another_run_holds_the_root_a_change_is_refused_naming_it(own_app: tuple, own_dataset: Dataset) -> None:
+    client, gate, _ = own_app
+    image = ids_of(client)[0]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(own_dataset.root)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        answer = post(client, gate, "/api/action", {"action": "reviewed", "ids": [image]})
+        assert answer.status_code == 409
+        assert answer.json()["busy"] is True and f"is in use by pid {holder.pid}" in answer.json()["error"]
+        assert f"pid {holder.pid}" in client.get("/api/version").json()["busy"]
+        assert manifest_rows(own_dataset.root, "SELECT count(*) FROM reviews") == [(0,)]
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert post(client, gate, "/api/action", {"action": "reviewed", "ids": [image]}).status_code == 200
+    assert client.get("/api/version").json()["busy"] is None
+
+
+# --- privacy --------------------------------------------------------------------------------
+def test_no_page_or_json_shows_an_owner_name_or_an_uncaptured_caption(app: tuple, dataset: Dataset) -> None:
+    client, _, _ = app
+    stored_owners = {o for (o,) in manifest_rows(dataset.root, "SELECT owner FROM images WHERE owner IS NOT NULL")}
+    assert stored_owners and not stored_owners & set(OWNERS)  # the dataset has (pseudonymised) owners
+    ids = ids_of(client)
+    facets = client.get("/api/facets").json()
+    facet_queries = [f"{f['name']}={quote(v['value'])}" for f in facets for v in f["values"]]
+    pages = ["/", "/api/page?limit=1000", "/api/facets", "/api/version", *(f"/?{q}" for q in facet_queries),
+             *(f"/api/page?{q}" for q in facet_queries), *(f"/?sort={s}" for s in ("mislabeled", "face_area", "newest"))]
+    pages += [p for i in ids for p in (f"/i/{i}", f"/api/detail/{i}")]
+    crawled = []
+    for path in pages:
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        crawled.append(answer.text)
+    text = "\n".join(crawled)
+    assert any(o in text for o in stored_owners)  # the pseudonyms do show
+    for name in OWNERS:
+        assert name not in text and name.split(".")[0] not in text
+    assert CAPTION not in text
+    assert "GPS" not in text.upper().replace("GPSINFO", "")
