@@ -18,6 +18,7 @@ from .core.components import (
 from .core.context import RunContext
 from .core.events import Decision, FaceBox, ImageEvent, Origin, Reject
 from .core.hookspecs import hookimpl
+from .core.review_facets import ReviewFacet
 from .core.work import WorkItem
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "Options",
     "Origin",
     "Reject",
+    "ReviewFacet",
     "RunContext",
     "Source",
     "Step",

@@ -39,12 +39,15 @@ def run_train(settings: Settings, name: str, as_json: bool) -> None:
         return
     table = Table(title=f"{name}: model written to {summary['model_dir']}", show_header=False)
     for key, value in summary.items():
-        if key not in ("model_dir", "warnings"):
+        if key not in ("model_dir", "warnings", "likely_mislabeled"):
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     out.print(table)
     for warning in summary["warnings"]:  # confounders: the figures above may describe the sources, not the photos
         console.print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
     out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}")
+    if mislabeled := summary.get("likely_mislabeled"):
+        out.print(f"{mislabeled} training image{'s look' if mislabeled != 1 else ' looks'} mislabeled (the cross-validated "
+                  "model contradicts the label): `selfiescope review` shows them first (sort: most likely mislabeled)")
 
 
 @core_app.command("train")

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only: importing this module 
     from .components import FeatureExtractor, Source, Step, Storage
     from .context import RunContext
     from .events import ImageEvent
+    from .review_facets import ReviewFacet
     from .stats import RunStats
 
 PROJECT = "selfiescope"
@@ -110,6 +111,19 @@ def selfiescope_commands(app: typer.Typer) -> None:
     the hook, so that using the plugin from Python stays light.
 
     :param app: the root :class:`typer.Typer` application of the ``selfiescope`` command.
+    """
+
+
+@hookspec
+def selfiescope_review_facets() -> list[ReviewFacet]:
+    """Facets of your own in the sidebar of ``selfiescope review``.
+
+    Return :class:`~selfiescope.api.ReviewFacet` objects (name, title, and a function from an
+    image's manifest row to its value or values). The app calls each function once per image
+    when it reads the manifest, then counts and filters like its own facets (a value's count
+    is taken under the other facets' filters). A function that raises gives that image no
+    value (logged once per facet). Rejection codes of your steps need no facet of yours: they
+    are values of the built-in "rejection reason" facet.
     """
 
 

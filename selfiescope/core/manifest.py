@@ -87,11 +87,18 @@ CREATE TABLE IF NOT EXISTS forget_pending (
 CREATE TABLE IF NOT EXISTS models (
     path TEXT PRIMARY KEY, pipeline TEXT, trained REAL, images INTEGER
 );
+CREATE TABLE IF NOT EXISTS reviews (
+    id INTEGER PRIMARY KEY, content_hash TEXT NOT NULL, action TEXT NOT NULL, old TEXT, new TEXT,
+    at REAL NOT NULL, note TEXT, batch INTEGER NOT NULL, undoes INTEGER
+);
 """
 # Columns added after the first release: existing manifests get them on open.
 ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "images": [("owner", "TEXT"), ("owner_id", "TEXT"), ("caption", "TEXT"), ("taken_at", "REAL"),
-               ("face_detector", "TEXT"), ("notes", "TEXT")],  # notes: JSON-safe event.notes of accepted images
+               ("face_detector", "TEXT"), ("notes", "TEXT"),  # notes: JSON-safe event.notes of accepted images
+               # `selfiescope review`: the reviewed label (NULL: as collected; `label` keeps the collected one,
+               # which the stored file's place and per-job limits go by), when it was marked reviewed, excluded
+               ("review_label", "TEXT"), ("reviewed", "REAL"), ("excluded", "INTEGER")],
     "rejections": [("origin_path", "TEXT")],
 }
 ADDED_INDEXES = (
@@ -104,6 +111,8 @@ ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS posts_seen_post ON posts_seen(post_id)",
     # The dataset card counts per source, job and label at the end of every run: an index-only scan.
     "CREATE INDEX IF NOT EXISTS images_card ON images(decision, source, job, label, first_seen)",
+    "CREATE INDEX IF NOT EXISTS reviews_hash ON reviews(content_hash)",
+    "CREATE INDEX IF NOT EXISTS reviews_batch ON reviews(batch)",
 )
 
 

@@ -23,6 +23,7 @@ from ..core.manifest import Manifest
 from ..core.plugins import Registry, registry_for
 from ..core.settings import ScrapePipeline, Settings
 from ..core.text import redact_text, redact_values
+from .reviewed import label_sql, review_progress, trainable_sql
 from ..core.lock import pid_alive as _alive
 
 log = logging.getLogger("selfiescope.card")
@@ -136,6 +137,10 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
         for i in sorted(registry.info, key=lambda i: (i.kind, i.name))
     ]
     privacy = settings.privacy
+    progress = review_progress(manifest)
+    reviewed_labels = {r[0]: r[1] for r in q(
+        f"SELECT {label_sql(manifest)}, COUNT(*) FROM images WHERE decision='accepted' AND location IS NOT NULL"
+        f" AND {trainable_sql(manifest)} GROUP BY 1 ORDER BY 1")}
     return {
         "format": FORMAT,
         "generated": _iso(time.time()),
@@ -153,6 +158,8 @@ def build_card(settings: Settings, manifest: Manifest, registry: Registry | None
         "plugins": plugins,
         "rejections": {"total": sum(rejections.values()), "by_reason": rejections},
         "conflicts": q("SELECT COUNT(*) FROM conflicts")[0][0],
+        # `selfiescope review`: how far people looked at the labels, and the labels training uses after it
+        "review": progress.as_dict() | {"per_label_for_training": reviewed_labels},
         "privacy": {
             "owners": "pseudonymised: HMAC-SHA256 with a per-dataset key kept in the storage root (mode 0600)",
             "captions_stored": privacy.store_captions,
@@ -190,6 +197,12 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines += ["", f"## Rejections ({rej['total']})", ""]
     lines += [f"- {reason}: {n}" for reason, n in rej["by_reason"].items()] or ["- none"]
     lines += [f"- photos met under two labels (conflicts): {card['conflicts']}"]
+    if review := card.get("review"):
+        lines += ["", "## Review", "",
+                  f"- {review['reviewed']} of {review['stored']} stored images reviewed (`selfiescope review`);"
+                  f" {review['relabeled']} relabeled, {review['excluded']} excluded from training",
+                  "- labels training uses: " + (", ".join(f"{k} {v}" for k, v in review["per_label_for_training"].items())
+                                                or "none")]
     lines += ["", "## Known biases", ""] + [f"- {b}" for b in card["known_biases"]]
     p = card["privacy"]
     lines += ["", "## Privacy", "",

@@ -44,6 +44,7 @@ from ..core.settings import Settings, SettingsError, TrainPipeline
 from .baselines import FACTS_VERSION, FileFacts, file_facts
 from .groups import near_duplicate_groups
 from .normalize import cache_suffix
+from .reviewed import label_sql, trainable_sql
 from .stored import StoredReader
 
 log = logging.getLogger("selfiescope.dataset")
@@ -66,10 +67,12 @@ class DatasetRow:
     face_area: float | None
     n_faces: int
     phash: str | None
+    collected_label: str | None = None  # the label it was stored under, when a review changed it
 
     @property
     def stored(self) -> StoredImage:
-        return StoredImage(self.id or self.content_hash[:16], self.label, self.location, self.content_hash)
+        return StoredImage(self.id or self.content_hash[:16], self.collected_label or self.label, self.location,
+                           self.content_hash)
 
 
 @dataclass
@@ -102,18 +105,20 @@ def event_face_dict(event: ImageEvent, exif: bytes | None) -> dict[str, Any]:
 
 
 def load_rows(manifest: Manifest, labels: Sequence[str]) -> list[DatasetRow]:
-    """Stored images (accepted, with a location) with one of ``labels``, in a stable order (first seen)."""
+    """Stored images (accepted, with a location) whose label, as reviewed, is one of ``labels``,
+    leaving out those a review excluded; in a stable order (first seen)."""
     marks = ",".join("?" * len(labels))
+    label = label_sql(manifest)
     rows = manifest.query(
-        f"SELECT content_hash, id, label, job, location, face_box, face_area, n_faces, phash"
-        f" FROM images WHERE decision='accepted' AND location IS NOT NULL AND label IN ({marks})"
-        " ORDER BY first_seen, content_hash",
+        f"SELECT content_hash, id, {label} AS effective, label, job, location, face_box, face_area, n_faces, phash"
+        f" FROM images WHERE decision='accepted' AND location IS NOT NULL AND {label} IN ({marks})"
+        f" AND {trainable_sql(manifest)} ORDER BY first_seen, content_hash",
         tuple(labels),
     )
     return [DatasetRow(
-        r["content_hash"], r["id"], r["label"], r["job"] or "", r["location"],
+        r["content_hash"], r["id"], r["effective"], r["job"] or "", r["location"],
         json.loads(r["face_box"]) if r["face_box"] else None,
-        r["face_area"], r["n_faces"] or 0, r["phash"],
+        r["face_area"], r["n_faces"] or 0, r["phash"], r["label"] if r["label"] != r["effective"] else None,
     ) for r in rows]
 
 

@@ -9,6 +9,8 @@ as is. ``csv`` / ``parquet``: one table of the stored images (``DIR/images.csv``
 Only accepted images are exported, never a tombstoned one; owners appear as their
 pseudonym, captions only when the dataset keeps them, and post/image URLs and original
 paths only with ``include_urls`` (they lead back to the person). The key never leaves.
+``label`` is the label as reviewed (`selfiescope review`), ``collected_label`` the one it was
+collected under; ``reviewed`` and ``excluded`` (left out of training) come from the review too.
 DIR must be new or empty: an export never overwrites anything. It is written beside DIR
 and renamed into place at the end, so DIR never holds half an export.
 """
@@ -40,7 +42,7 @@ ExportFormat = Literal["imagefolder", "csv", "parquet"]
 COLUMNS = [
     "id", "label", "owner", "source", "job", "format", "width", "height", "size",
     "face_x", "face_y", "face_w", "face_h", "face_area", "n_faces", "phash", "content_hash",
-    "taken_at", "collected_at",
+    "taken_at", "collected_at", "collected_label", "reviewed", "excluded",
 ]
 URL_COLUMNS = ["post_id", "post_url", "image_url", "origin_path"]
 
@@ -74,8 +76,12 @@ def export_rows(manifest: Manifest, *, include_urls: bool = False, captions: boo
         if tombstones and manifest.keyring.content(r["content_hash"]) in tombstones:
             continue  # a forget in progress: its rows are about to go
         box = json.loads(r["face_box"]) if r["face_box"] else [None] * 4
+        keys = r.keys()
+        reviewed_label = r["review_label"] if "review_label" in keys else None
         rec: dict[str, Any] = {
-            "id": r["id"], "label": r["label"], "owner": r["owner"], "source": r["source"], "job": r["job"],
+            "id": r["id"], "label": reviewed_label or r["label"], "collected_label": r["label"],
+            "reviewed": "reviewed" in keys and r["reviewed"] is not None,
+            "excluded": "excluded" in keys and bool(r["excluded"]), "owner": r["owner"], "source": r["source"], "job": r["job"],
             "format": r["format"], "width": r["width"], "height": r["height"], "size": r["size"],
             "face_x": box[0], "face_y": box[1], "face_w": box[2], "face_h": box[3],
             "face_area": r["face_area"], "n_faces": r["n_faces"], "phash": r["phash"],
@@ -168,7 +174,7 @@ async def _copy_images(settings: Settings, registry: Registry | None, manifest: 
     await storage.open()
     try:
         for rec in rows:
-            item = StoredImage(rec["id"], rec["label"], rec["location"], rec["content_hash"])
+            item = StoredImage(rec["id"], rec["collected_label"], rec["location"], rec["content_hash"])
             try:
                 data = await asyncio.wait_for(storage.read(item), READ_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - any backend's failure to read is this image's

@@ -51,10 +51,11 @@ from ..exits import RUN_ERRNOS
 from ..core.settings import Settings, TrainPipeline
 from ..plugins.store import STORED_SHA256
 from .card import refresh_card
+from .reviewed import remove_thumbnails
 
 log = logging.getLogger("selfiescope.forget")
 TRAINED_ON = "trained_on.txt"  # beside model.txt: one content hash per line
-ROW_TABLES = ("images", "rejections", "phashes", "features", "conflicts", "posts_seen")
+ROW_TABLES = ("images", "rejections", "phashes", "features", "conflicts", "posts_seen", "reviews")
 QUARANTINED = "quarantined copies"  # fsck's quarantine folder
 _COLUMNS = "content_hash, id, label, location, decision, post_id, source"
 _HEX = re.compile(r"^[0-9a-f]{12,64}$")
@@ -341,10 +342,11 @@ async def complete_pending(manifest: Manifest, storage: Storage) -> dict[str, in
         stored = StoredImage(Path(row["location"]).stem, row["label"] or "", row["location"], row["value"])
         removed["files"] += bool(await storage.delete(stored))
     removed[QUARANTINED] = quarantined.remove(manifest.root, pending_copies(manifest))
+    remove_thumbnails(manifest.root, [r[0] for r in manifest.query("SELECT value FROM forget_pending WHERE kind='content'")])
     pending_hashes = "SELECT value FROM forget_pending WHERE kind='content'"
     pending_posts = "SELECT value FROM forget_pending WHERE kind='post'"
     with manifest.transaction() as db:
-        for table in ("images", "rejections", "phashes", "features"):
+        for table in ("images", "rejections", "phashes", "features", "reviews"):
             removed[table] = db.execute(f"DELETE FROM {table} WHERE content_hash IN ({pending_hashes})").rowcount
         removed["rejections"] += db.execute(f"DELETE FROM rejections WHERE post_id IN ({pending_posts})").rowcount
         removed["conflicts"] = db.execute(

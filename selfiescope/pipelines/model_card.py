@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .assessment import BASELINE_TITLES
+from .reviewed import review_progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.settings import Settings, TrainPipeline
@@ -34,6 +35,7 @@ def dataset_facts(table: "FeatureTable", pipeline: "TrainPipeline", settings: "S
     try:
         seen = {r["content_hash"]: r["first_seen"] for r in manifest.query(
             "SELECT content_hash, first_seen FROM images WHERE decision='accepted'")}
+        review = review_progress(manifest, tuple(pipeline.labels)).as_dict()
     finally:
         manifest.close()
     for label in pipeline.labels:
@@ -44,6 +46,7 @@ def dataset_facts(table: "FeatureTable", pipeline: "TrainPipeline", settings: "S
         "per_source": [{"job": job, "label": label, "images": n} for (job, label), n in sorted(per_source.items())],
         "collected": dates,
         "dataset_card": card,
+        "review": review,  # `selfiescope review`: labels looked at, changed, left out (over these labels' images)
     }
 
 
@@ -83,6 +86,9 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
     ]
     if ds.get("dataset_card"):
         lines.append(f"Dataset card: `{ds['dataset_card']}`.")
+    if review := ds.get("review"):
+        lines.append(f"Labels reviewed (`selfiescope review`): {review['reviewed']} of {review['stored']} stored images;"
+                     f" {review['relabeled']} labels changed, {review['excluded']} images excluded from training.")
     collected = ds.get("collected", {})
     lines += ["", "| source job | label | images |", "|---|---|---:|"]
     lines += [f"| {s['job']} | {s['label']} | {s['images']} |" for s in ds.get("per_source", [])]

@@ -247,6 +247,7 @@ class TrainResult:
             "baseline_roc_auc": m["cv"]["baseline_face_area"]["roc_auc"],
             **summary_fields(m),
             "elapsed_s": m["elapsed_s"],
+            "likely_mislabeled": m["dataset"].get("review", {}).get("likely_mislabeled"),
             "warnings": m.get("warnings", []),
         }
 
@@ -322,6 +323,9 @@ def train(
         "elapsed_s": None,
     }
     metrics["dataset"].update(dataset_facts(table, pipeline, settings))
+    calibrated = cv.assessment.calibration.calibrated_oof if cv.assessment else cv.oof
+    # cleanlab's view: an image whose out-of-fold probability contradicts its label may be mislabeled
+    metrics["dataset"]["review"]["likely_mislabeled"] = int(np.count_nonzero(np.abs(table.y - calibrated) > 0.5))
     if pipeline.normalize:
         metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality}
         metrics["cv"]["without_normalize"] = unnormalized_score(settings, pipeline, registry, progress, runner, fit)

@@ -1,5 +1,6 @@
-"""An example third-party plugin: a chain step that drops images below a file size, and a
-``selfiescope sizegate`` command that says which files the step would drop.
+"""An example third-party plugin: a chain step that drops images below a file size, a
+``selfiescope sizegate`` command that says which files the step would drop, and a
+"File size" facet in ``selfiescope review``.
 
 Installed through the ``selfiescope`` entry-point group (see pyproject.toml), it shows
 up in ``selfiescope plugins`` and can be placed in any pipeline's ``chain``. It imports
@@ -8,7 +9,7 @@ only from the public API, :mod:`selfiescope.api`.
 
 from pathlib import Path
 
-from selfiescope.api import ImageEvent, Options, Reject, Step, hookimpl
+from selfiescope.api import ImageEvent, Options, Reject, ReviewFacet, Step, hookimpl
 
 
 class SizeGateOptions(Options):
@@ -44,3 +45,16 @@ def selfiescope_commands(app):
         for f in files:
             typer.echo(f"{'drop' if f in dropped else 'keep'} {f}")
         raise typer.Exit(1 if dropped else 0)
+
+
+def file_size(row):
+    """An image's file-size band (the review app calls it once per image with its manifest row)."""
+    size = row.get("size")
+    if size is None:
+        return None
+    return "under 10 kB" if size < 10_000 else "10 kB to 1 MB" if size < 1_000_000 else "1 MB or more"
+
+
+@hookimpl
+def selfiescope_review_facets():
+    return [ReviewFacet("file_size", "File size", file_size)]

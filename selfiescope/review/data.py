@@ -1,0 +1,301 @@
+"""The data layer of `selfiescope review`: the dataset as the app's pages see and change it.
+
+No import step: the manifest is read in place (a snapshot of its columns in memory, read
+again whenever the manifest changed) and image bytes come through the configured
+``Storage`` backend, S3 included. Actions are in :mod:`.actions`; thumbnails in
+:mod:`.thumbs`; facets and paging in :mod:`.snapshot`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..core.components import StoredImage
+from ..core.manifest import Manifest
+from ..core.manifest_io import writable
+from ..core.plugins import Registry
+from ..core.review_facets import ReviewFacet
+from ..core.settings import Settings, TrainPipeline
+from ..core.text import printable
+from ..pipelines.stored import StoredReader
+from . import actions, thumbs
+from .model import (
+    ACTIONS, SORTS, ActionResult, Detail, Facet, FacetValue, Filters, Page, ReviewBusy, ReviewError, ReviewRow, Tile,
+)
+from .probabilities import ModelProbabilities, latest_probabilities
+from .snapshot import Snapshot
+
+__all__ = [
+    "ACTIONS", "SORTS", "ActionResult", "Detail", "Facet", "FacetValue", "Filters", "Page", "ReviewBusy", "ReviewData",
+    "ReviewError", "ReviewRow", "Tile",
+]
+log = logging.getLogger("selfiescope.review")
+MEDIA_TYPES = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
+               "gif": "image/gif", "bmp": "image/bmp", "tiff": "image/tiff", "heif": "image/heif", "avif": "image/avif"}
+MAX_LIMIT = 500
+
+
+def _max_distance(settings: Settings) -> int:
+    options = settings.plugins.get("dedup", {}) if isinstance(settings.plugins, dict) else {}
+    try:
+        return int(options.get("max_distance", 8))
+    except (TypeError, ValueError, AttributeError):
+        return 8
+
+
+def _media_type(fmt: str | None, data: bytes) -> str:
+    if fmt and fmt.lower() in MEDIA_TYPES:
+        return MEDIA_TYPES[fmt.lower()]
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+class ReviewData:
+    """One dataset (``settings.storage.root``) for the review app; safe to call from several threads."""
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings, self.registry = settings, registry
+        self.root = Path(settings.storage.root).expanduser()
+        self.display = printable(settings.storage.root)
+        if not (self.root / "manifest.sqlite").is_file():
+            raise ReviewError(f"no dataset at {self.display}: {self.display}/manifest.sqlite does not exist "
+                              "(collect images first: selfiescope run)")
+        self._lock = threading.RLock()
+        self._manifest: Manifest | None = None
+        self._reader: StoredReader | None = None
+        self._snapshot: Snapshot | None = None
+        self._snapshot_version = -1
+        self._model: ModelProbabilities | None = None
+        self._data_version: int | None = None
+        self._version = 0
+        self._facets: list[ReviewFacet] | None = None
+
+    # --- opening and closing -------------------------------------------------------------
+    @property
+    def manifest(self) -> Manifest:
+        with self._lock:
+            if self._manifest is None:
+                self._manifest = self._open_manifest()
+            return self._manifest
+
+    def _open_manifest(self) -> Manifest:
+        if writable(self.root):
+            return Manifest.at_root(self.root)  # additive schema only: CREATE IF NOT EXISTS, new columns
+        return Manifest.read_only(self.root)
+
+    def _storage(self) -> StoredReader:
+        with self._lock:
+            if self._reader is None:
+                reader = StoredReader(self.settings, self.registry, manifest=self.manifest)
+                reader.__enter__()
+                self._reader = reader
+            return self._reader
+
+    def close(self) -> None:
+        with self._lock:
+            if self._reader is not None:
+                self._reader.__exit__(None, None, None)
+                self._reader = None
+            if self._manifest is not None:
+                self._manifest.close()
+                self._manifest = None
+            self._snapshot = None
+
+    def __enter__(self) -> "ReviewData":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- what changes ----------------------------------------------------------------------
+    def version(self) -> int:
+        """Grows whenever the manifest changed (this app's edits, or another process's commits)."""
+        with self._lock:
+            current = int(self.manifest.query("PRAGMA data_version")[0][0])
+            if current != self._data_version:
+                self._data_version = current
+                self._version += 1
+            return self._version
+
+    def _changed(self) -> None:
+        with self._lock:
+            self._version += 1
+
+    def plugin_facets(self) -> list[ReviewFacet]:
+        if self._facets is None:
+            found: list[ReviewFacet] = []
+            for result in self.registry.pm.hook.selfiescope_review_facets():
+                found += [f for f in (result or []) if isinstance(f, ReviewFacet)]
+            self._facets = list({f.name: f for f in found}.values())
+        return self._facets
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            version = self.version()
+            if self._snapshot is None or version != self._snapshot_version:
+                self._model = latest_probabilities(self.manifest._db, self.settings)
+                self._snapshot = Snapshot(self.manifest._db, probabilities=self._model.by_hash,
+                                          positive=self._model.positive, max_distance=_max_distance(self.settings),
+                                          plugin_facets=self.plugin_facets())
+                self._snapshot_version = version
+            return self._snapshot
+
+    # --- reading ---------------------------------------------------------------------------
+    def labels(self) -> list[str]:
+        """The labels a relabel may choose: every train pipeline's, then those present."""
+        out: list[str] = []
+        for p in self.settings.pipelines.values():
+            if isinstance(p, TrainPipeline):
+                out += p.labels
+            elif getattr(p, "label", None):
+                out.append(p.label)
+            out += [j.label for j in getattr(p, "jobs", []) or [] if getattr(j, "label", None)]
+        out += [v for v in self.snapshot().facets["label"].values]
+        return list(dict.fromkeys(str(v) for v in out if v))
+
+    def facets(self, filters: Filters) -> list[Facet]:
+        return self.snapshot().facet_list(filters)
+
+    def page(self, filters: Filters, sort: str = "newest", cursor: str | None = None, limit: int = 60) -> Page:
+        if sort not in SORTS:
+            raise ValueError(f"sort: {sort!r} is not one of {', '.join(SORTS)}")
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        snap = self.snapshot()
+        rows, total, next_cursor = snap.page(filters, sort, cursor, limit)
+        return Page([self._tile(snap, int(i)) for i in rows], total, next_cursor)
+
+    def _tile(self, snap: Snapshot, i: int) -> Tile:
+        label, original = str(snap.label[i]), snap.original_label[i]
+        probability = snap.probability[i]
+        return Tile(
+            id=str(snap.hashes[i]), label=label, decision=str(snap.decision[i]),
+            reason=snap.reason_text[i] if snap.decision[i] == "rejected" else None,
+            face_area=None if snap.area[i] != snap.area[i] else float(snap.area[i]),
+            reviewed=bool(snap.reviewed[i]), excluded=bool(snap.excluded[i]),
+            probability=None if probability != probability else float(probability),
+            has_thumbnail=bool(snap.stored[i] or snap.has_origin[i]),
+            original_label=original if original != label else None,
+        )
+
+    def detail(self, image_id: str) -> Detail | None:
+        snap = self.snapshot()
+        i = snap.index.get(image_id)
+        row = self.manifest.get_image(image_id) if i is not None else None
+        if row is None or i is None:
+            return None
+        box = json.loads(row["face_box"]) if row["face_box"] else None
+        decisions = [(r["rejected_by"] or "", r["reject_code"] or "", r["reason"] or "") for r in self.manifest.query(
+            "SELECT rejected_by, reject_code, reason FROM rejections WHERE content_hash=? ORDER BY at", (image_id,))]
+        if row["decision"] == "rejected" and (row["rejected_by"], row["reject_code"]) not in {d[:2] for d in decisions}:
+            decisions.append((row["rejected_by"] or "", row["reject_code"] or "", row["reason"] or ""))
+        if row["decision"] == "accepted":
+            decisions.append(("chain", "accepted", "stored" if row["location"] else "accepted, not stored"))
+        members = [int(j) for j in (snap.group == snap.group[i]).nonzero()[0]] if snap.in_group[i] else []
+        group = [self._tile(snap, j) for j in members if j != i]
+        kept = [j for j in members if snap.stored[j]]
+        extra = {key[2:]: [c.values[code] for r, code in zip(c.rows, c.codes) if r == i]
+                 for key, c in snap.facets.items() if key.startswith("x.")}
+        return Detail(
+            tile=self._tile(snap, i), faces=[tuple(box)] if box else [], largest=0 if box else None,
+            decisions=decisions, job=row["job"], owner=row["owner"], post_url=row["post_url"],
+            width=row["width"], height=row["height"], size_bytes=row["size"], detector=row["face_detector"],
+            group=group, kept_id=str(snap.hashes[kept[0]]) if kept else None,
+            history=self.history(image_id), source=row["source"], n_faces=row["n_faces"] or 0,
+            first_seen=row["first_seen"], extra=extra,
+        )
+
+    def history(self, image_id: str) -> list[ReviewRow]:
+        return [ReviewRow(r["id"], r["content_hash"], r["action"], r["old"], r["new"], r["at"], r["note"], r["batch"],
+                          r["undoes"])
+                for r in self.manifest.query("SELECT * FROM reviews WHERE content_hash=? ORDER BY id", (image_id,))]
+
+    def image(self, image_id: str) -> tuple[bytes, str] | None:
+        """The image's bytes and media type: through the storage backend, or, for a rejected
+        import, from its original file while that is still a regular file there."""
+        row = self.manifest.get_image(image_id) if thumbs._HASH.match(image_id or "") else None
+        if row is None:
+            return None
+        data: bytes | None = None
+        if row["decision"] == "accepted" and row["location"]:
+            stored = StoredImage(row["id"] or image_id[:16], row["label"] or "", row["location"], image_id)
+            try:
+                data = self._storage().read(stored)
+            except Exception as exc:  # noqa: BLE001 - a missing object is no image, logged
+                log.warning("review: cannot read %s from storage: %s", image_id[:16], type(exc).__name__)
+                return None
+        elif row["origin_path"]:
+            data = _read_original(Path(row["origin_path"]), image_id)
+        if data is None:
+            return None
+        return data, _media_type(row["format"], data)
+
+    def thumbnail(self, image_id: str) -> bytes | None:
+        if not thumbs._HASH.match(image_id or ""):
+            return None
+        hit = thumbs.cached(self.root, image_id)
+        if hit is not None:
+            return hit
+        got = self.image(image_id)
+        if got is None:
+            return None
+        try:
+            data = thumbs.make_thumbnail(got[0])
+        except Exception as exc:  # noqa: BLE001 - bytes Pillow cannot read: no thumbnail
+            log.warning("review: no thumbnail for %s: %s", image_id[:16], type(exc).__name__)
+            return None
+        thumbs.keep(self.root, image_id, data)
+        return data
+
+    def model_note(self) -> str | None:
+        self.snapshot()
+        model = self._model
+        if model is not None and model.by_hash:
+            return None
+        return ("no trained model with out-of-fold probabilities for this dataset: run `selfiescope train` "
+                "to sort by likely mislabels and see where the model disagrees")
+
+    # --- changing --------------------------------------------------------------------------
+    def apply(self, action: str, ids: Sequence[str], value: str | None = None, note: str | None = None) -> ActionResult:
+        result = actions.apply(self, action, ids, value, note)
+        self._changed()
+        return result
+
+    def undo(self) -> ActionResult:
+        result = actions.undo(self)
+        self._changed()
+        return result
+
+    def forget_plan(self, ids: Sequence[str]) -> str:
+        return actions.forget_plan(self, ids)
+
+    def forget(self, ids: Sequence[str]) -> ActionResult:
+        result = actions.forget(self, ids)
+        self._changed()
+        return result
+
+    def busy(self) -> str | None:
+        """``data/ is in use by pid N`` while another process holds the root's lock, else None."""
+        return actions.busy_message(self)
+
+
+def _read_original(path: Path, content_hash: str) -> bytes | None:
+    """A rejected import's original file, only while it is a regular file with the same bytes."""
+    import hashlib
+    import stat
+
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == content_hash else None

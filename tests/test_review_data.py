@@ -1,0 +1,405 @@
+"""The data layer of `selfiescope review`: facets, pages, detail, thumbnails, actions, the lock."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from PIL import Image
+
+from selfiescope.core.manifest import Manifest
+from selfiescope.core.plugins import load_registry
+from selfiescope.core.settings import settings_from_dict
+from selfiescope.pipelines.dataset import load_rows
+from selfiescope.review.data import Filters, ReviewBusy, ReviewData, ReviewError
+from selfiescope.review.snapshot import AREA_EDGES
+from selfiescope.testing.review_manifest import build, write_model
+
+REPO = Path(__file__).resolve().parents[1]
+N = 240
+
+
+def open_data(root: Path, plugins: list | None = None) -> ReviewData:
+    settings = settings_from_dict({"storage": {"root": str(root)}})
+    return ReviewData(settings, load_registry(plugins))
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A read-only use: 240 images with files, a model's probabilities for the first 120."""
+    root = tmp_path_factory.mktemp("review") / "data"
+    hashes = build(root, N, seed=3, files=True)
+    labels = dict(sqlite3.connect(root / "manifest.sqlite").execute("SELECT content_hash, label FROM images"))
+    write_model(root.parent / "model", root, {h: (labels[h], (i % 10) / 10) for i, h in enumerate(hashes[:120])})
+    return root, hashes
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> tuple[Path, list[str]]:
+    root = tmp_path / "data"
+    return root, build(root, 60, seed=5, files=True)
+
+
+def rows_of(root: Path) -> list[dict]:
+    db = sqlite3.connect(root / "manifest.sqlite")
+    db.row_factory = sqlite3.Row
+    images = [dict(r) for r in db.execute("SELECT * FROM images")]
+    reasons: dict[str, set[str]] = {}
+    for h, step, code in db.execute("SELECT content_hash, rejected_by, reject_code FROM rejections"):
+        reasons.setdefault(h, set()).add(f"{step}:{code}")
+    for r in images:
+        r["reasons"] = reasons.get(r["content_hash"], set()) if r["decision"] == "rejected" else set()
+        r["effective"] = r["review_label"] or r["label"]
+    return images
+
+
+def matches(r: dict, f: Filters, skip: str = "") -> bool:
+    """The meaning of a filter, written out plainly over one manifest row."""
+    checks = {
+        "label": not f.label or r["effective"] in f.label,
+        "job": not f.job or r["job"] in f.job,
+        "decision": not f.decision or r["decision"] in f.decision,
+        "reason": not f.reason or bool(r["reasons"] & set(f.reason)),
+        "detector": not f.detector or r["face_detector"] in f.detector,
+        "face_area": (f.area_min is None and f.area_max is None) or (
+            r["face_area"] is not None and (f.area_min is None or r["face_area"] >= f.area_min)
+            and (f.area_max is None or r["face_area"] <= f.area_max)),
+        "reviewed": f.reviewed is None or (r["reviewed"] is not None) == f.reviewed,
+        "excluded": f.excluded is None or bool(r["excluded"]) == f.excluded,
+    }
+    return all(ok for name, ok in checks.items() if name != skip)
+
+
+filters_strategy = st.builds(
+    Filters,
+    label=st.lists(st.sampled_from(["selfie", "portrait", "nothing"]), max_size=2).map(tuple),
+    job=st.lists(st.sampled_from(["selfie", "portrait", "mirrorselfie", "headshot"]), max_size=2).map(tuple),
+    decision=st.lists(st.sampled_from(["accepted", "rejected"]), max_size=1).map(tuple),
+    reason=st.lists(st.sampled_from(["dedup:near_duplicate", "blurcheck:blurry", "face_area:no_face"]), max_size=2).map(tuple),
+    detector=st.lists(st.sampled_from(["haar", "dnn"]), max_size=1).map(tuple),
+    area_min=st.one_of(st.none(), st.sampled_from(AREA_EDGES[:-1])),
+    area_max=st.one_of(st.none(), st.sampled_from(AREA_EDGES[1:])),
+    reviewed=st.sampled_from([None, True, False]),
+    excluded=st.sampled_from([None, False]),
+).filter(lambda f: f.area_min is None or f.area_max is None or f.area_min <= f.area_max)
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(f=filters_strategy)
+def test_facet_counts_are_taken_under_the_other_facets_filters(synthetic, f: Filters) -> None:
+    root, _ = synthetic
+    rows = rows_of(root)
+    with open_data(root) as data:
+        facets = {facet.name: facet for facet in data.facets(f)}
+        page = data.page(f, "newest", None, 10)
+    assert page.total == sum(matches(r, f) for r in rows)
+    for name, column in (("label", "effective"), ("job", "job"), ("decision", "decision"), ("detector", "face_detector")):
+        for value in facets[name].values:
+            assert value.count == sum(matches(r, f, skip=name) and r[column] == value.value for r in rows), (name, value)
+    for value in facets["reason"].values:
+        assert value.count == sum(matches(r, f, skip="reason") and value.value in r["reasons"] for r in rows)
+    for value in facets["face_area"].values:
+        low, high = map(float, value.value.split(":"))
+        inside = [r for r in rows if matches(r, f, skip="face_area") and r["face_area"] is not None]
+        assert value.count == sum(low <= r["face_area"] < high or (high == 1.0 and r["face_area"] == 1.0) for r in inside)
+
+
+@hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(f=filters_strategy, sort=st.sampled_from(["mislabeled", "face_area", "newest"]), limit=st.integers(1, 70))
+def test_paging_by_cursor_visits_each_match_once_in_sort_order(synthetic, f: Filters, sort: str, limit: int) -> None:
+    root, _ = synthetic
+    seen, keys, cursor = [], [], None
+    with open_data(root) as data:
+        snap = data.snapshot()
+        key = snap.sort_key(sort)
+        while True:
+            page = data.page(f, sort, cursor, limit)
+            seen += [t.id for t in page.tiles]
+            keys += [(key[snap.index[t.id]], t.id) for t in page.tiles]
+            if page.next_cursor is None:
+                break
+            assert len(page.tiles) == limit
+            cursor = page.next_cursor
+    assert len(seen) == len(set(seen)) == page.total
+    assert keys == sorted(keys)
+
+
+def test_mislabeled_sort_puts_the_model_s_strongest_contradictions_first(synthetic) -> None:
+    root, hashes = synthetic
+    with open_data(root) as data:
+        tiles = data.page(Filters(), "mislabeled", None, 30).tiles
+        assert data.model_note() is None
+        disagree = data.page(Filters(disagrees=True), "newest", None, 500)
+    scores = [abs((t.label == "selfie") - t.probability) for t in tiles]
+    assert scores == sorted(scores, reverse=True) and scores[0] >= 0.9
+    assert all(abs((t.label == "selfie") - t.probability) > 0.5 for t in disagree.tiles) and disagree.total > 0
+
+
+def test_without_a_model_the_page_says_how_to_get_one(fresh) -> None:
+    root, _ = fresh
+    with open_data(root) as data:
+        assert "selfiescope train" in (data.model_note() or "")
+        assert all(t.probability is None for t in data.page(Filters(), "mislabeled", None, 60).tiles)
+
+
+@pytest.mark.parametrize("query, message", [
+    ({"reviewed": ["maybe"]}, "reviewed"), ({"area_min": ["2"]}, "area_min"), ({"face_area": ["0.1"]}, "face_area"),
+    ({"colour": ["red"]}, "colour"), ({"area_min": ["0.5"], "area_max": ["0.1"]}, "above"),
+])
+def test_bad_queries_say_which_key(query, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Filters.from_query(query)
+
+
+@given(f=filters_strategy)
+def test_filters_survive_the_url(f: Filters) -> None:
+    from urllib.parse import parse_qs, urlencode
+
+    back = Filters.from_query(parse_qs(urlencode(f.to_query())))
+    assert back == Filters(**{**f.__dict__, "label": tuple(dict.fromkeys(f.label)), "job": tuple(dict.fromkeys(f.job)),
+                              "reason": tuple(dict.fromkeys(f.reason))})
+
+
+def test_a_cursor_this_app_did_not_make_is_refused(synthetic) -> None:
+    with open_data(synthetic[0]) as data, pytest.raises(ValueError, match="cursor"):
+        data.page(Filters(), "newest", "not-a-cursor!", 10)
+
+
+def test_thumbnail_is_made_once_reduced_and_kept_under_the_root(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "data"
+    hashes = build(root, 3, files=True, rejected_share=0.0)
+    big = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (200, 120, 40)).save(big, "JPEG", quality=90)
+    row = sqlite3.connect(root / "manifest.sqlite").execute("SELECT location FROM images WHERE content_hash=?",
+                                                            (hashes[0],)).fetchone()
+    (root / row[0]).write_bytes(big.getvalue())  # the stored file, as the backend reads it
+    with open_data(root) as data:
+        thumb = data.thumbnail(hashes[0])
+        assert thumb is not None and max(Image.open(io.BytesIO(thumb)).size) <= 320
+        assert (root / ".thumbs" / hashes[0][:2] / f"{hashes[0]}.jpg").read_bytes() == thumb
+        assert data.thumbnail("../../etc/passwd") is None and data.image("../manifest.sqlite") is None
+        monkeypatch.setattr(ReviewData, "image", lambda self, i: pytest.fail("read the image again"))
+        assert data.thumbnail(hashes[0]) == thumb
+
+
+def test_reduced_decode_is_used_for_jpeg(monkeypatch) -> None:
+    from selfiescope.review import thumbs
+
+    big = io.BytesIO()
+    Image.new("RGB", (4000, 3000)).save(big, "JPEG")
+    decoded = []
+    real = Image.Image.thumbnail
+    monkeypatch.setattr(Image.Image, "thumbnail", lambda self, *a, **k: (decoded.append(self.size), real(self, *a, **k))[1])
+    thumbs.make_thumbnail(big.getvalue())
+    assert decoded and max(decoded[0]) <= 1000  # decoded at 1/4 scale or less, never 4000 px
+
+
+def test_relabel_exclude_and_undo_reach_training_and_dedup(fresh) -> None:
+    root, _ = fresh
+    with open_data(root) as data:
+        selfies = [t.id for t in data.page(Filters(label=("selfie",), decision=("accepted",)), "newest", None, 500).tiles]
+        result = data.apply("relabel", selfies[:3], "portrait")
+        assert result.changed == 3 and result.batch > 0
+        data.apply("exclude", selfies[3:5], note="a meme, not a photo")
+        tiles = {t.id: t for t in data.page(Filters(), "newest", None, 500).tiles}
+        assert [tiles[i].label for i in selfies[:3]] == ["portrait"] * 3 and tiles[selfies[0]].original_label == "selfie"
+        assert tiles[selfies[0]].reviewed and tiles[selfies[3]].excluded
+    manifest = Manifest.at_root(root)
+    try:
+        trained = {r.content_hash: r for r in load_rows(manifest, ["selfie", "portrait"])}
+        assert {trained[i].label for i in selfies[:3]} == {"portrait"}
+        assert trained[selfies[0]].stored.label == "selfie"  # the file stays where it was stored
+        assert not set(selfies[3:5]) & set(trained)
+        labels = dict(manifest.query("SELECT content_hash, label FROM phashes"))
+        assert {labels[i] for i in selfies[:3]} == {"portrait"}
+        notes = manifest.query("SELECT note FROM reviews WHERE action='exclude'")
+        assert [r[0] for r in notes] == ["a meme, not a photo"] * 2
+    finally:
+        manifest.close()
+    with open_data(root) as data:
+        assert "2 images" in data.undo().message  # the exclusion
+        assert "3 images" in data.undo().message  # the relabel
+        assert data.undo().message == "nothing to undo"
+    manifest = Manifest.at_root(root)
+    try:
+        trained = {r.content_hash: r for r in load_rows(manifest, ["selfie", "portrait"])}
+        assert {trained[i].label for i in selfies[:5]} == {"selfie"}
+        assert manifest.query("SELECT COUNT(*) FROM images WHERE review_label IS NOT NULL OR reviewed IS NOT NULL"
+                              " OR excluded=1")[0][0] == 0
+    finally:
+        manifest.close()
+
+
+@pytest.mark.parametrize("action, value, message", [
+    ("relabel", "cat", "not a label"), ("delete", None, "not one of"), ("exclude", "x", "takes no value"),
+])
+def test_bad_actions_are_refused_and_change_nothing(fresh, action, value, message) -> None:
+    root, hashes = fresh
+    with open_data(root) as data:
+        with pytest.raises(ValueError, match=message):
+            data.apply(action, hashes[:2], value)
+        with pytest.raises(ValueError, match="not an image id"):
+            data.apply("reviewed", ["../../x"])
+    assert sqlite3.connect(root / "manifest.sqlite").execute("SELECT COUNT(*) FROM reviews").fetchone()[0] == 0
+
+
+def test_an_edit_while_another_run_holds_the_lock_is_refused_saying_which(fresh) -> None:
+    root, hashes = fresh
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from selfiescope.core.lock import RootLock
+        with RootLock({str(root)!r}):
+            print("held", flush=True)
+            time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with open_data(root) as data:
+            assert data.busy() == f"{root}/ is in use by pid {holder.pid}"
+            with pytest.raises(ReviewBusy) as info:
+                data.apply("reviewed", hashes[:3])
+            assert str(info.value) == f"{root}/ is in use by pid {holder.pid}"
+            with pytest.raises(ReviewBusy):
+                data.forget(hashes[:1])
+            assert data.page(Filters(reviewed=True), "newest", None, 10).total == 0
+    finally:
+        holder.kill()
+        holder.wait(30)
+    with open_data(root) as data:
+        assert data.busy() is None
+        assert data.apply("reviewed", hashes[:3]).changed == 3
+
+
+def test_a_read_only_root_is_browsable_and_an_edit_says_why_not(fresh, tmp_path) -> None:
+    import os
+
+    root, hashes = fresh
+    Manifest.at_root(root).close()
+    for path in [root, *root.rglob("*")]:
+        os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    try:
+        if os.access(root, os.W_OK):
+            pytest.skip("running as root: permissions do not stop writes")
+        with open_data(root) as data:
+            assert data.page(Filters(), "newest", None, 5).total == 60
+            assert data.thumbnail(hashes[0]) is not None or data.image(hashes[0]) is None
+            with pytest.raises(ReviewError, match="cannot be written"):
+                data.apply("reviewed", hashes[:1])
+    finally:
+        for path in [root, *root.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+
+
+def test_a_new_image_from_a_concurrent_run_shows_up(fresh) -> None:
+    root, _ = fresh
+    with open_data(root) as data:
+        before, version = data.page(Filters(), "newest", None, 5).total, data.version()
+        build(root, 5, seed=99, files=True)  # 5 more, written by another connection
+        assert data.version() > version
+        assert data.page(Filters(), "newest", None, 5).total == before + 5
+
+
+def test_detail_shows_the_group_the_kept_copy_and_the_history(synthetic, tmp_path) -> None:
+    root, _ = synthetic
+    with open_data(root) as data:
+        grouped = data.page(Filters(in_group=True), "newest", None, 500).tiles
+        assert grouped
+        detail = data.detail(grouped[0].id)
+        assert detail is not None and detail.group and detail.faces == [(2, 2, 10, 10)] and detail.largest == 0
+        assert detail.kept_id in {grouped[0].id, *(t.id for t in detail.group)} or detail.kept_id is None
+        assert data.detail("0" * 64) is None
+
+
+def test_a_plugin_facet_counts_and_filters(fresh) -> None:
+    sys.path.insert(0, str(REPO / "tests" / "example_plugin"))
+    try:
+        import selfiescope_sizegate
+    finally:
+        sys.path.pop(0)
+    root, _ = fresh
+    with open_data(root, [selfiescope_sizegate]) as data:
+        facet = next(f for f in data.facets(Filters()) if f.name == "x.file_size")
+        assert facet.title == "File size" and sum(v.count for v in facet.values) == 60
+        small = next(v for v in facet.values if v.value == "under 10 kB")
+        f = Filters.from_query({"x.file_size": ["under 10 kB"]})
+        assert data.page(f, "newest", None, 500).total == small.count
+        with pytest.raises(ValueError, match="x.nothing"):
+            data.page(Filters.from_query({"x.nothing": ["a"]}), "newest", None, 5)
+
+
+def test_an_old_manifest_gains_the_review_columns_and_reads_as_unreviewed(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    hashes = build(root, 10, files=True, rejected_share=0.0)
+    db = sqlite3.connect(root / "manifest.sqlite")
+    db.execute("DROP TABLE reviews")
+    for column in ("review_label", "reviewed", "excluded"):
+        db.execute(f"ALTER TABLE images DROP COLUMN {column}")
+    db.commit()
+    db.close()
+    manifest = Manifest(root / "manifest.sqlite", readonly=True)
+    try:
+        assert len(load_rows(manifest, ["selfie", "portrait"])) == 10  # not migrated: read as "nothing reviewed"
+    finally:
+        manifest.close()
+    with open_data(root) as data:
+        assert data.apply("reviewed", hashes[:2]).changed == 2
+
+
+def test_metrics_card_and_export_carry_the_review(fresh, tmp_path) -> None:
+    import asyncio
+
+    from selfiescope.pipelines.card import build_card, render_markdown
+    from selfiescope.pipelines.export import export
+
+    root, _ = fresh
+    with open_data(root) as data:
+        selfies = [t.id for t in data.page(Filters(label=("selfie",), decision=("accepted",)), "newest", None, 500).tiles]
+        data.apply("relabel", selfies[:2], "portrait")
+        data.apply("exclude", selfies[2:3])
+    settings = settings_from_dict({"storage": {"root": str(root)}})
+    manifest = Manifest.at_root(root)
+    try:
+        card = build_card(settings, manifest)
+    finally:
+        manifest.close()
+    assert card["review"]["reviewed"] == 2 and card["review"]["relabeled"] == 2 and card["review"]["excluded"] == 1
+    assert "2 of " in render_markdown(card) and "## Review" in render_markdown(card)
+    asyncio.run(export(settings, tmp_path / "out", "csv"))
+    import csv
+
+    rows = {r["content_hash"]: r for r in csv.DictReader((tmp_path / "out" / "images.csv").open())}
+    assert rows[selfies[0]]["label"] == "portrait" and rows[selfies[0]]["collected_label"] == "selfie"
+    assert rows[selfies[0]]["reviewed"] == "True" and rows[selfies[2]]["excluded"] == "True"
+    assert rows[selfies[3]]["reviewed"] == "False"
+    json.dumps(card)
+
+
+def test_forget_from_the_review_removes_the_file_rows_reviews_and_thumbnail_and_keeps_a_tombstone(tmp_path) -> None:
+    from privacy_helpers import FakePost, collect_posts, jpeg, settings_for
+
+    root = tmp_path / "data"
+    settings = settings_for(root)
+    assert collect_posts(settings, "tagA", "selfie", [FakePost(f"C{i}", f"user_{i}", "x", jpeg(i)) for i in range(4)]).accepted == 4
+    with ReviewData(settings, load_registry()) as data:
+        ids = [t.id for t in data.page(Filters(), "newest", None, 10).tiles]
+        data.apply("reviewed", ids[:2])
+        assert data.thumbnail(ids[0]) is not None
+        plan = data.forget_plan(ids[:1])
+        assert plan.startswith("forget 1 image: 1 stored file") and "cannot be undone" in plan
+        location = data.manifest.get_image(ids[0])["location"]
+        result = data.forget(ids[:1])
+        assert result.changed == 1
+        assert data.detail(ids[0]) is None and data.page(Filters(), "newest", None, 10).total == 3
+        assert [r.image for r in data.history(ids[1])] == [ids[1]]
+    assert not (root / location).exists()
+    assert not (root / ".thumbs" / ids[0][:2] / f"{ids[0]}.jpg").exists()
+    db = sqlite3.connect(root / "manifest.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM reviews WHERE content_hash=?", (ids[0],)).fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM tombstones WHERE kind='content'").fetchone()[0] == 1
