@@ -44,6 +44,26 @@ def import_folder(settings: Settings, folder: Path, label: str) -> int:
     return asyncio.run(collect(settings, "import", pipeline=pipeline)).accepted
 
 
+def add_synthetic(settings: Settings, tmp_path: Path, per_label: int = 5) -> list[str]:
+    """Synthetic renderings of scikit-image's public-domain astronaut photo, imported under each
+    label from folders named ``synthetic-<label>`` (the docs' screenshots show only these: the
+    real photos may not be redistributed). Returns the folders' paths (their jobs)."""
+    import numpy as np
+
+    from selfiescope.testing.synth import render_portrait, render_selfie
+
+    rng = np.random.default_rng(7)
+    jobs = []
+    for label, render in (("selfie", render_selfie), ("portrait", render_portrait)):
+        folder = tmp_path / f"synthetic-{label}"
+        folder.mkdir()
+        for i in range(per_label):
+            Image.fromarray(render(rng, 480)).save(folder / f"{label}-{i}.jpg", quality=90)
+        import_folder(settings, folder, label)
+        jobs.append(str(folder))
+    return jobs
+
+
 def build_dataset(tmp_path: Path, faces_dir: Path, per_label: int = 6, owners: bool = False) -> Dataset:
     """``per_label`` frontal portraits imported under each label (hashtags lie: the app is there to
     find that), two real selfies the face filter rejects, a mirrored copy of the first "selfie"

@@ -14,10 +14,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from conftest import FACES, REPO
-from review_helpers import Dataset, build_dataset, manifest_rows
+from review_helpers import Dataset, add_synthetic, build_dataset, manifest_rows
 from test_review_app import HOLD_LOCK
 
 pytest.importorskip("starlette")
@@ -33,6 +34,7 @@ except BrowserNotFound:
 pytestmark = [pytest.mark.browser, pytest.mark.faces, pytest.mark.slow]
 SHOTS = REPO / "docs" / "review"
 DEADLINE_MS = 60_000  # generous: a loaded 2-core machine
+synthetic_jobs: list[str] = []  # the folders of the synthetic renderings the screenshots show
 
 
 def read_line(stream: io.TextIOBase, deadline_s: float) -> str:
@@ -50,6 +52,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Dataset, str, subprocess.Popen]]:
     if not FACES.is_dir():
         pytest.skip(f"real face photos not available: {FACES}")
     ds = build_dataset(tmp_path, FACES)
+    synthetic_jobs[:] = add_synthetic(ds.settings, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO), "DISPLAY": ":99"}  # --no-open must win over a display
     proc = subprocess.Popen([sys.executable, "-m", "selfiescope", "review", "--no-open", "--settings",
                              str(ds.settings_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -117,8 +120,14 @@ def test_review_in_a_real_browser(served: tuple[Dataset, str, subprocess.Popen],
             tiles = page.locator("li.tile")
             n_images = manifest_rows(ds.root, "SELECT count(*) FROM images")[0][0]
             assert page.locator("#total").text_content() == str(n_images)
+            # the docs' screenshot shows only the synthetic renderings (the real photos may not be redistributed)
+            page.goto(base + "?" + urlencode([("job", j) for j in synthetic_jobs]))
             thumbnails_shown(page, 12)
+            tiles.nth(1).click()
+            tiles.nth(3).click(modifiers=["Shift"])
+            assert page.locator("li.tile.selected").count() == 3
             small_png(SHOTS / "grid.png", page.screenshot())
+            page.goto(base)
 
             # filter by a facet, then by a second one (combined in the URL)
             page.click('a.fv[data-facet="label"][data-value="selfie"]')
@@ -224,13 +233,13 @@ def test_review_in_a_real_browser(served: tuple[Dataset, str, subprocess.Popen],
             assert imported.returncode == 0, imported.stderr
             added = manifest_rows(ds.root, "SELECT count(*) FROM images")[0][0] - rows_before
             assert added > 0
-            page.wait_for_selector("#news:not([hidden])")
-            assert page.locator("#news-text").text_content().startswith(f"{added} new image")
+            page.wait_for_selector("#news:not([hidden])")  # the count grows as the import's images arrive
+            expect(page.locator("#news-text")).to_have_text(f"{added} new image{'s' if added > 1 else ''}")
             page.click("#news-reload")
             expect(page.locator("#total")).to_have_text(str(n_images - 1 + added))
 
-            # the detail view: faces boxed, the largest marked
-            page.goto(base + "?decision=accepted&sort=newest")
+            # the detail view: faces boxed, the largest marked (a synthetic rendering, for the docs)
+            page.goto(base + "?" + urlencode([("decision", "accepted"), ("job", synthetic_jobs[0])]))
             page.keyboard.press("Enter")
             page.wait_for_url("**/i/**")
             page.wait_for_selector("svg.boxes rect.face.largest")
