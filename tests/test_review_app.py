@@ -354,3 +354,13 @@ def test_no_page_or_json_shows_an_owner_name_or_an_uncaptured_caption(app: tuple
         assert name not in text and name.split(".")[0] not in text
     assert CAPTION not in text
     assert "GPS" not in text.upper().replace("GPSINFO", "")
+
+
+def test_a_body_nested_too_deep_or_too_large_is_one_line(own_app: tuple, own_dataset: Dataset) -> None:
+    client, gate, _ = own_app
+    headers = {"x-csrf-token": gate.csrf, "content-type": "application/json"}
+    deep = client.post("/api/action", content=b"[" * 100_000 + b"]" * 100_000, headers=headers)
+    assert deep.status_code == 400 and "JSON" in deep.json()["error"]
+    large = client.post("/api/action", content=b" " * 3_000_000, headers=headers)
+    assert large.status_code == 413
+    assert manifest_rows(own_dataset.root, "SELECT count(*) FROM reviews") == [(0,)]

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import json
 import logging
 import re
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -18,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.templating import Jinja2Templates
 
+from ..core.text import printable
+from ..exits import os_error
 from .data import SORTS, Filters, ReviewBusy, ReviewError
 
 log = logging.getLogger("selfiescope.review")
@@ -218,13 +222,18 @@ def _toggled(query: list[tuple[str, str]], sort: str, facet: Any, value: str) ->
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_BODY:
         raise Problem(413, "the request is too large")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise Problem(413, "the request is too large")
     try:
         body = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise Problem(400, "the request body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Problem(400, "the request body is not JSON (or nested too deep)") from None
     if not isinstance(body, dict):
         raise Problem(400, "the request body must be a JSON object")
     return body
@@ -258,9 +267,16 @@ def problem_response(request: Request, exc: Exception) -> Response:
         status, message = 409, str(exc)
     elif isinstance(exc, ReviewError | ValueError):
         status, message = 400, str(exc)
+    elif isinstance(exc, OSError):
+        status, message = (507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 500), os_error(exc)[1]
+    elif isinstance(exc, sqlite3.DatabaseError):
+        status, message = (507 if "disk is full" in str(exc) else 500), f"the dataset's manifest: {printable(exc)}"
     else:
-        log.error("review request %s failed: %s", request.url.path, type(exc).__name__, exc_info=exc)
+        log.error("review request %s failed: %s (-vv shows where)", request.url.path, type(exc).__name__)
+        log.debug("review request %s failed", request.url.path, exc_info=exc)
         status, message = 500, "the server failed on this request (the terminal's log says why)"
+    if status >= 500:
+        log.error("review request %s: %s", request.url.path, message)
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": message, "busy": busy}, status)
     return PlainTextResponse(message, status)
