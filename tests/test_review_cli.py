@@ -4,9 +4,11 @@ address, a port in use or a root with no dataset in one line, and Ctrl-C ends it
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -153,3 +155,33 @@ def test_a_root_without_a_dataset_is_exit_2_naming_it(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no dataset at" in proc.stderr and str(root) in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not root.exists()  # reviewing never creates a dataset
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_demo_ends_with_the_command_that_reviews_its_dataset(tmp_path: Path) -> None:
+    import http.cookiejar
+
+    out = tmp_path / "a demo's output"  # a space and a quote: the printed command must quote them
+    env = {**{k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}, "PYTHONPATH": str(REPO)}
+    demo = subprocess.run([sys.executable, "-m", "selfiescope", "demo", "--output", str(out), "--per-tag", "2",
+                           "--no-train"], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr
+    command = demo.stderr.strip().splitlines()[-1].strip()
+    assert command.endswith(" review") and command.startswith("SELFIESCOPE_STORAGE__ROOT=")
+    # the program as started (python -m) is not a command a shell knows: the printed one says `selfiescope`
+    command = command.replace(" selfiescope review", f" {sys.executable} -m selfiescope review")
+    proc = subprocess.Popen(["bash", "-c", f"exec env {command} --no-open"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        url = url_of(proc)
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with opener.open(url.replace("/?", "/api/version?"), timeout=60) as answer:
+            assert answer.status == 200
+        with opener.open(url.split("?")[0] + "api/page?limit=1000", timeout=60) as answer:
+            page = json.loads(answer.read())
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+    stored = sqlite3.connect(out / "data" / "manifest.sqlite").execute("SELECT count(*) FROM images").fetchone()[0]
+    assert page["total"] == stored > 0
