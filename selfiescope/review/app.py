@@ -29,7 +29,7 @@ from .security import Gate, GateMiddleware
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def create_app(data: Any, gate: Gate, deadline_s: float = 60.0) -> Starlette:
+def create_app(data: Any, gate: Gate, deadline_s: float = 120.0) -> Starlette:
     env = jinja2.Environment(loader=jinja2.PackageLoader("selfiescope.review", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
     routes = Routes(data, Jinja2Templates(env=env), gate.csrf, deadline_s)

@@ -95,7 +95,7 @@ def plain(value: Any) -> Any:
 
 
 class Routes:
-    def __init__(self, data: Any, templates: Jinja2Templates, csrf: str, deadline_s: float = 60.0) -> None:
+    def __init__(self, data: Any, templates: Jinja2Templates, csrf: str, deadline_s: float = 120.0) -> None:
         self.data = data
         self.templates = templates
         self.csrf = csrf

@@ -7,7 +7,7 @@
   const labels = JSON.parse(body.dataset.labels || "[]");
   const view = body.dataset.view;
   const status = document.getElementById("status");
-  const REQUEST_DEADLINE_MS = 90000;
+  const REQUEST_DEADLINE_MS = 150000;  // above the server's own deadline on the dataset (120 s)
   const POLL_MS = 3000;
 
   function say(text, kind) {
@@ -256,6 +256,32 @@
 
   // --- paging and news ----------------------------------------------------------------------
   let shownTotal = 0;
+  let pageBase = null;  // the grid's filters and sort, as a query
+  let version = Number(body.dataset.version);
+
+  // Every few seconds: which run holds the dataset now, and (on the grid) whether images came.
+  async function poll() {
+    const res = await call("/api/version");
+    const busyNote = document.getElementById("busy");
+    if (res.ok && busyNote) {
+      busyNote.hidden = !res.data.busy;
+      busyNote.textContent = res.data.busy ? res.data.busy + ": changes wait until it ends" : "";
+    }
+    if (res.ok && res.data.version !== version) {
+      version = res.data.version;
+      if (pageBase !== null) {
+        const page = await call("/api/page?" + pageBase + "&limit=0");
+        if (page.ok && page.data.total > shownTotal) {
+          const n = page.data.total - shownTotal;
+          document.getElementById("news-text").textContent = n + " new image" + (n === 1 ? "" : "s");
+          document.getElementById("news").hidden = false;
+        }
+      }
+    }
+    setTimeout(poll, POLL_MS);
+  }
+  setTimeout(poll, POLL_MS);
+
   if (view === "grid") {
     const state = JSON.parse(body.dataset.page || "{}");
     let cursor = state.next_cursor || null;
@@ -263,6 +289,7 @@
     const query = body.dataset.query;
     const sort = body.dataset.sort;
     const base = (query ? query + "&" : "") + "sort=" + encodeURIComponent(sort);
+    pageBase = base;
     const more = document.getElementById("more");
     let loading = false;
 
@@ -282,26 +309,6 @@
       new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting)) loadMore(); }).observe(more);
     }
 
-    let version = Number(body.dataset.version);
-    async function poll() {
-      const res = await call("/api/version");
-      const busyNote = document.getElementById("busy");
-      if (res.ok && busyNote) {
-        busyNote.hidden = !res.data.busy;
-        busyNote.textContent = res.data.busy ? res.data.busy + ": changes wait until it ends" : "";
-      }
-      if (res.ok && res.data.version !== version) {
-        version = res.data.version;
-        const page = await call("/api/page?" + base + "&limit=0");
-        if (page.ok && page.data.total > shownTotal) {
-          const n = page.data.total - shownTotal;
-          document.getElementById("news-text").textContent = n + " new image" + (n === 1 ? "" : "s");
-          document.getElementById("news").hidden = false;
-        }
-      }
-      setTimeout(poll, POLL_MS);
-    }
-    setTimeout(poll, POLL_MS);
     document.getElementById("news-reload").addEventListener("click", (ev) => { ev.preventDefault(); location.reload(); });
     if (tiles().length) focusOn(0);
   }
