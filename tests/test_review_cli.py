@@ -44,8 +44,8 @@ def start(settings_file: Path, *args: str, env: dict[str, str] | None = None) ->
                             env={**base, "PYTHONPATH": str(REPO), **(env or {})})
 
 
-def stop(proc: subprocess.Popen) -> tuple[int, str]:
-    proc.send_signal(signal.SIGINT)
+def stop(proc: subprocess.Popen, how: int = signal.SIGINT) -> tuple[int, str]:
+    proc.send_signal(how)
     try:
         proc.wait(60)
     except subprocess.TimeoutExpired:
@@ -72,6 +72,15 @@ def test_it_serves_its_link_and_ctrl_c_ends_it_with_0(small_root: Path) -> None:
         code, err = stop(proc)
     assert code == 0, err
     assert "Traceback" not in err and "review stopped" in err
+
+
+def test_sigterm_ends_it_like_ctrl_c(small_root: Path) -> None:
+    proc = start(write_settings_file(small_root), "--no-open")
+    try:
+        url_of(proc)
+    finally:
+        code, err = stop(proc, signal.SIGTERM)
+    assert code == 0 and "review stopped" in err and "Traceback" not in err, (code, err)
 
 
 def test_with_the_token_a_page_answers(small_root: Path) -> None:

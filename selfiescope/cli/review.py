@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ def review_command(
     the app answers nothing.
     """
     from ..core.plugins import registry_for
-    from ..review.app import bind, create_app, serve
+    from ..review.app import bind, create_app, serve, sigterm_interrupts
     from ..review.data import ReviewData, ReviewError
     from ..review.security import Gate
 
@@ -44,29 +45,27 @@ def review_command(
         address = bind(host, port)
     except OSError as exc:
         raise fail(escape(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror or exc}")) from None
-    try:
-        data = ReviewData(settings, registry_for(settings))
-    except ReviewError as exc:
-        address.sock.close()
-        raise fail(escape(str(exc))) from None
-    try:
-        gate = Gate.for_address(host, address.port)
-        app = create_app(data, gate)
-        url = f"{address.url}?token={gate.token}"
-        if not address.loopback:
-            console.print(f"[yellow]warning:[/yellow] serving on {escape(host)}, not only this machine: anyone who "
-                          "can reach it and has the link can change the dataset", highlight=False)
-        print(f"Reviewing {root} at {url}", flush=True)
-        print("Ctrl-C stops it.", file=sys.stderr, flush=True)
-        if not no_open and has_display():
-            _open_browser(url)
+    with contextlib.closing(address.sock):
         try:
-            serve(app, address)
+            data = ReviewData(settings, registry_for(settings))
+        except ReviewError as exc:
+            raise fail(escape(str(exc))) from None
+        try:
+            with sigterm_interrupts():  # a SIGTERM from here on ends it like a Ctrl-C
+                gate = Gate.for_address(host, address.port)
+                url = f"{address.url}?token={gate.token}"
+                if not address.loopback:
+                    console.print(f"[yellow]warning:[/yellow] serving on {escape(host)}, not only this machine: "
+                                  "anyone who can reach it and has the link can change the dataset", highlight=False)
+                print(f"Reviewing {root} at {url}", flush=True)
+                print("Ctrl-C stops it.", file=sys.stderr, flush=True)
+                if not no_open and has_display():
+                    _open_browser(url)
+                serve(create_app(data, gate), address)
         except KeyboardInterrupt:
             pass
-    finally:
-        address.sock.close()
-        data.close()
+        finally:
+            data.close()
     console.print("review stopped; every change shown as saved is in the manifest", highlight=False)
 
 

@@ -9,10 +9,12 @@ runs uvicorn on it until Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import threading
 import sqlite3
 from dataclasses import dataclass
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import jinja2
@@ -104,10 +106,30 @@ def bind(host: str, port: int) -> Address:
 
 
 def serve(app: Starlette, address: Address) -> None:
-    """Serve until Ctrl-C or SIGTERM; uvicorn finishes the requests under way (5 s at most) and
-    raises the signal again, so a Ctrl-C reaches the caller as ``KeyboardInterrupt``."""
+    """Serve until Ctrl-C (or SIGTERM, under :func:`sigterm_interrupts`); uvicorn finishes the
+    requests under way (5 s at most) and raises the signal again, so it reaches the caller as
+    ``KeyboardInterrupt``."""
     import uvicorn
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
                             lifespan="on", server_header=False)
     uvicorn.Server(config).run(sockets=[address.sock])
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While serving, SIGTERM ends the command like a Ctrl-C (closed cleanly, exit 0), as
+    mock-site does: uvicorn restores the handler it found and raises the signal again once it
+    has stopped, and a SIGTERM before or after uvicorn runs meets the same handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
