@@ -364,3 +364,37 @@ def test_a_body_nested_too_deep_or_too_large_is_one_line(own_app: tuple, own_dat
     large = client.post("/api/action", content=b" " * 3_000_000, headers=headers)
     assert large.status_code == 413
     assert manifest_rows(own_dataset.root, "SELECT count(*) FROM reviews") == [(0,)]
+
+
+def test_an_original_with_gps_is_shown_without_it(tmp_path: Path) -> None:
+    """A rejected import is shown from its original file, which still has its GPS and text tags:
+    the app serves it without them, the pixels unchanged."""
+    import io
+
+    from PIL import Image
+
+    from selfiescope.core.metadata import has_location
+    from review_helpers import import_folder
+
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0), 3: "E", 4: (2.0, 21.0, 3.0)}
+    exif[0x010E] = "at home, 12 rue des Lilas"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), (90, 20, 40)).save(buf, "JPEG", exif=exif.tobytes())
+    original = buf.getvalue()
+    (folder / "no-face.jpg").write_bytes(original)
+    ds = Dataset(review_settings(tmp_path / "data"), tmp_path / "data", tmp_path / "s.toml", {})
+    import_folder(ds.settings, folder, "selfie")  # rejected: no face; its original stays where it is
+    client, _, data = client_for(ds)
+    try:
+        [tile] = client.get("/api/page").json()["tiles"]
+        assert tile["decision"] == "rejected" and has_location(original)
+        shown = client.get(f"/image/{tile['id']}")
+        assert shown.status_code == 200
+        assert not has_location(shown.content) and b"rue des Lilas" not in shown.content
+        assert Image.open(io.BytesIO(shown.content)).tobytes() == Image.open(io.BytesIO(original)).tobytes()
+        assert b"rue des Lilas" not in client.get(f"/thumb/{tile['id']}").content
+    finally:
+        data.close()

@@ -171,7 +171,9 @@ class Routes:
         if found is None:
             raise Problem(404, "the image's bytes are not reachable")
         body, media_type = found
-        media_type = media_type if media_type in IMAGE_TYPES else "application/octet-stream"
+        if media_type not in IMAGE_TYPES:
+            raise Problem(404, "not an image a browser shows")
+        body, media_type = without_metadata(body, media_type)
         return Response(body, media_type=media_type, headers={"cache-control": "private, max-age=3600"})
 
     # --- writes ---------------------------------------------------------------------------
@@ -206,6 +208,27 @@ class Routes:
         details = [await self.call(self.data.detail, i) for i in ids[:PAGE_SIZE * 4]]
         tiles = [plain(d.tile) for d in details if d is not None]
         return JSONResponse({**plain(result), "tiles": tiles})
+
+
+def without_metadata(body: bytes, media_type: str) -> tuple[bytes, str]:
+    """The image as the page may show it: no metadata but its orientation (no GPS, no text a
+    camera or a person put there), the pixels untouched. A rejected import is served from its
+    original file, which may still carry all of it; a format that cannot be rewritten in place
+    and still says where it was taken is re-encoded as PNG."""
+    from ..core.metadata import has_location, strip_metadata
+
+    kind = media_type.split("/", 1)[1]
+    stripped = strip_metadata(body, kind, "all")
+    if not has_location(stripped):
+        return stripped, media_type
+    import io
+
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(body)) as im:
+        out = io.BytesIO()
+        ImageOps.exif_transpose(im).save(out, "PNG")
+    return out.getvalue(), "image/png"
 
 
 def _toggled(query: list[tuple[str, str]], sort: str, facet: Any, value: str) -> str:
