@@ -27,7 +27,7 @@ def test_example_plugin_is_listed(installed_example):
     row = rows["sizegate"]
     assert row["origin"] == "selfiescope-sizegate 1.0.0" and row["status"] == "loaded"
     assert row["components"] == ["step:sizegate"] and row["commands"] == ["sizegate"]
-    assert row["hooks"] == ["selfiescope_commands", "selfiescope_steps"]
+    assert row["hooks"] == ["selfiescope_commands", "selfiescope_review_facets", "selfiescope_steps"]
 
 
 def test_example_plugin_command_is_on_the_cli_and_runs(installed_example, tmp_path):

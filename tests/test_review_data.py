@@ -306,14 +306,21 @@ def test_a_new_image_from_a_concurrent_run_shows_up(fresh) -> None:
         assert data.page(Filters(), "newest", None, 5).total == before + 5
 
 
-def test_detail_shows_the_group_the_kept_copy_and_the_history(synthetic, tmp_path) -> None:
+def test_detail_shows_the_group_and_the_copy_dedup_kept(synthetic) -> None:
     root, _ = synthetic
     with open_data(root) as data:
-        grouped = data.page(Filters(in_group=True), "newest", None, 500).tiles
-        assert grouped
-        detail = data.detail(grouped[0].id)
-        assert detail is not None and detail.group and detail.faces == [(2, 2, 10, 10)] and detail.largest == 0
-        assert detail.kept_id in {grouped[0].id, *(t.id for t in detail.group)} or detail.kept_id is None
+        copies = data.page(Filters(reason=("dedup:near_duplicate",)), "newest", None, 500).tiles
+        assert copies and all(t.decision == "rejected" for t in copies)
+        assert data.page(Filters(reason=("dedup:near_duplicate",), in_group=True), "newest", None, 500).total == len(copies)
+        for copy in copies:
+            detail = data.detail(copy.id)
+            assert detail is not None and detail.kept_id is not None
+            assert detail.kept_id[:16] in (copy.reason or "")  # the image dedup named is the one kept
+            assert detail.kept_id in {t.id for t in detail.group}
+            assert ("dedup", "near_duplicate", copy.reason) in detail.decisions
+        kept = data.detail(detail.kept_id)
+        assert kept is not None and kept.kept_id == detail.kept_id and copy.id in {t.id for t in kept.group}
+        assert kept.faces == [(2, 2, 10, 10)] and kept.largest == 0
         assert data.detail("0" * 64) is None
 
 

@@ -78,16 +78,7 @@ def review_progress(db: Queryable, labels: tuple[str, ...] | None = None) -> Rev
 
 # --- dedup's rows -------------------------------------------------------------------------
 # Dedup keeps a perceptual-hash index with each stored image's label (a new copy under another
-# label is a conflict). These two functions are the only places the review layer touches it.
-
-def dedup_hashes(db: Queryable) -> dict[str, int]:
-    """content hash -> whole-image pHash (unsigned 64-bit) of every image dedup indexed."""
-    try:
-        rows = db.execute("SELECT content_hash, phash FROM phashes").fetchall()
-    except sqlite3.OperationalError:  # no dedup index in this manifest
-        return {}
-    return {r[0]: int(r[1]) & 0xFFFFFFFFFFFFFFFF for r in rows}
-
+# label is a conflict). This function is the only place the review layer touches it.
 
 def set_dedup_label(db: Queryable, content_hash: str, label: str) -> None:
     """Keep dedup's copy of an image's label equal to its effective label (inside the caller's transaction)."""

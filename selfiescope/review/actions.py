@@ -140,8 +140,9 @@ def apply(data: "ReviewData", action: str, ids: Sequence[str], value: str | None
     return ActionResult(batch if wrote else 0, changed, message)
 
 
-def undo(data: "ReviewData") -> ActionResult:
-    """Undo the latest batch not undone yet (itself written as a batch that names it)."""
+def undo(data: "ReviewData") -> tuple[ActionResult, list[str]]:
+    """Undo the latest batch not undone yet (itself written as a batch that names it); returns
+    the result and the images it changed."""
     now = time.time()
     with write_lock(data), data.manifest.transaction() as db:
         last = db.execute(
@@ -149,7 +150,7 @@ def undo(data: "ReviewData") -> ActionResult:
             " (SELECT undoes FROM reviews WHERE undoes IS NOT NULL)"
         ).fetchone()[0]
         if last is None:
-            return ActionResult(0, 0, "nothing to undo")
+            return ActionResult(0, 0, "nothing to undo"), []
         batch = int(db.execute("SELECT MAX(batch) + 1 FROM reviews").fetchone()[0])
         rows = db.execute("SELECT content_hash, action, old, new FROM reviews WHERE batch=? ORDER BY id DESC",
                           (last,)).fetchall()
@@ -171,7 +172,7 @@ def undo(data: "ReviewData") -> ActionResult:
     message = f"undid the last change ({len(images)} image{'s' * (len(images) != 1)})"
     if skipped:
         message += f"; {skipped} change{'s' * (skipped != 1)} left as they are (changed or forgotten since)"
-    return ActionResult(batch, len(images), message)
+    return ActionResult(batch, len(images), message), sorted(images)
 
 
 def forget_plan(data: "ReviewData", ids: Sequence[str]) -> str:

@@ -39,14 +39,6 @@ MEDIA_TYPES = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "w
 MAX_LIMIT = 500
 
 
-def _max_distance(settings: Settings) -> int:
-    options = settings.plugins.get("dedup", {}) if isinstance(settings.plugins, dict) else {}
-    try:
-        return int(options.get("max_distance", 8))
-    except (TypeError, ValueError, AttributeError):
-        return 8
-
-
 def _media_type(fmt: str | None, data: bytes) -> str:
     if fmt and fmt.lower() in MEDIA_TYPES:
         return MEDIA_TYPES[fmt.lower()]
@@ -126,9 +118,15 @@ class ReviewData:
                 self._version += 1
             return self._version
 
-    def _changed(self) -> None:
+    def _changed(self, content_hashes: Sequence[str] = ()) -> None:
+        """After this process's own edit: the page's version grows; a snapshot that was current
+        is brought up to date in place (no other process changed the manifest meanwhile)."""
         with self._lock:
+            current = self._snapshot is not None and self._snapshot_version == self.version()
             self._version += 1
+            if current and content_hashes and self._snapshot is not None:
+                self._snapshot.refresh(self.manifest._db, content_hashes)
+                self._snapshot_version = self._version
 
     def plugin_facets(self) -> list[ReviewFacet]:
         if self._facets is None:
@@ -144,7 +142,7 @@ class ReviewData:
             if self._snapshot is None or version != self._snapshot_version:
                 self._model = latest_probabilities(self.manifest._db, self.settings)
                 self._snapshot = Snapshot(self.manifest._db, probabilities=self._model.by_hash,
-                                          positive=self._model.positive, max_distance=_max_distance(self.settings),
+                                          positive=self._model.positive,
                                           plugin_facets=self.plugin_facets())
                 self._snapshot_version = version
             return self._snapshot
@@ -266,12 +264,12 @@ class ReviewData:
     # --- changing --------------------------------------------------------------------------
     def apply(self, action: str, ids: Sequence[str], value: str | None = None, note: str | None = None) -> ActionResult:
         result = actions.apply(self, action, ids, value, note)
-        self._changed()
+        self._changed(ids)
         return result
 
     def undo(self) -> ActionResult:
-        result = actions.undo(self)
-        self._changed()
+        result, ids = actions.undo(self)
+        self._changed(ids)
         return result
 
     def forget_plan(self, ids: Sequence[str]) -> str:

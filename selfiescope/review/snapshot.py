@@ -14,16 +14,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ..core.review_facets import ReviewFacet
-from ..pipelines.groups import near_duplicate_groups
-from ..pipelines.reviewed import dedup_hashes, has_review_columns
+from ..pipelines.reviewed import has_review_columns
 from .model import EXTRA_PREFIX, SORTS, Facet, FacetValue, Filters
 
 log = logging.getLogger("selfiescope.review")
@@ -72,6 +74,10 @@ class Coded:
         return np.bincount(self.codes[mask[self.rows]], minlength=len(self.values))
 
 
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
+
+
 def encode_cursor(key: float, content_hash: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([repr(float(key)), content_hash]).encode()).decode().rstrip("=")
 
@@ -86,81 +92,185 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
 _COLUMNS = ("content_hash, id, source, job, label, decision, rejected_by, reject_code, reason, format, width, height,"
             " size, face_area, n_faces, face_detector, first_seen, location, origin_path")
+COPY_CODES = ("duplicate", "near_duplicate", "label_conflict")  # dedup's rejections of a copy
+HEX16 = re.compile(r"\b[0-9a-f]{16}\b")
+
+
+class HashIndex:
+    """Row of a content hash, found by bisection in the sorted hash column (no dict of 100k keys)."""
+
+    def __init__(self, hashes: np.ndarray) -> None:
+        self.hashes = hashes
+
+    def get(self, content_hash: object, default: int | None = None) -> int | None:
+        if not isinstance(content_hash, str) or not len(self.hashes):
+            return default
+        i = int(np.searchsorted(self.hashes, content_hash))
+        return i if i < len(self.hashes) and self.hashes[i] == content_hash else default
+
+    def __getitem__(self, content_hash: str) -> int:
+        i = self.get(content_hash)
+        if i is None:
+            raise KeyError(content_hash)
+        return i
+
+    def __contains__(self, content_hash: object) -> bool:
+        return self.get(content_hash) is not None
 
 
 class Snapshot:
     """Columns of every image in the manifest, ordered by content hash."""
 
     def __init__(self, db: sqlite3.Connection, *, probabilities: Mapping[str, float], positive: str | None,
-                 max_distance: int, plugin_facets: Sequence[ReviewFacet] = ()) -> None:
-        reviewed_cols = has_review_columns(db)
-        review_sql = ", review_label, reviewed, excluded" if reviewed_cols else ", NULL, NULL, NULL"
-        with_notes = bool(plugin_facets)
-        sql = f"SELECT {_COLUMNS}{review_sql}{', notes' if with_notes else ''} FROM images ORDER BY content_hash"
+                 plugin_facets: Sequence[ReviewFacet] = ()) -> None:
         cur = db.cursor()
         cur.row_factory = None
-        rows = cur.execute(sql).fetchall()
-        n = self.n = len(rows)
-        self.hashes = np.array([r[0] for r in rows], dtype=object)
-        self.sorted_hashes = np.array([r[0] for r in rows], dtype=str) if n else np.array([], dtype="<U1")
-        self.index = {h: i for i, h in enumerate(self.hashes)}
-        original = [r[4] for r in rows]
-        label = [r[19] or r[4] for r in rows]
-        self.label = np.array(label, dtype=object)
-        self.original_label = np.array(original, dtype=object)
-        self.decision = np.array([r[5] for r in rows], dtype=object)
-        self.reason_text = np.array([r[8] for r in rows], dtype=object)
-        self.area = np.array([np.nan if r[13] is None else float(r[13]) for r in rows], dtype=float)
-        self.first_seen = np.array([r[16] or 0.0 for r in rows], dtype=float)
-        self.stored = np.array([r[5] == "accepted" and r[17] is not None for r in rows], dtype=bool)
-        self.has_origin = np.array([r[18] is not None for r in rows], dtype=bool)
-        self.reviewed = np.array([r[20] is not None for r in rows], dtype=bool)
-        self.excluded = np.array([bool(r[21]) for r in rows], dtype=bool)
+        # Hash order from the primary key's index alone (a covering scan), then the rows in table
+        # order, each put in its place: no list of 100k full rows is ever held.
+        order = cur.execute("SELECT content_hash, rowid FROM images ORDER BY content_hash").fetchall()
+        n = self.n = len(order)
+        self.hashes = np.array([h for h, _ in order], dtype=object)
+        self.index = HashIndex(self.hashes)
+        rowids = np.array([r for _, r in order], dtype=np.int64)
+        place = np.full(int(rowids.max()) + 1 if n else 1, -1, dtype=np.int64)
+        place[rowids] = np.arange(n)
+        del order, rowids
+        self.label = np.empty(n, dtype=object)
+        self.original_label = np.empty(n, dtype=object)
+        self.decision = np.empty(n, dtype=object)
+        self.reason_text = np.empty(n, dtype=object)
+        self.area = np.full(n, np.nan)
+        self.first_seen = np.zeros(n)
+        self.stored = np.zeros(n, dtype=bool)
+        self.has_origin = np.zeros(n, dtype=bool)
+        self.reviewed = np.zeros(n, dtype=bool)
+        self.excluded = np.zeros(n, dtype=bool)
+        self.phash = np.zeros(n, dtype=np.uint64)
+        has_phash = np.zeros(n, dtype=bool)
+        jobs, detectors = np.empty(n, dtype=object), np.empty(n, dtype=object)
+        shared: dict[Any, Any] = {}
+        same = shared.setdefault  # one str object per distinct label, job, decision: memory stays flat
+        reasons: list[tuple[int, str]] = []
+        copies: list[tuple[int, str]] = []
+        extra: dict[str, list[tuple[int, str]]] = {f.name: [] for f in plugin_facets}
+        failed: set[str] = set()
+        names = [c.strip() for c in _COLUMNS.split(",")]
+        review_sql = ", review_label, reviewed, excluded" if has_review_columns(db) else ", NULL, NULL, NULL"
+        cur.execute(f"SELECT rowid, {_COLUMNS}{review_sql}{', notes' if plugin_facets else ''} FROM images")
+        while chunk := cur.fetchmany(5000):
+            cols = list(zip(*chunk))  # one column per tuple: filled into the arrays a chunk at a time
+            pos = place[np.array(cols[0], dtype=np.int64)]
+            keep = pos >= 0  # a row added between the two reads: the next read of the manifest has it
+            if not keep.all():
+                chunk = [row for row, k in zip(chunk, keep) if k]
+                if not chunk:
+                    continue
+                cols, pos = list(zip(*chunk)), pos[keep]
+            c = cols[1:]
+            labels = [same(v, v) for v in (rv or lb for rv, lb in zip(c[19], c[4]))]
+            self.label[pos] = labels
+            self.original_label[pos] = [same(v, v) for v in c[4]]
+            decisions = [same(v, v) for v in c[5]]
+            self.decision[pos] = decisions
+            jobs[pos] = [same(v, v) for v in c[3]]
+            detectors[pos] = [same(v, v) for v in c[15]]
+            self.area[pos] = np.array(c[13], dtype=float)
+            self.first_seen[pos] = np.array([v or 0.0 for v in c[16]], dtype=float)
+            accepted = np.array([d == "accepted" for d in decisions])
+            self.stored[pos] = accepted & np.array([v is not None for v in c[17]])
+            self.has_origin[pos] = [v is not None for v in c[18]]
+            self.reviewed[pos] = [v is not None for v in c[20]]
+            self.excluded[pos] = [bool(v) for v in c[21]]
+            for i, hex_hash in zip(pos.tolist(), c[10]):
+                if hex_hash:
+                    try:
+                        self.phash[i], has_phash[i] = int(hex_hash, 16) & 0xFFFFFFFFFFFFFFFF, True
+                    except (TypeError, ValueError):
+                        pass
+            for k in np.flatnonzero(~accepted & np.array([d == "rejected" for d in decisions])).tolist():
+                i, step, code, reason = int(pos[k]), c[6][k], c[7][k], c[8][k]
+                self.reason_text[i] = reason
+                if step:
+                    reasons.append((i, f"{step}:{code}"))
+                if code in COPY_CODES and reason:
+                    copies.append((i, reason))
+            for facet in plugin_facets:
+                for k, (i, row) in enumerate(zip(pos.tolist(), chunk)):
+                    r = row[1:]
+                    _plugin_values(facet, i, dict(zip(names, r)) | {"label": labels[k], "original_label": r[4]},
+                                   r[-1], extra[facet.name], failed)
         self.probability = np.array([probabilities.get(h, np.nan) for h in self.hashes], dtype=float)
-        y = np.array([1.0 if v == positive else 0.0 for v in label], dtype=float)
-        self.score = np.abs(y - self.probability)  # cleanlab's self-confidence, as a distance: NaN without a model
-        with np.errstate(invalid="ignore"):
-            self.disagrees = self.score > 0.5
-        self.group = self._groups(db, rows, max_distance)
+        self.positive = positive
+        self._score()
+        self.group = self._groups(db, copies, has_phash)
         sizes = np.bincount(self.group) if n else np.array([], dtype=np.int64)
         self.in_group = sizes[self.group] > 1 if n else np.zeros(0, dtype=bool)
-
         self.facets: dict[str, Coded] = {
-            "label": Coded.single(label),
-            "job": Coded.single([r[3] for r in rows]),
-            "decision": Coded.single([r[5] for r in rows]),
-            "reason": Coded.multi(self._reasons(db, rows)),
-            "detector": Coded.single([r[15] for r in rows]),
+            "label": Coded.single(list(self.label)),
+            "job": Coded.single(list(jobs)),
+            "decision": Coded.single(list(self.decision)),
+            "reason": Coded.multi(reasons + self._more_reasons(db)),
+            "detector": Coded.single(list(detectors)),
         }
         self.titles = dict(_TITLES)
         for facet in plugin_facets:
             key = EXTRA_PREFIX + facet.name
-            self.facets[key] = Coded.multi(self._plugin_values(facet, rows, label, reviewed_cols))
+            self.facets[key] = Coded.multi(extra[facet.name])
             self.titles[key] = facet.title
 
-    # --- building -----------------------------------------------------------------------
-    def _groups(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]], max_distance: int) -> np.ndarray:
-        """Near-duplicate groups: pHashes within dedup's distance, joined by dedup's recorded conflicts."""
-        indexed = dedup_hashes(db)
-        recorded = dict(db.execute("SELECT content_hash, phash FROM images WHERE phash IS NOT NULL").fetchall())
-        hashes = [f"{indexed[r[0]]:016x}" if r[0] in indexed else recorded.get(r[0]) for r in rows]
-        if not rows:
-            return np.zeros(0, dtype=np.int64)
-        groups = near_duplicate_groups(hashes, max_distance)
-        try:
-            pairs = db.execute("SELECT content_hash, other_hash FROM conflicts").fetchall()
-        except sqlite3.OperationalError:
-            pairs = []
-        for a, b in pairs:  # a copy dedup judged the same photo under another label
-            ia, ib = self.index.get(a), self.index.get(b)
-            if ia is not None and ib is not None and groups[ia] != groups[ib]:
-                groups[groups == groups[ib]] = groups[ia]
-        _, dense = np.unique(groups, return_inverse=True)
-        return dense.astype(np.int64)
+    def _score(self) -> None:
+        y = (self.label == self.positive).astype(float) if self.positive is not None else np.zeros(self.n)
+        self.score = np.abs(y - self.probability)  # cleanlab's self-confidence, as a distance: NaN without a model
+        with np.errstate(invalid="ignore"):
+            self.disagrees = self.score > 0.5
 
-    def _reasons(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[int, str]]:
-        """``step:code`` of every rejection of each rejected image (any step's, third-party included)."""
-        pairs = [(i, f"{r[6]}:{r[7]}") for i, r in enumerate(rows) if r[5] == "rejected" and r[6]]
+    def refresh(self, db: sqlite3.Connection, content_hashes: Iterable[str]) -> None:
+        """Read again the review columns of images this process just changed (far cheaper than
+        reading the manifest again: an edit never adds, removes or moves an image)."""
+        wanted = [h for h in dict.fromkeys(content_hashes) if h in self.index]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            for h, label, reviewed, excluded in db.execute(
+                "SELECT content_hash, COALESCE(review_label, label), reviewed, excluded FROM images"
+                f" WHERE content_hash IN ({','.join('?' * len(chunk))})", chunk,
+            ).fetchall():
+                i = self.index[h]
+                self.label[i], self.reviewed[i], self.excluded[i] = label, reviewed is not None, bool(excluded)
+        self.facets["label"] = Coded.single(list(self.label))
+        self._score()
+
+    # --- building -----------------------------------------------------------------------
+    def _groups(self, db: sqlite3.Connection, copies: list[tuple[int, str]], has_phash: np.ndarray) -> np.ndarray:
+        """Near-duplicate groups as dedup decided them, mirrored copies included: each copy dedup
+        turned away joins the image its reason names (``.../<first 16 hex digits>``, the link
+        ``forget`` follows too), each recorded label conflict joins its pair, and images with
+        equal pHashes join each other. A pairwise pHash search over every image would cost
+        seconds at 100k images on each read of the manifest; dedup already made those decisions."""
+        n = self.n
+        if not n:
+            return np.zeros(0, dtype=np.int64)
+        by_prefix = {self.hashes[i][:16]: int(i) for i in np.flatnonzero(self.stored)}
+        edges = [(i, j) for i, reason in copies for prefix in HEX16.findall(reason)
+                 if (j := by_prefix.get(prefix)) is not None]
+        del by_prefix
+        for a, b in db.execute("SELECT content_hash, other_hash FROM conflicts").fetchall():
+            if (i := self.index.get(a)) is not None and (j := self.index.get(b)) is not None:
+                edges.append((i, j))
+        known = np.flatnonzero(has_phash)
+        order = known[np.argsort(self.phash[known], kind="stable")]
+        equal = self.phash[order[1:]] == self.phash[order[:-1]]
+        first, second = order[:-1][equal], order[1:][equal]
+        if edges:
+            a, b = np.array(edges, dtype=np.int64).T
+            first, second = np.concatenate([first, a]), np.concatenate([second, b])
+        if not len(first):
+            return np.arange(n, dtype=np.int64)
+        graph = coo_matrix((np.ones(len(first), dtype=np.int8), (first, second)), shape=(n, n))
+        return connected_components(graph, directed=False)[1].astype(np.int64)
+
+    def _more_reasons(self, db: sqlite3.Connection) -> list[tuple[int, str]]:
+        """``step:code`` of the earlier rejections of each rejected image (any step's, third-party included)."""
+        pairs = []
         for content_hash, step, code in db.execute(
             "SELECT content_hash, rejected_by, reject_code FROM rejections WHERE content_hash IS NOT NULL"
         ):
@@ -169,30 +279,6 @@ class Snapshot:
                 pairs.append((i, f"{step}:{code}"))
         return pairs
 
-    def _plugin_values(self, facet: ReviewFacet, rows: list[tuple[Any, ...]], label: list[str],
-                       reviewed_cols: bool) -> list[tuple[int, str]]:
-        names = [c.strip() for c in _COLUMNS.split(",")]
-        pairs: list[tuple[int, str]] = []
-        failed = False
-        for i, r in enumerate(rows):
-            row = dict(zip(names, r))
-            row.pop("location", None)
-            row.pop("origin_path", None)
-            row["original_label"], row["label"] = row["label"], label[i]
-            try:
-                row["notes"] = json.loads(r[-1]) if r[-1] else {}
-                got = facet.values(row)
-            except Exception as exc:  # noqa: BLE001 - a plugin's bug costs its facet's value for this image
-                if not failed:
-                    log.warning("review facet %s failed on an image: %s: %s", facet.name, type(exc).__name__, exc)
-                    failed = True
-                continue
-            if got is None:
-                continue
-            for value in [got] if isinstance(got, str) else got:
-                if value is not None:
-                    pairs.append((i, str(value)))
-        return pairs
 
     # --- filtering ----------------------------------------------------------------------
     def masks(self, filters: Filters) -> dict[str, np.ndarray]:
@@ -280,7 +366,7 @@ class Snapshot:
         if cursor:
             after_key, after_hash = decode_cursor(cursor)
             rank = np.arange(self.n)  # rows are in content-hash order
-            position = int(np.searchsorted(self.sorted_hashes, after_hash, side="right"))
+            position = int(np.searchsorted(self.hashes, after_hash, side="right")) if self.n else 0
             mask = mask & ((key > after_key) | ((key == after_key) & (rank >= position)))
         candidates = np.flatnonzero(mask)
         if len(candidates) > limit:  # only the first `limit` keys need ordering
@@ -301,3 +387,22 @@ def _all(n: int, masks: Iterable[np.ndarray]) -> np.ndarray:
 
 
 SnapshotFactory = Callable[[], Snapshot]
+
+
+def _plugin_values(facet: ReviewFacet, i: int, row: dict[str, Any], notes: Any, out: list[tuple[int, str]],
+                   failed: set[str]) -> None:
+    row.pop("location", None)
+    row.pop("origin_path", None)
+    try:
+        row["notes"] = json.loads(notes) if notes else {}
+        got = facet.values(row)
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug costs its facet's value for this image
+        if facet.name not in failed:
+            log.warning("review facet %s failed on an image: %s: %s", facet.name, type(exc).__name__, exc)
+            failed.add(facet.name)
+        return
+    if got is None:
+        return
+    for value in [got] if isinstance(got, str) else got:
+        if value is not None:
+            out.append((i, str(value)))

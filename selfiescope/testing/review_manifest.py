@@ -41,6 +41,7 @@ def build(root: Path, n: int, *, seed: int = 0, files: bool = False, rejected_sh
     manifest = Manifest.at_root(root)
     now = time.time()
     images, rejections, phashes, hashes = [], [], [], []
+    kept: list[tuple[str, str]] = []
     base = rng.integers(0, 2**63, n, dtype=np.int64)
     for i in range(n):
         label = LABELS[int(rng.integers(0, 2))]
@@ -51,8 +52,11 @@ def build(root: Path, n: int, *, seed: int = 0, files: bool = False, rejected_sh
         phash = int(base[i]) if i % 50 else int(base[i - 1]) ^ 0b101 if i else int(base[i])  # every 50th: a near copy
         area = None if rejected and rng.random() < 0.5 else float(rng.uniform(0.01, 0.6))
         step, code, reason = REASONS[int(rng.integers(0, len(REASONS)))] if rejected else (None, None, None)
+        if code == "near_duplicate" and kept:  # named the way dedup names the copy it kept
+            reason = f"pHash distance 3 <= 8 to {kept[-1][1]}/{kept[-1][0][:16]} (stored)"
         location = None
         if not rejected:
+            kept.append((content_hash, label))
             location = f"{label}/{image_id}.jpg"
             if files:
                 (root / label).mkdir(exist_ok=True)

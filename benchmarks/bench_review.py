@@ -1,0 +1,171 @@
+"""`selfiescope review`'s data layer on a synthetic 100k-image manifest: server-side times and memory.
+
+Rows are written directly into SQLite (random labels, jobs, decisions, rejection reasons,
+detectors, face areas, pHashes with near-duplicate pairs) and a model's out-of-fold
+probabilities are registered for every stored image. Measured in this process, the way the
+web layer calls the data layer:
+
+- open + first grid page (reads the manifest into its in-memory columns: what the first
+  request after a start, or after a scrape added images, pays), then a warm first page;
+- a facet change: the facets (counts under the other filters) and the page for a new filter;
+- the thumbnail of a 4000 px JPEG, cold (reduced decode + cache write) and cached;
+- peak RSS of the process;
+- with ``--s3``, the cold thumbnail read through the fsspec backend on moto's S3 server.
+
+    .venv/bin/python benchmarks/bench_review.py [--images 100000] [--s3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import resource
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from selfiescope.core.plugins import load_registry  # noqa: E402
+from selfiescope.core.settings import settings_from_dict  # noqa: E402
+from selfiescope.review.data import Filters, ReviewData  # noqa: E402
+from selfiescope.testing.review_manifest import build, write_model  # noqa: E402
+
+GOALS = {"page_ms": 300.0, "facet_ms": 300.0, "thumb_ms": 50.0, "rss_mb": 250.0}
+
+
+def big_jpeg() -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(small).resize((4000, 3000), Image.Resampling.BILINEAR).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def ms(fn, repeat: int = 1) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), result
+
+
+def line(name: str, value: float, goal: float | None, unit: str = "ms") -> None:
+    verdict = "" if goal is None else f"  goal <= {goal:g} {unit}: {'met' if value <= goal else 'MISSED'} ({value / goal:.2f}x)"
+    print(f"{name:44s} {value:9.1f} {unit}{verdict}")
+
+
+def set_stored_file(root: Path, content_hash: str, data: bytes) -> str:
+    db = sqlite3.connect(root / "manifest.sqlite")
+    location = db.execute("SELECT location FROM images WHERE content_hash=?", (content_hash,)).fetchone()[0]
+    db.close()
+    (root / location).parent.mkdir(parents=True, exist_ok=True)
+    (root / location).write_bytes(data)
+    return location
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=100_000)
+    ap.add_argument("--s3", action="store_true", help="also read the thumbnail's image through moto's S3 server")
+    ap.add_argument("--write", type=Path, help=argparse.SUPPRESS)  # the child that writes the manifest
+    args = ap.parse_args()
+    if args.write:
+        build(args.write, args.images, seed=1)
+        db = sqlite3.connect(args.write / "manifest.sqlite")
+        stored = dict(db.execute("SELECT content_hash, label FROM images WHERE decision='accepted'"))
+        db.close()
+        write_model(args.write.parent / "model", args.write,
+                    {h: (label, (i % 97) / 97) for i, (h, label) in enumerate(stored.items())})
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-review-") as tmp:
+        root = Path(tmp) / "data"
+        started = time.perf_counter()
+        # Written by a child process, so that this one's peak memory is the data layer's alone.
+        subprocess.run([sys.executable, __file__, "--write", str(root), "--images", str(args.images)], check=True)
+        db = sqlite3.connect(root / "manifest.sqlite")
+        hashes = [r[0] for r in db.execute("SELECT content_hash FROM images")]
+        stored = dict(db.execute("SELECT content_hash, label FROM images WHERE decision='accepted'"))
+        db.close()
+        print(f"{args.images} images ({len(stored)} stored) written in {time.perf_counter() - started:.1f} s\n")
+        settings = settings_from_dict({"storage": {"root": str(root)}})
+        registry = load_registry()
+
+        data = ReviewData(settings, registry)
+        cold, page = ms(lambda: (data.facets(Filters()), data.page(Filters(), "mislabeled", None, 60))[1])
+        line("open + first page + facets (cold)", cold, None)
+        warm, page = ms(lambda: data.page(Filters(), "mislabeled", None, 60), repeat=5)
+        line("first page, sort: most likely mislabeled", warm, GOALS["page_ms"])
+        change = Filters(label=("selfie",), reason=("face_area:no_face", "blurcheck:blurry"), decision=("rejected",))
+        facet, _ = ms(lambda: (data.facets(change), data.page(change, "newest", None, 60)), repeat=5)
+        line("facet change (facets + page)", facet, GOALS["facet_ms"])
+        deep = Filters(label=("portrait",), area_min=0.1, area_max=0.5, reviewed=False)
+        page2, _ = ms(lambda: data.page(deep, "face_area", data.page(deep, "face_area", None, 60).next_cursor, 60), repeat=5)
+        line("next page by cursor (two pages)", page2, GOALS["page_ms"])
+        ids = [t.id for t in page.tiles[:50]]
+        act, _ = ms(lambda: data.apply("reviewed", ids))
+        line("mark 50 reviewed (one transaction)", act, None)
+        after, _ = ms(lambda: data.page(Filters(), "mislabeled", None, 60))
+        line("first page after an edit (columns read again)", after, None)
+
+        photo = big_jpeg()
+        target, other = [h for h in hashes if h in stored][:2]
+        set_stored_file(root, target, photo)
+        set_stored_file(root, other, photo)
+        opened, _ = ms(lambda: data.thumbnail(other))
+        line("first thumbnail (opens the storage backend)", opened, None)
+        thumb_cold, thumb = ms(lambda: data.thumbnail(target))
+        assert thumb
+        line("thumbnail of a 4000x3000 JPEG, cold", thumb_cold, GOALS["thumb_ms"])
+        thumb_hot, _ = ms(lambda: data.thumbnail(target), repeat=20)
+        line("thumbnail, cached", thumb_hot, GOALS["thumb_ms"])
+        data.close()
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        line("peak RSS of this process", rss, GOALS["rss_mb"], "MB")
+
+        if args.s3:
+            s3_thumbnail(root, target, photo, registry)
+
+
+def s3_thumbnail(root: Path, target: str, photo: bytes, registry) -> None:
+    from s3_helpers import moto_s3
+
+    class Env:
+        def setenv(self, key: str, value: str) -> None:
+            os.environ[key] = value
+
+    with moto_s3(Env()) as s3:
+        db = sqlite3.connect(root / "manifest.sqlite")
+        location = db.execute("SELECT location FROM images WHERE content_hash=?", (target,)).fetchone()[0]
+        db.close()
+        fs = s3.fs()
+        fs.pipe(f"{s3.bucket}/ds/{location}", photo)
+        settings = settings_from_dict({"storage": {"root": str(root), "backend": "fsspec"},
+                                       "plugins": {"fsspec": s3.options("ds")}})
+        for path in (root / ".thumbs").rglob("*.jpg"):
+            path.unlink()
+        data = ReviewData(settings, registry)
+        data.page(Filters(), "newest", None, 60)
+        data.image(target)  # opens the backend (the S3 connection)
+        cold, thumb = ms(lambda: data.thumbnail(target))
+        assert thumb
+        line("S3 (moto): thumbnail of a 4000 px JPEG, cold (read + make)", cold, GOALS["thumb_ms"])
+        hot, _ = ms(lambda: data.thumbnail(target), repeat=20)
+        line("S3 (moto): thumbnail, cached", hot, GOALS["thumb_ms"])
+        image, _ = ms(lambda: data.image(target), repeat=5)
+        line("S3 (moto): full image bytes", image, None)
+        data.close()
+
+
+if __name__ == "__main__":
+    main()
