@@ -398,3 +398,20 @@ def test_an_original_with_gps_is_shown_without_it(tmp_path: Path) -> None:
         assert b"rue des Lilas" not in client.get(f"/thumb/{tile['id']}").content
     finally:
         data.close()
+
+
+@pytest.mark.parametrize("bound, reached, allowed", [
+    ("127.0.0.1", "localhost:8765", True), ("localhost", "127.0.0.1:8765", True), ("::1", "[::1]:8765", True),
+    ("127.0.0.1", "127.0.0.1:8766", False), ("127.0.0.1", "evil.example:8765", False),
+    ("0.0.0.0", "127.0.0.1:8765", True), ("0.0.0.0", "evil.example:8765", False),
+])
+def test_the_host_check_knows_the_names_of_the_bound_address(bound: str, reached: str, allowed: bool) -> None:
+    assert (reached in Gate.for_address(bound, 8765).allowed_hosts) is allowed
+
+
+def test_an_app_on_every_interface_is_reached_by_this_machines_addresses() -> None:
+    import psutil
+
+    names = Gate.for_address("0.0.0.0", 8765).allowed_hosts
+    ipv4 = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == 2]
+    assert ipv4 and all(f"{ip}:8765" in names for ip in ipv4)

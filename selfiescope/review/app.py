@@ -26,7 +26,7 @@ from starlette.templating import Jinja2Templates
 
 from .data import ReviewBusy, ReviewError
 from .routes import Problem, Routes, problem_response
-from .security import Gate, GateMiddleware
+from .security import WILDCARDS, Gate, GateMiddleware
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -81,7 +81,9 @@ class Address:
 
     @property
     def url(self) -> str:
-        shown = f"[{self.host}]" if ":" in self.host else self.host
+        """Where a browser finds the app: an address on every interface by this machine's name."""
+        host = socket.getfqdn() if self.host in WILDCARDS else self.host
+        shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{self.port}/"
 
     @property

@@ -54,14 +54,33 @@ class Gate:
         return cls(allowed_hosts=frozenset(host_names(host, port)), **secrets_)
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
+WILDCARDS = ("0.0.0.0", "::")
+
+
 def host_names(host: str, port: int) -> set[str]:
     """The ``Host`` header values a browser sends for the bound address (an IPv6 literal is
-    bracketed; 127.0.0.1 is also reached as ``localhost``)."""
-    shown = f"[{host}]" if ":" in host else host
-    names = {f"{shown}:{port}".lower()}
-    if host in ("127.0.0.1", "::1"):
-        names.add(f"localhost:{port}")
-    return names
+    bracketed). The loopback is also reached as ``localhost``; an address on every interface
+    (0.0.0.0, ::) by this machine's names and by each of its interfaces' addresses."""
+    hosts = {host}
+    if host in LOOPBACK_NAMES:
+        hosts.update(LOOPBACK_NAMES)
+    if host in WILDCARDS:
+        hosts.update(LOOPBACK_NAMES)
+        hosts.update(this_machine())
+    return {f"[{h}]:{port}".lower() if ":" in h else f"{h}:{port}".lower() for h in hosts}
+
+
+def this_machine() -> set[str]:
+    """This machine's host names and interface addresses."""
+    import socket
+
+    import psutil
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    for addresses in psutil.net_if_addrs().values():
+        names.update(a.address.split("%", 1)[0] for a in addresses if a.family in (socket.AF_INET, socket.AF_INET6))
+    return {n for n in names if n}
 
 
 def same_token(given: str | None, expected: str) -> bool:
