@@ -25,7 +25,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from selfiescope.core.plugins import registry_for  # noqa: E402
 from selfiescope.review.app import create_app  # noqa: E402
 from selfiescope.review.data import ReviewData  # noqa: E402
-from selfiescope.review.security import COOKIE, Gate  # noqa: E402
+from selfiescope.review.security import Gate  # noqa: E402
 
 pytestmark = pytest.mark.faces
 HOST = "127.0.0.1:8765"
@@ -94,7 +94,7 @@ def test_nothing_is_served_without_the_launch_token(dataset: Dataset, path: str)
         assert refused.status_code == 403 and "selfiescope review" in refused.text
         wrong = client.get(path + "?token=" + "x" * len(gate.token), follow_redirects=False)
         assert wrong.status_code == 403 and "set-cookie" not in wrong.headers
-        client.cookies.set(COOKIE, "not-the-token")
+        client.cookies.set(gate.cookie, "not-the-token")
         assert client.get(path).status_code == 403
     finally:
         data.close()
@@ -107,7 +107,7 @@ def test_the_token_becomes_a_strict_httponly_cookie_and_leaves_the_address(datas
         assert first.status_code == 303
         assert first.headers["location"] == "/?label=selfie&sort=newest"
         cookie = first.headers["set-cookie"]
-        assert f"{COOKIE}={gate.token}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert f"{gate.cookie}={gate.token}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
         page = client.get(first.headers["location"])
         assert page.status_code == 200 and gate.token not in page.text
     finally:
@@ -415,3 +415,15 @@ def test_an_app_on_every_interface_is_reached_by_this_machines_addresses() -> No
     names = Gate.for_address("0.0.0.0", 8765).allowed_hosts
     ipv4 = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == 2]
     assert ipv4 and all(f"{ip}:8765" in names for ip in ipv4)
+
+
+def test_two_apps_on_one_machine_keep_their_own_cookies(dataset: Dataset) -> None:
+    """Browsers keep cookies per host, not per port: a second launch must not log the first out."""
+    first, second = Gate.for_address("127.0.0.1", 8765), Gate.for_address("127.0.0.1", 8766)
+    assert first.cookie != second.cookie
+    client, gate, data = client_for(dataset)
+    try:
+        client.cookies.set(second.cookie, second.token)  # the other app's visit, same browser
+        assert client.get("/api/version").status_code == 200
+    finally:
+        data.close()

@@ -48,10 +48,12 @@ class Gate:
     allowed_hosts: frozenset[str]
     token: str = field(default_factory=new_secret)
     csrf: str = field(default_factory=new_secret)
+    cookie: str = COOKIE
 
     @classmethod
     def for_address(cls, host: str, port: int, **secrets_: str) -> "Gate":
-        return cls(allowed_hosts=frozenset(host_names(host, port)), **secrets_)
+        """A cookie is not kept per port: two apps on one machine need cookies of their own names."""
+        return cls(allowed_hosts=frozenset(host_names(host, port)), cookie=f"{COOKIE}_{port}", **secrets_)
 
 
 LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
@@ -120,14 +122,14 @@ class GateMiddleware:
                 return PlainTextResponse("refused: the token goes in the first GET only", 400)
             rest = urlencode([(k, v) for k, v in pairs if k != "token"])
             redirect = RedirectResponse(scope["path"] + (f"?{rest}" if rest else ""), 303)
-            redirect.set_cookie(COOKIE, self.gate.token, httponly=True, samesite="strict", path="/")
+            redirect.set_cookie(self.gate.cookie, self.gate.token, httponly=True, samesite="strict", path="/")
             return redirect
         cookie = SimpleCookie()
         try:
             cookie.load(headers.get("cookie", ""))
         except Exception:  # noqa: BLE001 - a malformed Cookie header is no credential
             return _refused()
-        if COOKIE not in cookie or not same_token(cookie[COOKIE].value, self.gate.token):
+        if self.gate.cookie not in cookie or not same_token(cookie[self.gate.cookie].value, self.gate.token):
             return _refused()
         if scope["method"] not in ("GET", "HEAD"):
             if not same_token(headers.get(CSRF_HEADER), self.gate.csrf):
