@@ -97,9 +97,11 @@ class GateMiddleware:
         self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await self.app(scope, receive, send)
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # the app has no websocket: refuse one before it opens
+            await send({"type": "websocket.close", "code": 1008})
             return
         refusal = self.check(scope)
         send_secured = _with_headers(send)
