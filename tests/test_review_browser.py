@@ -19,6 +19,8 @@ from urllib.parse import urlencode
 import pytest
 from conftest import FACES, REPO
 from review_helpers import Dataset, add_synthetic, build_dataset, manifest_rows
+
+from selfiescope.testing.review_manifest import write_model
 from test_review_app import HOLD_LOCK
 
 pytest.importorskip("starlette")
@@ -144,6 +146,19 @@ def test_review_in_a_real_browser(served: tuple[Dataset, str, subprocess.Popen],
             page.click('a.sort[data-sort="mislabeled"]')
             page.wait_for_url("**sort=mislabeled**")
             assert "selfiescope train" in page.locator("#model-note").text_content()
+            # with a model's out-of-fold probabilities, the image it contradicts most comes first
+            shown = [li.get_attribute("data-id") for li in tiles.all()]
+            doubted = shown[-1]
+            write_model(tmp_path / "model", ds.root, {h: ("selfie", 0.02 if h == doubted else 0.9) for h in shown})
+            page.reload()
+            expect(page.locator("#model-note")).to_have_count(0)
+            assert tiles.nth(0).get_attribute("data-id") == doubted
+            assert tiles.nth(0).locator(".p").text_content() == "p=0.02"
+            page.click('a.fv[data-facet="disagrees"][data-value="yes"]')
+            page.wait_for_url("**disagrees=yes**")
+            assert [li.get_attribute("data-id") for li in tiles.all()] == [doubted]
+            page.click('a.fv[data-facet="disagrees"][data-value="yes"]')  # off again
+            page.wait_for_url(lambda u: "disagrees" not in u)
 
             key_of = {label: str(i + 1) for i, label in enumerate(page.evaluate("JSON.parse(document.body.dataset.labels)"))}
 
@@ -198,6 +213,7 @@ def test_review_in_a_real_browser(served: tuple[Dataset, str, subprocess.Popen],
             page.keyboard.press("f")
             expect(page.locator("#status")).to_have_text("nothing forgotten")
             assert asked and "Forget 1 image" in asked[0] and (ds.root / location).is_file()
+            print("the forget confirmation:", asked[0])
             page.once("dialog", lambda d: d.accept())
             page.keyboard.press("f")
             saved()
@@ -236,7 +252,8 @@ def test_review_in_a_real_browser(served: tuple[Dataset, str, subprocess.Popen],
             page.wait_for_selector("#news:not([hidden])")  # the count grows as the import's images arrive
             expect(page.locator("#news-text")).to_have_text(f"{added} new image{'s' if added > 1 else ''}")
             page.click("#news-reload")
-            expect(page.locator("#total")).to_have_text(str(n_images - 1 + added))
+            now = manifest_rows(ds.root, "SELECT count(*) FROM images")[0][0]
+            expect(page.locator("#total")).to_have_text(str(now))
 
             # the detail view: faces boxed, the largest marked (a synthetic rendering, for the docs)
             page.goto(base + "?" + urlencode([("decision", "accepted"), ("job", synthetic_jobs[0])]))
