@@ -194,6 +194,13 @@ def test_review_in_a_real_browser(served: tuple[Dataset, str, subprocess.Popen],
             batch = {r[5] for r in review_rows(ds.root) if r[0] in many and r[1] == "relabel"}
             assert len(batch) == 1  # one action, one batch
 
+            # shift + a move extends the selection; Escape clears it
+            page.keyboard.press("Escape")
+            page.keyboard.press("Shift+ArrowRight")
+            assert page.locator("li.tile.selected").count() == 2
+            page.keyboard.press("Escape")
+            assert page.locator("li.tile.selected").count() == 0
+
             # undo the last action: the three go back, the first stays
             page.keyboard.press("u")
             saved()

@@ -60,7 +60,7 @@ class DataThread:
             raise Problem(504, f"the dataset did not answer within {self.deadline_s:g} s") from None
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)  # a call under way ends on its own; the data layer serialises close
 
 
 def checked_id(image_id: str) -> str:

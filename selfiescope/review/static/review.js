@@ -228,11 +228,20 @@
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (ev.target.closest && ev.target.closest("input, textarea, select")) return;
     const k = ev.key;
+    const moves = { ArrowRight: 1, j: 1, J: 1, ArrowLeft: -1, k: -1, K: -1, ArrowDown: "down", ArrowUp: "up" };
     let handled = true;
-    if (view === "grid" && (k === "ArrowRight" || k === "j")) focusOn(focusIndex + 1);
-    else if (view === "grid" && (k === "ArrowLeft" || k === "k")) focusOn(focusIndex - 1);
-    else if (view === "grid" && k === "ArrowDown") focusOn(focusIndex + columns());
-    else if (view === "grid" && k === "ArrowUp") focusOn(focusIndex - columns());
+    if (view === "grid" && k in moves) {
+      const step = moves[k] === "down" ? columns() : moves[k] === "up" ? -columns() : moves[k];
+      const from = focusIndex;
+      focusOn(focusIndex + step);
+      if (ev.shiftKey) {  // shift + a move extends the selection over the tiles passed
+        const all = tiles();
+        const [a, b] = from < focusIndex ? [Math.max(from, 0), focusIndex] : [focusIndex, from];
+        all.slice(a, b + 1).forEach((t) => selected.add(t.dataset.id));
+        anchor = focusIndex;
+        paint();
+      }
+    }
     else if (view === "grid" && k === "x") {
       const li = tiles()[focusIndex];
       if (li) {
