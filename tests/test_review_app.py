@@ -427,3 +427,20 @@ def test_two_apps_on_one_machine_keep_their_own_cookies(dataset: Dataset) -> Non
         assert client.get("/api/version").status_code == 200
     finally:
         data.close()
+
+
+def test_a_post_link_is_a_link_only_when_it_is_http(own_dataset: Dataset) -> None:
+    """A source plugin's post URL is shown, and linked only when it is http(s): never a
+    ``javascript:`` link on the page."""
+    image = manifest_rows(own_dataset.root, "SELECT content_hash FROM images WHERE decision='accepted' LIMIT 1")[0][0]
+    from selfiescope.core.manifest import Manifest
+
+    m = Manifest.at_root(own_dataset.root)
+    m.execute("UPDATE images SET post_url=? WHERE content_hash=?", ("javascript:alert(document.cookie)", image))
+    m.close()
+    client, _, data = client_for(own_dataset)
+    try:
+        html = client.get(f"/i/{image}").text
+        assert 'href="javascript:' not in html and "javascript:alert(document.cookie)" in html
+    finally:
+        data.close()

@@ -22,7 +22,7 @@ from starlette.templating import Jinja2Templates
 
 from ..core.text import printable
 from ..exits import os_error
-from .data import SORTS, Filters, ReviewBusy, ReviewError
+from .data import ACTIONS, SORTS, Filters, ReviewBusy, ReviewError
 
 log = logging.getLogger("selfiescope.review")
 
@@ -31,7 +31,6 @@ IMAGE_ID = re.compile(r"[0-9a-f]{8,64}")
 PAGE_SIZE = 120
 MAX_IDS = 10_000  # ids in one action: a selection of a whole filtered grid, not an unbounded body
 MAX_BODY = 2_000_000
-ACTIONS = ("relabel", "exclude", "include", "reviewed", "unreviewed")
 QUERY_KEYS_NOT_FILTERS = ("sort", "cursor", "limit", "token")
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"}
 
@@ -104,11 +103,11 @@ class Routes:
     # --- pages ----------------------------------------------------------------------------
     async def grid(self, request: Request) -> Response:
         filters, sort, _ = query_parts(request)
+        version = await self.call(self.data.version)  # before the reads: a change made meanwhile shows as news
         page = await self.call(self.data.page, filters, sort, None, PAGE_SIZE)
         facets = await self.call(self.data.facets, filters)
         labels = await self.call(self.data.labels)
         model_note = await self.call(self.data.model_note)
-        version = await self.call(self.data.version)
         query = filter_pairs(request)
         return self.templates.TemplateResponse(request, "grid.html", {
             "page": page, "facets": facets, "labels": labels, "model_note": model_note, "sort": sort,
@@ -120,11 +119,11 @@ class Routes:
 
     async def detail_page(self, request: Request) -> Response:
         image_id = checked_id(request.path_params["image_id"])
+        version = await self.call(self.data.version)
         detail = await self.call(self.data.detail, image_id)
         if detail is None:
             raise Problem(404, "no such image in this dataset")
         labels = await self.call(self.data.labels)
-        version = await self.call(self.data.version)
         back = "/?" + request.url.query if request.url.query else "/"
         return self.templates.TemplateResponse(request, "detail.html", {
             "d": detail, "labels": labels, "csrf": self.csrf, "version": version, "back": back,
