@@ -444,3 +444,24 @@ def test_a_post_link_is_a_link_only_when_it_is_http(own_dataset: Dataset) -> Non
         assert 'href="javascript:' not in html and "javascript:alert(document.cookie)" in html
     finally:
         data.close()
+
+
+def test_text_from_the_dataset_is_never_markup(own_dataset: Dataset) -> None:
+    """Reasons, jobs and labels come from plugins and folder names: every page escapes them."""
+    from selfiescope.core.manifest import Manifest
+
+    evil = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
+    m = Manifest.at_root(own_dataset.root)
+    m.execute("UPDATE images SET reason=?, job=? WHERE decision='rejected'", (evil, evil))
+    m.execute("UPDATE rejections SET reason=?, job=?", (evil, evil))
+    m.close()
+    client, _, data = client_for(own_dataset)
+    try:
+        rejected = client.get("/api/page?decision=rejected&limit=1000").json()["tiles"]
+        assert rejected
+        for path in ["/", "/?decision=rejected", f"/i/{rejected[0]['id']}"]:
+            html = client.get(path).text
+            assert "<script>alert" not in html and "<img src=x" not in html
+            assert "&lt;script&gt;alert(1)" in html or path == "/"
+    finally:
+        data.close()
