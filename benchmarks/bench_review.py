@@ -62,7 +62,7 @@ def ms(fn, repeat: int = 1) -> tuple[float, object]:
 
 def line(name: str, value: float, goal: float | None, unit: str = "ms") -> None:
     verdict = "" if goal is None else f"  goal <= {goal:g} {unit}: {'met' if value <= goal else 'MISSED'} ({value / goal:.2f}x)"
-    print(f"{name:44s} {value:9.1f} {unit}{verdict}")
+    print(f"{name:58s} {value:9.1f} {unit}{verdict}")
 
 
 def set_stored_file(root: Path, content_hash: str, data: bytes) -> str:
@@ -116,22 +116,22 @@ def main() -> None:
         act, _ = ms(lambda: data.apply("reviewed", ids))
         line("mark 50 reviewed (one transaction)", act, None)
         after, _ = ms(lambda: data.page(Filters(), "mislabeled", None, 60))
-        line("first page after an edit (columns read again)", after, None)
+        line("first page after an edit (columns updated in place)", after, None)
 
         photo = big_jpeg()
-        target, other = [h for h in hashes if h in stored][:2]
-        set_stored_file(root, target, photo)
-        set_stored_file(root, other, photo)
+        target, other, *more = [h for h in hashes if h in stored][:7]
+        for h in (target, other, *more):
+            set_stored_file(root, h, photo)
         opened, _ = ms(lambda: data.thumbnail(other))
         line("first thumbnail (opens the storage backend)", opened, None)
-        thumb_cold, thumb = ms(lambda: data.thumbnail(target))
-        assert thumb
-        line("thumbnail of a 4000x3000 JPEG, cold", thumb_cold, GOALS["thumb_ms"])
+        colds = sorted(ms(lambda h=h: data.thumbnail(h))[0] for h in (target, *more))
+        thumb_cold = statistics.median(colds)
+        line("thumbnail of a 4000x3000 JPEG, cold (median of 6)", thumb_cold, GOALS["thumb_ms"])
         thumb_hot, _ = ms(lambda: data.thumbnail(target), repeat=20)
         line("thumbnail, cached", thumb_hot, GOALS["thumb_ms"])
         data.close()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        line("peak RSS of this process", rss, GOALS["rss_mb"], "MB")
+        line("peak RSS of this process (benchmark's own lists included)", rss, GOALS["rss_mb"], "MB")
 
         if args.s3:
             s3_thumbnail(root, target, photo, registry)

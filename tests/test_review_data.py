@@ -268,42 +268,57 @@ def test_an_edit_while_another_run_holds_the_lock_is_refused_saying_which(fresh)
             assert str(info.value) == f"{root}/ is in use by pid {holder.pid}"
             with pytest.raises(ReviewBusy):
                 data.forget(hashes[:1])
+            with pytest.raises(ReviewBusy):
+                data.apply("reviewed", hashes[:3], wait_s=0.5)  # waited, then refused
             assert data.page(Filters(reviewed=True), "newest", None, 10).total == 0
+        import threading
+
+        threading.Timer(1.0, holder.kill).start()  # the other run ends while the edit waits
+        with open_data(root) as data:
+            assert data.apply("reviewed", hashes[:3], wait_s=60).changed == 3
     finally:
         holder.kill()
         holder.wait(30)
     with open_data(root) as data:
         assert data.busy() is None
-        assert data.apply("reviewed", hashes[:3]).changed == 3
+        assert data.page(Filters(reviewed=True), "newest", None, 10).total == 3
 
 
-def test_a_read_only_root_is_browsable_and_an_edit_says_why_not(fresh, tmp_path) -> None:
-    import os
+def test_a_read_only_root_is_browsable_and_an_edit_says_why_not(tmp_path) -> None:
+    import shutil
 
-    root, hashes = fresh
-    Manifest.at_root(root).close()
-    for path in [root, *root.rglob("*")]:
-        os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
     try:
-        if os.access(root, os.W_OK):
-            pytest.skip("running as root: permissions do not stop writes")
+        root = mount / "data"
+        hashes = build(root, 30, files=True, rejected_share=0.0)
+        Manifest.at_root(root).close()  # a clean close: no -wal file is left
+        assert subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True).returncode == 0
         with open_data(root) as data:
-            assert data.page(Filters(), "newest", None, 5).total == 60
-            assert data.thumbnail(hashes[0]) is not None or data.image(hashes[0]) is None
+            assert data.page(Filters(), "newest", None, 5).total == 30
+            assert data.thumbnail(hashes[0]) is not None  # made, not cached
+            assert not (root / ".thumbs").exists()
             with pytest.raises(ReviewError, match="cannot be written"):
                 data.apply("reviewed", hashes[:1])
     finally:
-        for path in [root, *root.rglob("*")]:
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(mount, ignore_errors=True)
 
 
-def test_a_new_image_from_a_concurrent_run_shows_up(fresh) -> None:
+def test_a_new_image_from_a_concurrent_run_shows_up_when_the_manifest_is_next_read(fresh) -> None:
     root, _ = fresh
     with open_data(root) as data:
+        data.reload_every_s = 3600
         before, version = data.page(Filters(), "newest", None, 5).total, data.version()
         build(root, 5, seed=99, files=True)  # 5 more, written by another connection
+        assert data.version() == version  # read too recently: the page keeps what it has
+        assert data.page(Filters(), "newest", None, 5).total == before
+        data._next_load = 0.0  # time has passed
         assert data.version() > version
         assert data.page(Filters(), "newest", None, 5).total == before + 5
+        assert data.version() == data.version()  # nothing new: no further read
 
 
 def test_detail_shows_the_group_and_the_copy_dedup_kept(synthetic) -> None:
@@ -401,12 +416,137 @@ def test_forget_from_the_review_removes_the_file_rows_reviews_and_thumbnail_and_
         plan = data.forget_plan(ids[:1])
         assert plan.startswith("forget 1 image: 1 stored file") and "cannot be undone" in plan
         location = data.manifest.get_image(ids[0])["location"]
+        left = root / ".thumbs" / ids[0][:2] / f".{ids[0]}.jpg.99999-1.tmp"  # a writer killed mid-write
+        left.write_bytes(b"part of a thumbnail")
         result = data.forget(ids[:1])
         assert result.changed == 1
         assert data.detail(ids[0]) is None and data.page(Filters(), "newest", None, 10).total == 3
         assert [r.image for r in data.history(ids[1])] == [ids[1]]
     assert not (root / location).exists()
-    assert not (root / ".thumbs" / ids[0][:2] / f"{ids[0]}.jpg").exists()
+    assert not (root / ".thumbs" / ids[0][:2] / f"{ids[0]}.jpg").exists() and not left.exists()
     db = sqlite3.connect(root / "manifest.sqlite")
     assert db.execute("SELECT COUNT(*) FROM reviews WHERE content_hash=?", (ids[0],)).fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM tombstones WHERE kind='content'").fetchone()[0] == 1
+
+
+def test_a_full_disk_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    import shutil
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (not root)")
+    try:
+        root = mount / "data"
+        hashes = build(root, 40, files=False, rejected_share=0.0)
+        with open_data(root) as data:
+            data.page(Filters(), "newest", None, 5)
+            filler = mount / "filler"
+            with filler.open("wb", buffering=0) as fh:
+                try:
+                    while True:
+                        fh.write(b"\0" * 4096)
+                except OSError:
+                    pass
+            with pytest.raises(ReviewError) as info:
+                data.apply("exclude", hashes, note="x" * 1500)
+                data.apply("relabel", hashes, "portrait")
+                data.apply("relabel", hashes, "selfie")
+            assert ("disk is full" in str(info.value) or "No space left" in str(info.value))
+            assert str(info.value).endswith("nothing was changed")
+            assert "\n" not in str(info.value)
+            filler.unlink()
+            rows = rows_of(root)
+            assert sqlite3.connect(root / "manifest.sqlite").execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            replayed = sqlite3.connect(root / "manifest.sqlite").execute("SELECT COUNT(DISTINCT batch) FROM reviews").fetchone()[0]
+            assert sum(bool(r["excluded"]) for r in rows) in (0, 40) and replayed <= 2
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(mount, ignore_errors=True)
+
+
+def test_a_failed_write_and_a_damaged_manifest_are_one_line(fresh, tmp_path, monkeypatch) -> None:
+    from contextlib import contextmanager
+
+    root, hashes = fresh
+    with open_data(root) as data:
+        data.page(Filters(), "newest", None, 5)
+
+        @contextmanager
+        def full():
+            raise sqlite3.OperationalError("database or disk is full")
+            yield
+
+        monkeypatch.setattr(data.manifest, "transaction", full)
+        with pytest.raises(ReviewError, match=r"manifest.sqlite cannot be written \(the disk is full\): nothing was changed"):
+            data.apply("reviewed", hashes[:2])
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "manifest.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ReviewError, match="cannot read .*manifest.sqlite: "):
+        open_data(damaged).page(Filters(), "newest", None, 5)
+    with pytest.raises(ReviewError, match="no dataset at"):
+        open_data(tmp_path / "nowhere")
+
+
+def test_a_rejected_import_shows_while_its_original_file_is_still_there(tmp_path: Path) -> None:
+    from privacy_helpers import import_folder, jpeg, settings_for
+
+    root, folder = tmp_path / "data", tmp_path / "in"
+    folder.mkdir()
+    photo = jpeg(1)
+    (folder / "a.jpg").write_bytes(photo)
+    (folder / "b.jpg").write_bytes(photo[:-2] + b"\xff\xd9" if photo.endswith(b"\xff\xd9") else photo + b"\0")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a photo at all")
+    settings = settings_for(root)
+    import_folder(settings, folder, "selfie")
+    with ReviewData(settings, load_registry()) as data:
+        rejected = data.page(Filters(decision=("rejected",)), "newest", None, 10).tiles
+        assert rejected and all(t.has_thumbnail for t in rejected)
+        broken = next(t for t in rejected if data.manifest.get_image(t.id)["origin_path"].endswith("broken.jpg"))
+        got = data.image(broken.id)
+        assert got is not None and got[0] == (folder / "broken.jpg").read_bytes()
+        (folder / "broken.jpg").write_bytes(b"other bytes now")  # the user changed the file: not this image
+        assert data.image(broken.id) is None and data.thumbnail(broken.id) is None
+        (folder / "broken.jpg").unlink()
+        (folder / "broken.jpg").symlink_to(folder / "a.jpg")
+        assert data.image(broken.id) is None  # a link is never followed
+
+
+action_steps = st.lists(st.tuples(
+    st.sampled_from(["relabel", "exclude", "include", "reviewed", "unreviewed", "undo"]),
+    st.lists(st.integers(0, 11), min_size=1, max_size=6),
+    st.sampled_from(["selfie", "portrait"]),
+), min_size=1, max_size=12)
+
+
+@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=action_steps)
+def test_any_sequence_of_edits_and_undos_is_what_its_rows_say(tmp_path_factory, steps) -> None:
+    from test_review_kill import check_replay
+
+    root = tmp_path_factory.mktemp("steps") / "data"
+    hashes = build(root, 12, files=False, rejected_share=0.0)
+    with open_data(root) as data:
+        for action, picks, label in steps:
+            if action == "undo":
+                data.undo()
+            else:
+                data.apply(action, [hashes[i] for i in picks], label if action == "relabel" else None)
+            tiles = {t.id: t for t in data.page(Filters(), "newest", None, 50).tiles}
+            state = {r["content_hash"]: r for r in rows_of(root)}
+            for h, t in tiles.items():  # the in-memory columns follow the manifest
+                assert (t.label, t.reviewed, t.excluded) == (
+                    state[h]["effective"], state[h]["reviewed"] is not None, bool(state[h]["excluded"]))
+    check_replay(root)
+
+
+def test_a_decompression_bomb_gets_no_thumbnail_and_pillow_keeps_its_limit() -> None:
+    from selfiescope.review import thumbs
+
+    before = Image.MAX_IMAGE_PIXELS
+    png = io.BytesIO()
+    Image.new("1", (8000, 6000)).save(png, "PNG")  # 48 MP, a few kB on disk
+    with pytest.raises(thumbs.TooLarge):
+        thumbs.make_thumbnail(png.getvalue())
+    assert Image.MAX_IMAGE_PIXELS == before

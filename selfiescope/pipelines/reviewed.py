@@ -92,12 +92,22 @@ def thumbnail_path(root: Path, content_hash: str) -> Path:
 
 
 def remove_thumbnails(root: Path, content_hashes: list[str]) -> int:
-    """Delete these images' review thumbnails (derived data: forgetting an image removes them)."""
+    """Delete these images' review thumbnails (derived data: forgetting an image removes them),
+    and any half-written one a killed writer left beside them."""
     removed = 0
     for content_hash in content_hashes:
         try:
-            thumbnail_path(root, content_hash).unlink()
+            path = thumbnail_path(root, content_hash)
+        except ValueError:
+            continue
+        try:
+            path.unlink()
             removed += 1
-        except (OSError, ValueError):
+        except OSError:
+            pass
+        try:
+            for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+        except OSError:
             continue
     return removed

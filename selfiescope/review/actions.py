@@ -13,6 +13,7 @@ edit is refused with ``data/ is in use by pid N`` (:class:`ReviewBusy`), never l
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,7 @@ from .model import ACTIONS, ActionResult, ReviewBusy, ReviewError
 if TYPE_CHECKING:
     from .data import ReviewData
 
+log = logging.getLogger("selfiescope.review")
 MAX_NOTE = 2000
 MAX_IDS = 100_000
 # (column, value as the reviews row writes it) for each action; relabel's value is the label.
@@ -45,9 +47,23 @@ def busy_message(data: "ReviewData", pid: int | None = None) -> str | None:
     return f"{data.display}/ is in use by {who}"
 
 
+def database_problem(exc: sqlite3.Error) -> str:
+    """What a failed SQLite write means for the user (its own text goes to the debug log)."""
+    text = str(exc).lower()
+    if "full" in text:
+        return "the disk is full"
+    if "readonly" in text or "read-only" in text:
+        return "it is read-only"
+    if "locked" in text or "busy" in text:
+        return "another process kept it busy too long"
+    return "a database error (see the debug log)"
+
+
 @contextmanager
-def write_lock(data: "ReviewData") -> Iterator[None]:
-    lock = RootLock(data.root)
+def write_lock(data: "ReviewData", wait_s: float = 0.0) -> Iterator[None]:
+    """The root's lock for one write (waiting up to ``wait_s`` for another run to let go); any
+    failure to write is one line saying nothing changed."""
+    lock = RootLock(data.root, wait_s=max(0.0, min(float(wait_s), 600.0)))
     try:
         lock.acquire()
     except RootBusy as exc:
@@ -56,6 +72,10 @@ def write_lock(data: "ReviewData") -> Iterator[None]:
         raise ReviewError(f"{data.display}/ cannot be written ({exc.strerror or exc}): nothing was changed") from None
     try:
         yield
+    except sqlite3.Error as exc:
+        log.debug("review write failed: %s", exc)
+        raise ReviewError(f"{data.display}/manifest.sqlite cannot be written ({database_problem(exc)}): "
+                          "nothing was changed") from None
     finally:
         lock.release()
 
@@ -106,11 +126,12 @@ def _new_value(action: str, value: str | None) -> str:
     return "1" if action in ("exclude", "reviewed") else "0"
 
 
-def apply(data: "ReviewData", action: str, ids: Sequence[str], value: str | None, note: str | None) -> ActionResult:
+def apply(data: "ReviewData", action: str, ids: Sequence[str], value: str | None, note: str | None,
+          wait_s: float = 0.0) -> ActionResult:
     wanted = _check(data, action, ids, value, note)
     column, new = FIELD[action], _new_value(action, value)
     now = time.time()
-    with write_lock(data), data.manifest.transaction() as db:
+    with write_lock(data, wait_s), data.manifest.transaction() as db:
         batch = int(db.execute("SELECT IFNULL(MAX(batch), 0) + 1 FROM reviews").fetchone()[0])
         changed = missing = 0
         wrote = False
@@ -140,11 +161,11 @@ def apply(data: "ReviewData", action: str, ids: Sequence[str], value: str | None
     return ActionResult(batch if wrote else 0, changed, message)
 
 
-def undo(data: "ReviewData") -> tuple[ActionResult, list[str]]:
+def undo(data: "ReviewData", wait_s: float = 0.0) -> tuple[ActionResult, list[str]]:
     """Undo the latest batch not undone yet (itself written as a batch that names it); returns
     the result and the images it changed."""
     now = time.time()
-    with write_lock(data), data.manifest.transaction() as db:
+    with write_lock(data, wait_s), data.manifest.transaction() as db:
         last = db.execute(
             "SELECT MAX(batch) FROM reviews WHERE undoes IS NULL AND batch NOT IN"
             " (SELECT undoes FROM reviews WHERE undoes IS NOT NULL)"

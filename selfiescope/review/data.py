@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.components import StoredImage
 from ..core.manifest import Manifest
 from ..core.manifest_io import writable
+from ..core.manifest_readonly import ManifestUnreadable
 from ..core.plugins import Registry
 from ..core.review_facets import ReviewFacet
 from ..core.settings import Settings, TrainPipeline
@@ -37,6 +40,7 @@ log = logging.getLogger("selfiescope.review")
 MEDIA_TYPES = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                "gif": "image/gif", "bmp": "image/bmp", "tiff": "image/tiff", "heif": "image/heif", "avif": "image/avif"}
 MAX_LIMIT = 500
+RELOAD_EVERY_S = 2.0  # the shortest time between two reads of the manifest for other processes' changes
 
 
 def _media_type(fmt: str | None, data: bytes) -> str:
@@ -61,13 +65,17 @@ class ReviewData:
         if not (self.root / "manifest.sqlite").is_file():
             raise ReviewError(f"no dataset at {self.display}: {self.display}/manifest.sqlite does not exist "
                               "(collect images first: selfiescope run)")
+        # The undo of a batch must see the state it left: edits from this object go one at a time.
+        self._write = threading.Lock()
         self._lock = threading.RLock()
         self._manifest: Manifest | None = None
         self._reader: StoredReader | None = None
         self._snapshot: Snapshot | None = None
-        self._snapshot_version = -1
         self._model: ModelProbabilities | None = None
         self._data_version: int | None = None
+        self._dirty = False
+        self._next_load = 0.0
+        self.reload_every_s = RELOAD_EVERY_S
         self._version = 0
         self._facets: list[ReviewFacet] | None = None
 
@@ -80,9 +88,16 @@ class ReviewData:
             return self._manifest
 
     def _open_manifest(self) -> Manifest:
-        if writable(self.root):
-            return Manifest.at_root(self.root)  # additive schema only: CREATE IF NOT EXISTS, new columns
-        return Manifest.read_only(self.root)
+        try:
+            if writable(self.root):
+                return Manifest.at_root(self.root)  # additive schema only: CREATE IF NOT EXISTS, new columns
+            return Manifest.read_only(self.root)
+        except ManifestUnreadable as exc:
+            raise ReviewError(str(exc)) from None
+        except (sqlite3.Error, OSError) as exc:
+            log.debug("cannot open the manifest: %s", exc)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a readable SQLite manifest"
+            raise ReviewError(f"cannot read {self.display}/manifest.sqlite: {why}") from None
 
     def _storage(self) -> StoredReader:
         with self._lock:
@@ -110,23 +125,49 @@ class ReviewData:
 
     # --- what changes ----------------------------------------------------------------------
     def version(self) -> int:
-        """Grows whenever the manifest changed (this app's edits, or another process's commits)."""
+        """Grows whenever what the pages show changed: this app's edits at once, another process's
+        commits (a scrape adding images) when the manifest is next read (see :meth:`snapshot`)."""
         with self._lock:
-            current = int(self.manifest.query("PRAGMA data_version")[0][0])
-            if current != self._data_version:
-                self._data_version = current
-                self._version += 1
+            self._load_if_due()
             return self._version
 
+    def _stale(self) -> bool:
+        """Whether another process committed to the manifest since it was last read."""
+        current = int(self.manifest.query("PRAGMA data_version")[0][0])
+        if current != self._data_version:
+            self._data_version = current
+            self._dirty = True
+        return self._dirty
+
+    def _load_if_due(self) -> None:
+        """Read the manifest into memory when there is no snapshot, or when another process
+        changed it and the last read is old enough: at least ``reload_every_s`` and three times
+        as long as that read took, so a scrape committing every image costs this app a bounded
+        share of a core (its pages then lag by a few seconds)."""
+        stale = self._stale()
+        if self._snapshot is not None and not (stale and time.monotonic() >= self._next_load):
+            return
+        started = time.monotonic()
+        manifest = self.manifest
+        # The manifest's own lock: its connection is shared with edits, whose open transaction a
+        # read on the same connection would otherwise see half done.
+        with manifest._lock:
+            self._model = latest_probabilities(manifest._db, self.settings)
+            self._snapshot = Snapshot(manifest._db, probabilities=self._model.by_hash,
+                                      positive=self._model.positive, plugin_facets=self.plugin_facets())
+        self._dirty = False
+        took = time.monotonic() - started
+        self._next_load = time.monotonic() + max(self.reload_every_s, 3 * took)
+        self._version += 1
+
     def _changed(self, content_hashes: Sequence[str] = ()) -> None:
-        """After this process's own edit: the page's version grows; a snapshot that was current
-        is brought up to date in place (no other process changed the manifest meanwhile)."""
+        """After this process's own edit: the page's version grows, and the snapshot reads those
+        images' review columns again in place (an edit adds, removes or moves no image)."""
         with self._lock:
-            current = self._snapshot is not None and self._snapshot_version == self.version()
             self._version += 1
-            if current and content_hashes and self._snapshot is not None:
-                self._snapshot.refresh(self.manifest._db, content_hashes)
-                self._snapshot_version = self._version
+            if content_hashes and self._snapshot is not None:
+                with self.manifest._lock:
+                    self._snapshot.refresh(self.manifest._db, content_hashes)
 
     def plugin_facets(self) -> list[ReviewFacet]:
         if self._facets is None:
@@ -137,14 +178,10 @@ class ReviewData:
         return self._facets
 
     def snapshot(self) -> Snapshot:
+        """The manifest's columns in memory (read on first use; call it once at start-up)."""
         with self._lock:
-            version = self.version()
-            if self._snapshot is None or version != self._snapshot_version:
-                self._model = latest_probabilities(self.manifest._db, self.settings)
-                self._snapshot = Snapshot(self.manifest._db, probabilities=self._model.by_hash,
-                                          positive=self._model.positive,
-                                          plugin_facets=self.plugin_facets())
-                self._snapshot_version = version
+            self._load_if_due()
+            assert self._snapshot is not None
             return self._snapshot
 
     # --- reading ---------------------------------------------------------------------------
@@ -166,7 +203,10 @@ class ReviewData:
     def page(self, filters: Filters, sort: str = "newest", cursor: str | None = None, limit: int = 60) -> Page:
         if sort not in SORTS:
             raise ValueError(f"sort: {sort!r} is not one of {', '.join(SORTS)}")
-        limit = max(1, min(int(limit), MAX_LIMIT))
+        try:
+            limit = max(1, min(int(limit), MAX_LIMIT))
+        except (TypeError, ValueError):
+            raise ValueError(f"limit: {limit!r} is not a number of images") from None
         snap = self.snapshot()
         rows, total, next_cursor = snap.page(filters, sort, cursor, limit)
         return Page([self._tile(snap, int(i)) for i in rows], total, next_cursor)
@@ -262,22 +302,29 @@ class ReviewData:
                 "to sort by likely mislabels and see where the model disagrees")
 
     # --- changing --------------------------------------------------------------------------
-    def apply(self, action: str, ids: Sequence[str], value: str | None = None, note: str | None = None) -> ActionResult:
-        result = actions.apply(self, action, ids, value, note)
-        self._changed(ids)
+    def apply(self, action: str, ids: Sequence[str], value: str | None = None, note: str | None = None, *,
+              wait_s: float = 0.0) -> ActionResult:
+        """One batch: ``action`` on ``ids``, its ``reviews`` rows in the same transaction. While
+        another run holds the root's lock it waits up to ``wait_s`` (at most 600), then raises
+        :class:`ReviewBusy`."""
+        with self._write:
+            result = actions.apply(self, action, ids, value, note, wait_s)
+            self._changed(ids)
         return result
 
-    def undo(self) -> ActionResult:
-        result, ids = actions.undo(self)
-        self._changed(ids)
+    def undo(self, *, wait_s: float = 0.0) -> ActionResult:
+        with self._write:
+            result, ids = actions.undo(self, wait_s)
+            self._changed(ids)
         return result
 
     def forget_plan(self, ids: Sequence[str]) -> str:
         return actions.forget_plan(self, ids)
 
     def forget(self, ids: Sequence[str]) -> ActionResult:
-        result = actions.forget(self, ids)
-        self._changed()
+        with self._write, self._lock:  # forget closes and reopens the manifest and the backend
+            result = actions.forget(self, ids)
+            self._changed()
         return result
 
     def busy(self) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -23,14 +24,25 @@ __all__ = ["THUMBS", "cached", "keep", "make_thumbnail", "remove", "thumb_path"]
 log = logging.getLogger("selfiescope.review")
 SIDE = 320
 QUALITY = 82
+MAX_DECODED_PIXELS = 40_000_000  # ~120 MB of RGB: what one thumbnail may decode
+
+
+class TooLarge(ValueError):
+    """An image whose decode would take more memory than a thumbnail is worth."""
 
 
 def make_thumbnail(data: bytes, side: int = SIDE) -> bytes:
-    """A JPEG no larger than ``side`` on either side (EXIF orientation applied)."""
-    Image.MAX_IMAGE_PIXELS = None  # the bytes were accepted by the chain's own pixel limit
+    """A JPEG no larger than ``side`` on either side (EXIF orientation applied). Pillow's own
+    decompression-bomb check stays on (a rejected original may be one); a JPEG is decoded at
+    1/8 scale at most, so it may be 64 times larger than anything else."""
     with Image.open(io.BytesIO(data)) as im:
+        width, height = im.size
         if im.format == "JPEG":
+            if width * height > 64 * MAX_DECODED_PIXELS:
+                raise TooLarge(f"{width}x{height}")
             im.draft("RGB", (side, side))  # libjpeg's reduced decode: never below (side, side)
+        elif width * height > MAX_DECODED_PIXELS:
+            raise TooLarge(f"{width}x{height}")
         im = ImageOps.exif_transpose(im)
         im.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
         if im.mode != "RGB":
@@ -50,7 +62,7 @@ def cached(root: Path, content_hash: str) -> bytes | None:
 def keep(root: Path, content_hash: str, data: bytes) -> None:
     """Write the thumbnail atomically; a root this process cannot write keeps none."""
     path = thumb_path(root, content_hash)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data)
