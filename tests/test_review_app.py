@@ -465,3 +465,17 @@ def test_text_from_the_dataset_is_never_markup(own_dataset: Dataset) -> None:
             assert "&lt;script&gt;alert(1)" in html or path == "/"
     finally:
         data.close()
+
+
+def test_odd_orders_say_what_happened_and_change_nothing_else(own_app: tuple, own_dataset: Dataset) -> None:
+    client, gate, _ = own_app
+    nothing = post(client, gate, "/api/undo", {})
+    assert nothing.status_code == 200 and nothing.json()["changed"] == 0
+    image = ids_of(client, "decision=accepted")[0]
+    assert post(client, gate, "/api/forget", {"ids": [image]}).json()["changed"] == 1
+    after = post(client, gate, "/api/action", {"action": "reviewed", "ids": [image]})  # a page still showing it
+    assert after.status_code == 200 and after.json()["changed"] == 0 and after.json()["tiles"] == []
+    again = post(client, gate, "/api/forget", {"ids": [image]})
+    assert again.status_code == 200 and again.json()["changed"] == 0
+    assert client.get(f"/i/{image}").status_code == 404 and client.get(f"/image/{image}").status_code == 404
+    assert manifest_rows(own_dataset.root, "SELECT count(*) FROM reviews WHERE content_hash=?", (image,)) == [(0,)]
