@@ -151,6 +151,7 @@ def test_every_answer_carries_a_strict_csp_and_pages_have_no_inline_script(app: 
         assert "default-src 'self'" in csp and "script-src 'self'" in csp and "'unsafe-inline'" not in csp
         assert answer.headers["referrer-policy"] == "no-referrer"
         assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["cache-control"] == "no-store"  # a forgotten image lives on in no browser cache
     for path in ["/", f"/i/{image}"]:
         html = client.get(path).text
         assert not re.search(r"<script(?![^>]*\bsrc=)", html)  # every script is a file

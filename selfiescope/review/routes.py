@@ -32,6 +32,8 @@ PAGE_SIZE = 120
 MAX_IDS = 10_000  # ids in one action: a selection of a whole filtered grid, not an unbounded body
 MAX_BODY = 2_000_000
 QUERY_KEYS_NOT_FILTERS = ("sort", "cursor", "limit", "token")
+# A forgotten image must not live on in the browser's cache: nothing the app serves is kept there.
+NOT_KEPT = {"cache-control": "no-store"}
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"}
 
 
@@ -163,7 +165,7 @@ class Routes:
         body = await self.call(self.data.thumbnail, checked_id(request.path_params["image_id"]))
         if body is None:
             raise Problem(404, "no thumbnail: the image's bytes are not reachable")
-        return Response(body, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
+        return Response(body, media_type="image/jpeg", headers=NOT_KEPT)
 
     async def image(self, request: Request) -> Response:
         found = await self.call(self.data.image, checked_id(request.path_params["image_id"]))
@@ -173,7 +175,7 @@ class Routes:
         if media_type not in IMAGE_TYPES:
             raise Problem(404, "not an image a browser shows")
         body, media_type = without_metadata(body, media_type)
-        return Response(body, media_type=media_type, headers={"cache-control": "private, max-age=3600"})
+        return Response(body, media_type=media_type, headers=NOT_KEPT)
 
     # --- writes ---------------------------------------------------------------------------
     async def action(self, request: Request) -> Response:

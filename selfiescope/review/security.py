@@ -150,6 +150,8 @@ def _with_headers(send: Send) -> Send:
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = [h for h in message.get("headers", []) if h[0].lower() not in dict(SECURITY_HEADERS)]
+            if not any(h[0].lower() == b"cache-control" for h in headers):  # a forgotten image stays in no cache
+                headers.append((b"cache-control", b"no-store"))
             message = {**message, "headers": headers + SECURITY_HEADERS}
         await send(message)
 
