@@ -480,3 +480,15 @@ def test_odd_orders_say_what_happened_and_change_nothing_else(own_app: tuple, ow
     assert again.status_code == 200 and again.json()["changed"] == 0
     assert client.get(f"/i/{image}").status_code == 404 and client.get(f"/image/{image}").status_code == 404
     assert manifest_rows(own_dataset.root, "SELECT count(*) FROM reviews WHERE content_hash=?", (image,)) == [(0,)]
+
+
+def test_an_answer_says_when_it_carries_only_part_of_a_large_selection(own_app: tuple) -> None:
+    from selfiescope.review.routes import SAVED_TILES
+
+    client, gate, _ = own_app
+    real = ids_of(client, "decision=accepted")
+    ids = real + [f"{i:064x}" for i in range(SAVED_TILES)]  # a selection larger than one answer carries
+    answer = post(client, gate, "/api/action", {"action": "reviewed", "ids": ids}).json()
+    assert answer["changed"] == len(real) and answer["tiles_limited"] is True
+    small = post(client, gate, "/api/action", {"action": "unreviewed", "ids": real}).json()
+    assert small["tiles_limited"] is False and {t["id"] for t in small["tiles"]} == set(real)

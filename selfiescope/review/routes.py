@@ -29,6 +29,7 @@ log = logging.getLogger("selfiescope.review")
 T = TypeVar("T")
 IMAGE_ID = re.compile(r"[0-9a-f]{8,64}")
 PAGE_SIZE = 120
+SAVED_TILES = PAGE_SIZE * 4  # images whose saved state an action's answer carries (the page reloads for more)
 MAX_IDS = 10_000  # ids in one action: a selection of a whole filtered grid, not an unbounded body
 MAX_BODY = 2_000_000
 QUERY_KEYS_NOT_FILTERS = ("sort", "cursor", "limit", "token")
@@ -206,9 +207,9 @@ class Routes:
 
     async def _saved(self, result: Any, ids: list[str]) -> Response:
         """The action's result with the images' state as stored now (what the page shows)."""
-        details = [await self.call(self.data.detail, i) for i in ids[:PAGE_SIZE * 4]]
+        details = [await self.call(self.data.detail, i) for i in ids[:SAVED_TILES]]
         tiles = [plain(d.tile) for d in details if d is not None]
-        return JSONResponse({**plain(result), "tiles": tiles})
+        return JSONResponse({**plain(result), "tiles": tiles, "tiles_limited": len(ids) > SAVED_TILES})
 
 
 def without_metadata(body: bytes, media_type: str) -> tuple[bytes, str]:

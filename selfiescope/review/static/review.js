@@ -148,7 +148,9 @@
     if (!ids.length) { say("select an image first (click, or arrows and x)", "error"); return; }
     const data = await post("/api/action", { action: action, ids: ids, value: value, note: note });
     if (!data) return;
-    if (view === "detail") { flashAfterReload("saved: " + data.message); location.reload(); return; }
+    // The answer carries the saved state of the first few hundred images: a larger selection reloads.
+    const partial = data.changed > 0 && (data.tiles || []).length < ids.length && data.tiles_limited;
+    if (view === "detail" || partial) { flashAfterReload("saved: " + data.message); location.reload(); return; }
     update(data.tiles);
     say("saved: " + data.message, "saved");
   }
