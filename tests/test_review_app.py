@@ -492,3 +492,15 @@ def test_an_answer_says_when_it_carries_only_part_of_a_large_selection(own_app: 
     assert answer["changed"] == len(real) and answer["tiles_limited"] is True
     small = post(client, gate, "/api/action", {"action": "unreviewed", "ids": real}).json()
     assert small["tiles_limited"] is False and {t["id"] for t in small["tiles"]} == set(real)
+
+
+def test_the_review_docs_show_screenshots_that_exist_and_are_small() -> None:
+    from conftest import REPO
+
+    text = (REPO / "docs" / "review.md").read_text(encoding="utf-8")
+    shots = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert {"review/grid.png", "review/detail.png"} <= set(shots)
+    for shot in shots:
+        path = REPO / "docs" / shot
+        assert path.is_file() and path.stat().st_size < 200_000, shot
+    assert "docs/review.md" in (REPO / "README.md").read_text(encoding="utf-8")
