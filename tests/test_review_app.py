@@ -504,3 +504,21 @@ def test_the_review_docs_show_screenshots_that_exist_and_are_small() -> None:
         path = REPO / "docs" / shot
         assert path.is_file() and path.stat().st_size < 200_000, shot
     assert "docs/review.md" in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_a_bug_below_is_one_line_on_the_page_and_in_the_log(app: tuple, monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    client, _, data = app
+
+    def broken() -> int:
+        raise RuntimeError("internal detail /secret/path")
+
+    monkeypatch.setattr(data, "version", broken)
+    with caplog.at_level("INFO", logger="selfiescope.review"):
+        answer = client.get("/api/version")
+        page = client.get("/")
+    assert answer.status_code == 500 and "secret" not in answer.text and "Traceback" not in answer.text
+    assert page.status_code == 500 and "secret" not in page.text
+    assert "content-security-policy" in answer.headers
+    assert all(r.exc_info is None for r in caplog.records if r.levelno >= 30)
+    assert any("RuntimeError" in r.getMessage() for r in caplog.records)

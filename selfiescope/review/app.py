@@ -9,23 +9,23 @@ runs uvicorn on it until Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import socket
 import threading
-import sqlite3
 from dataclasses import dataclass
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from .data import ReviewBusy, ReviewError
-from .routes import Problem, Routes, problem_response
+from .routes import Routes, problem_response
 from .security import WILDCARDS, Gate, GateMiddleware
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -35,29 +35,41 @@ def create_app(data: Any, gate: Gate, deadline_s: float = 120.0) -> Starlette:
     env = jinja2.Environment(loader=jinja2.PackageLoader("selfiescope.review", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
     routes = Routes(data, Jinja2Templates(env=env), gate.csrf, deadline_s)
-    handlers = {kind: problem_response for kind in (Problem, ReviewBusy, ReviewError, ValueError, OSError, sqlite3.Error, Exception)}
     app = Starlette(
         routes=[
-            Route("/", routes.grid),
-            Route("/i/{image_id}", routes.detail_page),
-            Route("/thumb/{image_id}", routes.thumbnail),
-            Route("/image/{image_id}", routes.image),
-            Route("/api/page", routes.page_json),
-            Route("/api/facets", routes.facets_json),
-            Route("/api/detail/{image_id}", routes.detail_json),
-            Route("/api/version", routes.version_json),
-            Route("/api/action", routes.action, methods=["POST"]),
-            Route("/api/undo", routes.undo, methods=["POST"]),
-            Route("/api/forget-plan", routes.forget_plan, methods=["POST"]),
-            Route("/api/forget", routes.forget, methods=["POST"]),
+            Route("/", answered(routes.grid)),
+            Route("/i/{image_id}", answered(routes.detail_page)),
+            Route("/thumb/{image_id}", answered(routes.thumbnail)),
+            Route("/image/{image_id}", answered(routes.image)),
+            Route("/api/page", answered(routes.page_json)),
+            Route("/api/facets", answered(routes.facets_json)),
+            Route("/api/detail/{image_id}", answered(routes.detail_json)),
+            Route("/api/version", answered(routes.version_json)),
+            Route("/api/action", answered(routes.action), methods=["POST"]),
+            Route("/api/undo", answered(routes.undo), methods=["POST"]),
+            Route("/api/forget-plan", answered(routes.forget_plan), methods=["POST"]),
+            Route("/api/forget", answered(routes.forget), methods=["POST"]),
             Route("/favicon.ico", _no_icon),
             Mount("/static", StaticFiles(packages=[("selfiescope.review", "static")]), name="static"),
         ],
-        exception_handlers=handlers,  # type: ignore[arg-type]
         lifespan=_closing(routes),
     )
     app.add_middleware(GateMiddleware, gate=gate)
     return app
+
+
+def answered(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Every failure of an endpoint becomes one line for the page (:func:`problem_response`),
+    inside the gate, so it carries the security headers and no traceback reaches the terminal."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Exception as exc:  # noqa: BLE001 - each kind is told apart by problem_response
+            return problem_response(request, exc)
+
+    return wrapper
 
 
 async def _no_icon(request: Any) -> Response:

@@ -300,7 +300,7 @@ def problem_response(request: Request, exc: Exception) -> Response:
         log.error("review request %s failed: %s (-vv shows where)", request.url.path, type(exc).__name__)
         log.debug("review request %s failed", request.url.path, exc_info=exc)
         status, message = 500, "the server failed on this request (the terminal's log says why)"
-    if status >= 500:
+    if status >= 500 and isinstance(exc, OSError | sqlite3.DatabaseError):
         log.error("review request %s: %s", request.url.path, message)
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": message, "busy": busy}, status)
