@@ -522,3 +522,25 @@ def test_a_bug_below_is_one_line_on_the_page_and_in_the_log(app: tuple, monkeypa
     assert "content-security-policy" in answer.headers
     assert all(r.exc_info is None for r in caplog.records if r.levelno >= 30)
     assert any("RuntimeError" in r.getMessage() for r in caplog.records)
+
+
+def test_facet_links_add_alternatives_and_swap_yes_no_and_ranges(app: tuple) -> None:
+    import html as html_lib
+
+    client, _, _ = app
+    page = client.get("/?label=selfie&reviewed=no").text
+
+    def href(facet: str, value: str) -> str:
+        found = re.search(rf'<a href="([^"]*)" class="fv[^"]*" data-facet="{re.escape(facet)}" data-value="{re.escape(value)}"',
+                          page)
+        assert found, (facet, value)
+        return html_lib.unescape(found.group(1))
+
+    assert "label=selfie" in href("label", "portrait") and "label=portrait" in href("label", "portrait")  # any of
+    assert "label=selfie" not in href("label", "selfie")  # a second click takes it off
+    assert "reviewed=yes" in href("reviewed", "yes") and "reviewed=no" not in href("reviewed", "yes")  # one at a time
+    facets = {f["name"]: f for f in client.get("/api/facets").json()}
+    ranges = [v["value"] for v in facets["face_area"]["values"]]
+    page = client.get(f"/?face_area={ranges[0]}").text
+    assert f"face_area={ranges[0]}".replace(":", "%3A") not in href("face_area", ranges[1])
+    assert client.get(href("face_area", ranges[1])).status_code == 200
