@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,dask
+EXTRAS ?= dev,dask,review
 
 .PHONY: demo test setup chromium bench clean
 

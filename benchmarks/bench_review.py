@@ -132,10 +132,10 @@ def main() -> None:
         line("peak RSS of this process (benchmark's own lists included)", rss, GOALS["rss_mb"], "MB")
 
         if args.s3:
-            s3_thumbnail(root, target, photo, registry)
+            s3_thumbnail(root, target, photo)
 
 
-def s3_thumbnail(root: Path, target: str, photo: bytes, registry) -> None:
+def s3_thumbnail(root: Path, target: str, photo: bytes) -> None:
     from s3_helpers import moto_s3
 
     class Env:
@@ -152,7 +152,7 @@ def s3_thumbnail(root: Path, target: str, photo: bytes, registry) -> None:
                                        "plugins": {"fsspec": s3.options("ds")}})
         for path in (root / ".thumbs").rglob("*.jpg"):
             path.unlink()
-        data = ReviewData(settings, registry)
+        data = ReviewData(App.create(settings))
         data.page(Filters(), "newest", None, 60)
         data.image(target)  # opens the backend (the S3 connection)
         cold, thumb = ms(lambda: data.thumbnail(target))

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,6 +93,14 @@ def _written_by_demo(folder: Path) -> bool:
     return pipelines == {"demo"}
 
 
+def review_command(root: Path) -> str:
+    """The command that reviews the demo's dataset, as this shell can run it: the storage root
+    through the environment (the demo's settings live in memory only), and the program as it was
+    started when that was a path (``make demo`` runs ``.venv/bin/selfiescope``)."""
+    program = sys.argv[0] if Path(sys.argv[0]).name == "selfiescope" else "selfiescope"
+    return f"SELFIESCOPE_STORAGE__ROOT={shlex.quote(str(Path(root).resolve()))} {shlex.quote(program)} review"
+
+
 def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output"),
          per_tag: int = 40, fresh: bool = True, train: bool = True) -> int:
     from .testing.site import MockInstagram
@@ -139,6 +149,7 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
             )
             console.print(f"model in {train_p.model_dir}, report {train_p.model_dir / 'report.html'}")
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
+    result["review_command"] = review_command(s.storage.root)
     if as_json:
         import json
 
@@ -146,4 +157,6 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
     else:
         console.print(f"[bold green]done[/bold green] in {result['elapsed_s']}s: dataset in {s.storage.root}, "
                       f"manifest {s.storage.root / 'manifest.sqlite'}")
+        console.print("look at it and fix its labels in a browser:", highlight=False)
+        console.print(f"  {result['review_command']}", highlight=False, markup=False, soft_wrap=True)
     return status

@@ -23,7 +23,7 @@ CASE_DEADLINE_S = 120  # generous: a loaded 2-core machine; a hang runs into it,
 ALLOWED_CODES = {0, 1, 2, 130}
 # Commands whose normal life is to serve until interrupted: ending by our kill is fine for them,
 # once they said they serve. Every other command must end by itself.
-SERVES_UNTIL_INTERRUPTED = {("mock-site",)}
+SERVES_UNTIL_INTERRUPTED = {("mock-site",), ("review",)}
 # Commands that may change the dataset's stored files when asked (the rest must leave them alone).
 WRITES_DATASET = {("import",), ("scrape",), ("run",), ("forget",), ("clean",), ("demo",)}
 # Options (and export's folder) that ask a command to write where they point: a protected folder

@@ -29,7 +29,7 @@ def make_photos(folder: Path, n: int) -> None:
 # Every command a user may type, by exact name: the built-ins and the Instagram plugin's.
 EXPECTED_COMMANDS = {
     "run", "import", "clean", "demo", "scrape", "pipelines", "plugins", "stats", "mock-site", "train", "predict",
-    "forget", "card", "export", "fsck", "settings", "login", "record", "doctor",
+    "forget", "card", "export", "fsck", "review", "settings", "login", "record", "doctor",
 }
 
 
