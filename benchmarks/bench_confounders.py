@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfiescope.core.app import App
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
-from selfiescope.pipelines.collect import collect  # noqa: E402
-from selfiescope.pipelines.train import train  # noqa: E402
+from selfiescope.pipelines.collecting.collect import collect  # noqa: E402
+from selfiescope.pipelines.model.train import train  # noqa: E402
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
 

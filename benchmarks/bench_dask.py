@@ -38,9 +38,9 @@ from selfiescope.core.events import Origin  # noqa: E402
 from selfiescope.core.manifest import Manifest  # noqa: E402
 from selfiescope.core.plugins import build_registry  # noqa: E402
 from selfiescope.core.settings import ComputeSettings, ScrapePipeline, settings_from_dict  # noqa: E402
-from selfiescope.pipelines.collect import collect  # noqa: E402
+from selfiescope.pipelines.collecting.collect import collect  # noqa: E402
 from selfiescope.core.components import Job  # noqa: E402
-from selfiescope.pipelines.dask_collect import (  # noqa: E402
+from selfiescope.pipelines.collecting.dask_collect import (  # noqa: E402
     ChainSpec, DaskCollector, WorkerChain, WorkItem, _Batch, _JobProgress, collect_on_dask, make_spec, split_chain,
 )
 
@@ -127,7 +127,7 @@ def client_half_cost(settings, pipeline: ScrapePipeline, folder: Path) -> float:
 
 def feature_cost(settings, n: int) -> float:  # noqa: ANN001
     """CPU seconds per image of all feature groups, computed in this process (no cache)."""
-    from selfiescope.pipelines import dataset
+    from selfiescope.pipelines.model import dataset
 
     app = App.create(settings)
     registry = app.registry
@@ -136,7 +136,7 @@ def feature_cost(settings, n: int) -> float:  # noqa: ANN001
     manifest = Manifest.at_root(settings.storage.root)
     rows = dataset.load_rows(manifest, pipeline.labels)[:n]
     manifest.close()
-    from selfiescope.pipelines.stored import StoredReader
+    from selfiescope.pipelines.dataset_care.stored import StoredReader
 
     with StoredReader(app) as reader:  # read first: the figure is the features' CPU alone
         tasks = [dataset.Task(r.content_hash, r.stored, dataset.face_dict(r.box, r.face_area, r.n_faces, None),
@@ -149,7 +149,7 @@ def feature_cost(settings, n: int) -> float:  # noqa: ANN001
 
 
 def feature_table(settings, runner=None):  # noqa: ANN001, ANN201
-    from selfiescope.pipelines.dataset import build_feature_table
+    from selfiescope.pipelines.model.dataset import build_feature_table
 
     pipeline = settings.pipelines["t"]
     started = time.perf_counter()
@@ -200,7 +200,7 @@ def main() -> None:
             dask_s = time.perf_counter() - started
             client_cpu = sum(me.cpu_times()[:2]) - cpu  # this process only: the workers are other processes
 
-            from selfiescope.pipelines.dask_train import feature_runner
+            from selfiescope.pipelines.model.dask_train import feature_runner
 
             table_local, feat_local_s = feature_table(local_settings)
             table_dask, feat_dask_s = feature_table(dask_settings, feature_runner(client, args.batch_size))

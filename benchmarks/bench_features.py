@@ -35,8 +35,8 @@ from selfiescope.core.events import Decision, ImageEvent, Origin  # noqa: E402
 from selfiescope.core.manifest import Manifest  # noqa: E402
 from selfiescope.core.plugins import build_registry  # noqa: E402
 from selfiescope.core.settings import settings_from_dict  # noqa: E402
-from selfiescope.pipelines import dataset  # noqa: E402
-from selfiescope.pipelines.dataset import build_feature_table, event_face_dict  # noqa: E402
+from selfiescope.pipelines.model import dataset  # noqa: E402
+from selfiescope.pipelines.model.dataset import build_feature_table, event_face_dict  # noqa: E402
 from selfiescope.plugins.features import exif_block  # noqa: E402
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"

@@ -37,8 +37,8 @@ from selfiescope.core.manifest import Manifest  # noqa: E402
 from selfiescope.plugins import dedup_state  # noqa: E402,F401 - declares dedup's tables
 from selfiescope.core.privacy import forgotten  # noqa: E402
 from selfiescope.core.settings import settings_from_dict  # noqa: E402
-from selfiescope.pipelines.card import write_card  # noqa: E402
-from selfiescope.pipelines.forget import ForgetRequest, forget, forget_with  # noqa: E402
+from selfiescope.pipelines.dataset_care.card import write_card  # noqa: E402
+from selfiescope.pipelines.dataset_care.forget import ForgetRequest, forget, forget_with  # noqa: E402
 
 
 def build(root: Path, rows: int, per_owner: int) -> dict[str, str]:

@@ -49,7 +49,7 @@ from selfiescope.core.context import RunContext  # noqa: E402
 from selfiescope.core.events import ImageEvent, Origin, Reject  # noqa: E402
 from selfiescope.core.manifest import Manifest, phash_to_int  # noqa: E402
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
-from selfiescope.pipelines.collect import collect  # noqa: E402
+from selfiescope.pipelines.collecting.collect import collect  # noqa: E402
 from selfiescope.plugins import decode as decode_plugin  # noqa: E402
 from selfiescope.plugins.decode import DecodeOptions, decode_image  # noqa: E402
 from selfiescope.plugins.dedup import centre_crop, compute_mirror_phashes, compute_phashes  # noqa: E402

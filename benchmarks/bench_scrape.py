@@ -65,7 +65,7 @@ from selfiescope.core.app import App
 from selfiescope import hookimpl  # noqa: E402
 from selfiescope.core.browser import save_session  # noqa: E402
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
-from selfiescope.pipelines.collect import collect  # noqa: E402
+from selfiescope.pipelines.collecting.collect import collect  # noqa: E402
 from selfiescope.testing.chaos import Chaos  # noqa: E402
 from selfiescope.testing.site import MockInstagram, Post, TagSpec  # noqa: E402
 

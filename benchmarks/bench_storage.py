@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the moto fixture's helper, shared wit
 
 from selfiescope.core.app import App
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict  # noqa: E402
-from selfiescope.pipelines.collect import collect  # noqa: E402
-from selfiescope.pipelines.train import train  # noqa: E402
+from selfiescope.pipelines.collecting.collect import collect  # noqa: E402
+from selfiescope.pipelines.model.train import train  # noqa: E402
 
 FACES = REPO.parent / "shared" / "faces"
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from selfiescope.core.app import App
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
-from selfiescope.pipelines.collect import collect  # noqa: E402
+from selfiescope.pipelines.collecting.collect import collect  # noqa: E402
 from selfiescope.plugins import store  # noqa: E402
 
 

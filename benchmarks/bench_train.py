@@ -25,8 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfiescope.core.settings import TrainPipeline  # noqa: E402
-from selfiescope.pipelines.dataset import DatasetRow, FeatureTable, near_duplicate_groups  # noqa: E402
-from selfiescope.pipelines.train import cross_validate, fit_model, score, training_params  # noqa: E402
+from selfiescope.pipelines.model.dataset import DatasetRow, FeatureTable, near_duplicate_groups  # noqa: E402
+from selfiescope.pipelines.model.train import cross_validate, fit_model, score, training_params  # noqa: E402
 
 COLUMNS = 190
 

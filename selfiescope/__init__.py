@@ -35,8 +35,8 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_API_NAMES})
 
 
-def load_model(path):  # noqa: ANN001, ANN201 - thin lazy wrapper, see pipelines.predict
+def load_model(path):  # noqa: ANN001, ANN201 - thin lazy wrapper, see pipelines.model.predict
     """Load a trained model folder: ``selfiescope.load_model(path).predict(paths)``."""
-    from .pipelines.predict import load_model as _load
+    from .pipelines.model.predict import load_model as _load
 
     return _load(path)

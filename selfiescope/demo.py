@@ -104,7 +104,7 @@ def review_command(root: Path) -> str:
 def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output"),
          per_tag: int = 40, fresh: bool = True, train: bool = True) -> int:
     from .testing.site import MockInstagram
-    from .pipelines.collect import collect
+    from .pipelines.collecting.collect import collect
 
     settings = app.settings
     console = Console(stderr=True, quiet=as_json)
@@ -135,7 +135,7 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
         console.print(f"[red]error:[/red] {line}", highlight=False)
     if train:
         try:
-            from .pipelines.train import train as run_train
+            from .pipelines.model.train import train as run_train
         except ImportError:
             console.print("training pipeline not installed; skipping")
         else:

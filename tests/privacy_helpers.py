@@ -24,7 +24,7 @@ from selfiescope.core.events import ImageEvent, Origin
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict
 from selfiescope.core.stats import RunStats
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 
 CHAIN = ["decode", "dedup", "store"]
 

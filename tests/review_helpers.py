@@ -18,7 +18,7 @@ from selfiescope.core.manifest import Manifest, phash_to_int
 from selfiescope.plugins import dedup_state
 from selfiescope.testing.review_manifest import build as build_rows
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 
 CHAIN = ["decode", "face_area", "dedup", "store"]
 OWNERS = ("zelda.owner.private", "quentin_raw_name_77")

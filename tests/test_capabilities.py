@@ -13,7 +13,7 @@ from selfiescope.core.hookspecs import hookimpl
 from selfiescope.core.plugins import build_registry
 from selfiescope.core.settings import settings_from_dict
 from selfiescope.core.checks import check_components
-from selfiescope.pipelines.dataset import image_step
+from selfiescope.pipelines.model.dataset import image_step
 from selfiescope.plugins.decode import DecodeStep
 from selfiescope.plugins.features import exif_block
 

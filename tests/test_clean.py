@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core.settings import SettingsError, settings_from_dict
-from selfiescope.pipelines.clean import clean
+from selfiescope.pipelines.collecting.clean import clean
 
 pytestmark = pytest.mark.faces
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from selfiescope.cli import app
-from selfiescope.pipelines.clean_plan import build_plan
+from selfiescope.pipelines.collecting.clean_plan import build_plan
 
 pytestmark = pytest.mark.faces
 runner = CliRunner()

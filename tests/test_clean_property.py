@@ -40,9 +40,9 @@ from selfiescope.core.components import StoredImage
 from selfiescope.core.hookspecs import hookimpl
 from selfiescope.core.manifest import Manifest
 from selfiescope.exits import code_for
-from selfiescope.pipelines.clean import clean
-from selfiescope.pipelines.clean_plan import NOT_ABOUT_THE_FILE, RELATIONAL_CODES
-from selfiescope.pipelines.stored import StoredReader
+from selfiescope.pipelines.collecting.clean import clean
+from selfiescope.pipelines.collecting.clean_plan import NOT_ABOUT_THE_FILE, RELATIONAL_CODES
+from selfiescope.pipelines.dataset_care.stored import StoredReader
 from selfiescope.plugins.dedup import DedupStep
 from selfiescope.plugins.files_storage import FilesStorage
 

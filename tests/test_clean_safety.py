@@ -23,7 +23,7 @@ from safety_helpers import cli, no_traceback, project
 
 from selfiescope.core.app import App
 from selfiescope.core.settings import SettingsError
-from selfiescope.pipelines.clean import clean
+from selfiescope.pipelines.collecting.clean import clean
 from selfiescope.plugins import store as store_module
 from selfiescope.plugins.dedup import DedupStep, Entry
 from selfiescope.plugins.files_storage import FilesStorage

@@ -28,8 +28,8 @@ from selfiescope.core.hookspecs import hookimpl
 from selfiescope.core.plugins import build_registry
 from selfiescope.core.settings import ComputeSettings, ScrapePipeline, Settings, settings_from_dict
 from selfiescope.core.checks import check_components
-from selfiescope.pipelines.collect import collect
-from selfiescope.pipelines.dask_collect import collect_on_dask, split_chain
+from selfiescope.pipelines.collecting.collect import collect
+from selfiescope.pipelines.collecting.dask_collect import collect_on_dask, split_chain
 
 distributed = pytest.importorskip("distributed")
 FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
@@ -170,8 +170,8 @@ def test_import_on_dask_keeps_exactly_what_the_local_engine_keeps(
 def test_collect_dispatches_to_dask_by_settings(photo_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """``engine = "dask"`` in settings is enough: collect(app) runs the jobs with the executor
     :data:`EXECUTORS` maps it to, inside the one lifecycle (a run record, the hooks)."""
-    from selfiescope.pipelines import lifecycle
-    from selfiescope.pipelines.dask_collect import DaskExecutor
+    from selfiescope.pipelines.collecting import lifecycle
+    from selfiescope.pipelines.collecting.dask_collect import DaskExecutor
 
     assert lifecycle.executor_class("dask") is DaskExecutor
     seen: dict[str, Any] = {}
@@ -311,8 +311,8 @@ def feature_cache(root: Path) -> list[tuple[Any, ...]]:
 def test_features_on_dask_are_identical_and_cached(client: Any, synth_root: Path, tmp_path: Path) -> None:
     import numpy as np
 
-    from selfiescope.pipelines.dask_train import feature_runner
-    from selfiescope.pipelines.dataset import build_feature_table
+    from selfiescope.pipelines.model.dask_train import feature_runner
+    from selfiescope.pipelines.model.dataset import build_feature_table
 
     settings = synth_settings(synth_root, tmp_path / "unused")
     pipeline, app = settings.pipelines["t"], App.create(settings)
@@ -338,8 +338,8 @@ def test_dask_lightgbm_scores_like_local_lightgbm(client: Any) -> None:
     from sklearn.datasets import make_classification
     from sklearn.metrics import accuracy_score, roc_auc_score
 
-    from selfiescope.pipelines.dask_train import dask_fit
-    from selfiescope.pipelines.train import default_params, fit_model, predict_proba
+    from selfiescope.pipelines.model.dask_train import dask_fit
+    from selfiescope.pipelines.model.train import default_params, fit_model, predict_proba
 
     X, y = make_classification(n_samples=3000, n_features=20, n_informative=8, weights=[0.6], flip_y=0.03,
                                random_state=0)
@@ -364,8 +364,8 @@ def test_train_on_dask_writes_a_model_that_predicts_without_a_cluster(
     client: Any, synth_root: Path, tmp_path: Path
 ) -> None:
     import selfiescope
-    from selfiescope.pipelines.dask_train import train_on_dask
-    from selfiescope.pipelines.train import train
+    from selfiescope.pipelines.model.dask_train import train_on_dask
+    from selfiescope.pipelines.model.train import train
 
     local = train(App.create(synth_settings(synth_root, tmp_path / "local")), "t")
     remote = train_on_dask(App.create(synth_settings(synth_root, tmp_path / "dask")), "t", client=client)
@@ -388,9 +388,9 @@ def test_train_on_dask_writes_a_model_that_predicts_without_a_cluster(
 
 def test_train_dispatches_to_dask_by_settings(tmp_path: Path, monkeypatch) -> None:
     """``engine = "dask"`` (or ``--scheduler``) is enough: train(app) hands the run to the Dask pipeline."""
-    from selfiescope.pipelines.train import train
+    from selfiescope.pipelines.model.train import train
 
-    monkeypatch.setattr("selfiescope.pipelines.dask_train.train_on_dask", lambda settings, name, **kw: ("dask", name))
+    monkeypatch.setattr("selfiescope.pipelines.model.dask_train.train_on_dask", lambda settings, name, **kw: ("dask", name))
     settings = with_scheduler(synth_settings(tmp_path, tmp_path / "model"), "tcp://10.0.0.1:8786")
     assert train(App.create(settings), "t") == ("dask", "t")
 

@@ -48,7 +48,7 @@ def test_train_refuses_the_dataset_and_the_current_folder(tmp_path: Path, monkey
 
 
 def test_train_refuses_a_model_folder_holding_a_user_file(tmp_path: Path, monkeypatch) -> None:
-    from selfiescope.pipelines.model_dir import seal
+    from selfiescope.pipelines.model.model_dir import seal
 
     monkeypatch.chdir(tmp_path)
     model = tmp_path / "models" / "latest"
@@ -62,7 +62,7 @@ def test_train_refuses_a_model_folder_holding_a_user_file(tmp_path: Path, monkey
 
 
 def test_swap_replaces_only_a_sealed_model_and_keeps_anything_else(tmp_path: Path) -> None:
-    from selfiescope.pipelines.model_dir import ModelDirError, check_target, seal, swap_in
+    from selfiescope.pipelines.model.model_dir import ModelDirError, check_target, seal, swap_in
 
     model = tmp_path / "m"
     for version in ("one", "two"):
@@ -222,7 +222,7 @@ def test_unreadable_files_are_reported_and_the_rest_goes_on(tmp_path: Path, monk
 
 # --- 7. a damaged model is refused before native code reads it -------------------------------------
 def test_truncated_model_is_refused_with_exit_2(tmp_path: Path) -> None:
-    from selfiescope.pipelines.model_dir import seal
+    from selfiescope.pipelines.model.model_dir import seal
 
     model = tmp_path / "m"
     model.mkdir()

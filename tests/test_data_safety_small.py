@@ -30,7 +30,7 @@ def test_runs_killed_earlier_are_marked_interrupted(tmp_path: Path) -> None:
 
 
 def test_a_killed_trains_temporary_folder_is_tidied(tmp_path: Path) -> None:
-    from selfiescope.pipelines.model_dir import remove_stale, seal
+    from selfiescope.pipelines.model.model_dir import remove_stale, seal
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
@@ -107,7 +107,7 @@ def test_a_corrupt_exif_block_prints_no_raw_warning(tmp_path: Path) -> None:
 
 
 def test_predict_reads_regular_files_only(tmp_path: Path) -> None:
-    from selfiescope.pipelines.predict import read_regular_file
+    from selfiescope.pipelines.model.predict import read_regular_file
 
     fifo = tmp_path / "fifo.jpg"
     os.mkfifo(fifo)

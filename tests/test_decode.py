@@ -15,7 +15,7 @@ from selfiescope.core.app import App
 from selfiescope.core.events import Reject
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 from selfiescope.plugins.decode import DecodeOptions, decode_image
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 from selfiescope.core.app import App
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 from selfiescope.plugins.dedup import DedupIndex, HammingIndex, compute_phash
 
 

@@ -13,7 +13,7 @@ import pytest
 from safety_helpers import cli, faces, json_out, no_traceback, project
 
 from selfiescope.core.manifest import Manifest
-from selfiescope.pipelines import export as export_module
+from selfiescope.pipelines.dataset_care import export as export_module
 
 
 def _stored(root: Path) -> list[str]:

@@ -12,7 +12,7 @@ from PIL import Image
 from selfiescope.core.app import App
 from selfiescope.core.events import ImageEvent, Origin, Reject
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 from selfiescope.plugins.decode import DecodeOptions, decode_image
 from selfiescope.plugins.face_area import FaceAreaOptions, FaceAreaStep, detect_faces
 from selfiescope.testing.synth import astronaut

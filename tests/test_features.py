@@ -14,7 +14,7 @@ from PIL import Image
 from selfiescope import hookimpl
 from selfiescope.core.components import FeatureExtractor
 from selfiescope.core.plugins import build_registry
-from selfiescope.pipelines.dataset import cache_version, extract_features, face_dict, near_duplicate_groups
+from selfiescope.pipelines.model.dataset import cache_version, extract_features, face_dict, near_duplicate_groups
 from selfiescope.plugins import embed
 from selfiescope.plugins.features import GeometryFeatures, ImageFeatures, exif_block, exif_features
 from selfiescope.plugins.landmarks import EmbeddingFeatures, LandmarkFeatures
@@ -216,7 +216,7 @@ def test_near_duplicate_groups_are_transitive():
 
 
 def test_process_pool_gives_the_same_features_as_this_process(tmp_path, monkeypatch):
-    from selfiescope.pipelines import dataset
+    from selfiescope.pipelines.model import dataset
     from selfiescope.plugins.decode import DecodeStep
 
     paths = []

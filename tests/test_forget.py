@@ -20,7 +20,7 @@ from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 from selfiescope.plugins.files_storage import FilesStorage
 
 runner = CliRunner()
@@ -246,7 +246,7 @@ def test_rerunning_the_same_forget_after_a_crash_completes_it(dataset: Path, mon
 
     monkeypatch.setattr(FilesStorage, "delete", boom)
     with pytest.raises(OSError):
-        from selfiescope.pipelines.forget import ForgetRequest, forget
+        from selfiescope.pipelines.dataset_care.forget import ForgetRequest, forget
 
         asyncio.run(forget(App.create(settings_for(dataset)), ForgetRequest(posts=["C3"])))
     monkeypatch.undo()
@@ -281,7 +281,7 @@ def test_old_manifest_opens_and_gains_the_new_columns(tmp_path: Path) -> None:
 def test_models_that_included_the_image_are_listed(tmp_path: Path) -> None:
     from train_helpers import train_settings, write_pictures
 
-    from selfiescope.pipelines.train import train
+    from selfiescope.pipelines.model.train import train
 
     root = tmp_path / "data"
     for label, kind, seed in (("selfie", "selfie", 1), ("portrait", "portrait", 2)):
@@ -360,7 +360,7 @@ def test_tombstones_are_honoured_on_dask_too(tmp_path: Path) -> None:
     from privacy_helpers import POSTS, PostsPlugin
 
     from selfiescope.core.settings import ComputeSettings, settings_from_dict
-    from selfiescope.pipelines.dask_collect import collect_on_dask
+    from selfiescope.pipelines.collecting.dask_collect import collect_on_dask
 
     root, folder = tmp_path / "data", tmp_path / "photos"
     folder.mkdir()

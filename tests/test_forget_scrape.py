@@ -20,7 +20,7 @@ from selfiescope.core.manifest import Manifest
 from selfiescope.core.privacy import KEY_FILE
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict
 from selfiescope.core.stats import RunStats
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 from selfiescope.testing.site import MockInstagram, TagSpec
 
 

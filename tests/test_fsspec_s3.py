@@ -19,9 +19,9 @@ from train_helpers import write_pictures  # noqa: E402
 
 from selfiescope.core.app import App
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict  # noqa: E402
-from selfiescope.pipelines.collect import collect  # noqa: E402
-from selfiescope.pipelines.predict import load_model  # noqa: E402
-from selfiescope.pipelines.train import train  # noqa: E402
+from selfiescope.pipelines.collecting.collect import collect  # noqa: E402
+from selfiescope.pipelines.model.predict import load_model  # noqa: E402
+from selfiescope.pipelines.model.train import train  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".bin"}
 CHAIN = ["decode", "face_area", "dedup", "store"]
@@ -108,7 +108,7 @@ def test_forget_deletes_from_the_bucket(s3, imported):
     from selfiescope.core.context import RunContext
     from selfiescope.core.manifest import Manifest
     from selfiescope.core.plugins import build_registry
-    from selfiescope.pipelines.forget import ForgetRequest, forget
+    from selfiescope.pipelines.dataset_care.forget import ForgetRequest, forget
 
     _, root, settings = imported
     db = sqlite3.connect(root / "manifest.sqlite")

@@ -149,8 +149,8 @@ from selfiescope import hookimpl
 from selfiescope.core.components import Step
 from selfiescope.core.settings import settings_from_dict
 from selfiescope.core.settings import ScrapePipeline
-from selfiescope.pipelines.collect import collect
-from selfiescope.pipelines.clean import clean
+from selfiescope.pipelines.collecting.collect import collect
+from selfiescope.pipelines.collecting.clean import clean
 
 class Throttle(Step):  # long enough to be killed anywhere in the middle
     name = "throttle"

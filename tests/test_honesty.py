@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 
 from selfiescope.core.app import App
 from selfiescope.cli import app
-from selfiescope.pipelines.baselines import bootstrap_auc_ci, confounder_warnings, jpeg_quality
-from selfiescope.pipelines.calibration import Calibrator, calibrate
-from selfiescope.pipelines.predict import load_model
-from selfiescope.pipelines.train import train
+from selfiescope.pipelines.model.baselines import bootstrap_auc_ci, confounder_warnings, jpeg_quality
+from selfiescope.pipelines.model.calibration import Calibrator, calibrate
+from selfiescope.pipelines.model.predict import load_model
+from selfiescope.pipelines.model.train import train
 
 CHEAP = ["geometry", "image"]
 

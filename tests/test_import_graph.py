@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "selfiescope"
-EXECUTOR_PAIRS = [("pipelines.collect", "pipelines.dask_collect"), ("pipelines.train", "pipelines.dask_train")]
+EXECUTOR_PAIRS = [("pipelines.collecting.collect", "pipelines.collecting.dask_collect"), ("pipelines.model.train", "pipelines.model.dask_train")]
 
 
 def _module(path: Path) -> str:

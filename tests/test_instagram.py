@@ -22,7 +22,7 @@ from selfiescope.core.manifest import Manifest
 from selfiescope.core.privacy import Keyring
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict
 from selfiescope.core.stats import RunStats
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 from selfiescope.plugins.instagram.session import LoginError, login
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV, find_medias, post_from_media
 from selfiescope.testing.site import MockInstagram, TagSpec

@@ -15,7 +15,7 @@ from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, SettingsError, settings_from_dict
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 from selfiescope.plugins.instagram.feed import taken_at_from_tile
 from selfiescope.plugins.instagram.incremental import OLDER_IN_A_ROW, Incremental
 from selfiescope.testing.chaos import Chaos

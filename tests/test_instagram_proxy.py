@@ -15,7 +15,7 @@ from selfiescope.cli import app
 from selfiescope.core import secrets
 from selfiescope.core.proxy import PROXY_PASSWORD_ENV, PROXY_USERNAME_ENV, check_proxy_url, playwright_proxy
 from selfiescope.core.settings import ScrapePipeline, SettingsError, settings_from_dict
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 from selfiescope.testing.site import MockInstagram, TagSpec
 
 from proxy_helpers import CountingProxy

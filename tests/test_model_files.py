@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from train_helpers import build_dataset, render, train_settings, write_pictures
 
 from selfiescope.core.app import App
-from selfiescope.pipelines.model_text import ModelTextError, checked_model_text
-from selfiescope.pipelines.predict import ModelError, load_model
-from selfiescope.pipelines.train import lightgbm, train
+from selfiescope.pipelines.model.model_text import ModelTextError, checked_model_text
+from selfiescope.pipelines.model.predict import ModelError, load_model
+from selfiescope.pipelines.model.train import lightgbm, train
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 

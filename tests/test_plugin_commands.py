@@ -72,14 +72,14 @@ def test_a_plugin_adds_a_command_and_a_group_that_run_guarded():
 
 def test_the_instagram_commands_come_from_its_plugin():
     app, info = build_app(application())
-    assert info.by_plugin == {"selfiescope.plugins.instagram": ["login", "record", "doctor"]}
+    assert info.by_plugin == {"selfiescope.plugins.instagram": ["login", "doctor"]}
     assert not info.problems and {"login", "record", "doctor"} <= set(command_names(app))
 
 
 def test_a_disabled_plugin_takes_its_commands_with_it():
     app, info = build_app(application(disable=["instagram"]))
     names = set(command_names(app))
-    assert not {"login", "record", "doctor"} & names and {"scrape", "run", "plugins"} <= names
+    assert not {"login", "doctor"} & names and {"scrape", "run", "plugins", "record"} <= names
     assert info.by_plugin == {} and info.disabled == ["instagram"]
     gone = runner.invoke(app, ["login"])
     assert gone.exit_code == 2 and "No such command" in gone.output
@@ -108,7 +108,7 @@ def test_plugins_lists_commands_and_environment_per_plugin(tmp_path):
     assert result.exit_code == 0, result.output
     rows = {r["plugin"]: r for r in json.loads(result.stdout)}
     instagram = rows["selfiescope.plugins.instagram"]
-    assert instagram["status"] == "loaded" and instagram["commands"] == ["login", "record", "doctor"]
+    assert instagram["status"] == "loaded" and instagram["commands"] == ["login", "doctor"]
     assert instagram["components"] == ["source:instagram"]
     assert instagram["environment"] == ["SELFIESCOPE_INSTAGRAM_PASSWORD", "SELFIESCOPE_INSTAGRAM_USERNAME"]
     assert "selfiescope_commands" in instagram["hooks"]
@@ -166,7 +166,7 @@ def test_scrape_base_url_goes_where_the_source_says():
     """``--base-url`` sets the source's ``url_option``; no pipeline knows a source by name."""
     import pytest
 
-    from selfiescope.pipelines.scrape import scrape_pipeline
+    from selfiescope.pipelines.collecting.scrape import scrape_pipeline
 
     registry = application().registry
     assert scrape_pipeline(registry, ["a"], "x", base_url="http://127.0.0.1:9").options == {"instagram": {"base_url": "http://127.0.0.1:9"}}

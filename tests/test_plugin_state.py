@@ -216,7 +216,7 @@ def test_an_old_manifest_is_upgraded_and_dedup_behaves_the_same(tmp_path: Path) 
     with pytest.raises(Exception, match="older version"):  # a dry run cannot upgrade: it says so
         Manifest.read_only(root)
     from selfiescope.core.settings import settings_from_dict
-    from selfiescope.pipelines.card import build_card
+    from selfiescope.pipelines.dataset_care.card import build_card
 
     old = Manifest(root / "manifest.sqlite", readonly=True)  # a read-only dataset's card reads the old table
     from selfiescope.core.app import App

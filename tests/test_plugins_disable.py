@@ -13,7 +13,7 @@ from selfiescope.core.hookspecs import hookimpl
 from selfiescope.core.plugins import BUILTIN_ALIASES, DEFAULT_PLUGINS, build_registry
 from selfiescope.core.settings import ScrapePipeline, SettingsError, settings_from_dict
 from selfiescope.core.checks import check_components
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 
 
 def test_every_built_in_has_a_short_alias() -> None:

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 import selfiescope
 from selfiescope.core.app import App
 from selfiescope.cli import app
-from selfiescope.pipelines.predict import ModelError, load_model
-from selfiescope.pipelines.train import train
+from selfiescope.pipelines.model.predict import ModelError, load_model
+from selfiescope.pipelines.model.train import train
 
 CHEAP = ["geometry", "image"]
 

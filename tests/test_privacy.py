@@ -25,7 +25,7 @@ from selfiescope.cli import app
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.metadata import GPS_IFD, has_location, strip_metadata
 from selfiescope.core.privacy import KEY_FILE, Keyring, PrivacyError, load_or_create_key
-from selfiescope.pipelines.forget import ForgetRequest, forget
+from selfiescope.pipelines.dataset_care.forget import ForgetRequest, forget
 
 runner = CliRunner()
 OWNERS = ["Zoe.Marchetti", "kwame_o", "li_na88"]
@@ -391,7 +391,7 @@ def test_a_real_phone_photo_loses_its_gps_and_keeps_its_id(faces_dir: Path, tmp_
     settings = settings_for(root)
     pipeline_chain = ["decode", "dedup", "store"]  # its face is small: the face filter is not the point here
     from selfiescope.core.settings import ScrapePipeline
-    from selfiescope.pipelines.collect import collect
+    from selfiescope.pipelines.collecting.collect import collect
     import asyncio
 
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label="portrait", chain=pipeline_chain)

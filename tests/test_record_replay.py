@@ -13,8 +13,8 @@ from selfiescope.core import har, secrets
 from selfiescope.core.browser import save_session
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict
-from selfiescope.pipelines.collect import collect
-from selfiescope.pipelines.record import record, replay_settings
+from selfiescope.pipelines.collecting.collect import collect
+from selfiescope.pipelines.collecting.record import record, replay_settings
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
 from selfiescope.testing.site import MockInstagram, TagSpec
 
@@ -111,7 +111,7 @@ def test_replay_of_a_missing_or_broken_file_is_a_usage_error(tmp_path: Path) -> 
 def test_record_and_replay_ask_the_source_class_not_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a recording scrubs and notes comes from the source's capabilities: its
     ``credential_env`` values, its ``url_option`` (configured, else its default)."""
-    from selfiescope.pipelines.record import _base_url, _secrets
+    from selfiescope.pipelines.collecting.record import _base_url, _secrets
 
     secrets.clear()
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)

@@ -18,7 +18,7 @@ from review_helpers import build
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.app import App
 from selfiescope.core.settings import settings_from_dict
-from selfiescope.pipelines.dataset import load_rows
+from selfiescope.pipelines.model.dataset import load_rows
 from selfiescope.review.data import Filters, ReviewBusy, ReviewData, ReviewError
 from selfiescope.review.snapshot import AREA_EDGES
 from selfiescope.testing.review_manifest import write_model
@@ -378,8 +378,8 @@ def test_an_old_manifest_gains_the_review_columns_and_reads_as_unreviewed(tmp_pa
 def test_metrics_card_and_export_carry_the_review(fresh, tmp_path) -> None:
     import asyncio
 
-    from selfiescope.pipelines.card import build_card, render_markdown
-    from selfiescope.pipelines.export import export
+    from selfiescope.pipelines.dataset_care.card import build_card, render_markdown
+    from selfiescope.pipelines.dataset_care.export import export
 
     root, _ = fresh
     with open_data(root) as data:

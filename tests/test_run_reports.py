@@ -21,7 +21,7 @@ from selfiescope.core.events import ImageEvent, Origin
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict
 from selfiescope.core.text import REDACTED, RedactingFilter, is_secret_param, redact_text, redact_url
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 
 SECRET = "s3cr3tTOKENvalue"
 
@@ -159,7 +159,7 @@ def test_secret_query_values_never_survive_and_the_rest_is_kept(scheme, host, pa
 
 
 def test_the_card_shows_no_credential_from_a_job_or_an_option(tmp_path):
-    from selfiescope.pipelines.card import build_card
+    from selfiescope.pipelines.dataset_care.card import build_card
 
     base = f"http://127.0.0.1:9/?access_token={SECRET}"
     target = f"http://127.0.0.1:9/gallery?session={SECRET}"

@@ -12,7 +12,7 @@ import pytest
 
 from selfiescope.core.app import App
 from selfiescope.core.manifest import Manifest
-from selfiescope.pipelines.record import record, replay_settings
+from selfiescope.pipelines.collecting.record import record, replay_settings
 from selfiescope.testing.chaos import Chaos
 from selfiescope.testing.site import MockInstagram, TagSpec
 from test_instagram import expected, recorded, scrape, seed_session

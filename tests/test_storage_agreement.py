@@ -54,7 +54,7 @@ KILLED_IMPORT = textwrap.dedent(
     from selfiescope.core.manifest import Manifest
     from selfiescope.core.settings import ScrapePipeline, settings_from_dict
     from selfiescope.core.app import App
-    from selfiescope.pipelines.collect import collect
+    from selfiescope.pipelines.collecting.collect import collect
 
     real, seen = Manifest.record, []
 

@@ -100,7 +100,7 @@ RUNNER = textwrap.dedent(
     from selfiescope.core.hookspecs import hookimpl
     from selfiescope.core.settings import ScrapePipeline, settings_from_dict
     from selfiescope.core.app import App
-    from selfiescope.pipelines.collect import collect
+    from selfiescope.pipelines.collecting.collect import collect
 
     class Throttle(Step):  # makes the run last long enough to be killed in the middle
         name = "throttle"

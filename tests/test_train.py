@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.core.settings import SettingsError, settings_from_dict
-from selfiescope.pipelines.dataset import DatasetError
-from selfiescope.pipelines.predict import load_model
-from selfiescope.pipelines.train import _balance, cv_splits, train
+from selfiescope.pipelines.model.dataset import DatasetError
+from selfiescope.pipelines.model.predict import load_model
+from selfiescope.pipelines.model.train import _balance, cv_splits, train
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
 CHEAP = ["geometry", "image"]

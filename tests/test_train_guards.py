@@ -14,8 +14,8 @@ from safety_helpers import cli, no_traceback
 
 from selfiescope.core.settings import SettingsError, settings_from_dict
 from selfiescope.core.app import App
-from selfiescope.pipelines import train as train_module
-from selfiescope.pipelines.model_dir import ModelDirError
+from selfiescope.pipelines.model import train as train_module
+from selfiescope.pipelines.model.model_dir import ModelDirError
 
 
 @pytest.fixture()
@@ -94,7 +94,7 @@ def test_linear_trees_are_refused_before_training(tmp_path, no_work):
 
 def test_a_schema_naming_files_outside_its_folder_never_gets_them_deleted(tmp_path):
     """Replacing a model removes the files its schema lists: only plain names inside the folder."""
-    from selfiescope.pipelines.model_dir import check_target, seal, swap_in
+    from selfiescope.pipelines.model.model_dir import check_target, seal, swap_in
 
     victim = tmp_path / "victim.txt"
     victim.write_text("the user's")

@@ -27,7 +27,7 @@ from selfiescope.core.events import ImageEvent, Origin, Reject
 from selfiescope.core.manifest import phash_to_int
 from selfiescope.core.plugins import build_registry
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict
-from selfiescope.pipelines.collect import collect
+from selfiescope.pipelines.collecting.collect import collect
 from selfiescope.plugins.decode import (
     DecodeOptions,
     DecodeStep,

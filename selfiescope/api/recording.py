@@ -9,6 +9,6 @@ session"). It runs a whole collect pipeline, so import it where it is used (a co
 
 from __future__ import annotations
 
-from ..pipelines.record import record, replay_settings
+from ..pipelines.collecting.record import record, replay_settings
 
 __all__ = ["record", "replay_settings"]

@@ -14,12 +14,12 @@ from typing import Any, Optional
 import typer
 
 from .. import __version__
-from . import collect, info, maintenance, model, privacy, review
+from . import collect, info, maintenance, model, privacy, record, review
 from ..core.app import App
 from .common import GuardedTyper, console, core_app, guard_all, out, remember_startup
 
 # Imported for their side effect: each registers its built-in commands on ``core_app``.
-BUILT_IN_COMMAND_MODULES = (collect, info, maintenance, model, privacy, review)
+BUILT_IN_COMMAND_MODULES = (collect, info, maintenance, model, privacy, record, review)
 
 log = logging.getLogger("selfiescope.cli")
 

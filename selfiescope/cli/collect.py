@@ -99,7 +99,7 @@ def run_collect(
     app: App, name: str, pipeline: ScrapePipeline | None, as_json: bool,
     together: list[ScrapePipeline] | None = None,
 ) -> None:
-    from ..pipelines.collect import collect
+    from ..pipelines.collecting.collect import collect
 
     settings = app.settings
     with _progress(not as_json) as progress:
@@ -210,7 +210,7 @@ def clean_command(
     Originals are moved or deleted only when asked, after the run, and only those a step
     rejected (never one that failed to be read or stored); a duplicate only while the copy
     that was kept reads back intact. --dry-run lists the plan without acting on it."""
-    from ..pipelines.clean import clean
+    from ..pipelines.collecting.clean import clean
 
     app = load_app(settings_path, lambda s: with_wait(with_scheduler(s, scheduler), wait))
     try:
@@ -297,7 +297,7 @@ def scrape(
     from pydantic import ValidationError
 
     from ..core.settings import format_validation_error
-    from ..pipelines.scrape import scrape_pipeline
+    from ..pipelines.collecting.scrape import scrape_pipeline
 
     app = load_app(settings_path, lambda s: with_wait(with_scheduler(s, scheduler), wait))
     if replay is not None:
@@ -321,7 +321,7 @@ def scrape(
 
 def replay_options(app: App, har_file: Path, source: str, base_url: Optional[str]) -> tuple[App, Optional[str]]:
     from ..core.har import HarError
-    from ..pipelines.record import replay_settings
+    from ..pipelines.collecting.record import replay_settings
 
     try:
         app, recorded_base = replay_settings(app, har_file, source)

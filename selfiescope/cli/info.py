@@ -128,7 +128,7 @@ def _run_statuses(root: Path) -> dict[str, int]:
     """Runs per status, read without writing (a killed run counts as interrupted)."""
     from ..core.manifest import Manifest
     from ..core.manifest_readonly import ManifestUnreadable
-    from ..pipelines.card import run_statuses
+    from ..pipelines.dataset_care.card import run_statuses
 
     try:
         manifest = Manifest.read_only(root)
@@ -148,7 +148,7 @@ def stats_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """How many images per label each face-area threshold keeps (a table and a PNG plot), and the rejections by reason."""
-    from ..pipelines.face_stats import current_threshold, face_area_stats, face_filters
+    from ..pipelines.model.face_stats import current_threshold, face_area_stats, face_filters
 
     application = load_app(settings_path)
     settings, registry = application.settings, application.registry

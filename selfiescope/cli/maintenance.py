@@ -27,7 +27,7 @@ def fsck_command(
 
     Exit code 0 when they agree (or --repair mended everything), 1 when something is wrong.
     """
-    from ..pipelines.fsck import QUARANTINE, fsck
+    from ..pipelines.dataset_care.fsck import QUARANTINE, fsck
 
     app = load_app(settings_path, lambda s: with_wait(s, wait))
     result = asyncio.run(fsck(app, repair=repair))

@@ -21,7 +21,7 @@ DEFAULT_TRAIN = "train"  # the pipeline `train` runs, with the defaults, when se
 
 def run_train(app: App, name: str, as_json: bool) -> None:
     """Train pipeline NAME, print its summary; shared by `train` and `run` (kind = "train")."""
-    from ..pipelines.train import train
+    from ..pipelines.model.train import train
 
     with _progress(not as_json) as progress:
         task = progress.add_task("features", total=None)
@@ -94,7 +94,7 @@ def predict_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Label images with a trained model. Exit code 1 if any input could not be read."""
-    from ..pipelines.predict import expand_paths, load_model
+    from ..pipelines.model.predict import expand_paths, load_model
 
     if stored == bool(paths):
         raise fail("give image paths, or --stored (not both)")

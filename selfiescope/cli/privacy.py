@@ -59,7 +59,7 @@ def _forget_failed(settings, exc: OSError) -> str:  # noqa: ANN001 - Settings
     """What a forget that hit a filesystem error did: "saved" only when the manifest, read back
     now, holds the to-do list the next forget (or run) finishes."""
     from ..core.manifest import Manifest
-    from ..pipelines.forget import pending_count
+    from ..pipelines.dataset_care.forget import pending_count
 
     line = os_error(exc)[1]
     try:
@@ -91,7 +91,7 @@ def forget_command(
 
     Exit code 0 when something was removed (or would be, with --dry-run), 1 when nothing matched.
     """
-    from ..pipelines.forget import ForgetRequest, forget
+    from ..pipelines.dataset_care.forget import ForgetRequest, forget
 
     request = ForgetRequest(list(post), list(owner), list(image), list(label))
     if request.empty():
@@ -136,7 +136,7 @@ def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
     On a root that cannot be written (a read-only mount) the card is printed instead and the
     exit code is 1: it was not written."""
     from ..core.manifest import Manifest
-    from ..pipelines.card import build_card, render_markdown, write_card
+    from ..pipelines.dataset_care.card import build_card, render_markdown, write_card
 
     app = load_app(settings_path)
     settings = app.settings
@@ -175,7 +175,7 @@ def export_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Export the dataset: an imagefolder with metadata.csv, or a CSV/Parquet table. Never forgotten images."""
-    from ..pipelines.export import export
+    from ..pipelines.dataset_care.export import export
 
     app = load_app(settings_path)
     result = asyncio.run(export(app, directory, fmt, include_urls=include_urls))  # type: ignore[arg-type]

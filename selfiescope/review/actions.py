@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..core.lock import RootBusy, RootLock, root_in_use
-from ..pipelines.forget import ForgetError, ForgetRequest, forget as forget_pipeline
-from ..pipelines.reviewed import set_dedup_label
+from ..pipelines.dataset_care.forget import ForgetError, ForgetRequest, forget as forget_pipeline
+from ..pipelines.dataset_care.reviewed import set_dedup_label
 from . import thumbs
 from .model import ACTIONS, ActionResult, ReviewBusy, ReviewError
 

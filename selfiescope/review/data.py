@@ -24,7 +24,7 @@ from ..core.app import App
 from ..core.review_facets import ReviewFacet
 from ..core.settings import TrainPipeline
 from ..core.text import printable
-from ..pipelines.stored import StoredReader
+from ..pipelines.dataset_care.stored import StoredReader
 from . import actions, thumbs
 from .model import (
     ACTIONS, SORTS, ActionResult, Detail, Facet, FacetValue, Filters, Page, ReviewBusy, ReviewError, ReviewRow, Tile,

@@ -25,7 +25,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ..core.review_facets import ReviewFacet
-from ..pipelines.reviewed import dedup_conflicts, has_review_columns
+from ..pipelines.dataset_care.reviewed import dedup_conflicts, has_review_columns
 from .model import EXTRA_PREFIX, SORTS, Facet, FacetValue, Filters
 
 log = logging.getLogger("selfiescope.review")

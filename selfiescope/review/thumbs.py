@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from ..core.errors import RunFailed
 
-from ..pipelines.reviewed import CONTENT_HASH as _HASH, THUMBS, remove_thumbnails as remove, thumbnail_path as thumb_path
+from ..pipelines.dataset_care.reviewed import CONTENT_HASH as _HASH, THUMBS, remove_thumbnails as remove, thumbnail_path as thumb_path
 
 __all__ = ["THUMBS", "cached", "keep", "make_thumbnail", "remove", "thumb_path"]
 log = logging.getLogger("selfiescope.review")

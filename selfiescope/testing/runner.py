@@ -24,7 +24,7 @@ from ..core.engine import run_chain
 from ..core.events import Decision, ImageEvent, Origin
 from ..core.manifest import Manifest
 from ..core.settings import ScrapePipeline, SettingsError, settings_from_dict
-from ..pipelines.lifecycle import managed_run
+from ..pipelines.collecting.lifecycle import managed_run
 
 ImageInput = bytes | Path | str | ImageEvent | Any  # Any: a numpy RGB/gray array
 

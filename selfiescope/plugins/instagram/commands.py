@@ -1,5 +1,5 @@
-"""The Instagram plugin's commands, added through ``selfiescope_commands``: ``login``,
-``record`` and ``doctor``. Disable the plugin and they are gone from the CLI."""
+"""The Instagram plugin's commands, added through ``selfiescope_commands``: ``login`` and
+``doctor``. Disable the plugin and they are gone from the CLI."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from ...api.cli import EXIT_FAILED, EXIT_INTERRUPTED, JsonOpt, SettingsOpt, cons
 def register(app: typer.Typer) -> None:
     """Register the commands on ``app`` (the CLI's guarded application)."""
     app.command()(login)
-    app.command()(record)
     app.command()(doctor)
 
 
@@ -81,42 +80,6 @@ def login_from_browser(browser: Optional[str], profile: Optional[Path], base_url
     else:
         out.print(f"imported the {browser.lower()} session ({n} cookies); saved to {escape(str(path))} "
                   "(readable by you only)", highlight=False)
-
-
-def record(
-    tags: list[str] = typer.Argument(..., help="hashtags to browse once (with or without #)"),
-    har_file: Path = typer.Option(..., "--har", help="the HAR file to write (scrubbed of secrets, mode 600)"),
-    limit: Optional[int] = typer.Option(30, min=1, help="stop after this many images per hashtag"),
-    source: str = typer.Option("instagram", help="source plugin"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="the site (default: plugins.instagram.base_url)"),
-    settings_path: Optional[Path] = SettingsOpt,
-    as_json: bool = JsonOpt,
-) -> None:
-    """Save one real browsing session of HASHTAGS as a HAR, with cookies, auth headers, CSRF
-    tokens and credentials scrubbed; replay it with `scrape TAG --replay FILE`."""
-    from ...api.cli import ProgressObserver, progress_bar
-    from ...api.recording import record as do_record
-
-    app = load_app(settings_path)
-    try:
-        with progress_bar(not as_json) as progress:  # the job state lines a scrape shows
-            app.register(ProgressObserver(progress, plain=not as_json and not console.is_terminal))
-            result = asyncio.run(do_record(app, tags, har_file, source=source, base_url=base_url, limit=limit))
-    except FileExistsError as exc:  # the HAR's own message, which names it and says what to do
-        raise fail(str(exc)) from None
-    except KeyboardInterrupt:  # says what an interrupted recording leaves: nothing
-        console.print("[yellow]interrupted[/yellow]: nothing was written")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    summary = result.summary()
-    if as_json:
-        emit_json(summary)
-    else:
-        out.print(f"recorded {summary['entries']} requests ({summary['posts']} posts) into {har_file}; "
-                  f"{summary['redactions']} secret values redacted")
-        for err in summary["errors"]:
-            console.print(f"[red]error[/red] {err}", highlight=False)
-    if summary["errors"] or not summary["posts"]:
-        raise typer.Exit(EXIT_FAILED)
 
 
 def doctor(

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.app import App
-from ..core.plugins import Registry
-from ..core.settings import SCRAPE_SOURCE, ScrapePipeline
-from ..core.stats import RunStats
+from ...core.app import App
+from ...core.plugins import Registry
+from ...core.settings import SCRAPE_SOURCE, ScrapePipeline
+from ...core.stats import RunStats
 from .collect import collect
 
 

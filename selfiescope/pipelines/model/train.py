@@ -28,16 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from ..core.compute import load_target
-from ..core.app import App
-from ..core.plugins import Registry
-from ..core.settings import Settings, SettingsError, TrainPipeline
-from ..core.checks import check_components, train_pipeline_problems
+from ...core.compute import load_target
+from ...core.app import App
+from ...core.plugins import Registry
+from ...core.settings import Settings, SettingsError, TrainPipeline
+from ...core.checks import check_components, train_pipeline_problems
 from .assessment import assess, summary_fields
 from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
 from .artifacts import prepare_model_dir, write_artifacts
 from .model_card import dataset_facts
-from .normalize import unnormalized_score
 
 log = logging.getLogger("selfiescope.train")
 
@@ -264,7 +263,7 @@ def train_pipeline(settings: Settings, pipeline_name: str) -> TrainPipeline:
 
 # ``[compute] engine`` -> what runs a training elsewhere, by import path: dask_train imports
 # this module (it reuses train() with its own runner and fit), never the other way round.
-TRAIN_ENGINES: dict[str, str] = {"dask": "selfiescope.pipelines.dask_train:train_on_dask"}
+TRAIN_ENGINES: dict[str, str] = {"dask": "selfiescope.pipelines.model.dask_train:train_on_dask"}
 
 
 def train(
@@ -351,7 +350,7 @@ def predict_chain(registry: Registry, settings: Settings) -> list[str]:
     """The steps predict runs before the features: what provides the decoded image and its
     faces, as collection did (the collect chains' own steps preferred). Saved by name in the
     model's schema, so a model keeps the steps it was trained with."""
-    from ..core.components import chain_providing
+    from ...core.components import chain_providing
     from .dataset import image_step, preferred_steps
 
     first = image_step(registry, settings)
@@ -361,3 +360,13 @@ def predict_chain(registry: Registry, settings: Settings) -> list[str]:
         raise SettingsError([f"{exc}: predict needs the image and its faces like collection had them"]) from None
 
 
+def unnormalized_score(
+    app: App, pipeline: TrainPipeline, progress: Progress | None,
+    runner: Callable[..., None] | None, fit: FitFn,
+) -> dict[str, Any]:
+    """With ``normalize = true``: the same cross-validation on the files as stored, for the
+    report's side-by-side (:mod:`.normalize` re-encodes; training owns the comparison)."""
+    raw = pipeline.model_copy(update={"normalize": False})
+    table = build_feature_table(app, raw, progress=progress, runner=runner)
+    cv = cross_validate(table, training_params(raw, len(table.y)), raw, fit=fit)
+    return score(table.y, cv.oof)

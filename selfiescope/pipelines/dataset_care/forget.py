@@ -36,21 +36,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import EXIT_FAILED, EXIT_USAGE, UsageError
-from ..core.components import Storage, StoredImage
-from ..core.intents import sweep
-from ..core.app import App
-from ..core.likeness import likeness_tombstones
-from ..core.manifest import Manifest
-from ..core.manifest_io import writable
-from ..core.manifest_readonly import ManifestUnreadable
-from ..core.plugin_state import forget_content
-from ..core import quarantine as quarantined
-from ..core.privacy import KeyMissing, normalise_owner, post_code
-from ..core.text import printable
-from ..exits import RUN_ERRNOS
-from ..core.settings import Settings, TrainPipeline
-from ..plugins.store import STORED_SHA256
+from ...core.errors import EXIT_FAILED, EXIT_USAGE, UsageError
+from ...core.components import Storage, StoredImage
+from ...core.intents import sweep
+from ...core.app import App
+from ...core.likeness import likeness_tombstones
+from ...core.manifest import Manifest
+from ...core.manifest_io import writable
+from ...core.manifest_readonly import ManifestUnreadable
+from ...core.plugin_state import forget_content
+from ...core import quarantine as quarantined
+from ...core.privacy import KeyMissing, normalise_owner, post_code
+from ...core.text import printable
+from ...exits import RUN_ERRNOS
+from ...core.settings import Settings, TrainPipeline
+from ...plugins.store import STORED_SHA256
 from .card import refresh_card
 from .reviewed import remove_thumbnails
 

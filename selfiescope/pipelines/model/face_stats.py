@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.components import steps_providing
-from ..core.manifest import Manifest
-from ..core.plugins import Registry
-from ..core.settings import Settings
+from ...core.components import steps_providing
+from ...core.manifest import Manifest
+from ...core.plugins import Registry
+from ...core.settings import Settings
 
 THRESHOLDS = np.round(np.arange(0.0, 0.505, 0.01), 2)
 TABLE_THRESHOLDS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30)

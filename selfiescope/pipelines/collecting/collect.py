@@ -6,9 +6,9 @@ The run's lifecycle lives in :mod:`.lifecycle`; ``[compute] engine`` picks the e
 
 from __future__ import annotations
 
-from ..core.app import App
-from ..core.settings import ScrapePipeline
-from ..core.stats import RunStats
+from ...core.app import App
+from ...core.settings import ScrapePipeline
+from ...core.stats import RunStats
 from .lifecycle import collect_pipeline, managed_run, prepare, resolve, run_collect
 
 __all__ = ["collect", "collect_pipeline", "managed_run", "prepare", "resolve"]

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..core.errors import UsageError
-from ..core.image_files import read_regular_file
-from ..core.settings import check_label, format_validation_error
+from ...core.errors import UsageError
+from ...core.image_files import read_regular_file
+from ...core.settings import check_label, format_validation_error
 
 MAX_JSON_BYTES = 64 * 1024 * 1024
 

@@ -31,20 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.app import App
-from ..core.components import Job, Source, Step, job_events
-from ..core.compute import dask_client, worker_count
-from ..core.context import RunContext
-from ..core.decisions import admit, settle, stored_for_job
-from ..core.engine import run_chain
-from ..core.events import Decision, FaceBox, ImageEvent, Origin
-from ..core.manifest import plain_notes
-from ..core.privacy import scrub_origin
-from ..core.plugins import Registry
-from ..core.settings import ScrapePipeline, Settings
-from ..core.stats import RunStats
-from ..core.text import printable
-from ..core.work import WorkItem
+from ...core.app import App
+from ...core.components import Job, Source, Step, job_events
+from ...core.compute import dask_client, worker_count
+from ...core.context import RunContext
+from ...core.decisions import admit, settle, stored_for_job
+from ...core.engine import run_chain
+from ...core.events import Decision, FaceBox, ImageEvent, Origin
+from ...core.manifest import plain_notes
+from ...core.privacy import scrub_origin
+from ...core.plugins import Registry
+from ...core.settings import ScrapePipeline, Settings
+from ...core.stats import RunStats
+from ...core.text import printable
+from ...core.work import WorkItem
 from .lifecycle import run_collect
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -421,6 +421,6 @@ async def collect_on_dask(
     together: list[ScrapePipeline] | None = None,
     client: "Client | None" = None,
 ) -> RunStats:
-    """Like :func:`~selfiescope.pipelines.collect.collect`, on Dask whatever ``[compute] engine`` says."""
+    """Like :func:`~selfiescope.pipelines.collecting.collect.collect`, on Dask whatever ``[compute] engine`` says."""
     executor = DaskExecutor(app, client=client)
     return await run_collect(app, pipeline_name, executor=executor, pipeline=pipeline, together=together)

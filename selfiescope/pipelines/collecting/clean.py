@@ -28,20 +28,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..core.components import StoredImage
-from ..core.events import ImageEvent
-from ..core.manifest import Manifest
-from ..core.hookspecs import hookimpl
-from ..core.app import App
-from ..core.settings import (
+from ...core.components import StoredImage
+from ...core.events import ImageEvent
+from ...core.manifest import Manifest
+from ...core.hookspecs import hookimpl
+from ...core.app import App
+from ...core.settings import (
     DEDUP_STEP, FILTER_STEPS, FOLDER_SOURCE, STORE_STEP, ScrapePipeline, Settings, SettingsError,
     format_validation_error,
 )
-from ..core.text import printable
-from ..plugins.folder import SKIPPED_KEY, kind_of
+from ...core.text import printable
+from ...plugins.folder import SKIPPED_KEY, kind_of
 from .clean_plan import build_plan, execute, folder_check
 from .collect import collect
-from .stored import StoredReader
+from ..dataset_care.stored import StoredReader
 
 
 class _Decisions:

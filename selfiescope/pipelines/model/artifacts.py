@@ -16,11 +16,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.app import App
-from ..core.settings import Settings, SettingsError, TrainPipeline
-from ..core.text import redact_values
+from ...core.app import App
+from ...core.settings import Settings, SettingsError, TrainPipeline
+from ...core.text import redact_values
 from .dataset import FeatureTable
-from .forget import record_training_set, register_model
+from ..dataset_care.forget import record_training_set, register_model
 from .model_card import write_model_card
 from .model_dir import ModelDirError, check_target, check_writable, remove_stale, seal, swap_in
 from .model_text import ModelTextError, checked_model_text
@@ -105,7 +105,7 @@ def _write_files(tmp: Path, app: App, pipeline: TrainPipeline, pipeline_name: st
     if pipeline.report:
         from .report import write_report
 
-        from .stored import StoredReader
+        from ..dataset_care.stored import StoredReader
 
         with StoredReader(app, pipeline.dataset_root) as reader:
             write_report(tmp, table=table, cv=cv, final=final, schema=schema, metrics=metrics,

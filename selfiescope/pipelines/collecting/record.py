@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core import har
-from ..core.app import App
-from ..core.secrets import credential
-from ..core.browser import load_session, session_path
-from ..core.components import Source
-from ..core.manifest import Manifest
-from ..core.plugins import Registry
-from ..core.settings import DECODE_STEP, SCRAPE_SOURCE, STORE_STEP
-from ..core.stats import RunStats
+from ...core import har
+from ...core.app import App
+from ...core.secrets import credential
+from ...core.browser import load_session, session_path
+from ...core.components import Source
+from ...core.manifest import Manifest
+from ...core.plugins import Registry
+from ...core.settings import DECODE_STEP, SCRAPE_SOURCE, STORE_STEP
+from ...core.stats import RunStats
 from .collect import collect
 from .scrape import scrape_pipeline
 

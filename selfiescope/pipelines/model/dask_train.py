@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.app import App
-from ..core.components import FeatureExtractor, Step
-from ..core.compute import dask_client, worker_count
+from ...core.app import App
+from ...core.components import FeatureExtractor, Step
+from ...core.compute import dask_client, worker_count
 from . import dataset
 from .dataset import Progress, Task
 from .train import Fitted, TrainResult, _balance, train
@@ -64,7 +64,7 @@ def config_key(decode: tuple[type[Step], dict[str, Any]], extractors: Sequence[F
 
 
 def feature_runner(client: "Client", batch_size: int) -> Callable[..., None]:
-    """A drop-in for :func:`selfiescope.pipelines.dataset.run_tasks` that runs on the cluster."""
+    """A drop-in for :func:`selfiescope.pipelines.model.dataset.run_tasks` that runs on the cluster."""
     from distributed import as_completed
 
     def run(tasks: list[Task], decode: tuple[type[Step], dict[str, Any]], extractors: list[FeatureExtractor],
@@ -138,7 +138,7 @@ def best_round(model: Any, X_valid: np.ndarray, y_valid: np.ndarray, patience: i
 
 
 def dask_fit(client: "Client", min_rows_per_worker: int = 1000) -> Callable[..., Fitted]:
-    """A drop-in for :func:`selfiescope.pipelines.train.fit_model` that trains on the cluster."""
+    """A drop-in for :func:`selfiescope.pipelines.model.train.fit_model` that trains on the cluster."""
 
     def fit(X: np.ndarray, y: np.ndarray, params: dict[str, Any], *, columns: list[str],
             X_valid: np.ndarray | None = None, y_valid: np.ndarray | None = None,
@@ -167,7 +167,7 @@ def train_on_dask(
     client: "Client | None" = None,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """:func:`selfiescope.pipelines.train.train` with features and fits on the cluster."""
+    """:func:`selfiescope.pipelines.model.train.train` with features and fits on the cluster."""
     settings = app.settings
     if client is None:
         with dask_client(settings.compute) as own:

@@ -23,9 +23,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import UsageError
+from ...core.errors import UsageError
 from .model_schema import SchemaError, is_plain_name, read_json_file
-from ..core.lock import pid_alive as _alive
+from ...core.lock import pid_alive as _alive
 
 MARKER = {"written_by": "selfiescope"}
 SCHEMA = "schema.json"

@@ -30,16 +30,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import UsageError
-from ..core import quarantine as quarantined
-from ..core.components import Storage, StoredImage
-from ..core.app import App
-from ..core.intents import sweep
-from ..core.manifest import Manifest
-from ..core.manifest_io import writable
-from ..core.plugin_state import forget_content
-from ..plugins.decode import EXTENSIONS
-from ..plugins.store import STORED_SHA256
+from ...core.errors import UsageError
+from ...core import quarantine as quarantined
+from ...core.components import Storage, StoredImage
+from ...core.app import App
+from ...core.intents import sweep
+from ...core.manifest import Manifest
+from ...core.manifest_io import writable
+from ...core.plugin_state import forget_content
+from ...plugins.decode import EXTENSIONS
+from ...plugins.store import STORED_SHA256
 from .forget import complete_pending, pending_count
 
 QUARANTINE = quarantined.QUARANTINE

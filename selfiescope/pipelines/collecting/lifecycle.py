@@ -23,19 +23,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-from ..core.app import App
-from ..core.components import Component, Job, Source, Step
-from ..core.compute import load_target
-from ..core.context import RunContext, default_threads
-from ..core.intents import drop_settled, sweep
-from ..core.manifest import Manifest
-from ..core.plugins import Registry
-from ..core.checks import check_components, check_paths, check_pipeline
-from ..core.settings import ScrapePipeline, Settings, SettingsError
-from ..core.stats import RunStats
-from ..exits import os_error
-from .card import refresh_card
-from .forget import complete_pending, pending_count
+from ...core.app import App
+from ...core.components import Component, Job, Source, Step
+from ...core.compute import load_target
+from ...core.context import RunContext, default_threads
+from ...core.intents import drop_settled, sweep
+from ...core.manifest import Manifest
+from ...core.plugins import Registry
+from ...core.checks import check_components, check_paths, check_pipeline
+from ...core.settings import ScrapePipeline, Settings, SettingsError
+from ...core.stats import RunStats
+from ...exits import os_error
+from ..dataset_care.card import refresh_card
+from ..dataset_care.forget import complete_pending, pending_count
 
 log = logging.getLogger("selfiescope.collect")
 
@@ -60,7 +60,7 @@ class Executor(Protocol):
 # ``[compute] engine`` -> the executor class, by import path (no import cycle, Dask optional).
 EXECUTORS: dict[str, str | type] = {
     "local": "selfiescope.core.engine:LocalExecutor",
-    "dask": "selfiescope.pipelines.dask_collect:DaskExecutor",
+    "dask": "selfiescope.pipelines.collecting.dask_collect:DaskExecutor",
 }
 
 

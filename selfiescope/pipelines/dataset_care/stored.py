@@ -19,10 +19,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core.app import App
-from ..core.components import Storage, StoredImage
-from ..core.manifest import Manifest
-from ..core.settings import Settings
+from ...core.app import App
+from ...core.components import Storage, StoredImage
+from ...core.manifest import Manifest
+from ...core.settings import Settings
 
 T = TypeVar("T")
 READ_TIMEOUT_S = 120.0  # one image; a hung connection becomes that image's error, not a hung training

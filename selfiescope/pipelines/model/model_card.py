@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .assessment import BASELINE_TITLES
-from .reviewed import review_progress
+from ..dataset_care.reviewed import review_progress
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..core.settings import Settings, TrainPipeline
+    from ...core.settings import Settings, TrainPipeline
     from .dataset import FeatureTable
 
 DATASET_CARDS = ("DATASET.md", "dataset_card.md", "DATASET_CARD.md", "datacard.md")
@@ -26,7 +26,7 @@ def _day(ts: float | None) -> str | None:
 
 def dataset_facts(table: "FeatureTable", pipeline: "TrainPipeline", settings: "Settings") -> dict[str, Any]:
     """Counts per label and source job, and when the images were collected (manifest ``first_seen``)."""
-    from ..core.manifest import Manifest
+    from ...core.manifest import Manifest
 
     per_source = Counter((r.job or "(none)", r.label) for r in table.rows)
     root = Path(pipeline.dataset_root or settings.storage.root)

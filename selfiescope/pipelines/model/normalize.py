@@ -10,16 +10,11 @@ what an earlier compression destroyed stays lost). Training and prediction both 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..core.app import App
-    from ..core.settings import TrainPipeline
 
 
 def normalize_image(image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -44,16 +39,3 @@ def cache_suffix(side: int, quality: int) -> str:
     """Added to a feature cache version: normalized features are other features."""
     return f"+norm{side}q{quality}"
 
-
-def unnormalized_score(
-    app: "App", pipeline: "TrainPipeline", progress: Callable[[int, int], None] | None,
-    runner: Callable[..., None] | None, fit: Callable[..., Any],
-) -> dict[str, Any]:
-    """The same cross-validation on the files as stored, for the report's side-by-side."""
-    from .dataset import build_feature_table
-    from .train import cross_validate, score, training_params
-
-    raw = pipeline.model_copy(update={"normalize": False})
-    table = build_feature_table(app, raw, progress=progress, runner=runner)
-    cv = cross_validate(table, training_params(raw, len(table.y)), raw, fit=fit)
-    return score(table.y, cv.oof)

@@ -35,8 +35,8 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..core.text import printable
-from ..core.lock import pid_alive as _alive
+from ...core.text import printable
+from ...core.lock import pid_alive as _alive
 
 #: Rejections that are about another image, not the file's own content.
 RELATIONAL_CODES = frozenset({"duplicate", "near_duplicate", "label_conflict"})

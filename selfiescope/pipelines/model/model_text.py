@@ -32,7 +32,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from ..core.errors import UsageError
+from ...core.errors import UsageError
 
 MAX_LEAVES = 131072  # LightGBM's own upper bound for num_leaves
 _INT = re.compile(r"-?\d{1,12}\Z")

@@ -36,18 +36,18 @@ from typing import Any
 
 import numpy as np
 
-from ..core.app import App
-from ..core.errors import RunFailed
-from ..core.components import FeatureExtractor, Step, StoredImage, steps_providing
-from ..core.events import ImageEvent, Origin, Reject
-from ..core.manifest import Manifest
-from ..core.plugins import Registry
-from ..core.settings import Settings, SettingsError, TrainPipeline
+from ...core.app import App
+from ...core.errors import RunFailed
+from ...core.components import FeatureExtractor, Step, StoredImage, steps_providing
+from ...core.events import ImageEvent, Origin, Reject
+from ...core.manifest import Manifest
+from ...core.plugins import Registry
+from ...core.settings import Settings, SettingsError, TrainPipeline
 from .baselines import FACTS_VERSION, FileFacts, file_facts
 from .groups import near_duplicate_groups
 from .normalize import cache_suffix
-from .reviewed import label_sql, trainable_sql
-from .stored import StoredReader
+from ..dataset_care.reviewed import label_sql, trainable_sql
+from ..dataset_care.stored import StoredReader
 
 log = logging.getLogger("selfiescope.dataset")
 NAN = float("nan")

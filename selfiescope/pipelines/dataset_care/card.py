@@ -17,16 +17,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..core.lock import root_in_use
-from ..core.manifest import Manifest
-from ..core.app import App
-from ..core.plugin_state import card_facts
-from ..core.plugins import Registry
-from ..core.settings import ScrapePipeline, Settings
-from ..core.text import redact_text, redact_values
+from ... import __version__
+from ...core.lock import root_in_use
+from ...core.manifest import Manifest
+from ...core.app import App
+from ...core.plugin_state import card_facts
+from ...core.plugins import Registry
+from ...core.settings import ScrapePipeline, Settings
+from ...core.text import redact_text, redact_values
 from .reviewed import label_sql, review_progress, trainable_sql
-from ..core.lock import pid_alive as _alive
+from ...core.lock import pid_alive as _alive
 
 log = logging.getLogger("selfiescope.card")
 CARD_JSON = "datacard.json"

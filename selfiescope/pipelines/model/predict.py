@@ -26,17 +26,17 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from ..core.app import App
-from ..core.errors import UsageError
-from ..core.components import FeatureExtractor, Step, StoredImage, chain_providing
-from ..core.context import RunContext
-from ..core.engine import run_chain
-from ..core.events import Decision, ImageEvent, Origin
-from ..core.manifest import Manifest
-from ..core.plugins import Registry
-from ..core.settings import Settings, SettingsError, format_validation_error, settings_from_dict
-from ..core.text import printable
-from ..core.image_files import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, read_regular_file  # noqa: F401 - re-exported
+from ...core.app import App
+from ...core.errors import UsageError
+from ...core.components import FeatureExtractor, Step, StoredImage, chain_providing
+from ...core.context import RunContext
+from ...core.engine import run_chain
+from ...core.events import Decision, ImageEvent, Origin
+from ...core.manifest import Manifest
+from ...core.plugins import Registry
+from ...core.settings import Settings, SettingsError, format_validation_error, settings_from_dict
+from ...core.text import printable
+from ...core.image_files import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, read_regular_file  # noqa: F401 - re-exported
 from .dataset import columns_of, event_face_dict, extract_features
 from .model_dir import ModelDirError, verify, verify_bytes
 from .model_schema import ModelSchema, SavedSettings, SchemaError, read_json_file, validated
@@ -222,7 +222,7 @@ class Model:
 
     async def apredict_stored(self, label: str | None = None, *, settings: Settings | None = None,
                               root: str | Path | None = None) -> list[Prediction]:
-        from .stored import READ_TIMEOUT_S, settings_at
+        from ..dataset_care.stored import READ_TIMEOUT_S, settings_at
 
         settings = settings_at(settings or self.settings, root)
         manifest = Manifest(":memory:")  # the backend gets a manifest like in a run; nothing is recorded

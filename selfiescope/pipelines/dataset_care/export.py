@@ -30,12 +30,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from ..core.errors import UsageError
-from ..core.components import StoredImage
-from ..core.manifest import Manifest
-from ..core.app import App
-from ..core.text import printable
-from ..core.lock import pid_alive as _alive
+from ...core.errors import UsageError
+from ...core.components import StoredImage
+from ...core.manifest import Manifest
+from ...core.app import App
+from ...core.text import printable
+from ...core.lock import pid_alive as _alive
 
 ExportFormat = Literal["imagefolder", "csv", "parquet"]
 COLUMNS = [
