@@ -1,0 +1,1 @@
+"""The collected dataset as it stands: reading it, its card, forgetting, checking and exporting it."""
