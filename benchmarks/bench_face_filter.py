@@ -13,7 +13,7 @@ B. against full resolution with the same relative minSize: this shows where the 
 C. decode included, one thread, on the photos saved as ``--decode-side`` px JPEGs (2000 by
    default): the fast filter as a collect run's steps run it (``decode`` at the size the
    image's detection needs, then ``face_area`` on the event's grey view), the same with
-   ``min_face_px`` off (detection at a fixed ``detect_side``, as before it), and on a full
+   ``min_face_px`` off (detection at a fixed ``detect_side``), and on a full
    decode (``detect_faces`` on the full array), against the intended full-resolution method
    (full decode, detection at full resolution over every face size, scaleFactor 1.1,
    minNeighbors 5). CPU time per image, the speed ratios, the identical decisions, and how
@@ -159,8 +159,8 @@ def decode_included(side: int, limit: int | None, fast: FaceAreaOptions, intende
         fixed = fast.model_copy(update={"min_face_px": None})
         fixed_steps = collect_steps(Path(tmp), fixed)
         methods = {
-            f"working-size decode + face_area (now, {fast.min_face_px} px)": lambda d: steps_area(d, steps),
-            f"same, fixed detect_side {fixed.detect_side} (before)": lambda d: steps_area(d, fixed_steps),
+            f"working-size decode + face_area (min_face_px {fast.min_face_px})": lambda d: steps_area(d, steps),
+            f"same, fixed detect_side {fixed.detect_side}": lambda d: steps_area(d, fixed_steps),
             "full decode + detect_faces": lambda d: decoded_area(d, fast),
             "intended full-resolution method": lambda d: decoded_area(d, intended),
         }

@@ -16,7 +16,7 @@ processes: RSS would count shared pages once per process) and of Playwright's dr
 sampled every 0.5 s, and the memory after each quarter of the images, to show whether
 it keeps growing.
 
-Part 3 (issue 9): the same scrape of a clean site and of a hostile one (seeded chaos:
+Part 3: the same scrape of a clean site and of a hostile one (seeded chaos:
 hung beacons and feed answers, cut-off and mislabelled images, expiring signed URLs,
 a per-account 429 block, late and unknown pop-ups, slow first bytes). Printed: the
 share of the posts gathered, images/s (first to last image) against the bound the

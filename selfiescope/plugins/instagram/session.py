@@ -1,6 +1,6 @@
 """``selfiescope login``: log in once, interactively if need be, and save the browser session.
 
-Moved here from pipelines/collecting/scrape.py: logging in is the Instagram plugin's business; the
+Logging in is the Instagram plugin's business, not a pipeline's; the
 source (:mod:`.source`) logs in by itself at a login wall with the environment's credentials.
 """
 
