@@ -32,6 +32,8 @@ def record_command(
     tokens and credentials scrubbed; replay it with `scrape TAG --replay FILE`."""
     from ..pipelines.collecting.record import record
 
+    if not har_file.parent.is_dir():  # else the browser fails to start, saying only that it failed
+        raise fail(f"--har {har_file}: folder {har_file.parent} does not exist")
     app = load_app(settings_path)
     try:
         with progress_bar(not as_json) as progress:  # the job state lines a scrape shows
