@@ -4,9 +4,9 @@ Exit codes: 0 done; 1 the run failed or finished with errors; 2 bad usage or set
 130 interrupted (rerun the same command to resume).
 
 Modules: :mod:`.common` (the guard, options, settings loading), :mod:`.collect` (run,
-import, clean, scrape, demo), :mod:`.model` (train, predict), :mod:`.info` (pipelines,
-plugins, settings, stats, mock-site), :mod:`.privacy` (forget, card, export) and
-:mod:`.build`, which builds :data:`app` from them plus the loaded plugins'
+import, clean, scrape, demo), :mod:`.record` (record), :mod:`.model` (train, predict),
+:mod:`.info` (pipelines, plugins, settings, stats, mock-site), :mod:`.maintenance` (fsck),
+:mod:`.privacy` (forget, card, export), :mod:`.review` (review) and :mod:`.build`, which builds :data:`app` from them plus the loaded plugins'
 ``selfiescope_commands`` (on first use of ``app``).
 """
 
