@@ -50,7 +50,8 @@ def parse_layer_table(text: str, known: set[str]) -> list[Layer]:
     """The layer table's rows. A code span in the last column counts when it names a module
     or package of ``known`` (so prose like `tests/...` or `data.py` is not a permission)."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == TABLE_HEADER)
+    start = next((i for i, line in enumerate(lines) if line.strip() == TABLE_HEADER), None)
+    assert start is not None, f"docs/architecture.md has no layer table (a line {TABLE_HEADER!r})"
     layers = []
     for line in lines[start + 2:]:
         if not line.startswith("|"):
