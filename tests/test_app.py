@@ -121,7 +121,7 @@ def command_lines(tmp: Path) -> dict[str, list[str]]:
         "card": ["card"],
         "export": ["export", str(tmp / "out")],
         "login": ["login", "--from-browser", "nosuch"],
-        "record": ["record", "alpha", str(tmp / "taken.har")],
+        "record": ["record", "alpha", "--har", str(tmp / "taken.har")],
         "doctor": ["doctor", "--base-url", "ftp://127.0.0.1:9"],
         "settings check": ["settings", "check"],
         "settings show": ["settings", "show"],
