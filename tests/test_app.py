@@ -123,6 +123,7 @@ def command_lines(tmp: Path) -> dict[str, list[str]]:
         "login": ["login", "--from-browser", "nosuch"],
         "record": ["record", "alpha", "--har", str(tmp / "taken.har")],
         "doctor": ["doctor", "--base-url", "ftp://127.0.0.1:9"],
+        "review": ["review", "--no-open"],  # no dataset under the root: one line, before serving
         "settings check": ["settings", "check"],
         "settings show": ["settings", "show"],
     }
