@@ -88,7 +88,13 @@ def test_clean_dataset_has_no_warning_and_a_complete_card(clean, tmp_path):
         assert part in card, part
     assert "Warning" not in card
     schema = json.loads((result.model_dir / "schema.json").read_text())
-    assert schema["calibration"]["method"] in ("platt", "isotonic")
+    assert schema["calibration"]["method"] in ("identity", "platt", "isotonic")
+    calibration = result.metrics["cv"]["calibration"]
+    assert set(calibration["brier_by_method"]) == {"none", "platt", "isotonic"}  # none is always a candidate
+    assert calibration["method"] == {"identity": "none"}.get(schema["calibration"]["method"], schema["calibration"]["method"])
+    assert "Calibration of the final model" in card and "none (Brier" in card
+    grouping = result.metrics["dataset"]["grouping"]
+    assert grouping["groups"] == result.metrics["dataset"]["groups"] and "Grouped by" in card
 
 
 def test_cli_says_it_plainly(confounded, tmp_path, monkeypatch):
