@@ -137,3 +137,22 @@ def test_real_faces_cluster_by_person(faces_dir):
     ids = person_clusters(np.array(descriptors))
     counts = np.unique(ids, return_counts=True)[1]
     assert counts.max() > 1 and counts.max() < len(descriptors)
+
+
+def test_near_copies_of_one_photo_leave_the_loosest_link_out_and_say_so():
+    """Every photo within pHash 16 of the others (renderings of one photo): grouped by
+    everything, each label is one group and CV is impossible; the near-duplicate link is
+    left out, and the summary and the warning say so."""
+    from selfiescope.pipelines.leak_groups import fallback_warning
+
+    base = 0x0123_4567_89AB_CDEF
+    hashes = [f"{base ^ (1 << i):016x}" for i in range(12)]
+    y = np.array([i % 2 for i in range(12)])
+    grouping = leak_groups(descriptors=None, posts=[None] * 12, owners=[None] * 12, phashes=hashes,
+                           phash_distance=16, labels=y)
+    assert grouping.summary["not_grouped_by"] == ["near_duplicate"] and grouping.summary["groups"] == 12
+    assert "near-duplicate" in fallback_warning(grouping.summary)
+    kept = leak_groups(descriptors=None, posts=[f"p{i // 2}" for i in range(12)], owners=[None] * 12,
+                       phashes=far_hashes(12, 7), phash_distance=16, labels=y)
+    assert kept.summary["not_grouped_by"] == [] and fallback_warning(kept.summary) is None
+    assert kept.summary["groups"] == 6  # one per post: the posts hold both labels, and still split

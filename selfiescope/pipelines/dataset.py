@@ -418,15 +418,16 @@ def _build(
         X[i] = [values.get(c.split(".", 1)[0], {}).get(c.split(".", 1)[1], NAN) for c in columns]
     positive = pipeline.labels[0]
     y = np.array([1 if r.label == positive else 0 for r in kept], dtype=np.int64)
-    grouping = table_grouping(X, columns, kept, pipeline)
+    grouping = table_grouping(X, columns, kept, pipeline, y)
     return FeatureTable(X, y, grouping.ids, kept, columns, computed=len(tasks) - len(failed),
                         cached=len(rows) - len(tasks), failed=failed,
                         facts=[facts.get(r.content_hash) or FileFacts() for r in kept], grouping=grouping.summary)
 
 
-def table_grouping(X: np.ndarray, columns: Sequence[str], rows: Sequence[DatasetRow], pipeline: TrainPipeline) -> Grouping:
+def table_grouping(X: np.ndarray, columns: Sequence[str], rows: Sequence[DatasetRow], pipeline: TrainPipeline,
+                   y: np.ndarray | None = None) -> Grouping:
     """The CV groups of a feature table: person (its face descriptors, when computed), post, owner, near copy."""
     picked = descriptor_columns(columns)
     return leak_groups(descriptors=X[:, picked] if picked else None, posts=[r.post for r in rows],
                        owners=[r.owner for r in rows], phashes=[r.phash for r in rows],
-                       phash_distance=pipeline.group_distance, person_distance=pipeline.person_distance)
+                       phash_distance=pipeline.group_distance, person_distance=pipeline.person_distance, labels=y)

@@ -95,8 +95,11 @@ def _stats(ids: np.ndarray) -> dict[str, int]:
 def leak_groups(
     *, descriptors: np.ndarray | None, posts: Sequence[str | None], owners: Sequence[str | None],
     phashes: Sequence[str | None], phash_distance: int, person_distance: float = PERSON_DISTANCE,
+    labels: np.ndarray | None = None,
 ) -> Grouping:
-    """Union of the person, post, owner and near-duplicate partitions (see the module doc)."""
+    """Union of the person, post, owner and near-duplicate partitions (see the module doc).
+    With ``labels`` (1/0 per row), links are left out (:data:`FALLBACK_ORDER`) while a label
+    would be fewer than 2 groups; ``summary["not_grouped_by"]`` lists them."""
     n = len(phashes)
     parts: dict[str, np.ndarray] = {
         "near_duplicate": near_duplicate_groups(list(phashes), phash_distance),
@@ -113,10 +116,41 @@ def leak_groups(
     else:
         summary["person"] = {"descriptor": None,
                              "note": f"not grouped by person: the feature group {DESCRIPTOR_GROUP!r} is not computed"}
-    ids = _components(n, list(parts.values())) if n else np.zeros(0, dtype=np.int64)
+    by = [k for k in ("person", "post", "owner", "near_duplicate") if k in parts]
+    ids = _components(n, [parts[k] for k in by]) if n else np.zeros(0, dtype=np.int64)
+    dropped: list[str] = []
+    if labels is not None:
+        # A set of near copies of one photo (the demo's renderings of one face) can be a single
+        # group per label: then CV cannot be grouped by everything. Leave out the loosest
+        # links first, and say so: the figures are then optimistic.
+        for weakest in FALLBACK_ORDER:
+            if _splittable(ids, labels) or weakest not in by:
+                continue
+            by.remove(weakest)
+            dropped.append(weakest)
+            ids = _components(n, [parts[k] for k in by]) if by else np.arange(n)
     summary.update(_stats(ids))
-    summary["by"] = [k for k in ("person", "post", "owner", "near_duplicate") if k in parts]
+    summary["by"] = by
+    summary["not_grouped_by"] = dropped
     return Grouping(np.asarray(ids, dtype=np.int64), summary)
+
+
+FALLBACK_ORDER = ("near_duplicate", "person", "owner", "post")
+
+
+def _splittable(ids: np.ndarray, labels: np.ndarray) -> bool:
+    """Whether grouped CV is possible: at least 2 groups hold each label."""
+    return all(len(np.unique(ids[labels == c])) >= 2 for c in (0, 1))
+
+
+def fallback_warning(summary: dict[str, Any]) -> str | None:
+    """The warning train shows when some links had to be left out of the CV groups."""
+    dropped = summary.get("not_grouped_by") or []
+    if not dropped:
+        return None
+    return (f"cross-validation could not be grouped by {', '.join(d.replace('_', '-') for d in dropped)}: with it, a"
+            " label would be fewer than 2 groups (its photos are near copies of one another or of one person)."
+            " Photos that share those links sit on both sides of a split, so the figures are optimistic.")
 
 
 def descriptor_columns(columns: Sequence[str]) -> list[int]:
@@ -126,15 +160,18 @@ def descriptor_columns(columns: Sequence[str]) -> list[int]:
 
 def describe(summary: dict[str, Any]) -> str:
     """One line for the report, the card and the CLI: what was grouped and how big it got."""
-    parts = []
-    person = summary.get("person", {})
-    if person.get("descriptor"):
-        parts.append(f"person (face descriptors within {person['distance']:g}: {person['groups']} clusters,"
-                     f" largest {person['largest']})")
-    parts.append("post and owner")
-    nd = summary.get("near_duplicate", {})
-    parts.append(f"near-duplicate (pHash distance <= {nd.get('phash_distance')})")
-    text = ", ".join(parts)
+    by = summary.get("by", [])
+    person, nd = summary.get("person", {}), summary.get("near_duplicate", {})
+    words = {
+        "person": f"person (face descriptors within {person.get('distance', PERSON_DISTANCE):g}:"
+                  f" {person.get('groups')} clusters, largest {person.get('largest')})",
+        "post": "post", "owner": "owner",
+        "near_duplicate": f"near-duplicate (pHash distance <= {nd.get('phash_distance')})",
+    }
+    text = ", ".join(words[k] for k in by) or "nothing (every photo its own group)"
+    text += f": {summary.get('groups')} groups, largest {summary.get('largest')} photos"
     if not person.get("descriptor"):
         text += f"; {person.get('note', 'not grouped by person')}"
+    if summary.get("not_grouped_by"):
+        text += "; left out, to keep 2 groups per label: " + ", ".join(summary["not_grouped_by"])
     return text

@@ -38,7 +38,7 @@ from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, 
 from .artifacts import prepare_model_dir, write_artifacts
 from .model_card import dataset_facts
 from .normalize import unnormalized_score
-from .leak_groups import describe as describe_grouping
+from .leak_groups import describe as describe_grouping, fallback_warning
 
 log = logging.getLogger("selfiescope.train")
 
@@ -315,6 +315,8 @@ def train(
     n_final = max(10, int(np.median(cv.best_iterations)))
     cv.final_oof = cross_fit(table, params, cv.splits, n_final, fit)
     cv.assessment = assess(table, cv, list(pipeline.labels), threshold, pipeline.seed, score, pipeline.normalize)
+    if grouping_warning := fallback_warning(table.grouping):
+        cv.assessment.warnings.append(grouping_warning)
     final = fit(table.X, table.y, {**params, "n_estimators": n_final}, columns=table.columns)
     metrics = {
         "pipeline": pipeline_name,
