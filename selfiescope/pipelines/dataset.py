@@ -114,9 +114,11 @@ def load_rows(manifest: Manifest, labels: Sequence[str]) -> list[DatasetRow]:
     leaving out those a review excluded; in a stable order (first seen)."""
     marks = ",".join("?" * len(labels))
     label = label_sql(manifest)
+    have = {row[1] for row in manifest.execute("PRAGMA table_info(images)").fetchall()}
+    owner = "owner" if "owner" in have else "NULL AS owner"  # a manifest from before owners were kept
     rows = manifest.query(
         f"SELECT content_hash, id, {label} AS effective, label, job, location, face_box, face_area, n_faces, phash,"
-        f" source, post_id, owner"
+        f" source, post_id, {owner}"
         f" FROM images WHERE decision='accepted' AND location IS NOT NULL AND {label} IN ({marks})"
         f" AND {trainable_sql(manifest)} ORDER BY first_seen, content_hash",
         tuple(labels),
