@@ -255,9 +255,10 @@ def write_report(
         pngs["calibration"] = out_dir / "calibration.png"
         calibration = assessment.calibration if assessment else None
         scores = calibration.scores if calibration is not None and calibration.scores is not None else cv.oof
-        curves = {"final model, uncalibrated (cross-fitted)": scores}
-        if calibration is not None and calibration.method != "none":
-            curves[f"final model as predict returns it ({calibration.method})"] = calibration.calibrated_oof
+        calibrated = calibration is not None and calibration.method != "none"
+        curves = {"final model, raw" + ("" if calibrated else " = predict"): scores}  # cross-fitted, as trained
+        if calibrated:
+            curves[f"{calibration.method} = predict"] = calibration.calibrated_oof
         calibration_png(pngs["calibration"], y, curves)
     pngs["confusion"] = out_dir / "confusion.png"
     confusion_png(pngs["confusion"], metrics["cv"]["lightgbm"]["confusion_matrix"], labels)
