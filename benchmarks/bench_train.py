@@ -9,6 +9,12 @@ the final ``fit_model``.
 
     .venv/bin/python benchmarks/bench_train.py [--sizes 1000,10000,100000] [--folds 5]
 
+With ``--faces ../shared/faces`` it instead prints the CV AUC on those real photos
+(selfie/ vs portrait/) grouped the old way (pHash within dedup's distance 8: every photo
+its own group) beside the way train groups now (person clusters of the dlib face
+descriptor within 0.6, plus near copies within pHash 16), for the face descriptor alone,
+the image shape alone, and both: how much of the score came from recognising people.
+
 The 2 cores are shared with whatever else runs on the machine: figures vary by run.
 """
 
@@ -25,7 +31,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfiescope.core.settings import TrainPipeline  # noqa: E402
-from selfiescope.pipelines.model.dataset import DatasetRow, FeatureTable, near_duplicate_groups  # noqa: E402
+from selfiescope.pipelines.model.dataset import DatasetRow, FeatureTable  # noqa: E402
+from selfiescope.pipelines.model.groups import near_duplicate_groups  # noqa: E402
+from selfiescope.pipelines.model.leak_groups import leak_groups  # noqa: E402
 from selfiescope.pipelines.model.train import cross_validate, fit_model, score, training_params  # noqa: E402
 
 COLUMNS = 190
@@ -48,11 +56,68 @@ def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str |
     return X, y, hashes, rows
 
 
+def face_table(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(descriptors, shape features [width, height, aspect], labels, pHashes) of the photos with a face."""
+    import cv2
+    import dlib
+    import imagehash
+    from PIL import Image
+
+    from selfiescope.plugins.landmarks import model_file
+
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
+    recogniser = dlib.face_recognition_model_v1(str(model_file("dlib_face_recognition_resnet_model_v1.dat")))
+    descriptors, shapes, labels, hashes = [], [], [], []
+    for label, sub in ((1, "selfie"), (0, "portrait")):
+        for path in sorted((folder / sub).iterdir()):
+            image = cv2.imread(str(path))
+            if image is None:
+                continue
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            found = detector(rgb, 1)
+            if not found:
+                continue
+            face = max(found, key=lambda r: r.area())
+            descriptors.append(np.array(recogniser.compute_face_descriptor(rgb, predictor(rgb, face))))
+            h, w = rgb.shape[:2]
+            shapes.append([w, h, w / h])
+            labels.append(label)
+            hashes.append(str(imagehash.phash(Image.fromarray(rgb))))
+    return np.array(descriptors), np.array(shapes, float), np.array(labels, np.int64), hashes
+
+
+def faces_report(folder: Path, folds: int) -> None:
+    descriptors, shapes, y, hashes = face_table(folder)
+    old = near_duplicate_groups(hashes, 8)
+    new = leak_groups(descriptors=descriptors, posts=[None] * len(y), owners=[None] * len(y), phashes=hashes,
+                      phash_distance=16, labels=y)
+    person = new.summary["person"]
+    print(f"{len(y)} photos with a face ({int(y.sum())} selfies); pHash <= 8: {len(np.unique(old))} groups;"
+          f" person + pHash <= 16: {new.summary['groups']} groups, largest {new.summary['largest']}"
+          f" ({person['groups']} person clusters, largest {person['largest']}; left out: {new.summary['not_grouped_by']})")
+    pipeline = TrainPipeline(kind="train", folds=folds)
+    print(f"{'features':>22} {'AUC pHash groups':>17} {'AUC person groups':>18}")
+    for name, X in (("face descriptor", descriptors), ("image shape", shapes), ("both", np.hstack([descriptors, shapes]))):
+        rows = [DatasetRow(str(i), None, "selfie" if y[i] else "portrait", "#faces", ".", None, None, 1, hashes[i])
+                for i in range(len(y))]
+        aucs = []
+        for groups in (old, new.ids):
+            table = FeatureTable(X, y, groups, rows, [f"c{i}" for i in range(X.shape[1])])
+            cv = cross_validate(table, training_params(pipeline, len(y)), pipeline)
+            aucs.append(score(y, cv.oof)["roc_auc"])
+        print(f"{name:>22} {aucs[0]:>17.3f} {aucs[1]:>18.3f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--faces", type=Path, help="a folder with selfie/ and portrait/: grouped CV AUC side by side")
     args = parser.parse_args()
+    if args.faces:
+        faces_report(args.faces, args.folds)
+        return
     print(f"{COLUMNS} columns, {args.folds}-fold grouped CV + final fit; {os.cpu_count()} CPUs shared with other work")
     print("wall seconds per stage; 'cpu s' = CPU seconds this process used in all (less sensitive to other load)")
     print(f"{'rows':>7} {'groups':>7} {'group s':>8} {'cv s':>7} {'final s':>8} {'total s':>8} {'cpu s':>7} {'rounds':>12} {'cv auc':>7} {'threads':>7}")

@@ -167,6 +167,31 @@ def test_import_on_dask_keeps_exactly_what_the_local_engine_keeps(
     assert run[0] == "finished" and json.loads(run[1])["dask"]["workers"] == 2
 
 
+class _FinalStates:
+    """Each job's settled states with its kept count at that moment, as the progress line shows them."""
+
+    def __init__(self) -> None:
+        self.final: list[tuple[str, str, int]] = []
+
+    @hookimpl
+    def selfiescope_run_started(self, run):
+        def on_state(job: str, state: str) -> None:
+            if job in run.stats.settled_jobs:
+                self.final.append((job, state, run.stats.per_job.get(job, {}).get("accepted", 0)))
+
+        run.stats.state_listeners.append(on_state)
+
+
+def test_a_job_on_dask_ends_with_a_done_line_that_counts_every_image_kept(
+    client: Any, photo_dir: Path, tmp_path: Path
+) -> None:
+    states = _FinalStates()
+    app = App.create(settings_at(tmp_path), plugins=[states])
+    stats = asyncio.run(collect_on_dask(app, "import", pipeline=import_pipeline(photo_dir), client=client))
+    assert states.final and all(state == "done" for _, state, _ in states.final)
+    assert {job: kept for job, _, kept in states.final} == {job: c["accepted"] for job, c in stats.per_job.items()}
+
+
 def test_collect_dispatches_to_dask_by_settings(photo_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """``engine = "dask"`` in settings is enough: collect(app) runs the jobs with the executor
     :data:`EXECUTORS` maps it to, inside the one lifecycle (a run record, the hooks)."""

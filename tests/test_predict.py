@@ -79,7 +79,7 @@ def test_predict_sees_exactly_what_training_saw(trained):
     np.testing.assert_allclose([r.raw_probability for r in results], expected, rtol=1e-9)
     # the probability is the saved calibrator applied to that score; the label follows the threshold used
     np.testing.assert_allclose([r.probability for r in results], model.calibrator(expected), rtol=1e-9)
-    assert model.calibrator.method in ("platt", "isotonic")
+    assert model.calibrator.method in ("identity", "platt", "isotonic")
     assert all(r.threshold == 0.5 and r.label == ("selfie" if r.probability >= 0.5 else "portrait") for r in results)
 
 
@@ -138,7 +138,7 @@ def test_cli_predict_table_json_and_exit_codes(trained, inputs, tmp_path):
     assert data["counts"] == {"ok": 1, "no_face": 1, "error": 0}
     assert data["predictions"][0]["label"] == "selfie"
     assert data["threshold"] == 0.5 and data["predictions"][0]["threshold"] == 0.5
-    assert data["calibration"] in ("platt", "isotonic") and data["predictions"][0]["raw_probability"] is not None
+    assert data["calibration"] in ("none", "platt", "isotonic") and data["predictions"][0]["raw_probability"] is not None
     bad = runner.invoke(app, ["predict", str(trained.model_dir), str(inputs["good"]), str(inputs["corrupt"])])
     assert bad.exit_code == 1
     assert "selfie" in bad.stdout and "error" in bad.stdout

@@ -40,9 +40,13 @@ class ProgressObserver:
         run.stats.state_listeners.append(self.on_state)
 
     def on_state(self, job: str, state: str) -> None:
-        kept = self.run.stats.per_job.get(job, {}).get("accepted", 0) if self.run else 0
+        stats = self.run.stats if self.run else None
+        kept = stats.per_job.get(job, {}).get("accepted", 0) if stats else 0
+        settled = stats is not None and job in stats.settled_jobs
         if self.plain:
-            console.print(f"{printable(job)}: {state}" + (f" ({kept} images kept)" if kept else ""), highlight=False, markup=False)
+            # only a settled job's count is final: before that, images are still in the chain
+            counted = f" ({kept} images kept)" if settled else (f" ({kept} kept so far)" if kept else "")
+            console.print(f"{printable(job)}: {state}{counted}", highlight=False, markup=False)
             return
         if job not in self.job_tasks:
             self.job_tasks[job] = self.progress.add_task("", total=None)

@@ -113,7 +113,7 @@ def predict_command(
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "error")}
     if as_json:
         emit_json({"model": str(model), "positive": loaded.labels[0], "threshold": loaded.threshold,
-                   "calibration": loaded.calibrator.method, "counts": counts,
+                   "calibration": loaded.calibrator.name, "counts": counts,
                    "predictions": [r.as_dict() for r in results]})
     else:
         table = Table(title=f"{len(results)} images, model {model}: {loaded.labels[0]} when the calibrated "

@@ -120,10 +120,10 @@ class Engine:
         if failure is not None:
             self._job_failed(state, failure)
         else:
-            self.run.stats.set_state(state.job.target, "done")
+            self.run.stats.set_state(state.job.target, "done", settled=True)
 
     def _job_failed(self, state: _JobState, exc: BaseException) -> None:
-        self.run.stats.set_state(state.job.target, "failed")
+        self.run.stats.set_state(state.job.target, "failed", settled=True)
         log.error("source %s failed on %s: %s", state.job.source, redact_text(printable(state.job.target)),
                   redact_text(printable(exc)))
         self.run.stats.per_job.setdefault(state.job.target, Counter())["job_failed"] += 1

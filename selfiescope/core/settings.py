@@ -247,7 +247,13 @@ class TrainPipeline(PipelineBase):
     report: bool = True
     seed: int = 0
     dataset_root: UsablePath | None = Field(None, description="folder holding manifest.sqlite; default storage.root")
-    group_distance: int = Field(8, ge=0, le=64, description="pHash distance within which images share a CV group")
+    group_distance: int = Field(
+        16, ge=0, le=64,
+        description="pHash distance within which images share a CV group (looser than dedup's, which rejected closer)",
+    )
+    person_distance: float = Field(
+        0.6, gt=0, le=2, description="face-descriptor distance within which two faces are one person (a CV group)"
+    )
     early_stopping_rounds: int = Field(50, ge=1)
     workers: int = Field(0, ge=0, description="feature-extraction processes; 0 = number of cores")
     normalize: bool = Field(

@@ -38,6 +38,7 @@ class RunStats:
     errors: list[str] = field(default_factory=list)  # run-level errors (a job that failed, ...)
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific figures
     job_states: dict[str, str] = field(default_factory=dict)  # what each job is doing now, in words
+    settled_jobs: set[str] = field(default_factory=set)  # jobs whose every image has its outcome
     # called with (job, state) on every change: the CLI draws them; sources never know who listens
     state_listeners: list[Callable[[str, str], None]] = field(default_factory=list, repr=False, compare=False)
 
@@ -83,9 +84,15 @@ class RunStats:
     def ok(self) -> bool:
         return not self.failed and not self.errors
 
-    def set_state(self, job: str, state: str) -> None:
-        """A job's progress in words ("logging in", "12 posts found", "failed: ...")."""
+    def set_state(self, job: str, state: str, *, settled: bool = False) -> None:
+        """A job's progress in words ("logging in", "12 posts found", "failed: ...").
+
+        ``settled``: every image of the job has its outcome (only the executor knows: a
+        source's own "feed done" comes while its last images are still in the chain), so
+        the counts shown with this state are final; until then they are counts so far."""
         state = redact_text(state)  # job states are logged and drawn: never a credential
+        if settled:
+            self.settled_jobs.add(job)
         if self.job_states.get(job) == state:
             return
         self.job_states[job] = state

@@ -213,6 +213,8 @@ class _JobProgress:
     job: Job
     accepted: int = 0
     skipped_over_limit: int = 0
+    outstanding: int = 0  # batches sent and not yet finished
+    produced: bool = False  # the source has no more items for this job
 
     def full(self) -> bool:
         return self.job.limit is not None and self.accepted >= self.job.limit
@@ -264,12 +266,22 @@ class DaskCollector:
                         break
                     batch.append(item)
                     if len(batch) >= self.batch_size:
+                        state.outstanding += 1
                         yield _Batch(job, batch)
                         batch = []
             finally:
                 await items.aclose()  # a source stopped at its limit closes its browser pages now
             if batch and not state.full():
+                state.outstanding += 1
                 yield _Batch(job, batch)
+            state.produced = True
+            self._settle_job(state)
+
+    def _settle_job(self, state: _JobProgress) -> None:
+        """The job's final state, once its source ended and every batch it sent has finished:
+        the counts shown with it are then the job's real ones."""
+        if state.produced and state.outstanding == 0:
+            self.run.stats.set_state(state.job.target, "done", settled=True)
 
     @staticmethod
     def _key(job: Job) -> str:
@@ -299,6 +311,9 @@ class DaskCollector:
                 started = time.perf_counter()
                 await self._finish(batch, results)
                 self.client_seconds += time.perf_counter() - started
+                state = self.progress[self._key(batch.job)]
+                state.outstanding -= 1
+                self._settle_job(state)
         finally:  # cancelled or failed: nothing more to compute; what was recorded stays recorded
             for left in pending:
                 left.future.cancel()

@@ -2,7 +2,7 @@
 
 :func:`assess` takes the feature table and the model's out-of-fold predictions and adds,
 on the same grouped folds: the confounder baselines (:mod:`.baselines`), bootstrap
-intervals over near-duplicate groups for every AUC, the calibrator
+intervals over the CV groups (person, post, owner, near copy) for every AUC, the calibrator
 (:mod:`.calibration`), metrics per source job, and the plain-language warnings the
 report, the model card and the CLI show.
 """
@@ -38,7 +38,7 @@ def assess(table: "FeatureTable", cv: "CVResult", labels: list[str], threshold: 
     y, groups = table.y, table.groups
     probs = {"face_area": cv.baseline_oof,
              **baseline_oof(confounder_matrices(table.facts), y, cv.splits)}
-    calibration = calibrate(cv.oof, y, groups, seed)
+    calibration = calibrate(cv.oof if cv.final_oof is None else cv.final_oof, y, groups, seed)
     scored = {name: score(y, p, threshold) for name, p in probs.items()}
     model_auc = score(y, cv.oof, threshold)["roc_auc"]
     curves = {"lightgbm": cv.oof, "lightgbm_calibrated": calibration.calibrated_oof, **probs}
@@ -52,7 +52,7 @@ def assess(table: "FeatureTable", cv: "CVResult", labels: list[str], threshold: 
         "baselines": scored,
         "lightgbm_calibrated": score(y, calibration.calibrated_oof, threshold),
         "roc_auc_ci95": intervals,
-        "ci_method": "percentile bootstrap over near-duplicate groups, 400 resamples",
+        "ci_method": "percentile bootstrap over the CV groups (person, post, owner, near copy), 400 resamples",
         "calibration": calibration.summary(),
         "per_source": per_source(jobs, labels, y, calibration.calibrated_oof, threshold),
     }

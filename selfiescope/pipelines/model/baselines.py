@@ -15,7 +15,7 @@ and the report and the CLI say so.
   picture compresses depends on what it shows (a face at the edge or in the middle of a
   synthetic scene was enough to give it AUC 0.87), so it would measure content too.
 
-Also here: bootstrap confidence intervals over near-duplicate groups and per-source
+Also here: bootstrap confidence intervals over the CV groups and per-source
 (hashtag / job) metrics.
 """
 
@@ -166,7 +166,7 @@ def _auc(y: np.ndarray, prob: np.ndarray) -> float:
 def bootstrap_auc_ci(
     y: np.ndarray, prob: np.ndarray, groups: np.ndarray, *, reps: int = 400, seed: int = 0, level: float = 0.95,
 ) -> tuple[float, float] | None:
-    """Percentile interval of the AUC when whole near-duplicate groups are resampled with
+    """Percentile interval of the AUC when whole CV groups are resampled with
     replacement (copies of one photo are not independent evidence)."""
     rng = np.random.default_rng(seed)
     ids, inverse = np.unique(groups, return_inverse=True)

@@ -44,7 +44,7 @@ from ...core.manifest import Manifest
 from ...core.plugins import Registry
 from ...core.settings import Settings, SettingsError, TrainPipeline
 from .baselines import FACTS_VERSION, FileFacts, file_facts
-from .groups import near_duplicate_groups
+from .leak_groups import Grouping, descriptor_columns, leak_groups
 from .normalize import cache_suffix
 from ..dataset_care.reviewed import label_sql, trainable_sql
 from ..dataset_care.stored import StoredReader
@@ -70,6 +70,8 @@ class DatasetRow:
     n_faces: int
     phash: str | None
     collected_label: str | None = None  # the label it was stored under, when a review changed it
+    post: str | None = None  # "source:post_id": photos of one post share a CV group
+    owner: str | None = None  # the manifest's pseudonymised owner: one account's photos share a CV group
 
     @property
     def stored(self) -> StoredImage:
@@ -90,6 +92,7 @@ class FeatureTable:
     cached: int = 0  # images served entirely from the cache
     failed: dict[str, str] = field(default_factory=dict)  # content hash -> reason (row dropped)
     facts: list[FileFacts] = field(default_factory=list)  # header facts per row (the confounder baselines)
+    grouping: dict[str, Any] = field(default_factory=dict)  # what ``groups`` joined (leak_groups.Grouping.summary)
 
     def __iter__(self):  # X, y, groups, rows = build_feature_table(...)
         return iter((self.X, self.y, self.groups, self.rows))
@@ -111,8 +114,11 @@ def load_rows(manifest: Manifest, labels: Sequence[str]) -> list[DatasetRow]:
     leaving out those a review excluded; in a stable order (first seen)."""
     marks = ",".join("?" * len(labels))
     label = label_sql(manifest)
+    have = {row[1] for row in manifest.execute("PRAGMA table_info(images)").fetchall()}
+    owner = "owner" if "owner" in have else "NULL AS owner"  # a manifest from before owners were kept
     rows = manifest.query(
-        f"SELECT content_hash, id, {label} AS effective, label, job, location, face_box, face_area, n_faces, phash"
+        f"SELECT content_hash, id, {label} AS effective, label, job, location, face_box, face_area, n_faces, phash,"
+        f" source, post_id, {owner}"
         f" FROM images WHERE decision='accepted' AND location IS NOT NULL AND {label} IN ({marks})"
         f" AND {trainable_sql(manifest)} ORDER BY first_seen, content_hash",
         tuple(labels),
@@ -121,6 +127,7 @@ def load_rows(manifest: Manifest, labels: Sequence[str]) -> list[DatasetRow]:
         r["content_hash"], r["id"], r["effective"], r["job"] or "", r["location"],
         json.loads(r["face_box"]) if r["face_box"] else None,
         r["face_area"], r["n_faces"] or 0, r["phash"], r["label"] if r["label"] != r["effective"] else None,
+        f"{r['source']}:{r['post_id']}" if r["post_id"] else None, r["owner"] or None,
     ) for r in rows]
 
 
@@ -413,6 +420,16 @@ def _build(
         X[i] = [values.get(c.split(".", 1)[0], {}).get(c.split(".", 1)[1], NAN) for c in columns]
     positive = pipeline.labels[0]
     y = np.array([1 if r.label == positive else 0 for r in kept], dtype=np.int64)
-    groups = near_duplicate_groups([r.phash for r in kept], pipeline.group_distance)
-    return FeatureTable(X, y, groups, kept, columns, computed=len(tasks) - len(failed), cached=len(rows) - len(tasks),
-                        failed=failed, facts=[facts.get(r.content_hash) or FileFacts() for r in kept])
+    grouping = table_grouping(X, columns, kept, pipeline, y)
+    return FeatureTable(X, y, grouping.ids, kept, columns, computed=len(tasks) - len(failed),
+                        cached=len(rows) - len(tasks), failed=failed,
+                        facts=[facts.get(r.content_hash) or FileFacts() for r in kept], grouping=grouping.summary)
+
+
+def table_grouping(X: np.ndarray, columns: Sequence[str], rows: Sequence[DatasetRow], pipeline: TrainPipeline,
+                   y: np.ndarray | None = None) -> Grouping:
+    """The CV groups of a feature table: person (its face descriptors, when computed), post, owner, near copy."""
+    picked = descriptor_columns(columns)
+    return leak_groups(descriptors=X[:, picked] if picked else None, posts=[r.post for r in rows],
+                       owners=[r.owner for r in rows], phashes=[r.phash for r in rows],
+                       phash_distance=pipeline.group_distance, person_distance=pipeline.person_distance, labels=y)

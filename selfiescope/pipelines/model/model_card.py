@@ -82,7 +82,9 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
         "",
         "## Data",
         f"{ds['images']} images ({', '.join(f'{k}: {v}' for k, v in ds['per_label'].items())}) in {ds['groups']}"
-        f" near-duplicate groups; {ds['failed']} unusable.",
+        f" cross-validation groups (largest: {ds.get('largest_group', '?')} images); {ds['failed']} unusable.",
+        f"Grouped by {metrics['cv']['grouped_by']}: photos linked by any of these never sit on both sides of a"
+        " split, in the folds, early stopping, calibration and the bootstrap intervals.",
     ]
     if ds.get("dataset_card"):
         lines.append(f"Dataset card: `{ds['dataset_card']}`.")
@@ -122,6 +124,10 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
         w = cv["without_normalize"]
         lines.append(f"| LightGBM on the files as stored (no normalization) | {_f(w['roc_auc'])} | n/a | "
                      f"{_f(w['balanced_accuracy'])} | {_f(w['brier'])} |")
+    if cal := cv.get("calibration"):
+        lines += ["", f"Calibration of the final model: **{cal['method']}**, chosen among "
+                  + ", ".join(f"{m} (Brier {_f(b)})" for m, b in cal.get("brier_by_method", {}).items())
+                  + f" by {cal.get('chosen_by', 'cross-validation')}."]
     lines += ["", f"CIs: {cv.get('ci_method', 'n/a')}. Decision threshold {schema['threshold']} on the calibrated"
               " probability.", "", "Per source job (calibrated out-of-fold probabilities):", "",
               "| source job | images | accuracy | mean p(" + pos + ") | AUC |", "|---|---:|---:|---:|---:|"]

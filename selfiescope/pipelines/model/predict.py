@@ -59,7 +59,7 @@ class Prediction:
     path: str
     status: str  # "ok", "no_face" or "error"
     label: str | None = None
-    probability: float | None = None  # of the positive label, calibrated (see pipelines/calibration.py)
+    probability: float | None = None  # of the positive label, calibrated (see pipelines/model/calibration.py)
     reason: str | None = None
     raw_probability: float | None = None  # the booster's own score, before calibration
     threshold: float | None = None  # label = positive when probability >= threshold

@@ -209,6 +209,18 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
             f"<p><small>{html.escape(cv.get('ci_method', ''))}</small></p>")
 
 
+def _calibration_html(metrics: dict[str, Any]) -> str:
+    """The calibration choice: every candidate's held-out Brier score, "none" among them."""
+    cal = metrics["cv"].get("calibration")
+    if not cal:
+        return ""
+    cells = "".join(f"<tr><td>{html.escape(m)}</td><td>{_fmt(b)}</td></tr>" for m, b in cal.get("brier_by_method", {}).items())
+    return (f"<h2>Calibration of the final model: {html.escape(cal['method'])}</h2>"
+            f"<table><tr><th>candidate</th><th>held-out Brier</th></tr>{cells}</table>"
+            f"<p><small>{html.escape(cal.get('chosen_by', ''))} (margin {_fmt(cal.get('selection_penalty'))})."
+            " The reliability curve below is the final model's.</small></p>")
+
+
 def _warnings_html(metrics: dict[str, Any]) -> str:
     items = "".join(f"<li>{html.escape(w)}</li>" for w in metrics.get("warnings", []))
     return f'<div class="warn"><h2>These figures cannot be trusted as they are</h2><ul>{items}</ul></div>' if items else ""
@@ -241,9 +253,12 @@ def write_report(
         baselines = assessment.baselines if assessment else {"face_area": cv.baseline_oof}
         roc_png(pngs["roc"], y, {"LightGBM": cv.oof, **{BASELINE_TITLES.get(k, k): p for k, p in baselines.items()}})
         pngs["calibration"] = out_dir / "calibration.png"
-        curves = {"before calibration": cv.oof}
-        if assessment:
-            curves[f"after ({assessment.calibration.calibrator.method})"] = assessment.calibration.calibrated_oof
+        calibration = assessment.calibration if assessment else None
+        scores = calibration.scores if calibration is not None and calibration.scores is not None else cv.oof
+        calibrated = calibration is not None and calibration.method != "none"
+        curves = {"final model, raw" + ("" if calibrated else " = predict"): scores}  # cross-fitted, as trained
+        if calibrated:
+            curves[f"{calibration.method} = predict"] = calibration.calibrated_oof
         calibration_png(pngs["calibration"], y, curves)
     pngs["confusion"] = out_dir / "confusion.png"
     confusion_png(pngs["confusion"], metrics["cv"]["lightgbm"]["confusion_matrix"], labels)
@@ -289,11 +304,12 @@ td:first-child, th:first-child {{ text-align: left; }}
 </style></head><body>
 <h1>selfiescope model report: {html.escape(metrics["pipeline"])}</h1>
 <p>{ds["images"]} images ({", ".join(f"{html.escape(k)}: {v}" for k, v in ds["per_label"].items())}),
-{ds["groups"]} near-duplicate groups, {ds["failed"]} unusable; {metrics["cv"]["folds"]}-fold cross-validation
+{ds["groups"]} cross-validation groups (largest: {ds.get("largest_group", "?")} images), {ds["failed"]} unusable; {metrics["cv"]["folds"]}-fold cross-validation
 grouped by {html.escape(metrics["cv"]["grouped_by"])}; {len(table.columns)} features from groups
 {", ".join(html.escape(g["name"]) for g in schema["groups"])}. Positive label: <b>{html.escape(labels[0])}</b>.</p>
 {_warnings_html(metrics)}
 <h2>Out-of-fold metrics</h2>{_metrics_table(metrics)}
+{_calibration_html(metrics)}
 <h2>Per source (hashtag / folder job), calibrated out-of-fold</h2>{_per_source_html(metrics, labels)}
 <div class="charts">{img("roc", "ROC curve")}{img("calibration", "calibration curve")}
 {img("confusion", "confusion matrix")}{img("balance", "class balance per hashtag")}</div>

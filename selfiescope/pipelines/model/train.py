@@ -1,7 +1,7 @@
 """The train pipeline (``kind = "train"``): feature table -> grouped CV -> final LightGBM fit -> artifacts.
 
-Cross-validation is stratified and grouped by near-duplicate cluster, so two copies of
-one photo never sit on both sides of a split. Each fold stops early on an inner,
+Cross-validation is stratified and grouped by what leaks (:mod:`.leak_groups`: person,
+post, owner, near copy), so one person's photos never sit on both sides of a split. Each fold stops early on an inner,
 likewise grouped, validation split; class imbalance is handled with
 ``scale_pos_weight``. The final model is fit on everything with the median best
 iteration of the folds. A one-feature baseline (logistic regression on the face's area
@@ -37,6 +37,7 @@ from .assessment import assess, summary_fields
 from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
 from .artifacts import prepare_model_dir, write_artifacts
 from .model_card import dataset_facts
+from .leak_groups import describe as describe_grouping, fallback_warning
 
 log = logging.getLogger("selfiescope.train")
 
@@ -160,6 +161,7 @@ class CVResult:
     fold_auc: list[float] = field(default_factory=list)
     splits: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     assessment: Any = None  # an assessment.Assessment once train() has made one
+    final_oof: np.ndarray | None = None  # the final recipe's cross-fitted scores (what calibration sees)
 
 
 def cross_validate(
@@ -188,6 +190,18 @@ def cross_validate(
         if len(np.unique(y[test_idx])) == 2:
             fold_auc.append(float(roc_auc_score(y[test_idx], oof[test_idx])))
     return CVResult(oof, baseline, best_iterations, len(splits), fold_auc, splits)
+
+
+def cross_fit(table: FeatureTable, params: dict[str, Any], splits: list[tuple[np.ndarray, np.ndarray]],
+              rounds: int, fit: FitFn = fit_model) -> np.ndarray:
+    """Out-of-fold scores of models trained as the final one is (``rounds`` rounds, no early
+    stopping), on the same grouped folds: the scores the calibrator must learn to map, since
+    the final model's scores are as extreme as these, not as the early-stopped fold models'."""
+    out = np.full(len(table.y), np.nan)
+    for train_idx, test_idx in splits:
+        fitted = fit(table.X[train_idx], table.y[train_idx], {**params, "n_estimators": rounds}, columns=table.columns)
+        out[test_idx] = predict_proba(fitted, table.X[test_idx])
+    return out
 
 
 def baseline_feature(table: FeatureTable) -> np.ndarray:
@@ -242,6 +256,9 @@ class TrainResult:
             "features_cached": self.table.cached,
             "failed": m["dataset"]["failed"],
             "folds": m["cv"]["folds"],
+            "cv_groups": m["dataset"]["groups"],
+            "largest_cv_group": m["dataset"].get("largest_group"),
+            "grouped_by": m["cv"]["grouped_by"],
             "roc_auc": m["cv"]["lightgbm"]["roc_auc"],
             "accuracy": m["cv"]["lightgbm"]["accuracy"],
             "baseline_roc_auc": m["cv"]["baseline_face_area"]["roc_auc"],
@@ -297,22 +314,28 @@ def train(
     params = training_params(pipeline, len(table.y))
     cv = cross_validate(table, params, pipeline, fit=fit)
     threshold = 0.5
-    cv.assessment = assess(table, cv, list(pipeline.labels), threshold, pipeline.seed, score, pipeline.normalize)
     n_final = max(10, int(np.median(cv.best_iterations)))
+    cv.final_oof = cross_fit(table, params, cv.splits, n_final, fit)
+    cv.assessment = assess(table, cv, list(pipeline.labels), threshold, pipeline.seed, score, pipeline.normalize)
+    if grouping_warning := fallback_warning(table.grouping):
+        cv.assessment.warnings.append(grouping_warning)
     final = fit(table.X, table.y, {**params, "n_estimators": n_final}, columns=table.columns)
     metrics = {
         "pipeline": pipeline_name,
         "labels": {"positive": pipeline.labels[0], "negative": pipeline.labels[1]},
         "dataset": {
             "images": len(table.rows), "per_label": counts, "groups": int(len(np.unique(table.groups))),
+            "largest_group": int(np.unique(table.groups, return_counts=True)[1].max()), "grouping": table.grouping,
             "failed": len(table.failed), "failed_examples": dict(list(table.failed.items())[:20]),
             "features_computed": table.computed, "features_cached": table.cached,
         },
         "cv": {
-            "folds": cv.folds, "grouped_by": f"pHash distance <= {pipeline.group_distance}",
+            "folds": cv.folds, "grouped_by": describe_grouping(table.grouping) if table.grouping
+            else f"pHash distance <= {pipeline.group_distance}",
             "lightgbm": score(table.y, cv.oof, threshold),
             "baseline_face_area": score(table.y, cv.baseline_oof, threshold),
             "fold_roc_auc": cv.fold_auc, "best_iterations": cv.best_iterations,
+            "final_recipe": score(table.y, cv.final_oof, threshold),  # final rounds, uncalibrated, cross-fitted
             **cv.assessment.metrics,
         },
         "final": {"n_estimators": n_final, "features": len(table.columns)},
