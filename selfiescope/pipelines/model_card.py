@@ -36,6 +36,9 @@ def dataset_facts(table: "FeatureTable", pipeline: "TrainPipeline", settings: "S
         seen = {r["content_hash"]: r["first_seen"] for r in manifest.query(
             "SELECT content_hash, first_seen FROM images WHERE decision='accepted'")}
         review = review_progress(manifest, tuple(pipeline.labels)).as_dict()
+        from .class_losses import class_dependent_losses, rejections_by_label
+
+        rejected = rejections_by_label(manifest, list(pipeline.labels))
     finally:
         manifest.close()
     for label in pipeline.labels:
@@ -47,6 +50,8 @@ def dataset_facts(table: "FeatureTable", pipeline: "TrainPipeline", settings: "S
         "collected": dates,
         "dataset_card": card,
         "review": review,  # `selfiescope review`: labels looked at, changed, left out (over these labels' images)
+        "rejections_by_label": rejected,
+        "class_dependent_losses": class_dependent_losses(rejected),
     }
 
 

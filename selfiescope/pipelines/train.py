@@ -291,9 +291,12 @@ def train(
     table = build_feature_table(app, pipeline, progress=progress, runner=runner)
     counts = {label: int(sum(r.label == label for r in table.rows)) for label in pipeline.labels}
     if min(counts.values()) < MIN_PER_LABEL:
+        from .class_losses import unusable_note
+
         raise DatasetError(
             f"need at least {MIN_PER_LABEL} usable images per label, have {counts}"
             + (f" ({len(table.failed)} failed: {next(iter(table.failed.values()))})" if table.failed else "")
+            + unusable_note(pipeline, settings, [label for label, n in counts.items() if n < MIN_PER_LABEL])
         )
     params = training_params(pipeline, len(table.y))
     cv = cross_validate(table, params, pipeline, fit=fit)
@@ -321,6 +324,9 @@ def train(
         "elapsed_s": None,
     }
     metrics["dataset"].update(dataset_facts(table, pipeline, settings))
+    from .class_losses import loss_warnings
+
+    metrics["warnings"] += loss_warnings(metrics["dataset"].get("class_dependent_losses", []), settings)
     calibrated = cv.assessment.calibration.calibrated_oof if cv.assessment else cv.oof
     # cleanlab's view: an image whose out-of-fold probability contradicts its label may be mislabeled
     metrics["dataset"]["review"]["likely_mislabeled"] = int(np.count_nonzero(np.abs(table.y - calibrated) > 0.5))
