@@ -35,3 +35,17 @@ def test_file_baseline_still_sees_a_real_difference() -> None:
     y = np.arange(40) % 2
     x = np.column_stack([np.where(y == 1, 0.0, 1.0), np.full(40, np.nan), np.full(40, np.nan), np.full(40, np.nan)])
     assert _auc(y, baseline_oof({"file_format": x}, y, _splits(40))["file_format"]) > 0.9
+
+
+def test_size_and_face_rejections_name_their_setting() -> None:
+    import io
+
+    from PIL import Image
+
+    from selfiescope.api import Reject
+    from selfiescope.plugins.decode import decode_image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), "grey").save(buf, "PNG")
+    with pytest.raises(Reject, match=r"\[plugins\.decode\] min_side"):
+        decode_image(buf.getvalue())

@@ -290,6 +290,23 @@ class FaceAreaStep(Step):
         size = detection_size(width, height, options)  # the same for swapped sides
         return None if size == (width, height) else max(size)
 
+    def own_view(self, event: ImageEvent, width: int, height: int) -> np.ndarray:
+        """The pixels detection runs on, the same whatever chain decoded the event: the event's
+        image when decode was asked for this step's own working size, else the bytes decoded again
+        at that size. A chain whose other steps need more pixels (or predict, which decodes in
+        full) would otherwise detect on other pixels (JPEG's reduced decode differs from a
+        resize), and one photo could be kept by one command and rejected by another."""
+        own = type(self).working_side_for(self.options, width, height) or 0
+        if event.decoded_side == own or event.decoded_side == -1 and own == 0:
+            return event.grey if self.options.detector == "haar" else event.image
+        from .decode import DecodeOptions, decode_image
+
+        try:
+            image = decode_image(event.data, DecodeOptions(min_side=1, max_pixels=2**62), working_side=own or None).image
+        except Reject:  # bytes that do not decode alone (pixels set by other code): use what the event has
+            return event.grey if self.options.detector == "haar" else event.image
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if self.options.detector == "haar" else image
+
     async def open(self) -> None:
         if self.options.detector == "haar":
             cascade_path(self.options.cascade)  # fail at start, not on every image
@@ -306,19 +323,20 @@ class FaceAreaStep(Step):
             width, height = event.width, event.height
         detector = self.options.detector
         event.face_detector = event.notes["face_detector"] = detector
-        view = event.grey if detector == "haar" else event.image
+        view = self.own_view(event, width, height)
         faces = detect_faces_scaled(view, width, height, self.options)
         event.faces = faces
         event.face_area = face_area_fraction(faces, width, height)
         wanted = self.options.min_face_area
         if not faces:
             raise Reject("no_face", f"no frontal face of {wanted * self.options.min_size_ratio ** 2:.1%}+ of the image "
-                                    f"found ({detector} detector)")
+                                    f"found ({detector} detector; [plugins.face_area] detector and min_face_area "
+                                    "decide it)")
         if event.face_area <= wanted:
             raise Reject(
                 "face_too_small",
                 f"largest face covers {event.face_area:.1%} of the image (needs more than {wanted:.0%}); "
-                f"{len(faces)} face(s) ({detector} detector)",
+                f"{len(faces)} face(s) ({detector} detector; lower [plugins.face_area] min_face_area to keep it)",
             )
 
 
