@@ -49,3 +49,30 @@ def test_size_and_face_rejections_name_their_setting() -> None:
     Image.new("RGB", (40, 40), "grey").save(buf, "PNG")
     with pytest.raises(Reject, match=r"\[plugins\.decode\] min_side"):
         decode_image(buf.getvalue())
+
+
+def test_a_model_trained_without_a_face_step_predicts_faceless_pictures(tmp_path) -> None:
+    import io
+
+    from PIL import Image
+
+    from privacy_helpers import import_folder, settings_for
+    from selfiescope.core.app import App
+    from selfiescope.pipelines.predict import load_model
+    from selfiescope.pipelines.train import train
+    from train_helpers import train_settings
+
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for label, (h, w) in {"selfie": (96, 96), "portrait": (96, 160)}.items():
+        folder = tmp_path / label
+        folder.mkdir()
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (h, w + i, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        import_folder(settings_for(root), folder, label)  # decode, dedup, store: no face step
+    result = train(App.create(train_settings(root, tmp_path / "m", ["image"], folds=2)), "t")
+    shown = tmp_path / "new.png"
+    Image.fromarray(rng.integers(0, 255, (96, 150, 3), dtype=np.uint8)).save(shown)
+    (prediction,) = load_model(result.model_dir).predict([shown])
+    assert prediction.status == "ok", prediction
+    assert "face_area" not in load_model(result.model_dir).steps

@@ -344,7 +344,8 @@ def train(
             {"name": e.name, "version": e.version, "options": extractor_options(e), "features": e.feature_names()}
             for e in extractors
         ],
-        "steps": predict_chain(registry, settings),  # chosen by capability (Step.provides), names saved
+        # chosen by capability (Step.provides), names saved; faces only where the training images had them
+        "steps": predict_chain(registry, settings, faces=any(r.face_area is not None for r in table.rows)),
         "calibration": cv.assessment.calibration.calibrator.to_dict(),
         "normalize": metrics.get("normalize"),
     }
@@ -353,16 +354,19 @@ def train(
     return TrainResult(model_dir, metrics, table, cv, final)
 
 
-def predict_chain(registry: Registry, settings: Settings) -> list[str]:
-    """The steps predict runs before the features: what provides the decoded image and its
-    faces, as collection did (the collect chains' own steps preferred). Saved by name in the
+def predict_chain(registry: Registry, settings: Settings, faces: bool = True) -> list[str]:
+    """The steps predict runs before the features: what provides the decoded image and, when
+    collection found faces (``faces``), its faces (the collect chains' own steps preferred).
+    A dataset collected without a face step gives a chain without one: predict then sees every
+    picture as training did, instead of refusing those without a face. Saved by name in the
     model's schema, so a model keeps the steps it was trained with."""
     from ..core.components import chain_providing
     from .dataset import image_step, preferred_steps
 
     first = image_step(registry, settings)
     try:
-        return chain_providing(registry.steps, ["image", "faces"], [first, *preferred_steps(settings)])
+        return chain_providing(registry.steps, ["image", "faces"] if faces else ["image"],
+                               [first, *preferred_steps(settings)])
     except LookupError as exc:
         raise SettingsError([f"{exc}: predict needs the image and its faces like collection had them"]) from None
 
