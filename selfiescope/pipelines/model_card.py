@@ -132,6 +132,7 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
               "| source job | images | accuracy | mean p(" + pos + ") | AUC |", "|---|---:|---:|---:|---:|"]
     for job, m in cv.get("per_source", {}).items():
         lines.append(f"| {job} | {m['images']} | {_f(m['accuracy'])} | {_f(m['mean_probability'])} | {_f(m['roc_auc'])} |")
+    lines += _honesty_lines(metrics)
     lines += [
         "",
         "## Known limitations",
@@ -146,6 +147,21 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _honesty_lines(metrics: dict[str, Any]) -> list[str]:
+    """The shape counterfactual and the rejections that depended on the label."""
+    from .counterfactual import FLIP_WARN, flip_lines
+
+    lines = ["", "## Does the answer follow the frame?", "",
+             f"A sample of each label reshaped to the other label's typical aspect ratio (cropped around the face or"
+             f" padded), re-scored by the final model; over {FLIP_WARN:.0%} flipped is a warning.", ""]
+    lines += [f"- {line}" for line in flip_lines(metrics.get("counterfactual"))] or ["- not run"]
+    losses = metrics.get("dataset", {}).get("class_dependent_losses") or []
+    lines += ["", "## Rejections that depended on the label", ""]
+    lines += [f"- {loss['reason']}: " + ", ".join(f"{k} {v:.0%}" for k, v in loss["rates"].items()) for loss in losses] \
+        or ["- none (no rejection reason's rate differs between labels by more than 2x)"]
+    return lines
 
 
 def write_model_card(path: Path, metrics: dict[str, Any], schema: dict[str, Any]) -> Path:

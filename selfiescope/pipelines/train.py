@@ -324,6 +324,10 @@ def train(
         "elapsed_s": None,
     }
     metrics["dataset"].update(dataset_facts(table, pipeline, settings))
+    from .counterfactual import flip_warnings, shape_flips
+
+    metrics["counterfactual"] = shape_flips(app, pipeline, table, lambda x: predict_proba(final, x), threshold)
+    metrics["warnings"] += flip_warnings(metrics["counterfactual"])
     from .class_losses import loss_warnings
 
     metrics["warnings"] += loss_warnings(metrics["dataset"].get("class_dependent_losses", []), settings)
@@ -331,7 +335,8 @@ def train(
     # cleanlab's view: an image whose out-of-fold probability contradicts its label may be mislabeled
     metrics["dataset"]["review"]["likely_mislabeled"] = int(np.count_nonzero(np.abs(table.y - calibrated) > 0.5))
     if pipeline.normalize:
-        metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality}
+        metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality,
+                                "shape": "square"}  # normalize.py: the largest square around the face
         metrics["cv"]["without_normalize"] = unnormalized_score(app, pipeline, progress, runner, fit)
     extractors = make_extractors(registry, settings, pipeline)
     schema = {
