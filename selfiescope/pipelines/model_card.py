@@ -105,7 +105,8 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
         f"{len(schema['columns'])} features from the groups "
         + ", ".join(f"`{g['name']}` (v{g['version']})" for g in schema["groups"])
         + f", computed after the chain steps {', '.join(schema.get('steps', []))}."
-        + (f" Every image was re-encoded to {norm['side']} px and JPEG quality {norm['jpeg_quality']} first."
+        + (f" Every image was {'cropped to the largest square around its face, ' if norm.get('shape') == 'square' else ''}"
+           f"re-encoded to {norm['side']} px and JPEG quality {norm['jpeg_quality']} first."
            if norm else " Images were used as stored (no normalization)."),
         "",
         "## Metrics (out-of-fold, "
