@@ -83,7 +83,12 @@ def shape_flips(
     rng = np.random.default_rng(pipeline.seed)
     root = Path(pipeline.dataset_root or settings.storage.root)
     per_label: dict[str, dict[str, Any]] = {}
-    with StoredReader(app, root) as reader:
+    try:
+        reader_cm = StoredReader(app, root)
+        reader = reader_cm.__enter__()
+    except Exception as exc:  # noqa: BLE001 - a check, not the training: say why it did not run
+        return {"skipped": f"the stored images could not be read ({type(exc).__name__})"}
+    try:
         for label, other in ((labels[0], labels[1]), (labels[1], labels[0])):
             idx = [i for i, r in enumerate(table.rows) if r.label == label]
             chosen = rng.choice(idx, size=min(sample, len(idx)), replace=False) if idx else []
@@ -109,6 +114,8 @@ def shape_flips(
                 flipped += int(before != after)
             per_label[label] = {"to_aspect": round(aspects[other], 3), "checked": checked, "flipped": flipped,
                                 "rate": flipped / checked if checked else None}
+    finally:
+        reader_cm.__exit__(None, None, None)
     rates = [v["rate"] for v in per_label.values() if v["rate"] is not None]
     return {"per_label": per_label, "aspects": {k: round(v, 3) for k, v in aspects.items()},
             "warn": any(rate > FLIP_WARN for rate in rates), "threshold": FLIP_WARN}
