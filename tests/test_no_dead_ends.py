@@ -14,7 +14,7 @@ def _splits(n: int, folds: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(idx[idx % folds != k], idx[idx % folds == k]) for k in range(folds)]
 
 
-@hsettings(max_examples=10, deadline=None)
+@hsettings(max_examples=5, deadline=None)
 @given(
     fill=st.lists(st.sampled_from(["nan", "const", "varied"]), min_size=len(FILE_COLUMNS), max_size=len(FILE_COLUMNS)),
     n=st.integers(8, 40),
