@@ -30,7 +30,7 @@ def load(path: Path) -> np.ndarray:
 
 
 def step(**options) -> FaceAreaStep:
-    return FaceAreaStep(FaceAreaOptions(**options), run=None)  # type: ignore[arg-type]
+    return FaceAreaStep(FaceAreaOptions(detector="haar", **options), run=None)  # type: ignore[arg-type]
 
 
 def event_for(image: np.ndarray) -> ImageEvent:
@@ -86,8 +86,8 @@ def test_threshold_is_relative_not_absolute_pixels(faces_dir: Path) -> None:
 def test_boxes_are_in_original_pixels_when_detection_is_downscaled(faces_dir: Path) -> None:
     image = load(faces_dir / "portrait" / "lin-manuel-miranda.png")
     big = cv2.resize(image, (image.shape[1] * 4, image.shape[0] * 4), interpolation=cv2.INTER_CUBIC)
-    fast = detect_faces(big, FaceAreaOptions(detect_side=400))
-    full = detect_faces(big, FaceAreaOptions(detect_side=None, min_face_px=None))
+    fast = detect_faces(big, FaceAreaOptions(detector="haar", detect_side=400))
+    full = detect_faces(big, FaceAreaOptions(detector="haar", detect_side=None, min_face_px=None))
     assert fast and full
     f, g = fast[0], full[0]
     cx, cy = f.x + f.w / 2, f.y + f.h / 2
@@ -98,7 +98,8 @@ def test_boxes_are_in_original_pixels_when_detection_is_downscaled(faces_dir: Pa
 def test_most_close_portraits_pass_and_group_fails(faces_dir: Path) -> None:
     files = sorted((faces_dir / "portrait").glob("caltech_*.jpg"))[:20]
     kept = sum(
-        face_area_fraction(detect_faces(img := load(p)), img.shape[1], img.shape[0]) > 0.15 for p in files
+        face_area_fraction(detect_faces(img := load(p)), img.shape[1], img.shape[0]) > FaceAreaOptions().min_face_area
+        for p in files  # the default detector at its own default threshold
     )
     assert kept >= 0.6 * len(files)
 
@@ -114,11 +115,11 @@ def test_no_face_on_a_blank_image_and_not_decoded_is_explicit() -> None:
 
 def test_options_are_validated_and_the_cascade_is_checked() -> None:
     with pytest.raises(ValidationError):
-        FaceAreaOptions(min_face_area=1.5)
+        FaceAreaOptions(detector="haar", min_face_area=1.5)
     with pytest.raises(ValidationError):
-        FaceAreaOptions(scale_factor=1.0)
+        FaceAreaOptions(detector="haar", scale_factor=1.0)
     with pytest.raises(FileNotFoundError):
-        detect_faces(np.zeros((100, 100, 3), np.uint8), FaceAreaOptions(cascade="no_such_cascade.xml"))
+        detect_faces(np.zeros((100, 100, 3), np.uint8), FaceAreaOptions(detector="haar", cascade="no_such_cascade.xml"))
 
 
 def test_one_classifier_per_thread() -> None:

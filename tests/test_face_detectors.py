@@ -117,7 +117,7 @@ async def test_stats_counts_what_each_threshold_keeps_and_plots_it(tmp_path: Pat
         folder.mkdir()
         for i, im in enumerate(images):
             Image.fromarray(np.ascontiguousarray(im)).save(folder / f"{i}.jpg", quality=95)
-        settings = settings_from_dict({"storage": {"root": str(root)}, "plugins": {"face_area": {"min_face_area": 0.15}}})
+        settings = settings_from_dict({"storage": {"root": str(root)}, "plugins": {"face_area": {"detector": "haar", "min_face_area": 0.15}}})
         pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label=label,
                                   chain=["decode", "face_area", "store"])
         await collect(App.create(settings), "import", pipeline=pipeline)

@@ -116,7 +116,7 @@ def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_pa
     result = train(App.create(train_settings(confounded, tmp_path / "model", CHEAP, folds=3, normalize=True,
                                   normalize_side=200, normalize_quality=70)), "t")
     cv = result.metrics["cv"]
-    assert result.metrics["normalize"] == {"side": 200, "jpeg_quality": 70}
+    assert result.metrics["normalize"] == {"side": 200, "jpeg_quality": 70, "shape": "square"}
     assert cv["without_normalize"]["roc_auc"] is not None
     assert "files as stored (no normalize)" in (result.model_dir / "report.html").read_text()
     # predict re-encodes the same way: the stored files give the training features back

@@ -212,8 +212,9 @@ def test_card_is_refreshed_by_every_run_and_by_forget(tmp_path: Path) -> None:
     assert card["images"] == 6 and card["per_label"] == {"selfie": 6} and card["per_source"] == {"posts": 6}
     assert card["sources"][0]["jobs"] == [{"job": "sunsets", "label": "selfie", "images": 6}]
     options = card["filters"]["options"]
-    assert options["face_area"]["min_face_area"] == 0.15 and options["dedup"]["max_distance"] == 8
-    assert any("frontal Haar" in b for b in card["known_biases"]) and any("15%" in b for b in card["known_biases"])
+    assert options["face_area"]["min_face_area"] == 0.10 and options["face_area"]["detector"] == "hog"  # its own default
+    assert options["dedup"]["max_distance"] == 8
+    assert any("frontal HOG" in b for b in card["known_biases"]) and any("10%" in b for b in card["known_biases"])
     assert PostsSource.BIAS in card["known_biases"]  # a third-party source speaks for itself on the card
     assert "personal data" in card["licence"] and card["privacy"]["captions_stored"] is False
     assert {p["component"] for p in card["plugins"]} >= {"decode", "dedup", "store", "files", "posts"}

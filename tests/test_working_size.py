@@ -68,7 +68,7 @@ def collect_run(chain: list[str], registry=None, **plugins) -> SimpleNamespace:
     """What a collect run hands its steps (the parts the decode step reads)."""
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[Path(".")], label="x", chain=chain)
     return SimpleNamespace(pipeline=pipeline, registry=registry or build_registry(),
-                           settings=settings_from_dict({"plugins": plugins}))
+                           settings=settings_from_dict({"plugins": {"face_area": {"detector": "haar"}, **plugins}}))
 
 
 def opened_decode(run) -> DecodeStep:
@@ -117,7 +117,7 @@ SIZES = [(2000, 1500), (1500, 2000), (2000, 1125), (4000, 1000), (800, 600), (60
 
 @pytest.mark.parametrize("width, height", SIZES)
 def test_haar_detects_where_the_smallest_face_counted_is_min_face_px(width: int, height: int) -> None:
-    opts = FaceAreaOptions()
+    opts = FaceAreaOptions(detector="haar")
     w, h = detection_size(width, height, opts)
     steps = round(math.log(width / w, opts.scale_factor))
     assert (w, h) == (round(width * opts.scale_factor ** -steps), round(height * opts.scale_factor ** -steps))
@@ -127,14 +127,14 @@ def test_haar_detects_where_the_smallest_face_counted_is_min_face_px(width: int,
     assert FaceAreaStep.working_side_for(opts, width, height) == max(w, h) == FaceAreaStep.working_side_for(
         opts, height, width)  # EXIF orientation applies after the header is read: either way round
     # detect_side stays an upper bound; without min_face_px it is the size, as before
-    assert max(detection_size(width, height, FaceAreaOptions(detect_side=100))) <= 100
-    fixed = detection_size(width, height, FaceAreaOptions(min_face_px=None))
+    assert max(detection_size(width, height, FaceAreaOptions(detector="haar", detect_side=100))) <= 100
+    fixed = detection_size(width, height, FaceAreaOptions(detector="haar", min_face_px=None))
     assert 480 / opts.scale_factor < max(fixed) <= 480
-    assert detection_size(width, height, FaceAreaOptions(min_face_px=None, detect_side=None)) == (width, height)
+    assert detection_size(width, height, FaceAreaOptions(detector="haar", min_face_px=None, detect_side=None)) == (width, height)
 
 
 def test_an_image_whose_smallest_face_is_already_small_is_detected_at_full_size() -> None:
-    opts = FaceAreaOptions()
+    opts = FaceAreaOptions(detector="haar")
     assert detection_size(150, 150, opts) == (150, 150)  # 0.5 * sqrt(0.15) * 150 = 29 px < 32
     assert FaceAreaStep.working_side_for(opts, 150, 150) is None
     assert FaceAreaStep.working_side_for(FaceAreaOptions(detector="hog"), 2000, 1500) == 480  # dlib: detect_side
@@ -145,7 +145,7 @@ def test_each_image_is_decoded_as_small_as_its_detection_and_the_hashes_allow(wi
     rng = np.random.default_rng(2)
     noise = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
     data = jpeg(cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC))
-    need = detection_size(width, height, FaceAreaOptions())
+    need = detection_size(width, height, FaceAreaOptions(detector="haar"))
     faces_only = event_through(data, opened_decode(collect_run(["decode", "face_area", "store"])))
     shape = faces_only.image.shape
     assert shape[1] >= need[0] and shape[0] >= need[1]  # never smaller than detection runs at
@@ -194,11 +194,11 @@ def test_exif_rotated_jpegs_give_the_right_size_and_boxes_with_a_reduced_decode(
     exif = Image.Exif()
     exif[0x0112] = orientation
     data = jpeg(np.ascontiguousarray(stored), exif=exif.tobytes())
-    reduced = event_through(data, opened_decode(collect_run(["decode", "face_area"])), FaceAreaStep(FaceAreaOptions(), None))
+    reduced = event_through(data, opened_decode(collect_run(["decode", "face_area"])), FaceAreaStep(FaceAreaOptions(detector="haar"), None))
     assert reduced.image_scale < 0.51  # it was decoded reduced (1/2, rounded up)
     assert (reduced.width, reduced.height) == (upright.shape[1], upright.shape[0])
     assert reduced.image.shape[1] / reduced.image.shape[0] == pytest.approx(upright.shape[1] / upright.shape[0], rel=0.01)
-    reference = detect_faces(upright)  # the upright picture at full size
+    reference = detect_faces(upright, FaceAreaOptions(detector="haar"))  # the upright picture at full size
     assert reduced.faces and reference
     assert iou(reduced.largest_face, reference[0]) >= MIN_IOU
 
@@ -236,16 +236,16 @@ def test_reduced_and_full_decodes_agree_on_real_faces(faces_dir: Path, chain: li
     files = sorted(p for p in faces_dir.rglob("*") if p.suffix.lower() in {".jpg", ".png"})
     files = files[:: max(1, len(files) // 32)]
     decode = opened_decode(collect_run(chain))
-    face = FaceAreaStep(FaceAreaOptions(), None)
+    face = FaceAreaStep(FaceAreaOptions(detector="haar"), None)
     assert decode.working == 480  # at most
-    changed, worst_bits, threshold = [], 0, FaceAreaOptions().min_face_area
+    changed, worst_bits, threshold = [], 0, FaceAreaOptions(detector="haar").min_face_area
     for path in files:
         data = jpeg(upsampled(path, 2000))
         reduced = event_through(data, decode)
         assert reduced.image_scale == pytest.approx(scale, rel=0.01)  # decoded at 1/4 or 1/8
         event_through_face(reduced, face)
         full = decode_image(data)
-        full_faces = detect_faces(full.image)
+        full_faces = detect_faces(full.image, FaceAreaOptions(detector="haar"))
         full_area = face_area_fraction(full_faces, full.width, full.height)
         if (reduced.face_area > threshold) != (full_area > threshold):
             assert abs(full_area - threshold) <= BORDERLINE, f"{path.name}: {reduced.face_area:.3f} vs {full_area:.3f}"

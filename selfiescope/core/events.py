@@ -91,6 +91,9 @@ class ImageEvent:
     notes: dict[str, Any] = field(default_factory=dict)  # free annotations by steps
     created: float = field(default_factory=time.time)
     # --- one decode per image, shared: the grey view, computed once from ``image`` ---
+    # the longest side decode was asked for: 0 full resolution, -1 unknown (pixels set by other code);
+    # with the bytes it fixes the pixels, so a step can tell whether ``image`` is what it would decode itself
+    decoded_side: int = field(default=-1, init=False, repr=False, compare=False)
     _grey_view: Any = field(default=None, init=False, repr=False, compare=False)
     _grey_of: Any = field(default=None, init=False, repr=False, compare=False)  # weakref to its image
 

@@ -59,6 +59,7 @@ class Decoded:
     height: int
     frames: int = 1
     exif: bytes | None = None  # the raw EXIF block, if the file has one
+    working_side: int | None = None  # the longest side asked for (None: full resolution): with the bytes, it fixes the pixels
 
 
 SIGNATURES = {
@@ -181,7 +182,8 @@ def _decode(data: bytes, options: DecodeOptions, working: WorkingSide = None) ->
                 f"{width}x{height} = {width * height:,} pixels exceeds max_pixels {options.max_pixels:,}",
             )
         if min(width, height) < options.min_side:
-            raise Reject("too_small", f"{width}x{height}: shorter side below min_side {options.min_side}")
+            raise Reject("too_small", f"{width}x{height}: shorter side below min_side {options.min_side} "
+                                      f"(lower [plugins.decode] min_side to keep it)")
         working_side = working(width, height) if callable(working) else working
         try:
             frames = int(getattr(im, "n_frames", 1) or 1)  # GIF counts frames by reading through them
@@ -209,7 +211,8 @@ def _decode(data: bytes, options: DecodeOptions, working: WorkingSide = None) ->
             width, height = height, width
     if working_side and max(rgb.shape[:2]) > 2 * working_side:  # not a JPEG, or more than draft's 1/8
         rgb = shrink_to_side(rgb, working_side)
-    return Decoded(rgb, fmt, width, height, frames, exif if isinstance(exif, bytes) and exif else None)
+    return Decoded(rgb, fmt, width, height, frames, exif if isinstance(exif, bytes) and exif else None,
+                   working_side or None)
 
 
 # Where no later step looks at the pixels, decode this small: the whole stream is still read
@@ -299,6 +302,7 @@ class DecodeStep(Step):
         event.width = decoded.width
         event.height = decoded.height
         event.exif = decoded.exif
+        event.decoded_side = decoded.working_side or 0
         if decoded.frames > 1:
             event.notes["frames"] = decoded.frames
 

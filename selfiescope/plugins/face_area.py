@@ -10,12 +10,18 @@ at the size where the smallest face counted (``min_size_ratio`` of the threshold
 The step detects on the event's grey view, which a collect run decodes no larger than that
 (``working_side_for``); boxes are always in the original's pixels.
 
-``detector`` chooses the face detector: ``haar`` (OpenCV's frontal cascade, the original
-method and the default), ``hog`` (dlib's frontal HOG + linear SVM) or ``cnn`` (dlib's MMOD
-CNN from face-recognition-models; ~25x the CPU time of HOG, see benchmarks/bench_detectors.py). The
-rule is the same for all three: the largest box's share of the image area. dlib's boxes
-are tighter than Haar's, so the same threshold keeps a different share of photos:
-``selfiescope stats --face-area-plot`` shows how many each threshold keeps per label.
+``detector`` chooses the face detector: ``hog`` (dlib's frontal HOG + linear SVM, the
+default), ``haar`` (OpenCV's frontal cascade at 15%: the original method) or ``cnn`` (dlib's
+MMOD CNN from face-recognition-models; ~40x the CPU time of HOG). The rule is the same for
+all three: the largest box's share of the image area. dlib's boxes are tighter than Haar's
+(about 0.7x the area) and HOG's sizes are quantised (its portraits fall from 68 to 33 of 86
+between 10% and 12%), so each detector has its own default threshold
+(:data:`DEFAULT_MIN_FACE_AREA`), used when ``min_face_area`` is not set. They and the default
+detector come from ``benchmarks/bench_detectors.py`` (real selfies and portraits of
+../shared/faces and face-free pictures, a threshold sweep): HOG at 10% keeps 21 of 40 real
+selfies where Haar at 15% keeps 16, as many portraits, no face-free picture, at Haar's
+speed; CNN at 8% keeps 30 selfies but costs ~40x. ``selfiescope stats --face-area-plot``
+shows how many each threshold keeps per label on a dataset.
 The detector's name is recorded with every decision (``event.face_detector``, which the
 manifest keeps in its ``face_detector`` column, and the reject reason).
 """
@@ -29,7 +35,7 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..api import FaceBox, ImageEvent, Options, Reject, Step, hookimpl
 
@@ -43,9 +49,16 @@ Detector = Literal["haar", "hog", "cnn"]
 DLIB_MIN_FACE = {"hog": 80, "cnn": 50}
 
 
+# Each detector's own threshold (its boxes differ in size): benchmarks/bench_detectors.py.
+DEFAULT_MIN_FACE_AREA: dict[str, float] = {"haar": 0.15, "hog": 0.10, "cnn": 0.08}
+
+
 class FaceAreaOptions(Options):
-    detector: Detector = Field("haar", description="haar (OpenCV, the original method) | hog (dlib) | cnn (dlib MMOD)")
-    min_face_area: float = Field(0.15, gt=0, lt=1, description="largest face area / image area to keep")
+    detector: Detector = Field("hog", description="hog (dlib, the default) | haar (OpenCV; with min_face_area 0.15 "
+                                                  "the original method) | cnn (dlib MMOD, ~40x slower)")
+    min_face_area: float = Field(None, gt=0, lt=1, validate_default=False,  # type: ignore[assignment]
+                                 description="largest face area / image area to keep; unset: the detector's own "
+                                             "default (haar 0.15, hog 0.10, cnn 0.08)")
     scale_factor: float = Field(1.1, gt=1.0, le=2.0)
     min_neighbors: int = Field(5, ge=0, description="grouping: 0 keeps raw, ungrouped detections")
     cascade: str = Field(DEFAULT_CASCADE, description="a file in OpenCV's data folder, or a path")
@@ -60,6 +73,13 @@ class FaceAreaOptions(Options):
                                "threshold's side) is this many pixels (the cascade's window is 24); None = do not "
                                "shrink for it (with detect_side None: full size)",
     )
+
+
+    @model_validator(mode="after")
+    def _detector_threshold(self) -> "FaceAreaOptions":
+        if self.min_face_area is None:
+            self.min_face_area = DEFAULT_MIN_FACE_AREA[self.detector]
+        return self
 
 
 _local = threading.local()
@@ -290,6 +310,23 @@ class FaceAreaStep(Step):
         size = detection_size(width, height, options)  # the same for swapped sides
         return None if size == (width, height) else max(size)
 
+    def own_view(self, event: ImageEvent, width: int, height: int) -> np.ndarray:
+        """The pixels detection runs on, the same whatever chain decoded the event: the event's
+        image when decode was asked for this step's own working size, else the bytes decoded again
+        at that size. A chain whose other steps need more pixels (or predict, which decodes in
+        full) would otherwise detect on other pixels (JPEG's reduced decode differs from a
+        resize), and one photo could be kept by one command and rejected by another."""
+        own = type(self).working_side_for(self.options, width, height) or 0
+        if event.decoded_side == own or event.decoded_side == -1 and own == 0:
+            return event.grey if self.options.detector == "haar" else event.image
+        from .decode import DecodeOptions, decode_image
+
+        try:
+            image = decode_image(event.data, DecodeOptions(min_side=1, max_pixels=2**62), working_side=own or None).image
+        except Reject:  # bytes that do not decode alone (pixels set by other code): use what the event has
+            return event.grey if self.options.detector == "haar" else event.image
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if self.options.detector == "haar" else image
+
     async def open(self) -> None:
         if self.options.detector == "haar":
             cascade_path(self.options.cascade)  # fail at start, not on every image
@@ -306,19 +343,20 @@ class FaceAreaStep(Step):
             width, height = event.width, event.height
         detector = self.options.detector
         event.face_detector = event.notes["face_detector"] = detector
-        view = event.grey if detector == "haar" else event.image
+        view = self.own_view(event, width, height)
         faces = detect_faces_scaled(view, width, height, self.options)
         event.faces = faces
         event.face_area = face_area_fraction(faces, width, height)
         wanted = self.options.min_face_area
         if not faces:
             raise Reject("no_face", f"no frontal face of {wanted * self.options.min_size_ratio ** 2:.1%}+ of the image "
-                                    f"found ({detector} detector)")
+                                    f"found ({detector} detector; [plugins.face_area] detector and min_face_area "
+                                    "decide it)")
         if event.face_area <= wanted:
             raise Reject(
                 "face_too_small",
                 f"largest face covers {event.face_area:.1%} of the image (needs more than {wanted:.0%}); "
-                f"{len(faces)} face(s) ({detector} detector)",
+                f"{len(faces)} face(s) ({detector} detector; lower [plugins.face_area] min_face_area to keep it)",
             )
 
 

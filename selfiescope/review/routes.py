@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.templating import Jinja2Templates
 
+from ..core.errors import UsageError
 from ..core.text import printable
 from ..exits import os_error
 from .data import ACTIONS, SORTS, Filters, ReviewBusy, ReviewError
@@ -38,7 +39,7 @@ NOT_KEPT = {"cache-control": "no-store"}
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"}
 
 
-class Problem(Exception):
+class Problem(UsageError):
     """A request the app answers with one line and a status code."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -123,6 +123,10 @@ def build_card(app: App, manifest: Manifest) -> dict[str, Any]:
         {"source": s["source"], "images": s["images"], "first": _iso(s["a"]), "last": _iso(s["b"]), "jobs": s["jobs"]}
         for s in by_source.values()
     ]
+    from .class_losses import class_dependent_losses, loss_warnings, rejections_by_label
+
+    by_label = rejections_by_label(manifest)
+    losses = class_dependent_losses(by_label)
     rejections = {
         f"{r[0] or '?'}/{r[1] or '?'}": r[2]
         for r in q("SELECT rejected_by, reject_code, COUNT(*) FROM rejections GROUP BY 1, 2 ORDER BY 3 DESC")
@@ -158,7 +162,8 @@ def build_card(app: App, manifest: Manifest) -> dict[str, Any]:
         },
         "filters": {"chains": chains, "options": redact_values(options)},  # options may hold URLs
         "plugins": plugins,
-        "rejections": {"total": sum(rejections.values()), "by_reason": rejections},
+        "rejections": {"total": sum(rejections.values()), "by_reason": rejections,
+                       "by_label": by_label, "class_dependent": losses},
         # Photos met under two labels, as the plugins that keep them count them (dedup).
         "conflicts": sum(int(f.get("conflicts", 0)) for f in facts.values()),
         "plugin_facts": facts,
@@ -170,7 +175,7 @@ def build_card(app: App, manifest: Manifest) -> dict[str, Any]:
             "metadata_removed": privacy.strip_metadata,
             "forgotten_tombstones": q("SELECT COUNT(*) FROM tombstones")[0][0],
         },
-        "known_biases": known_biases(components),
+        "known_biases": loss_warnings(losses, settings) + known_biases(components),
         "licence": LICENCE,
     }
 
@@ -200,6 +205,9 @@ def render_markdown(card: dict[str, Any]) -> str:
     rej = card["rejections"]
     lines += ["", f"## Rejections ({rej['total']})", ""]
     lines += [f"- {reason}: {n}" for reason, n in rej["by_reason"].items()] or ["- none"]
+    for loss in rej.get("class_dependent", []):
+        rates = ", ".join(f"{label} {rate:.0%}" for label, rate in loss["rates"].items())
+        lines.append(f"- **class-dependent loss**: {loss['reason']} rejected {rates} of the photos seen per label")
     lines += [f"- photos met under two labels (conflicts): {card['conflicts']}"]
     lines += [f"- {namespace} {key}: {json.dumps(value)}" for namespace, facts in card["plugin_facts"].items()
               for key, value in facts.items() if key != "conflicts"]

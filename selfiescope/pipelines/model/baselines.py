@@ -146,9 +146,31 @@ def baseline_oof(
     for name, x in matrices.items():
         prob = np.full(len(y), np.nan)
         for train_idx, test_idx in splits:
-            prob[test_idx] = BASELINE_FITS[name](x[train_idx], y[train_idx])(x[test_idx])
+            prob[test_idx] = fit_informative(BASELINE_FITS[name], x[train_idx], y[train_idx])(x[test_idx])
         out[name] = prob
     return out
+
+
+def informative_columns(x: np.ndarray) -> np.ndarray:
+    """Indices of the columns that vary among the rows that have a value: a column that is all
+    NaN (no JPEG, so no JPEG quality) or holds one value (every file a PNG) tells nothing."""
+    keep = []
+    for j in range(x.shape[1]):
+        values = x[:, j][np.isfinite(x[:, j])]
+        if values.size and np.ptp(values) > 0 or values.size and values.size < len(x):
+            keep.append(j)  # a value some rows lack (NaN) is information too
+    return np.array(keep, dtype=int)
+
+
+def fit_informative(fit: Callable[[np.ndarray, np.ndarray], Predictor], x: np.ndarray, y: np.ndarray) -> Predictor:
+    """``fit`` on the informative columns only; with none, or one label, 0.5 for every row: a
+    baseline that knows nothing ties everything (AUC exactly 0.5; a per-fold share of the labels
+    would rank the folds against each other)."""
+    columns = informative_columns(x)
+    if columns.size == 0 or len(np.unique(y)) < 2:
+        return lambda z: np.full(len(z), 0.5)
+    model = fit(x[:, columns], y)
+    return lambda z: model(z[:, columns])
 
 
 def _auc(y: np.ndarray, prob: np.ndarray) -> float:

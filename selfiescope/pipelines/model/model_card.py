@@ -36,6 +36,9 @@ def dataset_facts(table: "FeatureTable", pipeline: "TrainPipeline", settings: "S
         seen = {r["content_hash"]: r["first_seen"] for r in manifest.query(
             "SELECT content_hash, first_seen FROM images WHERE decision='accepted'")}
         review = review_progress(manifest, tuple(pipeline.labels)).as_dict()
+        from ..dataset_care.class_losses import class_dependent_losses, rejections_by_label
+
+        rejected = rejections_by_label(manifest, list(pipeline.labels))
     finally:
         manifest.close()
     for label in pipeline.labels:
@@ -47,6 +50,8 @@ def dataset_facts(table: "FeatureTable", pipeline: "TrainPipeline", settings: "S
         "collected": dates,
         "dataset_card": card,
         "review": review,  # `selfiescope review`: labels looked at, changed, left out (over these labels' images)
+        "rejections_by_label": rejected,
+        "class_dependent_losses": class_dependent_losses(rejected),
     }
 
 
@@ -102,7 +107,8 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
         f"{len(schema['columns'])} features from the groups "
         + ", ".join(f"`{g['name']}` (v{g['version']})" for g in schema["groups"])
         + f", computed after the chain steps {', '.join(schema.get('steps', []))}."
-        + (f" Every image was re-encoded to {norm['side']} px and JPEG quality {norm['jpeg_quality']} first."
+        + (f" Every image was {'cropped to the largest square around its face, ' if norm.get('shape') == 'square' else ''}"
+           f"re-encoded to {norm['side']} px and JPEG quality {norm['jpeg_quality']} first."
            if norm else " Images were used as stored (no normalization)."),
         "",
         "## Metrics (out-of-fold, "
@@ -133,6 +139,7 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
               "| source job | images | accuracy | mean p(" + pos + ") | AUC |", "|---|---:|---:|---:|---:|"]
     for job, m in cv.get("per_source", {}).items():
         lines.append(f"| {job} | {m['images']} | {_f(m['accuracy'])} | {_f(m['mean_probability'])} | {_f(m['roc_auc'])} |")
+    lines += _honesty_lines(metrics)
     lines += [
         "",
         "## Known limitations",
@@ -147,6 +154,21 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _honesty_lines(metrics: dict[str, Any]) -> list[str]:
+    """The shape counterfactual and the rejections that depended on the label."""
+    from .counterfactual import FLIP_WARN, flip_lines
+
+    lines = ["", "## Does the answer follow the frame?", "",
+             f"A sample of each label reshaped to the other label's typical aspect ratio (cropped around the face or"
+             f" padded), re-scored by the final model; over {FLIP_WARN:.0%} flipped is a warning.", ""]
+    lines += [f"- {line}" for line in flip_lines(metrics.get("counterfactual"))] or ["- not run"]
+    losses = metrics.get("dataset", {}).get("class_dependent_losses") or []
+    lines += ["", "## Rejections that depended on the label", ""]
+    lines += [f"- {loss['reason']}: " + ", ".join(f"{k} {v:.0%}" for k, v in loss["rates"].items()) for loss in losses] \
+        or ["- none (no rejection reason's rate differs between labels by more than 2x)"]
+    return lines
 
 
 def write_model_card(path: Path, metrics: dict[str, Any], schema: dict[str, Any]) -> Path:

@@ -47,6 +47,7 @@ class FeatureGroup(_Open):
 class Normalize(_Open):
     side: int = Field(gt=0, le=100_000)
     jpeg_quality: int = Field(ge=1, le=100)
+    shape: Literal["frame", "square"] = "frame"  # square: the largest square around the face (normalize.py)
 
 
 def _finite(values: list[float]) -> list[float]:

@@ -1,10 +1,18 @@
-"""``[pipelines.NAME] normalize = true``: one size and one JPEG quality for every image.
+"""``[pipelines.NAME] normalize = true``: one shape, one size and one JPEG quality for every image.
 
-When each label comes from its own camera or site, size and compression alone can tell
-the classes apart (see :mod:`.baselines`). Re-encoding every decoded image the same way
-before features removes much of that signal (not all: the aspect ratio stays, and
-what an earlier compression destroyed stays lost). Training and prediction both call
+When each label comes from its own camera or site, size, aspect ratio and compression alone
+can tell the classes apart (see :mod:`.baselines`). Normalizing takes the largest square that
+fits in the picture, placed so the face is as near its centre as the frame allows (the centre
+without a face), scales it to ``side`` x ``side`` and re-encodes it at one JPEG quality before
+features. A square crop, not a letterbox: padding would tell where the frame's edges are, and
+so its aspect ratio. Every feature is then measured in the square: ``image.aspect`` and
+``image.megapixels`` are constants, and the face's size and position (geometry, landmarks'
+``iod_frac``, ``chin_y_img``) are relative to the square's side, which is the picture's
+shorter side, not to its shape. What an earlier compression destroyed stays lost, and what
+the crop leaves out of a wide picture is not seen. Training and prediction both call
 :func:`normalize_image`, so a normalized model sees new photos the way it was trained.
+:mod:`.counterfactual` checks the result: a sample of each class reshaped to the other
+class's typical aspect ratio should keep its prediction.
 """
 
 from __future__ import annotations
@@ -17,25 +25,47 @@ import numpy as np
 from PIL import Image
 
 
-def normalize_image(image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Resize so the longer side is ``side`` (aspect kept), JPEG-encode at ``quality``, decode;
-    the face box is scaled to match (its area share does not change)."""
+def square_crop(width: int, height: int, box: list[int] | None) -> tuple[int, int, int]:
+    """(x, y, side) of the largest square in a ``width`` x ``height`` picture, as centred on the
+    face box as the frame allows (centred in the picture without one)."""
+    side = min(width, height)
+    cx, cy = (box[0] + box[2] / 2, box[1] + box[3] / 2) if box else (width / 2, height / 2)
+    x = int(round(min(max(cx - side / 2, 0), width - side)))
+    y = int(round(min(max(cy - side / 2, 0), height - side)))
+    return x, y, side
+
+
+def normalize_image(
+    image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int, square: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The largest square around the face, resized to ``side`` x ``side``, JPEG-encoded at
+    ``quality`` and decoded; the face box (and its area share) is moved into the square.
+    ``square=False``: the whole picture with its longer side ``side`` (what models saved before
+    the square crop, whose schema names no ``shape``, were trained on)."""
     height, width = image_rgb.shape[:2]
-    scale = side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    box = face.get("box")
+    x, y, w, h = (*square_crop(width, height, box)[:2], min(width, height), min(width, height)) if square \
+        else (0, 0, width, height)
+    scale = side / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    part = image_rgb[y:y + h, x:x + w]
+    resized = cv2.resize(part, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     buf = io.BytesIO()
-    Image.fromarray(resized).save(buf, "JPEG", quality=quality)
+    Image.fromarray(np.ascontiguousarray(resized)).save(buf, "JPEG", quality=quality)
     buf.seek(0)
     out = np.asarray(Image.open(buf).convert("RGB"))
-    box = face.get("box")
+    moved: dict[str, Any] = {**face}
     if box:
-        sx, sy = size[0] / width, size[1] / height
-        box = [round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy)]
-    return out, {**face, "box": box}
+        x0, y0 = max(box[0], x), max(box[1], y)
+        x1, y1 = min(box[0] + box[2], x + w), min(box[1] + box[3], y + h)
+        inside = [round((x0 - x) * scale), round((y0 - y) * scale), round((x1 - x0) * scale), round((y1 - y0) * scale)]
+        moved["box"] = inside if inside[2] > 0 and inside[3] > 0 else None
+        if square:  # the face's share of the square, not of the original frame (which knew its shape)
+            moved["face_area"] = inside[2] * inside[3] / float(size[0] * size[1]) if moved["box"] else 0.0
+    return out, moved
 
 
 def cache_suffix(side: int, quality: int) -> str:
     """Added to a feature cache version: normalized features are other features."""
-    return f"+norm{side}q{quality}"
+    return f"+norm{side}q{quality}sq"  # sq: the square crop (an older normalize kept the aspect)
 

@@ -287,7 +287,8 @@ class Model:
         face = event_face_dict(event, event.exif)
         image = event.image
         if self.normalize:  # the model was trained on re-encoded images: see them the same way
-            image, face = normalize_image(image, face, int(self.normalize["side"]), int(self.normalize["jpeg_quality"]))
+            image, face = normalize_image(image, face, int(self.normalize["side"]), int(self.normalize["jpeg_quality"]),
+                                          square=self.normalize.get("shape") == "square")
         try:
             values = await loop.run_in_executor(run.executor, extract_features, image, face, self.extractors)
         except Exception as exc:  # noqa: BLE001 - one image's failure is its own result

@@ -226,6 +226,18 @@ def _warnings_html(metrics: dict[str, Any]) -> str:
     return f'<div class="warn"><h2>These figures cannot be trusted as they are</h2><ul>{items}</ul></div>' if items else ""
 
 
+def _honesty_html(metrics: dict[str, Any]) -> str:
+    """The shape counterfactual's flips and the rejection rates that depended on the label."""
+    from .counterfactual import flip_lines
+
+    flips = "".join(f"<li>{html.escape(line)}</li>" for line in flip_lines(metrics.get("counterfactual")))
+    losses = "".join(
+        f"<li>{html.escape(loss['reason'])}: " + html.escape(", ".join(f"{k} {v:.0%}" for k, v in loss["rates"].items()))
+        + "</li>" for loss in metrics.get("dataset", {}).get("class_dependent_losses") or [])
+    return (f"<h2>Shape counterfactual (photos reshaped to the other label's typical aspect)</h2><ul>{flips or '<li>not run</li>'}</ul>"
+            f"<h2>Rejections whose rate depended on the label</h2><ul>{losses or '<li>none</li>'}</ul>")
+
+
 def _per_source_html(metrics: dict[str, Any], labels: list[str]) -> str:
     rows = []
     for job, m in metrics["cv"].get("per_source", {}).items():
@@ -310,6 +322,7 @@ grouped by {html.escape(metrics["cv"]["grouped_by"])}; {len(table.columns)} feat
 {_warnings_html(metrics)}
 <h2>Out-of-fold metrics</h2>{_metrics_table(metrics)}
 {_calibration_html(metrics)}
+{_honesty_html(metrics)}
 <h2>Per source (hashtag / folder job), calibrated out-of-fold</h2>{_per_source_html(metrics, labels)}
 <div class="charts">{img("roc", "ROC curve")}{img("calibration", "calibration curve")}
 {img("confusion", "confusion matrix")}{img("balance", "class balance per hashtag")}</div>

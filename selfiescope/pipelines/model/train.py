@@ -307,9 +307,12 @@ def train(
     table = build_feature_table(app, pipeline, progress=progress, runner=runner)
     counts = {label: int(sum(r.label == label for r in table.rows)) for label in pipeline.labels}
     if min(counts.values()) < MIN_PER_LABEL:
+        from ..dataset_care.class_losses import unusable_note
+
         raise DatasetError(
             f"need at least {MIN_PER_LABEL} usable images per label, have {counts}"
             + (f" ({len(table.failed)} failed: {next(iter(table.failed.values()))})" if table.failed else "")
+            + unusable_note(pipeline, settings, [label for label, n in counts.items() if n < MIN_PER_LABEL])
         )
     params = training_params(pipeline, len(table.y))
     cv = cross_validate(table, params, pipeline, fit=fit)
@@ -343,11 +346,19 @@ def train(
         "elapsed_s": None,
     }
     metrics["dataset"].update(dataset_facts(table, pipeline, settings))
+    from .counterfactual import flip_warnings, shape_flips
+
+    metrics["counterfactual"] = shape_flips(app, pipeline, table, lambda x: predict_proba(final, x), threshold)
+    metrics["warnings"] += flip_warnings(metrics["counterfactual"])
+    from ..dataset_care.class_losses import loss_warnings
+
+    metrics["warnings"] += loss_warnings(metrics["dataset"].get("class_dependent_losses", []), settings)
     calibrated = cv.assessment.calibration.calibrated_oof if cv.assessment else cv.oof
     # cleanlab's view: an image whose out-of-fold probability contradicts its label may be mislabeled
     metrics["dataset"]["review"]["likely_mislabeled"] = int(np.count_nonzero(np.abs(table.y - calibrated) > 0.5))
     if pipeline.normalize:
-        metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality}
+        metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality,
+                                "shape": "square"}  # normalize.py: the largest square around the face
         metrics["cv"]["without_normalize"] = unnormalized_score(app, pipeline, progress, runner, fit)
     extractors = make_extractors(registry, settings, pipeline)
     schema = {
@@ -360,7 +371,8 @@ def train(
             {"name": e.name, "version": e.version, "options": extractor_options(e), "features": e.feature_names()}
             for e in extractors
         ],
-        "steps": predict_chain(registry, settings),  # chosen by capability (Step.provides), names saved
+        # chosen by capability (Step.provides), names saved; faces only where the training images had them
+        "steps": predict_chain(registry, settings, faces=any(r.face_area is not None for r in table.rows)),
         "calibration": cv.assessment.calibration.calibrator.to_dict(),
         "normalize": metrics.get("normalize"),
     }
@@ -369,16 +381,19 @@ def train(
     return TrainResult(model_dir, metrics, table, cv, final)
 
 
-def predict_chain(registry: Registry, settings: Settings) -> list[str]:
-    """The steps predict runs before the features: what provides the decoded image and its
-    faces, as collection did (the collect chains' own steps preferred). Saved by name in the
+def predict_chain(registry: Registry, settings: Settings, faces: bool = True) -> list[str]:
+    """The steps predict runs before the features: what provides the decoded image and, when
+    collection found faces (``faces``), its faces (the collect chains' own steps preferred).
+    A dataset collected without a face step gives a chain without one: predict then sees every
+    picture as training did, instead of refusing those without a face. Saved by name in the
     model's schema, so a model keeps the steps it was trained with."""
     from ...core.components import chain_providing
     from .dataset import image_step, preferred_steps
 
     first = image_step(registry, settings)
     try:
-        return chain_providing(registry.steps, ["image", "faces"], [first, *preferred_steps(settings)])
+        return chain_providing(registry.steps, ["image", "faces"] if faces else ["image"],
+                               [first, *preferred_steps(settings)])
     except LookupError as exc:
         raise SettingsError([f"{exc}: predict needs the image and its faces like collection had them"]) from None
 

@@ -1,0 +1,73 @@
+"""normalize = true removes the frame's shape; the counterfactual flags a model that reads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from privacy_helpers import import_folder, settings_for
+from selfiescope.core.app import App
+from selfiescope.pipelines.model.counterfactual import reshape_to_aspect
+from selfiescope.pipelines.model.normalize import normalize_image
+from selfiescope.pipelines.model.train import train
+from train_helpers import train_settings
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(width=st.integers(40, 400), height=st.integers(40, 400), fx=st.floats(0, 1), fy=st.floats(0, 1),
+       fs=st.floats(0.05, 0.6))
+def test_normalized_images_have_one_shape_and_keep_the_face(width: int, height: int, fx: float, fy: float, fs: float) -> None:
+    side = max(4, int(fs * min(width, height)))
+    box = [int(fx * (width - side)), int(fy * (height - side)), side, side]
+    image = np.full((height, width, 3), 128, np.uint8)
+    out, face = normalize_image(image, {"box": box, "face_area": 0.5, "n_faces": 1}, 96, 90)
+    assert out.shape == (96, 96, 3)  # no aspect, no size left
+    x, y, w, h = face["box"]
+    assert 0 <= x and 0 <= y and x + w <= 96 and y + h <= 96
+    assert w == pytest.approx(side * 96 / min(width, height), abs=2)  # the whole face is inside the square
+    assert face["face_area"] == pytest.approx(w * h / 96**2)
+
+
+def test_a_padded_or_cropped_copy_normalizes_to_the_same_square() -> None:
+    rng = np.random.default_rng(0)
+    square = cv2.resize(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), (120, 120), interpolation=cv2.INTER_CUBIC)
+    padded, face = reshape_to_aspect(square, {"box": [40, 30, 40, 40]}, 1.5)
+    assert padded.shape == (120, 180, 3) and face["box"] == [70, 30, 40, 40]
+    a, _ = normalize_image(square, {"box": [40, 30, 40, 40]}, 64, 95)
+    b, _ = normalize_image(padded, face, 64, 95)
+    assert np.array_equal(a, b)
+
+
+def _shapes_only_dataset(tmp_path: Path) -> Path:
+    """Two labels whose pictures differ only by their frame: square vs 3:2 landscape."""
+    root = tmp_path / "data"
+    rng = np.random.default_rng(7)
+    for label, (h, w) in {"selfie": (120, 120), "portrait": (120, 180)}.items():
+        folder = tmp_path / label
+        folder.mkdir()
+        for i in range(16):
+            small = rng.integers(0, 255, (6, 9, 3), dtype=np.uint8)
+            big = cv2.resize(small, (180, 120), interpolation=cv2.INTER_CUBIC)
+            x = (180 - w) // 2
+            cv2.imwrite(str(folder / f"{i}.png"), np.ascontiguousarray(big[:, x:x + w]))
+        import_folder(settings_for(root), folder, label)
+    return root
+
+
+def test_a_model_that_reads_the_shape_is_flagged_and_normalize_removes_it(tmp_path: Path) -> None:
+    root = _shapes_only_dataset(tmp_path)
+    raw = train(App.create(train_settings(root, tmp_path / "raw", ["image"], folds=2)), "t").metrics
+    flips = raw["counterfactual"]["per_label"]
+    assert raw["counterfactual"]["warn"], raw["counterfactual"]
+    assert sum(v["flipped"] for v in flips.values()) > 0.5 * sum(v["checked"] for v in flips.values())
+    assert any("follows the picture's frame" in w for w in raw["warnings"])
+    shaped = train(App.create(train_settings(root, tmp_path / "norm", ["image"], folds=2, normalize=True)), "t")
+    cf = shaped.metrics["counterfactual"]
+    assert not cf["warn"] and sum(v["flipped"] for v in cf["per_label"].values()) <= 2, cf
+    model_card = (shaped.model_dir / "MODEL.md").read_text()
+    assert "Does the answer follow the frame?" in model_card and "changed decision" in model_card
+    assert "Shape counterfactual" in (shaped.model_dir / "report.html").read_text()
