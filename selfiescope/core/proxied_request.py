@@ -114,7 +114,7 @@ class ProxiedRequest:
                 proxy=None if direct else self.server, proxy_headers=proxy_headers,
                 timeout=aiohttp.ClientTimeout(total=seconds), allow_redirects=True,
             ) as resp:
-                body = await resp.content.read(MAX_BODY_BYTES)
+                body = await _whole_body(resp, MAX_BODY_BYTES)
                 answer = StoredResponse(url, resp.status, {k.lower(): v for k, v in resp.headers.items()}, body)
         except aiohttp.ClientHttpProxyError as exc:  # the proxy answered, with a refusal
             log.debug("GET %s through %s: %r", bare, self.proxy_name, exc)
@@ -148,6 +148,24 @@ class ProxiedRequest:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+async def _whole_body(resp: Any, limit: int) -> bytes:
+    """Every byte of the body, to its end. ``content.read(n)`` returns what has arrived so far, which
+    through a proxy that relays in pieces (chunked, small writes) is a prefix. aiohttp raises
+    ``ClientPayloadError`` when the connection ends before the length or the last chunk it announced."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise RequestFailed(f"the answer is larger than {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    length = resp.headers.get("Content-Length", "")
+    if length.isdigit() and not resp.headers.get("Content-Encoding") and int(length) != len(body):
+        raise RequestFailed(f"the answer was cut off ({len(body)} of {int(length)} bytes)")
+    return body
 
 
 def _errno_words(exc: Any) -> str:
