@@ -17,6 +17,7 @@ import pytest
 from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.proxy import PROXY_PASSWORD_ENV, PROXY_USERNAME_ENV
+from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
 from selfiescope.testing.site import MockInstagram, TagSpec
 
 from proxy_helpers import CountingProxy
@@ -33,11 +34,13 @@ pytestmark = pytest.mark.browser
 TAG = "delta"
 BOUND_S = 300
 PROXY_USER, PROXY_PASSWORD = "corp-user", "Pr0xy-S3cret!"
+SITE_USER, SITE_PASSWORD = "demo", "site-pass"
 
 
 @pytest.fixture(scope="module")
 def site():
-    with MockInstagram(tags={TAG: TagSpec(6, "selfie", noface=0, small_face=0)}, page_size=4) as s:
+    with MockInstagram(tags={TAG: TagSpec(6, "selfie", noface=0, small_face=0)}, page_size=4,
+                       username=SITE_USER, password=SITE_PASSWORD) as s:
         yield s
 
 
@@ -82,7 +85,8 @@ async def test_only_the_site_is_asked_of_the_proxy_and_only_it_hears_the_credent
     caplog.set_level("DEBUG")
     monkeypatch.setenv(PROXY_USERNAME_ENV, PROXY_USER)
     monkeypatch.setenv(PROXY_PASSWORD_ENV, PROXY_PASSWORD)
-    seed_session(site, tmp_path)
+    monkeypatch.setenv(USERNAME_ENV, SITE_USER)  # a login form: what wakes Chromium's autofill look-ups
+    monkeypatch.setenv(PASSWORD_ENV, SITE_PASSWORD)
     host = site.base_url.split("://", 1)[1].rstrip("/")
     with CountingProxy(credentials=(PROXY_USER, PROXY_PASSWORD)) as proxy:
         stats = await asyncio.wait_for(scrape(with_proxy(site, tmp_path, proxy.url)), BOUND_S)
@@ -139,3 +143,14 @@ async def test_through_tinyproxy_every_image_is_stored_whole(
     seed_session(site, root)
     stats = await asyncio.wait_for(scrape(with_proxy(site, root, tinyproxy)), BOUND_S)
     assert_every_image_stored_intact(site, root, stats)
+
+
+def test_launch_args_keep_one_disable_features_holding_playwrights_ours_and_the_users() -> None:
+    from selfiescope.core.launch_args import PLAYWRIGHT_DISABLED_FEATURES, launch_args
+
+    args = launch_args(["--disable-features=Foo,Bar", "--lang=fr"])
+    switches = [a for a in args if a.startswith("--disable-features=")]
+    assert len(switches) == 1, "Chromium keeps only the last of several"
+    features = switches[0].split("=", 1)[1].split(",")
+    assert {"Foo", "Bar", "AutofillServerCommunication", *PLAYWRIGHT_DISABLED_FEATURES} <= set(features)
+    assert len(features) == len(set(features)) and "--lang=fr" in args
