@@ -1,0 +1,73 @@
+"""A download that arrives cut short is a transient failure (retried, then ``failed``), never an
+image handed on to be rejected as truncated: whatever the cut point, with or without the
+``Content-Length`` that would have told."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import lru_cache
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from selfiescope.core.har import StoredResponse
+from selfiescope.core.web import DownloadError, fetch_image
+from selfiescope.testing.site import MockInstagram, TagSpec
+
+URL = "http://images.example/media/a_1080.jpg"
+HEADER_BYTES = 1024  # a cut inside the JPEG header leaves no image to open: "not an image" or the length says it
+
+
+@lru_cache(maxsize=1)
+def jpeg() -> bytes:
+    with MockInstagram(tags={"t": TagSpec(1, "selfie", noface=0, small_face=0)}) as site:
+        return site.media_bytes(site.posts("t")[0], 1080)
+
+
+class Answers:
+    """``request.get`` answering with the given bodies in turn (the last one again after that)."""
+
+    def __init__(self, *bodies: tuple[bytes, dict[str, str]]) -> None:
+        self.bodies = list(bodies)
+        self.calls = 0
+
+    async def get(self, url: str, **_: object) -> StoredResponse:
+        data, headers = self.bodies[min(self.calls, len(self.bodies) - 1)]
+        self.calls += 1
+        return StoredResponse(url, 200, {"content-type": "image/jpeg", **headers}, data)
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def fetch(request: Answers, retries: int = 1):
+    return fetch_image(request, URL, bucket=None, max_bytes=10**7, retries=retries, backoff_s=0, sleep=no_sleep)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fraction=st.floats(min_value=0.0, max_value=1.0, exclude_max=True), announced=st.booleans())
+def test_a_body_cut_anywhere_is_a_transient_failure(fraction: float, announced: bool) -> None:
+    whole = jpeg()
+    cut = min(len(whole) - 1, int(len(whole) * fraction))
+    if not announced:
+        cut = max(cut, HEADER_BYTES)
+    headers = {"content-length": str(len(whole))} if announced else {}
+    request = Answers((whole[:cut], headers))
+    with pytest.raises(DownloadError) as exc:
+        asyncio.run(fetch(request))
+    assert exc.value.transient, "a cut-off download is tried again later, never rejected for good"
+    assert request.calls == 2, "it was retried"
+
+
+def test_a_cut_answer_then_a_whole_one_gives_the_whole_image() -> None:
+    whole = jpeg()
+    request = Answers((whole[: len(whole) // 2], {}), (whole, {"content-length": str(len(whole))}))
+    got = asyncio.run(fetch(request, retries=2))
+    assert got.data == whole and got.attempts == 2
+
+
+def test_a_decoded_body_is_not_measured_against_its_encoded_length() -> None:
+    whole = jpeg()
+    request = Answers((whole, {"content-length": "1000", "content-encoding": "gzip"}))
+    assert asyncio.run(fetch(request)).data == whole
