@@ -21,13 +21,15 @@ HOP_HEADERS = {"proxy-authorization", "proxy-connection", "connection", "keep-al
 
 class CountingProxy:
     def __init__(self, credentials: tuple[str, str] | None = None, *, connect: bool = True,
-                 media_status: int | None = None, chunk_bytes: int | None = None) -> None:
+                 media_status: int | None = None, chunk_bytes: int | None = None,
+                 cut_media: bool = False) -> None:
         self.credentials = credentials
         self.connect = connect  # False: CONNECT answers 501, as a proxy that only forwards plain GETs
         self.media_status = media_status  # an answer of the proxy's own to every /media/ request
         # set: forwarded answers go chunked (Transfer-Encoding), in writes of this many bytes with a
         # pause between, as a streaming proxy relays a body while it arrives
         self.chunk_bytes = chunk_bytes
+        self.cut_media = cut_media  # True: every /media/ answer loses its second half (framed as whole)
         self.seen: list[str] = []  # every request the proxy was asked for: "CONNECT host:port" or "GET http://..."
         self.authorizations: list[str] = []  # every Proxy-Authorization value it was sent
         self.tunnels_refused = 0
@@ -143,6 +145,8 @@ class CountingProxy:
                     conn.close()
                 with proxy._lock:
                     proxy.forwarded.append(path or "/")
+                if proxy.cut_media and target.path.startswith("/media/"):
+                    data = data[: len(data) // 2]
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in HOP_HEADERS and k.lower() != "content-length":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from selfiescope.cli import app
 
 from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
@@ -154,3 +158,27 @@ def test_launch_args_keep_one_disable_features_holding_playwrights_ours_and_the_
     features = switches[0].split("=", 1)[1].split(",")
     assert {"Foo", "Bar", "AutofillServerCommunication", *PLAYWRIGHT_DISABLED_FEATURES} <= set(features)
     assert len(features) == len(set(features)) and "--lang=fr" in args
+
+
+def test_doctor_and_scrape_agree_when_the_proxy_cuts_every_image(
+    site: MockInstagram, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The doctor downloads as the source does (the proxied path, the whole-image check): a proxy
+    that hands on half of each image fails its image check, and the scrape ends with failed
+    downloads (exit 1, a rerun tries again), not with rejections."""
+    monkeypatch.setenv(USERNAME_ENV, SITE_USER)
+    monkeypatch.setenv(PASSWORD_ENV, SITE_PASSWORD)
+    settings_file = tmp_path / "settings.toml"
+    with CountingProxy(connect=False, cut_media=True) as proxy:
+        settings_file.write_text(
+            f'[storage]\nroot = "{tmp_path / "data"}"\n[browser]\nsession_file = "{tmp_path / "session.json"}"\n'
+            f'timeout_s = 6\nproxy = "{proxy.url}"\n[plugins.instagram]\nscroll_pause_s = 0.6\nmax_idle_scrolls = 2\n'
+            "requests_per_minute = 6000\njitter_s = 0\nstall_s = 30\nbackoff_s = 0.05\nretries = 1\n")
+        doctor = CliRunner().invoke(app, ["doctor", "--base-url", site.base_url, "--settings", str(settings_file),
+                                          "--tag", TAG, "--json"])
+        scraped = CliRunner().invoke(app, ["scrape", TAG, "--label", "x", "--chain", "decode,store",
+                                           "--base-url", site.base_url, "-s", str(settings_file)])
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert doctor.exit_code == 1 and checks["image_candidates"]["status"] == "fail", checks["image_candidates"]
+    assert scraped.exit_code == 1, scraped.output
+    assert rejections(tmp_path / "data") == [], "a cut-off download is never rejected for good"
