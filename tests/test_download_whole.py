@@ -71,3 +71,45 @@ def test_a_decoded_body_is_not_measured_against_its_encoded_length() -> None:
     whole = jpeg()
     request = Answers((whole, {"content-length": "1000", "content-encoding": "gzip"}))
     assert asyncio.run(fetch(request)).data == whole
+
+
+class _Context:
+    """What :class:`ProxiedRequest` reads of a browser context: cookies and the browser's version."""
+
+    browser = None
+
+    async def cookies(self, url: str) -> list[dict[str, str]]:
+        return [{"name": "sessionid", "value": "SESSION-COOKIE-VALUE"}]
+
+
+@pytest.mark.parametrize("url", ["https://images.example/a.jpg?sig=SIGNED", "http://127.0.0.1:9/a.jpg?sig=SIGNED"])
+def test_a_failed_proxied_download_logs_no_credential(
+    url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    import base64
+
+    from proxy_helpers import CountingProxy
+    from selfiescope.core.proxied_request import ProxiedRequest
+    from selfiescope.core.proxy import PROXY_PASSWORD_ENV, PROXY_USERNAME_ENV
+    from selfiescope.core.web import RequestFailed
+
+    caplog.set_level("DEBUG")
+    monkeypatch.setenv(PROXY_USERNAME_ENV, "corp-user")
+    monkeypatch.setenv(PROXY_PASSWORD_ENV, "Pr0xy-S3cret!")
+    token = base64.b64encode(b"corp-user:Pr0xy-S3cret!").decode()
+
+    async def attempt() -> None:
+        request = ProxiedRequest(_Context(), proxy.url, [], 10)
+        try:
+            await request.get(url)
+        finally:
+            await request.dispose()
+
+    with CountingProxy(credentials=("corp-user", "Pr0xy-S3cret!"), connect=False, media_status=None) as proxy:
+        try:
+            asyncio.run(attempt())
+        except RequestFailed:
+            pass
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (token, "Pr0xy-S3cret!", "SESSION-COOKIE-VALUE", "SIGNED"):
+        assert secret not in logged

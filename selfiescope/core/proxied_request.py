@@ -117,20 +117,20 @@ class ProxiedRequest:
                 body = await _whole_body(resp, MAX_BODY_BYTES)
                 answer = StoredResponse(url, resp.status, {k.lower(): v for k, v in resp.headers.items()}, body)
         except aiohttp.ClientHttpProxyError as exc:  # the proxy answered, with a refusal
-            log.debug("GET %s through %s: %r", bare, self.proxy_name, exc)
+            log.debug("GET %s through %s: %s", bare, self.proxy_name, _described(exc, url, bare))
             raise RequestFailed(self._refusal(exc.status), proxy=True) from None
         except aiohttp.ClientProxyConnectionError as exc:
-            log.debug("GET %s through %s: %r", bare, self.proxy_name, exc)
+            log.debug("GET %s through %s: %s", bare, self.proxy_name, _described(exc, url, bare))
             raise RequestFailed(f"the proxy at {self.proxy_name} could not be reached for the image download "
                                 "(connection refused)", proxy=True) from None
         except (asyncio.TimeoutError, TimeoutError):
             raise RequestFailed(f"no answer within {seconds:g} s") from None
         except aiohttp.ClientConnectorError as exc:
-            log.debug("GET %s: %r", bare, exc)
+            log.debug("GET %s: %s", bare, _described(exc, url, bare))
             raise RequestFailed("the host cannot be reached", unreachable=unreachable_reason(
                 _errno_words(exc)) or "connection refused") from None
         except (aiohttp.ClientError, OSError) as exc:
-            log.debug("GET %s: %r", bare, exc)
+            log.debug("GET %s: %s", bare, _described(exc, url, bare))
             raise RequestFailed("the connection broke off before the answer") from None
         if answer.status == 407 and not direct:  # the proxy's answer, not the site's
             raise RequestFailed(self._refusal(407), proxy=True)
@@ -166,6 +166,16 @@ async def _whole_body(resp: Any, limit: int) -> bytes:
     if length.isdigit() and not resp.headers.get("Content-Encoding") and int(length) != len(body):
         raise RequestFailed(f"the answer was cut off ({len(body)} of {int(length)} bytes)")
     return body
+
+
+def _described(exc: BaseException, url: str, bare: str) -> str:
+    """An aiohttp error for the debug log. Never its ``repr``: that holds the request's headers
+    (the proxy's credentials, the session cookie); a signed URL's query is cut too."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{type(exc).__name__} (HTTP {exc.status} {exc.message})"
+    return f"{type(exc).__name__}: {exc}".replace(url, bare)
 
 
 def _errno_words(exc: Any) -> str:
