@@ -14,6 +14,9 @@ import warnings
 from collections.abc import Mapping
 
 _DRAFT_SIDE = 64  # a JPEG is decoded at 1/8 scale: every byte is still read, at a fraction of the work
+# Larger (non-JPEG) images are not decoded here: the decode step refuses them from their header
+# (``decode.max_pixels``), and decoding one twice would hold gigabytes.
+_MAX_CHECKED_PIXELS = 50_000_000
 
 
 def body_cut_short(headers: Mapping[str, str], data: bytes) -> str | None:
@@ -39,6 +42,8 @@ def image_cut_short(data: bytes) -> str | None:
             with Image.open(io.BytesIO(data)) as im:
                 if im.format == "JPEG":
                     im.draft("RGB", (_DRAFT_SIDE, _DRAFT_SIDE))
+                elif im.width * im.height > _MAX_CHECKED_PIXELS:
+                    return None
                 im.load()
     except EOFError:
         return "image data cut off"
