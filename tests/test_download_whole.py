@@ -113,3 +113,35 @@ def test_a_failed_proxied_download_logs_no_credential(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for secret in (token, "Pr0xy-S3cret!", "SESSION-COOKIE-VALUE", "SIGNED"):
         assert secret not in logged
+
+
+def test_a_proxied_answer_shorter_than_its_length_is_named_as_cut_off() -> None:
+    """A proxy that closes the connection early, after announcing the whole length."""
+    import socket
+    import threading
+
+    from selfiescope.core.proxied_request import ProxiedRequest
+    from selfiescope.core.web import RequestFailed
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n" + b"\xff\xd8\xff" * 100)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    async def attempt() -> None:
+        request = ProxiedRequest(_Context(), f"http://127.0.0.1:{listener.getsockname()[1]}", [], 10)
+        try:
+            await request.get("http://127.0.0.1:1/media/a.jpg")
+        finally:
+            await request.dispose()
+
+    with pytest.raises(RequestFailed, match="broke off|cut off"):
+        asyncio.run(attempt())
+    listener.close()

@@ -116,6 +116,8 @@ class ProxiedRequest:
             ) as resp:
                 body = await _whole_body(resp, MAX_BODY_BYTES)
                 answer = StoredResponse(url, resp.status, {k.lower(): v for k, v in resp.headers.items()}, body)
+        except RequestFailed:  # the body's own check, worded already (it is an OSError too)
+            raise
         except aiohttp.ClientHttpProxyError as exc:  # the proxy answered, with a refusal
             log.debug("GET %s through %s: %s", bare, self.proxy_name, _described(exc, url, bare))
             raise RequestFailed(self._refusal(exc.status), proxy=True) from None
