@@ -11,6 +11,7 @@ import re
 import select
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -20,10 +21,17 @@ HOP_HEADERS = {"proxy-authorization", "proxy-connection", "connection", "keep-al
 
 class CountingProxy:
     def __init__(self, credentials: tuple[str, str] | None = None, *, connect: bool = True,
-                 media_status: int | None = None) -> None:
+                 media_status: int | None = None, chunk_bytes: int | None = None,
+                 cut_media: bool = False) -> None:
         self.credentials = credentials
         self.connect = connect  # False: CONNECT answers 501, as a proxy that only forwards plain GETs
         self.media_status = media_status  # an answer of the proxy's own to every /media/ request
+        # set: forwarded answers go chunked (Transfer-Encoding), in writes of this many bytes with a
+        # pause between, as a streaming proxy relays a body while it arrives
+        self.chunk_bytes = chunk_bytes
+        self.cut_media = cut_media  # True: every /media/ answer loses its second half (framed as whole)
+        self.seen: list[str] = []  # every request the proxy was asked for: "CONNECT host:port" or "GET http://..."
+        self.authorizations: list[str] = []  # every Proxy-Authorization value it was sent
         self.tunnels_refused = 0
         self.tunnels: list[str] = []  # the host:port of every CONNECT asked for
         self.forwarded: list[str] = []  # the paths of requests passed on
@@ -49,6 +57,15 @@ class CountingProxy:
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
+
+            def parse_request(self) -> bool:  # every request, before any check: what reached the proxy
+                parsed = super().parse_request()
+                if parsed:
+                    with proxy._lock:
+                        proxy.seen.append(f"{self.command} {self.path}")
+                        if self.headers.get("Proxy-Authorization"):
+                            proxy.authorizations.append(self.headers["Proxy-Authorization"])
+                return parsed
 
             def _authorized(self) -> bool:
                 if proxy.credentials is None:
@@ -128,13 +145,27 @@ class CountingProxy:
                     conn.close()
                 with proxy._lock:
                     proxy.forwarded.append(path or "/")
+                if proxy.cut_media and target.path.startswith("/media/"):
+                    data = data[: len(data) // 2]
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in HOP_HEADERS and k.lower() != "content-length":
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                if proxy.chunk_bytes is None:
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.flush()
+                for start in range(0, len(data), proxy.chunk_bytes):
+                    piece = data[start:start + proxy.chunk_bytes]
+                    self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                    self.wfile.flush()
+                    time.sleep(0.002)  # each piece its own packet: the client sees a body that trickles in
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
 
             do_GET = do_POST = do_HEAD = _forward
 

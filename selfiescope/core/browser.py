@@ -24,6 +24,7 @@ import psutil
 from .errors import BrowserError, DeadlineExceeded
 from .browser_lookup import find_chromium
 from .proxied_request import ProxiedRequest, proxy_needs_plain_gets
+from .launch_args import launch_args
 from .proxy import BACKGROUND_PROXY, context_proxy
 from .settings import BrowserSettings
 from .secrets import child_environment, hide_from_children, write_private_json
@@ -37,15 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("selfiescope.browser")
 T = TypeVar("T")
 
-LAUNCH_ARGS = [
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 TRACKER_MARKERS = (
     "google-analytics.com", "googletagmanager.com", "doubleclick.net", "connect.facebook.net",
     "facebook.com/tr", "scorecardresearch.com", "/logging_client_events", "/ajax/bz", "/api/v1/web/logging",
@@ -196,7 +188,7 @@ class BrowserPool:
                 await within(self.settings.timeout_s, self._browser.close(), "closing the browser")
             except Exception:  # noqa: BLE001 - it is gone already
                 pass
-        args = [*LAUNCH_ARGS, *self.settings.extra_args]
+        args = launch_args(list(self.settings.extra_args))
         if hasattr(os, "geteuid") and os.geteuid() == 0 and "--no-sandbox" not in args:
             args.append("--no-sandbox")  # Chromium refuses to start as root with its sandbox
         hide_from_children()

@@ -114,23 +114,25 @@ class ProxiedRequest:
                 proxy=None if direct else self.server, proxy_headers=proxy_headers,
                 timeout=aiohttp.ClientTimeout(total=seconds), allow_redirects=True,
             ) as resp:
-                body = await resp.content.read(MAX_BODY_BYTES)
+                body = await _whole_body(resp, MAX_BODY_BYTES)
                 answer = StoredResponse(url, resp.status, {k.lower(): v for k, v in resp.headers.items()}, body)
+        except RequestFailed:  # the body's own check, worded already (it is an OSError too)
+            raise
         except aiohttp.ClientHttpProxyError as exc:  # the proxy answered, with a refusal
-            log.debug("GET %s through %s: %r", bare, self.proxy_name, exc)
+            log.debug("GET %s through %s: %s", bare, self.proxy_name, _described(exc, url, bare))
             raise RequestFailed(self._refusal(exc.status), proxy=True) from None
         except aiohttp.ClientProxyConnectionError as exc:
-            log.debug("GET %s through %s: %r", bare, self.proxy_name, exc)
+            log.debug("GET %s through %s: %s", bare, self.proxy_name, _described(exc, url, bare))
             raise RequestFailed(f"the proxy at {self.proxy_name} could not be reached for the image download "
                                 "(connection refused)", proxy=True) from None
         except (asyncio.TimeoutError, TimeoutError):
             raise RequestFailed(f"no answer within {seconds:g} s") from None
         except aiohttp.ClientConnectorError as exc:
-            log.debug("GET %s: %r", bare, exc)
+            log.debug("GET %s: %s", bare, _described(exc, url, bare))
             raise RequestFailed("the host cannot be reached", unreachable=unreachable_reason(
                 _errno_words(exc)) or "connection refused") from None
         except (aiohttp.ClientError, OSError) as exc:
-            log.debug("GET %s: %r", bare, exc)
+            log.debug("GET %s: %s", bare, _described(exc, url, bare))
             raise RequestFailed("the connection broke off before the answer") from None
         if answer.status == 407 and not direct:  # the proxy's answer, not the site's
             raise RequestFailed(self._refusal(407), proxy=True)
@@ -148,6 +150,34 @@ class ProxiedRequest:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+async def _whole_body(resp: Any, limit: int) -> bytes:
+    """Every byte of the body, to its end. ``content.read(n)`` returns what has arrived so far, which
+    through a proxy that relays in pieces (chunked, small writes) is a prefix. aiohttp raises
+    ``ClientPayloadError`` when the connection ends before the length or the last chunk it announced."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise RequestFailed(f"the answer is larger than {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    length = resp.headers.get("Content-Length", "")
+    if length.isdigit() and not resp.headers.get("Content-Encoding") and int(length) != len(body):
+        raise RequestFailed(f"the answer was cut off ({len(body)} of {int(length)} bytes)")
+    return body
+
+
+def _described(exc: BaseException, url: str, bare: str) -> str:
+    """An aiohttp error for the debug log. Never its ``repr``: that holds the request's headers
+    (the proxy's credentials, the session cookie); a signed URL's query is cut too."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{type(exc).__name__} (HTTP {exc.status} {exc.message})"
+    return f"{type(exc).__name__}: {exc}".replace(url, bare)
 
 
 def _errno_words(exc: Any) -> str:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from .budget import TokenBucket
 from .errors import DeadlineExceeded, SiteError
+from .image_whole import body_cut_short, image_cut_short
 
 log = logging.getLogger("selfiescope.web")
 T = TypeVar("T")
@@ -193,7 +194,9 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
     """GET an image through a Playwright request context (so the browser's cookies apply).
 
     5xx, 408, timeouts, cut-off connections and answers that are not an image (an
-    HTML error page) are retried with exponential backoff; a 429 waits its Retry-After
+    HTML error page) are retried with exponential backoff, and so are answers that arrived
+    cut short (fewer bytes than their Content-Length, image data that stops early), so a
+    cut-off download ends as a transient failure, never as a truncated image; a 429 waits its Retry-After
     (through the shared bucket), up to ``max_retry_after_s`` (a longer one raises
     :class:`RateLimited`). An image sent with a wrong content type is recognised by its
     bytes. 401/403 (expired signed URL, lost session) fail at once but count as
@@ -269,9 +272,15 @@ async def fetch_image(request: Any, url: str, *, bucket: TokenBucket | None, max
                     raise DownloadError(url, f"too large ({len(data)} bytes > {max_bytes})", transient=False)
                 await within(timeout_s, resp.dispose(), "releasing a response")
                 sniffed = sniff_image_type(data)
-                if sniffed is not None:
+                cut = body_cut_short(resp.headers, data)
+                if cut is None and sniffed is not None:
+                    cut = await asyncio.to_thread(image_cut_short, data)
+                if cut is not None:  # the connection or a proxy cut it: another try gets it whole
+                    problem = cut
+                elif sniffed is not None:
                     return Fetched(data, ctype if ctype.startswith("image/") else sniffed, attempt)
-                problem = f"not an image (content-type {ctype or 'missing'})"
+                else:
+                    problem = f"not an image (content-type {ctype or 'missing'})"
         if on_failure is not None:
             on_failure(problem)
         if attempt > retries:
