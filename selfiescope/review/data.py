@@ -25,15 +25,17 @@ from ..core.review_facets import ReviewFacet
 from ..core.settings import TrainPipeline
 from ..core.text import printable
 from ..pipelines.stored import StoredReader
-from . import actions, thumbs
+from . import actions, integrity, thumbs
 from .model import (
-    ACTIONS, SORTS, ActionResult, Detail, Facet, FacetValue, Filters, Page, ReviewBusy, ReviewError, ReviewRow, Tile,
+    ACTIONS, SORTS, ActionResult, Detail, Facet, FacetValue, Filters, ImageMismatch, Page, ReviewBusy, ReviewError,
+    ReviewRow, Tile,
 )
 from .probabilities import ModelProbabilities, latest_probabilities
 from .snapshot import Snapshot
 
 __all__ = [
-    "ACTIONS", "SORTS", "ActionResult", "Detail", "Facet", "FacetValue", "Filters", "Page", "ReviewBusy", "ReviewData",
+    "ACTIONS", "SORTS", "ActionResult", "Detail", "Facet", "FacetValue", "Filters", "ImageMismatch", "Page", "ReviewBusy",
+    "ReviewData",
     "ReviewError", "ReviewRow", "Tile",
 ]
 log = logging.getLogger("selfiescope.review")
@@ -259,7 +261,8 @@ class ReviewData:
 
     def image(self, image_id: str) -> tuple[bytes, str] | None:
         """The image's bytes and media type: through the storage backend, or, for a rejected
-        import, from its original file while that is still a regular file there."""
+        import, from its original file while that is still a regular file there. Stored bytes
+        that are not the ones recorded (:mod:`.integrity`) raise :class:`ImageMismatch`."""
         row = self.manifest.get_image(image_id) if thumbs._HASH.match(image_id or "") else None
         if row is None:
             return None
@@ -267,10 +270,18 @@ class ReviewData:
         if row["decision"] == "accepted" and row["location"]:
             stored = StoredImage(row["id"] or image_id[:16], row["label"] or "", row["location"], image_id)
             try:
-                data = self._storage().read(stored)
+                reader = self._storage()
+                if integrity.local_link(reader.storage, row["location"]):
+                    raise ImageMismatch()
+                data = reader.read(stored)
+            except ImageMismatch:
+                raise
             except Exception as exc:  # noqa: BLE001 - a missing object is no image, logged
                 log.warning("review: cannot read %s from storage: %s", image_id[:16], type(exc).__name__)
                 return None
+            if not integrity.matches(data, integrity.stored_digest(row)):
+                log.warning("review: the stored bytes of %s are not the ones recorded", image_id[:16])
+                raise ImageMismatch()
         elif row["origin_path"]:
             data = _read_original(Path(row["origin_path"]), image_id)
         if data is None:

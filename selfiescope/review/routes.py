@@ -22,7 +22,7 @@ from starlette.templating import Jinja2Templates
 
 from ..core.text import printable
 from ..exits import os_error
-from .data import ACTIONS, SORTS, Filters, ReviewBusy, ReviewError
+from .data import ACTIONS, SORTS, Filters, ImageMismatch, ReviewBusy, ReviewError
 
 log = logging.getLogger("selfiescope.review")
 
@@ -288,6 +288,8 @@ def problem_response(request: Request, exc: Exception) -> Response:
     busy = isinstance(exc, ReviewBusy)
     if isinstance(exc, Problem):
         status, message = exc.status, str(exc)
+    elif isinstance(exc, ImageMismatch):
+        status, message = 404, str(exc)
     elif busy:
         status, message = 409, str(exc)
     elif isinstance(exc, ReviewError | ValueError):
