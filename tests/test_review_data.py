@@ -466,6 +466,36 @@ def test_a_full_disk_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
         shutil.rmtree(mount, ignore_errors=True)
 
 
+def test_a_full_disk_at_the_first_read_says_so_and_leaves_no_side_file(tmp_path: Path) -> None:
+    """SQLite reports a -shm it cannot grow as an I/O error: the user reads that the disk is
+    full, and the failed open leaves no -wal or -shm behind."""
+    import shutil
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (not root)")
+    try:
+        root = mount / "data"
+        build(root, 40, files=False, rejected_share=0.0)
+        with (mount / "filler").open("wb", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError:
+                pass
+        with open_data(root) as data:
+            with pytest.raises(ReviewError) as info:
+                data.page(Filters(), "newest", None, 5)
+            assert "disk is full" in str(info.value) and "manifest.sqlite" in str(info.value), info.value
+            assert sorted(p.name for p in root.iterdir()) == ["manifest.sqlite"]
+            (mount / "filler").unlink()
+            assert data.page(Filters(), "newest", None, 5).total == 40  # space again: the next request reads it
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(mount, ignore_errors=True)
+
+
 def test_a_failed_write_and_a_damaged_manifest_are_one_line(fresh, tmp_path, monkeypatch) -> None:
     from contextlib import contextmanager
 

@@ -25,7 +25,7 @@ from ..core.review_facets import ReviewFacet
 from ..core.settings import TrainPipeline
 from ..core.text import printable
 from ..pipelines.stored import StoredReader
-from . import actions, integrity, thumbs
+from . import actions, integrity, opening, thumbs
 from .model import (
     ACTIONS, SORTS, ActionResult, Detail, Facet, FacetValue, Filters, ImageMismatch, Page, ReviewBusy, ReviewError,
     ReviewRow, Tile,
@@ -92,15 +92,29 @@ class ReviewData:
 
     def _open_manifest(self) -> Manifest:
         try:
-            if writable(self.root):
-                return Manifest.at_root(self.root)  # additive schema only: CREATE IF NOT EXISTS, new columns
-            return Manifest.read_only(self.root)
+            with opening.tidy_failed_open(self.root / "manifest.sqlite"):
+                if writable(self.root):
+                    manifest = Manifest.at_root(self.root)  # additive schema only: CREATE IF NOT EXISTS, new columns
+                else:
+                    manifest = Manifest.read_only(self.root)
+                try:
+                    manifest.query("SELECT count(*) FROM images WHERE rowid < 0")  # reads the schema: a damaged file fails here
+                except BaseException:
+                    manifest.close()
+                    raise
+                return manifest
         except ManifestUnreadable as exc:
             raise ReviewError(str(exc)) from None
         except (sqlite3.Error, OSError) as exc:
             log.debug("cannot open the manifest: %s", exc)
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a readable SQLite manifest"
-            raise ReviewError(f"cannot read {self.display}/manifest.sqlite: {why}") from None
+            raise ReviewError(f"cannot read {self.display}/manifest.sqlite: "
+                              f"{opening.why_unreadable(exc, self.root)}") from None
+
+    def check(self) -> None:
+        """Open the manifest now (the command's start-up check): a damaged one or a full disk
+        raises :class:`ReviewError` before anything is served."""
+        with self._lock:
+            self.manifest
 
     def _storage(self) -> StoredReader:
         with self._lock:
