@@ -325,12 +325,34 @@ def test_while_another_run_holds_the_root_a_change_is_refused_naming_it(own_app:
         answer = post(client, gate, "/api/action", {"action": "reviewed", "ids": [image]})
         assert answer.status_code == 409
         assert answer.json()["busy"] is True and f"is in use by pid {holder.pid}" in answer.json()["error"]
-        assert f"pid {holder.pid}" in client.get("/api/version").json()["busy"]
+        polled = client.get("/api/version").json()
+        assert f"pid {holder.pid}" in polled["busy"]
+        # The bar says what happens to an edit meanwhile: it is refused, not queued.
+        assert polled["busy_note"] == f"{polled['busy']}: changes are refused until it ends; retry then"
         assert manifest_rows(own_dataset.root, "SELECT count(*) FROM reviews") == [(0,)]
     finally:
         holder.communicate("\n", timeout=60)
+    polled = client.get("/api/version").json()  # the next poll after the run let go: the bar clears
+    assert polled["busy"] is None and polled["busy_note"] is None
     assert post(client, gate, "/api/action", {"action": "reviewed", "ids": [image]}).status_code == 200
     assert client.get("/api/version").json()["busy"] is None
+
+
+def test_the_page_shows_the_servers_busy_note_and_says_nothing_waits() -> None:
+    """The bar's words come from the server (one place says what a locked root means)."""
+    from importlib.resources import files
+
+    script = files("selfiescope.review").joinpath("static/review.js").read_text()
+    assert "busy_note" in script and "wait until" not in script
+
+
+def test_this_apps_own_write_is_not_another_run(own_app: tuple, own_dataset: Dataset) -> None:
+    from selfiescope.core.lock import RootLock
+
+    client, _, data = own_app
+    with RootLock(own_dataset.root):
+        assert data.busy() is None
+        assert client.get("/api/version").json()["busy"] is None
 
 
 # --- privacy --------------------------------------------------------------------------------
