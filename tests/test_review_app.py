@@ -673,3 +673,22 @@ def test_bytes_that_are_not_the_stored_ones_are_never_served(own_dataset: Datase
         assert client.get(f"/image/{untouched[0][0]}").status_code == 200
     finally:
         data.close()
+
+
+def test_a_thumbnail_kept_with_its_originals_text_is_served_without_it(own_app: tuple, own_dataset: Dataset) -> None:
+    """A thumbnail already under .thumbs/ that still carries a comment and XMP (kept before
+    thumbnails were made of pixels alone) is served without them."""
+    import io
+
+    from PIL import Image
+
+    client, _, _ = own_app
+    image = ids_of(client)[0]
+    kept = own_dataset.root / ".thumbs" / image[:2] / f"{image}.jpg"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    out = io.BytesIO()
+    Image.new("RGB", (80, 60), (1, 2, 3)).save(out, "JPEG", comment=b"SECRETCOM", xmp=XMP_PACKET)
+    kept.write_bytes(out.getvalue())
+    got = client.get(f"/thumb/{image}")
+    assert got.status_code == 200 and not [s for s in SECRETS if s in got.content]
+    assert Image.open(io.BytesIO(got.content)).size == (80, 60)

@@ -307,7 +307,7 @@ class ReviewData:
             return None
         hit = thumbs.cached(self.root, image_id)
         if hit is not None:
-            return hit
+            return thumbs.without_text(hit)  # a thumbnail kept by an older version may carry its original's text
         got = self.image(image_id)
         if got is None:
             return None

@@ -60,6 +60,17 @@ def pixels_only(im: Image.Image) -> Image.Image:
     return Image.frombytes("RGB", rgb.size, rgb.tobytes())
 
 
+def without_text(thumbnail: bytes) -> bytes:
+    """A kept JPEG thumbnail with every comment and APP segment but orientation dropped (a
+    segment filter: the pixels stay as they are)."""
+    from ..core.metadata import strip_metadata
+
+    try:
+        return strip_metadata(thumbnail, "jpeg", "all")
+    except Exception:  # noqa: BLE001 - not a JPEG this filter reads: nothing of it is served
+        return make_thumbnail(thumbnail)
+
+
 def cached(root: Path, content_hash: str) -> bytes | None:
     try:
         return thumb_path(root, content_hash).read_bytes()
