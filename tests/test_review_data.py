@@ -586,3 +586,38 @@ def test_a_decompression_bomb_gets_no_thumbnail_and_pillow_keeps_its_limit() -> 
     with pytest.raises(thumbs.TooLarge):
         thumbs.make_thumbnail(png.getvalue())
     assert Image.MAX_IMAGE_PIXELS == before
+
+
+@hsettings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(change=st.one_of(st.binary(max_size=2048), st.tuples(st.integers(0, 10_000), st.integers(1, 255))))
+def test_the_data_layer_gives_stored_bytes_only_when_they_are_the_recorded_ones(fresh, change) -> None:
+    """Invariant: image() returns bytes whose sha256 is what the manifest recorded for the image,
+    or raises ImageMismatch; never other bytes (any replacement, or one byte flipped)."""
+    import hashlib
+
+    from selfiescope.review.data import ImageMismatch
+
+    root, hashes = fresh
+    image = hashes[0]
+    location = sqlite3.connect(root / "manifest.sqlite").execute(
+        "SELECT location FROM images WHERE content_hash=?", (image,)).fetchone()[0]
+    path = root / location
+    original = path.read_bytes()
+    assert hashlib.sha256(original).hexdigest() == image  # the synthetic store keeps the bytes as collected
+    if isinstance(change, bytes):
+        replaced = change
+    else:
+        at, flip = change
+        at %= len(original)
+        replaced = original[:at] + bytes([original[at] ^ flip]) + original[at + 1:]
+    path.write_bytes(replaced)
+    try:
+        with open_data(root) as data:
+            try:
+                got = data.image(image)
+            except ImageMismatch:
+                assert replaced != original
+            else:
+                assert got is not None and hashlib.sha256(got[0]).hexdigest() == image and replaced == original
+    finally:
+        path.write_bytes(original)
