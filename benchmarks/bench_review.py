@@ -65,10 +65,23 @@ def line(name: str, value: float, goal: float | None, unit: str = "ms") -> None:
     print(f"{name:58s} {value:9.1f} {unit}{verdict}")
 
 
-def set_stored_file(root: Path, content_hash: str, data: bytes) -> str:
+def note_stored_digest(root: Path, content_hash: str, data: bytes) -> str:
+    """Record ``data`` as the image's stored copy (the digest the store step notes for a stripped
+    copy), so the review app, which serves only recorded bytes, serves it; returns its location."""
+    import hashlib
+    import json
+
     db = sqlite3.connect(root / "manifest.sqlite")
+    with db:
+        db.execute("UPDATE images SET notes=? WHERE content_hash=?",
+                   (json.dumps({"stored_sha256": hashlib.sha256(data).hexdigest()}), content_hash))
     location = db.execute("SELECT location FROM images WHERE content_hash=?", (content_hash,)).fetchone()[0]
     db.close()
+    return location
+
+
+def set_stored_file(root: Path, content_hash: str, data: bytes) -> str:
+    location = note_stored_digest(root, content_hash, data)
     (root / location).parent.mkdir(parents=True, exist_ok=True)
     (root / location).write_bytes(data)
     return location
@@ -143,9 +156,7 @@ def s3_thumbnail(root: Path, target: str, photo: bytes) -> None:
             os.environ[key] = value
 
     with moto_s3(Env()) as s3:
-        db = sqlite3.connect(root / "manifest.sqlite")
-        location = db.execute("SELECT location FROM images WHERE content_hash=?", (target,)).fetchone()[0]
-        db.close()
+        location = note_stored_digest(root, target, photo)
         fs = s3.fs()
         fs.pipe(f"{s3.bucket}/ds/{location}", photo)
         settings = settings_from_dict({"storage": {"root": str(root), "backend": "fsspec"},

@@ -325,12 +325,34 @@ def test_while_another_run_holds_the_root_a_change_is_refused_naming_it(own_app:
         answer = post(client, gate, "/api/action", {"action": "reviewed", "ids": [image]})
         assert answer.status_code == 409
         assert answer.json()["busy"] is True and f"is in use by pid {holder.pid}" in answer.json()["error"]
-        assert f"pid {holder.pid}" in client.get("/api/version").json()["busy"]
+        polled = client.get("/api/version").json()
+        assert f"pid {holder.pid}" in polled["busy"]
+        # The bar says what happens to an edit meanwhile: it is refused, not queued.
+        assert polled["busy_note"] == f"{polled['busy']}: changes are refused until it ends; retry then"
         assert manifest_rows(own_dataset.root, "SELECT count(*) FROM reviews") == [(0,)]
     finally:
         holder.communicate("\n", timeout=60)
+    polled = client.get("/api/version").json()  # the next poll after the run let go: the bar clears
+    assert polled["busy"] is None and polled["busy_note"] is None
     assert post(client, gate, "/api/action", {"action": "reviewed", "ids": [image]}).status_code == 200
     assert client.get("/api/version").json()["busy"] is None
+
+
+def test_the_page_shows_the_servers_busy_note_and_says_nothing_waits() -> None:
+    """The bar's words come from the server (one place says what a locked root means)."""
+    from importlib.resources import files
+
+    script = files("selfiescope.review").joinpath("static/review.js").read_text()
+    assert "busy_note" in script and "wait until" not in script
+
+
+def test_this_apps_own_write_is_not_another_run(own_app: tuple, own_dataset: Dataset) -> None:
+    from selfiescope.core.lock import RootLock
+
+    client, _, data = own_app
+    with RootLock(own_dataset.root):
+        assert data.busy() is None
+        assert client.get("/api/version").json()["busy"] is None
 
 
 # --- privacy --------------------------------------------------------------------------------
@@ -544,3 +566,129 @@ def test_facet_links_add_alternatives_and_swap_yes_no_and_ranges(app: tuple) -> 
     page = client.get(f"/?face_area={ranges[0]}").text
     assert f"face_area={ranges[0]}".replace(":", "%3A") not in href("face_area", ranges[1])
     assert client.get(href("face_area", ranges[1])).status_code == 200
+
+
+SECRETS = (b"SECRETCOM", b"SECRETUSER", b"SECRETDESC", b"SECRETXMP", b"SECRETTEXT", b"SECRETITXT")
+XMP_PACKET = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:description>SECRETXMP</dc:description></x:xmpmeta>'
+
+
+def with_text_metadata(pixels: "Image.Image", fmt: str) -> bytes:
+    """``pixels`` saved with every kind of text a file can carry: a JPEG comment (COM), EXIF
+    UserComment and ImageDescription, XMP; PNG tEXt, iTXt and an XMP chunk."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    out = io.BytesIO()
+    if fmt == "JPEG":
+        exif = Image.Exif()
+        exif[0x9286] = b"ASCII\0\0\0SECRETUSER"
+        exif[0x010E] = "SECRETDESC"
+        pixels.save(out, "JPEG", comment=b"SECRETCOM", exif=exif.tobytes(), xmp=XMP_PACKET, quality=92)
+    else:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", "SECRETTEXT")
+        info.add_itxt("Description", "SECRETITXT")
+        info.add_itxt("XML:com.adobe.xmp", XMP_PACKET.decode())
+        pixels.save(out, "PNG", pnginfo=info)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_no_text_of_a_file_reaches_a_thumbnail_or_a_shown_image(tmp_path: Path, fmt: str) -> None:
+    """Accepted (stored) and rejected (shown from the original) images, each with a comment, text
+    chunks, EXIF text and XMP: neither /thumb, nor /image, nor the kept thumbnail carries any."""
+    import io
+
+    from PIL import Image
+
+    from review_helpers import import_folder
+
+    face = next(p for p in sorted((FACES / "portrait").iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    with Image.open(face) as im:
+        (folder / f"face.{fmt.lower()}").write_bytes(with_text_metadata(im.convert("RGB"), fmt))
+    (folder / f"flat.{fmt.lower()}").write_bytes(with_text_metadata(Image.new("RGB", (320, 240), (90, 20, 40)), fmt))
+    assert all(s in (folder / f"flat.{fmt.lower()}").read_bytes() for s in (b"SECRETXMP",))
+    ds = Dataset(review_settings(tmp_path / "data"), tmp_path / "data", tmp_path / "s.toml", {})
+    import_folder(ds.settings, folder, "portrait")
+    client, _, data = client_for(ds)
+    try:
+        tiles = client.get("/api/page").json()["tiles"]
+        assert {t["decision"] for t in tiles} == {"accepted", "rejected"}
+        for tile in tiles:
+            for route in ("thumb", "image"):
+                got = client.get(f"/{route}/{tile['id']}")
+                assert got.status_code == 200, (route, tile["decision"], got.text)
+                leaked = [s for s in SECRETS if s in got.content]
+                assert not leaked, (route, tile["decision"], leaked)
+                with Image.open(io.BytesIO(got.content)) as shown:
+                    assert not {"comment", "xmp", "XML:com.adobe.xmp", "Comment", "Description"} & set(shown.info)
+            kept = (ds.root / ".thumbs" / tile["id"][:2] / f"{tile['id']}.jpg").read_bytes()
+            assert not [s for s in SECRETS if s in kept]
+    finally:
+        data.close()
+
+
+def fsspec_view(ds: Dataset) -> Dataset:
+    """The same dataset read through the fsspec backend on a ``file://`` url of its root."""
+    from selfiescope.core.settings import settings_from_dict
+
+    settings = settings_from_dict({"storage": {"root": str(ds.root), "backend": "fsspec"},
+                                   "plugins": {"fsspec": {"url": ds.root.as_uri()}},
+                                   "engine": {"workers": 2, "threads": 2}})
+    return Dataset(settings, ds.root, ds.settings_file, ds.folders)
+
+
+@pytest.mark.parametrize("backend", ["files", "fsspec"])
+@pytest.mark.parametrize("swap", ["symlink", "system file", "another image"])
+def test_bytes_that_are_not_the_stored_ones_are_never_served(own_dataset: Dataset, backend: str, swap: str) -> None:
+    """Whatever is at a stored image's place now (a link to a system file, that file's bytes
+    copied over it, another image's bytes), the app serves only the bytes the manifest recorded
+    for that image: anything else is a 404 saying so, and no thumbnail of it is kept."""
+    pytest.importorskip("fsspec")
+    ds = own_dataset if backend == "files" else fsspec_view(own_dataset)
+    rows = manifest_rows(ds.root, "SELECT content_hash, location FROM images WHERE location IS NOT NULL "
+                                  "ORDER BY content_hash LIMIT 2")
+    (victim, location), (_, other_location) = rows
+    path = ds.root / location
+    secret = Path("/etc/passwd")
+    if swap == "symlink":
+        path.unlink()
+        path.symlink_to(secret)
+    elif swap == "system file":
+        path.write_bytes(secret.read_bytes())
+    else:
+        path.write_bytes((ds.root / other_location).read_bytes())
+    client, _, data = client_for(ds)
+    try:
+        for route in ("image", "thumb"):
+            got = client.get(f"/{route}/{victim}")
+            assert got.status_code == 404, (route, got.status_code)
+            assert got.text == "the image's bytes are not the ones stored"
+            assert secret.read_bytes()[:64] not in got.content
+        assert not (ds.root / ".thumbs" / victim[:2] / f"{victim}.jpg").exists()
+        untouched = manifest_rows(ds.root, "SELECT content_hash FROM images WHERE location=?", (other_location,))
+        assert client.get(f"/image/{untouched[0][0]}").status_code == 200
+    finally:
+        data.close()
+
+
+def test_a_thumbnail_kept_with_its_originals_text_is_served_without_it(own_app: tuple, own_dataset: Dataset) -> None:
+    """A thumbnail already under .thumbs/ that still carries a comment and XMP (kept before
+    thumbnails were made of pixels alone) is served without them."""
+    import io
+
+    from PIL import Image
+
+    client, _, _ = own_app
+    image = ids_of(client)[0]
+    kept = own_dataset.root / ".thumbs" / image[:2] / f"{image}.jpg"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    out = io.BytesIO()
+    Image.new("RGB", (80, 60), (1, 2, 3)).save(out, "JPEG", comment=b"SECRETCOM", xmp=XMP_PACKET)
+    kept.write_bytes(out.getvalue())
+    got = client.get(f"/thumb/{image}")
+    assert got.status_code == 200 and not [s for s in SECRETS if s in got.content]
+    assert Image.open(io.BytesIO(got.content)).size == (80, 60)

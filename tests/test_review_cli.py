@@ -122,13 +122,42 @@ def test_a_browser_opens_only_with_a_display_and_without_no_open(small_root: Pat
             assert not opened.exists(), args
 
 
-def test_listening_beyond_this_machine_warns(small_root: Path) -> None:
+def test_listening_beyond_this_machine_warns_and_links_by_a_name_others_reach(small_root: Path) -> None:
+    """The link names this machine as another machine reaches it (no loopback name), and the app
+    answers it; a second link is for this machine's own browser."""
+    import http.cookiejar
+    from urllib.parse import urlsplit
+
+    from selfiescope.review.app import is_loopback
+
     proc = start(write_settings_file(small_root), "--no-open", "--host", "0.0.0.0")
     try:
-        url_of(proc)
+        url = url_of(proc)
+        local = read_line(proc.stdout, 60)
+        host = urlsplit(url).hostname or ""
+        assert not is_loopback(host) and host not in ("0.0.0.0", ""), url
+        assert "on this machine: http://127.0.0.1:" in local and "token=" in local
+        for link in (url, local.split(": ", 1)[1].strip()):
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                                 urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+            with opener.open(link, timeout=60) as answer:
+                assert answer.status == 200 and b"li class=\"tile" in answer.read()
     finally:
         code, err = stop(proc)
     assert code == 0 and "warning: serving on 0.0.0.0" in err
+
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 100, bytes(range(256)) * 64])
+def test_a_damaged_manifest_is_exit_2_at_launch_in_one_line(small_root: Path, content: bytes) -> None:
+    (small_root / "manifest.sqlite").write_bytes(content)
+    for side in ("-wal", "-shm"):
+        Path(f"{small_root}/manifest.sqlite{side}").unlink(missing_ok=True)
+    proc = subprocess.run([sys.executable, "-m", "selfiescope", "review", "--no-open", "--settings",
+                           str(write_settings_file(small_root))], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "manifest.sqlite" in proc.stderr and "http://" not in proc.stdout and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 @pytest.mark.parametrize("args, words", [

@@ -181,6 +181,11 @@ def test_thumbnail_is_made_once_reduced_and_kept_under_the_root(tmp_path: Path, 
     row = sqlite3.connect(root / "manifest.sqlite").execute("SELECT location FROM images WHERE content_hash=?",
                                                             (hashes[0],)).fetchone()
     (root / row[0]).write_bytes(big.getvalue())  # the stored file, as the backend reads it
+    import hashlib
+
+    with sqlite3.connect(root / "manifest.sqlite") as db:  # its digest, as the store step notes a stripped copy's
+        db.execute("UPDATE images SET notes=? WHERE content_hash=?",
+                   (json.dumps({"stored_sha256": hashlib.sha256(big.getvalue()).hexdigest()}), hashes[0]))
     with open_data(root) as data:
         thumb = data.thumbnail(hashes[0])
         assert thumb is not None and max(Image.open(io.BytesIO(thumb)).size) <= 320
@@ -466,6 +471,36 @@ def test_a_full_disk_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
         shutil.rmtree(mount, ignore_errors=True)
 
 
+def test_a_full_disk_at_the_first_read_says_so_and_leaves_no_side_file(tmp_path: Path) -> None:
+    """SQLite reports a -shm it cannot grow as an I/O error: the user reads that the disk is
+    full, and the failed open leaves no -wal or -shm behind."""
+    import shutil
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (not root)")
+    try:
+        root = mount / "data"
+        build(root, 40, files=False, rejected_share=0.0)
+        with (mount / "filler").open("wb", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError:
+                pass
+        with open_data(root) as data:
+            with pytest.raises(ReviewError) as info:
+                data.page(Filters(), "newest", None, 5)
+            assert "disk is full" in str(info.value) and "manifest.sqlite" in str(info.value), info.value
+            assert sorted(p.name for p in root.iterdir()) == ["manifest.sqlite"]
+            (mount / "filler").unlink()
+            assert data.page(Filters(), "newest", None, 5).total == 40  # space again: the next request reads it
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(mount, ignore_errors=True)
+
+
 def test_a_failed_write_and_a_damaged_manifest_are_one_line(fresh, tmp_path, monkeypatch) -> None:
     from contextlib import contextmanager
 
@@ -551,3 +586,38 @@ def test_a_decompression_bomb_gets_no_thumbnail_and_pillow_keeps_its_limit() -> 
     with pytest.raises(thumbs.TooLarge):
         thumbs.make_thumbnail(png.getvalue())
     assert Image.MAX_IMAGE_PIXELS == before
+
+
+@hsettings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(change=st.one_of(st.binary(max_size=2048), st.tuples(st.integers(0, 10_000), st.integers(1, 255))))
+def test_the_data_layer_gives_stored_bytes_only_when_they_are_the_recorded_ones(fresh, change) -> None:
+    """Invariant: image() returns bytes whose sha256 is what the manifest recorded for the image,
+    or raises ImageMismatch; never other bytes (any replacement, or one byte flipped)."""
+    import hashlib
+
+    from selfiescope.review.data import ImageMismatch
+
+    root, hashes = fresh
+    image = hashes[0]
+    location = sqlite3.connect(root / "manifest.sqlite").execute(
+        "SELECT location FROM images WHERE content_hash=?", (image,)).fetchone()[0]
+    path = root / location
+    original = path.read_bytes()
+    assert hashlib.sha256(original).hexdigest() == image  # the synthetic store keeps the bytes as collected
+    if isinstance(change, bytes):
+        replaced = change
+    else:
+        at, flip = change
+        at %= len(original)
+        replaced = original[:at] + bytes([original[at] ^ flip]) + original[at + 1:]
+    path.write_bytes(replaced)
+    try:
+        with open_data(root) as data:
+            try:
+                got = data.image(image)
+            except ImageMismatch:
+                assert replaced != original
+            else:
+                assert got is not None and hashlib.sha256(got[0]).hexdigest() == image and replaced == original
+    finally:
+        path.write_bytes(original)

@@ -48,6 +48,7 @@ def review_command(
     with contextlib.closing(address.sock):
         try:
             data = ReviewData(app)
+            data.check()
         except ReviewError as exc:
             raise fail(escape(str(exc))) from None
         try:
@@ -58,6 +59,8 @@ def review_command(
                     console.print(f"[yellow]warning:[/yellow] serving on {escape(host)}, not only this machine: "
                                   "anyone who can reach it and has the link can change the dataset", highlight=False)
                 print(f"Reviewing {root} at {url}", flush=True)
+                if address.local_url:
+                    print(f"  on this machine: {address.local_url}?token={gate.token}", flush=True)
                 print("Ctrl-C stops it.", file=sys.stderr, flush=True)
                 if not no_open and has_display():
                     _open_browser(url)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -38,11 +39,15 @@ FIELD = {"relabel": "label", "exclude": "excluded", "include": "excluded", "revi
 
 
 def busy_message(data: "ReviewData", pid: int | None = None) -> str | None:
+    """Which other run holds the root's lock now, read afresh each time (this app's own write,
+    holding it for a moment, is not another run)."""
     lock = RootLock(data.root)
     if pid is None:
         if not root_in_use(data.root):
             return None
         pid = lock.holder()
+        if pid == os.getpid():
+            return None
     who = f"pid {pid}" if pid else "another process"
     return f"{data.display}/ is in use by {who}"
 

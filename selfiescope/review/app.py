@@ -93,14 +93,57 @@ class Address:
 
     @property
     def url(self) -> str:
-        """Where a browser finds the app: an address on every interface by this machine's name."""
-        host = socket.getfqdn() if self.host in WILDCARDS else self.host
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.port}/"
+        """Where a browser finds the app; bound to every interface, by a name or an address of
+        this machine that another machine can use (never a loopback one, where there is another)."""
+        host = reachable_name(self.host) if self.host in WILDCARDS else self.host
+        return _http(host, self.port)
+
+    @property
+    def local_url(self) -> str | None:
+        """For an app on every interface, its address on this machine's loopback."""
+        if self.host not in WILDCARDS:
+            return None
+        return _http("::1" if self.host == "::" else "127.0.0.1", self.port)
 
     @property
     def loopback(self) -> bool:
         return self.host in LOOPBACK
+
+
+def _http(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def is_loopback(name: str) -> bool:
+    import ipaddress
+
+    lowered = name.lower().rstrip(".")
+    if lowered in ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback") or lowered.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(lowered.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def reachable_name(wildcard: str) -> str:
+    """This machine as other machines may reach it: its fully qualified name, else its host
+    name, else its first non-loopback interface address (IPv6 only for an IPv6 wildcard);
+    the loopback address when it has nothing else."""
+    import psutil
+
+    for name in (socket.getfqdn(), socket.gethostname()):
+        if name and not is_loopback(name):
+            return name
+    families = (socket.AF_INET6,) if wildcard == "::" else (socket.AF_INET, socket.AF_INET6)
+    for family in families:
+        for addresses in psutil.net_if_addrs().values():
+            for a in addresses:
+                address = a.address.split("%", 1)[0]
+                if a.family == family and not is_loopback(address) and not address.startswith("fe80:"):
+                    return address
+    return "::1" if wildcard == "::" else "127.0.0.1"
 
 
 def bind(host: str, port: int) -> Address:

@@ -25,15 +25,17 @@ from ..core.review_facets import ReviewFacet
 from ..core.settings import TrainPipeline
 from ..core.text import printable
 from ..pipelines.dataset_care.stored import StoredReader
-from . import actions, thumbs
+from . import actions, integrity, opening, thumbs
 from .model import (
-    ACTIONS, SORTS, ActionResult, Detail, Facet, FacetValue, Filters, Page, ReviewBusy, ReviewError, ReviewRow, Tile,
+    ACTIONS, SORTS, ActionResult, Detail, Facet, FacetValue, Filters, ImageMismatch, Page, ReviewBusy, ReviewError,
+    ReviewRow, Tile,
 )
 from .probabilities import ModelProbabilities, latest_probabilities
 from .snapshot import Snapshot
 
 __all__ = [
-    "ACTIONS", "SORTS", "ActionResult", "Detail", "Facet", "FacetValue", "Filters", "Page", "ReviewBusy", "ReviewData",
+    "ACTIONS", "SORTS", "ActionResult", "Detail", "Facet", "FacetValue", "Filters", "ImageMismatch", "Page", "ReviewBusy",
+    "ReviewData",
     "ReviewError", "ReviewRow", "Tile",
 ]
 log = logging.getLogger("selfiescope.review")
@@ -90,15 +92,29 @@ class ReviewData:
 
     def _open_manifest(self) -> Manifest:
         try:
-            if writable(self.root):
-                return Manifest.at_root(self.root)  # additive schema only: CREATE IF NOT EXISTS, new columns
-            return Manifest.read_only(self.root)
+            with opening.tidy_failed_open(self.root / "manifest.sqlite"):
+                if writable(self.root):
+                    manifest = Manifest.at_root(self.root)  # additive schema only: CREATE IF NOT EXISTS, new columns
+                else:
+                    manifest = Manifest.read_only(self.root)
+                try:
+                    manifest.query("SELECT count(*) FROM images WHERE rowid < 0")  # reads the schema: a damaged file fails here
+                except BaseException:
+                    manifest.close()
+                    raise
+                return manifest
         except ManifestUnreadable as exc:
             raise ReviewError(str(exc)) from None
         except (sqlite3.Error, OSError) as exc:
             log.debug("cannot open the manifest: %s", exc)
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a readable SQLite manifest"
-            raise ReviewError(f"cannot read {self.display}/manifest.sqlite: {why}") from None
+            raise ReviewError(f"cannot read {self.display}/manifest.sqlite: "
+                              f"{opening.why_unreadable(exc, self.root)}") from None
+
+    def check(self) -> None:
+        """Open the manifest now (the command's start-up check): a damaged one or a full disk
+        raises :class:`ReviewError` before anything is served."""
+        with self._lock:
+            self.manifest
 
     def _storage(self) -> StoredReader:
         with self._lock:
@@ -259,7 +275,8 @@ class ReviewData:
 
     def image(self, image_id: str) -> tuple[bytes, str] | None:
         """The image's bytes and media type: through the storage backend, or, for a rejected
-        import, from its original file while that is still a regular file there."""
+        import, from its original file while that is still a regular file there. Stored bytes
+        that are not the ones recorded (:mod:`.integrity`) raise :class:`ImageMismatch`."""
         row = self.manifest.get_image(image_id) if thumbs._HASH.match(image_id or "") else None
         if row is None:
             return None
@@ -267,10 +284,18 @@ class ReviewData:
         if row["decision"] == "accepted" and row["location"]:
             stored = StoredImage(row["id"] or image_id[:16], row["label"] or "", row["location"], image_id)
             try:
-                data = self._storage().read(stored)
+                reader = self._storage()
+                if integrity.local_link(reader.storage, row["location"]):
+                    raise ImageMismatch()
+                data = reader.read(stored)
+            except ImageMismatch:
+                raise
             except Exception as exc:  # noqa: BLE001 - a missing object is no image, logged
                 log.warning("review: cannot read %s from storage: %s", image_id[:16], type(exc).__name__)
                 return None
+            if not integrity.matches(data, integrity.stored_digest(row)):
+                log.warning("review: the stored bytes of %s are not the ones recorded", image_id[:16])
+                raise ImageMismatch()
         elif row["origin_path"]:
             data = _read_original(Path(row["origin_path"]), image_id)
         if data is None:
@@ -282,7 +307,7 @@ class ReviewData:
             return None
         hit = thumbs.cached(self.root, image_id)
         if hit is not None:
-            return hit
+            return thumbs.without_text(hit)  # a thumbnail kept by an older version may carry its original's text
         got = self.image(image_id)
         if got is None:
             return None

@@ -190,3 +190,11 @@ class ActionResult:
     batch: int
     changed: int
     message: str
+
+
+class ImageMismatch(ReviewError):
+    """The bytes the storage gave for an image are not the ones the manifest recorded for it
+    (replaced, a link followed, another image's copy): nothing of them is served."""
+
+    def __init__(self) -> None:
+        super().__init__("the image's bytes are not the ones stored")

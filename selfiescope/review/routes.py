@@ -23,7 +23,7 @@ from starlette.templating import Jinja2Templates
 from ..core.errors import UsageError
 from ..core.text import printable
 from ..exits import os_error
-from .data import ACTIONS, SORTS, Filters, ReviewBusy, ReviewError
+from .data import ACTIONS, SORTS, Filters, ImageMismatch, ReviewBusy, ReviewError
 
 log = logging.getLogger("selfiescope.review")
 
@@ -36,6 +36,7 @@ MAX_BODY = 2_000_000
 QUERY_KEYS_NOT_FILTERS = ("sort", "cursor", "limit", "token")
 # A forgotten image must not live on in the browser's cache: nothing the app serves is kept there.
 NOT_KEPT = {"cache-control": "no-store"}
+BUSY_NOTE = "changes are refused until it ends; retry then"  # what a locked root means for an edit
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"}
 
 
@@ -158,10 +159,13 @@ class Routes:
         return JSONResponse(plain(detail))
 
     async def version_json(self, request: Request) -> Response:
-        """What the open page polls: whether the dataset changed, and which run holds it now."""
-        busy = getattr(self.data, "busy", None)
-        return JSONResponse({"version": await self.call(self.data.version),
-                             "busy": await self.call(busy) if busy else None})
+        """What the open page polls: whether the dataset changed, and which run holds it now.
+        The lock is probed last and off the data thread, so the answer says who holds it at the
+        moment it is sent, not before a long read of the manifest or queued thumbnails."""
+        version = await self.call(self.data.version)
+        busy_of = getattr(self.data, "busy", None)
+        busy = await asyncio.wait_for(asyncio.to_thread(busy_of), self.call.deadline_s) if busy_of else None
+        return JSONResponse({"version": version, "busy": busy, "busy_note": f"{busy}: {BUSY_NOTE}" if busy else None})
 
     async def thumbnail(self, request: Request) -> Response:
         body = await self.call(self.data.thumbnail, checked_id(request.path_params["image_id"]))
@@ -289,6 +293,8 @@ def problem_response(request: Request, exc: Exception) -> Response:
     busy = isinstance(exc, ReviewBusy)
     if isinstance(exc, Problem):
         status, message = exc.status, str(exc)
+    elif isinstance(exc, ImageMismatch):
+        status, message = 404, str(exc)
     elif busy:
         status, message = 409, str(exc)
     elif isinstance(exc, ReviewError | ValueError):

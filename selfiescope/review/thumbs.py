@@ -22,7 +22,7 @@ from ..core.errors import RunFailed
 
 from ..pipelines.dataset_care.reviewed import CONTENT_HASH as _HASH, THUMBS, remove_thumbnails as remove, thumbnail_path as thumb_path
 
-__all__ = ["THUMBS", "cached", "keep", "make_thumbnail", "remove", "thumb_path"]
+__all__ = ["THUMBS", "cached", "keep", "make_thumbnail", "pixels_only", "remove", "thumb_path"]
 log = logging.getLogger("selfiescope.review")
 SIDE = 320
 QUALITY = 82
@@ -47,11 +47,28 @@ def make_thumbnail(data: bytes, side: int = SIDE) -> bytes:
             raise TooLarge(f"{width}x{height}")
         im = ImageOps.exif_transpose(im)
         im.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        if im.mode != "RGB":
-            im = im.convert("RGB")
         out = io.BytesIO()
-        im.save(out, "JPEG", quality=QUALITY)
+        pixels_only(im).save(out, "JPEG", quality=QUALITY)
         return out.getvalue()
+
+
+def pixels_only(im: Image.Image) -> Image.Image:
+    """A new RGB image with ``im``'s pixels and nothing else: Pillow writes what ``info`` carries
+    (a JPEG comment, text chunks, an ICC profile) into the file it saves, and a rejected
+    original's metadata must not reach a thumbnail."""
+    rgb = im if im.mode == "RGB" else im.convert("RGB")
+    return Image.frombytes("RGB", rgb.size, rgb.tobytes())
+
+
+def without_text(thumbnail: bytes) -> bytes:
+    """A kept JPEG thumbnail with every comment and APP segment but orientation dropped (a
+    segment filter: the pixels stay as they are)."""
+    from ..core.metadata import strip_metadata
+
+    try:
+        return strip_metadata(thumbnail, "jpeg", "all")
+    except Exception:  # noqa: BLE001 - not a JPEG this filter reads: nothing of it is served
+        return make_thumbnail(thumbnail)
 
 
 def cached(root: Path, content_hash: str) -> bytes | None:

@@ -100,9 +100,15 @@ def ours(stored: StoredImage) -> bool:
 
 
 def expected_hash(row: Any) -> str | None:
-    """The sha256 the stored bytes must have, or None where it was never recorded."""
-    notes = json.loads(row["notes"]) if row["notes"] else {}
-    if notes.get(STORED_SHA256):
+    """The sha256 the stored bytes must have, or None where it was never recorded (or the
+    row's notes cannot be read)."""
+    try:
+        notes = json.loads(row["notes"]) if row["notes"] else {}
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(notes, dict):
+        notes = {}
+    if isinstance(notes.get(STORED_SHA256), str):
         return str(notes[STORED_SHA256])
     if notes.get("metadata_removed"):
         return None  # a stripped copy from before its hash was kept

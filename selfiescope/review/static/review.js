@@ -43,6 +43,7 @@
     if (!res.ok) {
       const why = (res.data && res.data.error) || ("HTTP " + res.status);
       say("not saved: " + why, res.data && res.data.busy ? "busy" : "error");
+      if (res.data && res.data.busy) pollSoon();  // the bar names the run that holds the dataset
       return null;
     }
     return res.data;
@@ -271,12 +272,24 @@
   let version = Number(body.dataset.version);
 
   // Every few seconds: which run holds the dataset now, and (on the grid) whether images came.
+  let polling = false;
   async function poll() {
+    if (polling) return;  // the poll under way sets the next timer
+    polling = true;
+    try {
+      await pollOnce();
+    } finally {
+      polling = false;
+      clearTimeout(pollTimer);
+      pollTimer = setTimeout(poll, POLL_MS);
+    }
+  }
+  async function pollOnce() {
     const res = await call("/api/version");
     const busyNote = document.getElementById("busy");
     if (res.ok && busyNote) {
-      busyNote.hidden = !res.data.busy;
-      busyNote.textContent = res.data.busy ? res.data.busy + ": changes wait until it ends" : "";
+      busyNote.hidden = !res.data.busy_note;
+      busyNote.textContent = res.data.busy_note || "";
     }
     if (res.ok && res.data.version !== version) {
       version = res.data.version;
@@ -289,9 +302,13 @@
         }
       }
     }
-    setTimeout(poll, POLL_MS);
   }
-  setTimeout(poll, POLL_MS);
+  // One poll at a time: an earlier one brought forward replaces the waiting one.
+  function pollSoon() {
+    clearTimeout(pollTimer);
+    pollTimer = setTimeout(poll, 0);
+  }
+  let pollTimer = setTimeout(poll, POLL_MS);
 
   if (view === "grid") {
     const state = JSON.parse(body.dataset.page || "{}");
