@@ -101,6 +101,7 @@ class _Doctor:
         self.dismiss = dismiss_names(options.languages)
         self.closed: list[str] = []
         self.unclosable: list[str] = []
+        self.pages_examined = 0  # pages searched for pop-ups: with none, ``popups`` has nothing to judge
         self.answers: list[tuple[str, int, Any]] = []  # feed answers: path, status, JSON or None
         self.rate_limited: list[tuple[str, float, str]] = []  # 429s: path, Retry-After, the site's message
         self.feed: FeedReader | None = None
@@ -211,7 +212,9 @@ class _Doctor:
     async def _close_popups(self, page: Any) -> None:
         """The source's pop-up handling; the dialogs it leaves open are noted for ``popups``."""
         self.closed += await click_dialog_buttons(page, self.dismiss, timeout_s=self.timeout_s)
-        for dialog in await within(self.timeout_s, page.evaluate(_DIALOGS), "reading pop-ups"):
+        dialogs = await within(self.timeout_s, page.evaluate(_DIALOGS), "reading pop-ups")
+        self.pages_examined += 1
+        for dialog in dialogs:
             text = f"{dialog['label']!r} with buttons {dialog['buttons']}"
             if text not in self.unclosable:
                 self.unclosable.append(text)
@@ -458,6 +461,8 @@ class _Doctor:
         if self.unclosable:
             self.add("popups", "fail", "pop-ups with no button the source knows how to press",
                      "; ".join(self.unclosable))
+        elif not self.pages_examined:
+            self.add("popups", "skip", "no page loaded, so there was nothing to look for pop-ups on")
         elif self.closed:
             self.add("popups", "pass", f"closed with {sorted(set(self.closed))}")
         else:
