@@ -21,12 +21,10 @@ from urllib.parse import urlparse
 from ...api import SiteError
 from ...api.web import credential, save_session, within
 from .login import submit_login
-from .outcomes import LoginFormUnknown, challenge, join_sentences
+from .outcomes import PASSWORD_ENV, USERNAME_ENV, LoginFormUnknown, challenge, join_sentences
 
 log = logging.getLogger("selfiescope.instagram")
 
-USERNAME_ENV = "SELFIESCOPE_INSTAGRAM_USERNAME"
-PASSWORD_ENV = "SELFIESCOPE_INSTAGRAM_PASSWORD"
 MAX_LOGINS = 12  # logins per run: a session that keeps ending is the site's verdict, not bad luck
 MAX_BARREN_LOGINS = 2  # logins in a row after which not a single post came through: the site refuses us
 
@@ -129,7 +127,7 @@ class Account:
             self.barren += 1
             lease.storage_state = state
             try:
-                await asyncio.to_thread(save_session, self.session_file, state)
+                await asyncio.to_thread(save_session, self.session_file, state, self.base_url)
                 log.info("logged in; session saved to %s", self.session_file)
             except OSError as exc:  # the run goes on with the session in memory; the next one logs in again
                 log.warning("logged in, but the session could not be saved to %s (%s); this run goes on with it",

@@ -176,7 +176,7 @@ def import_session(settings: Settings, browser: str, profile: Path | None, base_
             f"{base_url} in {browser} first, or give the profile you use with --profile PATH")
     path = session_path(settings.browser)
     try:
-        save_session(path, storage_state(cookies))
+        save_session(path, storage_state(cookies), base_url)
     except OSError as exc:
         raise BrowserImportError(f"could not write the session file {path}: {exc.strerror or exc}") from None
     log.info("imported %d cookies for %s from %s into %s", len(cookies), host, browser, path)

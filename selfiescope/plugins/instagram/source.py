@@ -93,7 +93,8 @@ class InstagramSource(Source):
     async def open(self) -> None:
         self.pool = browser_pool(self.run)
         session_file = session_path(self.run.settings.browser)
-        self.account = Account(self.base_url, session_file, await asyncio.to_thread(load_session, session_file),
+        saved = await asyncio.to_thread(load_session, session_file, self.base_url)
+        self.account = Account(self.base_url, session_file, saved,
                                allow_login=self.options.login, dismiss=self._dismiss_names(), timeout_s=self.timeout_s)
         username = credential(USERNAME_ENV) or ""
         account = hashlib.sha256(username.encode()).hexdigest()[:12] if username else "anonymous"
