@@ -51,6 +51,9 @@ async def test_a_site_that_dies_mid_run_ends_the_run_plainly_and_keeps_what_was_
         assert stats.status == "finished_with_errors"
         assert stats.errors and all("cannot be reached (connection refused)" in e for e in stats.errors), stats.errors
         assert any("Rerun when the site is back" in e for e in stats.errors)
+        for line in stats.errors:  # each job's error starts with its own tag, whichever job met the dead site
+            job = line.split(":", 1)[0].removeprefix("instagram ")
+            assert line.startswith(f"instagram {job}: #{job}: "), stats.errors
         for line in stats.errors:  # the browser's own words stay in the debug log
             assert "net::" not in line and "Call log" not in line and "ECONNREFUSED" not in line
         # a refused connection is not retried with backoff, and a failed download is a failure

@@ -28,6 +28,7 @@ what to do, and no job submits the credentials again. Browser errors reach the u
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import time
@@ -56,6 +57,8 @@ from .post_page import fresh_image_url
 from .watchdog import JobFailed, JobRun, SourceStopped, Stalled, TagPageRateLimited, Watchdog
 
 log = logging.getLogger("selfiescope.instagram")
+# The hashtag of the job whose task is running: a stop told to another job names that job's tag.
+_JOB_TAG: contextvars.ContextVar[str | None] = contextvars.ContextVar("instagram_job_tag", default=None)
 
 MAX_RATE_RELOADS = 5  # reloads after 429s per job before it gives up
 MAX_NAVIGATION_RELOADS = 3  # reloads per job after the page went elsewhere by itself (not a lost session)
@@ -84,6 +87,7 @@ class InstagramSource(Source):
         self.account: Account | None = None
         self._yielded: set[str] = set()
         self._stop_reason: str | None = None
+        self._stop_tag: str | None = None  # the hashtag whose job stopped the source
         self.bucket: TokenBucket | None = None
 
     @property
@@ -117,6 +121,7 @@ class InstagramSource(Source):
         from playwright.async_api import Error as PlaywrightError
 
         assert self.account is not None
+        _JOB_TAG.set(job.target)
         account = self.account
         # the feed's JSON says what to download: the page's own images, videos and fonts are waste
         block = ["image", "media", "font"] if self.options.block_page_images else []
@@ -454,13 +459,23 @@ class InstagramSource(Source):
     # --- stopping --------------------------------------------------------------------------
     def _stop(self, reason: str) -> SourceStopped:
         if self._stop_reason is None:  # said once; every other job stops with the same words
-            self._stop_reason = reason
+            self._stop_reason, self._stop_tag = reason, _JOB_TAG.get()
             log.error("instagram: %s", reason)
-        return SourceStopped(reason)
+        return SourceStopped(self._stop_told())
 
     def _check_stop(self) -> None:
         if self._stop_reason:
-            raise SourceStopped(self._stop_reason)
+            raise SourceStopped(self._stop_told())
+
+    def _stop_told(self) -> str:
+        """The stop in the words of the job at hand: another job's stop names where it happened,
+        never as if it were this job's own tag."""
+        assert self._stop_reason is not None
+        tag, first = _JOB_TAG.get(), self._stop_tag
+        if tag is None or first is None or tag == first:
+            return self._stop_reason
+        reason = self._stop_reason.removeprefix(f"#{first}: ")
+        return f"#{tag}: stopped with the other hashtags, because on #{first}: {reason}"
 
     @staticmethod
     def _path(url: str) -> str:
