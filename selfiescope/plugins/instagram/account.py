@@ -75,6 +75,10 @@ class Account:
                 return generation
         return 0
 
+    def may_log_in(self) -> bool:
+        """Whether a login can still be tried (logging in on, credentials set, not refused)."""
+        return self.refused is None and self.allow_login and bool(credential(USERNAME_ENV) and credential(PASSWORD_ENV))
+
     def note_progress(self) -> None:
         self.barren = 0
 

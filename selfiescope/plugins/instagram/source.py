@@ -340,7 +340,7 @@ class InstagramSource(Source):
     async def _log_in_again(self, lease: Lease, generation: int, tag: str, why: str) -> int:
         """Log in (once for every job of the account), or stop the source saying what to do."""
         assert self.account is not None
-        self._status(tag, "session ended: waiting for the login")
+        self._status(tag, "session ended: waiting for the login" if self.account.may_log_in() else "session ended")
         try:
             generation = await self.account.log_in(lease, generation, why, lambda s: self._status(tag, s))
         except LoginRefused as exc:
@@ -468,14 +468,13 @@ class InstagramSource(Source):
             raise SourceStopped(self._stop_told())
 
     def _stop_told(self) -> str:
-        """The stop in the words of the job at hand: another job's stop names where it happened,
-        never as if it were this job's own tag."""
+        """The stop in the words of the job at hand. The job that stopped the source says why, once;
+        every other job points to it, never repeating the advice nor taking another job's tag as its own."""
         assert self._stop_reason is not None
         tag, first = _JOB_TAG.get(), self._stop_tag
         if tag is None or first is None or tag == first:
             return self._stop_reason
-        reason = self._stop_reason.removeprefix(f"#{first}: ")
-        return f"#{tag}: stopped with the other hashtags, because on #{first}: {reason}"
+        return f"#{tag}: stopped along with #{first} (its error says why and what to do)"
 
     @staticmethod
     def _path(url: str) -> str:
