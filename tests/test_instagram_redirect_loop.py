@@ -64,3 +64,40 @@ def test_a_scrape_names_a_redirect_loop(tmp_path: Path, loop_url: str) -> None:
     assert result.exit_code == 1, result.output
     assert "redirect loop" in result.output and "unexpected" not in result.output
     assert "Traceback" not in result.output and "net::" not in result.output
+
+
+def test_a_site_that_never_answers_fails_the_job_naming_the_real_stall_time(tmp_path: Path) -> None:
+    """Takes connections, never answers: the job ends after the stall and one reload, and says stall_s."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    settings = tmp_path / "settings.toml"
+    settings.write_text(f'[storage]\nroot = "{tmp_path / "data"}"\n[browser]\nsession_file = "{tmp_path / "s.json"}"\n'
+                        f'timeout_s = 30\n[plugins.instagram]\nbase_url = "http://127.0.0.1:{server.getsockname()[1]}"\n'
+                        'stall_s = 6\n')
+    try:
+        result = CliRunner().invoke(app, ["scrape", "selfie", "--label", "x", "--chain", "decode,store",
+                                          "-s", str(settings)])
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
+    assert result.exit_code == 1, result.output
+    assert "no new post for 6 s" in result.output and "also after reloading the tag page" in result.output

@@ -275,7 +275,8 @@ class InstagramSource(Source):
                                     "(posts already seen are skipped)", tag)
                         reload = True
                         continue
-                    await feed.harvest(lease.page, state.seen, pending)  # a page that hung half-way shows some
+                    # a page that hung half-way shows some; briefly: the stall time is already spent
+                    await feed.harvest(lease.page, state.seen, pending, within_s=2.0)
                     if isinstance(exc, Deadline):
                         raise JobFailed(f"#{tag}: {exc} ({state.found} posts found); rerun to resume "
                                         "(a slow network: raise browser.timeout_s)") from None
@@ -317,7 +318,10 @@ class InstagramSource(Source):
 
     def _after_stall(self, stall: Stalled, watch: Watchdog, state: JobRun) -> None:
         """A job with no new post for ``stall_s``: reload its tag page once, then fail it."""
-        self._status(state.tag, state.after_stall(stall, time.monotonic() - watch.last))
+        # the clock ran out at stall_s (an earlier browser timeout says its own time); what came after
+        # (stopping the load, a look at the page) is cleanup, not waiting
+        waited = min(stall.after_s, watch.stall_s) if stall.after_s is not None else time.monotonic() - watch.last
+        self._status(state.tag, state.after_stall(stall, waited))
         watch.progress()
 
     def _verdict(self, state: JobRun, stopped: str | None = None) -> None:
