@@ -87,3 +87,19 @@ def test_the_doctor_logs_in_when_its_own_sites_saved_session_has_expired(
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert checks["login"]["status"] == "pass" and "saved session did not get past" in checks["login"]["detail"]
     assert checks["tag_page"]["status"] == "pass", doctor.stdout
+
+
+@pytest.mark.browser
+def test_the_doctor_never_asks_to_set_credential_variables_that_are_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from selfiescope.testing.chaos import Chaos
+
+    monkeypatch.setenv(USERNAME_ENV, "demo")
+    monkeypatch.setenv(PASSWORD_ENV, "demo")
+    with MockInstagram(tags=TAGS, page_size=4, chaos=Chaos(login_variant="unknown")) as site:
+        doctor = CliRunner().invoke(app, ["doctor", "--tag", "alpha", "--json", "-s",
+                                          str(_settings(tmp_path, "a", site.base_url))])
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert doctor.exit_code == 1 and checks["login_form"]["status"] == "fail"
+    assert checks["tag_page"]["status"] == "fail" and "login" in checks["tag_page"]["detail"]
+    assert "set the credential" not in doctor.output and f"set {USERNAME_ENV}" not in doctor.output
