@@ -33,7 +33,8 @@ def site_origin(url: str) -> str:
     carry no port, so two local sites on one host are told apart only by this)."""
     parts = urlsplit(url.strip())
     host = (parts.hostname or "").lower()
-    port = f":{parts.port}" if parts.port else ""
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    port = f":{parts.port}" if parts.port and parts.port != default else ""
     return f"{parts.scheme.lower()}://{host}{port}"
 
 
