@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -28,6 +28,7 @@ def _settings(tmp_path: Path, name: str, base_url: str) -> Path:
     return settings
 
 
+@settings(deadline=None, max_examples=40)  # file writes on a loaded machine: no per-example deadline
 @given(st.sampled_from(["http", "https"]), st.sampled_from(["127.0.0.1", "Example.COM", "localhost"]),
        st.one_of(st.none(), st.integers(1, 65535)), st.sampled_from(["", "/", "/explore/tags/x/"]))
 def test_a_session_is_returned_for_its_own_site_only(scheme: str, host: str, port: int | None, path: str) -> None:
