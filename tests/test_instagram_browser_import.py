@@ -176,6 +176,8 @@ def test_from_browser_failures_are_one_clear_line(site: MockInstagram, tmp_path:
         r = runner.invoke(app, [*base, "--from-browser", browser, "--profile", str(not_a_store)])
         assert r.exit_code == 2 and text(r).count("--profile") == 1 and "not an SQLite database" in text(r)
         assert "DatabaseError" not in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, [*base, "--from-browser", "firefox", "--profile", "/dev/null"])
+    assert r.exit_code == 2 and "not a profile folder or a cookie file" in text(r)
     (profile / "cookies.sqlite").write_bytes(b"not a database")
     r = runner.invoke(app, [*base, "--from-browser", "firefox", "--profile", str(profile)])
     assert r.exit_code == 2 and "--profile" in text(r) and "Traceback" not in r.output and not session.exists()

@@ -64,6 +64,8 @@ def cookie_file(browser: str, profile: Path | None) -> Path | None:
     if profile.is_file():
         return checked_cookie_store(browser, profile, profile)
     if not profile.is_dir():
+        if profile.exists():  # a device, a pipe, a socket: nothing a browser keeps cookies in
+            raise ProfileNotFound(f"--profile {profile}: not a profile folder or a cookie file")
         raise ProfileNotFound(f"--profile {profile}: no such file or folder")
     folders = [profile]
     if browser != "firefox":  # a user-data folder: its first profile, then the others in name order
