@@ -81,6 +81,19 @@ async def scrape(settings: Settings, tags: list[str], limit: int | None = None,
     return await collect(App.create(settings, plugins=plugins), "scrape", pipeline=pipeline)
 
 
+def one_job_says_why(errors: list[str], *words: str) -> str:
+    """The one job error that says why the source stopped (with ``words``); every other job's error
+    starts with its own tag and points to that job instead of repeating the advice."""
+    saying = [e for e in errors if all(w in e for w in words)]
+    assert len(saying) == 1, errors
+    job_of = {e: e.split(":", 1)[0].split(" ", 1)[1] for e in errors}  # "instagram alpha: ..." -> "alpha"
+    for error in errors:
+        if error is not saying[0]:
+            assert error.startswith(f"instagram {job_of[error]}: #{job_of[error]}: stopped along with "
+                                    f"#{job_of[saying[0]]}"), errors
+    return saying[0]
+
+
 def seed_session(site: MockInstagram, root: Path) -> None:
     """A saved session, as `selfiescope login` leaves it (tests not about logging in skip the form)."""
     cookie = {"name": "sessionid", "value": site.login_session(), "domain": "127.0.0.1", "path": "/",
@@ -195,7 +208,7 @@ async def test_login_wall_without_credentials_stops_with_a_clear_message(site: M
     stats = await scrape(settings_for(site, tmp_path), ["alpha", "beta"])
     assert stats.status == "finished_with_errors" and stats.seen == 0
     assert len(stats.errors) == 2
-    assert all("login wall" in e and USERNAME_ENV in e and "selfiescope login" in e for e in stats.errors)
+    one_job_says_why(stats.errors, "login wall", USERNAME_ENV, "selfiescope login")
     tag_hits = [p for _, p, _ in site.requests[start:] if p.startswith("/explore/tags/")]
     assert len(tag_hits) == 2  # one look per hashtag, no hammering
     assert not media_requests(site, start)

@@ -165,9 +165,22 @@ def test_from_browser_failures_are_one_clear_line(site: MockInstagram, tmp_path:
     r = runner.invoke(app, [*base, "--from-browser", "firefox", "--profile", str(profile)])
     assert r.exit_code == 1 and "no logged-in session for 127.0.0.1" in text(r) and not session.exists()
 
+    # a --profile that is no cookie store of that browser is bad usage, told in one line naming --profile
+    (profile / "cookies.sqlite").unlink()
+    firefox_store(profile / "cookies.sqlite", [("127.0.0.1", "sessionid", "s1")])
+    r = runner.invoke(app, [*base, "--from-browser", "chrome", "--profile", str(profile / "cookies.sqlite")])
+    assert r.exit_code == 2 and "--profile" in text(r) and "cookie table" in text(r) and not session.exists()
+    not_a_store = tmp_path / "passwd"
+    not_a_store.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    for browser in ("chrome", "firefox"):
+        r = runner.invoke(app, [*base, "--from-browser", browser, "--profile", str(not_a_store)])
+        assert r.exit_code == 2 and text(r).count("--profile") == 1 and "not an SQLite database" in text(r)
+        assert "DatabaseError" not in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, [*base, "--from-browser", "firefox", "--profile", "/dev/null"])
+    assert r.exit_code == 2 and "not a profile folder or a cookie file" in text(r)
     (profile / "cookies.sqlite").write_bytes(b"not a database")
     r = runner.invoke(app, [*base, "--from-browser", "firefox", "--profile", str(profile)])
-    assert r.exit_code == 1 and "could not read firefox cookies" in text(r) and "Traceback" not in r.output
+    assert r.exit_code == 2 and "--profile" in text(r) and "Traceback" not in r.output and not session.exists()
 
     real_import = builtins.__import__
 

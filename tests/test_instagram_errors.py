@@ -37,3 +37,36 @@ def test_each_browser_error_is_named_with_what_to_do_and_no_raw_text(kind: str, 
 def test_an_unknown_error_points_to_the_debug_log() -> None:
     line = explain(PlaywrightError("Frobnicator.zap: something odd"), "opening the tag page")
     assert "Frobnicator" not in line and "-vv" in line
+
+
+# Chromium's common network codes, each with the kind it must be told as; none may read "unexpected".
+NET_CODES = [
+    ("ERR_TOO_MANY_REDIRECTS", "redirect_loop"),
+    ("ERR_EMPTY_RESPONSE", "empty"),
+    ("ERR_INVALID_RESPONSE", "bad_response"),
+    ("ERR_INVALID_HTTP_RESPONSE", "bad_response"),
+    ("ERR_CONTENT_LENGTH_MISMATCH", "bad_response"),
+    ("ERR_CONTENT_DECODING_FAILED", "decoding"),
+    ("ERR_SSL_PROTOCOL_ERROR", "tls"),
+    ("ERR_SSL_VERSION_OR_CIPHER_MISMATCH", "tls"),
+    ("ERR_CERT_AUTHORITY_INVALID", "tls"),
+    ("ERR_CERT_DATE_INVALID", "tls"),
+    ("ERR_HTTP2_PROTOCOL_ERROR", "protocol"),
+    ("ERR_HTTP2_PING_FAILED", "protocol"),
+    ("ERR_ABORTED", "aborted"),
+    ("ERR_CONNECTION_RESET", "network"),
+    ("ERR_CONNECTION_CLOSED", "network"),
+    ("ERR_TIMED_OUT", "network"),
+    ("ERR_ADDRESS_UNREACHABLE", "offline"),
+    ("ERR_UNSAFE_PORT", "network_other"),
+    ("ERR_BLOCKED_BY_RESPONSE", "network_other"),
+]
+
+
+@pytest.mark.parametrize(("code", "kind"), NET_CODES)
+def test_chromium_network_codes_say_what_happened(code: str, kind: str) -> None:
+    raw = f"Page.goto: net::{code} at http://127.0.0.1:9/explore/tags/selfie/\nCall log:\n  - navigating"
+    shown = translate(PlaywrightError(raw))
+    assert shown.kind == kind
+    line = shown.message("opening the tag page")
+    assert "unexpected" not in line and "net::" not in line and code not in line and "\n" not in line

@@ -11,7 +11,6 @@ fetched twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +26,8 @@ from .proxied_request import ProxiedRequest, proxy_needs_plain_gets
 from .launch_args import launch_args
 from .proxy import BACKGROUND_PROXY, context_proxy
 from .settings import BrowserSettings
-from .secrets import child_environment, hide_from_children, write_private_json
+from .secrets import child_environment, hide_from_children
+from .session_store import SESSION_ORIGIN_KEY, load_session, save_session, session_path, site_origin  # noqa: F401
 from .web import Deadline, NotRecorded, SiteUnreachable, unreachable_reason, within
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -377,31 +377,6 @@ def browser_pool(run: "RunContext") -> BrowserPool:
 
 
 # --- saved sessions ------------------------------------------------------------------------
-def session_path(settings: BrowserSettings) -> Path:
-    return Path(settings.session_file).expanduser()
-
-
-def load_session(path: Path) -> dict[str, Any] | None:
-    """A saved Playwright storage state, or None. A file others can read is tightened first."""
-    if not path.is_file():
-        return None
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        log.warning("session file %s was readable by others (mode %o); setting it to 600", path, mode)
-        os.chmod(path, 0o600)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable session file %s: %s", path, type(exc).__name__)
-        return None
-
-
-def save_session(path: Path, state: dict[str, Any]) -> None:
-    """Write the storage state readable by the owner only (0600, folder 0700)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_private_json(path, state)
-
-
 async def leased_events(
     pool: BrowserPool,
     make_events: Callable[[Lease], AsyncIterator[T]],

@@ -15,7 +15,7 @@ FAILURE_PHRASES = {
     "store_failed": "failed to store",
     "read_failed": "could not be read",
     "record_failed": "could not be recorded in the manifest",
-    "download_failed": "could not be downloaded (a rerun retries them)",
+    "download_failed": "could not be downloaded (not marked done; the errors say what to do)",
 }
 
 

@@ -21,12 +21,10 @@ from urllib.parse import urlparse
 from ...api import SiteError
 from ...api.web import credential, save_session, within
 from .login import submit_login
-from .outcomes import LoginFormUnknown, challenge, join_sentences
+from .outcomes import PASSWORD_ENV, USERNAME_ENV, LoginFormUnknown, challenge, join_sentences
 
 log = logging.getLogger("selfiescope.instagram")
 
-USERNAME_ENV = "SELFIESCOPE_INSTAGRAM_USERNAME"
-PASSWORD_ENV = "SELFIESCOPE_INSTAGRAM_PASSWORD"
 MAX_LOGINS = 12  # logins per run: a session that keeps ending is the site's verdict, not bad luck
 MAX_BARREN_LOGINS = 2  # logins in a row after which not a single post came through: the site refuses us
 
@@ -76,6 +74,10 @@ class Account:
             if self.states[generation] is state:
                 return generation
         return 0
+
+    def may_log_in(self) -> bool:
+        """Whether a login can still be tried (logging in on, credentials set, not refused)."""
+        return self.refused is None and self.allow_login and bool(credential(USERNAME_ENV) and credential(PASSWORD_ENV))
 
     def note_progress(self) -> None:
         self.barren = 0
@@ -129,7 +131,7 @@ class Account:
             self.barren += 1
             lease.storage_state = state
             try:
-                await asyncio.to_thread(save_session, self.session_file, state)
+                await asyncio.to_thread(save_session, self.session_file, state, self.base_url)
                 log.info("logged in; session saved to %s", self.session_file)
             except OSError as exc:  # the run goes on with the session in memory; the next one logs in again
                 log.warning("logged in, but the session could not be saved to %s (%s); this run goes on with it",

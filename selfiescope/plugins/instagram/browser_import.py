@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -39,6 +40,9 @@ EXTRA = "browser"  # pip install 'selfiescope[browser]'
 # Where a profile keeps its cookies, relative to a profile folder (newer Chromium: Network/).
 COOKIE_FILES = {"firefox": ("cookies.sqlite",), "chrome": ("Network/Cookies", "Cookies"),
                 "chromium": ("Network/Cookies", "Cookies")}
+# The table each browser keeps its cookies in: a file without it is no cookie store.
+COOKIE_TABLES = {"firefox": "moz_cookies", "chrome": "cookies", "chromium": "cookies"}
+SQLITE_MAGIC = b"SQLite format 3\x00"
 # A Chromium user-data folder holds profiles; the first one is "Default".
 CHROMIUM_PROFILES = ("Default",)
 
@@ -58,8 +62,10 @@ def cookie_file(browser: str, profile: Path | None) -> Path | None:
         return None
     profile = profile.expanduser()
     if profile.is_file():
-        return profile
+        return checked_cookie_store(browser, profile, profile)
     if not profile.is_dir():
+        if profile.exists():  # a device, a pipe, a socket: nothing a browser keeps cookies in
+            raise ProfileNotFound(f"--profile {profile}: not a profile folder or a cookie file")
         raise ProfileNotFound(f"--profile {profile}: no such file or folder")
     folders = [profile]
     if browser != "firefox":  # a user-data folder: its first profile, then the others in name order
@@ -67,10 +73,37 @@ def cookie_file(browser: str, profile: Path | None) -> Path | None:
     for folder in folders:
         for name in COOKIE_FILES[browser]:
             if (folder / name).is_file():
-                return folder / name
+                return checked_cookie_store(browser, folder / name, profile)
     wanted = " or ".join(COOKIE_FILES[browser])
     raise ProfileNotFound(f"--profile {profile}: no {browser} cookie store ({wanted}) in it; give the profile "
                              "folder (Firefox: about:profiles; Chromium/Chrome: chrome://version, 'Profile Path')")
+
+
+def checked_cookie_store(browser: str, path: Path, given: Path) -> Path:
+    """``path`` itself when it is a readable SQLite database with ``browser``'s cookie table;
+    anything else (``/etc/passwd``, another browser's store, a folder without access) is a
+    wrong ``--profile``, said in one line that names it."""
+    wrong = f"--profile {given}:"
+    hint = "give the profile folder (Firefox: about:profiles; Chromium/Chrome: chrome://version, 'Profile Path')"
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise ProfileNotFound(f"{wrong} {path} cannot be read ({exc.strerror or exc})") from None
+    if magic != SQLITE_MAGIC:
+        raise ProfileNotFound(f"{wrong} {path} is not a {browser} cookie store (not an SQLite database); {hint}")
+    table = COOKIE_TABLES[browser]
+    try:  # immutable: a store the browser holds open is read without waiting on its lock
+        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, timeout=5) as db:
+            found = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone()
+    except sqlite3.Error as exc:
+        log.debug("opening %s as a cookie store failed", path, exc_info=True)
+        raise ProfileNotFound(f"{wrong} {path} is not a readable {browser} cookie store ({type(exc).__name__}); "
+                              f"{hint}") from None
+    if found is None:
+        raise ProfileNotFound(f"{wrong} {path} is an SQLite database without {browser}'s cookie table ({table}); "
+                              f"{hint}")
+    return path
 
 
 def applies_to(cookie_domain: str, host: str) -> bool:
@@ -145,7 +178,7 @@ def import_session(settings: Settings, browser: str, profile: Path | None, base_
             f"{base_url} in {browser} first, or give the profile you use with --profile PATH")
     path = session_path(settings.browser)
     try:
-        save_session(path, storage_state(cookies))
+        save_session(path, storage_state(cookies), base_url)
     except OSError as exc:
         raise BrowserImportError(f"could not write the session file {path}: {exc.strerror or exc}") from None
     log.info("imported %d cookies for %s from %s into %s", len(cookies), host, browser, path)

@@ -41,7 +41,7 @@ from .doctor_report import (
 )
 from .feed import FeedReader, feed_paging, post_from_media
 from .login import REJECTED, find_login_form, submit_login
-from .outcomes import LoginFormUnknown, challenge, empty, rate_limited, read_tag_page
+from .outcomes import LoginFormUnknown, challenge, credentials_set, empty, rate_limited, read_tag_page
 from .source import PASSWORD_ENV, USERNAME_ENV, InstagramOptions, dismiss_names, fresh_image_url
 
 log = logging.getLogger("selfiescope.doctor")
@@ -101,6 +101,8 @@ class _Doctor:
         self.dismiss = dismiss_names(options.languages)
         self.closed: list[str] = []
         self.unclosable: list[str] = []
+        self.saved_session_used = False  # the login check was skipped for a saved session
+        self.pages_examined = 0  # pages searched for pop-ups: with none, ``popups`` has nothing to judge
         self.answers: list[tuple[str, int, Any]] = []  # feed answers: path, status, JSON or None
         self.rate_limited: list[tuple[str, float, str]] = []  # 429s: path, Retry-After, the site's message
         self.feed: FeedReader | None = None
@@ -113,10 +115,15 @@ class _Doctor:
         self.browser_started = asyncio.Event()  # run_doctor's budget for the checks starts here
 
     def add(self, name: str, status: str, detail: str, found: str = "") -> None:
+        """Record a check; a check made again (login, after a saved session failed) replaces its first verdict."""
         now = time.monotonic()
         check = Check(name, status, detail, found, round(now - self._started, 2))
         self._started = now
-        self.report.checks.append(check)
+        earlier = [i for i, c in enumerate(self.report.checks) if c.name == name]
+        if earlier:
+            self.report.checks[earlier[0]] = check
+        else:
+            self.report.checks.append(check)
         if self.on_check is not None:
             self.on_check(check)
 
@@ -124,7 +131,7 @@ class _Doctor:
         from playwright.async_api import Error as PlaywrightError
 
         pool = BrowserPool(self.settings.browser)
-        saved = await asyncio.to_thread(load_session, session_path(self.settings.browser))
+        saved = await asyncio.to_thread(load_session, session_path(self.settings.browser), self.base_url)
         block = ["image"] if self.options.block_page_images else []
         try:
             # no saved session at first: the login form is checked as a logged-out visitor sees it
@@ -211,7 +218,9 @@ class _Doctor:
     async def _close_popups(self, page: Any) -> None:
         """The source's pop-up handling; the dialogs it leaves open are noted for ``popups``."""
         self.closed += await click_dialog_buttons(page, self.dismiss, timeout_s=self.timeout_s)
-        for dialog in await within(self.timeout_s, page.evaluate(_DIALOGS), "reading pop-ups"):
+        dialogs = await within(self.timeout_s, page.evaluate(_DIALOGS), "reading pop-ups")
+        self.pages_examined += 1
+        for dialog in dialogs:
             text = f"{dialog['label']!r} with buttons {dialog['buttons']}"
             if text not in self.unclosable:
                 self.unclosable.append(text)
@@ -251,49 +260,58 @@ class _Doctor:
         self.add("login_form", "pass", "username field, password field and submit button found by the source's finder")
 
     async def check_login(self, lease: Lease, saved: dict[str, Any] | None) -> None:
-        from playwright.async_api import Error as PlaywrightError
-
         if saved and saved.get("cookies"):
             await within(self.timeout_s, lease.context.add_cookies(saved["cookies"]), "adding cookies")
             lease.storage_state = saved
+            self.saved_session_used = True
             self.add("login", "skip", "the session saved by `selfiescope login` is used instead")
             return
+        await self._login_with_credentials(lease)
+
+    async def _login_with_credentials(self, lease: Lease, after: str = "") -> None:
+        """The source's own login (``submit_login``) with the credential variables, judged as ``login``;
+        ``after`` says why it runs (a saved session that did not get past the login wall)."""
+        from playwright.async_api import Error as PlaywrightError
+
+        def judge(status: str, detail: str, found: str = "") -> None:
+            self.add("login", status, f"{after}: {detail}" if after else detail, found)
+
         username, password = credential(USERNAME_ENV), credential(PASSWORD_ENV)
         if not (username and password):
-            self.add("login", "skip", f"no credentials: set {USERNAME_ENV} and {PASSWORD_ENV} to check logging in")
+            judge("skip", f"no credentials: set {USERNAME_ENV} and {PASSWORD_ENV} to check logging in")
             return
         if not self.options.login:
-            self.add("login", "skip", "plugins.instagram.login is off: the source does not log in")
+            judge("skip", "plugins.instagram.login is off: the source does not log in")
             return
         if self.username_field is None:
-            self.add("login", "skip", "the login form's fields were not found (see login_form)")
+            judge("skip", "the login form's fields were not found (see login_form)")
             return
         page = await lease.page()
         try:
             outcome = await submit_login(page, self.base_url, username, password, self.dismiss,
                                          timeout_s=self.timeout_s)
         except PlaywrightError as exc:  # submit_login's message quotes no credential
-            self.add("login", "fail", f"the login form could not be used: {browser_failure(exc, self.timeout_s)}",
+            judge("fail", f"the login form could not be used: {browser_failure(exc, self.timeout_s)}",
                      self._rate_limit_note())
             return
         await self._settle_429s()
         path = urlparse(page.url).path
         if outcome == "ok":
-            self.add("login", "pass", "logged in: session cookie set")
+            judge("pass", "logged in: session cookie set")
         elif outcome == "challenge":
             shown = challenge(await self._page_text(page))  # the words the source stops with
-            self.add("login", "fail", f"{shown.what}: {shown.todo}", f"page {path}: {shown.found}")
+            judge("fail", f"{shown.what}: {shown.todo}", f"page {path}: {shown.found}")
         elif outcome == "two_factor":
-            self.add("login", "fail", "the site asks for a security code (two-factor): run `selfiescope login` once",
+            judge("fail", "the site asks for a security code (two-factor): run `selfiescope login` once",
                      f"page {path}")
         elif self.rate_limited:
-            self.add("login", "fail", f"{rate_limited('', None).what} while logging in: wait before trying again",
+            judge("fail", f"{rate_limited('', None).what} while logging in: wait before trying again",
                      self._rate_limit_note() + (f"; the page says {quote_outcome(outcome)}" if ": " in outcome else ""))
         elif outcome.startswith(REJECTED):
-            self.add("login", "fail", f"{REJECTED} (wrong username or password): check {USERNAME_ENV} and {PASSWORD_ENV}",
+            judge("fail", f"{REJECTED} (wrong username or password): check {USERNAME_ENV} and {PASSWORD_ENV}",
                      f"the page says {quote_outcome(outcome)}")
         else:
-            self.add("login", "fail", f"logging in did not finish: {outcome}",
+            judge("fail", f"logging in did not finish: {outcome}",
                      f"page {path}: {await self._page_text(page)!r}")
 
     async def check_tag_page(self, lease: Lease) -> None:
@@ -305,8 +323,18 @@ class _Doctor:
             response = await lease.goto(url)
             page = feed.page = await lease.page()
             shown = await read_tag_page(page, response, self.tag, self.timeout_s)  # the source's reading
+            if shown.kind == "login_wall" and self.saved_session_used and self.options.login and credentials_set():
+                self.saved_session_used = False  # once: the credentials' own verdict decides the next look
+                await within(self.timeout_s, lease.context.clear_cookies(), "clearing the saved session")
+                await self._login_with_credentials(
+                    lease, "the saved session did not get past the login wall, so the credential variables were tried")
+                if self.report.status("login") == "pass":
+                    continue
             if shown.kind == "login_wall":
-                todo = "logging in failed (see login)" if self.report.status("login") == "fail" else shown.todo
+                login = self.report.status("login")
+                todo = ("logging in failed (see login)" if login == "fail" else
+                        "the credential variables are set, but logging in could not be checked (see login)"
+                        if login == "skip" and credentials_set() else shown.todo)
                 self.add("tag_page", "fail", f"{shown.what}: {todo}", f"redirected to {urlparse(page.url).path}")
                 return
             if shown.kind != "ok":
@@ -458,6 +486,8 @@ class _Doctor:
         if self.unclosable:
             self.add("popups", "fail", "pop-ups with no button the source knows how to press",
                      "; ".join(self.unclosable))
+        elif not self.pages_examined:
+            self.add("popups", "skip", "no page loaded, so there was nothing to look for pop-ups on")
         elif self.closed:
             self.add("popups", "pass", f"closed with {sorted(set(self.closed))}")
         else:

@@ -45,7 +45,24 @@ _RULES: list[tuple[re.Pattern[str], str, str, str]] = [
      "check your network (or proxy) and plugins.instagram.base_url, then rerun to resume"),
     (re.compile(r"ERR_PROXY|ERR_TUNNEL_CONNECTION_FAILED", re.I), "proxy",
      "the proxy refused or failed the connection", "check the proxy settings, then rerun to resume"),
-    (re.compile(r"ERR_CERT|SSL|certificate", re.I), "tls",
+    (re.compile(r"ERR_TOO_MANY_REDIRECTS", re.I), "redirect_loop",
+     "the site keeps redirecting the page back and forth (a redirect loop), so no page loaded",
+     "check plugins.instagram.base_url; if it points to the right site, clear the saved session "
+     "(`selfiescope login` again) and rerun"),
+    (re.compile(r"ERR_EMPTY_RESPONSE", re.I), "empty",
+     "the site closed the connection without answering", "rerun to resume; if it keeps happening, "
+     "check plugins.instagram.base_url and run `selfiescope doctor`"),
+    (re.compile(r"ERR_INVALID_RESPONSE|ERR_INVALID_HTTP_RESPONSE|ERR_RESPONSE_HEADERS|ERR_INVALID_CHUNKED"
+                r"|ERR_CONTENT_LENGTH_MISMATCH|ERR_INCOMPLETE_CHUNKED", re.I), "bad_response",
+     "the site sent an answer that is not valid HTTP (a wrong port, or a broken server or proxy)",
+     "check plugins.instagram.base_url (and the proxy), then rerun"),
+    (re.compile(r"ERR_CONTENT_DECODING_FAILED", re.I), "decoding",
+     "the site's answer claimed a compression it does not use, so the browser could not read it",
+     "check plugins.instagram.base_url (and the proxy), then rerun"),
+    (re.compile(r"ERR_HTTP2_|ERR_QUIC_", re.I), "protocol",
+     "the site broke the HTTP/2 (or QUIC) protocol mid-answer", "rerun to resume; if it keeps happening, "
+     "check the proxy or network"),
+    (re.compile(r"ERR_CERT|ERR_SSL|SSL|certificate", re.I), "tls",
      "the site's certificate was not accepted", "check the clock, the network and base_url, then rerun"),
     (re.compile(r"ERR_FAILED|ERR_ABORTED|ERR_BLOCKED_BY_CLIENT", re.I), "aborted",
      "the request was stopped before it reached the site (when replaying: the recording does not hold it)",
@@ -65,6 +82,10 @@ _RULES: list[tuple[re.Pattern[str], str, str, str]] = [
      "and browser.executable"),
     (re.compile(r"Executable doesn't exist|Failed to launch|spawn .* ENOENT", re.I), "launch",
      "the browser could not be started", "check browser.executable (or run scripts/ensure-chromium.sh)"),
+    # Any other Chromium network code: still a network failure, never "unexpected".
+    (re.compile(r"net::ERR_[A-Z0-9_]+"), "network_other",
+     "the browser could not load the site (a network error)",
+     "check plugins.instagram.base_url, the proxy and your network, then rerun; " + DEBUG_HINT),
 ]
 
 

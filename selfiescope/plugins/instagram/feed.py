@@ -337,13 +337,13 @@ class FeedReader:
                 raise Deadline("reading feed answers", self.timeout_s + 5, "browser.timeout_s")
 
     async def harvest(self, open_page: Callable[[], Awaitable[Any]], handled: set[str],
-                      pending: dict[str, Post]) -> None:
+                      pending: dict[str, Post], within_s: float = 5.0) -> None:
         """Add the posts the page shows so far to ``pending`` (a tag page whose load hung shows the
         tiles that came); a page that is gone or busy is no error here: the count stays as it was."""
         try:
             if self.page is None:
-                self.page = await within(min(5.0, self.timeout_s), open_page(), "opening a page")
-            posts, _ = await asyncio.wait_for(self.new_posts(), min(5.0, self.timeout_s))
+                self.page = await within(min(within_s, self.timeout_s), open_page(), "opening a page")
+            posts, _ = await asyncio.wait_for(self.new_posts(), min(within_s, self.timeout_s))
         except Exception as exc:  # noqa: BLE001 - nothing to read
             log.debug("the page's posts could not be read: %s", type(exc).__name__)
             return

@@ -44,5 +44,5 @@ async def download_on_clock(request: Any, url: str, state: JobRun, watch: Watchd
 
 def images_gone(state: JobRun, why: str) -> str:
     """The source's one line when the image host is quiet or out of reach."""
-    return (f"#{state.tag}: images from {state.media_host} {why}; stopping ({len(state.seen)} posts found, "
+    return (f"#{state.tag}: images from {state.media_host} {why}; stopping ({state.found} posts found, "
             "what was stored is kept). Rerun when it answers again to fetch the rest")

@@ -18,7 +18,15 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ...api import SiteError
-from ...api.web import parse_retry_after, within
+from ...api.web import credential, parse_retry_after, within
+
+USERNAME_ENV = "SELFIESCOPE_INSTAGRAM_USERNAME"
+PASSWORD_ENV = "SELFIESCOPE_INSTAGRAM_PASSWORD"
+
+
+def credentials_set() -> bool:
+    """Whether both credential variables are set (advice never asks to set what is set)."""
+    return bool(credential(USERNAME_ENV) and credential(PASSWORD_ENV))
 
 CHALLENGE_PATHS = ("/challenge", "/checkpoint", "/accounts/suspended")
 MAX_QUOTE = 160  # characters of the site's message that are quoted
@@ -112,8 +120,12 @@ def challenge(site_says: str = "") -> PageOutcome:
 
 
 def login_wall() -> PageOutcome:
+    if credentials_set():
+        return PageOutcome("login_wall", "the site shows a login wall",
+                           "the credential variables are set but did not get past it: run `selfiescope doctor` "
+                           "to see how logging in ends, or `selfiescope login`, then rerun")
     return PageOutcome("login_wall", "the site shows a login wall",
-                       "set the credential variables or run `selfiescope login`, then rerun")
+                       f"set {USERNAME_ENV} and {PASSWORD_ENV} or run `selfiescope login`, then rerun")
 
 
 async def page_text(page: Any, timeout_s: float) -> str:

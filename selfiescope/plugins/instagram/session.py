@@ -86,7 +86,7 @@ async def login(settings: Settings, *, base_url: str | None = None, headless: bo
                 await asyncio.sleep(1.0)  # a person is typing in the window
                 outcome = await login_outcome(page, dismiss)
             path = session_path(settings.browser)
-            await asyncio.to_thread(save_session, path, await lease.context.storage_state())
+            await asyncio.to_thread(save_session, path, await lease.context.storage_state(), base)
             log.info("session saved to %s", path)
             return path
     except PlaywrightError as exc:  # what happened and what to do, never the browser's own text

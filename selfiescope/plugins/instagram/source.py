@@ -28,6 +28,7 @@ what to do, and no job submits the credentials again. Browser errors reach the u
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import time
@@ -56,6 +57,8 @@ from .post_page import fresh_image_url
 from .watchdog import JobFailed, JobRun, SourceStopped, Stalled, TagPageRateLimited, Watchdog
 
 log = logging.getLogger("selfiescope.instagram")
+# The hashtag of the job whose task is running: a stop told to another job names that job's tag.
+_JOB_TAG: contextvars.ContextVar[str | None] = contextvars.ContextVar("instagram_job_tag", default=None)
 
 MAX_RATE_RELOADS = 5  # reloads after 429s per job before it gives up
 MAX_NAVIGATION_RELOADS = 3  # reloads per job after the page went elsewhere by itself (not a lost session)
@@ -84,6 +87,7 @@ class InstagramSource(Source):
         self.account: Account | None = None
         self._yielded: set[str] = set()
         self._stop_reason: str | None = None
+        self._stop_tag: str | None = None  # the hashtag whose job stopped the source
         self.bucket: TokenBucket | None = None
 
     @property
@@ -93,7 +97,8 @@ class InstagramSource(Source):
     async def open(self) -> None:
         self.pool = browser_pool(self.run)
         session_file = session_path(self.run.settings.browser)
-        self.account = Account(self.base_url, session_file, await asyncio.to_thread(load_session, session_file),
+        saved = await asyncio.to_thread(load_session, session_file, self.base_url)
+        self.account = Account(self.base_url, session_file, saved,
                                allow_login=self.options.login, dismiss=self._dismiss_names(), timeout_s=self.timeout_s)
         username = credential(USERNAME_ENV) or ""
         account = hashlib.sha256(username.encode()).hexdigest()[:12] if username else "anonymous"
@@ -116,6 +121,7 @@ class InstagramSource(Source):
         from playwright.async_api import Error as PlaywrightError
 
         assert self.account is not None
+        _JOB_TAG.set(job.target)
         account = self.account
         # the feed's JSON says what to download: the page's own images, videos and fonts are waste
         block = ["image", "media", "font"] if self.options.block_page_images else []
@@ -269,7 +275,8 @@ class InstagramSource(Source):
                                     "(posts already seen are skipped)", tag)
                         reload = True
                         continue
-                    await feed.harvest(lease.page, state.seen, pending)  # a page that hung half-way shows some
+                    # a page that hung half-way shows some; briefly: the stall time is already spent
+                    await feed.harvest(lease.page, state.seen, pending, within_s=2.0)
                     if isinstance(exc, Deadline):
                         raise JobFailed(f"#{tag}: {exc} ({state.found} posts found); rerun to resume "
                                         "(a slow network: raise browser.timeout_s)") from None
@@ -311,7 +318,10 @@ class InstagramSource(Source):
 
     def _after_stall(self, stall: Stalled, watch: Watchdog, state: JobRun) -> None:
         """A job with no new post for ``stall_s``: reload its tag page once, then fail it."""
-        self._status(state.tag, state.after_stall(stall, time.monotonic() - watch.last))
+        # the clock ran out at stall_s (an earlier browser timeout says its own time); what came after
+        # (stopping the load, a look at the page) is cleanup, not waiting
+        waited = min(stall.after_s, watch.stall_s) if stall.after_s is not None else time.monotonic() - watch.last
+        self._status(state.tag, state.after_stall(stall, waited))
         watch.progress()
 
     def _verdict(self, state: JobRun, stopped: str | None = None) -> None:
@@ -334,7 +344,7 @@ class InstagramSource(Source):
     async def _log_in_again(self, lease: Lease, generation: int, tag: str, why: str) -> int:
         """Log in (once for every job of the account), or stop the source saying what to do."""
         assert self.account is not None
-        self._status(tag, "session ended: waiting for the login")
+        self._status(tag, "session ended: waiting for the login" if self.account.may_log_in() else "session ended")
         try:
             generation = await self.account.log_in(lease, generation, why, lambda s: self._status(tag, s))
         except LoginRefused as exc:
@@ -453,13 +463,22 @@ class InstagramSource(Source):
     # --- stopping --------------------------------------------------------------------------
     def _stop(self, reason: str) -> SourceStopped:
         if self._stop_reason is None:  # said once; every other job stops with the same words
-            self._stop_reason = reason
+            self._stop_reason, self._stop_tag = reason, _JOB_TAG.get()
             log.error("instagram: %s", reason)
-        return SourceStopped(reason)
+        return SourceStopped(self._stop_told())
 
     def _check_stop(self) -> None:
         if self._stop_reason:
-            raise SourceStopped(self._stop_reason)
+            raise SourceStopped(self._stop_told())
+
+    def _stop_told(self) -> str:
+        """The stop in the words of the job at hand. The job that stopped the source says why, once;
+        every other job points to it, never repeating the advice nor taking another job's tag as its own."""
+        assert self._stop_reason is not None
+        tag, first = _JOB_TAG.get(), self._stop_tag
+        if tag is None or first is None or tag == first:
+            return self._stop_reason
+        return f"#{tag}: stopped along with #{first} (its error says why and what to do)"
 
     @staticmethod
     def _path(url: str) -> str:

@@ -34,9 +34,10 @@ class TagPageRateLimited(SiteError):
 
 
 class Stalled(SiteError):
-    def __init__(self, waiting_on: str) -> None:
+    def __init__(self, waiting_on: str, after_s: float | None = None) -> None:
         super().__init__(waiting_on)
         self.waiting_on = waiting_on
+        self.after_s = after_s  # the stall clock when it ran out: what the user is told, not later cleanup
 
 
 class Watchdog:
@@ -110,9 +111,9 @@ class Watchdog:
                     try:
                         return task.result()
                     except (TimeoutError, PlaywrightTimeout):
-                        raise Stalled(what) from None
+                        raise Stalled(what, self.elapsed()) from None
                 if self.remaining() <= 0 and not self._pauses:
-                    raise Stalled(what)
+                    raise Stalled(what, self.elapsed())
         finally:
             if not task.done():
                 task.cancel()
