@@ -349,3 +349,60 @@ def test_no_core_table_is_reachable_through_a_handle(tmp_path: Path, verb: str) 
             state.query(sql) if sql.startswith("SELECT") else state.execute(sql)
     assert {t: m.query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in before} == before
     m.close()
+
+
+@pytest.mark.parametrize("adopted", ["runs", "plugin_schema", "images", "sqlite_master", "SQLITE_sequence",
+                                     "dedup__phashes", "tally__seen"])
+def test_a_namespace_cannot_adopt_core_schema_or_another_namespaces_tables(adopted: str, tmp_path: Path) -> None:
+    """Invariant: adopting lets a migration alter and drop a table, so only a legacy table
+    outside core and every namespace can be adopted; the declaration itself is refused."""
+    with pytest.raises(StateError, match=f"cannot adopt table {adopted!r}"):
+        PluginState("evil", (COUNTS,), migrations=(f"DROP TABLE {adopted}",), adopts=(adopted,))
+    m = Manifest.at_root(tmp_path)  # nothing ran: core's tables are whole
+    assert m.query("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('runs', 'plugin_schema')")[0][0] == 2
+    m.close()
+
+
+def test_a_legacy_table_is_adopted_by_one_namespace_only() -> None:
+    from selfiescope.core.plugin_state import declare
+
+    with pytest.raises(StateError, match="'phashes' is adopted by namespace 'dedup'"):
+        declare(PluginState("thief", (COUNTS,), adopts=("phashes",)))
+
+
+@pytest.mark.parametrize("change", ["create", "migrations", "adopts"])
+def test_a_namespace_declared_again_differently_is_refused(change: str) -> None:
+    """Invariant: one namespace, one declaration; the same table names with other columns,
+    another migration list or other adopted tables are a different declaration."""
+    from selfiescope.core.plugin_state import declare
+
+    base = PluginState(f"shape_{change}", (COUNTS,), migrations=("UPDATE {seen} SET label = label",))
+    declare(base)
+    other = {
+        "create": PluginState(base.namespace, (StateTable("seen", COUNTS.create.replace("label TEXT", "label TEXT, x INT"),
+                                                          COUNTS.content_hash_columns),), base.migrations),
+        "migrations": PluginState(base.namespace, (COUNTS,), ("DELETE FROM {seen}",)),
+        "adopts": PluginState(base.namespace, (COUNTS,), base.migrations, adopts=(f"old_{change}",)),
+    }[change]
+    with pytest.raises(StateError, match="declared twice"):
+        declare(other)
+    assert declare(PluginState(base.namespace, (COUNTS,), base.migrations)) is not None  # identical: the same one
+
+
+def test_two_plugins_declaring_one_namespace_alike_are_refused() -> None:
+    from selfiescope.core.plugins import build_registry
+    from selfiescope.api import Step, hookimpl
+
+    def plugin(step_name: str) -> object:
+        cls = type(f"Step_{step_name}", (Step,), {"name": step_name, "state": PluginState("twin", (COUNTS,)),
+                                                   "process": lambda self, event: None})
+
+        class Plugin:
+            @hookimpl
+            def selfiescope_steps(self):
+                return [cls]
+        return Plugin()
+
+    assert "twin" in build_registry(plugins=[plugin("twin_a")], entrypoints=False).states
+    with pytest.raises(StateError, match="'twin' is declared twice.*step 'twin_b'"):
+        build_registry(plugins=[plugin("twin_a"), plugin("twin_b")], entrypoints=False)

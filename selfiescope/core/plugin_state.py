@@ -60,6 +60,27 @@ LEGACY_CONTENT_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
+def core_tables() -> frozenset[str]:
+    """The tables core's schema makes (read from it, so a table added there is covered)."""
+    from .manifest import SCHEMA
+
+    return frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA))
+
+
+def _not_adoptable(table: str) -> str | None:
+    """Why a namespace may not adopt ``table`` (None when it may): adopting lets its migrations
+    read, alter and drop the table, so only a legacy table outside core and every namespace."""
+    if not _TABLE.fullmatch(table):
+        return "not a plain table name (another namespace's tables are its own)"
+    if table.lower().startswith("sqlite_"):
+        return "SQLite's own table"
+    if table in LEGACY_CONTENT_TABLES:
+        return None
+    if table in core_tables():
+        return "one of core's tables"
+    return None
+
+
 class StateError(UsageError, RuntimeError):
     """A plugin's tables cannot be used as declared (a newer manifest, a read-only one, a bad
     declaration, a statement outside the namespace): phrased for the user."""
@@ -112,6 +133,9 @@ class PluginState:
             for column in table.content_hash_columns:
                 if not re.fullmatch(r"\w+", column):
                     raise StateError(f"plugin state {self.namespace}.{table.name}: bad column {column!r}")
+        for adopted in self.adopts:
+            if why := _not_adoptable(adopted):
+                raise StateError(f"plugin state {self.namespace}: it cannot adopt table {adopted!r}: {why}")
 
     @property
     def version(self) -> int:
@@ -147,17 +171,29 @@ _DECLARED: dict[str, PluginState] = {}
 _DECLARED_LOCK = threading.Lock()
 
 
+def _shape(state: PluginState) -> tuple[Any, ...]:
+    """Everything that decides what a declaration does to a manifest: its tables as created,
+    its migrations (SQL text, or the callable's module and name), what it adopts."""
+    migrations = tuple(m if isinstance(m, str) else (getattr(m, "__module__", None), getattr(m, "__qualname__", repr(m)))
+                       for m in state.migrations)
+    return (state.tables, migrations, tuple(sorted(state.adopts)))
+
+
 def declare(state: PluginState) -> PluginState:
     """Make a declaration known to every manifest this process opens from now on (returns it,
     so a module can write ``STATE = declare(PluginState(...))``). Two different declarations of
-    one namespace are an error."""
+    one namespace are an error, as is adopting a table another namespace adopts."""
     with _DECLARED_LOCK:
         known = _DECLARED.get(state.namespace)
-        # The same tables at the same version (a module imported again) are the same declaration.
-        shape = (state.version, state.record(), state.adopts)
-        if known is not None and (known.version, known.record(), known.adopts) != shape:
-            raise StateError(f"plugin state namespace {state.namespace!r} is declared twice, with different tables "
-                             "or versions: two plugins cannot share a namespace")
+        # The same declaration met again (a module imported again) is no conflict.
+        if known is not None and _shape(known) != _shape(state):
+            raise StateError(f"plugin state namespace {state.namespace!r} is declared twice, with different tables, "
+                             "migrations or adopted tables: two plugins cannot share a namespace")
+        for other in _DECLARED.values():
+            shared = set(other.adopts) & set(state.adopts)
+            if other.namespace != state.namespace and shared:
+                raise StateError(f"plugin state {state.namespace}: table {sorted(shared)[0]!r} is adopted by "
+                                 f"namespace {other.namespace!r} already")
         _DECLARED.setdefault(state.namespace, state)
     return state
 

@@ -213,6 +213,7 @@ class Registry:
     def from_manager(cls, pm: pluggy.PluginManager) -> "Registry":
         reg = cls(pm)
         dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+        owners: dict[str, str] = {}  # namespace: the plugin whose components declare it
         kinds = (
             ("source", pm.hook.selfiescope_sources, reg.sources),
             ("step", pm.hook.selfiescope_steps, reg.steps),
@@ -236,6 +237,11 @@ class Registry:
                     target[comp.name] = comp
                     if getattr(comp, "state", None) is not None:  # its tables are made in every manifest opened from now on
                         try:
+                            owner = owners.setdefault(comp.state.namespace, impl.plugin_name)
+                            if owner != impl.plugin_name:  # a namespace is one plugin's, even declared alike
+                                raise StateError(f"plugin state namespace {comp.state.namespace!r} is declared twice, "
+                                                 f"by plugin {owner} and by another: two plugins cannot share a "
+                                                 "namespace")
                             reg.states[comp.state.namespace] = declare(comp.state)
                         except StateError as exc:
                             raise StateError(f"{exc} ({kind} {comp.name!r} of plugin {impl.plugin_name})") from None
