@@ -41,7 +41,7 @@ def run_train(app: App, name: str, as_json: bool) -> None:
     out.print(table)
     for warning in summary["warnings"]:  # confounders: the figures above may describe the sources, not the photos
         console.print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
-    out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}")
+    out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}", markup=False)
     if mislabeled := summary.get("likely_mislabeled"):
         out.print(f"{mislabeled} training image{'s look' if mislabeled != 1 else ' looks'} mislabeled (the cross-validated "
                   "model contradicts the label): `selfiescope review` shows them first (sort: most likely mislabeled)")

@@ -39,7 +39,7 @@ def _print_forget(result, verb: str, to=out) -> None:  # noqa: ANN001 - ForgetRe
     for col in ("id", "label", "location", "decision"):
         table.add_column(col)
     for m in result.images[:SHOWN]:
-        table.add_row(m.id or m.content_hash[:16], m.label or "", m.location or "", m.decision)
+        table.add_row(*(escape(cell) for cell in (m.id or m.content_hash[:16], m.label or "", m.location or "", m.decision)))
     if len(result.images) > SHOWN:
         table.add_row(f"... and {len(result.images) - SHOWN} more", "", "", "")
     to.print(table)
@@ -163,7 +163,7 @@ def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
     if as_json:
         emit_json(card)
     else:
-        out.print(f"wrote {md} and {js}: {card['images']} images, {card['rejections']['total']} rejections")
+        out.print(f"wrote {md} and {js}: {card['images']} images, {card['rejections']['total']} rejections", markup=False)
 
 
 @core_app.command("export")

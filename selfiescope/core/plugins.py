@@ -114,14 +114,18 @@ def declared_components(name: str) -> dict[str, str]:
 class PluginImportError(SettingsError):
     """An enabled plugin failed to import: one line naming it, and how to turn it off."""
 
+    plugin: str = ""  # its name, as [plugins] disable takes it
+
 
 def _import_failure(name: str, what: str, exc: BaseException) -> PluginImportError:
     log.debug("plugin %s failed to import", name, exc_info=exc)
     first = (str(exc).splitlines() or [""])[0][:200]
-    return PluginImportError([
+    error = PluginImportError([
         f"plugins: plugin {name!r} ({what}) failed to import ({type(exc).__name__}: {first}); "
         f"fix or uninstall it, or turn it off with [plugins] disable = [\"{name}\"]"
     ])
+    error.plugin = name
+    return error
 
 
 def _unknown_disabled(disable: Iterable[str]) -> list[str]:

@@ -62,7 +62,7 @@ def login(
     if as_json:
         emit_json({"ok": True, "session_file": str(path)})
     else:
-        out.print(f"logged in; session saved to {path} (readable by you only)")
+        out.print(f"logged in; session saved to {path} (readable by you only)", markup=False)
 
 
 def login_from_browser(browser: Optional[str], profile: Optional[Path], base_url: Optional[str],
@@ -112,9 +112,9 @@ def record(
         emit_json(summary)
     else:
         out.print(f"recorded {summary['entries']} requests ({summary['posts']} posts) into {har_file}; "
-                  f"{summary['redactions']} secret values redacted")
+                  f"{summary['redactions']} secret values redacted", markup=False)
         for err in summary["errors"]:
-            console.print(f"[red]error[/red] {err}", highlight=False)
+            console.print(f"[red]error[/red] {escape(str(err))}", highlight=False)
     if summary["errors"] or not summary["posts"]:
         raise typer.Exit(EXIT_FAILED)
 
