@@ -161,6 +161,15 @@ def with_wait(settings: Settings, wait: bool) -> Settings:
     return settings.model_copy(update={"storage": settings.storage.model_copy(update={"wait_for_lock": True})})
 
 
+def checked_base_url(value: str | None) -> str | None:
+    """A ``--base-url`` option's callback: a site URL, or a usage error naming the option."""
+    from ..core.text import site_url_problem
+
+    if value is not None and (problem := site_url_problem(value)):
+        raise fail(f"--base-url: {problem}")
+    return value
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)

@@ -155,9 +155,9 @@ def stats_command(
     root = Path(root or settings.storage.root)
     if plot is not None:  # the user's own file: it must be writable before any work
         if plot.suffix.lower() != ".png":
-            raise fail(escape(f"--face-area-plot: {printable(plot)}: give a .png file name"))
+            raise fail(f"--face-area-plot: {printable(plot)}: give a .png file name")
         if why := file_to_write_problem(plot):
-            raise fail(escape(f"--face-area-plot: {why}"))
+            raise fail(f"--face-area-plot: {why}")
     if not (root / "manifest.sqlite").is_file():
         raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect or import images first)")
     filters = face_filters(registry)

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from ...api.cli import EXIT_FAILED, EXIT_INTERRUPTED, JsonOpt, SettingsOpt, console, emit_json, fail, load_app, out
+from ...api.cli import EXIT_FAILED, EXIT_INTERRUPTED, JsonOpt, SettingsOpt, checked_base_url, console, emit_json, fail, load_app, out
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 def login(
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="default: plugins.instagram.base_url"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", callback=checked_base_url, help="default: plugins.instagram.base_url"),
     show_browser: Optional[bool] = typer.Option(
         None, "--show-browser/--headless",
         help="open a browser window to pass two-factor or a challenge (default: when a display exists)",
@@ -88,7 +88,7 @@ def record(
     har_file: Path = typer.Option(..., "--har", help="the HAR file to write (scrubbed of secrets, mode 600)"),
     limit: Optional[int] = typer.Option(30, min=1, help="stop after this many images per hashtag"),
     source: str = typer.Option("instagram", help="source plugin"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="the site (default: plugins.instagram.base_url)"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", callback=checked_base_url, help="the site (default: plugins.instagram.base_url)"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -120,7 +120,7 @@ def record(
 
 
 def doctor(
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="the site (default: plugins.instagram.base_url)"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", callback=checked_base_url, help="the site (default: plugins.instagram.base_url)"),
     tag: str = typer.Option("selfie", "--tag", help="a hashtag with more than one page of posts"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
