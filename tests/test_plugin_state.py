@@ -213,10 +213,22 @@ def test_an_old_manifest_is_upgraded_and_dedup_behaves_the_same(tmp_path: Path) 
     kept = make_old(root)
     assert kept["phashes"] and kept["conflicts"]
 
-    with pytest.raises(Exception, match="older version"):  # a dry run cannot upgrade: it says so
-        Manifest.read_only(root)
     from selfiescope.core.settings import settings_from_dict
     from selfiescope.pipelines.card import build_card
+    from selfiescope.pipelines.forget import ForgetRequest, forget
+
+    # A dry run reads the older manifest as this version does (no plugin tables yet, the legacy
+    # ones through what dedup adopts) and writes nothing.
+    manifest_bytes = (root / "manifest.sqlite").read_bytes()
+    dry = Manifest.read_only(root)
+    from selfiescope.core.app import App as _App
+    assert build_card(_App.create(settings_from_dict({"storage": {"root": str(root)}})), dry)["conflicts"] == \
+        len(kept["conflicts"])
+    dry.close()
+    labels = asyncio.run(forget(_App.create(settings_from_dict({"storage": {"root": str(root)}})),
+                                ForgetRequest(labels=["selfie"]), dry_run=True))
+    assert labels.dry_run and sum(1 for match in labels.images if match.decision == "accepted") == 3
+    assert (root / "manifest.sqlite").read_bytes() == manifest_bytes
 
     old = Manifest(root / "manifest.sqlite", readonly=True)  # a read-only dataset's card reads the old table
     from selfiescope.core.app import App
@@ -406,3 +418,14 @@ def test_two_plugins_declaring_one_namespace_alike_are_refused() -> None:
     assert "twin" in build_registry(plugins=[plugin("twin_a")], entrypoints=False).states
     with pytest.raises(StateError, match="'twin' is declared twice.*step 'twin_b'"):
         build_registry(plugins=[plugin("twin_a"), plugin("twin_b")], entrypoints=False)
+
+
+def test_a_dry_run_refuses_plugin_tables_newer_than_the_plugin_as_every_command_does(tmp_path: Path) -> None:
+    m = Manifest.at_root(tmp_path)
+    m.state(DEDUP)
+    m.execute("UPDATE plugin_schema SET version = 99 WHERE namespace = 'dedup'")
+    m.close()
+    with pytest.raises(StateError, match="'dedup' tables are at version 99, newer than this plugin knows"):
+        Manifest.read_only(tmp_path)
+    with pytest.raises(StateError, match="'dedup' tables are at version 99, newer than this plugin knows"):
+        Manifest.at_root(tmp_path)

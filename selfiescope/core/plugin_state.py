@@ -353,7 +353,7 @@ class StateHandle:
                 db.execute(statement)
 
 
-def _recorded(manifest: "Manifest") -> dict[str, int] | None:
+def recorded_versions(manifest: "Manifest") -> dict[str, int] | None:
     """Each recorded namespace's version; None when the manifest has no ``plugin_schema``."""
     db = manifest._db
     if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='plugin_schema'").fetchone():
@@ -361,7 +361,7 @@ def _recorded(manifest: "Manifest") -> dict[str, int] | None:
     return {r[0]: int(r[1]) for r in db.execute("SELECT namespace, version FROM plugin_schema")}
 
 
-def _newer(manifest: "Manifest", state: PluginState, have: int) -> StateError:
+def newer_error(manifest: "Manifest", state: PluginState, have: int) -> StateError:
     return StateError(f"{manifest.path}: the {state.namespace!r} tables are at version {have}, newer than this "
                       f"plugin knows ({state.version}); upgrade the plugin that provides {state.namespace!r}")
 
@@ -371,11 +371,11 @@ def open_state(manifest: "Manifest", state: PluginState) -> StateHandle:
     (one transaction) when the manifest is writable."""
     with manifest._lock:
         if manifest.readonly:
-            have = (_recorded(manifest) or {}).get(state.namespace)
+            have = (recorded_versions(manifest) or {}).get(state.namespace)
             if have is None:
                 return StateHandle(manifest, state, present=False)
             if have > state.version:
-                raise _newer(manifest, state, have)
+                raise newer_error(manifest, state, have)
             if have < state.version:
                 raise StateError(f"{manifest.path}: the {state.namespace!r} tables were written by an older version "
                                  "of their plugin; any run that writes upgrades them")
@@ -387,7 +387,7 @@ def open_state(manifest: "Manifest", state: PluginState) -> StateHandle:
                 row = db.execute(query, (state.namespace,)).fetchone()  # another process may have done it
                 have = None if row is None else int(row[0])
                 if have is not None and have > state.version:
-                    raise _newer(manifest, state, have)
+                    raise newer_error(manifest, state, have)
                 if have != state.version or row[1] != state.record():
                     _upgrade(manifest, state, have)
     return StateHandle(manifest, state)
