@@ -4,6 +4,7 @@ opens, forget reaching every namespace, and an old manifest's dedup tables adopt
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -429,3 +430,14 @@ def test_a_dry_run_refuses_plugin_tables_newer_than_the_plugin_as_every_command_
         Manifest.read_only(tmp_path)
     with pytest.raises(StateError, match="'dedup' tables are at version 99, newer than this plugin knows"):
         Manifest.at_root(tmp_path)
+
+
+def test_no_module_but_dedups_own_names_its_tables() -> None:
+    """Invariant: a plugin's state is reached through its handle and hooks
+    (``selfiescope_label_changed``, ``selfiescope_linked_images``), never by table name."""
+    package = Path(__file__).resolve().parent.parent / "selfiescope"
+    own = {package / "plugins" / "dedup.py", package / "plugins" / "dedup_state.py"}
+    naming = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
+              if p not in own and re.search(r"[\"']dedup__\w+|\b(?:FROM|UPDATE|INTO|JOIN)\s+(?:dedup__\w+|phashes|conflicts)\b",
+                                            p.read_text(encoding="utf-8"))]
+    assert naming == []

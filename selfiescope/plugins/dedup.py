@@ -41,7 +41,7 @@ from ..api.dataset import (  # noqa: F401 - the hash functions, shared with the 
     CENTRE_MARGIN, HASH_WORKING_SIDE, Manifest, centre_crop, compute_mirror_phashes, compute_phash, compute_phashes,
     phash_to_int,
 )
-from .dedup_state import STATE, add_conflict, add_phash, load_arrays
+from .dedup_state import STATE, add_conflict, add_phash, conflict_pairs, load_arrays, set_label
 
 SERVICE = "dedup.index"
 
@@ -398,6 +398,16 @@ def _index_of(run: Any) -> DedupIndex | None:
 @hookimpl
 def selfiescope_steps():
     return [DedupStep]
+
+
+@hookimpl
+def selfiescope_label_changed(manifest, content_hash, old, new):
+    set_label(manifest.state(STATE), content_hash, new)
+
+
+@hookimpl
+def selfiescope_linked_images(manifest):
+    return conflict_pairs(manifest.state(STATE))
 
 
 @hookimpl
