@@ -214,3 +214,18 @@ def test_a_message_with_brackets_reaches_the_user_whole(capsys: pytest.CaptureFi
 
     fail("[browser] x did not answer [in 5 s]")
     assert "[browser] x did not answer [in 5 s]" in capsys.readouterr().err
+
+
+def test_no_caller_escapes_what_fail_escapes() -> None:
+    """``fail`` escapes its message; a caller that escapes too would show backslashes."""
+    import ast
+
+    package = REPO / "selfiescope"
+    doubled = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "fail":
+                inner = [n for arg in node.args for n in ast.walk(arg)
+                         if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "escape"]
+                doubled += [f"{path.relative_to(package)}:{node.lineno}"] if inner else []
+    assert doubled == []
