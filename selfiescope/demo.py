@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 
 from .core.app import App
 from .core.settings import ScrapePipeline, Settings, SettingsError, TrainPipeline
@@ -132,7 +133,7 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
     )
     status = 1 if stats.error_lines() else 0
     for line in stats.error_lines():
-        console.print(f"[red]error:[/red] {line}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
     if train:
         try:
             from .pipelines.model.train import train as run_train
@@ -147,7 +148,7 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
                 f"ROC-AUC {summary['roc_auc']:.3f} (face area alone: {summary['baseline_roc_auc']:.3f}), "
                 f"accuracy {summary['accuracy']:.3f}"
             )
-            console.print(f"model in {train_p.model_dir}, report {train_p.model_dir / 'report.html'}")
+            console.print(f"model in {train_p.model_dir}, report {train_p.model_dir / 'report.html'}", markup=False)
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
     result["review_command"] = review_command(s.storage.root)
     if as_json:

@@ -176,3 +176,57 @@ def test_a_built_in_that_fails_to_import_is_named_and_can_be_disabled(monkeypatc
     assert 'disable = ["gallery"]' in problem
     app = App.create(settings_from_dict({"plugins": {"disable": ["gallery"]}}), entrypoints=False)
     assert "gallery" not in app.registry.sources and "folder" in app.registry.sources
+
+
+@pytest.mark.parametrize("command", ["mock-site", "record", "settings check", "scrape"])
+def test_help_works_with_a_broken_plugin_enabled_and_warns_of_it(
+    command: str, broken_install: dict[str, str], tmp_path: Path
+) -> None:
+    """Invariant: ``--help`` of any command (built-in or a plugin's) exits 0 and names the
+    broken plugin in one warning line: help is how one learns to turn it off."""
+    (tmp_path / "settings.toml").write_text(f'[storage]\nroot = "{tmp_path / "data"}"\n')
+    done = run_cli(broken_install, tmp_path, [*command.split(), "--help"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Usage" in done.stdout
+    (warning,) = [line for line in done.stderr.splitlines() if BROKEN in line]
+    assert warning.startswith("warning:") and "failed to import" in warning and BOOM in warning
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("where", ["file", "environment"])
+def test_a_broken_plugin_error_names_where_the_settings_came_from(
+    where: str, broken_install: dict[str, str], tmp_path: Path
+) -> None:
+    env = dict(broken_install)
+    if where == "file":
+        (tmp_path / "x.toml").write_text(f'[storage]\nroot = "{tmp_path / "data"}"\n')
+        args, source = ["stats", "--settings", "x.toml"], "x.toml"
+    else:
+        env["SELFIESCOPE_STORAGE__ROOT"] = str(tmp_path / "data")
+        args, source = ["stats"], "the environment"
+    done = run_cli(env, tmp_path, args)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0] == f"Invalid settings in {source}:", done.stderr
+
+
+def test_a_message_with_brackets_reaches_the_user_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    """Rich reads ``[word]`` as markup: every message printed through ``fail`` is escaped."""
+    from selfiescope.cli.common import fail
+
+    fail("[browser] x did not answer [in 5 s]")
+    assert "[browser] x did not answer [in 5 s]" in capsys.readouterr().err
+
+
+def test_no_caller_escapes_what_fail_escapes() -> None:
+    """``fail`` escapes its message; a caller that escapes too would show backslashes."""
+    import ast
+
+    package = REPO / "selfiescope"
+    doubled = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "fail":
+                inner = [n for arg in node.args for n in ast.walk(arg)
+                         if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "escape"]
+                doubled += [f"{path.relative_to(package)}:{node.lineno}"] if inner else []
+    assert doubled == []

@@ -150,3 +150,80 @@ def test_command_has_a_heading_in_the_cli_reference(command: str):
 def test_cli_reference_names_no_command_that_is_gone():
     documented = set(re.findall(r"^### `selfiescope ([a-z -]+)`", CLI_MD, flags=re.MULTILINE))
     assert documented - set(COMMANDS) == set()
+
+
+def python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", markdown, flags=re.MULTILINE | re.DOTALL)
+
+
+def imported_modules(code: str) -> list[str]:
+    """The modules a code block imports (parsed, so a wrapped import counts; a block that is
+    not whole Python, with ``...`` bodies, is read line by line)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return re.findall(r"^\s*(?:from|import)\s+([\w.]+)", code, flags=re.MULTILINE)
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+    return names
+
+
+GUIDES = {"plugins.md": PLUGINS_MD, "storage.md": (DOCS / "storage.md").read_text(encoding="utf-8")}
+
+
+@pytest.mark.parametrize("guide", sorted(GUIDES))
+def test_a_guides_examples_import_only_the_public_api(guide: str):
+    """Invariant: what the plugin and storage guides tell an author to import is public
+    (``selfiescope.api*``, or ``selfiescope.testing*`` for tests), never a module that may move."""
+    blocks = python_blocks(GUIDES[guide])
+    assert blocks, f"docs/{guide} has no python examples to check"
+    for block in blocks:
+        for module in imported_modules(block):
+            if module == "selfiescope" or module.startswith("selfiescope."):
+                assert re.match(r"selfiescope\.(api|testing)(\.|$)", module), \
+                    f"docs/{guide}: an example imports {module}, outside selfiescope.api / selfiescope.testing"
+
+
+def test_the_import_check_sees_a_private_import():
+    assert imported_modules("from selfiescope.pipelines.collect import collect\nx = (\n") == [
+        "selfiescope.pipelines.collect"]
+    assert imported_modules("import selfiescope.core.app as a") == ["selfiescope.core.app"]
+
+
+def documented_calls() -> list[tuple[str, str, str]]:
+    """(module, name, call) for each API table row whose description opens with a call of
+    that very name: ``| `name` | `await name(a, b=...)`...``."""
+    api_section = section(PLUGINS_MD, "The public API")
+    tables = [("selfiescope.api", api_section.split("\n### ", 1)[0])]
+    tables += [(m.__name__, subsection(api_section, f"`{m.__name__}`")) for m in API_MODULES]
+    found = []
+    for module, table in tables:
+        for name, call in re.findall(r"^\| `(\w+)` \| `(?:await )?(\w+\(.*?\))`", table, flags=re.MULTILINE):
+            if call.startswith(name + "("):
+                found.append((module, name, call))
+    return found
+
+
+def test_documented_calls_are_found():
+    assert {"record", "replay_settings", "collect", "within"} <= {name for _, name, _ in documented_calls()}
+
+
+@pytest.mark.parametrize("module,name,call", documented_calls())
+def test_a_documented_call_matches_the_signature(module: str, name: str, call: str):
+    """Each argument written as a plain name is the parameter at its place; each ``key=...``
+    is a parameter; literals and ``...`` say nothing."""
+    params = list(inspect.signature(getattr(importlib.import_module(module), name)).parameters.values())
+    arguments = [a.strip() for a in call[len(name) + 1:-1].split(",") if a.strip()]
+    for place, argument in enumerate(arguments):
+        key = argument.split("=", 1)[0].strip()
+        if "=" in argument:
+            assert key in {p.name for p in params}, f"{name}: documented {key}= is not a parameter ({call})"
+        elif key.isidentifier():
+            assert place < len(params) and params[place].name == key and params[place].kind in (
+                inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD), \
+                f"{name}: documented argument {place + 1} is {key!r}, the function's is " \
+                f"{params[place].name if place < len(params) else 'none'} ({call})"

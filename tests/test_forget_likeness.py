@@ -128,7 +128,7 @@ def test_dask_workers_hashes_are_used_when_present() -> None:
     event = ImageEvent(origin=Origin("folder"), label="x", data=b"", content_hash="0" * 64)
     assert event_hashes(event) == []
     event.phash = "00000000000000ff"
-    event.notes.update(phash_centre="0" * 16, phash_mirror="f" * 16, phash_mirror_centre="0" * 15 + "1")
+    event.phash_centre, event.phash_mirror, event.phash_mirror_centre = "0" * 16, "f" * 16, "0" * 15 + "1"
     assert event_hashes(event) == [0xFF, 0, 2**64 - 1, 1]
     likeness = ForgottenLikeness([(0xFFFF_0000_0000_0000, 0xFFFF_FFFF_0000_0000)], max_distance=8)
     assert not likeness.matches([0, 0xFF])
@@ -220,3 +220,42 @@ def test_copies_dedup_turned_away_go_with_the_photo(tmp_path: Path, faces_dir: P
         assert m.query("SELECT COUNT(*) FROM dedup__conflicts")[0][0] == 0
     finally:
         m.close()
+
+
+def test_core_reads_no_plugins_notes() -> None:
+    """Invariant: what core needs of an image is a public ImageEvent field or its own column;
+    core never reads a key of ``notes`` (a step's private annotations) except those core writes."""
+    import ast
+    from pathlib import Path as _Path
+
+    import selfiescope.core as core
+
+    owned = {"oversize"}  # written by core itself (core/work.py)
+    reads = []
+    for path in sorted(_Path(core.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            target = key = None
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+                target, key = node.func.value, node.args[0] if node.args else None
+            elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+                target, key = node.value, node.slice
+            named = isinstance(target, ast.Attribute) and target.attr == "notes" or (
+                isinstance(target, ast.Name) and target.id == "notes")
+            if named and not (isinstance(key, ast.Constant) and key.value in owned):
+                reads.append(f"{path.name}:{node.lineno}")
+    assert reads == []
+
+
+def test_an_older_manifests_centre_hash_note_becomes_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    m = Manifest.at_root(tmp_path)
+    m.execute("INSERT INTO images(content_hash, decision, phash, notes) VALUES ('a', 'accepted', ?, ?)",
+              ("00000000000000ff", '{"phash_centre": "000000000000ff00"}'))
+    m.close()
+    db = sqlite3.connect(tmp_path / "manifest.sqlite")
+    db.execute("ALTER TABLE images DROP COLUMN phash_centre")  # as the version before wrote it
+    db.commit(), db.close()
+    m = Manifest.at_root(tmp_path)
+    assert m.query("SELECT phash_centre FROM images")[0][0] == "000000000000ff00"
+    m.close()

@@ -57,7 +57,9 @@ async def test_an_image_server_that_goes_quiet_ends_the_run_and_a_rerun_fetches_
         assert 0 < len(kept) <= 8, "what arrived before the server went quiet is stored"
         # The server answers again: a rerun fetches the rest, nothing twice.
         site.chaos.media_stop_after = None
-        again = await asyncio.wait_for(scrape(settings, ["gamma", "delta"]), BOUND_S)
+        # deadlines a loaded machine meets: this run is about fetching the rest, not about a stall
+        again = await asyncio.wait_for(scrape(settings_for(site, tmp_path, timeout_s=30, stall_s=60), ["gamma", "delta"]),
+                                       BOUND_S)
         assert again.status == "finished", again.errors
         assert sorted(recorded(tmp_path)) == expected(site, "gamma", "delta")
 

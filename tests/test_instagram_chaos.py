@@ -32,9 +32,12 @@ TAGS = {"gamma": TagSpec(9, "selfie", noface=1, small_face=1), "delta": TagSpec(
 BOUND_S = 240
 
 
-def settings_for(site: MockInstagram, root: Path, *, timeout_s: float = 8.0, **options: Any) -> Settings:
+# Deadlines by default far from what a loaded machine needs: a test that is about something else
+# (beacons, a 429, login) must not end on a download deadline or the stall clock; BOUND_S says
+# whether the run hung. Tests of a stall or a hang pass their own short values.
+def settings_for(site: MockInstagram, root: Path, *, timeout_s: float = 30.0, **options: Any) -> Settings:
     ig = {"base_url": site.base_url, "scroll_pause_s": 0.6, "max_idle_scrolls": 2, "requests_per_minute": 6000,
-          "jitter_s": 0, "backoff_s": 0.05, "stall_s": 12.0, **options}
+          "jitter_s": 0, "backoff_s": 0.05, "stall_s": 60.0, **options}
     return settings_from_dict({
         "storage": {"root": str(root)},
         "browser": {"session_file": str(root / "session.json"), "timeout_s": timeout_s},
@@ -109,7 +112,7 @@ async def test_a_job_that_ends_with_no_posts_is_an_error_that_says_what_to_do(tm
 ], ids=["french-labels", "german-js-disabled-button", "js-classic"])
 async def test_login_finds_redesigned_forms_by_their_labels(tmp_path: Path, creds: None, knobs: dict[str, Any]) -> None:
     with chaos_site(require_api_headers=True, **knobs) as site:
-        stats = await bounded(scrape(settings_for(site, tmp_path, timeout_s=5), ["delta"]))
+        stats = await bounded(scrape(settings_for(site, tmp_path), ["delta"]))
         assert stats.status == "finished", stats.errors
         assert sorted(recorded(tmp_path)) == expected(site, "delta")
         assert sum(1 for m, p, _ in site.requests if m == "POST" and p.startswith("/accounts/login")) == 1
@@ -171,9 +174,9 @@ async def test_a_stalled_job_reloads_once_then_fails_while_the_other_job_finishe
     with chaos_site(hung_feed_tags=("gamma",)) as site:  # gamma's first page is in the HTML, the rest never comes
         seed_session(site, tmp_path)
         states = States()
-        # stall_s twice the site's deadline, as before, but a deadline a loaded machine meets: with 3 s
-        # an image download could time out there and the job would fail for that, not for the stall
-        stats = await bounded(scrape(settings_for(site, tmp_path, timeout_s=8, stall_s=16), ["gamma", "delta"],
+        # stall_s twice the site's deadline, and a deadline a loaded machine meets: with a short one
+        # an image download of delta could time out and the job would fail for that, not for the stall
+        stats = await bounded(scrape(settings_for(site, tmp_path, timeout_s=15, stall_s=30), ["gamma", "delta"],
                                      plugins=[states]))
         assert stats.status == "finished_with_errors"
         [error] = stats.errors

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -185,3 +186,19 @@ def test_cli_scrape_refuses_a_base_url_the_source_cannot_take(tmp_path):
                                  "--settings", str(tmp_path / "settings.toml")])
     assert result.exit_code == 2 and "the folder source takes no site URL" in result.output
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://127.0.0.1:9", "http://", "http://[::1", "127.0.0.1:80"])
+@pytest.mark.parametrize("command", [["scrape", "a", "-l", "x", "--source", "gallery"],
+                                     ["scrape", "a", "-l", "x", "--source", "instagram"],
+                                     ["record", "a", "--har", "out.har"], ["login"], ["doctor"]])
+def test_a_base_url_that_is_no_site_is_a_usage_error_naming_the_option(tmp_path, command, url):
+    """Invariant: every --base-url, whatever the source or command, is an http(s) URL with a
+    host or the command ends at once with exit 2 naming the option (never a failed job)."""
+    from selfiescope.cli import app
+
+    (tmp_path / "settings.toml").write_text(f'[storage]\nroot = "{tmp_path / "data"}"\n')
+    result = runner.invoke(app, [*command, "--base-url", url, "--settings", str(tmp_path / "settings.toml")])
+    assert result.exit_code == 2, result.output
+    assert "--base-url:" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out.har").exists()

@@ -4,6 +4,7 @@ opens, forget reaching every namespace, and an old manifest's dedup tables adopt
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -213,10 +214,22 @@ def test_an_old_manifest_is_upgraded_and_dedup_behaves_the_same(tmp_path: Path) 
     kept = make_old(root)
     assert kept["phashes"] and kept["conflicts"]
 
-    with pytest.raises(Exception, match="older version"):  # a dry run cannot upgrade: it says so
-        Manifest.read_only(root)
     from selfiescope.core.settings import settings_from_dict
     from selfiescope.pipelines.dataset_care.card import build_card
+    from selfiescope.pipelines.dataset_care.forget import ForgetRequest, forget
+
+    # A dry run reads the older manifest as this version does (no plugin tables yet, the legacy
+    # ones through what dedup adopts) and writes nothing.
+    manifest_bytes = (root / "manifest.sqlite").read_bytes()
+    dry = Manifest.read_only(root)
+    from selfiescope.core.app import App as _App
+    assert build_card(_App.create(settings_from_dict({"storage": {"root": str(root)}})), dry)["conflicts"] == \
+        len(kept["conflicts"])
+    dry.close()
+    labels = asyncio.run(forget(_App.create(settings_from_dict({"storage": {"root": str(root)}})),
+                                ForgetRequest(labels=["selfie"]), dry_run=True))
+    assert labels.dry_run and sum(1 for match in labels.images if match.decision == "accepted") == 3
+    assert (root / "manifest.sqlite").read_bytes() == manifest_bytes
 
     old = Manifest(root / "manifest.sqlite", readonly=True)  # a read-only dataset's card reads the old table
     from selfiescope.core.app import App
@@ -349,3 +362,82 @@ def test_no_core_table_is_reachable_through_a_handle(tmp_path: Path, verb: str) 
             state.query(sql) if sql.startswith("SELECT") else state.execute(sql)
     assert {t: m.query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in before} == before
     m.close()
+
+
+@pytest.mark.parametrize("adopted", ["runs", "plugin_schema", "images", "sqlite_master", "SQLITE_sequence",
+                                     "dedup__phashes", "tally__seen"])
+def test_a_namespace_cannot_adopt_core_schema_or_another_namespaces_tables(adopted: str, tmp_path: Path) -> None:
+    """Invariant: adopting lets a migration alter and drop a table, so only a legacy table
+    outside core and every namespace can be adopted; the declaration itself is refused."""
+    with pytest.raises(StateError, match=f"cannot adopt table {adopted!r}"):
+        PluginState("evil", (COUNTS,), migrations=(f"DROP TABLE {adopted}",), adopts=(adopted,))
+    m = Manifest.at_root(tmp_path)  # nothing ran: core's tables are whole
+    assert m.query("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('runs', 'plugin_schema')")[0][0] == 2
+    m.close()
+
+
+def test_a_legacy_table_is_adopted_by_one_namespace_only() -> None:
+    from selfiescope.core.plugin_state import declare
+
+    with pytest.raises(StateError, match="'phashes' is adopted by namespace 'dedup'"):
+        declare(PluginState("thief", (COUNTS,), adopts=("phashes",)))
+
+
+@pytest.mark.parametrize("change", ["create", "migrations", "adopts"])
+def test_a_namespace_declared_again_differently_is_refused(change: str) -> None:
+    """Invariant: one namespace, one declaration; the same table names with other columns,
+    another migration list or other adopted tables are a different declaration."""
+    from selfiescope.core.plugin_state import declare
+
+    base = PluginState(f"shape_{change}", (COUNTS,), migrations=("UPDATE {seen} SET label = label",))
+    declare(base)
+    other = {
+        "create": PluginState(base.namespace, (StateTable("seen", COUNTS.create.replace("label TEXT", "label TEXT, x INT"),
+                                                          COUNTS.content_hash_columns),), base.migrations),
+        "migrations": PluginState(base.namespace, (COUNTS,), ("DELETE FROM {seen}",)),
+        "adopts": PluginState(base.namespace, (COUNTS,), base.migrations, adopts=(f"old_{change}",)),
+    }[change]
+    with pytest.raises(StateError, match="declared twice"):
+        declare(other)
+    assert declare(PluginState(base.namespace, (COUNTS,), base.migrations)) is not None  # identical: the same one
+
+
+def test_two_plugins_declaring_one_namespace_alike_are_refused() -> None:
+    from selfiescope.core.plugins import build_registry
+    from selfiescope.api import Step, hookimpl
+
+    def plugin(step_name: str) -> object:
+        cls = type(f"Step_{step_name}", (Step,), {"name": step_name, "state": PluginState("twin", (COUNTS,)),
+                                                   "process": lambda self, event: None})
+
+        class Plugin:
+            @hookimpl
+            def selfiescope_steps(self):
+                return [cls]
+        return Plugin()
+
+    assert "twin" in build_registry(plugins=[plugin("twin_a")], entrypoints=False).states
+    with pytest.raises(StateError, match="'twin' is declared twice.*step 'twin_b'"):
+        build_registry(plugins=[plugin("twin_a"), plugin("twin_b")], entrypoints=False)
+
+
+def test_a_dry_run_refuses_plugin_tables_newer_than_the_plugin_as_every_command_does(tmp_path: Path) -> None:
+    m = Manifest.at_root(tmp_path)
+    m.state(DEDUP)
+    m.execute("UPDATE plugin_schema SET version = 99 WHERE namespace = 'dedup'")
+    m.close()
+    with pytest.raises(StateError, match="'dedup' tables are at version 99, newer than this plugin knows"):
+        Manifest.read_only(tmp_path)
+    with pytest.raises(StateError, match="'dedup' tables are at version 99, newer than this plugin knows"):
+        Manifest.at_root(tmp_path)
+
+
+def test_no_module_but_dedups_own_names_its_tables() -> None:
+    """Invariant: a plugin's state is reached through its handle and hooks
+    (``selfiescope_label_changed``, ``selfiescope_linked_images``), never by table name."""
+    package = Path(__file__).resolve().parent.parent / "selfiescope"
+    own = {package / "plugins" / "dedup.py", package / "plugins" / "dedup_state.py"}
+    naming = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
+              if p not in own and re.search(r"[\"']dedup__\w+|\b(?:FROM|UPDATE|INTO|JOIN)\s+(?:dedup__\w+|phashes|conflicts)\b",
+                                            p.read_text(encoding="utf-8"))]
+    assert naming == []

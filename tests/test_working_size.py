@@ -259,7 +259,7 @@ def test_reduced_and_full_decodes_agree_on_real_faces(faces_dir: Path, chain: li
         full_event.image = full.image
         annotate_phashes(full_event)
         for key in ("phash_centre", "phash_mirror", "phash_mirror_centre"):
-            bits = bin(phash_to_int(reduced.notes[key]) ^ phash_to_int(full_event.notes[key])).count("1")
+            bits = bin(phash_to_int(getattr(reduced, key)) ^ phash_to_int(getattr(full_event, key))).count("1")
             worst_bits = max(worst_bits, bits)
         worst_bits = max(worst_bits, bin(phash_to_int(reduced.phash) ^ phash_to_int(full_event.phash)).count("1"))
     assert worst_bits <= HASH_BITS

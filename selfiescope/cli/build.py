@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 
 from .. import __version__
 from . import collect, info, maintenance, model, privacy, record, review
@@ -132,6 +133,31 @@ def startup_application(settings_path: Optional[str] = None) -> App:
     return App.create(settings)
 
 
+def help_application(settings_path: Optional[str]) -> tuple[App | None, list[str]]:
+    """For ``--help``: the application without the enabled plugins that fail to import (help
+    must work to find out how to turn them off), and the problems to warn of."""
+    from ..core.plugins import PluginImportError
+    from ..core.settings import Settings, SettingsError, load_settings
+
+    try:
+        settings = load_settings(settings_path)
+    except (SettingsError, OSError):
+        settings = Settings()
+    problems: list[str] = []
+    skipped: list[str] = []
+    while True:
+        plugins = {**settings.plugins, "disable": [*settings.disabled_plugins, *skipped]}
+        try:
+            return App.create(settings.model_copy(update={"plugins": plugins})), problems
+        except PluginImportError as exc:
+            problems += exc.problems
+            if not exc.plugin or exc.plugin in skipped:
+                return None, problems
+            skipped.append(exc.plugin)
+        except SettingsError as exc:
+            return None, problems + exc.problems
+
+
 def make_app(settings_path: Optional[str] = None) -> tuple[GuardedTyper, CommandsInfo]:
     """The command line for the settings at ``settings_path`` (default: as every command finds them)."""
     from ..core.settings import SettingsError
@@ -173,7 +199,8 @@ def needs_plugin_commands(argv: list[str]) -> bool:
 
 def main() -> None:
     argv = sys.argv[1:]
-    if not needs_plugin_commands(argv):
+    wants_help = "--help" in argv
+    if not needs_plugin_commands(argv) and not wants_help:
         build_app(None)[0]()
         return
     from ..core.settings import SettingsError
@@ -182,10 +209,17 @@ def main() -> None:
     try:
         application = startup_application(startup_settings_path(argv))
     except SettingsError as exc:  # a plugin's command cannot be found without its plugins
-        console.print(exc.render(), highlight=False, markup=False)
-        raise SystemExit(EXIT_USAGE) from None
+        if not wants_help:
+            console.print(exc.render(), highlight=False, markup=False)
+            raise SystemExit(EXIT_USAGE) from None
+        # Help always works (it is how one learns to turn a plugin off); each problem is one line.
+        maybe, problems = help_application(startup_settings_path(argv))
+        for problem in problems:
+            console.print(f"[yellow]warning:[/yellow] {escape(problem)}", highlight=False, soft_wrap=True)
+        build_app(maybe)[0]()
+        return
     app, built = build_app(application)
     remember_startup(application)
     for problem in built.problems:
-        console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(problem)}", highlight=False)
     app()

@@ -18,8 +18,8 @@ from ..core.settings import SCRAPE_SOURCE, ScrapePipeline, Settings, SettingsErr
 from ..core.text import printable
 from ..exits import EXIT_INTERRUPTED, code_for
 from .common import (
-    JsonOpt, SchedulerOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load_app, out, with_scheduler,
-    with_wait,
+    JsonOpt, SchedulerOpt, SettingsOpt, WaitOpt, checked_base_url, console, core_app, emit_json, fail, load_app, out,
+    with_scheduler, with_wait,
 )
 
 
@@ -284,7 +284,8 @@ def scrape(
     label: str = typer.Option(..., "--label", "-l", help="class label, e.g. selfie or portrait"),
     limit: Optional[int] = typer.Option(None, help="stop after this many accepted images per hashtag"),
     source: str = typer.Option(SCRAPE_SOURCE, help="source plugin: instagram, or gallery (with --base-url a URL template with {tag})"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="the site to scrape, e.g. the local mock site's URL"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", callback=checked_base_url,
+                                           help="the site to scrape, e.g. the local mock site's URL"),
     chain: Optional[str] = typer.Option(None, help="comma-separated steps (default: decode,face_area,dedup,store)"),
     contexts: Optional[int] = typer.Option(None, "--contexts", min=1, max=64, help="browser contexts at once (browser.max_contexts)"),
     replay: Optional[Path] = typer.Option(None, "--replay", help="run offline against a HAR saved by `selfiescope record`"),
@@ -330,5 +331,5 @@ def replay_options(app: App, har_file: Path, source: str, base_url: Optional[str
     try:
         app, recorded_base = replay_settings(app, har_file, source)
     except HarError as exc:  # names the option that gave the file, which the error cannot know
-        raise fail(f"--replay: {escape(printable(exc))}") from None
+        raise fail(f"--replay: {printable(exc)}") from None
     return app, base_url or recorded_base

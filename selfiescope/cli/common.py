@@ -88,7 +88,7 @@ def refuse_unusable_paths(command: Any, arguments: dict[str, Any]) -> None:
     for name, value in arguments.items():
         for item in value if isinstance(value, list | tuple) else [value]:
             if isinstance(item, Path) and (problem := path_text_problem(item)):
-                raise fail(escape(f"{_option_name(command, name)}: {problem}"))
+                raise fail(f"{_option_name(command, name)}: {problem}")
 
 
 def _option_name(command: Any, parameter: str) -> str:
@@ -145,7 +145,7 @@ def with_scheduler(settings: Settings, scheduler: Optional[str]) -> Settings:
         try:
             check_scheduler(scheduler)
         except ValueError as exc:
-            raise fail(escape(f"--scheduler: {exc}")) from None
+            raise fail(f"--scheduler: {exc}") from None
     return apply(settings, scheduler)
 # --- end dask ----------------------------------------------------------------------------
 
@@ -161,8 +161,17 @@ def with_wait(settings: Settings, wait: bool) -> Settings:
     return settings.model_copy(update={"storage": settings.storage.model_copy(update={"wait_for_lock": True})})
 
 
+def checked_base_url(value: str | None) -> str | None:
+    """A ``--base-url`` option's callback: a site URL, or a usage error naming the option."""
+    from ..core.text import site_url_problem
+
+    if value is not None and (problem := site_url_problem(value)):
+        raise fail(f"--base-url: {problem}")
+    return value
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 

@@ -79,7 +79,7 @@ def list_plugins(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
     else:
         _plugins_table(rows)
     for problem in commands.problems:
-        console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(problem)}", highlight=False)
 
 
 def _plugins_table(rows: list[dict[str, Any]]) -> None:
@@ -155,9 +155,9 @@ def stats_command(
     root = Path(root or settings.storage.root)
     if plot is not None:  # the user's own file: it must be writable before any work
         if plot.suffix.lower() != ".png":
-            raise fail(escape(f"--face-area-plot: {printable(plot)}: give a .png file name"))
+            raise fail(f"--face-area-plot: {printable(plot)}: give a .png file name")
         if why := file_to_write_problem(plot):
-            raise fail(escape(f"--face-area-plot: {why}"))
+            raise fail(f"--face-area-plot: {why}")
     if not (root / "manifest.sqlite").is_file():
         raise fail(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect or import images first)")
     filters = face_filters(registry)
@@ -190,9 +190,9 @@ def stats_command(
         table.add_row(key, str(result["judged"][key]), *(str(kept[c]) for c in columns))
     out.print(table)
     if result["plot"]:
-        out.print(f"plot: {result['plot']}")
+        out.print(f"plot: {result['plot']}", markup=False)
     else:
-        console.print(f"no plot: {root} is read-only; pass --face-area-plot FILE to write one elsewhere")
+        console.print(f"no plot: {root} is read-only; pass --face-area-plot FILE to write one elsewhere", markup=False)
 
 
 

@@ -41,7 +41,7 @@ def run_train(app: App, name: str, as_json: bool) -> None:
     out.print(table)
     for warning in summary["warnings"]:  # confounders: the figures above may describe the sources, not the photos
         console.print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
-    out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}")
+    out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}", markup=False)
     if mislabeled := summary.get("likely_mislabeled"):
         out.print(f"{mislabeled} training image{'s look' if mislabeled != 1 else ' looks'} mislabeled (the cross-validated "
                   "model contradicts the label): `selfiescope review` shows them first (sort: most likely mislabeled)")
@@ -67,11 +67,11 @@ def train_command(
             raise fail(f"several train pipelines are defined ({', '.join(trains)}); name one")
         pipeline = trains[0] if trains else DEFAULT_TRAIN
     if pipeline in settings.pipelines and pipeline not in trains:
-        raise fail(f"pipelines.{escape(printable(pipeline))} is not a train pipeline")
+        raise fail(f"pipelines.{printable(pipeline)} is not a train pipeline")
     if pipeline not in trains and not (pipeline == DEFAULT_TRAIN and not trains):
         # a typo must not train with the defaults and replace the model folder
         known = ", ".join(trains) if trains else f"none defined; `selfiescope train` alone trains with the defaults"
-        raise fail(f"no train pipeline named '{escape(printable(pipeline))}' (known: {escape(known)})")
+        raise fail(f"no train pipeline named '{printable(pipeline)}' (known: {known})")
     base = settings.pipelines.get(pipeline) or TrainPipeline(kind="train")
     update: dict[str, Any] = {}
     if features:

@@ -39,7 +39,7 @@ def _print_forget(result, verb: str, to=out) -> None:  # noqa: ANN001 - ForgetRe
     for col in ("id", "label", "location", "decision"):
         table.add_column(col)
     for m in result.images[:SHOWN]:
-        table.add_row(m.id or m.content_hash[:16], m.label or "", m.location or "", m.decision)
+        table.add_row(*(escape(cell) for cell in (m.id or m.content_hash[:16], m.label or "", m.location or "", m.decision)))
     if len(result.images) > SHOWN:
         table.add_row(f"... and {len(result.images) - SHOWN} more", "", "", "")
     to.print(table)
@@ -114,11 +114,11 @@ def forget_command(
         console.print("[yellow]interrupted[/yellow]: run the same command again to finish the forget")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except sqlite3.Error as exc:  # the manifest itself failed: say only what a read-back shows
-        raise fail(escape(_forget_failed(settings, OSError(str(exc)))), EXIT_FAILED) from None
+        raise fail(_forget_failed(settings, OSError(str(exc))), EXIT_FAILED) from None
     except OSError as exc:
         if dry_run:
-            raise fail(escape(printable(f"cannot read the dataset: {exc}"))) from None
-        raise fail(escape(_forget_failed(settings, exc)), os_error(exc)[0]) from None
+            raise fail(printable(f"cannot read the dataset: {exc}")) from None
+        raise fail(_forget_failed(settings, exc), os_error(exc)[0]) from None
     if as_json:
         emit_json(result.as_dict())
     else:
@@ -159,11 +159,11 @@ def card_command(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
         else:
             out.print(render_markdown(card), markup=False, highlight=False)
         why = f"{root} is read-only" if unwritten.errno in (errno.EROFS, errno.EACCES) else os_error(unwritten)[1]
-        raise fail(escape(f"the card above was not written: {why}"), EXIT_FAILED)
+        raise fail(f"the card above was not written: {why}", EXIT_FAILED)
     if as_json:
         emit_json(card)
     else:
-        out.print(f"wrote {md} and {js}: {card['images']} images, {card['rejections']['total']} rejections")
+        out.print(f"wrote {md} and {js}: {card['images']} images, {card['rejections']['total']} rejections", markup=False)
 
 
 @core_app.command("export")

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from ..core.settings import SCRAPE_SOURCE
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED
 from .collect import ProgressObserver
 from .collect import _progress as progress_bar
-from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load_app, out
+from .common import JsonOpt, SettingsOpt, checked_base_url, console, core_app, emit_json, fail, load_app, out
 
 
 @core_app.command("record")
@@ -24,7 +25,7 @@ def record_command(
     limit: Optional[int] = typer.Option(30, min=1, help="stop after this many images per hashtag"),
     source: str = typer.Option(SCRAPE_SOURCE, help="source plugin"),
     base_url: Optional[str] = typer.Option(
-        None, "--base-url", help="the site (default: the source's own, e.g. plugins.instagram.base_url)"),
+        None, "--base-url", callback=checked_base_url, help="the site (default: the source's own, e.g. plugins.instagram.base_url)"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -51,6 +52,6 @@ def record_command(
         out.print(f"recorded {summary['entries']} requests ({summary['posts']} posts) into {har_file}; "
                   f"{summary['redactions']} secret values redacted")
         for err in summary["errors"]:
-            console.print(f"[red]error[/red] {err}", highlight=False)
+            console.print(f"[red]error[/red] {escape(str(err))}", highlight=False)
     if summary["errors"] or not summary["posts"]:
         raise typer.Exit(EXIT_FAILED)

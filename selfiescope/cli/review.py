@@ -40,17 +40,17 @@ def review_command(
     settings = app.settings
     root = settings.storage.root
     if not host.strip() or any(c.isspace() for c in host):
-        raise fail(f"--host: {escape(repr(host))} is not an address to listen on")
+        raise fail(f"--host: {repr(host)} is not an address to listen on")
     try:
         address = bind(host, port)
     except OSError as exc:
-        raise fail(escape(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror or exc}")) from None
+        raise fail(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     with contextlib.closing(address.sock):
         try:
             data = ReviewData(app)
             data.check()
         except ReviewError as exc:
-            raise fail(escape(str(exc))) from None
+            raise fail(str(exc)) from None
         try:
             with sigterm_interrupts():  # a SIGTERM from here on ends it like a Ctrl-C
                 gate = Gate.for_address(host, address.port)

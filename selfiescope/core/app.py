@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .lock import RootLock
 from .plugins import Registry, build_registry
-from .settings import PipelineBase, Settings
+from .settings import PipelineBase, Settings, SettingsError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import RunContext
@@ -40,7 +40,14 @@ class App:
         (an unknown name there, or an enabled plugin that fails to import, is a
         :class:`~selfiescope.core.settings.SettingsError`), plus the ``plugins`` objects."""
         plugins = tuple(plugins or ())
-        registry = build_registry(settings.disabled_plugins, plugins, entrypoints)
+        try:
+            registry = build_registry(settings.disabled_plugins, plugins, entrypoints)
+        except SettingsError as exc:
+            if exc.source != "settings" or settings.source == "settings":
+                raise
+            renamed = type(exc)(exc.problems, settings.source)  # name the file the settings came from
+            renamed.__dict__.update(exc.__dict__ | {"source": settings.source})
+            raise renamed from exc
         return cls(settings, registry, plugins, entrypoints)
 
     def with_settings(self, settings: Settings) -> "App":

@@ -78,6 +78,11 @@ class ImageEvent:
     height: int | None = None
     content_hash: str = ""
     phash: str | None = None  # hex perceptual hash
+    # The centre crop's hash (stored, and sealed in a forgotten photo's tombstone) and the mirror
+    # image's whole and centre hashes: set by the step that provides "phash" (dedup).
+    phash_centre: str | None = None
+    phash_mirror: str | None = None
+    phash_mirror_centre: str | None = None
     faces: list[FaceBox] = field(default_factory=list)
     face_area: float | None = None  # largest face area / image area
     face_detector: str | None = None  # which detector found ``faces`` (the manifest's face_detector column)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only: importing this module 
     from .components import FeatureExtractor, Source, Step, Storage
     from .context import RunContext
     from .events import ImageEvent
+    from .manifest import Manifest
     from .review_facets import ReviewFacet
     from .stats import RunStats
 
@@ -177,4 +178,26 @@ def selfiescope_run_finished(run: RunContext, stats: RunStats) -> None:
     :param run: the :class:`~selfiescope.api.RunContext` of the run.
     :param stats: the run's final :class:`~selfiescope.core.stats.RunStats` (``status``,
         counts, ``errors``).
+    """
+
+
+@hookspec
+def selfiescope_label_changed(manifest: Manifest, content_hash: str, old: str | None, new: str) -> None:
+    """Called when a review edit (or its undo) changes an image's effective label, inside the
+    edit's write transaction: a plugin that keeps the label in its own state updates it through
+    ``manifest.state(...)`` so the edit and its copy commit or roll back together.
+
+    :param manifest: the writable :class:`~selfiescope.core.manifest.Manifest` being edited.
+    :param content_hash: the image's content hash.
+    :param old: its effective label before the edit (None when unknown).
+    :param new: its effective label after the edit.
+    """
+
+
+@hookspec
+def selfiescope_linked_images(manifest: Manifest) -> list[tuple[str, str]]:
+    """Return pairs of content hashes this plugin knows to be one photo (dedup: a photo met
+    under two labels), read from its own state; the review groups them.
+
+    :param manifest: the :class:`~selfiescope.core.manifest.Manifest` (possibly read-only).
     """

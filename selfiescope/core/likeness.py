@@ -32,7 +32,6 @@ The hash functions live here (dedup imports them) so the gate and dedup agree ex
 from __future__ import annotations
 
 import hmac
-import json
 import io
 import logging
 import secrets
@@ -163,8 +162,7 @@ def event_hashes(event: "ImageEvent", max_pixels: int = DEFAULT_MAX_PIXELS) -> l
     """The four lookup hashes of an incoming image (whole, centre, and the mirror's): those a
     worker already computed (Dask), else from a small decode of the bytes. An image that cannot
     be decoded has none (the chain then rejects it as it would anyway)."""
-    notes = event.notes
-    known = [event.phash, notes.get("phash_centre"), notes.get("phash_mirror"), notes.get("phash_mirror_centre")]
+    known = [event.phash, event.phash_centre, event.phash_mirror, event.phash_mirror_centre]
     if all(isinstance(h, str) for h in known):
         try:
             return [int(h, 16) for h in known]  # type: ignore[arg-type]
@@ -225,11 +223,11 @@ def _grey(im: Image.Image) -> np.ndarray:
 
 def likeness_tombstones(manifest: "Manifest", content_hashes: list[str]) -> list[str]:
     """Sealed perceptual hashes of these images: the row's whole-image hash and the centre
-    hash its notes keep (both computed by this module's functions, whichever step called them)."""
+    hash (core's columns, from the event's public fields)."""
     sealed = []
     for content_hash in content_hashes:
-        row = manifest.query("SELECT phash, notes FROM images WHERE content_hash=?", (content_hash,))
-        whole, centre = (_hex64(row[0][0]), _hex64(_note(row[0][1], "phash_centre"))) if row else (None, None)
+        row = manifest.query("SELECT phash, phash_centre FROM images WHERE content_hash=?", (content_hash,))
+        whole, centre = (_hex64(row[0][0]), _hex64(row[0][1])) if row else (None, None)
         if whole is not None:
             sealed.append(seal(manifest.keyring, whole, centre))
     return sealed
@@ -241,10 +239,3 @@ def _hex64(value: object) -> int | None:
     except ValueError:
         return None
 
-
-def _note(notes: str | None, key: str) -> object:
-    try:
-        data = json.loads(notes) if notes else {}
-    except ValueError:
-        return None
-    return data.get(key) if isinstance(data, dict) else None

@@ -94,7 +94,8 @@ ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
                ("face_detector", "TEXT"), ("notes", "TEXT"),  # notes: JSON-safe event.notes of accepted images
                # `selfiescope review`: the reviewed label (NULL: as collected; `label` keeps the collected one,
                # which the stored file's place and per-job limits go by), when it was marked reviewed, excluded
-               ("review_label", "TEXT"), ("reviewed", "REAL"), ("excluded", "INTEGER")],
+               ("review_label", "TEXT"), ("reviewed", "REAL"), ("excluded", "INTEGER"),
+               ("phash_centre", "TEXT")],  # ImageEvent.phash_centre (older manifests: dedup's note of it)
     "rejections": [("origin_path", "TEXT")],
 }
 ADDED_INDEXES = (
@@ -187,8 +188,17 @@ class Manifest:
                         except sqlite3.OperationalError as exc:  # another process added it first
                             if "duplicate column" not in str(exc):
                                 raise
+                        else:
+                            self._fill_added(table, name)
             for sql in ADDED_INDEXES:
                 self._db.execute(sql)
+
+    def _fill_added(self, table: str, column: str) -> None:
+        """A column new to this manifest that older versions kept elsewhere: copied once."""
+        if (table, column) == ("images", "phash_centre"):  # kept in the notes JSON before it was a field
+            self._db.execute("UPDATE images SET phash_centre = json_extract(notes, '$.phash_centre')"
+                             " WHERE notes IS NOT NULL AND json_valid(notes)"
+                             " AND json_type(notes, '$.phash_centre') = 'text'")
 
     def state(self, declaration: PluginState) -> StateHandle:
         """The handle on a plugin's own tables (:mod:`.plugin_state`), created or migrated on
@@ -357,7 +367,8 @@ class Manifest:
             content_hash=event.content_hash, id=event.id, source=o.source, job=_text(o.job),
             post_id=o.post_id, post_url=redact_url(o.post_url), image_url=redact_url(o.image_url),
             origin_path=_text(o.path),
-            label=event.label, phash=event.phash, format=event.format, width=event.width,
+            label=event.label, phash=event.phash, phash_centre=event.phash_centre, format=event.format,
+            width=event.width,
             height=event.height, size=event.size,
             face_box=json.dumps(face.as_list()) if face else None,
             face_area=event.face_area, n_faces=len(event.faces), face_detector=event.face_detector,

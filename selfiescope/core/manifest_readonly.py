@@ -57,10 +57,44 @@ def open_read_only(cls: type["Manifest"], root: Path | str) -> "Manifest":
     except sqlite3.Error as exc:
         raise ManifestUnreadable(f"cannot read {printable(manifest.path)}: {exc}") from None
     if missing:
-        manifest._db.close()
-        raise ManifestUnreadable(
-            f"{printable(manifest.path)} was written by an older version (it lacks {', '.join(missing[:3])}); "
-            "any run that writes (e.g. forget without --dry-run) upgrades it"
-        )
+        manifest._db = upgraded_copy(manifest._db, manifest.path)
+    refuse_newer_namespaces(manifest)
     manifest.keyring = Keyring(manifest.path.parent, read_only=True)
     return manifest
+
+
+def upgraded_copy(db: sqlite3.Connection, path: Path) -> sqlite3.Connection:
+    """An older manifest read as this version reads it: a copy in memory, given the tables and
+    columns it lacks there (the file is never written). It has no plugin tables yet: each
+    plugin reads the legacy tables it ``adopts``, as on any manifest not upgraded."""
+    from .manifest import ADDED_COLUMNS, SCHEMA
+    from .manifest_io import ManifestConnection
+
+    memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None, factory=ManifestConnection)
+    try:
+        db.backup(memory)
+        db.close()
+        memory.executescript(SCHEMA)
+        for table, columns in ADDED_COLUMNS.items():
+            have = {row[1] for row in memory.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name not in have:
+                    memory.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    except sqlite3.Error as exc:
+        memory.close()
+        raise ManifestUnreadable(f"cannot read {printable(path)}: {exc}") from None
+    memory.manifest_path = path  # type: ignore[attr-defined]
+    memory.row_factory = sqlite3.Row
+    return memory
+
+
+def refuse_newer_namespaces(manifest: "Manifest") -> None:
+    """Raise the error every command gives when a plugin's tables are newer than the plugin
+    (a dry run must not read tables whose meaning this version does not know)."""
+    from .plugin_state import declared, newer_error, recorded_versions
+
+    versions = recorded_versions(manifest) or {}
+    for state in declared():
+        if versions.get(state.namespace, -1) > state.version:
+            manifest._db.close()
+            raise newer_error(manifest, state, versions[state.namespace])

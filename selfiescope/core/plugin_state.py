@@ -60,6 +60,27 @@ LEGACY_CONTENT_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
+def core_tables() -> frozenset[str]:
+    """The tables core's schema makes (read from it, so a table added there is covered)."""
+    from .manifest import SCHEMA
+
+    return frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA))
+
+
+def _not_adoptable(table: str) -> str | None:
+    """Why a namespace may not adopt ``table`` (None when it may): adopting lets its migrations
+    read, alter and drop the table, so only a legacy table outside core and every namespace."""
+    if not _TABLE.fullmatch(table):
+        return "not a plain table name (another namespace's tables are its own)"
+    if table.lower().startswith("sqlite_"):
+        return "SQLite's own table"
+    if table in LEGACY_CONTENT_TABLES:
+        return None
+    if table in core_tables():
+        return "one of core's tables"
+    return None
+
+
 class StateError(UsageError, RuntimeError):
     """A plugin's tables cannot be used as declared (a newer manifest, a read-only one, a bad
     declaration, a statement outside the namespace): phrased for the user."""
@@ -112,6 +133,9 @@ class PluginState:
             for column in table.content_hash_columns:
                 if not re.fullmatch(r"\w+", column):
                     raise StateError(f"plugin state {self.namespace}.{table.name}: bad column {column!r}")
+        for adopted in self.adopts:
+            if why := _not_adoptable(adopted):
+                raise StateError(f"plugin state {self.namespace}: it cannot adopt table {adopted!r}: {why}")
 
     @property
     def version(self) -> int:
@@ -147,17 +171,29 @@ _DECLARED: dict[str, PluginState] = {}
 _DECLARED_LOCK = threading.Lock()
 
 
+def _shape(state: PluginState) -> tuple[Any, ...]:
+    """Everything that decides what a declaration does to a manifest: its tables as created,
+    its migrations (SQL text, or the callable's module and name), what it adopts."""
+    migrations = tuple(m if isinstance(m, str) else (getattr(m, "__module__", None), getattr(m, "__qualname__", repr(m)))
+                       for m in state.migrations)
+    return (state.tables, migrations, tuple(sorted(state.adopts)))
+
+
 def declare(state: PluginState) -> PluginState:
     """Make a declaration known to every manifest this process opens from now on (returns it,
     so a module can write ``STATE = declare(PluginState(...))``). Two different declarations of
-    one namespace are an error."""
+    one namespace are an error, as is adopting a table another namespace adopts."""
     with _DECLARED_LOCK:
         known = _DECLARED.get(state.namespace)
-        # The same tables at the same version (a module imported again) are the same declaration.
-        shape = (state.version, state.record(), state.adopts)
-        if known is not None and (known.version, known.record(), known.adopts) != shape:
-            raise StateError(f"plugin state namespace {state.namespace!r} is declared twice, with different tables "
-                             "or versions: two plugins cannot share a namespace")
+        # The same declaration met again (a module imported again) is no conflict.
+        if known is not None and _shape(known) != _shape(state):
+            raise StateError(f"plugin state namespace {state.namespace!r} is declared twice, with different tables, "
+                             "migrations or adopted tables: two plugins cannot share a namespace")
+        for other in _DECLARED.values():
+            shared = set(other.adopts) & set(state.adopts)
+            if other.namespace != state.namespace and shared:
+                raise StateError(f"plugin state {state.namespace}: table {sorted(shared)[0]!r} is adopted by "
+                                 f"namespace {other.namespace!r} already")
         _DECLARED.setdefault(state.namespace, state)
     return state
 
@@ -317,7 +353,7 @@ class StateHandle:
                 db.execute(statement)
 
 
-def _recorded(manifest: "Manifest") -> dict[str, int] | None:
+def recorded_versions(manifest: "Manifest") -> dict[str, int] | None:
     """Each recorded namespace's version; None when the manifest has no ``plugin_schema``."""
     db = manifest._db
     if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='plugin_schema'").fetchone():
@@ -325,7 +361,7 @@ def _recorded(manifest: "Manifest") -> dict[str, int] | None:
     return {r[0]: int(r[1]) for r in db.execute("SELECT namespace, version FROM plugin_schema")}
 
 
-def _newer(manifest: "Manifest", state: PluginState, have: int) -> StateError:
+def newer_error(manifest: "Manifest", state: PluginState, have: int) -> StateError:
     return StateError(f"{manifest.path}: the {state.namespace!r} tables are at version {have}, newer than this "
                       f"plugin knows ({state.version}); upgrade the plugin that provides {state.namespace!r}")
 
@@ -335,11 +371,11 @@ def open_state(manifest: "Manifest", state: PluginState) -> StateHandle:
     (one transaction) when the manifest is writable."""
     with manifest._lock:
         if manifest.readonly:
-            have = (_recorded(manifest) or {}).get(state.namespace)
+            have = (recorded_versions(manifest) or {}).get(state.namespace)
             if have is None:
                 return StateHandle(manifest, state, present=False)
             if have > state.version:
-                raise _newer(manifest, state, have)
+                raise newer_error(manifest, state, have)
             if have < state.version:
                 raise StateError(f"{manifest.path}: the {state.namespace!r} tables were written by an older version "
                                  "of their plugin; any run that writes upgrades them")
@@ -351,7 +387,7 @@ def open_state(manifest: "Manifest", state: PluginState) -> StateHandle:
                 row = db.execute(query, (state.namespace,)).fetchone()  # another process may have done it
                 have = None if row is None else int(row[0])
                 if have is not None and have > state.version:
-                    raise _newer(manifest, state, have)
+                    raise newer_error(manifest, state, have)
                 if have != state.version or row[1] != state.record():
                     _upgrade(manifest, state, have)
     return StateHandle(manifest, state)

@@ -114,14 +114,18 @@ def declared_components(name: str) -> dict[str, str]:
 class PluginImportError(SettingsError):
     """An enabled plugin failed to import: one line naming it, and how to turn it off."""
 
+    plugin: str = ""  # its name, as [plugins] disable takes it
+
 
 def _import_failure(name: str, what: str, exc: BaseException) -> PluginImportError:
     log.debug("plugin %s failed to import", name, exc_info=exc)
     first = (str(exc).splitlines() or [""])[0][:200]
-    return PluginImportError([
+    error = PluginImportError([
         f"plugins: plugin {name!r} ({what}) failed to import ({type(exc).__name__}: {first}); "
         f"fix or uninstall it, or turn it off with [plugins] disable = [\"{name}\"]"
     ])
+    error.plugin = name
+    return error
 
 
 def _unknown_disabled(disable: Iterable[str]) -> list[str]:
@@ -213,6 +217,7 @@ class Registry:
     def from_manager(cls, pm: pluggy.PluginManager) -> "Registry":
         reg = cls(pm)
         dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+        owners: dict[str, str] = {}  # namespace: the plugin whose components declare it
         kinds = (
             ("source", pm.hook.selfiescope_sources, reg.sources),
             ("step", pm.hook.selfiescope_steps, reg.steps),
@@ -236,6 +241,11 @@ class Registry:
                     target[comp.name] = comp
                     if getattr(comp, "state", None) is not None:  # its tables are made in every manifest opened from now on
                         try:
+                            owner = owners.setdefault(comp.state.namespace, impl.plugin_name)
+                            if owner != impl.plugin_name:  # a namespace is one plugin's, even declared alike
+                                raise StateError(f"plugin state namespace {comp.state.namespace!r} is declared twice, "
+                                                 f"by plugin {owner} and by another: two plugins cannot share a "
+                                                 "namespace")
                             reg.states[comp.state.namespace] = declare(comp.state)
                         except StateError as exc:
                             raise StateError(f"{exc} ({kind} {comp.name!r} of plugin {impl.plugin_name})") from None

@@ -289,6 +289,12 @@ class Settings(Strict):
         {}, description="[plugins.NAME] component options; [plugins] disable = [plugin names] turns plugins off"
     )
     pipelines: dict[str, Pipeline] = {}
+    # Where these settings were read (a file, "the environment"): errors found later name it.
+    _source: str = PrivateAttr(default="settings")
+
+    @property
+    def source(self) -> str:
+        return self._source
 
     @field_validator("plugins")
     @classmethod
@@ -391,6 +397,8 @@ def load_settings(path: Path | str | None = None, environ: dict[str, str] | None
         raise SettingsError([problem], "--settings")
     path = Path(path).expanduser()
     data: dict[str, Any] = {}
+    overrides = env_overrides(environ)
+    source = printable(path) if os.path.lexists(path) else ("the environment" if overrides else "the defaults (no settings file)")
     if os.path.lexists(path):
         try:
             data = tomllib.loads(read_settings_text(path))
@@ -398,13 +406,15 @@ def load_settings(path: Path | str | None = None, environ: dict[str, str] | None
             raise SettingsError([f"not valid TOML: {exc}"], printable(path)) from None
     elif path.name != "settings.toml" or path.parent != Path("."):
         raise SettingsError(["file not found"], printable(path))
-    data = deep_merge(data, env_overrides(environ))
+    data = deep_merge(data, overrides)
     if problems := nul_problems(data) or _reject_secrets(data):
         raise SettingsError(problems, printable(path))
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(format_validation_error(exc), printable(path)) from None
+    settings._source = source
+    return settings
 
 
 def settings_from_dict(data: dict[str, Any]) -> Settings:

@@ -42,6 +42,18 @@ def has_userinfo(url: str) -> bool:
     return bool(parts.scheme and parts.netloc and "@" in parts.netloc)
 
 
+def site_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a site to browse (None when it can): an http(s) URL with a host."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        return f"{printable(url)!r} is not a URL ({exc})"
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return f"{printable(url)!r} is not an http(s) URL with a host (e.g. http://127.0.0.1:8000)"
+    return None
+
+
 REDACTED = "REDACTED"
 SECRET_PARAMS = frozenset({
     "token", "access_token", "refresh_token", "id_token", "auth", "authorization", "sig", "signature", "key",

@@ -41,7 +41,7 @@ from ..api.dataset import (  # noqa: F401 - the hash functions, shared with the 
     CENTRE_MARGIN, HASH_WORKING_SIDE, Manifest, centre_crop, compute_mirror_phashes, compute_phash, compute_phashes,
     phash_to_int,
 )
-from .dedup_state import STATE, add_conflict, add_phash, load_arrays
+from .dedup_state import STATE, add_conflict, add_phash, conflict_pairs, load_arrays, set_label
 
 SERVICE = "dedup.index"
 
@@ -58,15 +58,15 @@ class DedupOptions(Options):
 
 
 def annotate_phashes(event: ImageEvent) -> None:
-    """Set ``event.phash`` and ``event.notes["phash_centre"]`` (and the mirror's hashes,
+    """Set ``event.phash`` and ``event.phash_centre`` (and the mirror's hashes,
     ``phash_mirror`` / ``phash_mirror_centre``) from the decoded pixels: what dedup needs,
     for code that hashes where the pixels are (Dask workers) and dedups elsewhere.
 
     They are computed from the event's grey view at its working size (the one decode the
     chain shares), never from a full-size copy."""
     grey = event.grey
-    event.phash, event.notes["phash_centre"] = compute_phashes(grey)
-    event.notes["phash_mirror"], event.notes["phash_mirror_centre"] = compute_mirror_phashes(grey)
+    event.phash, event.phash_centre = compute_phashes(grey)
+    event.phash_mirror, event.phash_mirror_centre = compute_mirror_phashes(grey)
 
 
 def _bands(max_distance: int) -> list[tuple[int, int, np.ndarray]]:
@@ -357,15 +357,15 @@ class DedupStep(Step):
             if event.image is None:
                 raise Reject("not_decoded", "dedup needs the decode step before it in the chain")
             annotate_phashes(event)
-        elif event.image is not None and "phash_centre" not in event.notes:
-            event.notes["phash_centre"] = compute_phash(centre_crop(event.grey))
-        if event.image is not None and "phash_mirror" not in event.notes:
-            event.notes["phash_mirror"], event.notes["phash_mirror_centre"] = compute_mirror_phashes(event.grey)
+        elif event.image is not None and event.phash_centre is None:
+            event.phash_centre = compute_phash(centre_crop(event.grey))
+        if event.image is not None and event.phash_mirror is None:
+            event.phash_mirror, event.phash_mirror_centre = compute_mirror_phashes(event.grey)
 
     def _lookup(self, event: ImageEvent) -> tuple[str, int, Entry] | None:
         """A duplicate ``(kind, distance, match)``, or None after reserving ``event``'s hashes."""
-        centre = event.notes.get("phash_centre")
-        mirror = tuple(phash_to_int(h) for key in ("phash_mirror", "phash_mirror_centre") if (h := event.notes.get(key)))
+        centre = event.phash_centre
+        mirror = tuple(phash_to_int(h) for h in (event.phash_mirror, event.phash_mirror_centre) if h)
         return self._stored_without_phash(event) or self.index.check_and_reserve(
             event.content_hash, phash_to_int(event.phash), event.label, phash_to_int(centre) if centre else None,
             mirror=mirror,
@@ -398,6 +398,16 @@ def _index_of(run: Any) -> DedupIndex | None:
 @hookimpl
 def selfiescope_steps():
     return [DedupStep]
+
+
+@hookimpl
+def selfiescope_label_changed(manifest, content_hash, old, new):
+    set_label(manifest.state(STATE), content_hash, new)
+
+
+@hookimpl
+def selfiescope_linked_images(manifest):
+    return conflict_pairs(manifest.state(STATE))
 
 
 @hookimpl

@@ -111,3 +111,19 @@ def add_conflict(state: StateHandle, content_hash: str, other_hash: str, label: 
                            (content_hash, other_hash, label)):
             state.execute("INSERT INTO {conflicts}(content_hash, other_hash, label, other_label, distance, at)"
                           " VALUES (?,?,?,?,?,?)", (content_hash, other_hash, label, other_label, distance, time.time()))
+
+
+def set_label(state: StateHandle, content_hash: str, label: str) -> None:
+    """Keep the index's copy of an image's label equal to its effective label (in the
+    caller's transaction: a review edit)."""
+    state.execute("UPDATE {phashes} SET label=? WHERE content_hash=?", (label, content_hash))
+
+
+def conflict_pairs(state: StateHandle) -> list[tuple[str, str]]:
+    """The pairs of content hashes met under two labels (an older manifest's read-only open:
+    its legacy table)."""
+    if not state.present:
+        if not state.exists("conflicts", adopted=True):
+            return []
+        return [(a, b) for a, b in state.query_adopted("SELECT content_hash, other_hash FROM conflicts")]
+    return [(a, b) for a, b in state.query("SELECT content_hash, other_hash FROM {conflicts}", plain=True)]

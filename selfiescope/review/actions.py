@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 from ..core.lock import RootBusy, RootLock, root_in_use
 from ..pipelines.dataset_care.forget import ForgetError, ForgetRequest, forget as forget_pipeline
-from ..pipelines.dataset_care.reviewed import set_dedup_label
 from . import thumbs
 from .model import ACTIONS, ActionResult, ReviewBusy, ReviewError
 
@@ -113,11 +112,13 @@ def _state(db: sqlite3.Connection, content_hash: str) -> dict[str, str] | None:
     return {"label": row[0], "excluded": "1" if row[1] else "0", "reviewed": "1" if row[2] else "0"}
 
 
-def _set(db: sqlite3.Connection, content_hash: str, column: str, value: str, now: float) -> None:
+def _set(data: "ReviewData", db: sqlite3.Connection, content_hash: str, column: str, value: str, now: float) -> None:
     if column == "label":
+        old = (_state(db, content_hash) or {}).get("label")
         db.execute("UPDATE images SET review_label=CASE WHEN label=? THEN NULL ELSE ? END WHERE content_hash=?",
                    (value, value, content_hash))
-        set_dedup_label(db, content_hash, value)
+        # plugins keeping the label in their own state (dedup's index) follow, in this transaction
+        data.app.hook.selfiescope_label_changed(manifest=data.manifest, content_hash=content_hash, old=old, new=value)
     elif column == "excluded":
         db.execute("UPDATE images SET excluded=? WHERE content_hash=?", (int(value == "1"), content_hash))
     else:
@@ -151,7 +152,7 @@ def apply(data: "ReviewData", action: str, ids: Sequence[str], value: str | None
             if action == "relabel" and state["reviewed"] == "0":  # choosing a label is looking at the image
                 rows.append(("reviewed", "reviewed", "0", "1"))
             for name, col, old, to in rows:
-                _set(db, content_hash, col, to, now)
+                _set(data, db, content_hash, col, to, now)
                 db.execute("INSERT INTO reviews(content_hash, action, old, new, at, note, batch) VALUES (?,?,?,?,?,?,?)",
                            (content_hash, name, old, to, now, note if name == action else None, batch))
             changed += state[column] != new
@@ -187,7 +188,7 @@ def undo(data: "ReviewData", wait_s: float = 0.0) -> tuple[ActionResult, list[st
             if state is None or state[column] != new:  # forgotten, or changed since by a later edit
                 skipped += 1
                 continue
-            _set(db, content_hash, column, old, now)
+            _set(data, db, content_hash, column, old, now)
             db.execute("INSERT INTO reviews(content_hash, action, old, new, at, note, batch, undoes)"
                        " VALUES (?,?,?,?,?,?,?,?)", (content_hash, action, new, old, now, "undo", batch, last))
             images.add(content_hash)

@@ -170,8 +170,9 @@ class ReviewData:
         # read on the same connection would otherwise see half done.
         with manifest._lock:
             self._model = latest_probabilities(manifest._db, self.settings)
+            linked = [pair for pairs in self.app.hook.selfiescope_linked_images(manifest=manifest) for pair in pairs or ()]
             self._snapshot = Snapshot(manifest._db, probabilities=self._model.by_hash,
-                                      positive=self._model.positive, plugin_facets=self.plugin_facets())
+                                      positive=self._model.positive, plugin_facets=self.plugin_facets(), linked=linked)
         self._dirty = False
         took = time.monotonic() - started
         self._next_load = time.monotonic() + max(self.reload_every_s, 3 * took)

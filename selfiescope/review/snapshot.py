@@ -25,7 +25,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ..core.review_facets import ReviewFacet
-from ..pipelines.dataset_care.reviewed import dedup_conflicts, has_review_columns
+from ..pipelines.dataset_care.reviewed import has_review_columns
 from .model import EXTRA_PREFIX, SORTS, Facet, FacetValue, Filters
 
 log = logging.getLogger("selfiescope.review")
@@ -122,7 +122,8 @@ class Snapshot:
     """Columns of every image in the manifest, ordered by content hash."""
 
     def __init__(self, db: sqlite3.Connection, *, probabilities: Mapping[str, float], positive: str | None,
-                 plugin_facets: Sequence[ReviewFacet] = ()) -> None:
+                 plugin_facets: Sequence[ReviewFacet] = (), linked: Sequence[tuple[str, str]] = ()) -> None:
+        """``linked``: pairs of content hashes plugins know to be one photo (dedup's label conflicts)."""
         cur = db.cursor()
         cur.row_factory = None
         # Hash order from the primary key's index alone (a covering scan), then the rows in table
@@ -202,7 +203,7 @@ class Snapshot:
         self.probability = np.array([probabilities.get(h, np.nan) for h in self.hashes], dtype=float)
         self.positive = positive
         self._score()
-        self.group = self._groups(db, copies, has_phash)
+        self.group = self._groups(db, copies, has_phash, linked)
         sizes = np.bincount(self.group) if n else np.array([], dtype=np.int64)
         self.in_group = sizes[self.group] > 1 if n else np.zeros(0, dtype=bool)
         self.facets: dict[str, Coded] = {
@@ -240,7 +241,8 @@ class Snapshot:
         self._score()
 
     # --- building -----------------------------------------------------------------------
-    def _groups(self, db: sqlite3.Connection, copies: list[tuple[int, str]], has_phash: np.ndarray) -> np.ndarray:
+    def _groups(self, db: sqlite3.Connection, copies: list[tuple[int, str]], has_phash: np.ndarray,
+                linked: Sequence[tuple[str, str]]) -> np.ndarray:
         """Near-duplicate groups as dedup decided them, mirrored copies included: each copy dedup
         turned away joins the image its reason names (``.../<first 16 hex digits>``, the link
         ``forget`` follows too), each recorded label conflict joins its pair, and images with
@@ -253,7 +255,7 @@ class Snapshot:
         edges = [(i, j) for i, reason in copies for prefix in HEX16.findall(reason)
                  if (j := by_prefix.get(prefix)) is not None]
         del by_prefix
-        for a, b in dedup_conflicts(db):
+        for a, b in linked:
             if (i := self.index.get(a)) is not None and (j := self.index.get(b)) is not None:
                 edges.append((i, j))
         known = np.flatnonzero(has_phash)

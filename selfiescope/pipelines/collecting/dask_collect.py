@@ -66,6 +66,9 @@ class ChainResult:
     width: int | None
     height: int | None
     phash: str | None
+    phash_centre: str | None
+    phash_mirror: str | None
+    phash_mirror_centre: str | None
     faces: list[list[int]]
     face_area: float | None
     face_detector: str | None
@@ -79,7 +82,8 @@ class ChainResult:
     def of(cls, event: ImageEvent) -> "ChainResult":
         return cls(
             event.origin, event.label, event.content_hash, event.size, event.format, event.width,
-            event.height, event.phash, [f.as_list() for f in event.faces], event.face_area,
+            event.height, event.phash, event.phash_centre, event.phash_mirror, event.phash_mirror_centre,
+            [f.as_list() for f in event.faces], event.face_area,
             event.face_detector, event.decision.value, event.rejected_by, event.reject_code, event.reject_reason,
             plain_notes(event.notes),
         )
@@ -93,6 +97,8 @@ class ChainResult:
             event = ImageEvent(origin=self.origin, label=self.label, data=data, content_hash=self.content_hash)
         event.format, event.width, event.height = self.format, self.width, self.height
         event.phash, event.face_area, event.face_detector = self.phash, self.face_area, self.face_detector
+        event.phash_centre, event.phash_mirror, event.phash_mirror_centre = (
+            self.phash_centre, self.phash_mirror, self.phash_mirror_centre)
         event.faces = [FaceBox(*box) for box in self.faces]
         event.notes.update(self.notes)
         if self.decision == Decision.REJECTED.value:

@@ -12,6 +12,7 @@ from ...core.app import App
 from ...core.plugins import Registry
 from ...core.settings import SCRAPE_SOURCE, ScrapePipeline
 from ...core.stats import RunStats
+from ...core.text import site_url_problem
 from .collect import collect
 
 
@@ -40,6 +41,8 @@ def scrape_pipeline(registry: Registry, tags: list[str], label: str, *, limit: i
     if since is not None:
         fields["since"] = since
     if base_url:
+        if problem := site_url_problem(base_url):
+            raise ValueError(f"--base-url: {problem}")
         key = url_option or url_option_of(registry, source)
         if key is None:
             raise ValueError(f"--base-url: the {source} source takes no site URL")

@@ -76,35 +76,6 @@ def review_progress(db: Queryable, labels: tuple[str, ...] | None = None) -> Rev
     return ReviewProgress(*(int(v or 0) for v in row))
 
 
-# --- dedup's rows -------------------------------------------------------------------------
-# Dedup keeps a perceptual-hash index with each stored image's label (a new copy under another
-# label is a conflict). This function is the only place the review layer touches it.
-
-# dedup's tables by name (``dedup__*``, its plugin namespace), or the core tables of a manifest
-# no writing open has upgraded yet.
-DEDUP_PHASHES = ("dedup__phashes", "phashes")
-DEDUP_CONFLICTS = ("dedup__conflicts", "conflicts")
-
-
-def _present(db: Queryable, names: tuple[str, ...]) -> list[str]:
-    marks = ",".join("?" * len(names))
-    found = {r[0] for r in db.execute(f"SELECT name FROM sqlite_master WHERE type='table' AND name IN ({marks})",
-                                      names).fetchall()}
-    return [n for n in names if n in found]
-
-
-def set_dedup_label(db: Queryable, content_hash: str, label: str) -> None:
-    """Keep dedup's copy of an image's label equal to its effective label (inside the caller's transaction)."""
-    for table in _present(db, DEDUP_PHASHES):
-        db.execute(f"UPDATE {table} SET label=? WHERE content_hash=?", (label, content_hash))
-
-
-def dedup_conflicts(db: Queryable) -> list[tuple[str, str]]:
-    """The pairs of content hashes dedup met under two labels."""
-    return [(a, b) for table in _present(db, DEDUP_CONFLICTS)
-            for a, b in db.execute(f"SELECT content_hash, other_hash FROM {table}").fetchall()]
-
-
 def thumbnail_path(root: Path, content_hash: str) -> Path:
     if not CONTENT_HASH.match(content_hash):
         raise ValueError(f"not a content hash: {content_hash!r}")

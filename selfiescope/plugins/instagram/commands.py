@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from ...api.cli import EXIT_FAILED, EXIT_INTERRUPTED, JsonOpt, SettingsOpt, console, emit_json, fail, load_app, out
+from ...api.cli import EXIT_FAILED, EXIT_INTERRUPTED, JsonOpt, SettingsOpt, checked_base_url, console, emit_json, fail, load_app, out
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 
 
 def login(
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="default: plugins.instagram.base_url"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", callback=checked_base_url, help="default: plugins.instagram.base_url"),
     show_browser: Optional[bool] = typer.Option(
         None, "--show-browser/--headless",
         help="open a browser window to pass two-factor or a challenge (default: when a display exists)",
@@ -61,7 +61,7 @@ def login(
     if as_json:
         emit_json({"ok": True, "session_file": str(path)})
     else:
-        out.print(f"logged in; session saved to {path} (readable by you only)")
+        out.print(f"logged in; session saved to {path} (readable by you only)", markup=False)
 
 
 def login_from_browser(browser: Optional[str], profile: Optional[Path], base_url: Optional[str],
@@ -83,7 +83,7 @@ def login_from_browser(browser: Optional[str], profile: Optional[Path], base_url
 
 
 def doctor(
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="the site (default: plugins.instagram.base_url)"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", callback=checked_base_url, help="the site (default: plugins.instagram.base_url)"),
     tag: str = typer.Option("selfie", "--tag", help="a hashtag with more than one page of posts"),
     settings_path: Optional[Path] = SettingsOpt,
     as_json: bool = JsonOpt,
