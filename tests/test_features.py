@@ -14,7 +14,8 @@ from PIL import Image
 from selfiescope import hookimpl
 from selfiescope.core.components import FeatureExtractor
 from selfiescope.core.plugins import build_registry
-from selfiescope.pipelines.model.dataset import cache_version, extract_features, face_dict, near_duplicate_groups
+from selfiescope.pipelines.model.dataset import cache_version, extract_features, face_dict
+from selfiescope.pipelines.model.groups import near_duplicate_groups
 from selfiescope.plugins import embed
 from selfiescope.plugins.features import GeometryFeatures, ImageFeatures, exif_block, exif_features
 from selfiescope.plugins.landmarks import EmbeddingFeatures, LandmarkFeatures
