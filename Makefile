@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,dask,review
 
-.PHONY: demo test setup chromium bench clean
+.PHONY: demo test setup chromium bench screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+screenshots: setup  # refresh the pictures docs/review.md shows
+	SELFIESCOPE_SCREENSHOTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_review_browser.py
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -255,8 +255,11 @@ def test_a_downloading_source_sends_bytes_and_gets_the_same_decisions(
 
 
 def batches_lost_with_a_worker(dask_scheduler: Any) -> int:
+    # A batch is lost whether the worker was still running it or held its result ungathered:
+    # which of the two a SIGKILL meets is a matter of timing, and either must be recomputed.
     return sum(1 for key, start, finish, _, stimulus, *_ in dask_scheduler.transition_log
-               if "run_batch" in str(key) and start == "processing" and stimulus.startswith("handle-worker-cleanup"))
+               if "run_batch" in str(key) and start in ("processing", "memory")
+               and stimulus.startswith("handle-worker-cleanup"))
 
 
 class WorkerKiller:
@@ -290,7 +293,7 @@ def test_a_worker_killed_mid_import_loses_and_duplicates_nothing(
     stats = asyncio.run(collect_on_dask(App.create(settings, plugins=[killer]), "import", pipeline=import_pipeline(photo_dir), client=client))
 
     assert killer.killed is not None
-    assert client.run_on_scheduler(batches_lost_with_a_worker) >= 1  # it died in the middle of a batch
+    assert client.run_on_scheduler(batches_lost_with_a_worker) >= 1  # it died holding a batch
     client.wait_for_workers(2, timeout=60)
     assert killer.killed not in client.run(os.getpid).values()  # the nanny replaced it
     n_files = sum(1 for _ in photo_dir.iterdir())

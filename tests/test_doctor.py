@@ -171,6 +171,7 @@ def test_a_rate_limited_feed_is_reported_with_the_sites_message(tmp_path: Path) 
 def test_a_healthy_variant_of_the_site_passes_every_check(tmp_path: Path, creds: None, knobs: dict) -> None:
     """A grid drawn by script, paging nested under data.recent, a form labelled in German or
     Spanish: the source scrapes all of these, so the doctor must pass them."""
+    knobs = dict(knobs)  # the parameters are shared between runs: never change them
     lang, latency_ms = knobs.pop("consent_language", "en"), knobs.pop("latency_ms", 0)
     with MockInstagram(tags=TAGS, page_size=4, username=USERNAME, password=PASSWORD, consent_language=lang,
                        latency_ms=latency_ms, chaos=Chaos(**knobs)) as site:
@@ -287,3 +288,46 @@ def test_a_post_page_that_asks_to_log_in_fails_the_image_check_plainly(
     assert code == 1 and checks["image_candidates"]["status"] == "fail"
     assert "post's page went to the login page" in checks["image_candidates"]["detail"]
     assert "selfiescope login" in checks["image_candidates"]["detail"]
+
+
+# --- pop-ups judged the way the source closes them ----------------------------------------------
+# A dialog that appears after the source's closing pass but before the doctor looks: the page
+# adds it the first time anything lists the page's dialogs by query (the doctor's look does).
+_APPEARS_WHEN_LOOKED_AT = """<script>
+const list = Document.prototype.querySelectorAll;
+let shown = false;
+Document.prototype.querySelectorAll = function (sel) {
+  if (!shown && sel === '[role=dialog]') {
+    shown = true;
+    document.body.insertAdjacentHTML('beforeend', '<div role="dialog" aria-label="Benachrichtigungen">'
+      + '<button onclick="this.parentNode.remove()">Aktivieren</button>'
+      + '<button onclick="this.parentNode.remove()">Jetzt nicht</button></div>');
+  }
+  return list.call(this, sel);
+};
+</script>"""
+
+
+async def test_a_popup_that_appears_while_the_doctor_looks_is_closed_not_reported() -> None:
+    from selfiescope.core.browser import BrowserPool
+    from selfiescope.core.settings import Settings
+    from selfiescope.plugins.instagram.doctor import _Doctor, doctor_options
+
+    settings = Settings()
+    doc = _Doctor(settings, doctor_options(settings, "http://127.0.0.1:9"), "alpha", None)
+    pool = BrowserPool(settings.browser.model_copy(update={"block": []}))
+    try:
+        async with pool.lease() as lease:
+            page = await lease.page()
+            await page.set_content(_APPEARS_WHEN_LOOKED_AT)
+            await doc._close_popups(page)
+            assert doc.unclosable == [] and doc.closed == ["Jetzt nicht"]
+            assert await page.get_by_role("dialog").count() == 0
+            # a button the source presses that does not close its pop-up is still reported
+            await page.set_content('<div role="dialog" aria-label="Stuck"><button>Not now</button></div>')
+            await doc._close_popups(page)
+            assert doc.unclosable == ["'Stuck' with buttons ['Not now'] stayed open after pressing"]
+    finally:
+        await pool.close()
+    doc.check_popups()
+    assert doc.report.checks[-1].status == "fail"

@@ -1,6 +1,8 @@
 """`selfiescope review` as a user meets it: the real command serving the real data layer over a
 real imported dataset, driven by a real Chromium. After each action the manifest, the
-``reviews`` table and the storage are checked. Takes the screenshots docs/review.md shows."""
+``reviews`` table and the storage are checked. Takes the screenshots docs/review.md shows: into
+docs/review/ with ``make screenshots`` (SELFIESCOPE_SCREENSHOTS=1), else into a temporary folder, so
+a test run leaves the tracked files as they were."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +37,8 @@ except BrowserNotFound:
     pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = [pytest.mark.browser, pytest.mark.faces, pytest.mark.slow]
-SHOTS = REPO / "docs" / "review"
+SHOTS = (REPO / "docs" / "review" if os.environ.get("SELFIESCOPE_SCREENSHOTS") == "1"
+         else Path(tempfile.mkdtemp(prefix="review-shots-")))
 DEADLINE_MS = 60_000  # generous: a loaded 2-core machine
 synthetic_jobs: list[str] = []  # the folders of the synthetic renderings the screenshots show
 

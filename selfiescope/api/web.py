@@ -16,8 +16,8 @@ from ..core.browser_lookup import BrowserNotFound
 from ..core.proxy import proxy_problem
 from ..core.secrets import credential
 from ..core.web import (
-    ACCEPT, DECLINE, Deadline, DownloadError, Fetched, RateLimited, SiteUnreachable, TokenBucket, click_dialog_buttons,
-    fetch_image, largest_from_srcset, parse_retry_after, scroll_and_wait, settle_failed_download, within,
+    ACCEPT, DECLINE, Deadline, DownloadError, Fetched, RateLimited, SiteUnreachable, TokenBucket, choose_dismiss_button,
+    click_dialog_buttons, fetch_image, largest_from_srcset, open_dialogs, parse_retry_after, scroll_and_wait, settle_failed_download, within,
 )
 
 __all__ = [
@@ -34,12 +34,14 @@ __all__ = [
     "SiteUnreachable",
     "TokenBucket",
     "browser_pool",
+    "choose_dismiss_button",
     "click_dialog_buttons",
     "credential",
     "fetch_image",
     "largest_from_srcset",
     "leased_events",
     "load_session",
+    "open_dialogs",
     "parse_retry_after",
     "proxy_problem",
     "save_session",

@@ -350,6 +350,19 @@ _DIALOG_BUTTONS = """(ds, sel) => ds.map(d => Array.from(d.querySelectorAll(sel)
   e => (e.getAttribute('aria-label') || e.innerText || e.value || e.textContent || '').trim()))"""
 
 
+_OPEN_DIALOGS = """(sel) => Array.from(document.querySelectorAll('[role=dialog]')).map(d => ({
+  label: d.getAttribute('aria-label') || d.innerText.slice(0, 60),
+  buttons: Array.from(d.querySelectorAll(sel)).map(
+    e => (e.getAttribute('aria-label') || e.innerText || e.value || e.textContent || '').trim()),
+}))"""
+
+
+async def open_dialogs(page: Any, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """The pop-ups open now, each as ``{"label", "buttons"}``, buttons named as
+    :func:`click_dialog_buttons` names them (so :func:`choose_dismiss_button` can judge them)."""
+    return await within(timeout_s, page.evaluate(_OPEN_DIALOGS, _BUTTONS), "reading pop-ups")
+
+
 def choose_dismiss_button(names: list[str], known: list[str]) -> int | None:
     """Which of a dialog's buttons to press: a known name, else a decline-like name, else a close button."""
     lowered = [n.lower() for n in names]

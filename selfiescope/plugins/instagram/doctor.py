@@ -31,8 +31,8 @@ from urllib.parse import quote, urlparse
 
 from ...api import Settings
 from ...api.web import (
-    BrowserPool, BrowserStartTimeout, Deadline, DownloadError, Lease, click_dialog_buttons, credential, fetch_image,
-    load_session, parse_retry_after, scroll_and_wait, session_path, within,
+    BrowserPool, BrowserStartTimeout, Deadline, DownloadError, Lease, choose_dismiss_button, click_dialog_buttons, credential,
+    fetch_image, load_session, open_dialogs, parse_retry_after, scroll_and_wait, session_path, within,
 )
 from .account import SessionEnded
 from .doctor_report import (
@@ -46,10 +46,6 @@ from .source import PASSWORD_ENV, USERNAME_ENV, InstagramOptions, dismiss_names,
 
 log = logging.getLogger("selfiescope.doctor")
 
-_DIALOGS = """() => Array.from(document.querySelectorAll('[role=dialog]')).map(d => ({
-  label: d.getAttribute('aria-label') || d.innerText.slice(0, 60),
-  buttons: Array.from(d.querySelectorAll('button, [role=button]')).map(b => b.innerText.trim()),
-}))"""
 _PAGE_TEXT = "() => (document.body ? document.body.innerText : '').replace(/\\s+/g, ' ').trim().slice(0, 200)"
 
 
@@ -216,12 +212,21 @@ class _Doctor:
         return f"HTTP 429 at {path} (Retry-After {wait:g} s)" + (f": {message!r}" if message else "")
 
     async def _close_popups(self, page: Any) -> None:
-        """The source's pop-up handling; the dialogs it leaves open are noted for ``popups``."""
-        self.closed += await click_dialog_buttons(page, self.dismiss, timeout_s=self.timeout_s)
-        dialogs = await within(self.timeout_s, page.evaluate(_DIALOGS), "reading pop-ups")
+        """The source's pop-up handling; the dialogs it leaves open are noted for ``popups``.
+
+        A pop-up may appear between the source's pass and the look that follows (sites show
+        some late, on a timer): one the source knows how to close gets another pass, so only
+        a pop-up it cannot close, or that stays open after pressing, is ever reported.
+        """
+        for _ in range(3):
+            self.closed += await click_dialog_buttons(page, self.dismiss, timeout_s=self.timeout_s)
+            dialogs = await open_dialogs(page, self.timeout_s)
+            if all(choose_dismiss_button(d["buttons"], self.dismiss) is None for d in dialogs):
+                break
         self.pages_examined += 1
         for dialog in dialogs:
-            text = f"{dialog['label']!r} with buttons {dialog['buttons']}"
+            closable = choose_dismiss_button(dialog["buttons"], self.dismiss) is not None
+            text = f"{dialog['label']!r} with buttons {dialog['buttons']}" + (" stayed open after pressing" if closable else "")
             if text not in self.unclosable:
                 self.unclosable.append(text)
 
@@ -484,7 +489,7 @@ class _Doctor:
 
     def check_popups(self) -> None:
         if self.unclosable:
-            self.add("popups", "fail", "pop-ups with no button the source knows how to press",
+            self.add("popups", "fail", "pop-ups the source could not close (no button it knows how to press, or pressing it left them open)",
                      "; ".join(self.unclosable))
         elif not self.pages_examined:
             self.add("popups", "skip", "no page loaded, so there was nothing to look for pop-ups on")
