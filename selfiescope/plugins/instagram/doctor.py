@@ -18,7 +18,7 @@ challenge or a rejected password.
                     ``original_width/height``, ``user``, ``taken_at``, and paging
                     (``more_available``, ``next_max_id``), wherever it nests them
 ``image_candidates`` every media has a usable candidate, and the largest one downloads as an image
-``popups``          every pop-up has a button the source knows how to press
+``popups``          every pop-up has a button the source knows how to press, and pressing it closes it
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from urllib.parse import quote, urlparse
 from ...api import Settings
 from ...api.web import (
     BrowserPool, BrowserStartTimeout, Deadline, DownloadError, Lease, choose_dismiss_button, click_dialog_buttons, credential,
-    fetch_image, load_session, open_dialogs, parse_retry_after, scroll_and_wait, session_path, within,
+    fetch_image, load_session, open_dialogs, scroll_and_wait, session_path, within,
 )
 from .account import SessionEnded
+from .doctor_limits import RateLimitWatch
 from .doctor_report import (
     CHECKS, MAX_429_WAITS, MEDIA_FIELDS, PAGE_FIELDS, Check, DoctorError, OnCheck, Report, browser_failure,
     check_target, doctor_options, media_objects, quote_outcome, site_message, step_failure,
@@ -100,14 +101,13 @@ class _Doctor:
         self.saved_session_used = False  # the login check was skipped for a saved session
         self.pages_examined = 0  # pages searched for pop-ups: with none, ``popups`` has nothing to judge
         self.answers: list[tuple[str, int, Any]] = []  # feed answers: path, status, JSON or None
-        self.rate_limited: list[tuple[str, float, str]] = []  # 429s: path, Retry-After, the site's message
         self.feed: FeedReader | None = None
         self.username_field: Any = None
         self.password_field: Any = None
         self.posts: list[Any] = []
         self.lease: Lease | None = None
+        self.limits = RateLimitWatch(self.base_url, self.timeout_s)  # every 429 the site answers, with its message
         self._started = time.monotonic()
-        self._reads: set[asyncio.Task[None]] = set()
         self.browser_started = asyncio.Event()  # run_doctor's budget for the checks starts here
 
     def add(self, name: str, status: str, detail: str, found: str = "") -> None:
@@ -134,7 +134,8 @@ class _Doctor:
             async with pool.lease(block=block) as lease:
                 self.browser_started.set()
                 self.lease = lease
-                lease.context.on("response", self._on_response)
+                lease.context.on("response", self.limits.on_response)
+                self.limits.lease = lease
                 steps = [("login_form", self.check_login_form), ("login", lambda l: self.check_login(l, saved)),
                          ("tag_page", self.check_tag_page), ("feed_json", self.check_feed),
                          ("image_candidates", self.check_candidates)]
@@ -143,7 +144,7 @@ class _Doctor:
                         await step(lease)
                     except (PlaywrightError, Deadline) as exc:
                         self.add(name, "fail", step_failure(exc, self.timeout_s),
-                                 self._rate_limit_note() or await self._where(lease))
+                                 self.limits.note() or await self._where(lease))
                     except SessionEnded as exc:  # a post page (fresh_image_url) went to the login page
                         self.add(name, "fail", f"{exc.why}: run `selfiescope login`, then the doctor again",
                                  await self._where(lease))
@@ -155,61 +156,12 @@ class _Doctor:
         finally:
             if self.feed is not None:
                 self.feed.detach()
-            for task in list(self._reads):
-                task.cancel()
+            self.limits.cancel()
             await pool.close()
 
     # --- what the doctor sees besides what the source reads ----------------------------------
-    def _on_response(self, response: Any) -> None:
-        if response.status != 429 or urlparse(response.url).netloc != urlparse(self.base_url).netloc:
-            return
-        task = asyncio.ensure_future(self._read_429(response))
-        self._reads.add(task)
-        task.add_done_callback(self._reads.discard)
-
-    async def _read_429(self, response: Any) -> None:
-        path = urlparse(response.url).path
-        message, wait = "", 30.0
-        try:
-            wait = parse_retry_after(response.headers.get("retry-after"))  # no round trip to the browser
-            # a body the page never read never reaches Playwright: bounded
-            message = site_message(await within(min(self.timeout_s, 2.0), response.text(), "reading a 429"))
-        except Exception as exc:  # noqa: BLE001 - asked again below
-            log.debug("the body of a 429 at %s is unreadable: %s", path, exc)
-        if not message and not any(m for _, _, m in self.rate_limited):
-            message = await self._ask_again(response.request)
-        self.rate_limited.append((path, wait, message))
-
-    async def _ask_again(self, request: Any) -> str:
-        """The site's message for a 429 whose body the page dropped: the same request, once more."""
-        if self.lease is None:
-            return ""
-        try:
-            # the headers the page's script set (CSRF token, app id); the context adds its cookies
-            headers = {k: v for k, v in request.headers.items()
-                       if not k.startswith(":") and k not in ("cookie", "content-length", "host")}
-            again = await within(self.timeout_s + 5, self.lease.request.fetch(
-                request.url, method=request.method, headers=headers, data=request.post_data,
-                fail_on_status_code=False, timeout=self.timeout_s * 1000), "asking for the 429's message")
-            if again.status != 429:
-                return ""
-            return site_message(await within(self.timeout_s, again.text(), "reading a 429"))
-        except Exception as exc:  # noqa: BLE001 - the 429 is named without its message
-            log.debug("asking again for the 429's message failed: %s", exc)
-            return ""
-
     def _on_answer(self, response: Any, data: Any) -> None:
         self.answers.append((urlparse(response.url).path, response.status, data))
-
-    async def _settle_429s(self) -> None:
-        if self._reads:
-            await asyncio.wait(list(self._reads), timeout=self.timeout_s + 1)
-
-    def _rate_limit_note(self) -> str:
-        if not self.rate_limited:
-            return ""
-        path, wait, message = next((r for r in reversed(self.rate_limited) if r[2]), self.rate_limited[-1])
-        return f"HTTP 429 at {path} (Retry-After {wait:g} s)" + (f": {message!r}" if message else "")
 
     async def _close_popups(self, page: Any) -> None:
         """The source's pop-up handling; the dialogs it leaves open are noted for ``popups``.
@@ -297,9 +249,9 @@ class _Doctor:
                                          timeout_s=self.timeout_s)
         except PlaywrightError as exc:  # submit_login's message quotes no credential
             judge("fail", f"the login form could not be used: {browser_failure(exc, self.timeout_s)}",
-                     self._rate_limit_note())
+                     self.limits.note())
             return
-        await self._settle_429s()
+        await self.limits.settle()
         path = urlparse(page.url).path
         if outcome == "ok":
             judge("pass", "logged in: session cookie set")
@@ -309,9 +261,9 @@ class _Doctor:
         elif outcome == "two_factor":
             judge("fail", "the site asks for a security code (two-factor): run `selfiescope login` once",
                      f"page {path}")
-        elif self.rate_limited:
+        elif self.limits.seen:
             judge("fail", f"{rate_limited('', None).what} while logging in: wait before trying again",
-                     self._rate_limit_note() + (f"; the page says {quote_outcome(outcome)}" if ": " in outcome else ""))
+                     self.limits.note() + (f"; the page says {quote_outcome(outcome)}" if ": " in outcome else ""))
         elif outcome.startswith(REJECTED):
             judge("fail", f"{REJECTED} (wrong username or password): check {USERNAME_ENV} and {PASSWORD_ENV}",
                      f"the page says {quote_outcome(outcome)}")
@@ -359,16 +311,16 @@ class _Doctor:
             self.add("tag_page", "pass", f"{len(self.posts)} posts ({from_json} with feed JSON data)"
                      + (f", after waiting out {waits} HTTP 429" if waits else ""))
             return
-        await self._settle_429s()
+        await self.limits.settle()
         links = await within(self.timeout_s, page.locator('a[href*="/p/"], a[href*="/reel/"]').count(),
                              "reading the grid")
-        if self.rate_limited:
+        if self.limits.seen:
             detail = f"{rate_limited('', None).what}: the page shows no post; wait before trying again"
         else:
             detail = f"{empty().what}: {empty().todo}"
         answers = ", ".join(f"HTTP {s} {p}" for p, s, _ in self.answers[-3:]) or "none"
         self.add("tag_page", "fail", detail, f"{links} links to /p/ after {self.options.max_idle_scrolls} scrolls; "
-                 f"feed answers: {answers}" + (f"; {self._rate_limit_note()}" if self.rate_limited else ""))
+                 f"feed answers: {answers}" + (f"; {self.limits.note()}" if self.limits.seen else ""))
 
     async def _read_posts(self, feed: FeedReader, page: Any) -> list[Any]:
         """The source's reading of a fresh tag page: posts, else scroll and wait for the page
@@ -403,7 +355,7 @@ class _Doctor:
                 idle += 1
             await feed.settle()
             await self._close_popups(page)
-        await self._settle_429s()
+        await self.limits.settle()
         good = [(p, d) for p, s, d in self.answers if s == 200 and isinstance(d, dict)]
         if not good:
             self._no_feed_page(feed)
@@ -425,13 +377,13 @@ class _Doctor:
             self.add("feed_json", "fail", "; ".join(problems), f"{path}: top-level keys {sorted(data)}{media_keys}")
             return
         self.medias = medias
-        note = f" (after {len(self.rate_limited)} HTTP 429)" if self.rate_limited else ""
+        note = f" (after {len(self.limits.seen)} HTTP 429)" if self.limits.seen else ""
         self.add("feed_json", "pass", f"{len(medias)} media in {len(good)} feed pages from {path}{note}")
 
     def _no_feed_page(self, feed: FeedReader) -> None:
-        if self.rate_limited:
+        if self.limits.seen:
             self.add("feed_json", "fail", f"{rate_limited('', None).what}: wait before trying again",
-                     self._rate_limit_note())
+                     self.limits.note())
         elif self.answers:
             path, status, data = self.answers[-1]
             if status == 200:
