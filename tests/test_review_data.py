@@ -621,3 +621,16 @@ def test_the_data_layer_gives_stored_bytes_only_when_they_are_the_recorded_ones(
                 assert got is not None and hashlib.sha256(got[0]).hexdigest() == image and replaced == original
     finally:
         path.write_bytes(original)
+
+
+@pytest.mark.parametrize("pillow_format, media_type", [
+    ("JPEG", "image/jpeg"), ("PNG", "image/png"), ("GIF", "image/gif"), ("WEBP", "image/webp"),
+])
+def test_an_image_with_no_recorded_format_is_served_as_what_its_bytes_are(pillow_format, media_type) -> None:
+    """The review names an image's type from its bytes as the downloader does: one sniffer for both."""
+    from selfiescope.review.data import _media_type
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "grey").save(buf, pillow_format)
+    assert _media_type(None, buf.getvalue()) == media_type
+    assert _media_type("", b"<svg xmlns='http://www.w3.org/2000/svg'/>") == "application/octet-stream"
