@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from selfiescope.cli import app
 
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.proxy import PROXY_PASSWORD_ENV, PROXY_USERNAME_ENV
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
@@ -27,11 +26,6 @@ from selfiescope.testing.site import MockInstagram, TagSpec
 from proxy_helpers import CountingProxy
 from test_instagram import seed_session
 from test_instagram_proxy import scrape, with_proxy
-
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
 
