@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,36 @@ def faces_dir() -> Path:
     if not FACES.is_dir():
         pytest.skip(f"real face photos not available: {FACES} (../shared/faces) is absent")
     return FACES
+
+
+@pytest.fixture
+def silent_site() -> Iterator[str]:
+    """The base URL of a server on 127.0.0.1 that takes every connection and never answers a byte
+    (a hung site): what a deadline, and nothing else, has to end."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.2)  # so the accepting thread sees the stop in time
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
 
 
 @pytest.fixture(autouse=True)
