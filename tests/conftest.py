@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,37 @@ def silent_site() -> Iterator[str]:
         for conn in held:
             conn.close()
         server.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
+    """``small_disk(size, name)`` mounts a tmpfs of ``size`` (``"2M"``) at ``tmp_path / name``: a disk
+    that fills, or that a remount makes read-only. Skips where mounting needs the root it lacks;
+    every disk it mounted is unmounted at the end, whatever the test left open on it."""
+    mounted: list[Path] = []
+
+    def mount(size: str = "2M", name: str = "small") -> Path:
+        where = tmp_path / name
+        where.mkdir()
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+        if made.returncode:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode(errors='replace').strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill_up(path: Path) -> None:
+    """Write zeros to ``path`` until its file system is full (unbuffered: every block is asked for)."""
+    with path.open("wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
 
 
 @pytest.fixture(autouse=True)
