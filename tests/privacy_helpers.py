@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,19 @@ def collect_posts(settings: Settings, tag: str, label: str, posts: list[FakePost
 def import_folder(settings: Settings, folder: Path, label: str) -> RunStats:
     pipeline = ScrapePipeline(kind="import", source="folder", paths=[folder], label=label, chain=CHAIN)
     return asyncio.run(collect(App.create(settings), "import", pipeline=pipeline))
+
+
+def import_pictures(root: Path, folders: Path, pictures: Mapping[str, Iterable[np.ndarray]]) -> None:
+    """Each label's pictures (BGR arrays) written as PNG files to ``folders/<label>`` and imported
+    into the storage root ``root`` under that label (decode, dedup, store: no face step)."""
+    import cv2
+
+    for label, images in pictures.items():
+        folder = folders / label
+        folder.mkdir()
+        for i, pixels in enumerate(images):
+            cv2.imwrite(str(folder / f"{i}.png"), np.ascontiguousarray(pixels))
+        import_folder(settings_for(root), folder, label)
 
 
 def stored_files(root: Path) -> set[str]:

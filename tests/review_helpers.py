@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps
+from manifest_helpers import manifest_query
 from privacy_helpers import FakePost, PostsPlugin, POSTS
 
 from selfiescope.core.app import App
@@ -96,11 +97,7 @@ def build_dataset(tmp_path: Path, faces_dir: Path, per_label: int = 6, owners: b
 
 
 def manifest_rows(root: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    m = Manifest.at_root(root)
-    try:
-        return [tuple(r) for r in m.query(sql, params)]
-    finally:
-        m.close()
+    return [tuple(r) for r in manifest_query(root, sql, params)]
 
 
 def build(root: Path, n: int, **options: Any) -> list[str]:

@@ -10,18 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from manifest_helpers import manifest_query
 from safety_helpers import cli, faces, json_out, no_traceback, project
 
-from selfiescope.core.manifest import Manifest
 from selfiescope.pipelines.dataset_care import export as export_module
 
 
 def _stored(root: Path) -> list[str]:
-    manifest = Manifest.at_root(root)
-    try:
-        return [r["location"] for r in manifest.query("SELECT location FROM images WHERE decision='accepted'")]
-    finally:
-        manifest.close()
+    return [r["location"] for r in manifest_query(root, "SELECT location FROM images WHERE decision='accepted'")]
 
 
 def _no_staging_left(parent: Path) -> bool:

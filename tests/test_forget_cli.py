@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import fill_up
 from privacy_helpers import FakePost, collect_posts, import_folder, jpeg, settings_for, stored_files
 from test_forget import forget_cli
 
@@ -209,41 +210,27 @@ def test_card_and_stats_report_a_killed_run_without_writing_the_runs_table(impor
     assert json.loads(card.stdout)["collection"]["runs_by_status"] == {"finished": 1, "running": 1}
 
 
-def test_a_full_disk_fails_forget_cleanly_and_its_dry_run_still_works(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    disk = tmp_path / "data"  # the storage root is the small disk; the settings file lives beside it
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        root, folder = disk, tmp_path / "photos"
-        folder.mkdir()
-        for i in range(3):
-            (folder / f"p{i}.jpg").write_bytes(jpeg(950 + i))
-        assert import_folder(settings_for(root), folder, "selfie").accepted == 3
-        with open(disk / "selfie" / ".filler", "wb") as fh:  # fill the disk to the last block
-            try:
-                while True:
-                    fh.write(b"\0" * 65536)
-            except OSError:
-                pass
-        before = snapshot(root)
-        full = forget_cli(root, "--label", "selfie", "--yes")
-        assert full.exit_code == 1 and "Traceback" not in full.output, full.output
-        said = " ".join(full.output.split())
-        assert "nothing was removed" in said or "run the same command again" in said
-        assert "what was done is saved" not in said  # nothing was: the lock could not even be taken
-        assert len(stored_files(root)) == 3
-        dry = forget_cli(root, "--label", "selfie", "--dry-run")
-        assert dry.exit_code == 0, dry.output
-        if "nothing was removed" in said:  # the lock file is selfiescope's own
-            assert {k: v for k, v in snapshot(root).items() if k != ".selfiescope.lock"} == {
-                k: v for k, v in before.items() if k != ".selfiescope.lock"}
-        (disk / "selfie" / ".filler").unlink()
-        # The failed forget did not keep the root locked (this process would hold it still).
-        assert forget_cli(root, "--label", "selfie", "--yes").exit_code == 0
-        assert stored_files(root) == set()
-    finally:
-        if subprocess.run(["umount", str(disk)], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+def test_a_full_disk_fails_forget_cleanly_and_its_dry_run_still_works(tmp_path: Path, small_disk) -> None:
+    disk = small_disk("2M", "data")  # the storage root is the small disk; the settings file lives beside it
+    root, folder = disk, tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"p{i}.jpg").write_bytes(jpeg(950 + i))
+    assert import_folder(settings_for(root), folder, "selfie").accepted == 3
+    fill_up(disk / "selfie" / ".filler")  # to the last block
+    before = snapshot(root)
+    full = forget_cli(root, "--label", "selfie", "--yes")
+    assert full.exit_code == 1 and "Traceback" not in full.output, full.output
+    said = " ".join(full.output.split())
+    assert "nothing was removed" in said or "run the same command again" in said
+    assert "what was done is saved" not in said  # nothing was: the lock could not even be taken
+    assert len(stored_files(root)) == 3
+    dry = forget_cli(root, "--label", "selfie", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    if "nothing was removed" in said:  # the lock file is selfiescope's own
+        assert {k: v for k, v in snapshot(root).items() if k != ".selfiescope.lock"} == {
+            k: v for k, v in before.items() if k != ".selfiescope.lock"}
+    (disk / "selfie" / ".filler").unlink()
+    # The failed forget did not keep the root locked (this process would hold it still).
+    assert forget_cli(root, "--label", "selfie", "--yes").exit_code == 0
+    assert stored_files(root) == set()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import sqlite3
 from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from privacy_helpers import import_folder, jpeg, settings_for, stored_files, write_settings
 from typer.testing import CliRunner
@@ -137,3 +141,21 @@ def test_unrecorded_writes_left_by_a_killed_run_fail_a_plain_check(tmp_path: Pat
     mended = cli(root, "fsck", "--repair")
     assert mended.exit_code == 0, mended.output
     assert cli(root, "fsck").exit_code == 0
+
+
+@hsettings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(old=st.binary(max_size=64), new=st.binary(max_size=4096), name=st.sampled_from(["me.jpg", ".index.jsonl"]))
+def test_a_synced_replace_leaves_the_new_bytes_or_the_old_file_and_never_a_temp(tmp_path: Path, old: bytes, new: bytes,
+                                                                                 name: str) -> None:
+    from selfiescope.core.quarantine import replace_synced
+
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))  # one per example: hypothesis shares tmp_path
+    target = folder / name
+    target.write_bytes(old)
+    replace_synced(target, new)
+    assert target.read_bytes() == new and [p.name for p in folder.iterdir()] == [name]
+    blocked = folder / "a-folder"  # a rename over a non-empty folder fails after the temp file is written
+    (blocked / "inside").mkdir(parents=True)
+    with pytest.raises(OSError):
+        replace_synced(blocked, new)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([name, "a-folder"])

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from manifest_helpers import manifest_query
 
 from selfiescope.core.app import App
-from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, Settings, settings_from_dict
 from selfiescope.core.stats import RunStats
 from selfiescope.pipelines.collecting.collect import collect
@@ -38,11 +38,7 @@ async def run(settings: Settings, **fields: Any) -> RunStats:
 
 
 def recorded(root: Path) -> list[str]:
-    m = Manifest.at_root(root)
-    try:
-        return sorted(r["post_id"] for r in m.query("SELECT post_id FROM images WHERE source='gallery'"))
-    finally:
-        m.close()
+    return sorted(r["post_id"] for r in manifest_query(root, "SELECT post_id FROM images WHERE source='gallery'"))
 
 
 async def test_scrolls_to_the_end_takes_the_largest_image_and_resumes(site: MockInstagram, tmp_path: Path) -> None:

@@ -9,20 +9,13 @@ import logging
 import re
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.testing.chaos import Chaos
 from selfiescope.testing.site import MockInstagram, TagSpec
 from test_instagram import expected, one_job_says_why, recorded, scrape, seed_session
 from test_instagram_chaos import settings_for
-
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
 

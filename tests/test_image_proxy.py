@@ -12,7 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from selfiescope.cli import app
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
 from selfiescope.core.proxied_request import bypassed
 from selfiescope.core.web import network_problem
 from selfiescope.testing.site import MockInstagram, TagSpec
@@ -21,11 +20,6 @@ from proxy_helpers import CountingProxy
 from test_image_hang import RAW, assert_plain
 from test_instagram import recorded, seed_session
 from test_instagram_proxy import scrape, with_proxy
-
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
 

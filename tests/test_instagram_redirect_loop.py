@@ -42,10 +42,10 @@ def loop_url() -> Iterator[str]:
         server.server_close()
 
 
-def _settings(tmp_path: Path, base_url: str) -> Path:
+def _settings(tmp_path: Path, base_url: str, timeout_s: int = 8, stall_s: int = 20) -> Path:
     settings = tmp_path / "settings.toml"
     settings.write_text(f'[storage]\nroot = "{tmp_path / "data"}"\n[browser]\nsession_file = "{tmp_path / "s.json"}"\n'
-                        f'timeout_s = 8\n[plugins.instagram]\nbase_url = "{base_url}"\nstall_s = 20\n')
+                        f'timeout_s = {timeout_s}\n[plugins.instagram]\nbase_url = "{base_url}"\nstall_s = {stall_s}\n')
     return settings
 
 
@@ -66,38 +66,9 @@ def test_a_scrape_names_a_redirect_loop(tmp_path: Path, loop_url: str) -> None:
     assert "Traceback" not in result.output and "net::" not in result.output
 
 
-def test_a_site_that_never_answers_fails_the_job_naming_the_real_stall_time(tmp_path: Path) -> None:
+def test_a_site_that_never_answers_fails_the_job_naming_the_real_stall_time(tmp_path: Path, silent_site: str) -> None:
     """Takes connections, never answers: the job ends after the stall and one reload, and says stall_s."""
-    import socket
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    settings = tmp_path / "settings.toml"
-    settings.write_text(f'[storage]\nroot = "{tmp_path / "data"}"\n[browser]\nsession_file = "{tmp_path / "s.json"}"\n'
-                        f'timeout_s = 30\n[plugins.instagram]\nbase_url = "http://127.0.0.1:{server.getsockname()[1]}"\n'
-                        'stall_s = 6\n')
-    try:
-        result = CliRunner().invoke(app, ["scrape", "selfie", "--label", "x", "--chain", "decode,store",
-                                          "-s", str(settings)])
-    finally:
-        stop.set()
-        thread.join(5)
-        for conn in held:
-            conn.close()
-        server.close()
+    result = CliRunner().invoke(app, ["scrape", "selfie", "--label", "x", "--chain", "decode,store",
+                                      "-s", str(_settings(tmp_path, silent_site, timeout_s=30, stall_s=6))])
     assert result.exit_code == 1, result.output
     assert "no new post for 6 s" in result.output and "also after reloading the tag page" in result.output

@@ -271,3 +271,21 @@ def test_infinite_thresholds_lightgbm_writes_are_accepted(model_dir):
     assert np.array_equal(lgb.Booster(model_str=rebuilt).predict(X), lgb.Booster(model_str=text).predict(X))
     with pytest.raises(ModelTextError, match="leaf_value"):
         checked_model_text(re.sub(r"leaf_value=\S+", "leaf_value=nan", text, count=1).encode(), names)
+
+
+@pytest.mark.parametrize("key, bad", [
+    ("leaf_weight", "x"), ("leaf_count", "-1"), ("leaf_count", "1.5"),
+    ("split_gain", "x"), ("internal_value", "nan"), ("internal_weight", "x"),
+    ("internal_count", "-1"), ("internal_count", "1e3"),
+])
+def test_each_per_leaf_and_per_node_statistic_is_checked_by_its_own_rule(model_dir, key, bad):
+    """Statistics LightGBM only reports are still parsed before it sees them: a float key takes any
+    float but NaN, a count only a whole number from 0; the message names the key."""
+    names = json.loads((model_dir / "schema.json").read_text())["columns"]
+    text = re.sub(r"tree_sizes=.*\n", "", (model_dir / "model.txt").read_text())
+    with pytest.raises(ModelTextError, match=key):
+        checked_model_text(re.sub(rf"\n{key}=(\S+)", rf"\n{key}={bad}", text, count=1).encode(), names)
+    if key not in ("leaf_count", "internal_count"):
+        checked_model_text(re.sub(rf"\n{key}=(\S+)", rf"\n{key}=-inf", text, count=1).encode(), names)
+    with pytest.raises(ModelTextError, match=key):  # one token too few
+        checked_model_text(re.sub(rf"\n{key}=(\S+) ", f"\n{key}=", text, count=1).encode(), names)

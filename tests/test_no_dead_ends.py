@@ -52,11 +52,9 @@ def test_size_and_face_rejections_name_their_setting() -> None:
 
 
 def test_a_model_trained_without_a_face_step_predicts_faceless_pictures(tmp_path) -> None:
-    import io
-
     from PIL import Image
 
-    from privacy_helpers import import_folder, settings_for
+    from privacy_helpers import import_pictures
     from selfiescope.core.app import App
     from selfiescope.pipelines.model.predict import load_model
     from selfiescope.pipelines.model.train import train
@@ -64,12 +62,8 @@ def test_a_model_trained_without_a_face_step_predicts_faceless_pictures(tmp_path
 
     root = tmp_path / "data"
     rng = np.random.default_rng(0)
-    for label, (h, w) in {"selfie": (96, 96), "portrait": (96, 160)}.items():
-        folder = tmp_path / label
-        folder.mkdir()
-        for i in range(8):
-            Image.fromarray(rng.integers(0, 255, (h, w + i, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        import_folder(settings_for(root), folder, label)  # decode, dedup, store: no face step
+    import_pictures(root, tmp_path, {label: [rng.integers(0, 255, (96, w + i, 3), dtype=np.uint8) for i in range(8)]
+                                     for label, w in {"selfie": 96, "portrait": 160}.items()})
     result = train(App.create(train_settings(root, tmp_path / "m", ["image"], folds=2)), "t")
     shown = tmp_path / "new.png"
     Image.fromarray(rng.integers(0, 255, (96, 150, 3), dtype=np.uint8)).save(shown)

@@ -18,20 +18,14 @@ from typer.testing import CliRunner
 
 from selfiescope.cli import app
 
-from selfiescope.core.browser_lookup import BrowserNotFound, find_chromium
-from selfiescope.core.manifest import Manifest
 from selfiescope.core.proxy import PROXY_PASSWORD_ENV, PROXY_USERNAME_ENV
 from selfiescope.plugins.instagram import PASSWORD_ENV, USERNAME_ENV
 from selfiescope.testing.site import MockInstagram, TagSpec
 
 from proxy_helpers import CountingProxy
+from manifest_helpers import manifest_query
 from test_instagram import seed_session
 from test_instagram_proxy import scrape, with_proxy
-
-try:
-    find_chromium("auto")
-except BrowserNotFound:
-    pytest.skip("no Chromium (see scripts/ensure-chromium.sh)", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
 
@@ -49,19 +43,11 @@ def site():
 
 
 def stored_hashes(root: Path) -> list[str]:
-    m = Manifest.at_root(root)
-    try:
-        return sorted(r["content_hash"] for r in m.query("SELECT content_hash FROM images WHERE source='instagram'"))
-    finally:
-        m.close()
+    return sorted(r["content_hash"] for r in manifest_query(root, "SELECT content_hash FROM images WHERE source='instagram'"))
 
 
 def rejections(root: Path) -> list[str]:
-    m = Manifest.at_root(root)
-    try:
-        return [r["reject_code"] for r in m.query("SELECT reject_code FROM rejections")]
-    finally:
-        m.close()
+    return [r["reject_code"] for r in manifest_query(root, "SELECT reject_code FROM rejections")]
 
 
 def assert_every_image_stored_intact(site: MockInstagram, root: Path, stats: object) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from manifest_helpers import manifest_query
 
 from selfiescope.core.app import App
 from selfiescope.core import har, secrets
@@ -231,11 +232,7 @@ def test_cli_record_then_scrape_replay(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def stored_at(root: Path) -> list[str]:
-    m = Manifest.at_root(root)
-    try:
-        return [r["post_id"] for r in m.query("SELECT post_id FROM images WHERE source='instagram'")]
-    finally:
-        m.close()
+    return [r["post_id"] for r in manifest_query(root, "SELECT post_id FROM images WHERE source='instagram'")]
 
 
 def test_record_never_overwrites_an_existing_file(tmp_path: Path) -> None:

@@ -56,20 +56,22 @@ def client_for(ds: Dataset, logged_in: bool = True) -> tuple[TestClient, Gate, R
     return client, gate, data
 
 
-@pytest.fixture
-def app(dataset: Dataset) -> Iterator[tuple[TestClient, Gate, ReviewData]]:
-    client, gate, data = client_for(dataset)
+def served(ds: Dataset) -> Iterator[tuple[TestClient, Gate, ReviewData]]:
+    """A logged-in client of the app over ``ds``, running for as long as the caller holds it."""
+    client, gate, data = client_for(ds)
     with client:
         yield client, gate, data
     data.close()
+
+
+@pytest.fixture
+def app(dataset: Dataset) -> Iterator[tuple[TestClient, Gate, ReviewData]]:
+    yield from served(dataset)
 
 
 @pytest.fixture
 def own_app(own_dataset: Dataset) -> Iterator[tuple[TestClient, Gate, ReviewData]]:
-    client, gate, data = client_for(own_dataset)
-    with client:
-        yield client, gate, data
-    data.close()
+    yield from served(own_dataset)
 
 
 def ids_of(client: TestClient, query: str = "") -> list[str]:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from PIL import Image
 
+from conftest import fill_up
 from review_helpers import build
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.app import App
@@ -290,27 +291,18 @@ def test_an_edit_while_another_run_holds_the_lock_is_refused_saying_which(fresh)
         assert data.page(Filters(reviewed=True), "newest", None, 10).total == 3
 
 
-def test_a_read_only_root_is_browsable_and_an_edit_says_why_not(tmp_path) -> None:
-    import shutil
-
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (not root)")
-    try:
-        root = mount / "data"
-        hashes = build(root, 30, files=True, rejected_share=0.0)
-        Manifest.at_root(root).close()  # a clean close: no -wal file is left
-        assert subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True).returncode == 0
-        with open_data(root) as data:
-            assert data.page(Filters(), "newest", None, 5).total == 30
-            assert data.thumbnail(hashes[0]) is not None  # made, not cached
-            assert not (root / ".thumbs").exists()
-            with pytest.raises(ReviewError, match="cannot be written"):
-                data.apply("reviewed", hashes[:1])
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-        shutil.rmtree(mount, ignore_errors=True)
+def test_a_read_only_root_is_browsable_and_an_edit_says_why_not(small_disk) -> None:
+    mount = small_disk("16M", "ro")
+    root = mount / "data"
+    hashes = build(root, 30, files=True, rejected_share=0.0)
+    Manifest.at_root(root).close()  # a clean close: no -wal file is left
+    assert subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True).returncode == 0
+    with open_data(root) as data:
+        assert data.page(Filters(), "newest", None, 5).total == 30
+        assert data.thumbnail(hashes[0]) is not None  # made, not cached
+        assert not (root / ".thumbs").exists()
+        with pytest.raises(ReviewError, match="cannot be written"):
+            data.apply("reviewed", hashes[:1])
 
 
 def test_a_new_image_from_a_concurrent_run_shows_up_when_the_manifest_is_next_read(fresh) -> None:
@@ -435,70 +427,42 @@ def test_forget_from_the_review_removes_the_file_rows_reviews_and_thumbnail_and_
     assert db.execute("SELECT COUNT(*) FROM tombstones WHERE kind='content'").fetchone()[0] == 1
 
 
-def test_a_full_disk_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
-    import shutil
-
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here (not root)")
-    try:
-        root = mount / "data"
-        hashes = build(root, 40, files=False, rejected_share=0.0)
-        with open_data(root) as data:
-            data.page(Filters(), "newest", None, 5)
-            filler = mount / "filler"
-            with filler.open("wb", buffering=0) as fh:
-                try:
-                    while True:
-                        fh.write(b"\0" * 4096)
-                except OSError:
-                    pass
-            with pytest.raises(ReviewError) as info:
-                data.apply("exclude", hashes, note="x" * 1500)
-                data.apply("relabel", hashes, "portrait")
-                data.apply("relabel", hashes, "selfie")
-            assert ("disk is full" in str(info.value) or "No space left" in str(info.value))
-            assert str(info.value).endswith("nothing was changed")
-            assert "\n" not in str(info.value)
-            filler.unlink()
-            rows = rows_of(root)
-            assert sqlite3.connect(root / "manifest.sqlite").execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-            replayed = sqlite3.connect(root / "manifest.sqlite").execute("SELECT COUNT(DISTINCT batch) FROM reviews").fetchone()[0]
-            assert sum(bool(r["excluded"]) for r in rows) in (0, 40) and replayed <= 2
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-        shutil.rmtree(mount, ignore_errors=True)
+def test_a_full_disk_is_one_line_and_changes_nothing(small_disk) -> None:
+    mount = small_disk("2M", "small")
+    root = mount / "data"
+    hashes = build(root, 40, files=False, rejected_share=0.0)
+    with open_data(root) as data:
+        data.page(Filters(), "newest", None, 5)
+        filler = mount / "filler"
+        fill_up(filler)
+        with pytest.raises(ReviewError) as info:
+            data.apply("exclude", hashes, note="x" * 1500)
+            data.apply("relabel", hashes, "portrait")
+            data.apply("relabel", hashes, "selfie")
+        assert ("disk is full" in str(info.value) or "No space left" in str(info.value))
+        assert str(info.value).endswith("nothing was changed")
+        assert "\n" not in str(info.value)
+        filler.unlink()
+        rows = rows_of(root)
+        assert sqlite3.connect(root / "manifest.sqlite").execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        replayed = sqlite3.connect(root / "manifest.sqlite").execute("SELECT COUNT(DISTINCT batch) FROM reviews").fetchone()[0]
+        assert sum(bool(r["excluded"]) for r in rows) in (0, 40) and replayed <= 2
 
 
-def test_a_full_disk_at_the_first_read_says_so_and_leaves_no_side_file(tmp_path: Path) -> None:
+def test_a_full_disk_at_the_first_read_says_so_and_leaves_no_side_file(small_disk) -> None:
     """SQLite reports a -shm it cannot grow as an I/O error: the user reads that the disk is
     full, and the failed open leaves no -wal or -shm behind."""
-    import shutil
-
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here (not root)")
-    try:
-        root = mount / "data"
-        build(root, 40, files=False, rejected_share=0.0)
-        with (mount / "filler").open("wb", buffering=0) as fh:
-            try:
-                while True:
-                    fh.write(b"\0" * 4096)
-            except OSError:
-                pass
-        with open_data(root) as data:
-            with pytest.raises(ReviewError) as info:
-                data.page(Filters(), "newest", None, 5)
-            assert "disk is full" in str(info.value) and "manifest.sqlite" in str(info.value), info.value
-            assert sorted(p.name for p in root.iterdir()) == ["manifest.sqlite"]
-            (mount / "filler").unlink()
-            assert data.page(Filters(), "newest", None, 5).total == 40  # space again: the next request reads it
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-        shutil.rmtree(mount, ignore_errors=True)
+    mount = small_disk("2M", "small")
+    root = mount / "data"
+    build(root, 40, files=False, rejected_share=0.0)
+    fill_up(mount / "filler")
+    with open_data(root) as data:
+        with pytest.raises(ReviewError) as info:
+            data.page(Filters(), "newest", None, 5)
+        assert "disk is full" in str(info.value) and "manifest.sqlite" in str(info.value), info.value
+        assert sorted(p.name for p in root.iterdir()) == ["manifest.sqlite"]
+        (mount / "filler").unlink()
+        assert data.page(Filters(), "newest", None, 5).total == 40  # space again: the next request reads it
 
 
 def test_a_failed_write_and_a_damaged_manifest_are_one_line(fresh, tmp_path, monkeypatch) -> None:
@@ -621,3 +585,16 @@ def test_the_data_layer_gives_stored_bytes_only_when_they_are_the_recorded_ones(
                 assert got is not None and hashlib.sha256(got[0]).hexdigest() == image and replaced == original
     finally:
         path.write_bytes(original)
+
+
+@pytest.mark.parametrize("pillow_format, media_type", [
+    ("JPEG", "image/jpeg"), ("PNG", "image/png"), ("GIF", "image/gif"), ("WEBP", "image/webp"),
+])
+def test_an_image_with_no_recorded_format_is_served_as_what_its_bytes_are(pillow_format, media_type) -> None:
+    """The review names an image's type from its bytes as the downloader does: one sniffer for both."""
+    from selfiescope.review.data import _media_type
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "grey").save(buf, pillow_format)
+    assert _media_type(None, buf.getvalue()) == media_type
+    assert _media_type("", b"<svg xmlns='http://www.w3.org/2000/svg'/>") == "application/octet-stream"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from privacy_helpers import import_folder, settings_for
+from privacy_helpers import import_pictures
 from selfiescope.core.app import App
 from selfiescope.pipelines.model.counterfactual import reshape_to_aspect
 from selfiescope.pipelines.model.normalize import normalize_image
@@ -46,15 +46,13 @@ def _shapes_only_dataset(tmp_path: Path) -> Path:
     """Two labels whose pictures differ only by their frame: square vs 3:2 landscape."""
     root = tmp_path / "data"
     rng = np.random.default_rng(7)
-    for label, (h, w) in {"selfie": (120, 120), "portrait": (120, 180)}.items():
-        folder = tmp_path / label
-        folder.mkdir()
-        for i in range(16):
-            small = rng.integers(0, 255, (6, 9, 3), dtype=np.uint8)
-            big = cv2.resize(small, (180, 120), interpolation=cv2.INTER_CUBIC)
-            x = (180 - w) // 2
-            cv2.imwrite(str(folder / f"{i}.png"), np.ascontiguousarray(big[:, x:x + w]))
-        import_folder(settings_for(root), folder, label)
+
+    def framed(w: int) -> np.ndarray:  # the middle w columns of a 180 x 120 smooth random picture
+        big = cv2.resize(rng.integers(0, 255, (6, 9, 3), dtype=np.uint8), (180, 120), interpolation=cv2.INTER_CUBIC)
+        return big[:, (180 - w) // 2:(180 - w) // 2 + w]
+
+    import_pictures(root, tmp_path, {"selfie": [framed(120) for _ in range(16)],
+                                     "portrait": [framed(180) for _ in range(16)]})
     return root
 
 

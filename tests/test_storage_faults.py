@@ -5,7 +5,7 @@ nothing stored is lost or claimed that was not done."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,16 +47,8 @@ def test_a_lasting_fsspec_url_passes(tmp_path: Path) -> None:
 
 # --- small filesystems of our own (the tests run as root in CI) ---------------------------------
 @pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "mnt"
-    where.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(where)], capture_output=True)
-    if made.returncode:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+def tmpfs(small_disk: Callable[[str, str], Path]) -> Path:
+    return small_disk("2M", "mnt")
 
 
 def remount(where: Path, options: str) -> None:

@@ -104,14 +104,21 @@ def remove(root: Path, paths: Iterable[Path]) -> int:
             continue
     index = folder(root) / INDEX
     if gone and index.is_file() and not index.is_symlink():
-        kept = [json.dumps(e) + "\n" for f, e in _index(root).items() if f not in gone]
-        tmp = index.with_name(f"{INDEX}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.writelines(kept)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, index)
-        finally:
-            tmp.unlink(missing_ok=True)
+        kept = "".join(json.dumps(e) + "\n" for f, e in _index(root).items() if f not in gone)
+        replace_synced(index, kept.encode("utf-8"))
     return n
+
+
+def replace_synced(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` whole or not at all: a hidden temp file beside it, synced, then
+    renamed over it; the temp file never outlives a failure."""
+    hidden = target.name if target.name.startswith(".") else f".{target.name}"  # files() passes over it
+    tmp = target.with_name(f"{hidden}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

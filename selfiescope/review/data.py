@@ -24,6 +24,7 @@ from ..core.app import App
 from ..core.review_facets import ReviewFacet
 from ..core.settings import TrainPipeline
 from ..core.text import printable
+from ..core.web import sniff_image_type
 from ..pipelines.dataset_care.stored import StoredReader
 from . import actions, integrity, opening, thumbs
 from .model import (
@@ -48,13 +49,7 @@ RELOAD_EVERY_S = 2.0  # the shortest time between two reads of the manifest for 
 def _media_type(fmt: str | None, data: bytes) -> str:
     if fmt and fmt.lower() in MEDIA_TYPES:
         return MEDIA_TYPES[fmt.lower()]
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "application/octet-stream"
+    return sniff_image_type(data) or "application/octet-stream"
 
 
 class ReviewData:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -125,15 +124,7 @@ async def quarantine(storage: Storage, root: Path, stored: StoredImage, content_
         n += 1
         target = target.with_name(f"{Path(stored.location).stem}-{n}{Path(stored.location).suffix}")
     if not target.exists():
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        quarantined.replace_synced(target, data)
     if target.read_bytes() != data:
         raise OSError(f"the quarantined copy {target} does not read back the same; the stored file was kept")
     quarantined.record(root, target, stored.location, hashlib.sha256(data).hexdigest(), content_hash)

@@ -179,6 +179,20 @@ def _checked_header(header: dict[str, str], names: list[str]) -> list[str]:
     return lines
 
 
+def _checked_statistics(fields: dict[str, str], n: int, floats: tuple[str, ...], count: str) -> dict[str, list[str]]:
+    """The optional per-leaf or per-node statistics: ``floats`` (any float, infinities too) and the
+    ``count`` of training rows, each ``n`` tokens when present."""
+    values: dict[str, list[str]] = {}
+    for key in floats:
+        values[key] = _tokens(fields, key, n, optional=True)
+        for token in values[key]:
+            _float(token, key, infinite=True)
+    values[count] = _tokens(fields, count, n, optional=True)
+    for token in values[count]:
+        _int(token, count, 0, 2**62)
+    return values
+
+
 def _checked_tree(fields: dict[str, str], n_features: int) -> list[str]:
     leaves = _int(_require(fields, "num_leaves"), "num_leaves", 1, MAX_LEAVES)
     n_cat = _int(fields.get("num_cat", "0"), "num_cat", 0, leaves)
@@ -188,20 +202,8 @@ def _checked_tree(fields: dict[str, str], n_features: int) -> list[str]:
     values: dict[str, list[str]] = {"leaf_value": _tokens(fields, "leaf_value", leaves)}
     for token in values["leaf_value"]:
         _float(token, "leaf_value")
-    for key in LEAF_FLOATS:
-        values[key] = _tokens(fields, key, leaves, optional=True)
-        for token in values[key]:
-            _float(token, key, infinite=True)
-    values["leaf_count"] = _tokens(fields, "leaf_count", leaves, optional=True)
-    for token in values["leaf_count"]:
-        _int(token, "leaf_count", 0, 2**62)
-    for key in NODE_FLOATS:
-        values[key] = _tokens(fields, key, nodes, optional=True)
-        for token in values[key]:
-            _float(token, key, infinite=True)
-    values["internal_count"] = _tokens(fields, "internal_count", nodes, optional=True)
-    for token in values["internal_count"]:
-        _int(token, "internal_count", 0, 2**62)
+    values.update(_checked_statistics(fields, leaves, LEAF_FLOATS, "leaf_count"))
+    values.update(_checked_statistics(fields, nodes, NODE_FLOATS, "internal_count"))
     shrinkage = fields.get("shrinkage", "1")
     _float(shrinkage, "shrinkage")
     required = ("split_feature", "threshold", "decision_type", "left_child", "right_child")
