@@ -11,43 +11,69 @@ from pathlib import Path
 import numpy as np
 import pytest
 from face_pairs import two_faces_kept, two_faces_too_small
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from selfiescope.api import FaceBox, ImageEvent, Origin, Step, hookimpl
 from selfiescope.core.app import App
-from selfiescope.core.face_boxes import MAX_BOXES, boxes_json, recorded_boxes
+from selfiescope.core.face_boxes import MAX_BOXES, as_box, face_columns, recorded_boxes
 from selfiescope.core.manifest import Manifest
 from selfiescope.core.settings import ScrapePipeline, settings_from_dict
 from selfiescope.pipelines.collecting.collect import collect
 
 boxes_strategy = st.lists(st.builds(FaceBox, st.integers(0, 5000), st.integers(0, 5000), st.integers(1, 3000),
                                     st.integers(1, 3000)), max_size=MAX_BOXES + 40)
+any_number = st.one_of(st.integers(-50, 5000), st.floats(allow_nan=True, allow_infinity=True),
+                       st.integers(-50, 5000).map(np.int64), st.floats(-50, 5000).map(np.float32))
+odd_boxes_strategy = st.lists(st.builds(FaceBox, any_number, any_number, any_number, any_number), max_size=30)
 
 
+def _read_back(faces: list[FaceBox]):
+    face_box, face_boxes = face_columns(faces)
+    return face_box, face_boxes, recorded_boxes(face_boxes, face_box, len(faces))
+
+
+@settings(deadline=None)
 @given(faces=boxes_strategy)
 def test_the_column_keeps_every_box_largest_first_and_reads_back(faces: list[FaceBox]) -> None:
     event = ImageEvent(origin=Origin("test"), label="selfie", data=b"x", faces=faces)
-    got = recorded_boxes(boxes_json(faces), None, len(faces))
+    face_box, face_boxes, got = _read_back(faces)
     kept = min(len(faces), MAX_BOXES)
     assert len(got.boxes) == kept and got.unrecorded == len(faces) - kept
     if not faces:
-        assert got.largest is None and boxes_json(faces) is None
+        assert got.largest is None and face_box is None and face_boxes is None
         return
-    assert got.largest == 0 and list(got.boxes[0]) == event.largest_face.as_list()  # what face_box records
+    assert got.largest == 0 and list(got.boxes[0]) == event.largest_face.as_list() == json.loads(face_box)
     areas = [w * h for _, _, w, h in got.boxes]
-    assert areas == sorted(areas, reverse=True)
-    all_areas = sorted((f.area for f in faces), reverse=True)
-    assert areas == all_areas[:kept]  # the ones left out are never larger than a kept one
+    assert areas == sorted((f.area for f in faces), reverse=True)[:kept]  # none left out is larger than a kept one
     if len(faces) <= MAX_BOXES:
         assert sorted(got.boxes) == sorted(tuple(f.as_list()) for f in faces)
 
 
+@settings(deadline=None)
+@given(faces=odd_boxes_strategy)
+def test_what_a_third_party_step_sets_is_stored_as_whole_boxes_or_left_out(faces: list[FaceBox]) -> None:
+    face_box, face_boxes, got = _read_back(faces)  # never raises, whatever the numbers
+    stored = [tuple(b) for b in json.loads(face_boxes)] if face_boxes else []
+    assert got.boxes == stored and all(as_box(b) == b for b in stored)  # stored is what is drawn
+    assert all(isinstance(v, int) and not isinstance(v, bool) for b in stored for v in b)
+    assert len(stored) == sum(as_box((f.x, f.y, f.w, f.h)) is not None for f in faces)
+    assert (face_box is None) == (not stored) and (not stored or json.loads(face_box) == list(stored[0]))
+    assert got.unrecorded == len(faces) - len(stored)
+
+
+@settings(deadline=None)
 @given(box=st.lists(st.integers(0, 4000), min_size=4, max_size=4).filter(lambda b: b[2] > 0 and b[3] > 0),
        n_faces=st.integers(0, 9))
 def test_a_row_without_the_list_reads_as_its_one_box_and_says_how_many_have_none(box: list[int], n_faces: int) -> None:
     got = recorded_boxes(None, json.dumps(box), n_faces)
     assert got.boxes == [tuple(box)] and got.largest == 0 and got.unrecorded == max(n_faces, 1) - 1
     assert recorded_boxes(None, None, n_faces).boxes == [] and recorded_boxes(None, None, None).largest is None
+
+
+def test_a_list_that_disagrees_with_the_largest_box_is_not_believed() -> None:
+    """A row an older version recorded again (its face_box new, the list left as it was)."""
+    got = recorded_boxes("[[0,0,50,50],[60,0,10,10]]", "[5, 5, 20, 20]", 2)
+    assert got.boxes == [(5, 5, 20, 20)] and got.largest == 0 and got.unrecorded == 1
 
 
 @pytest.mark.parametrize("face_boxes", ["not json", "[]", "{}", '[[1,2,3]]', '[["a",1,2,3]]', '[[1,2,-3,4]]',

@@ -695,10 +695,12 @@ def test_an_old_manifest_on_a_read_only_root_shows_its_one_box(faces_dir: Path, 
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32M", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (not root)")
     try:
-        data, ids = _two_face_dataset(faces_dir, mount)
+        data, ids = _two_face_dataset(faces_dir, tmp_path / "built")
         data.close()
-        _as_before_the_column(mount / "data")
+        _as_before_the_column(tmp_path / "built" / "data")
+        shutil.copytree(tmp_path / "built" / "data", mount / "data")  # nothing on the mount is held open
         assert subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True).returncode == 0
+        data = open_data(mount / "data")
         with data:
             assert data.manifest.readonly
             detail = data.detail(ids["pair_small.jpg"])

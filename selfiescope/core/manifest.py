@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .events import Decision, ImageEvent
-from .face_boxes import boxes_json
+from .face_boxes import face_columns
 from .manifest_io import ManifestConnection, connect, writable
 from .plugin_state import PluginState, StateHandle, declared, open_state
 from .privacy import Keyring, describe_extra, scrub_origin
@@ -364,7 +364,7 @@ class Manifest:
                  event.rejected_by, event.reject_code, _text(event.reject_reason), run_id, now),
             )
             return
-        face = event.largest_face
+        face_box, face_boxes = face_columns(event.faces)
         row = dict(
             content_hash=event.content_hash, id=event.id, source=o.source, job=_text(o.job),
             post_id=o.post_id, post_url=redact_url(o.post_url), image_url=redact_url(o.image_url),
@@ -372,7 +372,7 @@ class Manifest:
             label=event.label, phash=event.phash, phash_centre=event.phash_centre, format=event.format,
             width=event.width,
             height=event.height, size=event.size,
-            face_box=json.dumps([int(v) for v in face.as_list()]) if face else None, face_boxes=boxes_json(event.faces),
+            face_box=face_box, face_boxes=face_boxes,
             face_area=event.face_area, n_faces=len(event.faces), face_detector=event.face_detector,
             decision=event.decision.value, rejected_by=event.rejected_by,
             reject_code=event.reject_code, reason=_text(event.reject_reason), location=event.location,
