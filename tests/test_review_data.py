@@ -657,8 +657,12 @@ def test_detail_boxes_every_face_of_kept_and_rejected_photos_the_largest_marked(
             assert detail.largest is not None and _area(detail.faces[detail.largest]) == max(map(_area, detail.faces))
             row = data.manifest.get_image(detail.tile.id)
             assert list(detail.faces[detail.largest]) == json.loads(row["face_box"])
-        # forget takes the boxes with the row: nothing in the manifest names them any more
+        # forget takes the boxes with the row: nothing in the manifest names them any more,
+        # not even the file's free pages or its write-ahead log
+        boxes = data.manifest.get_image(ids["pair.jpg"])["face_boxes"].encode()
         data.forget([ids["pair.jpg"]])
+        for part in data.root.glob("manifest.sqlite*"):
+            assert boxes not in part.read_bytes(), part.name
         assert data.detail(ids["pair.jpg"]) is None
         assert not data.manifest.query("SELECT 1 FROM images WHERE content_hash=?", (ids["pair.jpg"],))
         left = [r[0] for r in data.manifest.query("SELECT face_boxes FROM images WHERE face_boxes IS NOT NULL")]
