@@ -91,11 +91,11 @@ def import_pipeline(folder: Path) -> ScrapePipeline:
 def decisions(root: Path) -> dict[str, tuple[Any, ...]]:
     db = sqlite3.connect(root / "manifest.sqlite")
     rows = db.execute(
-        "SELECT content_hash, decision, reject_code, phash, face_box, face_area, n_faces, width, height,"
+        "SELECT content_hash, decision, reject_code, phash, face_box, face_boxes, face_area, n_faces, width, height,"
         " size, id, origin_path FROM images"
     ).fetchall()
     db.close()
-    return {r[0]: (*r[1:6], *r[6:11], Path(r[11]).name if r[11] else None) for r in rows}
+    return {r[0]: (*r[1:-1], Path(r[-1]).name if r[-1] else None) for r in rows}
 
 
 def stored_files(root: Path) -> set[str]:

@@ -4,13 +4,13 @@ JSON actions that return the saved state, a busy root, and no owner name on any 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 from urllib.parse import quote
 
@@ -574,7 +574,7 @@ SECRETS = (b"SECRETCOM", b"SECRETUSER", b"SECRETDESC", b"SECRETXMP", b"SECRETTEX
 XMP_PACKET = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:description>SECRETXMP</dc:description></x:xmpmeta>'
 
 
-def with_text_metadata(pixels: "Image.Image", fmt: str) -> bytes:
+def with_text_metadata(pixels: Any, fmt: str) -> bytes:
     """``pixels`` saved with every kind of text a file can carry: a JPEG comment (COM), EXIF
     UserComment and ImageDescription, XMP; PNG tEXt, iTXt and an XMP chunk."""
     import io
@@ -694,3 +694,64 @@ def test_a_thumbnail_kept_with_its_originals_text_is_served_without_it(own_app: 
     got = client.get(f"/thumb/{image}")
     assert got.status_code == 200 and not [s for s in SECRETS if s in got.content]
     assert Image.open(io.BytesIO(got.content)).size == (80, 60)
+
+
+def _two_face_app_dataset(tmp_path: Path) -> tuple[Dataset, dict[str, str]]:
+    """A kept and a rejected photo of two people each, imported through the whole chain."""
+    from face_pairs import two_faces_kept, two_faces_too_small
+    from review_helpers import import_folder, write_settings_file
+
+    folder, root = tmp_path / "in", tmp_path / "data"
+    folder.mkdir()
+    two_faces_kept(FACES, folder / "pair.jpg")
+    two_faces_too_small(FACES, folder / "pair_small.jpg")
+    settings = review_settings(root)
+    import_folder(settings, folder, "selfie")
+    ids = {Path(path).name: h for h, path in manifest_rows(root, "SELECT content_hash, origin_path FROM images")}
+    return Dataset(settings, root, write_settings_file(root), {"selfie": folder}), ids
+
+
+def _rects(page: str) -> list[str]:
+    svg = re.search(r'<svg class="boxes".*?</svg>', page, re.S)
+    return re.findall(r"<rect [^>]*>", svg.group(0)) if svg else []
+
+
+def test_the_detail_view_boxes_every_face_and_marks_the_largest(tmp_path: Path) -> None:
+    if not FACES.is_dir():
+        pytest.skip(f"real face photos not available: {FACES}")
+    ds, ids = _two_face_app_dataset(tmp_path)
+    client, _, data = client_for(ds)
+    with client:
+        for name in ("pair.jpg", "pair_small.jpg"):  # kept, and rejected as face_too_small
+            detail = client.get(f"/api/detail/{ids[name]}").json()
+            assert len(detail["faces"]) == 2 and detail["faces_unboxed"] == 0, name
+            largest = detail["faces"][detail["largest"]]
+            assert largest[2] * largest[3] == max(w * h for _, _, w, h in detail["faces"])
+            page = client.get(f"/i/{ids[name]}").text
+            rects = _rects(page)
+            assert len(rects) == 2 and sum('class="face largest"' in r for r in rects) == 1, name
+            marked = next(r for r in rects if "largest" in r)
+            assert f'x="{largest[0]}" y="{largest[1]}" width="{largest[2]}" height="{largest[3]}"' in marked
+            assert "2 face(s) detected, 2 boxed, the largest marked</figcaption>" in page
+    data.close()
+
+
+def test_an_old_manifest_shows_its_one_box_and_says_so(tmp_path: Path) -> None:
+    import sqlite3
+
+    if not FACES.is_dir():
+        pytest.skip(f"real face photos not available: {FACES}")
+    ds, ids = _two_face_app_dataset(tmp_path)
+    db = sqlite3.connect(ds.root / "manifest.sqlite")
+    db.execute("ALTER TABLE images DROP COLUMN face_boxes")  # as written before the column
+    db.commit()
+    db.close()
+    client, _, data = client_for(ds)
+    with client:
+        page = client.get(f"/i/{ids['pair.jpg']}").text
+        rects = _rects(page)
+        assert len(rects) == 1 and 'class="face largest"' in rects[0]
+        assert ("2 face(s) detected, 1 boxed, the largest marked; the manifest keeps no box for the other 1"
+                in page)
+        assert client.get(f"/api/detail/{ids['pair.jpg']}").json()["faces_unboxed"] == 1
+    data.close()

@@ -598,3 +598,94 @@ def test_an_image_with_no_recorded_format_is_served_as_what_its_bytes_are(pillow
     Image.new("RGB", (8, 8), "grey").save(buf, pillow_format)
     assert _media_type(None, buf.getvalue()) == media_type
     assert _media_type("", b"<svg xmlns='http://www.w3.org/2000/svg'/>") == "application/octet-stream"
+
+
+def _two_face_dataset(faces_dir: Path, base: Path) -> tuple[ReviewData, dict[str, str]]:
+    """Two photos of two people each, imported through the whole chain: one kept, one rejected
+    as ``face_too_small``; their ids by file name."""
+    from face_pairs import two_faces_kept, two_faces_too_small
+    from review_helpers import import_folder, review_settings
+
+    folder, root = base / "in", base / "data"
+    folder.mkdir(parents=True)
+    two_faces_kept(faces_dir, folder / "pair.jpg")
+    two_faces_too_small(faces_dir, folder / "pair_small.jpg")
+    settings = review_settings(root)
+    import_folder(settings, folder, "selfie")
+    ids = {Path(r[1]).name: r[0] for r in sqlite3.connect(root / "manifest.sqlite").execute(
+        "SELECT content_hash, origin_path FROM images")}
+    return ReviewData(App.create(settings)), ids
+
+
+def _area(box: tuple[int, int, int, int]) -> int:
+    return box[2] * box[3]
+
+
+@pytest.mark.faces
+def test_detail_boxes_every_face_of_kept_and_rejected_photos_the_largest_marked(faces_dir: Path, tmp_path: Path) -> None:
+    data, ids = _two_face_dataset(faces_dir, tmp_path)
+    with data:
+        kept, small = data.detail(ids["pair.jpg"]), data.detail(ids["pair_small.jpg"])
+        assert kept is not None and small is not None
+        assert kept.tile.decision == "accepted" and small.tile.decision == "rejected"
+        assert "face_too_small" in {code for _, code, _ in small.decisions} and small.tile.has_thumbnail
+        for detail in (kept, small):
+            assert len(detail.faces) == detail.n_faces == 2 and detail.faces_unboxed == 0
+            assert detail.largest is not None and _area(detail.faces[detail.largest]) == max(map(_area, detail.faces))
+            row = data.manifest.get_image(detail.tile.id)
+            assert list(detail.faces[detail.largest]) == json.loads(row["face_box"])
+        # forget takes the boxes with the row: nothing in the manifest names them any more,
+        # not even the file's free pages or its write-ahead log
+        boxes = data.manifest.get_image(ids["pair.jpg"])["face_boxes"].encode()
+        data.forget([ids["pair.jpg"]])
+        for part in data.root.glob("manifest.sqlite*"):
+            assert boxes not in part.read_bytes(), part.name
+        assert data.detail(ids["pair.jpg"]) is None
+        assert not data.manifest.query("SELECT 1 FROM images WHERE content_hash=?", (ids["pair.jpg"],))
+        left = [r[0] for r in data.manifest.query("SELECT face_boxes FROM images WHERE face_boxes IS NOT NULL")]
+        assert left == [data.manifest.get_image(ids["pair_small.jpg"])["face_boxes"]]
+
+
+def _as_before_the_column(root: Path) -> None:
+    db = sqlite3.connect(root / "manifest.sqlite")
+    db.execute("ALTER TABLE images DROP COLUMN face_boxes")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.faces
+def test_an_old_manifest_shows_its_one_box_and_says_the_others_have_none(faces_dir: Path, tmp_path: Path) -> None:
+    data, ids = _two_face_dataset(faces_dir, tmp_path)
+    data.close()
+    _as_before_the_column(tmp_path / "data")
+    with data:
+        detail = data.detail(ids["pair.jpg"])
+        assert detail is not None
+        row = data.manifest.get_image(ids["pair.jpg"])
+        assert row["face_boxes"] is None  # the column was added on open, the row keeps what it had
+        assert detail.faces == [tuple(json.loads(row["face_box"]))] and detail.largest == 0
+        assert detail.n_faces == 2 and detail.faces_unboxed == 1
+
+
+@pytest.mark.faces
+def test_an_old_manifest_on_a_read_only_root_shows_its_one_box(faces_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32M", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        data, ids = _two_face_dataset(faces_dir, tmp_path / "built")
+        data.close()
+        _as_before_the_column(tmp_path / "built" / "data")
+        shutil.copytree(tmp_path / "built" / "data", mount / "data")  # nothing on the mount is held open
+        assert subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True).returncode == 0
+        data = open_data(mount / "data")
+        with data:
+            assert data.manifest.readonly
+            detail = data.detail(ids["pair_small.jpg"])
+            assert detail is not None and len(detail.faces) == 1 and detail.faces_unboxed == 1
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(mount, ignore_errors=True)

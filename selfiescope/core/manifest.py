@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .events import Decision, ImageEvent
+from .face_boxes import face_columns
 from .manifest_io import ManifestConnection, connect, writable
 from .plugin_state import PluginState, StateHandle, declared, open_state
 from .privacy import Keyring, describe_extra, scrub_origin
@@ -95,7 +96,8 @@ ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
                # `selfiescope review`: the reviewed label (NULL: as collected; `label` keeps the collected one,
                # which the stored file's place and per-job limits go by), when it was marked reviewed, excluded
                ("review_label", "TEXT"), ("reviewed", "REAL"), ("excluded", "INTEGER"),
-               ("phash_centre", "TEXT")],  # ImageEvent.phash_centre (older manifests: dedup's note of it)
+               ("phash_centre", "TEXT"),  # ImageEvent.phash_centre (older manifests: dedup's note of it)
+               ("face_boxes", "TEXT")],  # every box of ImageEvent.faces, largest first (core/face_boxes.py)
     "rejections": [("origin_path", "TEXT")],
 }
 ADDED_INDEXES = (
@@ -362,15 +364,13 @@ class Manifest:
                  event.rejected_by, event.reject_code, _text(event.reject_reason), run_id, now),
             )
             return
-        face = event.largest_face
+        face_box, face_boxes = face_columns(event.faces)
         row = dict(
             content_hash=event.content_hash, id=event.id, source=o.source, job=_text(o.job),
             post_id=o.post_id, post_url=redact_url(o.post_url), image_url=redact_url(o.image_url),
             origin_path=_text(o.path),
             label=event.label, phash=event.phash, phash_centre=event.phash_centre, format=event.format,
-            width=event.width,
-            height=event.height, size=event.size,
-            face_box=json.dumps(face.as_list()) if face else None,
+            width=event.width, height=event.height, size=event.size, face_box=face_box, face_boxes=face_boxes,
             face_area=event.face_area, n_faces=len(event.faces), face_detector=event.face_detector,
             decision=event.decision.value, rejected_by=event.rejected_by,
             reject_code=event.reject_code, reason=_text(event.reject_reason), location=event.location,

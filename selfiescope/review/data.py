@@ -8,7 +8,6 @@ again whenever the manifest changed) and image bytes come through the configured
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -17,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.components import StoredImage
+from ..core.face_boxes import recorded_boxes
 from ..core.manifest import Manifest
 from ..core.manifest_io import writable
 from ..core.manifest_readonly import ManifestUnreadable
@@ -243,7 +243,7 @@ class ReviewData:
         row = self.manifest.get_image(image_id) if i is not None else None
         if row is None or i is None:
             return None
-        box = json.loads(row["face_box"]) if row["face_box"] else None
+        faces = recorded_boxes(row["face_boxes"], row["face_box"], row["n_faces"])
         decisions = [(r["rejected_by"] or "", r["reject_code"] or "", r["reason"] or "") for r in self.manifest.query(
             "SELECT rejected_by, reject_code, reason FROM rejections WHERE content_hash=? ORDER BY at", (image_id,))]
         if row["decision"] == "rejected" and (row["rejected_by"], row["reject_code"]) not in {d[:2] for d in decisions}:
@@ -256,7 +256,7 @@ class ReviewData:
         extra = {key[2:]: [c.values[code] for r, code in zip(c.rows, c.codes) if r == i]
                  for key, c in snap.facets.items() if key.startswith("x.")}
         return Detail(
-            tile=self._tile(snap, i), faces=[tuple(box)] if box else [], largest=0 if box else None,
+            tile=self._tile(snap, i), faces=faces.boxes, largest=faces.largest, faces_unboxed=faces.unrecorded,
             decisions=decisions, job=row["job"], owner=row["owner"], post_url=row["post_url"],
             width=row["width"], height=row["height"], size_bytes=row["size"], detector=row["face_detector"],
             group=group, kept_id=str(snap.hashes[kept[0]]) if kept else None,

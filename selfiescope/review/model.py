@@ -166,8 +166,8 @@ class ReviewRow:
 @dataclass
 class Detail:
     tile: Tile
-    faces: list[tuple[int, int, int, int]]  # x, y, w, h in the original's pixels
-    largest: int | None
+    faces: list[tuple[int, int, int, int]]  # every recorded box: x, y, w, h in the stored image's pixels
+    largest: int | None  # the index in ``faces`` of the largest face
     decisions: list[tuple[str, str, str]]  # (step, code, reason)
     job: str | None
     owner: str | None  # pseudonymised only
@@ -181,6 +181,7 @@ class Detail:
     history: list[ReviewRow]
     source: str | None = None
     n_faces: int = 0
+    faces_unboxed: int = 0  # faces counted (n_faces) with no recorded box: see core/face_boxes.py
     first_seen: float | None = None
     extra: dict[str, list[str]] = field(default_factory=dict)  # plugin facets' values
 
