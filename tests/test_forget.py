@@ -117,6 +117,26 @@ def test_forget_by_each_key_removes_everything_and_records_tombstones(dataset: P
     assert again.exit_code == 1 and "nothing matched" in again.output
 
 
+def test_forgotten_rows_are_gone_from_the_files_on_disk_while_another_reader_stays_open(dataset: Path) -> None:
+    """SQLite keeps a deleted row's older page versions in the main file and the write-ahead log
+    until a checkpoint: forget leaves no byte of the row in any manifest file, even while another
+    process (the review app, a second shell) holds the manifest open."""
+    root = dataset
+    target = row(root, "post_id=?", ("C4",))
+    traces = [target["content_hash"].encode(), target["location"].encode()]
+    assert any(t in p.read_bytes() for p in root.glob("manifest.sqlite*") for t in traces)
+    reader = Manifest.at_root(root)
+    try:
+        reader.query("SELECT COUNT(*) FROM images")  # open and idle, as a review app between requests
+        result = forget_cli(root, "--post", "C4", "--yes")
+        assert result.exit_code == 0, result.output
+        for part in sorted(root.glob("manifest.sqlite*")):
+            data = part.read_bytes()
+            assert not any(t in data for t in traces), f"{part.name} still holds the forgotten row"
+    finally:
+        reader.close()
+
+
 def test_forget_the_conflicting_copy_removes_the_conflict_and_its_rejection(dataset: Path) -> None:
     before = table_hashes(root := dataset)
     assert before["conflicts"] and before["rejections"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from .events import Decision, ImageEvent
 from .face_boxes import face_columns
-from .manifest_io import ManifestConnection, connect, writable
+from .manifest_io import ManifestConnection, checkpoint_truncate, connect, writable
 from .plugin_state import PluginState, StateHandle, declared, open_state
 from .privacy import Keyring, describe_extra, scrub_origin
 from .text import printable, redact_url
@@ -233,6 +233,11 @@ class Manifest:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def checkpoint(self, deadline_s: float = 10.0) -> bool:
+        """Deleted rows gone from the files on disk too (:func:`~.manifest_io.checkpoint_truncate`)."""
+        with self._lock:
+            return checkpoint_truncate(self._db, deadline_s)
 
     def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
         with self._lock:

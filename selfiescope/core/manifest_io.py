@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -145,3 +146,20 @@ def _open(path: Path, query: str) -> ManifestConnection:
         db.close()
         raise
     return db  # type: ignore[return-value]
+
+
+def checkpoint_truncate(db: sqlite3.Connection, deadline_s: float = 10.0) -> bool:
+    """Copy the write-ahead log into the main file and empty it.
+
+    After a DELETE the older versions of its pages are still in the WAL's earlier frames and in
+    the main file until a checkpoint: what ``secure_delete`` zeroed is zeroed on disk only after
+    this. False when another connection's open read keeps it from finishing by ``deadline_s``.
+    """
+    end = time.monotonic() + deadline_s
+    while True:
+        busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if not busy:
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.1)

@@ -199,7 +199,7 @@ class ReviewData:
 
     # --- reading ---------------------------------------------------------------------------
     def labels(self) -> list[str]:
-        """The labels a relabel may choose: every train pipeline's, then those present."""
+        """The labels a relabel may choose: every train pipeline's, then those present, then those collected."""
         out: list[str] = []
         for p in self.settings.pipelines.values():
             if isinstance(p, TrainPipeline):
@@ -207,7 +207,10 @@ class ReviewData:
             elif getattr(p, "label", None):
                 out.append(p.label)
             out += [j.label for j in getattr(p, "jobs", []) or [] if getattr(j, "label", None)]
-        out += [v for v in self.snapshot().facets["label"].values]
+        snapshot = self.snapshot()
+        out += [v for v in snapshot.facets["label"].values]
+        # a label every image was relabelled away from stays a label: the relabel can be undone by hand
+        out += sorted({str(v) for v in snapshot.original_label if v})
         return list(dict.fromkeys(str(v) for v in out if v))
 
     def facets(self, filters: Filters) -> list[Facet]:

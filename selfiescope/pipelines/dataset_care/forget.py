@@ -338,6 +338,9 @@ async def complete_pending(manifest: Manifest, storage: Storage) -> dict[str, in
         removed |= forget_content(db, pending_hashes)  # every plugin's rows naming these images
         removed["posts_seen"] = db.execute(f"DELETE FROM posts_seen WHERE post_id IN ({pending_posts})").rowcount
         db.execute("DELETE FROM forget_pending")
+    if not manifest.checkpoint():
+        log.warning("another process is reading %s: the forgotten rows' old bytes stay in its write-ahead log "
+                    "until that process closes it", printable(manifest.path))
     return removed
 
 
