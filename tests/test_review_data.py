@@ -621,3 +621,46 @@ def test_the_data_layer_gives_stored_bytes_only_when_they_are_the_recorded_ones(
                 assert got is not None and hashlib.sha256(got[0]).hexdigest() == image and replaced == original
     finally:
         path.write_bytes(original)
+
+
+def test_images_with_equal_phashes_share_a_near_duplicate_group(tmp_path: Path) -> None:
+    """Two stored photos with one pHash are one group even when dedup named neither a copy of the other."""
+    root = tmp_path / "data"
+    hashes = build(root, 30, seed=9, rejected_share=0.0)
+    with sqlite3.connect(root / "manifest.sqlite") as db:
+        db.execute("UPDATE images SET phash=? WHERE content_hash IN (?, ?)", ("8f3c0a5500ff12e4", hashes[3], hashes[17]))
+    with open_data(root) as data:
+        grouped = {t.id for t in data.page(Filters(in_group=True), "newest", None, 100).tiles}
+        assert {hashes[3], hashes[17]} <= grouped
+        assert {t.id for t in data.detail(hashes[3]).group} >= {hashes[17]}
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text("0123456789abcdef", min_size=1, max_size=20), st.sampled_from(["zz", ""])),
+                min_size=1, max_size=12))
+def test_phashes_are_read_whatever_their_form(values) -> None:
+    """16 hex digits are one 64-bit number; a longer hash keeps its last 64 bits; what is no hex is none."""
+    import numpy as np
+
+    from selfiescope.review.snapshot_read import ImageColumns, _fill_phashes
+
+    out = ImageColumns(len(values))
+    _fill_phashes(out, np.arange(len(values)), values)
+    for i, v in enumerate(values):
+        try:
+            expected = int(v, 16) & 0xFFFFFFFFFFFFFFFF if v else None
+        except ValueError:
+            expected = None
+        assert bool(out.has_phash[i]) == (expected is not None)
+        if expected is not None:
+            assert int(out.phash[i]) == expected
+
+
+def test_phashes_of_other_lengths_are_not_read_as_one_run_of_digits() -> None:
+    import numpy as np
+
+    from selfiescope.review.snapshot_read import ImageColumns, _fill_phashes
+
+    out = ImageColumns(2)
+    _fill_phashes(out, np.arange(2), ["abc", "0123456789abcdef0123456789a"])  # 32 digits together
+    assert out.phash.tolist() == [0xABC, 0x89ABCDEF0123456789A & 0xFFFFFFFFFFFFFFFF]

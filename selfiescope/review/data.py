@@ -87,7 +87,7 @@ class ReviewData:
         self._facets: list[ReviewFacet] | None = None
         self.warm_thumbnails = warm_thumbnails
         self.thumbnail_jobs = ThumbnailJobs(self._made_thumbnail, lambda h, data: thumbs.keep(self.root, h, data),
-                                            lambda h: thumbs.thumb_path(self.root, h).is_file())
+                                            self._kept_thumbnail)
 
     # --- opening and closing -------------------------------------------------------------
     @property
@@ -324,10 +324,11 @@ class ReviewData:
     def thumbnail(self, image_id: str) -> bytes | None:
         if not thumbs._HASH.match(image_id or ""):
             return None
+        return self.thumbnail_jobs.get(image_id)  # as kept, else made here or by the job already making it
+
+    def _kept_thumbnail(self, image_id: str) -> bytes | None:
         hit = thumbs.cached(self.root, image_id)
-        if hit is not None:
-            return thumbs.without_text(hit)  # a thumbnail kept by an older version may carry its original's text
-        return self.thumbnail_jobs.get(image_id)  # made here, or by the background job already making it
+        return None if hit is None else thumbs.without_text(hit)  # one kept by an older version may carry text
 
     def _made_thumbnail(self, image_id: str) -> bytes | None:
         """A new thumbnail of the image's checked bytes (:meth:`image`), not yet kept."""

@@ -38,11 +38,11 @@ Wish = str | Callable[[], Iterable[str]]  # an image, or a way to find images (a
 
 class ThumbnailJobs:
     """``make(content_hash)`` builds one thumbnail from checked bytes (None: none can be made),
-    ``keep(content_hash, data)`` stores it, ``is_kept(content_hash)`` says whether it is stored."""
+    ``keep(content_hash, data)`` stores it, ``kept(content_hash)`` reads a stored one (None: none)."""
 
     def __init__(self, make: Callable[[str], bytes | None], keep: Callable[[str, bytes], None],
-                 is_kept: Callable[[str], bool]) -> None:
-        self._make, self._keep, self._is_kept = make, keep, is_kept
+                 kept: Callable[[str], bytes | None]) -> None:
+        self._make, self._keep, self._kept = make, keep, kept
         self._lock = threading.Condition()
         self._running: dict[str, Future[bytes | None]] = {}
         self._queue: deque[Wish] = deque()
@@ -50,11 +50,12 @@ class ThumbnailJobs:
         self._closed = False
         self._finding = 0  # pages being found by the worker (their images are not queued yet)
         self._epoch = 0  # grows at each close: a job begun in an earlier epoch keeps nothing
-        self.made_in_background = 0
 
     # --- asking ---------------------------------------------------------------------------
     def get(self, content_hash: str) -> bytes | None:
-        """The thumbnail made now, on this thread, or by the job already making it."""
+        """The thumbnail as kept, else made now on this thread, or by the job already making it.
+        A job keeps its thumbnail and leaves the running set in one step under the lock, so
+        an image is either running (wait on it) or read from where it was kept: never made twice."""
         with self._lock:
             running = self._running.get(content_hash)
             if running is None:
@@ -70,6 +71,12 @@ class ThumbnailJobs:
                 pass
             return self._make_here(content_hash)
         return self._run(content_hash, mine, epoch)
+
+    def _kept_or_none(self, content_hash: str) -> bytes | None:
+        try:
+            return self._kept(content_hash)
+        except Exception:  # noqa: BLE001 - an unreadable kept thumbnail is made again
+            return None
 
     def want(self, wishes: Iterable[Wish]) -> None:
         """Put these images (or ways to find them) first in the queue, in the order given."""
@@ -119,6 +126,12 @@ class ThumbnailJobs:
         return any(not f.done() for f in self._running.values())
 
     def _run(self, content_hash: str, future: Future[bytes | None], epoch: int) -> bytes | None:
+        if (hit := self._kept_or_none(content_hash)) is not None:
+            with self._lock:
+                future.set_result(hit)
+                self._running.pop(content_hash, None)
+                self._lock.notify_all()
+            return hit
         try:
             data = self._make(content_hash)
         except BaseException as exc:
@@ -179,14 +192,7 @@ class ThumbnailJobs:
         while (job := self._next()) is not None:
             content_hash, future, epoch = job
             try:
-                if self._is_kept(content_hash):
-                    with self._lock:
-                        future.set_result(None)
-                        self._running.pop(content_hash, None)
-                        self._lock.notify_all()
-                    continue
-                if self._run(content_hash, future, epoch) is not None:
-                    self.made_in_background += 1
+                self._run(content_hash, future, epoch)
             except Exception as exc:  # noqa: BLE001 - one image without a thumbnail; the grid asks again
                 log.debug("review: no thumbnail made ahead for %s: %s", content_hash[:16], type(exc).__name__)
 
