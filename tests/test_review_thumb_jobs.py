@@ -176,7 +176,7 @@ def test_the_queue_is_bounded_and_newest_wishes_come_first(monkeypatch) -> None:
         release.wait(IDLE_S)
         return b"x"
 
-    jobs = ThumbnailJobs(make, lambda h, d: None, lambda h: None)
+    jobs = ThumbnailJobs(make, lambda h, d: True, lambda h: None)
     jobs.want(["a" * 16])
     assert started.wait(IDLE_S)  # the worker is busy with the first one
     jobs.want([f"{i:016x}" for i in range(10)])
@@ -185,3 +185,15 @@ def test_the_queue_is_bounded_and_newest_wishes_come_first(monkeypatch) -> None:
     assert jobs.idle(IDLE_S)
     jobs.close()
     assert order == ["a" * 16, "b" * 16, "c" * 16, *(f"{i:016x}" for i in range(3))]
+
+
+def test_a_root_where_thumbnails_cannot_be_kept_makes_none_ahead(dataset, monkeypatch) -> None:
+    """Read-only or full: a thumbnail made ahead would be thrown away and made again on request."""
+    root, hashes = dataset
+    made = counting_decodes(monkeypatch)
+    monkeypatch.setattr(data_module.thumbs, "keep", lambda *a: False)
+    with open_data(root, warm_thumbnails=True) as data:
+        assert data.thumbnail(hashes[0]) is not None  # a request still gets its thumbnail
+        data.page(Filters(), "newest", None, 10)
+        assert data.thumbnail_jobs.idle(IDLE_S)
+    assert made == [threading.current_thread().name]

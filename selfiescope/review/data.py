@@ -237,8 +237,10 @@ class ReviewData:
         rows, total, next_cursor = snap.page(filters, sort, cursor, limit)
         page = Page([self._tile(snap, int(i)) for i in rows], total, next_cursor)
         if self.warm_thumbnails:
-            self.thumbnail_jobs.want([*(t.id for t in page.tiles if t.has_thumbnail),
-                                      functools.partial(_shown, snap, filters, sort, next_cursor, limit)])
+            # The browser asks for this page's thumbnails first to last, so the background takes
+            # them last to first (the two meet halfway, each decoding its own), then the next page.
+            shown = [t.id for t in page.tiles if t.has_thumbnail]
+            self.thumbnail_jobs.want([*reversed(shown), functools.partial(_shown, snap, filters, sort, next_cursor, limit)])
         return page
 
     def warm_up(self, sort: str = "newest", limit: int = 120) -> None:

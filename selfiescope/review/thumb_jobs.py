@@ -38,9 +38,10 @@ Wish = str | Callable[[], Iterable[str]]  # an image, or a way to find images (a
 
 class ThumbnailJobs:
     """``make(content_hash)`` builds one thumbnail from checked bytes (None: none can be made),
-    ``keep(content_hash, data)`` stores it, ``kept(content_hash)`` reads a stored one (None: none)."""
+    ``keep(content_hash, data)`` stores it (False: it cannot, the root is read-only or full),
+    ``kept(content_hash)`` reads a stored one (None: none)."""
 
-    def __init__(self, make: Callable[[str], bytes | None], keep: Callable[[str, bytes], None],
+    def __init__(self, make: Callable[[str], bytes | None], keep: Callable[[str, bytes], bool],
                  kept: Callable[[str], bytes | None]) -> None:
         self._make, self._keep, self._kept = make, keep, kept
         self._lock = threading.Condition()
@@ -50,6 +51,7 @@ class ThumbnailJobs:
         self._closed = False
         self._finding = 0  # pages being found by the worker (their images are not queued yet)
         self._epoch = 0  # grows at each close: a job begun in an earlier epoch keeps nothing
+        self._storable = True  # False once a thumbnail could not be kept: made ahead, it would be made twice
 
     # --- asking ---------------------------------------------------------------------------
     def get(self, content_hash: str) -> bytes | None:
@@ -84,7 +86,7 @@ class ThumbnailJobs:
         if not wishes:
             return
         with self._lock:
-            if self._closed:
+            if self._closed or not self._storable:
                 return
             self._push(wishes)
             if self._thread is None or not self._thread.is_alive():
@@ -143,7 +145,7 @@ class ThumbnailJobs:
         with self._lock:
             current = epoch == self._epoch and not self._closed
             if data is not None and current:
-                self._keep(content_hash, data)  # under the lock: a close cannot slip between the check and the write
+                self._store(content_hash, data)  # under the lock: a close cannot slip between the check and the write
             future.set_result(data if current else None)
             self._running.pop(content_hash, None)
             self._lock.notify_all()
@@ -156,14 +158,20 @@ class ThumbnailJobs:
         with self._lock:
             if data is None or epoch != self._epoch or self._closed:
                 return None
-            self._keep(content_hash, data)
+            self._store(content_hash, data)
         return data
+
+    def _store(self, content_hash: str, data: bytes) -> None:
+        if not self._keep(content_hash, data) and self._storable:
+            self._storable = False  # nothing is made ahead any more; requests still get theirs
+            self._queue.clear()
+            log.info("review: thumbnails cannot be kept under this root (read-only or full): none is made ahead")
 
     def _next(self) -> tuple[str, Future[bytes | None], int] | None:
         """The next image to make, or None when the worker should end."""
         while True:
             with self._lock:
-                if self._closed or not self._queue:
+                if self._closed or not self._storable or not self._queue:
                     self._thread = None if self._thread is threading.current_thread() else self._thread
                     self._lock.notify_all()
                     return None
