@@ -150,10 +150,10 @@ def main() -> None:
         thumb_hot, _ = ms(lambda: data.thumbnail(target), repeat=20)
         line("thumbnail, cached", thumb_hot, GOALS["thumb_ms"])
         data.close()
-        decoders(photo)
-        pages_of_thumbnails(root, settings, photo)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         line("peak RSS of this process (benchmark's own lists included)", rss, GOALS["rss_mb"], "MB")
+        decoders(photo)
+        pages_of_thumbnails(root, settings, photo)
 
         if args.s3:
             s3_thumbnail(root, target, photo)
