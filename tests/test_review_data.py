@@ -664,3 +664,30 @@ def test_phashes_of_other_lengths_are_not_read_as_one_run_of_digits() -> None:
     out = ImageColumns(2)
     _fill_phashes(out, np.arange(2), ["abc", "0123456789abcdef0123456789a"])  # 32 digits together
     assert out.phash.tolist() == [0xABC, 0x89ABCDEF0123456789A & 0xFFFFFFFFFFFFFFFF]
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["", "a1", "b2", "c3"]), st.sampled_from(["", "0.25", "0.5"]),
+                          st.sampled_from(["", "0.75", "1"])), max_size=8),
+       st.permutations(["content_hash", "oof_probability", "calibrated_oof_probability", "label"]))
+def test_predictions_are_read_as_their_header_names_them(rows, header) -> None:
+    """The calibrated probability where a row has one, else the raw one; rows without a hash or
+    a probability left out; whatever order the columns come in."""
+    import csv
+
+    from selfiescope.review.probabilities import _probabilities
+
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    for h, raw, calibrated in rows:
+        values = {"content_hash": h, "oof_probability": raw, "calibrated_oof_probability": calibrated, "label": "x"}
+        writer.writerow([values[name] for name in header])
+    text.seek(0)
+    expected = {}
+    for row in csv.DictReader(text):
+        value = row.get("calibrated_oof_probability") or row.get("oof_probability")
+        if row.get("content_hash") and value:
+            expected[row["content_hash"]] = float(value)
+    text.seek(0)
+    assert _probabilities(csv.reader(text)) == expected

@@ -118,13 +118,13 @@ def _fill_phashes(out: ImageColumns, pos: np.ndarray, phashes: Sequence[str | No
         return
     values = [phashes[k] for k in known]
     where = pos[np.array(known, dtype=np.int64)]
-    if all(isinstance(v, str) and len(v) == 16 for v in values):
-        try:
+    try:
+        if set(map(len, values)) == {16}:
             out.phash[where] = np.frombuffer(bytes.fromhex("".join(values)), dtype=">u8").astype(np.uint64)
             out.has_phash[where] = True
             return
-        except ValueError:
-            pass  # some are no hex: each is read alone
+    except (TypeError, ValueError):
+        pass  # some are no hex (or no text): each is read alone
     for i, value in zip(where.tolist(), values):
         try:
             out.phash[i], out.has_phash[i] = int(value, 16) & PHASH_MASK, True
