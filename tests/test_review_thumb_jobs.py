@@ -197,3 +197,16 @@ def test_a_root_where_thumbnails_cannot_be_kept_makes_none_ahead(dataset, monkey
         data.page(Filters(), "newest", None, 10)
         assert data.thumbnail_jobs.idle(IDLE_S)
     assert made == [threading.current_thread().name]
+
+
+def test_after_close_a_request_still_gets_and_keeps_its_thumbnail(dataset) -> None:
+    """The data layer opens again what it needs after close(): so do thumbnails, on request."""
+    root, hashes = dataset
+    data = open_data(root, warm_thumbnails=True)
+    data.page(Filters(), "newest", None, 3)
+    data.close()
+    try:
+        assert data.thumbnail(hashes[-1]) is not None
+        assert hashes[-1] in kept(root)
+    finally:
+        data.close()

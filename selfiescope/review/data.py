@@ -87,7 +87,7 @@ class ReviewData:
         self._facets: list[ReviewFacet] | None = None
         self.warm_thumbnails = warm_thumbnails
         self.thumbnail_jobs = ThumbnailJobs(self._made_thumbnail, lambda h, data: thumbs.keep(self.root, h, data),
-                                            self._kept_thumbnail)
+                                            self._kept_thumbnail, lambda h: thumbs.thumb_path(self.root, h).is_file())
 
     # --- opening and closing -------------------------------------------------------------
     @property

@@ -39,17 +39,18 @@ Wish = str | Callable[[], Iterable[str]]  # an image, or a way to find images (a
 class ThumbnailJobs:
     """``make(content_hash)`` builds one thumbnail from checked bytes (None: none can be made),
     ``keep(content_hash, data)`` stores it (False: it cannot, the root is read-only or full),
-    ``kept(content_hash)`` reads a stored one (None: none)."""
+    ``kept(content_hash)`` reads a stored one (None: none), ``is_kept(content_hash)`` only looks."""
 
     def __init__(self, make: Callable[[str], bytes | None], keep: Callable[[str, bytes], bool],
-                 kept: Callable[[str], bytes | None]) -> None:
+                 kept: Callable[[str], bytes | None], is_kept: Callable[[str], bool] | None = None) -> None:
         self._make, self._keep, self._kept = make, keep, kept
+        self._is_kept = is_kept or (lambda content_hash: self._kept_or_none(content_hash) is not None)
         self._lock = threading.Condition()
         self._running: dict[str, Future[bytes | None]] = {}
         self._queue: deque[Wish] = deque()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._finding = 0  # pages being found by the worker (their images are not queued yet)
+        self._in_hand = 0  # wishes the worker took from the queue and has not yet run or queued again
         self._epoch = 0  # grows at each close: a job begun in an earlier epoch keeps nothing
         self._storable = True  # False once a thumbnail could not be kept: made ahead, it would be made twice
 
@@ -98,13 +99,14 @@ class ThumbnailJobs:
         """Wait until nothing is queued or running (a benchmark's and a test's way to know the
         background work is done); False if it is not done within ``timeout`` seconds."""
         with self._lock:
-            return self._lock.wait_for(lambda: not self._queue and not self._finding and not self._busy(), timeout)
+            return self._lock.wait_for(lambda: not self._queue and not self._in_hand and not self._busy(), timeout)
 
     # --- stopping -------------------------------------------------------------------------
     def close(self) -> None:
         """Drop the queue and let the worker end: a job under way finishes but keeps nothing, nor
-        does a request's job begun before, so no thumbnail is written after this returns (what
-        ``forget`` needs before it removes images and their thumbnails). :meth:`reopen` undoes it."""
+        does a request's job begun before, so no thumbnail of an image read before is written
+        after this returns (what ``forget`` needs before it removes images and their thumbnails).
+        Requests still get thumbnails; nothing is made ahead until :meth:`reopen`."""
         with self._lock:
             self._closed = True
             self._epoch += 1
@@ -143,7 +145,7 @@ class ThumbnailJobs:
                 self._lock.notify_all()
             raise
         with self._lock:
-            current = epoch == self._epoch and not self._closed
+            current = epoch == self._epoch
             if data is not None and current:
                 self._store(content_hash, data)  # under the lock: a close cannot slip between the check and the write
             future.set_result(data if current else None)
@@ -156,7 +158,7 @@ class ThumbnailJobs:
             epoch = self._epoch
         data = self._make(content_hash)
         with self._lock:
-            if data is None or epoch != self._epoch or self._closed:
+            if data is None or epoch != self._epoch:
                 return None
             self._store(content_hash, data)
         return data
@@ -176,13 +178,20 @@ class ThumbnailJobs:
                     self._lock.notify_all()
                     return None
                 wish = self._queue.popleft()
-                if isinstance(wish, str):
-                    if wish in self._running:
+                self._in_hand += 1
+            if isinstance(wish, str):
+                try:  # a look at the file, outside the lock: most wishes are kept already
+                    kept = self._is_kept(wish)
+                except Exception:  # noqa: BLE001 - no answer: the job itself reads what is kept
+                    kept = False
+                with self._lock:
+                    self._in_hand -= 1
+                    if kept or wish in self._running or self._closed:
+                        self._lock.notify_all()
                         continue
                     future: Future[bytes | None] = Future()
                     self._running[wish] = future
                     return wish, future, self._epoch
-                self._finding += 1
             found: list[str] = []
             try:  # a page to find, outside the lock (it reads the snapshot's columns)
                 found = list(wish())
@@ -190,7 +199,7 @@ class ThumbnailJobs:
                 log.debug("review: no thumbnails ahead: %s", exc)
             finally:
                 with self._lock:
-                    self._finding -= 1
+                    self._in_hand -= 1
                     if not self._closed:
                         self._push(found)
                     self._lock.notify_all()
