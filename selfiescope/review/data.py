@@ -373,7 +373,7 @@ class ReviewData:
 
     def forget(self, ids: Sequence[str]) -> ActionResult:
         with self._write:
-            self.thumbnail_jobs.close()  # no thumbnail is written from here on, so none outlives its image
+            self.thumbnail_jobs.close()  # none made ahead, and none begun before kept: no thumbnail outlives its image
             try:
                 with self._lock:  # forget closes and reopens the manifest and the backend
                     result = actions.forget(self, ids)

@@ -3,10 +3,11 @@
 A 4000 px JPEG takes 25-40 ms to thumbnail even with libjpeg's 1/8 decode (the Huffman
 decoding of the whole file bounds it; libjpeg-turbo through Pillow, OpenCV and simplejpeg
 measure alike: ``benchmarks/bench_review.py``), and several times that on a loaded machine.
-So the review app makes thumbnails before the browser asks: one background thread (at a
-lower CPU priority than the requests) works through a short queue of images in the order the
-grid shows them: the default grid's first page when the app starts, then each page the
-grid is served and the page after it. Only what the reviewer is about to see is made:
+So the review app makes thumbnails before the browser asks: one background thread works
+through a short queue of images in the order the grid shows them: the default grid's first
+page when the app starts, then each page the grid is served and the page after it. It runs at
+the requests' own CPU priority: a request may wait on its job, and a lowered priority made that
+wait several times longer on a loaded machine. Only what the reviewer is about to see is made:
 thumbnails are derived personal data, kept no longer than needed and not for the whole dataset.
 
 A request for a thumbnail that is being made waits on that job instead of decoding the
@@ -18,8 +19,6 @@ removes images and their thumbnails, so no thumbnail of a forgotten image outliv
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -31,7 +30,6 @@ log = logging.getLogger("selfiescope.review")
 MAX_QUEUED = 1000  # images waiting; the oldest wishes are dropped first (the grid has moved on)
 WAIT_S = 60.0  # the longest a request waits on another thread's job before making the thumbnail itself
 STOP_WAIT_S = 10.0  # how long closing waits for a job under way (each read has its own deadline)
-BACKGROUND_NICE = 10  # the worker's CPU priority below the requests' (Linux sets it per thread)
 
 Wish = str | Callable[[], Iterable[str]]  # an image, or a way to find images (a page computed when its turn comes)
 
@@ -205,7 +203,6 @@ class ThumbnailJobs:
                     self._lock.notify_all()
 
     def _work(self) -> None:
-        _lower_priority()
         while (job := self._next()) is not None:
             content_hash, future, epoch = job
             try:
@@ -213,12 +210,3 @@ class ThumbnailJobs:
             except Exception as exc:  # noqa: BLE001 - one image without a thumbnail; the grid asks again
                 log.debug("review: no thumbnail made ahead for %s: %s", content_hash[:16], type(exc).__name__)
 
-
-def _lower_priority() -> None:
-    """Give the requests the CPU first: on Linux a thread has its own nice value."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
-    except OSError:
-        pass
