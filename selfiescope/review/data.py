@@ -3,7 +3,8 @@
 No import step: the manifest is read in place (a snapshot of its columns in memory, read
 again whenever the manifest changed) and image bytes come through the configured
 ``Storage`` backend, S3 included. Actions are in :mod:`.actions`; thumbnails in
-:mod:`.thumbs`; facets and paging in :mod:`.snapshot`.
+:mod:`.thumbs`, made ahead of the grid by :mod:`.thumb_jobs`; facets and paging in
+:mod:`.snapshot`, the manifest's columns read by :mod:`.snapshot_read`.
 """
 
 from __future__ import annotations
