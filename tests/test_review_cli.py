@@ -223,3 +223,16 @@ def test_the_demo_ends_with_the_command_that_reviews_its_dataset(tmp_path: Path)
     assert code == 0, err
     stored = sqlite3.connect(out / "data" / "manifest.sqlite").execute("SELECT count(*) FROM images").fetchone()[0]
     assert page["total"] == stored > 0
+
+
+def test_the_first_grid_pages_thumbnails_are_made_before_the_browser_asks(small_root: Path) -> None:
+    proc = start(write_settings_file(small_root), "--no-open")
+    try:
+        url_of(proc)
+        deadline = time.monotonic() + 120  # generous: a loaded machine
+        while len(list((small_root / ".thumbs").rglob("*.jpg"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(list((small_root / ".thumbs").rglob("*.jpg"))) == 3
+    finally:
+        code, err = stop(proc)
+    assert code == 0 and "Traceback" not in err, err

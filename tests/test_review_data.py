@@ -689,3 +689,73 @@ def test_an_old_manifest_on_a_read_only_root_shows_its_one_box(faces_dir: Path, 
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
         shutil.rmtree(mount, ignore_errors=True)
+
+
+def test_images_with_equal_phashes_share_a_near_duplicate_group(tmp_path: Path) -> None:
+    """Two stored photos with one pHash are one group even when dedup named neither a copy of the other."""
+    root = tmp_path / "data"
+    hashes = build(root, 30, seed=9, rejected_share=0.0)
+    with sqlite3.connect(root / "manifest.sqlite") as db:
+        db.execute("UPDATE images SET phash=? WHERE content_hash IN (?, ?)", ("8f3c0a5500ff12e4", hashes[3], hashes[17]))
+    with open_data(root) as data:
+        grouped = {t.id for t in data.page(Filters(in_group=True), "newest", None, 100).tiles}
+        assert {hashes[3], hashes[17]} <= grouped
+        assert {t.id for t in data.detail(hashes[3]).group} >= {hashes[17]}
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text("0123456789abcdef", min_size=1, max_size=20), st.sampled_from(["zz", ""])),
+                min_size=1, max_size=12))
+def test_phashes_are_read_whatever_their_form(values) -> None:
+    """16 hex digits are one 64-bit number; a longer hash keeps its last 64 bits; what is no hex is none."""
+    import numpy as np
+
+    from selfiescope.review.snapshot_read import ImageColumns, _fill_phashes
+
+    out = ImageColumns(len(values))
+    _fill_phashes(out, np.arange(len(values)), values)
+    for i, v in enumerate(values):
+        try:
+            expected = int(v, 16) & 0xFFFFFFFFFFFFFFFF if v else None
+        except ValueError:
+            expected = None
+        assert bool(out.has_phash[i]) == (expected is not None)
+        if expected is not None:
+            assert int(out.phash[i]) == expected
+
+
+def test_phashes_of_other_lengths_are_not_read_as_one_run_of_digits() -> None:
+    import numpy as np
+
+    from selfiescope.review.snapshot_read import ImageColumns, _fill_phashes
+
+    out = ImageColumns(2)
+    _fill_phashes(out, np.arange(2), ["abc", "0123456789abcdef0123456789a"])  # 32 digits together
+    assert out.phash.tolist() == [0xABC, 0x89ABCDEF0123456789A & 0xFFFFFFFFFFFFFFFF]
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["", "a1", "b2", "c3"]), st.sampled_from(["", "0.25", "0.5"]),
+                          st.sampled_from(["", "0.75", "1"])), max_size=8),
+       st.permutations(["content_hash", "oof_probability", "calibrated_oof_probability", "label"]))
+def test_predictions_are_read_as_their_header_names_them(rows, header) -> None:
+    """The calibrated probability where a row has one, else the raw one; rows without a hash or
+    a probability left out; whatever order the columns come in."""
+    import csv
+
+    from selfiescope.review.probabilities import _probabilities
+
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    for h, raw, calibrated in rows:
+        values = {"content_hash": h, "oof_probability": raw, "calibrated_oof_probability": calibrated, "label": "x"}
+        writer.writerow([values[name] for name in header])
+    text.seek(0)
+    expected = {}
+    for row in csv.DictReader(text):
+        value = row.get("calibrated_oof_probability") or row.get("oof_probability")
+        if row.get("content_hash") and value:
+            expected[row["content_hash"]] = float(value)
+    text.seek(0)
+    assert _probabilities(csv.reader(text)) == expected

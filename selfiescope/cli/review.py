@@ -34,6 +34,7 @@ def review_command(
     """
     from ..review.app import bind, create_app, serve, sigterm_interrupts
     from ..review.data import ReviewData, ReviewError
+    from ..review.routes import PAGE_SIZE
     from ..review.security import Gate
 
     app = load_app(settings_path)
@@ -49,6 +50,7 @@ def review_command(
         try:
             data = ReviewData(app)
             data.check()
+            data.warm_up("newest", PAGE_SIZE)  # the first grid page's columns and thumbnails, while the link is opened
         except ReviewError as exc:
             raise fail(str(exc)) from None
         try:

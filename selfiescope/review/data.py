@@ -3,11 +3,13 @@
 No import step: the manifest is read in place (a snapshot of its columns in memory, read
 again whenever the manifest changed) and image bytes come through the configured
 ``Storage`` backend, S3 included. Actions are in :mod:`.actions`; thumbnails in
-:mod:`.thumbs`; facets and paging in :mod:`.snapshot`.
+:mod:`.thumbs`, made ahead of the grid by :mod:`.thumb_jobs`; facets and paging in
+:mod:`.snapshot`, the manifest's columns read by :mod:`.snapshot_read`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
@@ -27,6 +29,7 @@ from ..core.text import printable
 from ..core.web import sniff_image_type
 from ..pipelines.dataset_care.stored import StoredReader
 from . import actions, integrity, opening, thumbs
+from .thumb_jobs import ThumbnailJobs
 from .model import (
     ACTIONS, SORTS, ActionResult, Detail, Facet, FacetValue, Filters, ImageMismatch, Page, ReviewBusy, ReviewError,
     ReviewRow, Tile,
@@ -55,7 +58,9 @@ def _media_type(fmt: str | None, data: bytes) -> str:
 class ReviewData:
     """One dataset (``settings.storage.root``) for the review app; safe to call from several threads."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, warm_thumbnails: bool = False) -> None:
+        """``warm_thumbnails``: make the thumbnails of each page served, and of the page after
+        it, in the background (:mod:`.thumb_jobs`), so the grid rarely waits on a decode."""
         self.app = app
         self.settings, self.registry = app.settings, app.registry
         self.root = Path(app.settings.storage.root).expanduser()
@@ -76,6 +81,9 @@ class ReviewData:
         self.reload_every_s = RELOAD_EVERY_S
         self._version = 0
         self._facets: list[ReviewFacet] | None = None
+        self.warm_thumbnails = warm_thumbnails
+        self.thumbnail_jobs = ThumbnailJobs(self._made_thumbnail, lambda h, data: thumbs.keep(self.root, h, data),
+                                            self._kept_thumbnail, lambda h: thumbs.thumb_path(self.root, h).is_file())
 
     # --- opening and closing -------------------------------------------------------------
     @property
@@ -120,6 +128,7 @@ class ReviewData:
             return self._reader
 
     def close(self) -> None:
+        self.thumbnail_jobs.close()  # before the lock: a job under way may need it to end
         with self._lock:
             if self._reader is not None:
                 self._reader.__exit__(None, None, None)
@@ -225,7 +234,19 @@ class ReviewData:
             raise ValueError(f"limit: {limit!r} is not a number of images") from None
         snap = self.snapshot()
         rows, total, next_cursor = snap.page(filters, sort, cursor, limit)
-        return Page([self._tile(snap, int(i)) for i in rows], total, next_cursor)
+        page = Page([self._tile(snap, int(i)) for i in rows], total, next_cursor)
+        if self.warm_thumbnails:
+            # The browser asks for this page's thumbnails first to last, so the background takes
+            # them last to first (the two meet halfway, each decoding its own), then the next page.
+            shown = [t.id for t in page.tiles if t.has_thumbnail]
+            self.thumbnail_jobs.want([*reversed(shown), functools.partial(_shown, snap, filters, sort, next_cursor, limit)])
+        return page
+
+    def warm_up(self, sort: str = "newest", limit: int = 120) -> None:
+        """In the background: read the manifest's columns and make the thumbnails of the grid's
+        first page (``sort``, no filter) and the next, before the browser asks for them."""
+        self.warm_thumbnails = True
+        self.thumbnail_jobs.want([lambda: (self.page(Filters(), sort, None, limit), ())[1]])
 
     def _tile(self, snap: Snapshot, i: int) -> Tile:
         label, original = str(snap.label[i]), snap.original_label[i]
@@ -304,19 +325,22 @@ class ReviewData:
     def thumbnail(self, image_id: str) -> bytes | None:
         if not thumbs._HASH.match(image_id or ""):
             return None
+        return self.thumbnail_jobs.get(image_id)  # as kept, else made here or by the job already making it
+
+    def _kept_thumbnail(self, image_id: str) -> bytes | None:
         hit = thumbs.cached(self.root, image_id)
-        if hit is not None:
-            return thumbs.without_text(hit)  # a thumbnail kept by an older version may carry its original's text
+        return None if hit is None else thumbs.without_text(hit)  # one kept by an older version may carry text
+
+    def _made_thumbnail(self, image_id: str) -> bytes | None:
+        """A new thumbnail of the image's checked bytes (:meth:`image`), not yet kept."""
         got = self.image(image_id)
         if got is None:
             return None
         try:
-            data = thumbs.make_thumbnail(got[0])
+            return thumbs.make_thumbnail(got[0])
         except Exception as exc:  # noqa: BLE001 - bytes Pillow cannot read: no thumbnail
             log.warning("review: no thumbnail for %s: %s", image_id[:16], type(exc).__name__)
             return None
-        thumbs.keep(self.root, image_id, data)
-        return data
 
     def model_note(self) -> str | None:
         self.snapshot()
@@ -347,14 +371,27 @@ class ReviewData:
         return actions.forget_plan(self, ids)
 
     def forget(self, ids: Sequence[str]) -> ActionResult:
-        with self._write, self._lock:  # forget closes and reopens the manifest and the backend
-            result = actions.forget(self, ids)
-            self._changed()
+        with self._write:
+            self.thumbnail_jobs.close()  # none made ahead, and none begun before kept: no thumbnail outlives its image
+            try:
+                with self._lock:  # forget closes and reopens the manifest and the backend
+                    result = actions.forget(self, ids)
+                    self._changed()
+            finally:
+                self.thumbnail_jobs.reopen()
         return result
 
     def busy(self) -> str | None:
         """``data/ is in use by pid N`` while another process holds the root's lock, else None."""
         return actions.busy_message(self)
+
+
+def _shown(snap: Snapshot, filters: Filters, sort: str, cursor: str | None, limit: int) -> list[str]:
+    """The images of the page after ``cursor`` that have a thumbnail to make."""
+    if cursor is None:
+        return []
+    rows = snap.page(filters, sort, cursor, limit)[0]
+    return [str(snap.hashes[i]) for i in rows if snap.stored[i] or snap.has_origin[i]]
 
 
 def _read_original(path: Path, content_hash: str) -> bytes | None:

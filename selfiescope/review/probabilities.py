@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,16 +45,29 @@ def _read(folder: Path) -> ModelProbabilities | None:
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
         labels = metrics.get("labels") or {}
-        by_hash: dict[str, float] = {}
         with (folder / PREDICTIONS).open(newline="") as fh:
-            for row in csv.DictReader(fh):
-                value = row.get("calibrated_oof_probability") or row.get("oof_probability")
-                if row.get("content_hash") and value:
-                    by_hash[row["content_hash"]] = float(value)
+            by_hash = _probabilities(csv.reader(fh))
     except (OSError, ValueError, AttributeError, csv.Error) as exc:
         log.debug("no usable predictions in %s: %s", folder, exc)
         return None
     return ModelProbabilities(folder, labels.get("positive"), labels.get("negative"), by_hash)
+
+
+def _probabilities(rows: Iterator[list[str]]) -> dict[str, float]:
+    """``content_hash`` -> the calibrated out-of-fold probability, else the raw one, by column
+    position (read once per read of the manifest: a dict per row would cost a second at 100k)."""
+    header = next(rows, [])
+    where = {name: k for k, name in enumerate(header)}
+    if "content_hash" not in where:
+        return {}
+    h = where["content_hash"]
+    columns = [where[c] for c in ("calibrated_oof_probability", "oof_probability") if c in where]
+    by_hash: dict[str, float] = {}
+    for row in rows:
+        value = next((row[c] for c in columns if c < len(row) and row[c]), None)
+        if value and h < len(row) and row[h]:
+            by_hash[row[h]] = float(value)
+    return by_hash
 
 
 def latest_probabilities(db: sqlite3.Connection, settings: Settings) -> ModelProbabilities:

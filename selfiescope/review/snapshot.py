@@ -18,7 +18,6 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -26,6 +25,7 @@ from scipy.sparse.csgraph import connected_components
 
 from ..core.review_facets import ReviewFacet
 from ..pipelines.dataset_care.reviewed import has_review_columns
+from .snapshot_read import plugin_values, read_columns
 from .model import EXTRA_PREFIX, SORTS, Facet, FacetValue, Filters
 
 log = logging.getLogger("selfiescope.review")
@@ -74,10 +74,6 @@ class Coded:
         return np.bincount(self.codes[mask[self.rows]], minlength=len(self.values))
 
 
-def _first(row: tuple[Any, ...]) -> Any:
-    return row[0]
-
-
 def encode_cursor(key: float, content_hash: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([repr(float(key)), content_hash]).encode()).decode().rstrip("=")
 
@@ -90,9 +86,6 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         raise ValueError("cursor: not one this app made (reload the page)") from None
 
 
-_COLUMNS = ("content_hash, id, source, job, label, decision, rejected_by, reject_code, reason, format, width, height,"
-            " size, face_area, n_faces, face_detector, first_seen, location, origin_path")
-COPY_CODES = ("duplicate", "near_duplicate", "label_conflict")  # dedup's rejections of a copy
 HEX16 = re.compile(r"\b[0-9a-f]{16}\b")
 
 
@@ -136,82 +129,25 @@ class Snapshot:
         place = np.full(int(rowids.max()) + 1 if n else 1, -1, dtype=np.int64)
         place[rowids] = np.arange(n)
         del order, rowids
-        self.label = np.empty(n, dtype=object)
-        self.original_label = np.empty(n, dtype=object)
-        self.decision = np.empty(n, dtype=object)
-        self.reason_text = np.empty(n, dtype=object)
-        self.area = np.full(n, np.nan)
-        self.first_seen = np.zeros(n)
-        self.stored = np.zeros(n, dtype=bool)
-        self.has_origin = np.zeros(n, dtype=bool)
-        self.reviewed = np.zeros(n, dtype=bool)
-        self.excluded = np.zeros(n, dtype=bool)
-        self.phash = np.zeros(n, dtype=np.uint64)
-        has_phash = np.zeros(n, dtype=bool)
-        jobs, detectors = np.empty(n, dtype=object), np.empty(n, dtype=object)
-        shared: dict[Any, Any] = {}
-        same = shared.setdefault  # one str object per distinct label, job, decision: memory stays flat
-        reasons: list[tuple[int, str]] = []
-        copies: list[tuple[int, str]] = []
-        extra: dict[str, list[tuple[int, str]]] = {f.name: [] for f in plugin_facets}
-        failed: set[str] = set()
-        names = [c.strip() for c in _COLUMNS.split(",")]
-        review_sql = ", review_label, reviewed, excluded" if has_review_columns(db) else ", NULL, NULL, NULL"
-        cur.execute(f"SELECT rowid, {_COLUMNS}{review_sql}{', notes' if plugin_facets else ''} FROM images")
-        while chunk := cur.fetchmany(5000):
-            cols = list(zip(*chunk))  # one column per tuple: filled into the arrays a chunk at a time
-            pos = place[np.array(cols[0], dtype=np.int64)]
-            keep = pos >= 0  # a row added between the two reads: the next read of the manifest has it
-            if not keep.all():
-                chunk = [row for row, k in zip(chunk, keep) if k]
-                if not chunk:
-                    continue
-                cols, pos = list(zip(*chunk)), pos[keep]
-            c = cols[1:]
-            labels = [same(v, v) for v in (rv or lb for rv, lb in zip(c[19], c[4]))]
-            self.label[pos] = labels
-            self.original_label[pos] = [same(v, v) for v in c[4]]
-            decisions = [same(v, v) for v in c[5]]
-            self.decision[pos] = decisions
-            jobs[pos] = [same(v, v) for v in c[3]]
-            detectors[pos] = [same(v, v) for v in c[15]]
-            self.area[pos] = np.array(c[13], dtype=float)
-            self.first_seen[pos] = np.array([v or 0.0 for v in c[16]], dtype=float)
-            accepted = np.array([d == "accepted" for d in decisions])
-            self.stored[pos] = accepted & np.array([v is not None for v in c[17]])
-            self.has_origin[pos] = [v is not None for v in c[18]]
-            self.reviewed[pos] = [v is not None for v in c[20]]
-            self.excluded[pos] = [bool(v) for v in c[21]]
-            for i, hex_hash in zip(pos.tolist(), c[10]):
-                if hex_hash:
-                    try:
-                        self.phash[i], has_phash[i] = int(hex_hash, 16) & 0xFFFFFFFFFFFFFFFF, True
-                    except (TypeError, ValueError):
-                        pass
-            for k in np.flatnonzero(~accepted & np.array([d == "rejected" for d in decisions])).tolist():
-                i, step, code, reason = int(pos[k]), c[6][k], c[7][k], c[8][k]
-                self.reason_text[i] = reason
-                if step:
-                    reasons.append((i, f"{step}:{code}"))
-                if code in COPY_CODES and reason:
-                    copies.append((i, reason))
-            for facet in plugin_facets:
-                for k, (i, row) in enumerate(zip(pos.tolist(), chunk)):
-                    r = row[1:]
-                    _plugin_values(facet, i, dict(zip(names, r)) | {"label": labels[k], "original_label": r[4]},
-                                   r[-1], extra[facet.name], failed)
+        with_review = has_review_columns(db)
+        c = read_columns(db, place, n, with_review=with_review)
+        self.label, self.original_label, self.decision = c.label, c.original_label, c.decision
+        self.reason_text, self.area, self.first_seen = c.reason_text, c.area, c.first_seen
+        self.stored, self.has_origin, self.reviewed, self.excluded = c.stored, c.has_origin, c.reviewed, c.excluded
+        self.phash = c.phash
+        extra = plugin_values(db, place, self.label, plugin_facets, with_review=with_review)
         self.probability = np.array([probabilities.get(h, np.nan) for h in self.hashes], dtype=float)
         self.positive = positive
         self._score()
-        self.group = self._groups(db, copies, has_phash, linked)
+        self.group = self._groups(c.copies, c.has_phash, linked)
         sizes = np.bincount(self.group) if n else np.array([], dtype=np.int64)
         self.in_group = sizes[self.group] > 1 if n else np.zeros(0, dtype=bool)
         self.facets: dict[str, Coded] = {
             "label": Coded.single(list(self.label)),
-            "job": Coded.single(list(jobs)),
+            "job": Coded.single(list(c.job)),
             "decision": Coded.single(list(self.decision)),
-            "reason": Coded.multi(reasons + self._more_reasons(db)),
-            "detector": Coded.single(list(detectors)),
+            "reason": Coded.multi(c.reasons + self._more_reasons(db)),
+            "detector": Coded.single(list(c.detector)),
         }
         self.titles = dict(_TITLES)
         for facet in plugin_facets:
@@ -241,7 +177,7 @@ class Snapshot:
         self._score()
 
     # --- building -----------------------------------------------------------------------
-    def _groups(self, db: sqlite3.Connection, copies: list[tuple[int, str]], has_phash: np.ndarray,
+    def _groups(self, copies: list[tuple[int, str]], has_phash: np.ndarray,
                 linked: Sequence[tuple[str, str]]) -> np.ndarray:
         """Near-duplicate groups as dedup decided them, mirrored copies included: each copy dedup
         turned away joins the image its reason names (``.../<first 16 hex digits>``, the link
@@ -251,10 +187,9 @@ class Snapshot:
         n = self.n
         if not n:
             return np.zeros(0, dtype=np.int64)
-        by_prefix = {self.hashes[i][:16]: int(i) for i in np.flatnonzero(self.stored)}
-        edges = [(i, j) for i, reason in copies for prefix in HEX16.findall(reason)
-                 if (j := by_prefix.get(prefix)) is not None]
-        del by_prefix
+        named = [(i, prefix) for i, reason in copies for prefix in HEX16.findall(reason)]
+        kept = self._stored_with_prefixes([prefix for _, prefix in named])
+        edges = [(i, j) for (i, _), j in zip(named, kept) if j is not None]
         for a, b in linked:
             if (i := self.index.get(a)) is not None and (j := self.index.get(b)) is not None:
                 edges.append((i, j))
@@ -270,16 +205,31 @@ class Snapshot:
         graph = coo_matrix((np.ones(len(first), dtype=np.int8), (first, second)), shape=(n, n))
         return connected_components(graph, directed=False)[1].astype(np.int64)
 
+    def _stored_with_prefixes(self, prefixes: list[str]) -> list[int | None]:
+        """For each prefix, the stored image whose content hash begins with it (one bisection
+        for them all; the first stored one where several hashes share a prefix)."""
+        if not prefixes:
+            return []
+        starts = np.searchsorted(self.hashes, np.array(prefixes, dtype=object)).tolist()
+        found: list[int | None] = []
+        for prefix, i in zip(prefixes, starts):
+            while i < self.n and self.hashes[i].startswith(prefix) and not self.stored[i]:
+                i += 1
+            found.append(i if i < self.n and self.hashes[i].startswith(prefix) else None)
+        return found
+
     def _more_reasons(self, db: sqlite3.Connection) -> list[tuple[int, str]]:
         """``step:code`` of the earlier rejections of each rejected image (any step's, third-party included)."""
-        pairs = []
-        for content_hash, step, code in db.execute(
-            "SELECT content_hash, rejected_by, reject_code FROM rejections WHERE content_hash IS NOT NULL"
-        ):
-            i = self.index.get(content_hash)
-            if i is not None and step and self.decision[i] == "rejected":
-                pairs.append((i, f"{step}:{code}"))
-        return pairs
+        found = db.execute(
+            "SELECT r.content_hash, r.rejected_by, r.reject_code FROM rejections r JOIN images i"
+            " ON i.content_hash = r.content_hash WHERE i.decision = 'rejected' AND r.rejected_by != ''"
+        ).fetchall()
+        if not found or not self.n:
+            return []
+        wanted = np.array([h for h, _, _ in found], dtype=object)
+        rows = np.minimum(np.searchsorted(self.hashes, wanted), self.n - 1)
+        hit = self.hashes[rows] == wanted  # a row added since the snapshot's order was read is left out
+        return [(int(i), f"{step}:{code}") for i, ok, (_, step, code) in zip(rows.tolist(), hit.tolist(), found) if ok]
 
 
     # --- filtering ----------------------------------------------------------------------
@@ -390,21 +340,3 @@ def _all(n: int, masks: Iterable[np.ndarray]) -> np.ndarray:
 
 SnapshotFactory = Callable[[], Snapshot]
 
-
-def _plugin_values(facet: ReviewFacet, i: int, row: dict[str, Any], notes: Any, out: list[tuple[int, str]],
-                   failed: set[str]) -> None:
-    row.pop("location", None)
-    row.pop("origin_path", None)
-    try:
-        row["notes"] = json.loads(notes) if notes else {}
-        got = facet.values(row)
-    except Exception as exc:  # noqa: BLE001 - a plugin's bug costs its facet's value for this image
-        if facet.name not in failed:
-            log.warning("review facet %s failed on an image: %s: %s", facet.name, type(exc).__name__, exc)
-            failed.add(facet.name)
-        return
-    if got is None:
-        return
-    for value in [got] if isinstance(got, str) else got:
-        if value is not None:
-            out.append((i, str(value)))

@@ -78,17 +78,20 @@ def cached(root: Path, content_hash: str) -> bytes | None:
         return None
 
 
-def keep(root: Path, content_hash: str, data: bytes) -> None:
-    """Write the thumbnail atomically; a root this process cannot write keeps none."""
+def keep(root: Path, content_hash: str, data: bytes) -> bool:
+    """Write the thumbnail atomically; a root this process cannot write (read-only, full) keeps
+    none, and says so with False."""
     path = thumb_path(root, content_hash)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data)
         os.replace(tmp, path)
+        return True
     except OSError as exc:
         log.debug("thumbnail not cached (%s): %s", path, exc)
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
+        return False
