@@ -36,14 +36,20 @@ def _settings_file(folder: Path, root: Path, pipeline: str = "") -> Path:
     return path
 
 
-@pytest.mark.parametrize("normalize", [False, True], ids=["as_stored", "normalize"])
-def test_train_passes_its_settings_through_each_module_at_most_twice(small_dataset, tmp_path, normalize):
-    settings = _settings_file(tmp_path, small_dataset, (
+@pytest.mark.parametrize("normalize, elsewhere", [(False, False), (True, False), (False, True)],
+                         ids=["as_stored", "normalize", "dataset_root"])
+def test_train_passes_its_settings_through_each_module_at_most_twice(small_dataset, tmp_path, normalize, elsewhere):
+    """``dataset_root``: the dataset is not the storage root, so the reader moves the settings
+    there; ``--model-dir``: a command option that changes the settings before the app is made."""
+    storage_root = tmp_path / "other-root" if elsewhere else small_dataset
+    settings = _settings_file(tmp_path, storage_root, (
         f'[pipelines.t]\nkind = "train"\nfeatures = ["geometry", "image"]\nfolds = 2\nworkers = 1\n'
-        f'model_dir = "{tmp_path / "model"}"\nnormalize = {"true" if normalize else "false"}\n'
+        f'normalize = {"true" if normalize else "false"}\n'
+        + (f'dataset_root = "{small_dataset}"\n' if elsewhere else "")
     ))
     with traced() as path:
-        result = CliRunner().invoke(cli, ["train", "t", "--settings", str(settings), "--json"])
+        result = CliRunner().invoke(cli, ["train", "t", "--settings", str(settings), "--json",
+                                          "--model-dir", str(tmp_path / "model")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "model" / "report.html").exists()  # the report read the stored images too
     assert json.loads(result.stdout)["images"] >= 16
