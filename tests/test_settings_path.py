@@ -76,3 +76,25 @@ def test_import_passes_its_settings_through_each_module_at_most_twice(tmp_path):
     for module in ("selfiescope.pipelines.collecting.collect", "selfiescope.core.app", "selfiescope.cli.collect"):
         assert module in entered, sorted(entered)
     assert not (over := path.over(MOST)), explain(over, MOST)
+
+
+def test_the_trace_counts_each_path_once_and_each_rebuild(tmp_path):
+    """The measurement itself: a loop over one call site is one path; the same service made
+    at three places is three, and the failure names each place."""
+    from selfiescope.core.app import App
+    from selfiescope.core.settings import settings_from_dict
+    from selfiescope.pipelines.dataset_care.stored import StoredReader
+
+    app = App.create(settings_from_dict({"storage": {"root": str(tmp_path)}}), entrypoints=False)
+    with traced() as path:
+        for _ in range(5):
+            StoredReader(app)
+    assert len(path.entries()["selfiescope.pipelines.dataset_care.stored"]) == 1
+    with traced() as path:
+        StoredReader(app)
+        StoredReader(app)
+        StoredReader(app, tmp_path / "elsewhere")  # moved: the app is made again for that root
+    over = path.over(MOST)
+    assert sorted(over) == ["selfiescope.pipelines.dataset_care.stored"], sorted(over)
+    message = explain(over, MOST)
+    assert message.count("test_settings_path.py:") == 3 and "StoredReader.__init__" in message, message
