@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ..core.app import App
 from ..core.hookspecs import hookimpl
-from ..core.settings import SCRAPE_SOURCE, ScrapePipeline, Settings, SettingsError
+from ..core.settings import SCRAPE_SOURCE, ScrapePipeline, SettingsError
 from ..core.text import printable
 from ..exits import EXIT_INTERRUPTED, code_for
 from .common import (
@@ -52,20 +52,23 @@ class ProgressObserver:
             self.job_tasks[job] = self.progress.add_task("", total=None)
         self.progress.update(self.job_tasks[job], description=f"  {escape(printable(job))}: {escape(state)}  ·  {kept} kept")
 
+    # The image hooks take the event alone: the run is the one run_started gave.
     @hookimpl
-    def selfiescope_image_accepted(self, event: Any, run: Any) -> None:
-        self._advance(run, event)
+    def selfiescope_image_accepted(self, event: Any) -> None:
+        self._advance(event)
 
     @hookimpl
-    def selfiescope_image_rejected(self, event: Any, run: Any) -> None:
-        self._advance(run, event)
+    def selfiescope_image_rejected(self, event: Any) -> None:
+        self._advance(event)
 
     @hookimpl
-    def selfiescope_image_failed(self, event: Any, run: Any) -> None:
-        self._advance(run, event)
+    def selfiescope_image_failed(self, event: Any) -> None:
+        self._advance(event)
 
-    def _advance(self, run: Any, event: Any) -> None:
-        s = run.stats
+    def _advance(self, event: Any) -> None:
+        if self.run is None:
+            return
+        s = self.run.stats
         self.progress.update(
             self.task, advance=1,
             description=f"accepted {s.accepted}  rejected {s.rejected}" + (f"  [red]failed {s.failed}[/red]" if s.failed else ""),

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.app import App
+from ..core.settings import Settings
 from ..core.text import printable
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED
 from .collect import _progress
@@ -57,10 +58,23 @@ def train_command(
     scheduler: Optional[str] = SchedulerOpt,
 ) -> None:
     """Train the selfie/portrait classifier on the collected images (cross-validated, with a report)."""
+    chosen: list[str] = []
+
+    def adjust(settings: Settings) -> Settings:  # the command's options, applied before the app is made
+        name, settings = train_options(with_scheduler(settings, scheduler), pipeline, features, model_dir)
+        chosen.append(name)
+        return settings
+
+    app = load_app(settings_path, adjust)
+    run_train(app, chosen[0], as_json)
+
+
+def train_options(settings: Settings, pipeline: Optional[str], features: Optional[str],
+                  model_dir: Optional[Path]) -> tuple[str, Settings]:
+    """The train pipeline `train` runs and the settings with its options (``--features``,
+    ``--model-dir``) in it; a name that is not a train pipeline is one line and exit 2."""
     from ..core.settings import TrainPipeline
 
-    app = load_app(settings_path, lambda s: with_scheduler(s, scheduler))
-    settings = app.settings
     trains = [n for n, p in settings.pipelines.items() if isinstance(p, TrainPipeline)]
     if pipeline is None:
         if len(trains) > 1:
@@ -70,7 +84,7 @@ def train_command(
         raise fail(f"pipelines.{printable(pipeline)} is not a train pipeline")
     if pipeline not in trains and not (pipeline == DEFAULT_TRAIN and not trains):
         # a typo must not train with the defaults and replace the model folder
-        known = ", ".join(trains) if trains else f"none defined; `selfiescope train` alone trains with the defaults"
+        known = ", ".join(trains) if trains else "none defined; `selfiescope train` alone trains with the defaults"
         raise fail(f"no train pipeline named '{printable(pipeline)}' (known: {known})")
     base = settings.pipelines.get(pipeline) or TrainPipeline(kind="train")
     update: dict[str, Any] = {}
@@ -78,8 +92,9 @@ def train_command(
         update["features"] = [f.strip() for f in features.split(",") if f.strip()]
     if model_dir:
         update["model_dir"] = model_dir
-    settings = settings.model_copy(update={"pipelines": {**settings.pipelines, pipeline: base.model_copy(update=update)}})
-    run_train(app.with_settings(settings), pipeline, as_json)
+    if pipeline in settings.pipelines and not update:
+        return pipeline, settings
+    return pipeline, settings.model_copy(update={"pipelines": {**settings.pipelines, pipeline: base.model_copy(update=update)}})
 
 
 @core_app.command("predict")

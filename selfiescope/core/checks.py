@@ -70,8 +70,10 @@ def check_paths(settings: Settings) -> list[str]:
     return problems
 
 
-def check_components(settings: Settings, registry: "Registry") -> list[str]:
-    """Validate names and options that only the loaded plugins know. Returns problems.
+def check_components(settings: Settings, registry: "Registry",
+                     adhoc: tuple[str, PipelineBase] | None = None) -> list[str]:
+    """Validate names and options that only the loaded plugins know, in settings and in the
+    ``adhoc`` pipeline a command made from its options (``(name, pipeline)``). Returns problems.
     Reads ``registry`` only (``[plugins] disable`` was applied when it was built)."""
     problems: list[str] = []
     known_all = registry.all_names()
@@ -95,7 +97,7 @@ def check_components(settings: Settings, registry: "Registry") -> list[str]:
             f"unknown backend {backend!r} (available: {', '.join(sorted(registry.storage))})")))
     else:
         problems += _storage_problems(settings, registry, backend)
-    for pname, p in settings.pipelines.items():
+    for pname, p in [*settings.pipelines.items(), *([adhoc] if adhoc is not None else [])]:
         problems += check_pipeline(settings, registry, pname, p)
     return problems
 

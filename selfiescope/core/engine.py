@@ -20,7 +20,7 @@ from typing import Any
 
 from .components import Job, Source, Step, job_events
 from .context import RunContext
-from .decisions import admit, settle, stored_for_job
+from .decisions import Decisions
 from .events import Decision, ImageEvent, Reject
 from .text import printable, redact_text
 
@@ -74,6 +74,7 @@ async def run_chain(event: ImageEvent, steps: Sequence[Step], run: RunContext) -
 class Engine:
     def __init__(self, run: RunContext, source: Source, steps: Sequence[Step], jobs: Sequence[Job]) -> None:
         self.run = run
+        self.decisions = Decisions(run)
         self.source = source
         self.steps = list(steps)
         self.jobs = list(jobs)
@@ -140,9 +141,9 @@ class Engine:
                 try:
                     if self.run.halted is not None:
                         pass  # left for the rerun: nothing of it was written
-                    elif await admit(self.run, event, state.job.target):
+                    elif await self.decisions.admit(event, state.job.target):
                         await run_chain(event, self.steps, self.run)
-                        await settle(self.run, event, state.job.target)
+                        await self.decisions.settle(event, state.job.target)
                     ok = event.decision is Decision.ACCEPTED
                 except asyncio.CancelledError:
                     raise
@@ -162,7 +163,7 @@ class Engine:
         """Run every job to completion (or its limit). Cancellation stops cleanly."""
         for state in self.states.values():
             state.cond = asyncio.Condition()
-            state.accepted = await stored_for_job(self.run, state.job)
+            state.accepted = await self.decisions.stored_for_job(state.job)
         n_workers = self.run.settings.engine.workers
         workers = [asyncio.create_task(self._work(), name=f"worker-{i}") for i in range(n_workers)]
         producers = [asyncio.create_task(self._run_job(s), name=f"job-{k}") for k, s in self.states.items()]

@@ -30,7 +30,7 @@ from ...core.context import RunContext, default_threads
 from ...core.intents import drop_settled, sweep
 from ...core.manifest import Manifest
 from ...core.plugins import Registry
-from ...core.checks import check_components, check_paths, check_pipeline
+from ...core.checks import check_components, check_paths
 from ...core.settings import ScrapePipeline, Settings, SettingsError
 from ...core.stats import RunStats
 from ...exits import os_error
@@ -75,10 +75,7 @@ def executor_class(engine: str) -> type:
 def prepare(app: App, adhoc: tuple[str, ScrapePipeline] | None = None) -> None:
     """Check every name and option the app's settings use (plus an ad-hoc pipeline) against
     its plugins."""
-    problems = check_components(app.settings, app.registry)
-    if adhoc is not None:
-        problems += check_pipeline(app.settings, app.registry, *adhoc)
-    if problems:
+    if problems := check_components(app.settings, app.registry, adhoc):
         raise SettingsError(problems)
 
 

@@ -44,7 +44,8 @@ class StoredReader:
 
     def __init__(self, app: App, root: Path | str | None = None, *,
                  manifest: Manifest | None = None, timeout_s: float = READ_TIMEOUT_S) -> None:
-        self.app = app.with_settings(settings_at(app.settings, root))
+        moved = settings_at(app.settings, root)
+        self.app = app if moved is app.settings else app.with_settings(moved)
         self.settings = self.app.settings
         self.timeout_s = timeout_s
         self._manifest = manifest

@@ -21,6 +21,7 @@ from ...core.settings import Settings, SettingsError, TrainPipeline
 from ...core.text import redact_values
 from .dataset import FeatureTable
 from ..dataset_care.forget import record_training_set, register_model
+from ..dataset_care.stored import StoredReader
 from .model_card import write_model_card
 from .model_dir import ModelDirError, check_target, check_writable, remove_stale, seal, swap_in
 from .model_text import ModelTextError, checked_model_text
@@ -65,10 +66,11 @@ def model_path(pipeline: TrainPipeline) -> Path:
 
 def write_artifacts(
     app: App, pipeline: TrainPipeline, pipeline_name: str, table: FeatureTable, cv: "CVResult",
-    final: "Fitted", schema: dict[str, Any], metrics: dict[str, Any],
+    final: "Fitted", schema: dict[str, Any], metrics: dict[str, Any], reader: StoredReader,
 ) -> Path:
     """Write everything into a temporary sibling folder, seal it (schema.json with the marker and
-    every file's hash, written last), then swap it in: a crash leaves the old model."""
+    every file's hash, written last), then swap it in: a crash leaves the old model. The
+    report's thumbnails are read by ``reader``, the training's own."""
     settings = app.settings
     model_dir = model_path(pipeline)
     check_target(model_dir, [Path(settings.storage.root).expanduser()])  # again: it may have changed meanwhile
@@ -77,7 +79,7 @@ def write_artifacts(
         shutil.rmtree(tmp)  # ours: named by this process's pid
     tmp.mkdir(parents=True)
     try:
-        _write_files(tmp, app, pipeline, pipeline_name, table, cv, final, schema, metrics)
+        _write_files(tmp, app, pipeline, pipeline_name, table, cv, final, schema, metrics, reader)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # ours (this pid's); a full disk must not keep half a model
         raise
@@ -87,7 +89,8 @@ def write_artifacts(
 
 
 def _write_files(tmp: Path, app: App, pipeline: TrainPipeline, pipeline_name: str, table: FeatureTable,
-                 cv: "CVResult", final: "Fitted", schema: dict[str, Any], metrics: dict[str, Any]) -> None:
+                 cv: "CVResult", final: "Fitted", schema: dict[str, Any], metrics: dict[str, Any],
+                 reader: StoredReader) -> None:
     settings = app.settings
     final.booster.save_model(str(tmp / "model.txt"), num_iteration=final.best_iteration)
     try:  # the model passes the check prediction makes before loading it, or it is not sealed
@@ -105,11 +108,8 @@ def _write_files(tmp: Path, app: App, pipeline: TrainPipeline, pipeline_name: st
     if pipeline.report:
         from .report import write_report
 
-        from ..dataset_care.stored import StoredReader
-
-        with StoredReader(app, pipeline.dataset_root) as reader:
-            write_report(tmp, table=table, cv=cv, final=final, schema=schema, metrics=metrics,
-                         read_image=lambda row: _read_or_none(reader, row.stored))
+        write_report(tmp, table=table, cv=cv, final=final, schema=schema, metrics=metrics,
+                     read_image=lambda row: _read_or_none(reader, row.stored))
     write_model_card(tmp / "MODEL.md", metrics, schema)
     seal(tmp, schema)
 

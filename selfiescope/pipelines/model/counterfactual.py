@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ...core.app import App
     from ...core.settings import TrainPipeline
     from .dataset import FeatureTable
+    from ..dataset_care.stored import StoredReader
 
 FLIP_WARN = 0.2  # a share of a label's sample whose decision changes with the frame alone
 SAMPLE_PER_LABEL = 24  # pictures reshaped per label (each costs one feature extraction)
@@ -60,62 +61,49 @@ def typical_aspects(table: "FeatureTable", labels: list[str]) -> dict[str, float
 
 
 def shape_flips(
-    app: "App", pipeline: "TrainPipeline", table: "FeatureTable", predict: Callable[[np.ndarray], np.ndarray],
-    threshold: float, sample: int = SAMPLE_PER_LABEL,
+    app: "App", pipeline: "TrainPipeline", table: "FeatureTable", reader: "StoredReader",
+    predict: Callable[[np.ndarray], np.ndarray], threshold: float, sample: int = SAMPLE_PER_LABEL,
 ) -> dict[str, Any]:
     """``{"per_label": {label: {"to_aspect", "checked", "flipped", "rate"}}, "warn": bool}``;
-    ``{"skipped": why}`` where the check cannot run (one shape for both labels, nothing readable)."""
-    from pathlib import Path
-
-    from .dataset import decode_with_step, extract_features, image_step, make_extractors
+    ``{"skipped": why}`` where the check cannot run (one shape for both labels, nothing readable).
+    The table's own decoding step and extractors re-score the reshaped photos, read by ``reader``."""
+    from .dataset import decode_with_step, extract_features
     from .normalize import normalize_image
-    from ..dataset_care.stored import StoredReader
 
     labels = list(pipeline.labels)
     aspects = typical_aspects(table, labels)
     if len(aspects) < 2:
         return {"skipped": "the images' sizes could not be read"}
-    settings, registry = app.settings, app.registry
-    step_name = image_step(registry, settings)
-    step_cls = registry.steps[step_name]
-    step = step_cls(step_cls.Options.model_validate(settings.component_options(step_name)), None)
-    extractors = make_extractors(registry, settings, pipeline)
+    step_cls = app.registry.steps[table.image_step]
+    step = step_cls(step_cls.Options.model_validate(app.settings.component_options(table.image_step)), None)
+    extractors = table.extractors
     rng = np.random.default_rng(pipeline.seed)
-    root = Path(pipeline.dataset_root or settings.storage.root)
     per_label: dict[str, dict[str, Any]] = {}
-    try:
-        reader_cm = StoredReader(app, root)
-        reader = reader_cm.__enter__()
-    except Exception as exc:  # noqa: BLE001 - a check, not the training: say why it did not run
-        return {"skipped": f"the stored images could not be read ({type(exc).__name__})"}
-    try:
-        for label, other in ((labels[0], labels[1]), (labels[1], labels[0])):
-            idx = [i for i, r in enumerate(table.rows) if r.label == label]
-            chosen = rng.choice(idx, size=min(sample, len(idx)), replace=False) if idx else []
-            checked = flipped = 0
-            for i in chosen:
-                row = table.rows[int(i)]
-                try:
-                    event = decode_with_step(step, reader.read(row.stored))
-                except Exception:  # noqa: BLE001 - an unreadable file is left out of the sample
-                    continue
-                face = {"box": row.box, "face_area": row.face_area, "n_faces": row.n_faces, "exif": event.exif}
-                image, face = reshape_to_aspect(event.image, face, aspects[other])
-                if pipeline.normalize:
-                    image, face = normalize_image(image, face, pipeline.normalize_side, pipeline.normalize_quality)
-                try:
-                    values = extract_features(image, face, extractors)
-                except Exception:  # noqa: BLE001
-                    continue
-                x = np.array([[values.get(c, math.nan) for c in table.columns]], dtype=np.float64)
-                before = predict(table.X[int(i):int(i) + 1])[0] >= threshold
-                after = predict(x)[0] >= threshold
-                checked += 1
-                flipped += int(before != after)
-            per_label[label] = {"to_aspect": round(aspects[other], 3), "checked": checked, "flipped": flipped,
-                                "rate": flipped / checked if checked else None}
-    finally:
-        reader_cm.__exit__(None, None, None)
+    for label, other in ((labels[0], labels[1]), (labels[1], labels[0])):
+        idx = [i for i, r in enumerate(table.rows) if r.label == label]
+        chosen = rng.choice(idx, size=min(sample, len(idx)), replace=False) if idx else []
+        checked = flipped = 0
+        for i in chosen:
+            row = table.rows[int(i)]
+            try:
+                event = decode_with_step(step, reader.read(row.stored))
+            except Exception:  # noqa: BLE001 - an unreadable file is left out of the sample
+                continue
+            face = {"box": row.box, "face_area": row.face_area, "n_faces": row.n_faces, "exif": event.exif}
+            image, face = reshape_to_aspect(event.image, face, aspects[other])
+            if pipeline.normalize:
+                image, face = normalize_image(image, face, pipeline.normalize_side, pipeline.normalize_quality)
+            try:
+                values = extract_features(image, face, extractors)
+            except Exception:  # noqa: BLE001
+                continue
+            x = np.array([[values.get(c, math.nan) for c in table.columns]], dtype=np.float64)
+            before = predict(table.X[int(i):int(i) + 1])[0] >= threshold
+            after = predict(x)[0] >= threshold
+            checked += 1
+            flipped += int(before != after)
+        per_label[label] = {"to_aspect": round(aspects[other], 3), "checked": checked, "flipped": flipped,
+                            "rate": flipped / checked if checked else None}
     rates = [v["rate"] for v in per_label.values() if v["rate"] is not None]
     return {"per_label": per_label, "aspects": {k: round(v, 3) for k, v in aspects.items()},
             "warn": any(rate > FLIP_WARN for rate in rates), "threshold": FLIP_WARN}

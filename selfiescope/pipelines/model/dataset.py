@@ -93,6 +93,9 @@ class FeatureTable:
     failed: dict[str, str] = field(default_factory=dict)  # content hash -> reason (row dropped)
     facts: list[FileFacts] = field(default_factory=list)  # header facts per row (the confounder baselines)
     grouping: dict[str, Any] = field(default_factory=dict)  # what ``groups`` joined (leak_groups.Grouping.summary)
+    extractors: list[FeatureExtractor] = field(default_factory=list)  # what computed ``columns``
+    image_step: str = ""  # the step that decoded the images for them
+    predict_steps: list[str] = field(default_factory=list)  # the chain that gives predict the same inputs
 
     def __iter__(self):  # X, y, groups, rows = build_feature_table(...)
         return iter((self.X, self.y, self.groups, self.rows))
@@ -312,25 +315,37 @@ def default_workers(pipeline: TrainPipeline) -> int:
     return pipeline.workers or os.cpu_count() or 1
 
 
+def require_dataset(root: Path) -> Path:
+    """``root``, where a dataset's manifest must be before anything opens a backend on it."""
+    if not (root / "manifest.sqlite").exists():
+        raise DatasetError(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect images first)")
+    return root
+
+
 def build_feature_table(
     app: App,
     pipeline: TrainPipeline,
     *,
+    reader: StoredReader | None = None,
     manifest: Manifest | None = None,
     progress: Progress | None = None,
     runner: Callable[..., None] | None = None,
 ) -> FeatureTable:
     """Every accepted image with a wanted label -> features (from cache or computed) -> arrays.
 
-    ``runner`` replaces :func:`run_tasks` (same arguments), e.g. to compute on a Dask cluster.
+    ``reader`` reads the stored images: a command that reads them again later (training's
+    counterfactual and report) opens one for the whole command and passes it; without one,
+    a reader is opened for this table alone. ``runner`` replaces :func:`run_tasks` (same
+    arguments), e.g. to compute on a Dask cluster.
     """
-    root = Path(pipeline.dataset_root or app.settings.storage.root)  # the manifest's folder; the backend reads with it
-    if not (root / "manifest.sqlite").exists():
-        raise DatasetError(f"no dataset at {root}: {root / 'manifest.sqlite'} does not exist (collect images first)")
+    root = require_dataset(Path(pipeline.dataset_root or app.settings.storage.root))  # the manifest's folder
     own = manifest is None
     manifest = manifest or Manifest.at_root(root)
     try:
-        return _build(app, pipeline, manifest, root, progress, runner or run_tasks)
+        if reader is not None:
+            return _build(app, pipeline, manifest, reader, progress, runner or run_tasks)
+        with StoredReader(app, root) as own_reader:
+            return _build(app, pipeline, manifest, own_reader, progress, runner or run_tasks)
     finally:
         if own:
             manifest.close()
@@ -341,7 +356,7 @@ READ_AHEAD = 16  # images read from storage ahead of the workers (bounded memory
 
 
 def _build(
-    app: App, pipeline: TrainPipeline, manifest: Manifest, root: Path,
+    app: App, pipeline: TrainPipeline, manifest: Manifest, reader: StoredReader,
     progress: Progress | None,
     runner: Callable[..., None] = run_tasks,
 ) -> FeatureTable:
@@ -402,14 +417,13 @@ def _build(
     facts_only = [r for r in rows if r.content_hash not in facts and r.content_hash not in in_tasks]
     try:
         if tasks or facts_only:
-            with StoredReader(app, root, manifest=manifest) as reader:
-                fetch = reader_fetch(reader, READ_AHEAD)
-                for row, data, _error in reader.prefetch(facts_only, lambda r: r.stored, READ_AHEAD):
-                    if data is not None:  # a cache from before facts were cached: read once more
-                        facts[row.content_hash] = file_facts(data)
-                        batch.append((row.content_hash, FACTS, FACTS_VERSION, vars(facts[row.content_hash])))
-                runner(tasks, (decode_cls, decode_opts), extractors, default_workers(pipeline), on_result,
-                       fetch=lambda todo: map(note_facts, fetch(todo)))
+            fetch = reader_fetch(reader, READ_AHEAD)
+            for row, data, _error in reader.prefetch(facts_only, lambda r: r.stored, READ_AHEAD):
+                if data is not None:  # a cache from before facts were cached: read once more
+                    facts[row.content_hash] = file_facts(data)
+                    batch.append((row.content_hash, FACTS, FACTS_VERSION, vars(facts[row.content_hash])))
+            runner(tasks, (decode_cls, decode_opts), extractors, default_workers(pipeline), on_result,
+                   fetch=lambda todo: map(note_facts, fetch(todo)))
     finally:
         flush()
     columns = columns_of(extractors)
@@ -423,7 +437,26 @@ def _build(
     grouping = table_grouping(X, columns, kept, pipeline, y)
     return FeatureTable(X, y, grouping.ids, kept, columns, computed=len(tasks) - len(failed),
                         cached=len(rows) - len(tasks), failed=failed,
-                        facts=[facts.get(r.content_hash) or FileFacts() for r in kept], grouping=grouping.summary)
+                        facts=[facts.get(r.content_hash) or FileFacts() for r in kept], grouping=grouping.summary,
+                        extractors=extractors, image_step=decode_name,
+                        predict_steps=predict_chain(registry, settings, decode_name,
+                                                    faces=any(r.face_area is not None for r in kept)))
+
+
+def predict_chain(registry: Registry, settings: Settings, first: str, faces: bool = True) -> list[str]:
+    """The steps predict runs before the features: what provides the decoded image (``first``,
+    the step that decoded the table's images) and, when collection found faces (``faces``),
+    its faces (the collect chains' own steps preferred). A dataset collected without a face
+    step gives a chain without one: predict then sees every picture as training did, instead
+    of refusing those without a face. Saved by name in the model's schema, so a model keeps
+    the steps it was trained with."""
+    from ...core.components import chain_providing
+
+    try:
+        return chain_providing(registry.steps, ["image", "faces"] if faces else ["image"],
+                               [first, *preferred_steps(settings)])
+    except LookupError as exc:
+        raise SettingsError([f"{exc}: predict needs the image and its faces like collection had them"]) from None
 
 
 def table_grouping(X: np.ndarray, columns: Sequence[str], rows: Sequence[DatasetRow], pipeline: TrainPipeline,

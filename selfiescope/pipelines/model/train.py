@@ -30,13 +30,13 @@ import numpy as np
 
 from ...core.compute import load_target
 from ...core.app import App
-from ...core.plugins import Registry
 from ...core.settings import Settings, SettingsError, TrainPipeline
 from ...core.checks import check_components, train_pipeline_problems
 from .assessment import assess, summary_fields
-from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, make_extractors
+from .dataset import DatasetError, FeatureTable, Progress, build_feature_table, extractor_options, require_dataset
 from .artifacts import prepare_model_dir, write_artifacts
 from .model_card import dataset_facts
+from ..dataset_care.stored import StoredReader
 from .leak_groups import describe as describe_grouping, fallback_warning
 
 log = logging.getLogger("selfiescope.train")
@@ -304,7 +304,19 @@ def train(
     if problems := check_components(settings, registry):
         raise SettingsError(problems)
     prepare_model_dir(settings, pipeline)
-    table = build_feature_table(app, pipeline, progress=progress, runner=runner)
+    root = require_dataset(Path(pipeline.dataset_root or settings.storage.root))
+    # One reader of the stored images for the whole command: the features, the shape
+    # counterfactual and the report's thumbnails all read through the same open backend.
+    with StoredReader(app, root) as reader:
+        return _train(app, pipeline_name, pipeline, reader, started, progress, runner, fit)
+
+
+def _train(
+    app: App, pipeline_name: str, pipeline: TrainPipeline, reader: StoredReader, started: float,
+    progress: Progress | None, runner: Callable[..., None] | None, fit: FitFn,
+) -> TrainResult:
+    settings = app.settings
+    table = build_feature_table(app, pipeline, reader=reader, progress=progress, runner=runner)
     counts = {label: int(sum(r.label == label for r in table.rows)) for label in pipeline.labels}
     if min(counts.values()) < MIN_PER_LABEL:
         from ..dataset_care.class_losses import unusable_note
@@ -348,7 +360,7 @@ def train(
     metrics["dataset"].update(dataset_facts(table, pipeline, settings))
     from .counterfactual import flip_warnings, shape_flips
 
-    metrics["counterfactual"] = shape_flips(app, pipeline, table, lambda x: predict_proba(final, x), threshold)
+    metrics["counterfactual"] = shape_flips(app, pipeline, table, reader, lambda x: predict_proba(final, x), threshold)
     metrics["warnings"] += flip_warnings(metrics["counterfactual"])
     from ..dataset_care.class_losses import loss_warnings
 
@@ -359,8 +371,7 @@ def train(
     if pipeline.normalize:
         metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality,
                                 "shape": "square"}  # normalize.py: the largest square around the face
-        metrics["cv"]["without_normalize"] = unnormalized_score(app, pipeline, progress, runner, fit)
-    extractors = make_extractors(registry, settings, pipeline)
+        metrics["cv"]["without_normalize"] = unnormalized_score(app, pipeline, reader, progress, runner, fit)
     schema = {
         "format": SCHEMA_FORMAT,
         "labels": list(pipeline.labels),
@@ -369,42 +380,25 @@ def train(
         "columns": table.columns,
         "groups": [
             {"name": e.name, "version": e.version, "options": extractor_options(e), "features": e.feature_names()}
-            for e in extractors
+            for e in table.extractors
         ],
         # chosen by capability (Step.provides), names saved; faces only where the training images had them
-        "steps": predict_chain(registry, settings, faces=any(r.face_area is not None for r in table.rows)),
+        "steps": table.predict_steps,
         "calibration": cv.assessment.calibration.calibrator.to_dict(),
         "normalize": metrics.get("normalize"),
     }
     metrics["elapsed_s"] = round(time.monotonic() - started, 2)
-    model_dir = write_artifacts(app, pipeline, pipeline_name, table, cv, final, schema, metrics)
+    model_dir = write_artifacts(app, pipeline, pipeline_name, table, cv, final, schema, metrics, reader)
     return TrainResult(model_dir, metrics, table, cv, final)
 
 
-def predict_chain(registry: Registry, settings: Settings, faces: bool = True) -> list[str]:
-    """The steps predict runs before the features: what provides the decoded image and, when
-    collection found faces (``faces``), its faces (the collect chains' own steps preferred).
-    A dataset collected without a face step gives a chain without one: predict then sees every
-    picture as training did, instead of refusing those without a face. Saved by name in the
-    model's schema, so a model keeps the steps it was trained with."""
-    from ...core.components import chain_providing
-    from .dataset import image_step, preferred_steps
-
-    first = image_step(registry, settings)
-    try:
-        return chain_providing(registry.steps, ["image", "faces"] if faces else ["image"],
-                               [first, *preferred_steps(settings)])
-    except LookupError as exc:
-        raise SettingsError([f"{exc}: predict needs the image and its faces like collection had them"]) from None
-
-
 def unnormalized_score(
-    app: App, pipeline: TrainPipeline, progress: Progress | None,
+    app: App, pipeline: TrainPipeline, reader: StoredReader, progress: Progress | None,
     runner: Callable[..., None] | None, fit: FitFn,
 ) -> dict[str, Any]:
     """With ``normalize = true``: the same cross-validation on the files as stored, for the
     report's side-by-side (:mod:`.normalize` re-encodes; training owns the comparison)."""
     raw = pipeline.model_copy(update={"normalize": False})
-    table = build_feature_table(app, raw, progress=progress, runner=runner)
+    table = build_feature_table(app, raw, reader=reader, progress=progress, runner=runner)
     cv = cross_validate(table, training_params(raw, len(table.y)), raw, fit=fit)
     return score(table.y, cv.oof)
