@@ -34,7 +34,7 @@ from ...core.manifest import Manifest
 from ...core.hookspecs import hookimpl
 from ...core.app import App
 from ...core.settings import (
-    DEDUP_STEP, FILTER_STEPS, FOLDER_SOURCE, STORE_STEP, ScrapePipeline, Settings, SettingsError,
+    DEDUP_STEP, FILTER_STEPS, FOLDER_SOURCE, STORE_STEP, ScrapePipeline, SettingsError,
     format_validation_error,
 )
 from ...core.text import printable

@@ -339,7 +339,6 @@ class DaskCollector:
             return await loop.run_in_executor(self.run.executor, run_batch, self.spec, batch.items)
 
     async def _finish(self, batch: _Batch, results: list[ChainResult]) -> None:
-        loop = asyncio.get_running_loop()
         state = self.progress[self._key(batch.job)]
         for item, result in zip(batch.items, results):
             if state.full():

@@ -11,7 +11,6 @@ existed (opened read-only, so not migrated) reads as "nothing reviewed".
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
