@@ -759,3 +759,72 @@ def test_predictions_are_read_as_their_header_names_them(rows, header) -> None:
             expected[row["content_hash"]] = float(value)
     text.seek(0)
     assert _probabilities(csv.reader(text)) == expected
+
+
+def test_after_review_edits_a_forget_leaves_no_byte_of_the_forgotten_images_in_the_manifest(tmp_path: Path) -> None:
+    """Review edits insert and update many rows, which makes SQLite reorganise pages; fragments of
+    moved rows stay in them where ``secure_delete`` does not reach. Forget leaves none: no file of
+    the manifest holds a forgotten image's hash, in any table, index or free space."""
+    root = tmp_path / "data"
+    hashes = build(root, 600, seed=3, rejected_share=0.2)  # found to leave a fragment without the rewrite
+    with open_data(root) as data:
+        labels = data.labels()
+        for round_ in range(3):
+            data.apply("relabel", hashes, labels[round_ % len(labels)])
+        data.undo()
+        for image in hashes[:50]:
+            data.apply("exclude", [image], note="n")
+        gone = hashes[::3]
+        data.forget(gone)
+        assert all(data.detail(h) is None for h in gone)
+    for part in sorted(root.glob("manifest.sqlite*")):
+        raw = part.read_bytes()
+        left = [h for h in gone if h.encode() in raw or h[:16].encode() in raw]
+        assert not left, f"{part.name} still holds {len(left)} forgotten hashes"
+
+
+def test_a_thumbnail_made_while_another_process_forgets_its_image_is_not_kept(tmp_path: Path) -> None:
+    """The app's snapshot still lists an image another process has just forgotten: the thumbnail
+    it makes of it then is not kept, whether the forget finished before or during the write."""
+    root = tmp_path / "data"
+    hashes = build(root, 12, seed=5, files=True, rejected_share=0.0)
+    with open_data(root) as data:
+        data.page(Filters(), "newest", None, 60)  # the snapshot holds every image
+        image = data.thumbnail(hashes[0])
+        assert image is not None
+        target = hashes[1]
+        other = Manifest.at_root(root)  # "another process": its own connection
+        try:
+            with other.transaction() as db:
+                db.execute("DELETE FROM images WHERE content_hash=?", (target,))
+        finally:
+            other.close()
+        data.thumbnail(target)  # made from what the snapshot said; must not stay
+        assert not list((root / ".thumbs").rglob(f"{target}*")), "a thumbnail of a forgotten image was kept"
+        # the row goes between the check before writing and the write: the check after removes it
+        answers = iter([True, False])
+        data._still_held = lambda h: next(answers)  # type: ignore[method-assign]
+        assert data._keep_thumbnail(hashes[2], image)
+        assert not list((root / ".thumbs").rglob(f"{hashes[2]}*"))
+
+
+def test_a_forget_killed_midway_is_finished_before_the_app_shows_anything(tmp_path: Path) -> None:
+    """The forget's intent is committed (tombstones and to-do list), then the process dies before
+    the rows go: the next review finishes it, so no half-forgotten image is shown or editable."""
+    from selfiescope.pipelines.dataset_care.forget import ForgetRequest, _commit_intent, plan_forget
+
+    root = tmp_path / "data"
+    hashes = build(root, 12, seed=6, files=True, rejected_share=0.0)
+    gone = hashes[:4]
+    manifest = Manifest.at_root(root)
+    try:
+        _commit_intent(manifest, plan_forget(manifest, ForgetRequest(images=gone)))
+    finally:
+        manifest.close()
+    with open_data(root) as data:
+        assert data.finish_interrupted_forget() == 4
+        assert all(data.detail(h) is None for h in gone)
+        assert data.page(Filters(), "newest", None, 60).total == len(hashes) - len(gone)
+        assert data.finish_interrupted_forget() == 0
+        left = data.manifest.query("SELECT COUNT(*) FROM forget_pending")[0][0]
+    assert left == 0

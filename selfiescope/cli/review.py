@@ -50,6 +50,7 @@ def review_command(
         try:
             data = ReviewData(app)
             data.check()
+            data.finish_interrupted_forget()
             data.warm_up("newest", PAGE_SIZE)  # the first grid page's columns and thumbnails, while the link is opened
         except ReviewError as exc:
             raise fail(str(exc)) from None

@@ -239,6 +239,17 @@ class Manifest:
         with self._lock:
             return checkpoint_truncate(self._db, deadline_s)
 
+    def vacuum(self) -> bool:
+        """Rewrite the file from its live rows: SQLite leaves fragments of deleted and moved rows
+        in pages it reorganised, which ``secure_delete`` does not reach; a VACUUM leaves none.
+        False when another connection's open transaction, or a full disk, prevents it."""
+        with self._lock:
+            try:
+                self._db.execute("VACUUM")
+            except sqlite3.OperationalError:
+                return False
+            return True
+
     def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
         with self._lock:
             return self._db.execute(sql, storable(params))

@@ -215,6 +215,28 @@ def forget_plan(data: "ReviewData", ids: Sequence[str]) -> str:
             "scrape or import collects them (or a near copy) again; this cannot be undone")
 
 
+def finish_interrupted_forget(data: "ReviewData") -> int:
+    """A forget killed midway (from this app or ``selfiescope forget``) is finished before the
+    app shows anything: its files may already be gone while its rows still list the images.
+    The number of entries it finished; 0 when there was none, or the root cannot be written
+    (then the app shows what the manifest says, and ``fsck`` reports the unfinished work)."""
+    try:
+        pending = int(data.manifest.query("SELECT COUNT(*) FROM forget_pending")[0][0])
+    except sqlite3.Error:  # an old manifest without the table, opened read-only
+        return 0
+    if not pending or data.manifest.readonly:
+        return 0
+    if message := busy_message(data):
+        raise ReviewBusy(f"an interrupted forget is unfinished and {message}: start the review again when it is free")
+    data.close()
+    try:
+        asyncio.run(forget_pipeline(data.app, ForgetRequest()))
+    except ForgetError as exc:
+        raise ReviewError(f"an interrupted forget could not be finished: {exc}") from None
+    log.warning("finished an interrupted forget (%d entries) before showing the dataset", pending)
+    return pending
+
+
 def forget(data: "ReviewData", ids: Sequence[str]) -> ActionResult:
     """Through ``selfiescope forget`` (tombstones, storage, every table, thumbnails)."""
     wanted = [i for i in dict.fromkeys(str(i) for i in ids) if thumbs._HASH.match(i)]

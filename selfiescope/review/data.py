@@ -82,8 +82,28 @@ class ReviewData:
         self._version = 0
         self._facets: list[ReviewFacet] | None = None
         self.warm_thumbnails = warm_thumbnails
-        self.thumbnail_jobs = ThumbnailJobs(self._made_thumbnail, lambda h, data: thumbs.keep(self.root, h, data),
+        self.thumbnail_jobs = ThumbnailJobs(self._made_thumbnail, self._keep_thumbnail,
                                             self._kept_thumbnail, lambda h: thumbs.thumb_path(self.root, h).is_file())
+
+    def _keep_thumbnail(self, content_hash: str, data: bytes) -> bool:
+        """Keep a thumbnail only of an image the manifest still holds, asked at that moment:
+        a ``forget`` from another process may have removed it since the snapshot was read.
+        Asked again after writing, so a forget that ran meanwhile still leaves no thumbnail
+        (forget removes thumbnails after its rows are gone, too)."""
+        if not self._still_held(content_hash):
+            return True  # nothing to keep: not a failure of the root
+        kept = thumbs.keep(self.root, content_hash, data)
+        if kept and not self._still_held(content_hash):
+            thumbs.thumb_path(self.root, content_hash).unlink(missing_ok=True)
+        return kept
+
+    def _still_held(self, content_hash: str) -> bool:
+        try:
+            return bool(self.manifest.query(
+                "SELECT 1 FROM images WHERE content_hash=? AND NOT EXISTS "
+                "(SELECT 1 FROM forget_pending WHERE kind='content' AND value=?)", (content_hash, content_hash)))
+        except sqlite3.Error:  # an old manifest without forget_pending, opened read-only: no forget can run
+            return bool(self.manifest.query("SELECT 1 FROM images WHERE content_hash=?", (content_hash,)))
 
     # --- opening and closing -------------------------------------------------------------
     @property
@@ -175,8 +195,17 @@ class ReviewData:
         with manifest._lock:
             self._model = latest_probabilities(manifest._db, self.settings)
             linked = [pair for pairs in self.app.hook.selfiescope_linked_images(manifest=manifest) for pair in pairs or ()]
-            self._snapshot = Snapshot(manifest._db, probabilities=self._model.by_hash,
-                                      positive=self._model.positive, plugin_facets=self.plugin_facets(), linked=linked)
+            # one read transaction: its queries see one state of the file, even if another
+            # process's forget rewrites it (VACUUM renumbers the rowids the read pairs up)
+            in_transaction = manifest._db.in_transaction
+            if not in_transaction:
+                manifest._db.execute("BEGIN")
+            try:
+                self._snapshot = Snapshot(manifest._db, probabilities=self._model.by_hash, positive=self._model.positive,
+                                          plugin_facets=self.plugin_facets(), linked=linked)
+            finally:
+                if not in_transaction:
+                    manifest._db.execute("COMMIT")
         self._dirty = False
         took = time.monotonic() - started
         self._next_load = time.monotonic() + max(self.reload_every_s, 3 * took)
@@ -369,6 +398,13 @@ class ReviewData:
 
     def forget_plan(self, ids: Sequence[str]) -> str:
         return actions.forget_plan(self, ids)
+
+    def finish_interrupted_forget(self) -> int:
+        with self._write, self._lock:
+            finished = actions.finish_interrupted_forget(self)
+            if finished:
+                self._changed()
+        return finished
 
     def forget(self, ids: Sequence[str]) -> ActionResult:
         with self._write:

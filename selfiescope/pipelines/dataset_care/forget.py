@@ -328,7 +328,8 @@ async def complete_pending(manifest: Manifest, storage: Storage) -> dict[str, in
         stored = StoredImage(Path(row["location"]).stem, row["label"] or "", row["location"], row["value"])
         removed["files"] += bool(await storage.delete(stored))
     removed[QUARANTINED] = quarantined.remove(manifest.root, pending_copies(manifest))
-    remove_thumbnails(manifest.root, [r[0] for r in manifest.query("SELECT value FROM forget_pending WHERE kind='content'")])
+    forgotten = [r[0] for r in manifest.query("SELECT value FROM forget_pending WHERE kind='content'")]
+    remove_thumbnails(manifest.root, forgotten)
     pending_hashes = "SELECT value FROM forget_pending WHERE kind='content'"
     pending_posts = "SELECT value FROM forget_pending WHERE kind='post'"
     with manifest.transaction() as db:
@@ -338,9 +339,15 @@ async def complete_pending(manifest: Manifest, storage: Storage) -> dict[str, in
         removed |= forget_content(db, pending_hashes)  # every plugin's rows naming these images
         removed["posts_seen"] = db.execute(f"DELETE FROM posts_seen WHERE post_id IN ({pending_posts})").rowcount
         db.execute("DELETE FROM forget_pending")
-    if not manifest.checkpoint():
-        log.warning("another process is reading %s: the forgotten rows' old bytes stay in its write-ahead log "
-                    "until that process closes it", printable(manifest.path))
+    # again once the rows are gone: a review app in another process may have made one meanwhile
+    # (it checks that the row still exists after writing, so one of the two removals sees it)
+    remove_thumbnails(manifest.root, forgotten)
+    # SQLite keeps fragments of deleted rows in reorganised pages and older versions of pages in
+    # its write-ahead log: the file is rewritten and the log emptied, so no byte of them stays
+    if not (manifest.vacuum() & manifest.checkpoint()):
+        log.warning("another process is using %s: fragments of the forgotten rows may stay in it until "
+                    "the next forget runs with no other process reading it",
+                    printable(manifest.path))
     return removed
 
 
