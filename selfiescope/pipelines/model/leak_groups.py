@@ -9,6 +9,13 @@ rows; the groups are the connected components of their union (union-find), so ph
 linked by any one of them, directly or through others, share a group and never sit on
 both sides of a split.
 
+Near copies: the whole-picture pHashes within ``phash_distance``, or any of an image's hashes
+(whole, centre, mirror: :mod:`.leak_inputs` computes them from the stored image) within dedup's
+own distance of any of the other's, the copies dedup would have caught had it been in the chain.
+
+Each link's summary says how many rows had its input (``rows_covered``); a link no row had the
+input for is not named as applied, and every text about the links comes from ``summary["by"]``.
+
 Person: dlib's 128-d face descriptor (the ``embedding`` feature group); two faces closer
 than ``person_distance`` (dlib's usual 0.6 Euclidean, its documented same-person
 threshold) are one person. Single linkage over the pairs is stricter than dlib's
