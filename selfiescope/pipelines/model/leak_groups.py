@@ -206,10 +206,15 @@ def fallback_warning(summary: dict[str, Any]) -> str | None:
     if not dropped:
         return None
     kept = summary.get("by") or []
+    why = " or ".join(REASONS[d] for d in dropped)
     return (f"cross-validation could not be grouped by {', '.join(LINK_WORDS[d] for d in dropped)}: with it, a"
-            " label would be fewer than 2 groups (its photos are near copies of one another or of one person)."
+            f" label would be fewer than 2 groups (its photos {why})."
             f" Grouped by {', '.join(LINK_WORDS[k] for k in kept) if kept else 'nothing'} only; photos that share"
             " the links left out sit on both sides of a split, so the figures are optimistic.")
+
+
+REASONS = {"person": "are of one person", "post": "come from one post", "owner": "come from one account",
+           "near_duplicate": "are near copies of one another"}
 
 
 def descriptor_columns(columns: Sequence[str]) -> list[int]:
