@@ -56,11 +56,15 @@ def near_duplicate_groups(phashes: Sequence[str | None], max_distance: int) -> n
     return likeness_groups([[h] if h else [] for h in phashes], max_distance)
 
 
+STORED_KINDS = 2  # dedup's whole and centre hashes; any after them (the mirror's) are lookup keys only
+
+
 def likeness_groups(hash_sets: Sequence[Sequence[str | int]], max_distance: int) -> np.ndarray:
-    """Cluster ids from several hashes per image (hex strings or ints: dedup's whole, centre and
-    mirror hashes): two images share a cluster when any hash of one is within ``max_distance``
-    bits of any hash of the other, directly or through others. An image without a hash is a
-    cluster of its own."""
+    """Cluster ids from several hashes per image (hex strings or ints, in dedup's order: whole,
+    centre, then the mirror's two), by dedup's own rule: two images share a cluster when a
+    hash of one is within ``max_distance`` bits of the whole or centre hash of the other,
+    directly or through others (two mirror hashes are not compared: mirroring both changes
+    nothing). An image without a hash is a cluster of its own."""
     n = len(hash_sets)
     parent = np.arange(n)
 
@@ -71,11 +75,13 @@ def likeness_groups(hash_sets: Sequence[Sequence[str | int]], max_distance: int)
         return i
 
     owner = np.array([i for i, hashes in enumerate(hash_sets) for _ in hashes], dtype=np.int64)
+    lookup_only = np.array([k >= STORED_KINDS for hashes in hash_sets for k in range(len(hashes))], dtype=bool)
     if len(owner) > 1:
         values = np.array([(int(h, 16) if isinstance(h, str) else int(h)) & 0xFFFFFFFFFFFFFFFF
                            for hashes in hash_sets for h in hashes], dtype=np.uint64)
-        pairs = (_close_pairs_banded if max_distance < 16 else _close_pairs_brute)(values, max_distance)
-        for i, j in zip(owner[pairs[0]], owner[pairs[1]]):
+        first, second = (_close_pairs_banded if max_distance < 16 else _close_pairs_brute)(values, max_distance)
+        compared = ~(lookup_only[first] & lookup_only[second])
+        for i, j in zip(owner[first[compared]], owner[second[compared]]):
             ri, rj = find(int(i)), find(int(j))
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)
