@@ -24,6 +24,7 @@ from selfiescope.pipelines.model.dataset import build_feature_table
 from selfiescope.pipelines.model.leak_groups import (
     _splittable, describe, fallback_warning, leak_groups, links_text,
 )
+from selfiescope.pipelines.model.leak_inputs import LIKENESS, image_hashes, row_hashes
 from selfiescope.pipelines.model.train import train
 
 DIMS = 128
@@ -187,6 +188,18 @@ def test_copies_stored_without_dedup_share_their_originals_group(undeduped, tmp_
     # a second build reads the hashes from the cache and groups the same way
     again = build_feature_table(app, settings.pipeline("t"))
     assert np.array_equal(again.groups, table.groups)
+    # a cache from before the hashes were kept (features cached, no hashes): read once more
+    with sqlite3.connect(root / "manifest.sqlite") as db:
+        db.execute("DELETE FROM features WHERE extractor = ?", (LIKENESS,))
+    rebuilt = build_feature_table(app, settings.pipeline("t"))
+    assert rebuilt.computed == 0 and np.array_equal(rebuilt.groups, table.groups)
+
+
+def test_bytes_that_do_not_decode_fall_back_to_the_recorded_hash():
+    assert image_hashes(b"not an image") == {}
+    assert row_hashes({}, "00000000000000ff") == [0xFF]
+    assert row_hashes(None, "not hex") == [] and row_hashes(None, None) == []
+    assert row_hashes({"whole": 1, "centre": 2, "mirror": 3, "mirror_centre": 4}, "ff") == [1, 2, 3, 4]
 
 
 def _origins(root: Path) -> dict[str, str]:
@@ -207,3 +220,40 @@ def test_train_texts_name_the_links_applied(undeduped, tmp_path):
     assert f"percentile bootstrap over the CV groups ({links_text(grouping)})" in card
     assert "person, post, owner, near copy" not in card  # no post, owner or descriptor here
     assert result.metrics["cv"]["grouped_by"] in card
+
+
+hash64 = st.integers(0, 2**64 - 1)
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(sets=st.lists(st.lists(hash64, min_size=0, max_size=4), min_size=1, max_size=14),
+       flips=st.lists(st.tuples(st.integers(0, 13), st.integers(0, 13), st.integers(0, 3), st.integers(0, 10)),
+                      max_size=10),
+       distance=st.integers(0, 20))
+def test_likeness_groups_follow_dedups_rule(sets, flips, distance):
+    """Invariant: two images share a cluster exactly when a chain of pairs links them, each
+    pair having a hash of one within ``distance`` of the other's whole or centre hash (never
+    two mirror hashes against each other), as a direct pairwise check finds."""
+    from selfiescope.pipelines.model.groups import likeness_groups
+
+    for a, b, k, bits in flips:  # plant near copies: a hash of one a few bits from another's
+        a, b = a % len(sets), b % len(sets)
+        if sets[b] and sets[a]:
+            sets[a][min(k, len(sets[a]) - 1)] = sets[b][0] ^ ((1 << bits) - 1)
+    ids = likeness_groups(sets, distance)
+    n = len(sets)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if any(bin(x ^ y).count("1") <= distance for ki, x in enumerate(sets[i]) for kj, y in enumerate(sets[j])
+                   if ki < 2 or kj < 2):
+                parent[find(i)] = find(j)
+    for i in range(n):
+        for j in range(n):
+            assert (ids[i] == ids[j]) == (find(i) == find(j))
