@@ -44,8 +44,7 @@ from ...core.manifest import Manifest
 from ...core.plugins import Registry
 from ...core.settings import Settings, SettingsError, TrainPipeline
 from .baselines import FACTS_VERSION, FileFacts, file_facts
-from .leak_groups import Grouping, descriptor_columns, leak_groups
-from .leak_inputs import LIKENESS, LIKENESS_VERSION, image_hashes, row_hashes
+from .leak_inputs import LIKENESS, LIKENESS_VERSION, image_hashes, row_hashes, table_grouping
 from .normalize import cache_suffix
 from ..dataset_care.reviewed import label_sql, trainable_sql
 from ..dataset_care.stored import StoredReader
@@ -438,13 +437,3 @@ def _build(
                         cached=len(rows) - len(tasks), failed=failed,
                         facts=[facts.get(r.content_hash) or FileFacts() for r in kept], grouping=grouping.summary)
 
-
-def table_grouping(X: np.ndarray, columns: Sequence[str], rows: Sequence[DatasetRow], pipeline: TrainPipeline,
-                   y: np.ndarray | None = None, hashes: Sequence[Sequence[int]] | None = None) -> Grouping:
-    """The CV groups of a feature table: person (its face descriptors, when computed), post, owner,
-    near copy (``hashes`` per row, computed from the images; else the pHash the chain recorded)."""
-    picked = descriptor_columns(columns)
-    return leak_groups(descriptors=X[:, picked] if picked else None, posts=[r.post for r in rows],
-                       owners=[r.owner for r in rows],
-                       phashes=list(hashes) if hashes is not None else [r.phash for r in rows],
-                       phash_distance=pipeline.group_distance, person_distance=pipeline.person_distance, labels=y)

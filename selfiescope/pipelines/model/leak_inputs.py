@@ -1,4 +1,4 @@
-"""What the near-copy link of the CV groups is computed from: the stored images themselves.
+"""What the CV groups are computed from (:func:`table_grouping`); near copies from the stored images themselves.
 
 The manifest's ``phash`` is set only by a chain step that provides it (dedup); an import
 with ``--chain decode,face_area,store`` stores none, and grouping by an empty column would
@@ -12,10 +12,17 @@ it reads for the features anyway, and keeps the four hashes in the feature cache
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ...core.likeness import HASH_WORKING_SIDE, compute_mirror_phashes, compute_phashes, decode_grey
+from ...core.settings import TrainPipeline
+from .leak_groups import Grouping, descriptor_columns, leak_groups
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dataset import DatasetRow
 
 LIKENESS = "~likeness"  # the feature cache's name for the four hashes (no feature group can be named so)
 LIKENESS_VERSION = f"1+{HASH_WORKING_SIDE}"
@@ -41,3 +48,14 @@ def row_hashes(computed: Mapping[str, Any] | None, recorded: str | None) -> list
         return [int(recorded, 16) & 0xFFFFFFFFFFFFFFFF] if recorded else []
     except ValueError:
         return []
+
+
+def table_grouping(X: np.ndarray, columns: Sequence[str], rows: Sequence["DatasetRow"], pipeline: TrainPipeline,
+                   y: np.ndarray | None = None, hashes: Sequence[Sequence[int]] | None = None) -> Grouping:
+    """The CV groups of a feature table: person (its face descriptors, when computed), post, owner,
+    near copy (``hashes`` per row, computed from the images; else the pHash the chain recorded)."""
+    picked = descriptor_columns(columns)
+    return leak_groups(descriptors=X[:, picked] if picked else None, posts=[r.post for r in rows],
+                       owners=[r.owner for r in rows],
+                       phashes=list(hashes) if hashes is not None else [r.phash for r in rows],
+                       phash_distance=pipeline.group_distance, person_distance=pipeline.person_distance, labels=y)
