@@ -405,9 +405,10 @@ def _build(
         if content_hash not in facts:
             facts[content_hash] = file_facts(data)
             batch.append((content_hash, FACTS, FACTS_VERSION, vars(facts[content_hash])))
-        if content_hash not in likeness:
-            likeness[content_hash] = image_hashes(data)
-            batch.append((content_hash, LIKENESS, LIKENESS_VERSION, likeness[content_hash]))
+        # bytes that do not decode are hashed again next time (a restored file then counts)
+        if content_hash not in likeness and (hashes := image_hashes(data)):
+            likeness[content_hash] = hashes
+            batch.append((content_hash, LIKENESS, LIKENESS_VERSION, hashes))
 
     in_tasks = {t.content_hash for t in tasks}
     facts_only = [r for r in rows if (r.content_hash not in facts or r.content_hash not in likeness)
