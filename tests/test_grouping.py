@@ -151,7 +151,7 @@ def test_near_copies_of_one_photo_leave_the_loosest_link_out_and_say_so():
     grouping = leak_groups(descriptors=None, posts=[None] * 12, owners=[None] * 12, phashes=hashes,
                            phash_distance=16, labels=y)
     assert grouping.summary["not_grouped_by"] == ["near_duplicate"] and grouping.summary["groups"] == 12
-    assert "near-duplicate" in fallback_warning(grouping.summary)
+    assert "near copy" in fallback_warning(grouping.summary)
     kept = leak_groups(descriptors=None, posts=[f"p{i // 2}" for i in range(12)], owners=[None] * 12,
                        phashes=far_hashes(12, 7), phash_distance=16, labels=y)
     assert kept.summary["not_grouped_by"] == [] and fallback_warning(kept.summary) is None

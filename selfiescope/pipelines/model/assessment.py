@@ -2,7 +2,7 @@
 
 :func:`assess` takes the feature table and the model's out-of-fold predictions and adds,
 on the same grouped folds: the confounder baselines (:mod:`.baselines`), bootstrap
-intervals over the CV groups (person, post, owner, near copy) for every AUC, the calibrator
+intervals over the CV groups (those :mod:`.leak_groups` made) for every AUC, the calibrator
 (:mod:`.calibration`), metrics per source job, and the plain-language warnings the
 report, the model card and the CLI show.
 """
@@ -16,6 +16,7 @@ import numpy as np
 
 from .baselines import CONFOUNDERS, baseline_oof, bootstrap_auc_ci, confounder_matrices, confounder_warnings, per_source
 from .calibration import CalibrationResult, calibrate
+from .leak_groups import links_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dataset import FeatureTable
@@ -52,7 +53,7 @@ def assess(table: "FeatureTable", cv: "CVResult", labels: list[str], threshold: 
         "baselines": scored,
         "lightgbm_calibrated": score(y, calibration.calibrated_oof, threshold),
         "roc_auc_ci95": intervals,
-        "ci_method": "percentile bootstrap over the CV groups (person, post, owner, near copy), 400 resamples",
+        "ci_method": f"percentile bootstrap over the CV groups ({links_text(table.grouping)}), 400 resamples",
         "calibration": calibration.summary(),
         "per_source": per_source(jobs, labels, y, calibration.calibrated_oof, threshold),
     }

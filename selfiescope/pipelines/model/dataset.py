@@ -44,7 +44,7 @@ from ...core.manifest import Manifest
 from ...core.plugins import Registry
 from ...core.settings import Settings, SettingsError, TrainPipeline
 from .baselines import FACTS_VERSION, FileFacts, file_facts
-from .leak_groups import Grouping, descriptor_columns, leak_groups
+from .leak_inputs import LIKENESS, LIKENESS_VERSION, image_hashes, row_hashes, table_grouping
 from .normalize import cache_suffix
 from ..dataset_care.reviewed import label_sql, trainable_sql
 from ..dataset_care.stored import StoredReader
@@ -370,11 +370,15 @@ def _build(
     versions = {r.content_hash: {e.name: cache_version(e, face_dict(r.box, r.face_area, r.n_faces, None)) + suffix
                                  for e in extractors} for r in rows}
     cached = manifest.get_features([(h, name, v) for h, vs in versions.items() for name, v in vs.items()]
-                                   + [(r.content_hash, FACTS, FACTS_VERSION) for r in rows])
+                                   + [(r.content_hash, FACTS, FACTS_VERSION) for r in rows]
+                                   + [(r.content_hash, LIKENESS, LIKENESS_VERSION) for r in rows])
     facts: dict[str, FileFacts] = {}
+    likeness: dict[str, dict[str, int]] = {}  # the near-copy link's hashes, from the stored images
     for (content_hash, name, _version), values in cached.items():
         if name == FACTS:
             facts[content_hash] = FileFacts(**values)
+        elif name == LIKENESS:
+            likeness[content_hash] = values
         else:
             features[content_hash][name] = values
     tasks = []
@@ -407,21 +411,29 @@ def _build(
 
     decode_cls = registry.steps[decode_name]
     decode_opts = settings.component_options(decode_name)
-    def note_facts(task: Task) -> Task:  # header facts come from the bytes read for the features
-        if task.data is not None and task.content_hash not in facts:
-            facts[task.content_hash] = file_facts(task.data)
-            batch.append((task.content_hash, FACTS, FACTS_VERSION, vars(facts[task.content_hash])))
+    def note_facts(task: Task) -> Task:  # header facts and hashes come from the bytes read for the features
+        if task.data is not None:
+            note_read(task.content_hash, task.data)
         return task
 
+    def note_read(content_hash: str, data: bytes) -> None:
+        if content_hash not in facts:
+            facts[content_hash] = file_facts(data)
+            batch.append((content_hash, FACTS, FACTS_VERSION, vars(facts[content_hash])))
+        # bytes that do not decode are hashed again next time (a restored file then counts)
+        if content_hash not in likeness and (hashes := image_hashes(data)):
+            likeness[content_hash] = hashes
+            batch.append((content_hash, LIKENESS, LIKENESS_VERSION, hashes))
+
     in_tasks = {t.content_hash for t in tasks}
-    facts_only = [r for r in rows if r.content_hash not in facts and r.content_hash not in in_tasks]
+    facts_only = [r for r in rows if (r.content_hash not in facts or r.content_hash not in likeness)
+                  and r.content_hash not in in_tasks]
     try:
         if tasks or facts_only:
             fetch = reader_fetch(reader, READ_AHEAD)
             for row, data, _error in reader.prefetch(facts_only, lambda r: r.stored, READ_AHEAD):
-                if data is not None:  # a cache from before facts were cached: read once more
-                    facts[row.content_hash] = file_facts(data)
-                    batch.append((row.content_hash, FACTS, FACTS_VERSION, vars(facts[row.content_hash])))
+                if data is not None:  # a cache from before facts or hashes were cached: read once more
+                    note_read(row.content_hash, data)
             runner(tasks, (decode_cls, decode_opts), extractors, default_workers(pipeline), on_result,
                    fetch=lambda todo: map(note_facts, fetch(todo)))
     finally:
@@ -434,7 +446,8 @@ def _build(
         X[i] = [values.get(c.split(".", 1)[0], {}).get(c.split(".", 1)[1], NAN) for c in columns]
     positive = pipeline.labels[0]
     y = np.array([1 if r.label == positive else 0 for r in kept], dtype=np.int64)
-    grouping = table_grouping(X, columns, kept, pipeline, y)
+    grouping = table_grouping(X, columns, kept, pipeline, y,
+                              hashes=[row_hashes(likeness.get(r.content_hash), r.phash) for r in kept])
     return FeatureTable(X, y, grouping.ids, kept, columns, computed=len(tasks) - len(failed),
                         cached=len(rows) - len(tasks), failed=failed,
                         facts=[facts.get(r.content_hash) or FileFacts() for r in kept], grouping=grouping.summary,
@@ -458,11 +471,3 @@ def predict_chain(registry: Registry, settings: Settings, first: str, faces: boo
     except LookupError as exc:
         raise SettingsError([f"{exc}: predict needs the image and its faces like collection had them"]) from None
 
-
-def table_grouping(X: np.ndarray, columns: Sequence[str], rows: Sequence[DatasetRow], pipeline: TrainPipeline,
-                   y: np.ndarray | None = None) -> Grouping:
-    """The CV groups of a feature table: person (its face descriptors, when computed), post, owner, near copy."""
-    picked = descriptor_columns(columns)
-    return leak_groups(descriptors=X[:, picked] if picked else None, posts=[r.post for r in rows],
-                       owners=[r.owner for r in rows], phashes=[r.phash for r in rows],
-                       phash_distance=pipeline.group_distance, person_distance=pipeline.person_distance, labels=y)

@@ -53,7 +53,19 @@ def _close_pairs_banded(values: np.ndarray, max_distance: int) -> tuple[np.ndarr
 def near_duplicate_groups(phashes: Sequence[str | None], max_distance: int) -> np.ndarray:
     """Cluster ids: images whose pHashes are within ``max_distance`` bits share one (union-find,
     so clusters are transitive). An image without a hash is a cluster of its own."""
-    n = len(phashes)
+    return likeness_groups([[h] if h else [] for h in phashes], max_distance)
+
+
+STORED_KINDS = 2  # dedup's whole and centre hashes; any after them (the mirror's) are lookup keys only
+
+
+def likeness_groups(hash_sets: Sequence[Sequence[str | int]], max_distance: int) -> np.ndarray:
+    """Cluster ids from several hashes per image (hex strings or ints, in dedup's order: whole,
+    centre, then the mirror's two), by dedup's own rule: two images share a cluster when a
+    hash of one is within ``max_distance`` bits of the whole or centre hash of the other,
+    directly or through others (two mirror hashes are not compared: mirroring both changes
+    nothing). An image without a hash is a cluster of its own."""
+    n = len(hash_sets)
     parent = np.arange(n)
 
     def find(i: int) -> int:
@@ -62,14 +74,17 @@ def near_duplicate_groups(phashes: Sequence[str | None], max_distance: int) -> n
             i = parent[i]
         return i
 
-    known = np.array([i for i, h in enumerate(phashes) if h], dtype=np.int64)
-    if len(known) > 1:
-        values = np.array([int(phashes[i], 16) & 0xFFFFFFFFFFFFFFFF for i in known], dtype=np.uint64)
-        pairs = (_close_pairs_banded if max_distance < 16 else _close_pairs_brute)(values, max_distance)
-        for i, j in zip(*pairs):
-            ri, rj = find(int(known[i])), find(int(known[j]))
+    owner = np.array([i for i, hashes in enumerate(hash_sets) for _ in hashes], dtype=np.int64)
+    lookup_only = np.array([k >= STORED_KINDS for hashes in hash_sets for k in range(len(hashes))], dtype=bool)
+    if len(owner) > 1:
+        values = np.array([(int(h, 16) if isinstance(h, str) else int(h)) & 0xFFFFFFFFFFFFFFFF
+                           for hashes in hash_sets for h in hashes], dtype=np.uint64)
+        first, second = (_close_pairs_banded if max_distance < 16 else _close_pairs_brute)(values, max_distance)
+        compared = ~(lookup_only[first] & lookup_only[second])
+        for i, j in zip(owner[first[compared]], owner[second[compared]]):
+            ri, rj = find(int(i)), find(int(j))
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)
-    roots = np.array([find(i) for i in range(n)])
+    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
     _, ids = np.unique(roots, return_inverse=True)
     return ids

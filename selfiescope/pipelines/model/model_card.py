@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .assessment import BASELINE_TITLES
+from .leak_groups import links_text
 from ..dataset_care.reviewed import review_progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,7 +89,8 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
         "## Data",
         f"{ds['images']} images ({', '.join(f'{k}: {v}' for k, v in ds['per_label'].items())}) in {ds['groups']}"
         f" cross-validation groups (largest: {ds.get('largest_group', '?')} images); {ds['failed']} unusable.",
-        f"Grouped by {metrics['cv']['grouped_by']}: photos linked by any of these never sit on both sides of a"
+        f"Grouped by {metrics['cv']['grouped_by']}. Photos linked by any link applied"
+        f" ({links_text(ds.get('grouping') or {})}) never sit on both sides of a"
         " split, in the folds, early stopping, calibration and the bootstrap intervals.",
     ]
     if ds.get("dataset_card"):
