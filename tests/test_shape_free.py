@@ -12,8 +12,9 @@ from hypothesis import given, settings as hsettings, strategies as st
 from privacy_helpers import import_pictures
 from selfiescope.core.app import App
 from selfiescope.pipelines.model.counterfactual import reshape_to_aspect
-from selfiescope.pipelines.model.normalize import normalize_image
+from selfiescope.pipelines.model.normalize import DETAIL, normalize_image
 from selfiescope.pipelines.model.train import train
+from selfiescope.plugins.features import ImageFeatures
 from train_helpers import train_settings
 
 
@@ -68,4 +69,52 @@ def test_a_model_that_reads_the_shape_is_flagged_and_normalize_removes_it(tmp_pa
     assert not cf["warn"] and sum(v["flipped"] for v in cf["per_label"].values()) <= 2, cf
     model_card = (shaped.model_dir / "MODEL.md").read_text()
     assert "Does the answer follow the frame?" in model_card and "changed decision" in model_card
-    assert "Shape counterfactual" in (shaped.model_dir / "report.html").read_text()
+    assert "Frame counterfactual" in (shaped.model_dir / "report.html").read_text()
+
+
+def _texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Smooth random shapes with fine grain: detail at every scale, as a photo has."""
+    base = cv2.resize(rng.integers(0, 255, (8, 12, 3), dtype=np.uint8), (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+
+
+@hsettings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), big=st.integers(DETAIL * 3 // 2, 4 * DETAIL), share=st.floats(0.0, 1.0))
+def test_normalize_does_not_tell_how_many_pixels_the_source_had(seed: int, big: int, share: float) -> None:
+    """A picture and a smaller copy of it (both at least 1.5 x DETAIL on a side) normalize to
+    squares whose sharpness, the feature most tied to resolution, is the same."""
+    small = round(DETAIL * 3 // 2 + share * (big - DETAIL * 3 // 2))
+    picture = _texture(np.random.default_rng(seed), big, big)
+    copy = cv2.resize(picture, (small, small), interpolation=cv2.INTER_AREA)
+    a, _ = normalize_image(picture, {}, 320, 85)
+    b, _ = normalize_image(copy, {}, 320, 85)
+    sharpness = ImageFeatures().extract(a, {})["sharpness"] / ImageFeatures().extract(b, {})["sharpness"]
+    assert 0.85 < sharpness < 1.18, (big, small, sharpness)
+    assert np.abs(a.astype(int) - b).mean() < 4
+
+
+def _sizes_only_dataset(tmp_path: Path) -> Path:
+    """Two labels whose pictures differ only by their pixel size: one aspect (3:2), one content
+    distribution; the portraits are rendered at the selfies' size and averaged down to 60 %."""
+    root = tmp_path / "data"
+    rng = np.random.default_rng(11)
+    smaller = [cv2.resize(_texture(rng, 480, 320), (288, 192), interpolation=cv2.INTER_AREA) for _ in range(16)]
+    import_pictures(root, tmp_path, {"selfie": [_texture(rng, 480, 320) for _ in range(16)], "portrait": smaller})
+    return root
+
+
+def test_a_model_that_reads_the_pixel_size_is_flagged_and_normalize_removes_it(tmp_path: Path) -> None:
+    root = _sizes_only_dataset(tmp_path)
+    raw = train(App.create(train_settings(root, tmp_path / "raw", ["image"], folds=2)), "t").metrics
+    cf = raw["counterfactual"]
+    assert cf["warn_checks"] == ["size"], cf  # the aspect is the same: that check has nothing to move
+    assert all("skipped" in v for v in cf["per_label"].values())
+    sized = cf["per_label_size"].values()
+    assert sum(v["flipped"] for v in sized) > 0.5 * sum(v["checked"] for v in sized), cf
+    assert any("follows the picture's frame" in w and "pixel size" in w for w in raw["warnings"]), raw["warnings"]
+    assert any("only the pixel size" in w for w in raw["warnings"]), raw["warnings"]  # not "the aspect ratio"
+    shaped = train(App.create(train_settings(root, tmp_path / "norm", ["image"], folds=2, normalize=True)), "t")
+    cf = shaped.metrics["counterfactual"]
+    assert not cf["warn"] and sum(v["flipped"] for v in cf["per_label_size"].values()) <= 3, cf
+    assert shaped.metrics["cv"]["lightgbm"]["roc_auc"] < 0.75, shaped.metrics["cv"]["lightgbm"]
+    assert "megapixels" in (shaped.model_dir / "MODEL.md").read_text()

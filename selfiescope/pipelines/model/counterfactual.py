@@ -1,12 +1,18 @@
-"""The shape counterfactual: does the model's answer follow the picture's frame?
+"""The frame counterfactual: does the model's answer follow the picture's frame?
 
-A sample of each label is reshaped to the other label's typical aspect ratio (the median of
-its images' width / height): a picture wider than the target is cropped around its face, a
-narrower one is padded left and right with black, as a screenshot or a letterbox would be.
-Each reshaped picture goes through what training did (normalize, the feature groups) and is
+Two frames are checked, each on a sample of every label moved to the other label's typical
+value (the median over its images' headers):
+
+- ``aspect``: width / height. A picture wider than the target is cropped around its face, a
+  narrower one is padded left and right with black, as a screenshot or a letterbox would be.
+- ``size``: the pixel count. The picture is resampled (its aspect kept) to as many pixels as
+  the other label's typical picture has, as a re-upload or a thumbnail would be.
+
+Each changed picture goes through what training did (normalize, the feature groups) and is
 scored by the final model; a changed decision is a *flip*. A model that reads selfie-ness
-from the photo flips rarely; one that reads the frame's shape flips often, and the training
-report, MODEL.md and the CLI warn when more than :data:`FLIP_WARN` of a label flips.
+from the photo flips rarely; one that reads the frame flips often, and the training report,
+MODEL.md and the CLI warn when more than :data:`FLIP_WARN` of a label flips. A check whose two
+labels share their typical frame (within :data:`SAME_FRAME`) is skipped: there is nothing to move.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
+import cv2
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,10 +29,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dataset import FeatureTable
 
 FLIP_WARN = 0.2  # a share of a label's sample whose decision changes with the frame alone
-SAMPLE_PER_LABEL = 24  # pictures reshaped per label (each costs one feature extraction)
+SAMPLE_PER_LABEL = 24  # pictures changed per label and check (each costs one feature extraction)
+SAME_FRAME = 0.02  # typical aspects (or linear sizes) this close are one frame: the check is skipped
+CHECKS = {"aspect": "aspect ratio", "size": "pixel size"}
+
+Face = dict[str, Any]
 
 
-def reshape_to_aspect(image: np.ndarray, face: dict[str, Any], aspect: float) -> tuple[np.ndarray, dict[str, Any]]:
+def reshape_to_aspect(image: np.ndarray, face: Face, aspect: float) -> tuple[np.ndarray, Face]:
     """``image`` with width / height ``aspect``: cropped around the face when wider, padded with
     black left and right when narrower; the face box follows (clipped to the new frame)."""
     height, width = image.shape[:2]
@@ -48,23 +59,50 @@ def reshape_to_aspect(image: np.ndarray, face: dict[str, Any], aspect: float) ->
     return out, moved
 
 
-def typical_aspects(table: "FeatureTable", labels: list[str]) -> dict[str, float]:
-    """Median width / height per label, from the images' header facts."""
+def resize_by(image: np.ndarray, face: Face, factor: float) -> tuple[np.ndarray, Face]:
+    """``image`` scaled by ``factor`` on both sides (area averaging down, bicubic up); the face
+    box scales with it and keeps its share of the picture."""
+    height, width = image.shape[:2]
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    out = cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
+    moved = {**face}
+    if face.get("box"):
+        moved["box"] = [round(v * factor) for v in face["box"]]
+    return out, moved
+
+
+def typical_frames(table: "FeatureTable", labels: list[str]) -> dict[str, dict[str, float]]:
+    """Per label: the median width / height (``aspect``) and the median linear size, the square
+    root of the pixel count (``size``), from the images' header facts."""
     out = {}
     for label in labels:
-        ratios = [f.width / f.height for f, r in zip(table.facts, table.rows)
+        frames = [(f.width / f.height, math.sqrt(f.width * f.height)) for f, r in zip(table.facts, table.rows)
                   if r.label == label and f.width and f.height and math.isfinite(f.width / f.height)]
-        if ratios:
-            out[label] = float(np.median(ratios))
+        if frames:
+            aspects, sizes = zip(*frames)
+            out[label] = {"aspect": float(np.median(aspects)), "size": float(np.median(sizes))}
     return out
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= SAME_FRAME * max(a, b)
+
+
+def _changed(check: str, image: np.ndarray, face: Face, target: float, file_size: float) -> tuple[np.ndarray, Face]:
+    """``image`` moved to the ``target`` aspect or linear size; ``file_size`` is the file's own linear
+    size (a decode step may have worked on a smaller copy: the picture scales by the ratio)."""
+    if check == "aspect":
+        return reshape_to_aspect(image, face, target)
+    return resize_by(image, face, target / file_size)
 
 
 def shape_flips(
     app: "App", pipeline: "TrainPipeline", table: "FeatureTable", predict: Callable[[np.ndarray], np.ndarray],
     threshold: float, sample: int = SAMPLE_PER_LABEL,
 ) -> dict[str, Any]:
-    """``{"per_label": {label: {"to_aspect", "checked", "flipped", "rate"}}, "warn": bool}``;
-    ``{"skipped": why}`` where the check cannot run (one shape for both labels, nothing readable)."""
+    """``{"per_label": {label: aspect check}, "per_label_size": {label: size check}, "warn": bool,
+    "warn_checks": [...]}``, each check ``{"to_aspect" | "to_size", "checked", "flipped", "rate"}``
+    or ``{"skipped": why}``; ``{"skipped": why}`` where nothing can run (no sizes, nothing readable)."""
     from pathlib import Path
 
     from .dataset import decode_with_step, extract_features, image_step, make_extractors
@@ -72,8 +110,8 @@ def shape_flips(
     from ..dataset_care.stored import StoredReader
 
     labels = list(pipeline.labels)
-    aspects = typical_aspects(table, labels)
-    if len(aspects) < 2:
+    frames = typical_frames(table, labels)
+    if len(frames) < 2:
         return {"skipped": "the images' sizes could not be read"}
     settings, registry = app.settings, app.registry
     step_name = image_step(registry, settings)
@@ -82,7 +120,7 @@ def shape_flips(
     extractors = make_extractors(registry, settings, pipeline)
     rng = np.random.default_rng(pipeline.seed)
     root = Path(pipeline.dataset_root or settings.storage.root)
-    per_label: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = {check: {} for check in CHECKS}
     try:
         reader_cm = StoredReader(app, root)
         reader = reader_cm.__enter__()
@@ -90,57 +128,82 @@ def shape_flips(
         return {"skipped": f"the stored images could not be read ({type(exc).__name__})"}
     try:
         for label, other in ((labels[0], labels[1]), (labels[1], labels[0])):
+            todo = [c for c in CHECKS if not _same(frames[label][c], frames[other][c])]
+            for check in CHECKS:
+                if check not in todo:
+                    results[check][label] = {"skipped": f"both labels have the same typical {CHECKS[check]}"}
             idx = [i for i, r in enumerate(table.rows) if r.label == label]
-            chosen = rng.choice(idx, size=min(sample, len(idx)), replace=False) if idx else []
-            checked = flipped = 0
+            chosen = rng.choice(idx, size=min(sample, len(idx)), replace=False) if idx and todo else []
+            counts = {check: [0, 0] for check in todo}  # checked, flipped
             for i in chosen:
-                row = table.rows[int(i)]
+                row, facts = table.rows[int(i)], table.facts[int(i)]
                 try:
                     event = decode_with_step(step, reader.read(row.stored))
                 except Exception:  # noqa: BLE001 - an unreadable file is left out of the sample
                     continue
-                face = {"box": row.box, "face_area": row.face_area, "n_faces": row.n_faces, "exif": event.exif}
-                image, face = reshape_to_aspect(event.image, face, aspects[other])
-                if pipeline.normalize:
-                    image, face = normalize_image(image, face, pipeline.normalize_side, pipeline.normalize_quality)
-                try:
-                    values = extract_features(image, face, extractors)
-                except Exception:  # noqa: BLE001
-                    continue
-                x = np.array([[values.get(c, math.nan) for c in table.columns]], dtype=np.float64)
                 before = predict(table.X[int(i):int(i) + 1])[0] >= threshold
-                after = predict(x)[0] >= threshold
-                checked += 1
-                flipped += int(before != after)
-            per_label[label] = {"to_aspect": round(aspects[other], 3), "checked": checked, "flipped": flipped,
-                                "rate": flipped / checked if checked else None}
+                decoded = math.sqrt(event.image.shape[0] * event.image.shape[1])
+                file_size = math.sqrt(facts.width * facts.height) if facts.width and facts.height else decoded
+                for check in todo:
+                    face = {"box": row.box, "face_area": row.face_area, "n_faces": row.n_faces, "exif": event.exif}
+                    image, face = _changed(check, event.image, face, frames[other][check], file_size)
+                    if pipeline.normalize:
+                        image, face = normalize_image(image, face, pipeline.normalize_side, pipeline.normalize_quality)
+                    try:
+                        values = extract_features(image, face, extractors)
+                    except Exception:  # noqa: BLE001
+                        continue
+                    x = np.array([[values.get(c, math.nan) for c in table.columns]], dtype=np.float64)
+                    counts[check][0] += 1
+                    counts[check][1] += int(before != (predict(x)[0] >= threshold))
+            for check, (checked, flipped) in counts.items():
+                key = "to_aspect" if check == "aspect" else "to_size"
+                results[check][label] = {key: round(frames[other][check], 3 if check == "aspect" else 1),
+                                         "checked": checked, "flipped": flipped,
+                                         "rate": flipped / checked if checked else None}
     finally:
         reader_cm.__exit__(None, None, None)
-    rates = [v["rate"] for v in per_label.values() if v["rate"] is not None]
-    return {"per_label": per_label, "aspects": {k: round(v, 3) for k, v in aspects.items()},
-            "warn": any(rate > FLIP_WARN for rate in rates), "threshold": FLIP_WARN}
+    warn_checks = [check for check in CHECKS
+                   if any((v.get("rate") or 0) > FLIP_WARN for v in results[check].values())]
+    return {"per_label": results["aspect"], "per_label_size": results["size"],
+            "aspects": {k: round(v["aspect"], 3) for k, v in frames.items()},
+            "sizes": {k: round(v["size"], 1) for k, v in frames.items()},
+            "warn": bool(warn_checks), "warn_checks": warn_checks, "threshold": FLIP_WARN}
+
+
+def _moved(check: str, v: dict[str, Any]) -> str:
+    return f"reshaped to aspect {v['to_aspect']}" if check == "aspect" else \
+        f"resampled to {v['to_size'] ** 2 / 1e6:.2f} megapixels"
+
+
+def _checks(result: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    return {"aspect": result.get("per_label") or {}, "size": result.get("per_label_size") or {}}
 
 
 def flip_warnings(result: dict[str, Any]) -> list[str]:
-    if not result.get("warn"):
-        return []
-    parts = ", ".join(f"{label} {v['flipped']}/{v['checked']} (reshaped to aspect {v['to_aspect']})"
-                      for label, v in result["per_label"].items() if v["checked"])
-    return [f"The model's answer follows the picture's frame: reshaping photos to the other label's typical "
-            f"aspect ratio changed the decision for {parts}. It has learnt the classes' image shapes; collect "
-            f"both labels with the same shapes, or train with normalize = true (a square crop around the face) "
-            f"and compare."]
+    out = []
+    for check in result.get("warn_checks") or (["aspect"] if result.get("warn") else []):
+        parts = ", ".join(f"{label} {v['flipped']}/{v['checked']} ({_moved(check, v)})"
+                          for label, v in _checks(result)[check].items() if v.get("checked"))
+        out.append(f"The model's answer follows the picture's frame: changing only the {CHECKS[check]} of photos to "
+                   f"the other label's typical one changed the decision for {parts}. It has learnt the classes' "
+                   f"{CHECKS[check]}s; collect both labels with the same {CHECKS[check]}s, or train with normalize = "
+                   f"true (a square crop around the face, averaged to one level of detail) and compare.")
+    return out
 
 
 def flip_lines(result: dict[str, Any] | None) -> list[str]:
-    """Plain lines for MODEL.md and the report: per label, how many reshaped photos flipped."""
+    """Plain lines for MODEL.md and the report: per check and label, how many changed photos flipped."""
     if not result:
         return []
     if "skipped" in result:
-        return [f"Shape counterfactual not run: {result['skipped']}."]
+        return [f"Frame counterfactual not run: {result['skipped']}."]
     lines = []
-    for label, v in result["per_label"].items():
-        if v["checked"]:
-            lines.append(f"{label}: {v['flipped']} of {v['checked']} photos reshaped to aspect {v['to_aspect']} "
-                         f"changed decision ({v['rate']:.0%})")
+    for check, per_label in _checks(result).items():
+        for label, v in per_label.items():
+            if "skipped" in v:
+                lines.append(f"{label}, {CHECKS[check]}: not checked ({v['skipped']})")
+            elif v["checked"]:
+                lines.append(f"{label}: {v['flipped']} of {v['checked']} photos {_moved(check, v)} "
+                             f"changed decision ({v['rate']:.0%})")
     return lines

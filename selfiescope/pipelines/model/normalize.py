@@ -24,6 +24,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+DETAIL = 128  # pixels across the square that every source is resampled to (see the module's text)
+DETAIL_BLUR = 1.0  # Gaussian sigma, in those pixels: measured, the smallest that evens out the sources' sizes
+
 
 def square_crop(width: int, height: int, box: list[int] | None) -> tuple[int, int, int]:
     """(x, y, side) of the largest square in a ``width`` x ``height`` picture, as centred on the
@@ -35,13 +38,29 @@ def square_crop(width: int, height: int, box: list[int] | None) -> tuple[int, in
     return x, y, side
 
 
+def band_limit(part: np.ndarray, detail: int) -> np.ndarray:
+    """``part`` resampled to ``detail`` pixels on its longer side (exact area averaging down,
+    bicubic up), then blurred by :data:`DETAIL_BLUR` of those pixels: the box filter alone lets
+    through a little of what lies above the new resolution, more or less of it depending on the
+    source's size; the blur removes that band, so the detail left does not tell how many pixels
+    the source had, as long as it had comfortably more than ``detail``."""
+    height, width = part.shape[:2]
+    factor = detail / max(height, width)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    pil = Image.fromarray(np.ascontiguousarray(part))
+    resized = np.asarray(pil.resize(size, Image.Resampling.BOX if factor < 1 else Image.Resampling.BICUBIC))
+    return cv2.GaussianBlur(resized, (0, 0), DETAIL_BLUR)
+
+
 def normalize_image(
     image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int, square: bool = True,
+    detail: int | None = DETAIL,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The largest square around the face, resized to ``side`` x ``side``, JPEG-encoded at
-    ``quality`` and decoded; the face box (and its area share) is moved into the square.
-    ``square=False``: the whole picture with its longer side ``side`` (what models saved before
-    the square crop, whose schema names no ``shape``, were trained on)."""
+    """The largest square around the face, averaged down to ``detail`` pixels, resized to
+    ``side`` x ``side``, JPEG-encoded at ``quality`` and decoded; the face box (and its area
+    share) is moved into the square. ``detail=None``: no band limit (models saved before it,
+    whose schema names no ``detail``). ``square=False``: the whole picture with its longer side
+    ``side`` (models saved before the square crop, whose schema names no ``shape``)."""
     height, width = image_rgb.shape[:2]
     box = face.get("box")
     x, y, w, h = (*square_crop(width, height, box)[:2], min(width, height), min(width, height)) if square \
@@ -49,7 +68,10 @@ def normalize_image(
     scale = side / max(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     part = image_rgb[y:y + h, x:x + w]
-    resized = cv2.resize(part, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    if detail:
+        part = band_limit(part, detail)
+    grow = size[0] > part.shape[1]
+    resized = cv2.resize(part, size, interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(resized)).save(buf, "JPEG", quality=quality)
     buf.seek(0)
@@ -65,7 +87,7 @@ def normalize_image(
     return out, moved
 
 
-def cache_suffix(side: int, quality: int) -> str:
+def cache_suffix(side: int, quality: int, detail: int | None = DETAIL) -> str:
     """Added to a feature cache version: normalized features are other features."""
-    return f"+norm{side}q{quality}sq"  # sq: the square crop (an older normalize kept the aspect)
+    return f"+norm{side}q{quality}sq" + (f"d{detail}g{DETAIL_BLUR}" if detail else "")  # sq: the square crop
 

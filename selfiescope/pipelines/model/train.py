@@ -357,8 +357,10 @@ def train(
     # cleanlab's view: an image whose out-of-fold probability contradicts its label may be mislabeled
     metrics["dataset"]["review"]["likely_mislabeled"] = int(np.count_nonzero(np.abs(table.y - calibrated) > 0.5))
     if pipeline.normalize:
+        from .normalize import DETAIL
+
         metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality,
-                                "shape": "square"}  # normalize.py: the largest square around the face
+                                "shape": "square", "detail": DETAIL}  # normalize.py: a square, band-limited
         metrics["cv"]["without_normalize"] = unnormalized_score(app, pipeline, progress, runner, fit)
     extractors = make_extractors(registry, settings, pipeline)
     schema = {
