@@ -8,8 +8,10 @@ value (the median over its images' headers):
 - ``size``: the pixel count. The picture is resampled (its aspect kept) to as many pixels as
   the other label's typical picture has, as a re-upload or a thumbnail would be.
 
-Each changed picture goes through what training did (normalize, the feature groups) and is
-scored by the final model; a changed decision is a *flip*. A model that reads selfie-ness
+Each changed picture goes through what ``predict`` would do with such a file (decode and face
+detection again, then normalize and the feature groups) and is scored by the final model; a
+changed decision is a *flip*. Detection runs again because a detector's boxes follow the
+pixel grid: a face found in a smaller copy can get a box of another relative size. A model that reads selfie-ness
 from the photo flips rarely; one that reads the frame flips often, and the training report,
 MODEL.md and the CLI warn when more than :data:`FLIP_WARN` of a label flips. A check whose two
 labels share their typical frame (within :data:`SAME_FRAME`) is skipped: there is nothing to move.
@@ -17,6 +19,7 @@ labels share their typical frame (within :data:`SAME_FRAME`) is skipped: there i
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -26,6 +29,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from ...core.app import App
     from ...core.settings import TrainPipeline
+    from ...core.events import ImageEvent
     from .dataset import FeatureTable
 
 FLIP_WARN = 0.2  # a share of a label's sample whose decision changes with the frame alone
@@ -96,17 +100,73 @@ def _changed(check: str, image: np.ndarray, face: Face, target: float, file_size
     return resize_by(image, face, target / file_size)
 
 
+class PredictChain:
+    """The steps ``predict`` runs before the features (decode, face detection), run on a changed
+    picture's bytes: a detector finds boxes on a grid of the picture's own pixels, so a face's
+    box, and every feature measured from it, can follow the pixel size; scaling the stored box
+    would hide that. ``with PredictChain(app, names) as chain: chain.run(png_bytes)``."""
+
+    def __init__(self, app: "App", names: list[str]) -> None:
+        self.app, self.names = app, names
+
+    def __enter__(self) -> "PredictChain":
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ...core.manifest import Manifest
+
+        self.loop = asyncio.new_event_loop()
+        self.manifest = Manifest(":memory:")  # the steps get a manifest; nothing is recorded
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfiescope-counterfactual")
+        self.context = self.app.run_context("counterfactual", None, self.manifest, executor=self.executor)
+        self.steps: list[Any] = []
+        try:
+            for name in self.names:
+                step = self.context.component("steps", name)
+                self.loop.run_until_complete(step.open())
+                self.steps.append(step)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def run(self, data: bytes) -> "ImageEvent":
+        from ...core.engine import run_chain
+        from ...core.events import ImageEvent, Origin
+
+        event = ImageEvent(origin=Origin(source="counterfactual"), label="", data=data)
+        return self.loop.run_until_complete(run_chain(event, self.steps, self.context))
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            for step in reversed(self.steps):
+                self.loop.run_until_complete(step.close())
+        finally:
+            self.executor.shutdown(wait=True)
+            self.manifest.close()
+            self.loop.close()
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Lossless: the changed picture differs from the stored one by its frame only."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[:, :, ::-1]))
+    if not ok:
+        raise ValueError("the changed picture could not be encoded")
+    return buf.tobytes()
+
+
 def shape_flips(
     app: "App", pipeline: "TrainPipeline", table: "FeatureTable", predict: Callable[[np.ndarray], np.ndarray],
     threshold: float, sample: int = SAMPLE_PER_LABEL,
 ) -> dict[str, Any]:
     """``{"per_label": {label: aspect check}, "per_label_size": {label: size check}, "warn": bool,
-    "warn_checks": [...]}``, each check ``{"to_aspect" | "to_size", "checked", "flipped", "rate"}``
-    or ``{"skipped": why}``; ``{"skipped": why}`` where nothing can run (no sizes, nothing readable)."""
+    "warn_checks": [...]}``, each check ``{"to_aspect" | "to_size", "checked", "flipped", "rate",
+    "no_face"}`` or ``{"skipped": why}``; ``{"skipped": why}`` where nothing can run."""
     from pathlib import Path
 
-    from .dataset import decode_with_step, extract_features, image_step, make_extractors
+    from ...core.events import Decision
+    from .dataset import decode_with_step, event_face_dict, extract_features, image_step, make_extractors
     from .normalize import normalize_image
+    from .train import predict_chain
     from ..dataset_care.stored import StoredReader
 
     labels = list(pipeline.labels)
@@ -118,6 +178,7 @@ def shape_flips(
     step_cls = registry.steps[step_name]
     step = step_cls(step_cls.Options.model_validate(settings.component_options(step_name)), None)
     extractors = make_extractors(registry, settings, pipeline)
+    chain_names = predict_chain(registry, settings, faces=any(r.face_area is not None for r in table.rows))
     rng = np.random.default_rng(pipeline.seed)
     root = Path(pipeline.dataset_root or settings.storage.root)
     results: dict[str, dict[str, Any]] = {check: {} for check in CHECKS}
@@ -127,40 +188,52 @@ def shape_flips(
     except Exception as exc:  # noqa: BLE001 - a check, not the training: say why it did not run
         return {"skipped": f"the stored images could not be read ({type(exc).__name__})"}
     try:
-        for label, other in ((labels[0], labels[1]), (labels[1], labels[0])):
-            todo = [c for c in CHECKS if not _same(frames[label][c], frames[other][c])]
-            for check in CHECKS:
-                if check not in todo:
-                    results[check][label] = {"skipped": f"both labels have the same typical {CHECKS[check]}"}
-            idx = [i for i, r in enumerate(table.rows) if r.label == label]
-            chosen = rng.choice(idx, size=min(sample, len(idx)), replace=False) if idx and todo else []
-            counts = {check: [0, 0] for check in todo}  # checked, flipped
-            for i in chosen:
-                row, facts = table.rows[int(i)], table.facts[int(i)]
-                try:
-                    event = decode_with_step(step, reader.read(row.stored))
-                except Exception:  # noqa: BLE001 - an unreadable file is left out of the sample
-                    continue
-                before = predict(table.X[int(i):int(i) + 1])[0] >= threshold
-                decoded = math.sqrt(event.image.shape[0] * event.image.shape[1])
-                file_size = math.sqrt(facts.width * facts.height) if facts.width and facts.height else decoded
-                for check in todo:
-                    face = {"box": row.box, "face_area": row.face_area, "n_faces": row.n_faces, "exif": event.exif}
-                    image, face = _changed(check, event.image, face, frames[other][check], file_size)
-                    if pipeline.normalize:
-                        image, face = normalize_image(image, face, pipeline.normalize_side, pipeline.normalize_quality)
+        with PredictChain(app, chain_names) as chain:
+            for label, other in ((labels[0], labels[1]), (labels[1], labels[0])):
+                todo = [c for c in CHECKS if not _same(frames[label][c], frames[other][c])]
+                for check in CHECKS:
+                    if check not in todo:
+                        results[check][label] = {"skipped": f"both labels have the same typical {CHECKS[check]}"}
+                idx = [i for i, r in enumerate(table.rows) if r.label == label]
+                chosen = rng.choice(idx, size=min(sample, len(idx)), replace=False) if idx and todo else []
+                counts = {check: [0, 0, 0] for check in todo}  # checked, flipped, face lost
+                for i in chosen:
+                    row, facts = table.rows[int(i)], table.facts[int(i)]
                     try:
-                        values = extract_features(image, face, extractors)
-                    except Exception:  # noqa: BLE001
+                        event = decode_with_step(step, reader.read(row.stored))
+                    except Exception:  # noqa: BLE001 - an unreadable file is left out of the sample
                         continue
-                    x = np.array([[values.get(c, math.nan) for c in table.columns]], dtype=np.float64)
-                    counts[check][0] += 1
-                    counts[check][1] += int(before != (predict(x)[0] >= threshold))
-            for check, (checked, flipped) in counts.items():
-                key = "to_aspect" if check == "aspect" else "to_size"
-                results[check][label] = {key: round(frames[other][check], 3 if check == "aspect" else 1),
-                                         "checked": checked, "flipped": flipped,
-                                         "rate": flipped / checked if checked else None}
+                    before = predict(table.X[int(i):int(i) + 1])[0] >= threshold
+                    decoded = math.sqrt(event.image.shape[0] * event.image.shape[1])
+                    file_size = math.sqrt(facts.width * facts.height) if facts.width and facts.height else decoded
+                    for check in todo:
+                        face = {"box": row.box, "face_area": row.face_area, "n_faces": row.n_faces, "exif": event.exif}
+                        image, _ = _changed(check, event.image, face, frames[other][check], file_size)
+                        try:
+                            seen = chain.run(png_bytes(image))
+                        except Exception:  # noqa: BLE001 - a step's failure leaves this picture out
+                            continue
+                        if seen.image is None or seen.decision in (Decision.REJECTED, Decision.FAILED):
+                            counts[check][2] += 1  # predict would answer "no face" for it
+                            continue
+                        image, face = seen.image, event_face_dict(seen, event.exif)  # the metadata stays the file's
+                        if pipeline.normalize:
+                            image, face = normalize_image(image, face, pipeline.normalize_side,
+                                                          pipeline.normalize_quality)
+                        try:
+                            values = extract_features(image, face, extractors)
+                        except Exception:  # noqa: BLE001
+                            continue
+                        x = np.array([[values.get(c, math.nan) for c in table.columns]], dtype=np.float64)
+                        counts[check][0] += 1
+                        counts[check][1] += int(before != (predict(x)[0] >= threshold))
+                for check, (checked, flipped, lost) in counts.items():
+                    key = "to_aspect" if check == "aspect" else "to_size"
+                    results[check][label] = {key: round(frames[other][check], 3 if check == "aspect" else 1),
+                                             "checked": checked, "flipped": flipped, "no_face": lost,
+                                             "rate": flipped / checked if checked else None}
+    except Exception as exc:  # noqa: BLE001 - the chain's steps would not open: say why
+        return {"skipped": f"the predict chain could not run ({type(exc).__name__})"}
     finally:
         reader_cm.__exit__(None, None, None)
     warn_checks = [check for check in CHECKS
@@ -204,6 +277,7 @@ def flip_lines(result: dict[str, Any] | None) -> list[str]:
             if "skipped" in v:
                 lines.append(f"{label}, {CHECKS[check]}: not checked ({v['skipped']})")
             elif v["checked"]:
+                lost = f"; {v['no_face']} more lost their face" if v.get("no_face") else ""
                 lines.append(f"{label}: {v['flipped']} of {v['checked']} photos {_moved(check, v)} "
-                             f"changed decision ({v['rate']:.0%})")
+                             f"changed decision ({v['rate']:.0%}{lost})")
     return lines
