@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from hypothesis import given, settings as hsettings, strategies as st
 
 from privacy_helpers import import_pictures
 from selfiescope.core.app import App
 from selfiescope.pipelines.model.counterfactual import reshape_to_aspect
-from selfiescope.pipelines.model.normalize import DETAIL, normalize_image
+from selfiescope.pipelines.model.baselines import confounder_warnings
+from selfiescope.pipelines.model.normalize import DETAIL, normalize_image, square_crop
 from selfiescope.pipelines.model.train import train
 from selfiescope.plugins.features import ImageFeatures
 from train_helpers import train_settings
@@ -118,3 +121,29 @@ def test_a_model_that_reads_the_pixel_size_is_flagged_and_normalize_removes_it(t
     assert not cf["warn"] and sum(v["flipped"] for v in cf["per_label_size"].values()) <= 3, cf
     assert shaped.metrics["cv"]["lightgbm"]["roc_auc"] < 0.75, shaped.metrics["cv"]["lightgbm"]
     assert "megapixels" in (shaped.model_dir / "MODEL.md").read_text()
+
+
+def test_the_size_warning_names_the_part_of_the_frame_that_carries_the_signal() -> None:
+    """An image-size baseline that only the pixel count explains is not blamed on the aspect."""
+    by_pixels = {"image_size": {"roc_auc": 0.99, "carried_by": {"aspect ratio": 0.5, "pixel size": 0.99}}}
+    [warning] = confounder_warnings(0.98, by_pixels)
+    assert "only the pixel size (" in warning and "aspect ratio alone: AUC 0.500" in warning
+    by_aspect = {"image_size": {"roc_auc": 0.97, "carried_by": {"aspect ratio": 0.97, "pixel size": 0.55}}}
+    assert "only the aspect ratio (" in confounder_warnings(0.98, by_aspect)[0]
+    together = {"image_size": {"roc_auc": 0.97, "carried_by": {"aspect ratio": 0.7, "pixel size": 0.7}}}
+    assert "only the image size and aspect ratio (" in confounder_warnings(0.98, together)[0]
+    normalized = confounder_warnings(0.98, by_pixels, normalized=True)[0]
+    assert "the aspect ratio" not in normalized.split("reaches")[1]  # normalize removed it: not a cause left
+
+
+def test_a_model_saved_without_a_detail_step_is_fed_as_it_was_trained(tmp_path: Path) -> None:
+    """detail=None is the normalize those models were trained with: crop, resize, JPEG."""
+    picture = _texture(np.random.default_rng(3), 300, 200)
+    box = {"box": [120, 50, 60, 60], "face_area": 0.06, "n_faces": 1}
+    got, _ = normalize_image(picture, box, 160, 80, detail=None)
+    x, y, side = square_crop(300, 200, box["box"])
+    crop = cv2.resize(picture[y:y + side, x:x + side], (160, 160), interpolation=cv2.INTER_AREA)
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, "JPEG", quality=80)
+    assert np.array_equal(got, np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+    assert not np.array_equal(got, normalize_image(picture, box, 160, 80)[0])  # a new model's differs

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import cv2
 import numpy as np
 
+from .normalize import DETAIL
+
 if TYPE_CHECKING:  # pragma: no cover
     from ...core.app import App
     from ...core.settings import TrainPipeline
@@ -241,7 +243,8 @@ def shape_flips(
     return {"per_label": results["aspect"], "per_label_size": results["size"],
             "aspects": {k: round(v["aspect"], 3) for k, v in frames.items()},
             "sizes": {k: round(v["size"], 1) for k, v in frames.items()},
-            "warn": bool(warn_checks), "warn_checks": warn_checks, "threshold": FLIP_WARN}
+            "warn": bool(warn_checks), "warn_checks": warn_checks, "threshold": FLIP_WARN,
+            "normalized": bool(pipeline.normalize)}
 
 
 def _moved(check: str, v: dict[str, Any]) -> str:
@@ -258,10 +261,15 @@ def flip_warnings(result: dict[str, Any]) -> list[str]:
     for check in result.get("warn_checks") or (["aspect"] if result.get("warn") else []):
         parts = ", ".join(f"{label} {v['flipped']}/{v['checked']} ({_moved(check, v)})"
                           for label, v in _checks(result)[check].items() if v.get("checked"))
+        advice = (f"normalize = true did not remove it: the face detector's boxes follow the pixel grid (a face in a "
+                  f"smaller copy can get a box of another relative size), and pictures under about {DETAIL * 3 // 2}"
+                  f" pixels keep their blur; collect both labels with the same {CHECKS[check]}s"
+                  if result.get("normalized") else
+                  f"collect both labels with the same {CHECKS[check]}s, or train with normalize = true (a square "
+                  f"crop around the face, averaged to one level of detail) and compare")
         out.append(f"The model's answer follows the picture's frame: changing only the {CHECKS[check]} of photos to "
                    f"the other label's typical one changed the decision for {parts}. It has learnt the classes' "
-                   f"{CHECKS[check]}s; collect both labels with the same {CHECKS[check]}s, or train with normalize = "
-                   f"true (a square crop around the face, averaged to one level of detail) and compare.")
+                   f"{CHECKS[check]}s; {advice}.")
     return out
 
 
