@@ -216,7 +216,7 @@ def shape_flips(
                         except Exception:  # noqa: BLE001 - a step's failure leaves this picture out
                             continue
                         if seen.image is None or seen.decision in (Decision.REJECTED, Decision.FAILED):
-                            counts[check][2] += 1  # predict would answer "no face" for it
+                            counts[check][2] += 1  # predict would answer no_face or error (too small, no face)
                             continue
                         image, face = seen.image, event_face_dict(seen, event.exif)  # the metadata stays the file's
                         if pipeline.normalize:
@@ -285,7 +285,7 @@ def flip_lines(result: dict[str, Any] | None) -> list[str]:
             if "skipped" in v:
                 lines.append(f"{label}, {CHECKS[check]}: not checked ({v['skipped']})")
             elif v["checked"]:
-                lost = f"; {v['no_face']} more lost their face" if v.get("no_face") else ""
+                lost = f"; {v['no_face']} more turned away by predict's chain" if v.get("no_face") else ""
                 lines.append(f"{label}: {v['flipped']} of {v['checked']} photos {_moved(check, v)} "
                              f"changed decision ({v['rate']:.0%}{lost})")
     return lines
