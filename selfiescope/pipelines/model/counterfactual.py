@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Callable
 
 import cv2
@@ -184,60 +185,59 @@ def shape_flips(
     rng = np.random.default_rng(pipeline.seed)
     root = Path(pipeline.dataset_root or settings.storage.root)
     results: dict[str, dict[str, Any]] = {check: {} for check in CHECKS}
-    try:
-        reader_cm = StoredReader(app, root)
-        reader = reader_cm.__enter__()
-    except Exception as exc:  # noqa: BLE001 - a check, not the training: say why it did not run
-        return {"skipped": f"the stored images could not be read ({type(exc).__name__})"}
-    try:
-        with PredictChain(app, chain_names) as chain:
-            for label, other in ((labels[0], labels[1]), (labels[1], labels[0])):
-                todo = [c for c in CHECKS if not _same(frames[label][c], frames[other][c])]
-                for check in CHECKS:
-                    if check not in todo:
-                        results[check][label] = {"skipped": f"both labels have the same typical {CHECKS[check]}"}
-                idx = [i for i, r in enumerate(table.rows) if r.label == label]
-                chosen = rng.choice(idx, size=min(sample, len(idx)), replace=False) if idx and todo else []
-                counts = {check: [0, 0, 0] for check in todo}  # checked, flipped, face lost
-                for i in chosen:
-                    row, facts = table.rows[int(i)], table.facts[int(i)]
+    with ExitStack() as stack:
+        try:
+            reader = stack.enter_context(StoredReader(app, root))
+        except Exception as exc:  # noqa: BLE001 - a check, not the training: say why it did not run
+            return {"skipped": f"the stored images could not be read ({type(exc).__name__})"}
+        try:
+            chain = stack.enter_context(PredictChain(app, chain_names))
+        except Exception as exc:  # noqa: BLE001
+            return {"skipped": f"predict's chain ({', '.join(chain_names)}) could not be opened ({type(exc).__name__})"}
+        for label, other in ((labels[0], labels[1]), (labels[1], labels[0])):
+            todo = [c for c in CHECKS if not _same(frames[label][c], frames[other][c])]
+            for check in CHECKS:
+                if check not in todo:
+                    results[check][label] = {"skipped": f"both labels have the same typical {CHECKS[check]}"}
+            idx = [i for i, r in enumerate(table.rows) if r.label == label]
+            chosen = rng.choice(idx, size=min(sample, len(idx)), replace=False) if idx and todo else []
+            counts = {check: [0, 0, 0] for check in todo}  # checked, flipped, face lost
+            for i in chosen:
+                row, facts = table.rows[int(i)], table.facts[int(i)]
+                try:
+                    event = decode_with_step(step, reader.read(row.stored))
+                except Exception:  # noqa: BLE001 - an unreadable file is left out of the sample
+                    continue
+                before = predict(table.X[int(i):int(i) + 1])[0] >= threshold
+                decoded = math.sqrt(event.image.shape[0] * event.image.shape[1])
+                known = math.isfinite(facts.width * facts.height) and facts.width * facts.height > 0
+                file_size = math.sqrt(facts.width * facts.height) if known else decoded
+                for check in todo:
+                    face = {"box": row.box, "face_area": row.face_area, "n_faces": row.n_faces, "exif": event.exif}
                     try:
-                        event = decode_with_step(step, reader.read(row.stored))
-                    except Exception:  # noqa: BLE001 - an unreadable file is left out of the sample
-                        continue
-                    before = predict(table.X[int(i):int(i) + 1])[0] >= threshold
-                    decoded = math.sqrt(event.image.shape[0] * event.image.shape[1])
-                    file_size = math.sqrt(facts.width * facts.height) if facts.width and facts.height else decoded
-                    for check in todo:
-                        face = {"box": row.box, "face_area": row.face_area, "n_faces": row.n_faces, "exif": event.exif}
                         image, _ = _changed(check, event.image, face, frames[other][check], file_size)
-                        try:
-                            seen = chain.run(png_bytes(image))
-                        except Exception:  # noqa: BLE001 - a step's failure leaves this picture out
-                            continue
-                        if seen.image is None or seen.decision in (Decision.REJECTED, Decision.FAILED):
-                            counts[check][2] += 1  # predict would answer no_face or error (too small, no face)
-                            continue
-                        image, face = seen.image, event_face_dict(seen, event.exif)  # the metadata stays the file's
-                        if pipeline.normalize:
-                            image, face = normalize_image(image, face, pipeline.normalize_side,
-                                                          pipeline.normalize_quality)
-                        try:
-                            values = extract_features(image, face, extractors)
-                        except Exception:  # noqa: BLE001
-                            continue
-                        x = np.array([[values.get(c, math.nan) for c in table.columns]], dtype=np.float64)
-                        counts[check][0] += 1
-                        counts[check][1] += int(before != (predict(x)[0] >= threshold))
-                for check, (checked, flipped, lost) in counts.items():
-                    key = "to_aspect" if check == "aspect" else "to_size"
-                    results[check][label] = {key: round(frames[other][check], 3 if check == "aspect" else 1),
-                                             "checked": checked, "flipped": flipped, "no_face": lost,
-                                             "rate": flipped / checked if checked else None}
-    except Exception as exc:  # noqa: BLE001 - the chain's steps would not open: say why
-        return {"skipped": f"the predict chain could not run ({type(exc).__name__})"}
-    finally:
-        reader_cm.__exit__(None, None, None)
+                        seen = chain.run(png_bytes(image))
+                    except Exception:  # noqa: BLE001 - a step's failure leaves this picture out
+                        continue
+                    if seen.image is None or seen.decision in (Decision.REJECTED, Decision.FAILED):
+                        counts[check][2] += 1  # predict would answer no_face or error (too small, no face)
+                        continue
+                    image, face = seen.image, event_face_dict(seen, event.exif)  # the metadata stays the file's
+                    if pipeline.normalize:
+                        image, face = normalize_image(image, face, pipeline.normalize_side,
+                                                      pipeline.normalize_quality)
+                    try:
+                        values = extract_features(image, face, extractors)
+                    except Exception:  # noqa: BLE001
+                        continue
+                    x = np.array([[values.get(c, math.nan) for c in table.columns]], dtype=np.float64)
+                    counts[check][0] += 1
+                    counts[check][1] += int(before != (predict(x)[0] >= threshold))
+            for check, (checked, flipped, lost) in counts.items():
+                key = "to_aspect" if check == "aspect" else "to_size"
+                results[check][label] = {key: round(frames[other][check], 3 if check == "aspect" else 1),
+                                         "checked": checked, "flipped": flipped, "no_face": lost,
+                                         "rate": flipped / checked if checked else None}
     warn_checks = [check for check in CHECKS
                    if any((v.get("rate") or 0) > FLIP_WARN for v in results[check].values())]
     return {"per_label": results["aspect"], "per_label_size": results["size"],
