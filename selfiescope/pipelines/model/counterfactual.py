@@ -9,11 +9,12 @@ value (the median over its images' headers):
   the other label's typical picture has, as a re-upload or a thumbnail would be.
 
 Each changed picture goes through what ``predict`` would do with such a file (decode and face
-detection again, then normalize and the feature groups) and is scored by the final model; a
-changed decision is a *flip*. Detection runs again because a detector's boxes follow the
-pixel grid: a face found in a smaller copy can get a box of another relative size. A model that reads selfie-ness
-from the photo flips rarely; one that reads the frame flips often, and the training report,
-MODEL.md and the CLI warn when more than :data:`FLIP_WARN` of a label flips. A check whose two
+detection again, then normalize and the feature groups) and is scored by the final model; so
+does the unchanged picture, and a decision that differs between the two is a *flip*, caused by
+the frame alone. Detection runs again because a detector's boxes follow the pixel grid: a face
+found in a smaller copy can get a box of another relative size. A model that reads
+selfie-ness from the photo flips rarely; one that reads the frame flips often, and the
+training report, MODEL.md and the CLI warn when more than :data:`FLIP_WARN` of a label flips. A check whose two
 labels share their typical frame (within :data:`SAME_FRAME`) is skipped: there is nothing to move.
 """
 
@@ -39,6 +40,7 @@ FLIP_WARN = 0.2  # a share of a label's sample whose decision changes with the f
 SAMPLE_PER_LABEL = 24  # pictures changed per label and check (each costs one feature extraction)
 SAME_FRAME = 0.02  # typical aspects (or linear sizes) this close are one frame: the check is skipped
 CHECKS = {"aspect": "aspect ratio", "size": "pixel size"}
+TURNED_AWAY = "turned away"  # predict's chain rejected the changed picture (no face found, too small)
 
 Face = dict[str, Any]
 
@@ -185,6 +187,27 @@ def shape_flips(
     rng = np.random.default_rng(pipeline.seed)
     root = Path(pipeline.dataset_root or settings.storage.root)
     results: dict[str, dict[str, Any]] = {check: {} for check in CHECKS}
+    def score(chain: PredictChain, image: np.ndarray, exif: bytes | None) -> bool | str | None:
+        """The final model's decision on ``image`` as ``predict`` would reach it from a file holding
+        it: TURNED_AWAY when the chain rejects it, None when a step or a feature group fails."""
+        try:
+            seen = chain.run(png_bytes(image))
+        except Exception:  # noqa: BLE001 - a step's failure leaves this picture out
+            return None
+        if seen.decision is Decision.FAILED:
+            return None
+        if seen.image is None or seen.decision is Decision.REJECTED:
+            return TURNED_AWAY
+        image, face = seen.image, event_face_dict(seen, exif)  # the metadata stays the file's
+        if pipeline.normalize:
+            image, face = normalize_image(image, face, pipeline.normalize_side, pipeline.normalize_quality)
+        try:
+            values = extract_features(image, face, extractors)
+        except Exception:  # noqa: BLE001
+            return None
+        x = np.array([[values.get(c, math.nan) for c in table.columns]], dtype=np.float64)
+        return bool(predict(x)[0] >= threshold)
+
     with ExitStack() as stack:
         try:
             reader = stack.enter_context(StoredReader(app, root))
@@ -208,7 +231,10 @@ def shape_flips(
                     event = decode_with_step(step, reader.read(row.stored))
                 except Exception:  # noqa: BLE001 - an unreadable file is left out of the sample
                     continue
-                before = predict(table.X[int(i):int(i) + 1])[0] >= threshold
+                # the control: the unchanged picture through the same path, so only the frame differs
+                before = score(chain, event.image, event.exif)
+                if not isinstance(before, bool):
+                    continue
                 decoded = math.sqrt(event.image.shape[0] * event.image.shape[1])
                 known = math.isfinite(facts.width * facts.height) and facts.width * facts.height > 0
                 file_size = math.sqrt(facts.width * facts.height) if known else decoded
@@ -216,23 +242,14 @@ def shape_flips(
                     face = {"box": row.box, "face_area": row.face_area, "n_faces": row.n_faces, "exif": event.exif}
                     try:
                         image, _ = _changed(check, event.image, face, frames[other][check], file_size)
-                        seen = chain.run(png_bytes(image))
-                    except Exception:  # noqa: BLE001 - a step's failure leaves this picture out
+                    except Exception:  # noqa: BLE001 - a picture the change breaks is left out
                         continue
-                    if seen.image is None or seen.decision in (Decision.REJECTED, Decision.FAILED):
+                    after = score(chain, image, event.exif)
+                    if after == TURNED_AWAY:
                         counts[check][2] += 1  # predict would answer no_face or error (too small, no face)
-                        continue
-                    image, face = seen.image, event_face_dict(seen, event.exif)  # the metadata stays the file's
-                    if pipeline.normalize:
-                        image, face = normalize_image(image, face, pipeline.normalize_side,
-                                                      pipeline.normalize_quality)
-                    try:
-                        values = extract_features(image, face, extractors)
-                    except Exception:  # noqa: BLE001
-                        continue
-                    x = np.array([[values.get(c, math.nan) for c in table.columns]], dtype=np.float64)
-                    counts[check][0] += 1
-                    counts[check][1] += int(before != (predict(x)[0] >= threshold))
+                    elif isinstance(after, bool):
+                        counts[check][0] += 1
+                        counts[check][1] += int(before != after)
             for check, (checked, flipped, lost) in counts.items():
                 key = "to_aspect" if check == "aspect" else "to_size"
                 results[check][label] = {key: round(frames[other][check], 3 if check == "aspect" else 1),
