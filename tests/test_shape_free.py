@@ -13,12 +13,13 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from privacy_helpers import import_pictures
 from selfiescope.core.app import App
-from selfiescope.pipelines.model.counterfactual import reshape_to_aspect
+from selfiescope.pipelines.model.counterfactual import FLIP_WARN, reshape_to_aspect
 from selfiescope.pipelines.model.baselines import confounder_warnings
 from selfiescope.pipelines.model.normalize import DETAIL, normalize_image, square_crop
+from selfiescope.pipelines.model.predict import load_model
 from selfiescope.pipelines.model.train import train
 from selfiescope.plugins.features import ImageFeatures
-from train_helpers import train_settings
+from train_helpers import build_dataset, train_settings
 
 
 @hsettings(max_examples=40, deadline=None)
@@ -147,3 +148,33 @@ def test_a_model_saved_without_a_detail_step_is_fed_as_it_was_trained(tmp_path: 
     Image.fromarray(crop).save(buf, "JPEG", quality=80)
     assert np.array_equal(got, np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
     assert not np.array_equal(got, normalize_image(picture, box, 160, 80)[0])  # a new model's differs
+
+
+def _halved(paths: list[Path], folder: Path) -> list[Path]:
+    folder.mkdir()
+    out = []
+    for path in paths:
+        with Image.open(path) as im:
+            small = im.convert("RGB").resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS)
+            small.save(folder / path.name, quality=90, exif=im.info.get("exif", b""))  # only the size differs
+        out.append(folder / path.name)
+    return out
+
+
+def test_the_counterfactual_sees_what_predict_does_to_a_smaller_copy(faces_dir: Path, tmp_path: Path) -> None:
+    """Real photos, one label halved: the face detector boxes a face in a smaller picture on
+    another grid, so a copy's geometry differs from the stored box scaled. The counterfactual
+    must report the flips predict really makes on halved copies of the same photos."""
+    photos = sorted((faces_dir / "portrait").glob("caltech_*.jpg"))[:40]
+    root = tmp_path / "data"
+    build_dataset(root, {"selfie": _halved(photos[0::2], tmp_path / "small"), "portrait": photos[1::2]})
+    result = train(App.create(train_settings(root, tmp_path / "model", ["geometry", "image"], folds=3,
+                                             normalize=True)), "t")
+    model = load_model(result.model_dir)
+    full = model.predict(photos[1::2])
+    half = model.predict(_halved(photos[1::2], tmp_path / "copies"))
+    pairs = [(a.label, b.label) for a, b in zip(full, half) if a.status == b.status == "ok"]
+    predict_rate = sum(a != b for a, b in pairs) / len(pairs)
+    cf = result.metrics["counterfactual"]["per_label_size"]["portrait"]
+    assert abs(cf["rate"] - predict_rate) <= 0.3, (cf, predict_rate, len(pairs))
+    assert ("size" in result.metrics["counterfactual"]["warn_checks"]) == (cf["rate"] > FLIP_WARN)
