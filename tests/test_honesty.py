@@ -22,6 +22,7 @@ from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.pipelines.model.baselines import bootstrap_auc_ci, confounder_warnings, jpeg_quality
 from selfiescope.pipelines.model.calibration import Calibrator, calibrate
+from selfiescope.pipelines.model.normalize import DETAIL
 from selfiescope.pipelines.model.predict import load_model
 from selfiescope.pipelines.model.train import train
 
@@ -112,11 +113,11 @@ def test_cli_says_it_plainly(confounded, tmp_path, monkeypatch):
     assert "warning:" in result.output and "differ by camera or file" in result.output
 
 
-def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_path):
+def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_path, monkeypatch):
     result = train(App.create(train_settings(confounded, tmp_path / "model", CHEAP, folds=3, normalize=True,
                                   normalize_side=200, normalize_quality=70)), "t")
     cv = result.metrics["cv"]
-    assert result.metrics["normalize"] == {"side": 200, "jpeg_quality": 70, "shape": "square"}
+    assert result.metrics["normalize"] == {"side": 200, "jpeg_quality": 70, "shape": "square", "detail": DETAIL}
     assert cv["without_normalize"]["roc_auc"] is not None
     assert "files as stored (no normalize)" in (result.model_dir / "report.html").read_text()
     # predict re-encodes the same way: the stored files give the training features back
@@ -125,6 +126,23 @@ def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_pa
     by_location = {p.path: p for p in model.predict_stored()}  # read back through the storage backend
     got = [by_location[r.location] for r in rows]
     np.testing.assert_allclose([r.raw_probability for r in got], result.final.booster.predict(result.table.X[:3]), rtol=1e-6)
+    # a model saved before the detail step (its schema names none) is still fed without it
+    schema_path = result.model_dir / "schema.json"
+    schema = json.loads(schema_path.read_text())
+    del schema["normalize"]["detail"]
+    schema_path.write_text(json.dumps(schema))
+    import selfiescope.pipelines.model.predict as predict_module
+
+    seen: list[object] = []
+    original = predict_module.normalize_image
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("detail", "default"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "normalize_image", spy)
+    load_model(result.model_dir).predict_stored()
+    assert seen and set(seen) == {None}
 
 
 def _toy(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

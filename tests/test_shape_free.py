@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from hypothesis import given, settings as hsettings, strategies as st
 
 from privacy_helpers import import_pictures
 from selfiescope.core.app import App
-from selfiescope.pipelines.model.counterfactual import reshape_to_aspect
-from selfiescope.pipelines.model.normalize import normalize_image
+from selfiescope.pipelines.model.counterfactual import FLIP_WARN, reshape_to_aspect
+from selfiescope.pipelines.model.baselines import confounder_warnings
+from selfiescope.pipelines.model.normalize import DETAIL, normalize_image, square_crop
+from selfiescope.pipelines.model.predict import load_model
 from selfiescope.pipelines.model.train import train
-from train_helpers import train_settings
+from selfiescope.plugins.features import ImageFeatures
+from train_helpers import build_dataset, train_settings
 
 
 @hsettings(max_examples=40, deadline=None)
@@ -68,4 +73,108 @@ def test_a_model_that_reads_the_shape_is_flagged_and_normalize_removes_it(tmp_pa
     assert not cf["warn"] and sum(v["flipped"] for v in cf["per_label"].values()) <= 2, cf
     model_card = (shaped.model_dir / "MODEL.md").read_text()
     assert "Does the answer follow the frame?" in model_card and "changed decision" in model_card
-    assert "Shape counterfactual" in (shaped.model_dir / "report.html").read_text()
+    assert "Frame counterfactual" in (shaped.model_dir / "report.html").read_text()
+
+
+def _texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Smooth random shapes with fine grain: detail at every scale, as a photo has."""
+    base = cv2.resize(rng.integers(0, 255, (8, 12, 3), dtype=np.uint8), (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+
+
+@hsettings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), big=st.integers(DETAIL * 3 // 2, 4 * DETAIL), share=st.floats(0.0, 1.0))
+def test_normalize_does_not_tell_how_many_pixels_the_source_had(seed: int, big: int, share: float) -> None:
+    """A picture and a smaller copy of it (both at least 1.5 x DETAIL on a side) normalize to
+    squares whose sharpness, the feature most tied to resolution, is the same."""
+    small = round(DETAIL * 3 // 2 + share * (big - DETAIL * 3 // 2))
+    picture = _texture(np.random.default_rng(seed), big, big)
+    copy = cv2.resize(picture, (small, small), interpolation=cv2.INTER_AREA)
+    a, _ = normalize_image(picture, {}, 320, 85)
+    b, _ = normalize_image(copy, {}, 320, 85)
+    sharpness = ImageFeatures().extract(a, {})["sharpness"] / ImageFeatures().extract(b, {})["sharpness"]
+    assert 0.85 < sharpness < 1.18, (big, small, sharpness)
+    assert np.abs(a.astype(int) - b).mean() < 4
+
+
+def _sizes_only_dataset(tmp_path: Path) -> Path:
+    """Two labels whose pictures differ only by their pixel size: one aspect (3:2), one content
+    distribution; the portraits are rendered at the selfies' size and averaged down to 60 %."""
+    root = tmp_path / "data"
+    rng = np.random.default_rng(11)
+    smaller = [cv2.resize(_texture(rng, 480, 320), (288, 192), interpolation=cv2.INTER_AREA) for _ in range(16)]
+    import_pictures(root, tmp_path, {"selfie": [_texture(rng, 480, 320) for _ in range(16)], "portrait": smaller})
+    return root
+
+
+def test_a_model_that_reads_the_pixel_size_is_flagged_and_normalize_removes_it(tmp_path: Path) -> None:
+    root = _sizes_only_dataset(tmp_path)
+    raw = train(App.create(train_settings(root, tmp_path / "raw", ["image"], folds=2)), "t").metrics
+    cf = raw["counterfactual"]
+    assert cf["warn_checks"] == ["size"], cf  # the aspect is the same: that check has nothing to move
+    assert all("skipped" in v for v in cf["per_label"].values())
+    sized = cf["per_label_size"].values()
+    assert sum(v["flipped"] for v in sized) > 0.5 * sum(v["checked"] for v in sized), cf
+    assert any("follows the picture's frame" in w and "pixel size" in w for w in raw["warnings"]), raw["warnings"]
+    assert any("only the pixel size" in w for w in raw["warnings"]), raw["warnings"]  # not "the aspect ratio"
+    shaped = train(App.create(train_settings(root, tmp_path / "norm", ["image"], folds=2, normalize=True)), "t")
+    cf = shaped.metrics["counterfactual"]
+    assert not cf["warn"] and sum(v["flipped"] for v in cf["per_label_size"].values()) <= 3, cf
+    assert shaped.metrics["cv"]["lightgbm"]["roc_auc"] < 0.75, shaped.metrics["cv"]["lightgbm"]
+    assert "megapixels" in (shaped.model_dir / "MODEL.md").read_text()
+
+
+def test_the_size_warning_names_the_part_of_the_frame_that_carries_the_signal() -> None:
+    """An image-size baseline that only the pixel count explains is not blamed on the aspect."""
+    by_pixels = {"image_size": {"roc_auc": 0.99, "carried_by": {"aspect ratio": 0.5, "pixel size": 0.99}}}
+    [warning] = confounder_warnings(0.98, by_pixels)
+    assert "only the pixel size (" in warning and "aspect ratio alone: AUC 0.500" in warning
+    by_aspect = {"image_size": {"roc_auc": 0.97, "carried_by": {"aspect ratio": 0.97, "pixel size": 0.55}}}
+    assert "only the aspect ratio (" in confounder_warnings(0.98, by_aspect)[0]
+    together = {"image_size": {"roc_auc": 0.97, "carried_by": {"aspect ratio": 0.7, "pixel size": 0.7}}}
+    assert "only the image size and aspect ratio (" in confounder_warnings(0.98, together)[0]
+    normalized = confounder_warnings(0.98, by_pixels, normalized=True)[0]
+    assert "the aspect ratio" not in normalized.split("reaches")[1]  # normalize removed it: not a cause left
+
+
+def test_a_model_saved_without_a_detail_step_is_fed_as_it_was_trained(tmp_path: Path) -> None:
+    """detail=None is the normalize those models were trained with: crop, resize, JPEG."""
+    picture = _texture(np.random.default_rng(3), 300, 200)
+    box = {"box": [120, 50, 60, 60], "face_area": 0.06, "n_faces": 1}
+    got, _ = normalize_image(picture, box, 160, 80, detail=None)
+    x, y, side = square_crop(300, 200, box["box"])
+    crop = cv2.resize(picture[y:y + side, x:x + side], (160, 160), interpolation=cv2.INTER_AREA)
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, "JPEG", quality=80)
+    assert np.array_equal(got, np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+    assert not np.array_equal(got, normalize_image(picture, box, 160, 80)[0])  # a new model's differs
+
+
+def _halved(paths: list[Path], folder: Path) -> list[Path]:
+    folder.mkdir()
+    out = []
+    for path in paths:
+        with Image.open(path) as im:
+            small = im.convert("RGB").resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS)
+            small.save(folder / path.name, quality=90, exif=im.info.get("exif", b""))  # only the size differs
+        out.append(folder / path.name)
+    return out
+
+
+def test_the_counterfactual_sees_what_predict_does_to_a_smaller_copy(faces_dir: Path, tmp_path: Path) -> None:
+    """Real photos, one label halved: the face detector boxes a face in a smaller picture on
+    another grid, so a copy's geometry differs from the stored box scaled. The counterfactual
+    must report the flips predict really makes on halved copies of the same photos."""
+    photos = sorted((faces_dir / "portrait").glob("caltech_*.jpg"))[:40]
+    root = tmp_path / "data"
+    build_dataset(root, {"selfie": _halved(photos[0::2], tmp_path / "small"), "portrait": photos[1::2]})
+    result = train(App.create(train_settings(root, tmp_path / "model", ["geometry", "image"], folds=3,
+                                             normalize=True)), "t")
+    model = load_model(result.model_dir)
+    full = model.predict(photos[1::2])
+    half = model.predict(_halved(photos[1::2], tmp_path / "copies"))
+    pairs = [(a.label, b.label) for a, b in zip(full, half) if a.status == b.status == "ok"]
+    predict_rate = sum(a != b for a, b in pairs) / len(pairs)
+    cf = result.metrics["counterfactual"]["per_label_size"]["portrait"]
+    assert abs(cf["rate"] - predict_rate) <= 0.3, (cf, predict_rate, len(pairs))
+    assert ("size" in result.metrics["counterfactual"]["warn_checks"]) == (cf["rate"] > FLIP_WARN)

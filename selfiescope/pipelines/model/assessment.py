@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .baselines import CONFOUNDERS, baseline_oof, bootstrap_auc_ci, confounder_matrices, confounder_warnings, per_source
+from .baselines import (CONFOUNDERS, baseline_oof, bootstrap_auc_ci, confounder_matrices, confounder_warnings,
+                        per_source, size_signal)
 from .calibration import CalibrationResult, calibrate
 from .leak_groups import links_text
 
@@ -37,10 +38,11 @@ def assess(table: "FeatureTable", cv: "CVResult", labels: list[str], threshold: 
            score: Any, normalized: bool = False) -> Assessment:
     """``score(y, prob, threshold)`` is the metric function the model itself is scored with."""
     y, groups = table.y, table.groups
-    probs = {"face_area": cv.baseline_oof,
-             **baseline_oof(confounder_matrices(table.facts), y, cv.splits)}
+    matrices = confounder_matrices(table.facts)
+    probs = {"face_area": cv.baseline_oof, **baseline_oof(matrices, y, cv.splits)}
     calibration = calibrate(cv.oof if cv.final_oof is None else cv.final_oof, y, groups, seed)
     scored = {name: score(y, p, threshold) for name, p in probs.items()}
+    scored["image_size"]["carried_by"] = size_signal(matrices["image_size"], y, cv.splits)  # aspect or pixels
     model_auc = score(y, cv.oof, threshold)["roc_auc"]
     curves = {"lightgbm": cv.oof, "lightgbm_calibrated": calibration.calibrated_oof, **probs}
     intervals = {}

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .normalize import DETAIL
+
 WARN_MARGIN = 0.05  # a confounder baseline this close to the model's AUC triggers the warning
 WARN_MIN_AUC = 0.65  # ...and only when it beats chance clearly (both near 0.5 means nothing)
 CONFOUNDERS = {"image_size": "image size / aspect ratio", "file_format": "file format / JPEG quality"}
@@ -151,6 +153,36 @@ def baseline_oof(
     return out
 
 
+SIZE_PARTS = {"aspect ratio": [SIZE_COLUMNS.index("aspect")], "pixel size": [SIZE_COLUMNS.index("log10_pixels")]}
+
+
+def size_signal(
+    size_matrix: np.ndarray, y: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> dict[str, float]:
+    """Out-of-fold AUC of the image-size baseline on each part of the frame alone (the aspect
+    ratio, the pixel count): which of them carries what the whole baseline finds."""
+    out = {}
+    for part, columns in SIZE_PARTS.items():
+        x = size_matrix[:, columns]
+        prob = np.full(len(y), np.nan)
+        for train_idx, test_idx in splits:
+            prob[test_idx] = fit_informative(fit_trees, x[train_idx], y[train_idx])(x[test_idx])
+        auc = _auc(y, prob) if np.all(np.isfinite(prob)) else math.nan
+        out[part] = None if math.isnan(auc) else round(auc, 4)
+    return out
+
+
+def size_cue(baseline: dict[str, Any]) -> str:
+    """What the image-size baseline's signal is: the part of the frame (:func:`size_signal`) that
+    alone comes within WARN_MARGIN of the whole baseline, with each part's own AUC."""
+    parts = {p: auc for p, auc in (baseline.get("carried_by") or {}).items() if auc is not None}
+    whole = baseline.get("roc_auc") or 0.0
+    strong = [p for p, auc in parts.items() if auc >= max(WARN_MIN_AUC, whole - WARN_MARGIN)]
+    alone = "; ".join(f"{p} alone: AUC {auc:.3f}" for p, auc in parts.items())
+    name = strong[0] if len(strong) == 1 else "image size and aspect ratio"
+    return f"{name} ({alone})" if alone else CONFOUNDERS["image_size"]
+
+
 def informative_columns(x: np.ndarray) -> np.ndarray:
     """Indices of the columns that vary among the rows that have a value: a column that is all
     NaN (no JPEG, so no JPEG quality) or holds one value (every file a PNG) tells nothing."""
@@ -211,12 +243,17 @@ def confounder_warnings(
     """Plain-language warnings for confounder baselines within WARN_MARGIN AUC of the model."""
     if model_auc is None:
         return []
-    advice = ("re-encoding every image the same way (normalize = true) did not close the gap: the aspect ratio and "
-              "what each source shows remain; collect both labels from the same sources" if normalized else
+    advice = ("normalize = true did not close the gap: every picture was already a square around the face, averaged "
+              "to one level of detail, so what remains is what each source shows (or the blur of pictures too small "
+              f"for that detail: under about {DETAIL * 3 // 2} pixels on the shorter side); collect both labels "
+              "from the same sources" if normalized else
               "collect both labels from the same sources, or train with [pipelines.<name>] normalize = true and compare")
     out = []
     for name, what in CONFOUNDERS.items():
-        auc = (baselines.get(name) or {}).get("roc_auc")
+        baseline = baselines.get(name) or {}
+        auc = baseline.get("roc_auc")
+        if name == "image_size":
+            what = size_cue(baseline)
         if auc is not None and auc >= WARN_MIN_AUC and auc >= model_auc - WARN_MARGIN:
             out.append(
                 f"The classes differ by camera or file, not only by content: a baseline that sees only the "

@@ -1,32 +1,52 @@
-"""The shape counterfactual: does the model's answer follow the picture's frame?
+"""The frame counterfactual: does the model's answer follow the picture's frame?
 
-A sample of each label is reshaped to the other label's typical aspect ratio (the median of
-its images' width / height): a picture wider than the target is cropped around its face, a
-narrower one is padded left and right with black, as a screenshot or a letterbox would be.
-Each reshaped picture goes through what training did (normalize, the feature groups) and is
-scored by the final model; a changed decision is a *flip*. A model that reads selfie-ness
-from the photo flips rarely; one that reads the frame's shape flips often, and the training
-report, MODEL.md and the CLI warn when more than :data:`FLIP_WARN` of a label flips.
+Two frames are checked, each on a sample of every label moved to the other label's typical
+value (the median over its images' headers):
+
+- ``aspect``: width / height. A picture wider than the target is cropped around its face, a
+  narrower one is padded left and right with black, as a screenshot or a letterbox would be.
+- ``size``: the pixel count. The picture is resampled (its aspect kept) to as many pixels as
+  the other label's typical picture has, as a re-upload or a thumbnail would be.
+
+Each changed picture goes through what ``predict`` would do with such a file (decode and face
+detection again, then normalize and the feature groups) and is scored by the final model; so
+does the unchanged picture, and a decision that differs between the two is a *flip*, caused by
+the frame alone. Detection runs again because a detector's boxes follow the pixel grid: a face
+found in a smaller copy can get a box of another relative size. A model that reads
+selfie-ness from the photo flips rarely; one that reads the frame flips often, and the
+training report, MODEL.md and the CLI warn when more than :data:`FLIP_WARN` of a label flips. A check whose two
+labels share their typical frame (within :data:`SAME_FRAME`) is skipped: there is nothing to move.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Callable
 
+import cv2
 import numpy as np
+
+from .normalize import DETAIL
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...core.app import App
     from ...core.settings import TrainPipeline
+    from ...core.events import ImageEvent
     from .dataset import FeatureTable
     from ..dataset_care.stored import StoredReader
 
 FLIP_WARN = 0.2  # a share of a label's sample whose decision changes with the frame alone
-SAMPLE_PER_LABEL = 24  # pictures reshaped per label (each costs one feature extraction)
+SAMPLE_PER_LABEL = 24  # pictures changed per label and check (each costs one feature extraction)
+SAME_FRAME = 0.02  # typical aspects (or linear sizes) this close are one frame: the check is skipped
+CHECKS = {"aspect": "aspect ratio", "size": "pixel size"}
+TURNED_AWAY = "turned away"  # predict's chain rejected the changed picture (no face found, too small)
+
+Face = dict[str, Any]
 
 
-def reshape_to_aspect(image: np.ndarray, face: dict[str, Any], aspect: float) -> tuple[np.ndarray, dict[str, Any]]:
+def reshape_to_aspect(image: np.ndarray, face: Face, aspect: float) -> tuple[np.ndarray, Face]:
     """``image`` with width / height ``aspect``: cropped around the face when wider, padded with
     black left and right when narrower; the face box follows (clipped to the new frame)."""
     height, width = image.shape[:2]
@@ -49,86 +69,231 @@ def reshape_to_aspect(image: np.ndarray, face: dict[str, Any], aspect: float) ->
     return out, moved
 
 
-def typical_aspects(table: "FeatureTable", labels: list[str]) -> dict[str, float]:
-    """Median width / height per label, from the images' header facts."""
+def resize_by(image: np.ndarray, face: Face, factor: float) -> tuple[np.ndarray, Face]:
+    """``image`` scaled by ``factor`` on both sides (area averaging down, bicubic up); the face
+    box scales with it and keeps its share of the picture."""
+    height, width = image.shape[:2]
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    out = cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
+    moved = {**face}
+    if face.get("box"):
+        moved["box"] = [round(v * factor) for v in face["box"]]
+    return out, moved
+
+
+def typical_frames(table: "FeatureTable", labels: list[str]) -> dict[str, dict[str, float]]:
+    """Per label: the median width / height (``aspect``) and the median linear size, the square
+    root of the pixel count (``size``), from the images' header facts."""
     out = {}
     for label in labels:
-        ratios = [f.width / f.height for f, r in zip(table.facts, table.rows)
+        frames = [(f.width / f.height, math.sqrt(f.width * f.height)) for f, r in zip(table.facts, table.rows)
                   if r.label == label and f.width and f.height and math.isfinite(f.width / f.height)]
-        if ratios:
-            out[label] = float(np.median(ratios))
+        if frames:
+            aspects, sizes = zip(*frames)
+            out[label] = {"aspect": float(np.median(aspects)), "size": float(np.median(sizes))}
     return out
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= SAME_FRAME * max(a, b)
+
+
+def _changed(check: str, image: np.ndarray, face: Face, target: float, file_size: float) -> tuple[np.ndarray, Face]:
+    """``image`` moved to the ``target`` aspect or linear size; ``file_size`` is the file's own linear
+    size (a decode step may have worked on a smaller copy: the picture scales by the ratio)."""
+    if check == "aspect":
+        return reshape_to_aspect(image, face, target)
+    return resize_by(image, face, target / file_size)
+
+
+class PredictChain:
+    """The steps ``predict`` runs before the features (decode, face detection), run on a changed
+    picture's bytes: a detector finds boxes on a grid of the picture's own pixels, so a face's
+    box, and every feature measured from it, can follow the pixel size; scaling the stored box
+    would hide that. ``with PredictChain(app, names) as chain: chain.run(png_bytes)``."""
+
+    def __init__(self, app: "App", names: list[str]) -> None:
+        self.app, self.names = app, names
+
+    def __enter__(self) -> "PredictChain":
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ...core.manifest import Manifest
+
+        self.loop = asyncio.new_event_loop()
+        self.manifest = Manifest(":memory:")  # the steps get a manifest; nothing is recorded
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfiescope-counterfactual")
+        self.context = self.app.run_context("counterfactual", None, self.manifest, executor=self.executor)
+        self.steps: list[Any] = []
+        try:
+            for name in self.names:
+                step = self.context.component("steps", name)
+                self.loop.run_until_complete(step.open())
+                self.steps.append(step)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def run(self, data: bytes) -> "ImageEvent":
+        from ...core.engine import run_chain
+        from ...core.events import ImageEvent, Origin
+
+        event = ImageEvent(origin=Origin(source="counterfactual"), label="", data=data)
+        return self.loop.run_until_complete(run_chain(event, self.steps, self.context))
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            for step in reversed(self.steps):
+                self.loop.run_until_complete(step.close())
+        finally:
+            self.executor.shutdown(wait=True)
+            self.manifest.close()
+            self.loop.close()
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Lossless: the changed picture differs from the stored one by its frame only."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[:, :, ::-1]))
+    if not ok:
+        raise ValueError("the changed picture could not be encoded")
+    return buf.tobytes()
 
 
 def shape_flips(
     app: "App", pipeline: "TrainPipeline", table: "FeatureTable", reader: "StoredReader",
     predict: Callable[[np.ndarray], np.ndarray], threshold: float, sample: int = SAMPLE_PER_LABEL,
 ) -> dict[str, Any]:
-    """``{"per_label": {label: {"to_aspect", "checked", "flipped", "rate"}}, "warn": bool}``;
-    ``{"skipped": why}`` where the check cannot run (one shape for both labels, nothing readable).
-    The table's own decoding step and extractors re-score the reshaped photos, read by ``reader``."""
-    from .dataset import decode_with_step, extract_features
+    """``{"per_label": {label: aspect check}, "per_label_size": {label: size check}, "warn": bool,
+    "warn_checks": [...]}``, each check ``{"to_aspect" | "to_size", "checked", "flipped", "rate",
+    "no_face"}`` or ``{"skipped": why}``; ``{"skipped": why}`` where nothing can run. The table's
+    own decoding step, extractors and predict chain re-score the changed photos, read by ``reader``."""
+    from ...core.events import Decision
+    from .dataset import decode_with_step, event_face_dict, extract_features
     from .normalize import normalize_image
 
     labels = list(pipeline.labels)
-    aspects = typical_aspects(table, labels)
-    if len(aspects) < 2:
+    frames = typical_frames(table, labels)
+    if len(frames) < 2:
         return {"skipped": "the images' sizes could not be read"}
     step_cls = app.registry.steps[table.image_step]
     step = step_cls(step_cls.Options.model_validate(app.settings.component_options(table.image_step)), None)
     extractors = table.extractors
+    chain_names = table.predict_steps
     rng = np.random.default_rng(pipeline.seed)
-    per_label: dict[str, dict[str, Any]] = {}
-    for label, other in ((labels[0], labels[1]), (labels[1], labels[0])):
-        idx = [i for i, r in enumerate(table.rows) if r.label == label]
-        chosen = rng.choice(idx, size=min(sample, len(idx)), replace=False) if idx else []
-        checked = flipped = 0
-        for i in chosen:
-            row = table.rows[int(i)]
-            try:
-                event = decode_with_step(step, reader.read(row.stored))
-            except Exception:  # noqa: BLE001 - an unreadable file is left out of the sample
-                continue
-            face = {"box": row.box, "face_area": row.face_area, "n_faces": row.n_faces, "exif": event.exif}
-            image, face = reshape_to_aspect(event.image, face, aspects[other])
-            if pipeline.normalize:
-                image, face = normalize_image(image, face, pipeline.normalize_side, pipeline.normalize_quality)
-            try:
-                values = extract_features(image, face, extractors)
-            except Exception:  # noqa: BLE001
-                continue
-            x = np.array([[values.get(c, math.nan) for c in table.columns]], dtype=np.float64)
-            before = predict(table.X[int(i):int(i) + 1])[0] >= threshold
-            after = predict(x)[0] >= threshold
-            checked += 1
-            flipped += int(before != after)
-        per_label[label] = {"to_aspect": round(aspects[other], 3), "checked": checked, "flipped": flipped,
-                            "rate": flipped / checked if checked else None}
-    rates = [v["rate"] for v in per_label.values() if v["rate"] is not None]
-    return {"per_label": per_label, "aspects": {k: round(v, 3) for k, v in aspects.items()},
-            "warn": any(rate > FLIP_WARN for rate in rates), "threshold": FLIP_WARN}
+    results: dict[str, dict[str, Any]] = {check: {} for check in CHECKS}
+    def score(chain: PredictChain, image: np.ndarray, exif: bytes | None) -> bool | str | None:
+        """The final model's decision on ``image`` as ``predict`` would reach it from a file holding
+        it: TURNED_AWAY when the chain rejects it, None when a step or a feature group fails."""
+        try:
+            seen = chain.run(png_bytes(image))
+        except Exception:  # noqa: BLE001 - a step's failure leaves this picture out
+            return None
+        if seen.decision is Decision.FAILED:
+            return None
+        if seen.image is None or seen.decision is Decision.REJECTED:
+            return TURNED_AWAY
+        image, face = seen.image, event_face_dict(seen, exif)  # the metadata stays the file's
+        if pipeline.normalize:
+            image, face = normalize_image(image, face, pipeline.normalize_side, pipeline.normalize_quality)
+        try:
+            values = extract_features(image, face, extractors)
+        except Exception:  # noqa: BLE001
+            return None
+        x = np.array([[values.get(c, math.nan) for c in table.columns]], dtype=np.float64)
+        return bool(predict(x)[0] >= threshold)
+
+    with ExitStack() as stack:
+        try:
+            chain = stack.enter_context(PredictChain(app, chain_names))
+        except Exception as exc:  # noqa: BLE001
+            return {"skipped": f"predict's chain ({', '.join(chain_names)}) could not be opened ({type(exc).__name__})"}
+        for label, other in ((labels[0], labels[1]), (labels[1], labels[0])):
+            todo = [c for c in CHECKS if not _same(frames[label][c], frames[other][c])]
+            for check in CHECKS:
+                if check not in todo:
+                    results[check][label] = {"skipped": f"both labels have the same typical {CHECKS[check]}"}
+            idx = [i for i, r in enumerate(table.rows) if r.label == label]
+            chosen = rng.choice(idx, size=min(sample, len(idx)), replace=False) if idx and todo else []
+            counts = {check: [0, 0, 0] for check in todo}  # checked, flipped, face lost
+            for i in chosen:
+                row, facts = table.rows[int(i)], table.facts[int(i)]
+                try:
+                    event = decode_with_step(step, reader.read(row.stored))
+                except Exception:  # noqa: BLE001 - an unreadable file is left out of the sample
+                    continue
+                # the control: the unchanged picture through the same path, so only the frame differs
+                before = score(chain, event.image, event.exif)
+                if not isinstance(before, bool):
+                    continue
+                decoded = math.sqrt(event.image.shape[0] * event.image.shape[1])
+                known = math.isfinite(facts.width * facts.height) and facts.width * facts.height > 0
+                file_size = math.sqrt(facts.width * facts.height) if known else decoded
+                for check in todo:
+                    face = {"box": row.box, "face_area": row.face_area, "n_faces": row.n_faces, "exif": event.exif}
+                    try:
+                        image, _ = _changed(check, event.image, face, frames[other][check], file_size)
+                    except Exception:  # noqa: BLE001 - a picture the change breaks is left out
+                        continue
+                    after = score(chain, image, event.exif)
+                    if after == TURNED_AWAY:
+                        counts[check][2] += 1  # predict would answer no_face or error (too small, no face)
+                    elif isinstance(after, bool):
+                        counts[check][0] += 1
+                        counts[check][1] += int(before != after)
+            for check, (checked, flipped, lost) in counts.items():
+                key = "to_aspect" if check == "aspect" else "to_size"
+                results[check][label] = {key: round(frames[other][check], 3 if check == "aspect" else 1),
+                                         "checked": checked, "flipped": flipped, "no_face": lost,
+                                         "rate": flipped / checked if checked else None}
+    warn_checks = [check for check in CHECKS
+                   if any((v.get("rate") or 0) > FLIP_WARN for v in results[check].values())]
+    return {"per_label": results["aspect"], "per_label_size": results["size"],
+            "aspects": {k: round(v["aspect"], 3) for k, v in frames.items()},
+            "sizes": {k: round(v["size"], 1) for k, v in frames.items()},
+            "warn": bool(warn_checks), "warn_checks": warn_checks, "threshold": FLIP_WARN,
+            "normalized": bool(pipeline.normalize)}
+
+
+def _moved(check: str, v: dict[str, Any]) -> str:
+    return f"reshaped to aspect {v['to_aspect']}" if check == "aspect" else \
+        f"resampled to {v['to_size'] ** 2 / 1e6:.2f} megapixels"
+
+
+def _checks(result: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    return {"aspect": result.get("per_label") or {}, "size": result.get("per_label_size") or {}}
 
 
 def flip_warnings(result: dict[str, Any]) -> list[str]:
-    if not result.get("warn"):
-        return []
-    parts = ", ".join(f"{label} {v['flipped']}/{v['checked']} (reshaped to aspect {v['to_aspect']})"
-                      for label, v in result["per_label"].items() if v["checked"])
-    return [f"The model's answer follows the picture's frame: reshaping photos to the other label's typical "
-            f"aspect ratio changed the decision for {parts}. It has learnt the classes' image shapes; collect "
-            f"both labels with the same shapes, or train with normalize = true (a square crop around the face) "
-            f"and compare."]
+    out = []
+    for check in result.get("warn_checks") or (["aspect"] if result.get("warn") else []):
+        parts = ", ".join(f"{label} {v['flipped']}/{v['checked']} ({_moved(check, v)})"
+                          for label, v in _checks(result)[check].items() if v.get("checked"))
+        advice = (f"normalize = true did not remove it: the face detector's boxes follow the pixel grid (a face in a "
+                  f"smaller copy can get a box of another relative size), and pictures under about {DETAIL * 3 // 2}"
+                  f" pixels keep their blur; collect both labels with the same {CHECKS[check]}s"
+                  if result.get("normalized") else
+                  f"collect both labels with the same {CHECKS[check]}s, or train with normalize = true (a square "
+                  f"crop around the face, averaged to one level of detail) and compare")
+        out.append(f"The model's answer follows the picture's frame: changing only the {CHECKS[check]} of photos to "
+                   f"the other label's typical one changed the decision for {parts}. It has learnt the classes' "
+                   f"{CHECKS[check]}s; {advice}.")
+    return out
 
 
 def flip_lines(result: dict[str, Any] | None) -> list[str]:
-    """Plain lines for MODEL.md and the report: per label, how many reshaped photos flipped."""
+    """Plain lines for MODEL.md and the report: per check and label, how many changed photos flipped."""
     if not result:
         return []
     if "skipped" in result:
-        return [f"Shape counterfactual not run: {result['skipped']}."]
+        return [f"Frame counterfactual not run: {result['skipped']}."]
     lines = []
-    for label, v in result["per_label"].items():
-        if v["checked"]:
-            lines.append(f"{label}: {v['flipped']} of {v['checked']} photos reshaped to aspect {v['to_aspect']} "
-                         f"changed decision ({v['rate']:.0%})")
+    for check, per_label in _checks(result).items():
+        for label, v in per_label.items():
+            if "skipped" in v:
+                lines.append(f"{label}, {CHECKS[check]}: not checked ({v['skipped']})")
+            elif v["checked"]:
+                lost = f"; {v['no_face']} more turned away by predict's chain" if v.get("no_face") else ""
+                lines.append(f"{label}: {v['flipped']} of {v['checked']} photos {_moved(check, v)} "
+                             f"changed decision ({v['rate']:.0%}{lost})")
     return lines

@@ -159,12 +159,13 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
 
 
 def _honesty_lines(metrics: dict[str, Any]) -> list[str]:
-    """The shape counterfactual and the rejections that depended on the label."""
+    """The frame counterfactual and the rejections that depended on the label."""
     from .counterfactual import FLIP_WARN, flip_lines
 
     lines = ["", "## Does the answer follow the frame?", "",
-             f"A sample of each label reshaped to the other label's typical aspect ratio (cropped around the face or"
-             f" padded), re-scored by the final model; over {FLIP_WARN:.0%} flipped is a warning.", ""]
+             f"A sample of each label moved to the other label's typical aspect ratio (cropped around the face or"
+             f" padded), and separately to its typical pixel size (resampled), re-scored by the final model; over"
+             f" {FLIP_WARN:.0%} flipped is a warning.", ""]
     lines += [f"- {line}" for line in flip_lines(metrics.get("counterfactual"))] or ["- not run"]
     losses = metrics.get("dataset", {}).get("class_dependent_losses") or []
     lines += ["", "## Rejections that depended on the label", ""]

@@ -48,6 +48,7 @@ class Normalize(_Open):
     side: int = Field(gt=0, le=100_000)
     jpeg_quality: int = Field(ge=1, le=100)
     shape: Literal["frame", "square"] = "frame"  # square: the largest square around the face (normalize.py)
+    detail: int | None = Field(None, gt=0, le=100_000)  # pixels the square is averaged down to (None: kept)
 
 
 def _finite(values: list[float]) -> list[float]:

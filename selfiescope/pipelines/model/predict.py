@@ -201,7 +201,7 @@ class Model:
         self.labels: list[str] = self.schema["labels"]
         self.threshold = float(self.schema["threshold"])
         self.calibrator = Calibrator.from_dict(self.schema.get("calibration"))
-        self.normalize = self.schema.get("normalize")  # {"side", "jpeg_quality"} or None
+        self.normalize = self.schema.get("normalize")  # {"side", "jpeg_quality", "shape", "detail"} or None
 
     def predict(self, paths: Sequence[str | Path] | str | Path) -> list[Prediction]:
         """One :class:`Prediction` per image file (folders are expanded), in order."""
@@ -288,7 +288,8 @@ class Model:
         image = event.image
         if self.normalize:  # the model was trained on re-encoded images: see them the same way
             image, face = normalize_image(image, face, int(self.normalize["side"]), int(self.normalize["jpeg_quality"]),
-                                          square=self.normalize.get("shape") == "square")
+                                          square=self.normalize.get("shape") == "square",
+                                          detail=self.normalize.get("detail"))
         try:
             values = await loop.run_in_executor(run.executor, extract_features, image, face, self.extractors)
         except Exception as exc:  # noqa: BLE001 - one image's failure is its own result

@@ -227,14 +227,14 @@ def _warnings_html(metrics: dict[str, Any]) -> str:
 
 
 def _honesty_html(metrics: dict[str, Any]) -> str:
-    """The shape counterfactual's flips and the rejection rates that depended on the label."""
+    """The frame counterfactual's flips and the rejection rates that depended on the label."""
     from .counterfactual import flip_lines
 
     flips = "".join(f"<li>{html.escape(line)}</li>" for line in flip_lines(metrics.get("counterfactual")))
     losses = "".join(
         f"<li>{html.escape(loss['reason'])}: " + html.escape(", ".join(f"{k} {v:.0%}" for k, v in loss["rates"].items()))
         + "</li>" for loss in metrics.get("dataset", {}).get("class_dependent_losses") or [])
-    return (f"<h2>Shape counterfactual (photos reshaped to the other label's typical aspect)</h2><ul>{flips or '<li>not run</li>'}</ul>"
+    return (f"<h2>Frame counterfactual (photos moved to the other label's typical aspect ratio, and, separately, pixel size)</h2><ul>{flips or '<li>not run</li>'}</ul>"
             f"<h2>Rejections whose rate depended on the label</h2><ul>{losses or '<li>none</li>'}</ul>")
 
 

@@ -9,8 +9,10 @@ share) is scored on the same folds so the report shows what the other features a
 so are the confounder baselines (image size, file format: :mod:`.assessment`), which
 warn when the classes can be told apart by camera or file alone. The probabilities are
 calibrated on the out-of-fold predictions (:mod:`.calibration`); ``normalize = true``
-re-encodes every image to one size and JPEG quality before features and reports the
-un-normalized figures beside them. MODEL.md (:mod:`.model_card`) sums it all up.
+crops every image to a square around the face at one level of detail, size and JPEG quality
+before features (:mod:`.normalize`) and reports the un-normalized figures beside them; the
+frame counterfactual (:mod:`.counterfactual`) checks whether the final model's answer follows
+the aspect ratio or the pixel size. MODEL.md (:mod:`.model_card`) sums it all up.
 
 :func:`fit_model` is the only place that knows the estimator; another engine can pass
 its own ``fit`` to :func:`cross_validate`.
@@ -369,8 +371,10 @@ def _train(
     # cleanlab's view: an image whose out-of-fold probability contradicts its label may be mislabeled
     metrics["dataset"]["review"]["likely_mislabeled"] = int(np.count_nonzero(np.abs(table.y - calibrated) > 0.5))
     if pipeline.normalize:
+        from .normalize import DETAIL
+
         metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality,
-                                "shape": "square"}  # normalize.py: the largest square around the face
+                                "shape": "square", "detail": DETAIL}  # normalize.py: a square, band-limited
         metrics["cv"]["without_normalize"] = unnormalized_score(app, pipeline, reader, progress, runner, fit)
     schema = {
         "format": SCHEMA_FORMAT,
