@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from .core.app import App
 from .core.settings import ScrapePipeline, Settings, SettingsError, TrainPipeline
@@ -108,7 +108,7 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
     from .pipelines.collecting.collect import collect
 
     settings = app.settings
-    console = Console(stderr=True, quiet=as_json)
+    console = Console(stderr=True, quiet=as_json, markup=False)  # messages hold paths: never markup
     out_dir = Path(out_dir).expanduser()
     if fresh and out_dir.exists():
         if not _written_by_demo(out_dir):
@@ -120,7 +120,7 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
     result: dict[str, Any] = {"output": str(out_dir.resolve()), "synthetic": True}
     t0 = time.monotonic()
     with MockInstagram(latency_ms=20, rate_limit_every=25, retry_after_s=1) as site:
-        console.print(f"[bold]local Instagram-like site[/bold] at {site.base_url} (synthetic photos)")
+        console.print(Text.assemble(("local Instagram-like site", "bold"), f" at {site.base_url} (synthetic photos)"))
         s, scrape, train_p = demo_settings(settings, site.base_url, out_dir, per_tag)
         demo_app = app.with_settings(s)
         console.print(f"scraping #{' #'.join(SELFIE_TAGS + PORTRAIT_TAGS)} concurrently (limit {per_tag} per tag)...")
@@ -133,7 +133,7 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
     )
     status = 1 if stats.error_lines() else 0
     for line in stats.error_lines():
-        console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
+        console.print(Text.assemble(("error:", "red"), f" {line}"), highlight=False)
     if train:
         try:
             from .pipelines.model.train import train as run_train
@@ -156,8 +156,8 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
 
         print(json.dumps(result, default=str, indent=2))
     else:
-        console.print(f"[bold green]done[/bold green] in {result['elapsed_s']}s: dataset in {s.storage.root}, "
-                      f"manifest {s.storage.root / 'manifest.sqlite'}")
+        console.print(Text.assemble(("done", "bold green"), f" in {result['elapsed_s']}s: dataset in {s.storage.root}, "
+                                    f"manifest {s.storage.root / 'manifest.sqlite'}"))
         console.print("look at it and fix its labels in a browser:", highlight=False)
         console.print(f"  {result['review_command']}", highlight=False, markup=False, soft_wrap=True)
     return status

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -19,7 +18,7 @@ from ..core.text import printable
 from ..exits import EXIT_INTERRUPTED, code_for
 from .common import (
     JsonOpt, SchedulerOpt, SettingsOpt, WaitOpt, checked_base_url, console, core_app, emit_json, fail, load_app, out,
-    with_scheduler, with_wait,
+    tagged, with_scheduler, with_wait,
 )
 
 
@@ -50,7 +49,7 @@ class ProgressObserver:
             return
         if job not in self.job_tasks:
             self.job_tasks[job] = self.progress.add_task("", total=None)
-        self.progress.update(self.job_tasks[job], description=f"  {escape(printable(job))}: {escape(state)}  ·  {kept} kept")
+        self.progress.update(self.job_tasks[job], description=f"  {printable(job)}: {state}  ·  {kept} kept")
 
     @hookimpl
     def selfiescope_image_accepted(self, event: Any, run: Any) -> None:
@@ -68,7 +67,7 @@ class ProgressObserver:
         s = run.stats
         self.progress.update(
             self.task, advance=1,
-            description=f"accepted {s.accepted}  rejected {s.rejected}" + (f"  [red]failed {s.failed}[/red]" if s.failed else ""),
+            description=f"accepted {s.accepted}  rejected {s.rejected}" + (f"  failed {s.failed}" if s.failed else ""),
         )
         job = getattr(getattr(event, "origin", None), "job", None)
         if job in self.job_tasks and not self.plain:
@@ -77,7 +76,7 @@ class ProgressObserver:
 
 def _progress(enabled: bool) -> Progress:
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=console, transient=True, disable=not enabled or not console.is_terminal,
     )
 
@@ -89,13 +88,13 @@ def print_stats(stats: dict[str, Any], title: str) -> None:
     for reason, n in sorted(stats.get("rejected_by_reason", {}).items()):
         table.add_row(f"  rejected: {reason}", str(n))
     for job, counts in stats.get("per_job", {}).items():
-        table.add_row(f"  job {escape(printable(job))}", ", ".join(f"{k} {v}" for k, v in counts.items()))
+        table.add_row(f"  job {printable(job)}", ", ".join(f"{k} {v}" for k, v in counts.items()))
     for job, why in stats.get("stopped", {}).items():
-        table.add_row(f"  job {escape(printable(job))}", escape(printable(why)))
+        table.add_row(f"  job {printable(job)}", printable(why))
     if skipped := stats.get("skipped_not_regular_files"):
-        table.add_row("[yellow]skipped[/yellow]", f"{skipped} entries that are not regular files (pipes, devices, links to them)")
+        table.add_row(tagged("skipped", "yellow"), f"{skipped} entries that are not regular files (pipes, devices, links to them)")
     for err in stats.get("errors", []):
-        table.add_row("[red]error[/red]", escape(printable(err)))
+        table.add_row(tagged("error", "red"), printable(err))
     out.print(table)
 
 
@@ -114,7 +113,7 @@ def run_collect(
     if as_json:
         emit_json(data)
     else:
-        print_stats(data, f"{name}: stored under {escape(printable(settings.storage.root))}")
+        print_stats(data, f"{name}: stored under {printable(settings.storage.root)}")
     raise typer.Exit(code_for(data["errors"]))
 
 
@@ -223,14 +222,14 @@ def clean_command(
             delete_rejected=delete_rejected, dry_run=dry_run, label=label,
         )
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: each file is whole where it was or whole where it was moved; "
-                      "run the same command again to finish")
+        console.print(tagged("interrupted", "yellow", ": each file is whole where it was or whole where it was moved; "
+                      "run the same command again to finish"))
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
         emit_json(result)
     else:
         title = _clean_title(result, move_rejected_to, delete_rejected)
-        table = Table(title=escape(title), show_header=False)
+        table = Table(title=title, show_header=False)
         for key in ("seen", "kept", "rejected", "failed", "moved", "deleted"):
             table.add_row(key, str(result[key]))
         for reason, n in result["rejected_by_reason"].items():
@@ -238,14 +237,14 @@ def clean_command(
         if dry_run:
             for entry in result["plan"]:
                 if entry["action"] != "keep":
-                    table.add_row(f"[cyan]would {entry['action']}[/cyan]", escape(f"{entry['path']}: {entry['why']}"))
+                    table.add_row(tagged(f"would {entry['action']}", "cyan"), f"{entry['path']}: {entry['why']}")
         for line in result["skipped"]:
-            table.add_row("[yellow]left in place[/yellow]", escape(line))
+            table.add_row(tagged("left in place", "yellow"), line)
         if result["skipped_not_regular_files"]:
-            table.add_row("[yellow]skipped[/yellow]", f"{result['skipped_not_regular_files']} entries that are not "
+            table.add_row(tagged("skipped", "yellow"), f"{result['skipped_not_regular_files']} entries that are not "
                           "regular files (pipes, devices, links to them)")
         for err in result["errors"]:
-            table.add_row("[red]error[/red]", escape(err))
+            table.add_row(tagged("error", "red"), err)
         out.print(table)
     raise typer.Exit(code_for(result["errors"]))
 

@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from ..core.app import App
 from ..core.text import printable
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED
 from .collect import _progress
-from .common import JsonOpt, SchedulerOpt, SettingsOpt, console, core_app, emit_json, fail, load_app, out, with_scheduler
+from .common import JsonOpt, SchedulerOpt, SettingsOpt, console, core_app, emit_json, fail, load_app, out, tagged, with_scheduler
 
 
 DEFAULT_TRAIN = "train"  # the pipeline `train` runs, with the defaults, when settings define none
@@ -28,7 +27,7 @@ def run_train(app: App, name: str, as_json: bool) -> None:
         try:
             result = train(app, name, progress=lambda done, total: progress.update(task, completed=done, total=total))
         except KeyboardInterrupt:  # says what an interrupted training keeps: the features
-            console.print("[yellow]interrupted[/yellow]: computed features are cached; run the same command again")
+            console.print(tagged("interrupted", "yellow", ": computed features are cached; run the same command again"))
             raise typer.Exit(EXIT_INTERRUPTED) from None
     summary = result.summary()
     if as_json:
@@ -40,8 +39,8 @@ def run_train(app: App, name: str, as_json: bool) -> None:
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     out.print(table)
     for warning in summary["warnings"]:  # confounders: the figures above may describe the sources, not the photos
-        console.print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
-    out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}", markup=False)
+        console.print(tagged("warning:", "bold red", f" {warning}"), highlight=False)
+    out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}")
     if mislabeled := summary.get("likely_mislabeled"):
         out.print(f"{mislabeled} training image{'s look' if mislabeled != 1 else ' looks'} mislabeled (the cross-validated "
                   "model contradicts the label): `selfiescope review` shows them first (sort: most likely mislabeled)")
