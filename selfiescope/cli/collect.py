@@ -10,6 +10,7 @@ from typing import Any, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..core.app import App
 from ..core.hookspecs import hookimpl
@@ -85,8 +86,9 @@ def print_stats(stats: dict[str, Any], title: str) -> None:
     table = Table(title=title, show_header=False)
     for key in ("status", "seen", "accepted", "rejected", "failed", "images_per_s", "elapsed_s", "bytes_stored"):
         table.add_row(key, str(stats.get(key)))
+    settings_of = stats.get("rejection_settings", {})
     for reason, n in sorted(stats.get("rejected_by_reason", {}).items()):
-        table.add_row(f"  rejected: {reason}", str(n))
+        table.add_row(f"  rejected: {reason}", f"{n}" + (f" (decided by {settings_of[reason]})" if reason in settings_of else ""))
     for job, counts in stats.get("per_job", {}).items():
         table.add_row(f"  job {printable(job)}", ", ".join(f"{k} {v}" for k, v in counts.items()))
     for job, why in stats.get("stopped", {}).items():
@@ -96,6 +98,34 @@ def print_stats(stats: dict[str, Any], title: str) -> None:
     for err in stats.get("errors", []):
         table.add_row(tagged("error", "red"), printable(err))
     out.print(table)
+    print_nothing_kept(stats.get("nothing_kept", []))
+
+
+def print_nothing_kept(lines: list[str]) -> None:
+    for line in lines:
+        out.print(Text(line, style="bold yellow"), highlight=False)
+
+
+def outcome_notes(data: dict[str, Any], settings: Settings, pipeline: tuple[str, Any] | None, *,
+                  seen: str = "seen", kept: str = "accepted") -> dict[str, Any]:
+    """``data`` (a run's or a clean's figures) with what a reader needs beside the counts: the
+    setting that decided each rejection reason, and a plain line for a run (or a job of it) that
+    saw images and kept none."""
+    from ..pipelines.dataset_care.class_losses import nothing_kept_line, settings_of_reasons
+
+    reasons = data.get("rejected_by_reason", {})
+    data["rejection_settings"] = settings_of_reasons(reasons, settings, pipeline)
+    lines = []
+    if data.get(seen) and not data.get(kept):
+        lines.append(nothing_kept_line(data[seen], reasons, data.get("failed", 0), settings, pipeline))
+    jobs = data.get("per_job", {})
+    if len(jobs) > 1 and not lines:  # some jobs kept images: name the ones that kept none
+        for job, counts in jobs.items():
+            if (n := sum(counts.values())) and not counts.get("accepted"):
+                what = ", ".join(f"{k} {v}" for k, v in counts.items())
+                lines.append(f"nothing kept from {printable(job)}: {n} images ({what})")
+    data["nothing_kept"] = [line for line in lines if line]
+    return data
 
 
 def run_collect(
@@ -110,6 +140,8 @@ def run_collect(
         stats = asyncio.run(collect(app, name, pipeline=pipeline, together=together))
     data = stats.as_dict()
     data["storage_root"] = printable(settings.storage.root)
+    own = (name, pipeline) if pipeline is not None and not together and settings.pipelines.get(name) is pipeline else None
+    outcome_notes(data, settings, own)
     if as_json:
         emit_json(data)
     else:
@@ -225,6 +257,7 @@ def clean_command(
         console.print(tagged("interrupted", "yellow", ": each file is whole where it was or whole where it was moved; "
                       "run the same command again to finish"))
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    outcome_notes(result, app.settings, None, kept="kept")
     if as_json:
         emit_json(result)
     else:
@@ -232,8 +265,9 @@ def clean_command(
         table = Table(title=title, show_header=False)
         for key in ("seen", "kept", "rejected", "failed", "moved", "deleted"):
             table.add_row(key, str(result[key]))
+        settings_of = result["rejection_settings"]
         for reason, n in result["rejected_by_reason"].items():
-            table.add_row(f"  rejected: {reason}", str(n))
+            table.add_row(f"  rejected: {reason}", f"{n}" + (f" (decided by {settings_of[reason]})" if reason in settings_of else ""))
         if dry_run:
             for entry in result["plan"]:
                 if entry["action"] != "keep":
@@ -246,6 +280,7 @@ def clean_command(
         for err in result["errors"]:
             table.add_row(tagged("error", "red"), err)
         out.print(table)
+        print_nothing_kept(result["nothing_kept"])
     raise typer.Exit(code_for(result["errors"]))
 
 
