@@ -127,9 +127,12 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
         with _demo_credentials(site.username, site.password):
             stats = asyncio.run(collect(demo_app, "demo", pipeline=scrape[0], together=scrape[1:]))
     result["scrape"] = stats.as_dict()
+    from .pipelines.dataset_care.class_losses import rejection_lines
+
+    reasons = "; ".join(rejection_lines(dict(stats.rejected_by_reason), s))
     console.print(
-        f"scraped {stats.seen} images: {stats.accepted} stored, {stats.rejected} rejected "
-        f"{dict(stats.rejected_by_reason)} in {stats.elapsed:.1f}s"
+        f"scraped {stats.seen} images: {stats.accepted} stored, {stats.rejected} rejected"
+        + (f" ({reasons})" if reasons else "") + f" in {stats.elapsed:.1f}s"
     )
     status = 1 if stats.error_lines() else 0
     for line in stats.error_lines():

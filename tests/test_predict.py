@@ -135,7 +135,7 @@ def test_cli_predict_table_json_and_exit_codes(trained, inputs, tmp_path):
     ok = runner.invoke(app, ["predict", str(trained.model_dir), str(inputs["good"]), str(inputs["noface"]), "--json"])
     assert ok.exit_code == 0, ok.output
     data = json.loads(ok.stdout)
-    assert data["counts"] == {"ok": 1, "no_face": 1, "error": 0}
+    assert data["counts"] == {"ok": 1, "no_face": 1, "rejected": 0, "error": 0}
     assert data["predictions"][0]["label"] == "selfie"
     assert data["threshold"] == 0.5 and data["predictions"][0]["threshold"] == 0.5
     assert data["calibration"] in ("none", "platt", "isotonic") and data["predictions"][0]["raw_probability"] is not None
@@ -146,7 +146,7 @@ def test_cli_predict_table_json_and_exit_codes(trained, inputs, tmp_path):
     mismatch = runner.invoke(app, ["predict", str(schema_bad), str(inputs["good"])])
     assert mismatch.exit_code == 2 and "Retrain" in mismatch.output
     nothing = runner.invoke(app, ["predict", str(trained.model_dir), str(tmp_path / "no_such_dir_here")])
-    assert nothing.exit_code == 1 and "cannot read" in nothing.stdout
+    assert nothing.exit_code == 2 and "not found" in nothing.output  # a path that does not exist is a bad path
 
 
 @pytest.mark.parametrize("steps", ["absent", "old"], ids=["schema-without-steps", "schema-naming-decode-face_area"])
