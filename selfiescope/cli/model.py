@@ -32,6 +32,7 @@ def run_train(app: App, name: str, as_json: bool) -> None:
             console.print(tagged("interrupted", "yellow", ": computed features are cached; run the same command again"))
             raise typer.Exit(EXIT_INTERRUPTED) from None
     summary = result.summary()
+    summary["left_out"] = left_out_lines(result, app)
     if as_json:
         emit_json(summary)
         return
@@ -40,12 +41,24 @@ def run_train(app: App, name: str, as_json: bool) -> None:
         if key not in ("model_dir", "warnings", "likely_mislabeled"):
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     out.print(table)
+    for line in summary["left_out"]:
+        out.print(f"left out of training: {line}", highlight=False)
     for warning in summary["warnings"]:  # confounders: the figures above may describe the sources, not the photos
         console.print(tagged("warning:", "bold red", f" {warning}"), highlight=False)
     out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}")
     if mislabeled := summary.get("likely_mislabeled"):
         out.print(f"{mislabeled} training image{'s look' if mislabeled != 1 else ' looks'} mislabeled (the cross-validated "
                   "model contradicts the label): `selfiescope review` shows them first (sort: most likely mislabeled)")
+
+
+def left_out_lines(result: Any, app: App) -> list[str]:
+    """``too_small 3: decided by [plugins.decode] min_side = 64``: the stored images training could
+    not use, by reason, each with the setting that decided it (a setting changed since collection)."""
+    from ..pipelines.dataset_care.class_losses import rejection_lines
+
+    failed = getattr(getattr(result, "table", None), "failed", None) or {}
+    reasons = Counter(reason.split(":", 1)[0].strip() if ":" in reason else "error" for reason in failed.values())
+    return rejection_lines(dict(reasons), app.settings)
 
 
 @core_app.command("train")
@@ -103,9 +116,9 @@ def predict_command(
         raise fail("give image paths, or --stored (not both)")
     if not stored and (label or settings_path):
         raise fail("--label and --settings go with --stored")
+    app = load_app(settings_path)  # its plugins predict ([plugins] disable); with --stored, its storage too
     if missing := [printable(p) for p in paths or [] if not p.expanduser().exists() and not p.is_symlink()]:
         raise fail(f"not found: {', '.join(missing)}")
-    app = load_app(settings_path)  # its plugins predict ([plugins] disable); with --stored, its storage too
     loaded = load_model(model, app=app)
     if stored:
         results = loaded.predict_stored(label, settings=app.settings if settings_path else None)

@@ -121,7 +121,7 @@ def nothing_kept_line(seen: int, reasons: dict[str, int], failed: int, settings:
         parts.append(f"{rejected} rejected ({'; '.join(rejection_lines(reasons, settings, pipeline, whose=whose))})")
     if failed:
         parts.append(f"{failed} failed (see the errors)")
-    return f"nothing {kept_word}: of {seen} images, " + " and ".join(parts or [f"none was {kept_word}"])
+    return f"nothing {kept_word}: of {seen} image{'' if seen == 1 else 's'}, " + " and ".join(parts or [f"none was {kept_word}"])
 
 
 def why_unusable(by_label: dict[str, dict[str, Any]], label: str, settings: Settings | None) -> str:
