@@ -129,6 +129,9 @@ def test_no_command_styles_text_with_markup(module):
         if isinstance(node, ast.keyword) and node.arg == "markup" and not (
                 isinstance(node.value, ast.Constant) and node.value.value is False):
             problems.append(f"line {node.lineno}: markup= other than False")
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in ("TextColumn", "Console") \
+                and not any(k.arg == "markup" for k in node.keywords):  # both read markup unless told not to
+            problems.append(f"line {node.lineno}: {ast.unparse(node.func)} without markup=False")
         if isinstance(node, ast.ImportFrom) and node.module == "rich.markup":
             problems.append(f"line {node.lineno}: imports rich.markup")
     assert not problems, problems

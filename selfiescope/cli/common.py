@@ -36,11 +36,11 @@ def make_console(stderr: bool = False, **options: Any) -> Console:
     Rich markup is off: every string printed, a table's cells and title included, shows as it
     is, so a path or a message naming ``[plugins.decode] min_side`` keeps its brackets. Colour
     comes from :func:`tagged` (or a ``rich.text.Text``), never from markup in a string."""
-    options.setdefault("markup", False)
-    console = Console(stderr=stderr, **options)
+    options.pop("markup", None)
+    console = Console(stderr=stderr, markup=False, **options)
     if console.is_terminal or os.environ.get("COLUMNS"):
         return console
-    return Console(stderr=stderr, soft_wrap=True, width=UNWRAPPED_WIDTH, **options)
+    return Console(stderr=stderr, soft_wrap=True, width=UNWRAPPED_WIDTH, markup=False, **options)
 
 
 def tagged(tag: str, style: str, message: object = "") -> Text:

@@ -172,8 +172,11 @@ def stats_command(
         rejected = Table(title="rejections (step or source / reason)")
         rejected.add_column("rejected by / reason")
         rejected.add_column("images or posts")
+        rejected.add_column("decided by (now)")
+        from ..pipelines.dataset_care.class_losses import setting_text
+
         for key, n in result["rejections"].items():
-            rejected.add_row(key, str(n))
+            rejected.add_row(key, str(n), setting_text(key.rsplit("/", 1)[-1], settings) or "")
         out.print(rejected)
     if stopped := result["runs_by_status"].get("interrupted"):
         console.print(f"{stopped} earlier run(s) were interrupted or killed before they finished; "
