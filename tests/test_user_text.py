@@ -135,3 +135,24 @@ def test_no_command_styles_text_with_markup(module):
         if isinstance(node, ast.ImportFrom) and node.module == "rich.markup":
             problems.append(f"line {node.lineno}: imports rich.markup")
     assert not problems, problems
+
+
+def test_training_names_the_setting_behind_each_image_it_left_out(tmp_path):
+    from privacy_helpers import import_folder, settings_for
+    from train_helpers import train_settings
+
+    from selfiescope.cli.model import left_out_lines
+    from selfiescope.core.app import App
+    from selfiescope.pipelines.model.train import train
+
+    root = tmp_path / "data"
+    for label, seed in (("selfie", 1), ("portrait", 2)):
+        folder = tmp_path / label
+        folder.mkdir()
+        rng = np.random.default_rng(seed)
+        for i, side in enumerate([120] * 6 + [80] * 2):
+            Image.fromarray(rng.integers(0, 255, (side, side + 3, 3), dtype=np.uint8)).save(folder / f"{label}{i}.png")
+        import_folder(settings_for(root), folder, label)  # min_side 64 then: all stored
+    app = App.create(train_settings(root, tmp_path / "m", ["image"], {"decode": {"min_side": 100}}, folds=3, report=False))
+    result = train(app, "t")  # the setting was raised since collection: the 80 px photos cannot be used
+    assert left_out_lines(result, app) == ["too_small 4: decided by [plugins.decode] min_side = 100"]
