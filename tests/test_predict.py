@@ -201,7 +201,7 @@ def test_each_model_row_of_the_card_names_the_scores_it_rates(trained):
     assert not any(title.startswith("LightGBM, calibrated") for title in rows)  # "none" improved nothing: say what differs
     folds = next(line for title, line in rows.items() if "fold models" in title)
     assert f"| {cv['lightgbm']['brier']:.3f} |" in folds
-    served = [line for title, line in rows.items() if "(= predict)" in title]
+    served = [line for title, line in rows.items() if "what predict runs" in title]
     assert len(served) == 1 and f"| {cv['lightgbm_calibrated']['brier']:.3f} |" in served[0]
     assert f"({cv['calibration']['method']})" in served[0] or f"calibration {cv['calibration']['method']}" in served[0]
     assert "score different models" in card

@@ -35,11 +35,11 @@ def model_rows(cv: dict[str, Any]) -> list[tuple[str, dict[str, Any], str | None
         return rows
     method = (cv.get("calibration") or {}).get("method", "none")
     if method == "none":
-        return rows + [("LightGBM: final recipe, cross-fitted, calibration none (= predict)", cv["lightgbm_calibrated"],
+        return rows + [("LightGBM: final recipe (what predict runs), cross-fitted, calibration none", cv["lightgbm_calibrated"],
                         "lightgbm_calibrated")]
     if "final_recipe" in cv:
         rows.append(("LightGBM: final recipe, cross-fitted, raw scores", cv["final_recipe"], None))
-    return rows + [(f"LightGBM: final recipe, cross-fitted, calibrated ({method}) (= predict)", cv["lightgbm_calibrated"],
+    return rows + [(f"LightGBM: final recipe (what predict runs), cross-fitted, calibrated ({method})", cv["lightgbm_calibrated"],
                     "lightgbm_calibrated")]
 
 def _day(ts: float | None) -> str | None:
