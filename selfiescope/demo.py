@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from .core.app import App
 from .core.settings import ScrapePipeline, Settings, SettingsError, TrainPipeline
@@ -108,7 +108,7 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
     from .pipelines.collecting.collect import collect
 
     settings = app.settings
-    console = Console(stderr=True, quiet=as_json)
+    console = Console(stderr=True, quiet=as_json, markup=False)  # messages hold paths: never markup
     out_dir = Path(out_dir).expanduser()
     if fresh and out_dir.exists():
         if not _written_by_demo(out_dir):
@@ -120,20 +120,23 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
     result: dict[str, Any] = {"output": str(out_dir.resolve()), "synthetic": True}
     t0 = time.monotonic()
     with MockInstagram(latency_ms=20, rate_limit_every=25, retry_after_s=1) as site:
-        console.print(f"[bold]local Instagram-like site[/bold] at {site.base_url} (synthetic photos)")
+        console.print(Text.assemble(("local Instagram-like site", "bold"), f" at {site.base_url} (synthetic photos)"))
         s, scrape, train_p = demo_settings(settings, site.base_url, out_dir, per_tag)
         demo_app = app.with_settings(s)
         console.print(f"scraping #{' #'.join(SELFIE_TAGS + PORTRAIT_TAGS)} concurrently (limit {per_tag} per tag)...")
         with _demo_credentials(site.username, site.password):
             stats = asyncio.run(collect(demo_app, "demo", pipeline=scrape[0], together=scrape[1:]))
     result["scrape"] = stats.as_dict()
+    from .pipelines.dataset_care.class_losses import rejection_lines
+
+    reasons = "; ".join(rejection_lines(dict(stats.rejected_by_reason), s))
     console.print(
-        f"scraped {stats.seen} images: {stats.accepted} stored, {stats.rejected} rejected "
-        f"{dict(stats.rejected_by_reason)} in {stats.elapsed:.1f}s"
+        f"scraped {stats.seen} images: {stats.accepted} stored, {stats.rejected} rejected"
+        + (f" ({reasons})" if reasons else "") + f" in {stats.elapsed:.1f}s"
     )
     status = 1 if stats.error_lines() else 0
     for line in stats.error_lines():
-        console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
+        console.print(Text.assemble(("error:", "red"), f" {line}"), highlight=False)
     if train:
         try:
             from .pipelines.model.train import train as run_train
@@ -156,8 +159,8 @@ def demo(app: App, *, as_json: bool = False, out_dir: Path = Path("demo-output")
 
         print(json.dumps(result, default=str, indent=2))
     else:
-        console.print(f"[bold green]done[/bold green] in {result['elapsed_s']}s: dataset in {s.storage.root}, "
-                      f"manifest {s.storage.root / 'manifest.sqlite'}")
+        console.print(Text.assemble(("done", "bold green"), f" in {result['elapsed_s']}s: dataset in {s.storage.root}, "
+                                    f"manifest {s.storage.root / 'manifest.sqlite'}"))
         console.print("look at it and fix its labels in a browser:", highlight=False)
         console.print(f"  {result['review_command']}", highlight=False, markup=False, soft_wrap=True)
     return status

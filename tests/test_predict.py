@@ -135,7 +135,7 @@ def test_cli_predict_table_json_and_exit_codes(trained, inputs, tmp_path):
     ok = runner.invoke(app, ["predict", str(trained.model_dir), str(inputs["good"]), str(inputs["noface"]), "--json"])
     assert ok.exit_code == 0, ok.output
     data = json.loads(ok.stdout)
-    assert data["counts"] == {"ok": 1, "no_face": 1, "error": 0}
+    assert data["counts"] == {"ok": 1, "no_face": 1, "rejected": 0, "error": 0}
     assert data["predictions"][0]["label"] == "selfie"
     assert data["threshold"] == 0.5 and data["predictions"][0]["threshold"] == 0.5
     assert data["calibration"] in ("none", "platt", "isotonic") and data["predictions"][0]["raw_probability"] is not None
@@ -146,7 +146,7 @@ def test_cli_predict_table_json_and_exit_codes(trained, inputs, tmp_path):
     mismatch = runner.invoke(app, ["predict", str(schema_bad), str(inputs["good"])])
     assert mismatch.exit_code == 2 and "Retrain" in mismatch.output
     nothing = runner.invoke(app, ["predict", str(trained.model_dir), str(tmp_path / "no_such_dir_here")])
-    assert nothing.exit_code == 1 and "cannot read" in nothing.stdout
+    assert nothing.exit_code == 2 and "not found" in nothing.output  # a path that does not exist is a bad path
 
 
 @pytest.mark.parametrize("steps", ["absent", "old"], ids=["schema-without-steps", "schema-naming-decode-face_area"])
@@ -169,3 +169,39 @@ def test_models_saved_before_capabilities_still_load_and_agree(trained, tmp_path
 def test_the_model_saves_the_steps_chosen_by_capability(trained):
     schema = json.loads((trained.model_dir / "schema.json").read_text())
     assert schema["steps"] == ["decode", "face_area"]
+
+
+def test_a_photo_the_chain_rejects_is_a_decision_naming_the_models_setting(trained, inputs, tmp_path):
+    small = tmp_path / "small.jpg"
+    Image.open(inputs["good"]).resize((50, 50)).save(small)
+    results = load_model(trained.model_dir).predict([small, inputs["noface"], inputs["corrupt"]])
+    assert [r.status for r in results] == ["rejected", "no_face", "error"]
+    assert results[0].code == "too_small" and results[0].setting == "[plugins.decode] min_side = 64"
+    assert results[1].setting and "detector = 'hog', min_face_area = 0.1" in results[1].setting
+    assert results[2].setting is None  # a file that is no image: no setting would keep it
+
+    runner = CliRunner()
+    table = runner.invoke(app, ["predict", str(trained.model_dir), str(small), str(inputs["noface"])])
+    assert table.exit_code == 0, table.output  # read and decided: not an error
+    assert "[plugins.decode] min_side = 64" in table.stdout and "[plugins.face_area] detector" in table.stdout
+    assert "lower [plugins.decode] min_side to keep it" in table.stdout  # the step's own words, brackets kept
+    assert "nothing scored: of 2 images, 2 rejected" in table.stdout
+    data = json.loads(runner.invoke(app, ["predict", str(trained.model_dir), str(small), str(inputs["good"]), "--json"]).stdout)
+    assert data["counts"] == {"ok": 1, "no_face": 0, "rejected": 1, "error": 0} and data["nothing_scored"] is None
+    assert data["rejection_settings"] == {"too_small": "[plugins.decode] min_side = 64"}
+    assert "[plugins.decode] min_side" in data["predictions"][0]["reason"]
+
+
+def test_each_model_row_of_the_card_names_the_scores_it_rates(trained):
+    card = (trained.model_dir / "MODEL.md").read_text()
+    cv = json.loads((trained.model_dir / "metrics.json").read_text())["cv"]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in card.splitlines() if line.startswith("| LightGBM")}
+    assert rows, card
+    assert all("fold models" in title or "final recipe" in title for title in rows), list(rows)
+    assert not any(title.startswith("LightGBM, calibrated") for title in rows)  # "none" improved nothing: say what differs
+    folds = next(line for title, line in rows.items() if "fold models" in title)
+    assert f"| {cv['lightgbm']['brier']:.3f} |" in folds
+    served = [line for title, line in rows.items() if "what predict runs" in title]
+    assert len(served) == 1 and f"| {cv['lightgbm_calibrated']['brier']:.3f} |" in served[0]
+    assert f"({cv['calibration']['method']})" in served[0] or f"calibration {cv['calibration']['method']}" in served[0]
+    assert "score different models" in card

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..cli.collect import ProgressObserver
 from ..cli.collect import _progress as progress_bar
-from ..cli.common import JsonOpt, SettingsOpt, checked_base_url, console, emit_json, fail, load, load_app, out
+from ..cli.common import JsonOpt, SettingsOpt, checked_base_url, console, emit_json, fail, load, load_app, out, tagged
 from ..core.settings import format_validation_error
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
@@ -33,4 +33,5 @@ __all__ = [
     "load_app",
     "out",
     "progress_bar",
+    "tagged",
 ]

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 
 from .. import __version__
 from . import collect, info, maintenance, model, privacy, record, review
 from ..core.app import App
-from .common import GuardedTyper, console, core_app, guard_all, out, remember_startup
+from .common import GuardedTyper, console, core_app, guard_all, out, remember_startup, tagged
 
 # Imported for their side effect: each registers its built-in commands on ``core_app``.
 BUILT_IN_COMMAND_MODULES = (collect, info, maintenance, model, privacy, record, review)
@@ -215,11 +214,11 @@ def main() -> None:
         # Help always works (it is how one learns to turn a plugin off); each problem is one line.
         maybe, problems = help_application(startup_settings_path(argv))
         for problem in problems:
-            console.print(f"[yellow]warning:[/yellow] {escape(problem)}", highlight=False, soft_wrap=True)
+            console.print(tagged("warning:", "yellow", f" {problem}"), highlight=False, soft_wrap=True)
         build_app(maybe)[0]()
         return
     app, built = build_app(application)
     remember_startup(application)
     for problem in built.problems:
-        console.print(f"[yellow]warning:[/yellow] {escape(problem)}", highlight=False)
+        console.print(tagged("warning:", "yellow", f" {problem}"), highlight=False)
     app()

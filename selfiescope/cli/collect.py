@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..core.app import App
 from ..core.hookspecs import hookimpl
@@ -19,7 +19,7 @@ from ..core.text import printable
 from ..exits import EXIT_INTERRUPTED, code_for
 from .common import (
     JsonOpt, SchedulerOpt, SettingsOpt, WaitOpt, checked_base_url, console, core_app, emit_json, fail, load_app, out,
-    with_scheduler, with_wait,
+    tagged, with_scheduler, with_wait,
 )
 
 
@@ -50,7 +50,7 @@ class ProgressObserver:
             return
         if job not in self.job_tasks:
             self.job_tasks[job] = self.progress.add_task("", total=None)
-        self.progress.update(self.job_tasks[job], description=f"  {escape(printable(job))}: {escape(state)}  ·  {kept} kept")
+        self.progress.update(self.job_tasks[job], description=f"  {printable(job)}: {state}  ·  {kept} kept")
 
     # The image hooks take the event alone: the run is the one run_started gave.
     @hookimpl
@@ -71,7 +71,7 @@ class ProgressObserver:
         s = self.run.stats
         self.progress.update(
             self.task, advance=1,
-            description=f"accepted {s.accepted}  rejected {s.rejected}" + (f"  [red]failed {s.failed}[/red]" if s.failed else ""),
+            description=f"accepted {s.accepted}  rejected {s.rejected}" + (f"  failed {s.failed}" if s.failed else ""),
         )
         job = getattr(getattr(event, "origin", None), "job", None)
         if job in self.job_tasks and not self.plain:
@@ -80,7 +80,7 @@ class ProgressObserver:
 
 def _progress(enabled: bool) -> Progress:
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=console, transient=True, disable=not enabled or not console.is_terminal,
     )
 
@@ -89,17 +89,46 @@ def print_stats(stats: dict[str, Any], title: str) -> None:
     table = Table(title=title, show_header=False)
     for key in ("status", "seen", "accepted", "rejected", "failed", "images_per_s", "elapsed_s", "bytes_stored"):
         table.add_row(key, str(stats.get(key)))
+    settings_of = stats.get("rejection_settings", {})
     for reason, n in sorted(stats.get("rejected_by_reason", {}).items()):
-        table.add_row(f"  rejected: {reason}", str(n))
+        table.add_row(f"  rejected: {reason}", f"{n}" + (f" (decided by {settings_of[reason]})" if reason in settings_of else ""))
     for job, counts in stats.get("per_job", {}).items():
-        table.add_row(f"  job {escape(printable(job))}", ", ".join(f"{k} {v}" for k, v in counts.items()))
+        table.add_row(f"  job {printable(job)}", ", ".join(f"{k} {v}" for k, v in counts.items()))
     for job, why in stats.get("stopped", {}).items():
-        table.add_row(f"  job {escape(printable(job))}", escape(printable(why)))
+        table.add_row(f"  job {printable(job)}", printable(why))
     if skipped := stats.get("skipped_not_regular_files"):
-        table.add_row("[yellow]skipped[/yellow]", f"{skipped} entries that are not regular files (pipes, devices, links to them)")
+        table.add_row(tagged("skipped", "yellow"), f"{skipped} entries that are not regular files (pipes, devices, links to them)")
     for err in stats.get("errors", []):
-        table.add_row("[red]error[/red]", escape(printable(err)))
+        table.add_row(tagged("error", "red"), printable(err))
     out.print(table)
+    print_nothing_kept(stats.get("nothing_kept", []))
+
+
+def print_nothing_kept(lines: list[str]) -> None:
+    for line in lines:
+        out.print(Text(line, style="bold yellow"), highlight=False)
+
+
+def outcome_notes(data: dict[str, Any], settings: Settings, pipeline: tuple[str, Any] | None, *,
+                  seen: str = "seen", kept: str = "accepted") -> dict[str, Any]:
+    """``data`` (a run's or a clean's figures) with what a reader needs beside the counts: the
+    setting that decided each rejection reason, and a plain line for a run (or a job of it) that
+    saw images and kept none."""
+    from ..pipelines.dataset_care.class_losses import nothing_kept_line, settings_of_reasons
+
+    reasons = data.get("rejected_by_reason", {})
+    data["rejection_settings"] = settings_of_reasons(reasons, settings, pipeline)
+    lines = []
+    if data.get(seen) and not data.get(kept):
+        lines.append(nothing_kept_line(data[seen], reasons, data.get("failed", 0), settings, pipeline))
+    jobs = data.get("per_job", {})
+    if len(jobs) > 1 and not lines:  # some jobs kept images: name the ones that kept none
+        for job, counts in jobs.items():
+            if (n := sum(counts.values())) and not counts.get("accepted"):
+                what = ", ".join(f"{k} {v}" for k, v in counts.items())
+                lines.append(f"nothing kept from {printable(job)}: {n} images ({what})")
+    data["nothing_kept"] = [line for line in lines if line]
+    return data
 
 
 def run_collect(
@@ -114,10 +143,12 @@ def run_collect(
         stats = asyncio.run(collect(app, name, pipeline=pipeline, together=together))
     data = stats.as_dict()
     data["storage_root"] = printable(settings.storage.root)
+    own = (name, pipeline) if pipeline is not None and not together and settings.pipelines.get(name) is pipeline else None
+    outcome_notes(data, settings, own)
     if as_json:
         emit_json(data)
     else:
-        print_stats(data, f"{name}: stored under {escape(printable(settings.storage.root))}")
+        print_stats(data, f"{name}: stored under {printable(settings.storage.root)}")
     raise typer.Exit(code_for(data["errors"]))
 
 
@@ -226,30 +257,33 @@ def clean_command(
             delete_rejected=delete_rejected, dry_run=dry_run, label=label,
         )
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: each file is whole where it was or whole where it was moved; "
-                      "run the same command again to finish")
+        console.print(tagged("interrupted", "yellow", ": each file is whole where it was or whole where it was moved; "
+                      "run the same command again to finish"))
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    outcome_notes(result, app.settings, None, kept="kept")
     if as_json:
         emit_json(result)
     else:
         title = _clean_title(result, move_rejected_to, delete_rejected)
-        table = Table(title=escape(title), show_header=False)
+        table = Table(title=title, show_header=False)
         for key in ("seen", "kept", "rejected", "failed", "moved", "deleted"):
             table.add_row(key, str(result[key]))
+        settings_of = result["rejection_settings"]
         for reason, n in result["rejected_by_reason"].items():
-            table.add_row(f"  rejected: {reason}", str(n))
+            table.add_row(f"  rejected: {reason}", f"{n}" + (f" (decided by {settings_of[reason]})" if reason in settings_of else ""))
         if dry_run:
             for entry in result["plan"]:
                 if entry["action"] != "keep":
-                    table.add_row(f"[cyan]would {entry['action']}[/cyan]", escape(f"{entry['path']}: {entry['why']}"))
+                    table.add_row(tagged(f"would {entry['action']}", "cyan"), f"{entry['path']}: {entry['why']}")
         for line in result["skipped"]:
-            table.add_row("[yellow]left in place[/yellow]", escape(line))
+            table.add_row(tagged("left in place", "yellow"), line)
         if result["skipped_not_regular_files"]:
-            table.add_row("[yellow]skipped[/yellow]", f"{result['skipped_not_regular_files']} entries that are not "
+            table.add_row(tagged("skipped", "yellow"), f"{result['skipped_not_regular_files']} entries that are not "
                           "regular files (pipes, devices, links to them)")
         for err in result["errors"]:
-            table.add_row("[red]error[/red]", escape(err))
+            table.add_row(tagged("error", "red"), err)
         out.print(table)
+        print_nothing_kept(result["nothing_kept"])
     raise typer.Exit(code_for(result["errors"]))
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import typer
 from typer.models import OptionInfo
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from ..core.app import App
 from ..core.settings import Settings, SettingsError, load_settings
@@ -31,11 +31,21 @@ from ..exits import EXIT_INTERRUPTED, EXIT_USAGE, classify
 def make_console(stderr: bool = False, **options: Any) -> Console:
     """A console; one that writes to a file, a pipe or a CI log never wraps a line (rich would at
     80 columns): whatever reads it wraps, and a message stays one line for ``grep``. ``COLUMNS``,
-    when set, still decides."""
-    console = Console(stderr=stderr, **options)
+    when set, still decides.
+
+    Rich markup is off: every string printed, a table's cells and title included, shows as it
+    is, so a path or a message naming ``[plugins.decode] min_side`` keeps its brackets. Colour
+    comes from :func:`tagged` (or a ``rich.text.Text``), never from markup in a string."""
+    options.pop("markup", None)
+    console = Console(stderr=stderr, markup=False, **options)
     if console.is_terminal or os.environ.get("COLUMNS"):
         return console
-    return Console(stderr=stderr, soft_wrap=True, width=UNWRAPPED_WIDTH, **options)
+    return Console(stderr=stderr, soft_wrap=True, width=UNWRAPPED_WIDTH, markup=False, **options)
+
+
+def tagged(tag: str, style: str, message: object = "") -> Text:
+    """``tag`` in ``style``, then ``message`` exactly as given (no markup read in either)."""
+    return Text.assemble((tag, style), printable(message))
 
 
 UNWRAPPED_WIDTH = 100_000
@@ -64,7 +74,7 @@ def guarded(command):  # noqa: ANN001, ANN201 - wraps any typer command function
             style = "yellow" if code == EXIT_INTERRUPTED else "red"
             # settings problems come as a titled list ("Invalid settings in FILE:"), never prefixed
             prefix = "" if code == EXIT_INTERRUPTED or isinstance(exc, SettingsError) else "error: "
-            console.print(f"[{style}]{prefix}{escape(printable(message))}[/{style}]", highlight=False, soft_wrap=True)
+            console.print(Text(prefix + printable(message), style=style), highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
 
     wrapper.selfiescope_guarded = True  # type: ignore[attr-defined]
@@ -171,7 +181,7 @@ def checked_base_url(value: str | None) -> str | None:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    console.print(tagged("error:", "red", " " + printable(message)), highlight=False)
     return typer.Exit(code)
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from ..core.settings import ScrapePipeline, SettingsError
@@ -17,7 +16,7 @@ from ..core.checks import check_components, check_paths, file_to_write_problem
 from ..core.manifest_io import writable
 from ..core.text import printable
 from ..exits import EXIT_USAGE
-from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load_app, out, settings_app
+from .common import JsonOpt, SettingsOpt, console, core_app, emit_json, fail, load_app, out, settings_app, tagged
 
 
 @core_app.command("pipelines")
@@ -79,7 +78,7 @@ def list_plugins(settings_path: Optional[Path] = SettingsOpt, as_json: bool = Js
     else:
         _plugins_table(rows)
     for problem in commands.problems:
-        console.print(f"[yellow]warning:[/yellow] {escape(problem)}", highlight=False)
+        console.print(tagged("warning:", "yellow", f" {problem}"), highlight=False)
 
 
 def _plugins_table(rows: list[dict[str, Any]]) -> None:
@@ -87,7 +86,7 @@ def _plugins_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         name = r["plugin"].removeprefix("selfiescope.plugins.")
         if r["status"] == "disabled":
-            table.add_row(f"[dim]{name}[/dim]", r["origin"], "[yellow]disabled[/yellow] (plugins.disable)", "", "")
+            table.add_row(tagged(name, "dim"), r["origin"], tagged("disabled", "yellow", " (plugins.disable)"), "", "")
             continue
         by_kind: dict[str, list[str]] = {}
         for kind, _, comp in (c.partition(":") for c in r["components"]):
@@ -173,8 +172,11 @@ def stats_command(
         rejected = Table(title="rejections (step or source / reason)")
         rejected.add_column("rejected by / reason")
         rejected.add_column("images or posts")
+        rejected.add_column("decided by (now)")
+        from ..pipelines.dataset_care.class_losses import setting_text
+
         for key, n in result["rejections"].items():
-            rejected.add_row(escape(key), str(n))
+            rejected.add_row(key, str(n), setting_text(key.rsplit("/", 1)[-1], settings) or "")
         out.print(rejected)
     if stopped := result["runs_by_status"].get("interrupted"):
         console.print(f"{stopped} earlier run(s) were interrupted or killed before they finished; "

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from ..exits import EXIT_FAILED, EXIT_OK
 from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, load_app, out, with_wait
@@ -39,7 +38,7 @@ def fsck_command(
                 out.print(f"finished first: {name.replace('_', ' ')}: {n}")
         for f in result.findings[:SHOWN]:
             done = f" -> {f.repaired}" if f.repaired else ""
-            out.print(f"{f.kind}: {escape(f.location)}: {escape(f.detail)}{escape(done)}", highlight=False)
+            out.print(f"{f.kind}: {f.location}: {f.detail}{done}", highlight=False)
         if len(result.findings) > SHOWN:
             out.print(f"... and {len(result.findings) - SHOWN} more (--json lists them all)")
         for name, n in result.pending.items():
@@ -52,7 +51,7 @@ def fsck_command(
             note += f"; {links} link(s) in the storage layout left alone"
         if result.quarantined:
             note += (f"; the quarantine holds {result.quarantined} file(s) fsck --repair moved out "
-                     f"({escape(str(Path(result.root) / QUARANTINE))}: forget removes the copies of what it forgets)")
+                     f"({Path(result.root) / QUARANTINE}: forget removes the copies of what it forgets)")
         wrong = [f"{len(result.problems)} problem(s)"] if result.problems else []
         wrong += ["unfinished work left by a killed run"] if any(result.pending.values()) else []
         verdict = "storage and manifest agree" if result.ok else ", ".join(wrong) + (

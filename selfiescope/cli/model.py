@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..core.app import App
 from ..core.settings import Settings
 from ..core.text import printable
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED
 from .collect import _progress
-from .common import JsonOpt, SchedulerOpt, SettingsOpt, console, core_app, emit_json, fail, load_app, out, with_scheduler
+from .common import JsonOpt, SchedulerOpt, SettingsOpt, console, core_app, emit_json, fail, load_app, out, tagged, with_scheduler
 
 
 DEFAULT_TRAIN = "train"  # the pipeline `train` runs, with the defaults, when settings define none
@@ -29,9 +30,10 @@ def run_train(app: App, name: str, as_json: bool) -> None:
         try:
             result = train(app, name, progress=lambda done, total: progress.update(task, completed=done, total=total))
         except KeyboardInterrupt:  # says what an interrupted training keeps: the features
-            console.print("[yellow]interrupted[/yellow]: computed features are cached; run the same command again")
+            console.print(tagged("interrupted", "yellow", ": computed features are cached; run the same command again"))
             raise typer.Exit(EXIT_INTERRUPTED) from None
     summary = result.summary()
+    summary["left_out"] = left_out_lines(result, app)
     if as_json:
         emit_json(summary)
         return
@@ -40,12 +42,24 @@ def run_train(app: App, name: str, as_json: bool) -> None:
         if key not in ("model_dir", "warnings", "likely_mislabeled"):
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     out.print(table)
+    for line in summary["left_out"]:
+        out.print(f"left out of training: {line}", highlight=False)
     for warning in summary["warnings"]:  # confounders: the figures above may describe the sources, not the photos
-        console.print(f"[bold red]warning:[/bold red] {escape(warning)}", highlight=False)
-    out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}", markup=False)
+        console.print(tagged("warning:", "bold red", f" {warning}"), highlight=False)
+    out.print(f"model card: {Path(summary['model_dir']) / 'MODEL.md'}")
     if mislabeled := summary.get("likely_mislabeled"):
         out.print(f"{mislabeled} training image{'s look' if mislabeled != 1 else ' looks'} mislabeled (the cross-validated "
                   "model contradicts the label): `selfiescope review` shows them first (sort: most likely mislabeled)")
+
+
+def left_out_lines(result: Any, app: App) -> list[str]:
+    """``too_small 3: decided by [plugins.decode] min_side = 64``: the stored images training could
+    not use, by reason, each with the setting that decided it (a setting changed since collection)."""
+    from ..pipelines.dataset_care.class_losses import rejection_lines
+
+    failed = getattr(getattr(result, "table", None), "failed", None) or {}
+    reasons = Counter(reason.split(":", 1)[0].strip() if ":" in reason else "error" for reason in failed.values())
+    return rejection_lines(dict(reasons), app.settings)
 
 
 @core_app.command("train")
@@ -108,14 +122,18 @@ def predict_command(
                                                  "(default: the training's, saved with the model)"),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Label images with a trained model. Exit code 1 if any input could not be read."""
-    from ..pipelines.model.predict import expand_paths, load_model
+    """Label images with a trained model. Exit code 1 if any input could not be read; a photo the
+    chain rejects (no face, too small) is a decision, not an error."""
+    from ..pipelines.dataset_care.class_losses import nothing_kept_line, settings_of_reasons
+    from ..pipelines.model.predict import STATUSES, expand_paths, load_model
 
     if stored == bool(paths):
         raise fail("give image paths, or --stored (not both)")
     if not stored and (label or settings_path):
         raise fail("--label and --settings go with --stored")
     app = load_app(settings_path)  # its plugins predict ([plugins] disable); with --stored, its storage too
+    if missing := [printable(p) for p in paths or [] if not p.expanduser().exists() and not p.is_symlink()]:
+        raise fail(f"not found: {', '.join(missing)}")
     loaded = load_model(model, app=app)
     if stored:
         results = loaded.predict_stored(label, settings=app.settings if settings_path else None)
@@ -125,20 +143,41 @@ def predict_command(
         if not expand_paths(paths or []):
             raise fail("no image files found in the given paths")
         results = loaded.predict(paths or [])
-    counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "error")}
+    counts = {s: sum(r.status == s for r in results) for s in STATUSES}
+    reasons = dict(Counter(r.code or "unknown" for r in results if r.status in ("no_face", "rejected")))
+    nothing_scored = None if counts["ok"] else nothing_kept_line(
+        len(results), reasons, counts["error"], loaded.settings, kept_word="scored", whose="the model's")
     if as_json:
         emit_json({"model": str(model), "positive": loaded.labels[0], "threshold": loaded.threshold,
                    "calibration": loaded.calibrator.name, "counts": counts,
+                   "rejection_settings": settings_of_reasons(reasons, loaded.settings), "nothing_scored": nothing_scored,
                    "predictions": [r.as_dict() for r in results]})
     else:
-        table = Table(title=f"{len(results)} images, model {model}: {loaded.labels[0]} when the calibrated "
+        table = Table(title=f"{len(results)} images, model {printable(model)}: {loaded.labels[0]} when the calibrated "
                             f"p >= {loaded.threshold:g}")
         for col in ("path", "result", f"p({loaded.labels[0]})", "detail"):
             table.add_column(col)
         for r in results:
-            shown = r.label if r.status == "ok" else ("no face" if r.status == "no_face" else "[red]error[/red]")
-            prob = f"{r.probability:.3f}" if r.probability is not None else ""
-            table.add_row(r.path, shown, prob, r.reason or "")
+            table.add_row(r.path, _shown_status(r), f"{r.probability:.3f}" if r.probability is not None else "", _detail(r))
         out.print(table)
+        if nothing_scored:
+            out.print(Text(nothing_scored, style="bold yellow"), highlight=False)
     if counts["error"]:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _shown_status(prediction: Any) -> str | Text:
+    if prediction.status == "ok":
+        return prediction.label
+    if prediction.status == "error":
+        return Text("error", style="red")
+    return "no face" if prediction.status == "no_face" else "rejected"
+
+
+def _detail(prediction: Any) -> str:
+    """The reason, and for the chain's decision the model's setting that made it (prediction runs
+    with the training's chain settings, so changing it means retraining)."""
+    detail = prediction.reason or ""
+    if prediction.setting:
+        detail += f"; decided by the model's {prediction.setting} (retrain to change it)"
+    return detail

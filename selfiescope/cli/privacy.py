@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, os_error
-from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load_app, out, with_wait
+from .common import JsonOpt, SettingsOpt, WaitOpt, console, core_app, emit_json, fail, load_app, out, tagged, with_wait
 from ..core.text import printable
 
 SHOWN = 50  # matched images listed on the terminal (--json lists them all)
@@ -31,28 +30,28 @@ def _print_forget(result, verb: str, to=out) -> None:  # noqa: ANN001 - ForgetRe
     if result.stale_runs:
         console.print(f"{result.stale_runs} earlier run(s) were killed before they finished: marked interrupted")
     if result.unknown_owner:
-        console.print(f"[yellow]note[/yellow]: {result.unknown_owner} stored images have no known owner "
-                      "(their source did not record one): --owner cannot find them; use --post or --image")
+        console.print(tagged("note", "yellow", f": {result.unknown_owner} stored images have no known owner "
+                      "(their source did not record one): --owner cannot find them; use --post or --image"))
     if not result.removed_anything:
         return
     table = Table(title=f"{verb}: {len(result.images)} images, {result.posts} posts")
     for col in ("id", "label", "location", "decision"):
         table.add_column(col)
     for m in result.images[:SHOWN]:
-        table.add_row(*(escape(cell) for cell in (m.id or m.content_hash[:16], m.label or "", m.location or "", m.decision)))
+        table.add_row(*(printable(cell) for cell in (m.id or m.content_hash[:16], m.label or "", m.location or "", m.decision)))
     if len(result.images) > SHOWN:
         table.add_row(f"... and {len(result.images) - SHOWN} more", "", "", "")
     to.print(table)
     if result.quarantined:
         to.print(f"quarantined copies (fsck's quarantine folder) that would go: {len(result.quarantined)}")
         for path in result.quarantined[:SHOWN]:
-            to.print(f"  {escape(path)}", highlight=False)
+            to.print(f"  {printable(path)}", highlight=False)
     if not result.dry_run:
         removed = ", ".join(f"{k} {v}" for k, v in result.removed.items() if v)
         to.print(f"removed: {removed or 'nothing more'}; tombstones added: {result.tombstones}")
     for use in result.models:
-        to.print(f"[yellow]model[/yellow] {escape(use.path)} was trained on {use.images} of these images: "
-                  f"retrain it (`{use.retrain}`) so it no longer includes them", highlight=False)
+        to.print(tagged("model", "yellow", f" {use.path} was trained on {use.images} of these images: "
+                  f"retrain it (`{use.retrain}`) so it no longer includes them"), highlight=False)
 
 
 def _forget_failed(settings, exc: OSError) -> str:  # noqa: ANN001 - Settings
@@ -111,7 +110,7 @@ def forget_command(
         console.print("nothing removed (no answer: pass --yes to confirm without a prompt)")
         raise typer.Exit(EXIT_FAILED) from None
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: run the same command again to finish the forget")
+        console.print(tagged("interrupted", "yellow", ": run the same command again to finish the forget"))
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except sqlite3.Error as exc:  # the manifest itself failed: say only what a read-back shows
         raise fail(_forget_failed(settings, OSError(str(exc))), EXIT_FAILED) from None
@@ -182,9 +181,9 @@ def export_command(
     if as_json:
         emit_json(result.as_dict())
     else:
-        out.print(f"exported {result.images} images to {escape(printable(result.directory))} "
+        out.print(f"exported {result.images} images to {printable(result.directory)} "
                   f"({result.format}: {', '.join(result.files)})")
     if result.skipped:
-        first = escape(result.skipped[0])
+        first = printable(result.skipped[0])
         raise fail(f"{len(result.skipped)} stored files could not be read and are not in the export (first: {first}); "
                    "the rest is complete", EXIT_FAILED)

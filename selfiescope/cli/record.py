@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from ..core.settings import SCRAPE_SOURCE
 from ..exits import EXIT_FAILED, EXIT_INTERRUPTED
 from .collect import ProgressObserver
 from .collect import _progress as progress_bar
-from .common import JsonOpt, SettingsOpt, checked_base_url, console, core_app, emit_json, fail, load_app, out
+from .common import JsonOpt, SettingsOpt, checked_base_url, console, core_app, emit_json, fail, load_app, out, tagged
 
 
 @core_app.command("record")
@@ -43,7 +42,7 @@ def record_command(
     except FileExistsError as exc:  # the HAR's own message, which names it and says what to do
         raise fail(str(exc)) from None
     except KeyboardInterrupt:  # says what an interrupted recording leaves: nothing
-        console.print("[yellow]interrupted[/yellow]: nothing was written")
+        console.print(tagged("interrupted", "yellow", ": nothing was written"))
         raise typer.Exit(EXIT_INTERRUPTED) from None
     summary = result.summary()
     if as_json:
@@ -52,6 +51,6 @@ def record_command(
         out.print(f"recorded {summary['entries']} requests ({summary['posts']} posts) into {har_file}; "
                   f"{summary['redactions']} secret values redacted")
         for err in summary["errors"]:
-            console.print(f"[red]error[/red] {escape(str(err))}", highlight=False)
+            console.print(tagged("error", "red", f" {err}"), highlight=False)
     if summary["errors"] or not summary["posts"]:
         raise typer.Exit(EXIT_FAILED)

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
-from .common import SettingsOpt, console, core_app, fail, load_app
+from .common import SettingsOpt, console, core_app, fail, load_app, tagged
 
 
 def has_display() -> bool:
@@ -59,8 +58,8 @@ def review_command(
                 gate = Gate.for_address(host, address.port)
                 url = f"{address.url}?token={gate.token}"
                 if not address.loopback:
-                    console.print(f"[yellow]warning:[/yellow] serving on {escape(host)}, not only this machine: "
-                                  "anyone who can reach it and has the link can change the dataset", highlight=False)
+                    console.print(tagged("warning:", "yellow", f" serving on {host}, not only this machine: "
+                                  "anyone who can reach it and has the link can change the dataset"), highlight=False)
                 print(f"Reviewing {root} at {url}", flush=True)
                 if address.local_url:
                     print(f"  on this machine: {address.local_url}?token={gate.token}", flush=True)

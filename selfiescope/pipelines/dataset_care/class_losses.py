@@ -20,15 +20,15 @@ from ...core.settings import Settings
 BIAS_FACTOR = 2.0  # one label loses a reason's images at least this many times as often as another
 BIAS_MIN_IMAGES = 5  # ...and the reason cost at least this many images in all (a few are noise)
 
-# reject code -> (component, option) whose value decides it
-SETTING_OF_REASON: dict[str, tuple[str, str]] = {
-    "too_small": ("decode", "min_side"),
-    "too_many_pixels": ("decode", "max_pixels"),
-    "animated": ("decode", "animated"),
-    "unsupported": ("decode", "formats"),
-    "no_face": ("face_area", "detector"),
-    "face_too_small": ("face_area", "min_face_area"),
-    "duplicate": ("dedup", "max_distance"),
+# reject code -> (component, options) whose values decide it
+SETTING_OF_REASON: dict[str, tuple[str, tuple[str, ...]]] = {
+    "too_small": ("decode", ("min_side",)),
+    "too_many_pixels": ("decode", ("max_pixels",)),
+    "animated": ("decode", ("animated",)),
+    "unsupported": ("decode", ("formats",)),
+    "no_face": ("face_area", ("detector", "min_face_area")),
+    "face_too_small": ("face_area", ("min_face_area",)),
+    "duplicate": ("dedup", ("max_distance",)),
 }
 PRIVACY_REASONS = {"location_metadata": "[privacy] strip_metadata"}
 
@@ -49,36 +49,79 @@ def rejections_by_label(manifest: Manifest, labels: list[str] | None = None) -> 
     return out
 
 
-def setting_text(code: str, settings: Settings | None) -> str | None:
-    """``decode.min_side = 64``: the setting whose value decided a rejection, with that value."""
+def setting_text(code: str, settings: Settings | None, pipeline: tuple[str, Any] | None = None) -> str | None:
+    """``[plugins.decode] min_side = 64``: the settings whose values decided a rejection, each with
+    its value (``[plugins.face_area] detector = 'hog', min_face_area = 0.1``); None for a reason
+    no setting decides. ``pipeline`` (name, pipeline) names a value that pipeline's own
+    ``options`` set under ``[pipelines.NAME.options.COMPONENT]`` instead."""
     if code in PRIVACY_REASONS:
         value = settings.privacy.strip_metadata if settings is not None else None
         return PRIVACY_REASONS[code] + (f" = {value!r}" if value is not None else "")
     if code not in SETTING_OF_REASON:
         return None
-    component, option = SETTING_OF_REASON[code]
-    value: Any = None
-    if settings is not None:
-        try:
-            value = settings.component_options(component, None).get(option)
-        except Exception:  # noqa: BLE001 - the name alone still says what to change
-            value = None
-    if value is None:
-        value = _default_option(component, option)
-    text = f"[plugins.{component}] {option}"
-    if code == "no_face":
-        text += " / min_face_area"
-    return text + (f" = {value!r}" if value is not None else "")
+    component, options = SETTING_OF_REASON[code]
+    own: dict[str, Any] = pipeline[1].options.get(component, {}) if pipeline is not None else {}
+    values = _effective_options(settings, component, own)
+    sections: dict[str, list[str]] = {}
+    for option in options:
+        value = values.get(option)
+        section = f"[pipelines.{pipeline[0]}.options.{component}]" if pipeline and option in own else f"[plugins.{component}]"
+        sections.setdefault(section, []).append(option + (f" = {value!r}" if value is not None else ""))
+    return "; ".join(f"{section} {', '.join(parts)}" for section, parts in sections.items())
 
 
-def _default_option(component: str, option: str) -> Any:
+def _effective_options(settings: Settings | None, component: str, own: dict[str, Any]) -> dict[str, Any]:
+    """The options the component runs with: the settings' values over its defaults, validated by its
+    own model, so a value derived from another (``min_face_area`` from ``detector``) is the real one."""
     from ...plugins.decode import DecodeOptions
+    from ...plugins.dedup import DedupOptions
     from ...plugins.face_area import FaceAreaOptions
 
-    defaults = {"decode": DecodeOptions, "face_area": FaceAreaOptions}
-    cls = defaults.get(component)
-    field = cls.model_fields.get(option) if cls is not None else None
-    return None if field is None else field.get_default(call_default_factory=True)
+    given: dict[str, Any] = {}
+    if settings is not None:
+        try:
+            given = settings.component_options(component, None)
+        except Exception:  # noqa: BLE001 - the names alone still say what to change
+            given = {}
+    given = {**given, **own}
+    model = {"decode": DecodeOptions, "face_area": FaceAreaOptions, "dedup": DedupOptions}.get(component)
+    if model is None:
+        return given
+    try:
+        return model.model_validate(given).model_dump()
+    except Exception:  # noqa: BLE001 - settings another component reads differently: show what was given
+        return given
+
+
+def settings_of_reasons(reasons: Any, settings: Settings | None, pipeline: tuple[str, Any] | None = None) -> dict[str, str]:
+    """``{code: setting text}`` for each reject code of ``reasons`` that a setting decides."""
+    return {code: text for code in reasons if (text := setting_text(code, settings, pipeline))}
+
+
+def rejection_lines(reasons: dict[str, int], settings: Settings | None, pipeline: tuple[str, Any] | None = None,
+                    *, whose: str = "") -> list[str]:
+    """``too_small 12: decided by [plugins.decode] min_side = 64``, one line per reject code, most
+    frequent first (``whose`` qualifies the settings, e.g. "the model's")."""
+    lines = []
+    for code, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+        setting = setting_text(code, settings, pipeline)
+        lines.append(f"{code} {n}" + (f": decided by {whose + ' ' if whose else ''}{setting}" if setting else ""))
+    return lines
+
+
+def nothing_kept_line(seen: int, reasons: dict[str, int], failed: int, settings: Settings | None,
+                      pipeline: tuple[str, Any] | None = None, *, kept_word: str = "kept", whose: str = "") -> str | None:
+    """One plain sentence when a job that saw images kept none of them (None otherwise): how many
+    the chain rejected and, for each reason, the setting that decided it."""
+    if not seen:
+        return None
+    rejected = sum(reasons.values())
+    parts = []
+    if rejected:
+        parts.append(f"{rejected} rejected ({'; '.join(rejection_lines(reasons, settings, pipeline, whose=whose))})")
+    if failed:
+        parts.append(f"{failed} failed (see the errors)")
+    return f"nothing {kept_word}: of {seen} image{'' if seen == 1 else 's'}, " + " and ".join(parts or [f"none was {kept_word}"])
 
 
 def why_unusable(by_label: dict[str, dict[str, Any]], label: str, settings: Settings | None) -> str:

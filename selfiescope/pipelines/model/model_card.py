@@ -21,6 +21,28 @@ if TYPE_CHECKING:  # pragma: no cover
 DATASET_CARDS = ("DATASET.md", "dataset_card.md", "DATASET_CARD.md", "datacard.md")
 
 
+
+ROWS_NOTE = ("The LightGBM rows score different models, so their figures differ even with calibration none: "
+             "the cross-validation's fold models (each early-stopped on its own fold), and the final recipe (the "
+             "final model's number of rounds, refit on each fold's training part: cross-fitted) whose scores, "
+             "through the chosen calibrator, are what `selfiescope predict` gives.")
+
+
+def model_rows(cv: dict[str, Any]) -> list[tuple[str, dict[str, Any], str | None]]:
+    """``(title, metrics, CI key)`` per LightGBM row, each title naming the scores it rates."""
+    rows: list[tuple[str, dict[str, Any], str | None]] = [
+        ("LightGBM: CV fold models, raw scores", cv["lightgbm"], "lightgbm")]
+    if "lightgbm_calibrated" not in cv:
+        return rows
+    method = (cv.get("calibration") or {}).get("method", "none")
+    if method == "none":
+        return rows + [("LightGBM: final recipe (what predict runs), cross-fitted, calibration none", cv["lightgbm_calibrated"],
+                        "lightgbm_calibrated")]
+    if "final_recipe" in cv:
+        rows.append(("LightGBM: final recipe, cross-fitted, raw scores", cv["final_recipe"], None))
+    return rows + [(f"LightGBM: final recipe (what predict runs), cross-fitted, calibrated ({method})", cv["lightgbm_calibrated"],
+                    "lightgbm_calibrated")]
+
 def _day(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d") if ts else None
 
@@ -118,13 +140,9 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
         "",
         "| model | ROC AUC | 95% CI | balanced accuracy | Brier |",
         "|---|---:|---:|---:|---:|",
-        f"| LightGBM | {_f(cv['lightgbm']['roc_auc'])} | {_ci(cis.get('lightgbm'))} | "
-        f"{_f(cv['lightgbm']['balanced_accuracy'])} | {_f(cv['lightgbm']['brier'])} |",
     ]
-    if "lightgbm_calibrated" in cv:
-        c = cv["lightgbm_calibrated"]
-        lines.append(f"| LightGBM, calibrated ({cv['calibration']['method']}) | {_f(c['roc_auc'])} | "
-                     f"{_ci(cis.get('lightgbm_calibrated'))} | {_f(c['balanced_accuracy'])} | {_f(c['brier'])} |")
+    lines += [f"| {title} | {_f(m['roc_auc'])} | {_ci(cis.get(key) if key else None)} | {_f(m['balanced_accuracy'])} | "
+              f"{_f(m['brier'])} |" for title, m, key in model_rows(cv)]
     for name, b in cv.get("baselines", {}).items():
         lines.append(f"| baseline: {BASELINE_TITLES.get(name, name)} | {_f(b['roc_auc'])} | {_ci(cis.get(name))} | "
                      f"{_f(b['balanced_accuracy'])} | {_f(b['brier'])} |")
@@ -132,6 +150,7 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
         w = cv["without_normalize"]
         lines.append(f"| LightGBM on the files as stored (no normalization) | {_f(w['roc_auc'])} | n/a | "
                      f"{_f(w['balanced_accuracy'])} | {_f(w['brier'])} |")
+    lines += ["", ROWS_NOTE]
     if cal := cv.get("calibration"):
         lines += ["", f"Calibration of the final model: **{cal['method']}**, chosen among "
                   + ", ".join(f"{m} (Brier {_f(b)})" for m, b in cal.get("brier_by_method", {}).items())

@@ -5,8 +5,10 @@ the model's schema (chosen at training by capability: the steps that provide ``"
 and ``"faces"``, see ``Step.provides``) with the plugin options saved in ``settings.json``,
 and the features come from the installed extractors, checked against the model's
 ``schema.json`` when the model is loaded. Every input gets a result: ``ok`` with a
-label and probability, ``no_face`` when the face filter found no usable face, or
-``error`` with the reason (unreadable file, not an image, ...).
+label and probability; a decision of the chain, with its reason and the model's setting that
+decided it: ``no_face`` when the face filter found no usable face, ``rejected`` when another
+step turned the photo away (too small, too many pixels, ...); or ``error`` when the file could
+not be read as an image (missing, unreadable, not an image, truncated).
 
 Images come from files (:meth:`Model.predict`) or from a dataset's storage backend
 (:meth:`Model.predict_stored`: read with ``Storage.iterate``/``read``, wherever the backend
@@ -48,6 +50,10 @@ BATCH = 16
 
 MAX_BYTES = MAX_IMAGE_BYTES  # what import would take, prediction takes
 MAX_MODEL_BYTES = 256 << 20  # far above any model of a few thousand trees
+# Reject codes that say the bytes are no usable image: the input could not be read, an error.
+# Every other rejection is the chain's decision about a photo it read.
+UNREADABLE_CODES = frozenset({"empty", "not_image", "corrupt", "truncated", "not_decoded", "too_large"})
+STATUSES = ("ok", "no_face", "rejected", "error")
 
 
 class ModelError(UsageError):
@@ -57,12 +63,14 @@ class ModelError(UsageError):
 @dataclass
 class Prediction:
     path: str
-    status: str  # "ok", "no_face" or "error"
+    status: str  # one of STATUSES
     label: str | None = None
     probability: float | None = None  # of the positive label, calibrated (see pipelines/model/calibration.py)
     reason: str | None = None
     raw_probability: float | None = None  # the booster's own score, before calibration
     threshold: float | None = None  # label = positive when probability >= threshold
+    code: str | None = None  # the reject code of a photo the chain turned away
+    setting: str | None = None  # the model's setting that decided it, with its value
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -278,10 +286,7 @@ class Model:
         event = ImageEvent(origin=origin, label="", data=data)
         await run_chain(event, steps, run)
         if event.decision is Decision.REJECTED:
-            rejecter = self.registry.steps.get(event.rejected_by or "")
-            if event.image is None or (rejecter is not None and "image" in rejecter.provides):
-                return Prediction(shown, "error", reason=f"{event.reject_code}: {event.reject_reason}")
-            return Prediction(shown, "no_face", reason=f"{event.reject_code}: {event.reject_reason}")
+            return self._rejected(shown, event)
         if event.decision is Decision.FAILED:
             return Prediction(shown, "error", reason=f"{event.rejected_by} failed: {event.reject_reason}")
         face = event_face_dict(event, event.exif)
@@ -298,6 +303,19 @@ class Model:
         prob = float(self.calibrator(np.array([raw]))[0])
         label = self.labels[0] if prob >= self.threshold else self.labels[1]
         return Prediction(shown, "ok", label=label, probability=prob, raw_probability=raw, threshold=self.threshold)
+
+    def _rejected(self, shown: str, event: ImageEvent) -> Prediction:
+        """A photo the chain turned away: an error only when its bytes are no usable image; else the
+        chain's decision, with the training's setting that made it (prediction runs with it)."""
+        from ..dataset_care.class_losses import setting_text
+
+        code = event.reject_code or "unknown"
+        reason = f"{code}: {event.reject_reason}"
+        if code in UNREADABLE_CODES:
+            return Prediction(shown, "error", reason=reason, code=code)
+        rejecter = self.registry.steps.get(event.rejected_by or "")
+        status = "no_face" if rejecter is not None and "faces" in rejecter.provides else "rejected"
+        return Prediction(shown, status, reason=reason, code=code, setting=setting_text(code, self.settings))
 
     def predict_raw(self, X: np.ndarray) -> np.ndarray:
         """The booster's score for rows of features in ``schema["columns"]`` order (uncalibrated)."""

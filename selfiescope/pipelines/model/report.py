@@ -190,23 +190,23 @@ def _fmt(v: Any) -> str:
 def _metrics_table(metrics: dict[str, Any]) -> str:
     from .assessment import BASELINE_TITLES
 
+    from .model_card import ROWS_NOTE, model_rows
+
     cv = metrics["cv"]
-    columns = {"LightGBM": cv["lightgbm"]}
-    if "lightgbm_calibrated" in cv:
-        columns[f"LightGBM calibrated ({cv['calibration']['method']})"] = cv["lightgbm_calibrated"]
+    rows = model_rows(cv)
     if "without_normalize" in cv:
-        columns["LightGBM, files as stored (no normalize)"] = cv["without_normalize"]
+        rows.append(("LightGBM, files as stored (no normalize)", cv["without_normalize"], None))
     baselines = cv.get("baselines") or {"face_area": cv["baseline_face_area"]}
-    columns.update({f"baseline: {BASELINE_TITLES.get(k, k)}": v for k, v in baselines.items()})
+    rows += [(f"baseline: {BASELINE_TITLES.get(k, k)}", v, k) for k, v in baselines.items()]
+    columns = {title: m for title, m, _ in rows}
     keys = ["roc_auc", "average_precision", "accuracy", "balanced_accuracy", "f1", "precision", "recall", "brier", "log_loss"]
     cis = cv.get("roc_auc_ci95", {})
-    ci_keys = ["lightgbm", *(["lightgbm_calibrated"] if "lightgbm_calibrated" in cv else []),
-               *(["(none)"] if "without_normalize" in cv else []), *baselines]
+    ci_keys = [key or "(none)" for _, _, key in rows]
     body = "".join(f"<tr><td>{k}</td>{''.join(f'<td>{_fmt(m[k])}</td>' for m in columns.values())}</tr>" for k in keys)
     ci_row = "".join(f"<td>{'%.3f-%.3f' % tuple(cis[k]) if cis.get(k) else 'n/a'}</td>" for k in ci_keys)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     return (f"<table><tr><th>metric</th>{head}</tr>{body}<tr><td>ROC AUC 95% CI</td>{ci_row}</tr></table>"
-            f"<p><small>{html.escape(cv.get('ci_method', ''))}</small></p>")
+            f"<p><small>{html.escape(ROWS_NOTE)} {html.escape(cv.get('ci_method', ''))}</small></p>")
 
 
 def _calibration_html(metrics: dict[str, Any]) -> str:

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
-from ...api.cli import EXIT_FAILED, EXIT_INTERRUPTED, JsonOpt, SettingsOpt, checked_base_url, console, emit_json, fail, load_app, out
+from ...api.cli import EXIT_FAILED, EXIT_INTERRUPTED, JsonOpt, SettingsOpt, checked_base_url, console, emit_json, fail, load_app, out, tagged
 
 
 def register(app: typer.Typer) -> None:
@@ -78,7 +77,7 @@ def login_from_browser(browser: Optional[str], profile: Optional[Path], base_url
     if as_json:
         emit_json({"ok": True, "session_file": str(path), "cookies": n, "browser": browser.lower()})
     else:
-        out.print(f"imported the {browser.lower()} session ({n} cookies); saved to {escape(str(path))} "
+        out.print(f"imported the {browser.lower()} session ({n} cookies); saved to {path} "
                   "(readable by you only)", highlight=False)
 
 
@@ -101,15 +100,15 @@ def doctor(
         if as_json:  # stdout is the report; progress goes to stderr
             console.print(f"{check.status:4} {check.name}", highlight=False, markup=False)
             return
-        out.print(f"[{colour.get(check.status, 'red')}]{check.status:4}[/] {check.name:16} {escape(check.detail)}",
+        out.print(tagged(f"{check.status:4}", colour.get(check.status, "red"), f" {check.name:16} {check.detail}"),
                   soft_wrap=True, highlight=False)
         if check.found:
-            out.print(f"     {'':16} found instead: {escape(check.found)}", soft_wrap=True, highlight=False)
+            out.print(f"     {'':16} found instead: {check.found}", soft_wrap=True, highlight=False)
 
     check_target(url, name)
     doctor_options(settings, url)
     if not as_json:
-        out.print(f"doctor {escape(url)} #{escape(name)}", highlight=False)
+        out.print(f"doctor {url} #{name}", highlight=False)
     try:
         report = asyncio.run(run_doctor(settings, url, name, on_check=show))
     except KeyboardInterrupt:  # quietly: the checks shown so far are the report
