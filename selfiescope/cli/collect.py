@@ -14,7 +14,7 @@ from rich.text import Text
 
 from ..core.app import App
 from ..core.hookspecs import hookimpl
-from ..core.settings import SCRAPE_SOURCE, ScrapePipeline, SettingsError
+from ..core.settings import SCRAPE_SOURCE, ScrapePipeline, Settings, SettingsError
 from ..core.text import printable
 from ..exits import EXIT_INTERRUPTED, code_for
 from .common import (
