@@ -828,3 +828,23 @@ def test_a_forget_killed_midway_is_finished_before_the_app_shows_anything(tmp_pa
         assert data.finish_interrupted_forget() == 0
         left = data.manifest.query("SELECT COUNT(*) FROM forget_pending")[0][0]
     assert left == 0
+
+
+def test_a_rejected_import_from_a_relative_folder_is_shown_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest names an imported file absolutely, so a review started elsewhere still finds
+    a rejected import's original (and ``forget --image`` finds it by a relative name)."""
+    from review_helpers import import_folder, review_settings
+
+    folder = tmp_path / "work" / "bulk"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (200, 160), (90, 140, 60)).save(folder / "no_face.jpg", "JPEG")  # rejected: no face
+    settings = review_settings(tmp_path / "data")
+    monkeypatch.chdir(tmp_path / "work")
+    import_folder(settings, Path("bulk"), "selfie")
+    monkeypatch.chdir(tmp_path)  # elsewhere
+    with ReviewData(App.create(settings)) as data:
+        row = data.manifest.query("SELECT content_hash, origin_path, decision FROM images")[0]
+        assert row["decision"] == "rejected" and Path(row["origin_path"]).is_absolute()
+        assert data.thumbnail(row["content_hash"]) is not None

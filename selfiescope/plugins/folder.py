@@ -125,7 +125,9 @@ class FolderSource(Source):
         return data, len(data), None
 
     async def events(self, job: Job) -> AsyncIterator[ImageEvent]:
-        root = Path(job.target).expanduser()
+        # absolute: the manifest's origin path must name the file from any working directory
+        # (review shows a rejected import from it; forget finds it by it)
+        root = Path(job.target).expanduser().absolute()
         files, problems, skipped = await asyncio.to_thread(self.scan, root)
         self._note_skipped(skipped)
         for where, why in problems:
@@ -152,7 +154,7 @@ class FolderSource(Source):
     async def remote_items(self, job: Job) -> AsyncIterator[WorkItem]:
         """The same files, problems and resume skip as :meth:`events`, as paths that workers
         on a shared filesystem read themselves: only the content hash is computed here."""
-        root = Path(job.target).expanduser()
+        root = Path(job.target).expanduser().absolute()
         files, problems, skipped = await asyncio.to_thread(self.scan, root)
         self._note_skipped(skipped)
         for where, why in problems:

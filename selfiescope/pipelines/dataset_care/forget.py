@@ -176,7 +176,7 @@ def _image_matches(manifest: Manifest, value: str) -> list[Match]:
         root = manifest.root.resolve()
         if resolved.is_relative_to(root):
             found += _rows(manifest, "location=?", (resolved.relative_to(root).as_posix(),))
-        found += _rows(manifest, "origin_path IN (?, ?)", (str(path), str(resolved)))
+        found += _rows(manifest, "origin_path IN (?, ?, ?)", (str(path), str(path.absolute()), str(resolved)))
         digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
     except OSError as exc:
         raise ForgetError(f"--image {printable(value)}: cannot read it: {exc.strerror or exc}") from None
