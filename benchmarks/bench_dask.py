@@ -142,7 +142,7 @@ def feature_cost(settings, n: int) -> float:  # noqa: ANN001
         tasks = [dataset.Task(r.content_hash, r.stored, dataset.face_dict(r.box, r.face_area, r.n_faces, None),
                               [e.name for e in extractors], data=reader.read(r.stored)) for r in rows]
     step = dataset.image_step(registry, settings)
-    decode = (registry.steps[step], settings.component_options(step))
+    decode = [(registry.steps[step], settings.component_options(step))]
     started = time.process_time()
     dataset.run_tasks(tasks, decode, extractors, 1, lambda *result: None)
     return (time.process_time() - started) / max(len(tasks), 1)

@@ -237,7 +237,7 @@ def test_process_pool_gives_the_same_features_as_this_process(tmp_path, monkeypa
 
     def run(workers):
         got = {}
-        dataset.run_tasks(tasks, (DecodeStep, {}), extractors, workers, lambda h, r, e: got.__setitem__(h, (r, e)))
+        dataset.run_tasks(tasks, [(DecodeStep, {})], extractors, workers, lambda h, r, e: got.__setitem__(h, (r, e)))
         return got
 
     here = run(1)

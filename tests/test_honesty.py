@@ -117,7 +117,8 @@ def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_pa
     result = train(App.create(train_settings(confounded, tmp_path / "model", CHEAP, folds=3, normalize=True,
                                   normalize_side=200, normalize_quality=70)), "t")
     cv = result.metrics["cv"]
-    assert result.metrics["normalize"] == {"side": 200, "jpeg_quality": 70, "shape": "square", "detail": DETAIL}
+    assert result.metrics["normalize"] == {"side": 200, "jpeg_quality": 70, "shape": "square", "detail": DETAIL,
+                                           "face": "square"}
     assert cv["without_normalize"]["roc_auc"] is not None
     assert "files as stored (no normalize)" in (result.model_dir / "report.html").read_text()
     # predict re-encodes the same way: the stored files give the training features back
@@ -126,23 +127,28 @@ def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_pa
     by_location = {p.path: p for p in model.predict_stored()}  # read back through the storage backend
     got = [by_location[r.location] for r in rows]
     np.testing.assert_allclose([r.raw_probability for r in got], result.final.booster.predict(result.table.X[:3]), rtol=1e-6)
-    # a model saved before the detail step (its schema names none) is still fed without it
+    # a model saved before the detail step and the second detection (its schema names neither)
+    # is still fed without them: no band limit, the collection's box moved into the square
     schema_path = result.model_dir / "schema.json"
     schema = json.loads(schema_path.read_text())
     del schema["normalize"]["detail"]
+    del schema["normalize"]["face"]
     schema_path.write_text(json.dumps(schema))
     import selfiescope.pipelines.model.predict as predict_module
 
     seen: list[object] = []
-    original = predict_module.normalize_image
+    refits: list[object] = []
+    original = predict_module.normalized_square
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("detail", "default"))
-        return original(*args, **kwargs)
+    def spy(image, face, side, quality, square, detail):
+        seen.append(detail)
+        return original(image, face, side, quality, square, detail)
 
-    monkeypatch.setattr(predict_module, "normalize_image", spy)
+    monkeypatch.setattr(predict_module, "normalized_square", spy)
+    monkeypatch.setattr(predict_module, "refit_face", lambda *a: refits.append(a))
     load_model(result.model_dir).predict_stored()
     assert seen and set(seen) == {None}
+    assert refits == []
 
 
 def _toy(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

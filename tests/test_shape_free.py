@@ -13,6 +13,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from privacy_helpers import import_pictures
 from selfiescope.core.app import App
+from selfiescope.core.events import FaceBox
 from selfiescope.pipelines.model.counterfactual import FLIP_WARN, reshape_to_aspect
 from selfiescope.pipelines.model.baselines import confounder_warnings
 from selfiescope.pipelines.model.normalize import DETAIL, normalize_image, square_crop
@@ -178,3 +179,67 @@ def test_the_counterfactual_sees_what_predict_does_to_a_smaller_copy(faces_dir: 
     cf = result.metrics["counterfactual"]["per_label_size"]["portrait"]
     assert abs(cf["rate"] - predict_rate) <= 0.3, (cf, predict_rate, len(pairs))
     assert ("size" in result.metrics["counterfactual"]["warn_checks"]) == (cf["rate"] > FLIP_WARN)
+    # the face is found again in the normalized square, on one grid for every copy: the size
+    # no longer reaches the geometry through the detector's box (boxes moved from each
+    # picture's own grid flipped most halved copies here)
+    assert predict_rate <= 0.25, (predict_rate, len(pairs))
+
+
+def test_a_found_face_replaces_the_moved_box_and_none_found_keeps_it() -> None:
+    picture = _texture(np.random.default_rng(5), 300, 200)
+    face = {"box": [120, 50, 60, 60], "face_area": 0.06, "n_faces": 1}
+    seen: list[bytes] = []
+
+    def two_faces(data: bytes) -> list[FaceBox]:
+        seen.append(data)
+        return [FaceBox(10, 20, 30, 40), FaceBox(50, 40, 80, 90)]
+
+    out, found = normalize_image(picture, face, 160, 80, find_faces=two_faces)
+    # the finder got the square's own bytes: what it boxes is what the features measure
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(seen[0])).convert("RGB")), out)
+    assert found["box"] == [50, 40, 80, 90] and found["n_faces"] == 2
+    assert found["face_area"] == pytest.approx(80 * 90 / 160 ** 2)
+    _, moved = normalize_image(picture, face, 160, 80)
+    for nothing in ([], None):
+        assert normalize_image(picture, face, 160, 80, find_faces=lambda data: nothing)[1] == moved
+
+
+def test_training_measures_the_face_the_chain_finds_in_the_square(tmp_path: Path, monkeypatch) -> None:
+    """The feature workers (in this process and in a pool) run predict's own steps on each
+    normalized square: geometry measures that box, not the collection's box moved in."""
+    from skimage.data import astronaut
+
+    from selfiescope.core.components import StoredImage
+    from selfiescope.pipelines.model import dataset
+    from selfiescope.plugins.decode import DecodeStep
+    from selfiescope.plugins.face_area import FaceAreaStep
+    from selfiescope.plugins.features import GeometryFeatures
+
+    head = astronaut()[10:250, 90:390]  # 300 x 240, the face about a fifth of it
+    pictures = {"wide": head, "half": cv2.resize(head, (150, 120), interpolation=cv2.INTER_AREA)}
+    steps = [(DecodeStep, {}), (FaceAreaStep, {})]
+    made = [cls(cls.Options.model_validate(options), None) for cls, options in steps]
+    tasks, expected = [], {}
+    for name, picture in pictures.items():
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(picture)).save(buf, "PNG")
+        event = dataset.decode_with_step(made[0], buf.getvalue())
+        made[1].process(event)  # a large face: kept, boxed on the picture's own grid
+        face = dataset.event_face_dict(event, None)
+        _, moved = normalize_image(event.image, face, 200, 85)
+        _, found = normalize_image(event.image, face, 200, 85, find_faces=dataset.chain_faces(made))
+        assert found["box"] and found["box"] != moved["box"]  # the square's own detection, not the moved box
+        expected[name] = found["box"][2] / 200
+        tasks.append(dataset.Task(name, StoredImage(name, "x", f"x/{name}.png"), face, ["geometry"], (200, 85),
+                                  data=buf.getvalue()))
+
+    def run() -> dict[str, float]:
+        got: dict[str, float] = {}
+        dataset.run_tasks(tasks, steps, [GeometryFeatures()], 2,
+                          lambda h, r, e: got.__setitem__(h, r["geometry"]["face_w"] if r else e))
+        return got
+
+    assert run() == pytest.approx(expected)
+    monkeypatch.setattr(dataset, "MIN_POOL_TASKS", 0)
+    assert run() == pytest.approx(expected)  # the pooled workers set up the same steps
+

@@ -243,6 +243,9 @@ def confounder_warnings(
     """Plain-language warnings for confounder baselines within WARN_MARGIN AUC of the model."""
     if model_auc is None:
         return []
+    closed = ("normalize = true hides it from the model, which stays well below the baseline; but the labels "
+              "still differ by it here, and so may everything else that came with each source; collect both "
+              "labels from the same sources")
     advice = ("normalize = true did not close the gap: every picture was already a square around the face, averaged "
               "to one level of detail, so what remains is what each source shows (or the blur of pictures too small "
               f"for that detail: under about {DETAIL * 3 // 2} pixels on the shorter side); collect both labels "
@@ -258,7 +261,7 @@ def confounder_warnings(
             out.append(
                 f"The classes differ by camera or file, not only by content: a baseline that sees only the "
                 f"{what} reaches AUC {auc:.3f} (the model: {model_auc:.3f}). The model's figures cannot show "
-                f"that it recognises selfies; {advice}."
+                f"that it recognises selfies; {closed if normalized and auc > model_auc + WARN_MARGIN else advice}."
             )
     return out
 

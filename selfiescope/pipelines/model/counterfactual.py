@@ -195,7 +195,8 @@ def shape_flips(
             return TURNED_AWAY
         image, face = seen.image, event_face_dict(seen, exif)  # the metadata stays the file's
         if pipeline.normalize:
-            image, face = normalize_image(image, face, pipeline.normalize_side, pipeline.normalize_quality)
+            image, face = normalize_image(image, face, pipeline.normalize_side, pipeline.normalize_quality,
+                                          find_faces=lambda data: chain.run(data).faces)
         try:
             values = extract_features(image, face, extractors)
         except Exception:  # noqa: BLE001
@@ -269,9 +270,9 @@ def flip_warnings(result: dict[str, Any]) -> list[str]:
     for check in result.get("warn_checks") or (["aspect"] if result.get("warn") else []):
         parts = ", ".join(f"{label} {v['flipped']}/{v['checked']} ({_moved(check, v)})"
                           for label, v in _checks(result)[check].items() if v.get("checked"))
-        advice = (f"normalize = true did not remove it: the face detector's boxes follow the pixel grid (a face in a "
-                  f"smaller copy can get a box of another relative size), and pictures under about {DETAIL * 3 // 2}"
-                  f" pixels keep their blur; collect both labels with the same {CHECKS[check]}s"
+        advice = (f"normalize = true did not remove it: pictures under about {DETAIL * 3 // 2} pixels keep their "
+                  f"blur, and what the square crop leaves out differs with the frame; collect both labels with the "
+                  f"same {CHECKS[check]}s"
                   if result.get("normalized") else
                   f"collect both labels with the same {CHECKS[check]}s, or train with normalize = true (a square "
                   f"crop around the face, averaged to one level of detail) and compare")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...core.app import App
-from ...core.components import FeatureExtractor, Step
+from ...core.components import FeatureExtractor
 from ...core.compute import dask_client, worker_count
 from . import dataset
 from .dataset import Progress, Task
@@ -46,19 +46,19 @@ _init_lock = threading.Lock()
 _initialised: dict[str, Any] = {}
 
 
-def feature_batch(key: str, decode: tuple[type[Step], dict[str, Any]], extractors: list[FeatureExtractor],
+def feature_batch(key: str, steps: dataset.StepSpecs, extractors: list[FeatureExtractor],
                   tasks: Sequence[Task]) -> list[tuple[str, dict[str, dict[str, float]] | None, str | None]]:
     """The task Dask runs: the dataset module's per-image function over one batch."""
-    with _init_lock:  # one decode step and one set of extractors per worker process and run
+    with _init_lock:  # one set of steps and extractors per worker process and run
         if _initialised.get("key") != key:
-            dataset._init_worker(decode[0], decode[1], extractors)
+            dataset._init_worker(steps, extractors)
             _initialised["key"] = key
     return [dataset._run_task(task) for task in tasks]
 
 
-def config_key(decode: tuple[type[Step], dict[str, Any]], extractors: Sequence[FeatureExtractor]) -> str:
-    """Identifies the decode step and extractors a worker process has set up."""
-    blob = [f"{decode[0].__module__}.{decode[0].__qualname__}", decode[1],
+def config_key(steps: dataset.StepSpecs, extractors: Sequence[FeatureExtractor]) -> str:
+    """Identifies the steps and extractors a worker process has set up."""
+    blob = [[(f"{cls.__module__}.{cls.__qualname__}", options) for cls, options in steps],
             [(type(e).__module__, e.name, e.version, dataset.extractor_options(e)) for e in extractors]]
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -67,12 +67,12 @@ def feature_runner(client: "Client", batch_size: int) -> Callable[..., None]:
     """A drop-in for :func:`selfiescope.pipelines.model.dataset.run_tasks` that runs on the cluster."""
     from distributed import as_completed
 
-    def run(tasks: list[Task], decode: tuple[type[Step], dict[str, Any]], extractors: list[FeatureExtractor],
+    def run(tasks: list[Task], steps: dataset.StepSpecs, extractors: list[FeatureExtractor],
             workers: int, on_result: OnResult, fetch: dataset.Fetch | None = None) -> None:
         if not tasks:
             return
-        key = config_key(decode, extractors)
-        [decode_f, extractors_f] = client.scatter([decode, extractors], broadcast=True)
+        key = config_key(steps, extractors)
+        [steps_f, extractors_f] = client.scatter([list(steps), extractors], broadcast=True)
         # The client reads the stored bytes through its storage backend and they travel with the
         # batch (dataset.py says why workers never open a backend); batches are filled lazily,
         # a window at a time, so only the batches in flight are held in memory.
@@ -83,7 +83,7 @@ def feature_runner(client: "Client", batch_size: int) -> Callable[..., None]:
         by_future: dict[Any, list[Task]] = {}
 
         def submit(batch: list[Task]) -> Any:
-            fut = client.submit(feature_batch, key, decode_f, extractors_f, batch, pure=False, retries=2)
+            fut = client.submit(feature_batch, key, steps_f, extractors_f, batch, pure=False, retries=2)
             by_future[fut] = batch
             return fut
 
@@ -94,7 +94,7 @@ def feature_runner(client: "Client", batch_size: int) -> Callable[..., None]:
                 results = fut.result()
             except Exception as exc:  # the cluster gave up on it: compute it here, lose nothing
                 log.warning("a feature batch failed on the cluster (%s: %s); running it here", type(exc).__name__, exc)
-                dataset.run_tasks(batch, decode, extractors, 1, on_result)
+                dataset.run_tasks(batch, steps, extractors, 1, on_result)
             else:
                 for result in results:
                     on_result(*result)

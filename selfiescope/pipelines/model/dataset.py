@@ -39,7 +39,7 @@ import numpy as np
 from ...core.app import App
 from ...core.errors import RunFailed
 from ...core.components import FeatureExtractor, Step, StoredImage, steps_providing
-from ...core.events import ImageEvent, Origin, Reject
+from ...core.events import FaceBox, ImageEvent, Origin, Reject
 from ...core.manifest import Manifest
 from ...core.plugins import Registry
 from ...core.settings import Settings, SettingsError, TrainPipeline
@@ -223,28 +223,53 @@ _worker_state: dict[str, Any] = {}
 # fewer images than this are computed in this process.
 MIN_POOL_TASKS = 200
 
+# The steps a worker sets up, as (class, options): the first decodes the stored bytes; with
+# normalize, all of them (predict's chain: the image and its faces) find the face in the square.
+StepSpecs = Sequence[tuple[type[Step], dict[str, Any]]]
 
-def _init_pool_worker(decode_cls: type[Step], decode_options: dict[str, Any], extractors: list[FeatureExtractor]) -> None:
+
+def _init_pool_worker(steps: StepSpecs, extractors: list[FeatureExtractor]) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would only contend
-    _init_worker(decode_cls, decode_options, extractors)
+    _init_worker(steps, extractors)
 
 
-def _init_worker(decode_cls: type[Step], decode_options: dict[str, Any], extractors: list[FeatureExtractor]) -> None:
-    _worker_state["image_step"] = decode_cls(decode_cls.Options.model_validate(decode_options), None)
+def _init_worker(steps: StepSpecs, extractors: list[FeatureExtractor]) -> None:
+    made = [cls(cls.Options.model_validate(options), None) for cls, options in steps]
+    _worker_state["image_step"] = made[0]
+    _worker_state["square_faces"] = chain_faces(made)
     _worker_state["extractors"] = {e.name: e for e in extractors}
+
+
+def run_step(step: Step, event: ImageEvent) -> None:
+    """One step on one event, outside a run's event loop. Raises Reject."""
+    result = step.process(event)
+    if inspect.isawaitable(result):
+        asyncio.run(result)
 
 
 def decode_with_step(step: Step, data: bytes, label: str = "") -> ImageEvent:
     """Decode bytes with the step that provides ``"image"``, exactly as collection did. Raises Reject."""
     event = ImageEvent(origin=Origin(source="dataset"), label=label, data=data)
-    result = step.process(event)
-    if inspect.isawaitable(result):
-        asyncio.run(result)
+    run_step(step, event)
     if event.image is None:
         raise Reject("not_decoded", f"step {step.name!r} set no image")
     return event
+
+
+def chain_faces(steps: Sequence[Step]) -> Callable[[bytes], list[FaceBox]]:
+    """``steps`` (predict's chain) run on bytes, as on a file: the faces its face step found,
+    also when it then turned the picture away (too small a share, under the threshold)."""
+    def find(data: bytes) -> list[FaceBox]:
+        event = ImageEvent(origin=Origin(source="normalize"), label="", data=data)
+        for step in steps:
+            try:
+                run_step(step, event)
+            except Reject:
+                break
+        return event.faces
+    return find
 
 
 def _run_task(task: Task) -> tuple[str, dict[str, dict[str, float]] | None, str | None]:
@@ -258,7 +283,7 @@ def _run_task(task: Task) -> tuple[str, dict[str, dict[str, float]] | None, str 
         if task.normalize:
             from .normalize import normalize_image
 
-            image, face = normalize_image(image, face, *task.normalize)
+            image, face = normalize_image(image, face, *task.normalize, find_faces=_worker_state["square_faces"])
         out = {}
         for name in task.groups:
             extractor = _worker_state["extractors"][name]
@@ -273,7 +298,7 @@ def _run_task(task: Task) -> tuple[str, dict[str, dict[str, float]] | None, str 
 
 def run_tasks(
     tasks: list[Task],
-    decode: tuple[type[Step], dict[str, Any]],
+    steps: StepSpecs,
     extractors: list[FeatureExtractor],
     workers: int,
     on_result: Callable[[str, dict[str, dict[str, float]] | None, str | None], None],
@@ -281,12 +306,14 @@ def run_tasks(
 ) -> None:
     """Run tasks on ``workers`` processes (in this process for one worker or few images).
 
-    ``fetch`` fills each task's bytes as it is sent (None: the tasks carry them already).
+    ``steps``: the step that decodes the stored bytes, then (for normalize) the rest of
+    predict's chain. ``fetch`` fills each task's bytes as it is sent (None: the tasks carry
+    them already).
 
     Processes are spawned, not forked (the caller may hold threads and locks): a script
     that trains must guard its entry point with ``if __name__ == "__main__":``.
     """
-    init_args = (decode[0], decode[1], extractors)
+    init_args = (steps, extractors)
     filled = fetch(tasks) if fetch else iter(tasks)
     if workers <= 1 or len(tasks) < MIN_POOL_TASKS:
         saved = dict(_worker_state)
@@ -409,8 +436,10 @@ def _build(
         if progress:
             progress(done, len(tasks))
 
-    decode_cls = registry.steps[decode_name]
-    decode_opts = settings.component_options(decode_name)
+    chain = predict_chain(registry, settings, decode_name, faces=any(r.face_area is not None for r in rows))
+    # the decoding step; with normalize, predict's chain after it finds the face in each square
+    specs = [(registry.steps[n], settings.component_options(n))
+             for n in [decode_name, *(n for n in chain if n != decode_name and normalize)]]
     def note_facts(task: Task) -> Task:  # header facts and hashes come from the bytes read for the features
         if task.data is not None:
             note_read(task.content_hash, task.data)
@@ -434,7 +463,7 @@ def _build(
             for row, data, _error in reader.prefetch(facts_only, lambda r: r.stored, READ_AHEAD):
                 if data is not None:  # a cache from before facts or hashes were cached: read once more
                     note_read(row.content_hash, data)
-            runner(tasks, (decode_cls, decode_opts), extractors, default_workers(pipeline), on_result,
+            runner(tasks, specs, extractors, default_workers(pipeline), on_result,
                    fetch=lambda todo: map(note_facts, fetch(todo)))
     finally:
         flush()
@@ -452,8 +481,7 @@ def _build(
                         cached=len(rows) - len(tasks), failed=failed,
                         facts=[facts.get(r.content_hash) or FileFacts() for r in kept], grouping=grouping.summary,
                         extractors=extractors, image_step=decode_name,
-                        predict_steps=predict_chain(registry, settings, decode_name,
-                                                    faces=any(r.face_area is not None for r in kept)))
+                        predict_steps=chain)
 
 
 def predict_chain(registry: Registry, settings: Settings, first: str, faces: bool = True) -> list[str]:

@@ -132,7 +132,9 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
         + ", ".join(f"`{g['name']}` (v{g['version']})" for g in schema["groups"])
         + f", computed after the chain steps {', '.join(schema.get('steps', []))}."
         + (f" Every image was {'cropped to the largest square around its face, ' if norm.get('shape') == 'square' else ''}"
-           f"re-encoded to {norm['side']} px and JPEG quality {norm['jpeg_quality']} first."
+           f"re-encoded to {norm['side']} px and JPEG quality {norm['jpeg_quality']} first"
+           + ("; the face was found again in that square by the same steps, so its box is on one grid for every "
+              "picture." if norm.get("face") == "square" else ".")
            if norm else " Images were used as stored (no normalization)."),
         "",
         "## Metrics (out-of-fold, "

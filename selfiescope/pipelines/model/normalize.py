@@ -19,19 +19,23 @@ both had comfortably more than DETAIL pixels (1.5x). A smaller source keeps some
 
 Every feature is then measured in the square: ``image.aspect`` and ``image.megapixels`` are
 constants, and the face's size and position (geometry, landmarks' ``iod_frac``, ``chin_y_img``)
-are relative to the square's side, not to the frame's shape. The face box is the one collection
-found, on the source's own pixel grid; a detector can box a face in a smaller copy differently,
-which :mod:`.counterfactual` measures by detecting again. What an earlier compression destroyed
-stays lost, and what the crop leaves out of a wide picture is not seen. Training and prediction
-both call :func:`normalize_image`, so a normalized model sees new photos the way it was trained;
-a model's ``schema.json["normalize"]`` names ``shape`` and ``detail``, and one saved without
-them is fed as it was trained (the whole frame; no detail step).
+are relative to the square's side, not to the frame's shape. The face is found again in the
+square (:data:`FACE`), by the chain's own steps run on the square's JPEG bytes, as ``predict``
+would run them on such a file: a detector's boxes follow the pixel grid (HOG boxed a face in a
+halved copy up to 20% larger relative to the picture, and geometry followed), and every square
+is on one grid. Where the square shows no face (the crop cut it), the box collection found is
+moved into it. What an earlier compression destroyed stays lost, and what the crop leaves out
+of a wide picture is not seen. Training and prediction both call :func:`normalize_image`, so
+a normalized model sees new photos the way it was trained; a model's ``schema.json["normalize"]``
+names ``shape``, ``detail`` and ``face``, and one saved without them is fed as it was trained
+(the whole frame; no detail step; the collection's box).
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -39,6 +43,13 @@ from PIL import Image
 
 DETAIL = 128  # pixels across the square that every source is resampled to (see the module's text)
 DETAIL_BLUR = 1.0  # Gaussian sigma, in those pixels: measured, the smallest that evens out the sources' sizes
+FACE = "square"  # schema.json normalize.face: the face is detected again in the square ("frame": moved into it)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...core.events import FaceBox
+
+# The chain's face detection on a square's JPEG bytes: its boxes (None or empty: no face found).
+FindFaces = Callable[[bytes], "Sequence[FaceBox] | None"]
 
 
 def square_crop(width: int, height: int, box: list[int] | None) -> tuple[int, int, int]:
@@ -67,13 +78,26 @@ def band_limit(part: np.ndarray, detail: int) -> np.ndarray:
 
 def normalize_image(
     image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int, square: bool = True,
-    detail: int | None = DETAIL,
+    detail: int | None = DETAIL, find_faces: FindFaces | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The largest square around the face, averaged down to ``detail`` pixels, resized to
-    ``side`` x ``side``, JPEG-encoded at ``quality`` and decoded; the face box (and its area
-    share) is moved into the square. ``detail=None``: no band limit (models saved before it,
-    whose schema names no ``detail``). ``square=False``: the whole picture with its longer side
-    ``side`` (models saved before the square crop, whose schema names no ``shape``)."""
+    ``side`` x ``side``, JPEG-encoded at ``quality`` and decoded; the face is found again in it
+    by ``find_faces`` (see :func:`refit_face`), else its box (and area share) is moved into the
+    square. ``detail=None``: no band limit (models saved before it, whose schema names no
+    ``detail``). ``square=False``: the whole picture with its longer side ``side`` (models saved
+    before the square crop, whose schema names no ``shape``)."""
+    data, out, moved = normalized_square(image_rgb, face, side, quality, square, detail)
+    if square and find_faces is not None:
+        moved = refit_face(moved, find_faces(data), out.shape[1], out.shape[0])
+    return out, moved
+
+
+def normalized_square(
+    image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int, square: bool = True,
+    detail: int | None = DETAIL,
+) -> tuple[bytes, np.ndarray, dict[str, Any]]:
+    """:func:`normalize_image` without the second detection: (the JPEG bytes, their pixels, the
+    face with its box moved into the square), for a caller that runs the chain itself."""
     height, width = image_rgb.shape[:2]
     box = face.get("box")
     x, y, w, h = (*square_crop(width, height, box)[:2], min(width, height), min(width, height)) if square \
@@ -87,8 +111,8 @@ def normalize_image(
     resized = cv2.resize(part, size, interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(resized)).save(buf, "JPEG", quality=quality)
-    buf.seek(0)
-    out = np.asarray(Image.open(buf).convert("RGB"))
+    data = buf.getvalue()
+    out = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     moved: dict[str, Any] = {**face}
     if box:
         x0, y0 = max(box[0], x), max(box[1], y)
@@ -97,10 +121,20 @@ def normalize_image(
         moved["box"] = inside if inside[2] > 0 and inside[3] > 0 else None
         if square:  # the face's share of the square, not of the original frame (which knew its shape)
             moved["face_area"] = inside[2] * inside[3] / float(size[0] * size[1]) if moved["box"] else 0.0
-    return out, moved
+    return data, out, moved
 
 
-def cache_suffix(side: int, quality: int, detail: int | None = DETAIL) -> str:
+def refit_face(moved: dict[str, Any], found: "Sequence[FaceBox] | None", width: int, height: int) -> dict[str, Any]:
+    """The face dict with the largest box detected in the square (``found``), its share of the
+    square and the count; unchanged (the moved box) when nothing was found there."""
+    if not found:
+        return moved
+    largest = max(found, key=lambda b: b.area)
+    return {**moved, "box": largest.as_list(), "face_area": largest.area / float(width * height), "n_faces": len(found)}
+
+
+def cache_suffix(side: int, quality: int, detail: int | None = DETAIL, face: str | None = FACE) -> str:
     """Added to a feature cache version: normalized features are other features."""
-    return f"+norm{side}q{quality}sq" + (f"d{detail}g{DETAIL_BLUR}" if detail else "")  # sq: the square crop
+    # sq: the square crop; d/g: the detail step; f: the face found again in the square
+    return f"+norm{side}q{quality}sq" + (f"d{detail}g{DETAIL_BLUR}" if detail else "") + ("f" if face == FACE else "")
 

@@ -44,7 +44,7 @@ from .model_dir import ModelDirError, verify, verify_bytes
 from .model_schema import ModelSchema, SavedSettings, SchemaError, read_json_file, validated
 from .model_text import ModelTextError, checked_model_text
 from .calibration import Calibrator
-from .normalize import normalize_image
+from .normalize import FACE, normalized_square, refit_face
 
 BATCH = 16
 
@@ -292,9 +292,7 @@ class Model:
         face = event_face_dict(event, event.exif)
         image = event.image
         if self.normalize:  # the model was trained on re-encoded images: see them the same way
-            image, face = normalize_image(image, face, int(self.normalize["side"]), int(self.normalize["jpeg_quality"]),
-                                          square=self.normalize.get("shape") == "square",
-                                          detail=self.normalize.get("detail"))
+            image, face = await self._normalized(image, face, steps, run)
         try:
             values = await loop.run_in_executor(run.executor, extract_features, image, face, self.extractors)
         except Exception as exc:  # noqa: BLE001 - one image's failure is its own result
@@ -303,6 +301,21 @@ class Model:
         prob = float(self.calibrator(np.array([raw]))[0])
         label = self.labels[0] if prob >= self.threshold else self.labels[1]
         return Prediction(shown, "ok", label=label, probability=prob, raw_probability=raw, threshold=self.threshold)
+
+    async def _normalized(self, image: np.ndarray, face: dict[str, Any], steps: list[Step],
+                          run: RunContext) -> tuple[np.ndarray, dict[str, Any]]:
+        """The picture and face as training measured them (:mod:`.normalize`): the square, and
+        for a model whose schema says so, the face found in it by the same steps."""
+        loop = asyncio.get_running_loop()
+        norm = self.normalize
+        square = norm.get("shape") == "square"
+        data, image, face = await loop.run_in_executor(
+            run.executor, normalized_square, image, face, int(norm["side"]), int(norm["jpeg_quality"]),
+            square, norm.get("detail"))
+        if square and norm.get("face") == FACE:
+            seen = await run_chain(ImageEvent(origin=Origin(source="normalize"), label="", data=data), steps, run)
+            face = refit_face(face, seen.faces, image.shape[1], image.shape[0])
+        return image, face
 
     def _rejected(self, shown: str, event: ImageEvent) -> Prediction:
         """A photo the chain turned away: an error only when its bytes are no usable image; else the

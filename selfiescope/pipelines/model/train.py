@@ -371,10 +371,11 @@ def _train(
     # cleanlab's view: an image whose out-of-fold probability contradicts its label may be mislabeled
     metrics["dataset"]["review"]["likely_mislabeled"] = int(np.count_nonzero(np.abs(table.y - calibrated) > 0.5))
     if pipeline.normalize:
-        from .normalize import DETAIL
+        from .normalize import DETAIL, FACE
 
+        # normalize.py: a square, band-limited, the face found again in it
         metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality,
-                                "shape": "square", "detail": DETAIL}  # normalize.py: a square, band-limited
+                                "shape": "square", "detail": DETAIL, "face": FACE}
         metrics["cv"]["without_normalize"] = unnormalized_score(app, pipeline, reader, progress, runner, fit)
     schema = {
         "format": SCHEMA_FORMAT,
