@@ -156,3 +156,33 @@ def test_near_copies_of_one_photo_leave_the_loosest_link_out_and_say_so():
                        phashes=far_hashes(12, 7), phash_distance=16, labels=y)
     assert kept.summary["not_grouped_by"] == [] and fallback_warning(kept.summary) is None
     assert kept.summary["groups"] == 6  # one per post: the posts hold both labels, and still split
+
+
+def test_a_pipeline_without_the_embedding_is_still_grouped_by_person(faces_dir, tmp_path):
+    """features = ["geometry"]: the descriptor is computed for the groups alone (cached, never a
+    model column), and gives the same person clusters as the embedding group would; with
+    group_by_person = false the summary names that setting."""
+    from selfiescope.core.app import App
+    from selfiescope.pipelines.model.dataset import build_feature_table
+    from train_helpers import build_dataset, train_settings
+
+    photos = sorted(faces_dir.glob("portrait/caltech_*.jpg"))[:24]
+    root = tmp_path / "data"
+    build_dataset(root, {"selfie": photos[0::2], "portrait": photos[1::2]})
+
+    def table(features, **extra):
+        settings = train_settings(root, tmp_path / "m", features, **extra)
+        return build_feature_table(App.create(settings), settings.pipelines["t"])
+
+    geometry = table(["geometry"])
+    assert geometry.columns == [c for c in geometry.columns if c.startswith("geometry.")]
+    person = geometry.grouping["person"]
+    assert person["descriptor"] and person["rows_covered"] >= 20 and "person" in geometry.grouping["by"]
+    embedded = table(["embedding"])
+    assert np.array_equal(np.unique(geometry.groups, return_inverse=True)[1],
+                          np.unique(embedded.groups, return_inverse=True)[1])  # the same people, the same groups
+    assert person["groups"] < person["rows_covered"]  # Caltech sitters have several photos each
+    again = table(["geometry"])
+    assert again.computed == 0 and np.array_equal(again.groups, geometry.groups)  # the descriptors were cached
+    off = table(["geometry"], group_by_person=False).grouping
+    assert "person" not in off["by"] and "group_by_person = false" in off["person"]["note"]

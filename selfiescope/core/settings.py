@@ -254,6 +254,10 @@ class TrainPipeline(PipelineBase):
     person_distance: float = Field(
         0.6, gt=0, le=2, description="face-descriptor distance within which two faces are one person (a CV group)"
     )
+    group_by_person: bool = Field(
+        True, description="compute the face descriptor (dlib, about 0.1 s a face, cached) to group CV by person also "
+                          "when 'embedding' is not among the features; false: not grouped by person"
+    )
     early_stopping_rounds: int = Field(50, ge=1)
     workers: int = Field(0, ge=0, description="feature-extraction processes; 0 = number of cores")
     normalize: bool = Field(

@@ -44,7 +44,8 @@ from ...core.manifest import Manifest
 from ...core.plugins import Registry
 from ...core.settings import Settings, SettingsError, TrainPipeline
 from .baselines import FACTS_VERSION, FileFacts, file_facts
-from .leak_inputs import LIKENESS, LIKENESS_VERSION, image_hashes, row_hashes, table_grouping
+from .leak_inputs import (LIKENESS, LIKENESS_VERSION, PERSON, image_hashes, person_extractor, row_hashes,
+                          table_grouping)
 from .normalize import cache_suffix
 from ..dataset_care.reviewed import label_sql, trainable_sql
 from ..dataset_care.stored import StoredReader
@@ -203,6 +204,7 @@ class Task:
     face: dict[str, Any]  # without exif: the decoding step puts it on the event
     groups: list[str]  # names of the groups to compute (the others are cached)
     normalize: tuple[int, int] | None = None  # (side, JPEG quality): re-encode before features
+    person: str | None = None  # the extractor whose values, as decoded, are kept for the person groups
     data: bytes | None = None  # the stored bytes, filled in just before the task is sent
     error: str | None = None  # why the bytes could not be read (the row is dropped with it)
 
@@ -280,11 +282,15 @@ def _run_task(task: Task) -> tuple[str, dict[str, dict[str, float]] | None, str 
         event = decode_with_step(_worker_state["image_step"], task.data)
         face = {**task.face, "exif": event.exif}
         image = event.image
-        if task.normalize:
+        out = {}
+        if task.person:  # on the picture as collected, before any normalize: the person, not the frame
+            extractor = _worker_state["extractors"][task.person]
+            values = extractor.extract(image, face)
+            out[PERSON] = {k: float(values.get(k, NAN)) for k in extractor.feature_names()}
+        if task.normalize and task.groups:
             from .normalize import normalize_image
 
             image, face = normalize_image(image, face, *task.normalize, find_faces=_worker_state["square_faces"])
-        out = {}
         for name in task.groups:
             extractor = _worker_state["extractors"][name]
             values = extractor.extract(image, face)
@@ -396,6 +402,10 @@ def _build(
     suffix = cache_suffix(*normalize) if normalize else ""
     versions = {r.content_hash: {e.name: cache_version(e, face_dict(r.box, r.face_area, r.n_faces, None)) + suffix
                                  for e in extractors} for r in rows}
+    person = person_extractor(registry, pipeline)  # the descriptor for the person groups alone, if needed
+    if person:  # computed on the picture as decoded: normalize does not change it
+        for r in rows:
+            versions[r.content_hash][PERSON] = cache_version(person, face_dict(r.box, r.face_area, r.n_faces, None))
     cached = manifest.get_features([(h, name, v) for h, vs in versions.items() for name, v in vs.items()]
                                    + [(r.content_hash, FACTS, FACTS_VERSION) for r in rows]
                                    + [(r.content_hash, LIKENESS, LIKENESS_VERSION) for r in rows])
@@ -411,8 +421,10 @@ def _build(
     tasks = []
     for r in rows:
         missing = [e.name for e in extractors if e.name not in features[r.content_hash]]
-        if missing:
-            tasks.append(Task(r.content_hash, r.stored, face_dict(r.box, r.face_area, r.n_faces, None), missing, normalize))
+        unknown = person.name if person and PERSON not in features[r.content_hash] else None
+        if missing or unknown:
+            tasks.append(Task(r.content_hash, r.stored, face_dict(r.box, r.face_area, r.n_faces, None), missing,
+                              normalize, person=unknown))
     failed: dict[str, str] = {}
     batch: list[tuple[str, str, str, dict[str, float]]] = []
     done = 0
@@ -463,7 +475,7 @@ def _build(
             for row, data, _error in reader.prefetch(facts_only, lambda r: r.stored, READ_AHEAD):
                 if data is not None:  # a cache from before facts or hashes were cached: read once more
                     note_read(row.content_hash, data)
-            runner(tasks, specs, extractors, default_workers(pipeline), on_result,
+            runner(tasks, specs, [*extractors, *([person] if person else [])], default_workers(pipeline), on_result,
                    fetch=lambda todo: map(note_facts, fetch(todo)))
     finally:
         flush()
@@ -476,7 +488,8 @@ def _build(
     positive = pipeline.labels[0]
     y = np.array([1 if r.label == positive else 0 for r in kept], dtype=np.int64)
     grouping = table_grouping(X, columns, kept, pipeline, y,
-                              hashes=[row_hashes(likeness.get(r.content_hash), r.phash) for r in kept])
+                              hashes=[row_hashes(likeness.get(r.content_hash), r.phash) for r in kept],
+                              persons=[features[r.content_hash].get(PERSON) for r in kept] if person else None)
     return FeatureTable(X, y, grouping.ids, kept, columns, computed=len(tasks) - len(failed),
                         cached=len(rows) - len(tasks), failed=failed,
                         facts=[facts.get(r.content_hash) or FileFacts() for r in kept], grouping=grouping.summary,
