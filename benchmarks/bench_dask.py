@@ -127,7 +127,7 @@ def client_half_cost(settings, pipeline: ScrapePipeline, folder: Path) -> float:
 
 def feature_cost(settings, n: int) -> float:  # noqa: ANN001
     """CPU seconds per image of all feature groups, computed in this process (no cache)."""
-    from selfiescope.pipelines.model import dataset
+    from selfiescope.pipelines.model import dataset, feature_tasks
 
     app = App.create(settings)
     registry = app.registry
@@ -139,12 +139,12 @@ def feature_cost(settings, n: int) -> float:  # noqa: ANN001
     from selfiescope.pipelines.dataset_care.stored import StoredReader
 
     with StoredReader(app) as reader:  # read first: the figure is the features' CPU alone
-        tasks = [dataset.Task(r.content_hash, r.stored, dataset.face_dict(r.box, r.face_area, r.n_faces, None),
+        tasks = [feature_tasks.Task(r.content_hash, r.stored, dataset.face_dict(r.box, r.face_area, r.n_faces, None),
                               [e.name for e in extractors], data=reader.read(r.stored)) for r in rows]
     step = dataset.image_step(registry, settings)
     decode = [(registry.steps[step], settings.component_options(step))]
     started = time.process_time()
-    dataset.run_tasks(tasks, decode, extractors, 1, lambda *result: None)
+    feature_tasks.run_tasks(tasks, decode, extractors, 1, lambda *result: None)
     return (time.process_time() - started) / max(len(tasks), 1)
 
 

@@ -35,7 +35,7 @@ from selfiescope.core.events import Decision, ImageEvent, Origin  # noqa: E402
 from selfiescope.core.manifest import Manifest  # noqa: E402
 from selfiescope.core.plugins import build_registry  # noqa: E402
 from selfiescope.core.settings import settings_from_dict  # noqa: E402
-from selfiescope.pipelines.model import dataset  # noqa: E402
+from selfiescope.pipelines.model import feature_tasks  # noqa: E402
 from selfiescope.pipelines.model.dataset import build_feature_table, event_face_dict  # noqa: E402
 from selfiescope.plugins.features import exif_block  # noqa: E402
 
@@ -119,7 +119,7 @@ def cpu_seconds() -> float:
 def table_runs(root: Path, base: dict, n: int) -> None:
     print(f"\n2) build_feature_table, groups {'+'.join(GROUPS)}, {n} images (decode included, process pool)")
     print(f"{'run':<28} {'seconds':>8} {'images/s':>9} {'cpu s':>7} {'computed':>9} {'cached':>7}")
-    dataset.MIN_POOL_TASKS = 0  # always use the pool for workers=2, however few images
+    feature_tasks.MIN_POOL_TASKS = 0  # always use the pool for workers=2, however few images
     for label, workers, fresh in (("workers=1, empty cache", 1, True), ("workers=2, empty cache", 2, True),
                                   ("workers=2, all cached", 2, False)):
         if fresh:

@@ -25,7 +25,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selfiescope.pipelines.model.dataset import chain_faces, decode_with_step, event_face_dict  # noqa: E402
+from selfiescope.pipelines.model.dataset import event_face_dict  # noqa: E402
+from selfiescope.pipelines.model.feature_tasks import chain_faces, decode_with_step  # noqa: E402
 from selfiescope.pipelines.model.normalize import normalize_image  # noqa: E402
 from selfiescope.plugins.decode import DecodeStep  # noqa: E402
 from selfiescope.plugins.face_area import FaceAreaStep  # noqa: E402

@@ -217,7 +217,7 @@ def test_near_duplicate_groups_are_transitive():
 
 
 def test_process_pool_gives_the_same_features_as_this_process(tmp_path, monkeypatch):
-    from selfiescope.pipelines.model import dataset
+    from selfiescope.pipelines.model import feature_tasks
     from selfiescope.plugins.decode import DecodeStep
 
     paths = []
@@ -229,19 +229,19 @@ def test_process_pool_gives_the_same_features_as_this_process(tmp_path, monkeypa
     from selfiescope.core.components import StoredImage
 
     # the bytes travel with the task (the parent reads them through the storage backend)
-    tasks = [dataset.Task(p.stem, StoredImage(p.stem, "x", f"x/{p.name}"), face(BOX), ["geometry", "image"],
+    tasks = [feature_tasks.Task(p.stem, StoredImage(p.stem, "x", f"x/{p.name}"), face(BOX), ["geometry", "image"],
                           data=p.read_bytes()) for p in [*paths, tmp_path / "bad.jpg"]]
-    tasks.append(dataset.Task("unread", StoredImage("unread", "x", "x/unread.jpg"), face(BOX), ["geometry"],
+    tasks.append(feature_tasks.Task("unread", StoredImage("unread", "x", "x/unread.jpg"), face(BOX), ["geometry"],
                               error="cannot read from storage: FileNotFoundError"))
     extractors = [GeometryFeatures(), ImageFeatures()]
 
     def run(workers):
         got = {}
-        dataset.run_tasks(tasks, [(DecodeStep, {})], extractors, workers, lambda h, r, e: got.__setitem__(h, (r, e)))
+        feature_tasks.run_tasks(tasks, [(DecodeStep, {})], extractors, workers, lambda h, r, e: got.__setitem__(h, (r, e)))
         return got
 
     here = run(1)
-    monkeypatch.setattr(dataset, "MIN_POOL_TASKS", 0)
+    monkeypatch.setattr(feature_tasks, "MIN_POOL_TASKS", 0)
     pooled = run(2)
     assert here.keys() == pooled.keys()
     for key, (values, error) in here.items():

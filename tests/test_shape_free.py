@@ -210,7 +210,7 @@ def test_training_measures_the_face_the_chain_finds_in_the_square(tmp_path: Path
     from skimage.data import astronaut
 
     from selfiescope.core.components import StoredImage
-    from selfiescope.pipelines.model import dataset
+    from selfiescope.pipelines.model import dataset, feature_tasks
     from selfiescope.plugins.decode import DecodeStep
     from selfiescope.plugins.face_area import FaceAreaStep
     from selfiescope.plugins.features import GeometryFeatures
@@ -223,23 +223,23 @@ def test_training_measures_the_face_the_chain_finds_in_the_square(tmp_path: Path
     for name, picture in pictures.items():
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(picture)).save(buf, "PNG")
-        event = dataset.decode_with_step(made[0], buf.getvalue())
+        event = feature_tasks.decode_with_step(made[0], buf.getvalue())
         made[1].process(event)  # a large face: kept, boxed on the picture's own grid
         face = dataset.event_face_dict(event, None)
         _, moved = normalize_image(event.image, face, 200, 85)
-        _, found = normalize_image(event.image, face, 200, 85, find_faces=dataset.chain_faces(made))
+        _, found = normalize_image(event.image, face, 200, 85, find_faces=feature_tasks.chain_faces(made))
         assert found["box"] and found["box"] != moved["box"]  # the square's own detection, not the moved box
         expected[name] = found["box"][2] / 200
-        tasks.append(dataset.Task(name, StoredImage(name, "x", f"x/{name}.png"), face, ["geometry"], (200, 85),
+        tasks.append(feature_tasks.Task(name, StoredImage(name, "x", f"x/{name}.png"), face, ["geometry"], (200, 85),
                                   data=buf.getvalue()))
 
     def run() -> dict[str, float]:
         got: dict[str, float] = {}
-        dataset.run_tasks(tasks, steps, [GeometryFeatures()], 2,
+        feature_tasks.run_tasks(tasks, steps, [GeometryFeatures()], 2,
                           lambda h, r, e: got.__setitem__(h, r["geometry"]["face_w"] if r else e))
         return got
 
     assert run() == pytest.approx(expected)
-    monkeypatch.setattr(dataset, "MIN_POOL_TASKS", 0)
+    monkeypatch.setattr(feature_tasks, "MIN_POOL_TASKS", 0)
     assert run() == pytest.approx(expected)  # the pooled workers set up the same steps
 

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..core.lock import RootBusy, RootLock, root_in_use
-from ..pipelines.dataset_care.forget import ForgetError, ForgetRequest, forget as forget_pipeline
+from ..pipelines.dataset_care.forget import (ForgetError, ForgetRequest, ForgetResult, forget as forget_pipeline,
+                                              pending_count)
 from . import thumbs
 from .model import ACTIONS, ActionResult, ReviewBusy, ReviewError
 
@@ -221,18 +222,12 @@ def finish_interrupted_forget(data: "ReviewData") -> int:
     The number of entries it finished; 0 when there was none, or the root cannot be written
     (then the app shows what the manifest says, and ``fsck`` reports the unfinished work)."""
     try:
-        pending = int(data.manifest.query("SELECT COUNT(*) FROM forget_pending")[0][0])
+        pending = pending_count(data.manifest)
     except sqlite3.Error:  # an old manifest without the table, opened read-only
         return 0
     if not pending or data.manifest.readonly:
         return 0
-    if message := busy_message(data):
-        raise ReviewBusy(f"an interrupted forget is unfinished and {message}: start the review again when it is free")
-    data.close()
-    try:
-        asyncio.run(forget_pipeline(data.app, ForgetRequest()))
-    except ForgetError as exc:
-        raise ReviewError(f"an interrupted forget could not be finished: {exc}") from None
+    _run_forget(data, ForgetRequest(), unfinished="an interrupted forget")
     log.warning("finished an interrupted forget (%d entries) before showing the dataset", pending)
     return pending
 
@@ -242,15 +237,24 @@ def forget(data: "ReviewData", ids: Sequence[str]) -> ActionResult:
     wanted = [i for i in dict.fromkeys(str(i) for i in ids) if thumbs._HASH.match(i)]
     if not wanted:
         raise ValueError("no image chosen")
+    n = len(_run_forget(data, ForgetRequest(images=wanted)).images)
+    return ActionResult(0, n, f"forgot {n} image{'s' * (n != 1)}")
+
+
+def _run_forget(data: "ReviewData", request: ForgetRequest, unfinished: str | None = None) -> ForgetResult:
+    """``selfiescope forget``'s own pipeline, which takes the lock and opens the manifest and the
+    backend itself: refused while another run holds the root, its errors as the app's.
+    ``unfinished`` names work the app finishes on its own (the messages then say so)."""
     if message := busy_message(data):
-        raise ReviewBusy(message)
-    data.close()  # forget takes the lock and opens the manifest and the backend itself
+        raise ReviewBusy(f"{unfinished} is unfinished and {message}: start the review again when it is free"
+                         if unfinished else message)
+    data.close()
     try:
-        result = asyncio.run(forget_pipeline(data.app, ForgetRequest(images=wanted)))
+        return asyncio.run(forget_pipeline(data.app, request))
     except ForgetError as exc:
         text = str(exc)
+        if unfinished:
+            raise ReviewError(f"{unfinished} could not be finished: {text}") from None
         if " is in use by " in text:
             raise ReviewBusy(busy_message(data) or text) from None
         raise ReviewError(text) from None
-    n = len(result.images)
-    return ActionResult(0, n, f"forgot {n} image{'s' * (n != 1)}")

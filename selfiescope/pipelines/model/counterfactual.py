@@ -169,7 +169,8 @@ def shape_flips(
     "no_face"}`` or ``{"skipped": why}``; ``{"skipped": why}`` where nothing can run. The table's
     own decoding step, extractors and predict chain re-score the changed photos, read by ``reader``."""
     from ...core.events import Decision
-    from .dataset import decode_with_step, event_face_dict, extract_features
+    from .dataset import event_face_dict, extract_features
+    from .feature_tasks import decode_with_step
     from .normalize import normalize_image
 
     labels = list(pipeline.labels)

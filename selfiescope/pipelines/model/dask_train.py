@@ -5,7 +5,7 @@ stays in charge of everything else (dataset listing, the feature cache, grouped 
 metrics, the artifacts folder):
 
 - :func:`feature_runner`: runs the feature tasks on the workers, in batches, with the
-  dataset module's own per-image function, so the values are the local ones; the client
+  local per-image function (:mod:`.feature_tasks`), so the values are the local ones; the client
   stays the only writer of the feature cache.
 - :func:`dask_fit`: fits ``lightgbm.dask.DaskLGBMClassifier`` on the cluster and returns
   its local twin (``to_local()``), so the saved model is the usual ``model.txt`` and
@@ -31,8 +31,9 @@ import numpy as np
 from ...core.app import App
 from ...core.components import FeatureExtractor
 from ...core.compute import dask_client, worker_count
-from . import dataset
-from .dataset import Progress, Task
+from . import dataset, feature_tasks
+from .dataset import Progress
+from .feature_tasks import Task
 from .train import Fitted, TrainResult, _balance, train
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,17 +47,17 @@ _init_lock = threading.Lock()
 _initialised: dict[str, Any] = {}
 
 
-def feature_batch(key: str, steps: dataset.StepSpecs, extractors: list[FeatureExtractor],
+def feature_batch(key: str, steps: feature_tasks.StepSpecs, extractors: list[FeatureExtractor],
                   tasks: Sequence[Task]) -> list[tuple[str, dict[str, dict[str, float]] | None, str | None]]:
-    """The task Dask runs: the dataset module's per-image function over one batch."""
+    """The task Dask runs: the local per-image function (:mod:`.feature_tasks`) over one batch."""
     with _init_lock:  # one set of steps and extractors per worker process and run
         if _initialised.get("key") != key:
-            dataset._init_worker(steps, extractors)
+            feature_tasks._init_worker(steps, extractors)
             _initialised["key"] = key
-    return [dataset._run_task(task) for task in tasks]
+    return [feature_tasks._run_task(task) for task in tasks]
 
 
-def config_key(steps: dataset.StepSpecs, extractors: Sequence[FeatureExtractor]) -> str:
+def config_key(steps: feature_tasks.StepSpecs, extractors: Sequence[FeatureExtractor]) -> str:
     """Identifies the steps and extractors a worker process has set up."""
     blob = [[(f"{cls.__module__}.{cls.__qualname__}", options) for cls, options in steps],
             [(type(e).__module__, e.name, e.version, dataset.extractor_options(e)) for e in extractors]]
@@ -64,11 +65,11 @@ def config_key(steps: dataset.StepSpecs, extractors: Sequence[FeatureExtractor])
 
 
 def feature_runner(client: "Client", batch_size: int) -> Callable[..., None]:
-    """A drop-in for :func:`selfiescope.pipelines.model.dataset.run_tasks` that runs on the cluster."""
+    """A drop-in for :func:`selfiescope.pipelines.model.feature_tasks.run_tasks` that runs on the cluster."""
     from distributed import as_completed
 
-    def run(tasks: list[Task], steps: dataset.StepSpecs, extractors: list[FeatureExtractor],
-            workers: int, on_result: OnResult, fetch: dataset.Fetch | None = None) -> None:
+    def run(tasks: list[Task], steps: feature_tasks.StepSpecs, extractors: list[FeatureExtractor],
+            workers: int, on_result: OnResult, fetch: feature_tasks.Fetch | None = None) -> None:
         if not tasks:
             return
         key = config_key(steps, extractors)
@@ -94,7 +95,7 @@ def feature_runner(client: "Client", batch_size: int) -> Callable[..., None]:
                 results = fut.result()
             except Exception as exc:  # the cluster gave up on it: compute it here, lose nothing
                 log.warning("a feature batch failed on the cluster (%s: %s); running it here", type(exc).__name__, exc)
-                dataset.run_tasks(batch, steps, extractors, 1, on_result)
+                feature_tasks.run_tasks(batch, steps, extractors, 1, on_result)
             else:
                 for result in results:
                     on_result(*result)
