@@ -190,8 +190,9 @@ def test_a_found_face_replaces_the_moved_box_and_none_found_keeps_it() -> None:
     face = {"box": [120, 50, 60, 60], "face_area": 0.06, "n_faces": 1}
     seen: list[bytes] = []
 
-    def two_faces(data: bytes) -> list[FaceBox]:
+    def two_faces(data: bytes, pixels: np.ndarray) -> list[FaceBox]:
         seen.append(data)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), pixels)
         return [FaceBox(10, 20, 30, 40), FaceBox(50, 40, 80, 90)]
 
     out, found = normalize_image(picture, face, 160, 80, find_faces=two_faces)
@@ -201,7 +202,7 @@ def test_a_found_face_replaces_the_moved_box_and_none_found_keeps_it() -> None:
     assert found["face_area"] == pytest.approx(80 * 90 / 160 ** 2)
     _, moved = normalize_image(picture, face, 160, 80)
     for nothing in ([], None):
-        assert normalize_image(picture, face, 160, 80, find_faces=lambda data: nothing)[1] == moved
+        assert normalize_image(picture, face, 160, 80, find_faces=lambda data, pixels: nothing)[1] == moved
 
 
 def test_training_measures_the_face_the_chain_finds_in_the_square(tmp_path: Path, monkeypatch) -> None:
@@ -242,4 +243,10 @@ def test_training_measures_the_face_the_chain_finds_in_the_square(tmp_path: Path
     assert run() == pytest.approx(expected)
     monkeypatch.setattr(feature_tasks, "MIN_POOL_TASKS", 0)
     assert run() == pytest.approx(expected)  # the pooled workers set up the same steps
+    # the decoding step's own decisions are not asked again about a square normalize made:
+    # a min_side above the square's side still leaves the face to be found in it
+    strict = [DecodeStep(DecodeStep.Options(min_side=1000), None), made[1]]
+    event = feature_tasks.decode_with_step(made[0], tasks[0].data)
+    _, found = normalize_image(event.image, tasks[0].face, 200, 85, find_faces=feature_tasks.chain_faces(strict))
+    assert found["box"][2] / 200 == pytest.approx(expected["wide"])
 

@@ -170,7 +170,7 @@ def shape_flips(
     own decoding step, extractors and predict chain re-score the changed photos, read by ``reader``."""
     from ...core.events import Decision
     from .dataset import event_face_dict, extract_features
-    from .feature_tasks import decode_with_step
+    from .feature_tasks import chain_faces, decode_with_step
     from .normalize import normalize_image
 
     labels = list(pipeline.labels)
@@ -197,7 +197,7 @@ def shape_flips(
         image, face = seen.image, event_face_dict(seen, exif)  # the metadata stays the file's
         if pipeline.normalize:
             image, face = normalize_image(image, face, pipeline.normalize_side, pipeline.normalize_quality,
-                                          find_faces=lambda data: chain.run(data).faces)
+                                          find_faces=chain_faces(chain.steps))
         try:
             values = extract_features(image, face, extractors)
         except Exception:  # noqa: BLE001

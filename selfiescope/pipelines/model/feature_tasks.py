@@ -19,6 +19,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from ...core.components import FeatureExtractor, Step, StoredImage
 from ...core.events import FaceBox, ImageEvent, Origin, Reject
 from ..dataset_care.stored import StoredReader
@@ -90,12 +92,16 @@ def decode_with_step(step: Step, data: bytes, label: str = "") -> ImageEvent:
     return event
 
 
-def chain_faces(steps: Sequence[Step]) -> Callable[[bytes], list[FaceBox]]:
-    """``steps`` (predict's chain) run on bytes, as on a file: the faces its face step found,
-    also when it then turned the picture away (too small a share, under the threshold)."""
-    def find(data: bytes) -> list[FaceBox]:
-        event = ImageEvent(origin=Origin(source="normalize"), label="", data=data)
-        for step in steps:
+def chain_faces(steps: Sequence[Step]) -> Callable[[bytes, np.ndarray], list[FaceBox]]:
+    """The face steps of ``steps`` (predict's chain) on a normalized square: the faces found,
+    also when the step then turned the picture away (too small a share, under the threshold)."""
+    from .normalize import faces_steps, square_event
+
+    finders = faces_steps(steps)
+
+    def find(data: bytes, pixels: np.ndarray) -> list[FaceBox]:
+        event = square_event(data, pixels)
+        for step in finders:
             try:
                 run_step(step, event)
             except Reject:

@@ -20,8 +20,9 @@ both had comfortably more than DETAIL pixels (1.5x). A smaller source keeps some
 Every feature is then measured in the square: ``image.aspect`` and ``image.megapixels`` are
 constants, and the face's size and position (geometry, landmarks' ``iod_frac``, ``chin_y_img``)
 are relative to the square's side, not to the frame's shape. The face is found again in the
-square (:data:`FACE`), by the chain's own steps run on the square's JPEG bytes, as ``predict``
-would run them on such a file: a detector's boxes follow the pixel grid (HOG boxed a face in a
+square (:data:`FACE`), by the chain's own face step run on the square's JPEG bytes and pixels
+(:func:`square_event`; the decoding step's decisions, such as ``min_side``, are not asked
+again about a picture normalize made): a detector's boxes follow the pixel grid (HOG boxed a face in a
 halved copy up to 20% larger relative to the picture, and geometry followed), and every square
 is on one grid. Where the square shows no face (the crop cut it), the box collection found is
 moved into it. What an earlier compression destroyed stays lost, and what the crop leaves out
@@ -46,10 +47,11 @@ DETAIL_BLUR = 1.0  # Gaussian sigma, in those pixels: measured, the smallest tha
 FACE = "square"  # schema.json normalize.face: the face is detected again in the square ("frame": moved into it)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ...core.events import FaceBox
+    from ...core.components import Step
+    from ...core.events import FaceBox, ImageEvent
 
-# The chain's face detection on a square's JPEG bytes: its boxes (None or empty: no face found).
-FindFaces = Callable[[bytes], "Sequence[FaceBox] | None"]
+# The chain's face detection on a square (its JPEG bytes and their pixels): its boxes (None or empty: none found).
+FindFaces = Callable[[bytes, np.ndarray], "Sequence[FaceBox] | None"]
 
 
 def square_crop(width: int, height: int, box: list[int] | None) -> tuple[int, int, int]:
@@ -88,7 +90,7 @@ def normalize_image(
     before the square crop, whose schema names no ``shape``)."""
     data, out, moved = normalized_square(image_rgb, face, side, quality, square, detail)
     if square and find_faces is not None:
-        moved = refit_face(moved, find_faces(data), out.shape[1], out.shape[0])
+        moved = refit_face(moved, find_faces(data, out), out.shape[1], out.shape[0])
     return out, moved
 
 
@@ -122,6 +124,21 @@ def normalized_square(
         if square:  # the face's share of the square, not of the original frame (which knew its shape)
             moved["face_area"] = inside[2] * inside[3] / float(size[0] * size[1]) if moved["box"] else 0.0
     return data, out, moved
+
+
+def square_event(data: bytes, pixels: np.ndarray) -> "ImageEvent":
+    """The square as an event fresh from decoding, for the chain's face step."""
+    from ...core.events import ImageEvent, Origin
+
+    event = ImageEvent(origin=Origin(source="normalize"), label="", data=data)
+    event.image, event.decoded_side = pixels, 0  # decoded in full: a face step may use these pixels as they are
+    event.height, event.width = pixels.shape[:2]
+    return event
+
+
+def faces_steps(steps: "Sequence[Step]") -> "list[Step]":
+    """The steps of predict's chain that run on a square: all but those that decode."""
+    return [step for step in steps if "image" not in step.provides]
 
 
 def refit_face(moved: dict[str, Any], found: "Sequence[FaceBox] | None", width: int, height: int) -> dict[str, Any]:
