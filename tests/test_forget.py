@@ -322,7 +322,8 @@ def test_models_that_included_the_image_are_listed(tmp_path: Path) -> None:
     result = runner.invoke(app, ["forget", "--settings", str(toml), "--image", victim["id"], "--yes", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["removed"]["features"] == 3  # the geometry group's, the header facts' and the likeness hashes' rows
+    # the geometry group's, the header facts', the likeness hashes' and the person descriptor's rows
+    assert report["removed"]["features"] == 4
     assert report["models"] == [{"path": str(model.resolve()), "pipeline": "t", "images": 1,
                                  "retrain": "selfiescope train t"}]
     human = forget_cli(root, "--image", row(root, "label='portrait'", ())["id"], "--yes")
