@@ -70,7 +70,7 @@ def test_classes_that_differ_only_by_jpeg_quality_trigger_the_warning(confounded
     card = (result.model_dir / "MODEL.md").read_text()
     for text in (html, card):
         assert "differ by camera or file" in text
-    assert "baseline: file format / JPEG quality only" in card and "Known limitations" in card
+    assert "baseline: file format / JPEG quality / metadata only" in card and "Known limitations" in card
 
 
 def test_clean_dataset_has_no_warning_and_a_complete_card(clean, tmp_path):
@@ -103,6 +103,36 @@ def test_clean_dataset_has_no_warning_and_a_complete_card(clean, tmp_path):
     assert grouping["groups"] == result.metrics["dataset"]["groups"] and "Grouped by" in card
 
 
+def test_too_few_groups_are_warned_about_and_get_no_interval(clean, tmp_path, monkeypatch):
+    """Links that chain most photos into a few groups leave fewer folds than asked for and a
+    bootstrap over a handful of units: training says so, and gives no interval that only
+    looks precise."""
+    from selfiescope.pipelines.model import dataset
+    from selfiescope.pipelines.model.assessment import few_groups_warning
+    from selfiescope.pipelines.model.leak_groups import Grouping
+
+    y = np.array([1] * 20 + [0] * 20)
+    assert few_groups_warning(y, np.arange(40), ["selfie", "portrait"], 5, 5) is None  # 20 groups a label
+    chained = np.repeat(np.arange(8), 5)  # 4 groups per label
+    assert "selfie 4, portrait 4" in few_groups_warning(y, chained, ["selfie", "portrait"], 5, 4)
+    original = dataset.table_grouping
+
+    def three_per_label(X, columns, rows, pipeline, y, **kwargs):
+        grouping = original(X, columns, rows, pipeline, y, **kwargs)
+        return Grouping(np.where(y == 1, 0, 3) + np.arange(len(y)) % 3, grouping.summary)
+
+    monkeypatch.setattr(dataset, "table_grouping", three_per_label)
+    result = train(App.create(train_settings(clean, tmp_path / "model", CHEAP, folds=5, group_distance=4,
+                                             group_by_person=False)), "t")
+    cv = result.metrics["cv"]
+    assert cv["folds"] == 3
+    [warning] = [w for w in result.metrics["warnings"] if "few independent groups" in w]
+    assert "selfie 3, portrait 3" in warning and "only 3 of the 5 folds" in warning
+    assert all(ci is None for ci in cv["roc_auc_ci95"].values()) and cv["ci_method"].startswith("not computed")
+    card = (result.model_dir / "MODEL.md").read_text()
+    assert "few independent groups" in card and "| n/a |" in card
+
+
 def test_cli_says_it_plainly(confounded, tmp_path, monkeypatch):
     (tmp_path / "settings.toml").write_text(
         f'[storage]\nroot = "{confounded}"\n[pipelines.mine]\nkind = "train"\nfeatures = ["geometry"]\n'
@@ -119,7 +149,7 @@ def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_pa
                                   normalize_side=200, normalize_quality=70)), "t")
     cv = result.metrics["cv"]
     assert result.metrics["normalize"] == {"side": 200, "jpeg_quality": 70, "shape": "square", "detail": DETAIL,
-                                           "face": "square"}
+                                           "face": "square", "metadata": "dropped"}
     assert cv["without_normalize"]["roc_auc"] is not None
     assert "files as stored (no normalize)" in (result.model_dir / "report.html").read_text()
     # predict re-encodes the same way: the stored files give the training features back
@@ -128,12 +158,14 @@ def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_pa
     by_location = {p.path: p for p in model.predict_stored()}  # read back through the storage backend
     got = [by_location[r.location] for r in rows]
     np.testing.assert_allclose([r.raw_probability for r in got], result.final.booster.predict(result.table.X[:3]), rtol=1e-6)
-    # a model saved before the detail step and the second detection (its schema names neither)
-    # is still fed without them: no band limit, the collection's box moved into the square
+    # a model saved before the detail step, the second detection and the dropped metadata (its
+    # schema names none of them) is still fed as it was: no band limit, the collection's box
+    # moved into the square, the file's EXIF
     schema_path = result.model_dir / "schema.json"
     schema = json.loads(schema_path.read_text())
     del schema["normalize"]["detail"]
     del schema["normalize"]["face"]
+    del schema["normalize"]["metadata"]
     schema_path.write_text(json.dumps(schema))
     import selfiescope.pipelines.model.predict as predict_module
 
@@ -141,14 +173,14 @@ def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_pa
     refits: list[object] = []
     original = predict_module.normalized_square
 
-    def spy(image, face, side, quality, square, detail):
-        seen.append(detail)
-        return original(image, face, side, quality, square, detail)
+    def spy(image, face, side, quality, square, detail, keep_metadata):
+        seen.append((detail, keep_metadata))
+        return original(image, face, side, quality, square, detail, keep_metadata)
 
     monkeypatch.setattr(predict_module, "normalized_square", spy)
     monkeypatch.setattr(predict_module, "refit_face", lambda *a: refits.append(a))
     load_model(result.model_dir).predict_stored()
-    assert seen and set(seen) == {None}
+    assert seen and set(seen) == {(None, True)}  # no band limit, and the EXIF they were trained with
     assert refits == []
 
 

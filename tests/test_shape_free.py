@@ -250,3 +250,30 @@ def test_training_measures_the_face_the_chain_finds_in_the_square(tmp_path: Path
     _, found = normalize_image(event.image, tasks[0].face, 200, 85, find_faces=feature_tasks.chain_faces(strict))
     assert found["box"][2] / 200 == pytest.approx(expected["wide"])
 
+
+
+def test_classes_that_differ_only_by_exif_are_flagged_and_normalize_drops_the_metadata(tmp_path: Path) -> None:
+    """The same kind of pictures, one label's files with an EXIF block, the other's without
+    (an editor's re-save drops it): the file-format baseline sees it and warns; normalized
+    features never see the file's metadata, so the model cannot read it."""
+    from privacy_helpers import import_folder, settings_for
+
+    rng = np.random.default_rng(21)
+    root = tmp_path / "data"
+    for label, with_exif in (("selfie", True), ("portrait", False)):
+        folder = tmp_path / label
+        folder.mkdir()
+        for i in range(16):
+            exif = Image.Exif()
+            exif[0x010F] = "Camera Maker"  # Make
+            Image.fromarray(_texture(rng, 360, 240)).save(folder / f"{i}.jpg", quality=90,
+                                                           exif=exif.tobytes() if with_exif else b"")
+        import_folder(settings_for(root), folder, label)
+    raw = train(App.create(train_settings(root, tmp_path / "raw", ["image"], folds=2)), "t").metrics
+    assert raw["cv"]["baselines"]["file_format"]["roc_auc"] > 0.9, raw["cv"]["baselines"]
+    assert any("metadata" in w and "camera or file" in w for w in raw["warnings"]), raw["warnings"]
+    shaped = train(App.create(train_settings(root, tmp_path / "norm", ["image"], folds=2, normalize=True)), "t")
+    columns = shaped.table.columns
+    present = shaped.table.X[:, columns.index("image.exif_present")]
+    assert set(present.tolist()) == {0.0}  # no picture's metadata reached the features
+    assert shaped.metrics["cv"]["lightgbm"]["roc_auc"] < 0.75, shaped.metrics["cv"]["lightgbm"]

@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dataset import FeatureTable
     from .train import CVResult
 
+# Fewer independent groups than this in a label: every figure rests on too few units to say much,
+# and a bootstrap over them gives an interval that only looks precise (none is given).
+MIN_GROUPS_PER_LABEL = 5
 BASELINE_TITLES = {"face_area": "face area only", **{k: f"{v} only" for k, v in CONFOUNDERS.items()}}
 
 
@@ -34,10 +37,30 @@ class Assessment:
     warnings: list[str] = field(default_factory=list)
 
 
+def few_groups_warning(y: np.ndarray, groups: np.ndarray, labels: list[str], folds_asked: int,
+                       folds_used: int) -> str | None:
+    """A warning when a label has fewer than :data:`MIN_GROUPS_PER_LABEL` CV groups, or the
+    groups allowed fewer folds than asked for (None otherwise)."""
+    per_label = [len(np.unique(groups[y == c])) for c in (1, 0)]
+    if min(per_label) >= MIN_GROUPS_PER_LABEL and folds_used >= folds_asked:
+        return None
+    largest = int(np.unique(groups, return_counts=True)[1].max()) if len(groups) else 0
+    folds = (f"; only {folds_used} of the {folds_asked} folds asked for could be made"
+             if folds_used < folds_asked else "")
+    return (f"Cross-validation rests on few independent groups: {labels[0]} {per_label[0]}, {labels[1]} "
+            f"{per_label[1]} (the largest holds {largest} of {len(y)} photos){folds}. Photos linked by person, post, "
+            f"owner or near copy share a group, and with so few of them every figure here, the baselines' too, says "
+            f"little"
+            + (" and no confidence interval is given" if min(per_label) < MIN_GROUPS_PER_LABEL else "")
+            + ": collect photos of more people and sources, or check that near copies do not chain unrelated "
+              "photos ([pipelines.NAME] group_distance).")
+
+
 def assess(table: "FeatureTable", cv: "CVResult", labels: list[str], threshold: float, seed: int,
-           score: Any, normalized: bool = False) -> Assessment:
+           score: Any, normalized: bool = False, folds_asked: int | None = None) -> Assessment:
     """``score(y, prob, threshold)`` is the metric function the model itself is scored with."""
     y, groups = table.y, table.groups
+    few = len(np.unique(y)) < 2 or min(len(np.unique(groups[y == c])) for c in (0, 1)) < MIN_GROUPS_PER_LABEL
     matrices = confounder_matrices(table.facts)
     probs = {"face_area": cv.baseline_oof, **baseline_oof(matrices, y, cv.splits)}
     calibration = calibrate(cv.oof if cv.final_oof is None else cv.final_oof, y, groups, seed)
@@ -47,15 +70,18 @@ def assess(table: "FeatureTable", cv: "CVResult", labels: list[str], threshold: 
     curves = {"lightgbm": cv.oof, "lightgbm_calibrated": calibration.calibrated_oof, **probs}
     intervals = {}
     for name, prob in curves.items():
-        ci = bootstrap_auc_ci(y, prob, groups, seed=seed) if len(np.unique(y)) == 2 else None
+        ci = None if few else bootstrap_auc_ci(y, prob, groups, seed=seed)
         intervals[name] = list(ci) if ci else None
     warnings = confounder_warnings(model_auc, scored, normalized)
+    if len(np.unique(y)) == 2 and (text := few_groups_warning(y, groups, labels, folds_asked or cv.folds, cv.folds)):
+        warnings.append(text)
     jobs = [r.job for r in table.rows]
     metrics = {
         "baselines": scored,
         "lightgbm_calibrated": score(y, calibration.calibrated_oof, threshold),
         "roc_auc_ci95": intervals,
-        "ci_method": f"percentile bootstrap over the CV groups ({links_text(table.grouping)}), 400 resamples",
+        "ci_method": (f"not computed: fewer than {MIN_GROUPS_PER_LABEL} CV groups in a label" if few else
+                      f"percentile bootstrap over the CV groups ({links_text(table.grouping)}), 400 resamples"),
         "calibration": calibration.summary(),
         "per_source": per_source(jobs, labels, y, calibration.calibrated_oof, threshold),
     }

@@ -11,7 +11,9 @@ and the report and the CLI say so.
   original method's criterion; content, not a confounder, but the bar to beat).
 - ``image_size``: width, height, aspect ratio and pixel count, from the file's header.
 - ``file_format``: container format, JPEG quality (estimated from the quantisation
-  tables), chroma subsampling and progressive encoding. Not bytes per pixel: how well a
+  tables), chroma subsampling, progressive encoding and which metadata blocks the file
+  carries (EXIF, ICC profile, XMP: an editor's re-save or a site's upload drops them,
+  so one source can have them and another not). Not bytes per pixel: how well a
   picture compresses depends on what it shows (a face at the edge or in the middle of a
   synthetic scene was enough to give it AUC 0.87), so it would measure content too.
 
@@ -35,7 +37,7 @@ from .normalize import DETAIL
 
 WARN_MARGIN = 0.05  # a confounder baseline this close to the model's AUC triggers the warning
 WARN_MIN_AUC = 0.65  # ...and only when it beats chance clearly (both near 0.5 means nothing)
-CONFOUNDERS = {"image_size": "image size / aspect ratio", "file_format": "file format / JPEG quality"}
+CONFOUNDERS = {"image_size": "image size / aspect ratio", "file_format": "file format / JPEG quality / metadata"}
 FORMATS = {"JPEG": 0, "PNG": 1, "WEBP": 2, "GIF": 3, "BMP": 4, "TIFF": 5, "MPO": 0}
 
 
@@ -77,6 +79,7 @@ class FileFacts:
     quality: float = math.nan
     subsampling: float = math.nan
     progressive: float = math.nan
+    metadata: float = math.nan  # which blocks the file carries: EXIF 1 + ICC profile 2 + XMP 4
 
     def size_features(self) -> list[float]:
         aspect = self.width / self.height if self.height else math.nan
@@ -84,14 +87,14 @@ class FileFacts:
         return [self.width, self.height, aspect, pixels]
 
     def file_features(self) -> list[float]:
-        return [self.format, self.quality, self.subsampling, self.progressive]
+        return [self.format, self.quality, self.subsampling, self.progressive, self.metadata]
 
 
 SIZE_COLUMNS = ["width", "height", "aspect", "log10_pixels"]
-FILE_COLUMNS = ["format", "jpeg_quality", "chroma_subsampling", "progressive"]
+FILE_COLUMNS = ["format", "jpeg_quality", "chroma_subsampling", "progressive", "metadata"]
 
 
-FACTS_VERSION = "1"  # in the feature cache (dataset.py) beside the feature groups
+FACTS_VERSION = "2"  # in the feature cache (dataset.py) beside the feature groups
 
 
 def file_facts(source: Path | bytes) -> FileFacts:
@@ -104,6 +107,8 @@ def file_facts(source: Path | bytes) -> FileFacts:
             if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: the picture is turned
                 width, height = height, width
             facts = FileFacts(float(width), float(height), float(FORMATS.get(im.format or "", 9)))
+            facts.metadata = float(bool(im.info.get("exif") or len(im.getexif())) + 2 * bool(im.info.get("icc_profile"))
+                                   + 4 * bool(im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")))
             if im.format in ("JPEG", "MPO"):
                 facts.quality = jpeg_quality(getattr(im, "quantization", None))
                 facts.subsampling = float(JpegImagePlugin.get_sampling(im))

@@ -50,6 +50,7 @@ class Normalize(_Open):
     shape: Literal["frame", "square"] = "frame"  # square: the largest square around the face (normalize.py)
     detail: int | None = Field(None, gt=0, le=100_000)  # pixels the square is averaged down to (None: kept)
     face: Literal["frame", "square"] = "frame"  # square: the face detected again in the square (normalize.py)
+    metadata: Literal["kept", "dropped"] = "kept"  # dropped: features never see the file's EXIF (normalize.py)
 
 
 def _finite(values: list[float]) -> list[float]:

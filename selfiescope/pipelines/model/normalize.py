@@ -45,6 +45,7 @@ from PIL import Image
 DETAIL = 128  # pixels across the square that every source is resampled to (see the module's text)
 DETAIL_BLUR = 1.0  # Gaussian sigma, in those pixels: measured, the smallest that evens out the sources' sizes
 FACE = "square"  # schema.json normalize.face: the face is detected again in the square ("frame": moved into it)
+METADATA = "dropped"  # schema.json normalize.metadata: the file's EXIF is not seen ("kept": it is)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...core.components import Step
@@ -80,15 +81,16 @@ def band_limit(part: np.ndarray, detail: int) -> np.ndarray:
 
 def normalize_image(
     image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int, square: bool = True,
-    detail: int | None = DETAIL, find_faces: FindFaces | None = None,
+    detail: int | None = DETAIL, find_faces: FindFaces | None = None, keep_metadata: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The largest square around the face, averaged down to ``detail`` pixels, resized to
     ``side`` x ``side``, JPEG-encoded at ``quality`` and decoded; the face is found again in it
     by ``find_faces`` (see :func:`refit_face`), else its box (and area share) is moved into the
-    square. ``detail=None``: no band limit (models saved before it, whose schema names no
+    square. The file's metadata (``face["exif"]``) goes too, unless ``keep_metadata`` (models
+    saved before, whose schema names no ``metadata``). ``detail=None``: no band limit (models saved before it, whose schema names no
     ``detail``). ``square=False``: the whole picture with its longer side ``side`` (models saved
     before the square crop, whose schema names no ``shape``)."""
-    data, out, moved = normalized_square(image_rgb, face, side, quality, square, detail)
+    data, out, moved = normalized_square(image_rgb, face, side, quality, square, detail, keep_metadata)
     if square and find_faces is not None:
         moved = refit_face(moved, find_faces(data, out), out.shape[1], out.shape[0])
     return out, moved
@@ -96,7 +98,7 @@ def normalize_image(
 
 def normalized_square(
     image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int, square: bool = True,
-    detail: int | None = DETAIL,
+    detail: int | None = DETAIL, keep_metadata: bool = False,
 ) -> tuple[bytes, np.ndarray, dict[str, Any]]:
     """:func:`normalize_image` without the second detection: (the JPEG bytes, their pixels, the
     face with its box moved into the square), for a caller that runs the chain itself."""
@@ -116,6 +118,8 @@ def normalized_square(
     data = buf.getvalue()
     out = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     moved: dict[str, Any] = {**face}
+    if not keep_metadata:  # the re-encoded square has none: whether the file had EXIF is a file cue
+        moved["exif"] = None
     if box:
         x0, y0 = max(box[0], x), max(box[1], y)
         x1, y1 = min(box[0] + box[2], x + w), min(box[1] + box[3], y + h)
@@ -150,8 +154,10 @@ def refit_face(moved: dict[str, Any], found: "Sequence[FaceBox] | None", width: 
     return {**moved, "box": largest.as_list(), "face_area": largest.area / float(width * height), "n_faces": len(found)}
 
 
-def cache_suffix(side: int, quality: int, detail: int | None = DETAIL, face: str | None = FACE) -> str:
+def cache_suffix(side: int, quality: int, detail: int | None = DETAIL, face: str | None = FACE,
+                 metadata: str | None = METADATA) -> str:
     """Added to a feature cache version: normalized features are other features."""
-    # sq: the square crop; d/g: the detail step; f: the face found again in the square
-    return f"+norm{side}q{quality}sq" + (f"d{detail}g{DETAIL_BLUR}" if detail else "") + ("f" if face == FACE else "")
+    # sq: the square crop; d/g: the detail step; f: the face found again in the square; m: no metadata
+    return (f"+norm{side}q{quality}sq" + (f"d{detail}g{DETAIL_BLUR}" if detail else "") + ("f" if face == FACE else "")
+            + ("m" if metadata == METADATA else ""))
 

@@ -333,7 +333,8 @@ def _train(
     threshold = 0.5
     n_final = max(10, int(np.median(cv.best_iterations)))
     cv.final_oof = cross_fit(table, params, cv.splits, n_final, fit)
-    cv.assessment = assess(table, cv, list(pipeline.labels), threshold, pipeline.seed, score, pipeline.normalize)
+    cv.assessment = assess(table, cv, list(pipeline.labels), threshold, pipeline.seed, score, pipeline.normalize,
+                           pipeline.folds)
     if grouping_warning := fallback_warning(table.grouping):
         cv.assessment.warnings.append(grouping_warning)
     final = fit(table.X, table.y, {**params, "n_estimators": n_final}, columns=table.columns)
@@ -371,11 +372,11 @@ def _train(
     # cleanlab's view: an image whose out-of-fold probability contradicts its label may be mislabeled
     metrics["dataset"]["review"]["likely_mislabeled"] = int(np.count_nonzero(np.abs(table.y - calibrated) > 0.5))
     if pipeline.normalize:
-        from .normalize import DETAIL, FACE
+        from .normalize import DETAIL, FACE, METADATA
 
-        # normalize.py: a square, band-limited, the face found again in it
+        # normalize.py: a square, band-limited, the face found again in it, no metadata
         metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality,
-                                "shape": "square", "detail": DETAIL, "face": FACE}
+                                "shape": "square", "detail": DETAIL, "face": FACE, "metadata": METADATA}
         metrics["cv"]["without_normalize"] = unnormalized_score(app, pipeline, reader, progress, runner, fit)
     schema = {
         "format": SCHEMA_FORMAT,
