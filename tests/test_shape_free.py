@@ -277,3 +277,81 @@ def test_classes_that_differ_only_by_exif_are_flagged_and_normalize_drops_the_me
     present = shaped.table.X[:, columns.index("image.exif_present")]
     assert set(present.tolist()) == {0.0}  # no picture's metadata reached the features
     assert shaped.metrics["cv"]["lightgbm"]["roc_auc"] < 0.75, shaped.metrics["cv"]["lightgbm"]
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), sides=st.tuples(*[st.integers(0, 60)] * 4), colour=st.sampled_from([0, 255, 40]),
+       jpeg=st.booleans())
+def test_bars_at_the_edges_are_trimmed_before_the_square(seed: int, sides: tuple[int, int, int, int], colour: int,
+                                                         jpeg: bool) -> None:
+    """A letterboxed or padded copy (one-colour bars on any sides, saved losslessly or as a JPEG,
+    whose ringing blurs the bars' inner edge) gives nearly the square its original gives."""
+    from selfiescope.pipelines.model.normalize import content_bounds
+
+    rng = np.random.default_rng(seed)
+    picture = _texture(rng, 240, 160)
+    top, bottom, left, right = sides
+    padded = cv2.copyMakeBorder(picture, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(colour,) * 3)
+    if jpeg:
+        buf = io.BytesIO()
+        Image.fromarray(padded).save(buf, "JPEG", quality=90)
+        padded = np.asarray(Image.open(buf).convert("RGB"))
+    box = [90, 40, 60, 60]
+    x0, y0, x1, y1 = content_bounds(padded, [box[0] + left, box[1] + top, 60, 60])
+    slack = 8 if jpeg else 0  # a JPEG block across the bar's edge is not one colour any more
+    assert 0 <= left - x0 <= slack and 0 <= top - y0 <= slack
+    assert 0 <= (x1 - left) - 240 <= slack and 0 <= (y1 - top) - 160 <= slack
+    a, _ = normalize_image(picture, {"box": box}, 96, 95)
+    b, _ = normalize_image(padded, {"box": [box[0] + left, box[1] + top, 60, 60]}, 96, 95)
+    assert np.abs(a.astype(float) - b.astype(float)).mean() < (6 if jpeg else 2)
+
+
+def test_a_photo_all_of_one_colour_or_bars_up_to_the_face_keep_the_face() -> None:
+    from selfiescope.pipelines.model.normalize import content_bounds
+
+    flat = np.full((100, 150, 3), 30, np.uint8)
+    assert content_bounds(flat, None) == (0, 0, 150, 100)  # nothing but one colour: nothing trimmed
+    assert content_bounds(flat, [10, 10, 20, 20]) == (0, 0, 150, 100)
+    framed = flat.copy()
+    framed[20:80, 30:120] = _texture(np.random.default_rng(1), 90, 60)
+    assert content_bounds(framed, None) == (30, 20, 120, 80)
+    framed[20:80, 30:40] = 30  # a face box reaching into the bar's colour is kept whole
+    assert content_bounds(framed, [32, 30, 40, 40]) == (32, 20, 120, 80)
+
+
+def test_classes_that_differ_only_by_letterbox_bars_do_not_reach_the_normalized_model(tmp_path: Path) -> None:
+    """One label's pictures carry black bars above and below (a letterboxed upload): a model on
+    the files reads them; the square crop alone would keep them; trimmed first, the normalized
+    model gives a new picture and its letterboxed copy exactly one answer."""
+    rng = np.random.default_rng(13)
+    pictures = [_texture(rng, 300, 200) for _ in range(40)]
+
+    def barred(p: np.ndarray) -> np.ndarray:
+        return cv2.copyMakeBorder(p, 30, 30, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+
+    root = tmp_path / "data"
+    (tmp_path / "in").mkdir()
+    import_pictures(root, tmp_path / "in", {"selfie": [barred(p) for p in pictures[:16]], "portrait": pictures[16:32]})
+    raw = train(App.create(train_settings(root, tmp_path / "raw", ["image"], folds=2)), "t")
+    assert raw.metrics["cv"]["lightgbm"]["roc_auc"] > 0.9  # the bars tell the labels apart
+    shaped = train(App.create(train_settings(root, tmp_path / "norm", ["image"], folds=2, normalize=True)), "t")
+    new = tmp_path / "new"
+    new.mkdir()
+    for i, p in enumerate(pictures[32:]):
+        cv2.imwrite(str(new / f"{i}.png"), p)
+        cv2.imwrite(str(new / f"{i}-barred.png"), barred(p))
+    for model, same in ((load_model(raw.model_dir), False), (load_model(shaped.model_dir), True)):
+        got = {Path(r.path).name: r.probability for r in model.predict([new])}
+        pairs = [(got[f"{i}.png"], got[f"{i}-barred.png"]) for i in range(8)]
+        assert all(a == b for a, b in pairs) == same, pairs
+
+
+def test_a_check_whose_changed_photos_were_all_turned_away_is_still_listed() -> None:
+    from selfiescope.pipelines.model.counterfactual import flip_lines
+
+    result = {"per_label": {"selfie": {"to_aspect": 1.5, "checked": 0, "flipped": 0, "no_face": 11, "rate": None},
+                            "portrait": {"to_aspect": 1.0, "checked": 20, "flipped": 1, "no_face": 0, "rate": 0.05}},
+              "per_label_size": {}}
+    lines = flip_lines(result)
+    assert any(line.startswith("selfie, aspect ratio: not scored") and "all 11" in line for line in lines), lines
+    assert any(line.startswith("portrait: 1 of 20") for line in lines), lines

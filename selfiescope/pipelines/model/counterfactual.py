@@ -298,4 +298,8 @@ def flip_lines(result: dict[str, Any] | None) -> list[str]:
                 lost = f"; {v['no_face']} more turned away by predict's chain" if v.get("no_face") else ""
                 lines.append(f"{label}: {v['flipped']} of {v['checked']} photos {_moved(check, v)} "
                              f"changed decision ({v['rate']:.0%}{lost})")
+            elif v.get("no_face"):  # predict would answer no_face or rejected for every one of them
+                lines.append(f"{label}, {CHECKS[check]}: not scored: predict's chain turned away all {v['no_face']} "
+                             f"photos {_moved(check, v)} (no face found, or too small a share of the picture), "
+                             "so predict gives no label for such photos")
     return lines

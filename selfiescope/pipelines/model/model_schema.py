@@ -51,6 +51,7 @@ class Normalize(_Open):
     detail: int | None = Field(None, gt=0, le=100_000)  # pixels the square is averaged down to (None: kept)
     face: Literal["frame", "square"] = "frame"  # square: the face detected again in the square (normalize.py)
     metadata: Literal["kept", "dropped"] = "kept"  # dropped: features never see the file's EXIF (normalize.py)
+    borders: Literal["kept", "trimmed"] = "kept"  # trimmed: one-colour bars at the edges cut off first
 
 
 def _finite(values: list[float]) -> list[float]:

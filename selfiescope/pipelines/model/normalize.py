@@ -8,7 +8,9 @@ without a face), resamples it to :data:`DETAIL` pixels a side (area averaging) a
 one JPEG quality before features.
 
 A square crop, not a letterbox: padding would tell where the frame's edges are, and so its
-aspect ratio. One level of detail, not only one size: a small square scaled up to ``side`` is
+aspect ratio. For the same reason bars a picture already has (a letterbox, a screenshot's or
+an upload's padding: rows or columns of one colour at an edge) are trimmed first
+(:func:`content_bounds`), so a padded copy gives the square its unpadded original gives. One level of detail, not only one size: a small square scaled up to ``side`` is
 blurrier than a large one scaled down, and sharpness then tells the source's pixel count (two
 sets of the same photos, one halved, were told apart with AUC 1.0 by sharpness alone). Area
 averaging to 128 pixels alone still leaves differences of up to 2x in sharpness between a
@@ -46,6 +48,9 @@ DETAIL = 128  # pixels across the square that every source is resampled to (see 
 DETAIL_BLUR = 1.0  # Gaussian sigma, in those pixels: measured, the smallest that evens out the sources' sizes
 FACE = "square"  # schema.json normalize.face: the face is detected again in the square ("frame": moved into it)
 METADATA = "dropped"  # schema.json normalize.metadata: the file's EXIF is not seen ("kept": it is)
+BORDERS = "trimmed"  # schema.json normalize.borders: one-colour bars at the edges are cut off ("kept")
+BAR_TOLERANCE = 12  # grey levels from the edge's colour that a bar's pixels stay within (JPEG noise)
+BAR_OUTLIERS = 0.01  # share of a bar row's (or column's) pixels allowed further off (a logo, a speck)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...core.components import Step
@@ -65,6 +70,30 @@ def square_crop(width: int, height: int, box: list[int] | None) -> tuple[int, in
     return x, y, side
 
 
+def content_bounds(image_rgb: np.ndarray, box: list[int] | None) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the picture without the bars along its edges: the rows (columns)
+    from each edge inwards whose pixels, but :data:`BAR_OUTLIERS` of them, are within
+    :data:`BAR_TOLERANCE` of the edge's own colour. Never into the face box, never all of it."""
+    grey = image_rgb if image_rgb.ndim == 2 else cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
+    grey = grey.astype(np.int16)
+    height, width = grey.shape
+
+    def bar(lines: np.ndarray) -> int:  # lines from the edge inwards, one per row (column)
+        colour = int(np.median(lines[0]))
+        uniform = (np.abs(lines - colour) > BAR_TOLERANCE).mean(axis=1) <= BAR_OUTLIERS
+        return len(uniform) if uniform.all() else int(np.argmin(uniform))
+
+    top, bottom = bar(grey), bar(grey[::-1])
+    left, right = bar(grey.T), bar(grey.T[::-1])
+    if top + bottom >= height or left + right >= width:  # one colour all over: nothing to tell apart
+        return 0, 0, width, height
+    if box:  # the face is content, whatever its colours
+        top, left = min(top, max(box[1], 0)), min(left, max(box[0], 0))
+        bottom = min(bottom, max(height - box[1] - box[3], 0))
+        right = min(right, max(width - box[0] - box[2], 0))
+    return left, top, width - right, height - bottom
+
+
 def band_limit(part: np.ndarray, detail: int) -> np.ndarray:
     """``part`` resampled to ``detail`` pixels on its longer side (exact area averaging down,
     bicubic up), then blurred by :data:`DETAIL_BLUR` of those pixels: the box filter alone lets
@@ -82,15 +111,17 @@ def band_limit(part: np.ndarray, detail: int) -> np.ndarray:
 def normalize_image(
     image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int, square: bool = True,
     detail: int | None = DETAIL, find_faces: FindFaces | None = None, keep_metadata: bool = False,
+    trim: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The largest square around the face, averaged down to ``detail`` pixels, resized to
     ``side`` x ``side``, JPEG-encoded at ``quality`` and decoded; the face is found again in it
     by ``find_faces`` (see :func:`refit_face`), else its box (and area share) is moved into the
     square. The file's metadata (``face["exif"]``) goes too, unless ``keep_metadata`` (models
-    saved before, whose schema names no ``metadata``). ``detail=None``: no band limit (models saved before it, whose schema names no
+    saved before, whose schema names no ``metadata``), and bars at the edges are trimmed first
+    unless not ``trim`` (models whose schema names no ``borders``). ``detail=None``: no band limit (models saved before it, whose schema names no
     ``detail``). ``square=False``: the whole picture with its longer side ``side`` (models saved
     before the square crop, whose schema names no ``shape``)."""
-    data, out, moved = normalized_square(image_rgb, face, side, quality, square, detail, keep_metadata)
+    data, out, moved = normalized_square(image_rgb, face, side, quality, square, detail, keep_metadata, trim)
     if square and find_faces is not None:
         moved = refit_face(moved, find_faces(data, out), out.shape[1], out.shape[0])
     return out, moved
@@ -98,12 +129,17 @@ def normalize_image(
 
 def normalized_square(
     image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int, square: bool = True,
-    detail: int | None = DETAIL, keep_metadata: bool = False,
+    detail: int | None = DETAIL, keep_metadata: bool = False, trim: bool = True,
 ) -> tuple[bytes, np.ndarray, dict[str, Any]]:
     """:func:`normalize_image` without the second detection: (the JPEG bytes, their pixels, the
     face with its box moved into the square), for a caller that runs the chain itself."""
-    height, width = image_rgb.shape[:2]
     box = face.get("box")
+    if trim and square:
+        x0, y0, x1, y1 = content_bounds(image_rgb, box)
+        image_rgb = image_rgb[y0:y1, x0:x1]
+        box = [box[0] - x0, box[1] - y0, box[2], box[3]] if box else box
+        face = {**face, "box": box}
+    height, width = image_rgb.shape[:2]
     x, y, w, h = (*square_crop(width, height, box)[:2], min(width, height), min(width, height)) if square \
         else (0, 0, width, height)
     scale = side / max(w, h)
@@ -155,9 +191,10 @@ def refit_face(moved: dict[str, Any], found: "Sequence[FaceBox] | None", width: 
 
 
 def cache_suffix(side: int, quality: int, detail: int | None = DETAIL, face: str | None = FACE,
-                 metadata: str | None = METADATA) -> str:
+                 metadata: str | None = METADATA, borders: str | None = BORDERS) -> str:
     """Added to a feature cache version: normalized features are other features."""
-    # sq: the square crop; d/g: the detail step; f: the face found again in the square; m: no metadata
+    # sq: the square crop; d/g: the detail step; f: the face found again in the square; m: no
+    # metadata; t: bars trimmed
     return (f"+norm{side}q{quality}sq" + (f"d{detail}g{DETAIL_BLUR}" if detail else "") + ("f" if face == FACE else "")
-            + ("m" if metadata == METADATA else ""))
+            + ("m" if metadata == METADATA else "") + ("t" if borders == BORDERS else ""))
 

@@ -44,7 +44,7 @@ from .model_dir import ModelDirError, verify, verify_bytes
 from .model_schema import ModelSchema, SavedSettings, SchemaError, read_json_file, validated
 from .model_text import ModelTextError, checked_model_text
 from .calibration import Calibrator
-from .normalize import FACE, METADATA, faces_steps, normalized_square, refit_face, square_event
+from .normalize import BORDERS, FACE, METADATA, faces_steps, normalized_square, refit_face, square_event
 
 BATCH = 16
 
@@ -311,7 +311,7 @@ class Model:
         square = norm.get("shape") == "square"
         data, image, face = await loop.run_in_executor(
             run.executor, normalized_square, image, face, int(norm["side"]), int(norm["jpeg_quality"]),
-            square, norm.get("detail"), norm.get("metadata") != METADATA)
+            square, norm.get("detail"), norm.get("metadata") != METADATA, norm.get("borders") == BORDERS)
         if square and norm.get("face") == FACE:
             seen = await run_chain(square_event(data, image), faces_steps(steps), run)
             face = refit_face(face, seen.faces, image.shape[1], image.shape[0])
