@@ -46,8 +46,8 @@ def ratio(picture: np.ndarray, share: float, detail: int | None) -> float:
     height, width = picture.shape[:2]
     copy = cv2.resize(picture, (round(width * share), round(height * share)), interpolation=cv2.INTER_AREA)
     features = ImageFeatures()
-    a, _ = normalize.normalize_image(picture, {}, 320, 85, detail=detail)
-    b, _ = normalize.normalize_image(copy, {}, 320, 85, detail=detail)
+    a, _ = normalize.normalize_image(picture, {}, normalize.Recipe(320, 85, detail=detail))
+    b, _ = normalize.normalize_image(copy, {}, normalize.Recipe(320, 85, detail=detail))
     return features.extract(a, {})["sharpness"] / features.extract(b, {})["sharpness"]
 
 

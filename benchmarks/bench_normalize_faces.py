@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfiescope.pipelines.model.dataset import event_face_dict  # noqa: E402
 from selfiescope.pipelines.model.feature_tasks import chain_faces, decode_with_step  # noqa: E402
-from selfiescope.pipelines.model.normalize import normalize_image  # noqa: E402
+from selfiescope.pipelines.model.normalize import Recipe, normalize_image  # noqa: E402
 from selfiescope.plugins.decode import DecodeStep  # noqa: E402
 from selfiescope.plugins.face_area import FaceAreaStep  # noqa: E402
 
@@ -79,7 +79,7 @@ def main() -> None:
             for i, (image, face) in enumerate(pair):
                 for way, finder in (("moved", None), ("found", find)):
                     started = time.perf_counter()
-                    _, got = normalize_image(image, face, SIDE, QUALITY, find_faces=finder)
+                    _, got = normalize_image(image, face, Recipe(SIDE, QUALITY), find_faces=finder)
                     timings[way] += time.perf_counter() - started
                     sides[way][i].append(got["box"][2] / SIDE if got["box"] else float("nan"))
                 measured += 1

@@ -22,7 +22,7 @@ from selfiescope.core.app import App
 from selfiescope.cli import app
 from selfiescope.pipelines.model.baselines import bootstrap_auc_ci, confounder_warnings, jpeg_quality
 from selfiescope.pipelines.model.calibration import Calibrator, calibrate
-from selfiescope.pipelines.model.normalize import DETAIL
+from selfiescope.pipelines.model.normalize import DETAIL, Recipe
 from selfiescope.pipelines.model.predict import load_model
 from selfiescope.pipelines.model.train import train
 
@@ -149,7 +149,8 @@ def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_pa
                                   normalize_side=200, normalize_quality=70)), "t")
     cv = result.metrics["cv"]
     assert result.metrics["normalize"] == {"side": 200, "jpeg_quality": 70, "shape": "square", "detail": DETAIL,
-                                           "face": "square", "metadata": "dropped", "borders": "trimmed"}
+                                           "face": "square", "metadata": "dropped", "borders": "trimmed",
+                                           "crop": "face"}
     assert cv["without_normalize"]["roc_auc"] is not None
     assert "files as stored (no normalize)" in (result.model_dir / "report.html").read_text()
     # predict re-encodes the same way: the stored files give the training features back
@@ -158,15 +159,16 @@ def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_pa
     by_location = {p.path: p for p in model.predict_stored()}  # read back through the storage backend
     got = [by_location[r.location] for r in rows]
     np.testing.assert_allclose([r.raw_probability for r in got], result.final.booster.predict(result.table.X[:3]), rtol=1e-6)
-    # a model saved before the detail step, the second detection, the dropped metadata and the
-    # trimmed bars (its schema names none of them) is still fed as it was: no band limit, the
-    # collection's box moved into the square, the file's EXIF, the bars
+    # a model saved before the detail step, the second detection, the dropped metadata, the
+    # trimmed bars and the face's square (its schema names none of them) is still fed as it
+    # was: no band limit, the collection's box moved into the largest square, its EXIF and bars
     schema_path = result.model_dir / "schema.json"
     schema = json.loads(schema_path.read_text())
     del schema["normalize"]["detail"]
     del schema["normalize"]["face"]
     del schema["normalize"]["metadata"]
     del schema["normalize"]["borders"]
+    del schema["normalize"]["crop"]
     schema_path.write_text(json.dumps(schema))
     import selfiescope.pipelines.model.predict as predict_module
 
@@ -174,14 +176,14 @@ def test_normalize_reencodes_before_features_and_reports_both(confounded, tmp_pa
     refits: list[object] = []
     original = predict_module.normalized_square
 
-    def spy(image, face, side, quality, square, detail, keep_metadata, trim):
-        seen.append((detail, keep_metadata, trim))
-        return original(image, face, side, quality, square, detail, keep_metadata, trim)
+    def spy(image, face, recipe):
+        seen.append(recipe)
+        return original(image, face, recipe)
 
     monkeypatch.setattr(predict_module, "normalized_square", spy)
     monkeypatch.setattr(predict_module, "refit_face", lambda *a: refits.append(a))
     load_model(result.model_dir).predict_stored()
-    assert seen and set(seen) == {(None, True, False)}  # no band limit, their EXIF, their bars
+    assert seen and set(seen) == {Recipe(200, 70, "square", None, "frame", "kept", "kept", "largest")}
     assert refits == []
 
 

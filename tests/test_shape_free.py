@@ -16,7 +16,7 @@ from selfiescope.core.app import App
 from selfiescope.core.events import FaceBox
 from selfiescope.pipelines.model.counterfactual import FLIP_WARN, reshape_to_aspect
 from selfiescope.pipelines.model.baselines import confounder_warnings
-from selfiescope.pipelines.model.normalize import DETAIL, normalize_image, square_crop
+from selfiescope.pipelines.model.normalize import DETAIL, FACE_CONTEXT, Recipe, normalize_image, square_crop
 from selfiescope.pipelines.model.predict import load_model
 from selfiescope.pipelines.model.train import train
 from selfiescope.plugins.features import ImageFeatures
@@ -30,11 +30,12 @@ def test_normalized_images_have_one_shape_and_keep_the_face(width: int, height: 
     side = max(4, int(fs * min(width, height)))
     box = [int(fx * (width - side)), int(fy * (height - side)), side, side]
     image = np.full((height, width, 3), 128, np.uint8)
-    out, face = normalize_image(image, {"box": box, "face_area": 0.5, "n_faces": 1}, 96, 90)
+    out, face = normalize_image(image, {"box": box, "face_area": 0.5, "n_faces": 1}, Recipe(96, 90))
     assert out.shape == (96, 96, 3)  # no aspect, no size left
     x, y, w, h = face["box"]
     assert 0 <= x and 0 <= y and x + w <= 96 and y + h <= 96
-    assert w == pytest.approx(side * 96 / min(width, height), abs=2)  # the whole face is inside the square
+    crop = min(round(FACE_CONTEXT * side), width, height)  # the face's square, as far as the frame allows
+    assert w == pytest.approx(side * 96 / crop, abs=2)  # the whole face is inside the square
     assert face["face_area"] == pytest.approx(w * h / 96**2)
 
 
@@ -43,8 +44,8 @@ def test_a_padded_or_cropped_copy_normalizes_to_the_same_square() -> None:
     square = cv2.resize(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), (120, 120), interpolation=cv2.INTER_CUBIC)
     padded, face = reshape_to_aspect(square, {"box": [40, 30, 40, 40]}, 1.5)
     assert padded.shape == (120, 180, 3) and face["box"] == [70, 30, 40, 40]
-    a, _ = normalize_image(square, {"box": [40, 30, 40, 40]}, 64, 95)
-    b, _ = normalize_image(padded, face, 64, 95)
+    a, _ = normalize_image(square, {"box": [40, 30, 40, 40]}, Recipe(64, 95))
+    b, _ = normalize_image(padded, face, Recipe(64, 95))
     assert np.array_equal(a, b)
 
 
@@ -91,8 +92,8 @@ def test_normalize_does_not_tell_how_many_pixels_the_source_had(seed: int, big: 
     small = round(DETAIL * 3 // 2 + share * (big - DETAIL * 3 // 2))
     picture = _texture(np.random.default_rng(seed), big, big)
     copy = cv2.resize(picture, (small, small), interpolation=cv2.INTER_AREA)
-    a, _ = normalize_image(picture, {}, 320, 85)
-    b, _ = normalize_image(copy, {}, 320, 85)
+    a, _ = normalize_image(picture, {}, Recipe(320, 85))
+    b, _ = normalize_image(copy, {}, Recipe(320, 85))
     sharpness = ImageFeatures().extract(a, {})["sharpness"] / ImageFeatures().extract(b, {})["sharpness"]
     assert 0.85 < sharpness < 1.18, (big, small, sharpness)
     assert np.abs(a.astype(int) - b).mean() < 4
@@ -139,16 +140,17 @@ def test_the_size_warning_names_the_part_of_the_frame_that_carries_the_signal() 
 
 
 def test_a_model_saved_without_a_detail_step_is_fed_as_it_was_trained(tmp_path: Path) -> None:
-    """detail=None is the normalize those models were trained with: crop, resize, JPEG."""
+    """A schema naming only ``shape`` is the normalize those models were trained with: the
+    largest square, resize, JPEG (no bars trimmed, no detail step)."""
     picture = _texture(np.random.default_rng(3), 300, 200)
     box = {"box": [120, 50, 60, 60], "face_area": 0.06, "n_faces": 1}
-    got, _ = normalize_image(picture, box, 160, 80, detail=None)
+    got, _ = normalize_image(picture, box, Recipe.saved({"side": 160, "jpeg_quality": 80, "shape": "square"}))
     x, y, side = square_crop(300, 200, box["box"])
     crop = cv2.resize(picture[y:y + side, x:x + side], (160, 160), interpolation=cv2.INTER_AREA)
     buf = io.BytesIO()
     Image.fromarray(crop).save(buf, "JPEG", quality=80)
     assert np.array_equal(got, np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
-    assert not np.array_equal(got, normalize_image(picture, box, 160, 80)[0])  # a new model's differs
+    assert not np.array_equal(got, normalize_image(picture, box, Recipe(160, 80))[0])  # a new model's differs
 
 
 def _halved(paths: list[Path], folder: Path) -> list[Path]:
@@ -195,14 +197,14 @@ def test_a_found_face_replaces_the_moved_box_and_none_found_keeps_it() -> None:
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), pixels)
         return [FaceBox(10, 20, 30, 40), FaceBox(50, 40, 80, 90)]
 
-    out, found = normalize_image(picture, face, 160, 80, find_faces=two_faces)
+    out, found = normalize_image(picture, face, Recipe(160, 80), find_faces=two_faces)
     # the finder got the square's own bytes: what it boxes is what the features measure
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(seen[0])).convert("RGB")), out)
     assert found["box"] == [50, 40, 80, 90] and found["n_faces"] == 2
     assert found["face_area"] == pytest.approx(80 * 90 / 160 ** 2)
-    _, moved = normalize_image(picture, face, 160, 80)
+    _, moved = normalize_image(picture, face, Recipe(160, 80))
     for nothing in ([], None):
-        assert normalize_image(picture, face, 160, 80, find_faces=lambda data, pixels: nothing)[1] == moved
+        assert normalize_image(picture, face, Recipe(160, 80), find_faces=lambda data, pixels: nothing)[1] == moved
 
 
 def test_training_measures_the_face_the_chain_finds_in_the_square(tmp_path: Path, monkeypatch) -> None:
@@ -227,11 +229,11 @@ def test_training_measures_the_face_the_chain_finds_in_the_square(tmp_path: Path
         event = feature_tasks.decode_with_step(made[0], buf.getvalue())
         made[1].process(event)  # a large face: kept, boxed on the picture's own grid
         face = dataset.event_face_dict(event, None)
-        _, moved = normalize_image(event.image, face, 200, 85)
-        _, found = normalize_image(event.image, face, 200, 85, find_faces=feature_tasks.chain_faces(made))
+        _, moved = normalize_image(event.image, face, Recipe(200, 85))
+        _, found = normalize_image(event.image, face, Recipe(200, 85), find_faces=feature_tasks.chain_faces(made))
         assert found["box"] and found["box"] != moved["box"]  # the square's own detection, not the moved box
         expected[name] = found["box"][2] / 200
-        tasks.append(feature_tasks.Task(name, StoredImage(name, "x", f"x/{name}.png"), face, ["geometry"], (200, 85),
+        tasks.append(feature_tasks.Task(name, StoredImage(name, "x", f"x/{name}.png"), face, ["geometry"], Recipe(200, 85),
                                   data=buf.getvalue()))
 
     def run() -> dict[str, float]:
@@ -247,7 +249,7 @@ def test_training_measures_the_face_the_chain_finds_in_the_square(tmp_path: Path
     # a min_side above the square's side still leaves the face to be found in it
     strict = [DecodeStep(DecodeStep.Options(min_side=1000), None), made[1]]
     event = feature_tasks.decode_with_step(made[0], tasks[0].data)
-    _, found = normalize_image(event.image, tasks[0].face, 200, 85, find_faces=feature_tasks.chain_faces(strict))
+    _, found = normalize_image(event.image, tasks[0].face, Recipe(200, 85), find_faces=feature_tasks.chain_faces(strict))
     assert found["box"][2] / 200 == pytest.approx(expected["wide"])
 
 
@@ -301,8 +303,8 @@ def test_bars_at_the_edges_are_trimmed_before_the_square(seed: int, sides: tuple
     slack = 8 if jpeg else 0  # a JPEG block across the bar's edge is not one colour any more
     assert 0 <= left - x0 <= slack and 0 <= top - y0 <= slack
     assert 0 <= (x1 - left) - 240 <= slack and 0 <= (y1 - top) - 160 <= slack
-    a, _ = normalize_image(picture, {"box": box}, 96, 95)
-    b, _ = normalize_image(padded, {"box": [box[0] + left, box[1] + top, 60, 60]}, 96, 95)
+    a, _ = normalize_image(picture, {"box": box}, Recipe(96, 95))
+    b, _ = normalize_image(padded, {"box": [box[0] + left, box[1] + top, 60, 60]}, Recipe(96, 95))
     assert np.abs(a.astype(float) - b.astype(float)).mean() < (6 if jpeg else 2)
 
 

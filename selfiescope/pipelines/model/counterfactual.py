@@ -171,7 +171,7 @@ def shape_flips(
     from ...core.events import Decision
     from .dataset import event_face_dict, extract_features
     from .feature_tasks import chain_faces, decode_with_step
-    from .normalize import normalize_image
+    from .normalize import Recipe, normalize_image
 
     labels = list(pipeline.labels)
     frames = typical_frames(table, labels)
@@ -196,7 +196,7 @@ def shape_flips(
             return TURNED_AWAY
         image, face = seen.image, event_face_dict(seen, exif)  # the metadata stays the file's
         if pipeline.normalize:
-            image, face = normalize_image(image, face, pipeline.normalize_side, pipeline.normalize_quality,
+            image, face = normalize_image(image, face, Recipe(pipeline.normalize_side, pipeline.normalize_quality),
                                           find_faces=chain_faces(chain.steps))
         try:
             values = extract_features(image, face, extractors)

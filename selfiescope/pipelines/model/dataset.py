@@ -43,7 +43,7 @@ from .baselines import FACTS_VERSION, FileFacts, file_facts
 from .leak_inputs import (LIKENESS, LIKENESS_VERSION, PERSON, image_hashes, person_extractor, row_hashes,
                           table_grouping)
 from .feature_tasks import Task, reader_fetch, run_tasks
-from .normalize import cache_suffix
+from .normalize import Recipe
 from ..dataset_care.reviewed import label_sql, trainable_sql
 from ..dataset_care.stored import StoredReader
 
@@ -246,8 +246,8 @@ def _build(
     extractors = make_extractors(registry, settings, pipeline)
     rows = load_rows(manifest, pipeline.labels)
     features: dict[str, dict[str, dict[str, float]]] = {r.content_hash: {} for r in rows}
-    normalize = (pipeline.normalize_side, pipeline.normalize_quality) if pipeline.normalize else None
-    suffix = cache_suffix(*normalize) if normalize else ""
+    normalize = Recipe(pipeline.normalize_side, pipeline.normalize_quality) if pipeline.normalize else None
+    suffix = normalize.cache_suffix() if normalize else ""
     versions = {r.content_hash: {e.name: cache_version(e, face_dict(r.box, r.face_area, r.n_faces, None)) + suffix
                                  for e in extractors} for r in rows}
     person = person_extractor(registry, pipeline)  # the descriptor for the person groups alone, if needed

@@ -25,6 +25,7 @@ from ...core.components import FeatureExtractor, Step, StoredImage
 from ...core.events import FaceBox, ImageEvent, Origin, Reject
 from ..dataset_care.stored import StoredReader
 from .leak_inputs import PERSON
+from .normalize import Recipe
 
 NAN = float("nan")
 
@@ -35,7 +36,7 @@ class Task:
     stored: StoredImage  # where the backend keeps the bytes (read by the parent, see the module docstring)
     face: dict[str, Any]  # without exif: the decoding step puts it on the event
     groups: list[str]  # names of the groups to compute (the others are cached)
-    normalize: tuple[int, int] | None = None  # (side, JPEG quality): re-encode before features
+    normalize: Recipe | None = None  # normalize before features (the pipeline's normalize = true)
     person: str | None = None  # the extractor whose values, as decoded, are kept for the person groups
     data: bytes | None = None  # the stored bytes, filled in just before the task is sent
     error: str | None = None  # why the bytes could not be read (the row is dropped with it)
@@ -126,7 +127,7 @@ def _run_task(task: Task) -> tuple[str, dict[str, dict[str, float]] | None, str 
         if task.normalize and task.groups:
             from .normalize import normalize_image
 
-            image, face = normalize_image(image, face, *task.normalize, find_faces=_worker_state["square_faces"])
+            image, face = normalize_image(image, face, task.normalize, find_faces=_worker_state["square_faces"])
         for name in task.groups:
             extractor = _worker_state["extractors"][name]
             values = extractor.extract(image, face)

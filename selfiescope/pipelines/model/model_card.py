@@ -131,11 +131,7 @@ def render(metrics: dict[str, Any], schema: dict[str, Any]) -> str:
         f"{len(schema['columns'])} features from the groups "
         + ", ".join(f"`{g['name']}` (v{g['version']})" for g in schema["groups"])
         + f", computed after the chain steps {', '.join(schema.get('steps', []))}."
-        + (f" Every image was {'cropped to the largest square around its face, ' if norm.get('shape') == 'square' else ''}"
-           f"re-encoded to {norm['side']} px and JPEG quality {norm['jpeg_quality']} first"
-           + ("; the face was found again in that square by the same steps, so its box is on one grid for every "
-              "picture." if norm.get("face") == "square" else ".")
-           if norm else " Images were used as stored (no normalization)."),
+        + (" " + normalize_text(norm) if norm else " Images were used as stored (no normalization)."),
         "",
         "## Metrics (out-of-fold, "
         f"{cv['folds']}-fold cross-validation grouped by {cv['grouped_by']})",
@@ -198,3 +194,23 @@ def _honesty_lines(metrics: dict[str, Any]) -> list[str]:
 def write_model_card(path: Path, metrics: dict[str, Any], schema: dict[str, Any]) -> Path:
     path.write_text(render(metrics, schema), encoding="utf-8")
     return path
+
+
+def normalize_text(norm: dict[str, Any]) -> str:
+    """One sentence on what normalize did to every image, from the model's saved recipe."""
+    from .normalize import FACE_CONTEXT, Recipe
+
+    recipe = Recipe.saved(norm)
+    done = []
+    if recipe.square and recipe.borders == "trimmed":
+        done.append("one-colour bars at its edges trimmed")
+    if recipe.square:
+        done.append(f"cropped to a square of {FACE_CONTEXT:g} face sides around its face (the largest square "
+                    "without one)" if recipe.crop == "face" else "cropped to the largest square around its face")
+    done.append(f"re-encoded to {recipe.side} px and JPEG quality {recipe.jpeg_quality}")
+    text = "Before features, every image was " + ", ".join(done)
+    if recipe.face == "square":
+        text += "; the face was found again in that square by the same steps, so its box is on one grid for every picture"
+    if recipe.metadata == "dropped":
+        text += "; the file's metadata (EXIF) was not used"
+    return text + "."

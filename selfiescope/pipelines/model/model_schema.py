@@ -52,6 +52,7 @@ class Normalize(_Open):
     face: Literal["frame", "square"] = "frame"  # square: the face detected again in the square (normalize.py)
     metadata: Literal["kept", "dropped"] = "kept"  # dropped: features never see the file's EXIF (normalize.py)
     borders: Literal["kept", "trimmed"] = "kept"  # trimmed: one-colour bars at the edges cut off first
+    crop: Literal["largest", "face"] = "largest"  # face: a square of normalize.FACE_CONTEXT face sides
 
 
 def _finite(values: list[float]) -> list[float]:

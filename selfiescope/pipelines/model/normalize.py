@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -49,6 +50,8 @@ DETAIL_BLUR = 1.0  # Gaussian sigma, in those pixels: measured, the smallest tha
 FACE = "square"  # schema.json normalize.face: the face is detected again in the square ("frame": moved into it)
 METADATA = "dropped"  # schema.json normalize.metadata: the file's EXIF is not seen ("kept": it is)
 BORDERS = "trimmed"  # schema.json normalize.borders: one-colour bars at the edges are cut off ("kept")
+CROP = "face"  # schema.json normalize.crop: a square of FACE_CONTEXT face sides ("largest": the largest square)
+FACE_CONTEXT = 2.0  # the square's side in face sides: the face, hair and shoulders, whatever the frame
 BAR_TOLERANCE = 12  # grey levels from the edge's colour that a bar's pixels stay within (JPEG noise)
 BAR_OUTLIERS = 0.01  # share of a bar row's (or column's) pixels allowed further off (a logo, a speck)
 
@@ -60,14 +63,52 @@ if TYPE_CHECKING:  # pragma: no cover
 FindFaces = Callable[[bytes, np.ndarray], "Sequence[FaceBox] | None"]
 
 
-def square_crop(width: int, height: int, box: list[int] | None) -> tuple[int, int, int]:
-    """(x, y, side) of the largest square in a ``width`` x ``height`` picture, as centred on the
-    face box as the frame allows (centred in the picture without one)."""
-    side = min(width, height)
+def square_crop(width: int, height: int, box: list[int] | None, side: int | None = None) -> tuple[int, int, int]:
+    """(x, y, side) of a square of ``side`` (default: the largest) in a ``width`` x ``height``
+    picture, as centred on the face box as the frame allows (centred in the picture without one)."""
+    side = min(width, height) if side is None else min(side, width, height)
     cx, cy = (box[0] + box[2] / 2, box[1] + box[3] / 2) if box else (width / 2, height / 2)
     x = int(round(min(max(cx - side / 2, 0), width - side)))
     y = int(round(min(max(cy - side / 2, 0), height - side)))
     return x, y, side
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How pictures are normalized: training's is saved in the model's
+    ``schema.json["normalize"]``; a model saved before a step was added names none of that
+    step's field, and :meth:`saved` feeds it as it was trained."""
+
+    side: int
+    jpeg_quality: int
+    shape: str = "square"  # "frame": the whole picture, its longer side ``side``
+    detail: int | None = DETAIL  # None: no band limit
+    face: str = FACE  # "frame": the collection's box moved into the square
+    metadata: str = METADATA  # "kept": features see the file's EXIF
+    borders: str = BORDERS  # "kept": bars are not trimmed
+    crop: str = CROP  # "largest": the largest square in the frame
+
+    @classmethod
+    def saved(cls, schema: dict[str, Any]) -> "Recipe":
+        return cls(int(schema["side"]), int(schema["jpeg_quality"]), schema.get("shape", "frame"),
+                   schema.get("detail"), schema.get("face", "frame"), schema.get("metadata", "kept"),
+                   schema.get("borders", "kept"), schema.get("crop", "largest"))
+
+    def as_schema(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def square(self) -> bool:
+        return self.shape == "square"
+
+    def cache_suffix(self) -> str:
+        """Added to a feature cache version: normalized features are other features."""
+        # sq: the square crop; d/g: the detail step; f: the face found again in the square; m: no
+        # metadata; t: bars trimmed; c: the face's square
+        return (f"+norm{self.side}q{self.jpeg_quality}" + ("sq" if self.square else "")
+                + (f"d{self.detail}g{DETAIL_BLUR}" if self.detail else "") + ("f" if self.face == FACE else "")
+                + ("m" if self.metadata == METADATA else "") + ("t" if self.borders == BORDERS else "")
+                + (f"c{FACE_CONTEXT:g}" if self.crop == CROP else ""))
 
 
 def content_bounds(image_rgb: np.ndarray, box: list[int] | None) -> tuple[int, int, int, int]:
@@ -109,59 +150,58 @@ def band_limit(part: np.ndarray, detail: int) -> np.ndarray:
 
 
 def normalize_image(
-    image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int, square: bool = True,
-    detail: int | None = DETAIL, find_faces: FindFaces | None = None, keep_metadata: bool = False,
-    trim: bool = True,
+    image_rgb: np.ndarray, face: dict[str, Any], recipe: Recipe, find_faces: FindFaces | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The largest square around the face, averaged down to ``detail`` pixels, resized to
-    ``side`` x ``side``, JPEG-encoded at ``quality`` and decoded; the face is found again in it
-    by ``find_faces`` (see :func:`refit_face`), else its box (and area share) is moved into the
-    square. The file's metadata (``face["exif"]``) goes too, unless ``keep_metadata`` (models
-    saved before, whose schema names no ``metadata``), and bars at the edges are trimmed first
-    unless not ``trim`` (models whose schema names no ``borders``). ``detail=None``: no band limit (models saved before it, whose schema names no
-    ``detail``). ``square=False``: the whole picture with its longer side ``side`` (models saved
-    before the square crop, whose schema names no ``shape``)."""
-    data, out, moved = normalized_square(image_rgb, face, side, quality, square, detail, keep_metadata, trim)
-    if square and find_faces is not None:
+    """The picture as ``recipe`` normalizes it: bars trimmed, the square around the face
+    (:data:`FACE_CONTEXT` face sides, or the largest square without a face), averaged down to
+    ``detail`` pixels, resized to ``side`` x ``side``, JPEG-encoded at ``jpeg_quality`` and
+    decoded; the face is found again in it by ``find_faces`` (see :func:`refit_face`), else
+    its box (and area share) is moved into the square; the file's metadata (``face["exif"]``)
+    is dropped. Each step as the recipe says (an older model's recipe leaves some out)."""
+    data, out, moved = normalized_square(image_rgb, face, recipe)
+    if recipe.square and recipe.face == FACE and find_faces is not None:
         moved = refit_face(moved, find_faces(data, out), out.shape[1], out.shape[0])
     return out, moved
 
 
 def normalized_square(
-    image_rgb: np.ndarray, face: dict[str, Any], side: int, quality: int, square: bool = True,
-    detail: int | None = DETAIL, keep_metadata: bool = False, trim: bool = True,
+    image_rgb: np.ndarray, face: dict[str, Any], recipe: Recipe,
 ) -> tuple[bytes, np.ndarray, dict[str, Any]]:
     """:func:`normalize_image` without the second detection: (the JPEG bytes, their pixels, the
     face with its box moved into the square), for a caller that runs the chain itself."""
     box = face.get("box")
-    if trim and square:
+    if recipe.square and recipe.borders == BORDERS:
         x0, y0, x1, y1 = content_bounds(image_rgb, box)
         image_rgb = image_rgb[y0:y1, x0:x1]
         box = [box[0] - x0, box[1] - y0, box[2], box[3]] if box else box
         face = {**face, "box": box}
     height, width = image_rgb.shape[:2]
-    x, y, w, h = (*square_crop(width, height, box)[:2], min(width, height), min(width, height)) if square \
-        else (0, 0, width, height)
-    scale = side / max(w, h)
+    if recipe.square:
+        wanted = max(1, round(FACE_CONTEXT * max(box[2], box[3]))) if box and recipe.crop == CROP else None
+        x, y, w = square_crop(width, height, box, wanted)
+        h = w
+    else:
+        x, y, w, h = 0, 0, width, height
+    scale = recipe.side / max(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     part = image_rgb[y:y + h, x:x + w]
-    if detail:
-        part = band_limit(part, detail)
+    if recipe.detail:
+        part = band_limit(part, recipe.detail)
     grow = size[0] > part.shape[1]
     resized = cv2.resize(part, size, interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(resized)).save(buf, "JPEG", quality=quality)
+    Image.fromarray(np.ascontiguousarray(resized)).save(buf, "JPEG", quality=recipe.jpeg_quality)
     data = buf.getvalue()
     out = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     moved: dict[str, Any] = {**face}
-    if not keep_metadata:  # the re-encoded square has none: whether the file had EXIF is a file cue
+    if recipe.metadata == METADATA:  # the re-encoded square has none: whether the file had EXIF is a file cue
         moved["exif"] = None
     if box:
         x0, y0 = max(box[0], x), max(box[1], y)
         x1, y1 = min(box[0] + box[2], x + w), min(box[1] + box[3], y + h)
         inside = [round((x0 - x) * scale), round((y0 - y) * scale), round((x1 - x0) * scale), round((y1 - y0) * scale)]
         moved["box"] = inside if inside[2] > 0 and inside[3] > 0 else None
-        if square:  # the face's share of the square, not of the original frame (which knew its shape)
+        if recipe.square:  # the face's share of the square, not of the original frame (which knew its shape)
             moved["face_area"] = inside[2] * inside[3] / float(size[0] * size[1]) if moved["box"] else 0.0
     return data, out, moved
 
@@ -188,13 +228,3 @@ def refit_face(moved: dict[str, Any], found: "Sequence[FaceBox] | None", width: 
         return moved
     largest = max(found, key=lambda b: b.area)
     return {**moved, "box": largest.as_list(), "face_area": largest.area / float(width * height), "n_faces": len(found)}
-
-
-def cache_suffix(side: int, quality: int, detail: int | None = DETAIL, face: str | None = FACE,
-                 metadata: str | None = METADATA, borders: str | None = BORDERS) -> str:
-    """Added to a feature cache version: normalized features are other features."""
-    # sq: the square crop; d/g: the detail step; f: the face found again in the square; m: no
-    # metadata; t: bars trimmed
-    return (f"+norm{side}q{quality}sq" + (f"d{detail}g{DETAIL_BLUR}" if detail else "") + ("f" if face == FACE else "")
-            + ("m" if metadata == METADATA else "") + ("t" if borders == BORDERS else ""))
-

@@ -44,7 +44,7 @@ from .model_dir import ModelDirError, verify, verify_bytes
 from .model_schema import ModelSchema, SavedSettings, SchemaError, read_json_file, validated
 from .model_text import ModelTextError, checked_model_text
 from .calibration import Calibrator
-from .normalize import BORDERS, FACE, METADATA, faces_steps, normalized_square, refit_face, square_event
+from .normalize import FACE, Recipe, faces_steps, normalized_square, refit_face, square_event
 
 BATCH = 16
 
@@ -209,7 +209,8 @@ class Model:
         self.labels: list[str] = self.schema["labels"]
         self.threshold = float(self.schema["threshold"])
         self.calibrator = Calibrator.from_dict(self.schema.get("calibration"))
-        self.normalize = self.schema.get("normalize")  # {"side", "jpeg_quality", "shape", "detail"} or None
+        saved = self.schema.get("normalize")  # the recipe training used, or None
+        self.normalize = Recipe.saved(saved) if saved else None
 
     def predict(self, paths: Sequence[str | Path] | str | Path) -> list[Prediction]:
         """One :class:`Prediction` per image file (folders are expanded), in order."""
@@ -307,12 +308,9 @@ class Model:
         """The picture and face as training measured them (:mod:`.normalize`): the square, and
         for a model whose schema says so, the face found in it by the same steps."""
         loop = asyncio.get_running_loop()
-        norm = self.normalize
-        square = norm.get("shape") == "square"
-        data, image, face = await loop.run_in_executor(
-            run.executor, normalized_square, image, face, int(norm["side"]), int(norm["jpeg_quality"]),
-            square, norm.get("detail"), norm.get("metadata") != METADATA, norm.get("borders") == BORDERS)
-        if square and norm.get("face") == FACE:
+        recipe = self.normalize
+        data, image, face = await loop.run_in_executor(run.executor, normalized_square, image, face, recipe)
+        if recipe.square and recipe.face == FACE:
             seen = await run_chain(square_event(data, image), faces_steps(steps), run)
             face = refit_face(face, seen.faces, image.shape[1], image.shape[0])
         return image, face

@@ -372,12 +372,9 @@ def _train(
     # cleanlab's view: an image whose out-of-fold probability contradicts its label may be mislabeled
     metrics["dataset"]["review"]["likely_mislabeled"] = int(np.count_nonzero(np.abs(table.y - calibrated) > 0.5))
     if pipeline.normalize:
-        from .normalize import BORDERS, DETAIL, FACE, METADATA
+        from .normalize import Recipe
 
-        # normalize.py: bars trimmed, a square, band-limited, the face found again in it, no metadata
-        metrics["normalize"] = {"side": pipeline.normalize_side, "jpeg_quality": pipeline.normalize_quality,
-                                "shape": "square", "detail": DETAIL, "face": FACE, "metadata": METADATA,
-                                "borders": BORDERS}
+        metrics["normalize"] = Recipe(pipeline.normalize_side, pipeline.normalize_quality).as_schema()
         metrics["cv"]["without_normalize"] = unnormalized_score(app, pipeline, reader, progress, runner, fit)
     schema = {
         "format": SCHEMA_FORMAT,
