@@ -261,8 +261,8 @@ class TrainPipeline(PipelineBase):
     early_stopping_rounds: int = Field(50, ge=1)
     workers: int = Field(0, ge=0, description="feature-extraction processes; 0 = number of cores")
     normalize: bool = Field(
-        False, description="crop every image to the largest square around its face, one size and JPEG quality, before "
-                     "features (the report shows both)"
+        False, description="crop every image to a square around its face (bars and metadata gone), one size and "
+                           "JPEG quality, before features (the report shows both)"
     )
     normalize_side: int = Field(320, ge=64, le=4096, description="normalize: the square's side in pixels")
     normalize_quality: int = Field(85, ge=10, le=100, description="normalize: JPEG quality")

@@ -251,8 +251,8 @@ def confounder_warnings(
     closed = ("normalize = true hides it from the model, which stays well below the baseline; but the labels "
               "still differ by it here, and so may everything else that came with each source; collect both "
               "labels from the same sources")
-    advice = ("normalize = true did not close the gap: every picture was already a square around the face, averaged "
-              "to one level of detail, so what remains is what each source shows (or the blur of pictures too small "
+    advice = ("normalize = true did not close the gap: every picture was already a square around the face without "
+              "bars or metadata, averaged to one level of detail, so what remains is what each source shows (or the blur of pictures too small "
               f"for that detail: under about {DETAIL * 3 // 2} pixels on the shorter side); collect both labels "
               "from the same sources" if normalized else
               "collect both labels from the same sources, or train with [pipelines.<name>] normalize = true and compare")

@@ -1,16 +1,20 @@
 """``[pipelines.NAME] normalize = true``: one shape, one level of detail, one size and one JPEG quality.
 
 When each label comes from its own camera or site, size, aspect ratio and compression alone
-can tell the classes apart (see :mod:`.baselines`). Normalizing takes the largest square that
-fits in the picture, placed so the face is as near its centre as the frame allows (the centre
-without a face), resamples it to :data:`DETAIL` pixels a side (area averaging) and blurs it by
+can tell the classes apart (see :mod:`.baselines`). Normalizing (a :class:`Recipe`) takes a
+square of :data:`FACE_CONTEXT` face sides around the face, placed so the face is as near its
+centre as the frame allows (the largest square when the frame is smaller, or without a face),
+resamples it to :data:`DETAIL` pixels a side (area averaging) and blurs it by
 :data:`DETAIL_BLUR` of those pixels, then scales it to ``side`` x ``side`` and re-encodes it at
-one JPEG quality before features.
+one JPEG quality before features; the features never see the file's metadata.
 
 A square crop, not a letterbox: padding would tell where the frame's edges are, and so its
 aspect ratio. For the same reason bars a picture already has (a letterbox, a screenshot's or
 an upload's padding: rows or columns of one colour at an edge) are trimmed first
-(:func:`content_bounds`), so a padded copy gives the square its unpadded original gives. One level of detail, not only one size: a small square scaled up to ``side`` is
+(:func:`content_bounds`), so a padded copy gives the square its unpadded original gives. A
+square sized by the face, not the largest one: the largest square's side is the frame's
+shorter side, so the face's share of it followed the frame (a landscape portrait cropped to
+4:5 got a bigger face, and was called a selfie). One level of detail, not only one size: a small square scaled up to ``side`` is
 blurrier than a large one scaled down, and sharpness then tells the source's pixel count (two
 sets of the same photos, one halved, were told apart with AUC 1.0 by sharpness alone). Area
 averaging to 128 pixels alone still leaves differences of up to 2x in sharpness between a
