@@ -199,3 +199,16 @@ def test_oversize_file_from_the_source_is_rejected_with_its_size() -> None:
     with pytest.raises(Reject) as info:
         DecodeStep(DecodeOptions(), run=None).process(ev)  # type: ignore[arg-type]
     assert info.value.code == "too_large" and "80,000,000" in info.value.reason
+
+
+def test_a_picture_over_the_decoders_own_ceiling_is_refused_in_our_words() -> None:
+    """Pillow refuses some headers outright (a decompression bomb); the reason names the
+    setting and its value, never Pillow's text, whose limit is not the one the user set."""
+    from pydantic import ValidationError
+
+    with pytest.raises(Reject) as info:
+        decode_image(png_with_header_size(20000, 20000), DecodeOptions())
+    assert info.value.code == "too_many_pixels" and "max_pixels 50,000,000" in info.value.reason
+    assert "DOS" not in info.value.reason and "exceeds limit" not in info.value.reason
+    with pytest.raises(ValidationError):  # no setting can promise more than the decoder accepts
+        DecodeOptions(max_pixels=10**9)

@@ -44,8 +44,13 @@ EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 
 
+# Pillow refuses twice its MAX_IMAGE_PIXELS outright (a decompression bomb): no setting goes above it
+MAX_DECODABLE = 2 * Image.MAX_IMAGE_PIXELS
+
+
 class DecodeOptions(Options):
-    max_pixels: int = Field(50_000_000, ge=1, description="refuse larger images from their header")
+    max_pixels: int = Field(50_000_000, ge=1, le=MAX_DECODABLE,
+                            description="refuse larger images from their header")
     min_side: int = Field(64, ge=1, description="refuse images whose shorter side is smaller")
     animated: Literal["first_frame", "reject"] = "first_frame"
     formats: list[str] = Field(default_factory=lambda: sorted(set(FORMATS.values())))
@@ -158,8 +163,9 @@ def _decode(data: bytes, options: DecodeOptions, working: WorkingSide = None) ->
         raise Reject("empty", "zero bytes received")
     try:
         im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise Reject("too_many_pixels", f"refused from the header: {exc}") from None
+    except Image.DecompressionBombError:  # Pillow's words name its own limit, not the setting
+        raise Reject("too_many_pixels", f"more than {MAX_DECODABLE:,} pixels, refused from the header "
+                                        f"(max_pixels {options.max_pixels:,})") from None
     except UnidentifiedImageError:
         signed = next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
         if signed:
@@ -194,8 +200,9 @@ def _decode(data: bytes, options: DecodeOptions, working: WorkingSide = None) ->
             if reduce and fmt == "jpeg":
                 im.draft("RGB", _draft_size(width, height, working_side))  # header size checked above
             im.load()
-        except Image.DecompressionBombError as exc:
-            raise Reject("too_many_pixels", str(exc)) from None
+        except Image.DecompressionBombError:
+            raise Reject("too_many_pixels", f"{width}x{height}: more pixels than the decoder accepts "
+                                            f"(max_pixels {options.max_pixels:,})") from None
         except _DECODE_ERRORS as exc:
             code = "truncated" if "truncated" in str(exc) or isinstance(exc, EOFError) else "corrupt"
             raise Reject(code, f"{fmt} data cannot be decoded: {type(exc).__name__}: {exc}") from None

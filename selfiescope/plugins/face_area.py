@@ -319,10 +319,11 @@ class FaceAreaStep(Step):
         own = type(self).working_side_for(self.options, width, height) or 0
         if event.decoded_side == own or event.decoded_side == -1 and own == 0:
             return event.grey if self.options.detector == "haar" else event.image
-        from .decode import DecodeOptions, decode_image
+        from .decode import MAX_DECODABLE, DecodeOptions, decode_image
 
-        try:
-            image = decode_image(event.data, DecodeOptions(min_side=1, max_pixels=2**62), working_side=own or None).image
+        try:  # bytes the chain already took: only the decoder's own ceiling applies
+            options = DecodeOptions(min_side=1, max_pixels=MAX_DECODABLE)
+            image = decode_image(event.data, options, working_side=own or None).image
         except Reject:  # bytes that do not decode alone (pixels set by other code): use what the event has
             return event.grey if self.options.detector == "haar" else event.image
         return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if self.options.detector == "haar" else image
