@@ -357,3 +357,58 @@ def test_a_check_whose_changed_photos_were_all_turned_away_is_still_listed() -> 
     lines = flip_lines(result)
     assert any(line.startswith("selfie, aspect ratio: not scored") and "all 11" in line for line in lines), lines
     assert any(line.startswith("portrait: 1 of 20") for line in lines), lines
+
+
+def test_place_face_moves_the_face_by_cropping_only() -> None:
+    from selfiescope.pipelines.model.counterfactual import place_face
+
+    picture = _texture(np.random.default_rng(4), 300, 200)
+    face = {"box": [120, 70, 60, 60], "face_area": 0.06}
+    for target in ((0.5, 0.25), (0.2, 0.8), (0.5, 0.5), (0.9, 0.1)):
+        out, moved = place_face(picture, face, target)
+        x, y, w, h = moved["box"]
+        assert out.shape[0] <= 200 and out.shape[1] <= 300  # a crop, never padding
+        assert 0 <= x and 0 <= y and x + w <= out.shape[1] and y + h <= out.shape[0]  # the whole face stays
+        assert np.array_equal(out[y:y + h, x:x + w], picture[70:130, 120:180])
+        reachable = (w / 2 / out.shape[1], h / 2 / out.shape[0])  # the nearest the centre can get to an edge
+        for axis, size in ((0, out.shape[1]), (1, out.shape[0])):
+            centre = ((x, y)[axis] + (w, h)[axis] / 2) / size
+            assert centre == pytest.approx(min(max(target[axis], reachable[axis]), 1 - reachable[axis]), abs=0.02)
+
+
+def _edge_cropped(paths: list[Path], folder: Path) -> list[Path]:
+    """Each photo cut just above its face (HOG's box, a tenth of its side of margin): a selfie's
+    frame, the face at the top edge; otherwise the same pixels."""
+    from selfiescope.plugins.face_area import detect_faces
+
+    folder.mkdir()
+    out = []
+    for path in paths:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        faces = detect_faces(rgb)
+        if not faces:
+            continue
+        top = max(0, faces[0].y - faces[0].h // 10)
+        Image.fromarray(rgb[top:]).save(folder / f"{path.stem}.png")
+        out.append(folder / f"{path.stem}.png")
+    return out
+
+
+def test_classes_that_differ_only_by_where_the_face_sits_are_flagged(faces_dir: Path, tmp_path: Path) -> None:
+    """One label's photos cut just above the face, the other's as they are: a normalized square
+    that must stay inside the frame puts the face at its top edge, and the model reads that; the
+    face-position check moves photos to the other label's placement and reports the flips."""
+    photos = [p for p in sorted(faces_dir.glob("*/*.jpg")) if "group" not in p.parts][:60]
+    root = tmp_path / "data"
+    build_dataset(root, {"selfie": _edge_cropped(photos[0::2], tmp_path / "edge"), "portrait": photos[1::2]})
+    result = train(App.create(train_settings(root, tmp_path / "model", ["geometry"], folds=3, normalize=True,
+                                             group_by_person=False)), "t")
+    cf = result.metrics["counterfactual"]
+    placed = cf["per_label_placement"]
+    assert all("to_placement" in v for v in placed.values()), placed
+    auc = result.metrics["cv"]["lightgbm"]["roc_auc"]
+    flipped = sum(v["flipped"] for v in placed.values()) / max(1, sum(v["checked"] for v in placed.values()))
+    assert auc < 0.75 or "placement" in cf["warn_checks"], (auc, placed)  # read it, then it is flagged
+    assert "face position" in (result.model_dir / "MODEL.md").read_text()
+    assert auc < 0.75 or flipped > FLIP_WARN

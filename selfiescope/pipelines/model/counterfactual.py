@@ -1,12 +1,15 @@
 """The frame counterfactual: does the model's answer follow the picture's frame?
 
-Two frames are checked, each on a sample of every label moved to the other label's typical
+Three frames are checked, each on a sample of every label moved to the other label's typical
 value (the median over its images' headers):
 
 - ``aspect``: width / height. A picture wider than the target is cropped around its face, a
   narrower one is padded left and right with black, as a screenshot or a letterbox would be.
 - ``size``: the pixel count. The picture is resampled (its aspect kept) to as many pixels as
   the other label's typical picture has, as a re-upload or a thumbnail would be.
+- ``placement``: where the face sits in the frame (its centre, as shares of the width and the
+  height). The picture is cropped so the face sits where the other label's typically does, as
+  far as cropping alone can move it (a selfie's face near the top edge, a portrait's centred).
 
 Each changed picture goes through what ``predict`` would do with such a file (decode and face
 detection again, then normalize and the feature groups) and is scored by the final model; so
@@ -40,7 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
 FLIP_WARN = 0.2  # a share of a label's sample whose decision changes with the frame alone
 SAMPLE_PER_LABEL = 24  # pictures changed per label and check (each costs one feature extraction)
 SAME_FRAME = 0.02  # typical aspects (or linear sizes) this close are one frame: the check is skipped
-CHECKS = {"aspect": "aspect ratio", "size": "pixel size"}
+CHECKS = {"aspect": "aspect ratio", "size": "pixel size", "placement": "face position"}
+SAME_PLACE = 0.03  # typical face centres this close (as shares of the frame) are one placement
 TURNED_AWAY = "turned away"  # predict's chain rejected the changed picture (no face found, too small)
 
 Face = dict[str, Any]
@@ -81,28 +85,64 @@ def resize_by(image: np.ndarray, face: Face, factor: float) -> tuple[np.ndarray,
     return out, moved
 
 
-def typical_frames(table: "FeatureTable", labels: list[str]) -> dict[str, dict[str, float]]:
-    """Per label: the median width / height (``aspect``) and the median linear size, the square
-    root of the pixel count (``size``), from the images' header facts."""
-    out = {}
+def _interval_placing(lo: float, hi: float, size: int, target: float) -> tuple[int, int]:
+    """[start, end) of [0, size) that keeps [lo, hi) and puts its centre at ``target`` of the
+    interval's length, as near as cutting one end can."""
+    centre = (lo + hi) / 2
+    if target < centre / size:  # nearer the start: cut from the start, (centre - s) / (size - s) = target
+        start = (centre - target * size) / (1 - target)
+        return int(round(min(max(0.0, start), lo))), size
+    end = centre / target if target > 0 else size  # nearer the end: cut from the end, centre / e = target
+    return 0, int(round(max(min(float(size), end), hi)))
+
+
+def place_face(image: np.ndarray, face: Face, target: tuple[float, float]) -> tuple[np.ndarray, Face]:
+    """``image`` cropped so the face's centre sits at ``target`` (shares of the new width and
+    height), as near as cropping alone can; the box follows. ValueError without a face box."""
+    box = face.get("box")
+    if not box:
+        raise ValueError("no face to move")
+    height, width = image.shape[:2]
+    x0, x1 = _interval_placing(box[0], box[0] + box[2], width, target[0])
+    y0, y1 = _interval_placing(box[1], box[1] + box[3], height, target[1])
+    out = np.ascontiguousarray(image[y0:y1, x0:x1])
+    moved_box = [box[0] - x0, box[1] - y0, box[2], box[3]]
+    return out, {**face, "box": moved_box, "face_area": box[2] * box[3] / float(out.shape[0] * out.shape[1])}
+
+
+def typical_frames(table: "FeatureTable", labels: list[str]) -> dict[str, dict[str, Any]]:
+    """Per label: the median width / height (``aspect``), the median linear size, the square
+    root of the pixel count (``size``), from the images' header facts, and the median face
+    centre as shares of the width and height (``placement``, where the images have a face box)."""
+    out: dict[str, dict[str, Any]] = {}
     for label in labels:
         frames = [(f.width / f.height, math.sqrt(f.width * f.height)) for f, r in zip(table.facts, table.rows)
                   if r.label == label and f.width and f.height and math.isfinite(f.width / f.height)]
         if frames:
             aspects, sizes = zip(*frames)
             out[label] = {"aspect": float(np.median(aspects)), "size": float(np.median(sizes))}
+            centres = [((r.box[0] + r.box[2] / 2) / f.width, (r.box[1] + r.box[3] / 2) / f.height)
+                       for f, r in zip(table.facts, table.rows)
+                       if r.label == label and r.box and f.width and f.height and math.isfinite(f.width * f.height)]
+            if centres:
+                out[label]["placement"] = tuple(float(v) for v in np.median(np.array(centres), axis=0))
     return out
 
 
-def _same(a: float, b: float) -> bool:
+def _same(check: str, a: Any, b: Any) -> bool:
+    if check == "placement":
+        return a is None or b is None or max(abs(a[0] - b[0]), abs(a[1] - b[1])) <= SAME_PLACE
     return abs(a - b) <= SAME_FRAME * max(a, b)
 
 
-def _changed(check: str, image: np.ndarray, face: Face, target: float, file_size: float) -> tuple[np.ndarray, Face]:
-    """``image`` moved to the ``target`` aspect or linear size; ``file_size`` is the file's own linear
-    size (a decode step may have worked on a smaller copy: the picture scales by the ratio)."""
+def _changed(check: str, image: np.ndarray, face: Face, target: Any, file_size: float) -> tuple[np.ndarray, Face]:
+    """``image`` moved to the ``target`` aspect, linear size or face placement; ``file_size`` is
+    the file's own linear size (a decode step may have worked on a smaller copy: the picture
+    scales by the ratio)."""
     if check == "aspect":
         return reshape_to_aspect(image, face, target)
+    if check == "placement":
+        return place_face(image, face, target)
     return resize_by(image, face, target / file_size)
 
 
@@ -211,10 +251,12 @@ def shape_flips(
         except Exception as exc:  # noqa: BLE001
             return {"skipped": f"predict's chain ({', '.join(chain_names)}) could not be opened ({type(exc).__name__})"}
         for label, other in ((labels[0], labels[1]), (labels[1], labels[0])):
-            todo = [c for c in CHECKS if not _same(frames[label][c], frames[other][c])]
+            todo = [c for c in CHECKS if not _same(c, frames[label].get(c), frames[other].get(c))]
             for check in CHECKS:
                 if check not in todo:
-                    results[check][label] = {"skipped": f"both labels have the same typical {CHECKS[check]}"}
+                    results[check][label] = {"skipped": f"both labels have the same typical {CHECKS[check]}"
+                                             if frames[label].get(check) is not None and frames[other].get(check)
+                                             is not None else "no face boxes to place"}
             idx = [i for i, r in enumerate(table.rows) if r.label == label]
             chosen = rng.choice(idx, size=min(sample, len(idx)), replace=False) if idx and todo else []
             counts = {check: [0, 0, 0] for check in todo}  # checked, flipped, face lost
@@ -244,26 +286,33 @@ def shape_flips(
                         counts[check][0] += 1
                         counts[check][1] += int(before != after)
             for check, (checked, flipped, lost) in counts.items():
-                key = "to_aspect" if check == "aspect" else "to_size"
-                results[check][label] = {key: round(frames[other][check], 3 if check == "aspect" else 1),
+                target = frames[other][check]
+                results[check][label] = {f"to_{check}": [round(v, 3) for v in target] if check == "placement"
+                                         else round(target, 3 if check == "aspect" else 1),
                                          "checked": checked, "flipped": flipped, "no_face": lost,
                                          "rate": flipped / checked if checked else None}
     warn_checks = [check for check in CHECKS
                    if any((v.get("rate") or 0) > FLIP_WARN for v in results[check].values())]
     return {"per_label": results["aspect"], "per_label_size": results["size"],
+            "per_label_placement": results["placement"],
             "aspects": {k: round(v["aspect"], 3) for k, v in frames.items()},
+            "placements": {k: [round(c, 3) for c in v["placement"]] for k, v in frames.items() if "placement" in v},
             "sizes": {k: round(v["size"], 1) for k, v in frames.items()},
             "warn": bool(warn_checks), "warn_checks": warn_checks, "threshold": FLIP_WARN,
             "normalized": bool(pipeline.normalize)}
 
 
 def _moved(check: str, v: dict[str, Any]) -> str:
+    if check == "placement":
+        x, y = v["to_placement"]
+        return f"cropped so the face sits {x:.0%} across and {y:.0%} down"
     return f"reshaped to aspect {v['to_aspect']}" if check == "aspect" else \
         f"resampled to {v['to_size'] ** 2 / 1e6:.2f} megapixels"
 
 
 def _checks(result: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    return {"aspect": result.get("per_label") or {}, "size": result.get("per_label_size") or {}}
+    return {"aspect": result.get("per_label") or {}, "size": result.get("per_label_size") or {},
+            "placement": result.get("per_label_placement") or {}}
 
 
 def flip_warnings(result: dict[str, Any]) -> list[str]:
@@ -271,7 +320,10 @@ def flip_warnings(result: dict[str, Any]) -> list[str]:
     for check in result.get("warn_checks") or (["aspect"] if result.get("warn") else []):
         parts = ", ".join(f"{label} {v['flipped']}/{v['checked']} ({_moved(check, v)})"
                           for label, v in _checks(result)[check].items() if v.get("checked"))
-        advice = (f"normalize = true did not remove it: pictures under about {DETAIL * 3 // 2} pixels keep their "
+        advice = ("normalize = true cannot remove it: the square stays inside the frame, so a face near an edge "
+                  "sits near the square's edge too; collect both labels framed alike"
+                  if result.get("normalized") and check == "placement" else
+                  f"normalize = true did not remove it: pictures under about {DETAIL * 3 // 2} pixels keep their "
                   f"blur, and what the square crop leaves out differs with the frame; collect both labels with the "
                   f"same {CHECKS[check]}s"
                   if result.get("normalized") else

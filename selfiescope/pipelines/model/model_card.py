@@ -181,8 +181,8 @@ def _honesty_lines(metrics: dict[str, Any]) -> list[str]:
 
     lines = ["", "## Does the answer follow the frame?", "",
              f"A sample of each label moved to the other label's typical aspect ratio (cropped around the face or"
-             f" padded), and separately to its typical pixel size (resampled), re-scored by the final model; over"
-             f" {FLIP_WARN:.0%} flipped is a warning.", ""]
+             f" padded), separately to its typical pixel size (resampled), and separately to its typical face"
+             f" position (cropped), re-scored by the final model; over {FLIP_WARN:.0%} flipped is a warning.", ""]
     lines += [f"- {line}" for line in flip_lines(metrics.get("counterfactual"))] or ["- not run"]
     losses = metrics.get("dataset", {}).get("class_dependent_losses") or []
     lines += ["", "## Rejections that depended on the label", ""]

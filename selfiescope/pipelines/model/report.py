@@ -234,7 +234,7 @@ def _honesty_html(metrics: dict[str, Any]) -> str:
     losses = "".join(
         f"<li>{html.escape(loss['reason'])}: " + html.escape(", ".join(f"{k} {v:.0%}" for k, v in loss["rates"].items()))
         + "</li>" for loss in metrics.get("dataset", {}).get("class_dependent_losses") or [])
-    return (f"<h2>Frame counterfactual (photos moved to the other label's typical aspect ratio, and, separately, pixel size)</h2><ul>{flips or '<li>not run</li>'}</ul>"
+    return (f"<h2>Frame counterfactual (photos moved to the other label's typical aspect ratio, and, separately, pixel size and face position)</h2><ul>{flips or '<li>not run</li>'}</ul>"
             f"<h2>Rejections whose rate depended on the label</h2><ul>{losses or '<li>none</li>'}</ul>")
 
 
