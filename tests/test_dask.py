@@ -311,16 +311,9 @@ GROUPS = ["geometry", "landmarks", "image"]
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A rendered dataset whose label depends on where the face sits (tests/train_helpers.py)."""
-    from train_helpers import build_dataset, write_pictures
+    from train_helpers import rendered_dataset
 
-    root = tmp_path_factory.mktemp("synth")
-    files = {
-        "selfie": write_pictures(root / "in" / "selfie", "selfie", 26, seed=1),
-        "portrait": write_pictures(root / "in" / "portrait", "portrait", 26, seed=2),
-    }
-    counts = build_dataset(root, files)
-    assert min(counts.values()) >= 15, counts
-    return root
+    return rendered_dataset(tmp_path_factory.mktemp("synth"), 26, 15)
 
 
 def synth_settings(root: Path, model_dir: Path) -> Settings:

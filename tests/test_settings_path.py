@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from settings_path_trace import explain, traced
-from train_helpers import build_dataset, write_pictures
+from train_helpers import rendered_dataset, write_pictures
 from typer.testing import CliRunner
 
 from selfiescope.cli import app as cli
@@ -20,14 +20,7 @@ MOST = 2
 
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("settings_path_ds")
-    files = {
-        "selfie": write_pictures(root / "in" / "selfie", "selfie", 12, seed=11),
-        "portrait": write_pictures(root / "in" / "portrait", "portrait", 12, seed=12),
-    }
-    accepted = build_dataset(root, files)
-    assert min(accepted.values()) >= 8, accepted
-    return root
+    return rendered_dataset(tmp_path_factory.mktemp("settings_path_ds"), 12, 8, seeds=(11, 12))
 
 
 def _settings_file(folder: Path, root: Path, pipeline: str = "") -> Path:

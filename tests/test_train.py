@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
-from train_helpers import build_dataset, train_settings, write_pictures
+from train_helpers import build_dataset, rendered_dataset, train_settings, write_pictures
 from typer.testing import CliRunner
 
 from selfiescope.core.app import App
@@ -26,14 +26,7 @@ CHEAP = ["geometry", "image"]
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train_ds")
-    files = {
-        "selfie": write_pictures(root / "in" / "selfie", "selfie", 40, seed=1),
-        "portrait": write_pictures(root / "in" / "portrait", "portrait", 40, seed=2),
-    }
-    accepted = build_dataset(root, files)
-    assert min(accepted.values()) >= 30, accepted
-    return root
+    return rendered_dataset(tmp_path_factory.mktemp("train_ds"), 40, 30)
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,16 @@ def build_dataset(root: Path, files: dict[str, list[Path]], settings: Settings |
         manifest.close()
 
 
+def rendered_dataset(root: Path, per_label: int, minimum: int, seeds: tuple[int, int] = (1, 2)) -> Path:
+    """``per_label`` rendered selfies and portraits (:func:`write_pictures`, under ``root/in``)
+    collected into ``root``; at least ``minimum`` of each label must be accepted."""
+    files = {label: write_pictures(root / "in" / label, label, per_label, seed=seed)
+             for label, seed in zip(("selfie", "portrait"), seeds)}
+    accepted = build_dataset(root, files)
+    assert min(accepted.values()) >= minimum, accepted
+    return root
+
+
 def train_settings(root: Path, model_dir: Path, features: list[str], plugins: dict | None = None, **extra) -> Settings:
     pipeline = {"kind": "train", "labels": ["selfie", "portrait"], "features": features,
                 "model_dir": str(model_dir), "folds": 4, **extra}

@@ -298,8 +298,8 @@ def _build(
 
     chain = predict_chain(registry, settings, decode_name, faces=any(r.face_area is not None for r in rows))
     # the decoding step; with normalize, predict's chain after it finds the face in each square
-    specs = [(registry.steps[n], settings.component_options(n))
-             for n in [decode_name, *(n for n in chain if n != decode_name and normalize)]]
+    names = [decode_name, *(n for n in chain if n != decode_name)] if normalize else [decode_name]
+    specs = [(registry.steps[n], settings.component_options(n)) for n in names]
     def note_facts(task: Task) -> Task:  # header facts and hashes come from the bytes read for the features
         if task.data is not None:
             note_read(task.content_hash, task.data)

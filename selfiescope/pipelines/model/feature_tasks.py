@@ -25,7 +25,7 @@ from ...core.components import FeatureExtractor, Step, StoredImage
 from ...core.events import FaceBox, ImageEvent, Origin, Reject
 from ..dataset_care.stored import StoredReader
 from .leak_inputs import PERSON
-from .normalize import Recipe
+from .normalize import Recipe, faces_steps, normalize_image, square_event
 
 NAN = float("nan")
 
@@ -96,8 +96,6 @@ def decode_with_step(step: Step, data: bytes, label: str = "") -> ImageEvent:
 def chain_faces(steps: Sequence[Step]) -> Callable[[bytes, np.ndarray], list[FaceBox]]:
     """The face steps of ``steps`` (predict's chain) on a normalized square: the faces found,
     also when the step then turned the picture away (too small a share, under the threshold)."""
-    from .normalize import faces_steps, square_event
-
     finders = faces_steps(steps)
 
     def find(data: bytes, pixels: np.ndarray) -> list[FaceBox]:
@@ -125,8 +123,6 @@ def _run_task(task: Task) -> tuple[str, dict[str, dict[str, float]] | None, str 
             values = extractor.extract(image, face)
             out[PERSON] = {k: float(values.get(k, NAN)) for k in extractor.feature_names()}
         if task.normalize and task.groups:
-            from .normalize import normalize_image
-
             image, face = normalize_image(image, face, task.normalize, find_faces=_worker_state["square_faces"])
         for name in task.groups:
             extractor = _worker_state["extractors"][name]

@@ -198,19 +198,19 @@ def write_model_card(path: Path, metrics: dict[str, Any], schema: dict[str, Any]
 
 def normalize_text(norm: dict[str, Any]) -> str:
     """One sentence on what normalize did to every image, from the model's saved recipe."""
-    from .normalize import FACE_CONTEXT, Recipe
+    from .normalize import BORDERS, CROP, FACE_CONTEXT, METADATA, Recipe
 
     recipe = Recipe.saved(norm)
     done = []
-    if recipe.square and recipe.borders == "trimmed":
+    if recipe.square and recipe.borders == BORDERS:
         done.append("one-colour bars at its edges trimmed")
     if recipe.square:
         done.append(f"cropped to a square of {FACE_CONTEXT:g} face sides around its face (the largest square "
-                    "without one)" if recipe.crop == "face" else "cropped to the largest square around its face")
+                    "without one)" if recipe.crop == CROP else "cropped to the largest square around its face")
     done.append(f"re-encoded to {recipe.side} px and JPEG quality {recipe.jpeg_quality}")
     text = "Before features, every image was " + ", ".join(done)
-    if recipe.face == "square":
+    if recipe.finds_face:
         text += "; the face was found again in that square by the same steps, so its box is on one grid for every picture"
-    if recipe.metadata == "dropped":
+    if recipe.metadata == METADATA:
         text += "; the file's metadata (EXIF) was not used"
     return text + "."

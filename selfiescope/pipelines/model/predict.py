@@ -44,7 +44,7 @@ from .model_dir import ModelDirError, verify, verify_bytes
 from .model_schema import ModelSchema, SavedSettings, SchemaError, read_json_file, validated
 from .model_text import ModelTextError, checked_model_text
 from .calibration import Calibrator
-from .normalize import FACE, Recipe, faces_steps, normalized_square, refit_face, square_event
+from .normalize import Recipe, faces_steps, normalized_square, refit_face, square_event
 
 BATCH = 16
 
@@ -310,7 +310,7 @@ class Model:
         loop = asyncio.get_running_loop()
         recipe = self.normalize
         data, image, face = await loop.run_in_executor(run.executor, normalized_square, image, face, recipe)
-        if recipe.square and recipe.face == FACE:
+        if recipe.finds_face:
             seen = await run_chain(square_event(data, image), faces_steps(steps), run)
             face = refit_face(face, seen.faces, image.shape[1], image.shape[0])
         return image, face
